@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Prepares this host for hyperlet: installs the Debian packages LXC and libvirt need and starts
+# the daemons no service manager starts here. Idempotent: a second run changes nothing.
+set -euo pipefail
+
+log() { printf 'setup-host: %s\n' "$*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  log "not root: hyperlet drives lxc-* and the system libvirtd, which need root here."
+  log "run 'sudo make host' once (or install lxc lxc-templates busybox-static rsync libvirt-daemon-system"
+  log "libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils yourself), then retry."
+  exit 1
+fi
+
+if ! command -v apt-get >/dev/null; then
+  log "no apt-get: install LXC 5 (lxc-* tools, busybox template) and libvirt + QEMU with your distribution's tools."
+  exit 1
+fi
+
+PACKAGES=(
+  lxc lxc-templates busybox-static rsync            # containers (rsync: lxc-copy/lxc-snapshot)
+  libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils  # VMs
+  etcd-server openssl git iproute2 cpio xz-utils    # tests: control plane, guest image, git source
+  build-essential python3                           # better-sqlite3 builds from source
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# /dev/kvm is root-only on these machines; libvirt then re-probes QEMU on every define (~40 s).
+if [ -e /dev/kvm ]; then
+  getent group kvm >/dev/null || groupadd -r kvm
+  chgrp kvm /dev/kvm && chmod 660 /dev/kvm
+fi
+
+# No systemd runs the daemons here: start them when they are not running.
+if ! pgrep -x virtlogd >/dev/null; then
+  log "starting virtlogd"; virtlogd -d
+fi
+if ! pgrep -x libvirtd >/dev/null; then
+  log "starting libvirtd"; libvirtd -d
+fi
+for _ in $(seq 1 100); do [ -S /run/libvirt/libvirt-sock ] && break; sleep 0.1; done
+[ -S /run/libvirt/libvirt-sock ] || { log "libvirtd did not open /run/libvirt/libvirt-sock"; exit 1; }
+
+log "host ready: lxc $(lxc-create --version 2>/dev/null || echo '?'), libvirt $(libvirtd --version | awk '{print $NF}')"

@@ -1,0 +1,65 @@
+/** The one JSON Schema of kind Container: ajv validates files with it and the CRD is generated from it. */
+import { API_VERSION } from './group.js';
+import {
+  type JsonSchema, IFNAME_PATTERN, MAC_PATTERN, SAFE_TEXT_PATTERN, absolutePath, commonSpecProperties, objectMeta, quantity,
+} from './schema-parts.js';
+
+export const containerSpecSchema: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    state: { type: 'string', enum: ['Running', 'Stopped', 'Frozen'], default: 'Running', description: 'Desired power state.' },
+    template: {
+      type: 'string', minLength: 1, maxLength: 63, pattern: '^[a-z0-9][a-z0-9_.-]*$',
+      description: 'LXC template to create the root filesystem from (busybox works offline). Exactly one of template and rootfs.',
+    },
+    rootfs: absolutePath('A prepared root filesystem directory to use. Exactly one of template and rootfs.'),
+    resources: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        cpu: { type: 'integer', minimum: 1, maximum: 128, description: 'Number of CPUs the container may use.' },
+        memory: quantity('64Mi', '1Ti', 'Memory limit.'),
+        disk: quantity('100Mi', '10Ti', 'Root filesystem size, where the backing store supports it.'),
+      },
+    },
+    network: {
+      type: 'array',
+      maxItems: 16,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          type: { type: 'string', enum: ['veth', 'none'], default: 'veth' },
+          bridge: { type: 'string', pattern: IFNAME_PATTERN, description: 'Host bridge the veth joins.' },
+          hwaddr: { type: 'string', pattern: MAC_PATTERN, description: 'MAC address of the container side.' },
+        },
+      },
+    },
+    environment: {
+      type: 'object',
+      maxProperties: 256,
+      propertyNames: { maxLength: 255, pattern: '^[A-Za-z_][A-Za-z0-9_]*$' },
+      additionalProperties: { type: 'string', maxLength: 4096, pattern: SAFE_TEXT_PATTERN },
+    },
+    autostart: { type: 'boolean', default: false, description: 'Start the container when the host boots.' },
+    gracefulStopSeconds: {
+      type: 'integer', minimum: 0, maximum: 3600, default: 30,
+      description: 'How long a stop waits for the container to shut down before it is killed.',
+    },
+    ...commonSpecProperties,
+  },
+};
+
+export const containerSchema: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['apiVersion', 'kind', 'metadata', 'spec'],
+  properties: {
+    apiVersion: { type: 'string', const: API_VERSION },
+    kind: { type: 'string', const: 'Container' },
+    metadata: objectMeta,
+    spec: containerSpecSchema,
+    status: { type: 'object' },
+  },
+};

@@ -1,0 +1,81 @@
+/**
+ * Building blocks shared by the kinds' JSON Schemas. Every string that can reach an LXC config
+ * file, a command line or domain XML is constrained here so it cannot carry a new line, key or
+ * element: names are DNS-1123 labels, paths and free text exclude control characters.
+ */
+import { QUANTITY_PATTERN } from './quantity.js';
+
+export type JsonSchema = Record<string, unknown>;
+
+/** DNS-1123 label: lowercase alphanumerics and '-', starting and ending alphanumeric, at most 63. */
+export const DNS_LABEL_PATTERN = '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$';
+/** DNS-1123 subdomain (node names): labels joined by dots, at most 253. */
+export const DNS_SUBDOMAIN_PATTERN = '^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$';
+/** Text without control characters except tab: no new line, NUL or escape can pass. */
+export const SAFE_TEXT_PATTERN = '^[^\\u0000-\\u0008\\u000a-\\u001f\\u007f]*$';
+/** An absolute path without control characters. */
+export const ABSOLUTE_PATH_PATTERN = '^/[^\\u0000-\\u001f\\u007f]*$';
+/** A Linux network interface name (bridges): at most 15 characters, no '/' or spaces. */
+export const IFNAME_PATTERN = '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$';
+/** A unicast-capable MAC address in colon form. */
+export const MAC_PATTERN = '^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$';
+
+export const dnsLabel = (description: string): JsonSchema => ({
+  type: 'string', minLength: 1, maxLength: 63, pattern: DNS_LABEL_PATTERN, description,
+});
+
+export const absolutePath = (description: string): JsonSchema => ({
+  type: 'string', minLength: 1, maxLength: 4096, pattern: ABSOLUTE_PATH_PATTERN, description,
+});
+
+/**
+ * A Kubernetes quantity (string such as "512Mi", or a byte count) within a range.
+ * `x-quantity-range` is checked by validate.ts and turned into a CEL rule in the CRDs.
+ */
+export const quantity = (minimum: string, maximum: string, description: string): JsonSchema => ({
+  'x-kubernetes-int-or-string': true,
+  anyOf: [{ type: 'integer', minimum: 0 }, { type: 'string', pattern: QUANTITY_PATTERN }],
+  'x-quantity-range': { minimum, maximum },
+  description,
+});
+
+const labelKey = '^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$';
+
+/** The part of Kubernetes ObjectMeta that files may set. */
+export const objectMeta: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['name'],
+  properties: {
+    name: dnsLabel('Name of the object, unique per kind and namespace; also names the instance on the host.'),
+    namespace: { ...dnsLabel('Namespace of the object.'), default: 'default' },
+    labels: {
+      type: 'object',
+      maxProperties: 64,
+      propertyNames: { maxLength: 317, pattern: labelKey },
+      additionalProperties: { type: 'string', maxLength: 63, pattern: '^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$' },
+    },
+    annotations: {
+      type: 'object',
+      maxProperties: 64,
+      propertyNames: { maxLength: 317, pattern: labelKey },
+      additionalProperties: { type: 'string', maxLength: 65536 },
+    },
+  },
+};
+
+/** Fields every kind's spec shares. */
+export const commonSpecProperties: Record<string, JsonSchema> = {
+  nodeName: {
+    type: 'string', maxLength: 253, pattern: DNS_SUBDOMAIN_PATTERN,
+    description: 'The host that runs this instance (kube mode: the agent started with --node NAME).',
+  },
+  updatePolicy: {
+    type: 'string', enum: ['Live', 'Restart', 'Recreate'], default: 'Live',
+    description: 'How far hyperlet may go to apply a change: Live changes only; also restart; also re-create.',
+  },
+  deletionPolicy: {
+    type: 'string', enum: ['Delete', 'Orphan'], default: 'Delete',
+    description: 'Delete removes the instance with the object; Orphan leaves it on the host.',
+  },
+};

@@ -1,0 +1,103 @@
+/**
+ * TypeScript shapes of the v1alpha1 objects. They mirror container-schema.ts and
+ * virtual-machine-schema.ts, which are the source of truth; the validator applies the schemas'
+ * defaults, so every field with a default is present on a validated object.
+ */
+import type { Kind } from './group.js';
+
+export type UpdatePolicy = 'Live' | 'Restart' | 'Recreate';
+export type DeletionPolicy = 'Delete' | 'Orphan';
+export type Quantity = string | number;
+
+export interface ObjectMeta {
+  name: string;
+  namespace: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  /** Set by the API server in kube mode; dir and git sources leave these out. */
+  uid?: string;
+  generation?: number;
+  resourceVersion?: string;
+  deletionTimestamp?: string;
+  finalizers?: string[];
+  creationTimestamp?: string;
+}
+
+interface CommonSpec {
+  nodeName?: string;
+  updatePolicy: UpdatePolicy;
+  deletionPolicy: DeletionPolicy;
+}
+
+export type ContainerState = 'Running' | 'Stopped' | 'Frozen';
+export interface ContainerNetwork { type: 'veth' | 'none'; bridge?: string; hwaddr?: string }
+export interface ContainerSpec extends CommonSpec {
+  state: ContainerState;
+  template?: string;
+  rootfs?: string;
+  resources?: { cpu?: number; memory?: Quantity; disk?: Quantity };
+  network?: ContainerNetwork[];
+  environment?: Record<string, string>;
+  autostart: boolean;
+  gracefulStopSeconds: number;
+}
+
+export type VirtualMachineState = 'Running' | 'Stopped' | 'Paused';
+export interface VirtualMachineDisk { name: string; size?: Quantity; pool: string; bus: 'virtio' | 'sata' | 'scsi' | 'ide'; image?: string }
+export interface VirtualMachineNetwork { network?: string; bridge?: string; mac?: string; model: 'virtio' | 'e1000' | 'rtl8139' }
+export interface VirtualMachineSpec extends CommonSpec {
+  state: VirtualMachineState;
+  hypervisor: 'kvm' | 'qemu';
+  resources: { cpu: number; memory: Quantity; maxCpu?: number; maxMemory?: Quantity };
+  boot?: { kernel?: string; initrd?: string; cmdline?: string; disk?: string };
+  disks?: VirtualMachineDisk[];
+  networks?: VirtualMachineNetwork[];
+  gracefulStopSeconds: number;
+}
+
+export type PowerState = ContainerState | VirtualMachineState;
+
+export type SpecOf<K extends Kind> = K extends 'Container' ? ContainerSpec : VirtualMachineSpec;
+
+export interface HyperletObject<K extends Kind = Kind> {
+  apiVersion: string;
+  kind: K;
+  metadata: ObjectMeta;
+  spec: SpecOf<K>;
+  status?: Status;
+}
+
+export type Container = HyperletObject<'Container'>;
+export type VirtualMachine = HyperletObject<'VirtualMachine'>;
+
+export type Phase = 'Pending' | 'Creating' | 'Running' | 'Stopped' | 'Frozen' | 'Paused' | 'Failed' | 'Deleting';
+export type ConditionType = 'Ready' | 'Synced' | 'RestartRequired' | 'RecreateRequired' | 'Paused' | 'Drifted';
+
+/** A Kubernetes-convention condition; `lastTransitionTime` moves only when `status` flips. */
+export interface Condition {
+  type: ConditionType;
+  status: 'True' | 'False' | 'Unknown';
+  reason: string;
+  message: string;
+  lastTransitionTime: string;
+  observedGeneration?: number;
+}
+
+/** What hyperlet reports about an object, in every mode. */
+export interface Status {
+  phase: Phase;
+  conditions: Condition[];
+  observedGeneration?: number;
+  /** The object's stable id: the domain UUID, the LXC marker's id. */
+  id?: string;
+  /** The instance's name on the host: NAME, or NAMESPACE.NAME outside namespace default. */
+  hostName?: string;
+  node?: string;
+  pid?: number;
+  addresses?: string[];
+  startedAt?: string;
+  /** Provider-specific facts worth showing (libvirt state and reason, the last stop's outcome…). */
+  details?: Record<string, string>;
+  /** Changes waiting for a restart or re-create the update policy does not allow. */
+  pendingChanges?: { field: string; apply: 'restart' | 'recreate' }[];
+}

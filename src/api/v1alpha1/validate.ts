@@ -1,0 +1,190 @@
+/**
+ * Validates one decoded document against its kind's JSON Schema (ajv) plus the cross-field
+ * rules a schema cannot say plainly. Defaults are applied to a copy; the input is never changed.
+ * Each problem names the field path and the rule it broke.
+ */
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { API_VERSION, type Kind, isKind } from './group.js';
+import { containerSchema } from './container-schema.js';
+import { virtualMachineSchema } from './virtual-machine-schema.js';
+import { parseQuantity, formatQuantity } from './quantity.js';
+import type { ContainerSpec, HyperletObject, VirtualMachineSpec } from './types.js';
+
+/** One broken rule: `path` is a dotted field path ("spec.resources.cpu", "spec.disks[1].size"). */
+export interface ValidationIssue {
+  readonly path: string;
+  readonly rule: string;
+  readonly message: string;
+}
+
+export type ValidationResult =
+  | { readonly ok: true; readonly object: HyperletObject }
+  | { readonly ok: false; readonly issues: readonly ValidationIssue[] };
+
+export const SCHEMAS: Readonly<Record<Kind, Record<string, unknown>>> = {
+  Container: containerSchema,
+  VirtualMachine: virtualMachineSchema,
+};
+
+interface QuantityRange { minimum: string; maximum: string }
+
+function makeAjv(): Ajv {
+  const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, strictTypes: false, allowUnionTypes: true });
+  // Structural-schema marker for the CRDs; ajv's anyOf already checks the two shapes.
+  ajv.addKeyword({ keyword: 'x-kubernetes-int-or-string', schemaType: 'boolean' });
+  ajv.addKeyword({
+    keyword: 'x-quantity-range',
+    schemaType: 'object',
+    errors: true,
+    validate: function checkRange(this: unknown, range: QuantityRange, data: unknown): boolean {
+      if (typeof data !== 'string' && typeof data !== 'number') return true; // the type check reports it
+      const bytes = parseQuantity(data);
+      if (bytes === undefined) return true; // the pattern check reports it
+      const min = parseQuantity(range.minimum) ?? 0;
+      const max = parseQuantity(range.maximum) ?? Number.MAX_SAFE_INTEGER;
+      if (bytes >= min && bytes <= max) return true;
+      (checkRange as unknown as { errors: Partial<ErrorObject>[] }).errors = [{
+        keyword: 'x-quantity-range',
+        message: `must be between ${range.minimum} and ${range.maximum} (is ${formatQuantity(bytes)})`,
+        params: { range },
+      }];
+      return false;
+    },
+  });
+  return ajv;
+}
+
+const ajv = makeAjv();
+const validators: Record<Kind, ValidateFunction> = {
+  Container: ajv.compile(containerSchema),
+  VirtualMachine: ajv.compile(virtualMachineSchema),
+};
+
+/** "/spec/disks/1/size" → "spec.disks[1].size" */
+export function toFieldPath(pointer: string): string {
+  let out = '';
+  for (const raw of pointer.split('/').slice(1)) {
+    const part = raw.replace(/~1/g, '/').replace(/~0/g, '~');
+    out += /^[0-9]+$/.test(part) ? `[${part}]` : out === '' ? part : `.${part}`;
+  }
+  return out;
+}
+
+function join(path: string, child: string): string {
+  return path === '' ? child : `${path}.${child}`;
+}
+
+function toIssues(errors: readonly ErrorObject[]): ValidationIssue[] {
+  // A quantity is `anyOf [integer, pattern string]`: report one plain line, not each branch.
+  const anyOfPaths = new Set(errors.filter((e) => e.keyword === 'anyOf').map((e) => e.instancePath));
+  const issues: ValidationIssue[] = [];
+  for (const e of errors) {
+    const path = toFieldPath(e.instancePath);
+    if (e.keyword === 'anyOf') {
+      issues.push({ path, rule: 'quantity', message: 'must be a quantity such as 512Mi or 2Gi, or a byte count' });
+    } else if (anyOfPaths.has(e.instancePath) && e.schemaPath.includes('/anyOf/')) {
+      continue;
+    } else if (e.keyword === 'additionalProperties') {
+      const field = String((e.params as { additionalProperty: string }).additionalProperty);
+      issues.push({ path: join(path, field), rule: 'unknown-field', message: 'unknown field' });
+    } else if (e.keyword === 'required') {
+      const field = String((e.params as { missingProperty: string }).missingProperty);
+      issues.push({ path: join(path, field), rule: 'required', message: 'is required' });
+    } else if (e.keyword === 'enum') {
+      const allowed = (e.params as { allowedValues: unknown[] }).allowedValues.map(String).join(', ');
+      issues.push({ path, rule: 'enum', message: `must be one of: ${allowed}` });
+    } else if (e.keyword === 'pattern' && e.propertyName === undefined) {
+      issues.push({ path, rule: 'pattern', message: `${describePattern(String((e.params as { pattern: string }).pattern))}` });
+    } else if (e.propertyName !== undefined) {
+      issues.push({ path: join(path, e.propertyName), rule: `key-${e.keyword}`, message: `key ${JSON.stringify(e.propertyName)} ${e.message ?? 'is invalid'}` });
+    } else {
+      issues.push({ path, rule: e.keyword, message: e.message ?? 'is invalid' });
+    }
+  }
+  return issues;
+}
+
+const PATTERN_WORDS: Readonly<Record<string, string>> = {
+  '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$': 'must be a DNS-1123 label: lowercase letters, digits and "-", starting and ending with a letter or digit',
+  '^[^\\u0000-\\u0008\\u000a-\\u001f\\u007f]*$': 'must not contain new lines, NUL or other control characters',
+  '^/[^\\u0000-\\u001f\\u007f]*$': 'must be an absolute path without control characters',
+  '^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$': 'must be a MAC address such as 52:54:00:12:34:56',
+};
+
+function describePattern(pattern: string): string {
+  return PATTERN_WORDS[pattern] ?? `must match ${pattern}`;
+}
+
+function crossFieldIssues(kind: Kind, spec: Record<string, unknown>): ValidationIssue[] {
+  const issues: ValidationIssue[] = [];
+  if (kind === 'Container') {
+    const s = spec as unknown as ContainerSpec;
+    if ((s.template === undefined) === (s.rootfs === undefined)) {
+      issues.push({ path: 'spec', rule: 'one-of', message: 'exactly one of template and rootfs must be set' });
+    }
+    s.network?.forEach((n, i) => {
+      if (n.type === 'none' && (n.bridge !== undefined || n.hwaddr !== undefined)) {
+        issues.push({ path: `spec.network[${i}]`, rule: 'none-has-no-link', message: 'type none takes no bridge or hwaddr' });
+      }
+    });
+    return issues;
+  }
+  const s = spec as unknown as VirtualMachineSpec;
+  const diskNames = new Set<string>();
+  s.disks?.forEach((d, i) => {
+    if (diskNames.has(d.name)) issues.push({ path: `spec.disks[${i}].name`, rule: 'unique', message: `duplicate disk name ${JSON.stringify(d.name)}` });
+    diskNames.add(d.name);
+    if (d.size === undefined && d.image === undefined) {
+      issues.push({ path: `spec.disks[${i}]`, rule: 'size-or-image', message: 'needs a size, an image, or both' });
+    }
+  });
+  if (s.boot !== undefined) {
+    const direct = s.boot.kernel !== undefined;
+    if (direct === (s.boot.disk !== undefined)) {
+      issues.push({ path: 'spec.boot', rule: 'one-of', message: 'exactly one of kernel and disk must be set' });
+    }
+    if (!direct && (s.boot.initrd !== undefined || s.boot.cmdline !== undefined)) {
+      issues.push({ path: 'spec.boot', rule: 'kernel-only', message: 'initrd and cmdline need kernel' });
+    }
+    if (s.boot.disk !== undefined && !diskNames.has(s.boot.disk)) {
+      issues.push({ path: 'spec.boot.disk', rule: 'reference', message: `no disk named ${JSON.stringify(s.boot.disk)} in spec.disks` });
+    }
+  }
+  s.networks?.forEach((n, i) => {
+    if ((n.network === undefined) === (n.bridge === undefined)) {
+      issues.push({ path: `spec.networks[${i}]`, rule: 'one-of', message: 'exactly one of network and bridge must be set' });
+    }
+  });
+  const r = s.resources;
+  if (r.maxCpu !== undefined && r.maxCpu < r.cpu) {
+    issues.push({ path: 'spec.resources.maxCpu', rule: 'minimum', message: 'must be at least resources.cpu' });
+  }
+  if (r.maxMemory !== undefined && (parseQuantity(r.maxMemory) ?? 0) < (parseQuantity(r.memory) ?? 0)) {
+    issues.push({ path: 'spec.resources.maxMemory', rule: 'minimum', message: 'must be at least resources.memory' });
+  }
+  return issues;
+}
+
+/**
+ * Validates a decoded document. Never throws: every problem comes back as an issue, and a valid
+ * document comes back with defaults applied (metadata.namespace, spec.state, …).
+ */
+export function validateObject(doc: unknown): ValidationResult {
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) {
+    return { ok: false, issues: [{ path: '', rule: 'mapping', message: 'document must be a mapping (an object)' }] };
+  }
+  const raw = doc as Record<string, unknown>;
+  if (raw.apiVersion !== API_VERSION) {
+    return { ok: false, issues: [{ path: 'apiVersion', rule: 'api-version', message: `must be ${API_VERSION} (is ${JSON.stringify(raw.apiVersion ?? null)})` }] };
+  }
+  if (!isKind(raw.kind)) {
+    return { ok: false, issues: [{ path: 'kind', rule: 'kind', message: `must be Container or VirtualMachine (is ${JSON.stringify(raw.kind ?? null)})` }] };
+  }
+  const copy = structuredClone(raw);
+  copy.metadata ??= {};
+  copy.spec ??= {};
+  const validate = validators[raw.kind];
+  const issues = validate(copy) ? [] : toIssues(validate.errors ?? []);
+  if (issues.length === 0) issues.push(...crossFieldIssues(raw.kind, copy.spec as Record<string, unknown>));
+  return issues.length === 0 ? { ok: true, object: copy as unknown as HyperletObject } : { ok: false, issues };
+}

@@ -1,0 +1,82 @@
+/** The one JSON Schema of kind VirtualMachine: ajv validates files with it and the CRD is generated from it. */
+import { API_VERSION } from './group.js';
+import {
+  type JsonSchema, IFNAME_PATTERN, MAC_PATTERN, SAFE_TEXT_PATTERN, absolutePath, commonSpecProperties, dnsLabel, objectMeta, quantity,
+} from './schema-parts.js';
+
+export const virtualMachineSpecSchema: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    state: { type: 'string', enum: ['Running', 'Stopped', 'Paused'], default: 'Running', description: 'Desired power state.' },
+    hypervisor: { type: 'string', enum: ['kvm', 'qemu'], default: 'kvm', description: 'kvm (hardware) or qemu (software emulation).' },
+    resources: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        cpu: { type: 'integer', minimum: 1, maximum: 128, default: 1, description: 'Virtual CPUs.' },
+        memory: { ...quantity('64Mi', '1Ti', 'Guest memory.'), default: '512Mi' },
+        maxCpu: { type: 'integer', minimum: 1, maximum: 128, description: 'Ceiling for live vCPU changes (default: cpu).' },
+        maxMemory: quantity('64Mi', '1Ti', 'Ceiling for live memory changes (default: memory).'),
+      },
+    },
+    boot: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        kernel: absolutePath('Kernel image for direct boot.'),
+        initrd: absolutePath('Initial ramdisk for direct boot.'),
+        cmdline: { type: 'string', maxLength: 4096, pattern: SAFE_TEXT_PATTERN, description: 'Kernel command line.' },
+        disk: dnsLabel('Name of the disk (in disks) to boot from.'),
+      },
+    },
+    disks: {
+      type: 'array',
+      maxItems: 26,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name'],
+        properties: {
+          name: dnsLabel('Disk name, unique in this VM; the volume is named after the VM and the disk.'),
+          size: quantity('100Mi', '10Ti', 'Volume capacity; may grow, never shrink.'),
+          pool: { ...dnsLabel('Storage pool holding the volume.'), default: 'default' },
+          bus: { type: 'string', enum: ['virtio', 'sata', 'scsi', 'ide'], default: 'virtio' },
+          image: absolutePath('Backing image (qcow2 or raw) the volume starts from.'),
+        },
+      },
+    },
+    networks: {
+      type: 'array',
+      maxItems: 16,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          network: dnsLabel('libvirt network to attach to. Exactly one of network and bridge.'),
+          bridge: { type: 'string', pattern: IFNAME_PATTERN, description: 'Host bridge to attach to.' },
+          mac: { type: 'string', pattern: MAC_PATTERN, description: 'MAC address; derived from the object id when absent.' },
+          model: { type: 'string', enum: ['virtio', 'e1000', 'rtl8139'], default: 'virtio' },
+        },
+      },
+    },
+    gracefulStopSeconds: {
+      type: 'integer', minimum: 0, maximum: 3600, default: 60,
+      description: 'How long a stop waits for the guest to power off (ACPI) before it is destroyed.',
+    },
+    ...commonSpecProperties,
+  },
+};
+
+export const virtualMachineSchema: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['apiVersion', 'kind', 'metadata', 'spec'],
+  properties: {
+    apiVersion: { type: 'string', const: API_VERSION },
+    kind: { type: 'string', const: 'VirtualMachine' },
+    metadata: objectMeta,
+    spec: virtualMachineSpecSchema,
+    status: { type: 'object' },
+  },
+};

@@ -1,0 +1,92 @@
+/**
+ * The boundary between the reconcile core and the hypervisors (crossplane's ExternalClient).
+ * Nothing above this file imports LXC or libvirt code; tests put a FakeProvider here.
+ */
+import type { Kind } from '../api/v1alpha1/group.js';
+import type { ApplyMode, SpecFields } from '../api/v1alpha1/fields.js';
+import type { PowerState } from '../api/v1alpha1/types.js';
+import type { Desired } from '../store/desired.js';
+
+/** What an instance is doing, as the provider sees it. Transitional states settle on their own. */
+export type InstanceState = 'Running' | 'Stopped' | 'Frozen' | 'Paused' | 'Starting' | 'Stopping' | 'Crashed' | 'Unknown';
+
+/** One instance on the host, as observed. */
+export interface ObservedInstance {
+  readonly hostName: string;
+  readonly state: InstanceState;
+  /** What the instance embodies, flattened like specFields(): read from its config or from hyperlet's marker. */
+  readonly fields: SpecFields;
+  /** The object id in hyperlet's ownership marker; undefined when the instance carries no marker. */
+  readonly ownerId?: string;
+  /** The spec hash in the marker, as last applied. */
+  readonly specHash?: string;
+  /** Creation never finished (a killed lxc-create, a define without its volumes): clean up and start over. */
+  readonly partial?: boolean;
+  readonly pid?: number;
+  readonly addresses?: readonly string[];
+  readonly startedAt?: string;
+  /** Provider facts for status.details (libvirt state and reason, the last stop's outcome…). */
+  readonly details?: Readonly<Record<string, string>>;
+}
+
+/** One field whose desired value differs from the observed one. */
+export interface FieldChange {
+  readonly path: string;
+  readonly from: SpecFields[string] | undefined;
+  readonly to: SpecFields[string] | undefined;
+  readonly apply: ApplyMode;
+}
+
+/**
+ * Manages one kind of instance on this host. Every method is idempotent: `create` on an existing
+ * instance and `delete` on a missing one succeed. Observing changes nothing, and a missing
+ * instance is `undefined`, never an error. Methods that fail throw errors whose message carries
+ * the tool's or daemon's own words; throw `TerminalError` (reconcile/errors.ts) when retrying
+ * cannot help until the object changes.
+ *
+ * Assumptions: the reconciler has checked ownership before calling any method that changes an
+ * instance, and never calls two methods for the same host name at once.
+ */
+export interface Provider<K extends Kind = Kind> {
+  readonly name: 'lxc' | 'libvirt';
+  readonly kind: K;
+  /** Resolves when the provider can work on this host; throws ProviderUnavailableError saying why not. */
+  probe(signal: AbortSignal): Promise<void>;
+  /** Every instance on the host, keyed by host name, in one batch call (lxc-ls, list-all-domains). */
+  observeAll(signal: AbortSignal): Promise<ReadonlyMap<string, ObservedInstance>>;
+  /** One instance, or undefined when it does not exist. */
+  observe(d: Desired<K>, signal: AbortSignal): Promise<ObservedInstance | undefined>;
+  /** Creates the instance stopped, with hyperlet's ownership marker. */
+  create(d: Desired<K>, signal: AbortSignal): Promise<void>;
+  /**
+   * Applies changes: `live` ones to the running instance and its config, `restart` ones to the
+   * config only (the reconciler calls this for them while the instance is stopped). Refreshes the marker.
+   */
+  update(d: Desired<K>, changes: readonly FieldChange[], observed: ObservedInstance, signal: AbortSignal): Promise<void>;
+  /** Moves the instance to `to`. Returns a short note for status when useful ("destroyed after 60 s"). */
+  setState(d: Desired<K>, to: PowerState, observed: ObservedInstance, signal: AbortSignal): Promise<string | void>;
+  /** Writes hyperlet's marker on an instance it did not create (adoption); changes nothing else. */
+  adopt(d: Desired<K>, observed: ObservedInstance, signal: AbortSignal): Promise<void>;
+  /** Stops and removes the instance and what hyperlet created for it; nothing else. */
+  delete(d: Desired<K>, signal: AbortSignal): Promise<void>;
+  /**
+   * Host names of instances that changed (lxc-monitor, libvirt lifecycle events). A hint on top
+   * of level-triggered resyncs: it may repeat, and it may miss events while it reconnects.
+   */
+  changes(signal: AbortSignal): AsyncIterable<string>;
+  /** Optional: how a change is applied when it depends on the values (a disk that grows is live). */
+  applyModeOf?(change: FieldChange, observed: ObservedInstance): ApplyMode;
+}
+
+/** Thrown by probe() when the host cannot run this provider (tool missing, daemon down). */
+export class ProviderUnavailableError extends Error {
+  readonly isProviderUnavailableError = true;
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'ProviderUnavailableError';
+  }
+}
+
+export function isProviderUnavailableError(err: unknown): err is ProviderUnavailableError {
+  return typeof err === 'object' && err !== null && (err as { isProviderUnavailableError?: unknown }).isProviderUnavailableError === true;
+}

@@ -1,0 +1,44 @@
+/**
+ * The error kinds the controller tells apart, each a class with a brand and a guard (cockatiel
+ * style): no instanceof across modules and no string matching.
+ */
+
+/** Retrying cannot help until the object changes (a pool that does not exist, a disk asked to shrink). */
+export class TerminalError extends Error {
+  readonly isTerminalError = true;
+  /** CamelCase reason for the Synced condition. */
+  readonly reason: string;
+  constructor(reason: string, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'TerminalError';
+    this.reason = reason;
+  }
+}
+
+/** A write lost a race with a newer version (HTTP 409): retry on fresh data, quietly. */
+export class ConflictError extends Error {
+  readonly isConflictError = true;
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'ConflictError';
+  }
+}
+
+const branded = (err: unknown, brand: string): boolean =>
+  typeof err === 'object' && err !== null && (err as Record<string, unknown>)[brand] === true;
+
+export const isTerminalError = (err: unknown): err is TerminalError => branded(err, 'isTerminalError');
+export const isConflictError = (err: unknown): err is ConflictError => branded(err, 'isConflictError');
+export const isAbortError = (err: unknown): boolean =>
+  typeof err === 'object' && err !== null && (err as { name?: unknown }).name === 'AbortError';
+
+/** The message of any thrown value, with its causes, for status and logs. */
+export function errorMessage(err: unknown): string {
+  const parts: string[] = [];
+  let current: unknown = err;
+  for (let depth = 0; current !== undefined && current !== null && depth < 5; depth++) {
+    parts.push(current instanceof Error ? current.message : String(current));
+    current = current instanceof Error ? current.cause : undefined;
+  }
+  return parts.join(': ');
+}

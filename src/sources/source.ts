@@ -1,0 +1,38 @@
+/**
+ * Sources bring desired objects in: the directory watcher, the Git follower, the Kubernetes
+ * informers. They all feed a DesiredStore through StoreWriter and report broken input as
+ * SourceProblems; nothing else in the core knows where an object came from.
+ */
+import type { Desired } from '../store/desired.js';
+import type { ObjectKey } from '../store/object-key.js';
+
+export interface StoreWriter {
+  upsert(d: Desired): void;
+  remove(key: ObjectKey): void;
+  /** Replaces every object of `source` at once (a relist, a new commit). */
+  replaceAll(source: string, objects: readonly Desired[]): void;
+}
+
+/** Input that could not be used: a broken file, an invalid document, a failed fetch. */
+export interface SourceProblem {
+  /** FILE[#DOC] Kind/name: field.path: message — the one line users see. */
+  readonly line: string;
+  readonly file?: string;
+  readonly document?: number;
+  readonly kind?: string;
+  readonly namespace?: string;
+  readonly name?: string;
+  readonly path?: string;
+  readonly rule?: string;
+}
+
+export interface Source {
+  /** Source id, also the first part of every key it makes: no '/' ("dir", "git-0", "kube"). */
+  readonly id: string;
+  /** For people: "dir:/etc/hyperlet", "git:https://…#main", "kube". */
+  readonly description: string;
+  /** Resolves once the first full listing is in the store (client-go `HasSynced`). */
+  start(store: StoreWriter, signal: AbortSignal): Promise<void>;
+  /** Problems in the input as of now (what `hyperlet get` and /readyz show). */
+  problems(): readonly SourceProblem[];
+}
