@@ -5,6 +5,7 @@
  */
 import type { Desired } from '../store/desired.js';
 import type { ObjectKey } from '../store/object-key.js';
+import type { FinalizerGate, ObjectRecords, Recorder, StatusWriter } from '../status/status-writer.js';
 
 export interface StoreWriter {
   upsert(d: Desired): void;
@@ -35,4 +36,17 @@ export interface Source {
   start(store: StoreWriter, signal: AbortSignal): Promise<void>;
   /** Problems in the input as of now (what `hyperlet get` and /readyz show). */
   problems(): readonly SourceProblem[];
+}
+
+/**
+ * A source with everything that writes back to where it came from. The daemon wires one per
+ * `--source`; the controller looks the backend up by the key's source id.
+ */
+export interface SourceBackend {
+  readonly source: Source;
+  readonly statusWriter: StatusWriter;
+  readonly recorder: Recorder;
+  /** Memory of removed objects (dir/git: the state DB); absent where finalizers do that job. */
+  readonly records?: ObjectRecords;
+  readonly finalizers?: FinalizerGate;
 }

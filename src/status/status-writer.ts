@@ -38,3 +38,14 @@ export type EventType = 'Normal' | 'Warning';
 export interface Recorder {
   record(d: Desired, type: EventType, reason: string, message: string): void;
 }
+
+/**
+ * Holds an object in its API until its instance is gone (kube: the `hyperlet.io/cleanup`
+ * finalizer). Sources without such an API have none.
+ */
+export interface FinalizerGate {
+  /** Called before anything is created for `d`; idempotent. */
+  ensure(d: Desired, signal: AbortSignal): Promise<void>;
+  /** Called once the instance is removed (or orphaned on purpose); idempotent. */
+  release(d: Desired, signal: AbortSignal): Promise<void>;
+}
