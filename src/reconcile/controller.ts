@@ -51,6 +51,7 @@ export class Controller {
     this.queue = new WorkQueue<ObjectKey>({
       process: (key) => this.handle(key),
       concurrency: options.concurrency ?? 4,
+      paused: true,
       ...(options.rateLimiter === undefined ? {} : { rateLimiter: options.rateLimiter }),
       ...(options.metrics === undefined ? {} : { metrics: options.metrics.forQueue(options.kind) }),
     });
@@ -78,6 +79,7 @@ export class Controller {
   /** Runs the first resync, then follows provider events and resyncs periodically. */
   async start(): Promise<void> {
     await this.resync();
+    this.queue.run(); // after the first batch observation, so the first passes read it
     void this.followChanges();
     const every = this.options.resyncMs ?? 60_000;
     const tick = (): void => {

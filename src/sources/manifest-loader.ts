@@ -51,7 +51,7 @@ function exceedsNodes(value: unknown, limit: number): boolean {
   while (stack.length > 0) {
     const v = stack.pop();
     if (++count > limit) return true;
-    if (v !== null && typeof v === 'object') stack.push(...(Array.isArray(v) ? v : Object.values(v as Record<string, unknown>)));
+    if (v !== null && typeof v === 'object') stack.push(...(Array.isArray(v) ? (v as unknown[]) : Object.values(v as Record<string, unknown>)));
   }
   return false;
 }
