@@ -26,7 +26,7 @@ export class ProviderHealth {
 
   /** Records that a call found the provider unavailable. */
   markUnavailable(err: unknown): void {
-    if (this.state?.ok !== false) this.logger.warn({ provider: this.provider.name, err }, 'provider unavailable');
+    if (this.state?.ok !== false) this.logger.warn({ reason: errorMessage(err) }, 'provider unavailable');
     this.state = { ok: false, reason: errorMessage(err) };
     this.checkedAtMs = Date.now();
   }
@@ -39,7 +39,7 @@ export class ProviderHealth {
   private async probe(signal: AbortSignal): Promise<Health> {
     try {
       await this.provider.probe(signal);
-      if (this.state?.ok === false) this.logger.info({ provider: this.provider.name }, 'provider available again');
+      if (this.state?.ok === false) this.logger.info('provider available again');
       this.state = { ok: true };
       this.checkedAtMs = Date.now();
     } catch (err) {

@@ -27,6 +27,7 @@ const MIGRATIONS: readonly string[] = [
      id TEXT NOT NULL UNIQUE,
      generation INTEGER NOT NULL,
      spec_hash TEXT NOT NULL,
+     object TEXT,
      applied TEXT,
      status TEXT,
      created_at TEXT NOT NULL,
@@ -69,6 +70,8 @@ export interface ObjectRow {
   readonly generation: number;
   readonly specHash: string;
   readonly status: Status | undefined;
+  /** The desired object as of the last status write. */
+  readonly desired: Desired | undefined;
   readonly applied: Desired | undefined;
   readonly createdAt: string;
   readonly updatedAt: string;
@@ -86,7 +89,7 @@ export interface AuditEntry {
 
 interface RawObjectRow {
   key: string; source: string; kind: string; namespace: string; name: string; id: string;
-  generation: number; spec_hash: string; applied: string | null; status: string | null; created_at: string; updated_at: string;
+  generation: number; spec_hash: string; object: string | null; applied: string | null; status: string | null; created_at: string; updated_at: string;
 }
 
 export class StateDb {
@@ -126,7 +129,7 @@ export class StateDb {
       get: this.db.prepare<[string], RawObjectRow>('SELECT * FROM objects WHERE key = ?'),
       insert: this.db.prepare('INSERT INTO objects (key, source, kind, namespace, name, id, generation, spec_hash, created_at, updated_at) VALUES (@key, @source, @kind, @namespace, @name, @id, 1, @specHash, @now, @now)'),
       bump: this.db.prepare('UPDATE objects SET generation = generation + 1, spec_hash = @specHash, updated_at = @now WHERE key = @key'),
-      setStatus: this.db.prepare('UPDATE objects SET status = @status, updated_at = @now WHERE key = @key'),
+      setStatus: this.db.prepare('UPDATE objects SET status = @status, object = @object, updated_at = @now WHERE key = @key'),
       setApplied: this.db.prepare('UPDATE objects SET applied = @applied, updated_at = @now WHERE key = @key'),
       remembered: this.db.prepare<[], { key: string }>('SELECT key FROM objects WHERE applied IS NOT NULL'),
       delete: this.db.prepare('DELETE FROM objects WHERE key = ?'),
@@ -168,8 +171,9 @@ export class StateDb {
     return this.statements.all.all().map(toObjectRow);
   }
 
-  writeStatus(key: ObjectKey, status: Status): void {
-    this.statements.setStatus.run({ key, status: JSON.stringify(status), now: new Date().toISOString() });
+  /** Stores `d`'s status together with the object it describes (what `hyperlet get` shows). */
+  writeStatus(d: Desired, status: Status): void {
+    this.statements.setStatus.run({ key: d.key, status: JSON.stringify(status), object: JSON.stringify(d), now: new Date().toISOString() });
   }
 
   /** Remembers `d` as the object last acted on for its key (kept until forget). */
@@ -236,6 +240,7 @@ function toObjectRow(r: RawObjectRow): ObjectRow {
     key: r.key as ObjectKey, source: r.source, kind: r.kind, namespace: r.namespace, name: r.name, id: r.id,
     generation: r.generation, specHash: r.spec_hash,
     status: r.status === null ? undefined : (JSON.parse(r.status) as Status),
+    desired: r.object === null ? undefined : (JSON.parse(r.object) as Desired),
     applied: r.applied === null ? undefined : (JSON.parse(r.applied) as Desired),
     createdAt: r.created_at, updatedAt: r.updated_at,
   };

@@ -19,7 +19,7 @@ export class StateStatusWriter implements StatusWriter, ObjectRecords, Recorder 
   }
 
   write(d: Desired, status: Status): Promise<void> {
-    this.db.writeStatus(d.key, status);
+    this.db.writeStatus(d, status);
     this.written.set(d.key, status);
     return Promise.resolve();
   }
@@ -43,6 +43,13 @@ export class StateStatusWriter implements StatusWriter, ObjectRecords, Recorder 
   forget(key: ObjectKey): void {
     this.written.delete(key);
     this.db.forget(key);
+  }
+
+  /** The last good objects a file declared, for a file found broken at start. */
+  lastGoodOf(file: string): Desired[] {
+    return this.db.listObjects()
+      .map((r) => r.desired ?? r.applied)
+      .filter((d): d is Desired => d !== undefined && d.source === this.source && d.origin?.file === file);
   }
 
   record(d: Desired, type: EventType, reason: string, message: string): void {
