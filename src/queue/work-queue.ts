@@ -36,6 +36,8 @@ export interface WorkQueueOptions<K extends string> {
   readonly rateLimiter?: RateLimiter;
   readonly clock?: Clock;
   readonly metrics?: WorkQueueMetrics;
+  /** Hold keys until `run()` (client-go: workers start with Run); default false, workers start at once. */
+  readonly paused?: boolean;
 }
 
 export class WorkQueue<K extends string = string> {
@@ -54,11 +56,16 @@ export class WorkQueue<K extends string = string> {
   constructor(options: WorkQueueOptions<K>) {
     const concurrency = options.concurrency ?? 4;
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new TypeError('work queue concurrency must be a positive integer');
-    this.workers = new PQueue({ concurrency });
+    this.workers = new PQueue({ concurrency, autoStart: options.paused !== true });
     this.process = options.process;
     this.clock = options.clock ?? systemClock;
     this.rateLimiter = options.rateLimiter ?? new RateLimiter({ clock: this.clock });
     this.metrics = options.metrics;
+  }
+
+  /** Starts the workers of a queue made `paused`. */
+  run(): void {
+    this.workers.start();
   }
 
   /** Queues `key` unless it already waits; a key being processed runs again afterwards. */
@@ -137,10 +144,10 @@ export class WorkQueue<K extends string = string> {
   }
 
   private dispatch(key: K): void {
-    void this.workers.add(() => this.run(key));
+    void this.workers.add(() => this.runKey(key));
   }
 
-  private async run(key: K): Promise<void> {
+  private async runKey(key: K): Promise<void> {
     if (!this.dirty.has(key)) return; // dropped by shutDown while it waited
     this.dirty.delete(key);
     this.processing.add(key);
