@@ -14,12 +14,16 @@ import { loadKubeConfig } from './kube-client.js';
 import { KubeObjectTracker } from './kube-object-tracker.js';
 
 export interface KubeBackendOptions {
+  /** Source id, the first part of every key (default "kube"). */
+  readonly id?: string;
   /** Path of a kubeconfig; client-node's defaults (KUBECONFIG, ~/.kube/config, in-cluster) when absent. */
   readonly kubeconfig?: string;
   /** Only this namespace; all when absent. */
   readonly namespace?: string;
-  /** Only objects with spec.nodeName equal to this; also the Events' source host. */
+  /** Only objects with spec.nodeName equal to this. */
   readonly node?: string;
+  /** The Events' source.host (default `node`). */
+  readonly host?: string;
   readonly logger: Logger;
   /** A ready client configuration instead of `kubeconfig` (tests, benchmarks). */
   readonly kubeConfig?: KubeConfig;
@@ -41,15 +45,17 @@ export function createKubeBackend(options: KubeBackendOptions): KubeBackend {
   const kubeConfig = options.kubeConfig ?? loadKubeConfig(options.kubeconfig);
   const logger = options.logger.child({ source: 'kube' });
   const tracker = new KubeObjectTracker();
+  const host = options.host ?? options.node;
   return {
     source: new KubeSource({
       kubeConfig, logger, tracker,
+      ...(options.id !== undefined ? { id: options.id } : {}),
       ...(options.namespace !== undefined ? { namespace: options.namespace } : {}),
       ...(options.node !== undefined ? { node: options.node } : {}),
       ...(options.resyncMs !== undefined ? { resyncMs: options.resyncMs } : {}),
     }),
     statusWriter: new KubeStatusWriter({ kubeConfig, tracker, logger }),
-    recorder: new KubeRecorder({ sink: new KubeEventSink(kubeConfig), logger, ...(options.node !== undefined ? { host: options.node } : {}) }),
+    recorder: new KubeRecorder({ sink: new KubeEventSink(kubeConfig), logger, ...(host !== undefined ? { host } : {}) }),
     finalizers: new KubeFinalizerGate({ kubeConfig, tracker, logger }),
     kubeConfig,
   };

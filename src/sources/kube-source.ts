@@ -143,8 +143,10 @@ export class KubeSource implements Source {
     }
     const issue = converted.issues[0];
     const m = obj.metadata ?? {};
+    const message = converted.issues.map((i) => `${i.path}: ${i.message}`).join('; ');
     this.invalid.set(key, {
-      line: `${kind} ${m.namespace ?? ''}/${m.name ?? ''}: ${converted.issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`,
+      line: `${kind} ${m.namespace ?? ''}/${m.name ?? ''}: ${message}`,
+      message,
       kind, ...(m.namespace !== undefined ? { namespace: m.namespace } : {}), ...(m.name !== undefined ? { name: m.name } : {}),
       ...(issue !== undefined ? { path: issue.path, rule: issue.rule } : {}),
     });
@@ -191,9 +193,7 @@ export class KubeSource implements Source {
       this.failures.delete(kind);
       return;
     }
-    this.failures.set(kind, {
-      line: `kube ${KINDS[kind].plural}: ${errorMessage(err)} (retrying in ${Math.round(retryInMs / 1000)} s)`,
-      kind,
-    });
+    const message = `${errorMessage(err)} (retrying in ${Math.round(retryInMs / 1000)} s)`;
+    this.failures.set(kind, { line: `kube ${KINDS[kind].plural}: ${message}`, message, kind });
   }
 }
