@@ -188,10 +188,10 @@ export class LxcProvider implements Provider<'Container'> {
         const common = (await exists(COMMON_CONF)) ? COMMON_CONF : undefined;
         const base = [...renderRootfsBaseConfig(rootfsPath(this.lxcpath, name), name, common), ...managed];
         await writeFile(baseConf, `${base.join('\n')}\n`, { mode: 0o600 });
-        await this.tools.run('lxc-create', ['-P', this.lxcpath, '-n', name, '-t', 'none', '-f', baseConf], { signal, timeoutMs: this.createTimeoutMs });
         await mkdir(rootfsPath(this.lxcpath, name), { mode: 0o755 });
         // A copy, never the directory itself: lxc-destroy deletes a dir-backed rootfs.
         await this.tools.run('cp', ['-a', '--', `${source}/.`, rootfsPath(this.lxcpath, name)], { signal, timeoutMs: this.createTimeoutMs });
+        await this.tools.run('lxc-create', ['-P', this.lxcpath, '-n', name, '-t', 'none', '-f', baseConf], { signal, timeoutMs: this.createTimeoutMs });
       } else {
         throw new TerminalError('InvalidSpec', `cannot create container ${name}: neither template nor rootfs is set`);
       }
