@@ -60,6 +60,7 @@ export interface LxcMonitorOptions {
 interface Subscriber {
   readonly pending: Set<string>;
   wake: (() => void) | undefined;
+  closed: boolean;
 }
 
 /** A child that lived this long was healthy: its next failure starts the backoff afresh. */
@@ -77,6 +78,7 @@ export class LxcMonitor {
   private failures = 0;
   private startedAt = 0;
   private startCount = 0;
+  private closed = false;
 
   constructor(private readonly options: LxcMonitorOptions) {
     this.log = options.logger.child({ component: 'lxc-monitor', lxcpath: options.lxcpath });
@@ -99,13 +101,14 @@ export class LxcMonitor {
    * starts the child; the last one to leave stops it.
    */
   async *changes(signal: AbortSignal): AsyncGenerator<string> {
-    const sub: Subscriber = { pending: new Set(), wake: undefined };
+    const sub: Subscriber = { pending: new Set(), wake: undefined, closed: false };
     this.subscribers.add(sub);
-    if (this.child === undefined && this.restartTimer === undefined) this.spawnChild();
+    if (this.closed) sub.closed = true;
+    else if (this.child === undefined && this.restartTimer === undefined) this.spawnChild();
     const onAbort = (): void => sub.wake?.();
     signal.addEventListener('abort', onAbort);
     try {
-      while (!signal.aborted) {
+      while (!signal.aborted && !sub.closed) {
         const next = sub.pending.values().next();
         if (next.done === true) {
           await new Promise<void>((resolve) => {
@@ -151,7 +154,7 @@ export class LxcMonitor {
       gone = true;
       lines.close();
       if (this.child === child) this.child = undefined;
-      if (this.subscribers.size === 0) return; // stopped on purpose
+      if (this.subscribers.size === 0 || this.closed) return; // stopped on purpose
       const lived = Date.now() - this.startedAt;
       this.failures = lived > HEALTHY_AFTER_MS ? 1 : this.failures + 1;
       const delayMs = Math.min(this.restartMaxMs, this.restartMinMs * 2 ** (this.failures - 1));
@@ -173,6 +176,14 @@ export class LxcMonitor {
       (names) => names.forEach((n) => this.publish(n)),
       (err: unknown) => this.log.warn({ err }, 'cannot list containers after an lxc-monitor restart'),
     );
+  }
+
+  /** Kills the child and ends every consumer's stream, for good; for shutdown. */
+  close(): void {
+    this.closed = true;
+    for (const sub of this.subscribers) sub.closed = true;
+    this.stop();
+    for (const sub of this.subscribers) sub.wake?.();
   }
 
   private stop(): void {

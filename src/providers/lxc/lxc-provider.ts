@@ -334,6 +334,11 @@ export class LxcProvider implements Provider<'Container'> {
     return this.monitor.changes(signal);
   }
 
+  /** Stops lxc-monitor and ends every changes() stream; the daemon calls it on shutdown. */
+  close(): void {
+    this.monitor.close();
+  }
+
   // ---- internals ----
 
   private cgroup(): Promise<CgroupHost> {
