@@ -81,22 +81,27 @@ export function planDisks(hostName: string, spec: VirtualMachineSpec): PlannedDi
 
 const kib = (bytes: number): number => Math.ceil(bytes / KiB);
 
-/** The `<hyperlet:instance>` element alone (for DOMAIN_SET_METADATA and inside <metadata>). */
-export function buildMarkerXml(m: OwnershipMarker): string {
-  const p = HYPERLET_XML_PREFIX;
+/**
+ * The `<hyperlet:instance>` element. Its children carry no prefix: DOMAIN_SET_METADATA puts only
+ * the root element in the namespace, so both ways of writing it read back the same. With
+ * `forSetMetadata` the root is bare too (libvirt adds the prefix and namespace itself and
+ * refuses an element that declares them).
+ */
+export function buildMarkerXml(m: OwnershipMarker, forSetMetadata = false): string {
+  const root = forSetMetadata ? 'instance' : `${HYPERLET_XML_PREFIX}:instance`;
   const lines = [
-    `<${p}:instance xmlns:${p}="${HYPERLET_XML_NS}">`,
-    `<${p}:id>${xmlEscape(m.id)}</${p}:id>`,
-    `<${p}:key>${xmlEscape(m.key)}</${p}:key>`,
-    `<${p}:specHash>${xmlEscape(m.specHash)}</${p}:specHash>`,
-    `<${p}:generation>${m.generation}</${p}:generation>`,
-    `<${p}:fields>${xmlEscape(JSON.stringify(m.fields))}</${p}:fields>`,
-    ...m.volumes.map((v) => `<${p}:volume pool="${xmlEscape(v.pool)}" name="${xmlEscape(v.name)}"/>`),
-    ...(m.rebootRequest === undefined ? [] : [`<${p}:rebootRequest>${xmlEscape(m.rebootRequest)}</${p}:rebootRequest>`]),
-    ...(m.partial === true ? [`<${p}:partial>true</${p}:partial>`] : []),
+    forSetMetadata ? `<${root}>` : `<${root} xmlns:${HYPERLET_XML_PREFIX}="${HYPERLET_XML_NS}">`,
+    `<id>${xmlEscape(m.id)}</id>`,
+    `<key>${xmlEscape(m.key)}</key>`,
+    `<specHash>${xmlEscape(m.specHash)}</specHash>`,
+    `<generation>${m.generation}</generation>`,
+    `<fields>${xmlEscape(JSON.stringify(m.fields))}</fields>`,
+    ...m.volumes.map((v) => `<volume pool="${xmlEscape(v.pool)}" name="${xmlEscape(v.name)}"/>`),
+    ...(m.rebootRequest === undefined ? [] : [`<rebootRequest>${xmlEscape(m.rebootRequest)}</rebootRequest>`]),
+    ...(m.partial === true ? ['<partial>true</partial>'] : []),
     ...Object.entries(m.annotations).sort(([a], [b]) => (a < b ? -1 : 1))
-      .map(([k, v]) => `<${p}:annotation name="${xmlEscape(k)}">${xmlEscape(v)}</${p}:annotation>`),
-    `</${p}:instance>`,
+      .map(([k, v]) => `<annotation name="${xmlEscape(k)}">${xmlEscape(v)}</annotation>`),
+    `</${root}>`,
   ];
   return lines.join('');
 }
@@ -213,7 +218,7 @@ const parser = new XMLParser({
   parseAttributeValue: false,
   trimValues: false,
   htmlEntities: true,
-  isArray: (name) => ['disk', 'interface', 'serial', `${HYPERLET_XML_PREFIX}:volume`, `${HYPERLET_XML_PREFIX}:annotation`].includes(name),
+  isArray: (name, jpath) => ['disk', 'interface', 'serial'].includes(name) || (typeof jpath === 'string' && /:instance\.(hyperlet:)?(volume|annotation)$/.test(jpath)),
 });
 
 const node = (v: unknown): XmlNode | undefined => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as XmlNode) : undefined);
@@ -241,27 +246,29 @@ function parseMarker(metadata: XmlNode | undefined): OwnershipMarker | undefined
   const p = HYPERLET_XML_PREFIX;
   const m = node(metadata?.[`${p}:instance`]);
   if (m === undefined || attr(m, `xmlns:${p}`) !== HYPERLET_XML_NS) return undefined;
-  const id = text(m[`${p}:id`]);
+  // Children come back prefixed after DOMAIN_SET_METADATA and bare after a define: read both.
+  const child = (name: string): unknown => m[`${p}:${name}`] ?? m[name];
+  const id = text(child('id'));
   if (id === undefined || id === '') return undefined;
   let fields: SpecFields = {};
   try {
-    const parsed: unknown = JSON.parse(text(m[`${p}:fields`]) ?? '{}');
+    const parsed: unknown = JSON.parse(text(child('fields')) ?? '{}');
     if (node(parsed) !== undefined) fields = parsed as SpecFields;
   } catch {
     // a marker with unreadable fields still says who owns the domain
   }
-  const rebootRequest = text(m[`${p}:rebootRequest`]);
-  const volumes = nodes(m[`${p}:volume`]).map((v) => ({ pool: attr(v, 'pool') ?? '', name: attr(v, 'name') ?? '' }));
-  const annotations = Object.fromEntries(nodes(m[`${p}:annotation`]).map((a) => [attr(a, 'name') ?? '', text(a) ?? '']));
+  const rebootRequest = text(child('rebootRequest'));
+  const volumes = nodes(child('volume')).map((v) => ({ pool: attr(v, 'pool') ?? '', name: attr(v, 'name') ?? '' }));
+  const annotations = Object.fromEntries(nodes(child('annotation')).map((a) => [attr(a, 'name') ?? '', text(a) ?? '']));
   return {
     id,
-    key: text(m[`${p}:key`]) ?? '',
-    specHash: text(m[`${p}:specHash`]) ?? '',
-    generation: Number(text(m[`${p}:generation`]) ?? 0),
+    key: text(child('key')) ?? '',
+    specHash: text(child('specHash')) ?? '',
+    generation: Number(text(child('generation')) ?? 0),
     fields,
     volumes,
     ...(rebootRequest === undefined ? {} : { rebootRequest }),
-    ...(text(m[`${p}:partial`]) === 'true' ? { partial: true } : {}),
+    ...(text(child('partial')) === 'true' ? { partial: true } : {}),
     annotations,
   };
 }
@@ -292,8 +299,9 @@ export function parseDomainXml(xml: string): ParsedDomain {
   const interfaces = nodes(devices?.interface).map((i): ParsedInterface => {
     const source = node(i.source);
     const r: { type: string; network?: string; bridge?: string; mac?: string; model?: string } = { type: attr(i, 'type') ?? '' };
-    const network = attr(source, 'network');
-    const bridge = attr(source, 'bridge');
+    // A running network NIC also names its bridge in <source>: only a bridge NIC is "on a bridge".
+    const network = r.type === 'network' ? attr(source, 'network') : undefined;
+    const bridge = r.type === 'bridge' ? attr(source, 'bridge') : undefined;
     const mac = attr(node(i.mac), 'address');
     const model = attr(node(i.model), 'type');
     if (network !== undefined) r.network = network;

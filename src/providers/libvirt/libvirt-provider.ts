@@ -87,6 +87,8 @@ const REASON_NAMES: Readonly<Record<number, readonly string[]>> = {
   [DomainState.Crashed]: ['unknown', 'panicked'],
 };
 const ACPI_RESEND_MS = 5_000;
+/** How long after a live memory change observations re-read the XML: the guest balloons at its own pace. */
+const BALLOON_SETTLE_MS = 30_000;
 const KiB = 1024;
 
 /** libvirt state → the provider-neutral state. */
@@ -137,6 +139,8 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
   private readonly lastStop = new Map<string, string>();
   private readonly listeners = new Set<(hostName: string) => void>();
   private readonly poolLocks = new Map<string, Promise<PoolRef>>();
+  /** Domains whose XML is not cached until the given time: a balloon settles after the call that set it, with no lifecycle event. */
+  private readonly uncachedUntilMs = new Map<string, number>();
 
   constructor(options: LibvirtProviderOptions) {
     this.log = options.logger.child({ provider: 'libvirt' });
@@ -218,6 +222,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
       return this.describe(dom, st.state, st.reason);
     }));
     for (const uuid of this.cache.keys()) if (!live.has(uuid)) this.cache.delete(uuid);
+    for (const [uuid, until] of this.uncachedUntilMs) if (until <= Date.now()) this.uncachedUntilMs.delete(uuid);
     this.knownNames.clear();
     for (const o of observed) this.knownNames.add(o.hostName);
     return new Map(observed.map((o) => [o.hostName, o]));
@@ -259,7 +264,8 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
   private async entryOf(dom: DomainRef, active: boolean): Promise<CacheEntry> {
     const uuid = uuidFromBytes(dom.uuid);
     const cached = this.cache.get(uuid);
-    if (cached !== undefined && cached.active === active && Date.now() - cached.readAtMs < this.xmlCacheTtlMs) return cached;
+    const volatile = (this.uncachedUntilMs.get(uuid) ?? 0) > Date.now();
+    if (cached !== undefined && !volatile && cached.active === active && Date.now() - cached.readAtMs < this.xmlCacheTtlMs) return cached;
     const parsed = parseDomainXml(await this.client.domainGetXmlDesc(dom));
     const capacities = new Map<string, number>();
     if (parsed.marker !== undefined) {
@@ -415,6 +421,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
         if (c.apply !== 'live') continue;
         if (c.path === 'resources.memory' && typeof c.to === 'number') {
           await this.client.domainSetMemory(dom, Math.ceil(c.to / KiB), Flags.AffectLive);
+          this.uncachedUntilMs.set(uuidFromBytes(dom.uuid), Date.now() + BALLOON_SETTLE_MS);
         } else if (c.path === 'resources.cpu' && typeof c.to === 'number') {
           await this.client.domainSetVcpus(dom, c.to, Flags.AffectLive);
         }
@@ -424,7 +431,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     const volumes = await this.reconcileDisks(d.hostName, spec, parsed, dom, active);
     const marker = this.markerFor(d, volumes, parsed.marker?.rebootRequest === undefined ? {} : { rebootRequest: parsed.marker.rebootRequest });
     await this.client.domainDefineXml(this.domainXmlFor(d, marker));
-    if (active) await this.client.domainSetMetadata(dom, buildMarkerXml(marker), HYPERLET_XML_PREFIX, HYPERLET_XML_NS, Flags.AffectLive);
+    if (active) await this.client.domainSetMetadata(dom, buildMarkerXml(marker, true), HYPERLET_XML_PREFIX, HYPERLET_XML_NS, Flags.AffectLive);
     this.cache.delete(uuidFromBytes(dom.uuid));
     if (active) await this.rebootIfRequested(d, dom, marker, observed);
     this.log.info({ hostName: d.hostName, fields: changes.map((c) => c.path), live: active }, 'domain updated');
@@ -472,7 +479,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     if (token === undefined || token === (observed.details?.rebootRequest ?? '')) return undefined;
     await this.client.domainReboot(dom, 0);
     const next = { ...marker, rebootRequest: token };
-    await this.client.domainSetMetadata(dom, buildMarkerXml(next), HYPERLET_XML_PREFIX, HYPERLET_XML_NS, Flags.AffectLive | Flags.AffectConfig);
+    await this.client.domainSetMetadata(dom, buildMarkerXml(next, true), HYPERLET_XML_PREFIX, HYPERLET_XML_NS, Flags.AffectLive | Flags.AffectConfig);
     this.cache.delete(uuidFromBytes(dom.uuid));
     this.log.info({ hostName: d.hostName, token }, 'domain rebooted on request');
     return `rebooted on request ${token}`;
@@ -582,7 +589,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     const st = await this.client.domainGetState(dom);
     // Adopted volumes stay the operator's: the marker lists none, so delete() keeps them.
     const flags = Flags.AffectConfig | (isActive(st.state) ? Flags.AffectLive : 0);
-    await this.client.domainSetMetadata(dom, buildMarkerXml(this.markerFor(d, [])), HYPERLET_XML_PREFIX, HYPERLET_XML_NS, flags);
+    await this.client.domainSetMetadata(dom, buildMarkerXml(this.markerFor(d, []), true), HYPERLET_XML_PREFIX, HYPERLET_XML_NS, flags);
     this.cache.delete(uuidFromBytes(dom.uuid));
     this.log.info({ hostName: d.hostName, observedState: observed.state }, 'domain adopted');
   }

@@ -65,6 +65,16 @@ describe('domain XML', () => {
     expect([p.cpu, p.maxCpu, p.memoryBytes, p.maxMemoryBytes]).to.deep.equal([1, 2, 128 * 2 ** 20, 256 * 2 ** 20]);
   });
 
+  it('reads the marker whether libvirt prefixed its children (after DOMAIN_SET_METADATA) or not', () => {
+    const spec = baseSpec();
+    const marker = markerOf(spec, { volumes: [{ pool: 'p', name: 'v' }], annotations: { a: '1' }, rebootRequest: 't' });
+    const bare = build(spec, marker);
+    const prefixed = bare.replace(/<(\/?)(id|key|specHash|generation|fields|volume|rebootRequest|annotation)\b/g, '<$1hyperlet:$2');
+    expect(prefixed).to.not.equal(bare);
+    expect(parseDomainXml(prefixed).marker).to.deep.equal(parseDomainXml(bare).marker);
+    expect(parseDomainXml(prefixed).marker?.volumes).to.deep.equal([{ pool: 'p', name: 'v' }]);
+  });
+
   it('ignores a hyperlet-looking element in another namespace', () => {
     const xml = build(baseSpec()).replace('xmlns:hyperlet="https://hyperlet.io/v1alpha1"', 'xmlns:hyperlet="https://evil.example/"');
     expect(parseDomainXml(xml).marker).to.equal(undefined);
