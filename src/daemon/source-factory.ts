@@ -4,6 +4,7 @@
  * they must stay the same from one start to the next.
  */
 import type { Logger } from 'pino';
+import { createKubeBackend } from '../kube/kube-backend.js';
 import { DirSource } from '../sources/dir-source.js';
 import type { SourceBackend } from '../sources/source.js';
 import type { StateDb } from '../state/state-db.js';
@@ -63,4 +64,10 @@ export const SOURCE_FACTORIES: Partial<Record<SourceSpec['type'], SourceFactory>
     });
     return { source, statusWriter: writer, recorder: writer, records: writer };
   },
+  kube: (id, _spec, ctx) => createKubeBackend({
+    id, logger: ctx.logger, host: ctx.node,
+    ...(ctx.kubeconfig !== undefined ? { kubeconfig: ctx.kubeconfig } : {}),
+    ...(ctx.namespace !== undefined ? { namespace: ctx.namespace } : {}),
+    ...(ctx.nodeFilter ? { node: ctx.node } : {}),
+  }),
 };
