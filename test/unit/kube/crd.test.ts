@@ -24,7 +24,7 @@ const versionOf = (crd: Node): Node => ((crd.spec as Node).versions as Node[])[0
 const rootSchemaOf = (crd: Node): Node => ((versionOf(crd).schema as Node).openAPIV3Schema as Node);
 
 describe('generated CRDs', () => {
-  it('crds/ holds exactly what `hyperlet crds` prints (regenerate: node dist/scripts/kube-testenv/write-crds.js)', () => {
+  it('crds/ holds exactly what `hyperlet crds` prints (regenerate: make crds)', () => {
     const dir = join(REPO_ROOT, 'crds');
     const onDisk = readdirSync(dir).filter((f) => f.endsWith('.yaml')).sort();
     const files = crdFiles();
