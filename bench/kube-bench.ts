@@ -89,6 +89,7 @@ export async function kubeBench(): Promise<Record<string, number | string>> {
       deleteAllMs: deletedMs,
       providerCreates: agent.provider.count('create'),
       providerDeletes: agent.provider.count('delete'),
+      targets: 'statusWritesPerObject <= 2, resyncWrites = 0',
     };
   } finally {
     await env.stop();

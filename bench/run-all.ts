@@ -3,11 +3,13 @@
  * tests. `BENCH=name,name` picks some.
  */
 import { queueBench } from './queue-bench.js';
+import { kubeBench } from './kube-bench.js';
 import { reconcileBench } from './reconcile-bench.js';
 
 export const BENCHES: Record<string, () => Promise<Record<string, number | string>>> = {
   queue: queueBench,
   reconcile: () => reconcileBench(),
+  kube: kubeBench,
 };
 
 const only = process.env.BENCH?.split(',').filter((s) => s !== '');
