@@ -58,7 +58,7 @@ export function apiMessage(err: unknown): string {
     try {
       parsed = JSON.parse(body);
     } catch {
-      return body.slice(0, 500);
+      return body.replace(/\s+/g, ' ').trim().slice(0, 500);
     }
   }
   const message = (parsed as { message?: unknown } | null)?.message;

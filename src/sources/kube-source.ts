@@ -17,10 +17,10 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { KINDS, type Kind } from '../api/v1alpha1/group.js';
-import { errorMessage } from '../reconcile/errors.js';
 import type { Desired } from '../store/desired.js';
 import { type ObjectKey, objectKey } from '../store/object-key.js';
 import { type KubeObject, desiredFromKube } from '../kube/desired-from-kube.js';
+import { kubeError, statusCodeOf } from '../kube/kube-client.js';
 import { KubeInformer } from '../kube/kube-informer.js';
 import type { KubeObjectTracker } from '../kube/kube-object-tracker.js';
 import { type Clock, systemClock } from '../queue/clock.js';
@@ -193,7 +193,9 @@ export class KubeSource implements Source {
       this.failures.delete(kind);
       return;
     }
-    const message = `${errorMessage(err)} (retrying in ${Math.round(retryInMs / 1000)} s)`;
+    // 404 on the list: the API server does not serve the kind, so the CRDs are missing.
+    const hint = statusCodeOf(err) === 404 ? ' (are the CRDs installed? kubectl apply -f crds/)' : '';
+    const message = `${kubeError(err, `list and watch ${KINDS[kind].plural}`).message}${hint} (retrying in ${Math.round(retryInMs / 1000)} s)`;
     this.failures.set(kind, { line: `kube ${KINDS[kind].plural}: ${message}`, message, kind });
   }
 }
