@@ -26,6 +26,7 @@ import type { KubeObjectTracker } from '../kube/kube-object-tracker.js';
 import { type Clock, systemClock } from '../queue/clock.js';
 import type { Source, SourceProblem, StoreWriter } from './source.js';
 
+/** How the kube source connects and what it selects. */
 export interface KubeSourceOptions {
   readonly kubeConfig: KubeConfig;
   /** Only this namespace; all namespaces when absent. */
@@ -45,6 +46,7 @@ export interface KubeSourceOptions {
   readonly clock?: Clock;
 }
 
+/** The `kube` source; see the file comment. */
 export class KubeSource implements Source {
   readonly id: string;
   readonly description: string;

@@ -49,6 +49,7 @@ export class KubeEventSink implements EventSink {
   }
 }
 
+/** Where events go, and the limits of deduplication, spam filtering and retries. */
 export interface KubeRecorderOptions {
   readonly sink: EventSink;
   readonly logger: Logger;
@@ -81,6 +82,7 @@ interface SentEvent {
 /** Longest message kept; client-go's events API caps a note at 1 KiB. */
 const MAX_MESSAGE_LENGTH = 1024;
 
+/** Recorder of the kube source; see the file comment. */
 export class KubeRecorder implements Recorder {
   private readonly sink: EventSink;
   private readonly log: Logger;
