@@ -5,11 +5,14 @@
  */
 import { expect } from 'chai';
 import { KubeLeaseClient, LeaderElector } from '../../src/kube/leader-election.js';
+import { KubeSource } from '../../src/sources/kube-source.js';
+import { DesiredStore } from '../../src/store/desired-store.js';
 import { silentLogger } from '../../src/telemetry/logger.js';
 import { AGENT_NAMESPACE, KubeTestEnv } from './support/kube-testenv.js';
 import { waitFor } from './support/kube-wait.js';
 
 const timing = { leaseDurationMs: 4_000, renewDeadlineMs: 3_000, retryPeriodMs: 500 };
+const NS = `leader-e2e-${process.pid}`;
 
 describe('leader election against a real kube-apiserver', function () {
   this.timeout(70 * 60_000);
@@ -19,6 +22,7 @@ describe('leader election against a real kube-apiserver', function () {
   before(async () => {
     env = await KubeTestEnv.start();
     await env.installHyperlet();
+    await env.kubectlOk(['create', 'namespace', NS]);
   });
   after(async () => {
     for (const r of running) r.abort.abort();
@@ -75,5 +79,37 @@ describe('leader election against a real kube-apiserver', function () {
     expect(transitions).to.equal(1);
     b.abort.abort();
     await b.done;
+  });
+
+  it('cluster-wide sources with leader election: only the leader syncs; a standby takes over', async () => {
+    const lease = `hyperlet-test-${process.pid}-c`;
+    await env.kubectlOk(['apply', '-f', '-'], { input: JSON.stringify({
+      apiVersion: 'hyperlet.io/v1alpha1', kind: 'Container', metadata: { name: 'one', namespace: NS }, spec: { template: 'busybox' },
+    }) });
+    const replica = (identity: string) => {
+      const abort = new AbortController();
+      const store = new DesiredStore();
+      const lost: string[] = [];
+      const elector = new LeaderElector({ lease: new KubeLeaseClient(env.agent(), AGENT_NAMESPACE, lease), identity, logger: silentLogger(), ...timing });
+      const source = new KubeSource({ kubeConfig: env.agent(), namespace: NS, logger: silentLogger(), leaderElection: { elector, onStoppedLeading: () => lost.push(identity) } });
+      let synced = false;
+      const started = source.start(store, abort.signal).then(() => { synced = !abort.signal.aborted; });
+      running.push({ abort, done: started });
+      return { abort, store, source, started, lost, get synced() { return synced; } };
+    };
+    const a = replica('replica-a');
+    await waitFor('replica-a synced', () => a.synced || undefined, 20_000);
+    const b = replica('replica-b');
+    await new Promise((r) => setTimeout(r, 2 * timing.leaseDurationMs));
+    expect(a.store.keys().length).to.equal(1);
+    expect([b.synced, b.store.keys().length]).to.deep.equal([false, 0]);
+    expect(b.source.problems().map((p) => p.message)).to.deep.equal(['waiting to be elected leader']);
+    a.abort.abort();
+    await a.started;
+    await waitFor('replica-b synced after the leader stopped', () => b.synced || undefined, 20_000);
+    expect(b.store.keys().length).to.equal(1);
+    expect(b.source.problems()).to.deep.equal([]);
+    expect([...a.lost, ...b.lost], 'a cancelled leader is not "lost"').to.deep.equal([]);
+    b.abort.abort();
   });
 });
