@@ -14,7 +14,9 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import pino from 'pino';
+import yaml from 'js-yaml';
 import { specFields, type SpecFields } from '../../src/api/v1alpha1/fields.js';
+import { validateObject } from '../../src/api/v1alpha1/validate.js';
 import type { VirtualMachine, VirtualMachineSpec } from '../../src/api/v1alpha1/types.js';
 import { isTerminalError } from '../../src/reconcile/errors.js';
 import { hostNameOf, specHashOf, type Desired } from '../../src/store/desired.js';
@@ -356,6 +358,19 @@ describe('LibvirtProvider against qemu:///system', function () {
     expect(p.disks.length + p.interfaces.length, 'nothing injected').to.equal(0);
     const fields: SpecFields = (await observe(d)).fields;
     expect(fields).to.deep.equal(specFields('VirtualMachine', d.object.spec));
+  });
+
+  it('boots examples/hello-vm.yaml (renamed, on the test pool) and removes it with its volume', async () => {
+    const result = validateObject(yaml.load(readFileSync(path.resolve('examples/hello-vm.yaml'), 'utf8')));
+    if (!result.ok) throw new Error(`examples/hello-vm.yaml is invalid: ${JSON.stringify(result.issues)}`);
+    const spec = result.object.spec as VirtualMachineSpec;
+    const d = track(desiredVm(vmName('example'), { ...spec, disks: (spec.disks ?? []).map((x) => ({ ...x, pool: POOL })) }, result.object.metadata.annotations));
+    await provider.create(d, signal);
+    await provider.setState(d, 'Running', await observe(d), signal);
+    await waitFor('the example\'s first line', 120_000, () => (consoleOf(d.hostName).includes('hyperlet-guest: up') ? true : undefined));
+    await provider.delete(d, signal);
+    expect(await provider.observe(d, signal)).to.equal(undefined);
+    expect(await virsh('vol-list', POOL)).to.not.include(d.hostName);
   });
 
   it('observeAll lists every domain with one list call, reading XML only for new ones', async () => {
