@@ -25,6 +25,8 @@ export interface SourceProblem {
   readonly name?: string;
   readonly path?: string;
   readonly rule?: string;
+  /** The message alone, without the location. */
+  readonly message: string;
 }
 
 export interface Source {

@@ -12,6 +12,7 @@ export const virtualMachineSpecSchema: JsonSchema = {
     hypervisor: { type: 'string', enum: ['kvm', 'qemu'], default: 'kvm', description: 'kvm (hardware) or qemu (software emulation).' },
     resources: {
       type: 'object',
+      default: {},
       additionalProperties: false,
       properties: {
         cpu: { type: 'integer', minimum: 1, maximum: 128, default: 1, description: 'Virtual CPUs.' },

@@ -1,0 +1,90 @@
+/**
+ * `hyperlet diff -f PATH`: what the daemon would do for these objects on this host, changing
+ * nothing. Exit 0 when nothing would change, 1 when something would, 2 on bad input or usage.
+ */
+import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import type { Kind } from '../api/v1alpha1/group.js';
+import { silentLogger } from '../telemetry/logger.js';
+import { closeProviders, createProviders } from '../providers/registry.js';
+import { plan, type Step } from '../reconcile/plan.js';
+import { errorMessage } from '../reconcile/errors.js';
+import { loadPaths } from '../sources/manifest-loader.js';
+import { StateDb } from '../state/state-db.js';
+import { type Desired, hostNameOf, specHashOf } from '../store/desired.js';
+import { objectKey } from '../store/object-key.js';
+import { UsageError } from './usage-error.js';
+
+function describe(step: Step): string {
+  switch (step.op) {
+    case 'update': return `update ${step.changes.map((c) => `${c.path} ${JSON.stringify(c.from)} → ${JSON.stringify(c.to)} (${c.apply})`).join(', ')}`;
+    case 'setState': return `set state ${step.to}`;
+    case 'delete': return step.reason === 'recreate' ? 'delete (to re-create)' : step.reason === 'partial' ? 'clean up a partial instance' : 'delete';
+    default: return step.op;
+  }
+}
+
+export async function diffCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args, allowPositionals: true, strict: true,
+    options: {
+      filename: { type: 'string', short: 'f', multiple: true }, state: { type: 'string' }, lxcpath: { type: 'string' },
+      'libvirt-uri': { type: 'string' }, 'libvirt-socket': { type: 'string' },
+    },
+  });
+  const paths = [...(values.filename ?? []), ...positionals];
+  if (paths.length === 0) throw new UsageError('diff needs at least one -f PATH');
+  const { objects, problems } = await loadPaths(paths);
+  if (problems.length > 0) {
+    for (const p of problems) process.stdout.write(`${p.line}\n`);
+    return 2;
+  }
+  const statePath = values.state ?? './.hyperlet/state.db';
+  const db = existsSync(statePath) ? new StateDb(statePath, { readonly: true }) : undefined;
+  const rows = db?.listObjects() ?? [];
+  db?.close();
+  const kinds = [...new Set(objects.map((o) => o.object.kind))] as Kind[];
+  const providers = await createProviders({
+    lxcpath: values.lxcpath ?? '/var/lib/lxc', libvirtUri: values['libvirt-uri'] ?? 'qemu:///system', kinds, logger: silentLogger(),
+    ...(values['libvirt-socket'] === undefined ? {} : { libvirtSocket: values['libvirt-socket'] }),
+  });
+  const signal = AbortSignal.timeout(120_000);
+  let changes = 0;
+  let failures = 0;
+  try {
+    for (const { object, file, document } of objects) {
+      const row = rows.find((r) => r.kind === object.kind && r.namespace === object.metadata.namespace && r.name === object.metadata.name);
+      const d: Desired = {
+        key: objectKey(row?.source ?? 'dir', object.metadata.namespace, object.kind, object.metadata.name), source: row?.source ?? 'dir',
+        object, id: row?.id ?? randomUUID(), generation: row?.generation ?? 1, specHash: specHashOf(object.spec), hostName: hostNameOf(object),
+        origin: { file, document },
+      };
+      const label = `${object.kind}/${object.metadata.namespace === 'default' ? '' : `${object.metadata.namespace}/`}${object.metadata.name}`;
+      const provider = providers.get(object.kind);
+      try {
+        if (provider === undefined) throw new Error('no provider');
+        await provider.probe(signal);
+        const p = plan(d, await provider.observe(d, signal), provider.applyModeOf?.bind(provider));
+        if (p.conflict !== undefined) {
+          process.stdout.write(`${label}: conflict: ${p.conflict}\n`);
+          changes++;
+          continue;
+        }
+        if (p.steps.length === 0 && p.pending.length === 0) {
+          process.stdout.write(`${label}: up to date\n`);
+          continue;
+        }
+        if (p.steps.length > 0) changes++;
+        process.stdout.write(`${label}: ${p.steps.length === 0 ? 'nothing to do now' : p.steps.map(describe).join('; ')}\n`);
+        for (const c of p.pending) process.stdout.write(`  held back: ${c.path} needs a ${c.apply} (updatePolicy ${object.spec.updatePolicy})\n`);
+      } catch (err) {
+        failures++;
+        process.stdout.write(`${label}: cannot observe: ${errorMessage(err)}\n`);
+      }
+    }
+  } finally {
+    await closeProviders(providers.values());
+  }
+  return failures > 0 ? 2 : changes > 0 ? 1 : 0;
+}

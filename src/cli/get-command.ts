@@ -1,0 +1,148 @@
+/**
+ * `hyperlet get containers|vms` and `hyperlet describe KIND NAME`: read the state DB the daemon
+ * writes (dir and git sources), never the live host.
+ */
+import { existsSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import yaml from 'js-yaml';
+import { KINDS, type Kind } from '../api/v1alpha1/group.js';
+import { formatQuantity, parseQuantity } from '../api/v1alpha1/quantity.js';
+import { queryObjects, rowToObject } from '../server/object-query.js';
+import { type ObjectRow, StateDb } from '../state/state-db.js';
+import { UsageError, parsePositiveInt } from './usage-error.js';
+
+const KIND_ALIASES = new Map<string, Kind>();
+for (const [kind, k] of Object.entries(KINDS) as [Kind, (typeof KINDS)[Kind]][]) {
+  for (const alias of [kind.toLowerCase(), k.plural, k.singular, ...k.shortNames]) KIND_ALIASES.set(alias, kind);
+}
+
+export function kindFromArg(arg: string | undefined): Kind {
+  const kind = arg === undefined ? undefined : KIND_ALIASES.get(arg.toLowerCase());
+  if (kind === undefined) throw new UsageError(`unknown resource ${JSON.stringify(arg ?? '')}: use containers (ct) or vms (vm)`);
+  return kind;
+}
+
+function openDb(path: string): StateDb {
+  if (!existsSync(path)) throw new UsageError(`no state DB at ${path}: start the daemon (hyperlet run) first, or pass --state`);
+  return new StateDb(path, { readonly: true });
+}
+
+function age(iso: string | undefined): string {
+  if (iso === undefined) return '-';
+  const s = Math.max(0, Math.floor((Date.now() - Date.parse(iso)) / 1000));
+  return s < 120 ? `${s}s` : s < 7200 ? `${Math.floor(s / 60)}m` : s < 172800 ? `${Math.floor(s / 3600)}h` : `${Math.floor(s / 86400)}d`;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('   ')).join('\n');
+}
+
+function columns(r: ObjectRow, wide: boolean): string[] {
+  const spec = (r.desired?.object.spec ?? {}) as { resources?: { cpu?: number; memory?: string | number } };
+  const ready = r.status?.conditions.find((c) => c.type === 'Ready');
+  const memory = spec.resources?.memory === undefined ? '-' : formatQuantity(parseQuantity(spec.resources.memory) ?? 0);
+  const base = [r.namespace, r.name, r.status?.phase ?? 'Pending', ready === undefined ? 'Unknown' : ready.status === 'True' ? 'True' : `False (${ready.reason})`,
+    r.status?.node ?? '-', String(spec.resources?.cpu ?? '-'), memory, age(r.createdAt)];
+  if (!wide) return base;
+  return [...base, r.id, r.status?.hostName ?? '-', (r.status?.addresses ?? []).join(',') || '-', ready?.message ?? '-'];
+}
+
+export function getCommand(args: string[]): Promise<number> {
+  return Promise.resolve(getSync(args));
+}
+
+function getSync(args: string[]): number {
+  const { values, positionals } = parseArgs({
+    args, allowPositionals: true, strict: true,
+    options: {
+      output: { type: 'string', short: 'o' }, phase: { type: 'string' }, selector: { type: 'string', short: 'l' },
+      limit: { type: 'string' }, continue: { type: 'string' }, namespace: { type: 'string', short: 'n' },
+      'all-namespaces': { type: 'boolean', short: 'A' }, state: { type: 'string' },
+    },
+  });
+  const kind = kindFromArg(positionals[0]);
+  const name = positionals[1];
+  const output = values.output ?? 'table';
+  if (!['table', 'wide', 'json', 'yaml'].includes(output)) throw new UsageError(`-o: unknown output ${JSON.stringify(output)}; use table, wide, json or yaml`);
+  const db = openDb(values.state ?? './.hyperlet/state.db');
+  try {
+    const namespace = values['all-namespaces'] === true ? undefined : values.namespace;
+    let page;
+    try {
+      page = queryObjects(db.listObjects(), {
+        kind,
+        ...(namespace === undefined ? {} : { namespace }),
+        ...(values.phase === undefined ? {} : { phase: values.phase }),
+        ...(values.selector === undefined ? {} : { labelSelector: values.selector }),
+        ...(values.limit === undefined ? {} : { limit: parsePositiveInt('--limit', values.limit) }),
+        ...(values.continue === undefined ? {} : { continueToken: values.continue }),
+      });
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+    const items = name === undefined ? page.items : page.items.filter((r) => r.name === name);
+    if (name !== undefined && items.length === 0) {
+      process.stderr.write(`${kind} ${name} not found\n`);
+      return 1;
+    }
+    if (output === 'json' || output === 'yaml') {
+      const body = name !== undefined && items[0] !== undefined ? rowToObject(items[0])
+        : { apiVersion: 'hyperlet.io/v1alpha1', kind: `${kind}List`, metadata: page.continueToken === undefined ? {} : { continue: page.continueToken }, items: items.map(rowToObject) };
+      process.stdout.write(output === 'json' ? `${JSON.stringify(body, null, 2)}\n` : yaml.dump(body, { noRefs: true }));
+    } else {
+      const wide = output === 'wide';
+      const header = ['NAMESPACE', 'NAME', 'PHASE', 'READY', 'NODE', 'CPU', 'MEMORY', 'AGE', ...(wide ? ['ID', 'HOSTNAME', 'ADDRESSES', 'MESSAGE'] : [])];
+      if (items.length === 0) process.stderr.write(`No ${KINDS[kind].plural} found.\n`);
+      else process.stdout.write(`${table([header, ...items.map((r) => columns(r, wide))])}\n`);
+      if (page.continueToken !== undefined) process.stderr.write(`More items: --continue ${page.continueToken}\n`);
+      const problems = db.problems();
+      if (problems.length > 0) {
+        process.stderr.write(`\n${problems.length} problem(s) in the declared input (nothing was changed for them):\n`);
+        for (const p of problems) process.stderr.write(`  ${p.problem.line}\n`);
+      }
+    }
+    return 0;
+  } finally {
+    db.close();
+  }
+}
+
+export function describeCommand(args: string[]): Promise<number> {
+  return Promise.resolve(describeSync(args));
+}
+
+function describeSync(args: string[]): number {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { namespace: { type: 'string', short: 'n' }, state: { type: 'string' } } });
+  const kind = kindFromArg(positionals[0]);
+  const name = positionals[1];
+  if (name === undefined) throw new UsageError('describe needs KIND NAME');
+  const db = openDb(values.state ?? './.hyperlet/state.db');
+  try {
+    const row = db.listObjects().find((r) => r.kind === kind && r.name === name && r.namespace === (values.namespace ?? 'default'));
+    if (row === undefined) {
+      process.stderr.write(`${kind} ${values.namespace ?? 'default'}/${name} not found\n`);
+      return 1;
+    }
+    const s = row.status;
+    const lines = [
+      `Name:          ${row.name}`, `Namespace:     ${row.namespace}`, `Kind:          ${row.kind}`, `ID:            ${row.id}`,
+      `Source:        ${row.source}${row.desired?.origin === undefined ? '' : ` (${row.desired.origin.file}#${row.desired.origin.document})`}`,
+      `Generation:    ${row.generation} (observed ${s?.observedGeneration ?? '-'})`, `Phase:         ${s?.phase ?? 'Pending'}`,
+      `Host name:     ${s?.hostName ?? '-'}`, `Node:          ${s?.node ?? '-'}`,
+      ...(s?.pid === undefined ? [] : [`PID:           ${s.pid}`]),
+      ...(s?.addresses === undefined ? [] : [`Addresses:     ${s.addresses.join(', ')}`]),
+      ...(s?.startedAt === undefined ? [] : [`Started:       ${s.startedAt}`]),
+      ...Object.entries(s?.details ?? {}).map(([k, v]) => `${`${k}:`.padEnd(15)}${v}`),
+      'Spec:', ...yaml.dump(row.desired?.object.spec ?? {}).trimEnd().split('\n').map((l) => `  ${l}`),
+      'Conditions:',
+      table([['  TYPE', 'STATUS', 'REASON', 'SINCE', 'MESSAGE'], ...(s?.conditions ?? []).map((c) => [`  ${c.type}`, c.status, c.reason, age(c.lastTransitionTime), c.message])]),
+      'Events:',
+      table([['  WHEN', 'TYPE', 'REASON', 'MESSAGE'], ...db.auditFor(row.key, 20).map((a) => [`  ${age(a.at)}`, a.type, a.action, a.message])]),
+    ];
+    process.stdout.write(`${lines.join('\n')}\n`);
+    return 0;
+  } finally {
+    db.close();
+  }
+}

@@ -1,0 +1,111 @@
+/** `hyperlet run`: the daemon. With no flags it serves ./examples with the state DB in ./.hyperlet. */
+import { hostname } from 'node:os';
+import { parseArgs } from 'node:util';
+import type { Kind } from '../api/v1alpha1/group.js';
+import { isKind } from '../api/v1alpha1/group.js';
+import { Daemon } from '../daemon/daemon.js';
+import { parseSourceSpec } from '../daemon/source-factory.js';
+import { createLogger } from '../telemetry/logger.js';
+import { UsageError, parseDurationMs, parsePositiveInt } from './usage-error.js';
+
+export const RUN_HELP = `Usage: hyperlet run [flags]
+
+Keeps the LXC containers and libvirt VMs on this host as declared.
+
+  --source SRC          dir:PATH | git:URL[#BRANCH][//SUBDIR] | kube  (repeatable; default dir:./examples)
+  --state PATH          state DB for dir and git sources (default ./.hyperlet/state.db)
+  --lxcpath PATH        LXC's container directory (default /var/lib/lxc)
+  --libvirt-uri URI     libvirt connection (default qemu:///system)
+  --libvirt-socket PATH libvirtd's socket (default /run/libvirt/libvirt-sock)
+  --kinds LIST          kinds to reconcile (default Container,VirtualMachine)
+  --node NAME           this host's node name (default the hostname; kube: only objects with spec.nodeName NAME)
+  --kubeconfig PATH     kube source: kubeconfig (default in-cluster or ~/.kube/config)
+  --namespace NS        kube source: watch one namespace only
+  --http HOST:PORT      /healthz /readyz /metrics and the read API (default 127.0.0.1:9440; "off" disables)
+  --resync DURATION     full resync period (default 60s)
+  --concurrency N       reconciles at once per kind (default 4)
+  --qps N --burst N     retry rate limit across keys (default 10, 100)
+  --shutdown-timeout D  how long SIGTERM waits for steps in flight (default 30s)
+  --log-level LEVEL     trace|debug|info|warn|error (default info)
+`;
+
+function parseHttp(value: string): { host: string; port: number } | undefined {
+  if (value === 'off') return undefined;
+  const m = /^(.*):([0-9]+)$/.exec(value);
+  if (m === null) throw new UsageError(`--http: expected HOST:PORT or off (is ${JSON.stringify(value)})`);
+  return { host: m[1] === '' ? '127.0.0.1' : (m[1] ?? '127.0.0.1'), port: Number(m[2]) };
+}
+
+export async function runCommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args, allowPositionals: false, strict: true,
+    options: {
+      source: { type: 'string', multiple: true }, state: { type: 'string' }, lxcpath: { type: 'string' },
+      'libvirt-uri': { type: 'string' }, 'libvirt-socket': { type: 'string' }, kinds: { type: 'string' },
+      node: { type: 'string' }, kubeconfig: { type: 'string' }, namespace: { type: 'string' }, http: { type: 'string' },
+      resync: { type: 'string' }, concurrency: { type: 'string' }, qps: { type: 'string' }, burst: { type: 'string' },
+      'shutdown-timeout': { type: 'string' }, 'log-level': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help === true) {
+    process.stdout.write(RUN_HELP);
+    return 0;
+  }
+  const kinds = (values.kinds ?? 'Container,VirtualMachine').split(',').map((k) => k.trim());
+  const badKind = kinds.find((k) => !isKind(k));
+  if (badKind !== undefined) throw new UsageError(`--kinds: unknown kind ${JSON.stringify(badKind)}; use Container, VirtualMachine`);
+  let sources;
+  try {
+    sources = (values.source ?? ['dir:./examples']).map(parseSourceSpec);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const level = values['log-level'] ?? 'info';
+  if (!['trace', 'debug', 'info', 'warn', 'error', 'silent'].includes(level)) throw new UsageError(`--log-level: unknown level ${JSON.stringify(level)}`);
+  const logger = createLogger({ level: level as 'info' });
+  const daemon = new Daemon({
+    sources,
+    statePath: values.state ?? './.hyperlet/state.db',
+    lxcpath: values.lxcpath ?? '/var/lib/lxc',
+    libvirtUri: values['libvirt-uri'] ?? 'qemu:///system',
+    ...(values['libvirt-socket'] === undefined ? {} : { libvirtSocket: values['libvirt-socket'] }),
+    kinds: kinds as Kind[],
+    node: values.node ?? hostname(),
+    nodeFilter: values.node !== undefined,
+    ...(values.kubeconfig === undefined ? {} : { kubeconfig: values.kubeconfig }),
+    ...(values.namespace === undefined ? {} : { namespace: values.namespace }),
+    http: parseHttp(values.http ?? '127.0.0.1:9440'),
+    resyncMs: parseDurationMs('--resync', values.resync ?? '60s'),
+    concurrency: parsePositiveInt('--concurrency', values.concurrency ?? '4'),
+    qps: parsePositiveInt('--qps', values.qps ?? '10'),
+    burst: parsePositiveInt('--burst', values.burst ?? '100'),
+    shutdownTimeoutMs: parseDurationMs('--shutdown-timeout', values['shutdown-timeout'] ?? '30s'),
+  }, logger);
+
+  let stopping: Promise<void> | undefined;
+  const stop = (sig: string): void => {
+    if (stopping !== undefined) return;
+    logger.info({ signal: sig }, 'signal received');
+    stopping = daemon.stop();
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  try {
+    await daemon.start();
+  } catch (err) {
+    logger.fatal({ err }, 'cannot start');
+    await daemon.stop().catch(() => undefined);
+    logger.flush();
+    return 1;
+  }
+  await new Promise<void>((resolve) => {
+    const wait = setInterval(() => {
+      if (stopping !== undefined) {
+        clearInterval(wait);
+        void stopping.then(resolve, resolve);
+      }
+    }, 100);
+  });
+  logger.flush();
+  return 0;
+}

@@ -1,0 +1,141 @@
+/**
+ * Wiring only: config → sources → store → controllers (queue, reconciler, provider) → status;
+ * plus the HTTP server. `stop()` is the graceful shutdown SIGTERM asks for: stop intake, let the
+ * steps in flight finish (bounded), flush state, close.
+ */
+import type { Logger } from 'pino';
+import type { Kind } from '../api/v1alpha1/group.js';
+import { KINDS } from '../api/v1alpha1/group.js';
+import type { Provider } from '../providers/provider.js';
+import { closeProviders, createProviders } from '../providers/registry.js';
+import { RateLimiter } from '../queue/rate-limiter.js';
+import { Controller } from '../reconcile/controller.js';
+import { ObservationCache } from '../reconcile/observation-cache.js';
+import { ProviderHealth } from '../reconcile/provider-health.js';
+import { Reconciler } from '../reconcile/reconciler.js';
+import { HttpServer, type ReadinessCheck } from '../server/http-server.js';
+import type { SourceBackend } from '../sources/source.js';
+import { StateDb } from '../state/state-db.js';
+import { DesiredStore } from '../store/desired-store.js';
+import { parseKey } from '../store/object-key.js';
+import { Metrics } from '../telemetry/metrics.js';
+import { createBackends, type SourceSpec } from './source-factory.js';
+
+export interface DaemonConfig {
+  readonly sources: readonly SourceSpec[];
+  readonly statePath: string;
+  readonly lxcpath: string;
+  readonly libvirtUri: string;
+  readonly libvirtSocket?: string;
+  readonly kinds: readonly Kind[];
+  readonly node: string;
+  /** Whether --node was given explicitly (kube: only objects placed on this node). */
+  readonly nodeFilter: boolean;
+  readonly kubeconfig?: string;
+  readonly namespace?: string;
+  /** host:port, or undefined for no HTTP server. */
+  readonly http?: { host: string; port: number };
+  readonly resyncMs: number;
+  readonly concurrency: number;
+  readonly qps: number;
+  readonly burst: number;
+  readonly shutdownTimeoutMs: number;
+  /** Providers to use instead of the registry's (benchmarks use fakes). */
+  readonly providers?: ReadonlyMap<Kind, Provider>;
+}
+
+export class Daemon {
+  readonly store = new DesiredStore();
+  readonly metrics = new Metrics();
+  readonly controllers = new Map<Kind, Controller>();
+  private readonly sourcesAbort = new AbortController();
+  private db: StateDb | undefined;
+  private http: HttpServer | undefined;
+  private providers = new Map<Kind, Provider>();
+  private backends: SourceBackend[] = [];
+  private readonly synced = new Set<string>();
+  private healths = new Map<Kind, ProviderHealth>();
+  private started = false;
+
+  constructor(private readonly config: DaemonConfig, private readonly logger: Logger) {}
+
+  /** The bound HTTP address, once started. */
+  httpAddress: { host: string; port: number } | undefined;
+
+  async start(): Promise<void> {
+    const { config, logger } = this;
+    this.db = new StateDb(config.statePath);
+    this.backends = createBackends(config.sources, {
+      db: this.db, logger, node: config.node, nodeFilter: config.nodeFilter,
+      ...(config.kubeconfig === undefined ? {} : { kubeconfig: config.kubeconfig }),
+      ...(config.namespace === undefined ? {} : { namespace: config.namespace }),
+    });
+    const backendsById = new Map(this.backends.map((b) => [b.source.id, b]));
+    this.providers = config.providers === undefined
+      ? await createProviders({ lxcpath: config.lxcpath, libvirtUri: config.libvirtUri, kinds: config.kinds, logger, ...(config.libvirtSocket === undefined ? {} : { libvirtSocket: config.libvirtSocket }) })
+      : new Map(config.providers);
+
+    for (const [kind, provider] of this.providers) {
+      const log = logger.child({ controller: kind, provider: provider.name });
+      const cache = new ObservationCache();
+      const health = new ProviderHealth(provider, log);
+      this.healths.set(kind, health);
+      const reconciler = new Reconciler({ store: this.store, backends: backendsById, provider, cache, health, node: config.node, logger: log, metrics: this.metrics });
+      this.controllers.set(kind, new Controller({
+        kind, provider, reconciler, store: this.store, backends: backendsById, cache, health, logger: log, metrics: this.metrics,
+        concurrency: config.concurrency, resyncMs: config.resyncMs,
+        rateLimiter: new RateLimiter({ qps: config.qps, burst: config.burst }),
+      }));
+    }
+    this.store.onChange((key) => this.controllers.get(parseKey(key).kind)?.enqueue(key));
+
+    if (config.http !== undefined) {
+      this.http = new HttpServer({ ...config.http, registry: this.metrics.registry, checks: () => this.checks(), db: this.db, logger });
+      const address = await this.http.listen();
+      this.httpAddress = { host: address.address, port: address.port };
+      logger.info({ address: `${address.address}:${address.port}` }, 'serving /healthz /readyz /metrics');
+    }
+
+    await Promise.all(this.backends.map(async (b) => {
+      await b.source.start(this.store, this.sourcesAbort.signal);
+      this.synced.add(b.source.id);
+      logger.info({ source: b.source.description, objects: this.store.size }, 'source synced');
+    }));
+    await Promise.all([...this.controllers.values()].map((c) => c.start()));
+    this.started = true;
+    logger.info({ kinds: [...this.controllers.keys()], node: config.node }, 'hyperlet running');
+  }
+
+  private checks(): ReadinessCheck[] {
+    const checks: ReadinessCheck[] = this.backends.map((b) => ({
+      name: `source:${b.source.id}`, required: true,
+      check: () => {
+        const problems = b.source.problems();
+        return { ok: this.synced.has(b.source.id), detail: `${b.source.description}${problems.length === 0 ? '' : `; ${problems.length} problem(s): ${problems[0]?.line ?? ''}`}` };
+      },
+    }));
+    for (const [kind, controller] of this.controllers) {
+      checks.push({ name: `controller:${kind}`, required: true, check: () => ({ ok: this.started && controller.lastResyncAt > 0 }) });
+      const health = this.healths.get(kind);
+      checks.push({
+        name: `provider:${KINDS[kind].provider}`, required: false,
+        check: () => {
+          const h = health?.current;
+          return h === undefined ? { ok: false, detail: 'not probed yet' } : h.ok ? { ok: true } : { ok: false, detail: h.reason };
+        },
+      });
+    }
+    return checks;
+  }
+
+  /** Graceful stop: sources first (no new work), then controllers (drain, bounded), then the rest. */
+  async stop(): Promise<void> {
+    this.logger.info('shutting down: finishing the steps in flight');
+    this.sourcesAbort.abort();
+    await Promise.all([...this.controllers.values()].map((c) => c.stop(this.config.shutdownTimeoutMs)));
+    await closeProviders(this.providers.values());
+    await this.http?.close();
+    this.db?.close();
+    this.logger.info('stopped');
+  }
+}

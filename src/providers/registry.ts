@@ -1,0 +1,59 @@
+/**
+ * Every provider hyperlet knows, one per kind, and how the daemon makes them from its options.
+ * A provider that cannot be made here becomes an UnavailableProvider saying why.
+ */
+import type { Logger } from 'pino';
+import type { Kind } from '../api/v1alpha1/group.js';
+import { KINDS } from '../api/v1alpha1/group.js';
+import { errorMessage } from '../reconcile/errors.js';
+import type { Provider } from './provider.js';
+import { UnavailableProvider } from './unavailable-provider.js';
+import { LxcProvider } from './lxc/lxc-provider.js';
+
+export interface ProviderOptions {
+  /** LXC's lxcpath (default /var/lib/lxc). */
+  readonly lxcpath: string;
+  /** libvirt connection URI (default qemu:///system). */
+  readonly libvirtUri: string;
+  /** libvirtd's UNIX socket (default /run/libvirt/libvirt-sock). */
+  readonly libvirtSocket?: string;
+  /** Kinds to serve; the others are not reconciled at all. */
+  readonly kinds: readonly Kind[];
+  readonly logger: Logger;
+}
+
+/** A provider's constructor, registered per kind below. */
+export type ProviderFactory = (options: ProviderOptions) => Provider | Promise<Provider>;
+
+/** Each provider adds its factory here. */
+export const PROVIDER_FACTORIES: Partial<Record<Kind, ProviderFactory>> = {
+  Container: (o) => new LxcProvider({ lxcpath: o.lxcpath, logger: o.logger }),
+};
+
+/** Makes the providers for `options.kinds`; never throws. */
+export async function createProviders(options: ProviderOptions): Promise<Map<Kind, Provider>> {
+  const providers = new Map<Kind, Provider>();
+  for (const kind of options.kinds) {
+    const name = KINDS[kind].provider;
+    const factory = PROVIDER_FACTORIES[kind];
+    if (factory === undefined) {
+      providers.set(kind, new UnavailableProvider(name, kind, `no ${name} provider is built into this hyperlet`));
+      continue;
+    }
+    try {
+      providers.set(kind, await factory(options));
+    } catch (err) {
+      options.logger.error({ err, provider: name }, 'cannot set up provider');
+      providers.set(kind, new UnavailableProvider(name, kind, `cannot set up the ${name} provider: ${errorMessage(err)}`));
+    }
+  }
+  return providers;
+}
+
+/** Releases providers that hold connections or child processes. */
+export async function closeProviders(providers: Iterable<Provider>): Promise<void> {
+  for (const p of providers) {
+    const closable = p as Provider & { close?: () => unknown };
+    if (typeof closable.close === 'function') await closable.close();
+  }
+}

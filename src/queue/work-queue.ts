@@ -1,0 +1,169 @@
+/**
+ * A work queue of object keys with client-go's semantics, with p-queue running the workers.
+ *
+ * Guarantees:
+ * - A key added while it already waits is not added twice (the dirty set).
+ * - A key is never processed by two workers at once: an add during processing is remembered
+ *   and the key runs again once the current run ends (the processing set).
+ * - `addAfter` keeps only the earliest pending time per key; `addRateLimited` waits
+ *   `RateLimiter.when(key)`; `forget` resets the key's backoff.
+ * - `shutDown` takes no new keys, drops the ones still waiting and resolves when the runs in
+ *   flight have ended.
+ * Assumptions: `process` resolves or rejects; a rejection is logged by the caller's handler, the
+ * queue itself only counts it (the controller turns outcomes into queue calls).
+ */
+import PQueue from 'p-queue';
+import type { Clock } from './clock.js';
+import { systemClock } from './clock.js';
+import { RateLimiter } from './rate-limiter.js';
+
+/** Hooks for workqueue metrics (controller-runtime names); all optional. */
+export interface WorkQueueMetrics {
+  depth(n: number): void;
+  added(): void;
+  retried(): void;
+  /** Seconds the key waited between becoming ready and starting. */
+  queued(seconds: number): void;
+  /** Seconds one run took. */
+  worked(seconds: number): void;
+}
+
+export interface WorkQueueOptions<K extends string> {
+  /** Runs one key. Its outcome is the caller's business: the controller calls forget/addRateLimited. */
+  readonly process: (key: K) => Promise<void>;
+  /** Keys processed at once (different keys only). */
+  readonly concurrency?: number;
+  readonly rateLimiter?: RateLimiter;
+  readonly clock?: Clock;
+  readonly metrics?: WorkQueueMetrics;
+  /** Hold keys until `run()` (client-go: workers start with Run); default false, workers start at once. */
+  readonly paused?: boolean;
+}
+
+export class WorkQueue<K extends string = string> {
+  private readonly dirty = new Set<K>();
+  private readonly processing = new Set<K>();
+  private readonly readySinceMs = new Map<K, number>();
+  private readonly delayed = new Map<K, { dueMs: number; timer: unknown }>();
+  private readonly workers: PQueue;
+  private readonly process: (key: K) => Promise<void>;
+  private readonly rateLimiter: RateLimiter;
+  private readonly clock: Clock;
+  private readonly metrics: WorkQueueMetrics | undefined;
+  private shuttingDown = false;
+  private processedCount = 0;
+
+  constructor(options: WorkQueueOptions<K>) {
+    const concurrency = options.concurrency ?? 4;
+    if (!Number.isInteger(concurrency) || concurrency < 1) throw new TypeError('work queue concurrency must be a positive integer');
+    this.workers = new PQueue({ concurrency, autoStart: options.paused !== true });
+    this.process = options.process;
+    this.clock = options.clock ?? systemClock;
+    this.rateLimiter = options.rateLimiter ?? new RateLimiter({ clock: this.clock });
+    this.metrics = options.metrics;
+  }
+
+  /** Starts the workers of a queue made `paused`. */
+  run(): void {
+    this.workers.start();
+  }
+
+  /** Queues `key` unless it already waits; a key being processed runs again afterwards. */
+  add(key: K): void {
+    if (this.shuttingDown || this.dirty.has(key)) return;
+    this.metrics?.added();
+    this.dirty.add(key);
+    this.readySinceMs.set(key, this.clock.now());
+    if (!this.processing.has(key)) this.dispatch(key);
+    this.metrics?.depth(this.dirty.size);
+  }
+
+  /** Queues `key` after `delayMs`; an earlier pending time for the same key wins. */
+  addAfter(key: K, delayMs: number): void {
+    if (this.shuttingDown) return;
+    if (delayMs <= 0) return this.add(key);
+    const dueMs = this.clock.now() + delayMs;
+    const pending = this.delayed.get(key);
+    if (pending !== undefined) {
+      if (pending.dueMs <= dueMs) return;
+      this.clock.clearTimeout(pending.timer);
+    }
+    const timer = this.clock.setTimeout(() => {
+      this.delayed.delete(key);
+      this.add(key);
+    }, delayMs);
+    this.delayed.set(key, { dueMs, timer });
+  }
+
+  /** Queues `key` after its backoff: per-key exponential combined with the global bucket. */
+  addRateLimited(key: K): void {
+    if (this.shuttingDown) return;
+    this.metrics?.retried();
+    this.addAfter(key, this.rateLimiter.when(key));
+  }
+
+  /** Resets `key`'s backoff; call after a successful run. */
+  forget(key: K): void {
+    this.rateLimiter.forget(key);
+  }
+
+  /** Failures counted for `key` since it was last forgotten. */
+  retries(key: K): number {
+    return this.rateLimiter.numRequeues(key);
+  }
+
+  /** Keys waiting (not counting delayed ones). */
+  get depth(): number {
+    return this.dirty.size;
+  }
+
+  /** Runs finished since the queue was made. */
+  get processed(): number {
+    return this.processedCount;
+  }
+
+  /** Whether `key` waits, runs or is scheduled. */
+  has(key: K): boolean {
+    return this.dirty.has(key) || this.processing.has(key) || this.delayed.has(key);
+  }
+
+  /** Resolves when nothing waits or runs (delayed keys do not count). */
+  async onIdle(): Promise<void> {
+    await this.workers.onIdle();
+  }
+
+  /** Takes no new keys, drops waiting and delayed ones, and resolves once runs in flight end. */
+  async shutDown(): Promise<void> {
+    this.shuttingDown = true;
+    for (const { timer } of this.delayed.values()) this.clock.clearTimeout(timer);
+    this.delayed.clear();
+    this.workers.clear();
+    this.dirty.clear();
+    this.metrics?.depth(0);
+    await this.workers.onIdle();
+  }
+
+  private dispatch(key: K): void {
+    void this.workers.add(() => this.runKey(key));
+  }
+
+  private async runKey(key: K): Promise<void> {
+    if (!this.dirty.has(key)) return; // dropped by shutDown while it waited
+    this.dirty.delete(key);
+    this.processing.add(key);
+    const startedMs = this.clock.now();
+    this.metrics?.queued((startedMs - (this.readySinceMs.get(key) ?? startedMs)) / 1000);
+    this.metrics?.depth(this.dirty.size);
+    try {
+      await this.process(key);
+    } catch {
+      // The controller decides what an error means; a handler that throws is a bug there, not a reason to stop.
+    } finally {
+      this.processedCount++;
+      this.metrics?.worked((this.clock.now() - startedMs) / 1000);
+      this.processing.delete(key);
+      // Added again while it ran: run it once more, now that no other worker holds it.
+      if (this.dirty.has(key) && !this.shuttingDown) this.dispatch(key);
+    }
+  }
+}

@@ -1,0 +1,198 @@
+/**
+ * One controller per kind: a work queue of keys, the reconciler, the provider's change events
+ * and the periodic resync. This is the only place reconcile outcomes become queue calls
+ * (controller-runtime's reconcileHandler).
+ *
+ * Guarantees: a key is reconciled by one worker at a time; errors back off per key; a terminal
+ * error waits for the object to change; a resync costs one batch observation of the provider
+ * and queues every key it covers (objects and remembered tombstones).
+ */
+import type { Logger } from 'pino';
+import type { Kind } from '../api/v1alpha1/group.js';
+import type { Provider } from '../providers/provider.js';
+import { isProviderUnavailableError } from '../providers/provider.js';
+import type { RateLimiter } from '../queue/rate-limiter.js';
+import { WorkQueue } from '../queue/work-queue.js';
+import type { SourceBackend } from '../sources/source.js';
+import type { StoreReader } from '../store/desired-store.js';
+import { type ObjectKey, parseKey } from '../store/object-key.js';
+import type { Metrics, ReconcileOutcome } from '../telemetry/metrics.js';
+import { isAbortError, isConflictError, isTerminalError } from './errors.js';
+import type { ObservationCache } from './observation-cache.js';
+import type { ProviderHealth } from './provider-health.js';
+import type { Reconciler } from './reconciler.js';
+
+export interface ControllerOptions {
+  readonly kind: Kind;
+  readonly provider: Provider;
+  readonly reconciler: Pick<Reconciler, 'reconcile'>;
+  readonly store: StoreReader;
+  readonly backends: ReadonlyMap<string, SourceBackend>;
+  readonly cache: ObservationCache;
+  readonly health: ProviderHealth;
+  readonly logger: Logger;
+  readonly metrics?: Metrics;
+  /** Keys reconciled at once (different keys). */
+  readonly concurrency?: number;
+  readonly rateLimiter?: RateLimiter;
+  /** Full resync period: the safety net under provider events (default 60 s). */
+  readonly resyncMs?: number;
+}
+
+export class Controller {
+  readonly queue: WorkQueue<ObjectKey>;
+  private readonly abort = new AbortController();
+  private resyncTimer: NodeJS.Timeout | undefined;
+  private resyncing: Promise<void> | undefined;
+  private lastResyncAtMs = 0;
+  private batchCalls = 0;
+
+  constructor(private readonly options: ControllerOptions) {
+    this.queue = new WorkQueue<ObjectKey>({
+      process: (key) => this.handle(key),
+      concurrency: options.concurrency ?? 4,
+      paused: true,
+      ...(options.rateLimiter === undefined ? {} : { rateLimiter: options.rateLimiter }),
+      ...(options.metrics === undefined ? {} : { metrics: options.metrics.forQueue(options.kind) }),
+    });
+  }
+
+  get signal(): AbortSignal {
+    return this.abort.signal;
+  }
+
+  /** Batch observations made so far (benchmarks check one per resync). */
+  get resyncCalls(): number {
+    return this.batchCalls;
+  }
+
+  /** When the last resync finished (for /readyz), 0 before the first. */
+  get lastResyncAt(): number {
+    return this.lastResyncAtMs;
+  }
+
+  /** Queues `key` if it is of this controller's kind. */
+  enqueue(key: ObjectKey): void {
+    if (parseKey(key).kind === this.options.kind) this.queue.add(key);
+  }
+
+  /** Runs the first resync, then follows provider events and resyncs periodically. */
+  async start(): Promise<void> {
+    await this.resync();
+    this.queue.run(); // after the first batch observation, so the first passes read it
+    void this.followChanges();
+    const every = this.options.resyncMs ?? 60_000;
+    const tick = (): void => {
+      this.resyncTimer = setTimeout(() => void this.resync().finally(tick), every);
+      this.resyncTimer.unref();
+    };
+    tick();
+  }
+
+  /** Observes every instance in one batch call, then queues every key of this kind. */
+  resync(): Promise<void> {
+    this.resyncing ??= this.doResync().finally(() => { this.resyncing = undefined; });
+    return this.resyncing;
+  }
+
+  private async doResync(): Promise<void> {
+    const keys = this.keys();
+    const startedAtMs = Date.now();
+    const health = await this.options.health.check(this.signal);
+    if (health.ok) {
+      try {
+        this.batchCalls++;
+        this.options.metrics?.providerCalls.inc({ provider: this.options.provider.name, method: 'observeAll' });
+        const batch = await this.options.provider.observeAll(this.signal);
+        const hosts = keys.map((k) => this.options.store.get(k)?.hostName ?? this.tombstoneHost(k)).filter((h): h is string => h !== undefined);
+        this.options.cache.fill(batch, hosts, startedAtMs);
+      } catch (err) {
+        if (this.signal.aborted) return;
+        if (isProviderUnavailableError(err)) this.options.health.markUnavailable(err);
+        else this.options.logger.warn({ err, provider: this.options.provider.name }, 'batch observation failed; reconciles observe one by one');
+      }
+    }
+    for (const key of keys) this.queue.add(key);
+    this.lastResyncAtMs = Date.now();
+  }
+
+  private tombstoneHost(key: ObjectKey): string | undefined {
+    return this.options.backends.get(parseKey(key).source)?.records?.lastApplied(key)?.hostName;
+  }
+
+  /** Keys of this kind: desired objects plus remembered ones that may still have an instance. */
+  private keys(): ObjectKey[] {
+    const keys = new Set<ObjectKey>();
+    for (const k of this.options.store.keys()) if (parseKey(k).kind === this.options.kind) keys.add(k);
+    for (const backend of this.options.backends.values()) {
+      for (const k of backend.records?.keys() ?? []) if (parseKey(k).kind === this.options.kind) keys.add(k);
+    }
+    return [...keys];
+  }
+
+  private async followChanges(): Promise<void> {
+    while (!this.signal.aborted) {
+      try {
+        for await (const host of this.options.provider.changes(this.signal)) {
+          this.options.cache.invalidate(host);
+          for (const key of this.keysForHost(host)) this.queue.add(key);
+        }
+      } catch (err) {
+        if (this.signal.aborted) return;
+        this.options.logger.warn({ err, provider: this.options.provider.name }, 'change stream failed; resyncing and following again');
+      }
+      if (this.signal.aborted) return;
+      await new Promise((r) => setTimeout(r, 1_000).unref());
+      await this.resync(); // events may have been missed while the stream was down
+    }
+  }
+
+  private keysForHost(host: string): ObjectKey[] {
+    return this.keys().filter((k) => (this.options.store.get(k)?.hostName ?? this.tombstoneHost(k)) === host);
+  }
+
+  private async handle(key: ObjectKey): Promise<void> {
+    const started = process.hrtime.bigint();
+    let outcome: ReconcileOutcome = 'success';
+    try {
+      const result = await this.options.reconciler.reconcile(key, this.signal);
+      this.queue.forget(key);
+      if (result.requeueAfterMs !== undefined) {
+        outcome = 'requeue_after';
+        this.queue.addAfter(key, result.requeueAfterMs);
+      }
+    } catch (err) {
+      if (this.signal.aborted || isAbortError(err)) return; // shutting down: the next start re-lists everything
+      const log = this.options.logger.child({ key });
+      if (isTerminalError(err)) {
+        outcome = 'terminal_error';
+        log.error({ err }, 'reconcile failed; waiting for the object to change');
+        this.queue.forget(key);
+        return;
+      }
+      if (isConflictError(err)) {
+        outcome = 'conflict';
+        log.debug({ err }, 'stale read; retrying');
+      } else {
+        outcome = 'error';
+        log.warn({ err, retries: this.queue.retries(key) }, 'reconcile failed; retrying with backoff');
+      }
+      this.queue.addRateLimited(key);
+    } finally {
+      this.options.metrics?.reconciled(this.options.kind, outcome, Number(process.hrtime.bigint() - started) / 1e9);
+    }
+  }
+
+  /**
+   * Stops intake and waits for the reconciles in flight, at most `timeoutMs`; then aborts them
+   * (each step is idempotent, so an abandoned one is finished by the next start).
+   */
+  async stop(timeoutMs = 30_000): Promise<void> {
+    clearTimeout(this.resyncTimer);
+    const drained = this.queue.shutDown();
+    const timer = setTimeout(() => this.abort.abort(), timeoutMs);
+    await drained;
+    clearTimeout(timer);
+    this.abort.abort();
+  }
+}

@@ -1,0 +1,118 @@
+/**
+ * The pure decision of a reconcile: what to do to move an instance toward its desired object.
+ * No I/O, so its tests are plain tables. The plan lists every step still due; the reconciler
+ * runs the first and comes back, so a plan never goes stale while it waits.
+ */
+import { FIELD_APPLY, type ApplyMode, specFields } from '../api/v1alpha1/fields.js';
+import type { PowerState } from '../api/v1alpha1/types.js';
+import type { FieldChange, InstanceState, ObservedInstance } from '../providers/provider.js';
+import type { Desired } from '../store/desired.js';
+
+export type Step =
+  | { readonly op: 'create' }
+  | { readonly op: 'adopt' }
+  | { readonly op: 'update'; readonly changes: readonly FieldChange[] }
+  | { readonly op: 'setState'; readonly to: PowerState }
+  | { readonly op: 'delete'; readonly reason: 'deleted' | 'partial' | 'recreate' };
+
+export interface Plan {
+  readonly steps: readonly Step[];
+  /** Every field that differs, classified. */
+  readonly changes: readonly FieldChange[];
+  /** Changes the update policy holds back (they need a restart or re-create it does not allow). */
+  readonly pending: readonly FieldChange[];
+  /** Set when the instance is not ours: nothing will be done to it. */
+  readonly conflict?: string;
+  /** The instance is between states (starting, stopping): wait, then look again. */
+  readonly settling?: boolean;
+  /** The object is gone or going and nothing is left to do for it (deleted, orphaned, never created). */
+  readonly finished?: boolean;
+}
+
+export const ADOPT_ANNOTATION = 'hyperlet.io/adopt';
+
+export type ApplyModeOf = (change: FieldChange, observed: ObservedInstance) => ApplyMode;
+
+const SETTLING: ReadonlySet<InstanceState> = new Set(['Starting', 'Stopping', 'Unknown']);
+const ACTIVE: ReadonlySet<InstanceState> = new Set(['Running', 'Frozen', 'Paused', 'Starting']);
+
+/** The differing fields between desired and observed, each with how it can be applied. */
+export function diffFields(d: Desired, observed: ObservedInstance, applyModeOf?: ApplyModeOf): FieldChange[] {
+  const want = specFields(d.object.kind, d.object.spec);
+  const table = FIELD_APPLY[d.object.kind];
+  const changes: FieldChange[] = [];
+  for (const [path, apply] of Object.entries(table)) {
+    const to = want[path];
+    const from = observed.fields[path];
+    if (to === from || (to === null && from === undefined)) continue;
+    const change: FieldChange = { path, from, to, apply };
+    changes.push(applyModeOf === undefined ? change : { ...change, apply: applyModeOf(change, observed) });
+  }
+  return changes;
+}
+
+function startSteps(d: Desired): Step[] {
+  return d.object.spec.state === 'Stopped' ? [] : [{ op: 'setState', to: d.object.spec.state }];
+}
+
+/** Decides the steps for `d` given what the provider observed (undefined: no such instance). */
+export function plan(d: Desired, observed: ObservedInstance | undefined, applyModeOf?: ApplyModeOf): Plan {
+  const none = { changes: [], pending: [] };
+  const owned = observed !== undefined && observed.ownerId === d.id;
+
+  if (d.deleting === true) {
+    if (observed === undefined) return { ...none, steps: [], finished: true };
+    if (!owned) return { ...none, steps: [], finished: true, conflict: conflictMessage(observed) };
+    if (d.object.spec.deletionPolicy === 'Orphan') return { ...none, steps: [], finished: true };
+    return { ...none, steps: [{ op: 'delete', reason: 'deleted' }] };
+  }
+
+  if (observed === undefined) return { ...none, steps: [{ op: 'create' }, ...startSteps(d)] };
+
+  if (!owned) {
+    const changes = diffFields(d, observed, applyModeOf);
+    if (observed.ownerId === undefined && d.object.metadata.annotations?.[ADOPT_ANNOTATION] === 'true') {
+      return { steps: [{ op: 'adopt' }], changes, pending: [] };
+    }
+    return { steps: [], changes, pending: [], conflict: conflictMessage(observed) };
+  }
+
+  if (observed.partial === true) {
+    return { ...none, steps: [{ op: 'delete', reason: 'partial' }, { op: 'create' }, ...startSteps(d)] };
+  }
+
+  const changes = diffFields(d, observed, applyModeOf);
+  const policy = d.object.spec.updatePolicy;
+  const byMode = (mode: ApplyMode): FieldChange[] => changes.filter((c) => c.apply === mode);
+  const recreate = byMode('recreate');
+  if (recreate.length > 0 && policy === 'Recreate') {
+    return { steps: [{ op: 'delete', reason: 'recreate' }, { op: 'create' }, ...startSteps(d)], changes, pending: [] };
+  }
+  const pending: FieldChange[] = [...recreate];
+  if (SETTLING.has(observed.state)) return { steps: [], changes, pending, settling: true };
+
+  const steps: Step[] = [];
+  const live = byMode('live');
+  const restart = byMode('restart');
+  const active = ACTIVE.has(observed.state);
+  if (!active) {
+    if (live.length + restart.length > 0) steps.push({ op: 'update', changes: [...live, ...restart] });
+  } else {
+    if (live.length > 0) steps.push({ op: 'update', changes: live });
+    if (restart.length > 0 && policy !== 'Live') {
+      // Stop, apply to the config, start again: each its own pass, recomputed each time.
+      steps.push({ op: 'setState', to: 'Stopped' }, { op: 'update', changes: restart });
+      steps.push(...startSteps(d));
+      return { steps, changes, pending };
+    }
+    pending.push(...restart);
+  }
+  if (observed.state !== d.object.spec.state) steps.push({ op: 'setState', to: d.object.spec.state });
+  return { steps, changes, pending };
+}
+
+function conflictMessage(observed: ObservedInstance): string {
+  return observed.ownerId === undefined
+    ? `An instance named ${observed.hostName} exists that hyperlet did not create; it is left alone (annotate ${ADOPT_ANNOTATION}: "true" to adopt it)`
+    : `An instance named ${observed.hostName} belongs to another object (id ${observed.ownerId}); it is left alone`;
+}

@@ -1,0 +1,180 @@
+/**
+ * Moves one object one step toward its desired state and writes its status.
+ *
+ * Level-based: the key says which object, never what happened to it. Each pass reads the desired
+ * object (or, once it left its source, its tombstone), observes the instance, plans, runs the
+ * first due step and writes status; it throws to retry with backoff, or throws `TerminalError`
+ * to wait until the object changes. Every step is idempotent, so a crash anywhere is repaired by
+ * the next pass.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Status } from '../api/v1alpha1/types.js';
+import type { ObservedInstance, Provider } from '../providers/provider.js';
+import { isProviderUnavailableError } from '../providers/provider.js';
+import type { SourceBackend } from '../sources/source.js';
+import type { Desired } from '../store/desired.js';
+import type { StoreReader } from '../store/desired-store.js';
+import { type ObjectKey, parseKey } from '../store/object-key.js';
+import { computeStatus, sameStatus, type StatusFacts } from '../status/conditions.js';
+import type { Metrics } from '../telemetry/metrics.js';
+import { errorMessage, isAbortError, isTerminalError } from './errors.js';
+import type { ObservationCache } from './observation-cache.js';
+import { type Plan, type Step, plan } from './plan.js';
+import type { ProviderHealth } from './provider-health.js';
+import { type Result, awaitChange, requeueAfter } from './result.js';
+
+export interface ReconcilerOptions {
+  readonly store: StoreReader;
+  readonly backends: ReadonlyMap<string, SourceBackend>;
+  readonly provider: Provider;
+  readonly cache: ObservationCache;
+  readonly health: ProviderHealth;
+  /** This host's name, reported as status.node. */
+  readonly node: string;
+  readonly logger: Logger;
+  readonly metrics?: Metrics;
+  /** How long to wait before looking again at an instance between states (default 1 s). */
+  readonly settleMs?: number;
+  /** How long to wait before probing an unavailable provider again for this object (default 30 s). */
+  readonly unavailableRetryMs?: number;
+}
+
+const EVENT_REASON: Readonly<Record<string, string>> = {
+  create: 'Created', adopt: 'Adopted', update: 'Updated',
+  'setState:Running': 'Started', 'setState:Stopped': 'Stopped', 'setState:Frozen': 'Frozen', 'setState:Paused': 'Paused',
+  'delete:deleted': 'Deleted', 'delete:partial': 'CleanedUp', 'delete:recreate': 'Recreating',
+};
+
+const FAILURE_REASON: Readonly<Record<string, string>> = {
+  create: 'CreateFailed', adopt: 'AdoptFailed', update: 'UpdateFailed',
+  'setState:Running': 'StartFailed', 'setState:Stopped': 'StopFailed', 'setState:Frozen': 'FreezeFailed', 'setState:Paused': 'PauseFailed',
+  'delete:deleted': 'DeleteFailed', 'delete:partial': 'CleanupFailed', 'delete:recreate': 'DeleteFailed',
+};
+
+export function stepName(step: Step): string {
+  switch (step.op) {
+    case 'setState': return `setState:${step.to}`;
+    case 'delete': return `delete:${step.reason}`;
+    default: return step.op;
+  }
+}
+
+export class Reconciler {
+  private readonly provider: Provider;
+
+  constructor(private readonly options: ReconcilerOptions) {
+    this.provider = options.provider;
+  }
+
+  async reconcile(key: ObjectKey, signal: AbortSignal): Promise<Result> {
+    const backend = this.options.backends.get(parseKey(key).source);
+    if (backend === undefined) return awaitChange(); // a source that is not running here
+    const d = this.desiredOrTombstone(key, backend);
+    if (d === undefined) return awaitChange(); // never acted on, and gone: nothing to undo
+    const log = this.options.logger.child({ key, kind: d.object.kind, provider: this.provider.name, reconcileId: randomBytes(4).toString('hex') });
+
+    const health = await this.options.health.check(signal);
+    if (!health.ok) {
+      await this.writeStatus(backend, d, { observed: undefined, failure: { reason: 'ProviderUnavailable', message: health.reason } }, signal);
+      // Not an error: the provider's absence is the host's state, not this object's fault.
+      return requeueAfter(this.options.unavailableRetryMs ?? 30_000);
+    }
+
+    let observed: ObservedInstance | undefined;
+    let p: Plan | undefined;
+    let step: Step | undefined;
+    try {
+      observed = await this.observe(d, signal);
+      p = plan(d, observed, this.provider.applyModeOf?.bind(this.provider));
+      if (p.finished === true) {
+        if (p.conflict !== undefined) log.warn({ conflict: p.conflict }, 'object deleted; its instance is not ours and stays');
+        await backend.finalizers?.release(d, signal);
+        backend.records?.forget(key);
+        return awaitChange();
+      }
+      step = p.steps[0];
+      if (p.conflict !== undefined || step === undefined) {
+        await this.writeStatus(backend, d, { observed, plan: p }, signal);
+        // An instance between states settles on its own: look again soon. Otherwise events and resyncs bring us back.
+        return p.settling === true ? requeueAfter(this.options.settleMs ?? 1_000) : awaitChange();
+      }
+      if (d.deleting !== true) {
+        if (step.op === 'create') await backend.finalizers?.ensure(d, signal);
+        backend.records?.remember(d); // before acting, so a removed object can still be undone after a crash
+      }
+      const note = await this.act(step, d, observed, signal);
+      this.options.cache.invalidate(d.hostName);
+      const name = stepName(step);
+      log.info({ step: name, note }, 'step done');
+      backend.recorder.record(d, 'Normal', EVENT_REASON[name] ?? 'Reconciled', note ?? describeStep(step, d));
+      await this.writeStatus(backend, d, { observed, plan: p, acted: { step: name, ...(note === undefined ? {} : { note }) } }, signal);
+      // One step per pass: come back at once to see its effect and run the next one.
+      return requeueAfter(0);
+    } catch (err) {
+      if (signal.aborted || isAbortError(err)) throw err;
+      this.options.cache.invalidate(d.hostName);
+      if (isProviderUnavailableError(err)) this.options.health.markUnavailable(err);
+      const reason = isTerminalError(err) ? err.reason : isProviderUnavailableError(err) ? 'ProviderUnavailable' : step === undefined ? 'ObserveFailed' : FAILURE_REASON[stepName(step)] ?? 'ReconcileError';
+      const message = step === undefined ? `cannot observe ${d.hostName}: ${errorMessage(err)}` : `cannot ${describeStep(step, d).toLowerCase()}: ${errorMessage(err)}`;
+      const previous = backend.statusWriter.lastWritten(key);
+      if (previous?.conditions.find((c) => c.type === 'Synced')?.message !== message) backend.recorder.record(d, 'Warning', reason, message);
+      await this.writeStatus(backend, d, { observed, ...(p === undefined ? {} : { plan: p }), failure: { reason, message } }, signal).catch((writeErr: unknown) => {
+        log.warn({ err: writeErr }, 'cannot write failure status');
+      });
+      throw err;
+    }
+  }
+
+  private desiredOrTombstone(key: ObjectKey, backend: SourceBackend): Desired | undefined {
+    const d = this.options.store.get(key);
+    if (d !== undefined) return d;
+    const tombstone = backend.records?.lastApplied(key);
+    if (tombstone === undefined) {
+      backend.records?.forget(key);
+      return undefined;
+    }
+    return { ...tombstone, deleting: true };
+  }
+
+  private async observe(d: Desired, signal: AbortSignal): Promise<ObservedInstance | undefined> {
+    const cached = this.options.cache.get(d.hostName);
+    if (cached !== undefined) return cached.instance;
+    this.options.metrics?.providerCalls.inc({ provider: this.provider.name, method: 'observe' });
+    return this.provider.observe(d, signal);
+  }
+
+  private async act(step: Step, d: Desired, observed: ObservedInstance | undefined, signal: AbortSignal): Promise<string | undefined> {
+    this.options.metrics?.providerCalls.inc({ provider: this.provider.name, method: step.op });
+    const need = (): ObservedInstance => {
+      if (observed === undefined) throw new Error(`cannot ${step.op} ${d.hostName}: it does not exist`);
+      return observed;
+    };
+    switch (step.op) {
+      case 'create': await this.provider.create(d, signal); return undefined;
+      case 'adopt': await this.provider.adopt(d, need(), signal); return undefined;
+      case 'update': await this.provider.update(d, step.changes, need(), signal); return `Updated ${step.changes.map((c) => c.path).join(', ')}`;
+      case 'setState': return (await this.provider.setState(d, step.to, need(), signal)) ?? undefined;
+      case 'delete': await this.provider.delete(d, signal); return undefined;
+    }
+  }
+
+  private async writeStatus(backend: SourceBackend, d: Desired, facts: Omit<StatusFacts, 'd' | 'node' | 'previous' | 'now'>, signal: AbortSignal): Promise<void> {
+    const previous: Status | undefined = backend.statusWriter.lastWritten(d.key);
+    const status = computeStatus({ ...facts, d, node: this.options.node, previous, now: new Date().toISOString() });
+    if (sameStatus(previous, status)) return;
+    this.options.metrics?.statusWrites.inc({ source: d.source });
+    await backend.statusWriter.write(d, status, signal);
+  }
+}
+
+function describeStep(step: Step, d: Desired): string {
+  const what = `${d.object.kind === 'Container' ? 'container' : 'domain'} ${d.hostName}`;
+  switch (step.op) {
+    case 'create': return `Create ${what}`;
+    case 'adopt': return `Adopt ${what}`;
+    case 'update': return `Update ${step.changes.map((c) => c.path).join(', ')} of ${what}`;
+    case 'setState': return `Set ${what} to ${step.to}`;
+    case 'delete': return step.reason === 'partial' ? `Clean up the partial ${what}` : `Delete ${what}`;
+  }
+}

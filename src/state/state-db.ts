@@ -1,0 +1,293 @@
+/**
+ * The embedded state DB (SQLite, WAL) behind the dir and git sources: stable ids, generations,
+ * status, the last applied object of each key (so removed objects can still be deleted), the
+ * problems each source reports, and an append-only audit log of every action.
+ *
+ * Guarantees: an id, once assigned to a key, never changes while the key is remembered;
+ * migrations run in order, once, inside a transaction; `remember` and `forget` are on disk when
+ * they return (a crash must never lose the memory of an instance we may have created).
+ * Status, identities and audit entries are written behind, in one transaction every few
+ * milliseconds (one commit instead of thousands at startup); reads and close() flush first.
+ * Caveats: one daemon per DB file; CLI commands open it read-only beside the daemon (WAL allows it).
+ */
+import Database from 'better-sqlite3';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Status } from '../api/v1alpha1/types.js';
+import type { Desired } from '../store/desired.js';
+import type { ObjectKey } from '../store/object-key.js';
+import type { SourceProblem } from '../sources/source.js';
+
+const MIGRATIONS: readonly string[] = [
+  // 1: objects, audit, problems
+  `CREATE TABLE objects (
+     key TEXT PRIMARY KEY,
+     source TEXT NOT NULL,
+     kind TEXT NOT NULL,
+     namespace TEXT NOT NULL,
+     name TEXT NOT NULL,
+     id TEXT NOT NULL UNIQUE,
+     generation INTEGER NOT NULL,
+     spec_hash TEXT NOT NULL,
+     object TEXT,
+     applied TEXT,
+     status TEXT,
+     created_at TEXT NOT NULL,
+     updated_at TEXT NOT NULL
+   );
+   CREATE INDEX objects_by_kind ON objects(kind, namespace, name);
+   CREATE TABLE audit (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     at TEXT NOT NULL,
+     key TEXT NOT NULL,
+     type TEXT NOT NULL,
+     action TEXT NOT NULL,
+     result TEXT NOT NULL,
+     message TEXT NOT NULL
+   );
+   CREATE INDEX audit_by_key ON audit(key, seq);
+   CREATE TABLE problems (
+     source TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     line TEXT NOT NULL,
+     detail TEXT NOT NULL,
+     PRIMARY KEY (source, seq)
+   );`,
+  // 2: per-source revisions (git) and free-form state
+  `CREATE TABLE sources (
+     id TEXT PRIMARY KEY,
+     description TEXT NOT NULL,
+     state TEXT NOT NULL,
+     updated_at TEXT NOT NULL
+   );`,
+];
+
+export interface ObjectRow {
+  readonly key: ObjectKey;
+  readonly source: string;
+  readonly kind: string;
+  readonly namespace: string;
+  readonly name: string;
+  readonly id: string;
+  readonly generation: number;
+  readonly specHash: string;
+  readonly status: Status | undefined;
+  /** The desired object as of the last status write. */
+  readonly desired: Desired | undefined;
+  readonly applied: Desired | undefined;
+  readonly createdAt: string;
+  readonly updatedAt: string;
+}
+
+export interface AuditEntry {
+  readonly seq: number;
+  readonly at: string;
+  readonly key: string;
+  readonly type: string;
+  readonly action: string;
+  readonly result: string;
+  readonly message: string;
+}
+
+interface RawObjectRow {
+  key: string; source: string; kind: string; namespace: string; name: string; id: string;
+  generation: number; spec_hash: string; object: string | null; applied: string | null; status: string | null; created_at: string; updated_at: string;
+}
+
+export class StateDb {
+  private readonly db: Database.Database;
+  private readonly statements: ReturnType<StateDb['prepare']>;
+  private pending: (() => void)[] = [];
+  private flushTimer: NodeJS.Timeout | undefined;
+  private identities: Map<string, { id: string; generation: number; specHash: string }> | undefined;
+  private readonly rememberedAs = new Map<string, string>();
+
+  /** Opens (creating when needed) the DB at `path` and runs pending migrations. `readonly` opens without writing. */
+  constructor(path: string, options: { readonly?: boolean } = {}) {
+    if (options.readonly !== true && path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+    this.db = new Database(path, { readonly: options.readonly === true, fileMustExist: options.readonly === true });
+    if (options.readonly !== true) {
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = NORMAL');
+      this.migrate();
+    }
+    this.db.pragma('busy_timeout = 5000');
+    this.statements = this.prepare();
+  }
+
+  /** The schema version after migrations. */
+  get schemaVersion(): number {
+    return Number(this.db.pragma('user_version', { simple: true }));
+  }
+
+  private migrate(): void {
+    const current = Number(this.db.pragma('user_version', { simple: true }));
+    for (let v = current; v < MIGRATIONS.length; v++) {
+      this.db.transaction(() => {
+        this.db.exec(MIGRATIONS[v] ?? '');
+        this.db.pragma(`user_version = ${v + 1}`);
+      })();
+    }
+  }
+
+  private prepare() {
+    return {
+      get: this.db.prepare<[string], RawObjectRow>('SELECT * FROM objects WHERE key = ?'),
+      insert: this.db.prepare('INSERT INTO objects (key, source, kind, namespace, name, id, generation, spec_hash, created_at, updated_at) VALUES (@key, @source, @kind, @namespace, @name, @id, 1, @specHash, @now, @now)'),
+      bump: this.db.prepare('UPDATE objects SET generation = generation + 1, spec_hash = @specHash, updated_at = @now WHERE key = @key'),
+      setStatus: this.db.prepare('UPDATE objects SET status = @status, object = @object, updated_at = @now WHERE key = @key'),
+      setApplied: this.db.prepare('UPDATE objects SET applied = @applied, updated_at = @now WHERE key = @key'),
+      remembered: this.db.prepare<[], { key: string }>('SELECT key FROM objects WHERE applied IS NOT NULL'),
+      delete: this.db.prepare('DELETE FROM objects WHERE key = ?'),
+      all: this.db.prepare<[], RawObjectRow>('SELECT * FROM objects ORDER BY kind, namespace, name'),
+      audit: this.db.prepare('INSERT INTO audit (at, key, type, action, result, message) VALUES (?, ?, ?, ?, ?, ?)'),
+      auditFor: this.db.prepare<[string, number], AuditEntry>('SELECT * FROM (SELECT * FROM audit WHERE key = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq'),
+      clearProblems: this.db.prepare('DELETE FROM problems WHERE source = ?'),
+      addProblem: this.db.prepare('INSERT INTO problems (source, seq, line, detail) VALUES (?, ?, ?, ?)'),
+      problems: this.db.prepare<[], { source: string; line: string; detail: string }>('SELECT source, line, detail FROM problems ORDER BY source, seq'),
+      setSource: this.db.prepare('INSERT INTO sources (id, description, state, updated_at) VALUES (@id, @description, @state, @now) ON CONFLICT(id) DO UPDATE SET description = @description, state = @state, updated_at = @now'),
+      getSource: this.db.prepare<[string], { state: string }>('SELECT state FROM sources WHERE id = ?'),
+      allSources: this.db.prepare<[], { id: string; description: string; state: string; updated_at: string }>('SELECT * FROM sources ORDER BY id'),
+    };
+  }
+
+  /**
+   * The stable id and generation of `key`: assigned on first sight; the generation grows by one
+   * each time `specHash` differs from the last one seen.
+   */
+  identify(key: ObjectKey, parts: { source: string; kind: string; namespace: string; name: string }, specHash: string): { id: string; generation: number } {
+    this.identities ??= new Map(this.db.prepare<[], { key: string; id: string; generation: number; spec_hash: string }>('SELECT key, id, generation, spec_hash FROM objects').all()
+      .map((r) => [r.key, { id: r.id, generation: r.generation, specHash: r.spec_hash }]));
+    const now = new Date().toISOString();
+    const known = this.identities.get(key);
+    if (known === undefined) {
+      const id = randomUUID();
+      this.identities.set(key, { id, generation: 1, specHash });
+      this.defer(() => this.statements.insert.run({ key, ...parts, id, specHash, now }));
+      return { id, generation: 1 };
+    }
+    if (known.specHash === specHash) return { id: known.id, generation: known.generation };
+    const next = { id: known.id, generation: known.generation + 1, specHash };
+    this.identities.set(key, next);
+    this.defer(() => this.statements.bump.run({ key, specHash, now }));
+    return { id: next.id, generation: next.generation };
+  }
+
+  getObject(key: ObjectKey): ObjectRow | undefined {
+    this.flush();
+    const row = this.statements.get.get(key);
+    return row === undefined ? undefined : toObjectRow(row);
+  }
+
+  listObjects(): ObjectRow[] {
+    this.flush();
+    return this.statements.all.all().map(toObjectRow);
+  }
+
+  /** Stores `d`'s status together with the object it describes (what `hyperlet get` shows). */
+  writeStatus(d: Desired, status: Status): void {
+    const now = new Date().toISOString();
+    this.defer(() => this.statements.setStatus.run({ key: d.key, status: JSON.stringify(status), object: JSON.stringify(d), now }));
+  }
+
+  /** Remembers `d` as the object last acted on for its key (kept until forget); on disk when it returns. */
+  remember(d: Desired): void {
+    const fingerprint = `${d.id}:${d.generation}:${d.specHash}`;
+    if (this.rememberedAs.get(d.key) === fingerprint) return;
+    this.flush();
+    this.statements.setApplied.run({ key: d.key, applied: JSON.stringify(d), now: new Date().toISOString() });
+    this.rememberedAs.set(d.key, fingerprint);
+  }
+
+  rememberedKeys(): ObjectKey[] {
+    this.flush();
+    return this.statements.remembered.all().map((r) => r.key as ObjectKey);
+  }
+
+  /** Forgets `key` entirely (identity included); on disk when it returns. */
+  forget(key: ObjectKey): void {
+    this.flush();
+    this.statements.delete.run(key);
+    this.identities?.delete(key);
+    this.rememberedAs.delete(key);
+  }
+
+  /** Appends one audit entry; entries are never changed or removed. */
+  audit(key: string, type: string, action: string, result: string, message: string): void {
+    const at = new Date().toISOString();
+    this.defer(() => this.statements.audit.run(at, key, type, action, result, message));
+  }
+
+  /** The last `limit` audit entries of `key`, oldest first. */
+  auditFor(key: string, limit = 20): AuditEntry[] {
+    this.flush();
+    return this.statements.auditFor.all(key, limit);
+  }
+
+  /** Writes everything written behind so far, in one transaction. */
+  flush(): void {
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    if (this.pending.length === 0) return;
+    const batch = this.pending;
+    this.pending = [];
+    this.db.transaction(() => { for (const write of batch) write(); })();
+  }
+
+  private defer(write: () => void): void {
+    this.pending.push(write);
+    this.flushTimer ??= setTimeout(() => this.flush(), 10);
+  }
+
+  /** Replaces the problems `source` reports. */
+  setProblems(source: string, problems: readonly SourceProblem[]): void {
+    this.flush();
+    this.db.transaction(() => {
+      this.statements.clearProblems.run(source);
+      problems.forEach((p, i) => this.statements.addProblem.run(source, i, p.line, JSON.stringify(p)));
+    })();
+  }
+
+  problems(): { source: string; problem: SourceProblem }[] {
+    this.flush();
+    return this.statements.problems.all().map((r) => ({ source: r.source, problem: JSON.parse(r.detail) as SourceProblem }));
+  }
+
+  /** Free-form per-source state (git: last applied and attempted revisions). */
+  setSourceState(id: string, description: string, state: unknown): void {
+    this.flush();
+    this.statements.setSource.run({ id, description, state: JSON.stringify(state), now: new Date().toISOString() });
+  }
+
+  sourceState<T>(id: string): T | undefined {
+    const row = this.statements.getSource.get(id);
+    return row === undefined ? undefined : (JSON.parse(row.state) as T);
+  }
+
+  listSources(): { id: string; description: string; state: unknown; updatedAt: string }[] {
+    return this.statements.allSources.all().map((r) => ({ id: r.id, description: r.description, state: JSON.parse(r.state) as unknown, updatedAt: r.updated_at }));
+  }
+
+  /** Runs `fn` in one transaction: many writes, one fsync. */
+  transaction<T>(fn: () => T): T {
+    this.flush();
+    return this.db.transaction(fn)();
+  }
+
+  close(): void {
+    this.flush();
+    this.db.close();
+  }
+}
+
+function toObjectRow(r: RawObjectRow): ObjectRow {
+  return {
+    key: r.key as ObjectKey, source: r.source, kind: r.kind, namespace: r.namespace, name: r.name, id: r.id,
+    generation: r.generation, specHash: r.spec_hash,
+    status: r.status === null ? undefined : (JSON.parse(r.status) as Status),
+    desired: r.object === null ? undefined : (JSON.parse(r.object) as Desired),
+    applied: r.applied === null ? undefined : (JSON.parse(r.applied) as Desired),
+    createdAt: r.created_at, updatedAt: r.updated_at,
+  };
+}

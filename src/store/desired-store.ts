@@ -1,0 +1,65 @@
+/**
+ * The desired cache: one map of keys to desired objects, written by the sources and read by the
+ * reconciler. Each change that matters calls the listener with the key, which the daemon turns
+ * into a queue add; writes that change nothing are silent, so a relist of unchanged objects
+ * causes no work.
+ */
+import type { StoreWriter } from '../sources/source.js';
+import { canonicalJson, type Desired } from './desired.js';
+import type { ObjectKey } from './object-key.js';
+
+export interface StoreReader {
+  get(key: ObjectKey): Readonly<Desired> | undefined;
+  list(): readonly Readonly<Desired>[];
+  keys(): readonly ObjectKey[];
+}
+
+export type ChangeListener = (key: ObjectKey) => void;
+
+export class DesiredStore implements StoreWriter, StoreReader {
+  private readonly objects = new Map<ObjectKey, { d: Desired; fingerprint: string }>();
+  private readonly listeners: ChangeListener[] = [];
+
+  /** Calls `listener` with each key whose object was added, changed or removed. */
+  onChange(listener: ChangeListener): void {
+    this.listeners.push(listener);
+  }
+
+  upsert(d: Desired): void {
+    // What a reconcile reads: the object (spec, labels, annotations), its generation and deletion.
+    const fingerprint = canonicalJson([d.object.metadata.annotations ?? null, d.object.metadata.labels ?? null, d.specHash, d.generation, d.deleting ?? false, d.id, d.object.metadata.finalizers ?? null]);
+    const current = this.objects.get(d.key);
+    this.objects.set(d.key, { d, fingerprint });
+    if (current?.fingerprint !== fingerprint) this.emit(d.key);
+  }
+
+  remove(key: ObjectKey): void {
+    if (this.objects.delete(key)) this.emit(key);
+  }
+
+  replaceAll(source: string, objects: readonly Desired[]): void {
+    const incoming = new Set(objects.map((d) => d.key));
+    for (const [key, { d }] of this.objects) if (d.source === source && !incoming.has(key)) this.remove(key);
+    for (const d of objects) this.upsert(d);
+  }
+
+  get(key: ObjectKey): Readonly<Desired> | undefined {
+    return this.objects.get(key)?.d;
+  }
+
+  list(): readonly Readonly<Desired>[] {
+    return [...this.objects.values()].map((e) => e.d);
+  }
+
+  keys(): readonly ObjectKey[] {
+    return [...this.objects.keys()];
+  }
+
+  get size(): number {
+    return this.objects.size;
+  }
+
+  private emit(key: ObjectKey): void {
+    for (const l of this.listeners) l(key);
+  }
+}

@@ -1,0 +1,112 @@
+/**
+ * An in-memory provider for unit tests and benchmarks: instances live in a map, every call is
+ * recorded (sample-controller's action list), and failures can be scripted per method
+ * (crossplane's ExternalClientFns). Zero latency unless `latencyMs` is set.
+ */
+import { specFields } from '../../src/api/v1alpha1/fields.js';
+import type { Kind } from '../../src/api/v1alpha1/group.js';
+import type { PowerState } from '../../src/api/v1alpha1/types.js';
+import type { FieldChange, ObservedInstance, Provider } from '../../src/providers/provider.js';
+import { ProviderUnavailableError } from '../../src/providers/provider.js';
+import type { Desired } from '../../src/store/desired.js';
+
+type Method = 'probe' | 'observeAll' | 'observe' | 'create' | 'update' | 'setState' | 'adopt' | 'delete';
+
+export class FakeProvider<K extends Kind = Kind> implements Provider<K> {
+  readonly name: 'lxc' | 'libvirt';
+  readonly instances = new Map<string, ObservedInstance>();
+  readonly calls: string[] = [];
+  /** Throw this from the next calls of a method (until cleared). */
+  readonly failures = new Map<Method, Error>();
+  unavailable: string | undefined;
+  latencyMs = 0;
+  private changeListeners: ((host: string) => void)[] = [];
+
+  constructor(readonly kind: K) {
+    this.name = kind === 'Container' ? 'lxc' : 'libvirt';
+  }
+
+  /** Counts calls of one method. */
+  count(method: Method): number {
+    return this.calls.filter((c) => c === method || c.startsWith(`${method}:`)).length;
+  }
+
+  /** Pushes a change event, as lxc-monitor or libvirt would. */
+  emitChange(host: string): void {
+    for (const l of this.changeListeners) l(host);
+  }
+
+  private async call(method: Method, detail?: string): Promise<void> {
+    this.calls.push(detail === undefined ? method : `${method}:${detail}`);
+    if (this.latencyMs > 0) await new Promise((r) => setTimeout(r, this.latencyMs));
+    if (this.unavailable !== undefined && method !== 'probe') throw new ProviderUnavailableError(this.unavailable);
+    const failure = this.failures.get(method);
+    if (failure !== undefined) throw failure;
+  }
+
+  async probe(): Promise<void> {
+    await this.call('probe');
+    if (this.unavailable !== undefined) throw new ProviderUnavailableError(this.unavailable);
+  }
+
+  async observeAll(): Promise<ReadonlyMap<string, ObservedInstance>> {
+    await this.call('observeAll');
+    return new Map(this.instances);
+  }
+
+  async observe(d: Desired<K>): Promise<ObservedInstance | undefined> {
+    await this.call('observe', d.hostName);
+    return this.instances.get(d.hostName);
+  }
+
+  async create(d: Desired<K>): Promise<void> {
+    await this.call('create', d.hostName);
+    if (this.instances.has(d.hostName)) return;
+    this.instances.set(d.hostName, { hostName: d.hostName, state: 'Stopped', fields: specFields(d.object.kind, d.object.spec), ownerId: d.id, specHash: d.specHash });
+  }
+
+  async update(d: Desired<K>, changes: readonly FieldChange[]): Promise<void> {
+    await this.call('update', `${d.hostName}:${changes.map((c) => c.path).join(',')}`);
+    const current = this.instances.get(d.hostName);
+    if (current === undefined) throw new Error(`cannot update ${d.hostName}: no such instance`);
+    const fields = { ...current.fields };
+    for (const c of changes) fields[c.path] = c.to ?? null;
+    this.instances.set(d.hostName, { ...current, fields, specHash: d.specHash });
+  }
+
+  async setState(d: Desired<K>, to: PowerState): Promise<string | void> {
+    await this.call('setState', `${d.hostName}:${to}`);
+    const current = this.instances.get(d.hostName);
+    if (current === undefined) throw new Error(`cannot set state of ${d.hostName}: no such instance`);
+    this.instances.set(d.hostName, { ...current, state: to });
+  }
+
+  async adopt(d: Desired<K>): Promise<void> {
+    await this.call('adopt', d.hostName);
+    const current = this.instances.get(d.hostName);
+    if (current !== undefined) this.instances.set(d.hostName, { ...current, ownerId: d.id });
+  }
+
+  async delete(d: Desired<K>): Promise<void> {
+    await this.call('delete', d.hostName);
+    this.instances.delete(d.hostName);
+  }
+
+  async *changes(signal: AbortSignal): AsyncIterable<string> {
+    const pending: string[] = [];
+    let wake: (() => void) | undefined;
+    const listener = (host: string): void => { pending.push(host); wake?.(); };
+    this.changeListeners.push(listener);
+    signal.addEventListener('abort', () => wake?.(), { once: true });
+    try {
+      while (!signal.aborted) {
+        const next = pending.shift();
+        if (next !== undefined) { yield next; continue; }
+        await new Promise<void>((r) => { wake = r; });
+        wake = undefined;
+      }
+    } finally {
+      this.changeListeners = this.changeListeners.filter((l) => l !== listener);
+    }
+  }
+}

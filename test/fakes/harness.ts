@@ -1,0 +1,31 @@
+/** Wires the real reconcile core around a FakeProvider and a MemoryBackend. */
+import type { Kind } from '../../src/api/v1alpha1/group.js';
+import { Controller } from '../../src/reconcile/controller.js';
+import { ObservationCache } from '../../src/reconcile/observation-cache.js';
+import { ProviderHealth } from '../../src/reconcile/provider-health.js';
+import { Reconciler } from '../../src/reconcile/reconciler.js';
+import { RateLimiter } from '../../src/queue/rate-limiter.js';
+import { DesiredStore } from '../../src/store/desired-store.js';
+import { silentLogger } from '../../src/telemetry/logger.js';
+import type { Metrics } from '../../src/telemetry/metrics.js';
+import { FakeProvider } from './fake-provider.js';
+import { MemoryBackend } from './memory-backend.js';
+
+export function harness<K extends Kind>(kind: K, options: { concurrency?: number; metrics?: Metrics; resyncMs?: number } = {}) {
+  const logger = silentLogger();
+  const store = new DesiredStore();
+  const backend = new MemoryBackend('dir');
+  const backends = new Map([[backend.source.id, backend]]);
+  const provider = new FakeProvider(kind);
+  const cache = new ObservationCache();
+  const health = new ProviderHealth(provider, logger, 0);
+  const reconciler = new Reconciler({ store, backends, provider, cache, health, node: 'node-a', logger, unavailableRetryMs: 30_000, ...(options.metrics ? { metrics: options.metrics } : {}) });
+  const controller = new Controller({
+    kind, provider, reconciler, store, backends, cache, health, logger,
+    concurrency: options.concurrency ?? 4, resyncMs: options.resyncMs ?? 3_600_000,
+    rateLimiter: new RateLimiter({ baseDelayMs: 5, maxDelayMs: 40, jitter: 0, qps: 10_000, burst: 10_000 }),
+    ...(options.metrics ? { metrics: options.metrics } : {}),
+  });
+  store.onChange((key) => controller.enqueue(key));
+  return { store, backend, provider, cache, health, reconciler, controller };
+}

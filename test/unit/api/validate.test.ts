@@ -1,0 +1,120 @@
+import { expect } from 'chai';
+import { validateObject } from '../../../src/api/v1alpha1/validate.js';
+import { parseQuantity } from '../../../src/api/v1alpha1/quantity.js';
+import { hostNameFor } from '../../../src/api/v1alpha1/host-name.js';
+
+const ct = (spec: Record<string, unknown>, metadata: Record<string, unknown> = { name: 'web' }) =>
+  ({ apiVersion: 'hyperlet.io/v1alpha1', kind: 'Container', metadata, spec: { template: 'busybox', ...spec } });
+const vm = (spec: Record<string, unknown>, metadata: Record<string, unknown> = { name: 'vm1' }) =>
+  ({ apiVersion: 'hyperlet.io/v1alpha1', kind: 'VirtualMachine', metadata, spec });
+
+interface Case { reason: string; doc: unknown; want: { path: string; rule: string } | 'valid' }
+
+const cases: Record<string, Case> = {
+  MinimalContainer: { reason: 'a template is enough', doc: ct({}), want: 'valid' },
+  MinimalVm: { reason: 'every VM field has a default', doc: vm({}), want: 'valid' },
+  NotAMapping: { reason: 'a list is not an object', doc: [1, 2], want: { path: '', rule: 'mapping' } },
+  ScalarDocument: { reason: 'a string is not an object', doc: 'hello', want: { path: '', rule: 'mapping' } },
+  UnknownApiVersion: { reason: 'only hyperlet.io/v1alpha1', doc: { ...ct({}), apiVersion: 'v1' }, want: { path: 'apiVersion', rule: 'api-version' } },
+  UnknownKind: { reason: 'only Container and VirtualMachine', doc: { ...ct({}), kind: 'Pod' }, want: { path: 'kind', rule: 'kind' } },
+  MissingName: { reason: 'metadata.name is required', doc: ct({}, {}), want: { path: 'metadata.name', rule: 'required' } },
+  MissingMetadata: { reason: 'metadata is required, reported as its name', doc: { apiVersion: 'hyperlet.io/v1alpha1', kind: 'Container', spec: { template: 'busybox' } }, want: { path: 'metadata.name', rule: 'required' } },
+  NameNotDnsLabel: { reason: 'names are DNS-1123 labels', doc: ct({}, { name: 'Web_1' }), want: { path: 'metadata.name', rule: 'pattern' } },
+  NameWithDot: { reason: 'dots would make host names collide', doc: ct({}, { name: 'a.b' }), want: { path: 'metadata.name', rule: 'pattern' } },
+  NameTooLong: { reason: 'at most 63', doc: ct({}, { name: 'a'.repeat(64) }), want: { path: 'metadata.name', rule: 'maxLength' } },
+  NamespaceNotDnsLabel: { reason: 'namespaces are DNS labels too', doc: ct({}, { name: 'web', namespace: 'Prod' }), want: { path: 'metadata.namespace', rule: 'pattern' } },
+  UnknownTopField: { reason: 'unknown fields are errors', doc: { ...ct({}), extra: 1 }, want: { path: 'extra', rule: 'unknown-field' } },
+  UnknownSpecField: { reason: 'a typo is not silently dropped', doc: ct({ sate: 'Running' }), want: { path: 'spec.sate', rule: 'unknown-field' } },
+  UnknownMetadataField: { reason: 'metadata is closed as well', doc: ct({}, { name: 'web', uid: 'x' }), want: { path: 'metadata.uid', rule: 'unknown-field' } },
+  BadState: { reason: 'Container states', doc: ct({ state: 'Paused' }), want: { path: 'spec.state', rule: 'enum' } },
+  TemplateAndRootfs: { reason: 'exactly one of template and rootfs', doc: ct({ rootfs: '/srv/root' }), want: { path: 'spec', rule: 'one-of' } },
+  NeitherTemplateNorRootfs: { reason: 'exactly one of template and rootfs', doc: { ...ct({}), spec: {} }, want: { path: 'spec', rule: 'one-of' } },
+  RelativeRootfs: { reason: 'rootfs must be absolute', doc: { ...ct({}), spec: { rootfs: 'srv/root' } }, want: { path: 'spec.rootfs', rule: 'pattern' } },
+  TemplateInjection: { reason: 'a template name cannot carry a new line', doc: ct({ template: 'busybox\nlxc.hook=x' }), want: { path: 'spec.template', rule: 'pattern' } },
+  CpuZero: { reason: 'cpu 1–128', doc: ct({ resources: { cpu: 0 } }), want: { path: 'spec.resources.cpu', rule: 'minimum' } },
+  CpuTooMany: { reason: 'cpu 1–128', doc: ct({ resources: { cpu: 129 } }), want: { path: 'spec.resources.cpu', rule: 'maximum' } },
+  CpuFraction: { reason: 'cpu is an integer', doc: ct({ resources: { cpu: 1.5 } }), want: { path: 'spec.resources.cpu', rule: 'type' } },
+  MemoryTooSmall: { reason: 'memory from 64Mi', doc: ct({ resources: { memory: '63Mi' } }), want: { path: 'spec.resources.memory', rule: 'x-quantity-range' } },
+  MemoryTooBig: { reason: 'memory up to 1Ti', doc: ct({ resources: { memory: '2Ti' } }), want: { path: 'spec.resources.memory', rule: 'x-quantity-range' } },
+  MemoryNotAQuantity: { reason: 'a quantity or a byte count', doc: ct({ resources: { memory: 'lots' } }), want: { path: 'spec.resources.memory', rule: 'quantity' } },
+  MemoryAsBytes: { reason: 'a plain byte count is a quantity', doc: ct({ resources: { memory: 268435456 } }), want: 'valid' },
+  DiskTooSmall: { reason: 'disk from 100Mi', doc: ct({ resources: { disk: '99Mi' } }), want: { path: 'spec.resources.disk', rule: 'x-quantity-range' } },
+  DiskTooBig: { reason: 'disk up to 10Ti', doc: ct({ resources: { disk: '11Ti' } }), want: { path: 'spec.resources.disk', rule: 'x-quantity-range' } },
+  NetworkBadType: { reason: 'veth or none', doc: ct({ network: [{ type: 'macvlan' }] }), want: { path: 'spec.network[0].type', rule: 'enum' } },
+  NetworkBadBridge: { reason: 'a bridge is an interface name', doc: ct({ network: [{ bridge: 'br0\nlxc.x=1' }] }), want: { path: 'spec.network[0].bridge', rule: 'pattern' } },
+  NetworkBadMac: { reason: 'MAC format', doc: ct({ network: [{ hwaddr: 'zz:00:00:00:00:00' }] }), want: { path: 'spec.network[0].hwaddr', rule: 'pattern' } },
+  NetworkNoneWithBridge: { reason: 'none takes no link', doc: ct({ network: [{ type: 'none', bridge: 'br0' }] }), want: { path: 'spec.network[0]', rule: 'none-has-no-link' } },
+  EnvBadKey: { reason: 'environment keys are identifiers', doc: ct({ environment: { '1A': 'x' } }), want: { path: 'spec.environment.1A', rule: 'key-pattern' } },
+  EnvKeyWithEquals: { reason: 'a key cannot smuggle a value', doc: ct({ environment: { 'A=B': 'x' } }), want: { path: 'spec.environment.A=B', rule: 'key-pattern' } },
+  EnvValueNewline: { reason: 'values without new lines', doc: ct({ environment: { A: 'x\nlxc.hook.pre-start=/bin/sh' } }), want: { path: 'spec.environment.A', rule: 'pattern' } },
+  EnvValueNul: { reason: 'values without NUL', doc: ct({ environment: { A: 'x\u0000y' } }), want: { path: 'spec.environment.A', rule: 'pattern' } },
+  EnvValueNotString: { reason: 'values are strings', doc: ct({ environment: { A: 1 } }), want: { path: 'spec.environment.A', rule: 'type' } },
+  AutostartNotBool: { reason: 'a boolean', doc: ct({ autostart: 'yes' }), want: { path: 'spec.autostart', rule: 'type' } },
+  NodeNameBad: { reason: 'a DNS subdomain', doc: ct({ nodeName: 'Node_1' }), want: { path: 'spec.nodeName', rule: 'pattern' } },
+  UpdatePolicyBad: { reason: 'Live, Restart or Recreate', doc: ct({ updatePolicy: 'Never' }), want: { path: 'spec.updatePolicy', rule: 'enum' } },
+  VmBadState: { reason: 'VM states', doc: vm({ state: 'Frozen' }), want: { path: 'spec.state', rule: 'enum' } },
+  VmBadHypervisor: { reason: 'kvm or qemu', doc: vm({ hypervisor: 'xen' }), want: { path: 'spec.hypervisor', rule: 'enum' } },
+  VmCpuTooMany: { reason: 'cpu 1–128', doc: vm({ resources: { cpu: 200 } }), want: { path: 'spec.resources.cpu', rule: 'maximum' } },
+  VmMemoryTooSmall: { reason: 'memory from 64Mi', doc: vm({ resources: { memory: '32Mi' } }), want: { path: 'spec.resources.memory', rule: 'x-quantity-range' } },
+  VmMaxCpuBelowCpu: { reason: 'a ceiling below the value', doc: vm({ resources: { cpu: 4, maxCpu: 2 } }), want: { path: 'spec.resources.maxCpu', rule: 'minimum' } },
+  VmMaxMemoryBelowMemory: { reason: 'a ceiling below the value', doc: vm({ resources: { memory: '1Gi', maxMemory: '512Mi' } }), want: { path: 'spec.resources.maxMemory', rule: 'minimum' } },
+  VmBootKernelAndDisk: { reason: 'one boot method', doc: vm({ boot: { kernel: '/k', disk: 'root' }, disks: [{ name: 'root', size: '1Gi' }] }), want: { path: 'spec.boot', rule: 'one-of' } },
+  VmBootCmdlineWithoutKernel: { reason: 'cmdline needs a kernel', doc: vm({ boot: { disk: 'root', cmdline: 'x' }, disks: [{ name: 'root', size: '1Gi' }] }), want: { path: 'spec.boot', rule: 'kernel-only' } },
+  VmBootUnknownDisk: { reason: 'boot.disk names a disk', doc: vm({ boot: { disk: 'nope' } }), want: { path: 'spec.boot.disk', rule: 'reference' } },
+  VmCmdlineNewline: { reason: 'cmdline without new lines', doc: vm({ boot: { kernel: '/k', cmdline: 'a\nb' } }), want: { path: 'spec.boot.cmdline', rule: 'pattern' } },
+  VmCmdlineXmlChars: { reason: 'XML special characters are fine: they are escaped', doc: vm({ boot: { kernel: '/k', cmdline: 'a<b>&c]]>"\'' } }), want: 'valid' },
+  VmKernelRelative: { reason: 'absolute paths', doc: vm({ boot: { kernel: 'vmlinuz' } }), want: { path: 'spec.boot.kernel', rule: 'pattern' } },
+  VmDiskDuplicate: { reason: 'disk names unique', doc: vm({ disks: [{ name: 'a', size: '1Gi' }, { name: 'a', size: '1Gi' }] }), want: { path: 'spec.disks[1].name', rule: 'unique' } },
+  VmDiskNoSize: { reason: 'a disk needs a size or an image', doc: vm({ disks: [{ name: 'a' }] }), want: { path: 'spec.disks[0]', rule: 'size-or-image' } },
+  VmDiskTooSmall: { reason: 'disk from 100Mi', doc: vm({ disks: [{ name: 'a', size: '10Mi' }] }), want: { path: 'spec.disks[0].size', rule: 'x-quantity-range' } },
+  VmDiskBadBus: { reason: 'known buses', doc: vm({ disks: [{ name: 'a', size: '1Gi', bus: 'usb' }] }), want: { path: 'spec.disks[0].bus', rule: 'enum' } },
+  VmDiskBadPool: { reason: 'pools are DNS labels', doc: vm({ disks: [{ name: 'a', size: '1Gi', pool: '../etc' }] }), want: { path: 'spec.disks[0].pool', rule: 'pattern' } },
+  VmNicBoth: { reason: 'network or bridge', doc: vm({ networks: [{ network: 'default', bridge: 'br0' }] }), want: { path: 'spec.networks[0]', rule: 'one-of' } },
+  VmNicNeither: { reason: 'network or bridge', doc: vm({ networks: [{ model: 'virtio' }] }), want: { path: 'spec.networks[0]', rule: 'one-of' } },
+  VmNicBadModel: { reason: 'known models', doc: vm({ networks: [{ network: 'default', model: 'ne2k' }] }), want: { path: 'spec.networks[0].model', rule: 'enum' } },
+  VmGracefulNegative: { reason: '0–3600 s', doc: vm({ gracefulStopSeconds: -1 }), want: { path: 'spec.gracefulStopSeconds', rule: 'minimum' } },
+  LabelValueBad: { reason: 'label values follow Kubernetes', doc: ct({}, { name: 'web', labels: { app: 'has space' } }), want: { path: 'metadata.labels.app', rule: 'pattern' } },
+};
+
+describe('validateObject', () => {
+  for (const [name, tc] of Object.entries(cases)) {
+    it(name, () => {
+      const r = validateObject(tc.doc);
+      if (tc.want === 'valid') {
+        expect(r.ok, `${tc.reason}: ${JSON.stringify(r.ok ? '' : r.issues)}`).to.equal(true);
+        return;
+      }
+      expect(r.ok, tc.reason).to.equal(false);
+      if (r.ok) return;
+      expect(r.issues.map((i) => ({ path: i.path, rule: i.rule })), tc.reason).to.deep.include(tc.want);
+    });
+  }
+
+  it('applies defaults to a copy and leaves the input alone', () => {
+    const doc = ct({});
+    const r = validateObject(doc);
+    expect(r.ok).to.equal(true);
+    if (!r.ok) return;
+    expect(r.object.metadata.namespace).to.equal('default');
+    expect(r.object.spec).to.include({ state: 'Running', updatePolicy: 'Live', deletionPolicy: 'Delete', autostart: false });
+    expect(doc.metadata).to.deep.equal({ name: 'web' });
+  });
+
+  it('reports every problem of a document, not only the first', () => {
+    const r = validateObject(ct({ state: 'Nope', resources: { cpu: 0 } }, { name: 'BAD' }));
+    expect(r.ok).to.equal(false);
+    if (!r.ok) expect(r.issues.map((i) => i.path)).to.include.members(['spec.state', 'spec.resources.cpu', 'metadata.name']);
+  });
+});
+
+describe('quantities and host names', () => {
+  const q: Record<string, [string | number, number | undefined]> = {
+    Mi: ['512Mi', 512 * 2 ** 20], Gi: ['2Gi', 2 * 2 ** 30], Decimal: ['1G', 1e9], Fraction: ['1.5Ki', 1536],
+    Bytes: [1024, 1024], Garbage: ['12 Mi', undefined], Negative: [-1, undefined], Empty: ['', undefined],
+  };
+  for (const [name, [input, want]] of Object.entries(q)) it(`parses ${name}`, () => expect(parseQuantity(input)).to.equal(want));
+  it('names instances NAME in default and NAMESPACE.NAME elsewhere', () => {
+    expect(hostNameFor('default', 'web')).to.equal('web');
+    expect(hostNameFor('prod', 'web')).to.equal('prod.web');
+  });
+});

@@ -1,0 +1,188 @@
+import { expect } from 'chai';
+import { TerminalError } from '../../../src/reconcile/errors.js';
+import { requeueAfter, awaitChange } from '../../../src/reconcile/result.js';
+import { container, observedAs } from '../../fakes/desired-objects.js';
+import { harness } from '../../fakes/harness.js';
+
+const signal = new AbortController().signal;
+const condition = (s: { conditions: { type: string; status: string; reason: string }[] } | undefined, type: string) =>
+  s?.conditions.find((c) => c.type === type);
+
+describe('Reconciler', () => {
+  it('creates, then starts, then reports Ready, one step per pass', async () => {
+    const h = harness('Container');
+    const d = container('web');
+    h.store.upsert(d);
+    expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(requeueAfter(0));
+    expect(h.provider.calls).to.deep.equal(['probe', 'observe:web', 'create:web']);
+    expect(h.backend.statuses.get(d.key)?.phase).to.equal('Creating');
+    expect(h.backend.finalized.has(d.key), 'finalizer before anything is created').to.equal(true);
+    expect(h.backend.remembered.has(d.key), 'remembered before acting').to.equal(true);
+    expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(requeueAfter(0));
+    expect(h.provider.calls.slice(-1)).to.deep.equal(['setState:web:Running']);
+    expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(awaitChange());
+    const status = h.backend.statuses.get(d.key);
+    expect(status?.phase).to.equal('Running');
+    expect(condition(status, 'Ready')).to.include({ status: 'True', reason: 'Running' });
+    expect(condition(status, 'Synced')).to.include({ status: 'True' });
+    expect(status).to.include({ id: d.id, hostName: 'web', node: 'node-a', observedGeneration: 1 });
+    expect(h.backend.events.map((e) => e.reason)).to.deep.equal(['Created', 'Started']);
+  });
+
+  it('a deliberately stopped object is Ready', async () => {
+    const h = harness('Container');
+    const d = container('web', { state: 'Stopped' });
+    h.store.upsert(d);
+    h.provider.instances.set('web', observedAs(d, 'Stopped'));
+    await h.reconciler.reconcile(d.key, signal);
+    expect(condition(h.backend.statuses.get(d.key), 'Ready')).to.include({ status: 'True', reason: 'Stopped' });
+  });
+
+  it('writes no status when nothing changed', async () => {
+    const h = harness('Container');
+    const d = container('web');
+    h.store.upsert(d);
+    h.provider.instances.set('web', observedAs(d));
+    await h.reconciler.reconcile(d.key, signal);
+    const writes = h.backend.writes;
+    await h.reconciler.reconcile(d.key, signal);
+    await h.reconciler.reconcile(d.key, signal);
+    expect(h.backend.writes).to.equal(writes);
+  });
+
+  it('never touches an instance it does not own and says Conflict', async () => {
+    const h = harness('Container');
+    const d = container('web');
+    h.store.upsert(d);
+    h.provider.instances.set('web', observedAs(d, 'Stopped', { ownerId: undefined }));
+    expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(awaitChange());
+    expect(h.provider.calls).to.deep.equal(['probe', 'observe:web']);
+    expect(condition(h.backend.statuses.get(d.key), 'Ready')).to.include({ status: 'False', reason: 'Conflict' });
+  });
+
+  it('deletes the instance of an object that left its source, then forgets it', async () => {
+    const h = harness('Container');
+    const d = container('web');
+    h.backend.remember(d);
+    h.provider.instances.set('web', observedAs(d));
+    expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(requeueAfter(0));
+    expect(h.provider.calls.slice(-1)).to.deep.equal(['delete:web']);
+    expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(awaitChange());
+    expect(h.backend.remembered.has(d.key)).to.equal(false);
+  });
+
+  it('keeps the instance of a deleted object with deletionPolicy Orphan', async () => {
+    const h = harness('Container');
+    const d = container('web', { deletionPolicy: 'Orphan' });
+    h.backend.remember(d);
+    h.provider.instances.set('web', observedAs(d));
+    await h.reconciler.reconcile(d.key, signal);
+    expect(h.provider.count('delete')).to.equal(0);
+    expect(h.provider.instances.has('web')).to.equal(true);
+    expect(h.backend.remembered.has(d.key)).to.equal(false);
+  });
+
+  it('reports a failed step with the tool message, once per distinct message, and rethrows', async () => {
+    const h = harness('Container');
+    const d = container('web');
+    h.store.upsert(d);
+    h.provider.failures.set('create', new Error('lxc-create: template busybox failed'));
+    for (let i = 0; i < 3; i++) {
+      let thrown: unknown;
+      try { await h.reconciler.reconcile(d.key, signal); } catch (err) { thrown = err; }
+      expect(thrown).to.be.instanceOf(Error);
+    }
+    const status = h.backend.statuses.get(d.key);
+    expect(status?.phase).to.equal('Failed');
+    expect(condition(status, 'Synced')).to.include({ status: 'False', reason: 'CreateFailed' });
+    expect(status?.conditions.find((c) => c.type === 'Synced')?.message).to.contain('template busybox failed');
+    expect(h.backend.events.filter((e) => e.type === 'Warning')).to.have.length(1);
+  });
+
+  it('says ProviderUnavailable and comes back later when the provider is missing', async () => {
+    const h = harness('Container');
+    const d = container('web');
+    h.store.upsert(d);
+    h.provider.unavailable = 'lxc-ls not found';
+    expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(requeueAfter(30_000));
+    expect(condition(h.backend.statuses.get(d.key), 'Ready')).to.include({ status: 'False', reason: 'ProviderUnavailable' });
+    expect(h.provider.count('create')).to.equal(0);
+  });
+
+  it('shows changes held back by the update policy as RestartRequired', async () => {
+    const h = harness('Container');
+    const d = container('web', { environment: { MODE: 'prod' } });
+    h.store.upsert(d);
+    h.provider.instances.set('web', observedAs(container('web')));
+    await h.reconciler.reconcile(d.key, signal);
+    const status = h.backend.statuses.get(d.key);
+    expect(condition(status, 'RestartRequired')).to.include({ status: 'True', reason: 'UpdatePolicy' });
+    expect(status?.pendingChanges).to.deep.equal([{ field: 'environment', apply: 'restart' }]);
+    expect(h.provider.count('update')).to.equal(0);
+  });
+});
+
+describe('Controller', () => {
+  it('drives many objects to Ready through the queue', async () => {
+    const h = harness('Container');
+    for (let i = 0; i < 20; i++) h.store.upsert(container(`c${i}`));
+    await h.controller.start();
+    await waitFor(() => [...h.backend.statuses.values()].filter((s) => s.phase === 'Running').length === 20);
+    expect(h.provider.count('create')).to.equal(20);
+    await h.controller.stop();
+  });
+
+  it('resyncs unchanged objects with one batch call, no actions and no writes', async () => {
+    const h = harness('Container');
+    for (let i = 0; i < 10; i++) h.store.upsert(container(`c${i}`));
+    await h.controller.start();
+    await waitFor(() => [...h.backend.statuses.values()].filter((s) => s.phase === 'Running').length === 10);
+    await h.controller.queue.onIdle();
+    const calls = h.provider.calls.length;
+    const writes = h.backend.writes;
+    await h.controller.resync();
+    await h.controller.queue.onIdle();
+    expect(h.provider.calls.slice(calls)).to.deep.equal(['observeAll']);
+    expect(h.backend.writes).to.equal(writes);
+    await h.controller.stop();
+  });
+
+  it('corrects drift as soon as the provider reports a change', async () => {
+    const h = harness('Container');
+    const d = container('web');
+    h.store.upsert(d);
+    await h.controller.start();
+    await waitFor(() => h.provider.instances.get('web')?.state === 'Running');
+    await h.controller.queue.onIdle();
+    h.provider.instances.set('web', { ...h.provider.instances.get('web')!, state: 'Stopped' });
+    h.provider.emitChange('web');
+    await waitFor(() => h.provider.instances.get('web')?.state === 'Running');
+    await h.controller.stop();
+  });
+
+  it('retries failures with backoff and stops retrying on a terminal error', async () => {
+    const h = harness('Container');
+    const d = container('web');
+    h.store.upsert(d);
+    h.provider.failures.set('create', new TerminalError('PoolNotFound', 'cannot create: no pool'));
+    await h.controller.start();
+    await waitFor(() => h.provider.count('create') >= 1);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(h.provider.count('create')).to.equal(1);
+    expect(h.controller.queue.retries(d.key)).to.equal(0);
+    h.provider.failures.set('create', new Error('transient'));
+    h.store.upsert(container('web', { autostart: true }));
+    await waitFor(() => h.provider.count('create') >= 3);
+    h.provider.failures.delete('create');
+    await waitFor(() => h.provider.instances.get('web')?.state === 'Running');
+    await h.controller.stop();
+  });
+});
+
+async function waitFor(cond: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > until) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
