@@ -13,6 +13,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import pino from 'pino';
 import type { VirtualMachine, VirtualMachineSpec } from '../src/api/v1alpha1/types.js';
@@ -29,6 +30,8 @@ const PREFIX = `hyperlet-bench-${process.pid}`;
 const VM_COUNT = 20;
 const CONCURRENCY = 4;
 const DRIFT_TRIES = 20;
+
+type Figures = Record<string, number>;
 
 const virsh = async (...args: string[]): Promise<string> => (await run('virsh', ['-c', 'qemu:///system', ...args], { timeout: 60_000 })).stdout;
 
@@ -56,7 +59,7 @@ async function pool<T>(items: readonly T[], concurrency: number, work: (item: T)
   }));
 }
 
-async function rpcVersusVirsh(client: LibvirtClient, name: string): Promise<void> {
+async function rpcVersusVirsh(client: LibvirtClient, name: string): Promise<Figures> {
   const dom = await client.lookupDomainByName(name);
   if (dom === undefined) throw new Error(`cannot find ${name}`);
   const latencies: number[] = [];
@@ -80,6 +83,10 @@ async function rpcVersusVirsh(client: LibvirtClient, name: string): Promise<void
   console.log(`  RPC    p50 ${ms(percentile(latencies, 50))}  p99 ${ms(percentile(latencies, 99))}  pipelined ${rpcPerSecond.toFixed(0)} calls/s`);
   console.log(`  virsh  p50 ${ms(percentile(virshLatencies, 50))}  p99 ${ms(percentile(virshLatencies, 99))}  sequential ${virshPerSecond.toFixed(1)} calls/s`);
   console.log(`  speed-up p50 x${(percentile(virshLatencies, 50) / percentile(latencies, 50)).toFixed(0)}`);
+  return {
+    rpcStateP50Ms: percentile(latencies, 50), rpcStateP99Ms: percentile(latencies, 99), rpcCallsPerSecond: Math.round(rpcPerSecond),
+    virshStateP50Ms: percentile(virshLatencies, 50), virshStateP99Ms: percentile(virshLatencies, 99), virshCallsPerSecond: virshPerSecond,
+  };
 }
 
 const vmYaml = (name: string): string =>
@@ -100,7 +107,7 @@ function allStarted(watcher: LibvirtClient, names: readonly string[]): Promise<v
   });
 }
 
-async function twentyVms(manifests: string, dir: string, watcher: LibvirtClient): Promise<void> {
+async function twentyVms(manifests: string, dir: string, watcher: LibvirtClient): Promise<Figures> {
   const ours = Array.from({ length: VM_COUNT }, (_, i) => `${PREFIX}-h${i}`);
   const t0 = performance.now();
   const hyperletDone = allStarted(watcher, ours);
@@ -126,6 +133,7 @@ async function twentyVms(manifests: string, dir: string, watcher: LibvirtClient)
   });
   const deadline = Date.now() + 120_000;
   while ((await virsh('list', '--all', '--name')).includes(`${PREFIX}-h`) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+  return { twentyVmsHyperletMs: hyperletMs, twentyVmsVirshMs: rawMs, twentyVmsRatio: hyperletMs / rawMs };
 }
 
 /** QEMU's own start time on this host (DOMAIN_CREATE of a defined firmware-only domain): the floor under any drift reaction. */
@@ -145,7 +153,7 @@ async function rawStart(client: LibvirtClient): Promise<number[]> {
   return starts;
 }
 
-async function driftReaction(manifests: string, watcher: LibvirtClient): Promise<void> {
+async function driftReaction(manifests: string, watcher: LibvirtClient): Promise<Figures> {
   const starts = await rawStart(watcher);
   const name = `${PREFIX}-drift`;
   const up = allStarted(watcher, [name]);
@@ -175,9 +183,14 @@ async function driftReaction(manifests: string, watcher: LibvirtClient): Promise
   console.log(`  of which QEMU start alone (DOMAIN_CREATE, 8 tries): p50 ${ms(percentile(starts, 50))}  p99 ${ms(percentile(starts, 99))}`);
   console.log(`  hyperlet's share (reaction p50 - start p50): ${ms(percentile(reactions, 50) - percentile(starts, 50))}`);
   rmSync(path.join(manifests, `${name}.yaml`));
+  return {
+    driftP50Ms: percentile(reactions, 50), driftP99Ms: percentile(reactions, 99),
+    qemuStartP50Ms: percentile(starts, 50), qemuStartP99Ms: percentile(starts, 99),
+  };
 }
 
-async function main(): Promise<void> {
+/** Runs the three libvirt benchmarks against qemu:///system, prints them and returns the figures (bench/run-all.ts). */
+export async function libvirtBench(): Promise<Figures> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'hyperlet-bench-'));
   const manifests = path.join(dir, 'manifests');
   mkdirSync(manifests);
@@ -193,10 +206,11 @@ async function main(): Promise<void> {
   }, logger);
   try {
     await provider.create(probe, signal);
-    await rpcVersusVirsh(provider.client, probe.hostName);
+    const rpc = await rpcVersusVirsh(provider.client, probe.hostName);
     await daemon.start();
-    await twentyVms(manifests, dir, watcher);
-    await driftReaction(manifests, watcher);
+    const twenty = await twentyVms(manifests, dir, watcher);
+    const drift = await driftReaction(manifests, watcher);
+    return Object.fromEntries(Object.entries({ ...rpc, ...twenty, ...drift }).map(([k, v]) => [k, Math.round(v * 100) / 100]));
   } finally {
     await daemon.stop();
     await provider.delete(probe, signal).catch(() => undefined);
@@ -210,4 +224,4 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) await libvirtBench();
