@@ -295,6 +295,20 @@ describe('LibvirtProvider against qemu:///system', function () {
     });
   });
 
+  it('adds a vCPU live, within maxCpu', async () => {
+    const d = track(desiredVm(vmName('cpu'), { resources: { cpu: 1, maxCpu: 2, memory: '128Mi' } }));
+    await provider.create(d, signal);
+    await provider.setState(d, 'Running', await observe(d), signal);
+    const d2 = withSpec(d, { resources: { cpu: 2, maxCpu: 2, memory: '128Mi' } });
+    const o = await observe(d2);
+    const changes = changesOf(provider, d2, o);
+    expect(changes.map((c) => [c.path, c.apply])).to.deep.equal([['resources.cpu', 'live']]);
+    await provider.update(d2, changes, o, signal);
+    const after = await observe(d2);
+    expect([after.state, after.fields['resources.cpu']]).to.deep.equal(['Running', 2]);
+    expect(after.fields).to.deep.equal(specFields('VirtualMachine', d2.object.spec));
+  });
+
   it('sees a domain destroyed and undefined behind its back through events', async () => {
     const d = track(desiredVm(vmName('drift'), {}));
     await provider.create(d, signal);
