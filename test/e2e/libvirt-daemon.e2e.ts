@@ -5,7 +5,7 @@
  */
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -85,7 +85,7 @@ describe('hyperlet run (dir source) with libvirt VMs', function () {
     writeFileSync(file(), manifest('128Mi'));
     await waitFor('the domain to run', 60_000, async () => (await domState()) === 'running');
     await waitFor('the guest\'s first line', 120_000, () => existsSync(CONSOLE) && readFileSync(CONSOLE, 'utf8').includes('hyperlet-guest: up'));
-    expect(existsSync(path.join(POOL_DIR, `${NAME}-data.qcow2`))).to.equal(true);
+    expect(readdirSync(POOL_DIR).filter((f) => f.startsWith(`${NAME}-data-`)), 'one volume named with the object id').to.have.length(1);
     await waitFor('status Running in the state DB', 10_000, () => {
       const db = new StateDb(path.join(dir, 'state.db'), { readonly: true });
       try {
@@ -120,6 +120,6 @@ describe('hyperlet run (dir source) with libvirt VMs', function () {
   it('removes the domain and its volume when the file is removed', async () => {
     unlinkSync(file());
     await waitFor('the domain to be gone', 60_000, async () => (await domState()) === 'missing');
-    expect(existsSync(path.join(POOL_DIR, `${NAME}-data.qcow2`))).to.equal(false);
+    expect(readdirSync(POOL_DIR), 'the volume is gone too').to.deep.equal([]);
   });
 });

@@ -22,7 +22,7 @@ import { isTerminalError } from '../../src/reconcile/errors.js';
 import { hostNameOf, specHashOf, type Desired } from '../../src/store/desired.js';
 import { objectKey } from '../../src/store/object-key.js';
 import { isProviderUnavailableError, type FieldChange, type ObservedInstance } from '../../src/providers/provider.js';
-import { deriveMac, parseDomainXml } from '../../src/providers/libvirt/domain-xml.js';
+import { deriveMac, parseDomainXml, volumeNameFor } from '../../src/providers/libvirt/domain-xml.js';
 import { LibvirtProvider, REBOOT_REQUEST_ANNOTATION } from '../../src/providers/libvirt/libvirt-provider.js';
 
 const run = promisify(execFile);
@@ -236,7 +236,7 @@ describe('LibvirtProvider against qemu:///system', function () {
 
   describe('storage and network', () => {
     let d: Desired<'VirtualMachine'>;
-    const volume = (): string => `${d.hostName}-data.qcow2`;
+    const volume = (): string => volumeNameFor(d.hostName, 'data', d.id);
     const capacity = async (): Promise<number> => {
       const out = await virsh('vol-info', '--bytes', '--pool', POOL, volume());
       return Number(/Capacity:\s+(\d+)/.exec(out)?.[1]);

@@ -7,12 +7,13 @@
  *   object's id (the domain UUID is that id too). Domains without it are observed (ownerId
  *   undefined) and never changed: create() refuses them with TerminalError NotOwned, delete()
  *   leaves them alone.
- * - Storage: each disk is a qcow2 volume HOSTNAME-DISK.qcow2 in its pool. A missing pool is
+ * - Storage: each disk is a qcow2 volume HOSTNAME-DISK-ID8.qcow2 in its pool (ID8: the start of
+ *   the object's id, which marks the volume as this object's). A missing pool is
  *   created as a `dir` pool under `poolRoot/NAME` (default /var/lib/hyperlet/pools) only when its
  *   name is `default` or starts with `hyperlet-` (names hyperlet reserves); any other missing pool
  *   is TerminalError PoolNotFound, because an operator's pool name must point at storage the
- *   operator set up. Pools are never deleted. Volumes hyperlet creates are listed in the marker
- *   and deleted with the domain; volumes that already existed are used and kept. Sizes grow
+ *   operator set up. Pools are never deleted. The object's volumes (listed in the marker, and
+ *   recognisable by name even when the domain is gone) are deleted with it. Sizes grow
  *   (live with block resize when running) and never shrink (TerminalError DiskShrinkRefused).
  *   A disk without size gets `defaultDiskBytes` (10 GiB, sparse).
  * - Stop: ACPI shutdown (re-sent every 5 s), waiting up to gracefulStopSeconds for the STOPPED
@@ -32,7 +33,7 @@ import { access, mkdir, open } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { specFields } from '../../api/v1alpha1/fields.js';
-import type { PowerState, VirtualMachineSpec } from '../../api/v1alpha1/types.js';
+import type { PowerState } from '../../api/v1alpha1/types.js';
 import { TerminalError } from '../../reconcile/errors.js';
 import type { Desired } from '../../store/desired.js';
 import {
@@ -336,17 +337,14 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     }
     signal.throwIfAborted();
     await mkdir(this.consoleDir, { recursive: true, mode: 0o755 });
-    // Volumes that exist before hyperlet created them are used, never owned (and never deleted).
+    // A volume named with this object's id is this object's, whoever made it last (a domain undefined behind our back leaves it).
     const ours = new Map((previous?.volumes ?? []).map((v) => [`${v.pool}/${v.name}`, v]));
     const toCreate: { pool: PoolRef; disk: ReturnType<typeof planDisks>[number] }[] = [];
-    for (const disk of planDisks(d.hostName, d.object.spec)) {
+    for (const disk of planDisks(d.hostName, d.object.spec, d.id)) {
       const pool = await this.ensurePool(disk.disk.pool);
       const exists = await this.client.lookupStorageVol(pool, disk.volume);
-      const key = `${disk.disk.pool}/${disk.volume}`;
-      if (exists === undefined || ours.has(key)) {
-        ours.set(key, { pool: disk.disk.pool, name: disk.volume });
-        if (exists === undefined) toCreate.push({ pool, disk });
-      }
+      ours.set(`${disk.disk.pool}/${disk.volume}`, { pool: disk.disk.pool, name: disk.volume });
+      if (exists === undefined) toCreate.push({ pool, disk });
     }
     const volumes = [...ours.values()];
     // Define first, marked partial, so a crash while making volumes leaves a domain that says which volumes are ours.
@@ -415,7 +413,6 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     const parsed = await this.readDomain(dom);
     const st = await this.client.domainGetState(dom);
     const active = isActive(st.state);
-    const spec = d.object.spec;
     if (active) {
       for (const c of changes) {
         if (c.apply !== 'live') continue;
@@ -428,7 +425,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
       }
     }
     signal.throwIfAborted();
-    const volumes = await this.reconcileDisks(d.hostName, spec, parsed, dom, active);
+    const volumes = await this.reconcileDisks(d, parsed, dom, active);
     const marker = this.markerFor(d, volumes, parsed.marker?.rebootRequest === undefined ? {} : { rebootRequest: parsed.marker.rebootRequest });
     await this.client.domainDefineXml(this.domainXmlFor(d, marker));
     if (active) await this.client.domainSetMetadata(dom, buildMarkerXml(marker, true), HYPERLET_XML_PREFIX, HYPERLET_XML_NS, Flags.AffectLive);
@@ -438,16 +435,17 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
   }
 
   /** Creates missing volumes, grows the ones declared bigger, refuses to shrink; returns the volumes hyperlet owns. */
-  private async reconcileDisks(hostName: string, spec: VirtualMachineSpec, parsed: ParsedDomain, dom: DomainRef, active: boolean): Promise<VolumeName[]> {
+  private async reconcileDisks(d: Desired<'VirtualMachine'>, parsed: ParsedDomain, dom: DomainRef, active: boolean): Promise<VolumeName[]> {
+    const hostName = d.hostName;
     const ours = new Map((parsed.marker?.volumes ?? []).map((v) => [`${v.pool}/${v.name}`, v]));
     const liveTargets = new Set(parsed.disks.filter((x) => x.volume !== undefined).map((x) => `${x.pool ?? ''}/${x.volume ?? ''}=${x.target}`));
-    for (const disk of planDisks(hostName, spec)) {
+    for (const disk of planDisks(hostName, d.object.spec, d.id)) {
       const pool = await this.ensurePool(disk.disk.pool);
       const vol = await this.client.lookupStorageVol(pool, disk.volume);
       const key = `${disk.disk.pool}/${disk.volume}`;
+      ours.set(key, { pool: disk.disk.pool, name: disk.volume });
       if (vol === undefined) {
         await this.client.storageVolCreateXml(pool, buildVolumeXml(disk.volume, disk.sizeBytes ?? this.defaultDiskBytes, await this.backingOf(disk.disk.image)));
-        ours.set(key, { pool: disk.disk.pool, name: disk.volume });
         continue;
       }
       if (disk.sizeBytes === undefined) continue;
@@ -597,7 +595,11 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
   async delete(d: Desired<'VirtualMachine'>, signal: AbortSignal): Promise<void> {
     await this.ensureConnected();
     const dom = await this.client.lookupDomainByName(d.hostName);
-    if (dom === undefined) return;
+    if (dom === undefined) {
+      // The domain went behind our back: its volumes, named with our id, are still ours to remove.
+      await this.deleteVolumes(planDisks(d.hostName, d.object.spec, d.id).map((x) => ({ pool: x.disk.pool, name: x.volume })));
+      return;
+    }
     const marker = (await this.readDomain(dom)).marker;
     if (marker?.id !== d.id) {
       this.log.warn({ hostName: d.hostName }, 'not deleting a domain hyperlet does not own');
@@ -613,11 +615,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     }
     signal.throwIfAborted();
     // Volumes before the domain: if we die in between, the domain still names what is left to delete.
-    for (const v of marker.volumes) {
-      const pool = await this.client.lookupStoragePool(v.pool);
-      const vol = pool === undefined ? undefined : await this.client.lookupStorageVol(pool, v.name);
-      if (vol !== undefined) await this.client.storageVolDelete(vol);
-    }
+    await this.deleteVolumes([...marker.volumes, ...planDisks(d.hostName, d.object.spec, d.id).map((x) => ({ pool: x.disk.pool, name: x.volume }))]);
     try {
       await this.client.domainUndefine(dom);
     } catch (err) {
@@ -626,6 +624,19 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     this.cache.delete(uuidFromBytes(dom.uuid));
     this.lastStop.delete(d.hostName);
     this.log.info({ hostName: d.hostName, volumes: marker.volumes.length }, 'domain deleted');
+  }
+
+  /** Deletes the volumes that exist among `volumes` (each once); pools are looked up, never created. */
+  private async deleteVolumes(volumes: readonly VolumeName[]): Promise<void> {
+    const seen = new Set<string>();
+    for (const v of volumes) {
+      const key = `${v.pool}/${v.name}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const pool = await this.client.lookupStoragePool(v.pool);
+      const vol = pool === undefined ? undefined : await this.client.lookupStorageVol(pool, v.name);
+      if (vol !== undefined) await this.client.storageVolDelete(vol);
+    }
   }
 
   async *changes(signal: AbortSignal): AsyncIterable<string> {
