@@ -264,6 +264,25 @@ describe('LibvirtProvider against qemu:///system', function () {
       expect(iflist).to.include(NETWORK).and.to.include(deriveMac(d.id, 0));
     });
 
+    it('attaches a NIC to a host bridge (one the test creates, with no address)', async () => {
+      const hostBridge = `hlb${process.pid % 100000}`;
+      await run('ip', ['link', 'add', hostBridge, 'type', 'bridge'], { timeout: 10_000 });
+      try {
+        await run('ip', ['link', 'set', hostBridge, 'up'], { timeout: 10_000 });
+        const b = track(desiredVm(vmName('bridge'), { networks: [{ bridge: hostBridge, model: 'rtl8139', mac: '52:54:00:AB:CD:EF' }] }));
+        await provider.create(b, signal);
+        await provider.setState(b, 'Running', await observe(b), signal);
+        const live = parseDomainXml(await virsh('dumpxml', b.hostName));
+        expect(live.interfaces.map((i) => [i.type, i.bridge, i.model, i.mac])).to.deep.equal([['bridge', hostBridge, 'rtl8139', '52:54:00:ab:cd:ef']]);
+        expect((await observe(b)).fields.networks).to.equal(specFields('VirtualMachine', b.object.spec).networks);
+        const { stdout } = await run('ip', ['-o', 'link', 'show', 'master', hostBridge], { timeout: 10_000 });
+        expect(stdout, 'the VM\'s tap is enslaved to the bridge').to.match(/vnet\d+/);
+        await provider.delete(b, signal);
+      } finally {
+        await run('ip', ['link', 'del', hostBridge], { timeout: 10_000 }).catch(() => undefined);
+      }
+    });
+
     it('grows the disk live and refuses to shrink it', async () => {
       const grown = withSpec(d, { disks: [{ name: 'data', pool: POOL, bus: 'virtio', size: '200Mi' }] });
       const o = await observe(grown);
