@@ -47,7 +47,7 @@ import {
 import {
   DomainState, Flags, LibvirtClient, LifecycleEventType, uuidFromBytes, type DomainRef, type PoolRef,
 } from './libvirt-client.js';
-import { isLibvirtError } from './libvirt-error.js';
+import { isLibvirtError, isNotFound } from './libvirt-error.js';
 import { disksChangeMode, observedFieldsOf } from './observed-fields.js';
 import { buildDirPoolXml, buildVolumeXml, imageFormatOf } from './storage-xml.js';
 
@@ -66,7 +66,11 @@ export interface LibvirtProviderOptions {
   readonly poolRoot?: string;
   /** Which missing pools hyperlet may create. Default: `default` and `hyperlet-*`. */
   readonly creatablePool?: (name: string) => boolean;
-  /** Default 60 s: a safety net for live changes made behind hyperlet's back that raise no lifecycle event. */
+  /**
+   * Default 5 min: how long a domain's parsed XML is trusted without a lifecycle event. Long, so
+   * a periodic resync of unchanged domains costs two calls in all; it only bounds how late a
+   * live change made behind hyperlet's back that raises no lifecycle event (virsh setmem) is seen.
+   */
   readonly xmlCacheTtlMs?: number;
   /** Capacity of a disk declared without size. Default 10 GiB (qcow2: sparse). */
   readonly defaultDiskBytes?: number;
@@ -149,7 +153,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     this.consoleDir = options.consoleDir ?? '/var/log/hyperlet/console';
     this.poolRoot = options.poolRoot ?? '/var/lib/hyperlet/pools';
     this.creatablePool = options.creatablePool ?? ((name) => name === 'default' || name.startsWith('hyperlet-'));
-    this.xmlCacheTtlMs = options.xmlCacheTtlMs ?? 60_000;
+    this.xmlCacheTtlMs = options.xmlCacheTtlMs ?? 300_000;
     this.defaultDiskBytes = options.defaultDiskBytes ?? 10 * 1024 ** 3;
     this.client.on('lifecycle', (e) => {
       this.cache.delete(uuidFromBytes(e.domain.uuid));
@@ -216,12 +220,18 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
       state: Number(s.params.get('state.state') ?? DomainState.NoState), reason: Number(s.params.get('state.reason') ?? 0),
     }]));
     const live = new Set<string>();
-    const observed = await Promise.all(domains.map(async (dom) => {
+    const described = await Promise.all(domains.map(async (dom) => {
       const uuid = uuidFromBytes(dom.uuid);
       live.add(uuid);
-      const st = states.get(uuid) ?? await this.client.domainGetState(dom);
-      return this.describe(dom, st.state, st.reason);
+      try {
+        const st = states.get(uuid) ?? await this.client.domainGetState(dom);
+        return await this.describe(dom, st.state, st.reason);
+      } catch (err) {
+        if (isNotFound(err)) return undefined; // undefined between the list and this look: it is gone
+        throw err;
+      }
     }));
+    const observed = described.filter((o): o is ObservedInstance => o !== undefined);
     for (const uuid of this.cache.keys()) if (!live.has(uuid)) this.cache.delete(uuid);
     for (const [uuid, until] of this.uncachedUntilMs) if (until <= Date.now()) this.uncachedUntilMs.delete(uuid);
     this.knownNames.clear();
@@ -234,9 +244,14 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     signal.throwIfAborted();
     const dom = await this.client.lookupDomainByName(d.hostName);
     if (dom === undefined) return undefined;
-    const st = await this.client.domainGetState(dom);
     this.knownNames.add(dom.name);
-    return this.describe(dom, st.state, st.reason);
+    try {
+      const st = await this.client.domainGetState(dom);
+      return await this.describe(dom, st.state, st.reason);
+    } catch (err) {
+      if (isNotFound(err)) return undefined; // undefined right after the lookup
+      throw err;
+    }
   }
 
   /** One domain as observed, reading its XML (and volume sizes) only when the cache has nothing current. */
