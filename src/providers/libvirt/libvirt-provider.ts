@@ -45,7 +45,7 @@ import {
   type OwnershipMarker, type ParsedDomain, type VolumeName,
 } from './domain-xml.js';
 import {
-  DomainState, Flags, LibvirtClient, LifecycleEventType, uuidFromBytes, type DomainRef, type PoolRef,
+  DomainState, Flags, LibvirtClient, LifecycleEventType, uuidFromBytes, uuidToBytes, type DomainRef, type PoolRef,
 } from './libvirt-client.js';
 import { isLibvirtError, isNotFound } from './libvirt-error.js';
 import { disksChangeMode, observedFieldsOf } from './observed-fields.js';
@@ -345,7 +345,13 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
       if (previous?.id !== d.id) throw this.notOwned(d, 'create');
       if (previous.partial !== true) return; // created already
     } else {
-      const clash = await this.client.lookupDomainByUuid(Buffer.from(d.id.replace(/-/g, ''), 'hex'));
+      let uuid: Buffer;
+      try {
+        uuid = uuidToBytes(d.id);
+      } catch (err) {
+        throw new TerminalError('InvalidId', `cannot create domain ${d.hostName}: its id ${JSON.stringify(d.id)} is not a UUID (the domain UUID is the object's id)`, { cause: err });
+      }
+      const clash = await this.client.lookupDomainByUuid(uuid);
       if (clash !== undefined) {
         throw new TerminalError('UuidInUse', `cannot create domain ${d.hostName}: UUID ${d.id} is already used by domain ${clash.name}`);
       }
