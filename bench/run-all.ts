@@ -4,10 +4,12 @@
  */
 import { queueBench } from './queue-bench.js';
 import { reconcileBench } from './reconcile-bench.js';
+import { libvirtBench } from './libvirt-bench.js';
 
 export const BENCHES: Record<string, () => Promise<Record<string, number | string>>> = {
   queue: queueBench,
   reconcile: () => reconcileBench(),
+  libvirt: libvirtBench,
 };
 
 const only = process.env.BENCH?.split(',').filter((s) => s !== '');
