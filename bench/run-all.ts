@@ -5,10 +5,12 @@
 import { queueBench } from './queue-bench.js';
 import { kubeBench } from './kube-bench.js';
 import { reconcileBench } from './reconcile-bench.js';
+import { libvirtBench } from './libvirt-bench.js';
 
 export const BENCHES: Record<string, () => Promise<Record<string, number | string>>> = {
   queue: queueBench,
   reconcile: () => reconcileBench(),
+  libvirt: libvirtBench,
   kube: kubeBench,
 };
 
