@@ -13,10 +13,12 @@ import { RateLimiter } from '../queue/rate-limiter.js';
 import { Controller } from '../reconcile/controller.js';
 import { ObservationCache } from '../reconcile/observation-cache.js';
 import { ProviderHealth } from '../reconcile/provider-health.js';
+import { dependencyKey } from '../reconcile/dependencies.js';
 import { Reconciler } from '../reconcile/reconciler.js';
 import { HttpServer, type ReadinessCheck } from '../server/http-server.js';
 import type { Source, SourceBackend, SourcePolicy } from '../sources/source.js';
 import { StateDb } from '../state/state-db.js';
+import type { Desired } from '../store/desired.js';
 import { DesiredStore } from '../store/desired-store.js';
 import { parseKey } from '../store/object-key.js';
 import { Metrics } from '../telemetry/metrics.js';
@@ -88,7 +90,10 @@ export class Daemon {
       const cache = new ObservationCache();
       const health = new ProviderHealth(provider, log);
       this.healths.set(kind, health);
-      const reconciler = new Reconciler({ store: this.store, backends: backendsById, provider, cache, health, node: config.node, logger: log, metrics: this.metrics });
+      const reconciler = new Reconciler({
+        store: this.store, backends: backendsById, provider, cache, health, node: config.node, logger: log, metrics: this.metrics,
+        onReady: (d) => this.enqueueDependents(d),
+      });
       this.controllers.set(kind, new Controller({
         kind, provider, reconciler, store: this.store, backends: backendsById, cache, health, logger: log, metrics: this.metrics,
         concurrency: config.concurrency, resyncMs: config.resyncMs,
@@ -134,6 +139,14 @@ export class Daemon {
       });
     }
     return checks;
+  }
+
+  /** Queues the objects whose dependsOn names `d`: they were waiting for it to be Ready. */
+  private enqueueDependents(d: Desired): void {
+    for (const o of this.store.list()) {
+      if (o.source !== d.source || o.object.spec.dependsOn === undefined) continue;
+      if (o.object.spec.dependsOn.some((ref) => dependencyKey(o, ref) === d.key)) this.controllers.get(o.object.kind)?.enqueue(o.key);
+    }
   }
 
   /** The running sources (tests and benchmarks read their state). */

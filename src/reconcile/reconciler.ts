@@ -41,6 +41,8 @@ export interface ReconcilerOptions {
   readonly unavailableRetryMs?: number;
   /** How often an object waiting on dependsOn (or on its dependents) looks again (default 2 s). */
   readonly dependencyRetryMs?: number;
+  /** Called when an object turns Ready, so objects waiting on it need not wait for their retry. */
+  readonly onReady?: (d: Desired) => void;
 }
 
 const EVENT_REASON: Readonly<Record<string, string>> = {
@@ -219,6 +221,9 @@ export class Reconciler {
     if (sameStatus(previous, status)) return;
     this.options.metrics?.statusWrites.inc({ source: d.source });
     await backend.statusWriter.write(d, status, signal);
+    const readyNow = status.conditions.find((c) => c.type === 'Ready')?.status === 'True';
+    const readyBefore = previous?.conditions.find((c) => c.type === 'Ready')?.status === 'True' && previous.observedGeneration === status.observedGeneration;
+    if (readyNow && !readyBefore) this.options.onReady?.(d);
   }
 }
 
