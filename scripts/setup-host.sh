@@ -34,6 +34,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# LXC: the busybox template must be there (the examples and tests create from it offline), and
+# the default lxcpath must exist. The examples use network "none", so no bridge is needed; set
+# HYPERLET_LXC_BRIDGE=NAME to get an isolated bridge (link up, no address, no uplink) for veth.
+[ -x /usr/share/lxc/templates/lxc-busybox ] || { log "lxc-templates installed but lxc-busybox is missing"; exit 1; }
+command -v busybox >/dev/null || { log "busybox-static is missing: the busybox template needs it"; exit 1; }
+mkdir -p /var/lib/lxc
+if [ -n "${HYPERLET_LXC_BRIDGE:-}" ] && ! ip link show "$HYPERLET_LXC_BRIDGE" >/dev/null 2>&1; then
+  log "creating isolated bridge $HYPERLET_LXC_BRIDGE (no address)"
+  ip link add "$HYPERLET_LXC_BRIDGE" type bridge && ip link set "$HYPERLET_LXC_BRIDGE" up
+fi
+if grep -qE '^cgroup [^ ]+ cgroup [^ ]*memory' /proc/self/mounts; then lxc_cgroup=v1; else lxc_cgroup=v2; fi
+
 # /dev/kvm is root-only on these machines; libvirt then re-probes QEMU on every define (~40 s).
 if [ -e /dev/kvm ]; then
   getent group kvm >/dev/null || groupadd -r kvm
@@ -50,4 +62,4 @@ fi
 for _ in $(seq 1 100); do [ -S /run/libvirt/libvirt-sock ] && break; sleep 0.1; done
 [ -S /run/libvirt/libvirt-sock ] || { log "libvirtd did not open /run/libvirt/libvirt-sock"; exit 1; }
 
-log "host ready: lxc $(lxc-create --version 2>/dev/null || echo '?'), libvirt $(libvirtd --version | awk '{print $NF}')"
+log "host ready: lxc $(lxc-create --version 2>/dev/null || echo '?') (cgroup $lxc_cgroup), libvirt $(libvirtd --version | awk '{print $NF}')"

@@ -6,6 +6,7 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import { createKubeBackend } from '../kube/kube-backend.js';
 import { DirSource } from '../sources/dir-source.js';
 import { GitSource } from '../sources/git-source.js';
 import { parseGitLocation } from '../sources/git/git-location.js';
@@ -105,4 +106,10 @@ export const SOURCE_FACTORIES: Partial<Record<SourceSpec['type'], SourceFactory>
     });
     return { source, statusWriter: writer, recorder: writer, records: writer, ...(ctx.policy === undefined ? {} : { policy: ctx.policy }) };
   },
+  kube: (id, _spec, ctx) => createKubeBackend({
+    id, logger: ctx.logger, host: ctx.node,
+    ...(ctx.kubeconfig !== undefined ? { kubeconfig: ctx.kubeconfig } : {}),
+    ...(ctx.namespace !== undefined ? { namespace: ctx.namespace } : {}),
+    ...(ctx.nodeFilter ? { node: ctx.node } : {}),
+  }),
 };

@@ -8,6 +8,7 @@ import { KINDS } from '../api/v1alpha1/group.js';
 import { errorMessage } from '../reconcile/errors.js';
 import type { Provider } from './provider.js';
 import { UnavailableProvider } from './unavailable-provider.js';
+import { LxcProvider } from './lxc/lxc-provider.js';
 
 export interface ProviderOptions {
   /** LXC's lxcpath (default /var/lib/lxc). */
@@ -25,7 +26,9 @@ export interface ProviderOptions {
 export type ProviderFactory = (options: ProviderOptions) => Provider | Promise<Provider>;
 
 /** Each provider adds its factory here. */
-export const PROVIDER_FACTORIES: Partial<Record<Kind, ProviderFactory>> = {};
+export const PROVIDER_FACTORIES: Partial<Record<Kind, ProviderFactory>> = {
+  Container: (o) => new LxcProvider({ lxcpath: o.lxcpath, logger: o.logger }),
+};
 
 /** Makes the providers for `options.kinds`; never throws. */
 export async function createProviders(options: ProviderOptions): Promise<Map<Kind, Provider>> {

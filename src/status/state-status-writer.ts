@@ -11,11 +11,16 @@ import type { EventType, ObjectRecords, Recorder, StatusWriter } from './status-
 
 export class StateStatusWriter implements StatusWriter, ObjectRecords, Recorder {
   private readonly written = new Map<ObjectKey, Status>();
+  private readonly remembered = new Set<ObjectKey>();
   private readonly source: string;
 
   constructor(private readonly db: StateDb, source: string, private readonly logger: Logger) {
     this.source = source;
-    for (const row of db.listObjects()) if (row.source === source && row.status !== undefined) this.written.set(row.key, row.status);
+    for (const row of db.listObjects()) {
+      if (row.source !== source) continue;
+      if (row.status !== undefined) this.written.set(row.key, row.status);
+      if (row.applied !== undefined) this.remembered.add(row.key);
+    }
   }
 
   write(d: Desired, status: Status): Promise<void> {
@@ -29,7 +34,7 @@ export class StateStatusWriter implements StatusWriter, ObjectRecords, Recorder 
   }
 
   keys(): readonly ObjectKey[] {
-    return this.db.rememberedKeys().filter((k) => k.startsWith(`${this.source}/`));
+    return [...this.remembered];
   }
 
   lastApplied(key: ObjectKey): Desired | undefined {
@@ -38,10 +43,12 @@ export class StateStatusWriter implements StatusWriter, ObjectRecords, Recorder 
 
   remember(d: Desired): void {
     this.db.remember(d);
+    this.remembered.add(d.key);
   }
 
   forget(key: ObjectKey): void {
     this.written.delete(key);
+    this.remembered.delete(key);
     this.db.forget(key);
   }
 

@@ -1,0 +1,559 @@
+/**
+ * Provider `lxc`: Containers as classic LXC containers under one lxcpath, driven through the
+ * lxc-* tools (lxc-tools.ts), marked as hyperlet's by a file beside their config
+ * (ownership-marker.ts), configured from the spec (lxc-config.ts), watched by lxc-monitor.
+ */
+import { constants as fsConstants } from 'node:fs';
+import { access, mkdir, readdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { delimiter, join } from 'node:path';
+import type { Logger } from 'pino';
+import { FIELD_APPLY, type SpecFields, specFields } from '../../api/v1alpha1/fields.js';
+import type { PowerState } from '../../api/v1alpha1/types.js';
+import { TerminalError, isAbortError } from '../../reconcile/errors.js';
+import type { Desired } from '../../store/desired.js';
+import { type FieldChange, type InstanceState, type ObservedInstance, type Provider, ProviderUnavailableError } from '../provider.js';
+import { CgroupHost, type LiveLimits } from './cgroup-host.js';
+import { configPath, consoleLogPath, containerDir, isHostName, markerPath, rootfsPath, startLogPath } from './container-paths.js';
+import { writeFileAtomic } from './atomic-file.js';
+import {
+  appliedConfigOf, fieldsFromConfig, liveCgroupSettings, mergeConfig, parseConfig, renderManagedConfig,
+  renderRootfsBaseConfig,
+} from './lxc-config.js';
+import { LxcMonitor } from './lxc-monitor.js';
+import {
+  LXC_TOOLS, type LxcTool, LxcTools, instanceStateOf, isLxcToolError, parseInfo, parseLsFancy, summarizeLxcLog,
+} from './lxc-tools.js';
+import { MARKER_VERSION, type OwnershipMarker, readMarker, writeMarker } from './ownership-marker.js';
+import { processStartTime } from './process-start-time.js';
+
+export { consoleLogPath } from './container-paths.js';
+export { execInContainer } from './lxc-exec.js';
+
+export interface LxcProviderOptions {
+  /** Where containers live (`lxc-* -P`); /var/lib/lxc is LXC's default. Created by probe() when missing. */
+  readonly lxcpath: string;
+  readonly logger: Logger;
+  /** Default timeout of one tool call; 30 s. */
+  readonly toolTimeoutMs?: number;
+  /** Timeout of one lxc-create (plus the rootfs copy); 5 min: busybox takes ~1 s here, big rootfs copies longer. */
+  readonly createTimeoutMs?: number;
+  /** Called after every spawned tool (metrics; benchmarks count spawns per resync). */
+  readonly onToolCall?: (tool: LxcTool, durationMs: number, ok: boolean) => void;
+}
+
+/** The fields the config embodies; template, rootfs and disk are made once and only recorded. */
+const CONFIG_FIELDS: ReadonlySet<string> = new Set(['resources.cpu', 'resources.memory', 'environment', 'network', 'autostart']);
+
+/** Debian's distribution-neutral LXC defaults, included by containers made from a prepared rootfs. */
+const COMMON_CONF = '/usr/share/lxc/config/common.conf';
+
+/** v1 and v2 both keep memory limits in whole pages. */
+const PAGE_BYTES = 4096;
+
+/** What one lxc-ls row or lxc-info call said about a container. */
+interface LxcFacts {
+  readonly state: string;
+  readonly pid?: number;
+  readonly ipv4: readonly string[];
+}
+
+/**
+ * Manages Containers as LXC containers under `lxcpath`. Never changes a container without
+ * hyperlet's marker, except adopt(); a killed create leaves an incomplete marker, which observe
+ * reports as `partial` and delete() cleans up.
+ */
+export class LxcProvider implements Provider<'Container'> {
+  readonly name = 'lxc' as const;
+  readonly kind = 'Container' as const;
+  private readonly lxcpath: string;
+  private readonly log: Logger;
+  private readonly tools: LxcTools;
+  private readonly monitor: LxcMonitor;
+  private readonly createTimeoutMs: number;
+  private cgroupHost: Promise<CgroupHost> | undefined;
+
+  constructor(options: LxcProviderOptions) {
+    this.lxcpath = options.lxcpath;
+    this.log = options.logger.child({ provider: 'lxc', lxcpath: options.lxcpath });
+    this.tools = new LxcTools({
+      logger: this.log,
+      ...(options.toolTimeoutMs === undefined ? {} : { timeoutMs: options.toolTimeoutMs }),
+      ...(options.onToolCall === undefined ? {} : { onCall: options.onToolCall }),
+    });
+    this.createTimeoutMs = options.createTimeoutMs ?? 300_000;
+    this.monitor = new LxcMonitor({ lxcpath: this.lxcpath, logger: this.log, listNames: () => this.listNames() });
+  }
+
+  /** The lxc-monitor watcher behind changes(), for health checks and tests. */
+  get monitorPid(): number | undefined {
+    return this.monitor.pid;
+  }
+
+  /**
+   * Checks that this host can run containers: root, every lxc-* tool in PATH and runnable,
+   * a usable lxcpath (created when missing), and a memory cgroup. Throws ProviderUnavailableError.
+   */
+  async probe(signal: AbortSignal): Promise<void> {
+    if (typeof process.getuid === 'function' && process.getuid() !== 0) {
+      throw new ProviderUnavailableError('cannot use lxc: hyperlet must run as root to drive lxc-* here (unprivileged starts stall on this LXC version)');
+    }
+    const missing: string[] = [];
+    for (const tool of LXC_TOOLS) if (!(await onPath(tool))) missing.push(tool);
+    if (missing.length > 0) {
+      throw new ProviderUnavailableError(`cannot use lxc: ${missing.join(', ')} not found in PATH (install lxc, lxc-templates and busybox-static: make host)`);
+    }
+    try {
+      const { stdout } = await this.tools.run('lxc-ls', ['--version'], { signal, timeoutMs: 10_000 });
+      this.log.debug({ version: stdout.trim() }, 'lxc tools found');
+    } catch (err) {
+      if (isAbortError(err)) throw err;
+      throw new ProviderUnavailableError('cannot use lxc: lxc-ls does not run', { cause: err });
+    }
+    try {
+      await mkdir(this.lxcpath, { recursive: true, mode: 0o755 });
+      if (!(await stat(this.lxcpath)).isDirectory()) throw new Error('not a directory');
+      await access(this.lxcpath, fsConstants.W_OK | fsConstants.X_OK);
+    } catch (err) {
+      throw new ProviderUnavailableError(`cannot use lxcpath ${this.lxcpath}: ${(err as Error).message}`, { cause: err });
+    }
+    try {
+      await this.cgroup();
+    } catch (err) {
+      throw new ProviderUnavailableError('cannot use lxc: no memory cgroup on this host', { cause: err });
+    }
+  }
+
+  /**
+   * Every container under the lxcpath, by host name: one `lxc-ls --fancy` call, then file reads
+   * (markers, configs, cgroup limits of running ones). Directories without a config are reported
+   * as partial containers.
+   */
+  async observeAll(signal: AbortSignal): Promise<ReadonlyMap<string, ObservedInstance>> {
+    const { stdout } = await this.tools.run('lxc-ls', ['-P', this.lxcpath, '--fancy', '-F', 'name,state,pid,ipv4'], { signal });
+    const listed = new Map(parseLsFancy(stdout).map((e) => [e.name, e]));
+    const names = await this.listNames();
+    const observed = await Promise.all(names.map((name) => {
+      const row = listed.get(name);
+      return this.describe(name, row === undefined ? undefined : { state: row.state, ipv4: row.ipv4, ...(row.pid === undefined ? {} : { pid: row.pid }) });
+    }));
+    const out = new Map<string, ObservedInstance>();
+    for (const o of observed) if (o !== undefined) out.set(o.hostName, o);
+    return out;
+  }
+
+  /** One container: a stat, then one `lxc-info` call when it has a config. */
+  async observe(d: Desired<'Container'>, signal: AbortSignal): Promise<ObservedInstance | undefined> {
+    const name = d.hostName;
+    if (!(await exists(containerDir(this.lxcpath, name)))) return undefined;
+    if (!(await exists(configPath(this.lxcpath, name)))) return this.describe(name, undefined);
+    return this.describe(name, await this.info(name, signal));
+  }
+
+  /**
+   * Creates the container stopped: marker (incomplete), lxc-create from the template or from
+   * `-t none` plus a copy of the prepared rootfs, the managed config, marker complete. Succeeds
+   * at once when a complete container of ours exists; clears a partial one of ours first.
+   * Throws TerminalError `NotOwned` when the name is taken by a container hyperlet does not own.
+   */
+  async create(d: Desired<'Container'>, signal: AbortSignal): Promise<void> {
+    const name = d.hostName;
+    const log = this.log.child({ key: d.key, hostName: name });
+    const dir = containerDir(this.lxcpath, name);
+    if (await exists(dir)) {
+      const marker = await this.requireOwned(d, 'create');
+      if (marker.complete && await this.isComplete(name)) return;
+      log.info('clearing a partial container before creating it again');
+      await this.destroyOwned(name, signal);
+    }
+    const spec = d.object.spec;
+    const fields = specFields('Container', spec);
+    const applied = appliedConfigOf(fields);
+    const managed = renderManagedConfig(applied, await this.renderContext(name));
+    await mkdir(dir, { mode: 0o770 });
+    const marker: OwnershipMarker = {
+      version: MARKER_VERSION, id: d.id, key: d.key, specHash: d.specHash, fields, complete: false, origin: 'created',
+      updatedAt: new Date().toISOString(),
+    };
+    await writeMarker(markerPath(this.lxcpath, name), marker);
+    const baseConf = join(dir, 'hyperlet-base.conf');
+    try {
+      if (spec.template !== undefined) {
+        await writeFile(baseConf, `${managed.join('\n')}\n`, { mode: 0o600 });
+        await this.tools.run('lxc-create', ['-P', this.lxcpath, '-n', name, '-t', spec.template, '-f', baseConf], { signal, timeoutMs: this.createTimeoutMs });
+      } else if (spec.rootfs !== undefined) {
+        const source = spec.rootfs;
+        if (!(await isDirectory(source))) {
+          throw new TerminalError('RootfsNotFound', `cannot create container ${name}: rootfs ${source} is not a directory`);
+        }
+        const common = (await exists(COMMON_CONF)) ? COMMON_CONF : undefined;
+        const base = [...renderRootfsBaseConfig(rootfsPath(this.lxcpath, name), name, common), ...managed];
+        await writeFile(baseConf, `${base.join('\n')}\n`, { mode: 0o600 });
+        await mkdir(rootfsPath(this.lxcpath, name), { mode: 0o755 });
+        // A copy, never the directory itself: lxc-destroy deletes a dir-backed rootfs.
+        await this.tools.run('cp', ['-a', '--', `${source}/.`, rootfsPath(this.lxcpath, name)], { signal, timeoutMs: this.createTimeoutMs });
+        await this.tools.run('lxc-create', ['-P', this.lxcpath, '-n', name, '-t', 'none', '-f', baseConf], { signal, timeoutMs: this.createTimeoutMs });
+      } else {
+        throw new TerminalError('InvalidSpec', `cannot create container ${name}: neither template nor rootfs is set`);
+      }
+      await this.writeConfig(name, managed);
+      await unlink(baseConf);
+      await writeMarker(markerPath(this.lxcpath, name), { ...marker, complete: true, updatedAt: new Date().toISOString() });
+      log.info({ template: spec.template, rootfs: spec.rootfs }, 'container created');
+    } catch (err) {
+      // A killed or aborted create is cleaned by the next pass (the marker says partial); a failed one now.
+      if (!signal.aborted) {
+        await this.destroyOwned(name, AbortSignal.timeout(60_000)).catch((cleanupErr: unknown) =>
+          log.warn({ err: cleanupErr }, 'cannot clean up after a failed create; the next pass will'));
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * Applies `changes` of cpu, memory, environment, network and autostart: cpu and memory through
+   * lxc-cgroup when the container runs, everything into the config. A restart-class change made
+   * while the container runs only reaches the config: the marker keeps the old value, so it
+   * stays pending until a restart. Template, rootfs and disk need a new container and are ignored.
+   */
+  async update(d: Desired<'Container'>, changes: readonly FieldChange[], _observed: ObservedInstance, signal: AbortSignal): Promise<void> {
+    const name = d.hostName;
+    const marker = await this.requireOwned(d, 'update');
+    const want = specFields('Container', d.object.spec);
+    const relevant = changes.filter((c) => CONFIG_FIELDS.has(c.path));
+    if (relevant.length === 0) return;
+    const facts = await this.info(name, signal);
+    const active = facts.state !== 'STOPPED';
+    const configFields: Record<string, SpecFields[string]> = { ...marker.fields };
+    const markerFields: Record<string, SpecFields[string]> = { ...marker.fields };
+    for (const c of relevant) {
+      const value = want[c.path] ?? null;
+      configFields[c.path] = value;
+      if (!active || FIELD_APPLY.Container[c.path] === 'live') markerFields[c.path] = value;
+    }
+    const config = appliedConfigOf(configFields);
+    if (active) {
+      const cgroup = await this.cgroup();
+      const live: { cpu?: number | null; memoryBytes?: number | null } = {};
+      if (relevant.some((c) => c.path === 'resources.cpu')) live.cpu = config.cpu;
+      if (relevant.some((c) => c.path === 'resources.memory')) live.memoryBytes = config.memoryBytes;
+      for (const e of liveCgroupSettings(live, cgroup.version)) {
+        await this.tools.run('lxc-cgroup', ['-P', this.lxcpath, '-n', name, e.key, e.value], { signal });
+      }
+    }
+    await this.writeConfig(name, renderManagedConfig(config, await this.renderContext(name)));
+    const allApplied = Object.keys(FIELD_APPLY.Container).every((p) => (markerFields[p] ?? null) === (want[p] ?? null));
+    await writeMarker(markerPath(this.lxcpath, name), {
+      ...marker,
+      fields: markerFields,
+      ...(allApplied ? { specHash: d.specHash } : {}),
+      updatedAt: new Date().toISOString(),
+    });
+    this.log.info({ key: d.key, hostName: name, fields: relevant.map((c) => c.path), live: active }, 'container updated');
+  }
+
+  /**
+   * Moves the container to `to`: start, stop (graceful for gracefulStopSeconds, then killed),
+   * freeze, thaw; from Stopped to Frozen it starts, then freezes. Reads the state afresh, so
+   * a repeated call does nothing. Returns what was done, for status.
+   */
+  async setState(d: Desired<'Container'>, to: PowerState, _observed: ObservedInstance, signal: AbortSignal): Promise<string | void> {
+    const name = d.hostName;
+    await this.requireOwned(d, 'change the state of');
+    const state = (await this.info(name, signal)).state;
+    if (state === 'STARTING' || state === 'STOPPING' || state === 'ABORTING') {
+      throw new Error(`cannot move container ${name} to ${to}: it is ${state}; retrying once it settles`);
+    }
+    const frozen = state === 'FROZEN' || state === 'FREEZING';
+    switch (to) {
+      case 'Running':
+        if (state === 'STOPPED') {
+          await this.start(name, signal);
+          return 'started';
+        }
+        if (frozen) {
+          await this.tools.run('lxc-unfreeze', ['-P', this.lxcpath, '-n', name], { signal });
+          return 'thawed';
+        }
+        return;
+      case 'Stopped':
+        if (state === 'STOPPED') return;
+        return this.stop(name, d.object.spec.gracefulStopSeconds, frozen, signal);
+      case 'Frozen': {
+        if (state === 'FROZEN') return;
+        let note = 'frozen';
+        if (state === 'STOPPED') {
+          await this.start(name, signal);
+          note = 'started, then frozen';
+        }
+        await this.tools.run('lxc-freeze', ['-P', this.lxcpath, '-n', name], { signal });
+        return note;
+      }
+      default:
+        throw new TerminalError('InvalidState', `cannot move container ${name} to ${to}: containers are Running, Stopped or Frozen`);
+    }
+  }
+
+  /**
+   * Takes over a container hyperlet did not create: writes the marker, with the fields read
+   * from its config as applied, and changes nothing else. Throws TerminalError `NotOwned` when
+   * another object's marker is there.
+   */
+  async adopt(d: Desired<'Container'>, _observed: ObservedInstance, signal: AbortSignal): Promise<void> {
+    const name = d.hostName;
+    const existing = await readMarker(markerPath(this.lxcpath, name));
+    if (existing !== undefined && existing.id !== d.id) {
+      throw new TerminalError('NotOwned', `cannot adopt container ${name}: it belongs to another object (id ${existing.id})`);
+    }
+    if (!(await exists(configPath(this.lxcpath, name)))) {
+      throw new Error(`cannot adopt container ${name}: it has no config under ${this.lxcpath}`);
+    }
+    const current = await this.describe(name, await this.info(name, signal), { ignoreMarker: true });
+    if (current === undefined) throw new Error(`cannot adopt container ${name}: it disappeared`);
+    await writeMarker(markerPath(this.lxcpath, name), {
+      version: MARKER_VERSION, id: d.id, key: d.key, fields: current.fields, complete: true, origin: 'adopted',
+      updatedAt: new Date().toISOString(),
+    });
+    this.log.info({ key: d.key, hostName: name }, 'container adopted');
+  }
+
+  /**
+   * Kills, destroys and removes the container and everything hyperlet made for it. Succeeds at
+   * once when there is no such container; throws TerminalError `NotOwned`, touching nothing,
+   * when the container is not this object's.
+   */
+  async delete(d: Desired<'Container'>, signal: AbortSignal): Promise<void> {
+    const name = d.hostName;
+    if (!(await exists(containerDir(this.lxcpath, name)))) return;
+    await this.requireOwned(d, 'delete');
+    await this.destroyOwned(name, signal);
+    this.log.info({ key: d.key, hostName: name }, 'container deleted');
+  }
+
+  /** Host names of containers whose state changed, from lxc-monitor (see lxc-monitor.ts). */
+  changes(signal: AbortSignal): AsyncIterable<string> {
+    return this.monitor.changes(signal);
+  }
+
+  /** Stops lxc-monitor and ends every changes() stream; the daemon calls it on shutdown. */
+  close(): void {
+    this.monitor.close();
+  }
+
+  // ---- internals ----
+
+  private cgroup(): Promise<CgroupHost> {
+    this.cgroupHost ??= CgroupHost.detect().catch((err: unknown) => {
+      this.cgroupHost = undefined;
+      throw err;
+    });
+    return this.cgroupHost;
+  }
+
+  private async renderContext(name: string): Promise<{ lxcpath: string; hostName: string; cgroupVersion: 1 | 2; consoleLogPath: string }> {
+    return { lxcpath: this.lxcpath, hostName: name, cgroupVersion: (await this.cgroup()).version, consoleLogPath: consoleLogPath(this.lxcpath, name) };
+  }
+
+  /** Directory names under the lxcpath that could be containers. */
+  private async listNames(): Promise<string[]> {
+    let entries;
+    try {
+      entries = await readdir(this.lxcpath, { withFileTypes: true });
+    } catch (err) {
+      throw new Error(`cannot list ${this.lxcpath}`, { cause: err });
+    }
+    return entries.filter((e) => e.isDirectory() && isHostName(e.name)).map((e) => e.name);
+  }
+
+  /** lxc-info for one container; a container LXC does not know is STOPPED (its config is missing or half-written). */
+  private async info(name: string, signal: AbortSignal): Promise<LxcFacts> {
+    try {
+      const { stdout } = await this.tools.run('lxc-info', ['-P', this.lxcpath, '-n', name, '-s', '-p', '-i'], { signal });
+      const info = parseInfo(stdout);
+      return { state: info.state ?? 'UNKNOWN', ipv4: info.ipv4, ...(info.pid === undefined ? {} : { pid: info.pid }) };
+    } catch (err) {
+      if (isLxcToolError(err) && /doesn't exist|not defined/.test(err.stderr)) return { state: 'STOPPED', ipv4: [] };
+      throw err;
+    }
+  }
+
+  /**
+   * Builds the observation of `name` from what LXC said (`facts`, undefined when it did not list
+   * the container) and the files: marker, config, rootfs, cgroup limits, process start time.
+   */
+  private async describe(name: string, facts: LxcFacts | undefined, opts: { ignoreMarker?: boolean } = {}): Promise<ObservedInstance | undefined> {
+    const dir = containerDir(this.lxcpath, name);
+    if (!(await exists(dir))) return undefined;
+    const cgroup = await this.cgroup();
+    let marker: OwnershipMarker | undefined;
+    let markerProblem: string | undefined;
+    if (opts.ignoreMarker !== true) {
+      try {
+        marker = await readMarker(markerPath(this.lxcpath, name));
+      } catch (err) {
+        markerProblem = (err as Error).message; // neither clearly ours nor someone else's: left alone
+      }
+    }
+    const configText = await readFile(configPath(this.lxcpath, name), 'utf8').catch(() => undefined);
+    const rootfsOk = configText !== undefined && (await this.rootfsExists(configText));
+    const fromConfig = configText === undefined ? undefined : fieldsFromConfig(configText, cgroup.version);
+    const fields: Record<string, SpecFields[string]> = marker !== undefined ? { ...marker.fields } : { ...(fromConfig ?? {}) };
+    // With no config, LXC cannot know the container: it is stopped whatever lxc-ls said.
+    const lxcState = configText === undefined ? 'STOPPED' : facts?.state;
+    const state: InstanceState = instanceStateOf(lxcState);
+    const pid = state === 'Stopped' ? undefined : facts?.pid;
+    const limits = pid === undefined ? undefined : await cgroup.readLimits(pid);
+    if (fromConfig !== undefined) {
+      fields.autostart = fromConfig.autostart ?? false;
+      const liveCpu = limits === undefined ? fromConfig['resources.cpu'] ?? null : cpuOf(limits);
+      const liveMemory = limits === undefined ? fromConfig['resources.memory'] ?? null : limits.memoryBytes;
+      fields['resources.cpu'] = settle(fields['resources.cpu'], liveCpu, (applied) => applied);
+      fields['resources.memory'] = settle(fields['resources.memory'], liveMemory, (applied) => Math.floor(applied / PAGE_BYTES) * PAGE_BYTES);
+    }
+    const partial = configText === undefined || !rootfsOk || (marker !== undefined && !marker.complete);
+    const startedAt = pid === undefined ? undefined : await processStartTime(pid);
+    const details: Record<string, string> = { lxcState: lxcState ?? 'UNLISTED', cgroup: `v${cgroup.version}` };
+    if (markerProblem !== undefined) details.marker = markerProblem;
+    if (marker !== undefined) details.origin = marker.origin;
+    return {
+      hostName: name,
+      state: lxcState === undefined ? 'Unknown' : state,
+      fields,
+      ...(marker === undefined ? {} : { ownerId: marker.id }),
+      ...(marker?.specHash === undefined ? {} : { specHash: marker.specHash }),
+      ...(partial ? { partial: true } : {}),
+      ...(pid === undefined ? {} : { pid }),
+      ...(facts !== undefined && facts.ipv4.length > 0 ? { addresses: facts.ipv4 } : {}),
+      ...(startedAt === undefined ? {} : { startedAt }),
+      details,
+    };
+  }
+
+  private async rootfsExists(configText: string): Promise<boolean> {
+    const value = parseConfig(configText).filter((e) => e.key === 'lxc.rootfs.path').at(-1)?.value;
+    if (value === undefined) return false;
+    const path = value.startsWith('dir:') ? value.slice(4) : value;
+    return path.startsWith('/') ? isDirectory(path) : true; // other backends (overlay:, lvm:) are not ours to check
+  }
+
+  private async isComplete(name: string): Promise<boolean> {
+    const text = await readFile(configPath(this.lxcpath, name), 'utf8').catch(() => undefined);
+    return text !== undefined && this.rootfsExists(text);
+  }
+
+  /** The marker, when the container is `d`'s; otherwise TerminalError `NotOwned`, before anything is touched. */
+  private async requireOwned(d: Desired<'Container'>, verb: string): Promise<OwnershipMarker> {
+    const name = d.hostName;
+    const marker = await readMarker(markerPath(this.lxcpath, name));
+    if (marker === undefined) {
+      if (!(await exists(containerDir(this.lxcpath, name)))) throw new Error(`cannot ${verb} container ${name}: it does not exist`);
+      throw new TerminalError('NotOwned', `cannot ${verb} container ${name}: hyperlet did not create it (no ownership marker)`);
+    }
+    if (marker.id !== d.id) {
+      throw new TerminalError('NotOwned', `cannot ${verb} container ${name}: it belongs to another object (id ${marker.id})`);
+    }
+    return marker;
+  }
+
+  /** Kills, destroys and removes a container whose ownership was checked, whole or partial. */
+  private async destroyOwned(name: string, signal: AbortSignal): Promise<void> {
+    const dir = containerDir(this.lxcpath, name);
+    if (await exists(configPath(this.lxcpath, name))) {
+      const facts = await this.info(name, signal);
+      if (facts.state !== 'STOPPED') await this.tools.run('lxc-stop', ['-P', this.lxcpath, '-n', name, '-k'], { signal });
+      try {
+        await this.tools.run('lxc-destroy', ['-P', this.lxcpath, '-n', name], { signal, timeoutMs: this.createTimeoutMs });
+      } catch (err) {
+        if (isAbortError(err)) throw err;
+        // A half-written config can make lxc-destroy refuse; the directory check below decides.
+        this.log.warn({ hostName: name, err }, 'lxc-destroy failed; removing the directory');
+        if ((await this.info(name, signal)).state !== 'STOPPED') throw err;
+      }
+    }
+    // Whatever is left (a partial create, a template that kept writing): it is all ours.
+    await rm(dir, { recursive: true, force: true, maxRetries: 3 });
+  }
+
+  private async writeConfig(name: string, managed: readonly string[]): Promise<void> {
+    const path = configPath(this.lxcpath, name);
+    const current = await readFile(path, 'utf8');
+    const next = mergeConfig(current, managed);
+    if (next !== current) await writeFileAtomic(path, next, 0o640);
+  }
+
+  private async start(name: string, signal: AbortSignal): Promise<void> {
+    const logFile = startLogPath(this.lxcpath, name);
+    await writeFile(logFile, '', { mode: 0o600 });
+    try {
+      await this.tools.run('lxc-start', ['-P', this.lxcpath, '-n', name, '-l', 'ERROR', '-o', logFile], { signal });
+    } catch (err) {
+      if (isAbortError(err)) throw err;
+      const why = summarizeLxcLog(await readFile(logFile, 'utf8').catch(() => ''));
+      throw new Error(`cannot start container ${name}${why === '' ? '' : `: ${why}`}`, { cause: err });
+    }
+  }
+
+  private async stop(name: string, gracefulStopSeconds: number, frozen: boolean, signal: AbortSignal): Promise<string> {
+    const args = ['-P', this.lxcpath, '-n', name];
+    if (gracefulStopSeconds > 0) {
+      // A frozen init cannot handle the halt signal: thaw it first.
+      if (frozen) await this.tools.run('lxc-unfreeze', args, { signal });
+      try {
+        await this.tools.run('lxc-stop', [...args, '-t', String(gracefulStopSeconds), '--nokill'], {
+          signal, timeoutMs: gracefulStopSeconds * 1000 + 10_000,
+        });
+        return 'stopped gracefully';
+      } catch (err) {
+        if (isAbortError(err)) throw err;
+        if ((await this.info(name, signal)).state === 'STOPPED') return 'stopped gracefully';
+        this.log.info({ hostName: name, gracefulStopSeconds }, 'no clean shutdown in time; killing');
+      }
+    }
+    await this.tools.run('lxc-stop', [...args, '-k'], { signal });
+    return gracefulStopSeconds > 0 ? `killed after ${gracefulStopSeconds} s without a clean shutdown` : 'killed (gracefulStopSeconds is 0)';
+  }
+}
+
+/** cpu as a CPU count from quota/period; null when unlimited. */
+function cpuOf(limits: LiveLimits): number | null {
+  return limits.cpuQuotaUs === null ? null : limits.cpuQuotaUs / limits.cpuPeriodUs;
+}
+
+/**
+ * The applied value when the live one is what the kernel makes of it (memory rounded down to
+ * whole pages), otherwise the live value: drift shows, rounding does not.
+ */
+function settle(applied: SpecFields[string] | undefined, live: SpecFields[string], kernelForm: (applied: number) => number): SpecFields[string] {
+  if (typeof applied === 'number' && typeof live === 'number' && kernelForm(applied) === live) return applied;
+  if (typeof applied === 'number' && typeof live === 'number' && applied === live) return applied;
+  return live;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+async function onPath(tool: string): Promise<boolean> {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    if (dir === '') continue;
+    try {
+      await access(join(dir, tool), fsConstants.X_OK);
+      return true;
+    } catch {
+      // not in this directory
+    }
+  }
+  return false;
+}

@@ -1,0 +1,461 @@
+/**
+ * LxcProvider against the real lxc-* tools, in an isolated lxcpath under /tmp. Needs root and
+ * the lxc, lxc-templates and busybox-static packages (`make host`); without them it fails saying so.
+ */
+import { expect } from 'chai';
+import { execFile, spawn } from 'node:child_process';
+import { access, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { randomBytes } from 'node:crypto';
+import pino from 'pino';
+import { API_VERSION } from '../../src/api/v1alpha1/group.js';
+import { specFields } from '../../src/api/v1alpha1/fields.js';
+import { validateObject } from '../../src/api/v1alpha1/validate.js';
+import type { Container } from '../../src/api/v1alpha1/types.js';
+import { isTerminalError } from '../../src/reconcile/errors.js';
+import { type Desired, hostNameOf, specHashOf } from '../../src/store/desired.js';
+import { objectKey } from '../../src/store/object-key.js';
+import type { FieldChange, ObservedInstance } from '../../src/providers/provider.js';
+import { isProviderUnavailableError } from '../../src/providers/provider.js';
+import { LxcProvider, consoleLogPath, execInContainer } from '../../src/providers/lxc/lxc-provider.js';
+import { readMarker } from '../../src/providers/lxc/ownership-marker.js';
+import { markerPath } from '../../src/providers/lxc/container-paths.js';
+import { parseCgroupLayout, parseProcCgroup } from '../../src/providers/lxc/cgroup-host.js';
+
+const run = promisify(execFile);
+const logger = pino({ level: process.env.HYPERLET_TEST_LOG ?? 'silent' });
+const suffix = randomBytes(3).toString('hex');
+const signal = (): AbortSignal => AbortSignal.timeout(120_000);
+
+function container(name: string, spec: Record<string, unknown>, opts: { namespace?: string; id?: string; annotations?: Record<string, string> } = {}): Desired<'Container'> {
+  const namespace = opts.namespace ?? 'default';
+  const result = validateObject({
+    apiVersion: API_VERSION, kind: 'Container',
+    metadata: { name, namespace, ...(opts.annotations === undefined ? {} : { annotations: opts.annotations }) }, spec,
+  });
+  if (!result.ok) throw new Error(`test object invalid: ${JSON.stringify(result.issues)}`);
+  const object = result.object as Container;
+  return {
+    key: objectKey('dir', namespace, 'Container', name), source: 'dir', object, id: opts.id ?? `id-${name}-${suffix}`,
+    generation: 1, specHash: specHashOf(object.spec), hostName: hostNameOf(object),
+  };
+}
+
+function withSpec(d: Desired<'Container'>, spec: Record<string, unknown>): Desired<'Container'> {
+  const next = container(d.object.metadata.name, { ...d.object.spec, ...spec }, { namespace: d.object.metadata.namespace, id: d.id });
+  return { ...next, generation: d.generation + 1 };
+}
+
+/** Every change between `d` and what is observed, as the reconciler's diff would list it. */
+function changesFor(d: Desired<'Container'>, observed: ObservedInstance): FieldChange[] {
+  const want = specFields('Container', d.object.spec);
+  const apply: Record<string, FieldChange['apply']> = {
+    'resources.cpu': 'live', 'resources.memory': 'live', autostart: 'live', environment: 'restart', network: 'restart',
+  };
+  return Object.entries(apply)
+    .filter(([path]) => want[path] !== observed.fields[path])
+    .map(([path, mode]) => ({ path, from: observed.fields[path], to: want[path], apply: mode }));
+}
+
+async function lxc(tool: string, args: string[]): Promise<string> {
+  const { stdout } = await run(tool, args, { timeout: 60_000 });
+  return stdout;
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(() => true, () => false);
+}
+
+async function memoryLimitOf(pid: number): Promise<number> {
+  const layout = parseCgroupLayout(await readFile('/proc/self/mounts', 'utf8'));
+  if (layout === undefined) throw new Error('no cgroups');
+  const path = parseProcCgroup(await readFile(`/proc/${pid}/cgroup`, 'utf8'), layout.version).memory ?? '';
+  const file = layout.version === 1 ? 'memory.limit_in_bytes' : 'memory.max';
+  return Number((await readFile(join(layout.memoryRoot, path, file), 'utf8')).trim());
+}
+
+/** Pids of processes whose argv holds `tool` followed somewhere by every one of `args`. */
+async function pidsOf(tool: string, args: string[]): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^[0-9]+$/.test(entry)) continue;
+    const argv = (await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    if (argv[0]?.endsWith(tool) === true && args.every((a) => argv.includes(a))) pids.push(Number(entry));
+  }
+  return pids;
+}
+
+async function until<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+async function destroyAll(lxcpath: string): Promise<void> {
+  for (const name of await readdir(lxcpath).catch(() => [] as string[])) {
+    await run('lxc-stop', ['-P', lxcpath, '-n', name, '-k'], { timeout: 30_000 }).catch(() => undefined);
+    await run('lxc-destroy', ['-P', lxcpath, '-n', name], { timeout: 60_000 }).catch(() => undefined);
+  }
+  await rm(lxcpath, { recursive: true, force: true });
+}
+
+describe('LxcProvider (real lxc-* tools)', function () {
+  this.timeout(600_000);
+  let lxcpath = '';
+  let scratch = '';
+  let preparedRootfs = '';
+  let spawns: string[] = [];
+  let provider: LxcProvider;
+
+  before(async () => {
+    if (process.getuid?.() !== 0) throw new Error('the LXC e2e tests need root (lxc-start of privileged containers); run make test as root');
+    for (const tool of ['lxc-create', 'lxc-start', 'lxc-monitor', 'lxc-attach']) {
+      await run(tool, ['--version']).catch((err: unknown) => {
+        throw new Error(`the LXC e2e tests need ${tool}: run make host (installs lxc, lxc-templates, busybox-static)`, { cause: err });
+      });
+    }
+    await access('/usr/share/lxc/templates/lxc-busybox').catch(() => {
+      throw new Error('the LXC e2e tests need the busybox template: run make host (lxc-templates, busybox-static)');
+    });
+    lxcpath = await mkdtemp(join(tmpdir(), 'hyperlet-lxc-e2e-'));
+    scratch = await mkdtemp(join(tmpdir(), 'hyperlet-lxc-scratch-'));
+    // A prepared rootfs, as a user would bring one: made by the busybox template elsewhere.
+    await run('lxc-create', ['-P', scratch, '-n', `src-${suffix}`, '-t', 'busybox'], { timeout: 120_000 });
+    preparedRootfs = join(scratch, `src-${suffix}`, 'rootfs');
+    provider = new LxcProvider({ lxcpath, logger, onToolCall: (tool) => spawns.push(tool) });
+  });
+
+  after(async () => {
+    if (lxcpath !== '') await destroyAll(lxcpath);
+    if (scratch !== '') await destroyAll(scratch);
+  });
+
+  it('probe accepts this host and refuses an unusable lxcpath', async () => {
+    await provider.probe(signal());
+    const file = join(scratch, 'not-a-dir');
+    await run('touch', [file]);
+    const err: unknown = await new LxcProvider({ lxcpath: file, logger }).probe(signal()).then(() => undefined, (e: unknown) => e);
+    expect(isProviderUnavailableError(err), 'a file is no lxcpath').to.equal(true);
+  });
+
+  describe('a container from the busybox template', () => {
+    let d: Desired<'Container'>;
+
+    before(() => {
+      d = container(`tpl-${suffix}`, {
+        template: 'busybox', state: 'Running', gracefulStopSeconds: 5,
+        resources: { cpu: 1, memory: '128Mi' }, environment: { GREETING: 'hello world' }, network: [{ type: 'none' }],
+      });
+    });
+
+    it('is created stopped, owned, complete, with its fields', async () => {
+      await provider.create(d, signal());
+      const o = await provider.observe(d, signal());
+      expect(o?.state).to.equal('Stopped');
+      expect(o?.ownerId).to.equal(d.id);
+      expect(o?.specHash).to.equal(d.specHash);
+      expect(o?.partial, 'creation finished').to.equal(undefined);
+      expect(o?.fields).to.deep.equal(specFields('Container', d.object.spec));
+      const config = await readFile(join(lxcpath, d.hostName, 'config'), 'utf8');
+      expect(config).to.match(/^lxc\.net\.0\.type = empty$/m);
+      expect(config).to.match(/^lxc\.environment = GREETING=hello world$/m);
+      expect(config).to.match(/^lxc\.cgroup2?\.memory\.(limit_in_bytes|max) = 134217728$/m);
+      expect((await readMarker(markerPath(lxcpath, d.hostName)))?.complete).to.equal(true);
+    });
+
+    it('create again changes nothing', async () => {
+      const before = await stat(markerPath(lxcpath, d.hostName));
+      spawns = [];
+      await provider.create(d, signal());
+      expect(spawns, 'no tool runs for an existing complete container').to.deep.equal([]);
+      expect((await stat(markerPath(lxcpath, d.hostName))).mtimeMs).to.equal(before.mtimeMs);
+    });
+
+    it('starts, with its memory limit in the cgroup and its console log', async () => {
+      expect(await provider.setState(d, 'Running', (await provider.observe(d, signal()))!, signal())).to.equal('started');
+      const o = (await provider.observe(d, signal()))!;
+      expect(o.state).to.equal('Running');
+      expect(o.pid).to.be.a('number');
+      expect(Date.parse(o.startedAt ?? '')).to.be.within(Date.now() - 60_000, Date.now() + 1_000);
+      expect(await memoryLimitOf(o.pid!)).to.equal(134217728);
+      expect(o.fields).to.deep.equal(specFields('Container', d.object.spec));
+      const environ = (await readFile(`/proc/${o.pid}/environ`, 'utf8')).split('\0');
+      expect(environ).to.include('GREETING=hello world');
+      await until('the console log', async () => ((await exists(consoleLogPath(lxcpath, d.hostName))) ? true : undefined));
+      expect(await provider.setState(d, 'Running', o, signal()), 'already running: nothing to do').to.equal(undefined);
+    });
+
+    it('observeAll sees it with one process spawned', async () => {
+      spawns = [];
+      const all = await provider.observeAll(signal());
+      expect(spawns, 'one batch call per resync').to.deep.equal(['lxc-ls']);
+      const o = all.get(d.hostName);
+      expect(o?.state).to.equal('Running');
+      expect(o?.ownerId).to.equal(d.id);
+      expect(o?.fields).to.deep.equal(specFields('Container', d.object.spec));
+    });
+
+    it('takes a memory and cpu change live, seen in the cgroup', async () => {
+      const observed = (await provider.observe(d, signal()))!;
+      const next = withSpec(d, { resources: { cpu: 2, memory: '192Mi' } });
+      const changes = changesFor(next, observed);
+      expect(changes.map((c) => c.path).sort()).to.deep.equal(['resources.cpu', 'resources.memory']);
+      await provider.update(next, changes, observed, signal());
+      const o = (await provider.observe(next, signal()))!;
+      expect(o.pid, 'not restarted').to.equal(observed.pid);
+      expect(await memoryLimitOf(o.pid!)).to.equal(192 * 1024 * 1024);
+      expect(o.fields['resources.memory']).to.equal(192 * 1024 * 1024);
+      expect(o.fields['resources.cpu']).to.equal(2);
+      expect(o.specHash, 'every field applied').to.equal(next.specHash);
+      d = next;
+    });
+
+    it('reports a limit changed behind its back as drift', async () => {
+      await lxc('lxc-cgroup', ['-P', lxcpath, '-n', d.hostName, 'memory.limit_in_bytes', String(96 * 1024 * 1024)]).catch(async () =>
+        lxc('lxc-cgroup', ['-P', lxcpath, '-n', d.hostName, 'memory.max', String(96 * 1024 * 1024)]));
+      const o = (await provider.observe(d, signal()))!;
+      expect(o.fields['resources.memory'], 'the live value wins over the marker').to.equal(96 * 1024 * 1024);
+      await provider.update(d, changesFor(d, o), o, signal());
+      expect(await memoryLimitOf(o.pid!)).to.equal(192 * 1024 * 1024);
+    });
+
+    it('freezes and thaws', async () => {
+      let o = (await provider.observe(d, signal()))!;
+      expect(await provider.setState(d, 'Frozen', o, signal())).to.equal('frozen');
+      o = (await provider.observe(d, signal()))!;
+      expect(o.state).to.equal('Frozen');
+      expect((await provider.observeAll(signal())).get(d.hostName)?.state).to.equal('Frozen');
+      expect(await provider.setState(d, 'Running', o, signal())).to.equal('thawed');
+      expect((await provider.observe(d, signal()))?.state).to.equal('Running');
+    });
+
+    it('keeps a restart-class change pending while running, applies it when stopped', async () => {
+      let observed = (await provider.observe(d, signal()))!;
+      const next = withSpec(d, { environment: { GREETING: 'bonjour', EXTRA: '1' } });
+      await provider.update(next, changesFor(next, observed), observed, signal());
+      observed = (await provider.observe(next, signal()))!;
+      expect(observed.fields.environment, 'not applied to the running container').to.equal(d.object.spec.environment === undefined ? null : JSON.stringify({ GREETING: 'hello world' }));
+      expect(observed.specHash).to.not.equal(next.specHash);
+
+      expect(await provider.setState(next, 'Stopped', observed, signal())).to.equal('stopped gracefully');
+      observed = (await provider.observe(next, signal()))!;
+      expect(observed.state).to.equal('Stopped');
+      await provider.update(next, changesFor(next, observed), observed, signal());
+      observed = (await provider.observe(next, signal()))!;
+      expect(observed.fields).to.deep.equal(specFields('Container', next.object.spec));
+      expect(observed.specHash).to.equal(next.specHash);
+      await provider.setState(next, 'Running', observed, signal());
+      const pid = (await provider.observe(next, signal()))!.pid!;
+      const environ = (await readFile(`/proc/${pid}/environ`, 'utf8')).split('\0');
+      expect(environ).to.include.members(['GREETING=bonjour', 'EXTRA=1']);
+      d = next;
+    });
+
+    it('runs a command inside with the exit code passed through', async () => {
+      expect(await execInContainer({ lxcpath, hostName: d.hostName, command: ['/bin/sh', '-c', 'test "$GREETING" = bonjour && exit 7'] })).to.equal(7);
+      expect(await execInContainer({ lxcpath, hostName: d.hostName, command: ['/bin/true'] })).to.equal(0);
+    });
+
+    it('goes from Stopped to Frozen', async () => {
+      let o = (await provider.observe(d, signal()))!;
+      await provider.setState(d, 'Stopped', o, signal());
+      o = (await provider.observe(d, signal()))!;
+      expect(await provider.setState(d, 'Frozen', o, signal())).to.equal('started, then frozen');
+      expect((await provider.observe(d, signal()))?.state).to.equal('Frozen');
+    });
+
+    it('is deleted while frozen, and delete again succeeds', async () => {
+      await provider.delete(d, signal());
+      expect(await exists(join(lxcpath, d.hostName))).to.equal(false);
+      expect(await provider.observe(d, signal())).to.equal(undefined);
+      expect(await lxc('lxc-ls', ['-P', lxcpath, '-1'])).to.not.include(d.hostName);
+      await provider.delete(d, signal());
+    });
+  });
+
+  describe('a container from a prepared rootfs', () => {
+    let d: Desired<'Container'>;
+
+    before(() => {
+      d = container(`rfs-${suffix}`, { rootfs: preparedRootfs, gracefulStopSeconds: 1 }, { namespace: 'e2e' });
+    });
+
+    it('is created as a copy, starts, and is killed when it ignores the halt signal', async () => {
+      await provider.create(d, signal());
+      expect(d.hostName).to.equal(`e2e.rfs-${suffix}`);
+      let o = (await provider.observe(d, signal()))!;
+      expect(o.partial).to.equal(undefined);
+      expect(o.fields.rootfs).to.equal(preparedRootfs);
+      expect(await exists(join(lxcpath, d.hostName, 'rootfs', 'bin', 'busybox'))).to.equal(true);
+      await provider.setState(d, 'Running', o, signal());
+      o = (await provider.observe(d, signal()))!;
+      expect(o.state).to.equal('Running');
+      // Busybox init ignores SIGPWR, LXC's default halt signal: the graceful stop times out.
+      expect(await provider.setState(d, 'Stopped', o, signal())).to.equal('killed after 1 s without a clean shutdown');
+      expect((await provider.observe(d, signal()))?.state).to.equal('Stopped');
+    });
+
+    it('delete leaves the prepared rootfs alone', async () => {
+      await provider.delete(d, signal());
+      expect(await exists(join(lxcpath, d.hostName))).to.equal(false);
+      expect(await exists(join(preparedRootfs, 'bin', 'busybox')), 'the source is never destroyed').to.equal(true);
+    });
+  });
+
+  describe('partial creates', () => {
+    it('a create whose lxc-create is killed cleans up after itself', async () => {
+      const d = container(`kill-${suffix}`, { template: 'busybox' });
+      const pending = provider.create(d, signal());
+      const [pid] = await until('lxc-create to run', async () => {
+        const pids = await pidsOf('lxc-create', ['-n', d.hostName, lxcpath]);
+        return pids.length > 0 ? pids : undefined;
+      }, 10_000);
+      process.kill(pid!, 'SIGKILL');
+      const err: unknown = await pending.then(() => undefined, (e: unknown) => e);
+      expect((err as Error).message).to.match(/^cannot run lxc-create .*exit code none \(killed\)/);
+      expect(await provider.observe(d, signal()), 'the failed create removed what it made').to.equal(undefined);
+      await provider.create(d, signal());
+      expect((await provider.observe(d, signal()))?.partial).to.equal(undefined);
+      await provider.delete(d, signal());
+    });
+
+    it('a creator killed mid-create leaves a partial container that observe reports and delete cleans', async () => {
+      const d = container(`crash-${suffix}`, { template: 'busybox' });
+      // Another process plays the daemon that dies with kill -9 in the middle of lxc-create.
+      const script = `
+        import pino from 'pino';
+        import { LxcProvider } from ${JSON.stringify(new URL('../../src/providers/lxc/lxc-provider.js', import.meta.url).href)};
+        const d = JSON.parse(process.env.DESIRED);
+        await new LxcProvider({ lxcpath: process.env.LXCPATH, logger: pino({ level: 'silent' }) }).create(d, AbortSignal.timeout(60000));
+      `;
+      const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+        env: { ...process.env, DESIRED: JSON.stringify(d), LXCPATH: lxcpath }, stdio: 'ignore', cwd: process.cwd(),
+      });
+      try {
+        const [createPid] = await until('lxc-create to run', async () => {
+          const pids = await pidsOf('lxc-create', ['-n', d.hostName, lxcpath]);
+          return pids.length > 0 ? pids : undefined;
+        }, 20_000);
+        child.kill('SIGKILL');
+        process.kill(-createPid!, 'SIGKILL'); // lxc-create and its template script: the whole group
+      } finally {
+        child.kill('SIGKILL');
+      }
+      const o = (await provider.observe(d, signal()))!;
+      expect(o.ownerId, 'the marker was written first').to.equal(d.id);
+      expect(o.partial, 'the marker never became complete').to.equal(true);
+      expect((await provider.observeAll(signal())).get(d.hostName)?.partial).to.equal(true);
+      await provider.delete(d, signal());
+      expect(await exists(join(lxcpath, d.hostName))).to.equal(false);
+      await provider.create(d, signal());
+      expect((await provider.observe(d, signal()))?.partial).to.equal(undefined);
+      await provider.delete(d, signal());
+    });
+  });
+
+  describe('events', () => {
+    it('changes() reports starts and stops done behind the provider, also after lxc-monitor dies', async () => {
+      const d = container(`evt-${suffix}`, { template: 'busybox' });
+      await provider.create(d, signal());
+      const controller = new AbortController();
+      const seen: string[] = [];
+      let wake: (() => void) | undefined;
+      const consuming = (async () => {
+        for await (const name of provider.changes(controller.signal)) {
+          seen.push(name);
+          wake?.();
+        }
+      })();
+      const waitFor = async (what: string): Promise<void> => {
+        await until(what, () => (seen.includes(d.hostName) ? true : undefined), 10_000);
+        seen.length = 0;
+      };
+      try {
+        await until('lxc-monitor to run', () => provider.monitorPid, 5_000);
+        await new Promise((r) => setTimeout(r, 500)); // lxc-monitor connects to lxc-monitord
+        await lxc('lxc-start', ['-P', lxcpath, '-n', d.hostName]);
+        await waitFor('an event for lxc-start');
+        await lxc('lxc-stop', ['-P', lxcpath, '-n', d.hostName, '-k']);
+        await waitFor('an event for lxc-stop');
+
+        const monitorPid = provider.monitorPid!;
+        process.kill(monitorPid, 'SIGKILL');
+        await waitFor('the resync after lxc-monitor was restarted');
+        const restarted = await until('a new lxc-monitor', () => {
+          const pid = provider.monitorPid;
+          return pid !== undefined && pid !== monitorPid ? pid : undefined;
+        });
+        expect(restarted).to.not.equal(monitorPid);
+        await new Promise((r) => setTimeout(r, 500));
+        await lxc('lxc-start', ['-P', lxcpath, '-n', d.hostName]);
+        await waitFor('an event after the restart');
+      } finally {
+        controller.abort();
+        await consuming;
+      }
+      expect(provider.monitorPid, 'the last consumer leaving stops lxc-monitor').to.equal(undefined);
+      await provider.delete(d, signal());
+    });
+  });
+
+  describe('failures and strangers', () => {
+    it('a start that fails says why', async () => {
+      const d = container(`nobr-${suffix}`, { template: 'busybox', network: [{ type: 'veth', bridge: `hlnobr${suffix.slice(0, 4)}` }] });
+      await provider.create(d, signal());
+      const o = (await provider.observe(d, signal()))!;
+      const err: unknown = await provider.setState(d, 'Running', o, signal()).then(() => undefined, (e: unknown) => e);
+      expect((err as Error).message).to.match(/^cannot start container nobr-.*bridge interface doesn't exist/);
+      expect((await provider.observe(d, signal()))?.state).to.equal('Stopped');
+      await provider.delete(d, signal());
+    });
+
+    it('a container hyperlet did not create is reported, never changed, until adopted', async () => {
+      const d = container(`own-${suffix}`, { template: 'busybox', network: [{ type: 'none' }] }, { annotations: { 'hyperlet.io/adopt': 'true' } });
+      const base = join(scratch, 'empty-net.conf');
+      await run('sh', ['-c', `printf 'lxc.net.0.type = empty\\n' > ${base}`]);
+      await lxc('lxc-create', ['-P', lxcpath, '-n', d.hostName, '-t', 'busybox', '-f', base]);
+      await lxc('lxc-start', ['-P', lxcpath, '-n', d.hostName]);
+      const o = (await provider.observe(d, signal()))!;
+      expect(o.ownerId, 'no marker: not ours').to.equal(undefined);
+      expect(o.state).to.equal('Running');
+      expect(o.fields.template, 'read from the config the template wrote').to.equal('busybox');
+      for (const attempt of [
+        () => provider.delete(d, signal()),
+        () => provider.setState(d, 'Stopped', o, signal()),
+        () => provider.update(d, [{ path: 'autostart', from: false, to: true, apply: 'live' }], o, signal()),
+        () => provider.create(d, signal()),
+      ]) {
+        const err: unknown = await attempt().then(() => undefined, (e: unknown) => e);
+        expect(isTerminalError(err) && err.reason, 'refused without touching it').to.equal('NotOwned');
+      }
+      const after = (await provider.observe(d, signal()))!;
+      expect(after.state).to.equal('Running');
+      expect(after.pid).to.equal(o.pid);
+      expect(await exists(markerPath(lxcpath, d.hostName))).to.equal(false);
+
+      await provider.adopt(d, o, signal());
+      const adopted = (await provider.observe(d, signal()))!;
+      expect(adopted.ownerId).to.equal(d.id);
+      expect(adopted.pid, 'adoption changes nothing else').to.equal(o.pid);
+      expect(adopted.fields).to.deep.equal(o.fields);
+      await provider.delete(d, signal());
+      expect(await exists(join(lxcpath, d.hostName))).to.equal(false);
+    });
+
+    it('a container of another object is not deleted', async () => {
+      const d = container(`other-${suffix}`, { template: 'busybox' });
+      await provider.create(d, signal());
+      const impostor = { ...d, id: `someone-else-${suffix}` };
+      const err: unknown = await provider.delete(impostor, signal()).then(() => undefined, (e: unknown) => e);
+      expect(isTerminalError(err) && err.reason).to.equal('NotOwned');
+      expect(await exists(join(lxcpath, d.hostName))).to.equal(true);
+      await provider.delete(d, signal());
+    });
+  });
+});
