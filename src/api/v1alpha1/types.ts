@@ -31,7 +31,8 @@ interface CommonSpec {
   nodeName?: string;
   updatePolicy: UpdatePolicy;
   deletionPolicy: DeletionPolicy;
-  driftPolicy: DriftPolicy;
+  /** Absent means Correct (the schema default). */
+  driftPolicy?: DriftPolicy;
   dependsOn?: DependencyRef[];
 }
 
