@@ -2,12 +2,14 @@
  * `make bench`: runs every benchmark and prints its figures. Speed targets live here, never in
  * tests. `BENCH=name,name` picks some.
  */
+import { gitBench } from './git-bench.js';
 import { queueBench } from './queue-bench.js';
 import { reconcileBench } from './reconcile-bench.js';
 
 export const BENCHES: Record<string, () => Promise<Record<string, number | string>>> = {
   queue: queueBench,
   reconcile: () => reconcileBench(),
+  git: () => gitBench(),
 };
 
 const only = process.env.BENCH?.split(',').filter((s) => s !== '');

@@ -138,6 +138,11 @@ export class GitSource implements Source {
     void this.poll();
   }
 
+  /** git processes this source started so far. */
+  get gitCalls(): number {
+    return this.repo.git.calls;
+  }
+
   /** The state as persisted (tests and benchmarks read it). */
   get current(): GitSourceState {
     return this.state;

@@ -40,6 +40,8 @@ const SAFE_CONFIG = ['-c', 'protocol.ext.allow=never', '-c', 'gc.auto=0', '-c', 
 
 /** Runs git in one repository directory. */
 export class GitCli {
+  /** git processes started so far (benchmarks check one per idle poll). */
+  calls = 0;
   private readonly env: NodeJS.ProcessEnv;
 
   /** `gitDir` is the bare clone every call works in; `timeoutMs` defaults to 60 s. */
@@ -62,6 +64,7 @@ export class GitCli {
   run(args: readonly string[], options: GitCallOptions = {}): Promise<GitResult> {
     const argv = [...SAFE_CONFIG, ...args];
     const timeoutMs = options.timeoutMs ?? this.timeoutMs;
+    this.calls++;
     return new Promise((resolve, reject) => {
       const child = spawn('git', argv, { env: this.env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
       const out: Buffer[] = [];
