@@ -46,6 +46,11 @@ export function parseShare(flag: string, value: string): number {
   return n;
 }
 
+function atLeast(flag: string, ms: number, minMs: number): number {
+  if (ms < minMs) throw new UsageError(`${flag}: must be at least ${minMs} ms (is ${ms} ms)`);
+  return ms;
+}
+
 function parseBool(flag: string, value: string): boolean {
   if (value === 'true') return true;
   if (value === 'false') return false;
@@ -107,7 +112,7 @@ export async function runCommand(args: string[]): Promise<number> {
     shutdownTimeoutMs: parseDurationMs('--shutdown-timeout', values['shutdown-timeout'] ?? '30s'),
     policy: { prune: parseBool('--prune', values.prune ?? 'true'), paused: values.paused === true },
     git: {
-      intervalMs: parseDurationMs('--interval', values.interval ?? '30s'),
+      intervalMs: atLeast('--interval', parseDurationMs('--interval', values.interval ?? '30s'), 100),
       maxPruneShare: parseShare('--max-prune', values['max-prune'] ?? '50%'),
       confirm: (values.confirm ?? []).map((c) => {
         if (!/^[0-9a-fA-F]{7,64}$/.test(c)) throw new UsageError(`--confirm: expected a commit id of at least 7 hex digits (is ${JSON.stringify(c)})`);

@@ -3,7 +3,8 @@
  * answers), /readyz (per-check JSON; 503 until every source has listed and every controller has
  * resynced once), /metrics (Prometheus text), and a read API over the state DB for dir and git
  * sources: /apis/hyperlet.io/v1alpha1/{containers,virtualmachines}[?phase=&labelSelector=&limit=&continue=]
- * and /apis/hyperlet.io/v1alpha1/namespaces/NS/{plural}[/NAME].
+ * and /apis/hyperlet.io/v1alpha1/namespaces/NS/{plural}[/NAME]; /sources (per-source state: git
+ * revisions and problems) and POST /sources/ID/refresh (look for new input now).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -61,7 +62,8 @@ export class HttpServer {
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const refresh = /^\/sources\/([^/]+)\/refresh$/.exec(url.pathname);
-    if (refresh !== null && req.method === 'POST') {
+    if (refresh !== null && req.method !== 'POST') return send(res, 405, { error: 'refresh takes POST' });
+    if (refresh !== null) {
       const id = decodeURIComponent(refresh[1] ?? '');
       return (this.options.refresh?.(id) ?? 0) > 0 ? send(res, 202, { refreshing: id }) : send(res, 404, { error: `no source ${id} that can refresh` });
     }

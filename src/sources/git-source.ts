@@ -96,6 +96,8 @@ export class GitSource implements Source {
   private firstPoll = true;
   private stopped = false;
   private persisted = '';
+  /** Loads of the files of the last commit read, by blob and path: unchanged files are not parsed again. */
+  private loads = new Map<string, FileLoad>();
 
   constructor(private readonly options: GitSourceOptions) {
     this.id = options.id;
@@ -279,16 +281,19 @@ export class GitSource implements Source {
       else if (f.sizeBytes > MAX_FILE_BYTES) problems.push(makeProblem({ file: display(f.path), rule: 'size', message: `file is ${f.sizeBytes} bytes; the limit is ${MAX_FILE_BYTES} (1 MiB)` }));
       else readable.push(f);
     }
-    const blobs = await this.repo.readBlobs([...new Set(readable.map((f) => f.blob))]);
-    const loads: FileLoad[] = [];
+    const id = (f: { blob: string; path: string }): string => `${f.blob}:${f.path}`;
+    const blobs = await this.repo.readBlobs([...new Set(readable.filter((f) => !this.loads.has(id(f))).map((f) => f.blob))]);
+    const loads = new Map<string, FileLoad>();
     const objects: LoadedObject[] = [];
     for (const f of readable) {
-      const load = loadBytes(display(f.path), blobs.get(f.blob) ?? Buffer.alloc(0));
-      loads.push(load);
+      // Same blob at the same path: the same load (validation is a pure function of the text).
+      const load = this.loads.get(id(f)) ?? loadBytes(display(f.path), blobs.get(f.blob) ?? Buffer.alloc(0));
+      loads.set(id(f), load);
       objects.push(...load.objects);
       problems.push(...load.problems);
     }
-    return { files: loads, objects: dropDuplicates(objects, problems), problems };
+    this.loads = loads;
+    return { files: [...loads.values()], objects: dropDuplicates(objects, problems), problems };
   }
 
   /**
