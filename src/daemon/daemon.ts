@@ -124,7 +124,9 @@ export class Daemon {
       name: `source:${b.source.id}`, required: true,
       check: () => {
         const problems = b.source.problems();
-        return { ok: this.synced.has(b.source.id), detail: `${b.source.summary?.() ?? b.source.description}${problems.length === 0 ? '' : `; ${problems.length} problem(s): ${problems[0]?.line ?? ''}`}` };
+        // A summary (git) already says why the latest input is not applied: add only the count.
+        const first = b.source.summary === undefined ? `: ${problems[0]?.line ?? ''}` : '';
+        return { ok: this.synced.has(b.source.id), detail: `${b.source.summary?.() ?? b.source.description}${problems.length === 0 ? '' : `; ${problems.length} problem(s)${first}`}` };
       },
     }));
     for (const [kind, controller] of this.controllers) {

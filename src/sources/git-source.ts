@@ -333,7 +333,8 @@ export class GitSource implements Source {
     const problems = [...this.attemptProblems];
     const block = this.fetchError ?? this.attemptBlock;
     if (block !== undefined && block.reason !== 'InvalidManifests') {
-      problems.unshift(withRevision(makeProblem({ rule: block.reason, message: block.message }), block.revision));
+      // The message already names the commit: it is the whole line.
+      problems.unshift({ ...makeProblem({ rule: block.reason, message: block.message }), line: block.message, ...(block.revision === undefined ? {} : { revision: block.revision }) });
     }
     return problems;
   }
@@ -354,8 +355,6 @@ export class GitSource implements Source {
 }
 
 /** The problem, its line prefixed with the commit it was found in. */
-function withRevision(p: SourceProblem, revision: string | undefined): SourceProblem {
-  if (revision === undefined) return { ...p, line: `${p.line.replace(/^- -: /, '')}` };
-  const line = p.line.startsWith('- -: ') ? `commit ${short(revision)}: ${p.line.slice(5)}` : `commit ${short(revision)}: ${p.line}`;
-  return { ...p, revision, line };
+function withRevision(p: SourceProblem, revision: string): SourceProblem {
+  return { ...p, revision, line: `commit ${short(revision)}: ${p.line}` };
 }
