@@ -186,6 +186,17 @@ export class Reconciler {
     const records = backend.records;
     if (records === undefined) return dependentsOf(d, this.options.store.list());
     const candidates: Desired[] = [];
+    if (records.withDependencies !== undefined) {
+      // Remembered objects with dependsOn as declared now (store) or as last applied (tombstones).
+      const byKey = new Map<ObjectKey, Desired>();
+      for (const c of records.withDependencies()) byKey.set(c.key, this.options.store.get(c.key) ?? c);
+      const declaredWithDeps = this.options.store.list().filter((c) => c.object.spec.dependsOn !== undefined && !byKey.has(c.key));
+      if (declaredWithDeps.length > 0) {
+        const remembered = new Set(records.keys());
+        for (const c of declaredWithDeps) if (remembered.has(c.key)) byKey.set(c.key, c);
+      }
+      return dependentsOf(d, [...byKey.values()]);
+    }
     for (const k of records.keys()) {
       const c = this.options.store.get(k) ?? records.lastApplied(k);
       if (c !== undefined) candidates.push(c);

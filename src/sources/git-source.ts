@@ -29,7 +29,7 @@ import { type FileLoad, type LoadedObject, MAX_FILE_BYTES, dropDuplicates, isMan
 import type { Source, SourceProblem, StoreWriter } from './source.js';
 
 /** Why the newest revision is not the one in force. */
-export type GitBlockReason = 'FetchFailed' | 'HistoryRewritten' | 'InvalidManifests' | 'PruneLimit';
+export type GitBlockReason = 'FetchFailed' | 'HistoryRewritten' | 'InvalidManifests' | 'PruneLimit' | 'ReadFailed';
 
 /** What the state DB keeps per git source (db.setSourceState), shown by `hyperlet get sources`. */
 export interface GitSourceState {
@@ -208,7 +208,12 @@ export class GitSource implements Source {
       this.attemptProblems = [];
       this.state = { ...this.state, lastAttempted: { revision: tip, at } };
     } else {
-      await this.attempt(tip, at);
+      try {
+        await this.attempt(tip, at);
+      } catch (err) {
+        // git failed reading the commit (a timeout, a huge tree): nothing applied, said so.
+        this.block(tip, 'ReadFailed', `Cannot read commit ${short(tip)}: ${errorMessage(err)}; nothing applied, ${this.state.lastApplied === undefined ? 'nothing was applied before' : `${short(this.state.lastApplied.revision)} stays in force`}`);
+      }
     }
     this.persist();
   }
@@ -308,7 +313,11 @@ export class GitSource implements Source {
       const load = await this.loadCommit(last.revision);
       const objects: Desired[] = [];
       this.options.db.transaction(() => {
-        for (const file of load.files) objects.push(...mergeFileLoad(this.id, file, this.options.lastGoodOf(file.file), this.options.identify).objects);
+        for (const file of load.files) {
+          // Only a file with problems needs its last good objects (reading them scans the state DB).
+          const previous = file.problems.length === 0 ? [] : this.options.lastGoodOf(file.file);
+          objects.push(...mergeFileLoad(this.id, file, previous, this.options.identify).objects);
+        }
       });
       this.publish(objects);
       if (load.problems.length > 0) this.attemptProblems = load.problems.map((p) => withRevision(p, last.revision));
