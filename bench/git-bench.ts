@@ -33,11 +33,12 @@ async function waitFor(cond: () => boolean, timeoutMs = 300_000): Promise<void> 
 export async function gitBench(count = 1_000, idlePolls = 50): Promise<Record<string, number | string>> {
   const dir = mkdtempSync(join(tmpdir(), 'hyperlet-git-bench-'));
   const provider = new FakeProvider('Container');
-  const daemon = new Daemon({
+  const makeDaemon = (): Daemon => new Daemon({
     sources: [{ type: 'git', location: join(dir, 'repo') }], statePath: join(dir, 'state', 'state.db'), lxcpath: '', libvirtUri: '',
     kinds: ['Container'], node: 'bench', nodeFilter: false, resyncMs: 3_600_000, concurrency: 4, qps: 1_000_000, burst: 1_000_000,
     shutdownTimeoutMs: 5_000, providers: new Map([['Container', provider]]), git: { intervalMs: 3_600_000 },
   }, silentLogger());
+  let daemon = makeDaemon();
   try {
     const repo = await TestRepo.create(join(dir, 'repo'));
     const memory = (mi: number) => ({ resources: { cpu: 1, memory: `${mi}Mi` } });
@@ -48,7 +49,6 @@ export async function gitBench(count = 1_000, idlePolls = 50): Promise<Record<st
       return true;
     };
     const all = Array.from({ length: count }, (_, i) => `c${i}`);
-    const reconciles = (): number => provider.calls.length;
 
     const initialStarted = process.hrtime.bigint();
     await daemon.start();
@@ -80,13 +80,26 @@ export async function gitBench(count = 1_000, idlePolls = 50): Promise<Record<st
     // Idle polls: nothing new upstream.
     const gitBefore = source.gitCalls;
     const attemptsBefore = source.stats.attempts;
-    const callsBefore = reconciles();
+    const callsBefore = provider.calls.length;
     const cpuBefore = cpuSeconds();
     const idleStarted = process.hrtime.bigint();
     for (let i = 0; i < idlePolls; i++) await source.poll();
     const idleMs = Number(process.hrtime.bigint() - idleStarted) / 1e6 / idlePolls;
     const cpuAfter = cpuSeconds();
     await controller?.queue.onIdle();
+    const idleCalls = provider.calls.slice(callsBefore);
+    const idleGit = (source.gitCalls - gitBefore) / idlePolls;
+    const idleAttempts = source.stats.attempts - attemptsBefore;
+
+    // A restart: the last applied commit is served from the clone, then one fetch; nothing to do.
+    await daemon.stop();
+    const actionsBefore = provider.calls.filter((c) => !c.startsWith('observe') && c !== 'probe').length;
+    daemon = makeDaemon();
+    const restartStarted = process.hrtime.bigint();
+    await daemon.start();
+    const restartMs = Number(process.hrtime.bigint() - restartStarted) / 1e6;
+    await daemon.controllers.get('Container')?.queue.onIdle();
+    const restartActions = provider.calls.filter((c) => !c.startsWith('observe') && c !== 'probe').length - actionsBefore;
     return {
       objects: count,
       initialApplyToAllRunningS: Number(initialSeconds.toFixed(2)),
@@ -95,9 +108,11 @@ export async function gitBench(count = 1_000, idlePolls = 50): Promise<Record<st
       idlePollWallMs: Number(idleMs.toFixed(2)),
       idlePollCpuMsHyperlet: Number((((cpuAfter.self - cpuBefore.self) * 1000) / idlePolls).toFixed(2)),
       idlePollCpuMsGit: Number((((cpuAfter.children - cpuBefore.children) * 1000) / idlePolls).toFixed(2)),
-      idlePollGitProcesses: (source.gitCalls - gitBefore) / idlePolls,
-      idlePollTipsEvaluated: source.stats.attempts - attemptsBefore,
-      idlePollProviderCalls: reconciles() - callsBefore,
+      idlePollGitProcesses: idleGit,
+      idlePollTipsEvaluated: idleAttempts,
+      idlePollProviderCalls: idleCalls.length,
+      restartToServingMs: Math.round(restartMs),
+      restartProviderActions: restartActions,
     };
   } finally {
     await daemon.stop();
