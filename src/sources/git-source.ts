@@ -96,6 +96,8 @@ export class GitSource implements Source {
   private firstPoll = true;
   private stopped = false;
   private persisted = '';
+  /** The location this source id followed before, when it changed since the last run. */
+  private movedFrom: string | undefined;
   /** Loads of the files of the last commit read, by blob and path: unchanged files are not parsed again. */
   private loads = new Map<string, FileLoad>();
 
@@ -112,6 +114,7 @@ export class GitSource implements Source {
       ...(this.location.branch === undefined ? {} : { branch: this.location.branch }),
     };
     this.attemptBlock = this.state.blocked?.reason === 'FetchFailed' ? undefined : this.state.blocked;
+    if (saved?.type === 'git' && formatGitLocation(saved) !== formatGitLocation(this.location)) this.movedFrom = formatGitLocation(saved);
   }
 
   /** Serves the last applied commit, then fetches once; resolves when both are done. */
@@ -229,7 +232,8 @@ export class GitSource implements Source {
     if (applied !== undefined && applied !== tip && !confirmed) {
       const linear = (await this.repo.hasCommit(applied)) && (await this.repo.isAncestor(applied, tip));
       if (!linear) {
-        return this.block(tip, 'HistoryRewritten', `The branch was rewritten: the last applied commit ${short(applied)} is not an ancestor of ${short(tip)}; nothing applied, ${keep}. Check the new history, then confirm with --confirm ${short(tip)}`);
+        const moved = this.movedFrom === undefined ? '' : `The source now follows ${formatGitLocation(this.location)} (was ${this.movedFrom}). `;
+        return this.block(tip, 'HistoryRewritten', `${moved}The branch was rewritten: the last applied commit ${short(applied)} is not an ancestor of ${short(tip)}; nothing applied, ${keep}. Check the new history, then confirm with --confirm ${short(tip)}`);
       }
     }
 
@@ -255,6 +259,7 @@ export class GitSource implements Source {
     await this.repo.pin(tip);
     const subject = await this.repo.subject(tip).catch(() => '');
     this.stats.applies++;
+    this.movedFrom = undefined;
     this.attemptBlock = undefined;
     this.attemptProblems = [];
     this.state = {

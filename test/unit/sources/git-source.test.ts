@@ -146,6 +146,21 @@ describe('GitSource (real git, repository on disk)', function () {
     expect(again.names()).to.deep.equal(['ct-0', 'ct-1', 'ct-2', 'other']);
   });
 
+  it('a source id pointed at another repository holds its first commit and says where it pointed before', async () => {
+    await seed(2);
+    const f = follow();
+    await f.start();
+    aborts.splice(0).forEach((a) => a.abort());
+    const other = await TestRepo.create(join(dir, 'other'));
+    await other.write('x.yaml', containerYaml('x'));
+    await other.commit('other repo');
+    const moved = follow({ location: other.dir }, f.db);
+    await moved.start();
+    expect(moved.names(), 'the old objects stay').to.deep.equal(['ct-0', 'ct-1']);
+    expect(moved.source.current.blocked?.reason).to.equal('HistoryRewritten');
+    expect(moved.source.current.blocked?.message).to.contain(`(was ${repo.dir})`);
+  });
+
   it('keeps the last applied commit when the fetch fails, and after a restart serves it from the clone without the remote', async () => {
     const tip = await seed(2);
     const f = follow();
