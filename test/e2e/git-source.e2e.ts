@@ -225,6 +225,49 @@ describe('hyperlet run --source git (daemon as a child process, real LXC)', func
     });
   });
 
+  describe('two repositories side by side', () => {
+    let daemon: ChildProcess | undefined;
+    after(async () => { if (daemon !== undefined) await stopDaemon(daemon); });
+
+    it('each source owns only its objects: the same name in the other one is a conflict, and its removal deletes nothing', async () => {
+      const one = await TestRepo.create(join(tmp, 'one'));
+      const two = await TestRepo.create(join(tmp, 'two'));
+      for (const l of ['s1', 'shared']) await one.write(`${l}.yaml`, manifest(n(l)));
+      for (const l of ['s2', 's3', 'shared']) await two.write(`${l}.yaml`, manifest(n(l)));
+      await one.commit('one');
+      await two.commit('two');
+      const statePath = join(tmp, 'two-state', 'state.db');
+      const port = await freePort();
+      const log = join(tmp, `daemon-${++logs}.log`);
+      daemon = spawn(process.execPath, [
+        cli, 'run', '--source', `git:${one.dir}`, '--source', `git:${two.dir}`, '--lxcpath', lxcpath, '--state', statePath,
+        '--http', `127.0.0.1:${port}`, '--kinds', 'Container', '--interval', '1s', '--log-level', 'info',
+      ], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+      const out = createWriteStream(log);
+      daemon.stdout?.pipe(out);
+      daemon.stderr?.pipe(out);
+      daemons.push({ child: daemon, log });
+      for (const l of ['s1', 's2', 's3', 'shared']) await waitState(n(l), 'RUNNING');
+      const rows = async () => (await cliJson<{ items: { metadata: { name: string; annotations?: Record<string, string> }; status?: StatusView }[] }>(['get', 'containers', '--state', statePath])).items
+        .filter((i) => i.metadata.name === n('shared'));
+      const conflicted = await until('one of the two to report Conflict', async () => {
+        const r = await rows();
+        return r.length === 2 && r.some((i) => i.status?.conditions?.find((c) => c.type === 'Ready')?.reason === 'Conflict') ? r : undefined;
+      });
+      const loser = conflicted.find((i) => i.status?.conditions?.find((c) => c.type === 'Ready')?.reason === 'Conflict');
+      const loserRepo = loser?.metadata.annotations?.['hyperlet.io/source']?.startsWith('git-2:') === true ? two : one;
+      await loserRepo.remove('shared.yaml');
+      await loserRepo.commit('drop shared here');
+      await until('the losing declaration to be gone', async () => ((await rows()).length === 1 ? true : undefined));
+      await sleep(3_000);
+      expect(await lxcState(n('shared')), 'the other source\'s container stays').to.equal('RUNNING');
+      await two.remove('s3.yaml');
+      await two.commit('drop s3');
+      await waitState(n('s3'), undefined);
+      for (const l of ['s1', 's2', 'shared']) expect(await lxcState(n(l))).to.equal('RUNNING');
+    });
+  });
+
   describe('a repository served by git daemon on 127.0.0.1, fetched on demand', () => {
     let repo: TestRepo;
     let statePath = '';
