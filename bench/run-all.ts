@@ -5,10 +5,12 @@
 import { gitBench } from './git-bench.js';
 import { queueBench } from './queue-bench.js';
 import { reconcileBench } from './reconcile-bench.js';
+import { libvirtBench } from './libvirt-bench.js';
 
 export const BENCHES: Record<string, () => Promise<Record<string, number | string>>> = {
   queue: queueBench,
   reconcile: () => reconcileBench(),
+  libvirt: libvirtBench,
   git: () => gitBench(),
 };
 

@@ -14,13 +14,15 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import pino from 'pino';
+import yaml from 'js-yaml';
 import { specFields, type SpecFields } from '../../src/api/v1alpha1/fields.js';
+import { validateObject } from '../../src/api/v1alpha1/validate.js';
 import type { VirtualMachine, VirtualMachineSpec } from '../../src/api/v1alpha1/types.js';
 import { isTerminalError } from '../../src/reconcile/errors.js';
 import { hostNameOf, specHashOf, type Desired } from '../../src/store/desired.js';
 import { objectKey } from '../../src/store/object-key.js';
 import { isProviderUnavailableError, type FieldChange, type ObservedInstance } from '../../src/providers/provider.js';
-import { deriveMac, parseDomainXml } from '../../src/providers/libvirt/domain-xml.js';
+import { deriveMac, parseDomainXml, volumeNameFor } from '../../src/providers/libvirt/domain-xml.js';
 import { LibvirtProvider, REBOOT_REQUEST_ANNOTATION } from '../../src/providers/libvirt/libvirt-provider.js';
 
 const run = promisify(execFile);
@@ -234,7 +236,7 @@ describe('LibvirtProvider against qemu:///system', function () {
 
   describe('storage and network', () => {
     let d: Desired<'VirtualMachine'>;
-    const volume = (): string => `${d.hostName}-data.qcow2`;
+    const volume = (): string => volumeNameFor(d.hostName, 'data', d.id);
     const capacity = async (): Promise<number> => {
       const out = await virsh('vol-info', '--bytes', '--pool', POOL, volume());
       return Number(/Capacity:\s+(\d+)/.exec(out)?.[1]);
@@ -260,6 +262,25 @@ describe('LibvirtProvider against qemu:///system', function () {
       expect(live.interfaces.map((i) => [i.type, i.network, i.model, i.mac])).to.deep.equal([['network', NETWORK, 'e1000', deriveMac(d.id, 0)]]);
       const iflist = await virsh('domiflist', d.hostName);
       expect(iflist).to.include(NETWORK).and.to.include(deriveMac(d.id, 0));
+    });
+
+    it('attaches a NIC to a host bridge (one the test creates, with no address)', async () => {
+      const hostBridge = `hlb${process.pid % 100000}`;
+      await run('ip', ['link', 'add', hostBridge, 'type', 'bridge'], { timeout: 10_000 });
+      try {
+        await run('ip', ['link', 'set', hostBridge, 'up'], { timeout: 10_000 });
+        const b = track(desiredVm(vmName('bridge'), { networks: [{ bridge: hostBridge, model: 'rtl8139', mac: '52:54:00:AB:CD:EF' }] }));
+        await provider.create(b, signal);
+        await provider.setState(b, 'Running', await observe(b), signal);
+        const live = parseDomainXml(await virsh('dumpxml', b.hostName));
+        expect(live.interfaces.map((i) => [i.type, i.bridge, i.model, i.mac])).to.deep.equal([['bridge', hostBridge, 'rtl8139', '52:54:00:ab:cd:ef']]);
+        expect((await observe(b)).fields.networks).to.equal(specFields('VirtualMachine', b.object.spec).networks);
+        const { stdout } = await run('ip', ['-o', 'link', 'show', 'master', hostBridge], { timeout: 10_000 });
+        expect(stdout, 'the VM\'s tap is enslaved to the bridge').to.match(/vnet\d+/);
+        await provider.delete(b, signal);
+      } finally {
+        await run('ip', ['link', 'del', hostBridge], { timeout: 10_000 }).catch(() => undefined);
+      }
     });
 
     it('grows the disk live and refuses to shrink it', async () => {
@@ -291,6 +312,20 @@ describe('LibvirtProvider against qemu:///system', function () {
       expect(existsSync(path.join(POOL_ROOT, POOL, volume()))).to.equal(false);
       expect(await virsh('vol-list', POOL)).to.not.include(volume());
     });
+  });
+
+  it('adds a vCPU live, within maxCpu', async () => {
+    const d = track(desiredVm(vmName('cpu'), { resources: { cpu: 1, maxCpu: 2, memory: '128Mi' } }));
+    await provider.create(d, signal);
+    await provider.setState(d, 'Running', await observe(d), signal);
+    const d2 = withSpec(d, { resources: { cpu: 2, maxCpu: 2, memory: '128Mi' } });
+    const o = await observe(d2);
+    const changes = changesOf(provider, d2, o);
+    expect(changes.map((c) => [c.path, c.apply])).to.deep.equal([['resources.cpu', 'live']]);
+    await provider.update(d2, changes, o, signal);
+    const after = await observe(d2);
+    expect([after.state, after.fields['resources.cpu']]).to.deep.equal(['Running', 2]);
+    expect(after.fields).to.deep.equal(specFields('VirtualMachine', d2.object.spec));
   });
 
   it('sees a domain destroyed and undefined behind its back through events', async () => {
@@ -356,6 +391,19 @@ describe('LibvirtProvider against qemu:///system', function () {
     expect(p.disks.length + p.interfaces.length, 'nothing injected').to.equal(0);
     const fields: SpecFields = (await observe(d)).fields;
     expect(fields).to.deep.equal(specFields('VirtualMachine', d.object.spec));
+  });
+
+  it('boots examples/hello-vm.yaml (renamed, on the test pool) and removes it with its volume', async () => {
+    const result = validateObject(yaml.load(readFileSync(path.resolve('examples/hello-vm.yaml'), 'utf8')));
+    if (!result.ok) throw new Error(`examples/hello-vm.yaml is invalid: ${JSON.stringify(result.issues)}`);
+    const spec = result.object.spec as VirtualMachineSpec;
+    const d = track(desiredVm(vmName('example'), { ...spec, disks: (spec.disks ?? []).map((x) => ({ ...x, pool: POOL })) }, result.object.metadata.annotations));
+    await provider.create(d, signal);
+    await provider.setState(d, 'Running', await observe(d), signal);
+    await waitFor('the example\'s first line', 120_000, () => (consoleOf(d.hostName).includes('hyperlet-guest: up') ? true : undefined));
+    await provider.delete(d, signal);
+    expect(await provider.observe(d, signal)).to.equal(undefined);
+    expect(await virsh('vol-list', POOL)).to.not.include(d.hostName);
   });
 
   it('observeAll lists every domain with one list call, reading XML only for new ones', async () => {

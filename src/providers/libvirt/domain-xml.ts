@@ -54,9 +54,21 @@ export interface DomainXmlInput {
 
 const KiB = 1024;
 
-/** The volume name of a disk: HOSTNAME-DISK.qcow2. */
-export function volumeNameFor(hostName: string, diskName: string): string {
-  return `${hostName}-${diskName}.qcow2`;
+/**
+ * The volume name of a disk: HOSTNAME-DISK-ID8.qcow2, ID8 being the first 8 hex digits of the
+ * object's id. The id in the name is the volume's ownership mark: a volume so named was made by
+ * hyperlet for this object, even when its domain was undefined behind hyperlet's back.
+ */
+export function volumeNameFor(hostName: string, diskName: string, id: string): string {
+  return `${hostName}-${diskName}-${id.replace(/-/g, '').slice(0, 8).toLowerCase()}.qcow2`;
+}
+
+/** The disk name in a volume named by volumeNameFor, or undefined for any other volume. */
+export function diskNameOfVolume(hostName: string, volume: string): string | undefined {
+  const prefix = `${hostName}-`;
+  if (!volume.startsWith(prefix)) return undefined;
+  const m = /^(.+)-[0-9a-f]{8}\.qcow2$/.exec(volume.slice(prefix.length));
+  return m?.[1];
 }
 
 /** A stable MAC for NIC `index` of object `id`, in QEMU's 52:54:00 range. */
@@ -68,14 +80,14 @@ export function deriveMac(id: string, index: number): string {
 const TARGET_PREFIX: Readonly<Record<VirtualMachineDisk['bus'], string>> = { virtio: 'vd', sata: 'sd', scsi: 'sd', ide: 'hd' };
 
 /** Disk target names in declaration order, counted per prefix (vda, vdb, sda…). */
-export function planDisks(hostName: string, spec: VirtualMachineSpec): PlannedDisk[] {
+export function planDisks(hostName: string, spec: VirtualMachineSpec, id: string): PlannedDisk[] {
   const used = new Map<string, number>();
   return (spec.disks ?? []).map((disk) => {
     const prefix = TARGET_PREFIX[disk.bus];
     const n = used.get(prefix) ?? 0;
     used.set(prefix, n + 1);
     const size = disk.size === undefined ? undefined : parseQuantity(disk.size);
-    return { disk, volume: volumeNameFor(hostName, disk.name), target: `${prefix}${String.fromCharCode(97 + n)}`, sizeBytes: size };
+    return { disk, volume: volumeNameFor(hostName, disk.name, id), target: `${prefix}${String.fromCharCode(97 + n)}`, sizeBytes: size };
   });
 }
 
@@ -120,7 +132,7 @@ export function buildDomainXml(input: DomainXmlInput): string {
   const maxCpu = spec.resources.maxCpu ?? cpu;
   if (cpu > maxCpu) throw new RangeError(`cannot set cpu ${cpu} above maxCpu ${maxCpu}`);
   const boot = spec.boot ?? {};
-  const disks = planDisks(input.name, spec);
+  const disks = planDisks(input.name, spec, input.uuid);
   if (boot.disk !== undefined && !disks.some((d) => d.disk.name === boot.disk)) {
     throw new RangeError(`cannot boot from disk ${JSON.stringify(boot.disk)}: no such disk in spec.disks`);
   }

@@ -7,12 +7,13 @@
  *   object's id (the domain UUID is that id too). Domains without it are observed (ownerId
  *   undefined) and never changed: create() refuses them with TerminalError NotOwned, delete()
  *   leaves them alone.
- * - Storage: each disk is a qcow2 volume HOSTNAME-DISK.qcow2 in its pool. A missing pool is
+ * - Storage: each disk is a qcow2 volume HOSTNAME-DISK-ID8.qcow2 in its pool (ID8: the start of
+ *   the object's id, which marks the volume as this object's). A missing pool is
  *   created as a `dir` pool under `poolRoot/NAME` (default /var/lib/hyperlet/pools) only when its
  *   name is `default` or starts with `hyperlet-` (names hyperlet reserves); any other missing pool
  *   is TerminalError PoolNotFound, because an operator's pool name must point at storage the
- *   operator set up. Pools are never deleted. Volumes hyperlet creates are listed in the marker
- *   and deleted with the domain; volumes that already existed are used and kept. Sizes grow
+ *   operator set up. Pools are never deleted. The object's volumes (listed in the marker, and
+ *   recognisable by name even when the domain is gone) are deleted with it. Sizes grow
  *   (live with block resize when running) and never shrink (TerminalError DiskShrinkRefused).
  *   A disk without size gets `defaultDiskBytes` (10 GiB, sparse).
  * - Stop: ACPI shutdown (re-sent every 5 s), waiting up to gracefulStopSeconds for the STOPPED
@@ -32,7 +33,7 @@ import { access, mkdir, open } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { specFields } from '../../api/v1alpha1/fields.js';
-import type { PowerState, VirtualMachineSpec } from '../../api/v1alpha1/types.js';
+import type { PowerState } from '../../api/v1alpha1/types.js';
 import { TerminalError } from '../../reconcile/errors.js';
 import type { Desired } from '../../store/desired.js';
 import {
@@ -44,9 +45,9 @@ import {
   type OwnershipMarker, type ParsedDomain, type VolumeName,
 } from './domain-xml.js';
 import {
-  DomainState, Flags, LibvirtClient, LifecycleEventType, uuidFromBytes, type DomainRef, type PoolRef,
+  DomainState, Flags, LibvirtClient, LifecycleEventType, uuidFromBytes, uuidToBytes, type DomainRef, type PoolRef,
 } from './libvirt-client.js';
-import { isLibvirtError } from './libvirt-error.js';
+import { isLibvirtError, isNotFound } from './libvirt-error.js';
 import { disksChangeMode, observedFieldsOf } from './observed-fields.js';
 import { buildDirPoolXml, buildVolumeXml, imageFormatOf } from './storage-xml.js';
 
@@ -65,7 +66,11 @@ export interface LibvirtProviderOptions {
   readonly poolRoot?: string;
   /** Which missing pools hyperlet may create. Default: `default` and `hyperlet-*`. */
   readonly creatablePool?: (name: string) => boolean;
-  /** Default 60 s: a safety net for live changes made behind hyperlet's back that raise no lifecycle event. */
+  /**
+   * Default 5 min: how long a domain's parsed XML is trusted without a lifecycle event. Long, so
+   * a periodic resync of unchanged domains costs two calls in all; it only bounds how late a
+   * live change made behind hyperlet's back that raises no lifecycle event (virsh setmem) is seen.
+   */
   readonly xmlCacheTtlMs?: number;
   /** Capacity of a disk declared without size. Default 10 GiB (qcow2: sparse). */
   readonly defaultDiskBytes?: number;
@@ -148,7 +153,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     this.consoleDir = options.consoleDir ?? '/var/log/hyperlet/console';
     this.poolRoot = options.poolRoot ?? '/var/lib/hyperlet/pools';
     this.creatablePool = options.creatablePool ?? ((name) => name === 'default' || name.startsWith('hyperlet-'));
-    this.xmlCacheTtlMs = options.xmlCacheTtlMs ?? 60_000;
+    this.xmlCacheTtlMs = options.xmlCacheTtlMs ?? 300_000;
     this.defaultDiskBytes = options.defaultDiskBytes ?? 10 * 1024 ** 3;
     this.client.on('lifecycle', (e) => {
       this.cache.delete(uuidFromBytes(e.domain.uuid));
@@ -215,12 +220,18 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
       state: Number(s.params.get('state.state') ?? DomainState.NoState), reason: Number(s.params.get('state.reason') ?? 0),
     }]));
     const live = new Set<string>();
-    const observed = await Promise.all(domains.map(async (dom) => {
+    const described = await Promise.all(domains.map(async (dom) => {
       const uuid = uuidFromBytes(dom.uuid);
       live.add(uuid);
-      const st = states.get(uuid) ?? await this.client.domainGetState(dom);
-      return this.describe(dom, st.state, st.reason);
+      try {
+        const st = states.get(uuid) ?? await this.client.domainGetState(dom);
+        return await this.describe(dom, st.state, st.reason);
+      } catch (err) {
+        if (isNotFound(err)) return undefined; // undefined between the list and this look: it is gone
+        throw err;
+      }
     }));
+    const observed = described.filter((o): o is ObservedInstance => o !== undefined);
     for (const uuid of this.cache.keys()) if (!live.has(uuid)) this.cache.delete(uuid);
     for (const [uuid, until] of this.uncachedUntilMs) if (until <= Date.now()) this.uncachedUntilMs.delete(uuid);
     this.knownNames.clear();
@@ -233,9 +244,14 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     signal.throwIfAborted();
     const dom = await this.client.lookupDomainByName(d.hostName);
     if (dom === undefined) return undefined;
-    const st = await this.client.domainGetState(dom);
     this.knownNames.add(dom.name);
-    return this.describe(dom, st.state, st.reason);
+    try {
+      const st = await this.client.domainGetState(dom);
+      return await this.describe(dom, st.state, st.reason);
+    } catch (err) {
+      if (isNotFound(err)) return undefined; // undefined right after the lookup
+      throw err;
+    }
   }
 
   /** One domain as observed, reading its XML (and volume sizes) only when the cache has nothing current. */
@@ -329,24 +345,27 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
       if (previous?.id !== d.id) throw this.notOwned(d, 'create');
       if (previous.partial !== true) return; // created already
     } else {
-      const clash = await this.client.lookupDomainByUuid(Buffer.from(d.id.replace(/-/g, ''), 'hex'));
+      let uuid: Buffer;
+      try {
+        uuid = uuidToBytes(d.id);
+      } catch (err) {
+        throw new TerminalError('InvalidId', `cannot create domain ${d.hostName}: its id ${JSON.stringify(d.id)} is not a UUID (the domain UUID is the object's id)`, { cause: err });
+      }
+      const clash = await this.client.lookupDomainByUuid(uuid);
       if (clash !== undefined) {
         throw new TerminalError('UuidInUse', `cannot create domain ${d.hostName}: UUID ${d.id} is already used by domain ${clash.name}`);
       }
     }
     signal.throwIfAborted();
     await mkdir(this.consoleDir, { recursive: true, mode: 0o755 });
-    // Volumes that exist before hyperlet created them are used, never owned (and never deleted).
+    // A volume named with this object's id is this object's, whoever made it last (a domain undefined behind our back leaves it).
     const ours = new Map((previous?.volumes ?? []).map((v) => [`${v.pool}/${v.name}`, v]));
     const toCreate: { pool: PoolRef; disk: ReturnType<typeof planDisks>[number] }[] = [];
-    for (const disk of planDisks(d.hostName, d.object.spec)) {
+    for (const disk of planDisks(d.hostName, d.object.spec, d.id)) {
       const pool = await this.ensurePool(disk.disk.pool);
       const exists = await this.client.lookupStorageVol(pool, disk.volume);
-      const key = `${disk.disk.pool}/${disk.volume}`;
-      if (exists === undefined || ours.has(key)) {
-        ours.set(key, { pool: disk.disk.pool, name: disk.volume });
-        if (exists === undefined) toCreate.push({ pool, disk });
-      }
+      ours.set(`${disk.disk.pool}/${disk.volume}`, { pool: disk.disk.pool, name: disk.volume });
+      if (exists === undefined) toCreate.push({ pool, disk });
     }
     const volumes = [...ours.values()];
     // Define first, marked partial, so a crash while making volumes leaves a domain that says which volumes are ours.
@@ -415,7 +434,6 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     const parsed = await this.readDomain(dom);
     const st = await this.client.domainGetState(dom);
     const active = isActive(st.state);
-    const spec = d.object.spec;
     if (active) {
       for (const c of changes) {
         if (c.apply !== 'live') continue;
@@ -428,7 +446,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
       }
     }
     signal.throwIfAborted();
-    const volumes = await this.reconcileDisks(d.hostName, spec, parsed, dom, active);
+    const volumes = await this.reconcileDisks(d, parsed, dom, active);
     const marker = this.markerFor(d, volumes, parsed.marker?.rebootRequest === undefined ? {} : { rebootRequest: parsed.marker.rebootRequest });
     await this.client.domainDefineXml(this.domainXmlFor(d, marker));
     if (active) await this.client.domainSetMetadata(dom, buildMarkerXml(marker, true), HYPERLET_XML_PREFIX, HYPERLET_XML_NS, Flags.AffectLive);
@@ -438,16 +456,17 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
   }
 
   /** Creates missing volumes, grows the ones declared bigger, refuses to shrink; returns the volumes hyperlet owns. */
-  private async reconcileDisks(hostName: string, spec: VirtualMachineSpec, parsed: ParsedDomain, dom: DomainRef, active: boolean): Promise<VolumeName[]> {
+  private async reconcileDisks(d: Desired<'VirtualMachine'>, parsed: ParsedDomain, dom: DomainRef, active: boolean): Promise<VolumeName[]> {
+    const hostName = d.hostName;
     const ours = new Map((parsed.marker?.volumes ?? []).map((v) => [`${v.pool}/${v.name}`, v]));
     const liveTargets = new Set(parsed.disks.filter((x) => x.volume !== undefined).map((x) => `${x.pool ?? ''}/${x.volume ?? ''}=${x.target}`));
-    for (const disk of planDisks(hostName, spec)) {
+    for (const disk of planDisks(hostName, d.object.spec, d.id)) {
       const pool = await this.ensurePool(disk.disk.pool);
       const vol = await this.client.lookupStorageVol(pool, disk.volume);
       const key = `${disk.disk.pool}/${disk.volume}`;
+      ours.set(key, { pool: disk.disk.pool, name: disk.volume });
       if (vol === undefined) {
         await this.client.storageVolCreateXml(pool, buildVolumeXml(disk.volume, disk.sizeBytes ?? this.defaultDiskBytes, await this.backingOf(disk.disk.image)));
-        ours.set(key, { pool: disk.disk.pool, name: disk.volume });
         continue;
       }
       if (disk.sizeBytes === undefined) continue;
@@ -597,7 +616,11 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
   async delete(d: Desired<'VirtualMachine'>, signal: AbortSignal): Promise<void> {
     await this.ensureConnected();
     const dom = await this.client.lookupDomainByName(d.hostName);
-    if (dom === undefined) return;
+    if (dom === undefined) {
+      // The domain went behind our back: its volumes, named with our id, are still ours to remove.
+      await this.deleteVolumes(planDisks(d.hostName, d.object.spec, d.id).map((x) => ({ pool: x.disk.pool, name: x.volume })));
+      return;
+    }
     const marker = (await this.readDomain(dom)).marker;
     if (marker?.id !== d.id) {
       this.log.warn({ hostName: d.hostName }, 'not deleting a domain hyperlet does not own');
@@ -613,11 +636,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     }
     signal.throwIfAborted();
     // Volumes before the domain: if we die in between, the domain still names what is left to delete.
-    for (const v of marker.volumes) {
-      const pool = await this.client.lookupStoragePool(v.pool);
-      const vol = pool === undefined ? undefined : await this.client.lookupStorageVol(pool, v.name);
-      if (vol !== undefined) await this.client.storageVolDelete(vol);
-    }
+    await this.deleteVolumes([...marker.volumes, ...planDisks(d.hostName, d.object.spec, d.id).map((x) => ({ pool: x.disk.pool, name: x.volume }))]);
     try {
       await this.client.domainUndefine(dom);
     } catch (err) {
@@ -626,6 +645,19 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     this.cache.delete(uuidFromBytes(dom.uuid));
     this.lastStop.delete(d.hostName);
     this.log.info({ hostName: d.hostName, volumes: marker.volumes.length }, 'domain deleted');
+  }
+
+  /** Deletes the volumes that exist among `volumes` (each once); pools are looked up, never created. */
+  private async deleteVolumes(volumes: readonly VolumeName[]): Promise<void> {
+    const seen = new Set<string>();
+    for (const v of volumes) {
+      const key = `${v.pool}/${v.name}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const pool = await this.client.lookupStoragePool(v.pool);
+      const vol = pool === undefined ? undefined : await this.client.lookupStorageVol(pool, v.name);
+      if (vol !== undefined) await this.client.storageVolDelete(vol);
+    }
   }
 
   async *changes(signal: AbortSignal): AsyncIterable<string> {

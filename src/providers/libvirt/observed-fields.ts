@@ -8,7 +8,7 @@
  * is reported; otherwise the observed value is, which then differs from anything declared.
  */
 import type { SpecFields } from '../../api/v1alpha1/fields.js';
-import { deriveMac, type ParsedDomain } from './domain-xml.js';
+import { deriveMac, diskNameOfVolume, type ParsedDomain } from './domain-xml.js';
 
 /** Volume capacities in bytes, keyed "pool/volume". */
 export type VolumeCapacities = ReadonlyMap<string, number>;
@@ -32,10 +32,9 @@ function parseJson(s: SpecFields[string] | undefined): unknown {
   }
 }
 
-/** The disk name behind volume HOSTNAME-DISK.qcow2, or the volume name itself. */
+/** The disk name behind a volume hyperlet named, or the volume name itself. */
 function diskNameOf(hostName: string, volume: string): string {
-  const prefix = `${hostName}-`;
-  return volume.startsWith(prefix) && volume.endsWith('.qcow2') ? volume.slice(prefix.length, -'.qcow2'.length) : volume;
+  return diskNameOfVolume(hostName, volume) ?? volume;
 }
 
 function observedBoot(p: ParsedDomain, hostName: string): CanonicalBoot {

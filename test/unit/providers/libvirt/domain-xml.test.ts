@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { specFields } from '../../../../src/api/v1alpha1/fields.js';
 import type { VirtualMachineSpec } from '../../../../src/api/v1alpha1/types.js';
 import {
-  buildDomainXml, deriveMac, parseDomainXml, planDisks, type OwnershipMarker,
+  buildDomainXml, deriveMac, diskNameOfVolume, parseDomainXml, planDisks, type OwnershipMarker,
 } from '../../../../src/providers/libvirt/domain-xml.js';
 import { disksChangeMode, observedFieldsOf } from '../../../../src/providers/libvirt/observed-fields.js';
 import { xmlEscape } from '../../../../src/providers/libvirt/xml-text.js';
@@ -90,9 +90,12 @@ describe('domain XML', () => {
     const spec = baseSpec({ disks: [
       { name: 'root', pool: 'default', bus: 'virtio', size: '1Gi' }, { name: 'data', pool: 'p2', bus: 'sata' }, { name: 'logs', pool: 'default', bus: 'virtio' },
     ] });
-    expect(planDisks('vm1', spec).map((d) => [d.volume, d.target, d.sizeBytes])).to.deep.equal([
-      ['vm1-root.qcow2', 'vda', 2 ** 30], ['vm1-data.qcow2', 'sda', undefined], ['vm1-logs.qcow2', 'vdb', undefined],
+    expect(planDisks('vm1', spec, ID).map((d) => [d.volume, d.target, d.sizeBytes])).to.deep.equal([
+      ['vm1-root-3f1c2a9e.qcow2', 'vda', 2 ** 30], ['vm1-data-3f1c2a9e.qcow2', 'sda', undefined], ['vm1-logs-3f1c2a9e.qcow2', 'vdb', undefined],
     ]);
+    expect(diskNameOfVolume('vm1', 'vm1-my-disk-3f1c2a9e.qcow2'), 'disk names may hold dashes').to.equal('my-disk');
+    expect(diskNameOfVolume('vm1', 'vm1-data.qcow2'), 'a volume without an id is not one of ours').to.equal(undefined);
+    expect(diskNameOfVolume('vm1', 'other-data-3f1c2a9e.qcow2')).to.equal(undefined);
   });
 
   const refused = {
@@ -115,7 +118,7 @@ describe('observedFieldsOf', () => {
     disks: [{ pool: 'default', name: 'root', bus: 'virtio', size: '1Gi' }],
     networks: [{ model: 'e1000', network: 'isolated' }],
   });
-  const caps = new Map([['default/vm1-root.qcow2', 2 ** 30]]);
+  const caps = new Map([['default/vm1-root-3f1c2a9e.qcow2', 2 ** 30]]);
   const cases = {
     MatchesDeclared: {
       reason: 'a domain built from the spec observes exactly specFields(spec), whatever the key order',
@@ -123,7 +126,7 @@ describe('observedFieldsOf', () => {
     },
     GrownDisk: {
       reason: 'a volume bigger than declared shows up as a disks difference',
-      xml: build(withAll), caps: new Map([['default/vm1-root.qcow2', 2 ** 31]]), want: undefined, diff: ['disks'],
+      xml: build(withAll), caps: new Map([['default/vm1-root-3f1c2a9e.qcow2', 2 ** 31]]), want: undefined, diff: ['disks'],
     },
     EditedCmdline: {
       reason: 'a cmdline changed behind our back differs',

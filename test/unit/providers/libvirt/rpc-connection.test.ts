@@ -1,52 +1,9 @@
 import { expect } from 'chai';
-import { mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import { isLibvirtError, isNotFound } from '../../../../src/providers/libvirt/libvirt-error.js';
 import { RpcConnection } from '../../../../src/providers/libvirt/rpc-connection.js';
-import {
-  KEEPALIVE_PROGRAM, MessageDecoder, MessageType, REMOTE_PROGRAM, encodeMessage, type RpcMessage,
-} from '../../../../src/providers/libvirt/rpc-framing.js';
+import { KEEPALIVE_PROGRAM, MessageType, type RpcMessage } from '../../../../src/providers/libvirt/rpc-framing.js';
 import { XdrWriter } from '../../../../src/providers/libvirt/xdr.js';
-
-/** A scripted libvirtd on a UNIX socket: records every message and lets the test answer. */
-class FakeLibvirtd {
-  readonly dir = mkdtempSync(path.join(os.tmpdir(), 'hyperlet-rpc-'));
-  readonly socketPath = path.join(this.dir, 'sock');
-  readonly received: RpcMessage[] = [];
-  private client: net.Socket | undefined;
-  private server: net.Server | undefined;
-  onMessage: (m: RpcMessage, fake: FakeLibvirtd) => void = () => undefined;
-
-  async start(): Promise<void> {
-    this.server = net.createServer((s) => {
-      this.client = s;
-      const d = new MessageDecoder();
-      s.on('data', (c: Buffer) => {
-        for (const m of d.push(c)) {
-          this.received.push(m);
-          this.onMessage(m, this);
-        }
-      });
-    });
-    await new Promise<void>((r) => this.server?.listen(this.socketPath, r));
-  }
-
-  reply(serial: number, procedure: number, payload: Buffer, status = 0, type: number = MessageType.Reply, program = REMOTE_PROGRAM): void {
-    this.client?.write(encodeMessage({ program, version: 1, procedure, type, serial, status }, payload));
-  }
-
-  dropClient(): void {
-    this.client?.destroy();
-  }
-
-  async stop(): Promise<void> {
-    this.client?.destroy();
-    await new Promise<void>((r) => this.server?.close(() => r()));
-    rmSync(this.dir, { recursive: true, force: true });
-  }
-}
+import { FakeLibvirtd } from './fake-libvirtd.js';
 
 const remoteError = (code: number, domain: number, message: string): Buffer =>
   new XdrWriter().int(code).int(domain).optional(message, (w, s) => w.string(s)).int(2)
