@@ -4,6 +4,7 @@
  */
 import { gitBench } from './git-bench.js';
 import { queueBench } from './queue-bench.js';
+import { kubeBench } from './kube-bench.js';
 import { reconcileBench } from './reconcile-bench.js';
 import { libvirtBench } from './libvirt-bench.js';
 
@@ -11,6 +12,7 @@ export const BENCHES: Record<string, () => Promise<Record<string, number | strin
   queue: queueBench,
   reconcile: () => reconcileBench(),
   libvirt: libvirtBench,
+  kube: kubeBench,
   git: () => gitBench(),
 };
 

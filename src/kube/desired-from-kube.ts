@@ -13,6 +13,7 @@ import { objectKey } from '../store/object-key.js';
 /** A custom resource as decoded from the API (JSON: timestamps are strings). */
 export type KubeObject = KubernetesObject & { spec?: unknown; status?: unknown };
 
+/** A Desired, or the validator's issues. */
 export type KubeConversion =
   | { readonly ok: true; readonly desired: Desired }
   | { readonly ok: false; readonly issues: readonly ValidationIssue[] };

@@ -3,6 +3,7 @@
  * status writer, the event recorder and the finalizer gate, sharing one client configuration
  * and one KubeObjectTracker (so writers always send the freshest resourceVersion).
  */
+import { hostname } from 'node:os';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { SourceBackend } from '../sources/source.js';
@@ -12,6 +13,7 @@ import { KubeEventSink, KubeRecorder } from '../status/kube-recorder.js';
 import { KubeStatusWriter } from '../status/kube-status-writer.js';
 import { loadKubeConfig } from './kube-client.js';
 import { KubeObjectTracker } from './kube-object-tracker.js';
+import { KubeLeaseClient, LeaderElector } from './leader-election.js';
 
 export interface KubeBackendOptions {
   /** Source id, the first part of every key (default "kube"). */
@@ -29,6 +31,18 @@ export interface KubeBackendOptions {
   readonly kubeConfig?: KubeConfig;
   /** Full relist period of the informers (default 10 min). */
   readonly resyncMs?: number;
+  /**
+   * Leader election for a cluster-wide agent run with replicas (no `node`): only the leader
+   * lists, watches and reconciles; `onStoppedLeading` is called when leadership is lost.
+   */
+  readonly leaderElection?: {
+    /** Unique per replica (default: the host name and the process id). */
+    readonly identity?: string;
+    /** The Lease (default hyperlet-system/hyperlet-agent). */
+    readonly leaseNamespace?: string;
+    readonly leaseName?: string;
+    readonly onStoppedLeading: () => void;
+  };
 }
 
 /** The kube backend plus what the daemon may want besides the SourceBackend interface. */
@@ -46,6 +60,15 @@ export function createKubeBackend(options: KubeBackendOptions): KubeBackend {
   const logger = options.logger.child({ source: 'kube' });
   const tracker = new KubeObjectTracker();
   const host = options.host ?? options.node;
+  const le = options.leaderElection;
+  const leaderElection = le === undefined ? undefined : {
+    elector: new LeaderElector({
+      lease: new KubeLeaseClient(kubeConfig, le.leaseNamespace ?? 'hyperlet-system', le.leaseName ?? 'hyperlet-agent'),
+      identity: le.identity ?? `${hostname()}_${process.pid}`,
+      logger,
+    }),
+    onStoppedLeading: le.onStoppedLeading,
+  };
   return {
     source: new KubeSource({
       kubeConfig, logger, tracker,
@@ -53,6 +76,7 @@ export function createKubeBackend(options: KubeBackendOptions): KubeBackend {
       ...(options.namespace !== undefined ? { namespace: options.namespace } : {}),
       ...(options.node !== undefined ? { node: options.node } : {}),
       ...(options.resyncMs !== undefined ? { resyncMs: options.resyncMs } : {}),
+      ...(leaderElection !== undefined ? { leaderElection } : {}),
     }),
     statusWriter: new KubeStatusWriter({ kubeConfig, tracker, logger }),
     recorder: new KubeRecorder({ sink: new KubeEventSink(kubeConfig), logger, ...(host !== undefined ? { host } : {}) }),

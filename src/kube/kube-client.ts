@@ -48,6 +48,7 @@ export function statusCodeOf(err: unknown): number | undefined {
   return undefined;
 }
 
+/** Whether a failed API call was a 404 (the object or the kind is not there). */
 export const isNotFound = (err: unknown): boolean => statusCodeOf(err) === 404;
 
 /** The API server's own words from a failed call: the Status message when there is one. */
@@ -58,7 +59,7 @@ export function apiMessage(err: unknown): string {
     try {
       parsed = JSON.parse(body);
     } catch {
-      return body.slice(0, 500);
+      return body.replace(/\s+/g, ' ').trim().slice(0, 500);
     }
   }
   const message = (parsed as { message?: unknown } | null)?.message;

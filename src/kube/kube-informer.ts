@@ -35,6 +35,7 @@ export interface KubeInformerHandlers {
   health(err: unknown, retryInMs: number): void;
 }
 
+/** What to list and watch, and where to report it. */
 export interface KubeInformerOptions {
   readonly kubeConfig: KubeConfig;
   readonly kind: Kind;
@@ -89,6 +90,7 @@ class BoundedWatch extends Watch {
   }
 }
 
+/** One kind's self-restarting list-watch; see the file comment. */
 export class KubeInformer {
   private readonly api: CustomObjectsApi;
   private readonly log: Logger;

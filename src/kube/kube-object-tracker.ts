@@ -21,6 +21,7 @@ export interface TrackedObject {
   readonly status?: Status;
 }
 
+/** See the file comment; one per agent, shared by the source and the writers. */
 export class KubeObjectTracker {
   private readonly objects = new Map<ObjectKey, TrackedObject>();
 
@@ -45,6 +46,7 @@ export class KubeObjectTracker {
     this.objects.delete(key);
   }
 
+  /** The freshest copy known for `key`, if any. */
   get(key: ObjectKey): TrackedObject | undefined {
     return this.objects.get(key);
   }

@@ -109,6 +109,7 @@ export class KubeLeaseClient implements LeaseClient {
   }
 }
 
+/** The Lease, the candidate's identity and the timing (client-go's defaults). */
 export interface LeaderElectorOptions {
   readonly lease: LeaseClient;
   /** Unique per candidate (client-go: hostname + a random suffix). */
@@ -134,6 +135,7 @@ export interface LeaderCallbacks {
   onNewLeader?(identity: string): void;
 }
 
+/** One candidate; see the file comment. */
 export class LeaderElector {
   private readonly leaseDurationMs: number;
   private readonly renewDeadlineMs: number;

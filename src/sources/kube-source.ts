@@ -17,15 +17,17 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { KINDS, type Kind } from '../api/v1alpha1/group.js';
-import { errorMessage } from '../reconcile/errors.js';
 import type { Desired } from '../store/desired.js';
 import { type ObjectKey, objectKey } from '../store/object-key.js';
 import { type KubeObject, desiredFromKube } from '../kube/desired-from-kube.js';
+import { kubeError, statusCodeOf } from '../kube/kube-client.js';
 import { KubeInformer } from '../kube/kube-informer.js';
 import type { KubeObjectTracker } from '../kube/kube-object-tracker.js';
+import type { LeaderElector } from '../kube/leader-election.js';
 import { type Clock, systemClock } from '../queue/clock.js';
 import type { Source, SourceProblem, StoreWriter } from './source.js';
 
+/** How the kube source connects and what it selects. */
 export interface KubeSourceOptions {
   readonly kubeConfig: KubeConfig;
   /** Only this namespace; all namespaces when absent. */
@@ -43,8 +45,15 @@ export interface KubeSourceOptions {
   readonly minBackoffMs?: number;
   readonly maxBackoffMs?: number;
   readonly clock?: Clock;
+  /**
+   * For a cluster-wide agent run with replicas: `start` first waits to win this election (a
+   * standby stays unsynced, so not ready), and `onStoppedLeading` is called if leadership is
+   * later lost (the daemon should exit, as client-go's controllers do). Per-node agents need none.
+   */
+  readonly leaderElection?: { readonly elector: LeaderElector; readonly onStoppedLeading: () => void };
 }
 
+/** The `kube` source; see the file comment. */
 export class KubeSource implements Source {
   readonly id: string;
   readonly description: string;
@@ -55,6 +64,7 @@ export class KubeSource implements Source {
   private readonly informers: KubeInformer[] = [];
   private store: StoreWriter | undefined;
   private resyncTimer: unknown;
+  private waitingForLeadership = false;
   private readonly clock: Clock;
 
   constructor(private readonly options: KubeSourceOptions) {
@@ -92,6 +102,7 @@ export class KubeSource implements Source {
       this.informers.push(informer);
     }
     if (signal.aborted) return;
+    if (this.options.leaderElection !== undefined && !(await this.lead(this.options.leaderElection, signal))) return;
     for (const inf of this.informers) inf.start();
     const aborted = new Promise<void>((r) => signal.addEventListener('abort', () => r(), { once: true }));
     await Promise.race([Promise.all(this.informers.map((i) => i.synced)), aborted]);
@@ -103,8 +114,28 @@ export class KubeSource implements Source {
     this.scheduleResync();
   }
 
+  /** Resolves true once elected, false when `signal` aborted first. */
+  private lead(election: NonNullable<KubeSourceOptions['leaderElection']>, signal: AbortSignal): Promise<boolean> {
+    this.waitingForLeadership = true;
+    return new Promise((resolve) => {
+      void election.elector.run({
+        onStartedLeading: () => {
+          this.waitingForLeadership = false;
+          this.log.info('elected: starting the informers');
+          resolve(true);
+        },
+        onStoppedLeading: () => {
+          if (!signal.aborted) election.onStoppedLeading();
+        },
+      }, signal).then(() => resolve(false));
+    });
+  }
+
   problems(): readonly SourceProblem[] {
-    return [...this.failures.values(), ...this.invalid.values()];
+    const standby: SourceProblem[] = this.waitingForLeadership
+      ? [{ line: 'kube: waiting to be elected leader (another replica leads)', message: 'waiting to be elected leader' }]
+      : [];
+    return [...standby, ...this.failures.values(), ...this.invalid.values()];
   }
 
   private scheduleResync(): void {
@@ -193,7 +224,9 @@ export class KubeSource implements Source {
       this.failures.delete(kind);
       return;
     }
-    const message = `${errorMessage(err)} (retrying in ${Math.round(retryInMs / 1000)} s)`;
+    // 404 on the list: the API server does not serve the kind, so the CRDs are missing.
+    const hint = statusCodeOf(err) === 404 ? ' (are the CRDs installed? kubectl apply -f crds/)' : '';
+    const message = `${kubeError(err, `list and watch ${KINDS[kind].plural}`).message}${hint} (retrying in ${Math.round(retryInMs / 1000)} s)`;
     this.failures.set(kind, { line: `kube ${KINDS[kind].plural}: ${message}`, message, kind });
   }
 }

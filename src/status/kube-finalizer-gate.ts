@@ -20,12 +20,14 @@ import type { KubeObjectTracker } from '../kube/kube-object-tracker.js';
 import type { KubeObject } from '../kube/desired-from-kube.js';
 import type { FinalizerGate } from './status-writer.js';
 
+/** The client and the tracker the finalizer gate works with. */
 export interface KubeFinalizerGateOptions {
   readonly kubeConfig: KubeConfig;
   readonly tracker: KubeObjectTracker;
   readonly logger: Logger;
 }
 
+/** FinalizerGate of the kube source; see the file comment. */
 export class KubeFinalizerGate implements FinalizerGate {
   private readonly api: CustomObjectsApi;
   private readonly log: Logger;

@@ -7,13 +7,15 @@
  * - A spam filter per object: a token bucket of `burst` events refilled one per `refillMs`
  *   (client-go: 25, one per 5 min); events beyond it are dropped.
  * - An Event that expired meanwhile (404 on the patch) is created again with count 1.
+ * - While the API server is unreachable or failing (no answer, 429, 5xx), a write is tried again
+ *   up to `maxTries` times, `retryDelayMs` apart (client-go: 12 times, 10 s).
  * Events are best effort: `record` never throws and never blocks; failures are logged. Writes of
  * one event are sent in order. `flush` waits for everything sent so far (shutdown, tests).
  */
 import { type CoreV1Event, CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { canonicalJson, type Desired } from '../store/desired.js';
-import { isNotFound, kubeError } from '../kube/kube-client.js';
+import { isNotFound, kubeError, statusCodeOf } from '../kube/kube-client.js';
 import { type Clock, systemClock } from '../queue/clock.js';
 import type { EventType, Recorder } from './status-writer.js';
 
@@ -47,6 +49,7 @@ export class KubeEventSink implements EventSink {
   }
 }
 
+/** Where events go, and the limits of deduplication, spam filtering and retries. */
 export interface KubeRecorderOptions {
   readonly sink: EventSink;
   readonly logger: Logger;
@@ -58,6 +61,15 @@ export interface KubeRecorderOptions {
   readonly cacheSize?: number;
   readonly burst?: number;
   readonly refillMs?: number;
+  /** Attempts per event while the API server is unreachable or failing (client-go: 12, 10 s apart). */
+  readonly maxTries?: number;
+  readonly retryDelayMs?: number;
+}
+
+/** Worth another attempt: no answer at all (connection refused or reset), 429 or a 5xx. */
+function retriable(err: unknown): boolean {
+  const code = statusCodeOf((err as { cause?: unknown }).cause ?? err);
+  return code === undefined || code === 429 || code >= 500;
 }
 
 interface SentEvent {
@@ -70,6 +82,7 @@ interface SentEvent {
 /** Longest message kept; client-go's events API caps a note at 1 KiB. */
 const MAX_MESSAGE_LENGTH = 1024;
 
+/** Recorder of the kube source; see the file comment. */
 export class KubeRecorder implements Recorder {
   private readonly sink: EventSink;
   private readonly log: Logger;
@@ -78,6 +91,8 @@ export class KubeRecorder implements Recorder {
   private readonly cacheSize: number;
   private readonly burst: number;
   private readonly refillMs: number;
+  private readonly maxTries: number;
+  private readonly retryDelayMs: number;
   private readonly sent = new Map<string, SentEvent>();
   private readonly buckets = new Map<string, { tokens: number; atMs: number }>();
   private readonly chains = new Map<string, Promise<void>>();
@@ -91,6 +106,8 @@ export class KubeRecorder implements Recorder {
     this.cacheSize = options.cacheSize ?? 4096;
     this.burst = options.burst ?? 25;
     this.refillMs = options.refillMs ?? 5 * 60_000;
+    this.maxTries = options.maxTries ?? 12;
+    this.retryDelayMs = options.retryDelayMs ?? 10_000;
   }
 
   record(d: Desired, type: EventType, reason: string, message: string): void {
@@ -102,10 +119,18 @@ export class KubeRecorder implements Recorder {
     const text = message.length > MAX_MESSAGE_LENGTH ? `${message.slice(0, MAX_MESSAGE_LENGTH - 3)}...` : message;
     const key = canonicalJson([this.component, this.options.host ?? '', apiVersion, kind, metadata.namespace, metadata.name, d.id, type, reason, text]);
     const send = async (): Promise<void> => {
-      try {
-        await this.send(key, d, type, reason, text);
-      } catch (err) {
-        this.log.warn({ err, key: d.key, reason }, 'cannot record event');
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await this.send(key, d, type, reason, text, attempt > 1);
+          return;
+        } catch (err) {
+          if (attempt >= this.maxTries || !retriable(err)) {
+            this.log.warn({ err, key: d.key, reason, attempt }, 'cannot record event');
+            return;
+          }
+          // client-go: the first retry at a random point of the interval, so agents do not retry in step.
+          await this.sleep(attempt === 1 ? Math.random() * this.retryDelayMs : this.retryDelayMs);
+        }
       }
     };
     const chain = (this.chains.get(key) ?? Promise.resolve()).then(send);
@@ -135,11 +160,15 @@ export class KubeRecorder implements Recorder {
     return true;
   }
 
-  private async send(key: string, d: Desired, type: EventType, reason: string, message: string): Promise<void> {
+  private sleep(ms: number): Promise<void> {
+    return new Promise((r) => { this.clock.setTimeout(r, ms); });
+  }
+
+  private async send(key: string, d: Desired, type: EventType, reason: string, message: string, retry: boolean): Promise<void> {
     const now = new Date(this.clock.now());
     const previous = this.sent.get(key);
     if (previous !== undefined) {
-      previous.count++;
+      if (!retry) previous.count++;
       this.remember(key, previous);
       try {
         await this.sink.update(previous.namespace, previous.name, previous.count, now);

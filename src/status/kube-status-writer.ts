@@ -21,6 +21,7 @@ import type { KubeObjectTracker } from '../kube/kube-object-tracker.js';
 import type { KubeObject } from '../kube/desired-from-kube.js';
 import type { StatusWriter } from './status-writer.js';
 
+/** The client and the tracker the status writer works with. */
 export interface KubeStatusWriterOptions {
   readonly kubeConfig: KubeConfig;
   /** Shared with the kube source, which feeds it the informers' objects. */
@@ -28,6 +29,7 @@ export interface KubeStatusWriterOptions {
   readonly logger: Logger;
 }
 
+/** StatusWriter of the kube source; see the file comment. */
 export class KubeStatusWriter implements StatusWriter {
   private readonly api: CustomObjectsApi;
   private readonly log: Logger;

@@ -11,8 +11,15 @@ class FakeEventSink implements EventSink {
   readonly actions: string[] = [];
   readonly events = new Map<string, CoreV1Event>();
   readonly expired = new Set<string>();
+  /** Calls that fail as if the API server were down (no HTTP status). */
+  downCalls = 0;
   async create(event: CoreV1Event): Promise<void> {
     await Promise.resolve();
+    if (this.downCalls > 0) {
+      this.downCalls--;
+      this.actions.push('create failed');
+      throw new Error('connect ECONNREFUSED 127.0.0.1:6443');
+    }
     this.actions.push(`create ${event.reason ?? ''} ${event.message ?? ''}`);
     this.events.set(event.metadata.name!, { ...event });
   }
@@ -25,10 +32,23 @@ class FakeEventSink implements EventSink {
 }
 
 class FakeClock implements Clock {
+  private timers: { atMs: number; fn: () => void }[] = [];
   constructor(public ms = Date.UTC(2026, 0, 1)) {}
   now(): number { return this.ms; }
-  setTimeout(): unknown { throw new Error('the recorder sets no timers'); }
-  clearTimeout(): void {}
+  setTimeout(fn: () => void, ms: number): unknown {
+    const t = { atMs: this.ms + ms, fn };
+    this.timers.push(t);
+    return t;
+  }
+  clearTimeout(handle: unknown): void { this.timers = this.timers.filter((t) => t !== handle); }
+  /** Moves time forward, running the timers that come due. */
+  async advance(ms: number): Promise<void> {
+    this.ms += ms;
+    const due = this.timers.filter((t) => t.atMs <= this.ms);
+    this.timers = this.timers.filter((t) => t.atMs > this.ms);
+    for (const t of due) t.fn();
+    for (let i = 0; i < 20; i++) await Promise.resolve();
+  }
 }
 
 const desired = (name: string, id = `uid-${name}`): Desired => ({
@@ -92,6 +112,29 @@ describe('KubeRecorder', () => {
     expect(e.involvedObject).to.deep.equal({ apiVersion: 'hyperlet.io/v1alpha1', kind: 'Container', name: 'web', namespace: 'default', uid: 'uid-web', resourceVersion: '7' });
     expect(e).to.deep.include({ type: 'Warning', reason: 'Failed', count: 1, source: { component: 'hyperlet', host: 'node-a' } });
     expect(e.firstTimestamp?.getTime()).to.equal(clock.ms);
+  });
+
+  it('retries while the API server is down, and a retry is not counted as a repeat', async () => {
+    const sink = new FakeEventSink();
+    const clock = new FakeClock();
+    const rec = new KubeRecorder({ sink, logger: pino({ level: 'silent' }), clock, retryDelayMs: 10_000 });
+    sink.downCalls = 2;
+    rec.record(desired('a'), 'Normal', 'Created', 'created');
+    for (let i = 0; i < 3; i++) await clock.advance(10_000);
+    await rec.flush();
+    expect(sink.actions).to.deep.equal(['create failed', 'create failed', 'create Created created']);
+    expect([...sink.events.values()].map((e) => e.count)).to.deep.equal([1]);
+  });
+
+  it('gives up after maxTries', async () => {
+    const sink = new FakeEventSink();
+    const clock = new FakeClock();
+    const rec = new KubeRecorder({ sink, logger: pino({ level: 'silent' }), clock, retryDelayMs: 10, maxTries: 3 });
+    sink.downCalls = 5;
+    rec.record(desired('a'), 'Normal', 'Created', 'created');
+    for (let i = 0; i < 5; i++) await clock.advance(10);
+    await rec.flush();
+    expect(sink.actions).to.deep.equal(['create failed', 'create failed', 'create failed']);
   });
 
   it('drops events beyond the burst of the spam filter and refills one per period', async () => {
