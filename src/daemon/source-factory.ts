@@ -106,10 +106,14 @@ export const SOURCE_FACTORIES: Partial<Record<SourceSpec['type'], SourceFactory>
     });
     return { source, statusWriter: writer, recorder: writer, records: writer, ...(ctx.policy === undefined ? {} : { policy: ctx.policy }) };
   },
-  kube: (id, _spec, ctx) => createKubeBackend({
-    id, logger: ctx.logger, host: ctx.node,
-    ...(ctx.kubeconfig !== undefined ? { kubeconfig: ctx.kubeconfig } : {}),
-    ...(ctx.namespace !== undefined ? { namespace: ctx.namespace } : {}),
-    ...(ctx.nodeFilter ? { node: ctx.node } : {}),
-  }),
+  kube: (id, _spec, ctx) => {
+    const backend = createKubeBackend({
+      id, logger: ctx.logger, host: ctx.node,
+      ...(ctx.kubeconfig !== undefined ? { kubeconfig: ctx.kubeconfig } : {}),
+      ...(ctx.namespace !== undefined ? { namespace: ctx.namespace } : {}),
+      ...(ctx.nodeFilter ? { node: ctx.node } : {}),
+    });
+    // --paused holds kube objects too; prune does not apply (deleting a resource is explicit).
+    return ctx.policy === undefined ? backend : { ...backend, policy: ctx.policy };
+  },
 };
