@@ -59,7 +59,7 @@ export interface GitSourceOptions {
   readonly logger: Logger;
   /** Poll period (default 30 s). */
   readonly intervalMs?: number;
-  /** Bound on each git call (default 60 s). */
+  /** Bound on each git call (default 60 s; a fetch 5 min). */
   readonly timeoutMs?: number;
   /** Whether removed objects are deleted (--prune); when false no commit is held for pruning. */
   readonly prune?: boolean;
@@ -177,7 +177,8 @@ export class GitSource implements Source {
     this.stats.polls++;
     const at = new Date().toISOString();
     try {
-      await this.repo.fetch(this.location.url, this.location.branch);
+      // A first fetch is a whole clone: give it longer than a local git call.
+      await this.repo.fetch(this.location.url, this.location.branch, this.options.timeoutMs ?? 300_000);
     } catch (err) {
       const message = `cannot fetch ${this.location.url}${this.location.branch === undefined ? '' : ` branch ${this.location.branch}`}: ${errorMessage(err)}`;
       if (this.fetchError?.message !== message) this.log.warn({ err }, 'fetch failed; the last applied commit stays in force');
