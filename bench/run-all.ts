@@ -2,6 +2,7 @@
  * `make bench`: runs every benchmark and prints its figures. Speed targets live here, never in
  * tests. `BENCH=name,name` picks some.
  */
+import { gitBench } from './git-bench.js';
 import { queueBench } from './queue-bench.js';
 import { kubeBench } from './kube-bench.js';
 import { reconcileBench } from './reconcile-bench.js';
@@ -12,6 +13,7 @@ export const BENCHES: Record<string, () => Promise<Record<string, number | strin
   reconcile: () => reconcileBench(),
   libvirt: libvirtBench,
   kube: kubeBench,
+  git: () => gitBench(),
 };
 
 const only = process.env.BENCH?.split(',').filter((s) => s !== '');

@@ -14,6 +14,7 @@ Declarative manager for LXC containers and libvirt virtual machines.
 Commands:
   run                 run the daemon (see hyperlet run --help)
   get KIND [NAME]     list containers (ct) or vms from the state DB  [-o table|wide|json|yaml] [--phase P] [-l k=v] [--limit N --continue T]
+  get sources         per source: last applied and latest revisions, and why the latest is not applied
   describe KIND NAME  one object in detail, with its conditions and audit events
   diff -f PATH        what would change on this host for these files (exit 0: nothing, 1: changes)
   validate -f PATH    check files or directories (exit 0: valid, 1: invalid)

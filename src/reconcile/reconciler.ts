@@ -20,7 +20,8 @@ import { computeStatus, sameStatus, type StatusFacts } from '../status/condition
 import type { Metrics } from '../telemetry/metrics.js';
 import { errorMessage, isAbortError, isTerminalError } from './errors.js';
 import type { ObservationCache } from './observation-cache.js';
-import { type Plan, type Step, plan } from './plan.js';
+import { checkDependencies, dependentsOf } from './dependencies.js';
+import { PAUSED_ANNOTATION, PRUNE_ANNOTATION, type Plan, type Step, plan } from './plan.js';
 import type { ProviderHealth } from './provider-health.js';
 import { type Result, awaitChange, requeueAfter } from './result.js';
 
@@ -38,6 +39,10 @@ export interface ReconcilerOptions {
   readonly settleMs?: number;
   /** How long to wait before probing an unavailable provider again for this object (default 30 s). */
   readonly unavailableRetryMs?: number;
+  /** How often an object waiting on dependsOn (or on its dependents) looks again (default 2 s). */
+  readonly dependencyRetryMs?: number;
+  /** Called when an object turns Ready, so objects waiting on it need not wait for their retry. */
+  readonly onReady?: (d: Desired) => void;
 }
 
 const EVENT_REASON: Readonly<Record<string, string>> = {
@@ -70,13 +75,37 @@ export class Reconciler {
   async reconcile(key: ObjectKey, signal: AbortSignal): Promise<Result> {
     const backend = this.options.backends.get(parseKey(key).source);
     if (backend === undefined) return awaitChange(); // a source that is not running here
-    const d = this.desiredOrTombstone(key, backend);
-    if (d === undefined) return awaitChange(); // never acted on, and gone: nothing to undo
+    const found = this.desiredOrTombstone(key, backend);
+    if (found === undefined) return awaitChange(); // never acted on, and gone: nothing to undo
+    const { d, tombstone } = found;
     const log = this.options.logger.child({ key, kind: d.object.kind, provider: this.provider.name, reconcileId: randomBytes(4).toString('hex') });
+
+    const paused = pausedBy(d, backend);
+    if (tombstone && paused === undefined) {
+      const keep = pruneDisabledBy(d, backend);
+      if (keep !== undefined) {
+        // Left the source, but pruning is off for it: its instance stays, hyperlet lets go of it.
+        backend.recorder.record(d, 'Normal', 'PruneSkipped', `Removed from the source; the instance is kept (${keep})`);
+        backend.records?.forget(key);
+        return awaitChange();
+      }
+    }
+    const retryMs = this.options.dependencyRetryMs ?? 2_000;
+    const deps = d.deleting === true ? undefined : checkDependencies(d, (k) => this.options.store.get(k), (dep) => isReady(backend.statusWriter.lastWritten(dep.key), dep.generation));
+    if (deps !== undefined && (deps.cycle !== undefined || deps.missing.length > 0)) {
+      const failure = deps.cycle !== undefined
+        ? { reason: 'DependencyCycle', message: `spec.dependsOn forms a cycle: ${deps.cycle.join(' -> ')}` }
+        : { reason: 'DependencyNotFound', message: `spec.dependsOn names ${deps.missing.join(', ')}, which the source does not declare` };
+      const previous = backend.statusWriter.lastWritten(key);
+      if (previous?.conditions.find((c) => c.type === 'Synced')?.message !== failure.message) backend.recorder.record(d, 'Warning', failure.reason, failure.message);
+      await this.writeStatus(backend, d, { observed: undefined, failure, ...(paused === undefined ? {} : { paused }) }, signal);
+      // A spec error, not a hang: look again now and then, since the fix may come in another object.
+      return requeueAfter(retryMs);
+    }
 
     const health = await this.options.health.check(signal);
     if (!health.ok) {
-      await this.writeStatus(backend, d, { observed: undefined, failure: { reason: 'ProviderUnavailable', message: health.reason } }, signal);
+      await this.writeStatus(backend, d, { observed: undefined, failure: { reason: 'ProviderUnavailable', message: health.reason }, ...(paused === undefined ? {} : { paused }) }, signal);
       // Not an error: the provider's absence is the host's state, not this object's fault.
       return requeueAfter(this.options.unavailableRetryMs ?? 30_000);
     }
@@ -86,7 +115,22 @@ export class Reconciler {
     let step: Step | undefined;
     try {
       observed = await this.observe(d, signal);
-      p = plan(d, observed, this.provider.applyModeOf?.bind(this.provider));
+      const convergedGeneration = backend.statusWriter.lastWritten(key)?.convergedGeneration;
+      p = plan(d, observed, {
+        ...(this.provider.applyModeOf === undefined ? {} : { applyModeOf: this.provider.applyModeOf.bind(this.provider) }),
+        paused: paused !== undefined,
+        ...(convergedGeneration === undefined ? {} : { convergedGeneration }),
+        ...(deps === undefined ? {} : { dependenciesNotReady: deps.notReady }),
+        ...(d.deleting === true ? { dependentsPresent: this.dependentsPresent(d, backend) } : {}),
+      });
+      if (p.held !== undefined) {
+        const before = backend.statusWriter.lastWritten(key)?.conditions.find((c) => c.type === 'Drifted');
+        await this.writeStatus(backend, d, { observed, plan: p, ...(paused === undefined ? {} : { paused }) }, signal);
+        const after = backend.statusWriter.lastWritten(key)?.conditions.find((c) => c.type === 'Drifted');
+        if (after?.status === 'True' && after.message !== before?.message) backend.recorder.record(d, 'Warning', 'Drifted', after.message);
+        // Waiting on other objects: look again soon. Paused or drift left alone: events and resyncs bring us back.
+        return p.heldBy === 'dependencies' || p.heldBy === 'dependents' ? requeueAfter(retryMs) : awaitChange();
+      }
       if (p.finished === true) {
         if (p.conflict !== undefined) log.warn({ conflict: p.conflict }, 'object deleted; its instance is not ours and stays');
         await backend.finalizers?.release(d, signal);
@@ -95,7 +139,7 @@ export class Reconciler {
       }
       step = p.steps[0];
       if (p.conflict !== undefined || step === undefined) {
-        await this.writeStatus(backend, d, { observed, plan: p }, signal);
+        await this.writeStatus(backend, d, { observed, plan: p, ...(paused === undefined ? {} : { paused }) }, signal);
         // An instance between states settles on its own: look again soon. Otherwise events and resyncs bring us back.
         return p.settling === true ? requeueAfter(this.options.settleMs ?? 1_000) : awaitChange();
       }
@@ -126,15 +170,38 @@ export class Reconciler {
     }
   }
 
-  private desiredOrTombstone(key: ObjectKey, backend: SourceBackend): Desired | undefined {
+  private desiredOrTombstone(key: ObjectKey, backend: SourceBackend): { d: Desired; tombstone: boolean } | undefined {
     const d = this.options.store.get(key);
-    if (d !== undefined) return d;
+    if (d !== undefined) return { d, tombstone: false };
     const tombstone = backend.records?.lastApplied(key);
     if (tombstone === undefined) {
       backend.records?.forget(key);
       return undefined;
     }
-    return { ...tombstone, deleting: true };
+    return { d: { ...tombstone, deleting: true }, tombstone: true };
+  }
+
+  /** Objects of `d`'s source that depend on it and may still have an instance (remembered). */
+  private dependentsPresent(d: Desired, backend: SourceBackend): string[] {
+    const records = backend.records;
+    if (records === undefined) return dependentsOf(d, this.options.store.list());
+    const candidates: Desired[] = [];
+    if (records.withDependencies !== undefined) {
+      // Remembered objects with dependsOn as declared now (store) or as last applied (tombstones).
+      const byKey = new Map<ObjectKey, Desired>();
+      for (const c of records.withDependencies()) byKey.set(c.key, this.options.store.get(c.key) ?? c);
+      const declaredWithDeps = this.options.store.list().filter((c) => c.object.spec.dependsOn !== undefined && !byKey.has(c.key));
+      if (declaredWithDeps.length > 0) {
+        const remembered = new Set(records.keys());
+        for (const c of declaredWithDeps) if (remembered.has(c.key)) byKey.set(c.key, c);
+      }
+      return dependentsOf(d, [...byKey.values()]);
+    }
+    for (const k of records.keys()) {
+      const c = this.options.store.get(k) ?? records.lastApplied(k);
+      if (c !== undefined) candidates.push(c);
+    }
+    return dependentsOf(d, candidates);
   }
 
   private async observe(d: Desired, signal: AbortSignal): Promise<ObservedInstance | undefined> {
@@ -165,7 +232,30 @@ export class Reconciler {
     if (sameStatus(previous, status)) return;
     this.options.metrics?.statusWrites.inc({ source: d.source });
     await backend.statusWriter.write(d, status, signal);
+    const readyNow = status.conditions.find((c) => c.type === 'Ready')?.status === 'True';
+    const readyBefore = previous?.conditions.find((c) => c.type === 'Ready')?.status === 'True' && previous.observedGeneration === status.observedGeneration;
+    if (readyNow && !readyBefore) this.options.onReady?.(d);
   }
+}
+
+/** Why changes to `d` are stopped, or undefined when they are not. */
+function pausedBy(d: Desired, backend: SourceBackend): string | undefined {
+  if (d.object.metadata.annotations?.[PAUSED_ANNOTATION] === 'true') return `annotation ${PAUSED_ANNOTATION}`;
+  if (backend.policy?.paused === true) return `source ${backend.source.id} is paused`;
+  return undefined;
+}
+
+/** Why the instance of `d`, which left its source, must not be deleted; undefined: prune it. */
+function pruneDisabledBy(d: Desired, backend: SourceBackend): string | undefined {
+  if (d.object.metadata.annotations?.[PRUNE_ANNOTATION] === 'disabled') return `annotation ${PRUNE_ANNOTATION}: disabled`;
+  if (backend.policy?.prune === false) return `source ${backend.source.id} does not prune`;
+  return undefined;
+}
+
+/** Ready for its current generation: what a dependent waits for. */
+function isReady(status: Status | undefined, generation: number): boolean {
+  const ready = status?.conditions.find((c) => c.type === 'Ready');
+  return ready?.status === 'True' && status?.observedGeneration === generation;
 }
 
 function describeStep(step: Step, d: Desired): string {

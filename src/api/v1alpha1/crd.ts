@@ -108,6 +108,10 @@ const statusSchema: JsonSchema = {
         properties: { field: { type: 'string' }, apply: { type: 'string', enum: ['restart', 'recreate'] } },
       },
     },
+    convergedGeneration: {
+      type: 'integer', format: 'int64',
+      description: 'The last generation the instance fully matched; later differences for it are drift (spec.driftPolicy).',
+    },
   },
 };
 

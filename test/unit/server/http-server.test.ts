@@ -15,6 +15,7 @@ describe('HttpServer', () => {
   let base: string;
   let checks: ReadinessCheck[];
   const metrics = new Metrics({ processMetrics: false });
+  const refreshed: string[] = [];
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'hyperlet-http-'));
@@ -27,7 +28,12 @@ describe('HttpServer', () => {
     }
     metrics.forQueue('Container').added();
     checks = [{ name: 'source:dir', required: true, check: () => ({ ok: true }) }];
-    server = new HttpServer({ host: '127.0.0.1', port: 0, registry: metrics.registry, checks: () => checks, db, logger: silentLogger() });
+    db.setSourceState('git', 'git:/srv/repo', { lastApplied: { revision: 'abc' } });
+    db.setProblems('git', [{ line: 'commit abc: a.yaml: broken', message: 'broken' }]);
+    server = new HttpServer({
+      host: '127.0.0.1', port: 0, registry: metrics.registry, checks: () => checks, db, logger: silentLogger(),
+      refresh: (id) => { refreshed.push(id); return id === 'git' ? 1 : 0; },
+    });
     const address = await server.listen();
     base = `http://127.0.0.1:${address.port}`;
   });
@@ -47,6 +53,16 @@ describe('HttpServer', () => {
     checks = [{ name: 'source:dir', required: true, check: () => ({ ok: false }) }];
     res = await fetch(`${base}/readyz`);
     expect(res.status).to.equal(503);
+  });
+
+  it('refreshes a source on POST /sources/ID/refresh, 404 for an unknown one, and lists sources', async () => {
+    expect((await fetch(`${base}/sources/git/refresh`, { method: 'POST' })).status).to.equal(202);
+    expect((await fetch(`${base}/sources/nope/refresh`, { method: 'POST' })).status).to.equal(404);
+    expect((await fetch(`${base}/sources/git/refresh`)).status, 'GET changes nothing').to.equal(405);
+    expect(refreshed).to.deep.equal(['git', 'nope']);
+    const list = await (await fetch(`${base}/sources`)).json() as { items: { id: string; state: unknown; problems: string[] }[] };
+    expect(list.items).to.have.length(1);
+    expect(list.items[0]).to.deep.include({ id: 'git', state: { lastApplied: { revision: 'abc' } }, problems: ['commit abc: a.yaml: broken'] });
   });
 
   it('serves metrics under controller-runtime names', async () => {
