@@ -13,6 +13,8 @@ export type Step =
   | { readonly op: 'adopt' }
   | { readonly op: 'update'; readonly changes: readonly FieldChange[] }
   | { readonly op: 'setState'; readonly to: PowerState }
+  /** One reboot the object asked for (libvirt: the hyperlet.io/reboot-request annotation changed). */
+  | { readonly op: 'reboot' }
   | { readonly op: 'delete'; readonly reason: 'deleted' | 'partial' | 'recreate' };
 
 export interface Plan {
@@ -52,6 +54,8 @@ export interface PlanOptions {
   readonly dependenciesNotReady?: readonly string[];
   /** Objects depending on this one that may still have an instance: deleting waits for them. */
   readonly dependentsPresent?: readonly string[];
+  /** The provider says the object asks for a reboot the instance has not had (Provider.rebootPending). */
+  readonly rebootRequested?: boolean;
 }
 
 export type ApplyModeOf = (change: FieldChange, observed: ObservedInstance) => ApplyMode;
@@ -86,7 +90,7 @@ function startSteps(d: Desired): Step[] {
  */
 export function plan(d: Desired, observed: ObservedInstance | undefined, applyModeOfOrOptions?: ApplyModeOf | PlanOptions): Plan {
   const options: PlanOptions = typeof applyModeOfOrOptions === 'function' ? { applyModeOf: applyModeOfOrOptions } : applyModeOfOrOptions ?? {};
-  const p = basePlan(d, observed, options.applyModeOf);
+  const p = basePlan(d, observed, options.applyModeOf, options.rebootRequested === true);
   const first = p.steps[0];
   if (first === undefined) return p;
   const hold = (heldBy: NonNullable<Plan['heldBy']>, extra: Partial<Plan> = {}): Plan =>
@@ -115,7 +119,7 @@ function differences(d: Desired, observed: ObservedInstance | undefined, changes
   return out;
 }
 
-function basePlan(d: Desired, observed: ObservedInstance | undefined, applyModeOf?: ApplyModeOf): Plan {
+function basePlan(d: Desired, observed: ObservedInstance | undefined, applyModeOf: ApplyModeOf | undefined, rebootRequested: boolean): Plan {
   const none = { changes: [], pending: [] };
   const owned = observed !== undefined && observed.ownerId === d.id;
 
@@ -167,6 +171,7 @@ function basePlan(d: Desired, observed: ObservedInstance | undefined, applyModeO
     pending.push(...restart);
   }
   if (observed.state !== d.object.spec.state) steps.push({ op: 'setState', to: d.object.spec.state });
+  else if (rebootRequested && observed.state === 'Running') steps.push({ op: 'reboot' });
   return { steps, changes, pending };
 }
 

@@ -48,13 +48,13 @@ export interface ReconcilerOptions {
 const EVENT_REASON: Readonly<Record<string, string>> = {
   create: 'Created', adopt: 'Adopted', update: 'Updated',
   'setState:Running': 'Started', 'setState:Stopped': 'Stopped', 'setState:Frozen': 'Frozen', 'setState:Paused': 'Paused',
-  'delete:deleted': 'Deleted', 'delete:partial': 'CleanedUp', 'delete:recreate': 'Recreating',
+  'delete:deleted': 'Deleted', 'delete:partial': 'CleanedUp', 'delete:recreate': 'Recreating', reboot: 'Rebooted',
 };
 
 const FAILURE_REASON: Readonly<Record<string, string>> = {
   create: 'CreateFailed', adopt: 'AdoptFailed', update: 'UpdateFailed',
   'setState:Running': 'StartFailed', 'setState:Stopped': 'StopFailed', 'setState:Frozen': 'FreezeFailed', 'setState:Paused': 'PauseFailed',
-  'delete:deleted': 'DeleteFailed', 'delete:partial': 'CleanupFailed', 'delete:recreate': 'DeleteFailed',
+  'delete:deleted': 'DeleteFailed', 'delete:partial': 'CleanupFailed', 'delete:recreate': 'DeleteFailed', reboot: 'RebootFailed',
 };
 
 export function stepName(step: Step): string {
@@ -67,6 +67,10 @@ export function stepName(step: Step): string {
 
 export class Reconciler {
   private readonly provider: Provider;
+  /** The note of each key's last step ("destroyed after 60 s"), shown as status.details.lastAction. */
+  private readonly lastActions = new Map<ObjectKey, string>();
+  /** The last Warning recorded per key, so a failure repeating with backoff is recorded once. */
+  private readonly lastWarnings = new Map<ObjectKey, string>();
 
   constructor(private readonly options: ReconcilerOptions) {
     this.provider = options.provider;
@@ -87,6 +91,7 @@ export class Reconciler {
         // Left the source, but pruning is off for it: its instance stays, hyperlet lets go of it.
         backend.recorder.record(d, 'Normal', 'PruneSkipped', `Removed from the source; the instance is kept (${keep})`);
         backend.records?.forget(key);
+        this.lastActions.delete(key);
         return awaitChange();
       }
     }
@@ -96,8 +101,7 @@ export class Reconciler {
       const failure = deps.cycle !== undefined
         ? { reason: 'DependencyCycle', message: `spec.dependsOn forms a cycle: ${deps.cycle.join(' -> ')}` }
         : { reason: 'DependencyNotFound', message: `spec.dependsOn names ${deps.missing.join(', ')}, which the source does not declare` };
-      const previous = backend.statusWriter.lastWritten(key);
-      if (previous?.conditions.find((c) => c.type === 'Synced')?.message !== failure.message) backend.recorder.record(d, 'Warning', failure.reason, failure.message);
+      this.warnOnce(backend, d, failure.reason, failure.message);
       await this.writeStatus(backend, d, { observed: undefined, failure, ...(paused === undefined ? {} : { paused }) }, signal);
       // A spec error, not a hang: look again now and then, since the fix may come in another object.
       return requeueAfter(retryMs);
@@ -122,6 +126,7 @@ export class Reconciler {
         ...(convergedGeneration === undefined ? {} : { convergedGeneration }),
         ...(deps === undefined ? {} : { dependenciesNotReady: deps.notReady }),
         ...(d.deleting === true ? { dependentsPresent: this.dependentsPresent(d, backend) } : {}),
+        rebootRequested: observed !== undefined && this.provider.rebootPending?.(d, observed) === true,
       });
       if (p.held !== undefined) {
         const before = backend.statusWriter.lastWritten(key)?.conditions.find((c) => c.type === 'Drifted');
@@ -135,6 +140,7 @@ export class Reconciler {
         if (p.conflict !== undefined) log.warn({ conflict: p.conflict }, 'object deleted; its instance is not ours and stays');
         await backend.finalizers?.release(d, signal);
         backend.records?.forget(key);
+        this.lastActions.delete(key);
         return awaitChange();
       }
       step = p.steps[0];
@@ -147,13 +153,16 @@ export class Reconciler {
         if (step.op === 'create') await backend.finalizers?.ensure(d, signal);
         backend.records?.remember(d); // before acting, so a removed object can still be undone after a crash
       }
+      const name = stepName(step);
+      // Creating and deleting take a while: say so before. Other steps show in the next pass's status, ms later.
+      if (step.op === 'create' || step.op === 'delete') await this.writeStatus(backend, d, { observed, plan: p, acted: { step: name } }, signal);
       const note = await this.act(step, d, observed, signal);
       this.options.cache.invalidate(d.hostName);
-      const name = stepName(step);
       log.info({ step: name, note }, 'step done');
+      if (note !== undefined) this.lastActions.set(key, note);
+      this.lastWarnings.delete(key);
       backend.recorder.record(d, 'Normal', EVENT_REASON[name] ?? 'Reconciled', note ?? describeStep(step, d));
-      await this.writeStatus(backend, d, { observed, plan: p, acted: { step: name, ...(note === undefined ? {} : { note }) } }, signal);
-      // One step per pass: come back at once to see its effect and run the next one.
+      // One step per pass: come back at once to see its effect, run the next one and write status.
       return requeueAfter(0);
     } catch (err) {
       if (signal.aborted || isAbortError(err)) throw err;
@@ -161,13 +170,18 @@ export class Reconciler {
       if (isProviderUnavailableError(err)) this.options.health.markUnavailable(err);
       const reason = isTerminalError(err) ? err.reason : isProviderUnavailableError(err) ? 'ProviderUnavailable' : step === undefined ? 'ObserveFailed' : FAILURE_REASON[stepName(step)] ?? 'ReconcileError';
       const message = step === undefined ? `cannot observe ${d.hostName}: ${errorMessage(err)}` : `cannot ${describeStep(step, d).toLowerCase()}: ${errorMessage(err)}`;
-      const previous = backend.statusWriter.lastWritten(key);
-      if (previous?.conditions.find((c) => c.type === 'Synced')?.message !== message) backend.recorder.record(d, 'Warning', reason, message);
+      this.warnOnce(backend, d, reason, message);
       await this.writeStatus(backend, d, { observed, ...(p === undefined ? {} : { plan: p }), failure: { reason, message } }, signal).catch((writeErr: unknown) => {
         log.warn({ err: writeErr }, 'cannot write failure status');
       });
       throw err;
     }
+  }
+
+  private warnOnce(backend: SourceBackend, d: Desired, reason: string, message: string): void {
+    if (this.lastWarnings.get(d.key) === message) return;
+    this.lastWarnings.set(d.key, message);
+    backend.recorder.record(d, 'Warning', reason, message);
   }
 
   private desiredOrTombstone(key: ObjectKey, backend: SourceBackend): { d: Desired; tombstone: boolean } | undefined {
@@ -176,6 +190,8 @@ export class Reconciler {
     const tombstone = backend.records?.lastApplied(key);
     if (tombstone === undefined) {
       backend.records?.forget(key);
+      this.lastActions.delete(key);
+      this.lastWarnings.delete(key);
       return undefined;
     }
     return { d: { ...tombstone, deleting: true }, tombstone: true };
@@ -222,13 +238,15 @@ export class Reconciler {
       case 'adopt': await this.provider.adopt(d, need(), signal); return undefined;
       case 'update': await this.provider.update(d, step.changes, need(), signal); return `Updated ${step.changes.map((c) => c.path).join(', ')}`;
       case 'setState': return (await this.provider.setState(d, step.to, need(), signal)) ?? undefined;
+      case 'reboot': return (await this.provider.setState(d, 'Running', need(), signal)) ?? undefined;
       case 'delete': await this.provider.delete(d, signal); return undefined;
     }
   }
 
   private async writeStatus(backend: SourceBackend, d: Desired, facts: Omit<StatusFacts, 'd' | 'node' | 'previous' | 'now'>, signal: AbortSignal): Promise<void> {
     const previous: Status | undefined = backend.statusWriter.lastWritten(d.key);
-    const status = computeStatus({ ...facts, d, node: this.options.node, previous, now: new Date().toISOString() });
+    const lastAction = this.lastActions.get(d.key);
+    const status = computeStatus({ ...facts, d, node: this.options.node, previous, now: new Date().toISOString(), ...(lastAction === undefined ? {} : { lastAction }) });
     if (sameStatus(previous, status)) return;
     this.options.metrics?.statusWrites.inc({ source: d.source });
     await backend.statusWriter.write(d, status, signal);
@@ -265,6 +283,7 @@ function describeStep(step: Step, d: Desired): string {
     case 'adopt': return `Adopt ${what}`;
     case 'update': return `Update ${step.changes.map((c) => c.path).join(', ')} of ${what}`;
     case 'setState': return `Set ${what} to ${step.to}`;
+    case 'reboot': return `Reboot ${what}`;
     case 'delete': return step.reason === 'partial' ? `Clean up the partial ${what}` : `Delete ${what}`;
   }
 }

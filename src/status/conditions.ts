@@ -19,6 +19,8 @@ export interface StatusFacts {
   readonly acted?: { readonly step: string; readonly note?: string };
   /** Why this pass failed: a reason (CamelCase) and a message. */
   readonly failure?: { readonly reason: string; readonly message: string };
+  /** The note of the last step taken in an earlier pass, when there is one. */
+  readonly lastAction?: string;
   readonly previous: Status | undefined;
   readonly now: string;
   /** Why changes are stopped (annotation or --paused), when they are: adds condition Paused. */
@@ -95,7 +97,7 @@ export function computeStatus(f: StatusFacts): Status {
   }
 
   const details: Record<string, string> = { ...(observed?.details ?? {}) };
-  const note = f.acted?.note ?? f.previous?.details?.lastAction;
+  const note = f.acted?.note ?? f.lastAction ?? f.previous?.details?.lastAction;
   if (note !== undefined) details.lastAction = note;
 
   return {

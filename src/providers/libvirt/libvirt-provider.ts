@@ -695,6 +695,11 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     }
   }
 
+  /** Whether `d`'s reboot-request annotation names a reboot `observed` has not had (see the file header). */
+  rebootPending(d: Desired<'VirtualMachine'>, observed: ObservedInstance): boolean {
+    return rebootPending(d, observed);
+  }
+
   applyModeOf(change: FieldChange, observed: ObservedInstance): ApplyMode {
     void observed;
     if (change.path === 'disks') return disksChangeMode(change.from, change.to) ?? change.apply;

@@ -262,6 +262,13 @@ describe('plan', () => {
     });
   }
 
+  it('reboots a running instance once when the provider says a reboot is requested', () => {
+    expect(plan(v, observedAs(v), { rebootRequested: true }).steps).to.deep.equal([{ op: 'reboot' }]);
+    expect(plan(v, observedAs(v, 'Stopped'), { rebootRequested: true }).steps, 'a stopped VM is started, not rebooted')
+      .to.deep.equal([{ op: 'setState', to: 'Running' }]);
+    expect(plan(v, observedAs(v), { rebootRequested: false }).steps).to.deep.equal([]);
+  });
+
   it('lets the provider classify a change by its values', () => {
     const d = vm('vm1', { resources: { cpu: 1, memory: '256Mi' }, disks: [{ name: 'root', size: '2Gi' }] });
     const before = vm('vm1', { resources: { cpu: 1, memory: '256Mi' }, disks: [{ name: 'root', size: '1Gi' }] });

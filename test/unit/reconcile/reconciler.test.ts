@@ -29,6 +29,15 @@ describe('Reconciler', () => {
     expect(h.backend.events.map((e) => e.reason)).to.deep.equal(['Created', 'Started']);
   });
 
+  it('converges a new object with two status writes: Creating, then Running', async () => {
+    const h = harness('Container');
+    const d = container('web');
+    h.store.upsert(d);
+    while ((await h.reconciler.reconcile(d.key, signal)).requeueAfterMs !== undefined) { /* next step */ }
+    expect(h.backend.writes).to.equal(2);
+    expect(h.backend.statuses.get(d.key)?.phase).to.equal('Running');
+  });
+
   it('a deliberately stopped object is Ready', async () => {
     const h = harness('Container');
     const d = container('web', { state: 'Stopped' });
