@@ -44,10 +44,10 @@ describe('hyperlet run (dir source) with libvirt VMs', function () {
   let daemon: Daemon | undefined;
   let guestDir: string;
   const file = (): string => path.join(dir, 'manifests', 'vm.yaml');
-  const manifest = (memory: string): string => [
+  const manifest = (memory: string, rebootRequest?: string): string => [
     'apiVersion: hyperlet.io/v1alpha1',
     'kind: VirtualMachine',
-    `metadata: {name: ${NAME}}`,
+    rebootRequest === undefined ? `metadata: {name: ${NAME}}` : `metadata: {name: ${NAME}, annotations: {hyperlet.io/reboot-request: "${rebootRequest}"}}`,
     'spec:',
     '  hypervisor: qemu',
     `  resources: {cpu: 1, memory: ${memory}, maxMemory: 256Mi}`,
@@ -114,6 +114,16 @@ describe('hyperlet run (dir source) with libvirt VMs', function () {
   it('applies a memory change in the file live', async () => {
     writeFileSync(file(), manifest('192Mi'));
     await waitFor('currentMemory 192 MiB', 90_000, async () => (await virsh('dumpxml', NAME)).includes('<currentMemory unit=\'KiB\'>196608</currentMemory>'));
+    expect(await domState()).to.equal('running');
+  });
+
+  it('reboots the guest once when the reboot-request annotation changes', async () => {
+    const boots = (): number => (readFileSync(CONSOLE, 'utf8').match(/hyperlet-guest: up/g) ?? []).length;
+    const before = boots();
+    writeFileSync(file(), manifest('192Mi', 'first'));
+    await waitFor('the guest to boot again', 120_000, () => boots() === before + 1);
+    await new Promise((r) => setTimeout(r, 3_000));
+    expect(boots(), 'one reboot per request').to.equal(before + 1);
     expect(await domState()).to.equal('running');
   });
 
