@@ -66,14 +66,15 @@ describe('DirSource (real files, chokidar)', function () {
     expect(source.problems()[0]?.line).to.match(/^a\.yaml#1 Container\/a: spec\.resources\.cpu: must be <= 128/);
   });
 
-  it('moving an object to another file changes nothing', async () => {
+  it('moving an object to another file changes nothing, even as two separate writes', async () => {
     writeFileSync(join(dir, 'a.yaml'), `${ct('a')}---\n${ct('b')}`);
     await source.start(store, abort.signal);
     changes.length = 0;
+    writeFileSync(join(dir, 'a.yaml'), ct('a')); // b leaves a.yaml…
+    await new Promise((r) => setTimeout(r, 300)); // …and is read as gone (debounce 50 ms)…
     writeFileSync(join(dir, 'b.yaml.tmp'), ct('b'));
-    writeFileSync(join(dir, 'a.yaml'), ct('a'));
-    renameSync(join(dir, 'b.yaml.tmp'), join(dir, 'b.yaml'));
-    await new Promise((r) => setTimeout(r, 800));
+    renameSync(join(dir, 'b.yaml.tmp'), join(dir, 'b.yaml')); // …before it arrives in b.yaml, within the grace period
+    await new Promise((r) => setTimeout(r, 1_500));
     expect(changes).to.deep.equal([]);
     expect([...store.keys()].sort()).to.deep.equal(['dir/default/Container/a', 'dir/default/Container/b']);
   });
