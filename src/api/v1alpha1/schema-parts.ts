@@ -98,3 +98,19 @@ export const commonSpecProperties: Record<string, JsonSchema> = {
     },
   },
 };
+
+/** The whole object of one kind: Kubernetes shape around that kind's spec schema. */
+export function objectSchema(kind: string, apiVersion: string, spec: JsonSchema): JsonSchema {
+  return {
+    type: 'object',
+    additionalProperties: false,
+    required: ['apiVersion', 'kind', 'metadata', 'spec'],
+    properties: {
+      apiVersion: { type: 'string', const: apiVersion },
+      kind: { type: 'string', const: kind },
+      metadata: objectMeta,
+      spec,
+      status: { type: 'object' },
+    },
+  };
+}
