@@ -69,6 +69,8 @@ export class Reconciler {
   private readonly provider: Provider;
   /** The note of each key's last step ("destroyed after 60 s"), shown as status.details.lastAction. */
   private readonly lastActions = new Map<ObjectKey, string>();
+  /** The last step run per key and how often it ran in a row, to slow down steps that have no effect. */
+  private readonly repeats = new Map<ObjectKey, { signature: string; count: number }>();
   /** The last Warning recorded per key, so a failure repeating with backoff is recorded once. */
   private readonly lastWarnings = new Map<ObjectKey, string>();
 
@@ -144,6 +146,7 @@ export class Reconciler {
         return awaitChange();
       }
       step = p.steps[0];
+      if (step === undefined) this.repeats.delete(key);
       if (p.conflict !== undefined || step === undefined) {
         await this.writeStatus(backend, d, { observed, plan: p, ...(paused === undefined ? {} : { paused }) }, signal);
         // An instance between states settles on its own: look again soon. Otherwise events and resyncs bring us back.
@@ -163,7 +166,9 @@ export class Reconciler {
       this.lastWarnings.delete(key);
       backend.recorder.record(d, 'Normal', EVENT_REASON[name] ?? 'Reconciled', note ?? describeStep(step, d));
       // One step per pass: come back at once to see its effect, run the next one and write status.
-      return requeueAfter(0);
+      // A step that has to run again and again had no visible effect yet (a guest still ballooning):
+      // come back ever later instead of hot-looping.
+      return requeueAfter(this.repeatDelayMs(key, step));
     } catch (err) {
       if (signal.aborted || isAbortError(err)) throw err;
       this.options.cache.invalidate(d.hostName);
@@ -176,6 +181,14 @@ export class Reconciler {
       });
       throw err;
     }
+  }
+
+  private repeatDelayMs(key: ObjectKey, step: Step): number {
+    const signature = JSON.stringify(step);
+    const last = this.repeats.get(key);
+    const count = last?.signature === signature ? last.count + 1 : 1;
+    this.repeats.set(key, { signature, count });
+    return count < 3 ? 0 : Math.min(60_000, 500 * 2 ** (count - 3));
   }
 
   private warnOnce(backend: SourceBackend, d: Desired, reason: string, message: string): void {
@@ -192,6 +205,7 @@ export class Reconciler {
       backend.records?.forget(key);
       this.lastActions.delete(key);
       this.lastWarnings.delete(key);
+      this.repeats.delete(key);
       return undefined;
     }
     return { d: { ...tombstone, deleting: true }, tombstone: true };

@@ -38,6 +38,18 @@ describe('Reconciler', () => {
     expect(h.backend.statuses.get(d.key)?.phase).to.equal('Running');
   });
 
+  it('slows down a step that keeps having no effect instead of hot-looping', async () => {
+    const h = harness('Container');
+    const d = container('web', { resources: { memory: '256Mi' } });
+    h.store.upsert(d);
+    h.provider.instances.set('web', observedAs(container('web', { resources: { memory: '128Mi' } })));
+    const original = h.provider.update.bind(h.provider);
+    h.provider.update = async (...args) => { await original(...args); h.provider.instances.set('web', observedAs(container('web', { resources: { memory: '128Mi' } }))); };
+    const delays: (number | undefined)[] = [];
+    for (let i = 0; i < 6; i++) delays.push((await h.reconciler.reconcile(d.key, signal)).requeueAfterMs);
+    expect(delays).to.deep.equal([0, 0, 500, 1_000, 2_000, 4_000]);
+  });
+
   it('a deliberately stopped object is Ready', async () => {
     const h = harness('Container');
     const d = container('web', { state: 'Stopped' });
