@@ -25,6 +25,7 @@ import {
 } from './lxc-tools.js';
 import { MARKER_VERSION, type OwnershipMarker, readMarker, writeMarker } from './ownership-marker.js';
 import { processStartTime } from './process-start-time.js';
+import { killCreators } from './creator-processes.js';
 
 export { consoleLogPath } from './container-paths.js';
 export { execInContainer } from './lxc-exec.js';
@@ -457,6 +458,12 @@ export class LxcProvider implements Provider<'Container'> {
   /** Kills, destroys and removes a container whose ownership was checked, whole or partial. */
   private async destroyOwned(name: string, signal: AbortSignal): Promise<void> {
     const dir = containerDir(this.lxcpath, name);
+    const marker = await readMarker(markerPath(this.lxcpath, name)).catch(() => undefined);
+    if (marker?.complete !== true) {
+      // A create cut short may have left lxc-create or its template running: stop them writing first.
+      const killed = await killCreators(this.lxcpath, name);
+      if (killed.length > 0) this.log.info({ hostName: name, pids: killed }, 'killed processes left creating a partial container');
+    }
     if (await exists(configPath(this.lxcpath, name))) {
       const facts = await this.info(name, signal);
       if (facts.state !== 'STOPPED') await this.tools.run('lxc-stop', ['-P', this.lxcpath, '-n', name, '-k'], { signal });
