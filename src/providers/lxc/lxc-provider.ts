@@ -254,13 +254,16 @@ export class LxcProvider implements Provider<'Container'> {
 
   /**
    * Moves the container to `to`: start, stop (graceful for gracefulStopSeconds, then killed),
-   * freeze, thaw; from Stopped to Frozen it starts, then freezes. Reads the state afresh, so
-   * a repeated call does nothing. Returns what was done, for status.
+   * freeze, thaw; from Stopped to Frozen it starts, then freezes. Starts from the state in
+   * `observed` (LXC's own, in details.lxcState); each move is idempotent in LXC too, so a
+   * slightly stale observation does no harm. Returns what was done, for status.
    */
-  async setState(d: Desired<'Container'>, to: PowerState, _observed: ObservedInstance, signal: AbortSignal): Promise<string | void> {
+  async setState(d: Desired<'Container'>, to: PowerState, observed: ObservedInstance, signal: AbortSignal): Promise<string | void> {
     const name = d.hostName;
     await this.requireOwned(d, 'change the state of');
-    const state = (await this.info(name, signal)).state;
+    // The reconciler observed just now; ask LXC again only when that observation lacks LXC's state.
+    const observedState = observed.details?.lxcState;
+    const state = observedState !== undefined && observedState !== 'UNLISTED' ? observedState : (await this.info(name, signal)).state;
     if (state === 'STARTING' || state === 'STOPPING' || state === 'ABORTING') {
       throw new Error(`cannot move container ${name} to ${to}: it is ${state}; retrying once it settles`);
     }
