@@ -23,7 +23,7 @@ dist/.build-stamp: $(NODE_STAMP) $(SOURCES) tsconfig.json
 build: dist/.build-stamp
 
 lint: build
-	npx eslint --max-warnings 0 src test bench scripts
+	npx eslint --max-warnings 0 src test bench
 
 ## unit: the quick inner loop, fakes at the provider boundary only
 unit: build

@@ -50,6 +50,8 @@ if grep -qE '^cgroup [^ ]+ cgroup [^ ]*memory' /proc/self/mounts; then lxc_cgrou
 if [ -e /dev/kvm ]; then
   getent group kvm >/dev/null || groupadd -r kvm
   chgrp kvm /dev/kvm && chmod 660 /dev/kvm
+else
+  log "no /dev/kvm: VirtualMachines need hypervisor: qemu (software emulation) on this host"
 fi
 
 # No systemd runs the daemons here: start them when they are not running.
@@ -61,5 +63,10 @@ if ! pgrep -x libvirtd >/dev/null; then
 fi
 for _ in $(seq 1 100); do [ -S /run/libvirt/libvirt-sock ] && break; sleep 0.1; done
 [ -S /run/libvirt/libvirt-sock ] || { log "libvirtd did not open /run/libvirt/libvirt-sock"; exit 1; }
+if ! out="$(timeout 60 virsh -c qemu:///system version 2>&1)"; then
+  log "libvirtd runs but cannot open qemu:///system (QEMU driver missing or broken): $out"; exit 1
+fi
+# The tiny guest the libvirt e2e tests and examples/hello-vm.yaml boot (cached, Debian packages only).
+timeout 900 bash "$(dirname "$0")/build-test-guest.sh" >/dev/null || { log "cannot build the test guest (scripts/build-test-guest.sh)"; exit 1; }
 
 log "host ready: lxc $(lxc-create --version 2>/dev/null || echo '?') (cgroup $lxc_cgroup), libvirt $(libvirtd --version | awk '{print $NF}')"

@@ -61,10 +61,11 @@ function getSync(args: string[]): number {
       'all-namespaces': { type: 'boolean', short: 'A' }, state: { type: 'string' },
     },
   });
-  const kind = kindFromArg(positionals[0]);
-  const name = positionals[1];
   const output = values.output ?? 'table';
   if (!['table', 'wide', 'json', 'yaml'].includes(output)) throw new UsageError(`-o: unknown output ${JSON.stringify(output)}; use table, wide, json or yaml`);
+  if (['sources', 'source', 'src'].includes(positionals[0] ?? '')) return getSources(values.state ?? './.hyperlet/state.db', output, positionals[1]);
+  const kind = kindFromArg(positionals[0]);
+  const name = positionals[1];
   const db = openDb(values.state ?? './.hyperlet/state.db');
   try {
     const namespace = values['all-namespaces'] === true ? undefined : values.namespace;
@@ -101,6 +102,55 @@ function getSync(args: string[]): number {
         process.stderr.write(`\n${problems.length} problem(s) in the declared input (nothing was changed for them):\n`);
         for (const p of problems) process.stderr.write(`  ${p.problem.line}\n`);
       }
+    }
+    return 0;
+  } finally {
+    db.close();
+  }
+}
+
+/** Per-source state the sources store (git: revisions); the shape is each source's own. */
+interface SourceStateView {
+  lastApplied?: { revision: string; at: string; objects: number; subject?: string };
+  lastAttempted?: { revision: string; at: string };
+  lastFetch?: { at: string; ok: boolean; error?: string };
+  blocked?: { reason: string; message: string; revision?: string };
+}
+
+/** `hyperlet get sources`: per source, the last applied and attempted revisions and why the latest is not applied. */
+function getSources(statePath: string, output: string, only: string | undefined): number {
+  const db = openDb(statePath);
+  try {
+    const problems = db.problems();
+    const rows = db.listSources().filter((r) => only === undefined || r.id === only).map((r) => ({
+      id: r.id, description: r.description, updatedAt: r.updatedAt, state: r.state as SourceStateView,
+      problems: problems.filter((p) => p.source === r.id).map((p) => p.problem.line),
+    }));
+    if (only !== undefined && rows.length === 0) {
+      process.stderr.write(`source ${only} not found\n`);
+      return 1;
+    }
+    if (output === 'json' || output === 'yaml') {
+      const body = { items: rows.map((r) => ({ id: r.id, description: r.description, updatedAt: r.updatedAt, ...r.state, problems: r.problems })) };
+      process.stdout.write(output === 'json' ? `${JSON.stringify(body, null, 2)}\n` : yaml.dump(body, { noRefs: true }));
+      return 0;
+    }
+    if (rows.length === 0) {
+      process.stderr.write('No sources with revisions (dir sources keep none).\n');
+      return 0;
+    }
+    const short = (rev: string | undefined): string => (rev === undefined ? '-' : rev.slice(0, 12));
+    const header = ['ID', 'SOURCE', 'APPLIED', 'OBJECTS', 'LATEST', 'STATUS', 'FETCHED', ...(output === 'wide' ? ['MESSAGE'] : [])];
+    const body = rows.map((r) => {
+      const s = r.state;
+      return [r.id, r.description, short(s.lastApplied?.revision), String(s.lastApplied?.objects ?? '-'), short(s.lastAttempted?.revision),
+        s.blocked?.reason ?? 'Applied', s.lastFetch === undefined ? '-' : `${age(s.lastFetch.at)}${s.lastFetch.ok ? '' : ' (failed)'}`,
+        ...(output === 'wide' ? [s.blocked?.message ?? s.lastApplied?.subject ?? '-'] : [])];
+    });
+    process.stdout.write(`${table([header, ...body])}\n`);
+    for (const r of rows) {
+      if (r.state.blocked !== undefined && output !== 'wide') process.stderr.write(`\n${r.id}: ${r.state.blocked.message}\n`);
+      for (const line of r.problems.filter((l) => !l.includes(r.state.blocked?.message ?? '\u0000'))) process.stderr.write(`  ${line}\n`);
     }
     return 0;
   } finally {

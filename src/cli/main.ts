@@ -1,4 +1,6 @@
 /** The `hyperlet` command: dispatches to one command module per verb. */
+import { execCommand, logsCommand } from './container-commands.js';
+import { crdsCommand } from './crds-command.js';
 import { describeCommand, getCommand } from './get-command.js';
 import { diffCommand } from './diff-command.js';
 import { runCommand } from './run-command.js';
@@ -12,9 +14,13 @@ Declarative manager for LXC containers and libvirt virtual machines.
 Commands:
   run                 run the daemon (see hyperlet run --help)
   get KIND [NAME]     list containers (ct) or vms from the state DB  [-o table|wide|json|yaml] [--phase P] [-l k=v] [--limit N --continue T]
+  get sources         per source: last applied and latest revisions, and why the latest is not applied
   describe KIND NAME  one object in detail, with its conditions and audit events
   diff -f PATH        what would change on this host for these files (exit 0: nothing, 1: changes)
   validate -f PATH    check files or directories (exit 0: valid, 1: invalid)
+  crds [--out DIR]    the CustomResourceDefinitions, generated from the schemas
+  logs NAME [-f]      a container's console log  [-n NS] [--lxcpath PATH]
+  exec NAME -- CMD    run CMD in a container; its exit code is ours  [-n NS] [--lxcpath PATH]
 `;
 
 export const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
@@ -23,6 +29,9 @@ export const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   describe: describeCommand,
   diff: diffCommand,
   validate: validateCommand,
+  logs: logsCommand,
+  exec: execCommand,
+  crds: crdsCommand,
 };
 
 async function main(argv: string[]): Promise<number> {

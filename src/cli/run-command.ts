@@ -27,7 +27,35 @@ Keeps the LXC containers and libvirt VMs on this host as declared.
   --qps N --burst N     retry rate limit across keys (default 10, 100)
   --shutdown-timeout D  how long SIGTERM waits for steps in flight (default 30s)
   --log-level LEVEL     trace|debug|info|warn|error (default info)
+
+GitOps (every source of this run):
+  --interval DURATION   git: how often to fetch (default 30s; also on SIGHUP and POST /sources/ID/refresh)
+  --prune=true|false    delete the instances of objects removed from the source (default true;
+                        one object opts out with the annotation hyperlet.io/prune: disabled)
+  --max-prune SHARE     hold back a commit deleting more than this share of a source's objects
+                        (default 50%; e.g. 25%, 0.25, 100% for no limit)
+  --confirm REVISION    apply this commit despite the prune limit or a rewritten history (repeatable)
+  --paused              observe and report only: no changes at all (one object: hyperlet.io/paused: "true")
 `;
+
+/** Parses "50%", "0.5" or "1": a share between 0 and 1. */
+export function parseShare(flag: string, value: string): number {
+  const m = /^([0-9]+(?:\.[0-9]+)?)(%?)$/.exec(value.trim());
+  const n = m === null ? Number.NaN : Number(m[1]) / (m[2] === '%' ? 100 : 1);
+  if (!(n >= 0 && n <= 1)) throw new UsageError(`${flag}: expected a share such as 50% or 0.5 (is ${JSON.stringify(value)})`);
+  return n;
+}
+
+function atLeast(flag: string, ms: number, minMs: number): number {
+  if (ms < minMs) throw new UsageError(`${flag}: must be at least ${minMs} ms (is ${ms} ms)`);
+  return ms;
+}
+
+function parseBool(flag: string, value: string): boolean {
+  if (value === 'true') return true;
+  if (value === 'false') return false;
+  throw new UsageError(`${flag}: expected true or false (is ${JSON.stringify(value)})`);
+}
 
 function parseHttp(value: string): { host: string; port: number } | undefined {
   if (value === 'off') return undefined;
@@ -45,6 +73,8 @@ export async function runCommand(args: string[]): Promise<number> {
       node: { type: 'string' }, kubeconfig: { type: 'string' }, namespace: { type: 'string' }, http: { type: 'string' },
       resync: { type: 'string' }, concurrency: { type: 'string' }, qps: { type: 'string' }, burst: { type: 'string' },
       'shutdown-timeout': { type: 'string' }, 'log-level': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      interval: { type: 'string' }, prune: { type: 'string' }, 'max-prune': { type: 'string' },
+      confirm: { type: 'string', multiple: true }, paused: { type: 'boolean' },
     },
   });
   if (values.help === true) {
@@ -80,6 +110,15 @@ export async function runCommand(args: string[]): Promise<number> {
     qps: parsePositiveInt('--qps', values.qps ?? '10'),
     burst: parsePositiveInt('--burst', values.burst ?? '100'),
     shutdownTimeoutMs: parseDurationMs('--shutdown-timeout', values['shutdown-timeout'] ?? '30s'),
+    policy: { prune: parseBool('--prune', values.prune ?? 'true'), paused: values.paused === true },
+    git: {
+      intervalMs: atLeast('--interval', parseDurationMs('--interval', values.interval ?? '30s'), 100),
+      maxPruneShare: parseShare('--max-prune', values['max-prune'] ?? '50%'),
+      confirm: (values.confirm ?? []).map((c) => {
+        if (!/^[0-9a-fA-F]{7,64}$/.test(c)) throw new UsageError(`--confirm: expected a commit id of at least 7 hex digits (is ${JSON.stringify(c)})`);
+        return c.toLowerCase();
+      }),
+    },
   }, logger);
 
   let stopping: Promise<void> | undefined;
@@ -90,6 +129,10 @@ export async function runCommand(args: string[]): Promise<number> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => {
+    logger.info({ signal: 'SIGHUP' }, 'signal received: refreshing sources');
+    daemon.refreshSources();
+  });
   try {
     await daemon.start();
   } catch (err) {

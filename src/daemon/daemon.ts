@@ -3,6 +3,7 @@
  * plus the HTTP server. `stop()` is the graceful shutdown SIGTERM asks for: stop intake, let the
  * steps in flight finish (bounded), flush state, close.
  */
+import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import type { Kind } from '../api/v1alpha1/group.js';
 import { KINDS } from '../api/v1alpha1/group.js';
@@ -12,14 +13,16 @@ import { RateLimiter } from '../queue/rate-limiter.js';
 import { Controller } from '../reconcile/controller.js';
 import { ObservationCache } from '../reconcile/observation-cache.js';
 import { ProviderHealth } from '../reconcile/provider-health.js';
+import { dependencyKey } from '../reconcile/dependencies.js';
 import { Reconciler } from '../reconcile/reconciler.js';
 import { HttpServer, type ReadinessCheck } from '../server/http-server.js';
-import type { SourceBackend } from '../sources/source.js';
+import type { Source, SourceBackend, SourcePolicy } from '../sources/source.js';
 import { StateDb } from '../state/state-db.js';
+import type { Desired } from '../store/desired.js';
 import { DesiredStore } from '../store/desired-store.js';
 import { parseKey } from '../store/object-key.js';
 import { Metrics } from '../telemetry/metrics.js';
-import { createBackends, type SourceSpec } from './source-factory.js';
+import { type GitOptions, createBackends, type SourceSpec } from './source-factory.js';
 
 export interface DaemonConfig {
   readonly sources: readonly SourceSpec[];
@@ -42,6 +45,10 @@ export interface DaemonConfig {
   readonly shutdownTimeoutMs: number;
   /** Providers to use instead of the registry's (benchmarks use fakes). */
   readonly providers?: ReadonlyMap<Kind, Provider>;
+  /** --prune and --paused for every source (default: prune, not paused). */
+  readonly policy?: SourcePolicy;
+  /** Git sources: --interval, --max-prune, --confirm. */
+  readonly git?: GitOptions;
 }
 
 export class Daemon {
@@ -67,6 +74,9 @@ export class Daemon {
     this.db = new StateDb(config.statePath);
     this.backends = createBackends(config.sources, {
       db: this.db, logger, node: config.node, nodeFilter: config.nodeFilter,
+      ...(config.statePath === ':memory:' ? {} : { stateDir: dirname(config.statePath) }),
+      ...(config.policy === undefined ? {} : { policy: config.policy }),
+      ...(config.git === undefined ? {} : { git: config.git }),
       ...(config.kubeconfig === undefined ? {} : { kubeconfig: config.kubeconfig }),
       ...(config.namespace === undefined ? {} : { namespace: config.namespace }),
     });
@@ -80,7 +90,10 @@ export class Daemon {
       const cache = new ObservationCache();
       const health = new ProviderHealth(provider, log);
       this.healths.set(kind, health);
-      const reconciler = new Reconciler({ store: this.store, backends: backendsById, provider, cache, health, node: config.node, logger: log, metrics: this.metrics });
+      const reconciler = new Reconciler({
+        store: this.store, backends: backendsById, provider, cache, health, node: config.node, logger: log, metrics: this.metrics,
+        onReady: (d) => this.enqueueDependents(d),
+      });
       this.controllers.set(kind, new Controller({
         kind, provider, reconciler, store: this.store, backends: backendsById, cache, health, logger: log, metrics: this.metrics,
         concurrency: config.concurrency, resyncMs: config.resyncMs,
@@ -90,7 +103,7 @@ export class Daemon {
     this.store.onChange((key) => this.controllers.get(parseKey(key).kind)?.enqueue(key));
 
     if (config.http !== undefined) {
-      this.http = new HttpServer({ ...config.http, registry: this.metrics.registry, checks: () => this.checks(), db: this.db, logger });
+      this.http = new HttpServer({ ...config.http, registry: this.metrics.registry, checks: () => this.checks(), db: this.db, logger, refresh: (id) => this.refreshSources(id) });
       const address = await this.http.listen();
       this.httpAddress = { host: address.address, port: address.port };
       logger.info({ address: `${address.address}:${address.port}` }, 'serving /healthz /readyz /metrics');
@@ -111,7 +124,9 @@ export class Daemon {
       name: `source:${b.source.id}`, required: true,
       check: () => {
         const problems = b.source.problems();
-        return { ok: this.synced.has(b.source.id), detail: `${b.source.description}${problems.length === 0 ? '' : `; ${problems.length} problem(s): ${problems[0]?.line ?? ''}`}` };
+        // A summary (git) already says why the latest input is not applied: add only the count.
+        const first = b.source.summary === undefined ? `: ${problems[0]?.line ?? ''}` : '';
+        return { ok: this.synced.has(b.source.id), detail: `${b.source.summary?.() ?? b.source.description}${problems.length === 0 ? '' : `; ${problems.length} problem(s)${first}`}` };
       },
     }));
     for (const [kind, controller] of this.controllers) {
@@ -126,6 +141,34 @@ export class Daemon {
       });
     }
     return checks;
+  }
+
+  /** Queues the objects whose dependsOn names `d`: they were waiting for it to be Ready. */
+  private enqueueDependents(d: Desired): void {
+    for (const o of this.store.list()) {
+      if (o.source !== d.source || o.object.spec.dependsOn === undefined) continue;
+      if (o.object.spec.dependsOn.some((ref) => dependencyKey(o, ref) === d.key)) this.controllers.get(o.object.kind)?.enqueue(o.key);
+    }
+  }
+
+  /** The running sources (tests and benchmarks read their state). */
+  get sources(): readonly Source[] {
+    return this.backends.map((b) => b.source);
+  }
+
+  /**
+   * Asks sources to look for new input now (SIGHUP; POST /sources/ID/refresh). With `id`, only
+   * that source; returns how many sources were asked (0: no such source, or none can refresh).
+   */
+  refreshSources(id?: string): number {
+    let asked = 0;
+    for (const b of this.backends) {
+      if (id !== undefined && b.source.id !== id) continue;
+      if (b.source.refresh === undefined) continue;
+      b.source.refresh();
+      asked++;
+    }
+    return asked;
   }
 
   /** Graceful stop: sources first (no new work), then controllers (drain, bounded), then the rest. */

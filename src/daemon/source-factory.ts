@@ -3,9 +3,14 @@
  * type gets the plain id ("dir"), later ones a suffix ("dir-2"): ids are part of every key, so
  * they must stay the same from one start to the next.
  */
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
+import { createKubeBackend } from '../kube/kube-backend.js';
 import { DirSource } from '../sources/dir-source.js';
-import type { SourceBackend } from '../sources/source.js';
+import { GitSource } from '../sources/git-source.js';
+import { parseGitLocation } from '../sources/git/git-location.js';
+import type { SourceBackend, SourcePolicy } from '../sources/source.js';
 import type { StateDb } from '../state/state-db.js';
 import { StateStatusWriter } from '../status/state-status-writer.js';
 
@@ -23,6 +28,23 @@ export interface SourceContext {
   readonly node: string;
   /** Whether --node was given (kube: reconcile only objects placed on this node). */
   readonly nodeFilter: boolean;
+  /** Directory beside the state DB; git sources keep their clones under it. */
+  readonly stateDir?: string;
+  /** --prune and --paused, for every source of this run (default: prune, not paused). */
+  readonly policy?: SourcePolicy;
+  /** Git sources: poll period, bound per git call, the prune limit and confirmed revisions. */
+  readonly git?: GitOptions;
+}
+
+export interface GitOptions {
+  /** --interval (default 30 s). */
+  readonly intervalMs?: number;
+  /** Bound on each git call (default 60 s). */
+  readonly timeoutMs?: number;
+  /** --max-prune: share of a source's objects one commit may delete (default 0.5). */
+  readonly maxPruneShare?: number;
+  /** --confirm REVISION (repeatable): apply these despite a rewrite or the prune limit. */
+  readonly confirm?: readonly string[];
 }
 
 /** Parses `dir:PATH`, `git:URL` or `kube`; throws a usage error naming the rule. */
@@ -31,7 +53,11 @@ export function parseSourceSpec(arg: string): SourceSpec {
   const colon = arg.indexOf(':');
   const type = colon < 0 ? '' : arg.slice(0, colon);
   const location = arg.slice(colon + 1);
-  if ((type === 'dir' || type === 'git') && location !== '') return { type, location };
+  if (type === 'git' && location !== '') {
+    parseGitLocation(location); // throws naming the broken part
+    return { type, location };
+  }
+  if (type === 'dir' && location !== '') return { type, location };
   throw new Error(`cannot use --source ${JSON.stringify(arg)}: expected dir:PATH, git:URL[#BRANCH][//SUBDIR] or kube`);
 }
 
@@ -61,6 +87,33 @@ export const SOURCE_FACTORIES: Partial<Record<SourceSpec['type'], SourceFactory>
       fallback: (file) => writer.lastGoodOf(file),
       onProblems: (problems) => ctx.db.setProblems(id, problems),
     });
-    return { source, statusWriter: writer, recorder: writer, records: writer };
+    return { source, statusWriter: writer, recorder: writer, records: writer, ...(ctx.policy === undefined ? {} : { policy: ctx.policy }) };
+  },
+  git: (id, spec, ctx) => {
+    const log = ctx.logger.child({ source: id });
+    const writer = new StateStatusWriter(ctx.db, id, log);
+    const git = ctx.git ?? {};
+    const source = new GitSource({
+      id, location: spec.location, logger: log, db: ctx.db,
+      cloneDir: join(ctx.stateDir ?? join(tmpdir(), `hyperlet-${process.pid}`), 'git', id),
+      identify: (key, parts, specHash) => ctx.db.identify(key, parts, specHash),
+      lastGoodOf: (file) => writer.lastGoodOf(file),
+      prune: ctx.policy?.prune ?? true,
+      ...(git.intervalMs === undefined ? {} : { intervalMs: git.intervalMs }),
+      ...(git.timeoutMs === undefined ? {} : { timeoutMs: git.timeoutMs }),
+      ...(git.maxPruneShare === undefined ? {} : { maxPruneShare: git.maxPruneShare }),
+      ...(git.confirm === undefined ? {} : { confirm: git.confirm }),
+    });
+    return { source, statusWriter: writer, recorder: writer, records: writer, ...(ctx.policy === undefined ? {} : { policy: ctx.policy }) };
+  },
+  kube: (id, _spec, ctx) => {
+    const backend = createKubeBackend({
+      id, logger: ctx.logger, host: ctx.node,
+      ...(ctx.kubeconfig !== undefined ? { kubeconfig: ctx.kubeconfig } : {}),
+      ...(ctx.namespace !== undefined ? { namespace: ctx.namespace } : {}),
+      ...(ctx.nodeFilter ? { node: ctx.node } : {}),
+    });
+    // --paused holds kube objects too; prune does not apply (deleting a resource is explicit).
+    return ctx.policy === undefined ? backend : { ...backend, policy: ctx.policy };
   },
 };

@@ -74,6 +74,11 @@ export interface Provider<K extends Kind = Kind> {
    * of level-triggered resyncs: it may repeat, and it may miss events while it reconnects.
    */
   changes(signal: AbortSignal): AsyncIterable<string>;
+  /**
+   * Optional: whether `d` asks for a reboot `observed` has not had yet. The reconciler then calls
+   * setState(d, 'Running', observed) on the running instance, which reboots it once.
+   */
+  rebootPending?(d: Desired<K>, observed: ObservedInstance): boolean;
   /** Optional: how a change is applied when it depends on the values (a disk that grows is live). */
   applyModeOf?(change: FieldChange, observed: ObservedInstance): ApplyMode;
 }

@@ -9,6 +9,7 @@ import { errorMessage } from '../reconcile/errors.js';
 import type { Provider } from './provider.js';
 import { UnavailableProvider } from './unavailable-provider.js';
 import { LxcProvider } from './lxc/lxc-provider.js';
+import { LibvirtProvider } from './libvirt/libvirt-provider.js';
 
 export interface ProviderOptions {
   /** LXC's lxcpath (default /var/lib/lxc). */
@@ -28,6 +29,7 @@ export type ProviderFactory = (options: ProviderOptions) => Provider | Promise<P
 /** Each provider adds its factory here. */
 export const PROVIDER_FACTORIES: Partial<Record<Kind, ProviderFactory>> = {
   Container: (o) => new LxcProvider({ lxcpath: o.lxcpath, logger: o.logger }),
+  VirtualMachine: (o) => new LibvirtProvider({ uri: o.libvirtUri, logger: o.logger, ...(o.libvirtSocket === undefined ? {} : { socketPath: o.libvirtSocket }) }),
 };
 
 /** Makes the providers for `options.kinds`; never throws. */

@@ -9,6 +9,7 @@
  */
 import type { Logger } from 'pino';
 import type { Kind } from '../api/v1alpha1/group.js';
+import { hostNameFor } from '../api/v1alpha1/host-name.js';
 import type { Provider } from '../providers/provider.js';
 import { isProviderUnavailableError } from '../providers/provider.js';
 import type { RateLimiter } from '../queue/rate-limiter.js';
@@ -21,6 +22,12 @@ import { isAbortError, isConflictError, isTerminalError } from './errors.js';
 import type { ObservationCache } from './observation-cache.js';
 import type { ProviderHealth } from './provider-health.js';
 import type { Reconciler } from './reconciler.js';
+
+/** The host name is a function of the key (namespace and name), for objects and tombstones alike. */
+function hostOfKey(key: ObjectKey): string {
+  const { namespace, name } = parseKey(key);
+  return hostNameFor(namespace, name);
+}
 
 export interface ControllerOptions {
   readonly kind: Kind;
@@ -104,7 +111,7 @@ export class Controller {
         this.batchCalls++;
         this.options.metrics?.providerCalls.inc({ provider: this.options.provider.name, method: 'observeAll' });
         const batch = await this.options.provider.observeAll(this.signal);
-        const hosts = keys.map((k) => this.options.store.get(k)?.hostName ?? this.tombstoneHost(k)).filter((h): h is string => h !== undefined);
+        const hosts = keys.map(hostOfKey);
         this.options.cache.fill(batch, hosts, startedAtMs);
       } catch (err) {
         if (this.signal.aborted) return;
@@ -114,10 +121,6 @@ export class Controller {
     }
     for (const key of keys) this.queue.add(key);
     this.lastResyncAtMs = Date.now();
-  }
-
-  private tombstoneHost(key: ObjectKey): string | undefined {
-    return this.options.backends.get(parseKey(key).source)?.records?.lastApplied(key)?.hostName;
   }
 
   /** Keys of this kind: desired objects plus remembered ones that may still have an instance. */
@@ -148,7 +151,7 @@ export class Controller {
   }
 
   private keysForHost(host: string): ObjectKey[] {
-    return this.keys().filter((k) => (this.options.store.get(k)?.hostName ?? this.tombstoneHost(k)) === host);
+    return this.keys().filter((k) => hostOfKey(k) === host);
   }
 
   private async handle(key: ObjectKey): Promise<void> {

@@ -13,6 +13,8 @@ export type Step =
   | { readonly op: 'adopt' }
   | { readonly op: 'update'; readonly changes: readonly FieldChange[] }
   | { readonly op: 'setState'; readonly to: PowerState }
+  /** One reboot the object asked for (libvirt: the hyperlet.io/reboot-request annotation changed). */
+  | { readonly op: 'reboot' }
   | { readonly op: 'delete'; readonly reason: 'deleted' | 'partial' | 'recreate' };
 
 export interface Plan {
@@ -27,9 +29,34 @@ export interface Plan {
   readonly settling?: boolean;
   /** The object is gone or going and nothing is left to do for it (deleted, orphaned, never created). */
   readonly finished?: boolean;
+  /** Steps that are due but held back (paused, drift policy, dependencies); `steps` is then empty. */
+  readonly held?: readonly Step[];
+  /** Why `held` is held: the pause, the drift policy, or objects to wait for. */
+  readonly heldBy?: 'paused' | 'driftPolicy' | 'dependencies' | 'dependents';
+  /** What differs from the declaration when steps are held ("state Stopped, declared Running", field paths). */
+  readonly drift?: readonly string[];
+  /** dependencies: objects not Ready yet; dependents: objects to delete first. */
+  readonly waitingFor?: readonly string[];
 }
 
 export const ADOPT_ANNOTATION = 'hyperlet.io/adopt';
+export const PAUSED_ANNOTATION = 'hyperlet.io/paused';
+export const PRUNE_ANNOTATION = 'hyperlet.io/prune';
+
+/** Facts beyond desired and observed that decide whether due steps may run. */
+export interface PlanOptions {
+  readonly applyModeOf?: ApplyModeOf;
+  /** Changes are stopped (annotation or source-wide pause): observe and report only. */
+  readonly paused?: boolean;
+  /** status.convergedGeneration: differences found for this same generation are drift. */
+  readonly convergedGeneration?: number;
+  /** Objects this one depends on that are not Ready: creating and starting wait for them. */
+  readonly dependenciesNotReady?: readonly string[];
+  /** Objects depending on this one that may still have an instance: deleting waits for them. */
+  readonly dependentsPresent?: readonly string[];
+  /** The provider says the object asks for a reboot the instance has not had (Provider.rebootPending). */
+  readonly rebootRequested?: boolean;
+}
 
 export type ApplyModeOf = (change: FieldChange, observed: ObservedInstance) => ApplyMode;
 
@@ -55,8 +82,44 @@ function startSteps(d: Desired): Step[] {
   return d.object.spec.state === 'Stopped' ? [] : [{ op: 'setState', to: d.object.spec.state }];
 }
 
-/** Decides the steps for `d` given what the provider observed (undefined: no such instance). */
-export function plan(d: Desired, observed: ObservedInstance | undefined, applyModeOf?: ApplyModeOf): Plan {
+/**
+ * Decides the steps for `d` given what the provider observed (undefined: no such instance), then
+ * holds them back where GitOps rules say so: a paused object only reports; with driftPolicy
+ * Report or Ignore an out-of-band change to a generation that once matched is left alone;
+ * creating and starting wait for dependencies, deleting waits for dependents.
+ */
+export function plan(d: Desired, observed: ObservedInstance | undefined, applyModeOfOrOptions?: ApplyModeOf | PlanOptions): Plan {
+  const options: PlanOptions = typeof applyModeOfOrOptions === 'function' ? { applyModeOf: applyModeOfOrOptions } : applyModeOfOrOptions ?? {};
+  const p = basePlan(d, observed, options.applyModeOf, options.rebootRequested === true);
+  const first = p.steps[0];
+  if (first === undefined) return p;
+  const hold = (heldBy: NonNullable<Plan['heldBy']>, extra: Partial<Plan> = {}): Plan =>
+    ({ ...p, steps: [], held: p.steps, heldBy, drift: differences(d, observed, p.changes), ...extra });
+  if (options.paused === true) return hold('paused');
+  const owned = observed !== undefined && observed.ownerId === d.id && observed.partial !== true;
+  const policy = d.object.spec.driftPolicy;
+  if (d.deleting !== true && (owned || observed === undefined) && policy !== undefined && policy !== 'Correct' && options.convergedGeneration === d.generation) {
+    return hold('driftPolicy');
+  }
+  if (d.deleting === true && (options.dependentsPresent?.length ?? 0) > 0) return hold('dependents', { waitingFor: options.dependentsPresent ?? [] });
+  const starts = first.op === 'create' || (first.op === 'setState' && first.to !== 'Stopped');
+  if (d.deleting !== true && starts && (options.dependenciesNotReady?.length ?? 0) > 0) {
+    return hold('dependencies', { waitingFor: options.dependenciesNotReady ?? [] });
+  }
+  return p;
+}
+
+/** What differs between the declaration and the instance, in words for status. */
+function differences(d: Desired, observed: ObservedInstance | undefined, changes: readonly FieldChange[]): string[] {
+  if (observed === undefined) return d.deleting === true ? [] : ['no instance exists'];
+  if (d.deleting === true) return ['the object was removed; the instance remains'];
+  const out: string[] = [];
+  if (observed.state !== d.object.spec.state) out.push(`state is ${observed.state}, declared ${d.object.spec.state}`);
+  for (const c of changes) out.push(c.path);
+  return out;
+}
+
+function basePlan(d: Desired, observed: ObservedInstance | undefined, applyModeOf: ApplyModeOf | undefined, rebootRequested: boolean): Plan {
   const none = { changes: [], pending: [] };
   const owned = observed !== undefined && observed.ownerId === d.id;
 
@@ -108,6 +171,7 @@ export function plan(d: Desired, observed: ObservedInstance | undefined, applyMo
     pending.push(...restart);
   }
   if (observed.state !== d.object.spec.state) steps.push({ op: 'setState', to: d.object.spec.state });
+  else if (rebootRequested && observed.state === 'Running') steps.push({ op: 'reboot' });
   return { steps, changes, pending };
 }
 

@@ -3,7 +3,8 @@
  * answers), /readyz (per-check JSON; 503 until every source has listed and every controller has
  * resynced once), /metrics (Prometheus text), and a read API over the state DB for dir and git
  * sources: /apis/hyperlet.io/v1alpha1/{containers,virtualmachines}[?phase=&labelSelector=&limit=&continue=]
- * and /apis/hyperlet.io/v1alpha1/namespaces/NS/{plural}[/NAME].
+ * and /apis/hyperlet.io/v1alpha1/namespaces/NS/{plural}[/NAME]; /sources (per-source state: git
+ * revisions and problems) and POST /sources/ID/refresh (look for new input now).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -27,6 +28,8 @@ export interface HttpServerOptions {
   readonly checks: () => readonly ReadinessCheck[];
   readonly db?: StateDb;
   readonly logger: Logger;
+  /** POST /sources/ID/refresh: asks that source to look for new input now; returns how many were asked. */
+  readonly refresh?: (sourceId: string) => number;
 }
 
 const PLURAL_TO_KIND = new Map<string, Kind>(Object.entries(KINDS).map(([kind, k]) => [k.plural, kind as Kind]));
@@ -58,7 +61,18 @@ export class HttpServer {
 
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://localhost');
-    if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, { error: 'only GET is served' });
+    const refresh = /^\/sources\/([^/]+)\/refresh$/.exec(url.pathname);
+    if (refresh !== null && req.method !== 'POST') return send(res, 405, { error: 'refresh takes POST' });
+    if (refresh !== null) {
+      const id = decodeURIComponent(refresh[1] ?? '');
+      return (this.options.refresh?.(id) ?? 0) > 0 ? send(res, 202, { refreshing: id }) : send(res, 404, { error: `no source ${id} that can refresh` });
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, { error: 'only GET is served (and POST /sources/ID/refresh)' });
+    if (url.pathname === '/sources') {
+      if (this.options.db === undefined) return send(res, 404, { error: 'no state DB' });
+      const problems = this.options.db.problems();
+      return send(res, 200, { items: this.options.db.listSources().map((src) => ({ ...src, problems: problems.filter((p) => p.source === src.id).map((p) => p.problem.line) })) });
+    }
     if (url.pathname === '/healthz') return sendText(res, 200, 'ok\n');
     if (url.pathname === '/readyz') return this.readyz(res);
     if (url.pathname === '/metrics') {

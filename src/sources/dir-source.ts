@@ -6,7 +6,7 @@
  * - A file that cannot be used (broken YAML, binary, too big) keeps the objects it declared before,
  *   and an invalid document keeps its object's last good spec: a typo never reads as "delete".
  *   After a restart the last good spec comes from `fallback` (the state DB).
- * - Removing a file removes its objects.
+ * - Removing a file removes its objects, once they stay gone for `removalGraceMs`.
  * - A file half-written by an editor is read once it stops changing (awaitWriteFinish), and bursts
  *   of events are handled together after a quiet period.
  */
@@ -31,6 +31,11 @@ export interface DirSourceOptions {
   readonly logger: Logger;
   /** Quiet time before a burst of file events is read (default 300 ms). */
   readonly debounceMs?: number;
+  /**
+   * How long an object must stay gone from every file before it is removed (default 1 s), so an
+   * object moved between files by two separate writes never reads as a deletion.
+   */
+  readonly removalGraceMs?: number;
   /** Called whenever the set of problems changes. */
   readonly onProblems?: (problems: readonly SourceProblem[]) => void;
 }
@@ -76,6 +81,9 @@ export class DirSource implements Source {
   private readonly files = new Map<string, FileState>();
   private readonly dirty = new Set<string>();
   private aggregateProblems: readonly SourceProblem[] = [];
+  private published = new Map<ObjectKey, Desired>();
+  private readonly vanishedAtMs = new Map<ObjectKey, number>();
+  private graceTimer: NodeJS.Timeout | undefined;
   private timer: NodeJS.Timeout | undefined;
   private watcher: FSWatcher | undefined;
   private store: StoreWriter | undefined;
@@ -133,6 +141,7 @@ export class DirSource implements Source {
 
   private async stop(): Promise<void> {
     clearTimeout(this.timer);
+    clearTimeout(this.graceTimer);
     await this.watcher?.close();
   }
 
@@ -188,8 +197,33 @@ export class DirSource implements Source {
         }));
       }
     }
+    this.holdVanished(byKey);
     this.aggregateProblems = problems;
     this.options.onProblems?.(problems);
+    this.published = byKey;
     this.store?.replaceAll(this.id, [...byKey.values()]);
+  }
+
+  /** Keeps objects that just disappeared in `byKey` until their grace period ends. */
+  private holdVanished(byKey: Map<ObjectKey, Desired>): void {
+    const now = Date.now();
+    const graceMs = this.options.removalGraceMs ?? 1_000;
+    for (const key of this.vanishedAtMs.keys()) if (byKey.has(key)) this.vanishedAtMs.delete(key);
+    let nextDueMs: number | undefined;
+    for (const [key, d] of this.published) {
+      if (byKey.has(key)) continue;
+      const since = this.vanishedAtMs.get(key) ?? now;
+      if (now - since >= graceMs) {
+        this.vanishedAtMs.delete(key);
+        continue;
+      }
+      this.vanishedAtMs.set(key, since);
+      byKey.set(key, d);
+      nextDueMs = Math.min(nextDueMs ?? Infinity, since + graceMs);
+    }
+    if (nextDueMs !== undefined) {
+      clearTimeout(this.graceTimer);
+      this.graceTimer = setTimeout(() => void this.flush(), Math.max(0, nextDueMs - now) + 10);
+    }
   }
 }

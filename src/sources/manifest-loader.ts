@@ -118,9 +118,21 @@ export async function loadFile(file: string, displayName = file): Promise<FileLo
   } catch (err) {
     return refuse('read', `cannot read file: ${(err as Error).message}`);
   }
+  return loadBytes(displayName, bytes);
+}
+
+/** Loads a file's bytes read elsewhere (a git blob), refusing oversized and binary content first. */
+export function loadBytes(file: string, bytes: Buffer): FileLoad {
+  const refuse = (rule: string, message: string): FileLoad =>
+    ({ file, objects: [], problems: [makeProblem({ file, rule, message })], unusable: true });
   if (bytes.length > MAX_FILE_BYTES) return refuse('size', `file is ${bytes.length} bytes; the limit is ${MAX_FILE_BYTES} (1 MiB)`);
   if (looksBinary(bytes)) return refuse('binary', 'file is binary (NUL bytes or invalid UTF-8), not YAML or JSON');
-  return loadText(displayName, bytes.toString('utf8'));
+  return loadText(file, bytes.toString('utf8'));
+}
+
+/** Whether a path (relative, '/'-separated) names a manifest: a YAML or JSON file, no dot-entry on the way. */
+export function isManifestPath(path: string): boolean {
+  return MANIFEST_EXTENSIONS.test(path) && !path.split('/').some((part) => part.startsWith('.'));
 }
 
 /** Lists manifest files under `path` (a file is returned as is), recursively, sorted, skipping dot-entries. */

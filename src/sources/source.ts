@@ -27,6 +27,8 @@ export interface SourceProblem {
   readonly rule?: string;
   /** The message alone, without the location. */
   readonly message: string;
+  /** The commit the problem was found in (git sources). */
+  readonly revision?: string;
 }
 
 export interface Source {
@@ -38,6 +40,21 @@ export interface Source {
   start(store: StoreWriter, signal: AbortSignal): Promise<void>;
   /** Problems in the input as of now (what `hyperlet get` and /readyz show). */
   problems(): readonly SourceProblem[];
+  /** One line on where the source stands (git: applied and latest revisions), for /readyz. */
+  summary?(): string;
+  /** Looks for new input now instead of at the next interval (SIGHUP, POST /sources/ID/refresh). */
+  refresh?(): void;
+}
+
+/**
+ * GitOps rules for a whole source, read on every reconcile. Absent means the defaults: prune,
+ * not paused.
+ */
+export interface SourcePolicy {
+  /** Delete the instances of objects that leave the source (--prune, default true). */
+  readonly prune: boolean;
+  /** Stop every change for this source's objects; observe and report only (--paused). */
+  readonly paused: boolean;
 }
 
 /**
@@ -51,4 +68,5 @@ export interface SourceBackend {
   /** Memory of removed objects (dir/git: the state DB); absent where finalizers do that job. */
   readonly records?: ObjectRecords;
   readonly finalizers?: FinalizerGate;
+  readonly policy?: SourcePolicy;
 }

@@ -4,7 +4,10 @@
  * problems each source reports, and an append-only audit log of every action.
  *
  * Guarantees: an id, once assigned to a key, never changes while the key is remembered;
- * migrations run in order, once, inside a transaction.
+ * migrations run in order, once, inside a transaction; `remember` and `forget` are on disk when
+ * they return (a crash must never lose the memory of an instance we may have created).
+ * Status, identities and audit entries are written behind, in one transaction every few
+ * milliseconds (one commit instead of thousands at startup); reads and close() flush first.
  * Caveats: one daemon per DB file; CLI commands open it read-only beside the daemon (WAL allows it).
  */
 import Database from 'better-sqlite3';
@@ -95,6 +98,10 @@ interface RawObjectRow {
 export class StateDb {
   private readonly db: Database.Database;
   private readonly statements: ReturnType<StateDb['prepare']>;
+  private pending: (() => void)[] = [];
+  private flushTimer: NodeJS.Timeout | undefined;
+  private identities: Map<string, { id: string; generation: number; specHash: string }> | undefined;
+  private readonly rememberedAs = new Map<string, string>();
 
   /** Opens (creating when needed) the DB at `path` and runs pending migrations. `readonly` opens without writing. */
   constructor(path: string, options: { readonly?: boolean } = {}) {
@@ -150,57 +157,92 @@ export class StateDb {
    * each time `specHash` differs from the last one seen.
    */
   identify(key: ObjectKey, parts: { source: string; kind: string; namespace: string; name: string }, specHash: string): { id: string; generation: number } {
+    this.identities ??= new Map(this.db.prepare<[], { key: string; id: string; generation: number; spec_hash: string }>('SELECT key, id, generation, spec_hash FROM objects').all()
+      .map((r) => [r.key, { id: r.id, generation: r.generation, specHash: r.spec_hash }]));
     const now = new Date().toISOString();
-    const row = this.statements.get.get(key);
-    if (row === undefined) {
+    const known = this.identities.get(key);
+    if (known === undefined) {
       const id = randomUUID();
-      this.statements.insert.run({ key, ...parts, id, specHash, now });
+      this.identities.set(key, { id, generation: 1, specHash });
+      this.defer(() => this.statements.insert.run({ key, ...parts, id, specHash, now }));
       return { id, generation: 1 };
     }
-    if (row.spec_hash === specHash) return { id: row.id, generation: row.generation };
-    this.statements.bump.run({ key, specHash, now });
-    return { id: row.id, generation: row.generation + 1 };
+    if (known.specHash === specHash) return { id: known.id, generation: known.generation };
+    const next = { id: known.id, generation: known.generation + 1, specHash };
+    this.identities.set(key, next);
+    this.defer(() => this.statements.bump.run({ key, specHash, now }));
+    return { id: next.id, generation: next.generation };
   }
 
   getObject(key: ObjectKey): ObjectRow | undefined {
+    this.flush();
     const row = this.statements.get.get(key);
     return row === undefined ? undefined : toObjectRow(row);
   }
 
   listObjects(): ObjectRow[] {
+    this.flush();
     return this.statements.all.all().map(toObjectRow);
   }
 
   /** Stores `d`'s status together with the object it describes (what `hyperlet get` shows). */
   writeStatus(d: Desired, status: Status): void {
-    this.statements.setStatus.run({ key: d.key, status: JSON.stringify(status), object: JSON.stringify(d), now: new Date().toISOString() });
+    const now = new Date().toISOString();
+    this.defer(() => this.statements.setStatus.run({ key: d.key, status: JSON.stringify(status), object: JSON.stringify(d), now }));
   }
 
-  /** Remembers `d` as the object last acted on for its key (kept until forget). */
+  /** Remembers `d` as the object last acted on for its key (kept until forget); on disk when it returns. */
   remember(d: Desired): void {
+    const fingerprint = `${d.id}:${d.generation}:${d.specHash}`;
+    if (this.rememberedAs.get(d.key) === fingerprint) return;
+    this.flush();
     this.statements.setApplied.run({ key: d.key, applied: JSON.stringify(d), now: new Date().toISOString() });
+    this.rememberedAs.set(d.key, fingerprint);
   }
 
   rememberedKeys(): ObjectKey[] {
+    this.flush();
     return this.statements.remembered.all().map((r) => r.key as ObjectKey);
   }
 
+  /** Forgets `key` entirely (identity included); on disk when it returns. */
   forget(key: ObjectKey): void {
+    this.flush();
     this.statements.delete.run(key);
+    this.identities?.delete(key);
+    this.rememberedAs.delete(key);
   }
 
   /** Appends one audit entry; entries are never changed or removed. */
   audit(key: string, type: string, action: string, result: string, message: string): void {
-    this.statements.audit.run(new Date().toISOString(), key, type, action, result, message);
+    const at = new Date().toISOString();
+    this.defer(() => this.statements.audit.run(at, key, type, action, result, message));
   }
 
   /** The last `limit` audit entries of `key`, oldest first. */
   auditFor(key: string, limit = 20): AuditEntry[] {
+    this.flush();
     return this.statements.auditFor.all(key, limit);
+  }
+
+  /** Writes everything written behind so far, in one transaction. */
+  flush(): void {
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    if (this.pending.length === 0) return;
+    const batch = this.pending;
+    this.pending = [];
+    this.db.transaction(() => { for (const write of batch) write(); })();
+  }
+
+  private defer(write: () => void): void {
+    this.pending.push(write);
+    this.flushTimer ??= setTimeout(() => this.flush(), 10);
   }
 
   /** Replaces the problems `source` reports. */
   setProblems(source: string, problems: readonly SourceProblem[]): void {
+    this.flush();
     this.db.transaction(() => {
       this.statements.clearProblems.run(source);
       problems.forEach((p, i) => this.statements.addProblem.run(source, i, p.line, JSON.stringify(p)));
@@ -208,11 +250,13 @@ export class StateDb {
   }
 
   problems(): { source: string; problem: SourceProblem }[] {
+    this.flush();
     return this.statements.problems.all().map((r) => ({ source: r.source, problem: JSON.parse(r.detail) as SourceProblem }));
   }
 
   /** Free-form per-source state (git: last applied and attempted revisions). */
   setSourceState(id: string, description: string, state: unknown): void {
+    this.flush();
     this.statements.setSource.run({ id, description, state: JSON.stringify(state), now: new Date().toISOString() });
   }
 
@@ -227,10 +271,12 @@ export class StateDb {
 
   /** Runs `fn` in one transaction: many writes, one fsync. */
   transaction<T>(fn: () => T): T {
+    this.flush();
     return this.db.transaction(fn)();
   }
 
   close(): void {
+    this.flush();
     this.db.close();
   }
 }

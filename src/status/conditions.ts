@@ -19,8 +19,12 @@ export interface StatusFacts {
   readonly acted?: { readonly step: string; readonly note?: string };
   /** Why this pass failed: a reason (CamelCase) and a message. */
   readonly failure?: { readonly reason: string; readonly message: string };
+  /** The note of the last step taken in an earlier pass, when there is one. */
+  readonly lastAction?: string;
   readonly previous: Status | undefined;
   readonly now: string;
+  /** Why changes are stopped (annotation or --paused), when they are: adds condition Paused. */
+  readonly paused?: string;
 }
 
 const PHASE_OF_STATE: Readonly<Record<InstanceState, Phase>> = {
@@ -53,10 +57,12 @@ export function computeStatus(f: StatusFacts): Status {
   const desiredState = d.object.spec.state;
   const conflict = plan?.conflict;
   const converged = observed !== undefined && plan !== undefined && plan.steps.length === 0 && conflict === undefined
-    && plan.settling !== true && observed.state === desiredState && f.failure === undefined;
+    && plan.settling !== true && plan.held === undefined && observed.state === desiredState && f.failure === undefined;
+  const held = plan?.held === undefined ? undefined : heldReason(f, plan);
 
   let ready: Condition;
   if (conflict !== undefined) ready = condition('Ready', false, 'Conflict', conflict, f);
+  else if (held !== undefined) ready = condition('Ready', false, held.reason, held.message, f);
   else if (f.failure?.reason === 'ProviderUnavailable') ready = condition('Ready', false, 'ProviderUnavailable', f.failure.message, f);
   else if (d.deleting === true) ready = condition('Ready', false, 'Deleting', 'The instance is being removed', f);
   else if (converged) ready = condition('Ready', true, desiredState, `The instance is ${desiredState.toLowerCase()} as declared`, f);
@@ -71,6 +77,15 @@ export function computeStatus(f: StatusFacts): Status {
       : condition('Synced', true, 'ReconcileSuccess', f.acted === undefined ? 'Observed and compared' : `Ran ${f.acted.step}`, f);
 
   const conditions: Condition[] = [ready, synced];
+  if (f.paused !== undefined) conditions.push(condition('Paused', true, 'Paused', `Changes are stopped (${f.paused}); observing and reporting only`, f));
+  const drift = plan?.heldBy === 'paused' || plan?.heldBy === 'driftPolicy' ? plan.drift ?? [] : [];
+  const policy = d.object.spec.driftPolicy;
+  if (drift.length > 0 && policy !== 'Ignore') {
+    const why = plan?.heldBy === 'paused' ? 'paused' : `driftPolicy ${policy}`;
+    conditions.push(condition('Drifted', true, 'DriftDetected', `Left as it is (${why}): ${drift.join('; ')}`, f));
+  } else if (policy === 'Report' || (f.paused !== undefined && policy !== 'Ignore')) {
+    conditions.push(condition('Drifted', false, 'InSync', 'The instance matches the declaration', f));
+  }
   const pending = plan?.pending ?? [];
   const restart = pending.filter((c) => c.apply === 'restart').map((c) => c.path);
   const recreate = pending.filter((c) => c.apply === 'recreate').map((c) => c.path);
@@ -82,7 +97,7 @@ export function computeStatus(f: StatusFacts): Status {
   }
 
   const details: Record<string, string> = { ...(observed?.details ?? {}) };
-  const note = f.acted?.note ?? f.previous?.details?.lastAction;
+  const note = f.acted?.note ?? f.lastAction ?? f.previous?.details?.lastAction;
   if (note !== undefined) details.lastAction = note;
 
   return {
@@ -97,7 +112,22 @@ export function computeStatus(f: StatusFacts): Status {
     ...(observed?.startedAt === undefined ? {} : { startedAt: observed.startedAt }),
     ...(Object.keys(details).length === 0 ? {} : { details }),
     ...(pending.length === 0 ? {} : { pendingChanges: pending.map((c) => ({ field: c.path, apply: c.apply as 'restart' | 'recreate' })) }),
+    ...(converged ? { convergedGeneration: d.generation } : f.previous?.convergedGeneration === undefined ? {} : { convergedGeneration: f.previous.convergedGeneration }),
   };
+}
+
+/** Ready's reason and message while due steps are held back. */
+function heldReason(f: StatusFacts, plan: Plan): { reason: string; message: string } {
+  const list = (plan.waitingFor ?? []).join(', ');
+  switch (plan.heldBy) {
+    case 'paused': return { reason: 'Paused', message: `Changes are stopped (${f.paused ?? 'paused'}); ${(plan.drift ?? []).length === 0 ? 'nothing differs' : 'the instance differs from the declaration'}` };
+    case 'driftPolicy': return f.d.object.spec.driftPolicy === 'Ignore'
+      ? { reason: 'DriftIgnored', message: `The instance changed outside hyperlet and is left so (driftPolicy Ignore): ${(plan.drift ?? []).join('; ')}` }
+      : { reason: 'Drifted', message: 'The instance changed outside hyperlet and is left so (driftPolicy Report); see condition Drifted' };
+    case 'dependencies': return { reason: 'WaitingForDependencies', message: `Waiting for ${list} to be Ready` };
+    case 'dependents': return { reason: 'WaitingForDependents', message: `Waiting for ${list}, which depend on it, to be deleted first` };
+    default: return { reason: 'Held', message: 'Changes are held back' };
+  }
 }
 
 /** Whether two statuses say the same thing (so the second need not be written). */

@@ -11,11 +11,30 @@ import type { EventType, ObjectRecords, Recorder, StatusWriter } from './status-
 
 export class StateStatusWriter implements StatusWriter, ObjectRecords, Recorder {
   private readonly written = new Map<ObjectKey, Status>();
+  private readonly remembered = new Set<ObjectKey>();
+  /** Remembered objects that declare spec.dependsOn: deletion order reads them without the DB. */
+  private readonly depending = new Map<ObjectKey, Desired>();
   private readonly source: string;
 
   constructor(private readonly db: StateDb, source: string, private readonly logger: Logger) {
     this.source = source;
-    for (const row of db.listObjects()) if (row.source === source && row.status !== undefined) this.written.set(row.key, row.status);
+    for (const row of db.listObjects()) {
+      if (row.source !== source) continue;
+      if (row.status !== undefined) this.written.set(row.key, row.status);
+      if (row.applied !== undefined) {
+        this.remembered.add(row.key);
+        this.noteDependencies(row.applied);
+      }
+    }
+  }
+
+  withDependencies(): readonly Desired[] {
+    return [...this.depending.values()];
+  }
+
+  private noteDependencies(d: Desired): void {
+    if ((d.object.spec.dependsOn?.length ?? 0) > 0) this.depending.set(d.key, d);
+    else this.depending.delete(d.key);
   }
 
   write(d: Desired, status: Status): Promise<void> {
@@ -29,7 +48,7 @@ export class StateStatusWriter implements StatusWriter, ObjectRecords, Recorder 
   }
 
   keys(): readonly ObjectKey[] {
-    return this.db.rememberedKeys().filter((k) => k.startsWith(`${this.source}/`));
+    return [...this.remembered];
   }
 
   lastApplied(key: ObjectKey): Desired | undefined {
@@ -38,10 +57,14 @@ export class StateStatusWriter implements StatusWriter, ObjectRecords, Recorder 
 
   remember(d: Desired): void {
     this.db.remember(d);
+    this.remembered.add(d.key);
+    this.noteDependencies(d);
   }
 
   forget(key: ObjectKey): void {
     this.written.delete(key);
+    this.remembered.delete(key);
+    this.depending.delete(key);
     this.db.forget(key);
   }
 

@@ -30,6 +30,11 @@ export interface ObjectRecords {
   remember(d: Desired): void;
   /** Forgets `key`: its instance is gone (or orphaned on purpose). */
   forget(key: ObjectKey): void;
+  /**
+   * Optional, for speed: every remembered object whose spec.dependsOn is not empty, as last
+   * applied. Without it the reconciler reads lastApplied of each remembered key.
+   */
+  withDependencies?(): readonly Desired[];
 }
 
 export type EventType = 'Normal' | 'Warning';

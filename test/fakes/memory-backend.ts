@@ -1,6 +1,6 @@
 /** A SourceBackend that keeps status, records and events in memory, for unit tests and benchmarks. */
 import type { Status } from '../../src/api/v1alpha1/types.js';
-import type { Source, SourceBackend } from '../../src/sources/source.js';
+import type { Source, SourceBackend, SourcePolicy } from '../../src/sources/source.js';
 import type { Desired } from '../../src/store/desired.js';
 import type { ObjectKey } from '../../src/store/object-key.js';
 import type { EventType, FinalizerGate, ObjectRecords, Recorder, StatusWriter } from '../../src/status/status-writer.js';
@@ -11,6 +11,8 @@ export class MemoryBackend implements SourceBackend, StatusWriter, ObjectRecords
   readonly events: { key: string; type: EventType; reason: string; message: string }[] = [];
   readonly finalized = new Set<ObjectKey>();
   writes = 0;
+  /** Source-wide GitOps rules; tests set it. */
+  policy: SourcePolicy | undefined;
   readonly source: Source;
   get statusWriter(): StatusWriter { return this; }
   get recorder(): Recorder { return this; }

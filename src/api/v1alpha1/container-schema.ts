@@ -1,7 +1,7 @@
 /** The one JSON Schema of kind Container: ajv validates files with it and the CRD is generated from it. */
 import { API_VERSION } from './group.js';
 import {
-  type JsonSchema, IFNAME_PATTERN, MAC_PATTERN, SAFE_TEXT_PATTERN, absolutePath, commonSpecProperties, objectMeta, quantity,
+  type JsonSchema, IFNAME_PATTERN, MAC_PATTERN, SAFE_TEXT_PATTERN, absolutePath, commonSpecProperties, objectSchema, quantity,
 } from './schema-parts.js';
 
 export const containerSpecSchema: JsonSchema = {
@@ -51,15 +51,4 @@ export const containerSpecSchema: JsonSchema = {
   },
 };
 
-export const containerSchema: JsonSchema = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['apiVersion', 'kind', 'metadata', 'spec'],
-  properties: {
-    apiVersion: { type: 'string', const: API_VERSION },
-    kind: { type: 'string', const: 'Container' },
-    metadata: objectMeta,
-    spec: containerSpecSchema,
-    status: { type: 'object' },
-  },
-};
+export const containerSchema: JsonSchema = objectSchema('Container', API_VERSION, containerSpecSchema);

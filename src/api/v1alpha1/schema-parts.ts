@@ -78,4 +78,39 @@ export const commonSpecProperties: Record<string, JsonSchema> = {
     type: 'string', enum: ['Delete', 'Orphan'], default: 'Delete',
     description: 'Delete removes the instance with the object; Orphan leaves it on the host.',
   },
+  driftPolicy: {
+    type: 'string', enum: ['Correct', 'Report', 'Ignore'], default: 'Correct',
+    description: 'What to do when the instance changes behind hyperlet\'s back after it matched: Correct puts it back; Report shows the drift (condition Drifted) and leaves it; Ignore leaves it silently.',
+  },
+  dependsOn: {
+    type: 'array',
+    maxItems: 64,
+    description: 'Objects of the same source that must be Ready before this one is created or started; this one is deleted before them.',
+    items: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['kind', 'name'],
+      properties: {
+        kind: { type: 'string', enum: ['Container', 'VirtualMachine'] },
+        name: dnsLabel('Name of the object depended on.'),
+        namespace: dnsLabel('Its namespace (default: this object\'s namespace).'),
+      },
+    },
+  },
 };
+
+/** The whole object of one kind: Kubernetes shape around that kind's spec schema. */
+export function objectSchema(kind: string, apiVersion: string, spec: JsonSchema): JsonSchema {
+  return {
+    type: 'object',
+    additionalProperties: false,
+    required: ['apiVersion', 'kind', 'metadata', 'spec'],
+    properties: {
+      apiVersion: { type: 'string', const: apiVersion },
+      kind: { type: 'string', const: kind },
+      metadata: objectMeta,
+      spec,
+      status: { type: 'object' },
+    },
+  };
+}

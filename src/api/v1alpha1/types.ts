@@ -23,10 +23,17 @@ export interface ObjectMeta {
   creationTimestamp?: string;
 }
 
+export type DriftPolicy = 'Correct' | 'Report' | 'Ignore';
+/** A reference to another object of the same source; namespace defaults to the referrer's. */
+export interface DependencyRef { kind: Kind; name: string; namespace?: string }
+
 interface CommonSpec {
   nodeName?: string;
   updatePolicy: UpdatePolicy;
   deletionPolicy: DeletionPolicy;
+  /** Absent means Correct (the schema default). */
+  driftPolicy?: DriftPolicy;
+  dependsOn?: DependencyRef[];
 }
 
 export type ContainerState = 'Running' | 'Stopped' | 'Frozen';
@@ -100,4 +107,9 @@ export interface Status {
   details?: Record<string, string>;
   /** Changes waiting for a restart or re-create the update policy does not allow. */
   pendingChanges?: { field: string; apply: 'restart' | 'recreate' }[];
+  /**
+   * The last generation the instance fully matched. A difference found later for that same
+   * generation is drift (an out-of-band change), which spec.driftPolicy governs.
+   */
+  convergedGeneration?: number;
 }

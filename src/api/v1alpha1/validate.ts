@@ -8,7 +8,7 @@ import { API_VERSION, type Kind, isKind } from './group.js';
 import { containerSchema } from './container-schema.js';
 import { virtualMachineSchema } from './virtual-machine-schema.js';
 import { parseQuantity, formatQuantity } from './quantity.js';
-import type { ContainerSpec, HyperletObject, VirtualMachineSpec } from './types.js';
+import type { ContainerSpec, DependencyRef, HyperletObject, VirtualMachineSpec } from './types.js';
 
 /** One broken rule: `path` is a dotted field path ("spec.resources.cpu", "spec.disks[1].size"). */
 export interface ValidationIssue {
@@ -115,6 +115,22 @@ function describePattern(pattern: string): string {
   return PATTERN_WORDS[pattern] ?? `must match ${pattern}`;
 }
 
+/** dependsOn: no object depends on itself, and each target is listed once. */
+function dependencyIssues(kind: Kind, metadata: { name?: unknown; namespace?: unknown }, deps: readonly DependencyRef[] | undefined): ValidationIssue[] {
+  const issues: ValidationIssue[] = [];
+  const seen = new Set<string>();
+  deps?.forEach((dep, i) => {
+    const id = `${dep.kind}/${dep.namespace ?? String(metadata.namespace)}/${dep.name}`;
+    if (dep.kind === kind && dep.name === metadata.name && (dep.namespace ?? metadata.namespace) === metadata.namespace) {
+      issues.push({ path: `spec.dependsOn[${i}]`, rule: 'self-reference', message: 'an object cannot depend on itself' });
+    } else if (seen.has(id)) {
+      issues.push({ path: `spec.dependsOn[${i}]`, rule: 'unique', message: `${dep.kind}/${dep.name} is listed twice` });
+    }
+    seen.add(id);
+  });
+  return issues;
+}
+
 function crossFieldIssues(kind: Kind, spec: Record<string, unknown>): ValidationIssue[] {
   const issues: ValidationIssue[] = [];
   if (kind === 'Container') {
@@ -186,5 +202,6 @@ export function validateObject(doc: unknown): ValidationResult {
   const validate = validators[raw.kind];
   const issues = validate(copy) ? [] : toIssues(validate.errors ?? []);
   if (issues.length === 0) issues.push(...crossFieldIssues(raw.kind, copy.spec as Record<string, unknown>));
+  if (issues.length === 0) issues.push(...dependencyIssues(raw.kind, copy.metadata as Record<string, unknown>, (copy.spec as { dependsOn?: DependencyRef[] }).dependsOn));
   return issues.length === 0 ? { ok: true, object: copy as unknown as HyperletObject } : { ok: false, issues };
 }

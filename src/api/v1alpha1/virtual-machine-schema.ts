@@ -1,7 +1,7 @@
 /** The one JSON Schema of kind VirtualMachine: ajv validates files with it and the CRD is generated from it. */
 import { API_VERSION } from './group.js';
 import {
-  type JsonSchema, IFNAME_PATTERN, MAC_PATTERN, SAFE_TEXT_PATTERN, absolutePath, commonSpecProperties, dnsLabel, objectMeta, quantity,
+  type JsonSchema, IFNAME_PATTERN, MAC_PATTERN, SAFE_TEXT_PATTERN, absolutePath, commonSpecProperties, dnsLabel, objectSchema, quantity,
 } from './schema-parts.js';
 
 export const virtualMachineSpecSchema: JsonSchema = {
@@ -69,15 +69,4 @@ export const virtualMachineSpecSchema: JsonSchema = {
   },
 };
 
-export const virtualMachineSchema: JsonSchema = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['apiVersion', 'kind', 'metadata', 'spec'],
-  properties: {
-    apiVersion: { type: 'string', const: API_VERSION },
-    kind: { type: 'string', const: 'VirtualMachine' },
-    metadata: objectMeta,
-    spec: virtualMachineSpecSchema,
-    status: { type: 'object' },
-  },
-};
+export const virtualMachineSchema: JsonSchema = objectSchema('VirtualMachine', API_VERSION, virtualMachineSpecSchema);

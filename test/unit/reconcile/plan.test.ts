@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { plan, type Step } from '../../../src/reconcile/plan.js';
+import { type Plan, type PlanOptions, plan, type Step } from '../../../src/reconcile/plan.js';
 import type { ObservedInstance } from '../../../src/providers/provider.js';
 import type { Desired } from '../../../src/store/desired.js';
 import { container, observedAs, vm } from '../../fakes/desired-objects.js';
@@ -145,6 +145,110 @@ const cases: Record<string, Case> = {
   },
 };
 
+interface GitOpsCase {
+  reason: string;
+  d: Desired;
+  observed: ObservedInstance | undefined;
+  options: PlanOptions;
+  want: { steps: Step[]; heldBy?: Plan['heldBy']; held?: Step[]; drift?: string[]; waitingFor?: string[] };
+}
+
+const reported = container('web', { driftPolicy: 'Report' });
+const ignored = container('web', { driftPolicy: 'Ignore' });
+const webTombstone = container('web', {}, { deleting: true });
+
+const gitOpsCases: Record<string, GitOpsCase> = {
+  PausedHoldsStart: {
+    reason: 'a paused object is observed but not started; the held step and the drift are reported',
+    d: web, observed: observedAs(web, 'Stopped'), options: { paused: true },
+    want: { steps: [], heldBy: 'paused', held: [{ op: 'setState', to: 'Running' }], drift: ['state is Stopped, declared Running'] },
+  },
+  PausedHoldsCreate: {
+    reason: 'a paused object that has no instance yet is not created',
+    d: web, observed: undefined, options: { paused: true },
+    want: { steps: [], heldBy: 'paused', held: [{ op: 'create' }, { op: 'setState', to: 'Running' }], drift: ['no instance exists'] },
+  },
+  PausedHoldsDelete: {
+    reason: 'a paused tombstone is not deleted',
+    d: webTombstone, observed: observedAs(webTombstone), options: { paused: true },
+    want: { steps: [], heldBy: 'paused', held: [{ op: 'delete', reason: 'deleted' }], drift: ['the object was removed; the instance remains'] },
+  },
+  PausedConvergedHoldsNothing: {
+    reason: 'a paused object that matches has nothing to hold',
+    d: web, observed: observedAs(web), options: { paused: true },
+    want: { steps: [] },
+  },
+  ReportLeavesExternalStop: {
+    reason: 'driftPolicy Report: a generation that once matched and was stopped behind our back is left alone and reported',
+    d: reported, observed: observedAs(reported, 'Stopped'), options: { convergedGeneration: 1 },
+    want: { steps: [], heldBy: 'driftPolicy', held: [{ op: 'setState', to: 'Running' }], drift: ['state is Stopped, declared Running'] },
+  },
+  ReportLeavesFieldDrift: {
+    reason: 'driftPolicy Report: a field changed outside hyperlet is named, not corrected',
+    d: container('web', { driftPolicy: 'Report', resources: { memory: '256Mi' } }), observed: observedAs(container('web', { driftPolicy: 'Report', resources: { memory: '128Mi' } })),
+    options: { convergedGeneration: 1 },
+    want: { steps: [], heldBy: 'driftPolicy', drift: ['resources.memory'] },
+  },
+  ReportAppliesNewGeneration: {
+    reason: 'driftPolicy Report only concerns out-of-band changes: a new generation is applied',
+    d: container('web', { driftPolicy: 'Report' }, { generation: 2 }), observed: observedAs(reported, 'Stopped'), options: { convergedGeneration: 1 },
+    want: { steps: [{ op: 'setState', to: 'Running' }] },
+  },
+  ReportCreatesFirstTime: {
+    reason: 'before the first match there is no drift: create and start as usual',
+    d: reported, observed: undefined, options: {},
+    want: { steps: [{ op: 'create' }, { op: 'setState', to: 'Running' }] },
+  },
+  IgnoreLeavesExternalStop: {
+    reason: 'driftPolicy Ignore holds the correction too',
+    d: ignored, observed: observedAs(ignored, 'Stopped'), options: { convergedGeneration: 1 },
+    want: { steps: [], heldBy: 'driftPolicy', held: [{ op: 'setState', to: 'Running' }] },
+  },
+  CorrectFixesDrift: {
+    reason: 'the default Correct puts a matched generation back',
+    d: web, observed: observedAs(web, 'Stopped'), options: { convergedGeneration: 1 },
+    want: { steps: [{ op: 'setState', to: 'Running' }] },
+  },
+  DependenciesHoldCreate: {
+    reason: 'creation waits for dependencies that are not Ready',
+    d: web, observed: undefined, options: { dependenciesNotReady: ['Container/db'] },
+    want: { steps: [], heldBy: 'dependencies', waitingFor: ['Container/db'] },
+  },
+  DependenciesHoldStart: {
+    reason: 'starting waits too',
+    d: web, observed: observedAs(web, 'Stopped'), options: { dependenciesNotReady: ['Container/db'] },
+    want: { steps: [], heldBy: 'dependencies', waitingFor: ['Container/db'] },
+  },
+  DependenciesDoNotHoldStop: {
+    reason: 'stopping never waits for dependencies',
+    d: webStopped, observed: observedAs(webStopped, 'Running'), options: { dependenciesNotReady: ['Container/db'] },
+    want: { steps: [{ op: 'setState', to: 'Stopped' }] },
+  },
+  DependentsHoldDelete: {
+    reason: 'a removed object is deleted only after the objects depending on it',
+    d: webTombstone, observed: observedAs(webTombstone), options: { dependentsPresent: ['Container/app'] },
+    want: { steps: [], heldBy: 'dependents', waitingFor: ['Container/app'] },
+  },
+  NoDependentsDeletes: {
+    reason: 'with no dependents left, delete',
+    d: webTombstone, observed: observedAs(webTombstone), options: { dependentsPresent: [] },
+    want: { steps: [{ op: 'delete', reason: 'deleted' }] },
+  },
+};
+
+describe('plan: pause, drift policy, dependsOn', () => {
+  for (const [name, tc] of Object.entries(gitOpsCases)) {
+    it(name, () => {
+      const p = plan(tc.d, tc.observed, tc.options);
+      expect(p.steps, tc.reason).to.deep.equal(tc.want.steps);
+      expect(p.heldBy, tc.reason).to.equal(tc.want.heldBy);
+      if (tc.want.held) expect(p.held, tc.reason).to.deep.equal(tc.want.held);
+      if (tc.want.drift) expect(p.drift, tc.reason).to.deep.equal(tc.want.drift);
+      if (tc.want.waitingFor) expect(p.waitingFor, tc.reason).to.deep.equal(tc.want.waitingFor);
+    });
+  }
+});
+
 describe('plan', () => {
   for (const [name, tc] of Object.entries(cases)) {
     it(name, () => {
@@ -157,6 +261,13 @@ describe('plan', () => {
       expect(p.finished ?? false, tc.reason).to.equal(tc.want.finished ?? false);
     });
   }
+
+  it('reboots a running instance once when the provider says a reboot is requested', () => {
+    expect(plan(v, observedAs(v), { rebootRequested: true }).steps).to.deep.equal([{ op: 'reboot' }]);
+    expect(plan(v, observedAs(v, 'Stopped'), { rebootRequested: true }).steps, 'a stopped VM is started, not rebooted')
+      .to.deep.equal([{ op: 'setState', to: 'Running' }]);
+    expect(plan(v, observedAs(v), { rebootRequested: false }).steps).to.deep.equal([]);
+  });
 
   it('lets the provider classify a change by its values', () => {
     const d = vm('vm1', { resources: { cpu: 1, memory: '256Mi' }, disks: [{ name: 'root', size: '2Gi' }] });

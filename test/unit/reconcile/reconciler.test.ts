@@ -29,6 +29,15 @@ describe('Reconciler', () => {
     expect(h.backend.events.map((e) => e.reason)).to.deep.equal(['Created', 'Started']);
   });
 
+  it('converges a new object with two status writes: Creating, then Running', async () => {
+    const h = harness('Container');
+    const d = container('web');
+    h.store.upsert(d);
+    while ((await h.reconciler.reconcile(d.key, signal)).requeueAfterMs !== undefined) { /* next step */ }
+    expect(h.backend.writes).to.equal(2);
+    expect(h.backend.statuses.get(d.key)?.phase).to.equal('Running');
+  });
+
   it('a deliberately stopped object is Ready', async () => {
     const h = harness('Container');
     const d = container('web', { state: 'Stopped' });
@@ -120,6 +129,120 @@ describe('Reconciler', () => {
     expect(status?.pendingChanges).to.deep.equal([{ field: 'environment', apply: 'restart' }]);
     expect(h.provider.count('update')).to.equal(0);
   });
+});
+
+describe('Reconciler: GitOps rules', () => {
+  const runUntilIdle = async (h: ReturnType<typeof harness>, key: Parameters<typeof h.reconciler.reconcile>[0]) => {
+    for (let i = 0; i < 10; i++) {
+      const r = await h.reconciler.reconcile(key, signal);
+      if (r.requeueAfterMs !== 0) return r;
+    }
+    throw new Error('did not settle');
+  };
+
+  it('a paused object is observed and reported, never changed', async () => {
+    const h = harness('Container');
+    const d = container('web', {}, { annotations: { 'hyperlet.io/paused': 'true' } });
+    h.store.upsert(d);
+    h.provider.instances.set('web', observedAs(d, 'Stopped'));
+    expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(awaitChange());
+    expect(h.provider.calls).to.deep.equal(['probe', 'observe:web']);
+    const status = h.backend.statuses.get(d.key);
+    expect(condition(status, 'Paused')).to.include({ status: 'True', reason: 'Paused' });
+    expect(condition(status, 'Drifted')).to.include({ status: 'True', reason: 'DriftDetected' });
+    expect(condition(status, 'Ready')).to.include({ status: 'False', reason: 'Paused' });
+    expect(status?.phase).to.equal('Stopped');
+  });
+
+  it('a paused source keeps the instance of a removed object', async () => {
+    const h = harness('Container');
+    h.backend.policy = { prune: true, paused: true };
+    const d = container('web');
+    h.backend.remember(d);
+    h.provider.instances.set('web', observedAs(d));
+    expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(awaitChange());
+    expect(h.provider.count('delete')).to.equal(0);
+    expect(h.backend.remembered.has(d.key), 'still remembered: deleted once unpaused').to.equal(true);
+  });
+
+  const pruneCases = {
+    SourcePruneOff: { reason: '--prune=false keeps every removed object', policy: { prune: false, paused: false }, annotations: undefined },
+    AnnotationPruneDisabled: { reason: 'hyperlet.io/prune: disabled keeps this one', policy: undefined, annotations: { 'hyperlet.io/prune': 'disabled' } },
+  };
+  for (const [name, tc] of Object.entries(pruneCases)) {
+    it(name, async () => {
+      const h = harness('Container');
+      h.backend.policy = tc.policy;
+      const d = container('web', {}, tc.annotations === undefined ? {} : { annotations: tc.annotations });
+      h.backend.remember(d);
+      h.provider.instances.set('web', observedAs(d));
+      expect(await h.reconciler.reconcile(d.key, signal), tc.reason).to.deep.equal(awaitChange());
+      expect(h.provider.count('delete'), tc.reason).to.equal(0);
+      expect(h.provider.instances.has('web'), tc.reason).to.equal(true);
+      expect(h.backend.remembered.has(d.key), 'let go of').to.equal(false);
+      expect(h.backend.events.map((e) => e.reason)).to.deep.equal(['PruneSkipped']);
+    });
+  }
+
+  it('driftPolicy Report shows an external stop and does not fix it; a new generation is applied', async () => {
+    const h = harness('Container');
+    const d = container('web', { driftPolicy: 'Report' });
+    h.store.upsert(d);
+    await runUntilIdle(h, d.key);
+    expect(h.backend.statuses.get(d.key)?.convergedGeneration).to.equal(1);
+    expect(condition(h.backend.statuses.get(d.key), 'Drifted')).to.include({ status: 'False', reason: 'InSync' });
+    h.provider.instances.set('web', { ...h.provider.instances.get('web')!, state: 'Stopped' });
+    h.cache.invalidate('web');
+    expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(awaitChange());
+    expect(h.provider.instances.get('web')?.state).to.equal('Stopped');
+    const status = h.backend.statuses.get(d.key);
+    expect(condition(status, 'Drifted')).to.include({ status: 'True', reason: 'DriftDetected' });
+    expect(status?.conditions.find((c) => c.type === 'Drifted')?.message).to.contain('state is Stopped, declared Running');
+    expect(condition(status, 'Ready')).to.include({ status: 'False', reason: 'Drifted' });
+    expect(h.backend.events.filter((e) => e.reason === 'Drifted')).to.have.length(1);
+    const next = container('web', { driftPolicy: 'Report', autostart: true }, { generation: 2 });
+    h.store.upsert(next);
+    await runUntilIdle(h, d.key);
+    expect(h.provider.instances.get('web')?.state, 'the new generation is applied whole').to.equal('Running');
+    expect(h.backend.statuses.get(d.key)?.convergedGeneration).to.equal(2);
+  });
+
+  it('dependsOn: creates only once the dependency is Ready, deletes the dependent first', async () => {
+    const h = harness('Container');
+    const db = container('db');
+    const app = container('app', { dependsOn: [{ kind: 'Container', name: 'db' }] });
+    h.store.upsert(db);
+    h.store.upsert(app);
+    expect(await h.reconciler.reconcile(app.key, signal)).to.deep.equal(requeueAfter(2_000));
+    expect(h.provider.count('create')).to.equal(0);
+    expect(condition(h.backend.statuses.get(app.key), 'Ready')).to.include({ status: 'False', reason: 'WaitingForDependencies' });
+    await runUntilIdle(h, db.key);
+    await runUntilIdle(h, app.key);
+    expect(h.provider.calls.filter((c) => c.startsWith('create'))).to.deep.equal(['create:db', 'create:app']);
+    h.store.remove(db.key);
+    h.store.remove(app.key);
+    expect(await h.reconciler.reconcile(db.key, signal)).to.deep.equal(requeueAfter(2_000));
+    expect(h.provider.instances.has('db'), 'db waits for app').to.equal(true);
+    expect(condition(h.backend.statuses.get(db.key), 'Ready')).to.include({ status: 'False', reason: 'WaitingForDependents' });
+    await runUntilIdle(h, app.key);
+    await runUntilIdle(h, db.key);
+    expect(h.provider.calls.filter((c) => c.startsWith('delete'))).to.deep.equal(['delete:app', 'delete:db']);
+  });
+
+  const depErrors = {
+    Cycle: { reason: 'a loop is an error in status', objects: [container('a', { dependsOn: [{ kind: 'Container', name: 'b' }] }), container('b', { dependsOn: [{ kind: 'Container', name: 'a' }] })], want: 'DependencyCycle' },
+    Missing: { reason: 'a missing target is an error in status', objects: [container('a', { dependsOn: [{ kind: 'Container', name: 'nope' }] })], want: 'DependencyNotFound' },
+  };
+  for (const [name, tc] of Object.entries(depErrors)) {
+    it(`dependsOn ${name}`, async () => {
+      const h = harness('Container');
+      for (const o of tc.objects) h.store.upsert(o);
+      const a = tc.objects[0]!;
+      expect(await h.reconciler.reconcile(a.key, signal), tc.reason).to.deep.equal(requeueAfter(2_000));
+      expect(h.provider.count('create')).to.equal(0);
+      expect(condition(h.backend.statuses.get(a.key), 'Synced')).to.include({ status: 'False', reason: tc.want });
+    });
+  }
 });
 
 describe('Controller', () => {

@@ -1,0 +1,86 @@
+/**
+ * Everything `hyperlet run --source kube` needs, wired together: the informer source, the
+ * status writer, the event recorder and the finalizer gate, sharing one client configuration
+ * and one KubeObjectTracker (so writers always send the freshest resourceVersion).
+ */
+import { hostname } from 'node:os';
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import type { SourceBackend } from '../sources/source.js';
+import { KubeSource } from '../sources/kube-source.js';
+import { KubeFinalizerGate } from '../status/kube-finalizer-gate.js';
+import { KubeEventSink, KubeRecorder } from '../status/kube-recorder.js';
+import { KubeStatusWriter } from '../status/kube-status-writer.js';
+import { loadKubeConfig } from './kube-client.js';
+import { KubeObjectTracker } from './kube-object-tracker.js';
+import { KubeLeaseClient, LeaderElector } from './leader-election.js';
+
+export interface KubeBackendOptions {
+  /** Source id, the first part of every key (default "kube"). */
+  readonly id?: string;
+  /** Path of a kubeconfig; client-node's defaults (KUBECONFIG, ~/.kube/config, in-cluster) when absent. */
+  readonly kubeconfig?: string;
+  /** Only this namespace; all when absent. */
+  readonly namespace?: string;
+  /** Only objects with spec.nodeName equal to this. */
+  readonly node?: string;
+  /** The Events' source.host (default `node`). */
+  readonly host?: string;
+  readonly logger: Logger;
+  /** A ready client configuration instead of `kubeconfig` (tests, benchmarks). */
+  readonly kubeConfig?: KubeConfig;
+  /** Full relist period of the informers (default 10 min). */
+  readonly resyncMs?: number;
+  /**
+   * Leader election for a cluster-wide agent run with replicas (no `node`): only the leader
+   * lists, watches and reconciles; `onStoppedLeading` is called when leadership is lost.
+   */
+  readonly leaderElection?: {
+    /** Unique per replica (default: the host name and the process id). */
+    readonly identity?: string;
+    /** The Lease (default hyperlet-system/hyperlet-agent). */
+    readonly leaseNamespace?: string;
+    readonly leaseName?: string;
+    readonly onStoppedLeading: () => void;
+  };
+}
+
+/** The kube backend plus what the daemon may want besides the SourceBackend interface. */
+export interface KubeBackend extends SourceBackend {
+  readonly source: KubeSource;
+  readonly statusWriter: KubeStatusWriter;
+  readonly recorder: KubeRecorder;
+  readonly finalizers: KubeFinalizerGate;
+  readonly kubeConfig: KubeConfig;
+}
+
+/** Builds the kube backend; throws when no kubeconfig can be loaded. Starts nothing. */
+export function createKubeBackend(options: KubeBackendOptions): KubeBackend {
+  const kubeConfig = options.kubeConfig ?? loadKubeConfig(options.kubeconfig);
+  const logger = options.logger.child({ source: 'kube' });
+  const tracker = new KubeObjectTracker();
+  const host = options.host ?? options.node;
+  const le = options.leaderElection;
+  const leaderElection = le === undefined ? undefined : {
+    elector: new LeaderElector({
+      lease: new KubeLeaseClient(kubeConfig, le.leaseNamespace ?? 'hyperlet-system', le.leaseName ?? 'hyperlet-agent'),
+      identity: le.identity ?? `${hostname()}_${process.pid}`,
+      logger,
+    }),
+    onStoppedLeading: le.onStoppedLeading,
+  };
+  return {
+    source: new KubeSource({
+      kubeConfig, logger, tracker,
+      ...(options.id !== undefined ? { id: options.id } : {}),
+      ...(options.namespace !== undefined ? { namespace: options.namespace } : {}),
+      ...(options.node !== undefined ? { node: options.node } : {}),
+      ...(options.resyncMs !== undefined ? { resyncMs: options.resyncMs } : {}),
+      ...(leaderElection !== undefined ? { leaderElection } : {}),
+    }),
+    statusWriter: new KubeStatusWriter({ kubeConfig, tracker, logger }),
+    recorder: new KubeRecorder({ sink: new KubeEventSink(kubeConfig), logger, ...(host !== undefined ? { host } : {}) }),
+    finalizers: new KubeFinalizerGate({ kubeConfig, tracker, logger }),
+    kubeConfig,
+  };
+}

@@ -1,0 +1,96 @@
+/**
+ * The small layer hyperlet puts over @kubernetes/client-node 1.4: loading a kubeconfig, request
+ * options (an AbortSignal, a patch content type) and one mapping of API errors to hyperlet's
+ * error kinds, so every caller treats 409 and 404 the same way.
+ */
+import {
+  type ConfigurationOptions, KubeConfig, Observable, type ObservableMiddleware, type PatchStrategy, type RequestContext, type ResponseContext,
+} from '@kubernetes/client-node';
+import { API_VERSION, GROUP, KINDS, VERSION, type Kind } from '../api/v1alpha1/group.js';
+import { ConflictError } from '../reconcile/errors.js';
+
+/**
+ * Loads the client configuration: the file at `path` when given, else client-node's defaults
+ * ($KUBECONFIG, ~/.kube/config, or the in-cluster ServiceAccount). Throws when none is usable.
+ */
+export function loadKubeConfig(path?: string): KubeConfig {
+  const kc = new KubeConfig();
+  try {
+    if (path !== undefined) kc.loadFromFile(path);
+    else kc.loadFromDefault();
+  } catch (err) {
+    throw new Error(`cannot load the kubeconfig ${path ?? '(default)'}`, { cause: err });
+  }
+  if (kc.getCurrentCluster() === null) throw new Error(`cannot use the kubeconfig ${path ?? '(default)'}: it names no current cluster`);
+  return kc;
+}
+
+/** Per-request options: abort with `signal`, send a body of `contentType` (patch strategies). */
+export function requestOptions(signal?: AbortSignal, contentType?: PatchStrategy): ConfigurationOptions<ObservableMiddleware> | undefined {
+  if (signal === undefined && contentType === undefined) return undefined;
+  const middleware: ObservableMiddleware = {
+    pre: (request: RequestContext) => {
+      if (signal !== undefined) request.setSignal(signal);
+      if (contentType !== undefined) request.setHeaderParam('Content-Type', contentType);
+      return new Observable(Promise.resolve(request));
+    },
+    post: (response: ResponseContext) => new Observable(Promise.resolve(response)),
+  };
+  return { middleware: [middleware], middlewareMergeStrategy: 'append' };
+}
+
+/** The HTTP status of a failed API call (ApiException.code, a watch error's statusCode), if any. */
+export function statusCodeOf(err: unknown): number | undefined {
+  if (typeof err !== 'object' || err === null) return undefined;
+  const e = err as { code?: unknown; statusCode?: unknown };
+  if (typeof e.code === 'number') return e.code;
+  if (typeof e.statusCode === 'number') return e.statusCode;
+  return undefined;
+}
+
+/** Whether a failed API call was a 404 (the object or the kind is not there). */
+export const isNotFound = (err: unknown): boolean => statusCodeOf(err) === 404;
+
+/** The API server's own words from a failed call: the Status message when there is one. */
+export function apiMessage(err: unknown): string {
+  const body = (err as { body?: unknown } | null)?.body;
+  let parsed: unknown = body;
+  if (typeof body === 'string') {
+    try {
+      parsed = JSON.parse(body);
+    } catch {
+      return body.replace(/\s+/g, ' ').trim().slice(0, 500);
+    }
+  }
+  const message = (parsed as { message?: unknown } | null)?.message;
+  if (typeof message === 'string') return message;
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * Wraps a failed API call: 409 becomes ConflictError (retry on fresh data), anything else an
+ * Error "cannot WHAT: <the API server's message>" with the original as cause.
+ */
+export function kubeError(err: unknown, what: string): Error {
+  const code = statusCodeOf(err);
+  const detail = `${apiMessage(err)}${code !== undefined ? ` (HTTP ${code})` : ''}`;
+  if (code === 409) return new ConflictError(`cannot ${what}: ${detail}`, { cause: err });
+  return new Error(`cannot ${what}: ${detail}`, { cause: err });
+}
+
+/** Where a kind lives in the API. */
+export function resourceOf(kind: Kind): { group: string; version: string; plural: string; apiVersion: string } {
+  return { group: GROUP, version: VERSION, plural: KINDS[kind].plural, apiVersion: API_VERSION };
+}
+
+/**
+ * Whether resourceVersion `a` is newer than `b`. Kubernetes calls resource versions opaque, but
+ * every kube-apiserver backed by etcd uses its revision, a growing integer; anything else is
+ * treated as newer, so the worst case is one extra request, never a lost update.
+ */
+export function isNewerResourceVersion(a: string | undefined, b: string | undefined): boolean {
+  if (a === undefined || a === '') return false;
+  if (b === undefined || b === '') return true;
+  if (/^[0-9]+$/.test(a) && /^[0-9]+$/.test(b)) return BigInt(a) > BigInt(b);
+  return a !== b;
+}

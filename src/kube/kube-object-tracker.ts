@@ -1,0 +1,53 @@
+/**
+ * The freshest copy of each object's metadata and status that this process knows of: from the
+ * informers and from the responses to its own writes, whichever is newer. Writers use it to send
+ * the current resourceVersion (so a write right after our own status update does not conflict
+ * with ourselves) and to tell whether a status would change anything.
+ *
+ * Guarantees: an older copy never replaces a newer one (see isNewerResourceVersion), so a watch
+ * event that lags behind our own write cannot make us write the same status again.
+ */
+import type { KubernetesObject } from '@kubernetes/client-node';
+import type { Status } from '../api/v1alpha1/types.js';
+import type { ObjectKey } from '../store/object-key.js';
+import { isNewerResourceVersion } from './kube-client.js';
+
+/** What the tracker keeps of one object. */
+export interface TrackedObject {
+  readonly uid?: string;
+  readonly resourceVersion?: string;
+  readonly finalizers: readonly string[];
+  readonly deleting: boolean;
+  readonly status?: Status;
+}
+
+/** See the file comment; one per agent, shared by the source and the writers. */
+export class KubeObjectTracker {
+  private readonly objects = new Map<ObjectKey, TrackedObject>();
+
+  /** Records `obj` as seen for `key` unless what we hold is newer. */
+  observe(key: ObjectKey, obj: KubernetesObject & { status?: unknown }): void {
+    const current = this.objects.get(key);
+    const rv = obj.metadata?.resourceVersion;
+    // A different uid is a new object of the same name: whatever we held is moot.
+    const sameObject = current?.uid === undefined || current.uid === obj.metadata?.uid;
+    if (current !== undefined && sameObject && !isNewerResourceVersion(rv, current.resourceVersion)) return;
+    this.objects.set(key, {
+      ...(obj.metadata?.uid !== undefined ? { uid: obj.metadata.uid } : {}),
+      ...(rv !== undefined ? { resourceVersion: rv } : {}),
+      finalizers: obj.metadata?.finalizers ?? [],
+      deleting: obj.metadata?.deletionTimestamp !== undefined,
+      ...(obj.status !== undefined && obj.status !== null ? { status: obj.status as Status } : {}),
+    });
+  }
+
+  /** Forgets `key` (the object was deleted). */
+  forget(key: ObjectKey): void {
+    this.objects.delete(key);
+  }
+
+  /** The freshest copy known for `key`, if any. */
+  get(key: ObjectKey): TrackedObject | undefined {
+    return this.objects.get(key);
+  }
+}
