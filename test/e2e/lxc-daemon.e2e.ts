@@ -271,6 +271,15 @@ describe('hyperlet run with LXC (daemon as a child process)', function () {
     }
   });
 
+  it('hyperlet exec passes the exit code through and hyperlet logs shows the console', async () => {
+    const exec = await run(process.execPath, [cli, 'exec', n('a'), '--lxcpath', lxcpath, '--', '/bin/sh', '-c', 'echo "in $(hostname)"; exit 3'], { timeout: 60_000 })
+      .then(() => ({ code: 0, stdout: '' }), (err: { code?: number; stdout?: string }) => ({ code: err.code, stdout: err.stdout ?? '' }));
+    expect(exec.code, 'the command\'s own exit code').to.equal(3);
+    expect(exec.stdout).to.equal(`in ${n('a')}\n`);
+    const { stdout } = await run(process.execPath, [cli, 'logs', n('a'), '--lxcpath', lxcpath], { timeout: 60_000 });
+    expect(stdout, "busybox init's console output").to.match(/Please press Enter to activate this console/);
+  });
+
   it('shuts down on SIGTERM and leaves the containers running', async () => {
     await stopDaemon('SIGTERM');
     expect(await lxcState(n('a'))).to.equal('RUNNING');
