@@ -7,11 +7,13 @@ import { queueBench } from './queue-bench.js';
 import { kubeBench } from './kube-bench.js';
 import { reconcileBench } from './reconcile-bench.js';
 import { libvirtBench } from './libvirt-bench.js';
+import { lxcBench } from './lxc-bench.js';
 
 export const BENCHES: Record<string, () => Promise<Record<string, number | string>>> = {
   queue: queueBench,
   reconcile: () => reconcileBench(),
   libvirt: libvirtBench,
+  lxc: () => lxcBench(),
   kube: kubeBench,
   git: () => gitBench(),
 };

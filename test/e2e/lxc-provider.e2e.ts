@@ -178,9 +178,15 @@ describe('LxcProvider (real lxc-* tools)', function () {
     });
 
     it('starts, with its memory limit in the cgroup and its console log', async () => {
-      expect(await provider.setState(d, 'Running', (await provider.observe(d, signal()))!, signal())).to.equal('started');
+      spawns = [];
+      const stopped = (await provider.observe(d, signal()))!;
+      expect(spawns, 'a stopped container is observed from /proc alone').to.deep.equal([]);
+      expect(await provider.setState(d, 'Running', stopped, signal())).to.equal('started');
+      spawns = [];
       const o = (await provider.observe(d, signal()))!;
+      expect(spawns, 'so is a running one hyperlet started, without a veth').to.deep.equal([]);
       expect(o.state).to.equal('Running');
+      expect(o.pid).to.equal(Number((await lxc('lxc-info', ['-P', lxcpath, '-n', d.hostName, '-pH'])).trim()));
       expect(o.pid).to.be.a('number');
       expect(Date.parse(o.startedAt ?? '')).to.be.within(Date.now() - 60_000, Date.now() + 1_000);
       expect(await memoryLimitOf(o.pid!)).to.equal(134217728);
@@ -228,8 +234,10 @@ describe('LxcProvider (real lxc-* tools)', function () {
     it('freezes and thaws', async () => {
       let o = (await provider.observe(d, signal()))!;
       expect(await provider.setState(d, 'Frozen', o, signal())).to.equal('frozen');
+      spawns = [];
       o = (await provider.observe(d, signal()))!;
       expect(o.state).to.equal('Frozen');
+      expect(spawns, 'the freezer cgroup says frozen').to.deep.equal([]);
       expect((await provider.observeAll(signal())).get(d.hostName)?.state).to.equal('Frozen');
       expect(await provider.setState(d, 'Running', o, signal())).to.equal('thawed');
       expect((await provider.observe(d, signal()))?.state).to.equal('Running');

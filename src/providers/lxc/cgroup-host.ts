@@ -12,6 +12,8 @@ export interface CgroupLayout {
   readonly version: CgroupVersion;
   readonly memoryRoot: string;
   readonly cpuRoot: string;
+  /** Undefined on a v1 host without the freezer controller mounted. */
+  readonly freezerRoot?: string;
 }
 
 /** Limits as the kernel holds them; null is "no limit". */
@@ -29,6 +31,7 @@ export interface LiveLimits {
 export function parseCgroupLayout(mounts: string): CgroupLayout | undefined {
   let memoryV1: string | undefined;
   let cpuV1: string | undefined;
+  let freezerV1: string | undefined;
   let unified: string | undefined;
   for (const line of mounts.split('\n')) {
     const [, mountPoint, type, options] = line.split(' ');
@@ -37,12 +40,15 @@ export function parseCgroupLayout(mounts: string): CgroupLayout | undefined {
       const controllers = options.split(',');
       if (controllers.includes('memory')) memoryV1 = mountPoint;
       if (controllers.includes('cpu')) cpuV1 = mountPoint;
+      if (controllers.includes('freezer')) freezerV1 = mountPoint;
     } else if (type === 'cgroup2' && (unified === undefined || mountPoint === '/sys/fs/cgroup')) {
       unified = mountPoint;
     }
   }
-  if (memoryV1 !== undefined) return { version: 1, memoryRoot: memoryV1, cpuRoot: cpuV1 ?? memoryV1 };
-  if (unified !== undefined) return { version: 2, memoryRoot: unified, cpuRoot: unified };
+  if (memoryV1 !== undefined) {
+    return { version: 1, memoryRoot: memoryV1, cpuRoot: cpuV1 ?? memoryV1, ...(freezerV1 === undefined ? {} : { freezerRoot: freezerV1 }) };
+  }
+  if (unified !== undefined) return { version: 2, memoryRoot: unified, cpuRoot: unified, freezerRoot: unified };
   return undefined;
 }
 
@@ -51,8 +57,8 @@ export function parseCgroupLayout(mounts: string): CgroupLayout | undefined {
  * controllers' mount points. v1 lines name their controllers ("4:memory:/lxc.payload.web");
  * the v2 line has none ("0::/lxc.payload.web").
  */
-export function parseProcCgroup(text: string, version: CgroupVersion): { memory?: string; cpu?: string } {
-  const found: { memory?: string; cpu?: string } = {};
+export function parseProcCgroup(text: string, version: CgroupVersion): { memory?: string; cpu?: string; freezer?: string } {
+  const found: { memory?: string; cpu?: string; freezer?: string } = {};
   for (const line of text.split('\n')) {
     const first = line.indexOf(':');
     const second = line.indexOf(':', first + 1);
@@ -60,11 +66,12 @@ export function parseProcCgroup(text: string, version: CgroupVersion): { memory?
     const controllers = line.slice(first + 1, second).split(',');
     const path = line.slice(second + 1);
     if (version === 2) {
-      if (controllers.length === 1 && controllers[0] === '') return { memory: path, cpu: path };
+      if (controllers.length === 1 && controllers[0] === '') return { memory: path, cpu: path, freezer: path };
       continue;
     }
     if (controllers.includes('memory')) found.memory = path;
     if (controllers.includes('cpu')) found.cpu = path;
+    if (controllers.includes('freezer')) found.freezer = path;
   }
   return found;
 }
@@ -101,6 +108,21 @@ export class CgroupHost {
 
   get version(): CgroupVersion {
     return this.layout.version;
+  }
+
+  /**
+   * The freezer's word on process `pid`'s cgroup: v1 freezer.state, v2 cgroup.events text;
+   * undefined when the process, its cgroup or the freezer is not there.
+   */
+  async readFreezer(pid: number): Promise<string | undefined> {
+    if (this.layout.freezerRoot === undefined) return undefined;
+    try {
+      const path = parseProcCgroup(await readFile(`/proc/${pid}/cgroup`, 'utf8'), this.version).freezer;
+      if (path === undefined) return undefined;
+      return await readFile(join(this.layout.freezerRoot, path, this.version === 1 ? 'freezer.state' : 'cgroup.events'), 'utf8');
+    } catch {
+      return undefined; // the container stopped meanwhile
+    }
   }
 
   /**

@@ -50,3 +50,8 @@ export function consoleLogPath(lxcpath: string, hostName: string): string {
 export function startLogPath(lxcpath: string, hostName: string): string {
   return join(containerDir(lxcpath, hostName), 'lxc-start.log');
 }
+
+/** The pid of the container's monitor, written by the lxc-start hyperlet runs (`-p`); stale once it stops. */
+export function monitorPidPath(lxcpath: string, hostName: string): string {
+  return join(containerDir(lxcpath, hostName), 'monitor.pid');
+}

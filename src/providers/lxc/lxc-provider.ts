@@ -13,7 +13,7 @@ import { TerminalError, isAbortError } from '../../reconcile/errors.js';
 import type { Desired } from '../../store/desired.js';
 import { type FieldChange, type InstanceState, type ObservedInstance, type Provider, ProviderUnavailableError } from '../provider.js';
 import { CgroupHost, type LiveLimits } from './cgroup-host.js';
-import { configPath, consoleLogPath, containerDir, isHostName, markerPath, rootfsPath, startLogPath } from './container-paths.js';
+import { configPath, consoleLogPath, containerDir, monitorPidPath, isHostName, markerPath, rootfsPath, startLogPath } from './container-paths.js';
 import { writeFileAtomic } from './atomic-file.js';
 import {
   appliedConfigOf, fieldsFromConfig, liveCgroupSettings, mergeConfig, parseConfig, renderManagedConfig,
@@ -25,6 +25,8 @@ import {
 } from './lxc-tools.js';
 import { MARKER_VERSION, type OwnershipMarker, readMarker, writeMarker } from './ownership-marker.js';
 import { processStartTime } from './process-start-time.js';
+import { killCreators } from './creator-processes.js';
+import { commandSocketName, lxcStateFromFreezer, monitorTitle, parseAbstractSockets, parseChildren } from './lxc-proc-state.js';
 
 export { consoleLogPath } from './container-paths.js';
 export { execInContainer } from './lxc-exec.js';
@@ -71,6 +73,8 @@ export class LxcProvider implements Provider<'Container'> {
   private readonly monitor: LxcMonitor;
   private readonly createTimeoutMs: number;
   private cgroupHost: Promise<CgroupHost> | undefined;
+  /** Whether /proc can stand in for lxc-info (lxc-proc-state.ts); turned off for good on any contradiction. */
+  private procFastPath = true;
 
   constructor(options: LxcProviderOptions) {
     this.lxcpath = options.lxcpath;
@@ -131,6 +135,7 @@ export class LxcProvider implements Provider<'Container'> {
   async observeAll(signal: AbortSignal): Promise<ReadonlyMap<string, ObservedInstance>> {
     const { stdout } = await this.tools.run('lxc-ls', ['-P', this.lxcpath, '--fancy', '-F', 'name,state,pid,ipv4'], { signal });
     const listed = new Map(parseLsFancy(stdout).map((e) => [e.name, e]));
+    if (this.procFastPath) await this.checkProcAgainst([...listed.values()].filter((e) => e.state !== 'STOPPED').map((e) => e.name));
     const names = await this.listNames();
     const observed = await Promise.all(names.map((name) => {
       const row = listed.get(name);
@@ -141,12 +146,15 @@ export class LxcProvider implements Provider<'Container'> {
     return out;
   }
 
-  /** One container: a stat, then one `lxc-info` call when it has a config. */
+  /**
+   * One container, from files and /proc when they tell enough (stopped; or running without a
+   * veth, started by hyperlet), otherwise with one `lxc-info` call.
+   */
   async observe(d: Desired<'Container'>, signal: AbortSignal): Promise<ObservedInstance | undefined> {
     const name = d.hostName;
     if (!(await exists(containerDir(this.lxcpath, name)))) return undefined;
     if (!(await exists(configPath(this.lxcpath, name)))) return this.describe(name, undefined);
-    return this.describe(name, await this.info(name, signal));
+    return this.describe(name, (await this.procFacts(name)) ?? (await this.info(name, signal)));
   }
 
   /**
@@ -253,13 +261,16 @@ export class LxcProvider implements Provider<'Container'> {
 
   /**
    * Moves the container to `to`: start, stop (graceful for gracefulStopSeconds, then killed),
-   * freeze, thaw; from Stopped to Frozen it starts, then freezes. Reads the state afresh, so
-   * a repeated call does nothing. Returns what was done, for status.
+   * freeze, thaw; from Stopped to Frozen it starts, then freezes. Starts from the state in
+   * `observed` (LXC's own, in details.lxcState); each move is idempotent in LXC too, so a
+   * slightly stale observation does no harm. Returns what was done, for status.
    */
-  async setState(d: Desired<'Container'>, to: PowerState, _observed: ObservedInstance, signal: AbortSignal): Promise<string | void> {
+  async setState(d: Desired<'Container'>, to: PowerState, observed: ObservedInstance, signal: AbortSignal): Promise<string | void> {
     const name = d.hostName;
     await this.requireOwned(d, 'change the state of');
-    const state = (await this.info(name, signal)).state;
+    // The reconciler observed just now; ask LXC again only when that observation lacks LXC's state.
+    const observedState = observed.details?.lxcState;
+    const state = observedState !== undefined && observedState !== 'UNLISTED' ? observedState : (await this.info(name, signal)).state;
     if (state === 'STARTING' || state === 'STOPPING' || state === 'ABORTING') {
       throw new Error(`cannot move container ${name} to ${to}: it is ${state}; retrying once it settles`);
     }
@@ -364,6 +375,48 @@ export class LxcProvider implements Provider<'Container'> {
     return entries.filter((e) => e.isDirectory() && isHostName(e.name)).map((e) => e.name);
   }
 
+  /**
+   * The container's state from /proc and its cgroup (see lxc-proc-state.ts), or undefined when
+   * they do not settle it: lxc-info must then be asked.
+   */
+  private async procFacts(name: string): Promise<LxcFacts | undefined> {
+    if (!this.procFastPath) return undefined;
+    const socket = commandSocketName(this.lxcpath, name);
+    if (socket === undefined) return undefined;
+    try {
+      if (!parseAbstractSockets(await readFile('/proc/net/unix', 'utf8')).has(socket)) return { state: 'STOPPED', ipv4: [] };
+      // Running: only lxc-info knows its addresses, so this path is for containers without a veth.
+      const marker = await readMarker(markerPath(this.lxcpath, name));
+      if (marker === undefined || hasVeth(marker.fields.network)) return undefined;
+      const monitorPid = Number((await readFile(monitorPidPath(this.lxcpath, name), 'utf8')).trim());
+      if (!Number.isSafeInteger(monitorPid) || monitorPid <= 0) return undefined;
+      const title = (await readFile(`/proc/${monitorPid}/cmdline`, 'utf8')).replace(/\0+$/, '');
+      if (title !== monitorTitle(this.lxcpath, name)) return undefined; // a stale pid file
+      const children = parseChildren(await readFile(`/proc/${monitorPid}/task/${monitorPid}/children`, 'utf8'));
+      const pid = children[0];
+      if (children.length !== 1 || pid === undefined) return undefined;
+      const cgroup = await this.cgroup();
+      const freezer = await cgroup.readFreezer(pid);
+      const state = freezer === undefined ? undefined : lxcStateFromFreezer(freezer, cgroup.version);
+      return state === undefined ? undefined : { state, pid, ipv4: [] };
+    } catch {
+      return undefined; // a file went away meanwhile: ask lxc-info
+    }
+  }
+
+  /** Turns the /proc path off for good when a container LXC calls active has no command socket we can see. */
+  private async checkProcAgainst(activeNames: readonly string[]): Promise<void> {
+    if (activeNames.length === 0) return;
+    const sockets = parseAbstractSockets(await readFile('/proc/net/unix', 'utf8').catch(() => ''));
+    const unseen = activeNames.find((name) => {
+      const socket = commandSocketName(this.lxcpath, name);
+      return socket !== undefined && !sockets.has(socket);
+    });
+    if (unseen === undefined) return;
+    this.procFastPath = false;
+    this.log.warn({ hostName: unseen }, 'cannot see the command socket of an active container in /proc/net/unix (another network namespace?); asking lxc-info from now on');
+  }
+
   /** lxc-info for one container; a container LXC does not know is STOPPED (its config is missing or half-written). */
   private async info(name: string, signal: AbortSignal): Promise<LxcFacts> {
     try {
@@ -457,6 +510,12 @@ export class LxcProvider implements Provider<'Container'> {
   /** Kills, destroys and removes a container whose ownership was checked, whole or partial. */
   private async destroyOwned(name: string, signal: AbortSignal): Promise<void> {
     const dir = containerDir(this.lxcpath, name);
+    const marker = await readMarker(markerPath(this.lxcpath, name)).catch(() => undefined);
+    if (marker?.complete !== true) {
+      // A create cut short may have left lxc-create or its template running: stop them writing first.
+      const killed = await killCreators(this.lxcpath, name);
+      if (killed.length > 0) this.log.info({ hostName: name, pids: killed }, 'killed processes left creating a partial container');
+    }
     if (await exists(configPath(this.lxcpath, name))) {
       const facts = await this.info(name, signal);
       if (facts.state !== 'STOPPED') await this.tools.run('lxc-stop', ['-P', this.lxcpath, '-n', name, '-k'], { signal });
@@ -484,12 +543,13 @@ export class LxcProvider implements Provider<'Container'> {
     const logFile = startLogPath(this.lxcpath, name);
     await writeFile(logFile, '', { mode: 0o600 });
     try {
-      await this.tools.run('lxc-start', ['-P', this.lxcpath, '-n', name, '-l', 'ERROR', '-o', logFile], { signal });
+      await this.tools.run('lxc-start', ['-P', this.lxcpath, '-n', name, '-l', 'ERROR', '-o', logFile, '-p', monitorPidPath(this.lxcpath, name)], { signal });
     } catch (err) {
       if (isAbortError(err)) throw err;
       const why = summarizeLxcLog(await readFile(logFile, 'utf8').catch(() => ''));
       throw new Error(`cannot start container ${name}${why === '' ? '' : `: ${why}`}`, { cause: err });
     }
+    if (this.procFastPath) await this.checkProcAgainst([name]);
   }
 
   private async stop(name: string, gracefulStopSeconds: number, frozen: boolean, signal: AbortSignal): Promise<string> {
@@ -510,6 +570,17 @@ export class LxcProvider implements Provider<'Container'> {
     }
     await this.tools.run('lxc-stop', [...args, '-k'], { signal });
     return gracefulStopSeconds > 0 ? `killed after ${gracefulStopSeconds} s without a clean shutdown` : 'killed (gracefulStopSeconds is 0)';
+  }
+}
+
+/** Whether flattened `network` asks for a veth (type defaults to veth); unreadable counts as yes. */
+function hasVeth(network: SpecFields[string] | undefined): boolean {
+  if (typeof network !== 'string') return network !== null && network !== undefined;
+  try {
+    const list = JSON.parse(network) as unknown;
+    return !Array.isArray(list) || list.some((n) => (n as { type?: unknown } | null)?.type !== 'none');
+  } catch {
+    return true;
   }
 }
 

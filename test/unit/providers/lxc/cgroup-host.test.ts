@@ -6,12 +6,13 @@ describe('parseCgroupLayout', () => {
     'tmpfs /sys/fs/cgroup tmpfs rw,relatime,mode=755 0 0',
     'cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0',
     'cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0',
+    'cgroup /sys/fs/cgroup/freezer cgroup rw,relatime,freezer 0 0',
     'cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0',
   ].join('\n');
   const cases = {
     HybridIsV1: {
       reason: "this host: controllers on v1 mounts, an empty cgroup2 beside them; LXC uses v1 keys",
-      mounts: hybrid, want: { version: 1, memoryRoot: '/sys/fs/cgroup/memory', cpuRoot: '/sys/fs/cgroup/cpu' },
+      mounts: hybrid, want: { version: 1, memoryRoot: '/sys/fs/cgroup/memory', cpuRoot: '/sys/fs/cgroup/cpu', freezerRoot: '/sys/fs/cgroup/freezer' },
     },
     CombinedCpuMount: {
       reason: 'many distributions mount cpu,cpuacct together',
@@ -21,7 +22,7 @@ describe('parseCgroupLayout', () => {
     UnifiedIsV2: {
       reason: 'current distributions: one cgroup2 mount',
       mounts: 'proc /proc proc rw 0 0\ncgroup2 /sys/fs/cgroup cgroup2 rw,nsdelegate 0 0',
-      want: { version: 2, memoryRoot: '/sys/fs/cgroup', cpuRoot: '/sys/fs/cgroup' },
+      want: { version: 2, memoryRoot: '/sys/fs/cgroup', cpuRoot: '/sys/fs/cgroup', freezerRoot: '/sys/fs/cgroup' },
     },
     NoCgroups: { reason: 'nothing to limit with', mounts: 'proc /proc proc rw 0 0', want: undefined },
   };
@@ -31,10 +32,10 @@ describe('parseCgroupLayout', () => {
 });
 
 describe('parseProcCgroup', () => {
-  const v1 = '9:name=systemd:/lxc.payload.t1\n4:memory:/lxc.payload.t1\n2:cpu,cpuacct:/lxc.payload.t1-1\n0::/lxc.payload.t1\n';
+  const v1 = '9:name=systemd:/lxc.payload.t1\n6:freezer:/lxc.payload.t1\n4:memory:/lxc.payload.t1\n2:cpu,cpuacct:/lxc.payload.t1-1\n0::/lxc.payload.t1\n';
   const cases = {
-    V1ByController: { reason: 'v1 paths come from the lines naming the controller', text: v1, version: 1 as const, want: { memory: '/lxc.payload.t1', cpu: '/lxc.payload.t1-1' } },
-    V2Unified: { reason: 'v2 has one line with no controllers', text: '0::/lxc.payload.web\n', version: 2 as const, want: { memory: '/lxc.payload.web', cpu: '/lxc.payload.web' } },
+    V1ByController: { reason: 'v1 paths come from the lines naming the controller', text: v1, version: 1 as const, want: { memory: '/lxc.payload.t1', cpu: '/lxc.payload.t1-1', freezer: '/lxc.payload.t1' } },
+    V2Unified: { reason: 'v2 has one line with no controllers', text: '0::/lxc.payload.web\n', version: 2 as const, want: { memory: '/lxc.payload.web', cpu: '/lxc.payload.web', freezer: '/lxc.payload.web' } },
     V1Missing: { reason: 'no memory line: nothing found', text: '0::/x\n', version: 1 as const, want: {} },
   };
   for (const [name, tc] of Object.entries(cases)) {
