@@ -72,7 +72,7 @@ export class Daemon {
   async start(): Promise<void> {
     const { config, logger } = this;
     this.db = new StateDb(config.statePath);
-    this.backends = createBackends(config.sources, {
+    this.backends = await createBackends(config.sources, {
       db: this.db, logger, node: config.node, nodeFilter: config.nodeFilter,
       ...(config.statePath === ':memory:' ? {} : { stateDir: dirname(config.statePath) }),
       ...(config.policy === undefined ? {} : { policy: config.policy }),

@@ -6,7 +6,6 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { createKubeBackend } from '../kube/kube-backend.js';
 import { DirSource } from '../sources/dir-source.js';
 import { GitSource } from '../sources/git-source.js';
 import { parseGitLocation } from '../sources/git/git-location.js';
@@ -62,19 +61,19 @@ export function parseSourceSpec(arg: string): SourceSpec {
 }
 
 /** Makes one backend per spec, with stable ids. */
-export function createBackends(specs: readonly SourceSpec[], ctx: SourceContext): SourceBackend[] {
+export function createBackends(specs: readonly SourceSpec[], ctx: SourceContext): Promise<SourceBackend[]> {
   const seen = new Map<string, number>();
-  return specs.map((spec) => {
+  return Promise.all(specs.map((spec) => {
     const n = (seen.get(spec.type) ?? 0) + 1;
     seen.set(spec.type, n);
     const id = n === 1 ? spec.type : `${spec.type}-${n}`;
     const factory = SOURCE_FACTORIES[spec.type];
     if (factory === undefined) throw new Error(`cannot use source type ${spec.type}: it is not built into this hyperlet`);
-    return factory(id, spec, ctx);
-  });
+    return Promise.resolve(factory(id, spec, ctx));
+  }));
 }
 
-type SourceFactory = (id: string, spec: SourceSpec, ctx: SourceContext) => SourceBackend;
+type SourceFactory = (id: string, spec: SourceSpec, ctx: SourceContext) => SourceBackend | Promise<SourceBackend>;
 
 /** Each source type adds its factory here. */
 export const SOURCE_FACTORIES: Partial<Record<SourceSpec['type'], SourceFactory>> = {
@@ -106,7 +105,9 @@ export const SOURCE_FACTORIES: Partial<Record<SourceSpec['type'], SourceFactory>
     });
     return { source, statusWriter: writer, recorder: writer, records: writer, ...(ctx.policy === undefined ? {} : { policy: ctx.policy }) };
   },
-  kube: (id, _spec, ctx) => {
+  kube: async (id, _spec, ctx) => {
+    // Loaded only when asked for: the Kubernetes client takes about 0.4 s to load.
+    const { createKubeBackend } = await import('../kube/kube-backend.js');
     const backend = createKubeBackend({
       id, logger: ctx.logger, host: ctx.node,
       ...(ctx.kubeconfig !== undefined ? { kubeconfig: ctx.kubeconfig } : {}),

@@ -42,6 +42,7 @@ export interface WorkQueueOptions<K extends string> {
 
 export class WorkQueue<K extends string = string> {
   private readonly dirty = new Set<K>();
+  private readonly fronted = new Set<K>();
   private readonly processing = new Set<K>();
   private readonly readySinceMs = new Map<K, number>();
   private readonly delayed = new Map<K, { dueMs: number; timer: unknown }>();
@@ -68,9 +69,15 @@ export class WorkQueue<K extends string = string> {
     this.workers.start();
   }
 
-  /** Queues `key` unless it already waits; a key being processed runs again afterwards. */
-  add(key: K): void {
-    if (this.shuttingDown || this.dirty.has(key)) return;
+  /**
+   * Queues `key` unless it already waits; a key being processed runs again afterwards.
+   * `front` puts it ahead of keys queued normally: an object in the middle of its steps
+   * finishes before others start (a create is followed by its start, not by 49 more creates).
+   */
+  add(key: K, options: { front?: boolean } = {}): void {
+    if (this.shuttingDown) return;
+    if (options.front === true) this.fronted.add(key);
+    if (this.dirty.has(key)) return;
     this.metrics?.added();
     this.dirty.add(key);
     this.readySinceMs.set(key, this.clock.now());
@@ -139,12 +146,14 @@ export class WorkQueue<K extends string = string> {
     this.delayed.clear();
     this.workers.clear();
     this.dirty.clear();
+    this.fronted.clear();
     this.metrics?.depth(0);
     await this.workers.onIdle();
   }
 
   private dispatch(key: K): void {
-    void this.workers.add(() => this.runKey(key));
+    const front = this.fronted.delete(key);
+    void this.workers.add(() => this.runKey(key), { priority: front ? 1 : 0 });
   }
 
   private async runKey(key: K): Promise<void> {

@@ -162,7 +162,9 @@ export class Controller {
       this.queue.forget(key);
       if (result.requeueAfterMs !== undefined) {
         outcome = 'requeue_after';
-        this.queue.addAfter(key, result.requeueAfterMs);
+        // At once means the next step of an object under way: ahead of objects not started yet.
+        if (result.requeueAfterMs <= 0) this.queue.add(key, { front: true });
+        else this.queue.addAfter(key, result.requeueAfterMs);
       }
     } catch (err) {
       if (this.signal.aborted || isAbortError(err)) return; // shutting down: the next start re-lists everything

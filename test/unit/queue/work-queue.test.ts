@@ -69,6 +69,16 @@ describe('WorkQueue', () => {
     expect(h.started.sort()).to.deep.equal(['a', 'b', 'c', 'd', 'e']);
   });
 
+  it('runs a key added to the front before keys that waited longer', async () => {
+    const h = new GatedHandler();
+    const q = new WorkQueue({ concurrency: 1, process: h.process });
+    q.add('busy');
+    q.add('a'); q.add('b'); q.add('c', { front: true });
+    for (let i = 0; i < 5; i++) { await flush(); h.releaseAll(); }
+    await q.onIdle();
+    expect(h.started).to.deep.equal(['busy', 'c', 'a', 'b']);
+  });
+
   it('keeps running after a handler throws', async () => {
     const seen: string[] = [];
     const q = new WorkQueue({ concurrency: 1, process: async (k) => { seen.push(k); if (k === 'bad') throw new Error('boom'); } });
