@@ -182,7 +182,8 @@ export class LxcProvider implements Provider<'Container'> {
       version: MARKER_VERSION, id: d.id, key: d.key, specHash: d.specHash, fields, complete: false, origin: 'created',
       updatedAt: new Date().toISOString(),
     };
-    await writeMarker(markerPath(this.lxcpath, name), marker);
+    // Not fsynced: it guards against a killed hyperlet (the page cache survives that); the complete marker is.
+    await writeMarker(markerPath(this.lxcpath, name), marker, { durable: false });
     const baseConf = join(dir, 'hyperlet-base.conf');
     try {
       if (spec.template !== undefined) {
@@ -203,7 +204,7 @@ export class LxcProvider implements Provider<'Container'> {
       } else {
         throw new TerminalError('InvalidSpec', `cannot create container ${name}: neither template nor rootfs is set`);
       }
-      await this.writeConfig(name, managed);
+      await this.writeConfig(name, managed, { durable: false });
       await unlink(baseConf);
       await writeMarker(markerPath(this.lxcpath, name), { ...marker, complete: true, updatedAt: new Date().toISOString() });
       log.info({ template: spec.template, rootfs: spec.rootfs }, 'container created');
@@ -532,11 +533,11 @@ export class LxcProvider implements Provider<'Container'> {
     await rm(dir, { recursive: true, force: true, maxRetries: 3 });
   }
 
-  private async writeConfig(name: string, managed: readonly string[]): Promise<void> {
+  private async writeConfig(name: string, managed: readonly string[], options: { durable?: boolean } = {}): Promise<void> {
     const path = configPath(this.lxcpath, name);
     const current = await readFile(path, 'utf8');
     const next = mergeConfig(current, managed);
-    if (next !== current) await writeFileAtomic(path, next, 0o640);
+    if (next !== current) await writeFileAtomic(path, next, 0o640, options);
   }
 
   private async start(name: string, signal: AbortSignal): Promise<void> {

@@ -82,7 +82,7 @@ export async function readMarker(path: string): Promise<OwnershipMarker | undefi
   }
 }
 
-/** Writes `marker` to `path` atomically. */
-export async function writeMarker(path: string, marker: OwnershipMarker): Promise<void> {
-  await writeFileAtomic(path, `${JSON.stringify(marker, null, 2)}\n`, 0o600);
+/** Writes `marker` to `path` atomically (and durably unless told otherwise, see writeFileAtomic). */
+export async function writeMarker(path: string, marker: OwnershipMarker, options: { durable?: boolean } = {}): Promise<void> {
+  await writeFileAtomic(path, `${JSON.stringify(marker, null, 2)}\n`, 0o600, options);
 }
