@@ -4,29 +4,28 @@
  * (ownership-marker.ts), configured from the spec (lxc-config.ts), watched by lxc-monitor.
  */
 import { constants as fsConstants } from 'node:fs';
-import { access, mkdir, readdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import type { Logger } from 'pino';
 import { FIELD_APPLY, type SpecFields, specFields } from '../../api/v1alpha1/fields.js';
 import type { PowerState } from '../../api/v1alpha1/types.js';
 import { TerminalError, isAbortError } from '../../reconcile/errors.js';
 import type { Desired } from '../../store/desired.js';
-import { type FieldChange, type InstanceState, type ObservedInstance, type Provider, ProviderUnavailableError } from '../provider.js';
-import { CgroupHost, type LiveLimits } from './cgroup-host.js';
-import { configPath, consoleLogPath, containerDir, monitorPidPath, isHostName, markerPath, rootfsPath, startLogPath } from './container-paths.js';
+import { type FieldChange, type ObservedInstance, type Provider, ProviderUnavailableError } from '../provider.js';
+import { CgroupHost } from './cgroup-host.js';
+import { configPath, consoleLogPath, containerDir, monitorPidPath, markerPath, rootfsPath, startLogPath } from './container-paths.js';
 import { writeFileAtomic } from './atomic-file.js';
 import {
-  appliedConfigOf, fieldsFromConfig, liveCgroupSettings, mergeConfig, parseConfig, renderManagedConfig,
+  appliedConfigOf, liveCgroupSettings, mergeConfig, renderManagedConfig,
   renderRootfsBaseConfig,
 } from './lxc-config.js';
 import { LxcMonitor } from './lxc-monitor.js';
 import {
-  LXC_TOOLS, type LxcTool, LxcTools, instanceStateOf, isLxcToolError, parseInfo, parseLsFancy, summarizeLxcLog,
+  LXC_TOOLS, type LxcTool, LxcTools, parseLsFancy, summarizeLxcLog,
 } from './lxc-tools.js';
 import { MARKER_VERSION, type OwnershipMarker, readMarker, writeMarker } from './ownership-marker.js';
-import { processStartTime } from './process-start-time.js';
 import { killCreators } from './creator-processes.js';
-import { commandSocketName, lxcStateFromFreezer, monitorTitle, parseAbstractSockets, parseChildren } from './lxc-proc-state.js';
+import { LxcObserver, exists, isDirectory } from './lxc-observer.js';
 
 export { consoleLogPath } from './container-paths.js';
 export { execInContainer } from './lxc-exec.js';
@@ -49,16 +48,6 @@ const CONFIG_FIELDS: ReadonlySet<string> = new Set(['resources.cpu', 'resources.
 /** Debian's distribution-neutral LXC defaults, included by containers made from a prepared rootfs. */
 const COMMON_CONF = '/usr/share/lxc/config/common.conf';
 
-/** v1 and v2 both keep memory limits in whole pages. */
-const PAGE_BYTES = 4096;
-
-/** What one lxc-ls row or lxc-info call said about a container. */
-interface LxcFacts {
-  readonly state: string;
-  readonly pid?: number;
-  readonly ipv4: readonly string[];
-}
-
 /**
  * Manages Containers as LXC containers under `lxcpath`. Never changes a container without
  * hyperlet's marker, except adopt(); a killed create leaves an incomplete marker, which observe
@@ -73,8 +62,7 @@ export class LxcProvider implements Provider<'Container'> {
   private readonly monitor: LxcMonitor;
   private readonly createTimeoutMs: number;
   private cgroupHost: Promise<CgroupHost> | undefined;
-  /** Whether /proc can stand in for lxc-info (lxc-proc-state.ts); turned off for good on any contradiction. */
-  private procFastPath = true;
+  private readonly observer: LxcObserver;
 
   constructor(options: LxcProviderOptions) {
     this.lxcpath = options.lxcpath;
@@ -85,7 +73,8 @@ export class LxcProvider implements Provider<'Container'> {
       ...(options.onToolCall === undefined ? {} : { onCall: options.onToolCall }),
     });
     this.createTimeoutMs = options.createTimeoutMs ?? 300_000;
-    this.monitor = new LxcMonitor({ lxcpath: this.lxcpath, logger: this.log, listNames: () => this.listNames() });
+    this.observer = new LxcObserver({ lxcpath: this.lxcpath, tools: this.tools, logger: this.log, cgroup: () => this.cgroup() });
+    this.monitor = new LxcMonitor({ lxcpath: this.lxcpath, logger: this.log, listNames: () => this.observer.listNames() });
   }
 
   /** The lxc-monitor watcher behind changes(), for health checks and tests. */
@@ -135,11 +124,11 @@ export class LxcProvider implements Provider<'Container'> {
   async observeAll(signal: AbortSignal): Promise<ReadonlyMap<string, ObservedInstance>> {
     const { stdout } = await this.tools.run('lxc-ls', ['-P', this.lxcpath, '--fancy', '-F', 'name,state,pid,ipv4'], { signal });
     const listed = new Map(parseLsFancy(stdout).map((e) => [e.name, e]));
-    if (this.procFastPath) await this.checkProcAgainst([...listed.values()].filter((e) => e.state !== 'STOPPED').map((e) => e.name));
-    const names = await this.listNames();
+    await this.observer.checkProcAgainst([...listed.values()].filter((e) => e.state !== 'STOPPED').map((e) => e.name));
+    const names = await this.observer.listNames();
     const observed = await Promise.all(names.map((name) => {
       const row = listed.get(name);
-      return this.describe(name, row === undefined ? undefined : { state: row.state, ipv4: row.ipv4, ...(row.pid === undefined ? {} : { pid: row.pid }) });
+      return this.observer.describe(name, row === undefined ? undefined : { state: row.state, ipv4: row.ipv4, ...(row.pid === undefined ? {} : { pid: row.pid }) });
     }));
     const out = new Map<string, ObservedInstance>();
     for (const o of observed) if (o !== undefined) out.set(o.hostName, o);
@@ -153,8 +142,8 @@ export class LxcProvider implements Provider<'Container'> {
   async observe(d: Desired<'Container'>, signal: AbortSignal): Promise<ObservedInstance | undefined> {
     const name = d.hostName;
     if (!(await exists(containerDir(this.lxcpath, name)))) return undefined;
-    if (!(await exists(configPath(this.lxcpath, name)))) return this.describe(name, undefined);
-    return this.describe(name, (await this.procFacts(name)) ?? (await this.info(name, signal)));
+    if (!(await exists(configPath(this.lxcpath, name)))) return this.observer.describe(name, undefined);
+    return this.observer.describe(name, (await this.observer.procFacts(name)) ?? (await this.observer.info(name, signal)));
   }
 
   /**
@@ -169,7 +158,7 @@ export class LxcProvider implements Provider<'Container'> {
     const dir = containerDir(this.lxcpath, name);
     if (await exists(dir)) {
       const marker = await this.requireOwned(d, 'create');
-      if (marker.complete && await this.isComplete(name)) return;
+      if (marker.complete && await this.observer.isComplete(name)) return;
       log.info('clearing a partial container before creating it again');
       await this.destroyOwned(name, signal);
     }
@@ -230,7 +219,7 @@ export class LxcProvider implements Provider<'Container'> {
     const want = specFields('Container', d.object.spec);
     const relevant = changes.filter((c) => CONFIG_FIELDS.has(c.path));
     if (relevant.length === 0) return;
-    const facts = await this.info(name, signal);
+    const facts = await this.observer.info(name, signal);
     const active = facts.state !== 'STOPPED';
     const configFields: Record<string, SpecFields[string]> = { ...marker.fields };
     const markerFields: Record<string, SpecFields[string]> = { ...marker.fields };
@@ -271,7 +260,7 @@ export class LxcProvider implements Provider<'Container'> {
     await this.requireOwned(d, 'change the state of');
     // The reconciler observed just now; ask LXC again only when that observation lacks LXC's state.
     const observedState = observed.details?.lxcState;
-    const state = observedState !== undefined && observedState !== 'UNLISTED' ? observedState : (await this.info(name, signal)).state;
+    const state = observedState !== undefined && observedState !== 'UNLISTED' ? observedState : (await this.observer.info(name, signal)).state;
     if (state === 'STARTING' || state === 'STOPPING' || state === 'ABORTING') {
       throw new Error(`cannot move container ${name} to ${to}: it is ${state}; retrying once it settles`);
     }
@@ -319,7 +308,7 @@ export class LxcProvider implements Provider<'Container'> {
     if (!(await exists(configPath(this.lxcpath, name)))) {
       throw new Error(`cannot adopt container ${name}: it has no config under ${this.lxcpath}`);
     }
-    const current = await this.describe(name, await this.info(name, signal), { ignoreMarker: true });
+    const current = await this.observer.describe(name, await this.observer.info(name, signal), { ignoreMarker: true });
     if (current === undefined) throw new Error(`cannot adopt container ${name}: it disappeared`);
     await writeMarker(markerPath(this.lxcpath, name), {
       version: MARKER_VERSION, id: d.id, key: d.key, fields: current.fields, complete: true, origin: 'adopted',
@@ -365,135 +354,6 @@ export class LxcProvider implements Provider<'Container'> {
     return { lxcpath: this.lxcpath, hostName: name, cgroupVersion: (await this.cgroup()).version, consoleLogPath: consoleLogPath(this.lxcpath, name) };
   }
 
-  /** Directory names under the lxcpath that could be containers. */
-  private async listNames(): Promise<string[]> {
-    let entries;
-    try {
-      entries = await readdir(this.lxcpath, { withFileTypes: true });
-    } catch (err) {
-      throw new Error(`cannot list ${this.lxcpath}`, { cause: err });
-    }
-    return entries.filter((e) => e.isDirectory() && isHostName(e.name)).map((e) => e.name);
-  }
-
-  /**
-   * The container's state from /proc and its cgroup (see lxc-proc-state.ts), or undefined when
-   * they do not settle it: lxc-info must then be asked.
-   */
-  private async procFacts(name: string): Promise<LxcFacts | undefined> {
-    if (!this.procFastPath) return undefined;
-    const socket = commandSocketName(this.lxcpath, name);
-    if (socket === undefined) return undefined;
-    try {
-      if (!parseAbstractSockets(await readFile('/proc/net/unix', 'utf8')).has(socket)) return { state: 'STOPPED', ipv4: [] };
-      // Running: only lxc-info knows its addresses, so this path is for containers without a veth.
-      const marker = await readMarker(markerPath(this.lxcpath, name));
-      if (marker === undefined || hasVeth(marker.fields.network)) return undefined;
-      const monitorPid = Number((await readFile(monitorPidPath(this.lxcpath, name), 'utf8')).trim());
-      if (!Number.isSafeInteger(monitorPid) || monitorPid <= 0) return undefined;
-      const title = (await readFile(`/proc/${monitorPid}/cmdline`, 'utf8')).replace(/\0+$/, '');
-      if (title !== monitorTitle(this.lxcpath, name)) return undefined; // a stale pid file
-      const children = parseChildren(await readFile(`/proc/${monitorPid}/task/${monitorPid}/children`, 'utf8'));
-      const pid = children[0];
-      if (children.length !== 1 || pid === undefined) return undefined;
-      const cgroup = await this.cgroup();
-      const freezer = await cgroup.readFreezer(pid);
-      const state = freezer === undefined ? undefined : lxcStateFromFreezer(freezer, cgroup.version);
-      return state === undefined ? undefined : { state, pid, ipv4: [] };
-    } catch {
-      return undefined; // a file went away meanwhile: ask lxc-info
-    }
-  }
-
-  /** Turns the /proc path off for good when a container LXC calls active has no command socket we can see. */
-  private async checkProcAgainst(activeNames: readonly string[]): Promise<void> {
-    if (activeNames.length === 0) return;
-    const sockets = parseAbstractSockets(await readFile('/proc/net/unix', 'utf8').catch(() => ''));
-    const unseen = activeNames.find((name) => {
-      const socket = commandSocketName(this.lxcpath, name);
-      return socket !== undefined && !sockets.has(socket);
-    });
-    if (unseen === undefined) return;
-    this.procFastPath = false;
-    this.log.warn({ hostName: unseen }, 'cannot see the command socket of an active container in /proc/net/unix (another network namespace?); asking lxc-info from now on');
-  }
-
-  /** lxc-info for one container; a container LXC does not know is STOPPED (its config is missing or half-written). */
-  private async info(name: string, signal: AbortSignal): Promise<LxcFacts> {
-    try {
-      const { stdout } = await this.tools.run('lxc-info', ['-P', this.lxcpath, '-n', name, '-s', '-p', '-i'], { signal });
-      const info = parseInfo(stdout);
-      return { state: info.state ?? 'UNKNOWN', ipv4: info.ipv4, ...(info.pid === undefined ? {} : { pid: info.pid }) };
-    } catch (err) {
-      if (isLxcToolError(err) && /doesn't exist|not defined/.test(err.stderr)) return { state: 'STOPPED', ipv4: [] };
-      throw err;
-    }
-  }
-
-  /**
-   * Builds the observation of `name` from what LXC said (`facts`, undefined when it did not list
-   * the container) and the files: marker, config, rootfs, cgroup limits, process start time.
-   */
-  private async describe(name: string, facts: LxcFacts | undefined, opts: { ignoreMarker?: boolean } = {}): Promise<ObservedInstance | undefined> {
-    const dir = containerDir(this.lxcpath, name);
-    if (!(await exists(dir))) return undefined;
-    const cgroup = await this.cgroup();
-    let marker: OwnershipMarker | undefined;
-    let markerProblem: string | undefined;
-    if (opts.ignoreMarker !== true) {
-      try {
-        marker = await readMarker(markerPath(this.lxcpath, name));
-      } catch (err) {
-        markerProblem = (err as Error).message; // neither clearly ours nor someone else's: left alone
-      }
-    }
-    const configText = await readFile(configPath(this.lxcpath, name), 'utf8').catch(() => undefined);
-    const rootfsOk = configText !== undefined && (await this.rootfsExists(configText));
-    const fromConfig = configText === undefined ? undefined : fieldsFromConfig(configText, cgroup.version);
-    const fields: Record<string, SpecFields[string]> = marker !== undefined ? { ...marker.fields } : { ...(fromConfig ?? {}) };
-    // With no config, LXC cannot know the container: it is stopped whatever lxc-ls said.
-    const lxcState = configText === undefined ? 'STOPPED' : facts?.state;
-    const state: InstanceState = instanceStateOf(lxcState);
-    const pid = state === 'Stopped' ? undefined : facts?.pid;
-    const limits = pid === undefined ? undefined : await cgroup.readLimits(pid);
-    if (fromConfig !== undefined) {
-      fields.autostart = fromConfig.autostart ?? false;
-      const liveCpu = limits === undefined ? fromConfig['resources.cpu'] ?? null : cpuOf(limits);
-      const liveMemory = limits === undefined ? fromConfig['resources.memory'] ?? null : limits.memoryBytes;
-      fields['resources.cpu'] = settle(fields['resources.cpu'], liveCpu, (applied) => applied);
-      fields['resources.memory'] = settle(fields['resources.memory'], liveMemory, (applied) => Math.floor(applied / PAGE_BYTES) * PAGE_BYTES);
-    }
-    const partial = configText === undefined || !rootfsOk || (marker !== undefined && !marker.complete);
-    const startedAt = pid === undefined ? undefined : await processStartTime(pid);
-    const details: Record<string, string> = { lxcState: lxcState ?? 'UNLISTED', cgroup: `v${cgroup.version}` };
-    if (markerProblem !== undefined) details.marker = markerProblem;
-    if (marker !== undefined) details.origin = marker.origin;
-    return {
-      hostName: name,
-      state: lxcState === undefined ? 'Unknown' : state,
-      fields,
-      ...(marker === undefined ? {} : { ownerId: marker.id }),
-      ...(marker?.specHash === undefined ? {} : { specHash: marker.specHash }),
-      ...(partial ? { partial: true } : {}),
-      ...(pid === undefined ? {} : { pid }),
-      ...(facts !== undefined && facts.ipv4.length > 0 ? { addresses: facts.ipv4 } : {}),
-      ...(startedAt === undefined ? {} : { startedAt }),
-      details,
-    };
-  }
-
-  private async rootfsExists(configText: string): Promise<boolean> {
-    const value = parseConfig(configText).filter((e) => e.key === 'lxc.rootfs.path').at(-1)?.value;
-    if (value === undefined) return false;
-    const path = value.startsWith('dir:') ? value.slice(4) : value;
-    return path.startsWith('/') ? isDirectory(path) : true; // other backends (overlay:, lvm:) are not ours to check
-  }
-
-  private async isComplete(name: string): Promise<boolean> {
-    const text = await readFile(configPath(this.lxcpath, name), 'utf8').catch(() => undefined);
-    return text !== undefined && this.rootfsExists(text);
-  }
-
   /** The marker, when the container is `d`'s; otherwise TerminalError `NotOwned`, before anything is touched. */
   private async requireOwned(d: Desired<'Container'>, verb: string): Promise<OwnershipMarker> {
     const name = d.hostName;
@@ -518,7 +378,7 @@ export class LxcProvider implements Provider<'Container'> {
       if (killed.length > 0) this.log.info({ hostName: name, pids: killed }, 'killed processes left creating a partial container');
     }
     if (await exists(configPath(this.lxcpath, name))) {
-      const facts = await this.info(name, signal);
+      const facts = await this.observer.info(name, signal);
       if (facts.state !== 'STOPPED') await this.tools.run('lxc-stop', ['-P', this.lxcpath, '-n', name, '-k'], { signal });
       try {
         await this.tools.run('lxc-destroy', ['-P', this.lxcpath, '-n', name], { signal, timeoutMs: this.createTimeoutMs });
@@ -526,7 +386,7 @@ export class LxcProvider implements Provider<'Container'> {
         if (isAbortError(err)) throw err;
         // A half-written config can make lxc-destroy refuse; the directory check below decides.
         this.log.warn({ hostName: name, err }, 'lxc-destroy failed; removing the directory');
-        if ((await this.info(name, signal)).state !== 'STOPPED') throw err;
+        if ((await this.observer.info(name, signal)).state !== 'STOPPED') throw err;
       }
     }
     // Whatever is left (a partial create, a template that kept writing): it is all ours.
@@ -550,7 +410,7 @@ export class LxcProvider implements Provider<'Container'> {
       const why = summarizeLxcLog(await readFile(logFile, 'utf8').catch(() => ''));
       throw new Error(`cannot start container ${name}${why === '' ? '' : `: ${why}`}`, { cause: err });
     }
-    if (this.procFastPath) await this.checkProcAgainst([name]);
+    await this.observer.checkProcAgainst([name]);
   }
 
   private async stop(name: string, gracefulStopSeconds: number, frozen: boolean, signal: AbortSignal): Promise<string> {
@@ -565,55 +425,12 @@ export class LxcProvider implements Provider<'Container'> {
         return 'stopped gracefully';
       } catch (err) {
         if (isAbortError(err)) throw err;
-        if ((await this.info(name, signal)).state === 'STOPPED') return 'stopped gracefully';
+        if ((await this.observer.info(name, signal)).state === 'STOPPED') return 'stopped gracefully';
         this.log.info({ hostName: name, gracefulStopSeconds }, 'no clean shutdown in time; killing');
       }
     }
     await this.tools.run('lxc-stop', [...args, '-k'], { signal });
     return gracefulStopSeconds > 0 ? `killed after ${gracefulStopSeconds} s without a clean shutdown` : 'killed (gracefulStopSeconds is 0)';
-  }
-}
-
-/** Whether flattened `network` asks for a veth (type defaults to veth); unreadable counts as yes. */
-function hasVeth(network: SpecFields[string] | undefined): boolean {
-  if (typeof network !== 'string') return network !== null && network !== undefined;
-  try {
-    const list = JSON.parse(network) as unknown;
-    return !Array.isArray(list) || list.some((n) => (n as { type?: unknown } | null)?.type !== 'none');
-  } catch {
-    return true;
-  }
-}
-
-/** cpu as a CPU count from quota/period; null when unlimited. */
-function cpuOf(limits: LiveLimits): number | null {
-  return limits.cpuQuotaUs === null ? null : limits.cpuQuotaUs / limits.cpuPeriodUs;
-}
-
-/**
- * The applied value when the live one is what the kernel makes of it (memory rounded down to
- * whole pages), otherwise the live value: drift shows, rounding does not.
- */
-function settle(applied: SpecFields[string] | undefined, live: SpecFields[string], kernelForm: (applied: number) => number): SpecFields[string] {
-  if (typeof applied === 'number' && typeof live === 'number' && kernelForm(applied) === live) return applied;
-  if (typeof applied === 'number' && typeof live === 'number' && applied === live) return applied;
-  return live;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function isDirectory(path: string): Promise<boolean> {
-  try {
-    return (await stat(path)).isDirectory();
-  } catch {
-    return false;
   }
 }
 
