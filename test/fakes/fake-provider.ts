@@ -9,6 +9,7 @@ import type { PowerState } from '../../src/api/v1alpha1/types.js';
 import type { FieldChange, ObservedInstance, Provider } from '../../src/providers/provider.js';
 import { ProviderUnavailableError } from '../../src/providers/provider.js';
 import type { Desired } from '../../src/store/desired.js';
+import { ChangeFeed } from '../../src/providers/change-feed.js';
 
 type Method = 'probe' | 'observeAll' | 'observe' | 'create' | 'update' | 'setState' | 'adopt' | 'delete';
 
@@ -20,7 +21,7 @@ export class FakeProvider<K extends Kind = Kind> implements Provider<K> {
   readonly failures = new Map<Method, Error>();
   unavailable: string | undefined;
   latencyMs = 0;
-  private changeListeners: ((host: string) => void)[] = [];
+  private readonly feed = new ChangeFeed();
 
   constructor(readonly kind: K) {
     this.name = kind === 'Container' ? 'lxc' : 'libvirt';
@@ -33,7 +34,7 @@ export class FakeProvider<K extends Kind = Kind> implements Provider<K> {
 
   /** Pushes a change event, as lxc-monitor or libvirt would. */
   emitChange(host: string): void {
-    for (const l of this.changeListeners) l(host);
+    this.feed.push(host);
   }
 
   private async call(method: Method, detail?: string): Promise<void> {
@@ -92,21 +93,7 @@ export class FakeProvider<K extends Kind = Kind> implements Provider<K> {
     this.instances.delete(d.hostName);
   }
 
-  async *changes(signal: AbortSignal): AsyncIterable<string> {
-    const pending: string[] = [];
-    let wake: (() => void) | undefined;
-    const listener = (host: string): void => { pending.push(host); wake?.(); };
-    this.changeListeners.push(listener);
-    signal.addEventListener('abort', () => wake?.(), { once: true });
-    try {
-      while (!signal.aborted) {
-        const next = pending.shift();
-        if (next !== undefined) { yield next; continue; }
-        await new Promise<void>((r) => { wake = r; });
-        wake = undefined;
-      }
-    } finally {
-      this.changeListeners = this.changeListeners.filter((l) => l !== listener);
-    }
+  changes(signal: AbortSignal): AsyncIterable<string> {
+    return this.feed.follow(signal);
   }
 }
