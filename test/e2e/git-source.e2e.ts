@@ -18,6 +18,7 @@ import { promisify } from 'node:util';
 import { StateDb } from '../../src/state/state-db.js';
 import { parseInfo } from '../../src/providers/lxc/lxc-tools.js';
 import { GitDaemon, TestRepo, freePort, git } from '../support/git-repo.js';
+import { until } from './support/until.js';
 
 const run = promisify(execFile);
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -43,16 +44,6 @@ function manifest(name: string, extra: { spec?: string[]; annotations?: string[]
     ...(extra.spec ?? []).map((l) => `  ${l}`),
     '',
   ].join('\n');
-}
-
-async function until<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -16,6 +16,7 @@ import { promisify } from 'node:util';
 import { parseCgroupLayout, parseProcCgroup } from '../../src/providers/lxc/cgroup-host.js';
 import { parseInfo } from '../../src/providers/lxc/lxc-tools.js';
 import { readMarker } from '../../src/providers/lxc/ownership-marker.js';
+import { until } from './support/until.js';
 
 const run = promisify(execFile);
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -50,16 +51,6 @@ function manifest(name: string, spec: Spec = {}): string {
     ...(spec.extra === undefined ? [] : [spec.extra]),
     '',
   ].join('\n');
-}
-
-async function until<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -23,6 +23,7 @@ import { LxcProvider, consoleLogPath, execInContainer } from '../../src/provider
 import { readMarker } from '../../src/providers/lxc/ownership-marker.js';
 import { markerPath } from '../../src/providers/lxc/container-paths.js';
 import { parseCgroupLayout, parseProcCgroup } from '../../src/providers/lxc/cgroup-host.js';
+import { until } from './support/until.js';
 
 const run = promisify(execFile);
 const logger = pino({ level: process.env.HYPERLET_TEST_LOG ?? 'silent' });
@@ -85,16 +86,6 @@ async function pidsOf(tool: string, args: string[]): Promise<number[]> {
     if (argv[0]?.endsWith(tool) === true && args.every((a) => argv.includes(a))) pids.push(Number(entry));
   }
   return pids;
-}
-
-async function until<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 async function destroyAll(lxcpath: string): Promise<void> {
