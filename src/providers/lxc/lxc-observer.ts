@@ -4,11 +4,12 @@
  * rootfs), plus the live cgroup limits. Changes nothing.
  */
 import { readdir, readFile, stat } from 'node:fs/promises';
+import { basename } from 'node:path';
 import type { Logger } from 'pino';
 import type { SpecFields } from '../../api/v1alpha1/fields.js';
 import type { InstanceState, ObservedInstance } from '../provider.js';
 import type { CgroupHost, LiveLimits } from './cgroup-host.js';
-import { configPath, containerDir, isHostName, markerPath, monitorPidPath } from './container-paths.js';
+import { configPath, consoleLogPath, containerDir, isHostName, markerPath, monitorPidPath, startLogPath } from './container-paths.js';
 import { fieldsFromConfig, parseConfig } from './lxc-config.js';
 import { commandSocketName, lxcStateFromFreezer, monitorTitle, parseAbstractSockets, parseChildren } from './lxc-proc-state.js';
 import { type LxcTools, instanceStateOf, isLxcToolError, parseInfo } from './lxc-tools.js';
@@ -23,6 +24,20 @@ export interface LxcFacts {
   readonly state: string;
   readonly pid?: number;
   readonly ipv4: readonly string[];
+}
+
+/** How long a read of /proc or cgroup files about one container may take before it is given up. */
+const PROC_READ_TIMEOUT_MS = 2_000;
+
+/** `work`'s result, or `fallback` when it takes longer than `ms` (or fails); the work is left to finish alone. */
+async function withinMs<T, F>(ms: number, work: Promise<T>, fallback: F): Promise<T | F> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<F>((resolve) => { timer = setTimeout(() => resolve(fallback), ms); });
+  try {
+    return await Promise.race([work.catch(() => fallback), late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 export interface LxcObserverOptions {
@@ -64,6 +79,11 @@ export class LxcObserver {
    */
   async procFacts(name: string): Promise<LxcFacts | undefined> {
     if (!this.procFastPath) return undefined;
+    // /proc reads about a container being killed while frozen can block in the kernel: never wait on them.
+    return withinMs(PROC_READ_TIMEOUT_MS, this.procFactsUnbounded(name), undefined);
+  }
+
+  private async procFactsUnbounded(name: string): Promise<LxcFacts | undefined> {
     const socket = commandSocketName(this.lxcpath, name);
     if (socket === undefined) return undefined;
     try {
@@ -118,7 +138,7 @@ export class LxcObserver {
    */
   async describe(name: string, facts: LxcFacts | undefined, opts: { ignoreMarker?: boolean } = {}): Promise<ObservedInstance | undefined> {
     const dir = containerDir(this.lxcpath, name);
-    if (!(await exists(dir))) return undefined;
+    if (!(await exists(dir)) || (await this.isDebris(name))) return undefined;
     const cgroup = await this.cgroup();
     let marker: OwnershipMarker | undefined;
     let markerProblem: string | undefined;
@@ -137,7 +157,7 @@ export class LxcObserver {
     const lxcState = configText === undefined ? 'STOPPED' : facts?.state;
     const state: InstanceState = instanceStateOf(lxcState);
     const pid = state === 'Stopped' ? undefined : facts?.pid;
-    const limits = pid === undefined ? undefined : await cgroup.readLimits(pid);
+    const limits = pid === undefined ? undefined : await withinMs(PROC_READ_TIMEOUT_MS, cgroup.readLimits(pid), undefined);
     if (fromConfig !== undefined) {
       fields.autostart = fromConfig.autostart ?? false;
       const liveCpu = limits === undefined ? fromConfig['resources.cpu'] ?? null : cpuOf(limits);
@@ -146,7 +166,7 @@ export class LxcObserver {
       fields['resources.memory'] = settle(fields['resources.memory'], liveMemory, (applied) => Math.floor(applied / PAGE_BYTES) * PAGE_BYTES);
     }
     const partial = configText === undefined || !rootfsOk || (marker !== undefined && !marker.complete);
-    const startedAt = pid === undefined ? undefined : await processStartTime(pid);
+    const startedAt = pid === undefined ? undefined : await withinMs(PROC_READ_TIMEOUT_MS, processStartTime(pid), undefined);
     const details: Record<string, string> = { lxcState: lxcState ?? 'UNLISTED', cgroup: `v${cgroup.version}` };
     if (markerProblem !== undefined) details.marker = markerProblem;
     if (marker !== undefined) details.origin = marker.origin;
@@ -162,6 +182,17 @@ export class LxcObserver {
       ...(startedAt === undefined ? {} : { startedAt }),
       details,
     };
+  }
+
+  /**
+   * Whether the container's directory holds nothing but logs hyperlet writes (a start or console
+   * log re-created after the container was destroyed behind its back): no container, nobody's.
+   */
+  async isDebris(name: string): Promise<boolean> {
+    const entries = await readdir(containerDir(this.lxcpath, name)).catch(() => undefined);
+    if (entries === undefined) return false;
+    const logs = new Set([startLogPath, consoleLogPath, monitorPidPath].map((f) => basename(f(this.lxcpath, name))));
+    return entries.every((e) => logs.has(e));
   }
 
   async rootfsExists(configText: string): Promise<boolean> {

@@ -156,6 +156,8 @@ export class LxcProvider implements Provider<'Container'> {
     const name = d.hostName;
     const log = this.log.child({ key: d.key, hostName: name });
     const dir = containerDir(this.lxcpath, name);
+    // Logs left in the directory of a container destroyed behind our back are no container: start afresh.
+    if (await this.observer.isDebris(name)) await rm(dir, { recursive: true, force: true });
     if (await exists(dir)) {
       const marker = await this.requireOwned(d, 'create');
       if (marker.complete && await this.observer.isComplete(name)) return;

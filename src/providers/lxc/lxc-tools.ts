@@ -65,6 +65,9 @@ const STDERR_IN_MESSAGE_CHARS = 2000;
  * Runs lxc-* tools. Each call gets its own process group, so a timeout or an abort kills what
  * the tool started too (lxc-create's template script keeps running when only lxc-create dies).
  */
+/** How long to wait for a tool's pipes to close after it exited or was killed. */
+const PIPE_GRACE_MS = 1_000;
+
 export class LxcTools {
   private readonly log: Logger;
   private readonly timeoutMs: number;
@@ -109,6 +112,8 @@ export class LxcTools {
       const timer = setTimeout(() => {
         timedOut = true;
         killGroup();
+        // Killed, but something may still hold its pipes: give up on them after the grace period.
+        setTimeout(() => finish(null), PIPE_GRACE_MS).unref();
       }, timeoutMs);
       signal.addEventListener('abort', onAbort, { once: true });
       child.stdout.on('data', (chunk: Buffer) => {
@@ -153,6 +158,15 @@ export class LxcTools {
       };
       child.once('error', (e) => finish(null, e));
       child.once('close', (code) => finish(code));
+      // A daemon the tool started in its own session can keep our pipes open forever: once the tool
+      // itself has exited, wait a moment for its output, then stop waiting for the pipes.
+      child.once('exit', (code) => {
+        setTimeout(() => {
+          child.stdout.destroy();
+          child.stderr.destroy();
+          finish(code);
+        }, PIPE_GRACE_MS).unref();
+      });
     });
   }
 }
