@@ -39,6 +39,15 @@ export interface Plan {
   readonly waitingFor?: readonly string[];
 }
 
+/** A step's name as status, events and metrics key it: "create", "setState:Running", "delete:partial". */
+export function stepName(step: Step): string {
+  switch (step.op) {
+    case 'setState': return `setState:${step.to}`;
+    case 'delete': return `delete:${step.reason}`;
+    default: return step.op;
+  }
+}
+
 export const ADOPT_ANNOTATION = 'hyperlet.io/adopt';
 export const PAUSED_ANNOTATION = 'hyperlet.io/paused';
 export const PRUNE_ANNOTATION = 'hyperlet.io/prune';

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { TerminalError } from '../../../src/reconcile/errors.js';
 import { requeueAfter, awaitChange } from '../../../src/reconcile/result.js';
+import { RETRIES_BEFORE_STALLED } from '../../../src/reconcile/stalled-reasons.js';
 import { container, observedAs } from '../../fakes/desired-objects.js';
 import { harness } from '../../fakes/harness.js';
 
@@ -140,6 +141,90 @@ describe('Reconciler', () => {
     expect(condition(status, 'RestartRequired')).to.include({ status: 'True', reason: 'UpdatePolicy' });
     expect(status?.pendingChanges).to.deep.equal([{ field: 'environment', apply: 'restart' }]);
     expect(h.provider.count('update')).to.equal(0);
+  });
+});
+
+describe('Reconciler: kstatus conditions', () => {
+  const pass = async (h: ReturnType<typeof harness>, key: Parameters<typeof h.reconciler.reconcile>[0]): Promise<unknown> => {
+    try { await h.reconciler.reconcile(key, signal); return undefined; } catch (err) { return err; }
+  };
+
+  it(`a step failing the same way ${RETRIES_BEFORE_STALLED} times in a row is Stalled RetriesExhausted; success clears it`, async () => {
+    const h = harness('Container');
+    const d = container('web');
+    h.store.upsert(d);
+    h.provider.instances.set('web', observedAs(d, 'Stopped'));
+    h.provider.failures.set('setState', new Error('lxc-start: bridge br-missing does not exist'));
+    const seen: string[] = [];
+    for (let i = 1; i <= RETRIES_BEFORE_STALLED; i++) {
+      expect(await pass(h, d.key)).to.be.instanceOf(Error);
+      const s = h.backend.statuses.get(d.key);
+      seen.push(`${condition(s, 'Reconciling')?.status}/${condition(s, 'Stalled')?.status}:${condition(s, 'Stalled')?.reason}`);
+    }
+    const retrying = 'True/False:Progressing';
+    expect(seen).to.deep.equal([...Array<string>(RETRIES_BEFORE_STALLED - 1).fill(retrying), 'False/True:RetriesExhausted']);
+    expect(condition(h.backend.statuses.get(d.key), 'Ready')).to.include({ status: 'False', reason: 'StartFailed' });
+    h.provider.failures.delete('setState');
+    while ((await h.reconciler.reconcile(d.key, signal)).requeueAfterMs !== undefined) { /* next step */ }
+    const s = h.backend.statuses.get(d.key);
+    expect([condition(s, 'Reconciling')?.status, condition(s, 'Stalled')?.status, condition(s, 'Ready')?.status]).to.deep.equal(['False', 'False', 'True']);
+  });
+
+  it('counts again from one after a new generation or a different failure', async () => {
+    const h = harness('Container');
+    const d = container('web');
+    h.store.upsert(d);
+    h.provider.instances.set('web', observedAs(d, 'Stopped'));
+    h.provider.failures.set('setState', new Error('boom'));
+    for (let i = 1; i < RETRIES_BEFORE_STALLED; i++) await pass(h, d.key);
+    h.store.upsert(container('web', { autostart: true }, { generation: 2 }));
+    h.provider.instances.set('web', observedAs(container('web', { autostart: true }), 'Stopped'));
+    await pass(h, d.key);
+    expect(condition(h.backend.statuses.get(d.key), 'Stalled')?.status, 'a new generation is a new attempt').to.equal('False');
+    for (let i = 1; i < RETRIES_BEFORE_STALLED - 1; i++) await pass(h, d.key);
+    h.provider.failures.delete('setState');
+    h.provider.failures.set('observe', new Error('lxc-info hangs'));
+    await pass(h, d.key);
+    expect(condition(h.backend.statuses.get(d.key), 'Stalled')?.status, 'another failure starts its own count').to.equal('False');
+  });
+
+  it('a terminal error is Stalled at the first pass, with its own reason', async () => {
+    const h = harness('Container');
+    const d = container('web', { template: 'nosuch' });
+    h.store.upsert(d);
+    h.provider.failures.set('create', new TerminalError('TemplateNotFound', 'cannot create container web: LXC template nosuch is not installed'));
+    expect(await pass(h, d.key)).to.be.instanceOf(TerminalError);
+    const s = h.backend.statuses.get(d.key);
+    expect(condition(s, 'Stalled')).to.include({ status: 'True', reason: 'TemplateNotFound' });
+    expect(condition(s, 'Reconciling')).to.include({ status: 'False', reason: 'Stalled' });
+    expect(s?.observedGeneration).to.equal(1);
+  });
+
+  it('says Reconciling before correcting drift, so a step under way is never reported as converged', async () => {
+    const h = harness('Container');
+    const d = container('web');
+    h.store.upsert(d);
+    h.provider.instances.set('web', observedAs(d));
+    await h.reconciler.reconcile(d.key, signal);
+    expect(condition(h.backend.statuses.get(d.key), 'Reconciling')?.status).to.equal('False');
+    h.provider.instances.set('web', observedAs(d, 'Stopped'));
+    const seen: string[] = [];
+    const original = h.provider.setState.bind(h.provider);
+    h.provider.setState = (...args) => {
+      const r = condition(h.backend.statuses.get(d.key), 'Reconciling');
+      seen.push(`${r?.status}:${r?.reason}`);
+      return original(...args);
+    };
+    await h.reconciler.reconcile(d.key, signal);
+    expect(seen).to.deep.equal(['True:Starting']);
+  });
+
+  it('a dependency that is not declared stalls the dependent at once', async () => {
+    const h = harness('Container');
+    const d = container('app', { dependsOn: [{ kind: 'Container', name: 'nope' }] });
+    h.store.upsert(d);
+    await h.reconciler.reconcile(d.key, signal);
+    expect(condition(h.backend.statuses.get(d.key), 'Stalled')).to.include({ status: 'True', reason: 'DependencyNotFound' });
   });
 });
 
