@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LxcProvider } from '../../../../src/providers/lxc/lxc-provider.js';
-import { isTerminalError } from '../../../../src/reconcile/errors.js';
+import { isTerminalError } from '../../../../src/shared/errors.js';
 import type { Desired } from '../../../../src/store/desired.js';
 import { silentLogger } from '../../../../src/telemetry/logger.js';
 import { container } from '../../../fakes/desired-objects.js';

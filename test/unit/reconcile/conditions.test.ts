@@ -7,11 +7,11 @@ import type { Status } from '../../../src/api/v1alpha1/types.js';
 import type { ObservedInstance } from '../../../src/providers/provider.js';
 import { type Plan, plan } from '../../../src/reconcile/plan.js';
 import { RETRIES_BEFORE_STALLED, STALLED_REASONS } from '../../../src/reconcile/stalled-reasons.js';
-import { type StatusFacts, computeStatus, sameStatus } from '../../../src/status/conditions.js';
+import { type StatusFacts, computeStatus, sameStatus } from '../../../src/reconcile/conditions.js';
 import type { Desired } from '../../../src/store/desired.js';
 import { container, observedAs } from '../../fakes/desired-objects.js';
 
-/** The repository root (this file runs from dist/test/unit/status). */
+/** The repository root (this file runs from dist/test/unit/reconcile). */
 const REPO_ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
 const NOW = '2026-01-01T00:00:00.000Z';
 const web = container('web');

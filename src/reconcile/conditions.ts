@@ -9,8 +9,8 @@
  */
 import type { Condition, ConditionType, Phase, Status } from '../api/v1alpha1/types.js';
 import type { InstanceState, ObservedInstance } from '../providers/provider.js';
-import { type Plan, stepName } from '../reconcile/plan.js';
-import { RETRIES_BEFORE_STALLED, isStalledReason } from '../reconcile/stalled-reasons.js';
+import { type Plan, stepName } from './plan.js';
+import { RETRIES_BEFORE_STALLED, isStalledReason } from './stalled-reasons.js';
 import type { Desired } from '../store/desired.js';
 import { canonicalJson } from '../store/desired.js';
 
