@@ -165,8 +165,12 @@ describe('kstatus: the GitOps tools\' health of real objects, and kubectl explai
   });
 
   describe('converging and converged', () => {
-    it('a new container is InProgress while it is created, then Current once Running', async () => {
-      await apply(ct('web', {}));
+    it('a new container is InProgress from its creation on, while it is created, then Current once Running', async () => {
+      // The API server's answer to the create itself, before any agent saw it: the CRD's
+      // placeholder status (observedGeneration 0) makes it InProgress, not Current.
+      const created = JSON.parse(await env.kubectlOk(['create', '-f', '-', '-o', 'json'], { input: yaml.dump(ct('web', {})) })) as Obj;
+      const [fresh] = await kstatus([created]);
+      expect([fresh?.status, fresh?.message]).to.deep.equal(['InProgress', 'Container generation is 1, but latest observed generation is 0']);
       const { obj } = await waitForKstatus('ct', 'web', 'Current');
       expect(obj.status?.phase).to.equal('Running');
       const h = await history('Container', 'web');
@@ -273,12 +277,17 @@ describe('kstatus: the GitOps tools\' health of real objects, and kubectl explai
       expect(out).to.contain('Memory limit.');
     });
 
-    it('a quantity reads as what it is, not as an object', async () => {
-      for (const path of ['containers.spec.resources.memory', 'containers.spec.resources.disk', 'virtualmachines.spec.disks.size']) {
+    it('a quantity says it is an int-or-string quantity, and stays one for server-side apply', async () => {
+      for (const path of ['containers.spec.resources.memory', 'containers.spec.resources.disk', 'virtualmachines.spec.resources.memory', 'virtualmachines.spec.disks.size']) {
         const out = await env.kubectlOk(['explain', path, '--api-version=hyperlet.io/v1alpha1']);
-        const field = /FIELD:\s+\S+\s+<([^>]+)>/.exec(out)?.[1];
-        expect(field, `${path}:\n${out}`).to.not.equal('Object');
-        expect(out, path).to.match(/quantity/i).and.to.contain('512Mi');
+        expect(out.replace(/\s+/g, ' '), path).to.contain('An int-or-string quantity').and.to.contain('512Mi');
+      }
+      // What Flux does: server-side apply, with an integer and then a string for the same field.
+      for (const memory of [268435456, '256Mi']) {
+        const doc = ct('ssa', { nodeName: 'no-agent-here', resources: { memory } });
+        const out = JSON.parse(await env.kubectlOk(['apply', '--server-side', '--field-manager=kstatus-e2e', '-f', '-', '-o', 'json'], { input: yaml.dump(doc) })) as Obj & { spec: { resources: { memory: unknown } } };
+        expect(out.spec.resources.memory).to.equal(memory);
+        expect((await kstatus([out]))[0]?.status, 'on a node without an agent it never looks healthy').to.equal('InProgress');
       }
     });
   });

@@ -76,6 +76,10 @@ const statusSchema: JsonSchema = {
   type: 'object',
   'x-kubernetes-preserve-unknown-fields': true,
   description: STATUS_DESCRIPTION,
+  // Until an agent writes status, the API server serves this placeholder: generation 1 against
+  // observedGeneration 0 makes kstatus say InProgress, not Current, for an object no agent has
+  // seen yet (a fresh one, or one placed on a node without an agent).
+  default: { observedGeneration: 0 },
   properties: {
     phase: { type: 'string', description: 'Where the instance is: Pending, Creating, Running, Stopped, Frozen, Paused, Failed or Deleting.' },
     conditions: {
@@ -243,12 +247,9 @@ export function generateCrd(kind: Kind): Record<string, unknown> {
             properties: {
               apiVersion: { type: 'string', description: API_VERSION_DESCRIPTION },
               kind: { type: 'string', description: KIND_DESCRIPTION },
-              // Only name may be constrained here: it names the instance, so it is a DNS-1123 label.
-              metadata: {
-                type: 'object',
-                description: 'Standard object metadata.',
-                properties: { name: { type: 'string', maxLength: 63, pattern: DNS_LABEL_PATTERN, description: 'Name of the object; also names the instance on the host.' } },
-              },
+              // Only name may be constrained here (it names the instance, so it is a DNS-1123 label), and
+              // nothing else, not even a description: the API server publishes Kubernetes' ObjectMeta.
+              metadata: { type: 'object', properties: { name: { type: 'string', maxLength: 63, pattern: DNS_LABEL_PATTERN } } },
               spec,
               status: statusSchema,
             },

@@ -9,13 +9,14 @@ import { virtualMachineSchema } from '../../../src/api/v1alpha1/virtual-machine-
  * Paths of the nodes `kubectl explain` shows that have no description: the kind itself, every
  * field, and the objects inside arrays. (Map values and anyOf branches are not shown on their own.)
  */
-function undescribed(node: JsonSchema, path: string): string[] {
+function undescribed(node: JsonSchema, path: string, skip: readonly string[] = []): string[] {
+  if (skip.includes(path)) return [];
   const out: string[] = [];
   const description = node.description;
   if (typeof description !== 'string' || description.trim() === '') out.push(path);
-  for (const [name, child] of Object.entries((node.properties ?? {}) as Record<string, JsonSchema>)) out.push(...undescribed(child, `${path}.${name}`));
+  for (const [name, child] of Object.entries((node.properties ?? {}) as Record<string, JsonSchema>)) out.push(...undescribed(child, `${path}.${name}`, skip));
   const items = node.items as JsonSchema | undefined;
-  if (items !== undefined && (items.type === 'object' || items.properties !== undefined)) out.push(...undescribed(items, `${path}[]`));
+  if (items !== undefined && (items.type === 'object' || items.properties !== undefined)) out.push(...undescribed(items, `${path}[]`, skip));
   return out;
 }
 
@@ -26,14 +27,17 @@ const crdSchema = (kind: Kind): JsonSchema => {
 
 describe('schema descriptions (what kubectl explain and hyperlet validate show)', () => {
   const cases = {
-    ContainerSchema: { reason: 'the JSON Schema files are validated with', schema: containerSchema, root: 'Container' },
-    VirtualMachineSchema: { reason: 'the JSON Schema files are validated with', schema: virtualMachineSchema, root: 'VirtualMachine' },
-    ContainerCrd: { reason: 'the CRD the API server serves, status included', schema: crdSchema('Container'), root: 'containers' },
-    VirtualMachineCrd: { reason: 'the CRD the API server serves, status included', schema: crdSchema('VirtualMachine'), root: 'virtualmachines' },
+    ContainerSchema: { reason: 'the JSON Schema files are validated with', schema: containerSchema, root: 'Container', skip: [] },
+    VirtualMachineSchema: { reason: 'the JSON Schema files are validated with', schema: virtualMachineSchema, root: 'VirtualMachine', skip: [] },
+    // A CRD may say nothing of metadata but name's rules: the API server serves Kubernetes' ObjectMeta there.
+    ContainerCrd: { reason: 'the CRD the API server serves, status included', schema: crdSchema('Container'), root: 'containers', skip: ['containers.metadata'] },
+    VirtualMachineCrd: {
+      reason: 'the CRD the API server serves, status included', schema: crdSchema('VirtualMachine'), root: 'virtualmachines', skip: ['virtualmachines.metadata'],
+    },
   };
   for (const [name, tc] of Object.entries(cases)) {
     it(`${name}: every kind, object and field has a description`, () => {
-      expect(undescribed(tc.schema, tc.root), tc.reason).to.deep.equal([]);
+      expect(undescribed(tc.schema, tc.root, tc.skip), tc.reason).to.deep.equal([]);
     });
   }
 
