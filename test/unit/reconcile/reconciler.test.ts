@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { RateLimiter } from '../../../src/queue/rate-limiter.js';
 import { TerminalError } from '../../../src/shared/errors.js';
 import { requeueAfter, awaitChange } from '../../../src/reconcile/result.js';
 import { RETRIES_BEFORE_STALLED } from '../../../src/reconcile/stalled-reasons.js';
@@ -378,6 +379,26 @@ describe('Controller', () => {
     h.provider.emitChange('web');
     await waitFor(() => h.provider.instances.get('web')?.state === 'Running');
     await h.controller.stop();
+  });
+
+  it('a change event of a failing object waits for its backoff instead of retrying it at once', async () => {
+    const h = harness('Container', { concurrency: 1, rateLimiter: new RateLimiter({ baseDelayMs: 60_000, maxDelayMs: 60_000, jitter: 0 }) });
+    const bad = container('bad');
+    const good = container('good');
+    h.store.upsert(bad);
+    h.store.upsert(good);
+    h.provider.instances.set('bad', observedAs(bad, 'Stopped'));
+    h.provider.instances.set('good', observedAs(good));
+    h.provider.failures.set('setState', new Error('lxc-start: bridge br-missing does not exist'));
+    await h.controller.start();
+    await waitFor(() => h.controller.queue.retries(bad.key) === 1);
+    const goodObserves = (): number => h.provider.calls.filter((c) => c === 'observe:good').length;
+    const before = goodObserves();
+    h.provider.emitChange('bad'); // what lxc-monitor reports after a failed start
+    h.provider.emitChange('good'); // handled after it: once good is observed again, bad's event was handled too
+    await waitFor(() => goodObserves() > before);
+    expect(h.provider.count('setState'), 'no retry before the backoff ends').to.equal(1);
+    await h.controller.stop(0);
   });
 
   it('retries failures with backoff and stops retrying on a terminal error', async () => {
