@@ -157,9 +157,7 @@ export class Reconciler {
         backend.records?.remember(d); // before acting, so a removed object can still be undone after a crash
       }
       const name = stepName(step);
-      // Say that work is under way before it starts: kstatus reads Reconciling=True as InProgress. Creating and
-      // deleting take a while and change the phase: always; other steps unless status says so for this generation.
-      if (step.op === 'create' || step.op === 'delete' || !reportsReconciling(backend.statusWriter.lastWritten(key), d.generation)) {
+      if (announces(step, backend.statusWriter.lastWritten(key), d.generation)) {
         await this.writeStatus(backend, d, { observed, plan: p, acted: { step: name } }, signal);
       }
       const note = await this.act(step, d, observed, signal);
@@ -304,9 +302,18 @@ function pruneDisabledBy(d: Desired, backend: SourceBackend): string | undefined
   return undefined;
 }
 
-/** Whether `status` already says Reconciling=True for `generation` (so a step need not say it again). */
-function reportsReconciling(status: Status | undefined, generation: number): boolean {
-  return status?.observedGeneration === generation && status.conditions.some((c) => c.type === 'Reconciling' && c.status === 'True');
+/**
+ * Whether to say that `step` is under way before it runs (kstatus reads Reconciling=True as
+ * InProgress). Deleting always: a new intent. Otherwise not while status says Stalled for this
+ * generation: a retry of a stalled step (backoff, resync) keeps saying Stalled until it gets
+ * through, or kstatus would flap between Failed and InProgress at every retry. Creating always
+ * (it takes a while and changes the phase), other steps unless status already says Reconciling.
+ */
+function announces(step: Step, status: Status | undefined, generation: number): boolean {
+  if (step.op === 'delete') return true;
+  const current = status?.observedGeneration === generation ? status.conditions : [];
+  if (current.some((c) => c.type === 'Stalled' && c.status === 'True')) return false;
+  return step.op === 'create' || !current.some((c) => c.type === 'Reconciling' && c.status === 'True');
 }
 
 /** Ready for its current generation: what a dependent waits for. */

@@ -201,6 +201,40 @@ describe('Reconciler: kstatus conditions', () => {
     expect(s?.observedGeneration).to.equal(1);
   });
 
+  const stalledRetries = {
+    TerminalRetriedByResync: {
+      reason: 'a resync retries a create that failed for good: status stays Stalled, nothing is written',
+      setUp: (h: ReturnType<typeof harness>) => h.provider.failures.set('create', new TerminalError('TemplateNotFound', 'no template')),
+      passes: 2,
+    },
+    ExhaustedRetriedByBackoff: {
+      reason: 'each backoff retry of an exhausted step keeps Stalled, never a flap to Reconciling',
+      setUp: (h: ReturnType<typeof harness>) => {
+        h.provider.instances.set('web', observedAs(container('web'), 'Stopped'));
+        h.provider.failures.set('setState', new Error('boom'));
+      },
+      passes: RETRIES_BEFORE_STALLED + 3,
+    },
+  };
+  for (const [name, tc] of Object.entries(stalledRetries)) {
+    it(name, async () => {
+      const h = harness('Container');
+      const d = container('web');
+      h.store.upsert(d);
+      tc.setUp(h);
+      const written: string[] = [];
+      const write = h.backend.write.bind(h.backend);
+      h.backend.write = (obj, status) => {
+        written.push(`${condition(status, 'Reconciling')?.status}/${condition(status, 'Stalled')?.status}`);
+        return write(obj, status);
+      };
+      for (let i = 0; i < tc.passes; i++) await pass(h, d.key);
+      const firstStalled = written.indexOf('False/True');
+      expect(firstStalled, tc.reason).to.be.greaterThan(-1);
+      expect(written.slice(firstStalled), tc.reason).to.deep.equal(['False/True']);
+    });
+  }
+
   it('says Reconciling before correcting drift, so a step under way is never reported as converged', async () => {
     const h = harness('Container');
     const d = container('web');
