@@ -24,6 +24,7 @@ import { objectKey } from '../../src/store/object-key.js';
 import { isProviderUnavailableError, type FieldChange, type ObservedInstance } from '../../src/providers/provider.js';
 import { deriveMac, parseDomainXml, volumeNameFor } from '../../src/providers/libvirt/domain-xml.js';
 import { LibvirtProvider } from '../../src/providers/libvirt/libvirt-provider.js';
+import { LibvirtClient } from '../../src/providers/libvirt/libvirt-client.js';
 import { REBOOT_REQUEST_ANNOTATION } from '../../src/shared/annotations.js';
 
 const run = promisify(execFile);
@@ -91,6 +92,7 @@ const consoleOf = (hostName: string): string => {
 describe('LibvirtProvider against qemu:///system', function () {
   this.timeout(600_000);
   let provider: LibvirtProvider;
+  let client: LibvirtClient;
   let guest: { kernel: string; initrd: string };
   const created: Desired<'VirtualMachine'>[] = [];
   const extraDomains: string[] = [];
@@ -114,7 +116,8 @@ describe('LibvirtProvider against qemu:///system', function () {
     const { stdout } = await run('bash', [path.resolve('scripts/build-test-guest.sh')], { timeout: 600_000 });
     const dir = stdout.trim().split('\n').pop() ?? '';
     guest = { kernel: path.join(dir, 'vmlinuz'), initrd: path.join(dir, 'initrd.img') };
-    provider = new LibvirtProvider({ logger, consoleDir: CONSOLE_DIR, poolRoot: POOL_ROOT });
+    client = new LibvirtClient({ logger });
+    provider = new LibvirtProvider({ logger, client, consoleDir: CONSOLE_DIR, poolRoot: POOL_ROOT });
     await provider.probe(signal);
     void (async () => {
       for await (const name of provider.changes(changesAbort.signal)) changeLog.push(name);
@@ -150,7 +153,7 @@ describe('LibvirtProvider against qemu:///system', function () {
   };
 
   it('probe fails with ProviderUnavailableError when the socket is absent', async () => {
-    const p = new LibvirtProvider({ logger, socketPath: '/run/libvirt/no-such-sock' });
+    const p = new LibvirtProvider({ logger, client: new LibvirtClient({ logger, socketPath: '/run/libvirt/no-such-sock' }) });
     const err: unknown = await p.probe(signal).then(() => undefined, (e: unknown) => e);
     expect(isProviderUnavailableError(err)).to.equal(true);
     await p.close();
@@ -245,8 +248,8 @@ describe('LibvirtProvider against qemu:///system', function () {
 
     before(async () => {
       const xml = `<network><name>${NETWORK}</name><bridge name="${BRIDGE}" stp="off"/></network>`; // no <ip>, no <forward>: isolated, no address
-      const net = await provider.client.networkDefineXml(xml);
-      await provider.client.networkCreate(net);
+      const net = await client.networkDefineXml(xml);
+      await client.networkCreate(net);
     });
 
     it('creates a qcow2 volume in a pool it creates, and attaches a NIC with the model and a derived MAC', async () => {
@@ -348,7 +351,7 @@ describe('LibvirtProvider against qemu:///system', function () {
   it('reconnects when libvirtd restarts, and events still arrive', async () => {
     const d = track(desiredVm(vmName('restart'), {}));
     await provider.create(d, signal);
-    const reconnected = new Promise<void>((resolve) => provider.client.once('reconnected', resolve));
+    const reconnected = new Promise<void>((resolve) => client.once('reconnected', resolve));
     const pid = Number(readFileSync('/run/libvirtd.pid', 'utf8').trim());
     process.kill(pid, 'SIGTERM');
     await waitFor('libvirtd to exit', 30_000, () => {
@@ -366,7 +369,7 @@ describe('LibvirtProvider against qemu:///system', function () {
   it('leaves an unowned domain with a declared name alone', async () => {
     const name = vmName('unowned');
     extraDomains.push(name);
-    await provider.client.domainDefineXml(`<domain type="qemu"><name>${name}</name><memory unit="KiB">65536</memory><os><type arch="x86_64">hvm</type></os></domain>`);
+    await client.domainDefineXml(`<domain type="qemu"><name>${name}</name><memory unit="KiB">65536</memory><os><type arch="x86_64">hvm</type></os></domain>`);
     const d = desiredVm(name, {});
     const o = await observe(d);
     expect(o.ownerId).to.equal(undefined);
@@ -411,9 +414,9 @@ describe('LibvirtProvider against qemu:///system', function () {
     const first = await provider.observeAll(signal);
     const ours = [...first.values()].filter((o) => o.hostName.startsWith(PREFIX));
     expect(ours.length).to.be.greaterThan(0);
-    const before = provider.client.callCount;
+    const before = client.callCount;
     const second = await provider.observeAll(signal);
-    expect(provider.client.callCount - before, 'list + stats, no XML for cached domains').to.equal(2);
+    expect(client.callCount - before, 'list + stats, no XML for cached domains').to.equal(2);
     expect([...second.keys()].sort()).to.deep.equal([...first.keys()].sort());
   });
 });

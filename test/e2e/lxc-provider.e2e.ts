@@ -22,6 +22,7 @@ import { isProviderUnavailableError } from '../../src/providers/provider.js';
 import { consoleLogPath } from '../../src/providers/lxc/container-paths.js';
 import { execInContainer } from '../../src/providers/lxc/lxc-exec.js';
 import { LxcProvider } from '../../src/providers/lxc/lxc-provider.js';
+import { LxcTools } from '../../src/providers/lxc/lxc-tools.js';
 import { readMarker } from '../../src/providers/lxc/ownership-marker.js';
 import { markerPath } from '../../src/providers/lxc/container-paths.js';
 import { parseCgroupLayout, parseProcCgroup } from '../../src/providers/lxc/cgroup-host.js';
@@ -121,7 +122,7 @@ describe('LxcProvider (real lxc-* tools)', function () {
     // A prepared rootfs, as a user would bring one: made by the busybox template elsewhere.
     await run('lxc-create', ['-P', scratch, '-n', `src-${suffix}`, '-t', 'busybox'], { timeout: 120_000 });
     preparedRootfs = join(scratch, `src-${suffix}`, 'rootfs');
-    provider = new LxcProvider({ lxcpath, logger, onToolCall: (tool) => spawns.push(tool) });
+    provider = new LxcProvider({ lxcpath, logger, tools: new LxcTools({ logger, onCall: (tool) => spawns.push(tool) }) });
   });
 
   after(async () => {
@@ -133,7 +134,7 @@ describe('LxcProvider (real lxc-* tools)', function () {
     await provider.probe(signal());
     const file = join(scratch, 'not-a-dir');
     await run('touch', [file]);
-    const err: unknown = await new LxcProvider({ lxcpath: file, logger }).probe(signal()).then(() => undefined, (e: unknown) => e);
+    const err: unknown = await new LxcProvider({ lxcpath: file, logger, tools: new LxcTools({ logger }) }).probe(signal()).then(() => undefined, (e: unknown) => e);
     expect(isProviderUnavailableError(err), 'a file is no lxcpath').to.equal(true);
   });
 
