@@ -425,7 +425,7 @@ export class LxcProvider implements Provider<'Container'> {
     await this.observer.checkProcAgainst([name]);
   }
 
-  private async stop(name: string, gracefulStopSeconds: number, frozen: boolean, signal: AbortSignal): Promise<string> {
+  private async stop(name: string, gracefulStopSeconds: number, frozen: boolean, signal: AbortSignal): Promise<string | undefined> {
     const args = ['-P', this.lxcpath, '-n', name];
     if (gracefulStopSeconds > 0) {
       // A frozen init cannot handle the halt signal: thaw it first.
@@ -441,7 +441,14 @@ export class LxcProvider implements Provider<'Container'> {
         this.log.info({ hostName: name, gracefulStopSeconds }, 'no clean shutdown in time; killing');
       }
     }
-    await this.tools.run('lxc-stop', [...args, '-k'], { signal });
+    try {
+      await this.tools.run('lxc-stop', [...args, '-k'], { signal });
+    } catch (err) {
+      if (isAbortError(err)) throw err;
+      // lxc-stop fails on a stopped container: a retry after a stop that worked, or one done behind our back.
+      if ((await this.observer.info(name, signal)).state === 'STOPPED') return undefined;
+      throw err;
+    }
     return gracefulStopSeconds > 0 ? `killed after ${gracefulStopSeconds} s without a clean shutdown` : 'killed (gracefulStopSeconds is 0)';
   }
 }
