@@ -30,10 +30,18 @@ export type ProviderFactory = (options: ProviderOptions) => Provider | Promise<P
 
 /** Each provider adds its factory here: the provider with the real tool runner or connection it drives. */
 export const PROVIDER_FACTORIES: Partial<Record<Kind, ProviderFactory>> = {
-  Container: (o) => new LxcProvider({ lxcpath: o.lxcpath, logger: o.logger, tools: new LxcTools({ logger: o.logger.child({ provider: 'lxc', lxcpath: o.lxcpath }) }) }),
+  Container: (o) => new LxcProvider({
+    lxcpath: o.lxcpath,
+    logger: o.logger,
+    tools: new LxcTools({ logger: o.logger.child({ provider: 'lxc', lxcpath: o.lxcpath }) }),
+  }),
   VirtualMachine: (o) => new LibvirtProvider({
     logger: o.logger,
-    client: new LibvirtClient({ uri: o.libvirtUri, logger: o.logger.child({ provider: 'libvirt' }), ...(o.libvirtSocket === undefined ? {} : { socketPath: o.libvirtSocket }) }),
+    client: new LibvirtClient({
+      uri: o.libvirtUri,
+      logger: o.logger.child({ provider: 'libvirt' }),
+      ...(o.libvirtSocket === undefined ? {} : { socketPath: o.libvirtSocket }),
+    }),
   }),
 };
 

@@ -76,7 +76,10 @@ describe('LibvirtProvider against qemu:///system', function () {
     const result = validateObject({
       apiVersion: 'hyperlet.io/v1alpha1', kind: 'VirtualMachine', metadata: { name: `${PREFIX}-${label}`, namespace: 'default' },
       // Firmware only, stopped by destroy at once: no guest, no waiting.
-      spec: { hypervisor: 'qemu', resources: { cpu: 1, memory: '64Mi' }, gracefulStopSeconds: 0, disks: [{ name: 'data', pool: POOL, size: '100Mi' }] },
+      spec: {
+        hypervisor: 'qemu', resources: { cpu: 1, memory: '64Mi' }, gracefulStopSeconds: 0,
+        disks: [{ name: 'data', pool: POOL, size: '100Mi' }],
+      },
     });
     if (!result.ok) throw new Error(`test object invalid: ${JSON.stringify(result.issues)}`);
     const object = result.object as VirtualMachine;
@@ -94,7 +97,9 @@ describe('LibvirtProvider against qemu:///system', function () {
   };
 
   before(async () => {
-    if (!existsSync('/run/libvirt/libvirt-sock')) throw new Error('cannot run: /run/libvirt/libvirt-sock is missing; run scripts/setup-host.sh');
+    if (!existsSync('/run/libvirt/libvirt-sock')) {
+      throw new Error('cannot run: /run/libvirt/libvirt-sock is missing; run scripts/setup-host.sh');
+    }
     scratch = await mkdtemp(path.join(tmpdir(), 'hyperlet-contract-libvirt-'));
   });
 
@@ -124,7 +129,9 @@ describe('LibvirtProvider against qemu:///system', function () {
     holdState: 'Paused',
     createUnowned: async (_provider, d) => {
       const file = path.join(scratch, `${d.hostName}.xml`);
-      await writeFile(file, `<domain type="qemu"><name>${d.hostName}</name><memory unit="KiB">65536</memory><os><type arch="x86_64">hvm</type></os></domain>`);
+      const xml = `<domain type="qemu"><name>${d.hostName}</name><memory unit="KiB">65536</memory>`
+        + '<os><type arch="x86_64">hvm</type></os></domain>';
+      await writeFile(file, xml);
       await virsh('define', file);
     },
     removeUnowned: async (_provider, d) => {

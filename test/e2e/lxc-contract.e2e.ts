@@ -72,7 +72,9 @@ describe('LxcProvider (real lxc-* tools)', function () {
   };
 
   before(async () => {
-    if (process.getuid?.() !== 0) throw new Error('the LXC e2e tests need root (lxc-start of privileged containers); run make test as root');
+    if (process.getuid?.() !== 0) {
+      throw new Error('the LXC e2e tests need root (lxc-start of privileged containers); run make test as root');
+    }
     await access('/usr/share/lxc/templates/lxc-busybox').catch(() => {
       throw new Error('the LXC e2e tests need the busybox template: run make host (lxc-templates, busybox-static)');
     });
@@ -116,7 +118,9 @@ describe('LxcProvider (real lxc-* tools)', function () {
           // Aborting kills lxc-create's process group and, unlike a failure, leaves the cleanup to the next pass: a killed hyperlet.
           const cut = new AbortController();
           const creating = provider.create(d, cut.signal).then(() => 'created', (err: unknown) => err);
-          await until('lxc-create to run', async () => ((await pidsOf('lxc-create', ['-n', d.hostName, lxcpath])).length > 0 ? true : undefined), 30_000, 10);
+          const running = async (): Promise<true | undefined> =>
+            ((await pidsOf('lxc-create', ['-n', d.hostName, lxcpath])).length > 0 ? true : undefined);
+          await until('lxc-create to run', running, 30_000, 10);
           cut.abort();
           const outcome = await creating;
           if (outcome === 'created') throw new Error('lxc-create finished before it could be killed');
@@ -142,7 +146,8 @@ describe('LxcProvider (real lxc-* tools)', function () {
     },
     changesReady: async (provider) => {
       await until('lxc-monitor to run', () => provider.monitorPid, 10_000);
-      await until('lxc-monitor to reach lxc-monitord', async () => ((await monitorConnections(lxcpath)) > 0 ? true : undefined), 10_000, 20);
+      const connected = async (): Promise<true | undefined> => ((await monitorConnections(lxcpath)) > 0 ? true : undefined);
+      await until('lxc-monitor to reach lxc-monitord', connected, 10_000, 20);
     },
     changeWithinMs: 5_000,
   });

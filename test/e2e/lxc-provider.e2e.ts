@@ -122,7 +122,8 @@ describe('LxcProvider (real lxc-* tools)', function () {
     await provider.probe(signal());
     const file = join(scratch, 'not-a-dir');
     await run('touch', [file]);
-    const err: unknown = await new LxcProvider({ lxcpath: file, logger, tools: new LxcTools({ logger }) }).probe(signal()).then(() => undefined, (e: unknown) => e);
+    const unusable = new LxcProvider({ lxcpath: file, logger, tools: new LxcTools({ logger }) });
+    const err: unknown = await unusable.probe(signal()).then(() => undefined, (e: unknown) => e);
     expect(isProviderUnavailableError(err), 'a file is no lxcpath').to.equal(true);
   });
 

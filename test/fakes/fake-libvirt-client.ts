@@ -41,6 +41,7 @@ function textOf(xml: string, tag: string): string | undefined {
   return new RegExp(`<${tag}[^>]*>([^<]*)</${tag}>`).exec(xml)?.[1];
 }
 
+/** An in-memory libvirtd behind the LibvirtApi boundary (see the file header). */
 export class FakeLibvirtClient extends EventEmitter<LibvirtClientEvents> implements LibvirtApi {
   readonly socketPath = '/run/fake-libvirt/libvirt-sock';
   readonly uri = 'test:///fake';
@@ -91,13 +92,19 @@ export class FakeLibvirtClient extends EventEmitter<LibvirtClientEvents> impleme
 
   private domainOf(dom: DomainRef): FakeDomain {
     const found = [...this.domains.values()].find((d) => d.ref.uuid.equals(dom.uuid));
-    if (found === undefined) throw new LibvirtError(`Domain not found: no domain with matching uuid '${uuidFromBytes(dom.uuid)}' (${dom.name})`, LibvirtErrorCode.NoDomain, 10);
+    if (found === undefined) {
+      const message = `Domain not found: no domain with matching uuid '${uuidFromBytes(dom.uuid)}' (${dom.name})`;
+      throw new LibvirtError(message, LibvirtErrorCode.NoDomain, 10);
+    }
     return found;
   }
 
   private poolOf(pool: PoolRef | string): FakePool {
-    const found = this.pools.get(typeof pool === 'string' ? pool : pool.name);
-    if (found === undefined) throw new LibvirtError(`Storage pool not found: no storage pool with matching name '${typeof pool === 'string' ? pool : pool.name}'`, LibvirtErrorCode.NoStoragePool, 18);
+    const name = typeof pool === 'string' ? pool : pool.name;
+    const found = this.pools.get(name);
+    if (found === undefined) {
+      throw new LibvirtError(`Storage pool not found: no storage pool with matching name '${name}'`, LibvirtErrorCode.NoStoragePool, 18);
+    }
     return found;
   }
 
@@ -129,9 +136,13 @@ export class FakeLibvirtClient extends EventEmitter<LibvirtClientEvents> impleme
     return [...this.domains.values()].map((d) => d.ref);
   }
 
-  async getAllDomainStats(stats: number, doms: readonly DomainRef[] = [], flags = 0): Promise<{ domain: DomainRef; params: Map<string, TypedParamValue> }[]> {
+  async getAllDomainStats(
+    stats: number, doms: readonly DomainRef[] = [], flags = 0,
+  ): Promise<{ domain: DomainRef; params: Map<string, TypedParamValue> }[]> {
     this.record('getAllDomainStats', [stats, doms, flags]);
-    return [...this.domains.values()].map((d) => ({ domain: d.ref, params: new Map<string, TypedParamValue>([['state.state', d.state], ['state.reason', d.reason]]) }));
+    return [...this.domains.values()].map((d) => ({
+      domain: d.ref, params: new Map<string, TypedParamValue>([['state.state', d.state], ['state.reason', d.reason]]),
+    }));
   }
 
   async lookupDomainByName(name: string): Promise<DomainRef | undefined> {
@@ -150,10 +161,14 @@ export class FakeLibvirtClient extends EventEmitter<LibvirtClientEvents> impleme
     const uuid = parsed.uuid === '' ? Buffer.alloc(16, this.domains.size + 1) : uuidToBytes(parsed.uuid);
     const existing = this.domains.get(parsed.name);
     if (existing !== undefined && !existing.ref.uuid.equals(uuid)) {
-      throw new LibvirtError(`operation failed: domain '${parsed.name}' already exists with uuid ${uuidFromBytes(existing.ref.uuid)}`, LibvirtErrorCode.OperationFailed, 10);
+      const message = `operation failed: domain '${parsed.name}' already exists with uuid ${uuidFromBytes(existing.ref.uuid)}`;
+      throw new LibvirtError(message, LibvirtErrorCode.OperationFailed, 10);
     }
     const clash = [...this.domains.values()].find((d) => d.ref.uuid.equals(uuid) && d.ref.name !== parsed.name);
-    if (clash !== undefined) throw new LibvirtError(`operation failed: domain '${clash.ref.name}' already exists with the same uuid`, LibvirtErrorCode.OperationFailed, 10);
+    if (clash !== undefined) {
+      const message = `operation failed: domain '${clash.ref.name}' already exists with the same uuid`;
+      throw new LibvirtError(message, LibvirtErrorCode.OperationFailed, 10);
+    }
     const withUuid = parsed.uuid === '' ? xml.replace(/<\/name>/, `</name><uuid>${uuidFromBytes(uuid)}</uuid>`) : xml;
     if (existing !== undefined) {
       existing.xml = withUuid;
@@ -245,7 +260,9 @@ export class FakeLibvirtClient extends EventEmitter<LibvirtClientEvents> impleme
     this.record('domainSetMetadata', [dom, xml, key, uri, flags]);
     const d = this.domainOf(dom);
     // As libvirt does: the root element gets the prefix and the namespace; one element per namespace.
-    const element = xml === undefined ? '' : xml.replace(/^<([A-Za-z]+)>/, `<${key}:$1 xmlns:${key}="${uri}">`).replace(/<\/([A-Za-z]+)>$/, `</${key}:$1>`);
+    const element = xml === undefined
+      ? ''
+      : xml.replace(/^<([A-Za-z]+)>/, `<${key}:$1 xmlns:${key}="${uri}">`).replace(/<\/([A-Za-z]+)>$/, `</${key}:$1>`);
     const withoutOld = d.xml.replace(/<metadata>[\s\S]*<\/metadata>/, '');
     d.xml = withoutOld.replace(/<\/domain>\s*$/, `<metadata>${element}</metadata></domain>`);
   }
@@ -301,7 +318,10 @@ export class FakeLibvirtClient extends EventEmitter<LibvirtClientEvents> impleme
 
   private volumeOf(vol: VolumeRef): { capacityBytes: number; xml: string } {
     const v = this.poolOf(vol.pool).volumes.get(vol.name);
-    if (v === undefined) throw new LibvirtError(`Storage volume not found: no storage vol with matching name '${vol.name}'`, LibvirtErrorCode.NoStorageVol, 18);
+    if (v === undefined) {
+      const message = `Storage volume not found: no storage vol with matching name '${vol.name}'`;
+      throw new LibvirtError(message, LibvirtErrorCode.NoStorageVol, 18);
+    }
     return v;
   }
 

@@ -78,7 +78,9 @@ export class FakeProvider<K extends Kind = Kind> implements Provider<K> {
     await this.call('create', d.hostName);
     const current = this.owned(d, 'create');
     if (current !== undefined && current.partial !== true) return;
-    const made: ObservedInstance = { hostName: d.hostName, state: 'Stopped', fields: specFields(d.object.kind, d.object.spec), ownerId: d.id, specHash: d.specHash };
+    const made: ObservedInstance = {
+      hostName: d.hostName, state: 'Stopped', fields: specFields(d.object.kind, d.object.spec), ownerId: d.id, specHash: d.specHash,
+    };
     const cut = this.cutShort;
     if (cut !== undefined) {
       this.cutShort = undefined;

@@ -19,6 +19,7 @@ export interface FakeToolResult {
 /** A scripted tool: may act on the files the real one would touch, then says how it ended. */
 export type FakeTool = (args: readonly string[]) => FakeToolResult | void | Promise<FakeToolResult | void>;
 
+/** Scripted lxc-* tools behind the LxcToolRunner boundary (see the file header). */
 export class FakeToolRunner implements LxcToolRunner {
   /** Every call, in order, as [tool, ...args]. */
   readonly calls: string[][] = [];

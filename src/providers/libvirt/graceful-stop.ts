@@ -17,7 +17,9 @@ export const sleep = (ms: number, signal?: AbortSignal): Promise<void> => new Pr
 });
 
 /** Stops `dom`: ACPI first, destroy after `gracefulStopSeconds`; returns what happened. */
-export async function stopGracefully(client: LibvirtApi, dom: DomainRef, gracefulStopSeconds: number, signal: AbortSignal): Promise<string> {
+export async function stopGracefully(
+  client: LibvirtApi, dom: DomainRef, gracefulStopSeconds: number, signal: AbortSignal,
+): Promise<string> {
   const timeoutMs = gracefulStopSeconds * 1000;
   const started = Date.now();
   let note: string;

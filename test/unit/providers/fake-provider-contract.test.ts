@@ -6,7 +6,8 @@ import { container } from '../../fakes/desired-objects.js';
 import { FakeProvider } from '../../fakes/fake-provider.js';
 
 let ids = 0;
-const makeDesired = (label: string): Desired<'Container'> => container(`fake-${label}`, {}, { id: `id-${label}-${++ids}` }) as Desired<'Container'>;
+const makeDesired = (label: string): Desired<'Container'> =>
+  container(`fake-${label}`, {}, { id: `id-${label}-${++ids}` }) as Desired<'Container'>;
 
 describeProviderContract('FakeProvider', () => new FakeProvider('Container'), makeDesired, {
   holdState: 'Frozen',

@@ -30,7 +30,10 @@ const POOL = 'hyperlet-unit';
 function vm(name: string, spec: Record<string, unknown> = {}, pool = POOL): Desired<'VirtualMachine'> {
   const result = validateObject({
     apiVersion: 'hyperlet.io/v1alpha1', kind: 'VirtualMachine', metadata: { name, namespace: 'default' },
-    spec: { hypervisor: 'qemu', resources: { cpu: 1, memory: '64Mi' }, gracefulStopSeconds: 0, disks: [{ name: 'data', pool, size: '100Mi' }], ...spec },
+    spec: {
+      hypervisor: 'qemu', resources: { cpu: 1, memory: '64Mi' }, gracefulStopSeconds: 0,
+      disks: [{ name: 'data', pool, size: '100Mi' }], ...spec,
+    },
   });
   if (!result.ok) throw new Error(`test object invalid: ${JSON.stringify(result.issues)}`);
   const object = result.object as VirtualMachine;
@@ -38,6 +41,11 @@ function vm(name: string, spec: Record<string, unknown> = {}, pool = POOL): Desi
     key: objectKey('dir', 'default', 'VirtualMachine', name), source: 'dir', object, id: randomUUID(), generation: 1,
     specHash: specHashOf(object.spec), hostName: hostNameOf(object),
   };
+}
+
+/** A domain as an operator would define it: no hyperlet marker, no disk. */
+function strangerXml(name: string): string {
+  return `<domain type="qemu"><name>${name}</name><memory unit="KiB">65536</memory><os><type arch="x86_64">hvm</type></os></domain>`;
 }
 
 /** Volumes in the fake's pool that belong to `hostName` by name. */
@@ -62,22 +70,30 @@ describe('LibvirtProvider (FakeLibvirtClient)', () => {
   describe('the provider contract', () => {
     const fake = new FakeLibvirtClient();
     /** Runs create on the fake with `method`'s call number `after + 1` failing: a hyperlet killed right before it. */
-    const cutBefore = async (provider: LibvirtProvider, d: Desired<'VirtualMachine'>, method: 'storageVolCreateXml' | 'domainDefineXml', after: number): Promise<void> => {
+    const cutBefore = async (
+      provider: LibvirtProvider, d: Desired<'VirtualMachine'>, method: 'storageVolCreateXml' | 'domainDefineXml', after: number,
+    ): Promise<void> => {
       fake.failNext(method, new Error(`killed before ${method}`), after);
       await provider.create(d, signal()).then(() => { throw new Error('create went through'); }, () => undefined);
     };
     describeProviderContract('LibvirtProvider on a FakeLibvirtClient', () => makeProvider(fake), (label) => vm(`unit-${label}`), {
       holdState: 'Paused',
       createUnowned: async (_provider, d) => {
-        await fake.domainDefineXml(`<domain type="qemu"><name>${d.hostName}</name><memory unit="KiB">65536</memory><os><type arch="x86_64">hvm</type></os></domain>`);
+        await fake.domainDefineXml(strangerXml(d.hostName));
       },
       removeUnowned: async (_provider, d) => {
         fake.domains.delete(d.hostName);
       },
-      fingerprint: async (_provider, d) => ({ domain: structuredClone(fake.domains.get(d.hostName)), volumes: volumesOf(fake, d.hostName) }),
+      fingerprint: async (_provider, d) => ({
+        domain: structuredClone(fake.domains.get(d.hostName)), volumes: volumesOf(fake, d.hostName),
+      }),
       killedCreates: {
-        'a domain defined without its volume': { seen: 'partial', leave: (provider, d) => cutBefore(provider, d, 'storageVolCreateXml', 0) },
-        'its volume made, the domain still marked partial': { seen: 'partial', leave: (provider, d) => cutBefore(provider, d, 'domainDefineXml', 1) },
+        'a domain defined without its volume': {
+          seen: 'partial', leave: (provider, d) => cutBefore(provider, d, 'storageVolCreateXml', 0),
+        },
+        'its volume made, the domain still marked partial': {
+          seen: 'partial', leave: (provider, d) => cutBefore(provider, d, 'domainDefineXml', 1),
+        },
         'a volume of its own left without a domain': {
           seen: 'nothing',
           leave: async (provider, d) => {
@@ -134,7 +150,7 @@ describe('LibvirtProvider (FakeLibvirtClient)', () => {
 
     it('a domain without hyperlet\'s marker is never redefined, started or undefined', async () => {
       const d = vm('stranger');
-      await fake.domainDefineXml(`<domain type="qemu"><name>${d.hostName}</name><memory unit="KiB">65536</memory><os><type arch="x86_64">hvm</type></os></domain>`);
+      await fake.domainDefineXml(strangerXml(d.hostName));
       fake.calls.length = 0;
       const o = (await provider.observe(d, signal()))!;
       for (const attempt of [() => provider.create(d, signal()), () => provider.setState(d, 'Running', o, signal())]) {
@@ -164,7 +180,8 @@ describe('LibvirtProvider (FakeLibvirtClient)', () => {
       const d = vm('stop');
       await provider.create(d, signal());
       await provider.setState(d, 'Running', (await provider.observe(d, signal()))!, signal());
-      expect(await provider.setState(d, 'Stopped', (await provider.observe(d, signal()))!, signal())).to.equal('destroyed at once (gracefulStopSeconds is 0)');
+      const note = await provider.setState(d, 'Stopped', (await provider.observe(d, signal()))!, signal());
+      expect(note).to.equal('destroyed at once (gracefulStopSeconds is 0)');
       expect(fake.callsOf('domainShutdown'), 'no ACPI request').to.deep.equal([]);
       expect(fake.callsOf('domainDestroy').length).to.equal(1);
     });

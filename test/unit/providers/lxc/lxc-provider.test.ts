@@ -51,7 +51,9 @@ function fakeLxc(lxcpath: string): { runner: FakeToolRunner; states: Map<string,
     .on('lxc-info', (args) => {
       const name = valueOf(args, '-n');
       const state = states.get(name);
-      if (state === undefined) return { code: 1, stderr: `lxc-info: ${name}: ../src/lxc/tools/lxc_info.c: main: 321 Container "${name}" doesn't exist\n` };
+      if (state === undefined) {
+        return { code: 1, stderr: `lxc-info: ${name}: ../src/lxc/tools/lxc_info.c: main: 321 Container "${name}" doesn't exist\n` };
+      }
       return { stdout: `State:          ${state}\n${state === 'STOPPED' ? '' : 'PID:            4242\n'}` };
     })
     .on('lxc-start', (args) => {
@@ -59,7 +61,9 @@ function fakeLxc(lxcpath: string): { runner: FakeToolRunner; states: Map<string,
     })
     .on('lxc-stop', (args) => {
       const name = valueOf(args, '-n');
-      if (states.get(name) === 'STOPPED') return { code: 2, stderr: `lxc-stop: ${name}: ../src/lxc/tools/lxc_stop.c: main: 168 ${name} is not running\n` };
+      if (states.get(name) === 'STOPPED') {
+        return { code: 2, stderr: `lxc-stop: ${name}: ../src/lxc/tools/lxc_stop.c: main: 168 ${name} is not running\n` };
+      }
       states.set(name, 'STOPPED');
       return {};
     })
@@ -84,7 +88,8 @@ describe('LxcProvider (FakeToolRunner)', () => {
   });
   const web = (spec: Record<string, unknown> = {}): Desired<'Container'> =>
     container('web', { network: [{ type: 'none' }], gracefulStopSeconds: 0, ...spec }) as Desired<'Container'>;
-  const running = (d: Desired<'Container'>, lxcState = 'RUNNING'): ObservedInstance => ({ ...observedAs(d, 'Running'), details: { lxcState } });
+  const running = (d: Desired<'Container'>, lxcState = 'RUNNING'): ObservedInstance =>
+    ({ ...observedAs(d, 'Running'), details: { lxcState } });
 
   beforeEach(async () => {
     lxcpath = await mkdtemp(join(tmpdir(), 'hyperlet-unit-lxc-'));
@@ -105,7 +110,8 @@ describe('LxcProvider (FakeToolRunner)', () => {
       await provider.create(d, signal());
       expect(lxc.runner.calls.map((c) => c[0])).to.deep.equal(['lxc-create']);
       const args = lxc.runner.callsOf('lxc-create')[0];
-      expect(args).to.deep.equal(['-P', lxcpath, '-n', 'web', '-t', 'busybox', '-f', join(containerDir(lxcpath, 'web'), 'hyperlet-base.conf')]);
+      const baseConf = join(containerDir(lxcpath, 'web'), 'hyperlet-base.conf');
+      expect(args).to.deep.equal(['-P', lxcpath, '-n', 'web', '-t', 'busybox', '-f', baseConf]);
       expect(await readFile(configPath(lxcpath, 'web'), 'utf8')).to.match(/^lxc\.cgroup\.memory\.limit_in_bytes = 134217728$/m);
       expect((await readMarker(markerPath(lxcpath, 'web')))?.complete).to.equal(true);
     });
@@ -121,9 +127,11 @@ describe('LxcProvider (FakeToolRunner)', () => {
     });
 
     it('turns a failing lxc-create into an error with its exit code and stderr, and removes what it made', async () => {
-      lxc.runner.on('lxc-create', () => ({ code: 1, stderr: 'lxc-create: web: ../src/lxc/lxccontainer.c: do_create_container_dir: 1235 Failed to create container web\n' }));
+      const stderr = 'lxc-create: web: ../src/lxc/lxccontainer.c: do_create_container_dir: 1235 Failed to create container web\n';
+      lxc.runner.on('lxc-create', () => ({ code: 1, stderr }));
       const err = await provider.create(web(), signal()).then(() => undefined, (e: unknown) => e as Error);
-      expect(err?.message).to.match(/^cannot run lxc-create -P \S+ -n web -t busybox -f \S+: exit code 1: .*Failed to create container web$/);
+      expect(err?.message, 'the tool, its argv, exit code and stderr')
+        .to.match(/^cannot run lxc-create -P \S+ -n web -t busybox -f \S+: exit code 1: .*Failed to create container web$/);
       expect(await readdir(lxcpath), 'nothing left under the lxcpath').to.deep.equal([]);
       expect(await provider.observe(web(), signal())).to.equal(undefined);
     });
@@ -142,7 +150,10 @@ describe('LxcProvider (FakeToolRunner)', () => {
 
   describe('update', () => {
     const cases = {
-      CgroupV1: { reason: 'cgroup v1 takes memory.limit_in_bytes', version: 1 as const, key: 'memory.limit_in_bytes', configKey: 'lxc.cgroup.memory.limit_in_bytes' },
+      CgroupV1: {
+        reason: 'cgroup v1 takes memory.limit_in_bytes', version: 1 as const,
+        key: 'memory.limit_in_bytes', configKey: 'lxc.cgroup.memory.limit_in_bytes',
+      },
       CgroupV2: { reason: 'cgroup v2 takes memory.max', version: 2 as const, key: 'memory.max', configKey: 'lxc.cgroup2.memory.max' },
     };
     for (const [name, tc] of Object.entries(cases)) {
@@ -163,8 +174,8 @@ describe('LxcProvider (FakeToolRunner)', () => {
     it('writes only the config of a stopped container', async () => {
       await provider.create(web({ resources: { memory: '128Mi' } }), signal());
       lxc.runner.calls.length = 0;
-      await provider.update(web({ resources: { memory: '256Mi' } }), [{ path: 'resources.memory', from: 134217728, to: 268435456, apply: 'live' }],
-        observedAs(web(), 'Stopped'), signal());
+      const change = { path: 'resources.memory', from: 134217728, to: 268435456, apply: 'live' } as const;
+      await provider.update(web({ resources: { memory: '256Mi' } }), [change], observedAs(web(), 'Stopped'), signal());
       expect(lxc.runner.callsOf('lxc-cgroup')).to.deep.equal([]);
       expect(await readFile(configPath(lxcpath, 'web'), 'utf8')).to.include('lxc.cgroup.memory.limit_in_bytes = 268435456');
     });
@@ -200,13 +211,15 @@ describe('LxcProvider (FakeToolRunner)', () => {
       await provider.create(d, signal());
       lxc.runner.on('lxc-start', async (args) => {
         await writeFile(valueOf(args, '-o'), [
-          'lxc-start web 20261122015451.439 ERROR    network - ../src/lxc/network.c:netdev_configure_server_veth:711 - bridge interface doesn\'t exist',
+          'lxc-start web 20261122015451.439 ERROR    network - ../src/lxc/network.c:netdev_configure_server_veth:711 - '
+            + 'bridge interface doesn\'t exist',
           'lxc-start web 20261122015451.440 ERROR    start - ../src/lxc/start.c:lxc_spawn:1840 - Failed to create the network',
           '',
         ].join('\n'));
         return { code: 1, stderr: 'lxc-start: web: ../src/lxc/tools/lxc_start.c: main: 306 The container failed to start\n' };
       });
-      const err = await provider.setState(d, 'Running', observedAs(d, 'Stopped'), signal()).then(() => undefined, (e: unknown) => e as Error);
+      const err = await provider.setState(d, 'Running', observedAs(d, 'Stopped'), signal())
+        .then(() => undefined, (e: unknown) => e as Error);
       expect(err?.message).to.equal('cannot start container web: bridge interface doesn\'t exist; Failed to create the network');
     });
   });
