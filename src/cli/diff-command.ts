@@ -12,6 +12,7 @@ import { plan, type Step } from '../reconcile/plan.js';
 import { errorMessage } from '../reconcile/errors.js';
 import { loadPaths } from '../sources/manifest-loader.js';
 import { StateDb } from '../state/state-db.js';
+import { DEFAULT_STATE_PATH } from '../state/state-dir.js';
 import { type Desired, hostNameOf, specHashOf } from '../store/desired.js';
 import { objectKey } from '../store/object-key.js';
 import { UsageError } from './usage-error.js';
@@ -40,7 +41,7 @@ export async function diffCommand(args: string[]): Promise<number> {
     for (const p of problems) process.stdout.write(`${p.line}\n`);
     return 2;
   }
-  const statePath = values.state ?? './.hyperlet/state.db';
+  const statePath = values.state ?? DEFAULT_STATE_PATH;
   const db = existsSync(statePath) ? new StateDb(statePath, { readonly: true }) : undefined;
   const rows = db?.listObjects() ?? [];
   db?.close();

@@ -9,6 +9,7 @@ import { KINDS, type Kind } from '../api/v1alpha1/group.js';
 import { formatQuantity, parseQuantity } from '../api/v1alpha1/quantity.js';
 import { queryObjects, rowToObject } from '../server/object-query.js';
 import { type ObjectRow, StateDb } from '../state/state-db.js';
+import { DEFAULT_STATE_PATH } from '../state/state-dir.js';
 import { UsageError, parsePositiveInt } from './usage-error.js';
 
 const KIND_ALIASES = new Map<string, Kind>();
@@ -63,10 +64,10 @@ function getSync(args: string[]): number {
   });
   const output = values.output ?? 'table';
   if (!['table', 'wide', 'json', 'yaml'].includes(output)) throw new UsageError(`-o: unknown output ${JSON.stringify(output)}; use table, wide, json or yaml`);
-  if (['sources', 'source', 'src'].includes(positionals[0] ?? '')) return getSources(values.state ?? './.hyperlet/state.db', output, positionals[1]);
+  if (['sources', 'source', 'src'].includes(positionals[0] ?? '')) return getSources(values.state ?? DEFAULT_STATE_PATH, output, positionals[1]);
   const kind = kindFromArg(positionals[0]);
   const name = positionals[1];
-  const db = openDb(values.state ?? './.hyperlet/state.db');
+  const db = openDb(values.state ?? DEFAULT_STATE_PATH);
   try {
     const namespace = values['all-namespaces'] === true ? undefined : values.namespace;
     let page;
@@ -167,7 +168,7 @@ function describeSync(args: string[]): number {
   const kind = kindFromArg(positionals[0]);
   const name = positionals[1];
   if (name === undefined) throw new UsageError('describe needs KIND NAME');
-  const db = openDb(values.state ?? './.hyperlet/state.db');
+  const db = openDb(values.state ?? DEFAULT_STATE_PATH);
   try {
     const row = db.listObjects().find((r) => r.kind === kind && r.name === name && r.namespace === (values.namespace ?? 'default'));
     if (row === undefined) {
