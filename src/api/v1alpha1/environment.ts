@@ -26,7 +26,8 @@ export function environmentReferences(object: HyperletObject): EnvironmentRefere
 export function withEnvironmentValues(object: HyperletObject, values: Readonly<Record<string, string>>): HyperletObject {
   if (object.kind !== 'Container' || Object.keys(values).length === 0) return object;
   const spec = object.spec as ContainerSpec;
-  return { ...object, spec: { ...spec, environment: { ...(spec.environment ?? {}), ...values } } } as HyperletObject;
+  const filled: HyperletObject<'Container'> = { ...(object as HyperletObject<'Container'>), spec: { ...spec, environment: { ...(spec.environment ?? {}), ...values } } };
+  return filled;
 }
 
 /** Why a reference could not be resolved; each is a Ready=False reason. */

@@ -52,7 +52,8 @@ describe('environment references', () => {
     expect(environmentReferences(o), 'the input keeps its references').to.have.length(2);
   });
 
-  const values: Record<string, { reason: string; raw: string; want: string | 'PolicyDenied' }> = {
+  // want: the value passed on, or 'PolicyDenied' for a refusal.
+  const values: Record<string, { reason: string; raw: string; want: string }> = {
     Plain: { reason: 'as written', raw: 'pa ss\tword', want: 'pa ss\tword' },
     TrailingNewline: { reason: 'echo adds one new line: dropped', raw: 'password\n', want: 'password' },
     TrailingCrlf: { reason: 'a CRLF file ending too', raw: 'password\r\n', want: 'password' },
