@@ -3,6 +3,7 @@
  * informers. They all feed a DesiredStore through StoreWriter and report broken input as
  * SourceProblems; nothing else in the core knows where an object came from.
  */
+import type { EnvironmentReference } from '../api/v1alpha1/environment.js';
 import type { Desired } from '../store/desired.js';
 import type { ObjectKey } from '../store/object-key.js';
 import type { FinalizerGate, ObjectRecords, Recorder, StatusWriter } from '../status/status-writer.js';
@@ -58,6 +59,19 @@ export interface SourcePolicy {
 }
 
 /**
+ * Reads the values of environment references (valueFrom) of one source's objects: files under
+ * the secrets directory for dir and git, Secrets of the object's namespace for kube.
+ */
+export interface EnvironmentResolver {
+  /**
+   * The value of each of `refs` (references of `d`), by variable name. Throws EnvironmentError
+   * (api/v1alpha1/environment.ts) naming the field and the rule when one cannot be read; never
+   * returns part of them. Values never appear in its errors.
+   */
+  resolve(d: Desired, refs: readonly EnvironmentReference[], signal: AbortSignal): Promise<Record<string, string>>;
+}
+
+/**
  * A source with everything that writes back to where it came from. The daemon wires one per
  * `--source`; the controller looks the backend up by the key's source id.
  */
@@ -69,4 +83,6 @@ export interface SourceBackend {
   readonly records?: ObjectRecords;
   readonly finalizers?: FinalizerGate;
   readonly policy?: SourcePolicy;
+  /** Resolves valueFrom references; an object with references and no resolver is refused. */
+  readonly environment?: EnvironmentResolver;
 }
