@@ -7,7 +7,7 @@ import type { EnvironmentReference } from '../api/v1alpha1/environment.js';
 import { EnvironmentError } from '../api/v1alpha1/environment.js';
 import type { Desired } from '../store/desired.js';
 import { readSecretFile } from './secret-file.js';
-import type { EnvironmentResolver } from './source.js';
+import type { EnvironmentResolver } from '../reconcile/backend.js';
 
 export class FileEnvironmentResolver implements EnvironmentResolver {
   /** `secretsDir`: --secrets-dir, the only directory secret files are read from. */

@@ -8,7 +8,7 @@ import { EnvironmentError, type EnvironmentReference, checkedEnvironmentValue } 
 import type { Desired } from '../store/desired.js';
 import { apiMessage, statusCodeOf } from '../kube/kube-client.js';
 import type { SecretReader } from '../kube/kube-secret-reader.js';
-import type { EnvironmentResolver } from './source.js';
+import type { EnvironmentResolver } from '../reconcile/backend.js';
 
 export class KubeEnvironmentResolver implements EnvironmentResolver {
   constructor(private readonly secrets: SecretReader) {}

@@ -15,7 +15,7 @@ import { randomUUID } from 'node:crypto';
 import type { Status } from '../api/v1alpha1/types.js';
 import type { Desired } from '../store/desired.js';
 import type { ObjectKey } from '../store/object-key.js';
-import type { SourceProblem } from '../sources/source.js';
+import type { SourceProblem } from '../store/source-problem.js';
 import { type StateDirResult, secureStateDir, secureStateFile, tightenIfPresent } from './state-dir.js';
 
 const MIGRATIONS: readonly string[] = [

@@ -2,9 +2,18 @@
  * Where status, history and the memory of past objects go. One implementation per kind of
  * source: the state DB for dir and git, the API server for kube.
  */
+import type { EnvironmentReference } from '../api/v1alpha1/environment.js';
 import type { Status } from '../api/v1alpha1/types.js';
 import type { Desired } from '../store/desired.js';
 import type { ObjectKey } from '../store/object-key.js';
+
+/** The source an object came from, as the reconciler sees it: an id and a description. */
+export interface SourceIdentity {
+  /** Source id, also the first part of every key it makes ("dir", "git-0", "kube"). */
+  readonly id: string;
+  /** For people: "dir:/etc/hyperlet", "git:https://…#main", "kube". */
+  readonly description: string;
+}
 
 export interface StatusWriter {
   /**
@@ -53,4 +62,44 @@ export interface FinalizerGate {
   ensure(d: Desired, signal: AbortSignal): Promise<void>;
   /** Called once the instance is removed (or orphaned on purpose); idempotent. */
   release(d: Desired, signal: AbortSignal): Promise<void>;
+}
+
+/**
+ * GitOps rules for a whole source, read on every reconcile. Absent means the defaults: prune,
+ * not paused.
+ */
+export interface SourcePolicy {
+  /** Delete the instances of objects that leave the source (--prune, default true). */
+  readonly prune: boolean;
+  /** Stop every change for this source's objects; observe and report only (--paused). */
+  readonly paused: boolean;
+}
+
+/**
+ * Reads the values of environment references (valueFrom) of one source's objects: files under
+ * the secrets directory for dir and git, Secrets of the object's namespace for kube.
+ */
+export interface EnvironmentResolver {
+  /**
+   * The value of each of `refs` (references of `d`), by variable name. Throws EnvironmentError
+   * (api/v1alpha1/environment.ts) naming the field and the rule when one cannot be read; never
+   * returns part of them. Values never appear in its errors.
+   */
+  resolve(d: Desired, refs: readonly EnvironmentReference[], signal: AbortSignal): Promise<Record<string, string>>;
+}
+
+/**
+ * A source with everything that writes back to where it came from. The daemon wires one per
+ * `--source`; the controller looks the backend up by the key's source id.
+ */
+export interface SourceBackend<S extends SourceIdentity = SourceIdentity> {
+  readonly source: S;
+  readonly statusWriter: StatusWriter;
+  readonly recorder: Recorder;
+  /** Memory of removed objects (dir/git: the state DB); absent where finalizers do that job. */
+  readonly records?: ObjectRecords;
+  readonly finalizers?: FinalizerGate;
+  readonly policy?: SourcePolicy;
+  /** Resolves valueFrom references; an object with references and no resolver is refused. */
+  readonly environment?: EnvironmentResolver;
 }
