@@ -4,10 +4,13 @@ import { parseArgs } from 'node:util';
 import type { Kind } from '../api/v1alpha1/group.js';
 import { isKind } from '../api/v1alpha1/group.js';
 import { readFileSync } from 'node:fs';
+import { resolve as resolvePath } from 'node:path';
 import { Daemon, type HttpConfig } from '../daemon/daemon.js';
 import { parseSourceSpec } from '../daemon/source-factory.js';
 import { hostOf, isLoopback } from '../server/host-check.js';
 import { DEFAULT_STATE_PATH } from '../state/state-dir.js';
+import { Redactor } from '../shared/redact.js';
+import { DEFAULT_SECRETS_DIR } from '../sources/secret-file.js';
 import { createLogger } from '../telemetry/logger.js';
 import { UsageError, parseDurationMs, parsePositiveInt } from './usage-error.js';
 
@@ -16,7 +19,10 @@ export const RUN_HELP = `Usage: hyperlet run [flags]
 Keeps the LXC containers and libvirt VMs on this host as declared.
 
   --source SRC          dir:PATH | git:URL[#BRANCH][//SUBDIR] | kube  (repeatable; default dir:./examples)
-  --state PATH          state DB for dir and git sources (default ./.hyperlet/state.db)
+  --state PATH          state DB for dir and git sources (default ./.hyperlet/state.db); its directory
+                        is made 0700 and holds the API token (api-token)
+  --secrets-dir DIR     dir and git sources: the only directory environment valueFrom.file reads
+                        (default /etc/hyperlet/secrets)
   --lxcpath PATH        LXC's container directory (default /var/lib/lxc)
   --libvirt-uri URI     libvirt connection (default qemu:///system)
   --libvirt-socket PATH libvirtd's socket (default /run/libvirt/libvirt-sock)
@@ -105,7 +111,7 @@ export async function runCommand(args: string[]): Promise<number> {
       'shutdown-timeout': { type: 'string' }, 'log-level': { type: 'string' }, help: { type: 'boolean', short: 'h' },
       interval: { type: 'string' }, prune: { type: 'string' }, 'max-prune': { type: 'string' },
       confirm: { type: 'string', multiple: true }, paused: { type: 'boolean' },
-      'http-host-allow': { type: 'string', multiple: true }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
+      'secrets-dir': { type: 'string' }, 'http-host-allow': { type: 'string', multiple: true }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
     },
   });
   if (values.help === true) {
@@ -123,10 +129,14 @@ export async function runCommand(args: string[]): Promise<number> {
   }
   const level = values['log-level'] ?? 'info';
   if (!['trace', 'debug', 'info', 'warn', 'error', 'silent'].includes(level)) throw new UsageError(`--log-level: unknown level ${JSON.stringify(level)}`);
-  const logger = createLogger({ level: level as 'info' });
+  // One Redactor for the whole process: the logger writes through it, the daemon feeds it secrets.
+  const redactor = new Redactor();
+  const logger = createLogger({ level: level as 'info', redact: (line) => redactor.text(line) });
   const daemon = new Daemon({
     sources,
     statePath: values.state ?? DEFAULT_STATE_PATH,
+    redactor,
+    secretsDir: resolvePath(values['secrets-dir'] ?? DEFAULT_SECRETS_DIR),
     lxcpath: values.lxcpath ?? '/var/lib/lxc',
     libvirtUri: values['libvirt-uri'] ?? 'qemu:///system',
     ...(values['libvirt-socket'] === undefined ? {} : { libvirtSocket: values['libvirt-socket'] }),

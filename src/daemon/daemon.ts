@@ -19,6 +19,7 @@ import { Reconciler } from '../reconcile/reconciler.js';
 import { HttpServer, type ReadinessCheck } from '../server/http-server.js';
 import type { SourceBackend, SourcePolicy } from '../reconcile/backend.js';
 import type { Source } from '../sources/source.js';
+import { Redactor } from '../shared/redact.js';
 import { StateDb } from '../state/state-db.js';
 import { ensureApiToken } from '../state/state-dir.js';
 import type { Desired } from '../store/desired.js';
@@ -62,6 +63,13 @@ export interface DaemonConfig {
   readonly policy?: SourcePolicy;
   /** Git sources: --interval, --max-prune, --confirm. */
   readonly git?: GitOptions;
+  /**
+   * The one Redactor of this process (shared with the logger): values read for valueFrom
+   * references are added to it; Events, audit entries, status and HTTP answers pass it.
+   */
+  readonly redactor?: Redactor;
+  /** dir and git sources: where valueFrom.file reads secrets (--secrets-dir, default /etc/hyperlet/secrets). */
+  readonly secretsDir?: string;
 }
 
 export class Daemon {
@@ -77,7 +85,12 @@ export class Daemon {
   private healths = new Map<Kind, ProviderHealth>();
   private started = false;
 
-  constructor(private readonly config: DaemonConfig, private readonly logger: Logger) {}
+  /** What never leaves this process in the clear (see shared/redact.ts). */
+  readonly redactor: Redactor;
+
+  constructor(private readonly config: DaemonConfig, private readonly logger: Logger) {
+    this.redactor = config.redactor ?? new Redactor();
+  }
 
   /** The bound HTTP address, once started. */
   httpAddress: { host: string; port: number } | undefined;
@@ -92,6 +105,7 @@ export class Daemon {
     if (tightened !== undefined) logger.warn({ dir: this.db.stateDir?.dir, was: `0${tightened.toString(8)}` }, 'state directory was open to other users; made it 0700');
     this.apiToken = config.statePath === ':memory:' ? randomBytes(32).toString('base64url') : ensureApiToken(config.statePath);
     this.backends = await createBackends(config.sources, {
+      ...(config.secretsDir === undefined ? {} : { secretsDir: config.secretsDir }),
       db: this.db, logger, node: config.node, nodeFilter: config.nodeFilter,
       ...(config.statePath === ':memory:' ? {} : { stateDir: dirname(config.statePath) }),
       ...(config.policy === undefined ? {} : { policy: config.policy }),
@@ -111,7 +125,7 @@ export class Daemon {
       this.healths.set(kind, health);
       const reconciler = new Reconciler({
         store: this.store, backends: backendsById, provider, cache, health, node: config.node, logger: log, metrics: this.metrics,
-        onReady: (d) => this.enqueueDependents(d),
+        onReady: (d) => this.enqueueDependents(d), redactor: this.redactor,
       });
       this.controllers.set(kind, new Controller({
         kind, provider, reconciler, store: this.store, backends: backendsById, cache, health, logger: log, metrics: this.metrics,
@@ -125,7 +139,8 @@ export class Daemon {
       const { host, port, tls, hostAllow } = config.http;
       this.http = new HttpServer({
         host, port, registry: this.metrics.registry, checks: () => this.checks(), db: this.db, logger, refresh: (id) => this.refreshSources(id),
-        token: this.apiToken, ...(tls === undefined ? {} : { tls }), ...(hostAllow === undefined ? {} : { hostAllow }),
+        token: this.apiToken, redact: (text) => this.redactor.text(text),
+        ...(tls === undefined ? {} : { tls }), ...(hostAllow === undefined ? {} : { hostAllow }),
       });
       const address = await this.http.listen();
       this.httpAddress = { host: address.address, port: address.port };

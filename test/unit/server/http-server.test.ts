@@ -138,6 +138,17 @@ describe('HttpServer', () => {
     expect(statusOf(answer), 'closed with a 408 or a 400, not left open').to.be.oneOf([0, 400, 408]);
   });
 
+  it('shows environment keys and references, never values', async () => {
+    const d = container('envy', { environment: { PLAIN: 'plain-value-1', DB: { valueFrom: { file: 'db' } } } });
+    db.identify(d.key, { source: 'dir', kind: 'Container', namespace: 'default', name: 'envy' }, d.specHash);
+    db.writeStatus(d, { phase: 'Running', conditions: [] });
+    for (const path of ['/apis/hyperlet.io/v1alpha1/containers', '/apis/hyperlet.io/v1alpha1/namespaces/default/containers/envy']) {
+      const text = await (await fetch(`${base}${path}`)).text();
+      expect(text, path).to.not.contain('plain-value-1');
+      expect(text, path).to.contain('"PLAIN":"<redacted>"').and.contain('"DB":{"valueFrom":{"file":"db"}}');
+    }
+  });
+
   it('passes every body through redact', async () => {
     db.setSourceState('git-2', 'git:https://h/r', { lastFetch: { ok: false, error: 'env leaked s3cret-value' } });
     const text = await (await fetch(`${base}/sources`)).text();
