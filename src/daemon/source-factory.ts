@@ -12,6 +12,8 @@ import { parseGitLocation } from '../sources/git/git-location.js';
 import type { SourceBackend, SourcePolicy } from '../reconcile/backend.js';
 import type { Source } from '../sources/source.js';
 import type { StateDb } from '../state/state-db.js';
+import { FileEnvironmentResolver } from '../sources/file-environment-resolver.js';
+import { DEFAULT_SECRETS_DIR } from '../sources/secret-file.js';
 import { StateStatusWriter } from '../status/state-status-writer.js';
 
 export interface SourceSpec {
@@ -34,6 +36,8 @@ export interface SourceContext {
   readonly policy?: SourcePolicy;
   /** Git sources: poll period, bound per git call, the prune limit and confirmed revisions. */
   readonly git?: GitOptions;
+  /** dir and git sources: the directory valueFrom.file reads from (--secrets-dir). */
+  readonly secretsDir?: string;
 }
 
 export interface GitOptions {
@@ -87,7 +91,10 @@ export const SOURCE_FACTORIES: Partial<Record<SourceSpec['type'], SourceFactory>
       fallback: (file) => writer.lastGoodOf(file),
       onProblems: (problems) => ctx.db.setProblems(id, problems),
     });
-    return { source, statusWriter: writer, recorder: writer, records: writer, ...(ctx.policy === undefined ? {} : { policy: ctx.policy }) };
+    return {
+      source, statusWriter: writer, recorder: writer, records: writer, environment: new FileEnvironmentResolver(ctx.secretsDir ?? DEFAULT_SECRETS_DIR),
+      ...(ctx.policy === undefined ? {} : { policy: ctx.policy }),
+    };
   },
   git: (id, spec, ctx) => {
     const log = ctx.logger.child({ source: id });
@@ -104,7 +111,10 @@ export const SOURCE_FACTORIES: Partial<Record<SourceSpec['type'], SourceFactory>
       ...(git.maxPruneShare === undefined ? {} : { maxPruneShare: git.maxPruneShare }),
       ...(git.confirm === undefined ? {} : { confirm: git.confirm }),
     });
-    return { source, statusWriter: writer, recorder: writer, records: writer, ...(ctx.policy === undefined ? {} : { policy: ctx.policy }) };
+    return {
+      source, statusWriter: writer, recorder: writer, records: writer, environment: new FileEnvironmentResolver(ctx.secretsDir ?? DEFAULT_SECRETS_DIR),
+      ...(ctx.policy === undefined ? {} : { policy: ctx.policy }),
+    };
   },
   kube: async (id, _spec, ctx) => {
     // Loaded only when asked for: the Kubernetes client takes about 0.4 s to load.
