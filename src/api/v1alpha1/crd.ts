@@ -179,14 +179,11 @@ function toStructural(kind: Kind, node: JsonSchema, path: string): JsonSchema {
       // Consumed with its anyOf below.
     } else if (keyword === 'anyOf' && node['x-environment-value'] === true) {
       // Text or {valueFrom: …}: a structural schema cannot say "string or object", so the node
-      // keeps what it is given and CEL checks the shape; hyperlet's own validation checks the rest.
+      // keeps what it is given. Nor can CEL check it: the API server declares no CEL type for an
+      // untyped node ("unable to convert structural schema to CEL declarations", kube-apiserver
+      // 1.33), nor for a map of them. The agent's validation checks values and keys, and reports
+      // a refused object as a source problem without acting on it.
       out['x-kubernetes-preserve-unknown-fields'] = true;
-      rules.push({
-        rule: "type(self) == string ? (size(self) <= 4096 && !self.matches(r'[\\x{0}-\\x{8}\\x{a}-\\x{1f}\\x{7f}]')) "
-          + ': (type(self) == map && has(self.valueFrom) && size(self) == 1 && size(self.valueFrom) == 1 '
-          + '&& (has(self.valueFrom.secretKeyRef) || has(self.valueFrom.file)))',
-        message: 'must be text without control characters (at most 4096) or {valueFrom: {secretKeyRef: {name, key}}} or {valueFrom: {file: PATH}}',
-      });
     } else if (keyword === 'anyOf') {
       // Only int-or-string quantities use anyOf: the CRD form is anyOf [integer, string] with the
       // branch checks hoisted (pattern applies to strings only, minimum to numbers only).
@@ -202,6 +199,8 @@ function toStructural(kind: Kind, node: JsonSchema, path: string): JsonSchema {
       // pattern only and the agent's own validation reports an out-of-range size.
       if (!path.includes('[]')) rules.push(quantityRangeRule(value as { minimum: string; maximum: string }));
     } else if (keyword === 'propertyNames') {
+      // A map of untyped values has no CEL type (see x-environment-value): its keys are the agent's to check.
+      if ((node.additionalProperties as JsonSchema | undefined)?.['x-environment-value'] === true) continue;
       const names = value as { maxLength?: number; pattern?: string };
       const checks = [
         ...(names.maxLength !== undefined ? [`size(k) <= ${names.maxLength}`] : []),
