@@ -61,6 +61,8 @@ describe('kstatus: the GitOps tools\' health of real objects, and kubectl explai
   let stopWatches: (() => void) | undefined;
   /** Every version of every object the API server sent, by "kind/name", in order. */
   const versions = new Map<string, Obj[]>();
+  /** Why a watch ended and was started again, for failure messages. */
+  const watchRestarts: string[] = [];
 
   const apply = (doc: object): Promise<string> => env.kubectlOk(['apply', '-f', '-'], { input: yaml.dump(doc) });
   const getObj = async (resource: string, name: string): Promise<Obj> =>
@@ -90,6 +92,7 @@ describe('kstatus: the GitOps tools\' health of real objects, and kubectl explai
   /** kstatus of every version of `kind/name` the watch saw, with the reasons of Ready and Stalled. */
   async function history(kind: string, name: string): Promise<{ status: string; ready?: string; stalled?: string }[]> {
     const seen = versions.get(`${kind}/${name}`) ?? [];
+    if (seen.length === 0) throw new Error(`the watch saw no version of ${kind}/${name}; restarts: ${JSON.stringify(watchRestarts)}`);
     const results = await kstatus(seen);
     return results.map((r, i) => {
       const conditions = seen[i]?.status?.conditions ?? [];
@@ -125,17 +128,38 @@ describe('kstatus: the GitOps tools\' health of real objects, and kubectl explai
     await env.installHyperlet();
     await env.kubectlOk(['create', 'namespace', NS]);
 
-    // Record every version of every object, to see what kstatus said at each status write.
+    // Record every version of every object, to see what kstatus said at each status write. A
+    // watch the API server ends (a 429 while it starts up) goes on from the last version seen.
     const watch = new Watch(env.admin());
-    const aborts: AbortController[] = [];
+    const aborts = new Map<string, AbortController>();
+    let stopped = false;
     for (const [kind, plural] of [['Container', 'containers'], ['VirtualMachine', 'virtualmachines']] as const) {
-      aborts.push(await watch.watch(`${GROUP_PATH}/namespaces/${NS}/${plural}`, {}, (type: string, obj: Obj) => {
-        if (type !== 'ADDED' && type !== 'MODIFIED') return;
-        const k = `${kind}/${obj.metadata.name}`;
-        versions.set(k, [...(versions.get(k) ?? []), obj]);
-      }, () => undefined));
+      const path = `${GROUP_PATH}/namespaces/${NS}/${plural}`;
+      let resourceVersion = (JSON.parse(await env.kubectlOk(['get', '--raw', path])) as { metadata: { resourceVersion: string } }).metadata.resourceVersion;
+      const follow = async (): Promise<void> => {
+        if (stopped) return;
+        const again = (err: unknown): void => {
+          if (stopped) return;
+          watchRestarts.push(`${plural}: ${String(err)}`);
+          setTimeout(() => void follow(), 200);
+        };
+        try {
+          aborts.set(plural, await watch.watch(path, { resourceVersion }, (type: string, obj: Obj & { metadata: { resourceVersion?: string } }) => {
+            resourceVersion = obj.metadata.resourceVersion ?? resourceVersion;
+            if (type !== 'ADDED' && type !== 'MODIFIED') return;
+            const k = `${kind}/${obj.metadata.name}`;
+            versions.set(k, [...(versions.get(k) ?? []), obj]);
+          }, again));
+        } catch (err) {
+          again(err);
+        }
+      };
+      await follow();
     }
-    stopWatches = () => { for (const a of aborts) a.abort(); };
+    stopWatches = () => {
+      stopped = true;
+      for (const a of aborts.values()) a.abort();
+    };
 
     dir = mkdtempSync(join(tmpdir(), 'hyperlet-kstatus-e2e-'));
     lxcpath = join(dir, 'lxc');
