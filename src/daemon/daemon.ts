@@ -21,7 +21,7 @@ import { StateDb } from '../state/state-db.js';
 import type { Desired } from '../store/desired.js';
 import { DesiredStore } from '../store/desired-store.js';
 import { parseKey } from '../store/object-key.js';
-import { Metrics } from '../telemetry/metrics.js';
+import { type HostState, Metrics } from '../telemetry/metrics.js';
 import { type GitOptions, createBackends, type SourceSpec } from './source-factory.js';
 
 export interface DaemonConfig {
@@ -101,6 +101,7 @@ export class Daemon {
       }));
     }
     this.store.onChange((key) => this.controllers.get(parseKey(key).kind)?.enqueue(key));
+    this.metrics.collectFrom(this.hostState(backendsById));
 
     if (config.http !== undefined) {
       this.http = new HttpServer({ ...config.http, registry: this.metrics.registry, checks: () => this.checks(), db: this.db, logger, refresh: (id) => this.refreshSources(id) });
@@ -117,6 +118,27 @@ export class Daemon {
     await Promise.all([...this.controllers.values()].map((c) => c.start()));
     this.started = true;
     logger.info({ kinds: [...this.controllers.keys()], node: config.node }, 'hyperlet running');
+  }
+
+  /** What /metrics reads at each scrape: objects by their last written status, providers, sources. */
+  private hostState(backendsById: ReadonlyMap<string, SourceBackend>): HostState {
+    return {
+      node: this.config.node,
+      objects: () => this.store.list().map((d) => {
+        const status = backendsById.get(d.source)?.statusWriter.lastWritten(d.key);
+        const isTrue = (type: string): boolean => status?.conditions.some((c) => c.type === type && c.status === 'True') === true;
+        const { namespace, name } = parseKey(d.key);
+        return { source: d.source, namespace, kind: d.object.kind, name, phase: status?.phase ?? 'Pending', ready: isTrue('Ready'), paused: isTrue('Paused') };
+      }),
+      providers: () => [...this.healths].flatMap(([kind, health]) => {
+        const h = health.current;
+        return h === undefined ? [] : [{ provider: KINDS[kind].provider, up: h.ok }];
+      }),
+      sources: () => this.backends.map((b) => ({
+        source: b.source.id, synced: this.synced.has(b.source.id), problems: b.source.problems().length, ...b.source.revisionState?.(),
+      })),
+      controllers: () => [...this.controllers].map(([kind, c]) => ({ controller: kind, lastResyncAtMs: c.lastResyncAt })),
+    };
   }
 
   private checks(): ReadinessCheck[] {

@@ -31,6 +31,14 @@ export interface SourceProblem {
   readonly revision?: string;
 }
 
+/** A source with revisions: whether the newest one is in force, and when things last worked. */
+export interface SourceRevisionState {
+  /** The newest revision seen is not the one in force (held back by a rule, or unreadable). */
+  readonly behind: boolean;
+  readonly lastAppliedAtMs?: number;
+  readonly lastSuccessfulFetchAtMs?: number;
+}
+
 export interface Source {
   /** Source id, also the first part of every key it makes: no '/' ("dir", "git-0", "kube"). */
   readonly id: string;
@@ -42,6 +50,8 @@ export interface Source {
   problems(): readonly SourceProblem[];
   /** One line on where the source stands (git: applied and latest revisions), for /readyz. */
   summary?(): string;
+  /** Where the source stands against its newest input, for sources with revisions (git). */
+  revisionState?(): SourceRevisionState;
   /** Looks for new input now instead of at the next interval (SIGHUP, POST /sources/ID/refresh). */
   refresh?(): void;
 }
