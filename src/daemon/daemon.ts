@@ -4,6 +4,7 @@
  * steps in flight finish (bounded), flush state, close.
  */
 import { dirname } from 'node:path';
+import { ExponentialBackoff } from 'cockatiel';
 import type { Logger } from 'pino';
 import type { Kind } from '../api/v1alpha1/group.js';
 import { KINDS } from '../api/v1alpha1/group.js';
@@ -22,6 +23,9 @@ import { StateDb } from '../state/state-db.js';
 import type { Desired } from '../store/desired.js';
 import { DesiredStore } from '../store/desired-store.js';
 import { parseKey } from '../store/object-key.js';
+import { Notifier } from '../notify/notifier.js';
+import { jitteredBackoff } from '../notify/webhook-sink.js';
+import { ObjectEvents } from '../reconcile/object-events.js';
 import { type HostState, Metrics } from '../telemetry/metrics.js';
 import { type GitOptions, createBackends, type SourceSpec } from './source-factory.js';
 
@@ -50,6 +54,19 @@ export interface DaemonConfig {
   readonly policy?: SourcePolicy;
   /** Git sources: --interval, --max-prune, --confirm. */
   readonly git?: GitOptions;
+  /** --notify: webhook sinks of CloudEvents, with the HMAC secret and delivery bounds. */
+  readonly notify?: NotifyConfig;
+}
+
+/** Where notifications go and how hard to try. */
+export interface NotifyConfig {
+  readonly urls: readonly string[];
+  /** The HMAC-SHA256 key (the content of --notify-secret-file); never logged. */
+  readonly secret?: Buffer;
+  /** --notify-timeout: bound on one request (default 10 s). */
+  readonly timeoutMs?: number;
+  /** --notify-max-retry-delay: the longest wait between two attempts (default 60 s). */
+  readonly maxRetryDelayMs?: number;
 }
 
 export class Daemon {
@@ -57,6 +74,9 @@ export class Daemon {
   readonly metrics = new Metrics();
   readonly controllers = new Map<Kind, Controller>();
   private readonly sourcesAbort = new AbortController();
+  /** Every status write and recorded event, for notifications and the HTTP event stream. */
+  readonly events: ObjectEvents;
+  private notifier: Notifier | undefined;
   private db: StateDb | undefined;
   private http: HttpServer | undefined;
   private providers = new Map<Kind, Provider>();
@@ -65,7 +85,9 @@ export class Daemon {
   private healths = new Map<Kind, ProviderHealth>();
   private started = false;
 
-  constructor(private readonly config: DaemonConfig, private readonly logger: Logger) {}
+  constructor(private readonly config: DaemonConfig, private readonly logger: Logger) {
+    this.events = new ObjectEvents({ onError: (err) => logger.error({ err }, 'an object event listener failed') });
+  }
 
   /** The bound HTTP address, once started. */
   httpAddress: { host: string; port: number } | undefined;
@@ -73,8 +95,9 @@ export class Daemon {
   async start(): Promise<void> {
     const { config, logger } = this;
     this.db = new StateDb(config.statePath);
+    this.notifier = this.createNotifier(this.db);
     this.backends = await createBackends(config.sources, {
-      db: this.db, logger, node: config.node, nodeFilter: config.nodeFilter,
+      db: this.db, logger, node: config.node, nodeFilter: config.nodeFilter, events: this.events,
       ...(config.statePath === ':memory:' ? {} : { stateDir: dirname(config.statePath) }),
       ...(config.policy === undefined ? {} : { policy: config.policy }),
       ...(config.git === undefined ? {} : { git: config.git }),
@@ -129,7 +152,9 @@ export class Daemon {
         const status = backendsById.get(d.source)?.statusWriter.lastWritten(d.key);
         const isTrue = (type: string): boolean => status?.conditions.some((c) => c.type === type && c.status === 'True') === true;
         const { namespace, name } = parseKey(d.key);
-        return { source: d.source, namespace, kind: d.object.kind, name, phase: status?.phase ?? 'Pending', ready: isTrue('Ready'), paused: isTrue('Paused') };
+        return {
+          source: d.source, namespace, kind: d.object.kind, name, phase: status?.phase ?? 'Pending', ready: isTrue('Ready'), paused: isTrue('Paused'),
+        };
       }),
       providers: () => [...this.healths].flatMap(([kind, health]) => {
         const h = health.current;
@@ -139,7 +164,28 @@ export class Daemon {
         source: b.source.id, synced: this.synced.has(b.source.id), problems: b.source.problems().length, ...b.source.revisionState?.(),
       })),
       controllers: () => [...this.controllers].map(([kind, c]) => ({ controller: kind, lastResyncAtMs: c.lastResyncAt })),
+      sinks: () => this.notifier?.states() ?? [],
     };
+  }
+
+  /** One sink per --notify URL, started now so no event of the first passes is missed. */
+  private createNotifier(db: StateDb): Notifier | undefined {
+    const notify = this.config.notify;
+    if (notify === undefined || notify.urls.length === 0) return undefined;
+    const maxDelay = notify.maxRetryDelayMs ?? 60_000;
+    const notifier = new Notifier({
+      urls: notify.urls, db, events: this.events, node: this.config.node, metrics: this.metrics,
+      logger: this.logger.child({ component: 'notify' }),
+      ...(notify.secret === undefined ? {} : { secret: notify.secret }),
+      sink: {
+        ...(notify.timeoutMs === undefined ? {} : { timeoutMs: notify.timeoutMs }),
+        backoff: jitteredBackoff(Math.min(500, maxDelay), maxDelay),
+        halfOpenAfter: new ExponentialBackoff({ initialDelay: Math.min(5_000, maxDelay), maxDelay }),
+      },
+    });
+    notifier.start();
+    this.logger.info({ sinks: notifier.sinks.map((s) => s.label), signed: notify.secret !== undefined }, 'sending notifications');
+    return notifier;
   }
 
   private checks(): ReadinessCheck[] {
@@ -200,6 +246,7 @@ export class Daemon {
     this.sourcesAbort.abort();
     await Promise.all([...this.controllers.values()].map((c) => c.stop(this.config.shutdownTimeoutMs)));
     await closeProviders(this.providers.values());
+    await this.notifier?.stop();
     await this.http?.close();
     this.db?.close();
     this.logger.info('stopped');

@@ -38,6 +38,8 @@ export interface HostState {
   providers(): Iterable<{ readonly provider: string; readonly up: boolean }>;
   sources(): Iterable<SourceSample>;
   controllers(): Iterable<{ readonly controller: string; readonly lastResyncAtMs: number }>;
+  /** Notification sinks (--notify): events not yet delivered and the circuit breaker's state. */
+  sinks?(): Iterable<{ readonly sink: string; readonly pending: number; readonly circuit: 'closed' | 'open' | 'halfOpen' }>;
 }
 
 const OBJECT_LABELS = ['source', 'namespace', 'kind', 'name'] as const;
@@ -104,6 +106,15 @@ const HOST_GAUGES: readonly {
     },
   },
   {
+    name: 'hyperlet_notify_pending', help: 'Notifications in the outbox not yet delivered to the sink', labels: ['sink'],
+    fill: (g, host) => { for (const s of host.sinks?.() ?? []) g.set({ sink: s.sink }, s.pending); },
+  },
+  {
+    name: 'hyperlet_notify_circuit_open', help: 'Whether the sink\'s circuit breaker is open or half-open (1) or closed (0)',
+    labels: ['sink'],
+    fill: (g, host) => { for (const s of host.sinks?.() ?? []) g.set({ sink: s.sink }, s.circuit === 'closed' ? 0 : 1); },
+  },
+  {
     name: 'hyperlet_node_info', help: 'This daemon\'s node (always 1): join on instance, or find nodes that went silent', labels: ['node'],
     fill: (g, host) => { g.set({ node: host.node }, 1); },
   },
@@ -150,6 +161,22 @@ export class Metrics {
   readonly statusWrites = new Counter({
     name: 'hyperlet_status_writes_total', help: 'Status writes by source', labelNames: ['source'], registers: [this.registry],
   });
+  private readonly notifyEvents = new Counter({
+    name: 'hyperlet_notify_events_total', help: 'Notifications put in the outbox, by CloudEvents type', labelNames: ['type'],
+    registers: [this.registry],
+  });
+  private readonly notifyDeliveries = new Counter({
+    name: 'hyperlet_notify_deliveries_total', help: 'Delivery attempts by sink and result (delivered, failed, rejected)',
+    labelNames: ['sink', 'result'], registers: [this.registry],
+  });
+  private readonly notifyDelay = new Histogram({
+    name: 'hyperlet_notify_delivery_delay_seconds', help: 'From the event to its delivery to the sink (retries and outages included)',
+    labelNames: ['sink'], buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600, 3600], registers: [this.registry],
+  });
+  private readonly notifyDroppedTotal = new Counter({
+    name: 'hyperlet_notify_dropped_total', help: 'Undelivered notifications dropped because the outbox was full',
+    registers: [this.registry],
+  });
   private host: HostState | undefined;
 
   constructor(options: { processMetrics?: boolean } = {}) {
@@ -187,6 +214,22 @@ export class Metrics {
       queued: (s) => this.queueDuration.observe(labels, s),
       worked: (s) => this.workDuration.observe(labels, s),
     };
+  }
+
+  /** A notification of `type` went into the outbox. */
+  notifyEnqueued(type: string): void {
+    this.notifyEvents.inc({ type });
+  }
+
+  /** One delivery attempt to `sink`; `delaySeconds` (delivered only) is from the event to now. */
+  notifyDelivered(sink: string, result: 'delivered' | 'failed' | 'rejected', delaySeconds?: number): void {
+    this.notifyDeliveries.inc({ sink, result });
+    if (delaySeconds !== undefined) this.notifyDelay.observe({ sink }, Math.max(0, delaySeconds));
+  }
+
+  /** `n` undelivered notifications were dropped (outbox full). */
+  notifyDropped(n: number): void {
+    this.notifyDroppedTotal.inc(n);
   }
 
   reconciled(controller: string, result: ReconcileOutcome, seconds: number): void {

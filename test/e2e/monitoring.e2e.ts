@@ -16,6 +16,7 @@ import { TestRepo } from '../support/git-repo.js';
 import { exposedMetricNames, grafanaQueries, promqlMetricNames, ruleQueries } from '../support/promql-names.js';
 import { DaemonProcess, repoRoot } from './support/daemon-process.js';
 import { until } from './support/until.js';
+import { WebhookReceiver } from './support/webhook-receiver.js';
 
 const run = promisify(execFile);
 const suffix = randomBytes(2).toString('hex');
@@ -43,6 +44,7 @@ describe('monitoring: alert rules and dashboard', function () {
   let tmp = '';
   let lxcpath = '';
   let daemon: DaemonProcess | undefined;
+  const receiver = new WebhookReceiver(undefined);
 
   before(async () => {
     tmp = await mkdtemp(join(tmpdir(), `hyperlet-ops-mon-${suffix}-`));
@@ -52,6 +54,7 @@ describe('monitoring: alert rules and dashboard', function () {
 
   after(async () => {
     await daemon?.stop('SIGKILL');
+    await receiver.down();
     for (const name of await readdir(lxcpath).catch(() => [] as string[])) {
       await run('lxc-stop', ['-P', lxcpath, '-n', name, '-k'], { timeout: 30_000 }).catch(() => undefined);
       await run('lxc-destroy', ['-P', lxcpath, '-n', name], { timeout: 60_000 }).catch(() => undefined);
@@ -89,7 +92,9 @@ describe('monitoring: alert rules and dashboard', function () {
     const repo = await TestRepo.create(join(tmp, 'repo'));
     await repo.write('ct.yaml', container(`mon${suffix}-git`, 'Stopped'));
     await repo.commit('one stopped container');
+    await receiver.up();
     daemon = await DaemonProcess.start([
+      '--notify', receiver.url,
       '--source', `dir:${manifests}`, '--source', `git:${repo.dir}`, '--lxcpath', lxcpath, '--state', join(tmp, 'state', 'state.db'),
       '--http', '127.0.0.1:0', '--kinds', 'Container,VirtualMachine', '--node', `mon${suffix}`, '--interval', '1h',
     ], join(tmp, 'daemon.log'));
@@ -104,7 +109,8 @@ describe('monitoring: alert rules and dashboard', function () {
     }, 120_000);
 
     const exported = exposedMetricNames(text);
-    const rules = yaml.load(await readFile(join(repoRoot, 'monitoring', 'hyperlet-rules.yaml'), 'utf8')) as { groups: { rules: { expr: string }[] }[] };
+    const rulesText = await readFile(join(repoRoot, 'monitoring', 'hyperlet-rules.yaml'), 'utf8');
+    const rules = yaml.load(rulesText) as { groups: { rules: { expr: string }[] }[] };
     const dashboard = JSON.parse(await readFile(join(repoRoot, 'monitoring', 'grafana-dashboard.json'), 'utf8')) as unknown;
     const queried = new Set([...ruleQueries(rules), ...grafanaQueries(dashboard)].flatMap(promqlMetricNames));
     expect(queried.size).to.be.greaterThan(15);
@@ -112,13 +118,18 @@ describe('monitoring: alert rules and dashboard', function () {
     expect(missing, 'queried but not exported').to.deep.equal([]);
 
     // The host gauges carry samples, not only declarations.
-    expect(sample(text, new RegExp(`^hyperlet_object_ready\\{source="dir",namespace="default",kind="Container",name="mon${suffix}-web"\\} 1$`))).to.be.a('string');
+    const web = `source="dir",namespace="default",kind="Container",name="mon${suffix}-web"`;
+    expect(sample(text, new RegExp(`^hyperlet_object_ready\\{${web}\\} 1$`))).to.be.a('string');
     expect(sample(text, /^hyperlet_objects\{kind="Container",phase="Stopped",ready="true"\} 1$/)).to.be.a('string');
     expect(sample(text, /^hyperlet_provider_up\{provider="lxc"\} 1$/)).to.be.a('string');
     expect(sample(text, new RegExp(`^hyperlet_node_info\\{node="mon${suffix}"\\} 1$`))).to.be.a('string');
     expect(sample(text, /^hyperlet_source_revision_behind\{source="git"\} 0$/)).to.be.a('string');
     expect(sample(text, /^hyperlet_source_synced\{source="dir"\} 1$/)).to.be.a('string');
     expect(sample(text, /^hyperlet_source_last_successful_fetch_timestamp_seconds\{source="git"\} \d/)).to.be.a('string');
+    const sinkLabel = receiver.url.replace(/[/.]/g, '\\$&');
+    expect(sample(text, new RegExp(`^hyperlet_notify_circuit_open\\{sink="${sinkLabel}"\\} 0$`))).to.be.a('string');
+    expect(sample(text, new RegExp(`^hyperlet_notify_pending\\{sink="${sinkLabel}"\\} \\d+$`))).to.be.a('string');
+    expect(sample(text, /^hyperlet_notify_events_total\{type="io.hyperlet.object.phase.changed"\} [1-9]/)).to.be.a('string');
     expect(sample(text, /^hyperlet_controller_last_resync_timestamp_seconds\{controller="Container"\} \d/)).to.be.a('string');
 
     // A commit that cannot be applied leaves the source behind, and the gauge says so.
@@ -126,8 +137,10 @@ describe('monitoring: alert rules and dashboard', function () {
     await repo.commit('an invalid object');
     const refresh = await fetch(`${d.baseUrl}/sources/git/refresh`, { method: 'POST' });
     expect(refresh.status).to.equal(202);
-    await until('the git source to be behind', async () => (sample(await scrape(), /^hyperlet_source_revision_behind\{source="git"\} 1$/)), 30_000);
-    const problems = sample(await scrape(), /^hyperlet_source_problems\{source="git"\} /);
-    expect(Number(problems?.split(' ')[1])).to.be.greaterThan(0);
+    await until('the git source to be behind, with a problem', async () => {
+      const t = await scrape();
+      const problems = Number(sample(t, /^hyperlet_source_problems\{source="git"\} /)?.split(' ')[1] ?? 0);
+      return sample(t, /^hyperlet_source_revision_behind\{source="git"\} 1$/) !== undefined && problems > 0 ? true : undefined;
+    }, 30_000);
   });
 });

@@ -8,7 +8,9 @@
  * it misreads makes the test fail loudly (an unknown "metric"), never pass silently.
  */
 
-const KEYWORDS = new Set(['and', 'or', 'unless', 'by', 'without', 'on', 'ignoring', 'group_left', 'group_right', 'bool', 'offset', 'inf', 'nan', 'atan2']);
+const KEYWORDS = new Set([
+  'and', 'or', 'unless', 'by', 'without', 'on', 'ignoring', 'group_left', 'group_right', 'bool', 'offset', 'inf', 'nan', 'atan2',
+]);
 
 /** Metric names read by `expr` (PromQL, possibly with Grafana variables such as $__rate_interval). */
 export function promqlMetricNames(expr: string): string[] {

@@ -23,7 +23,9 @@ export class DaemonProcess {
   }
 
   /** Starts `hyperlet run ARGS` (add `--http 127.0.0.1:0` to ARGS); resolves once it serves HTTP. */
-  static async start(args: readonly string[], logPath: string, options: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<DaemonProcess> {
+  static async start(
+    args: readonly string[], logPath: string, options: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+  ): Promise<DaemonProcess> {
     const child = spawn(process.execPath, [cliPath, 'run', ...args], {
       cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env,
     });
@@ -31,7 +33,8 @@ export class DaemonProcess {
     child.stdout?.pipe(log);
     let buffered = '';
     const address = await new Promise<string>((resolveAddress, reject) => {
-      const timer = setTimeout(() => fail(new Error(`the daemon did not serve HTTP within ${options.timeoutMs ?? 60_000} ms`)), options.timeoutMs ?? 60_000);
+      const timeoutMs = options.timeoutMs ?? 60_000;
+      const timer = setTimeout(() => fail(new Error(`the daemon did not serve HTTP within ${timeoutMs} ms`)), timeoutMs);
       const fail = (err: Error): void => {
         clearTimeout(timer);
         child.kill('SIGKILL');

@@ -15,7 +15,13 @@ const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..')
 const read = (path: string): string => readFileSync(join(repoRoot, path), 'utf8');
 
 interface Rule { alert?: string; expr: string; for?: string; labels?: Record<string, string>; annotations?: Record<string, string> }
-interface Panel { id: number; type: string; datasource?: { uid: string }; targets?: { expr: string; datasource?: { uid: string } }[]; panels?: Panel[] }
+interface Panel {
+  id: number;
+  type: string;
+  datasource?: { uid: string };
+  targets?: { expr: string; datasource?: { uid: string } }[];
+  panels?: Panel[];
+}
 
 describe('monitoring files', () => {
   const rules = yaml.load(read('monitoring/hyperlet-rules.yaml')) as { groups: { name: string; rules: Rule[] }[] };

@@ -42,7 +42,8 @@ describe('exposedMetricNames', () => {
       '# HELP h a histogram', '# TYPE h histogram', 'h_bucket{le="1"} 0',
       '# TYPE s summary', '# TYPE c counter', 'c_total 3', 'bare 1', '',
     ].join('\n');
-    expect([...exposedMetricNames(text)].sort()).to.deep.equal(['bare', 'c', 'c_total', 'h', 'h_bucket', 'h_count', 'h_sum', 's', 's_count', 's_sum']);
+    expect([...exposedMetricNames(text)].sort())
+      .to.deep.equal(['bare', 'c', 'c_total', 'h', 'h_bucket', 'h_count', 'h_sum', 's', 's_count', 's_sum']);
   });
 });
 
@@ -50,7 +51,12 @@ describe('grafanaQueries', () => {
   it('finds target, templating and annotation queries, not the datasource plugin id', () => {
     const dashboard = {
       panels: [{ targets: [{ expr: 'a' }] }, { type: 'row', panels: [{ targets: [{ expr: 'b', legendFormat: '{{x}}' }] }] }],
-      templating: { list: [{ type: 'datasource', query: 'prometheus' }, { query: { query: 'label_values(c, instance)' }, definition: 'label_values(c, instance)' }] },
+      templating: {
+        list: [
+          { type: 'datasource', query: 'prometheus' },
+          { query: { query: 'label_values(c, instance)' }, definition: 'label_values(c, instance)' },
+        ],
+      },
       annotations: { list: [{ expr: 'ALERTS' }] },
     };
     expect(grafanaQueries(dashboard).sort()).to.deep.equal(['ALERTS', 'a', 'b', 'label_values(c, instance)', 'label_values(c, instance)']);
