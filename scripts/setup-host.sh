@@ -22,6 +22,7 @@ PACKAGES=(
   libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils  # VMs
   etcd-server openssl git iproute2 cpio xz-utils    # tests: control plane, guest image, git source
   build-essential python3                           # better-sqlite3 builds from source
+  zsh                                               # tests: the zsh completion script
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

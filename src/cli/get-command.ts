@@ -7,9 +7,10 @@ import { parseArgs } from 'node:util';
 import yaml from 'js-yaml';
 import { KINDS, type Kind } from '../api/v1alpha1/group.js';
 import { formatQuantity, parseQuantity } from '../api/v1alpha1/quantity.js';
-import { queryObjects, rowToObject } from '../server/object-query.js';
+import { parseLabelSelector, queryObjects, rowToObject } from '../server/object-query.js';
 import { type ObjectRow, StateDb } from '../state/state-db.js';
 import { UsageError, parsePositiveInt } from './usage-error.js';
+import { watchObjects } from './get-watch.js';
 
 const KIND_ALIASES = new Map<string, Kind>();
 for (const [kind, k] of Object.entries(KINDS) as [Kind, (typeof KINDS)[Kind]][]) {
@@ -48,19 +49,65 @@ function columns(r: ObjectRow, wide: boolean): string[] {
   return [...base, r.id, r.status?.hostName ?? '-', (r.status?.addresses ?? []).join(',') || '-', ready?.message ?? '-'];
 }
 
-export function getCommand(args: string[]): Promise<number> {
-  return Promise.resolve(getSync(args));
+const GET_OPTIONS = {
+  output: { type: 'string', short: 'o' }, phase: { type: 'string' }, selector: { type: 'string', short: 'l' },
+  limit: { type: 'string' }, continue: { type: 'string' }, namespace: { type: 'string', short: 'n' },
+  'all-namespaces': { type: 'boolean', short: 'A' }, state: { type: 'string' },
+  watch: { type: 'boolean', short: 'w' }, server: { type: 'string' },
+} as const;
+
+/** The daemon's HTTP address for commands that talk to it (--server, default http://127.0.0.1:9440). */
+export function serverUrl(value: string | undefined): URL {
+  let url: URL;
+  try {
+    url = new URL(value ?? 'http://127.0.0.1:9440');
+  } catch {
+    throw new UsageError(`--server: ${JSON.stringify(value)} is not a URL`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new UsageError('--server: use an http:// or https:// URL');
+  return url;
 }
 
-function getSync(args: string[]): number {
-  const { values, positionals } = parseArgs({
-    args, allowPositionals: true, strict: true,
-    options: {
-      output: { type: 'string', short: 'o' }, phase: { type: 'string' }, selector: { type: 'string', short: 'l' },
-      limit: { type: 'string' }, continue: { type: 'string' }, namespace: { type: 'string', short: 'n' },
-      'all-namespaces': { type: 'boolean', short: 'A' }, state: { type: 'string' },
-    },
-  });
+export async function getCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: GET_OPTIONS });
+  if (values.watch !== true) return getSync(values, positionals);
+  const output = values.output ?? 'table';
+  if (!['table', 'wide', 'json', 'yaml'].includes(output)) {
+    throw new UsageError(`-o: unknown output ${JSON.stringify(output)}; use table, wide, json or yaml`);
+  }
+  if (values.limit !== undefined || values.continue !== undefined) {
+    throw new UsageError('--limit and --continue page a list; -w watches everything that matches');
+  }
+  const kind = kindFromArg(positionals[0]);
+  if (values.selector !== undefined) {
+    try {
+      parseLabelSelector(values.selector);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+  }
+  const abort = new AbortController();
+  const stop = (): void => abort.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  try {
+    return await watchObjects({
+      server: serverUrl(values.server), kind, output: output as 'table',
+      ...(positionals[1] === undefined ? {} : { name: positionals[1] }),
+      ...(values['all-namespaces'] === true || values.namespace === undefined ? {} : { namespace: values.namespace }),
+      ...(values.phase === undefined ? {} : { phase: values.phase }),
+      ...(values.selector === undefined ? {} : { labelSelector: values.selector }),
+      signal: abort.signal, out: process.stdout, err: process.stderr,
+    });
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
+}
+
+type GetValues = ReturnType<typeof parseArgs<{ options: typeof GET_OPTIONS; allowPositionals: true }>>['values'];
+
+function getSync(values: GetValues, positionals: string[]): number {
   const output = values.output ?? 'table';
   if (!['table', 'wide', 'json', 'yaml'].includes(output)) throw new UsageError(`-o: unknown output ${JSON.stringify(output)}; use table, wide, json or yaml`);
   if (['sources', 'source', 'src'].includes(positionals[0] ?? '')) return getSources(values.state ?? './.hyperlet/state.db', output, positionals[1]);

@@ -17,6 +17,9 @@ import { ProviderHealth } from '../reconcile/provider-health.js';
 import { dependencyKey } from '../reconcile/dependencies.js';
 import { Reconciler } from '../reconcile/reconciler.js';
 import { HttpServer, type ReadinessCheck } from '../server/http-server.js';
+import { WatchStream } from '../server/watch-stream.js';
+import { systemClock } from '../shared/clock.js';
+import { DaemonObjectViews } from './object-views.js';
 import type { SourceBackend, SourcePolicy } from '../reconcile/backend.js';
 import type { Source } from '../sources/source.js';
 import { StateDb } from '../state/state-db.js';
@@ -128,7 +131,12 @@ export class Daemon {
     this.metrics.collectFrom(this.hostState(backendsById));
 
     if (config.http !== undefined) {
-      this.http = new HttpServer({ ...config.http, registry: this.metrics.registry, checks: () => this.checks(), db: this.db, logger, refresh: (id) => this.refreshSources(id) });
+      const views = new DaemonObjectViews(this.store, () => backendsById, this.db, systemClock);
+      const watch = new WatchStream({ events: this.events, views });
+      this.http = new HttpServer({
+        ...config.http, registry: this.metrics.registry, checks: () => this.checks(), db: this.db, logger, watch,
+        refresh: (id) => this.refreshSources(id),
+      });
       const address = await this.http.listen();
       this.httpAddress = { host: address.address, port: address.port };
       logger.info({ address: `${address.address}:${address.port}` }, 'serving /healthz /readyz /metrics');

@@ -101,6 +101,7 @@ export class Notifier {
 
   /** Synchronous on purpose: the outbox row joins the status write's transaction. */
   private enqueue(event: ObjectEvent): void {
+    if (event.type === 'removed') return; // its last phase change (Deleting) was sent already
     const type = notificationTypeOf(event);
     if (type === undefined) return;
     const cloudEvent: CloudEvent = {

@@ -9,14 +9,15 @@
  * With `publish: 'queued'` (writers that queue the write behind in the state DB) the event is
  * published in the same synchronous step as the write is queued, so a listener writing to the
  * same DB lands in the same transaction; with `'written'` (the API server) only after the write
- * succeeded. Caveats: events carry object identity, phase, conditions, reason and message, never
- * the spec (environment values stay out).
+ * succeeded. A record forgotten (dir, git) or a finalizer released (kube) publishes `removed`.
+ * Caveats: events carry object identity, phase, conditions, reason and message, never the spec
+ * (environment values stay out).
  */
 import type { Condition, Phase, Status } from '../api/v1alpha1/types.js';
 import { type Clock, systemClock } from '../shared/clock.js';
 import type { Desired } from '../store/desired.js';
 import { type ObjectKey, parseKey } from '../store/object-key.js';
-import type { EventType, Recorder, SourceBackend, SourceIdentity, StatusWriter } from './backend.js';
+import type { EventType, FinalizerGate, ObjectRecords, Recorder, SourceBackend, SourceIdentity, StatusWriter } from './backend.js';
 
 /** Which object an event is about: enough to name it everywhere, nothing of its spec. */
 export interface ObjectIdentity {
@@ -57,7 +58,18 @@ export interface EventRecorded extends ObjectIdentity {
   readonly message: string;
 }
 
-export type ObjectEvent = StatusWritten | EventRecorded;
+/** hyperlet let go of an object: its instance is gone (or kept on purpose), its record forgotten. */
+export interface ObjectRemoved {
+  readonly type: 'removed';
+  readonly atMs: number;
+  readonly key: ObjectKey;
+  readonly source: string;
+  readonly kind: string;
+  readonly namespace: string;
+  readonly name: string;
+}
+
+export type ObjectEvent = StatusWritten | EventRecorded | ObjectRemoved;
 
 export type ObjectEventListener = (event: ObjectEvent) => void;
 
@@ -156,5 +168,36 @@ export function withObjectEvents<S extends SourceIdentity>(
       events.publish({ type: 'record', atMs: events.nowMs(), ...identityOf(d), eventType: type, reason, message: redacted });
     },
   };
-  return { ...backend, statusWriter, recorder };
+  const removed = (key: ObjectKey): void => {
+    const { source, kind, namespace, name } = parseKey(key);
+    events.publish({ type: 'removed', atMs: events.nowMs(), key, source, kind, namespace, name });
+  };
+  const records = backend.records;
+  const finalizers = backend.finalizers;
+  return {
+    ...backend, statusWriter, recorder,
+    ...(records === undefined ? {} : {
+      records: {
+        keys: () => records.keys(),
+        lastApplied: (key) => records.lastApplied(key),
+        remember: (d) => records.remember(d),
+        ...(records.withDependencies === undefined ? {} : { withDependencies: () => records.withDependencies?.() ?? [] }),
+        forget: (key) => {
+          // Forgetting a key nothing was known of (an object gone before it was ever acted on) is no news.
+          const known = inner.lastWritten(key) !== undefined || records.lastApplied(key) !== undefined;
+          records.forget(key);
+          if (known) removed(key);
+        },
+      } satisfies ObjectRecords,
+    }),
+    ...(finalizers === undefined ? {} : {
+      finalizers: {
+        ensure: (d, signal) => finalizers.ensure(d, signal),
+        release: async (d, signal) => {
+          await finalizers.release(d, signal);
+          if (records === undefined) removed(d.key);
+        },
+      } satisfies FinalizerGate,
+    }),
+  };
 }

@@ -160,6 +160,11 @@ export class Reconciler {
       const name = stepName(step);
       // Creating and deleting take a while: say so before. Other steps show in the next pass's status, ms later.
       if (step.op === 'create' || step.op === 'delete') await this.writeStatus(backend, d, { observed, plan: p, acted: { step: name } }, signal);
+      // A converged instance changed behind our back (stopped, frozen): report what was seen before
+      // repairing it, so watchers and notifications see Stopped, then Running again. New objects pay nothing.
+      else if (step.op === 'setState' && isReady(backend.statusWriter.lastWritten(key), d.generation)) {
+        await this.writeStatus(backend, d, { observed, plan: p, ...(paused === undefined ? {} : { paused }) }, signal);
+      }
       const note = await this.act(step, d, observed, signal);
       this.options.cache.invalidate(d.hostName);
       log.info({ step: name, note }, 'step done');

@@ -4,7 +4,8 @@
  * resynced once), /metrics (Prometheus text), and a read API over the state DB for dir and git
  * sources: /apis/hyperlet.io/v1alpha1/{containers,virtualmachines}[?phase=&labelSelector=&limit=&continue=]
  * and /apis/hyperlet.io/v1alpha1/namespaces/NS/{plural}[/NAME]; /sources (per-source state: git
- * revisions and problems) and POST /sources/ID/refresh (look for new input now).
+ * revisions and problems) and POST /sources/ID/refresh (look for new input now); GET
+ * /api/v1/watch, the event stream (watch-stream.ts).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -13,6 +14,7 @@ import type { Registry } from 'prom-client';
 import { KINDS, type Kind } from '../api/v1alpha1/group.js';
 import type { StateDb } from '../state/state-db.js';
 import { queryObjects, rowToObject } from './object-query.js';
+import type { WatchStream } from './watch-stream.js';
 
 export interface ReadinessCheck {
   readonly name: string;
@@ -30,6 +32,8 @@ export interface HttpServerOptions {
   readonly logger: Logger;
   /** POST /sources/ID/refresh: asks that source to look for new input now; returns how many were asked. */
   readonly refresh?: (sourceId: string) => number;
+  /** GET /api/v1/watch: the event stream. */
+  readonly watch?: WatchStream;
 }
 
 const PLURAL_TO_KIND = new Map<string, Kind>(Object.entries(KINDS).map(([kind, k]) => [k.plural, kind as Kind]));
@@ -72,6 +76,10 @@ export class HttpServer {
       if (this.options.db === undefined) return send(res, 404, { error: 'no state DB' });
       const problems = this.options.db.problems();
       return send(res, 200, { items: this.options.db.listSources().map((src) => ({ ...src, problems: problems.filter((p) => p.source === src.id).map((p) => p.problem.line) })) });
+    }
+    if (url.pathname === '/api/v1/watch') {
+      if (this.options.watch === undefined) return send(res, 404, { error: 'no event stream here' });
+      return this.options.watch.serve(req, res, url.searchParams);
     }
     if (url.pathname === '/healthz') return sendText(res, 200, 'ok\n');
     if (url.pathname === '/readyz') return this.readyz(res);

@@ -68,14 +68,14 @@ describe('notificationTypeOf', () => {
 
 describe('notificationData', () => {
   it('a phase change carries identity, both phases and Ready, nothing else', () => {
-    expect(notificationData(written('Running', 'Stopped'))).to.deep.equal({
+    expect(notificationData(written('Running', 'Stopped') as Extract<ObjectEvent, { type: 'status' }>)).to.deep.equal({
       kind: 'Container', namespace: 'default', name: 'web', uid: 'u1', source: 'dir', generation: 2,
       phase: 'Running', previousPhase: 'Stopped',
       ready: { status: 'True', reason: 'Running', message: 'The instance is running as declared' },
     });
   });
   it('a recorded event carries identity, reason and message', () => {
-    expect(notificationData(recorded('Warning', 'StartFailed'))).to.deep.equal({
+    expect(notificationData(recorded('Warning', 'StartFailed') as Extract<ObjectEvent, { type: 'record' }>)).to.deep.equal({
       kind: 'Container', namespace: 'default', name: 'web', uid: 'u1', source: 'dir', generation: 2,
       reason: 'StartFailed', message: 'StartFailed happened',
     });
