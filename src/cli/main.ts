@@ -21,6 +21,7 @@ Commands:
   exec NAME -- CMD    run CMD in a container; its exit code is ours  [-n NS] [--lxcpath PATH]
   wait KIND NAME...   until objects meet a condition, with progress  [--for condition=Ready|phase=P|delete] [--timeout D]
   completion SHELL    the completion script for bash or zsh  (source <(${NAME} completion bash))
+  refresh [SOURCE]    ask the daemon to fetch its git sources now (uses the API token in the state dir)
 `;
 
 type Command = (args: string[]) => Promise<number>;
@@ -40,6 +41,7 @@ export const COMMANDS: Record<string, () => Promise<Command>> = {
   crds: async () => (await import('./crds-command.js')).crdsCommand,
   wait: async () => (await import('./wait-command.js')).waitCommand,
   completion: async () => (await import('./completion-command.js')).completionCommand,
+  refresh: async () => (await import('./refresh-command.js')).refreshCommand,
   __complete: async () => (await import('./completion-command.js')).completeCommand,
 };
 

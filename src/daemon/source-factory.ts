@@ -13,6 +13,8 @@ import type { SourceBackend, SourcePolicy } from '../reconcile/backend.js';
 import { type ObjectEvents, withObjectEvents } from '../reconcile/object-events.js';
 import type { Source } from '../sources/source.js';
 import type { StateDb } from '../state/state-db.js';
+import { FileEnvironmentResolver } from '../sources/file-environment-resolver.js';
+import { DEFAULT_SECRETS_DIR } from '../sources/secret-file.js';
 import { StateStatusWriter } from '../status/state-status-writer.js';
 
 export interface SourceSpec {
@@ -37,6 +39,8 @@ export interface SourceContext {
   readonly git?: GitOptions;
   /** Where status writes and recorded events are published (notifications, the HTTP event stream). */
   readonly events?: ObjectEvents;
+  /** dir and git sources: the directory valueFrom.file reads from (--secrets-dir). */
+  readonly secretsDir?: string;
 }
 
 export interface GitOptions {
@@ -95,7 +99,10 @@ export const SOURCE_FACTORIES: Partial<Record<SourceSpec['type'], SourceFactory>
       fallback: (file) => writer.lastGoodOf(file),
       onProblems: (problems) => ctx.db.setProblems(id, problems),
     });
-    return { source, statusWriter: writer, recorder: writer, records: writer, ...(ctx.policy === undefined ? {} : { policy: ctx.policy }) };
+    return {
+      source, statusWriter: writer, recorder: writer, records: writer, environment: new FileEnvironmentResolver(ctx.secretsDir ?? DEFAULT_SECRETS_DIR),
+      ...(ctx.policy === undefined ? {} : { policy: ctx.policy }),
+    };
   },
   git: (id, spec, ctx) => {
     const log = ctx.logger.child({ source: id });
@@ -112,7 +119,10 @@ export const SOURCE_FACTORIES: Partial<Record<SourceSpec['type'], SourceFactory>
       ...(git.maxPruneShare === undefined ? {} : { maxPruneShare: git.maxPruneShare }),
       ...(git.confirm === undefined ? {} : { confirm: git.confirm }),
     });
-    return { source, statusWriter: writer, recorder: writer, records: writer, ...(ctx.policy === undefined ? {} : { policy: ctx.policy }) };
+    return {
+      source, statusWriter: writer, recorder: writer, records: writer, environment: new FileEnvironmentResolver(ctx.secretsDir ?? DEFAULT_SECRETS_DIR),
+      ...(ctx.policy === undefined ? {} : { policy: ctx.policy }),
+    };
   },
   kube: async (id, _spec, ctx) => {
     // Loaded only when asked for: the Kubernetes client takes about 0.4 s to load.

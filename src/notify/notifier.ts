@@ -31,6 +31,8 @@ export interface NotifierOptions {
   readonly metrics?: Metrics;
   /** Per-sink delivery settings (timeout, backoff, breaker, transport). */
   readonly sink?: Partial<Omit<WebhookSinkOptions, 'url' | 'db' | 'logger' | 'secret' | 'clock' | 'metrics'>>;
+  /** Applied to every body before it is stored (the daemon's Redactor: secrets, URL credentials). */
+  readonly redact?: (text: string) => string;
   /** Delivered entries kept for reading back (default 1000). */
   readonly keepDelivered?: number;
   /** Bound on the outbox (default 100 000 entries). */
@@ -109,7 +111,8 @@ export class Notifier {
       subject: `${event.kind}/${event.namespace}/${event.name}`, time: new Date(event.atMs).toISOString(),
       datacontenttype: 'application/json', data: notificationData(event),
     };
-    this.options.db.appendOutbox([{ id: cloudEvent.id, key: event.key, type, at: cloudEvent.time, body: JSON.stringify(cloudEvent) }]);
+    const body = JSON.stringify(cloudEvent);
+    this.options.db.appendOutbox([{ id: cloudEvent.id, key: event.key, type, at: cloudEvent.time, body: this.options.redact?.(body) ?? body }]);
     this.options.metrics?.notifyEnqueued(type);
     for (const sink of this.sinks) sink.wake();
   }

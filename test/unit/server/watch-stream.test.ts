@@ -48,7 +48,7 @@ describe('WatchStream', () => {
   before(async () => {
     for (const d of [web, db, box]) objects.set(d.key, { d, status: status('Running') });
     const registry = new Metrics({ processMetrics: false }).registry;
-    server = new HttpServer({ host: '127.0.0.1', port: 0, registry, checks: () => [], logger: silentLogger(), watch });
+    server = new HttpServer({ host: '127.0.0.1', port: 0, registry, checks: () => [], logger: silentLogger(), watch, token: 'test-token' });
     base = `http://127.0.0.1:${(await server.listen()).port}`;
   });
   after(() => server.close());
