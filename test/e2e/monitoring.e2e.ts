@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import yaml from 'js-yaml';
+import { readApiToken } from '../../src/state/state-dir.js';
 import { TestRepo } from '../support/git-repo.js';
 import { exposedMetricNames, grafanaQueries, promqlMetricNames, ruleQueries } from '../support/promql-names.js';
 import { DaemonProcess, repoRoot } from './support/daemon-process.js';
@@ -135,7 +136,8 @@ describe('monitoring: alert rules and dashboard', function () {
     // A commit that cannot be applied leaves the source behind, and the gauge says so.
     await repo.write('broken.yaml', 'apiVersion: hyperlet.io/v1alpha1\nkind: Container\nmetadata:\n  name: Not_Valid\nspec: {}\n');
     await repo.commit('an invalid object');
-    const refresh = await fetch(`${d.baseUrl}/sources/git/refresh`, { method: 'POST' });
+    const token = readApiToken(join(tmp, 'state', 'state.db'));
+    const refresh = await fetch(`${d.baseUrl}/sources/git/refresh`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
     expect(refresh.status).to.equal(202);
     await until('the git source to be behind, with a problem', async () => {
       const t = await scrape();
