@@ -18,10 +18,10 @@ const FLAGS: Readonly<Record<string, readonly string[]>> = {
   ],
   get: [
     '--output', '-o', '--phase', '--selector', '-l', '--limit', '--continue', '--namespace', '-n', '--all-namespaces', '-A', '--state',
-    '--watch', '-w', '--server',
+    '--watch', '-w', '--server', '--cacert',
   ],
   describe: ['--namespace', '-n', '--state'],
-  wait: ['--for', '--timeout', '--all', '--selector', '-l', '--namespace', '-n', '--all-namespaces', '-A', '--server', '--help'],
+  wait: ['--for', '--timeout', '--all', '--selector', '-l', '--namespace', '-n', '--all-namespaces', '-A', '--server', '--state', '--cacert', '--help'],
   diff: ['-f', '--filename', '--lxcpath', '--libvirt-uri', '--state'],
   validate: ['-f', '--filename'],
   logs: ['-f', '--follow', '--namespace', '-n', '--lxcpath'],
@@ -44,7 +44,7 @@ const TAKES_VALUE = new Set([
   ...Object.keys(VALUES), '--state', '--lxcpath', '--libvirt-uri', '--libvirt-socket', '--node', '--kubeconfig', '--namespace', '-n',
   '--http', '--resync', '--concurrency', '--qps', '--burst', '--shutdown-timeout', '--interval', '--max-prune', '--confirm', '--notify',
   '--notify-secret-file', '--notify-timeout', '--notify-max-retry-delay', '--selector', '-l', '--limit', '--continue', '--server',
-  '--timeout', '-f', '--filename', '--out',
+  '--timeout', '-f', '--filename', '--out', '--cacert',
 ]);
 
 const KIND_WORDS = Object.values(KINDS).flatMap((k) => [k.plural, ...k.shortNames]);

@@ -14,6 +14,7 @@ import { stripTerminalControls, terminalCell } from '../shared/terminal-text.js'
 import { type ObjectRow, StateDb } from '../state/state-db.js';
 import { DEFAULT_STATE_PATH } from '../state/state-dir.js';
 import { UsageError, parsePositiveInt } from './usage-error.js';
+import { daemonConnection } from './daemon-connection.js';
 import { watchObjects } from './get-watch.js';
 
 const KIND_ALIASES = new Map<string, Kind>();
@@ -65,20 +66,8 @@ const GET_OPTIONS = {
   output: { type: 'string', short: 'o' }, phase: { type: 'string' }, selector: { type: 'string', short: 'l' },
   limit: { type: 'string' }, continue: { type: 'string' }, namespace: { type: 'string', short: 'n' },
   'all-namespaces': { type: 'boolean', short: 'A' }, state: { type: 'string' },
-  watch: { type: 'boolean', short: 'w' }, server: { type: 'string' },
+  watch: { type: 'boolean', short: 'w' }, server: { type: 'string' }, cacert: { type: 'string' },
 } as const;
-
-/** The daemon's HTTP address for commands that talk to it (--server, default http://127.0.0.1:9440). */
-export function serverUrl(value: string | undefined): URL {
-  let url: URL;
-  try {
-    url = new URL(value ?? 'http://127.0.0.1:9440');
-  } catch {
-    throw new UsageError(`--server: ${JSON.stringify(value)} is not a URL`);
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new UsageError('--server: use an http:// or https:// URL');
-  return url;
-}
 
 export async function getCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: GET_OPTIONS });
@@ -103,8 +92,10 @@ export async function getCommand(args: string[]): Promise<number> {
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   try {
+    const connection = daemonConnection(values);
     return await watchObjects({
-      server: serverUrl(values.server), kind, output: output as 'table',
+      server: connection.server, headers: connection.headers, ...(connection.ca === undefined ? {} : { ca: connection.ca }),
+      kind, output: output as 'table',
       ...(positionals[1] === undefined ? {} : { name: positionals[1] }),
       ...(values['all-namespaces'] === true || values.namespace === undefined ? {} : { namespace: values.namespace }),
       ...(values.phase === undefined ? {} : { phase: values.phase }),

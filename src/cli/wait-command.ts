@@ -10,12 +10,13 @@ import { parseLabelSelector } from '../server/object-query.js';
 import type { ObjectView } from '../server/object-view.js';
 import { systemClock } from '../shared/clock.js';
 import { readEventStream } from './event-stream.js';
-import { serverUrl, kindFromArg } from './get-command.js';
+import { daemonConnection } from './daemon-connection.js';
+import { kindFromArg } from './get-command.js';
 import { Progress } from './progress.js';
 import { UsageError, parseDurationMs } from './usage-error.js';
 
 export const WAIT_HELP = `Usage: hyperlet wait KIND (NAME... | --all | -l SELECTOR) [--for CONDITION] [--timeout D]
-                     [-n NS | -A] [--server URL]
+                     [-n NS | -A] [--server URL] [--state PATH] [--cacert FILE]
 
 Waits until the objects meet CONDITION, following the daemon's event stream:
   condition=Ready        Ready is True (the default); condition=Ready=false for the opposite
@@ -55,6 +56,7 @@ export async function waitCommand(args: string[]): Promise<number> {
     options: {
       for: { type: 'string' }, timeout: { type: 'string' }, all: { type: 'boolean' }, selector: { type: 'string', short: 'l' },
       namespace: { type: 'string', short: 'n' }, 'all-namespaces': { type: 'boolean', short: 'A' }, server: { type: 'string' },
+      state: { type: 'string' }, cacert: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -81,7 +83,8 @@ export async function waitCommand(args: string[]): Promise<number> {
   }
   // Names live in a namespace (default unless -n); --all and -l span every namespace unless -n.
   const namespace = values['all-namespaces'] === true ? undefined : values.namespace ?? (names.length > 0 ? 'default' : undefined);
-  const url = new URL('/api/v1/watch', serverUrl(values.server));
+  const connection = daemonConnection(values);
+  const url = new URL('/api/v1/watch', connection.server);
   url.searchParams.set('kind', kind);
   if (namespace !== undefined) url.searchParams.set('namespace', namespace);
 
@@ -113,7 +116,10 @@ export async function waitCommand(args: string[]): Promise<number> {
   };
 
   try {
-    for await (const message of readEventStream(url.toString(), { signal: abort.signal })) {
+    const stream = readEventStream(url.toString(), {
+      signal: abort.signal, headers: connection.headers, ...(connection.ca === undefined ? {} : { ca: connection.ca }),
+    });
+    for await (const message of stream) {
       const data = JSON.parse(message.data) as { object?: ObjectView };
       if (message.event === 'SYNCED') {
         synced = true;
