@@ -176,8 +176,8 @@ export class Reconciler {
         backend.records?.remember(d); // before acting, so a removed object can still be undone after a crash
       }
       const name = stepName(step);
-      // Say what is under way before it runs (see announces): also what was seen, so a converged
-      // instance changed behind our back shows as Stopped, then Running again, to watchers and notifications.
+      // Say so before acting (Reconciling=True), once per stretch of work; a converged instance changed
+      // behind our back is reported as seen (Stopped) before it is repaired.
       if (announces(step, backend.statusWriter.lastWritten(key), d.generation)) {
         await this.writeStatus(backend, d, { observed, plan: p, acted: { step: name } }, signal);
       }
