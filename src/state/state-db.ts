@@ -18,6 +18,7 @@ import type { Status } from '../api/v1alpha1/types.js';
 import type { Desired } from '../store/desired.js';
 import type { ObjectKey } from '../store/object-key.js';
 import type { SourceProblem } from '../sources/source.js';
+import { failpoint } from '../shared/failpoint.js';
 
 const MIGRATIONS: readonly string[] = [
   // 1: objects, audit, problems
@@ -197,6 +198,7 @@ export class StateDb {
     if (this.rememberedAs.get(d.key) === fingerprint) return;
     this.flush();
     this.statements.setApplied.run({ key: d.key, applied: JSON.stringify(d), now: new Date().toISOString() });
+    failpoint('state.remembered');
     this.rememberedAs.set(d.key, fingerprint);
   }
 
@@ -208,6 +210,7 @@ export class StateDb {
   /** Forgets `key` entirely (identity included); on disk when it returns. */
   forget(key: ObjectKey): void {
     this.flush();
+    failpoint('state.forgetting');
     this.statements.delete.run(key);
     this.identities?.delete(key);
     this.rememberedAs.delete(key);

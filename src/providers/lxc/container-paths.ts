@@ -23,6 +23,38 @@ export function containerDir(lxcpath: string, hostName: string): string {
   return join(lxcpath, hostName);
 }
 
+/**
+ * Where create() prepares a container's directory (its incomplete marker inside) before renaming
+ * it to LXCPATH/NAME in one step: the container directory is hyperlet's from its first byte.
+ * Beside the containers, hidden and no host name, so neither LXC nor hyperlet takes it for one.
+ */
+export function stagingDir(lxcpath: string, hostName: string): string {
+  assertHostName(hostName);
+  return join(lxcpath, `.${hostName}${STAGING_SUFFIX}`);
+}
+
+/**
+ * Where delete() moves a container's directory (in one rename) before removing it, so that a
+ * crash halfway through the removal leaves hyperlet's debris, never a container without its marker.
+ */
+export function trashDir(lxcpath: string, hostName: string): string {
+  assertHostName(hostName);
+  return join(lxcpath, `.${hostName}${TRASH_SUFFIX}`);
+}
+
+const STAGING_SUFFIX = '.hyperlet-staging';
+const TRASH_SUFFIX = '.hyperlet-trash';
+
+/**
+ * True for an lxcpath entry that only a hyperlet killed mid-create or mid-delete can have left:
+ * a staging or trash directory (see stagingDir, trashDir). Its contents are hyperlet's debris.
+ */
+export function isDebrisEntry(entry: string): boolean {
+  if (!entry.startsWith('.')) return false;
+  const suffix = [STAGING_SUFFIX, TRASH_SUFFIX].find((s) => entry.endsWith(s));
+  return suffix !== undefined && isHostName(entry.slice(1, entry.length - suffix.length));
+}
+
 /** The LXC config file LXC itself reads. */
 export function configPath(lxcpath: string, hostName: string): string {
   return join(containerDir(lxcpath, hostName), 'config');

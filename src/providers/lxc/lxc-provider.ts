@@ -4,16 +4,19 @@
  * (ownership-marker.ts), configured from the spec (lxc-config.ts), watched by lxc-monitor.
  */
 import { constants as fsConstants } from 'node:fs';
-import { access, mkdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
-import { delimiter, join } from 'node:path';
+import { access, mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { basename, delimiter, join } from 'node:path';
 import type { Logger } from 'pino';
 import { FIELD_APPLY, type SpecFields, specFields } from '../../api/v1alpha1/fields.js';
 import type { PowerState } from '../../api/v1alpha1/types.js';
 import { TerminalError, isAbortError } from '../../reconcile/errors.js';
+import { failpoint } from '../../shared/failpoint.js';
 import type { Desired } from '../../store/desired.js';
 import { type FieldChange, type ObservedInstance, type Provider, ProviderUnavailableError } from '../provider.js';
 import { CgroupHost } from './cgroup-host.js';
-import { configPath, consoleLogPath, containerDir, monitorPidPath, markerPath, rootfsPath, startLogPath } from './container-paths.js';
+import {
+  configPath, consoleLogPath, containerDir, isDebrisEntry, monitorPidPath, markerPath, rootfsPath, stagingDir, startLogPath, trashDir,
+} from './container-paths.js';
 import { writeFileAtomic } from './atomic-file.js';
 import {
   appliedConfigOf, liveCgroupSettings, mergeConfig, renderManagedConfig,
@@ -50,8 +53,15 @@ const COMMON_CONF = '/usr/share/lxc/config/common.conf';
 
 /**
  * Manages Containers as LXC containers under `lxcpath`. Never changes a container without
- * hyperlet's marker, except adopt(); a killed create leaves an incomplete marker, which observe
- * reports as `partial` and delete() cleans up.
+ * hyperlet's marker, except adopt().
+ *
+ * Guarantees (kill -9 at any instant): a container directory appears under the lxcpath only by
+ * one rename of a staging directory that already holds its marker (incomplete until create ends),
+ * and leaves it only by one rename to a trash directory; so every directory hyperlet made is
+ * recognisably hyperlet's from its first byte to its last. An incomplete marker is observed as
+ * `partial`, which the reconciler deletes and creates again. Staging and trash directories
+ * (hidden, named after the container) are debris: removed by the first probe() of a process and
+ * before each create or delete of that name.
  */
 export class LxcProvider implements Provider<'Container'> {
   readonly name = 'lxc' as const;
@@ -63,6 +73,7 @@ export class LxcProvider implements Provider<'Container'> {
   private readonly createTimeoutMs: number;
   private cgroupHost: Promise<CgroupHost> | undefined;
   private readonly observer: LxcObserver;
+  private debrisCleared = false;
 
   constructor(options: LxcProviderOptions) {
     this.lxcpath = options.lxcpath;
@@ -114,6 +125,22 @@ export class LxcProvider implements Provider<'Container'> {
     } catch (err) {
       throw new ProviderUnavailableError('cannot use lxc: no memory cgroup on this host', { cause: err });
     }
+    if (!this.debrisCleared) {
+      await this.clearDebris();
+      this.debrisCleared = true;
+    }
+  }
+
+  /**
+   * Removes the staging and trash directories a killed hyperlet left under the lxcpath. Only at
+   * the first probe of a process: later, one could belong to a step in flight.
+   */
+  private async clearDebris(): Promise<void> {
+    for (const entry of await readdir(this.lxcpath)) {
+      if (!isDebrisEntry(entry)) continue;
+      this.log.info({ entry }, 'removing what a killed hyperlet left half made or half removed');
+      await rm(join(this.lxcpath, entry), { recursive: true, force: true, maxRetries: 3 });
+    }
   }
 
   /**
@@ -147,8 +174,9 @@ export class LxcProvider implements Provider<'Container'> {
   }
 
   /**
-   * Creates the container stopped: marker (incomplete), lxc-create from the template or from
-   * `-t none` plus a copy of the prepared rootfs, the managed config, marker complete. Succeeds
+   * Creates the container stopped: its directory with the marker (incomplete) renamed into place,
+   * lxc-create from the template or from `-t none` plus a copy of the prepared rootfs, the
+   * managed config, marker complete. Succeeds
    * at once when a complete container of ours exists; clears a partial one of ours first.
    * Throws TerminalError `NotOwned` when the name is taken by a container hyperlet does not own.
    */
@@ -168,13 +196,12 @@ export class LxcProvider implements Provider<'Container'> {
     const fields = specFields('Container', spec);
     const applied = appliedConfigOf(fields);
     const managed = renderManagedConfig(applied, await this.renderContext(name));
-    await mkdir(dir, { mode: 0o770 });
     const marker: OwnershipMarker = {
       version: MARKER_VERSION, id: d.id, key: d.key, specHash: d.specHash, fields, complete: false, origin: 'created',
       updatedAt: new Date().toISOString(),
     };
-    // Not fsynced: it guards against a killed hyperlet (the page cache survives that); the complete marker is.
-    await writeMarker(markerPath(this.lxcpath, name), marker, { durable: false });
+    await this.placeDirectory(name, marker);
+    failpoint('lxc.create.placed');
     const baseConf = join(dir, 'hyperlet-base.conf');
     try {
       if (spec.template !== undefined) {
@@ -195,8 +222,10 @@ export class LxcProvider implements Provider<'Container'> {
       } else {
         throw new TerminalError('InvalidSpec', `cannot create container ${name}: neither template nor rootfs is set`);
       }
+      failpoint('lxc.create.made');
       await this.writeConfig(name, managed, { durable: false });
       await unlink(baseConf);
+      failpoint('lxc.create.configured');
       await writeMarker(markerPath(this.lxcpath, name), { ...marker, complete: true, updatedAt: new Date().toISOString() });
       log.info({ template: spec.template, rootfs: spec.rootfs }, 'container created');
     } catch (err) {
@@ -231,6 +260,10 @@ export class LxcProvider implements Provider<'Container'> {
       if (!active || FIELD_APPLY.Container[c.path] === 'live') markerFields[c.path] = value;
     }
     const config = appliedConfigOf(configFields);
+    // The config first: observe reads cpu and memory from the live cgroup when the container runs,
+    // so a live change made first and then cut short by a crash would hide that the config lacks it.
+    await this.writeConfig(name, renderManagedConfig(config, await this.renderContext(name)));
+    failpoint('lxc.update.configured');
     if (active) {
       const cgroup = await this.cgroup();
       const live: { cpu?: number | null; memoryBytes?: number | null } = {};
@@ -240,7 +273,7 @@ export class LxcProvider implements Provider<'Container'> {
         await this.tools.run('lxc-cgroup', ['-P', this.lxcpath, '-n', name, e.key, e.value], { signal });
       }
     }
-    await this.writeConfig(name, renderManagedConfig(config, await this.renderContext(name)));
+    failpoint('lxc.update.applied');
     const allApplied = Object.keys(FIELD_APPLY.Container).every((p) => (markerFields[p] ?? null) === (want[p] ?? null));
     await writeMarker(markerPath(this.lxcpath, name), {
       ...marker,
@@ -382,17 +415,52 @@ export class LxcProvider implements Provider<'Container'> {
     if (await exists(configPath(this.lxcpath, name))) {
       const facts = await this.observer.info(name, signal);
       if (facts.state !== 'STOPPED') await this.tools.run('lxc-stop', ['-P', this.lxcpath, '-n', name, '-k'], { signal });
-      try {
-        await this.tools.run('lxc-destroy', ['-P', this.lxcpath, '-n', name], { signal, timeoutMs: this.createTimeoutMs });
-      } catch (err) {
-        if (isAbortError(err)) throw err;
-        // A half-written config can make lxc-destroy refuse; the directory check below decides.
-        this.log.warn({ hostName: name, err }, 'lxc-destroy failed; removing the directory');
-        if ((await this.observer.info(name, signal)).state !== 'STOPPED') throw err;
+      failpoint('lxc.delete.stopped');
+      // An adopted container may keep its rootfs elsewhere or on another backend: LXC removes it.
+      // hyperlet's own are dir-backed inside the directory, which goes below in one rename.
+      if (marker?.origin !== 'created') {
+        try {
+          await this.tools.run('lxc-destroy', ['-P', this.lxcpath, '-n', name], { signal, timeoutMs: this.createTimeoutMs });
+        } catch (err) {
+          if (isAbortError(err)) throw err;
+          // A half-written config can make lxc-destroy refuse; the directory check below decides.
+          this.log.warn({ hostName: name, err }, 'lxc-destroy failed; removing the directory');
+          if ((await this.observer.info(name, signal)).state !== 'STOPPED') throw err;
+        }
       }
     }
-    // Whatever is left (a partial create, a template that kept writing): it is all ours.
-    await rm(dir, { recursive: true, force: true, maxRetries: 3 });
+    // Whatever is left (a partial create, a template that kept writing): it is all ours. Out of
+    // the lxcpath in one step first, so a crash while removing leaves debris, not a container
+    // without its marker.
+    const trash = trashDir(this.lxcpath, name);
+    await rm(trash, { recursive: true, force: true, maxRetries: 3 });
+    try {
+      await rename(dir, trash);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`cannot move ${dir} out of the lxcpath`, { cause: err });
+      return;
+    }
+    failpoint('lxc.delete.trashed');
+    await rm(trash, { recursive: true, force: true, maxRetries: 3 });
+  }
+
+  /**
+   * Makes the container's directory holding `marker`: prepared under its staging name, then
+   * renamed into place, so it never exists without the marker. Throws when the name is taken.
+   */
+  private async placeDirectory(name: string, marker: OwnershipMarker): Promise<void> {
+    const staging = stagingDir(this.lxcpath, name);
+    await rm(staging, { recursive: true, force: true, maxRetries: 3 });
+    await mkdir(staging, { mode: 0o770 });
+    // Not fsynced: it guards against a killed hyperlet (the page cache survives that); the complete marker is.
+    await writeMarker(join(staging, basename(markerPath(this.lxcpath, name))), marker, { durable: false });
+    failpoint('lxc.create.staged');
+    try {
+      await rename(staging, containerDir(this.lxcpath, name));
+    } catch (err) {
+      await rm(staging, { recursive: true, force: true }).catch(() => undefined);
+      throw new Error(`cannot create the directory of container ${name}`, { cause: err });
+    }
   }
 
   private async writeConfig(name: string, managed: readonly string[], options: { durable?: boolean } = {}): Promise<void> {
