@@ -22,8 +22,10 @@ dist/.build-stamp: $(NODE_STAMP) $(SOURCES) tsconfig.json
 
 build: dist/.build-stamp
 
+## lint: eslint, and the layer order of DESIGN.md (scripts/check-layers.ts)
 lint: build
-	npx eslint --max-warnings 0 src test bench
+	npx eslint --max-warnings 0 src test bench scripts
+	node dist/scripts/check-layers.js
 
 ## unit: the quick inner loop, fakes at the provider boundary only
 unit: build

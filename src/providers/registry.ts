@@ -5,7 +5,7 @@
 import type { Logger } from 'pino';
 import type { Kind } from '../api/v1alpha1/group.js';
 import { KINDS } from '../api/v1alpha1/group.js';
-import { errorMessage } from '../reconcile/errors.js';
+import { errorMessage } from '../shared/errors.js';
 import type { Provider } from './provider.js';
 import { UnavailableProvider } from './unavailable-provider.js';
 import { LxcProvider } from './lxc/lxc-provider.js';
@@ -54,8 +54,5 @@ export async function createProviders(options: ProviderOptions): Promise<Map<Kin
 
 /** Releases providers that hold connections or child processes. */
 export async function closeProviders(providers: Iterable<Provider>): Promise<void> {
-  for (const p of providers) {
-    const closable = p as Provider & { close?: () => unknown };
-    if (typeof closable.close === 'function') await closable.close();
-  }
+  for (const provider of providers) await provider.close();
 }

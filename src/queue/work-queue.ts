@@ -13,8 +13,8 @@
  * queue itself only counts it (the controller turns outcomes into queue calls).
  */
 import PQueue from 'p-queue';
-import type { Clock } from './clock.js';
-import { systemClock } from './clock.js';
+import type { Clock } from '../shared/clock.js';
+import { systemClock } from '../shared/clock.js';
 import { RateLimiter } from './rate-limiter.js';
 
 /** Hooks for workqueue metrics (controller-runtime names); all optional. */

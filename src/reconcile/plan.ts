@@ -6,6 +6,7 @@
 import { FIELD_APPLY, type ApplyMode, specFields } from '../api/v1alpha1/fields.js';
 import type { PowerState } from '../api/v1alpha1/types.js';
 import type { FieldChange, InstanceState, ObservedInstance } from '../providers/provider.js';
+import { ADOPT_ANNOTATION } from '../shared/annotations.js';
 import type { Desired } from '../store/desired.js';
 
 export type Step =
@@ -39,9 +40,6 @@ export interface Plan {
   readonly waitingFor?: readonly string[];
 }
 
-export const ADOPT_ANNOTATION = 'hyperlet.io/adopt';
-export const PAUSED_ANNOTATION = 'hyperlet.io/paused';
-export const PRUNE_ANNOTATION = 'hyperlet.io/prune';
 
 /** Facts beyond desired and observed that decide whether due steps may run. */
 export interface PlanOptions {

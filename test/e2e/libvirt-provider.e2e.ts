@@ -18,12 +18,13 @@ import yaml from 'js-yaml';
 import { specFields, type SpecFields } from '../../src/api/v1alpha1/fields.js';
 import { validateObject } from '../../src/api/v1alpha1/validate.js';
 import type { VirtualMachine, VirtualMachineSpec } from '../../src/api/v1alpha1/types.js';
-import { isTerminalError } from '../../src/reconcile/errors.js';
+import { isTerminalError } from '../../src/shared/errors.js';
 import { hostNameOf, specHashOf, type Desired } from '../../src/store/desired.js';
 import { objectKey } from '../../src/store/object-key.js';
 import { isProviderUnavailableError, type FieldChange, type ObservedInstance } from '../../src/providers/provider.js';
 import { deriveMac, parseDomainXml, volumeNameFor } from '../../src/providers/libvirt/domain-xml.js';
-import { LibvirtProvider, REBOOT_REQUEST_ANNOTATION } from '../../src/providers/libvirt/libvirt-provider.js';
+import { LibvirtProvider } from '../../src/providers/libvirt/libvirt-provider.js';
+import { REBOOT_REQUEST_ANNOTATION } from '../../src/shared/annotations.js';
 
 const run = promisify(execFile);
 const PREFIX = `hyperlet-e2e-${process.pid}`;

@@ -96,4 +96,9 @@ export class FakeProvider<K extends Kind = Kind> implements Provider<K> {
   changes(signal: AbortSignal): AsyncIterable<string> {
     return this.feed.follow(signal);
   }
+
+  /** Records the call; a fake holds nothing to release. */
+  close(): void {
+    this.calls.push('close');
+  }
 }

@@ -23,7 +23,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { specFields } from '../../api/v1alpha1/fields.js';
 import type { PowerState } from '../../api/v1alpha1/types.js';
-import { TerminalError } from '../../reconcile/errors.js';
+import { TerminalError } from '../../shared/errors.js';
 import { failpoint } from '../../shared/failpoint.js';
 import type { Desired } from '../../store/desired.js';
 import {
@@ -41,12 +41,12 @@ import { isLibvirtError, isNotFound } from './libvirt-error.js';
 import { disksChangeMode, observedFieldsOf } from './observed-fields.js';
 import { LibvirtStorage } from './libvirt-storage.js';
 import { ChangeFeed } from '../change-feed.js';
-import { REBOOT_REQUEST_ANNOTATION, rebootPending } from './reboot-request.js';
+import { REBOOT_REQUEST_ANNOTATION } from '../../shared/annotations.js';
+import { rebootPending } from './reboot-request.js';
 import { REASON_NAMES, STATE_NAMES, instanceStateOf, isActive } from './domain-state.js';
 import { sleep, stopGracefully } from './graceful-stop.js';
 
 export { instanceStateOf } from './domain-state.js';
-export { REBOOT_REQUEST_ANNOTATION, rebootPending } from './reboot-request.js';
 
 
 export interface LibvirtProviderOptions {

@@ -12,7 +12,7 @@
 import { mkdir, open } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { TerminalError } from '../../reconcile/errors.js';
+import { TerminalError } from '../../shared/errors.js';
 import { failpoint } from '../../shared/failpoint.js';
 import type { Desired } from '../../store/desired.js';
 import { planDisks, type ParsedDomain, type VolumeName } from './domain-xml.js';

@@ -9,7 +9,7 @@ import { basename, delimiter, join } from 'node:path';
 import type { Logger } from 'pino';
 import { FIELD_APPLY, type SpecFields, specFields } from '../../api/v1alpha1/fields.js';
 import type { PowerState } from '../../api/v1alpha1/types.js';
-import { TerminalError, isAbortError } from '../../reconcile/errors.js';
+import { TerminalError, isAbortError } from '../../shared/errors.js';
 import { failpoint } from '../../shared/failpoint.js';
 import type { Desired } from '../../store/desired.js';
 import { type FieldChange, type ObservedInstance, type Provider, ProviderUnavailableError } from '../provider.js';
@@ -28,10 +28,9 @@ import {
 } from './lxc-tools.js';
 import { MARKER_VERSION, type OwnershipMarker, readMarker, writeMarker } from './ownership-marker.js';
 import { killCreators } from './creator-processes.js';
+import { execInContainer } from './lxc-exec.js';
 import { LxcObserver, exists, isDirectory } from './lxc-observer.js';
 
-export { consoleLogPath } from './container-paths.js';
-export { execInContainer } from './lxc-exec.js';
 
 export interface LxcProviderOptions {
   /** Where containers live (`lxc-* -P`); /var/lib/lxc is LXC's default. Created by probe() when missing. */
@@ -368,6 +367,16 @@ export class LxcProvider implements Provider<'Container'> {
   /** Host names of containers whose state changed, from lxc-monitor (see lxc-monitor.ts). */
   changes(signal: AbortSignal): AsyncIterable<string> {
     return this.monitor.changes(signal);
+  }
+
+  /** The console log LXC writes for `hostName` (lxc.console.logfile). */
+  consoleLogPath(hostName: string): string {
+    return consoleLogPath(this.lxcpath, hostName);
+  }
+
+  /** Runs `command` in the running container through lxc-attach, with a cleared environment. */
+  exec(hostName: string, command: readonly string[]): Promise<number> {
+    return execInContainer({ lxcpath: this.lxcpath, hostName, command: [...command] });
   }
 
   /** Stops lxc-monitor and ends every changes() stream; the daemon calls it on shutdown. */

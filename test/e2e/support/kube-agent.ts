@@ -5,7 +5,7 @@
  */
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { type KubeBackend, createKubeBackend } from '../../../src/kube/kube-backend.js';
+import { type KubeBackend, createKubeBackend } from '../../../src/daemon/kube-backend.js';
 import { RateLimiter } from '../../../src/queue/rate-limiter.js';
 import { Controller } from '../../../src/reconcile/controller.js';
 import { ObservationCache } from '../../../src/reconcile/observation-cache.js';

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { TerminalError } from '../../../src/reconcile/errors.js';
+import { TerminalError } from '../../../src/shared/errors.js';
 import { requeueAfter, awaitChange } from '../../../src/reconcile/result.js';
 import { container, observedAs } from '../../fakes/desired-objects.js';
 import { harness } from '../../fakes/harness.js';
