@@ -4,6 +4,20 @@
  * (comma-separated, read once at start); then the process kills itself with SIGKILL exactly there,
  * nothing flushed, nothing cleaned up, as `kill -9` would at that instant.
  *
+ * The points (each placed after the effect its name says, before the next one):
+ * - LXC create: `lxc.create.staged` (directory with marker prepared), `lxc.create.placed` (renamed
+ *   into place), `lxc.create.made` (lxc-create done), `lxc.create.configured` (config written);
+ *   update: `lxc.update.configured`, `lxc.update.applied` (live cgroup set); delete:
+ *   `lxc.delete.stopped`, `lxc.delete.trashed` (directory moved out of the lxcpath).
+ * - Every atomic file write of the LXC provider: `write:BASENAME` (temporary file written, not
+ *   yet renamed), e.g. `write:hyperlet.json`, `write:config`.
+ * - libvirt: `libvirt.pool.defined`, `libvirt.create.defined` (partial definition),
+ *   `libvirt.create.volume` (after each volume), `libvirt.start.started`, `libvirt.update.defined`,
+ *   `libvirt.update.applied`, `libvirt.adopt.marked`, `libvirt.delete.destroyed`,
+ *   `libvirt.delete.volumes-deleted`.
+ * - State DB: `state.remembered` (the object last acted on is on disk), `state.forgetting` (its
+ *   instance is gone, its row not yet).
+ *
  * Guarantees: a disabled failpoint costs one Set lookup and does nothing else. An enabled one
  * writes `failpoint NAME: killing the process` to stderr (synchronously) before it kills, so a
  * test can tell that the process died there and not somewhere else.
