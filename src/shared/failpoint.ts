@@ -13,10 +13,12 @@
  *   yet renamed), e.g. `write:hyperlet.json`, `write:config`.
  * - libvirt: `libvirt.pool.defined`, `libvirt.create.defined` (partial definition),
  *   `libvirt.create.volume` (after each volume), `libvirt.start.started`, `libvirt.update.defined`,
- *   `libvirt.update.applied`, `libvirt.adopt.marked`, `libvirt.delete.destroyed`,
+ *   `libvirt.update.volume` (after each volume made for an added disk), `libvirt.update.applied`,
+ *   `libvirt.adopt.marked`, `libvirt.delete.destroyed`,
  *   `libvirt.delete.volumes-deleted`.
- * - State DB: `state.remembered` (the object last acted on is on disk), `state.forgetting` (its
- *   instance is gone, its row not yet).
+ * - State DB: `state.remembering` (identities and status are on disk, the object about to be
+ *   acted on not yet), `state.remembered` (it is), `state.forgetting` (its instance is gone, its
+ *   row not yet).
  *
  * Guarantees: a disabled failpoint costs one Set lookup and does nothing else. An enabled one
  * writes `failpoint NAME: killing the process` to stderr (synchronously) before it kills, so a

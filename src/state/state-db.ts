@@ -197,6 +197,7 @@ export class StateDb {
     const fingerprint = `${d.id}:${d.generation}:${d.specHash}`;
     if (this.rememberedAs.get(d.key) === fingerprint) return;
     this.flush();
+    failpoint('state.remembering');
     this.statements.setApplied.run({ key: d.key, applied: JSON.stringify(d), now: new Date().toISOString() });
     failpoint('state.remembered');
     this.rememberedAs.set(d.key, fingerprint);

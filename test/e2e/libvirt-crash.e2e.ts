@@ -43,11 +43,12 @@ describe('crash points: libvirt provider (kill -9 exactly there, then restart)',
    * Runs `change` with the daemon armed at `point`, waits for it to die there, starts it again
    * without failpoints and waits for the exact end state.
    */
-  async function crashAt(point: string, change: () => Promise<void>): Promise<void> {
+  async function crashAt(point: string, change: () => Promise<void>, beforeRestart?: () => Promise<void>): Promise<void> {
     await daemon?.kill();
     daemon = start([point]);
     await change();
     await daemon.diedAt(point);
+    await beforeRestart?.();
     daemon = start();
     await converged();
   }
@@ -96,6 +97,10 @@ describe('crash points: libvirt provider (kill -9 exactly there, then restart)',
     crashAt('libvirt.update.defined', () => declare(n('a'), { cpu: 2, disks: ['data'] })));
   it('update: killed with the live change made, before the live marker', () =>
     crashAt('libvirt.update.applied', () => declare(n('b'), { cpu: 2, disks: ['data'] })));
+  it('update: killed with the volume of an added disk made, then the disk dropped again', () =>
+    crashAt('libvirt.update.volume', () => declare(n('a'), { cpu: 2, disks: ['data', 'extra'] }),
+      // Nothing but the domain's marker names that volume now; deleting the VM must still remove it.
+      () => declare(n('a'), { cpu: 2, disks: ['data'], detached: ['extra'] })));
   it('delete: killed with the domain destroyed, before its volumes', () =>
     crashAt('libvirt.delete.destroyed', () => undeclare(n('c'))));
   it('delete: killed with the volumes deleted, before the domain is undefined', () =>

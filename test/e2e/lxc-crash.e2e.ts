@@ -49,11 +49,12 @@ describe('crash points: LXC provider and state DB (kill -9 exactly there, then r
    * Runs `change` with the daemon armed at `point`, waits for it to die there, starts it again
    * without failpoints and waits for the exact end state.
    */
-  async function crashAt(point: string, change: () => Promise<void>): Promise<void> {
+  async function crashAt(point: string, change: () => Promise<void>, beforeRestart?: () => Promise<void>): Promise<void> {
     await daemon?.kill();
     daemon = start([point]);
     await change();
     await daemon.diedAt(point);
+    await beforeRestart?.();
     daemon = start();
     await converged();
   }
@@ -115,6 +116,9 @@ describe('crash points: LXC provider and state DB (kill -9 exactly there, then r
   // made container, its config: each instant leaves something the restarted daemon must finish.
   it('create: killed with the marker\'s temporary file written', () =>
     crashAt('write:hyperlet.json', () => declare(n('a'), { memoryMiB: 128, state: 'Running' })));
+  it('create: killed with the marker\'s temporary file written, then the file removed', () =>
+    // Only the staging directory's name says whose it is: the object's tombstone must remove it.
+    crashAt('write:hyperlet.json', () => declare(n('i'), { memoryMiB: 128, state: 'Running' }), () => undeclare(n('i'))));
   it('create: killed with the directory staged, before it is renamed into place', () =>
     crashAt('lxc.create.staged', () => declare(n('b'), { memoryMiB: 128, state: 'Running' })));
   it('create: killed with the directory in place, before lxc-create', () =>
@@ -147,6 +151,8 @@ describe('crash points: LXC provider and state DB (kill -9 exactly there, then r
   });
 
   // State DB: the object remembered before its first step, and forgotten after its last.
+  it('state DB: killed before remembering a new object, then its file removed', () =>
+    crashAt('state.remembering', () => declare(n('h'), { memoryMiB: 128, state: 'Running' }), () => undeclare(n('h'))));
   it('state DB: killed right after remembering an object, before its create', () =>
     crashAt('state.remembered', () => declare(n('g'), { memoryMiB: 128, state: 'Running' })));
   it('state DB: killed after the instance is deleted, before the object is forgotten', () =>

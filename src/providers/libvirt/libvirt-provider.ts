@@ -342,6 +342,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     const st = await this.client.domainGetState(dom);
     const active = isActive(st.state);
     signal.throwIfAborted();
+    await this.recordVolumes(d, dom, parsed, active);
     const volumes = await this.storage.reconcileDisks(d, parsed, dom, active);
     const marker = this.markerFor(d, volumes, parsed.marker?.rebootRequest === undefined ? {} : { rebootRequest: parsed.marker.rebootRequest });
     // The persistent definition first: a running domain is observed through its live XML, so a
@@ -365,6 +366,24 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     this.cache.delete(uuidFromBytes(dom.uuid));
     if (active) await this.rebootIfRequested(d, dom, marker, observed);
     this.log.info({ hostName: d.hostName, fields: changes.map((c) => c.path), live: active }, 'domain updated');
+  }
+
+  /**
+   * Lists the volumes `d` declares in the domain's marker before any of them is made: a crash
+   * right after making one then leaves a volume the domain names, deleted with it, never an
+   * orphan (were the disk dropped from the spec meanwhile, nothing else would name it).
+   */
+  private async recordVolumes(d: Desired<'VirtualMachine'>, dom: DomainRef, parsed: ParsedDomain, active: boolean): Promise<void> {
+    const marker = parsed.marker;
+    if (marker === undefined) return;
+    const recorded = new Set(marker.volumes.map((v) => `${v.pool}/${v.name}`));
+    const missing = planDisks(d.hostName, d.object.spec, d.id)
+      .map((x) => ({ pool: x.disk.pool, name: x.volume }))
+      .filter((v) => !recorded.has(`${v.pool}/${v.name}`));
+    if (missing.length === 0) return;
+    const next: OwnershipMarker = { ...marker, volumes: [...marker.volumes, ...missing] };
+    await this.client.domainSetMetadata(dom, buildMarkerXml(next, true), HYPERLET_XML_PREFIX, HYPERLET_XML_NS, Flags.AffectConfig | (active ? Flags.AffectLive : 0));
+    this.cache.delete(uuidFromBytes(dom.uuid));
   }
 
   private async requireOwned(d: Desired<'VirtualMachine'>, verb: string): Promise<DomainRef> {

@@ -124,6 +124,7 @@ export class LibvirtStorage {
       ours.set(key, { pool: disk.disk.pool, name: disk.volume });
       if (vol === undefined) {
         await this.createVolume(pool, disk);
+        failpoint('libvirt.update.volume');
         continue;
       }
       if (disk.sizeBytes === undefined) continue;

@@ -23,36 +23,46 @@ export function containerDir(lxcpath: string, hostName: string): string {
   return join(lxcpath, hostName);
 }
 
-/**
- * Where create() prepares a container's directory (its incomplete marker inside) before renaming
- * it to LXCPATH/NAME in one step: the container directory is hyperlet's from its first byte.
- * Beside the containers, hidden and no host name, so neither LXC nor hyperlet takes it for one.
- */
-export function stagingDir(lxcpath: string, hostName: string): string {
-  assertHostName(hostName);
-  return join(lxcpath, `.${hostName}${STAGING_SUFFIX}`);
+/** An object id as it may appear in a file name: a UUID (dir and git sources, Kubernetes uid) or alike. */
+const OWNER_ID_RE = /^[A-Za-z0-9][A-Za-z0-9-]{0,63}$/;
+
+/** True when `id` can be part of a leftover's name (see leftoverDir). */
+export function isOwnerId(id: string): boolean {
+  return OWNER_ID_RE.test(id);
+}
+
+/** What a leftover directory is: a container prepared (staging) or being removed (trash). */
+export type LeftoverKind = 'staging' | 'trash';
+
+/** A staging or trash directory under the lxcpath: whose container, for which object. */
+export interface Leftover {
+  readonly hostName: string;
+  readonly ownerId: string;
+  readonly kind: LeftoverKind;
+  /** The entry's name under the lxcpath. */
+  readonly entry: string;
 }
 
 /**
- * Where delete() moves a container's directory (in one rename) before removing it, so that a
- * crash halfway through the removal leaves hyperlet's debris, never a container without its marker.
+ * Where hyperlet keeps a container's directory outside the containers: `staging`, where create()
+ * prepares it (its incomplete marker inside) before renaming it to LXCPATH/NAME in one step, and
+ * `trash`, where delete() renames it before removing it. Hidden, beside the containers, and named
+ * after the container and the object that owns it, so it is recognisable as that object's from
+ * its first byte on disk, marker or not; LXC never takes it for a container (it is no host name).
  */
-export function trashDir(lxcpath: string, hostName: string): string {
+export function leftoverDir(lxcpath: string, hostName: string, ownerId: string, kind: LeftoverKind): string {
   assertHostName(hostName);
-  return join(lxcpath, `.${hostName}${TRASH_SUFFIX}`);
+  if (!OWNER_ID_RE.test(ownerId)) throw new Error(`cannot use ${JSON.stringify(ownerId)} in a file name: not an object id hyperlet gives`);
+  return join(lxcpath, `.${hostName}.${ownerId}.hyperlet-${kind}`);
 }
 
-const STAGING_SUFFIX = '.hyperlet-staging';
-const TRASH_SUFFIX = '.hyperlet-trash';
-
-/**
- * True for an lxcpath entry that only a hyperlet killed mid-create or mid-delete can have left:
- * a staging or trash directory (see stagingDir, trashDir). Its contents are hyperlet's debris.
- */
-export function isDebrisEntry(entry: string): boolean {
-  if (!entry.startsWith('.')) return false;
-  const suffix = [STAGING_SUFFIX, TRASH_SUFFIX].find((s) => entry.endsWith(s));
-  return suffix !== undefined && isHostName(entry.slice(1, entry.length - suffix.length));
+/** The leftover an lxcpath entry names (see leftoverDir), or undefined for any other entry. */
+export function parseLeftover(entry: string): Leftover | undefined {
+  const m = /^\.(.+)\.([^.]+)\.hyperlet-(staging|trash)$/.exec(entry);
+  if (m === null) return undefined;
+  const [, hostName = '', ownerId = '', kind] = m;
+  if (!isHostName(hostName) || !OWNER_ID_RE.test(ownerId)) return undefined;
+  return { hostName, ownerId, kind: kind === 'staging' ? 'staging' : 'trash', entry };
 }
 
 /** The LXC config file LXC itself reads. */

@@ -4,7 +4,7 @@
  * (ownership-marker.ts), configured from the spec (lxc-config.ts), watched by lxc-monitor.
  */
 import { constants as fsConstants } from 'node:fs';
-import { access, mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { basename, delimiter, join } from 'node:path';
 import type { Logger } from 'pino';
 import { FIELD_APPLY, type SpecFields, specFields } from '../../api/v1alpha1/fields.js';
@@ -15,7 +15,7 @@ import type { Desired } from '../../store/desired.js';
 import { type FieldChange, type ObservedInstance, type Provider, ProviderUnavailableError } from '../provider.js';
 import { CgroupHost } from './cgroup-host.js';
 import {
-  configPath, consoleLogPath, containerDir, isDebrisEntry, monitorPidPath, markerPath, rootfsPath, stagingDir, startLogPath, trashDir,
+  configPath, consoleLogPath, containerDir, isOwnerId, leftoverDir, monitorPidPath, markerPath, rootfsPath, startLogPath,
 } from './container-paths.js';
 import { writeFileAtomic } from './atomic-file.js';
 import {
@@ -59,8 +59,10 @@ const COMMON_CONF = '/usr/share/lxc/config/common.conf';
  * and leaves it only by one rename to a trash directory; so every directory hyperlet made is
  * recognisably hyperlet's from its first byte to its last. An incomplete marker is observed as
  * `partial`, which the reconciler deletes and creates again. Staging and trash directories
- * (hidden, named after the container) are debris: removed by the first probe() of a process and
- * before each create or delete of that name.
+ * (hidden, named after the container and its object's id: container-paths.ts leftoverDir) left
+ * by a killed hyperlet are observed as a partial container of that object, so the same
+ * level-triggered passes remove them (delete) or replace them (create); nothing is swept blindly,
+ * which a `hyperlet diff` beside a running daemon could otherwise do to a step in flight.
  */
 export class LxcProvider implements Provider<'Container'> {
   readonly name = 'lxc' as const;
@@ -72,7 +74,6 @@ export class LxcProvider implements Provider<'Container'> {
   private readonly createTimeoutMs: number;
   private cgroupHost: Promise<CgroupHost> | undefined;
   private readonly observer: LxcObserver;
-  private debrisCleared = false;
 
   constructor(options: LxcProviderOptions) {
     this.lxcpath = options.lxcpath;
@@ -124,22 +125,6 @@ export class LxcProvider implements Provider<'Container'> {
     } catch (err) {
       throw new ProviderUnavailableError('cannot use lxc: no memory cgroup on this host', { cause: err });
     }
-    if (!this.debrisCleared) {
-      await this.clearDebris();
-      this.debrisCleared = true;
-    }
-  }
-
-  /**
-   * Removes the staging and trash directories a killed hyperlet left under the lxcpath. Only at
-   * the first probe of a process: later, one could belong to a step in flight.
-   */
-  private async clearDebris(): Promise<void> {
-    for (const entry of await readdir(this.lxcpath)) {
-      if (!isDebrisEntry(entry)) continue;
-      this.log.info({ entry }, 'removing what a killed hyperlet left half made or half removed');
-      await rm(join(this.lxcpath, entry), { recursive: true, force: true, maxRetries: 3 });
-    }
   }
 
   /**
@@ -167,7 +152,7 @@ export class LxcProvider implements Provider<'Container'> {
    */
   async observe(d: Desired<'Container'>, signal: AbortSignal): Promise<ObservedInstance | undefined> {
     const name = d.hostName;
-    if (!(await exists(containerDir(this.lxcpath, name)))) return undefined;
+    if (!(await exists(containerDir(this.lxcpath, name)))) return this.observer.describeLeftovers(name);
     if (!(await exists(configPath(this.lxcpath, name)))) return this.observer.describe(name, undefined);
     return this.observer.describe(name, (await this.observer.procFacts(name)) ?? (await this.observer.info(name, signal)));
   }
@@ -189,17 +174,18 @@ export class LxcProvider implements Provider<'Container'> {
       const marker = await this.requireOwned(d, 'create');
       if (marker.complete && await this.observer.isComplete(name)) return;
       log.info('clearing a partial container before creating it again');
-      await this.destroyOwned(name, signal);
+      await this.destroyOwned(name, d.id, signal);
     }
     const spec = d.object.spec;
     const fields = specFields('Container', spec);
     const applied = appliedConfigOf(fields);
     const managed = renderManagedConfig(applied, await this.renderContext(name));
+    if (!isOwnerId(d.id)) throw new TerminalError('InvalidId', `cannot create container ${name}: its object id ${JSON.stringify(d.id)} is not a UUID-like id`);
     const marker: OwnershipMarker = {
       version: MARKER_VERSION, id: d.id, key: d.key, specHash: d.specHash, fields, complete: false, origin: 'created',
       updatedAt: new Date().toISOString(),
     };
-    await this.placeDirectory(name, marker);
+    await this.placeDirectory(name, d.id, marker);
     failpoint('lxc.create.placed');
     const baseConf = join(dir, 'hyperlet-base.conf');
     try {
@@ -230,7 +216,7 @@ export class LxcProvider implements Provider<'Container'> {
     } catch (err) {
       // A killed or aborted create is cleaned by the next pass (the marker says partial); a failed one now.
       if (!signal.aborted) {
-        await this.destroyOwned(name, AbortSignal.timeout(60_000)).catch((cleanupErr: unknown) =>
+        await this.destroyOwned(name, d.id, AbortSignal.timeout(60_000)).catch((cleanupErr: unknown) =>
           log.warn({ err: cleanupErr }, 'cannot clean up after a failed create; the next pass will'));
       }
       throw err;
@@ -358,9 +344,13 @@ export class LxcProvider implements Provider<'Container'> {
    */
   async delete(d: Desired<'Container'>, signal: AbortSignal): Promise<void> {
     const name = d.hostName;
-    if (!(await exists(containerDir(this.lxcpath, name)))) return;
+    if (!(await exists(containerDir(this.lxcpath, name)))) {
+      // What a killed create or delete of this object left beside the containers is all there is.
+      await this.removeLeftovers(name, d.id);
+      return;
+    }
     await this.requireOwned(d, 'delete');
-    await this.destroyOwned(name, signal);
+    await this.destroyOwned(name, d.id, signal);
     this.log.info({ key: d.key, hostName: name }, 'container deleted');
   }
 
@@ -412,8 +402,8 @@ export class LxcProvider implements Provider<'Container'> {
     return marker;
   }
 
-  /** Kills, destroys and removes a container whose ownership was checked, whole or partial. */
-  private async destroyOwned(name: string, signal: AbortSignal): Promise<void> {
+  /** Kills, destroys and removes a container whose ownership (by `ownerId`) was checked, whole or partial, and its leftovers. */
+  private async destroyOwned(name: string, ownerId: string, signal: AbortSignal): Promise<void> {
     const dir = containerDir(this.lxcpath, name);
     const marker = await readMarker(markerPath(this.lxcpath, name)).catch(() => undefined);
     if (marker?.complete !== true) {
@@ -441,25 +431,32 @@ export class LxcProvider implements Provider<'Container'> {
     // Whatever is left (a partial create, a template that kept writing): it is all ours. Out of
     // the lxcpath in one step first, so a crash while removing leaves debris, not a container
     // without its marker.
-    const trash = trashDir(this.lxcpath, name);
+    const trash = leftoverDir(this.lxcpath, name, ownerId, 'trash');
     await rm(trash, { recursive: true, force: true, maxRetries: 3 });
     try {
       await rename(dir, trash);
+      failpoint('lxc.delete.trashed');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`cannot move ${dir} out of the lxcpath`, { cause: err });
-      return;
     }
-    failpoint('lxc.delete.trashed');
-    await rm(trash, { recursive: true, force: true, maxRetries: 3 });
+    await this.removeLeftovers(name, ownerId);
+  }
+
+  /** Removes the staging and trash directories of container `name` named with `ownerId` (see leftoverDir). */
+  private async removeLeftovers(name: string, ownerId: string): Promise<void> {
+    if (!isOwnerId(ownerId)) return; // no leftover can carry such an id
+    for (const kind of ['staging', 'trash'] as const) {
+      await rm(leftoverDir(this.lxcpath, name, ownerId, kind), { recursive: true, force: true, maxRetries: 3 });
+    }
   }
 
   /**
    * Makes the container's directory holding `marker`: prepared under its staging name, then
    * renamed into place, so it never exists without the marker. Throws when the name is taken.
    */
-  private async placeDirectory(name: string, marker: OwnershipMarker): Promise<void> {
-    const staging = stagingDir(this.lxcpath, name);
-    await rm(staging, { recursive: true, force: true, maxRetries: 3 });
+  private async placeDirectory(name: string, ownerId: string, marker: OwnershipMarker): Promise<void> {
+    const staging = leftoverDir(this.lxcpath, name, ownerId, 'staging');
+    await this.removeLeftovers(name, ownerId);
     await mkdir(staging, { mode: 0o770 });
     // Not fsynced: it guards against a killed hyperlet (the page cache survives that); the complete marker is.
     await writeMarker(join(staging, basename(markerPath(this.lxcpath, name))), marker, { durable: false });

@@ -32,6 +32,8 @@ export interface DeclaredVm {
   readonly disks: readonly string[];
   /** Default Running. */
   readonly state?: 'Running' | 'Stopped';
+  /** Disks dropped from the spec: their volumes stay, listed in the marker, until the VM is deleted. */
+  readonly detached?: readonly string[];
 }
 
 /** The pools' parent directory hyperlet uses by default. */
@@ -103,7 +105,7 @@ export class LibvirtEndState {
     const volumes = (await this.volumes()) ?? [];
     const files = existsSync(this.poolDir) ? (await readdir(this.poolDir)).sort() : [];
     if (JSON.stringify(files) !== JSON.stringify(volumes)) out.push(`pool directory holds ${files.join(' ')}; libvirt lists ${volumes.join(' ')}`);
-    const expected = [...this.declared].flatMap(([name, spec]) => spec.disks.map((d) => `${name}-${d}-`));
+    const expected = [...this.declared].flatMap(([name, spec]) => [...spec.disks, ...spec.detached ?? []].map((d) => `${name}-${d}-`));
     for (const prefix of expected) {
       const count = volumes.filter((v) => v.startsWith(prefix)).length;
       if (count !== 1) out.push(`${count} volumes ${prefix}*`);

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { basename } from 'node:path';
 import {
-  consoleLogPath, containerDir, isDebrisEntry, isHostName, stagingDir, trashDir,
+  consoleLogPath, containerDir, isHostName, leftoverDir, parseLeftover,
 } from '../../../../src/providers/lxc/container-paths.js';
 
 describe('isHostName', () => {
@@ -26,22 +26,27 @@ describe('isHostName', () => {
   });
 });
 
-describe('isDebrisEntry', () => {
+describe('parseLeftover', () => {
+  const id = '0f6c2a8e-3b1d-4c7e-9a55-2d4e8f1b6c03';
   const cases = {
-    Staging: { reason: 'what create() prepares a directory under', entry: basename(stagingDir('/l', 'web')), want: true },
-    Trash: { reason: 'what delete() moves a directory to', entry: basename(trashDir('/l', 'team.web')), want: true },
-    Container: { reason: 'a container is never debris', entry: 'web', want: false },
-    OtherHidden: { reason: 'a hidden entry hyperlet did not name stays', entry: '.web.staging', want: false },
-    NoName: { reason: 'the middle must be a host name', entry: '..hyperlet-trash', want: false },
-    Visible: { reason: 'a visible name could be a container', entry: 'web.hyperlet-trash', want: false },
+    Staging: { reason: 'what create() prepares a directory under', entry: basename(leftoverDir('/l', 'web', id, 'staging')), want: { hostName: 'web', ownerId: id, kind: 'staging' } },
+    Trash: { reason: 'what delete() moves a directory to, namespaced', entry: basename(leftoverDir('/l', 'team.web', id, 'trash')), want: { hostName: 'team.web', ownerId: id, kind: 'trash' } },
+    Container: { reason: 'a container is never a leftover', entry: 'web', want: undefined },
+    OtherHidden: { reason: 'a hidden entry hyperlet did not name stays', entry: '.web.staging', want: undefined },
+    NoId: { reason: 'without the owner id it is nobody\'s', entry: '.web.hyperlet-trash', want: undefined },
+    NoName: { reason: 'the name must be a host name', entry: `.-x.${id}.hyperlet-trash`, want: undefined },
+    Visible: { reason: 'a visible name could be a container', entry: `web.${id}.hyperlet-trash`, want: undefined },
   };
   for (const [name, tc] of Object.entries(cases)) {
-    it(name, () => expect(isDebrisEntry(tc.entry), tc.reason).to.equal(tc.want));
+    it(name, () => {
+      const got = parseLeftover(tc.entry);
+      expect(got === undefined ? undefined : { hostName: got.hostName, ownerId: got.ownerId, kind: got.kind }, tc.reason).to.deep.equal(tc.want);
+    });
   }
 
-  it('StagingAndTrashAreBesideTheContainers', () => {
-    expect(stagingDir('/var/lib/lxc', 'web')).to.equal('/var/lib/lxc/.web.hyperlet-staging');
-    expect(trashDir('/var/lib/lxc', 'web')).to.equal('/var/lib/lxc/.web.hyperlet-trash');
-    expect(() => stagingDir('/var/lib/lxc', '../x')).to.throw(/^cannot use/);
+  it('LeftoversAreBesideTheContainers', () => {
+    expect(leftoverDir('/var/lib/lxc', 'web', id, 'staging')).to.equal(`/var/lib/lxc/.web.${id}.hyperlet-staging`);
+    expect(() => leftoverDir('/var/lib/lxc', '../x', id, 'trash')).to.throw(/^cannot use/);
+    expect(() => leftoverDir('/var/lib/lxc', 'web', '../x', 'trash')).to.throw(/^cannot use/);
   });
 });
