@@ -56,7 +56,7 @@ export class LibvirtEndState {
     this.foreignVolume = `${prefix}-foreign.qcow2`;
   }
 
-  /** A VirtualMachine manifest (qemu, 64 MiB, booting from its first disk) for `spec`. */
+  /** A VirtualMachine manifest (qemu, 64 MiB, booting from its first disk, restarted for changes that need it) for `spec`. */
   manifest(name: string, spec: DeclaredVm): string {
     return [
       'apiVersion: hyperlet.io/v1alpha1',
@@ -69,6 +69,7 @@ export class LibvirtEndState {
       `  boot: {disk: ${spec.disks[0] ?? 'data'}}`,
       `  disks: [${spec.disks.map((d) => `{name: ${d}, size: 100Mi, pool: ${this.pool}}`).join(', ')}]`,
       '  gracefulStopSeconds: 0',
+      '  updatePolicy: Restart',
       '',
     ].join('\n');
   }
