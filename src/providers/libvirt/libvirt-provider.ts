@@ -26,8 +26,10 @@ import type { PowerState } from '../../api/v1alpha1/types.js';
 import { TerminalError } from '../../shared/errors.js';
 import type { Desired } from '../../store/desired.js';
 import {
-  ProviderUnavailableError, type FieldChange, type ObservedInstance, type Provider,
+  ProviderUnavailableError, assertSnapshotName, type FieldChange, type InstanceSnapshot, type ObservedInstance, type Provider,
+  type RestoreOutcome, type SnapshotOptions,
 } from '../provider.js';
+import { LibvirtSnapshots } from './libvirt-snapshots.js';
 import type { ApplyMode } from '../../api/v1alpha1/fields.js';
 import {
   HYPERLET_XML_NS, HYPERLET_XML_PREFIX, buildDomainXml, buildMarkerXml, parseDomainXml, planDisks,
@@ -98,6 +100,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
   private readonly consoleDir: string;
   private readonly xmlCacheTtlMs: number;
   private readonly storage: LibvirtStorage;
+  private readonly snapshots: LibvirtSnapshots;
   private connecting: Promise<void> | undefined;
   private readonly cache = new Map<string, CacheEntry>();
   private readonly knownNames = new Set<string>();
@@ -119,6 +122,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
       creatablePool: options.creatablePool ?? ((name) => name === 'default' || name.startsWith('hyperlet-')),
       defaultDiskBytes: options.defaultDiskBytes ?? 10 * 1024 ** 3,
     });
+    this.snapshots = new LibvirtSnapshots(this.client, this.log);
     this.client.on('lifecycle', (e) => {
       this.cache.delete(uuidFromBytes(e.domain.uuid));
       this.notify(e.domain.name);
@@ -443,6 +447,59 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     await this.client.domainSetMetadata(dom, buildMarkerXml(this.markerFor(d, []), true), HYPERLET_XML_PREFIX, HYPERLET_XML_NS, flags);
     this.cache.delete(uuidFromBytes(dom.uuid));
     this.log.info({ hostName: d.hostName, observedState: observed.state }, 'domain adopted');
+  }
+
+  /** An internal snapshot of the domain's qcow2 disks (with memory when running: libvirt-snapshots.ts). */
+  async snapshot(d: Desired<'VirtualMachine'>, name: string, options: SnapshotOptions, _signal: AbortSignal): Promise<InstanceSnapshot> {
+    assertSnapshotName(name);
+    await this.ensureConnected();
+    const dom = await this.requireOwned(d, 'snapshot');
+    const marker = (await this.readDomain(dom)).marker;
+    return this.snapshots.take(dom, name, marker?.specHash, options);
+  }
+
+  /** The domain's snapshots, oldest first; none when it does not exist or is not `d`'s. */
+  async listSnapshots(d: Desired<'VirtualMachine'>, _signal: AbortSignal): Promise<readonly InstanceSnapshot[]> {
+    await this.ensureConnected();
+    const dom = await this.client.lookupDomainByName(d.hostName);
+    if (dom === undefined || (await this.readDomain(dom)).marker?.id !== d.id) return [];
+    return this.snapshots.list(dom);
+  }
+
+  /**
+   * Reverts the domain to the snapshot: disks, and memory when the snapshot has it (the domain then
+   * runs as it did). The definition libvirt restores is redefined from the declared spec afterwards
+   * by the reconciler's next update; the marker keeps the declared spec hash.
+   */
+  async restoreSnapshot(d: Desired<'VirtualMachine'>, name: string, _signal: AbortSignal): Promise<RestoreOutcome> {
+    assertSnapshotName(name);
+    await this.ensureConnected();
+    const dom = await this.requireOwned(d, 'restore');
+    const before = (await this.readDomain(dom)).marker;
+    const snapshot = await this.snapshots.revert(dom, name);
+    // libvirt put back the definition the snapshot recorded (its marker, its vCPUs): declare ours again.
+    if (before !== undefined) {
+      const current = await this.client.domainGetXmlDesc(dom, Flags.XmlInactive);
+      const restored = parseDomainXml(current).marker;
+      if (restored?.specHash !== before.specHash) {
+        await this.client.domainDefineXml(this.domainXmlFor(d, { ...before }), Flags.DefineValidate);
+      }
+    }
+    this.cache.delete(uuidFromBytes(dom.uuid));
+    const specDiffers = snapshot.specHash !== undefined && snapshot.specHash !== d.specHash;
+    const note = specDiffers
+      ? `restored snapshot ${name}; it was taken with another spec, the declared spec is kept`
+      : `restored snapshot ${name}`;
+    return { snapshot, specDiffers, note };
+  }
+
+  /** Deletes one snapshot; a missing one (or a missing domain) is success. */
+  async deleteSnapshot(d: Desired<'VirtualMachine'>, name: string, _signal: AbortSignal): Promise<void> {
+    assertSnapshotName(name);
+    await this.ensureConnected();
+    if ((await this.client.lookupDomainByName(d.hostName)) === undefined) return;
+    const dom = await this.requireOwned(d, 'delete a snapshot of');
+    await this.snapshots.delete(dom, name);
   }
 
   async delete(d: Desired<'VirtualMachine'>, signal: AbortSignal): Promise<void> {

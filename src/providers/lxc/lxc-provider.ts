@@ -11,7 +11,12 @@ import { FIELD_APPLY, type SpecFields, specFields } from '../../api/v1alpha1/fie
 import type { PowerState } from '../../api/v1alpha1/types.js';
 import { TerminalError, isAbortError } from '../../shared/errors.js';
 import type { Desired } from '../../store/desired.js';
-import { type FieldChange, type ObservedInstance, type Provider, ProviderUnavailableError } from '../provider.js';
+import {
+  type FieldChange, type InstanceSnapshot, type ObservedInstance, type Provider, ProviderUnavailableError, type RestoreOutcome,
+  type SnapshotOptions, assertSnapshotName,
+} from '../provider.js';
+import { type Clock, systemClock } from '../../shared/clock.js';
+import { LxcSnapshots } from './lxc-snapshots.js';
 import { CgroupHost } from './cgroup-host.js';
 import { configPath, consoleLogPath, containerDir, monitorPidPath, markerPath, rootfsPath, startLogPath } from './container-paths.js';
 import { writeFileAtomic } from './atomic-file.js';
@@ -43,6 +48,8 @@ export interface LxcProviderOptions {
   readonly createTimeoutMs?: number;
   /** This host's cgroup layout; detected from /proc/self/mounts at first use when not given (tests give one). */
   readonly cgroup?: CgroupHost;
+  /** Time for snapshot records; the system clock when not given. */
+  readonly clock?: Clock;
 }
 
 /** The fields the config embodies; template, rootfs and disk are made once and only recorded. */
@@ -66,6 +73,7 @@ export class LxcProvider implements Provider<'Container'> {
   private readonly createTimeoutMs: number;
   private cgroupHost: Promise<CgroupHost> | undefined;
   private readonly observer: LxcObserver;
+  private readonly snapshots: LxcSnapshots;
 
   constructor(options: LxcProviderOptions) {
     this.lxcpath = options.lxcpath;
@@ -75,6 +83,10 @@ export class LxcProvider implements Provider<'Container'> {
     this.createTimeoutMs = options.createTimeoutMs ?? 300_000;
     this.observer = new LxcObserver({ lxcpath: this.lxcpath, tools: this.tools, logger: this.log, cgroup: () => this.cgroup() });
     this.monitor = new LxcMonitor({ lxcpath: this.lxcpath, logger: this.log, listNames: () => this.observer.listNames() });
+    this.snapshots = new LxcSnapshots({
+      lxcpath: this.lxcpath, tools: this.tools, clock: options.clock ?? systemClock, logger: this.log,
+      stateOf: async (name, signal) => (await this.observer.info(name, signal)).state,
+    });
   }
 
   /** The lxc-monitor watcher behind changes(), for health checks and tests. */
@@ -360,6 +372,40 @@ export class LxcProvider implements Provider<'Container'> {
       throw err;
     });
     return this.cgroupHost;
+  }
+
+  /** Snapshot of the container's rootfs, frozen for the copy when running (lxc-snapshots.ts). */
+  async snapshot(d: Desired<'Container'>, name: string, options: SnapshotOptions, signal: AbortSignal): Promise<InstanceSnapshot> {
+    assertSnapshotName(name);
+    const marker = await this.requireOwned(d, 'snapshot');
+    return this.snapshots.take(d.hostName, name, marker.specHash, options, signal);
+  }
+
+  /** The container's complete snapshots, oldest first; none when it does not exist or is not `d`'s. */
+  async listSnapshots(d: Desired<'Container'>, _signal: AbortSignal): Promise<readonly InstanceSnapshot[]> {
+    const marker = await readMarker(markerPath(this.lxcpath, d.hostName)).catch(() => undefined);
+    if (marker?.id !== d.id) return [];
+    return this.snapshots.list(d.hostName);
+  }
+
+  /** Puts the snapshot's rootfs back into the stopped container; its config (the declared spec) stays. */
+  async restoreSnapshot(d: Desired<'Container'>, name: string, signal: AbortSignal): Promise<RestoreOutcome> {
+    assertSnapshotName(name);
+    const marker = await this.requireOwned(d, 'restore');
+    const snapshot = await this.snapshots.restore(d.hostName, name, signal);
+    const specDiffers = snapshot.specHash !== undefined && marker.specHash !== undefined && snapshot.specHash !== marker.specHash;
+    const note = specDiffers
+      ? `restored rootfs from snapshot ${name}; it was taken with another spec, the declared spec is kept`
+      : `restored rootfs from snapshot ${name}`;
+    return { snapshot, specDiffers, note };
+  }
+
+  /** Deletes one snapshot; a missing one (or a missing container) is success. */
+  async deleteSnapshot(d: Desired<'Container'>, name: string, _signal: AbortSignal): Promise<void> {
+    assertSnapshotName(name);
+    if (!(await exists(containerDir(this.lxcpath, d.hostName)))) return;
+    await this.requireOwned(d, 'delete a snapshot of');
+    await this.snapshots.delete(d.hostName, name);
   }
 
   private async renderContext(name: string): Promise<{ lxcpath: string; hostName: string; cgroupVersion: 1 | 2; consoleLogPath: string }> {
