@@ -18,7 +18,7 @@ import type { StoreReader } from '../store/desired-store.js';
 import { type ObjectKey, parseKey } from '../store/object-key.js';
 import { computeStatus, sameStatus, type StatusFacts } from './conditions.js';
 import type { Metrics } from '../telemetry/metrics.js';
-import { errorMessage, isAbortError, isTerminalError } from '../shared/errors.js';
+import { TerminalError, errorMessage, isAbortError, isTerminalError } from '../shared/errors.js';
 import type { ObservationCache } from './observation-cache.js';
 import { checkDependencies, dependentsOf } from './dependencies.js';
 import { PAUSED_ANNOTATION, PRUNE_ANNOTATION } from '../shared/annotations.js';
@@ -50,12 +50,14 @@ const EVENT_REASON: Readonly<Record<string, string>> = {
   create: 'Created', adopt: 'Adopted', update: 'Updated',
   'setState:Running': 'Started', 'setState:Stopped': 'Stopped', 'setState:Frozen': 'Frozen', 'setState:Paused': 'Paused',
   'delete:deleted': 'Deleted', 'delete:partial': 'CleanedUp', 'delete:recreate': 'Recreating', reboot: 'Rebooted',
+  restore: 'Restored',
 };
 
 const FAILURE_REASON: Readonly<Record<string, string>> = {
   create: 'CreateFailed', adopt: 'AdoptFailed', update: 'UpdateFailed',
   'setState:Running': 'StartFailed', 'setState:Stopped': 'StopFailed', 'setState:Frozen': 'FreezeFailed', 'setState:Paused': 'PauseFailed',
   'delete:deleted': 'DeleteFailed', 'delete:partial': 'CleanupFailed', 'delete:recreate': 'DeleteFailed', reboot: 'RebootFailed',
+  restore: 'RestoreFailed',
 };
 
 export function stepName(step: Step): string {
@@ -255,6 +257,14 @@ export class Reconciler {
       case 'setState': return (await this.provider.setState(d, step.to, need(), signal)) ?? undefined;
       case 'reboot': return (await this.provider.setState(d, 'Running', need(), signal)) ?? undefined;
       case 'delete': await this.provider.delete(d, signal); return undefined;
+      case 'restore': {
+        need();
+        if (this.provider.restoreSnapshot === undefined) {
+          throw new TerminalError('SnapshotUnsupported', `cannot restore ${d.hostName}: provider ${this.provider.name} has no snapshots`);
+        }
+        const outcome = await this.provider.restoreSnapshot(d, step.snapshot, signal);
+        return `${outcome.note} (request ${step.request})`;
+      }
     }
   }
 
@@ -299,6 +309,7 @@ function describeStep(step: Step, d: Desired): string {
     case 'update': return `Update ${step.changes.map((c) => c.path).join(', ')} of ${what}`;
     case 'setState': return `Set ${what} to ${step.to}`;
     case 'reboot': return `Reboot ${what}`;
+    case 'restore': return `Restore ${what} to snapshot ${step.snapshot}`;
     case 'delete': return step.reason === 'partial' ? `Clean up the partial ${what}` : `Delete ${what}`;
   }
 }

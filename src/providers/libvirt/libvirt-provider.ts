@@ -42,7 +42,7 @@ import { isLibvirtError, isNotFound } from './libvirt-error.js';
 import { disksChangeMode, observedFieldsOf } from './observed-fields.js';
 import { LibvirtStorage } from './libvirt-storage.js';
 import { ChangeFeed } from '../change-feed.js';
-import { REBOOT_REQUEST_ANNOTATION } from '../../shared/annotations.js';
+import { REBOOT_REQUEST_ANNOTATION, RESTORE_REQUEST_ANNOTATION, snapshotOfRestoreRequest } from '../../shared/annotations.js';
 import { rebootPending } from './reboot-request.js';
 import { REASON_NAMES, STATE_NAMES, instanceStateOf, isActive } from './domain-state.js';
 import { sleep, stopGracefully } from './graceful-stop.js';
@@ -234,6 +234,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
       uuid: parsed.uuid,
     };
     if (parsed.marker?.rebootRequest !== undefined) details.rebootRequest = parsed.marker.rebootRequest;
+    if (parsed.marker?.restoreRequest !== undefined) details.restoreRequest = parsed.marker.restoreRequest;
     const stop = this.lastStop.get(dom.name);
     if (stop !== undefined) details.lastStop = stop;
     if (parsed.consolePath !== undefined) details.console = parsed.consolePath;
@@ -266,9 +267,10 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     return entry;
   }
 
-  private markerFor(d: Desired<'VirtualMachine'>, volumes: readonly VolumeName[], extra: { rebootRequest?: string; partial?: boolean } = {}): OwnershipMarker {
+  private markerFor(d: Desired<'VirtualMachine'>, volumes: readonly VolumeName[], extra: { rebootRequest?: string; restoreRequest?: string; partial?: boolean } = {}): OwnershipMarker {
     const annotations = d.object.metadata.annotations ?? {};
     const rebootRequest = extra.rebootRequest ?? annotations[REBOOT_REQUEST_ANNOTATION];
+    const restoreRequest = extra.restoreRequest ?? annotations[RESTORE_REQUEST_ANNOTATION];
     return {
       id: d.id,
       key: d.key,
@@ -277,6 +279,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
       fields: specFields('VirtualMachine', d.object.spec),
       volumes,
       ...(rebootRequest === undefined ? {} : { rebootRequest }),
+      ...(restoreRequest === undefined ? {} : { restoreRequest }),
       ...(extra.partial === true ? { partial: true } : {}),
       annotations,
     };
@@ -361,7 +364,10 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     }
     signal.throwIfAborted();
     const volumes = await this.storage.reconcileDisks(d, parsed, dom, active);
-    const marker = this.markerFor(d, volumes, parsed.marker?.rebootRequest === undefined ? {} : { rebootRequest: parsed.marker.rebootRequest });
+    const marker = this.markerFor(d, volumes, {
+      ...(parsed.marker?.rebootRequest === undefined ? {} : { rebootRequest: parsed.marker.rebootRequest }),
+      ...(parsed.marker?.restoreRequest === undefined ? {} : { restoreRequest: parsed.marker.restoreRequest }),
+    });
     await this.client.domainDefineXml(this.domainXmlFor(d, marker));
     if (active) await this.client.domainSetMetadata(dom, buildMarkerXml(marker, true), HYPERLET_XML_PREFIX, HYPERLET_XML_NS, Flags.AffectLive);
     this.cache.delete(uuidFromBytes(dom.uuid));
@@ -479,11 +485,14 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     const snapshot = await this.snapshots.revert(dom, name);
     // libvirt put back the definition the snapshot recorded (its marker, its vCPUs): declare ours again.
     if (before !== undefined) {
-      const current = await this.client.domainGetXmlDesc(dom, Flags.XmlInactive);
-      const restored = parseDomainXml(current).marker;
-      if (restored?.specHash !== before.specHash) {
-        await this.client.domainDefineXml(this.domainXmlFor(d, { ...before }), Flags.DefineValidate);
-      }
+      const request = d.object.metadata.annotations?.[RESTORE_REQUEST_ANNOTATION];
+      const marker = request !== undefined && snapshotOfRestoreRequest(request) === name ? { ...before, restoreRequest: request } : before;
+      const restored = parseDomainXml(await this.client.domainGetXmlDesc(dom, Flags.XmlInactive)).marker;
+      if (restored?.specHash !== before.specHash) await this.client.domainDefineXml(this.domainXmlFor(d, marker), Flags.DefineValidate);
+      // Recorded (live too when the snapshot's memory left it running) so the request is acted on once.
+      const running = isActive((await this.client.domainGetState(dom)).state);
+      const flags = Flags.AffectConfig | (running ? Flags.AffectLive : 0);
+      await this.client.domainSetMetadata(dom, buildMarkerXml(marker, true), HYPERLET_XML_PREFIX, HYPERLET_XML_NS, flags);
     }
     this.cache.delete(uuidFromBytes(dom.uuid));
     const specDiffers = snapshot.specHash !== undefined && snapshot.specHash !== d.specHash;

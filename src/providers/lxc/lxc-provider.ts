@@ -17,6 +17,7 @@ import {
 } from '../provider.js';
 import { type Clock, systemClock } from '../../shared/clock.js';
 import { LxcSnapshots } from './lxc-snapshots.js';
+import { RESTORE_REQUEST_ANNOTATION, snapshotOfRestoreRequest } from '../../shared/annotations.js';
 import { CgroupHost } from './cgroup-host.js';
 import { configPath, consoleLogPath, containerDir, monitorPidPath, markerPath, rootfsPath, startLogPath } from './container-paths.js';
 import { writeFileAtomic } from './atomic-file.js';
@@ -183,7 +184,7 @@ export class LxcProvider implements Provider<'Container'> {
     await mkdir(dir, { mode: 0o770 });
     const marker: OwnershipMarker = {
       version: MARKER_VERSION, id: d.id, key: d.key, specHash: d.specHash, fields, complete: false, origin: 'created',
-      updatedAt: new Date().toISOString(),
+      updatedAt: new Date().toISOString(), ...restoreRequestRecord(d),
     };
     // Not fsynced: it guards against a killed hyperlet (the page cache survives that); the complete marker is.
     await writeMarker(markerPath(this.lxcpath, name), marker, { durable: false });
@@ -326,7 +327,7 @@ export class LxcProvider implements Provider<'Container'> {
     if (current === undefined) throw new Error(`cannot adopt container ${name}: it disappeared`);
     await writeMarker(markerPath(this.lxcpath, name), {
       version: MARKER_VERSION, id: d.id, key: d.key, fields: current.fields, complete: true, origin: 'adopted',
-      updatedAt: new Date().toISOString(),
+      updatedAt: new Date().toISOString(), ...restoreRequestRecord(d),
     });
     this.log.info({ key: d.key, hostName: name }, 'container adopted');
   }
@@ -393,6 +394,11 @@ export class LxcProvider implements Provider<'Container'> {
     assertSnapshotName(name);
     const marker = await this.requireOwned(d, 'restore');
     const snapshot = await this.snapshots.restore(d.hostName, name, signal);
+    const request = d.object.metadata.annotations?.[RESTORE_REQUEST_ANNOTATION];
+    if (request !== undefined && snapshotOfRestoreRequest(request) === name) {
+      // Recorded so the request is acted on once: the plan compares it with the annotation.
+      await writeMarker(markerPath(this.lxcpath, d.hostName), { ...marker, restoreRequest: request, updatedAt: new Date().toISOString() });
+    }
     const specDiffers = snapshot.specHash !== undefined && marker.specHash !== undefined && snapshot.specHash !== marker.specHash;
     const note = specDiffers
       ? `restored rootfs from snapshot ${name}; it was taken with another spec, the declared spec is kept`
@@ -497,6 +503,12 @@ export class LxcProvider implements Provider<'Container'> {
     }
     return gracefulStopSeconds > 0 ? `killed after ${gracefulStopSeconds} s without a clean shutdown` : 'killed (gracefulStopSeconds is 0)';
   }
+}
+
+/** A new instance has had the restore request its object carries already: it has nothing to restore. */
+function restoreRequestRecord(d: Desired<'Container'>): { restoreRequest?: string } {
+  const request = d.object.metadata.annotations?.[RESTORE_REQUEST_ANNOTATION];
+  return request === undefined ? {} : { restoreRequest: request };
 }
 
 async function onPath(tool: string): Promise<boolean> {
