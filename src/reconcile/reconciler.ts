@@ -159,6 +159,8 @@ export class Reconciler {
         if (step.op === 'create') await backend.finalizers?.ensure(d, signal);
         backend.records?.remember(d); // before acting, so a removed object can still be undone after a crash
       }
+      const restore = p.steps.find((s) => s.op === 'restore');
+      if (restore?.op === 'restore' && step.op !== 'restore') await this.requireSnapshot(d, restore.snapshot, signal);
       const name = stepName(step);
       // Creating and deleting take a while: say so before. Other steps show in the next pass's status, ms later.
       if (step.op === 'create' || step.op === 'delete') await this.writeStatus(backend, d, { observed, plan: p, acted: { step: name } }, signal);
@@ -183,6 +185,15 @@ export class Reconciler {
         log.warn({ err: writeErr }, 'cannot write failure status');
       });
       throw err;
+    }
+  }
+
+  /** Before stopping an instance to restore it: the snapshot must exist, or nothing is touched (TerminalError SnapshotNotFound). */
+  private async requireSnapshot(d: Desired, snapshot: string, signal: AbortSignal): Promise<void> {
+    if (this.provider.listSnapshots === undefined) return; // the restore step itself says the provider has none
+    const list = await this.provider.listSnapshots(d, signal);
+    if (!list.some((s) => s.name === snapshot)) {
+      throw new TerminalError('SnapshotNotFound', `cannot restore ${d.hostName}: it has no snapshot ${snapshot}`);
     }
   }
 

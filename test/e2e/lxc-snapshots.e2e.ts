@@ -120,6 +120,22 @@ describe('LxcProvider snapshots (real lxc-* tools)', function () {
     expect(list.map((s) => [s.name, s.origin])).to.deep.equal([['before', 'request'], ['second', 'schedule']]);
   });
 
+  it('restoring a snapshot taken with another spec keeps the declared spec and says so', async () => {
+    const next = container(d.object.metadata.name, { ...d.object.spec, resources: { cpu: 2, memory: '192Mi' } });
+    const observed = (await provider.observe(d, signal()))!;
+    await provider.update({ ...next, id: d.id }, [
+      { path: 'resources.cpu', from: observed.fields['resources.cpu'], to: 2, apply: 'live' },
+      { path: 'resources.memory', from: observed.fields['resources.memory'], to: 192 * 1024 * 1024, apply: 'live' },
+    ], observed, signal());
+    d = { ...next, id: d.id };
+    await provider.setState(d, 'Stopped', (await provider.observe(d, signal()))!, signal());
+    const outcome = await provider.restoreSnapshot(d, 'before', signal());
+    expect(outcome.specDiffers).to.equal(true);
+    expect(outcome.note).to.match(/taken with another spec, the declared spec is kept/);
+    const after = (await provider.observe(d, signal()))!;
+    expect([after.specHash, after.fields['resources.memory']], 'the declared spec, not the snapshot\'s').to.deep.equal([d.specHash, 192 * 1024 * 1024]);
+  });
+
   it('deletes a snapshot, and a missing one is success', async () => {
     await provider.deleteSnapshot(d, 'second', signal());
     await provider.deleteSnapshot(d, 'second', signal());
