@@ -34,6 +34,13 @@ interface CommonSpec {
   /** Absent means Correct (the schema default). */
   driftPolicy?: DriftPolicy;
   dependsOn?: DependencyRef[];
+  snapshots?: SnapshotPolicy;
+}
+
+/** spec.snapshots: a schedule (cron or @every) and Proxmox-style retain rules. */
+export interface SnapshotPolicy {
+  schedule: string;
+  retain?: { last?: number; hourly?: number; daily?: number; weekly?: number; monthly?: number };
 }
 
 export type ContainerState = 'Running' | 'Stopped' | 'Frozen';
