@@ -9,7 +9,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
+import { environmentReferences, isEnvironmentError, withEnvironmentValues } from '../api/v1alpha1/environment.js';
 import type { Status } from '../api/v1alpha1/types.js';
+import type { Redactor } from '../shared/redact.js';
 import type { ObservedInstance, Provider } from '../providers/provider.js';
 import { isProviderUnavailableError } from '../providers/provider.js';
 import type { SourceBackend } from './backend.js';
@@ -44,6 +46,13 @@ export interface ReconcilerOptions {
   readonly dependencyRetryMs?: number;
   /** Called when an object turns Ready, so objects waiting on it need not wait for their retry. */
   readonly onReady?: (d: Desired) => void;
+  /**
+   * The daemon's one Redactor: every value read for a valueFrom reference is added to it, and
+   * every Event, audit entry and status message passes it before it is written.
+   */
+  readonly redactor?: Redactor;
+  /** How often an object whose valueFrom cannot be read looks again (default 10 s). */
+  readonly environmentRetryMs?: number;
 }
 
 const EVENT_REASON: Readonly<Record<string, string>> = {
@@ -94,7 +103,7 @@ export class Reconciler {
       const keep = pruneDisabledBy(d, backend);
       if (keep !== undefined) {
         // Left the source, but pruning is off for it: its instance stays, hyperlet lets go of it.
-        backend.recorder.record(d, 'Normal', 'PruneSkipped', `Removed from the source; the instance is kept (${keep})`);
+        this.record(backend, d, 'Normal', 'PruneSkipped', `Removed from the source; the instance is kept (${keep})`);
         backend.records?.forget(key);
         this.lastActions.delete(key);
         return awaitChange();
@@ -124,20 +133,29 @@ export class Reconciler {
     let step: Step | undefined;
     try {
       observed = await this.observe(d, signal);
+      // What the instance gets: d with its valueFrom references read. Status, records and events keep d.
+      const resolved = await this.resolveEnvironment(backend, d, signal);
+      if ('failure' in resolved) {
+        this.warnOnce(backend, d, resolved.failure.reason, resolved.failure.message);
+        await this.writeStatus(backend, d, { observed, failure: resolved.failure, ...(paused === undefined ? {} : { paused }) }, signal);
+        // The Secret or file may appear, or the object change: look again now and then; the instance is left as it is.
+        return requeueAfter(this.options.environmentRetryMs ?? 10_000);
+      }
+      const target = resolved.target;
       const convergedGeneration = backend.statusWriter.lastWritten(key)?.convergedGeneration;
-      p = plan(d, observed, {
+      p = plan(target, observed, {
         ...(this.provider.applyModeOf === undefined ? {} : { applyModeOf: this.provider.applyModeOf.bind(this.provider) }),
         paused: paused !== undefined,
         ...(convergedGeneration === undefined ? {} : { convergedGeneration }),
         ...(deps === undefined ? {} : { dependenciesNotReady: deps.notReady }),
         ...(d.deleting === true ? { dependentsPresent: this.dependentsPresent(d, backend) } : {}),
-        rebootRequested: observed !== undefined && this.provider.rebootPending?.(d, observed) === true,
+        rebootRequested: observed !== undefined && this.provider.rebootPending?.(target, observed) === true,
       });
       if (p.held !== undefined) {
         const before = backend.statusWriter.lastWritten(key)?.conditions.find((c) => c.type === 'Drifted');
         await this.writeStatus(backend, d, { observed, plan: p, ...(paused === undefined ? {} : { paused }) }, signal);
         const after = backend.statusWriter.lastWritten(key)?.conditions.find((c) => c.type === 'Drifted');
-        if (after?.status === 'True' && after.message !== before?.message) backend.recorder.record(d, 'Warning', 'Drifted', after.message);
+        if (after?.status === 'True' && after.message !== before?.message) this.record(backend, d, 'Warning', 'Drifted', after.message);
         // Waiting on other objects: look again soon. Paused or drift left alone: events and resyncs bring us back.
         return p.heldBy === 'dependencies' || p.heldBy === 'dependents' ? requeueAfter(retryMs) : awaitChange();
       }
@@ -164,12 +182,17 @@ export class Reconciler {
       const name = stepName(step);
       // Creating and deleting take a while: say so before. Other steps show in the next pass's status, ms later.
       if (step.op === 'create' || step.op === 'delete') await this.writeStatus(backend, d, { observed, plan: p, acted: { step: name } }, signal);
-      const note = await this.act(step, d, observed, signal);
+      // A converged instance changed behind our back (stopped, frozen): report what was seen before
+      // repairing it, so watchers and notifications see Stopped, then Running again. New objects pay nothing.
+      else if (step.op === 'setState' && isReady(backend.statusWriter.lastWritten(key), d.generation)) {
+        await this.writeStatus(backend, d, { observed, plan: p, ...(paused === undefined ? {} : { paused }) }, signal);
+      }
+      const note = await this.act(step, target, observed, signal);
       this.options.cache.invalidate(d.hostName);
       log.info({ step: name, note }, 'step done');
       if (note !== undefined) this.lastActions.set(key, note);
       this.lastWarnings.delete(key);
-      backend.recorder.record(d, 'Normal', EVENT_REASON[name] ?? 'Reconciled', note ?? describeStep(step, d));
+      this.record(backend, d, 'Normal', EVENT_REASON[name] ?? 'Reconciled', note ?? describeStep(step, d));
       // One step per pass: come back at once to see its effect, run the next one and write status.
       // A step that has to run again and again had no visible effect yet (a guest still ballooning):
       // come back ever later instead of hot-looping.
@@ -208,7 +231,33 @@ export class Reconciler {
   private warnOnce(backend: SourceBackend, d: Desired, reason: string, message: string): void {
     if (this.lastWarnings.get(d.key) === message) return;
     this.lastWarnings.set(d.key, message);
-    backend.recorder.record(d, 'Warning', reason, message);
+    this.record(backend, d, 'Warning', reason, message);
+  }
+
+  /** The one way events and audit entries leave the reconciler: through the Redactor. */
+  private record(backend: SourceBackend, d: Desired, type: 'Normal' | 'Warning', reason: string, message: string): void {
+    backend.recorder.record(d, type, reason, this.options.redactor?.text(message) ?? message);
+  }
+
+  /**
+   * `d` with its valueFrom references read (the Redactor learns every value), `d` itself when it
+   * has none or is being deleted, or the failure to report (reason and message name the field).
+   */
+  private async resolveEnvironment(backend: SourceBackend, d: Desired, signal: AbortSignal): Promise<{ target: Desired } | { failure: { reason: string; message: string } }> {
+    const refs = d.deleting === true ? [] : environmentReferences(d.object);
+    if (refs.length === 0) return { target: d };
+    if (backend.environment === undefined) {
+      return { failure: { reason: 'PolicyDenied', message: `spec.environment.${refs[0]?.name ?? ''}: valueFrom is not supported by source ${backend.source.id}` } };
+    }
+    try {
+      const values = await backend.environment.resolve(d, refs, signal);
+      for (const value of Object.values(values)) this.options.redactor?.add(value);
+      return { target: { ...d, object: withEnvironmentValues(d.object, values) } };
+    } catch (err) {
+      if (signal.aborted || isAbortError(err)) throw err;
+      if (isEnvironmentError(err)) return { failure: { reason: err.reason, message: err.message } };
+      return { failure: { reason: 'SecretUnavailable', message: `spec.environment: cannot read valueFrom: ${errorMessage(err)}` } };
+    }
   }
 
   private desiredOrTombstone(key: ObjectKey, backend: SourceBackend): { d: Desired; tombstone: boolean } | undefined {
@@ -282,7 +331,8 @@ export class Reconciler {
   private async writeStatus(backend: SourceBackend, d: Desired, facts: Omit<StatusFacts, 'd' | 'node' | 'previous' | 'now'>, signal: AbortSignal): Promise<void> {
     const previous: Status | undefined = backend.statusWriter.lastWritten(d.key);
     const lastAction = this.lastActions.get(d.key);
-    const status = computeStatus({ ...facts, d, node: this.options.node, previous, now: new Date().toISOString(), ...(lastAction === undefined ? {} : { lastAction }) });
+    const computed = computeStatus({ ...facts, d, node: this.options.node, previous, now: new Date().toISOString(), ...(lastAction === undefined ? {} : { lastAction }) });
+    const status = this.options.redactor === undefined ? computed : redactStatus(computed, this.options.redactor);
     if (sameStatus(previous, status)) return;
     this.options.metrics?.statusWrites.inc({ source: d.source });
     await backend.statusWriter.write(d, status, signal);
@@ -290,6 +340,15 @@ export class Reconciler {
     const readyBefore = previous?.conditions.find((c) => c.type === 'Ready')?.status === 'True' && previous.observedGeneration === status.observedGeneration;
     if (readyNow && !readyBefore) this.options.onReady?.(d);
   }
+}
+
+/** `status` with every message and detail passed through `redactor` (they quote tools and errors). */
+function redactStatus(status: Status, redactor: Redactor): Status {
+  return {
+    ...status,
+    conditions: status.conditions.map((c) => ({ ...c, message: redactor.text(c.message) })),
+    ...(status.details === undefined ? {} : { details: Object.fromEntries(Object.entries(status.details).map(([k, v]) => [k, redactor.text(v)])) }),
+  };
 }
 
 /** Why changes to `d` are stopped, or undefined when they are not. */

@@ -43,6 +43,18 @@ export interface SnapshotPolicy {
   retain?: { last?: number; hourly?: number; daily?: number; weekly?: number; monthly?: number };
 }
 
+/** A key of a Kubernetes Secret in the object's namespace. */
+export interface SecretKeySelector { name: string; key: string }
+/** Where an environment value comes from: exactly one of the two. */
+export interface EnvironmentSource {
+  /** kube source: a Secret's key. */
+  secretKeyRef?: SecretKeySelector;
+  /** dir and git sources: a file in the host's secrets directory (relative to it, or absolute inside it). */
+  file?: string;
+}
+/** An environment value: text, or a reference resolved at reconcile time. */
+export type EnvironmentValue = string | { valueFrom: EnvironmentSource };
+
 export type ContainerState = 'Running' | 'Stopped' | 'Frozen';
 export interface ContainerNetwork { type: 'veth' | 'none'; bridge?: string; hwaddr?: string }
 export interface ContainerSpec extends CommonSpec {
@@ -51,7 +63,7 @@ export interface ContainerSpec extends CommonSpec {
   rootfs?: string;
   resources?: { cpu?: number; memory?: Quantity; disk?: Quantity };
   network?: ContainerNetwork[];
-  environment?: Record<string, string>;
+  environment?: Record<string, EnvironmentValue>;
   autostart: boolean;
   gracefulStopSeconds: number;
 }

@@ -50,6 +50,20 @@ describe('Reconciler', () => {
     expect(delays).to.deep.equal([0, 0, 500, 1_000, 2_000, 4_000]);
   });
 
+  it('reports an instance stopped behind its back (phase Stopped) before starting it again', async () => {
+    const h = harness('Container');
+    const d = container('web');
+    h.store.upsert(d);
+    while ((await h.reconciler.reconcile(d.key, signal)).requeueAfterMs !== undefined) { /* converge */ }
+    const phases: string[] = [];
+    const write = h.backend.write.bind(h.backend);
+    h.backend.write = (desired, status) => { phases.push(status.phase); return write(desired, status); };
+    h.provider.instances.set('web', { ...h.provider.instances.get('web')!, state: 'Stopped' });
+    while ((await h.reconciler.reconcile(d.key, signal)).requeueAfterMs !== undefined) { /* repair */ }
+    expect(phases, 'Stopped is written before the start, Running after').to.deep.equal(['Stopped', 'Running']);
+    expect(h.provider.calls.filter((c) => c.startsWith('setState'))).to.deep.equal(['setState:web:Running', 'setState:web:Running']);
+  });
+
   it('a deliberately stopped object is Ready', async () => {
     const h = harness('Container');
     const d = container('web', { state: 'Stopped' });
