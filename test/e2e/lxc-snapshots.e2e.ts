@@ -19,6 +19,8 @@ import { objectKey } from '../../src/store/object-key.js';
 import { LxcProvider } from '../../src/providers/lxc/lxc-provider.js';
 import { snapshotsDir } from '../../src/providers/lxc/lxc-snapshots.js';
 import { LxcTools } from '../../src/providers/lxc/lxc-tools.js';
+import { SnapshotScheduler, scheduledSnapshotName } from '../../src/reconcile/snapshot-scheduler.js';
+import { DesiredStore } from '../../src/store/desired-store.js';
 
 const run = promisify(execFile);
 const logger = pino({ level: process.env.HYPERLET_TEST_LOG ?? 'silent' });
@@ -134,6 +136,26 @@ describe('LxcProvider snapshots (real lxc-* tools)', function () {
     expect(outcome.note).to.match(/taken with another spec, the declared spec is kept/);
     const after = (await provider.observe(d, signal()))!;
     expect([after.specHash, after.fields['resources.memory']], 'the declared spec, not the snapshot\'s').to.deep.equal([d.specHash, 192 * 1024 * 1024]);
+  });
+
+  it('a schedule with retention takes and prunes exactly what the rules say (clock injected)', async () => {
+    await provider.deleteSnapshot(d, 'second', signal()); // the scheduled one of an earlier case: start from none
+    const clock = { t: Date.parse('2030-01-01T00:00:00Z'), now(): number { return this.t; }, setTimeout: (): unknown => undefined, clearTimeout: (): void => undefined };
+    const timed = new LxcProvider({ lxcpath, logger, tools: new LxcTools({ logger }), clock });
+    const scheduled = container(d.object.metadata.name, { ...d.object.spec, snapshots: { schedule: '@every 1h', retain: { last: 2 } } });
+    const store = new DesiredStore();
+    store.upsert({ ...scheduled, id: d.id });
+    const records: string[] = [];
+    const scheduler = new SnapshotScheduler({ store, provider: timed, clock, logger, record: (_d, type, reason) => records.push(`${type} ${reason}`) });
+    const start = clock.t;
+    for (const hours of [0, 1, 2, 3]) {
+      clock.t = start + hours * 3_600_000;
+      await scheduler.runOnce(signal());
+    }
+    const names = (await readdir(snapshotsDir(lxcpath, d.hostName))).sort();
+    expect(names).to.deep.equal(['before', scheduledSnapshotName(start + 2 * 3_600_000), scheduledSnapshotName(start + 3 * 3_600_000)].sort());
+    expect(records).to.deep.equal(['Normal SnapshotTaken', 'Normal SnapshotTaken', 'Normal SnapshotTaken', 'Normal SnapshotPruned']);
+    for (const n of names.filter((x) => x.startsWith('auto-'))) await provider.deleteSnapshot(d, n, signal());
   });
 
   it('deletes a snapshot, and a missing one is success', async () => {
