@@ -152,11 +152,12 @@ export class Daemon {
       this.healths.set(kind, health);
       const reconciler = new Reconciler({
         store: this.store, backends: backendsById, provider, cache, health, node: config.node, logger: log, metrics: this.metrics,
-        onReady: (d) => this.enqueueDependents(d), redactor: this.redactor,
+        onReady: (d) => this.enqueueDependents(d), redactor: this.redactor, snapshotsOf: (key) => scheduler.snapshotsOf(key),
       });
       const scheduler = new SnapshotScheduler({
         store: this.store, provider, clock: systemClock, logger: log,
         record: (d, type, reason, message) => backendsById.get(d.source)?.recorder.record(d, type, reason, message),
+        onChange: (d) => this.controllers.get(kind)?.enqueue(d.key),
       });
       this.snapshotSchedulers.push(scheduler);
       this.controllers.set(kind, new Controller({

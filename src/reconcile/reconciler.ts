@@ -10,7 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { environmentReferences, isEnvironmentError, withEnvironmentValues } from '../api/v1alpha1/environment.js';
-import type { Status } from '../api/v1alpha1/types.js';
+import type { Status, StatusSnapshot } from '../api/v1alpha1/types.js';
 import type { Redactor } from '../shared/redact.js';
 import type { ObservedInstance, Provider } from '../providers/provider.js';
 import { isProviderUnavailableError } from '../providers/provider.js';
@@ -46,6 +46,8 @@ export interface ReconcilerOptions {
   readonly dependencyRetryMs?: number;
   /** Called when an object turns Ready, so objects waiting on it need not wait for their retry. */
   readonly onReady?: (d: Desired) => void;
+  /** The scheduled snapshots to list in status.snapshots (the SnapshotScheduler's last list), when known. */
+  readonly snapshotsOf?: (key: ObjectKey) => readonly StatusSnapshot[] | undefined;
   /**
    * The daemon's one Redactor: every value read for a valueFrom reference is added to it, and
    * every Event, audit entry and status message passes it before it is written.
@@ -331,7 +333,8 @@ export class Reconciler {
   private async writeStatus(backend: SourceBackend, d: Desired, facts: Omit<StatusFacts, 'd' | 'node' | 'previous' | 'now'>, signal: AbortSignal): Promise<void> {
     const previous: Status | undefined = backend.statusWriter.lastWritten(d.key);
     const lastAction = this.lastActions.get(d.key);
-    const computed = computeStatus({ ...facts, d, node: this.options.node, previous, now: new Date().toISOString(), ...(lastAction === undefined ? {} : { lastAction }) });
+    const snapshots = this.options.snapshotsOf?.(d.key);
+    const computed = computeStatus({ ...facts, d, node: this.options.node, previous, ...(snapshots === undefined ? {} : { snapshots }), now: new Date().toISOString(), ...(lastAction === undefined ? {} : { lastAction }) });
     const status = this.options.redactor === undefined ? computed : redactStatus(computed, this.options.redactor);
     if (sameStatus(previous, status)) return;
     this.options.metrics?.statusWrites.inc({ source: d.source });

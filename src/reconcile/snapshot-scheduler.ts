@@ -13,6 +13,7 @@
 import type { Logger } from 'pino';
 import { nextRunAfter, parseSchedule } from '../api/v1alpha1/snapshot-schedule.js';
 import type { InstanceSnapshot, Provider } from '../providers/provider.js';
+import type { StatusSnapshot } from '../api/v1alpha1/types.js';
 import type { Clock } from '../shared/clock.js';
 import { errorMessage, isAbortError } from '../shared/errors.js';
 import type { StoreReader } from '../store/desired-store.js';
@@ -28,6 +29,8 @@ export interface SnapshotSchedulerOptions {
   readonly record: (d: Desired, type: 'Normal' | 'Warning', reason: string, message: string) => void;
   /** How often schedules are looked at; 30 s: cron's resolution is a minute. */
   readonly tickMs?: number;
+  /** Called when an object's list of scheduled snapshots changed, so its status can be written again. */
+  readonly onChange?: (d: Desired) => void;
 }
 
 /** The name of a scheduled snapshot taken at `ms`: "auto-" and the UTC time, a DNS label. */
@@ -38,6 +41,7 @@ export function scheduledSnapshotName(ms: number): string {
 /** Evaluates spec.snapshots for one provider's objects (see the file comment). */
 export class SnapshotScheduler {
   private readonly firstSeenMs = new Map<string, number>();
+  private readonly listed = new Map<string, StatusSnapshot[]>();
   private timer: unknown;
   private running: Promise<void> | undefined;
 
@@ -69,6 +73,7 @@ export class SnapshotScheduler {
       const policy = d.object.spec.snapshots;
       if (d.object.kind !== provider.kind || policy === undefined || d.deleting === true) {
         this.firstSeenMs.delete(d.key);
+        this.listed.delete(d.key);
         continue;
       }
       try {
@@ -82,7 +87,13 @@ export class SnapshotScheduler {
           scheduled.push(taken);
           this.o.record(d, 'Normal', 'SnapshotTaken', `Took scheduled snapshot ${taken.name}`);
         }
-        await this.prune(d, scheduled, signal);
+        const kept = await this.prune(d, scheduled, signal);
+        const list = kept.map((s): StatusSnapshot => ({
+          name: s.name, time: s.createdAt, origin: s.origin, ...(s.sizeBytes === undefined ? {} : { sizeBytes: s.sizeBytes }),
+        }));
+        const before = JSON.stringify(this.listed.get(d.key));
+        this.listed.set(d.key, list);
+        if (JSON.stringify(list) !== before) this.o.onChange?.(d);
       } catch (err) {
         if (isAbortError(err)) return;
         const message = `cannot run the snapshot schedule of ${d.hostName}: ${errorMessage(err)}`;
@@ -92,7 +103,13 @@ export class SnapshotScheduler {
     }
   }
 
-  private async prune(d: Desired, scheduled: readonly InstanceSnapshot[], signal: AbortSignal): Promise<void> {
+  /** The scheduled snapshots of `key` as last listed (after pruning), for status.snapshots; undefined without a schedule. */
+  snapshotsOf(key: string): readonly StatusSnapshot[] | undefined {
+    return this.listed.get(key);
+  }
+
+  /** Deletes what the retain rules drop; returns the snapshots kept, oldest first. */
+  private async prune(d: Desired, scheduled: readonly InstanceSnapshot[], signal: AbortSignal): Promise<InstanceSnapshot[]> {
     const rules = d.object.spec.snapshots?.retain ?? {};
     const keep = snapshotsToKeep(scheduled.map((s) => ({ name: s.name, createdAtMs: Date.parse(s.createdAt) })), rules);
     for (const s of scheduled) {
@@ -100,5 +117,6 @@ export class SnapshotScheduler {
       await this.o.provider.deleteSnapshot?.(d, s.name, signal);
       this.o.record(d, 'Normal', 'SnapshotPruned', `Pruned scheduled snapshot ${s.name} (retain rules)`);
     }
+    return scheduled.filter((s) => keep.has(s.name)).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
   }
 }

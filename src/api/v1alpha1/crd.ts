@@ -112,6 +112,17 @@ const statusSchema: JsonSchema = {
       type: 'integer', format: 'int64',
       description: 'The last generation the instance fully matched; later differences for it are drift (spec.driftPolicy).',
     },
+    snapshots: {
+      type: 'array',
+      description: 'Scheduled snapshots of the instance (spec.snapshots), oldest first.',
+      items: {
+        type: 'object',
+        properties: {
+          name: { type: 'string' }, time: { type: 'string', format: 'date-time' }, sizeBytes: { type: 'integer', format: 'int64' },
+          origin: { type: 'string' },
+        },
+      },
+    },
   },
 };
 

@@ -131,4 +131,9 @@ export interface Status {
    * generation is drift (an out-of-band change), which spec.driftPolicy governs.
    */
   convergedGeneration?: number;
+  /** Scheduled snapshots of the instance (spec.snapshots), oldest first. */
+  snapshots?: StatusSnapshot[];
 }
+
+/** One snapshot as status lists it. */
+export interface StatusSnapshot { name: string; time: string; sizeBytes?: number; origin: string }

@@ -62,6 +62,7 @@ describe('SnapshotScheduler (clock injected)', () => {
         await s.scheduler.runOnce(signal);
       }
       expect(names(s, d.hostName), tc.reason).to.deep.equal(tc.want);
+      expect(s.scheduler.snapshotsOf(d.key)?.map((x) => [x.name, x.origin]), 'what status.snapshots lists').to.deep.equal(tc.want.map((n) => [n, 'schedule']));
     });
   }
 
