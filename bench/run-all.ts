@@ -15,6 +15,7 @@ export const BENCHES: Record<string, () => Promise<Bench>> = {
   lxc: async () => { const { lxcBench } = await import('./lxc-bench.js'); return () => lxcBench(); },
   kube: async () => (await import('./kube-bench.js')).kubeBench,
   git: async () => { const { gitBench } = await import('./git-bench.js'); return () => gitBench(); },
+  snapshot: async () => { const { snapshotBench } = await import('./snapshot-bench.js'); return () => snapshotBench(); },
 };
 
 const one = process.argv[2];

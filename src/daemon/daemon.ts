@@ -20,6 +20,7 @@ import { Reconciler } from '../reconcile/reconciler.js';
 import { HttpServer, type ReadinessCheck } from '../server/http-server.js';
 import { WatchStream } from '../server/watch-stream.js';
 import { systemClock } from '../shared/clock.js';
+import { SnapshotScheduler } from '../reconcile/snapshot-scheduler.js';
 import { DaemonObjectViews } from './object-views.js';
 import type { SourceBackend, SourcePolicy } from '../reconcile/backend.js';
 import type { Source } from '../sources/source.js';
@@ -106,6 +107,7 @@ export class Daemon {
   private backends: SourceBackend<Source>[] = [];
   private readonly synced = new Set<string>();
   private healths = new Map<Kind, ProviderHealth>();
+  private readonly snapshotSchedulers: SnapshotScheduler[] = [];
   private started = false;
 
   /** What never leaves this process in the clear (see shared/redact.ts). */
@@ -150,8 +152,14 @@ export class Daemon {
       this.healths.set(kind, health);
       const reconciler = new Reconciler({
         store: this.store, backends: backendsById, provider, cache, health, node: config.node, logger: log, metrics: this.metrics,
-        onReady: (d) => this.enqueueDependents(d), redactor: this.redactor,
+        onReady: (d) => this.enqueueDependents(d), redactor: this.redactor, snapshotsOf: (key) => scheduler.snapshotsOf(key),
       });
+      const scheduler = new SnapshotScheduler({
+        store: this.store, provider, clock: systemClock, logger: log,
+        record: (d, type, reason, message) => backendsById.get(d.source)?.recorder.record(d, type, reason, message),
+        onChange: (d) => this.controllers.get(kind)?.enqueue(d.key),
+      });
+      this.snapshotSchedulers.push(scheduler);
       this.controllers.set(kind, new Controller({
         kind, provider, reconciler, store: this.store, backends: backendsById, cache, health, logger: log, metrics: this.metrics,
         concurrency: config.concurrency, resyncMs: config.resyncMs,
@@ -182,6 +190,7 @@ export class Daemon {
       logger.info({ source: b.source.description, objects: this.store.size }, 'source synced');
     }));
     await Promise.all([...this.controllers.values()].map((c) => c.start()));
+    for (const s of this.snapshotSchedulers) s.start(this.sourcesAbort.signal);
     this.started = true;
     logger.info({ kinds: [...this.controllers.keys()], node: config.node }, 'hyperlet running');
   }
@@ -287,6 +296,7 @@ export class Daemon {
     this.logger.info('shutting down: finishing the steps in flight');
     this.sourcesAbort.abort();
     await Promise.all([...this.controllers.values()].map((c) => c.stop(this.config.shutdownTimeoutMs)));
+    await Promise.all(this.snapshotSchedulers.map((s) => s.stopped()));
     await closeProviders(this.providers.values());
     await this.notifier?.stop();
     await this.http?.close();

@@ -10,7 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { environmentReferences, isEnvironmentError, withEnvironmentValues } from '../api/v1alpha1/environment.js';
-import type { Status } from '../api/v1alpha1/types.js';
+import type { Status, StatusSnapshot } from '../api/v1alpha1/types.js';
 import type { Redactor } from '../shared/redact.js';
 import type { ObservedInstance, Provider } from '../providers/provider.js';
 import { isProviderUnavailableError } from '../providers/provider.js';
@@ -20,7 +20,7 @@ import type { StoreReader } from '../store/desired-store.js';
 import { type ObjectKey, parseKey } from '../store/object-key.js';
 import { computeStatus, sameStatus, type StatusFacts } from './conditions.js';
 import type { Metrics } from '../telemetry/metrics.js';
-import { errorMessage, isAbortError, isTerminalError } from '../shared/errors.js';
+import { TerminalError, errorMessage, isAbortError, isTerminalError } from '../shared/errors.js';
 import type { ObservationCache } from './observation-cache.js';
 import { checkDependencies, dependentsOf } from './dependencies.js';
 import { PAUSED_ANNOTATION, PRUNE_ANNOTATION } from '../shared/annotations.js';
@@ -46,6 +46,8 @@ export interface ReconcilerOptions {
   readonly dependencyRetryMs?: number;
   /** Called when an object turns Ready, so objects waiting on it need not wait for their retry. */
   readonly onReady?: (d: Desired) => void;
+  /** The scheduled snapshots to list in status.snapshots (the SnapshotScheduler's last list), when known. */
+  readonly snapshotsOf?: (key: ObjectKey) => readonly StatusSnapshot[] | undefined;
   /**
    * The daemon's one Redactor: every value read for a valueFrom reference is added to it, and
    * every Event, audit entry and status message passes it before it is written.
@@ -59,12 +61,14 @@ const EVENT_REASON: Readonly<Record<string, string>> = {
   create: 'Created', adopt: 'Adopted', update: 'Updated',
   'setState:Running': 'Started', 'setState:Stopped': 'Stopped', 'setState:Frozen': 'Frozen', 'setState:Paused': 'Paused',
   'delete:deleted': 'Deleted', 'delete:partial': 'CleanedUp', 'delete:recreate': 'Recreating', reboot: 'Rebooted',
+  restore: 'Restored',
 };
 
 const FAILURE_REASON: Readonly<Record<string, string>> = {
   create: 'CreateFailed', adopt: 'AdoptFailed', update: 'UpdateFailed',
   'setState:Running': 'StartFailed', 'setState:Stopped': 'StopFailed', 'setState:Frozen': 'FreezeFailed', 'setState:Paused': 'PauseFailed',
   'delete:deleted': 'DeleteFailed', 'delete:partial': 'CleanupFailed', 'delete:recreate': 'DeleteFailed', reboot: 'RebootFailed',
+  restore: 'RestoreFailed',
 };
 
 export class Reconciler {
@@ -175,6 +179,8 @@ export class Reconciler {
         if (step.op === 'create') await backend.finalizers?.ensure(d, signal);
         backend.records?.remember(d); // before acting, so a removed object can still be undone after a crash
       }
+      const restore = p.steps.find((s) => s.op === 'restore');
+      if (restore?.op === 'restore' && step.op !== 'restore') await this.requireSnapshot(d, restore.snapshot, signal);
       const name = stepName(step);
       // Say so before acting (Reconciling=True), once per stretch of work; a converged instance changed
       // behind our back is reported as seen (Stopped) before it is repaired.
@@ -206,6 +212,15 @@ export class Reconciler {
         log.warn({ err: writeErr }, 'cannot write failure status');
       });
       throw err;
+    }
+  }
+
+  /** Before stopping an instance to restore it: the snapshot must exist, or nothing is touched (TerminalError SnapshotNotFound). */
+  private async requireSnapshot(d: Desired, snapshot: string, signal: AbortSignal): Promise<void> {
+    if (this.provider.listSnapshots === undefined) return; // the restore step itself says the provider has none
+    const list = await this.provider.listSnapshots(d, signal);
+    if (!list.some((s) => s.name === snapshot)) {
+      throw new TerminalError('SnapshotNotFound', `cannot restore ${d.hostName}: it has no snapshot ${snapshot}`);
     }
   }
 
@@ -320,13 +335,22 @@ export class Reconciler {
       case 'setState': return (await this.provider.setState(d, step.to, need(), signal)) ?? undefined;
       case 'reboot': return (await this.provider.setState(d, 'Running', need(), signal)) ?? undefined;
       case 'delete': await this.provider.delete(d, signal); return undefined;
+      case 'restore': {
+        need();
+        if (this.provider.restoreSnapshot === undefined) {
+          throw new TerminalError('SnapshotUnsupported', `cannot restore ${d.hostName}: provider ${this.provider.name} has no snapshots`);
+        }
+        const outcome = await this.provider.restoreSnapshot(d, step.snapshot, signal);
+        return `${outcome.note} (request ${step.request})`;
+      }
     }
   }
 
   private async writeStatus(backend: SourceBackend, d: Desired, facts: Omit<StatusFacts, 'd' | 'node' | 'previous' | 'now'>, signal: AbortSignal): Promise<void> {
     const previous: Status | undefined = backend.statusWriter.lastWritten(d.key);
     const lastAction = this.lastActions.get(d.key);
-    const computed = computeStatus({ ...facts, d, node: this.options.node, previous, now: new Date().toISOString(), ...(lastAction === undefined ? {} : { lastAction }) });
+    const snapshots = this.options.snapshotsOf?.(d.key);
+    const computed = computeStatus({ ...facts, d, node: this.options.node, previous, ...(snapshots === undefined ? {} : { snapshots }), now: new Date().toISOString(), ...(lastAction === undefined ? {} : { lastAction }) });
     const status = this.options.redactor === undefined ? computed : redactStatus(computed, this.options.redactor);
     if (sameStatus(previous, status)) return;
     this.options.metrics?.statusWrites.inc({ source: d.source });
@@ -388,6 +412,7 @@ function describeStep(step: Step, d: Desired): string {
     case 'update': return `Update ${step.changes.map((c) => c.path).join(', ')} of ${what}`;
     case 'setState': return `Set ${what} to ${step.to}`;
     case 'reboot': return `Reboot ${what}`;
+    case 'restore': return `Restore ${what} to snapshot ${step.snapshot}`;
     case 'delete': return step.reason === 'partial' ? `Clean up the partial ${what}` : `Delete ${what}`;
   }
 }

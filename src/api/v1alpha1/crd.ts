@@ -132,6 +132,20 @@ const statusSchema: JsonSchema = {
       type: 'integer', format: 'int64',
       description: 'The last generation the instance fully matched; later differences for it are drift (spec.driftPolicy).',
     },
+    snapshots: {
+      type: 'array',
+      description: 'Scheduled snapshots of the instance (spec.snapshots), oldest first.',
+      items: {
+        type: 'object',
+        description: 'One scheduled snapshot.',
+        properties: {
+          name: { type: 'string', description: 'Snapshot name (auto-UTCTIME).' },
+          time: { type: 'string', format: 'date-time', description: 'When it was taken.' },
+          sizeBytes: { type: 'integer', format: 'int64', description: 'Bytes it holds on the host, when known.' },
+          origin: { type: 'string', description: 'Who asked for it: schedule, object or request.' },
+        },
+      },
+    },
   },
 };
 

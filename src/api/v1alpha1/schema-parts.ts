@@ -132,6 +132,33 @@ export const commonSpecProperties: Record<string, JsonSchema> = {
     type: 'string', enum: ['Correct', 'Report', 'Ignore'], default: 'Correct',
     description: 'What to do when the instance changes behind hyperlet\'s back after it matched: Correct puts it back; Report shows the drift (condition Drifted) and leaves it; Ignore leaves it silently.',
   },
+  snapshots: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['schedule'],
+    description: 'Scheduled snapshots of the instance, taken by the daemon and pruned by the retain rules; listed in status.snapshots.',
+    properties: {
+      schedule: {
+        type: 'string', minLength: 1, maxLength: 128, pattern: SAFE_TEXT_PATTERN,
+        description: 'When to snapshot: a 5-field cron expression in UTC (minute hour day-of-month month day-of-week; *, N, A-B, */S, lists), '
+          + 'a macro (@hourly, @daily, @weekly, @monthly, @yearly) or "@every DURATION" (such as 30m, 6h, 1h30m; at least 1m). '
+          + 'A run missed while the daemon was down runs once when it starts, never as a burst.',
+      },
+      retain: {
+        type: 'object',
+        additionalProperties: false,
+        description: 'Which scheduled snapshots to keep (Proxmox prune rules, UTC periods): a snapshot is kept if any rule keeps it; '
+          + 'with no rule, all are kept. Snapshots taken on request are never pruned.',
+        properties: {
+          last: { type: 'integer', minimum: 0, maximum: 1000, description: 'Keep the newest N snapshots.' },
+          hourly: { type: 'integer', minimum: 0, maximum: 1000, description: 'Keep the newest snapshot of each of the last N hours that have one.' },
+          daily: { type: 'integer', minimum: 0, maximum: 1000, description: 'Keep the newest snapshot of each of the last N days that have one.' },
+          weekly: { type: 'integer', minimum: 0, maximum: 1000, description: 'Keep the newest snapshot of each of the last N ISO weeks that have one.' },
+          monthly: { type: 'integer', minimum: 0, maximum: 1000, description: 'Keep the newest snapshot of each of the last N months that have one.' },
+        },
+      },
+    },
+  },
   dependsOn: {
     type: 'array',
     maxItems: 64,

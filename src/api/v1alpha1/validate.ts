@@ -3,6 +3,7 @@
  * rules a schema cannot say plainly. Defaults are applied to a copy; the input is never changed.
  * Each problem names the field path and the rule it broke.
  */
+import { parseSchedule } from './snapshot-schedule.js';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { API_VERSION, type Kind, isKind } from './group.js';
 import { containerSchema } from './container-schema.js';
@@ -137,6 +138,14 @@ function dependencyIssues(kind: Kind, metadata: { name?: unknown; namespace?: un
 
 function crossFieldIssues(kind: Kind, spec: Record<string, unknown>): ValidationIssue[] {
   const issues: ValidationIssue[] = [];
+  const snapshots = spec.snapshots as { schedule?: unknown } | undefined;
+  if (typeof snapshots?.schedule === 'string') {
+    try {
+      parseSchedule(snapshots.schedule);
+    } catch (err) {
+      issues.push({ path: 'spec.snapshots.schedule', rule: 'schedule', message: (err as Error).message });
+    }
+  }
   if (kind === 'Container') {
     const s = spec as unknown as ContainerSpec;
     if ((s.template === undefined) === (s.rootfs === undefined)) {

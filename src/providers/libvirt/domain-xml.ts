@@ -30,6 +30,8 @@ export interface OwnershipMarker {
   readonly volumes: readonly VolumeName[];
   /** The value of the reboot-request annotation last honoured. */
   readonly rebootRequest?: string;
+  /** The value of the restore-request annotation last honoured (or present at create). */
+  readonly restoreRequest?: string;
   /** Set between the first define and the end of volume creation: a crash there leaves a partial instance. */
   readonly partial?: boolean;
   readonly annotations: Readonly<Record<string, string>>;
@@ -110,6 +112,7 @@ export function buildMarkerXml(m: OwnershipMarker, forSetMetadata = false): stri
     `<fields>${xmlEscape(JSON.stringify(m.fields))}</fields>`,
     ...m.volumes.map((v) => `<volume pool="${xmlEscape(v.pool)}" name="${xmlEscape(v.name)}"/>`),
     ...(m.rebootRequest === undefined ? [] : [`<rebootRequest>${xmlEscape(m.rebootRequest)}</rebootRequest>`]),
+    ...(m.restoreRequest === undefined ? [] : [`<restoreRequest>${xmlEscape(m.restoreRequest)}</restoreRequest>`]),
     ...(m.partial === true ? ['<partial>true</partial>'] : []),
     ...Object.entries(m.annotations).sort(([a], [b]) => (a < b ? -1 : 1))
       .map(([k, v]) => `<annotation name="${xmlEscape(k)}">${xmlEscape(v)}</annotation>`),
@@ -270,6 +273,7 @@ function parseMarker(metadata: XmlNode | undefined): OwnershipMarker | undefined
     // a marker with unreadable fields still says who owns the domain
   }
   const rebootRequest = text(child('rebootRequest'));
+  const restoreRequest = text(child('restoreRequest'));
   const volumes = nodes(child('volume')).map((v) => ({ pool: attr(v, 'pool') ?? '', name: attr(v, 'name') ?? '' }));
   const annotations = Object.fromEntries(nodes(child('annotation')).map((a) => [attr(a, 'name') ?? '', text(a) ?? '']));
   return {
@@ -280,6 +284,7 @@ function parseMarker(metadata: XmlNode | undefined): OwnershipMarker | undefined
     fields,
     volumes,
     ...(rebootRequest === undefined ? {} : { rebootRequest }),
+    ...(restoreRequest === undefined ? {} : { restoreRequest }),
     ...(text(child('partial')) === 'true' ? { partial: true } : {}),
     annotations,
   };

@@ -201,6 +201,7 @@ export class LxcObserver {
     const details: Record<string, string> = { lxcState: lxcState ?? 'UNLISTED', cgroup: `v${cgroup.version}` };
     if (markerProblem !== undefined) details.marker = markerProblem;
     if (marker !== undefined) details.origin = marker.origin;
+    if (marker?.restoreRequest !== undefined) details.restoreRequest = marker.restoreRequest;
     return {
       hostName: name,
       state: lxcState === undefined ? 'Unknown' : state,

@@ -12,7 +12,13 @@ import type { PowerState } from '../../api/v1alpha1/types.js';
 import { TerminalError, isAbortError } from '../../shared/errors.js';
 import { failpoint } from '../../shared/failpoint.js';
 import type { Desired } from '../../store/desired.js';
-import { type FieldChange, type ObservedInstance, type Provider, ProviderUnavailableError } from '../provider.js';
+import {
+  type FieldChange, type InstanceSnapshot, type ObservedInstance, type Provider, ProviderUnavailableError, type RestoreOutcome,
+  type SnapshotOptions, assertSnapshotName,
+} from '../provider.js';
+import { type Clock, systemClock } from '../../shared/clock.js';
+import { LxcSnapshots } from './lxc-snapshots.js';
+import { RESTORE_REQUEST_ANNOTATION, snapshotOfRestoreRequest } from '../../shared/annotations.js';
 import { CgroupHost } from './cgroup-host.js';
 import {
   configPath, consoleLogPath, containerDir, isOwnerId, leftoverDir, monitorPidPath, markerPath, rootfsPath, startLogPath,
@@ -46,6 +52,8 @@ export interface LxcProviderOptions {
   readonly createTimeoutMs?: number;
   /** This host's cgroup layout; detected from /proc/self/mounts at first use when not given (tests give one). */
   readonly cgroup?: CgroupHost;
+  /** Time for snapshot records; the system clock when not given. */
+  readonly clock?: Clock;
   /** Where lxc-create finds template `NAME` as `lxc-NAME`; LXC's compiled-in LXCTEMPLATEDIR on Debian. */
   readonly templatesDir?: string;
 }
@@ -84,6 +92,7 @@ export class LxcProvider implements Provider<'Container'> {
   private readonly templatesDir: string;
   private cgroupHost: Promise<CgroupHost> | undefined;
   private readonly observer: LxcObserver;
+  private readonly snapshots: LxcSnapshots;
 
   constructor(options: LxcProviderOptions) {
     this.lxcpath = options.lxcpath;
@@ -94,6 +103,10 @@ export class LxcProvider implements Provider<'Container'> {
     this.templatesDir = options.templatesDir ?? DEFAULT_TEMPLATES_DIR;
     this.observer = new LxcObserver({ lxcpath: this.lxcpath, tools: this.tools, logger: this.log, cgroup: () => this.cgroup() });
     this.monitor = new LxcMonitor({ lxcpath: this.lxcpath, logger: this.log, listNames: () => this.observer.listNames() });
+    this.snapshots = new LxcSnapshots({
+      lxcpath: this.lxcpath, tools: this.tools, clock: options.clock ?? systemClock, logger: this.log,
+      stateOf: async (name, signal) => (await this.observer.info(name, signal)).state,
+    });
   }
 
   /** The lxc-monitor watcher behind changes(), for health checks and tests. */
@@ -193,7 +206,7 @@ export class LxcProvider implements Provider<'Container'> {
     if (!isOwnerId(d.id)) throw new TerminalError('InvalidId', `cannot create container ${name}: its object id ${JSON.stringify(d.id)} is not a UUID-like id`);
     const marker: OwnershipMarker = {
       version: MARKER_VERSION, id: d.id, key: d.key, specHash: d.specHash, fields, complete: false, origin: 'created',
-      updatedAt: new Date().toISOString(),
+      updatedAt: new Date().toISOString(), ...restoreRequestRecord(d),
     };
     await this.placeDirectory(name, d.id, marker);
     failpoint('lxc.create.placed');
@@ -342,7 +355,7 @@ export class LxcProvider implements Provider<'Container'> {
     if (current === undefined) throw new Error(`cannot adopt container ${name}: it disappeared`);
     await writeMarker(markerPath(this.lxcpath, name), {
       version: MARKER_VERSION, id: d.id, key: d.key, fields: current.fields, complete: true, origin: 'adopted',
-      updatedAt: new Date().toISOString(),
+      updatedAt: new Date().toISOString(), ...restoreRequestRecord(d),
     });
     this.log.info({ key: d.key, hostName: name }, 'container adopted');
   }
@@ -392,6 +405,45 @@ export class LxcProvider implements Provider<'Container'> {
       throw err;
     });
     return this.cgroupHost;
+  }
+
+  /** Snapshot of the container's rootfs, frozen for the copy when running (lxc-snapshots.ts). */
+  async snapshot(d: Desired<'Container'>, name: string, options: SnapshotOptions, signal: AbortSignal): Promise<InstanceSnapshot> {
+    assertSnapshotName(name);
+    const marker = await this.requireOwned(d, 'snapshot');
+    return this.snapshots.take(d.hostName, name, marker.specHash, options, signal);
+  }
+
+  /** The container's complete snapshots, oldest first; none when it does not exist or is not `d`'s. */
+  async listSnapshots(d: Desired<'Container'>, _signal: AbortSignal): Promise<readonly InstanceSnapshot[]> {
+    const marker = await readMarker(markerPath(this.lxcpath, d.hostName)).catch(() => undefined);
+    if (marker?.id !== d.id) return [];
+    return this.snapshots.list(d.hostName);
+  }
+
+  /** Puts the snapshot's rootfs back into the stopped container; its config (the declared spec) stays. */
+  async restoreSnapshot(d: Desired<'Container'>, name: string, signal: AbortSignal): Promise<RestoreOutcome> {
+    assertSnapshotName(name);
+    const marker = await this.requireOwned(d, 'restore');
+    const snapshot = await this.snapshots.restore(d.hostName, name, signal);
+    const request = d.object.metadata.annotations?.[RESTORE_REQUEST_ANNOTATION];
+    if (request !== undefined && snapshotOfRestoreRequest(request) === name) {
+      // Recorded so the request is acted on once: the plan compares it with the annotation.
+      await writeMarker(markerPath(this.lxcpath, d.hostName), { ...marker, restoreRequest: request, updatedAt: new Date().toISOString() });
+    }
+    const specDiffers = snapshot.specHash !== undefined && marker.specHash !== undefined && snapshot.specHash !== marker.specHash;
+    const note = specDiffers
+      ? `restored rootfs from snapshot ${name}; it was taken with another spec, the declared spec is kept`
+      : `restored rootfs from snapshot ${name}`;
+    return { snapshot, specDiffers, note };
+  }
+
+  /** Deletes one snapshot; a missing one (or a missing container) is success. */
+  async deleteSnapshot(d: Desired<'Container'>, name: string, _signal: AbortSignal): Promise<void> {
+    assertSnapshotName(name);
+    if (!(await exists(containerDir(this.lxcpath, d.hostName)))) return;
+    await this.requireOwned(d, 'delete a snapshot of');
+    await this.snapshots.delete(d.hostName, name);
   }
 
   private async renderContext(name: string): Promise<{ lxcpath: string; hostName: string; cgroupVersion: 1 | 2; consoleLogPath: string }> {
@@ -541,6 +593,12 @@ export class LxcProvider implements Provider<'Container'> {
     }
     return gracefulStopSeconds > 0 ? `killed after ${gracefulStopSeconds} s without a clean shutdown` : 'killed (gracefulStopSeconds is 0)';
   }
+}
+
+/** A new instance has had the restore request its object carries already: it has nothing to restore. */
+function restoreRequestRecord(d: Desired<'Container'>): { restoreRequest?: string } {
+  const request = d.object.metadata.annotations?.[RESTORE_REQUEST_ANNOTATION];
+  return request === undefined ? {} : { restoreRequest: request };
 }
 
 async function onPath(tool: string): Promise<boolean> {

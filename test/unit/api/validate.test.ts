@@ -21,6 +21,17 @@ const cases: Record<string, Case> = {
   MissingMetadata: { reason: 'metadata is required, reported as its name', doc: { apiVersion: 'hyperlet.io/v1alpha1', kind: 'Container', spec: { template: 'busybox' } }, want: { path: 'metadata.name', rule: 'required' } },
   NameNotDnsLabel: { reason: 'names are DNS-1123 labels', doc: ct({}, { name: 'Web_1' }), want: { path: 'metadata.name', rule: 'pattern' } },
   NameWithDot: { reason: 'dots would make host names collide', doc: ct({}, { name: 'a.b' }), want: { path: 'metadata.name', rule: 'pattern' } },
+  SnapshotScheduleValid: {
+    reason: 'a cron schedule with retain rules', doc: ct({ template: 'busybox', snapshots: { schedule: '0 */6 * * *', retain: { last: 3, daily: 7 } } }), want: 'valid',
+  },
+  SnapshotScheduleDoesNotParse: {
+    reason: 'a schedule that does not parse is refused at its path', doc: ct({ template: 'busybox', snapshots: { schedule: '0 25 * * *' } }),
+    want: { path: 'spec.snapshots.schedule', rule: 'schedule' },
+  },
+  SnapshotRetainUnknownRule: {
+    reason: 'only last, hourly, daily, weekly and monthly', doc: ct({ template: 'busybox', snapshots: { schedule: '@daily', retain: { yearly: 1 } } }),
+    want: { path: 'spec.snapshots.retain.yearly', rule: 'unknown-field' },
+  },
   NameTooLong: { reason: 'at most 63', doc: ct({}, { name: 'a'.repeat(64) }), want: { path: 'metadata.name', rule: 'maxLength' } },
   NamespaceNotDnsLabel: { reason: 'namespaces are DNS labels too', doc: ct({}, { name: 'web', namespace: 'Prod' }), want: { path: 'metadata.namespace', rule: 'pattern' } },
   UnknownTopField: { reason: 'unknown fields are errors', doc: { ...ct({}), extra: 1 }, want: { path: 'extra', rule: 'unknown-field' } },
