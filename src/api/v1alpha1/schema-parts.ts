@@ -30,11 +30,12 @@ export const absolutePath = (description: string): JsonSchema => ({
 
 /**
  * A Kubernetes quantity (string such as "512Mi", or a byte count) within a range.
- * `x-quantity-range` is checked by validate.ts and turned into a CEL rule in the CRDs.
+ * `x-quantity-range` is checked by validate.ts and turned into a CEL rule in the CRDs. A byte
+ * count must be a safe integer: `1e30` is an integer to JSON Schema, but not a number of bytes.
  */
 export const quantity = (minimum: string, maximum: string, description: string): JsonSchema => ({
   'x-kubernetes-int-or-string': true,
-  anyOf: [{ type: 'integer', minimum: 0 }, { type: 'string', pattern: QUANTITY_PATTERN }],
+  anyOf: [{ type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER }, { type: 'string', pattern: QUANTITY_PATTERN }],
   'x-quantity-range': { minimum, maximum },
   description,
 });
