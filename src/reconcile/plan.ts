@@ -7,6 +7,9 @@ import { FIELD_APPLY, type ApplyMode, specFields } from '../api/v1alpha1/fields.
 import type { PowerState } from '../api/v1alpha1/types.js';
 import type { FieldChange, InstanceState, ObservedInstance } from '../providers/provider.js';
 import type { Desired } from '../store/desired.js';
+import { ADOPT_ANNOTATION } from '../policy/admission.js';
+
+export { ADOPT_ANNOTATION };
 
 export type Step =
   | { readonly op: 'create' }
@@ -39,7 +42,6 @@ export interface Plan {
   readonly waitingFor?: readonly string[];
 }
 
-export const ADOPT_ANNOTATION = 'hyperlet.io/adopt';
 export const PAUSED_ANNOTATION = 'hyperlet.io/paused';
 export const PRUNE_ANNOTATION = 'hyperlet.io/prune';
 

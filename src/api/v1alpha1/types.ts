@@ -46,6 +46,8 @@ export interface ContainerSpec extends CommonSpec {
   network?: ContainerNetwork[];
   environment?: Record<string, string>;
   autostart: boolean;
+  /** Absent means false: the container runs in a user namespace (lxc.idmap). */
+  privileged?: boolean;
   gracefulStopSeconds: number;
 }
 

@@ -9,6 +9,7 @@
  * blanks do not reach the container.
  */
 import type { SpecFields } from '../../api/v1alpha1/fields.js';
+import { DEFAULT_CONTAINER_BRIDGE } from '../../api/v1alpha1/host-defaults.js';
 import type { ContainerNetwork } from '../../api/v1alpha1/types.js';
 import type { CgroupVersion } from './cgroup-host.js';
 
@@ -16,7 +17,7 @@ import type { CgroupVersion } from './cgroup-host.js';
 export const CPU_PERIOD_US = 100_000;
 
 /** The bridge a veth joins when the spec names none: what Debian's default config uses. */
-export const DEFAULT_BRIDGE = 'lxcbr0';
+export const DEFAULT_BRIDGE = DEFAULT_CONTAINER_BRIDGE;
 
 export const MANAGED_BEGIN = '# --- hyperlet: managed block, rewritten on every change ---';
 export const MANAGED_END = '# --- hyperlet: end of managed block ---';
