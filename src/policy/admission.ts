@@ -10,8 +10,9 @@
  * - Quotas and MAC addresses are shared, so who wins is decided by a fixed order: objects admitted
  *   before (they keep their place), then by key. A new object never pushes out one already
  *   admitted, and the outcome does not depend on which object is reconciled first.
- * - An object being deleted is only checked against `allow.orphan`: removing what hyperlet
- *   created is always allowed, leaving it behind is what the policy may forbid.
+ * - An object being deleted is only checked against `allow.orphan` (deletionPolicy Orphan, the
+ *   prune annotation): removing what hyperlet created is always allowed, leaving it behind is
+ *   what the policy may forbid.
  * Assumptions: the object passed validateObject (the schema's limits hold).
  */
 import { DEFAULT_CONTAINER_BRIDGE, DEFAULT_VM_DISK_BYTES } from '../api/v1alpha1/host-defaults.js';
@@ -26,6 +27,8 @@ import type { PolicyFs } from './policy-fs.js';
 
 /** The annotation that asks to take over an existing instance (reconcile/plan.ts reads it too). */
 export const ADOPT_ANNOTATION = 'hyperlet.io/adopt';
+/** The annotation that keeps an instance when its object leaves the source (the reconciler reads it too). */
+export const PRUNE_ANNOTATION = 'hyperlet.io/prune';
 
 export type RefusalReason = 'PolicyDenied' | 'QuotaExceeded';
 
@@ -117,6 +120,9 @@ export function staticIssues(d: Desired, rules: ScopeRules): PolicyIssue[] {
   const object = d.object;
   if (object.spec.deletionPolicy === 'Orphan' && !rules.orphan) {
     deny('spec.deletionPolicy', 'allow.orphan', `Orphan is not allowed for ${scopeOf(d)}: instances are deleted with their objects`);
+  }
+  if (object.metadata.annotations?.[PRUNE_ANNOTATION] === 'disabled' && !rules.orphan) {
+    deny(`metadata.annotations["${PRUNE_ANNOTATION}"]`, 'allow.orphan', `"disabled" is not allowed for ${scopeOf(d)}: it would leave the instance behind when the object goes`);
   }
   if (d.deleting === true) return issues;
   if (object.metadata.annotations?.[ADOPT_ANNOTATION] === 'true' && !rules.adoption) {

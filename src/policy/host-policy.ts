@@ -8,14 +8,10 @@
  * of `scopes` whose selectors match, in file order, each field it sets replacing the one before
  * (lists are replaced, not appended; `paths`, `allow`, `quota` and `limits` merge field by field).
  */
+import { DEFAULT_ID_RANGE, type IdRange } from '../api/v1alpha1/host-defaults.js';
 
 /** The subordinate id range unprivileged containers are mapped into (uid and gid alike). */
-export interface IdMapRange {
-  /** First host id: container id 0 is this id on the host. */
-  readonly hostId: number;
-  /** How many ids: container ids 0 … size-1. */
-  readonly size: number;
-}
+export type IdMapRange = IdRange;
 
 /** Limits on the sum over one source and namespace; absent means no limit. */
 export interface Quota {
@@ -108,11 +104,8 @@ export const DEFAULT_SCOPE_RULES: ScopeRules = {
   containerMemoryBytes: 512 * MiB,
 };
 
-/**
- * 1 000 000 + 65 536 ids: above the ranges useradd hands out from 100 000 in steps of 65 536 for
- * the first dozen users, and where LXD starts its own.
- */
-export const DEFAULT_IDMAP: IdMapRange = { hostId: 1_000_000, size: 65_536 };
+/** The id range of unprivileged containers: see DEFAULT_ID_RANGE. */
+export const DEFAULT_IDMAP: IdMapRange = DEFAULT_ID_RANGE;
 
 export const DEFAULT_HOST_POLICY: HostPolicy = {
   host: { idmap: DEFAULT_IDMAP, reservedMemoryBytes: 0 },

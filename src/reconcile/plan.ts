@@ -7,9 +7,9 @@ import { FIELD_APPLY, type ApplyMode, specFields } from '../api/v1alpha1/fields.
 import type { PowerState } from '../api/v1alpha1/types.js';
 import type { FieldChange, InstanceState, ObservedInstance } from '../providers/provider.js';
 import type { Desired } from '../store/desired.js';
-import { ADOPT_ANNOTATION } from '../policy/admission.js';
+import { ADOPT_ANNOTATION, PRUNE_ANNOTATION } from '../policy/admission.js';
 
-export { ADOPT_ANNOTATION };
+export { ADOPT_ANNOTATION, PRUNE_ANNOTATION };
 
 export type Step =
   | { readonly op: 'create' }
@@ -43,7 +43,6 @@ export interface Plan {
 }
 
 export const PAUSED_ANNOTATION = 'hyperlet.io/paused';
-export const PRUNE_ANNOTATION = 'hyperlet.io/prune';
 
 /** Facts beyond desired and observed that decide whether due steps may run. */
 export interface PlanOptions {

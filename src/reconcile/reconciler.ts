@@ -18,6 +18,7 @@ import type { StoreReader } from '../store/desired-store.js';
 import { type ObjectKey, parseKey } from '../store/object-key.js';
 import { computeStatus, sameStatus, type StatusFacts } from '../status/conditions.js';
 import type { Metrics } from '../telemetry/metrics.js';
+import type { Admission, Admitter } from '../policy/admission.js';
 import { errorMessage, isAbortError, isTerminalError } from './errors.js';
 import type { ObservationCache } from './observation-cache.js';
 import { checkDependencies, dependentsOf } from './dependencies.js';
@@ -43,6 +44,10 @@ export interface ReconcilerOptions {
   readonly dependencyRetryMs?: number;
   /** Called when an object turns Ready, so objects waiting on it need not wait for their retry. */
   readonly onReady?: (d: Desired) => void;
+  /** The host policy: every object passes it before it is observed or acted on (absent: everything passes). */
+  readonly policy?: Admitter;
+  /** How often a refused object is looked at again (default 60 s): quotas free up, files appear. */
+  readonly policyRetryMs?: number;
 }
 
 const EVENT_REASON: Readonly<Record<string, string>> = {
@@ -83,7 +88,16 @@ export class Reconciler {
     if (backend === undefined) return awaitChange(); // a source that is not running here
     const found = this.desiredOrTombstone(key, backend);
     if (found === undefined) return awaitChange(); // never acted on, and gone: nothing to undo
-    const { d, tombstone } = found;
+    const { tombstone } = found;
+    // The host policy comes first: a refused object is never observed, planned or acted on.
+    const admission = await this.admit(found.d);
+    if (!admission.allowed) {
+      this.warnOnce(backend, found.d, admission.reason, admission.message);
+      await this.writeStatus(backend, found.d, { observed: undefined, failure: { reason: admission.reason, message: admission.message } }, signal);
+      // Not this pass's failure but the object's: look again now and then, as quotas free up and files appear.
+      return requeueAfter(this.options.policyRetryMs ?? 60_000);
+    }
+    const d = admission.desired;
     const log = this.options.logger.child({ key, kind: d.object.kind, provider: this.provider.name, reconcileId: randomBytes(4).toString('hex') });
 
     const paused = pausedBy(d, backend);
@@ -232,6 +246,20 @@ export class Reconciler {
       if (c !== undefined) candidates.push(c);
     }
     return dependentsOf(d, candidates);
+  }
+
+  /** The host policy's verdict on `d`, judged among every declared object. */
+  private async admit(d: Desired): Promise<Admission> {
+    const policy = this.options.policy;
+    if (policy === undefined) return { allowed: true, desired: d };
+    return policy.admit(d, { objects: this.options.store.list(), admittedBefore: (key) => this.admittedBefore(key) });
+  }
+
+  /** Whether `key` has a status from a pass that got past the policy (it keeps its MACs and quota place). */
+  private admittedBefore(key: ObjectKey): boolean {
+    const status = this.options.backends.get(parseKey(key).source)?.statusWriter.lastWritten(key);
+    const reason = status?.conditions.find((c) => c.type === 'Ready')?.reason;
+    return status !== undefined && reason !== 'PolicyDenied' && reason !== 'QuotaExceeded';
   }
 
   private async observe(d: Desired, signal: AbortSignal): Promise<ObservedInstance | undefined> {

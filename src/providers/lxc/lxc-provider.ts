@@ -4,21 +4,24 @@
  * (ownership-marker.ts), configured from the spec (lxc-config.ts), watched by lxc-monitor.
  */
 import { constants as fsConstants } from 'node:fs';
-import { access, mkdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import type { Logger } from 'pino';
 import { FIELD_APPLY, type SpecFields, specFields } from '../../api/v1alpha1/fields.js';
+import { DEFAULT_ID_RANGE, type IdRange } from '../../api/v1alpha1/host-defaults.js';
 import type { PowerState } from '../../api/v1alpha1/types.js';
-import { TerminalError, isAbortError } from '../../reconcile/errors.js';
+import { TerminalError, errorMessage, isAbortError } from '../../reconcile/errors.js';
 import type { Desired } from '../../store/desired.js';
 import { type FieldChange, type ObservedInstance, type Provider, ProviderUnavailableError } from '../provider.js';
 import { CgroupHost } from './cgroup-host.js';
 import { configPath, consoleLogPath, containerDir, monitorPidPath, markerPath, rootfsPath, startLogPath } from './container-paths.js';
 import { writeFileAtomic } from './atomic-file.js';
 import {
-  appliedConfigOf, liveCgroupSettings, mergeConfig, renderManagedConfig,
+  type RenderContext, appliedConfigOf, liveCgroupSettings, mergeConfig, renderManagedConfig,
   renderRootfsBaseConfig,
 } from './lxc-config.js';
+import { assertSearchableByOthers, shiftOwnership } from './id-shift.js';
+import { ensureSubordinateRange } from './subordinate-ids.js';
 import { LxcMonitor } from './lxc-monitor.js';
 import {
   LXC_TOOLS, type LxcTool, LxcTools, parseLsFancy, summarizeLxcLog,
@@ -40,6 +43,13 @@ export interface LxcProviderOptions {
   readonly createTimeoutMs?: number;
   /** Called after every spawned tool (metrics; benchmarks count spawns per resync). */
   readonly onToolCall?: (tool: LxcTool, durationMs: number, ok: boolean) => void;
+  /** The host ids unprivileged containers are mapped onto (the host policy's host.idmap); default DEFAULT_ID_RANGE. */
+  readonly idmap?: IdRange;
+  /**
+   * Where the range is registered for root (subordinate-ids.ts): default /etc/subuid and
+   * /etc/subgid; null leaves the host's files alone (tests with their own range).
+   */
+  readonly subordinateIdFiles?: { readonly uid: string; readonly gid: string } | null;
 }
 
 /** The fields the config embodies; template, rootfs and disk are made once and only recorded. */
@@ -63,6 +73,8 @@ export class LxcProvider implements Provider<'Container'> {
   private readonly createTimeoutMs: number;
   private cgroupHost: Promise<CgroupHost> | undefined;
   private readonly observer: LxcObserver;
+  private readonly idmap: IdRange;
+  private readonly subordinateIdFiles: { readonly uid: string; readonly gid: string } | null;
 
   constructor(options: LxcProviderOptions) {
     this.lxcpath = options.lxcpath;
@@ -73,6 +85,8 @@ export class LxcProvider implements Provider<'Container'> {
       ...(options.onToolCall === undefined ? {} : { onCall: options.onToolCall }),
     });
     this.createTimeoutMs = options.createTimeoutMs ?? 300_000;
+    this.idmap = options.idmap ?? DEFAULT_ID_RANGE;
+    this.subordinateIdFiles = options.subordinateIdFiles === undefined ? { uid: '/etc/subuid', gid: '/etc/subgid' } : options.subordinateIdFiles;
     this.observer = new LxcObserver({ lxcpath: this.lxcpath, tools: this.tools, logger: this.log, cgroup: () => this.cgroup() });
     this.monitor = new LxcMonitor({ lxcpath: this.lxcpath, logger: this.log, listNames: () => this.observer.listNames() });
   }
@@ -84,7 +98,9 @@ export class LxcProvider implements Provider<'Container'> {
 
   /**
    * Checks that this host can run containers: root, every lxc-* tool in PATH and runnable,
-   * a usable lxcpath (created when missing), and a memory cgroup. Throws ProviderUnavailableError.
+   * a usable lxcpath (created when missing, made searchable by others for unprivileged
+   * containers), a memory cgroup, and the id range registered for root in /etc/subuid and
+   * /etc/subgid (subordinate-ids.ts). Throws ProviderUnavailableError.
    */
   async probe(signal: AbortSignal): Promise<void> {
     if (typeof process.getuid === 'function' && process.getuid() !== 0) {
@@ -104,8 +120,11 @@ export class LxcProvider implements Provider<'Container'> {
     }
     try {
       await mkdir(this.lxcpath, { recursive: true, mode: 0o755 });
-      if (!(await stat(this.lxcpath)).isDirectory()) throw new Error('not a directory');
+      const st = await stat(this.lxcpath);
+      if (!st.isDirectory()) throw new Error('not a directory');
       await access(this.lxcpath, fsConstants.W_OK | fsConstants.X_OK);
+      // Unprivileged containers' mapped root must pass through it (as through /var/lib/lxc, 0755).
+      if ((st.mode & 0o001) === 0) await chmod(this.lxcpath, (st.mode & 0o7777) | 0o001);
     } catch (err) {
       throw new ProviderUnavailableError(`cannot use lxcpath ${this.lxcpath}: ${(err as Error).message}`, { cause: err });
     }
@@ -113,6 +132,15 @@ export class LxcProvider implements Provider<'Container'> {
       await this.cgroup();
     } catch (err) {
       throw new ProviderUnavailableError('cannot use lxc: no memory cgroup on this host', { cause: err });
+    }
+    if (this.subordinateIdFiles !== null) {
+      try {
+        for (const file of [this.subordinateIdFiles.uid, this.subordinateIdFiles.gid]) {
+          if (await ensureSubordinateRange(file, this.idmap)) this.log.info({ file, idmap: this.idmap }, 'registered the id range of unprivileged containers');
+        }
+      } catch (err) {
+        throw new ProviderUnavailableError(`cannot use lxc: ${errorMessage(err)}`, { cause: err });
+      }
     }
   }
 
@@ -168,6 +196,8 @@ export class LxcProvider implements Provider<'Container'> {
     const fields = specFields('Container', spec);
     const applied = appliedConfigOf(fields);
     const managed = renderManagedConfig(applied, await this.renderContext(name));
+    // Checked before anything is made: an unprivileged container could not start under this lxcpath.
+    if (!applied.privileged) await assertSearchableByOthers(this.lxcpath);
     await mkdir(dir, { mode: 0o770 });
     const marker: OwnershipMarker = {
       version: MARKER_VERSION, id: d.id, key: d.key, specHash: d.specHash, fields, complete: false, origin: 'created',
@@ -191,6 +221,8 @@ export class LxcProvider implements Provider<'Container'> {
         await mkdir(rootfsPath(this.lxcpath, name), { mode: 0o755 });
         // A copy, never the directory itself: lxc-destroy deletes a dir-backed rootfs.
         await this.tools.run('cp', ['-a', '--', `${source}/.`, rootfsPath(this.lxcpath, name)], { signal, timeoutMs: this.createTimeoutMs });
+        // Root in the container is hostId on the host: its files must be owned the same way (templates do this in LXC).
+        if (!applied.privileged) await shiftOwnership(rootfsPath(this.lxcpath, name), this.idmap, signal);
         await this.tools.run('lxc-create', ['-P', this.lxcpath, '-n', name, '-t', 'none', '-f', baseConf], { signal, timeoutMs: this.createTimeoutMs });
       } else {
         throw new TerminalError('InvalidSpec', `cannot create container ${name}: neither template nor rootfs is set`);
@@ -352,8 +384,11 @@ export class LxcProvider implements Provider<'Container'> {
     return this.cgroupHost;
   }
 
-  private async renderContext(name: string): Promise<{ lxcpath: string; hostName: string; cgroupVersion: 1 | 2; consoleLogPath: string }> {
-    return { lxcpath: this.lxcpath, hostName: name, cgroupVersion: (await this.cgroup()).version, consoleLogPath: consoleLogPath(this.lxcpath, name) };
+  private async renderContext(name: string): Promise<RenderContext> {
+    return {
+      lxcpath: this.lxcpath, hostName: name, cgroupVersion: (await this.cgroup()).version, consoleLogPath: consoleLogPath(this.lxcpath, name),
+      idmap: this.idmap,
+    };
   }
 
   /** The marker, when the container is `d`'s; otherwise TerminalError `NotOwned`, before anything is touched. */

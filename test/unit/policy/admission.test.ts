@@ -34,6 +34,10 @@ describe('host policy: rules that need only the object', () => {
     AdoptAllowed: { reason: 'a scope may allow adoption', d: container('web', {}, { annotations: { 'hyperlet.io/adopt': 'true' } }), rules: { adoption: true }, want: [] },
     AdoptFalse: { reason: 'only "true" asks for adoption', d: container('web', {}, { annotations: { 'hyperlet.io/adopt': 'false' } }), want: [] },
     Orphan: { reason: 'Orphan is off by default', d: container('web', { deletionPolicy: 'Orphan' }), want: ['spec.deletionPolicy allow.orphan'] },
+    PruneDisabled: {
+      reason: 'the prune annotation is an author\'s way to orphan', d: container('web', {}, { annotations: { 'hyperlet.io/prune': 'disabled' } }),
+      want: ['metadata.annotations["hyperlet.io/prune"] allow.orphan'],
+    },
     OrphanAllowed: { reason: 'a scope may allow orphans', d: container('web', { deletionPolicy: 'Orphan' }), rules: { orphan: true }, want: [] },
     Privileged: { reason: 'containers are unprivileged by default', d: container('web', { privileged: true }), want: ['spec.privileged allow.privileged'] },
     PrivilegedAllowed: { reason: 'a scope may allow privileged containers', d: container('web', { privileged: true }), rules: { privileged: true }, want: [] },
