@@ -6,6 +6,7 @@ import { isKind } from '../api/v1alpha1/group.js';
 import { Daemon } from '../daemon/daemon.js';
 import { parseSourceSpec } from '../daemon/source-factory.js';
 import { createLogger } from '../telemetry/logger.js';
+import { PolicyOptionError, policyOption } from './policy-check.js';
 import { UsageError, parseDurationMs, parsePositiveInt } from './usage-error.js';
 
 export const RUN_HELP = `Usage: hyperlet run [flags]
@@ -27,6 +28,9 @@ Keeps the LXC containers and libvirt VMs on this host as declared.
   --qps N --burst N     retry rate limit across keys (default 10, 100)
   --shutdown-timeout D  how long SIGTERM waits for steps in flight (default 30s)
   --log-level LEVEL     trace|debug|info|warn|error (default info)
+  --policy FILE         host policy: which host paths, templates, bridges, pools, privileges and quotas
+                        objects may use (default: built-in, hyperlet's own directories only; see
+                        README "Security model"; check a file with hyperlet validate --policy FILE)
 
 GitOps (every source of this run):
   --interval DURATION   git: how often to fetch (default 30s; also on SIGHUP and POST /sources/ID/refresh)
@@ -74,7 +78,7 @@ export async function runCommand(args: string[]): Promise<number> {
       resync: { type: 'string' }, concurrency: { type: 'string' }, qps: { type: 'string' }, burst: { type: 'string' },
       'shutdown-timeout': { type: 'string' }, 'log-level': { type: 'string' }, help: { type: 'boolean', short: 'h' },
       interval: { type: 'string' }, prune: { type: 'string' }, 'max-prune': { type: 'string' },
-      confirm: { type: 'string', multiple: true }, paused: { type: 'boolean' },
+      confirm: { type: 'string', multiple: true }, paused: { type: 'boolean' }, policy: { type: 'string' },
     },
   });
   if (values.help === true) {
@@ -92,8 +96,17 @@ export async function runCommand(args: string[]): Promise<number> {
   }
   const level = values['log-level'] ?? 'info';
   if (!['trace', 'debug', 'info', 'warn', 'error', 'silent'].includes(level)) throw new UsageError(`--log-level: unknown level ${JSON.stringify(level)}`);
+  let hostPolicy;
+  try {
+    hostPolicy = await policyOption(values.policy);
+  } catch (err) {
+    if (!(err instanceof PolicyOptionError)) throw err;
+    for (const line of err.lines) process.stderr.write(`hyperlet run: ${line}\n`);
+    return 2;
+  }
   const logger = createLogger({ level: level as 'info' });
   const daemon = new Daemon({
+    hostPolicy,
     sources,
     statePath: values.state ?? './.hyperlet/state.db',
     lxcpath: values.lxcpath ?? '/var/lib/lxc',

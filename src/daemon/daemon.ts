@@ -3,10 +3,14 @@
  * plus the HTTP server. `stop()` is the graceful shutdown SIGTERM asks for: stop intake, let the
  * steps in flight finish (bounded), flush state, close.
  */
+import { totalmem } from 'node:os';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import type { Kind } from '../api/v1alpha1/group.js';
 import { KINDS } from '../api/v1alpha1/group.js';
+import { PolicyGate } from '../policy/admission.js';
+import { DEFAULT_HOST_POLICY, type HostPolicy } from '../policy/host-policy.js';
+import { type PolicyFs, nodePolicyFs } from '../policy/policy-fs.js';
 import type { Provider } from '../providers/provider.js';
 import { closeProviders, createProviders } from '../providers/registry.js';
 import { RateLimiter } from '../queue/rate-limiter.js';
@@ -49,6 +53,10 @@ export interface DaemonConfig {
   readonly policy?: SourcePolicy;
   /** Git sources: --interval, --max-prune, --confirm. */
   readonly git?: GitOptions;
+  /** --policy: what objects may ask of this host (default: DEFAULT_HOST_POLICY, hyperlet's own directories only). */
+  readonly hostPolicy?: HostPolicy;
+  /** The file system and memory the host policy judges against (tests inject them; default: this host). */
+  readonly policyHost?: { readonly fs: PolicyFs; readonly memoryBytes: number };
 }
 
 export class Daemon {
@@ -81,8 +89,16 @@ export class Daemon {
       ...(config.namespace === undefined ? {} : { namespace: config.namespace }),
     });
     const backendsById = new Map(this.backends.map((b) => [b.source.id, b]));
+    const hostPolicy = config.hostPolicy ?? DEFAULT_HOST_POLICY;
+    const policy = new PolicyGate({
+      policy: hostPolicy, fs: config.policyHost?.fs ?? nodePolicyFs, hostMemoryBytes: config.policyHost?.memoryBytes ?? totalmem(),
+    });
+    logger.info({ policy: hostPolicy.file ?? 'built-in defaults' }, 'host policy');
     this.providers = config.providers === undefined
-      ? await createProviders({ lxcpath: config.lxcpath, libvirtUri: config.libvirtUri, kinds: config.kinds, logger, ...(config.libvirtSocket === undefined ? {} : { libvirtSocket: config.libvirtSocket }) })
+      ? await createProviders({
+        lxcpath: config.lxcpath, libvirtUri: config.libvirtUri, kinds: config.kinds, logger, idmap: hostPolicy.host.idmap,
+        ...(config.libvirtSocket === undefined ? {} : { libvirtSocket: config.libvirtSocket }),
+      })
       : new Map(config.providers);
 
     for (const [kind, provider] of this.providers) {
@@ -92,7 +108,7 @@ export class Daemon {
       this.healths.set(kind, health);
       const reconciler = new Reconciler({
         store: this.store, backends: backendsById, provider, cache, health, node: config.node, logger: log, metrics: this.metrics,
-        onReady: (d) => this.enqueueDependents(d),
+        onReady: (d) => this.enqueueDependents(d), policy,
       });
       this.controllers.set(kind, new Controller({
         kind, provider, reconciler, store: this.store, backends: backendsById, cache, health, logger: log, metrics: this.metrics,

@@ -4,6 +4,7 @@
  */
 import type { Logger } from 'pino';
 import type { Kind } from '../api/v1alpha1/group.js';
+import type { IdRange } from '../api/v1alpha1/host-defaults.js';
 import { KINDS } from '../api/v1alpha1/group.js';
 import { errorMessage } from '../reconcile/errors.js';
 import type { Provider } from './provider.js';
@@ -21,6 +22,8 @@ export interface ProviderOptions {
   /** Kinds to serve; the others are not reconciled at all. */
   readonly kinds: readonly Kind[];
   readonly logger: Logger;
+  /** The host ids unprivileged containers are mapped onto (the host policy's host.idmap). */
+  readonly idmap?: IdRange;
 }
 
 /** A provider's constructor, registered per kind below. */
@@ -28,7 +31,7 @@ export type ProviderFactory = (options: ProviderOptions) => Provider | Promise<P
 
 /** Each provider adds its factory here. */
 export const PROVIDER_FACTORIES: Partial<Record<Kind, ProviderFactory>> = {
-  Container: (o) => new LxcProvider({ lxcpath: o.lxcpath, logger: o.logger }),
+  Container: (o) => new LxcProvider({ lxcpath: o.lxcpath, logger: o.logger, ...(o.idmap === undefined ? {} : { idmap: o.idmap }) }),
   VirtualMachine: (o) => new LibvirtProvider({ uri: o.libvirtUri, logger: o.logger, ...(o.libvirtSocket === undefined ? {} : { socketPath: o.libvirtSocket }) }),
 };
 
