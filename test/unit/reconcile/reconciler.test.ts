@@ -295,6 +295,30 @@ describe('Controller', () => {
     await h.controller.stop();
   });
 
+  it('a namespace whose starts hang never holds every worker: another namespace converges meanwhile', async () => {
+    const h = harness('Container', { concurrency: 3 });
+    let release: () => void = () => undefined;
+    const hung = new Promise<void>((resolve) => { release = resolve; });
+    const setState = h.provider.setState.bind(h.provider);
+    let hanging = 0;
+    h.provider.setState = async (d, to) => {
+      if (d.hostName.startsWith('slow.')) {
+        hanging++;
+        await hung;
+      }
+      return setState(d, to);
+    };
+    for (let i = 0; i < 6; i++) h.store.upsert(container(`s${i}`, {}, { namespace: 'slow' }));
+    await h.controller.start();
+    await waitFor(() => hanging === 2);
+    for (let i = 0; i < 3; i++) h.store.upsert(container(`f${i}`, {}, { namespace: 'fast' }));
+    await waitFor(() => [0, 1, 2].every((i) => h.provider.instances.get(`fast.f${i}`)?.state === 'Running'));
+    expect(hanging, 'the slow namespace kept its share (2 of 3 workers), no more').to.equal(2);
+    release();
+    await waitFor(() => [0, 1, 2, 3, 4, 5].every((i) => h.provider.instances.get(`slow.s${i}`)?.state === 'Running'));
+    await h.controller.stop();
+  });
+
   it('retries failures with backoff and stops retrying on a terminal error', async () => {
     const h = harness('Container');
     const d = container('web');
