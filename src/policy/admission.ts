@@ -221,14 +221,15 @@ export function capacityIssues(d: Desired, rules: ScopeRules, hostMemoryBytes: n
   }];
 }
 
-/** Every MAC an object's instance uses, with the field that gives it (VM NICs without one get a derived MAC). */
-export function macsOf(d: Desired): { field: string; mac: string }[] {
+/** Every MAC an object's instance uses, with the field that gives it; VM NICs without one get a derived MAC. */
+export function macsOf(d: Desired): { field: string; mac: string; declared: boolean }[] {
   if (d.object.kind === 'Container') {
     return ((d.object.spec as ContainerSpec).network ?? []).flatMap((n, i) =>
-      (n.type === 'veth' && n.hwaddr !== undefined ? [{ field: `spec.network[${i}].hwaddr`, mac: normalizeMac(n.hwaddr) }] : []));
+      (n.type === 'veth' && n.hwaddr !== undefined ? [{ field: `spec.network[${i}].hwaddr`, mac: normalizeMac(n.hwaddr), declared: true }] : []));
   }
-  return ((d.object.spec as VirtualMachineSpec).networks ?? []).map((n, i) =>
-    ({ field: `spec.networks[${i}].mac`, mac: normalizeMac(n.mac ?? deriveMac(d.id, i)) }));
+  return ((d.object.spec as VirtualMachineSpec).networks ?? []).map((n, i) => ({
+    field: `spec.networks[${i}].mac`, mac: normalizeMac(n.mac ?? deriveMac(d.id, i)), declared: n.mac !== undefined,
+  }));
 }
 
 /** Orders objects for shared resources: admitted before first, then by key. */
@@ -238,16 +239,22 @@ function rankBefore(context: AdmissionContext, a: Desired, b: Desired): boolean 
   return ra !== rb ? ra < rb : a.key < b.key;
 }
 
-/** A MAC `d` uses that it declares twice, or that an object ranked before it uses too. */
+/**
+ * A MAC `d` declares that it declares twice, that another object derives (a derived MAC cannot
+ * be changed, so the declared one gives way), or that an object ranked before it declares too.
+ * Derived MACs themselves are not judged: their author did not choose them.
+ */
 export function macIssues(d: Desired, context: AdmissionContext): PolicyIssue[] {
   if (d.deleting === true) return [];
-  const issues: PolicyIssue[] = [];
-  const own = macsOf(d);
+  const own = macsOf(d).filter((m) => m.declared);
+  if (own.length === 0) return [];
   const taken = new Map<string, string>();
   for (const other of context.objects) {
-    if (other.key === d.key || other.deleting === true || !rankBefore(context, other, d)) continue;
-    for (const { mac } of macsOf(other)) taken.set(mac, describe(other));
+    if (other.key === d.key || other.deleting === true) continue;
+    const before = rankBefore(context, other, d);
+    for (const { mac, declared } of macsOf(other)) if (!declared || before) taken.set(mac, describe(other));
   }
+  const issues: PolicyIssue[] = [];
   const seen = new Set<string>();
   for (const { field, mac } of own) {
     const holder = taken.get(mac);

@@ -223,6 +223,17 @@ describe('host policy: the attacks of issue 10 against real LXC and libvirt', fu
     });
   });
 
+  it('hyperlet run refuses a policy file with a mistake, naming the file, the field and the rule, and starts nothing', async () => {
+    const bad = path.join(tmp, 'bad-policy.yaml');
+    writeFileSync(bad, 'apiVersion: hyperlet.io/v1alpha1\nkind: HostPolicy\ndefaults:\n  allow: {privileged: yes, adopt: true}\n');
+    const r = await run(process.execPath, [cli, 'run', '--policy', bad, '--source', `dir:${manifests}`, '--state', path.join(tmp, 'unused.db'), '--http', 'off'], { timeout: 60_000 })
+      .then((x) => ({ code: 0, stderr: x.stderr }), (e: { code: number; stderr: string }) => ({ code: e.code, stderr: e.stderr }));
+    expect(r.code).to.equal(2);
+    expect(r.stderr).to.include(`hyperlet run: ${bad}: defaults.allow.privileged: must be boolean (type)`);
+    expect(r.stderr).to.include(`hyperlet run: ${bad}: defaults.allow.adopt: unknown field (unknown-field)`);
+    expect(existsSync(path.join(tmp, 'unused.db')), 'no state DB: the daemon never started').to.equal(false);
+  });
+
   describe('with a policy file that allows them, in their safe form', () => {
     before(async () => {
       const policy = path.join(tmp, 'policy.yaml');

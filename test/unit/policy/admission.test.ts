@@ -106,6 +106,8 @@ describe('host policy: MAC addresses are unique on the host', () => {
     AdmittedKeepsIt: { reason: 'the admitted one is not refused', d: b, objects: [a, b], admitted: [b.key], want: [] },
     NewOnesByKey: { reason: 'between two new objects the first key wins (dir/default/Container/b; case does not matter)', d: a, objects: [a, b], want: ['spec.networks[0].mac unique-mac'] },
     DerivedMacTaken: { reason: 'a declared MAC equal to another VM\'s derived one', d: thief, objects: [derived, thief], admitted: [derived.key], want: ['spec.network[0].hwaddr unique-mac'] },
+    DerivedWinsAnyway: { reason: 'a derived MAC cannot give way, so the declared one does even if admitted first', d: thief, objects: [derived, thief], admitted: [thief.key], want: ['spec.network[0].hwaddr unique-mac'] },
+    DerivedNotJudged: { reason: 'the VM whose MAC is derived is not refused for it: its author chose nothing', d: derived, objects: [derived, thief], admitted: [thief.key], want: [] },
     OtherSource: { reason: 'MACs are host-wide: another source counts', d: a, objects: [a, from('git', b)], admitted: [from('git', b).key], want: ['spec.networks[0].mac unique-mac'] },
     Twice: { reason: 'one object using a MAC twice', d: vm('t', { networks: [{ network: 'default', mac }, { network: 'default', mac }] }), objects: [], want: ['spec.networks[1].mac unique-mac'] },
     DeletingFreesIt: { reason: 'an object being deleted gives its MAC back', d: a, objects: [a, { ...b, deleting: true }], admitted: [b.key], want: [] },
