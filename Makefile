@@ -5,9 +5,9 @@ SOURCES := $(shell find src test bench scripts -name '*.ts' 2>/dev/null)
 
 .PHONY: deps host build lint unit e2e test run bench clean crds
 
+# A node_modules that is a symlink belongs to another checkout: never reinstall through it.
 $(NODE_STAMP): package.json package-lock.json
-	npm ci --no-audit --no-fund
-	touch $@
+	@if [ -L node_modules ]; then echo "node_modules is a symlink: not reinstalling it from here"; else npm ci --no-audit --no-fund && touch $@; fi
 
 ## deps: npm packages and the host packages and services (lxc, libvirt)
 deps: $(NODE_STAMP) host
@@ -22,8 +22,10 @@ dist/.build-stamp: $(NODE_STAMP) $(SOURCES) tsconfig.json
 
 build: dist/.build-stamp
 
+## lint: eslint, and the layer order of DESIGN.md (scripts/check-layers.ts)
 lint: build
-	npx eslint --max-warnings 0 src test bench
+	npx eslint --max-warnings 0 src test bench scripts
+	node dist/scripts/check-layers.js
 
 ## unit: the quick inner loop, fakes at the provider boundary only
 unit: build

@@ -1,12 +1,23 @@
 /**
- * `hyperlet logs NAME` and `hyperlet exec NAME -- CMD...` for containers: the console log LXC
- * writes, and a command run through lxc-attach with its exit code passed through.
+ * `hyperlet logs NAME` and `hyperlet exec NAME -- CMD...` for containers: the console log the
+ * provider writes, and a command run inside with its exit code passed through. Both reach the
+ * instance through the Provider interface only.
  */
 import { createReadStream, existsSync, statSync, watchFile, unwatchFile } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { hostNameFor } from '../api/v1alpha1/host-name.js';
-import { consoleLogPath, execInContainer } from '../providers/lxc/lxc-provider.js';
+import type { Provider } from '../providers/provider.js';
+import { createProviders } from '../providers/registry.js';
+import { silentLogger } from '../telemetry/logger.js';
 import { UsageError } from './usage-error.js';
+
+/** The container provider for `lxcpath`, made the way the daemon makes it; the caller closes it. */
+async function containerProvider(lxcpath: string): Promise<Provider> {
+  const providers = await createProviders({ kinds: ['Container'], lxcpath, libvirtUri: 'qemu:///system', logger: silentLogger() });
+  const provider = providers.get('Container');
+  if (provider === undefined) throw new Error('cannot reach containers: no container provider');
+  return provider;
+}
 
 function target(positionals: string[], namespace: string | undefined): string {
   const name = positionals[0];
@@ -21,7 +32,13 @@ export async function logsCommand(args: string[]): Promise<number> {
     options: { namespace: { type: 'string', short: 'n' }, lxcpath: { type: 'string' }, follow: { type: 'boolean', short: 'f' } },
   });
   const host = target(positionals, values.namespace);
-  const path = consoleLogPath(values.lxcpath ?? '/var/lib/lxc', host);
+  const provider = await containerProvider(values.lxcpath ?? '/var/lib/lxc');
+  const path = provider.consoleLogPath?.(host);
+  await provider.close();
+  if (path === undefined) {
+    process.stderr.write(`the ${provider.name} provider keeps no console log\n`);
+    return 1;
+  }
   if (!existsSync(path)) {
     process.stderr.write(`no console log for ${host} at ${path} (is it a container hyperlet created, and has it started?)\n`);
     return 1;
@@ -55,5 +72,11 @@ export async function execCommand(args: string[]): Promise<number> {
   });
   const command = args.slice(dashes + 1);
   if (command.length === 0) throw new UsageError('exec needs a command after --');
-  return execInContainer({ lxcpath: values.lxcpath ?? '/var/lib/lxc', hostName: target(positionals, values.namespace), command });
+  const provider = await containerProvider(values.lxcpath ?? '/var/lib/lxc');
+  try {
+    if (provider.exec === undefined) throw new UsageError(`the ${provider.name} provider cannot run commands inside instances`);
+    return await provider.exec(target(positionals, values.namespace), command);
+  } finally {
+    await provider.close();
+  }
 }

@@ -10,7 +10,7 @@ import type { Kind } from '../api/v1alpha1/group.js';
 import { silentLogger } from '../telemetry/logger.js';
 import { closeProviders, createProviders } from '../providers/registry.js';
 import { plan, type Step } from '../reconcile/plan.js';
-import { errorMessage } from '../reconcile/errors.js';
+import { errorMessage } from '../shared/errors.js';
 import { loadPaths } from '../sources/manifest-loader.js';
 import { StateDb } from '../state/state-db.js';
 import { issueLine } from '../policy/admission.js';

@@ -20,7 +20,8 @@ import { ProviderHealth } from '../reconcile/provider-health.js';
 import { dependencyKey } from '../reconcile/dependencies.js';
 import { Reconciler } from '../reconcile/reconciler.js';
 import { HttpServer, type ReadinessCheck } from '../server/http-server.js';
-import type { Source, SourceBackend, SourcePolicy } from '../sources/source.js';
+import type { SourceBackend, SourcePolicy } from '../reconcile/backend.js';
+import type { Source } from '../sources/source.js';
 import { StateDb } from '../state/state-db.js';
 import type { Desired } from '../store/desired.js';
 import { DesiredStore } from '../store/desired-store.js';
@@ -67,7 +68,7 @@ export class Daemon {
   private db: StateDb | undefined;
   private http: HttpServer | undefined;
   private providers = new Map<Kind, Provider>();
-  private backends: SourceBackend[] = [];
+  private backends: SourceBackend<Source>[] = [];
   private readonly synced = new Set<string>();
   private healths = new Map<Kind, ProviderHealth>();
   private started = false;

@@ -9,7 +9,8 @@ import type { Logger } from 'pino';
 import { DirSource } from '../sources/dir-source.js';
 import { GitSource } from '../sources/git-source.js';
 import { parseGitLocation } from '../sources/git/git-location.js';
-import type { SourceBackend, SourcePolicy } from '../sources/source.js';
+import type { SourceBackend, SourcePolicy } from '../reconcile/backend.js';
+import type { Source } from '../sources/source.js';
 import type { StateDb } from '../state/state-db.js';
 import { StateStatusWriter } from '../status/state-status-writer.js';
 
@@ -61,7 +62,7 @@ export function parseSourceSpec(arg: string): SourceSpec {
 }
 
 /** Makes one backend per spec, with stable ids. */
-export function createBackends(specs: readonly SourceSpec[], ctx: SourceContext): Promise<SourceBackend[]> {
+export function createBackends(specs: readonly SourceSpec[], ctx: SourceContext): Promise<SourceBackend<Source>[]> {
   const seen = new Map<string, number>();
   return Promise.all(specs.map((spec) => {
     const n = (seen.get(spec.type) ?? 0) + 1;
@@ -73,7 +74,7 @@ export function createBackends(specs: readonly SourceSpec[], ctx: SourceContext)
   }));
 }
 
-type SourceFactory = (id: string, spec: SourceSpec, ctx: SourceContext) => SourceBackend | Promise<SourceBackend>;
+type SourceFactory = (id: string, spec: SourceSpec, ctx: SourceContext) => SourceBackend<Source> | Promise<SourceBackend<Source>>;
 
 /** Each source type adds its factory here. */
 export const SOURCE_FACTORIES: Partial<Record<SourceSpec['type'], SourceFactory>> = {
@@ -107,7 +108,7 @@ export const SOURCE_FACTORIES: Partial<Record<SourceSpec['type'], SourceFactory>
   },
   kube: async (id, _spec, ctx) => {
     // Loaded only when asked for: the Kubernetes client takes about 0.4 s to load.
-    const { createKubeBackend } = await import('../kube/kube-backend.js');
+    const { createKubeBackend } = await import('./kube-backend.js');
     const backend = createKubeBackend({
       id, logger: ctx.logger, host: ctx.node,
       ...(ctx.kubeconfig !== undefined ? { kubeconfig: ctx.kubeconfig } : {}),

@@ -7,7 +7,7 @@ import {
   type ConfigurationOptions, KubeConfig, Observable, type ObservableMiddleware, type PatchStrategy, type RequestContext, type ResponseContext,
 } from '@kubernetes/client-node';
 import { API_VERSION, GROUP, KINDS, VERSION, type Kind } from '../api/v1alpha1/group.js';
-import { ConflictError } from '../reconcile/errors.js';
+import { ConflictError } from '../shared/errors.js';
 
 /**
  * Loads the client configuration: the file at `path` when given, else client-node's defaults

@@ -20,7 +20,7 @@ import {
 } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { Kind } from '../api/v1alpha1/group.js';
-import { type Clock, systemClock } from '../queue/clock.js';
+import { type Clock, systemClock } from '../shared/clock.js';
 import type { KubeObject } from './desired-from-kube.js';
 import { resourceOf } from './kube-client.js';
 

@@ -15,8 +15,8 @@
  */
 import { CoordinationV1Api, type KubeConfig, type V1Lease, V1MicroTime } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { type Clock, systemClock } from '../queue/clock.js';
-import { isConflictError } from '../reconcile/errors.js';
+import { type Clock, systemClock } from '../shared/clock.js';
+import { isConflictError } from '../shared/errors.js';
 import { isNotFound, kubeError, requestOptions } from './kube-client.js';
 
 /** The fields of a Lease the election reads and writes (times are epoch milliseconds). */

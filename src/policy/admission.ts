@@ -19,16 +19,13 @@ import { DEFAULT_CONTAINER_BRIDGE, DEFAULT_VM_DISK_BYTES } from '../api/v1alpha1
 import { deriveMac, normalizeMac } from '../api/v1alpha1/mac-address.js';
 import { formatQuantity, parseQuantity } from '../api/v1alpha1/quantity.js';
 import type { ContainerSpec, HyperletObject, VirtualMachineSpec } from '../api/v1alpha1/types.js';
+import { ADOPT_ANNOTATION, PRUNE_ANNOTATION } from '../shared/annotations.js';
 import type { Desired } from '../store/desired.js';
 import type { ObjectKey } from '../store/object-key.js';
 import { type HostPolicy, type ScopeRules, matchesAny, rulesFor } from './host-policy.js';
 import { checkImageFile, checkRootfsDir } from './path-rules.js';
 import type { PolicyFs } from './policy-fs.js';
 
-/** The annotation that asks to take over an existing instance (reconcile/plan.ts reads it too). */
-export const ADOPT_ANNOTATION = 'hyperlet.io/adopt';
-/** The annotation that keeps an instance when its object leaves the source (the reconciler reads it too). */
-export const PRUNE_ANNOTATION = 'hyperlet.io/prune';
 
 export type RefusalReason = 'PolicyDenied' | 'QuotaExceeded';
 

@@ -41,7 +41,7 @@ export interface FieldChange {
  * Manages one kind of instance on this host. Every method is idempotent: `create` on an existing
  * instance and `delete` on a missing one succeed. Observing changes nothing, and a missing
  * instance is `undefined`, never an error. Methods that fail throw errors whose message carries
- * the tool's or daemon's own words; throw `TerminalError` (reconcile/errors.ts) when retrying
+ * the tool's or daemon's own words; throw `TerminalError` (shared/errors.ts) when retrying
  * cannot help until the object changes.
  *
  * Assumptions: the reconciler has checked ownership before calling any method that changes an
@@ -81,6 +81,12 @@ export interface Provider<K extends Kind = Kind> {
   rebootPending?(d: Desired<K>, observed: ObservedInstance): boolean;
   /** Optional: how a change is applied when it depends on the values (a disk that grows is live). */
   applyModeOf?(change: FieldChange, observed: ObservedInstance): ApplyMode;
+  /** Optional: the file the instance's console is written to (`hyperlet logs`); changes nothing. */
+  consoleLogPath?(hostName: string): string;
+  /** Optional: runs `command` inside the instance with this process's stdio; resolves to its exit code. */
+  exec?(hostName: string, command: readonly string[]): Promise<number>;
+  /** Ends change streams and releases connections and child processes; idempotent. */
+  close(): void | Promise<void>;
 }
 
 /** Thrown by probe() when the host cannot run this provider (tool missing, daemon down). */

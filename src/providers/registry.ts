@@ -6,11 +6,13 @@ import type { Logger } from 'pino';
 import type { Kind } from '../api/v1alpha1/group.js';
 import type { IdRange } from '../api/v1alpha1/host-defaults.js';
 import { KINDS } from '../api/v1alpha1/group.js';
-import { errorMessage } from '../reconcile/errors.js';
+import { errorMessage } from '../shared/errors.js';
 import type { Provider } from './provider.js';
 import { UnavailableProvider } from './unavailable-provider.js';
 import { LxcProvider } from './lxc/lxc-provider.js';
 import { LibvirtProvider } from './libvirt/libvirt-provider.js';
+import { LibvirtClient } from './libvirt/libvirt-client.js';
+import { LxcTools } from './lxc/lxc-tools.js';
 
 export interface ProviderOptions {
   /** LXC's lxcpath (default /var/lib/lxc). */
@@ -29,10 +31,21 @@ export interface ProviderOptions {
 /** A provider's constructor, registered per kind below. */
 export type ProviderFactory = (options: ProviderOptions) => Provider | Promise<Provider>;
 
-/** Each provider adds its factory here. */
+/** Each provider adds its factory here: the provider with the real tool runner or connection it drives. */
 export const PROVIDER_FACTORIES: Partial<Record<Kind, ProviderFactory>> = {
-  Container: (o) => new LxcProvider({ lxcpath: o.lxcpath, logger: o.logger, ...(o.idmap === undefined ? {} : { idmap: o.idmap }) }),
-  VirtualMachine: (o) => new LibvirtProvider({ uri: o.libvirtUri, logger: o.logger, ...(o.libvirtSocket === undefined ? {} : { socketPath: o.libvirtSocket }) }),
+  Container: (o) => new LxcProvider({
+    lxcpath: o.lxcpath,
+    logger: o.logger,
+    tools: new LxcTools({ logger: o.logger.child({ provider: 'lxc', lxcpath: o.lxcpath }) }),
+  }),
+  VirtualMachine: (o) => new LibvirtProvider({
+    logger: o.logger,
+    client: new LibvirtClient({
+      uri: o.libvirtUri,
+      logger: o.logger.child({ provider: 'libvirt' }),
+      ...(o.libvirtSocket === undefined ? {} : { socketPath: o.libvirtSocket }),
+    }),
+  }),
 };
 
 /** Makes the providers for `options.kinds`; never throws. */
@@ -57,8 +70,5 @@ export async function createProviders(options: ProviderOptions): Promise<Map<Kin
 
 /** Releases providers that hold connections or child processes. */
 export async function closeProviders(providers: Iterable<Provider>): Promise<void> {
-  for (const p of providers) {
-    const closable = p as Provider & { close?: () => unknown };
-    if (typeof closable.close === 'function') await closable.close();
-  }
+  for (const provider of providers) await provider.close();
 }

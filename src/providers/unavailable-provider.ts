@@ -21,6 +21,8 @@ export class UnavailableProvider<K extends Kind> implements Provider<K> {
   setState(): Promise<string | void> { return Promise.resolve(this.refuse()); }
   adopt(): Promise<void> { return Promise.resolve(this.refuse()); }
   delete(): Promise<void> { return Promise.resolve(this.refuse()); }
+  /** Nothing to release. */
+  close(): void {}
   /** An unavailable provider has no events: the stream stays silent until `signal` ends it. */
   changes(signal: AbortSignal): AsyncIterable<string> {
     const ended = new Promise<IteratorResult<string>>((resolve) => {

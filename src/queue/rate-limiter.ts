@@ -6,8 +6,8 @@
  * burst of `burst`.
  * Caveats: jitter (a fraction of the delay, added) is random unless `random` is injected.
  */
-import type { Clock } from './clock.js';
-import { systemClock } from './clock.js';
+import type { Clock } from '../shared/clock.js';
+import { systemClock } from '../shared/clock.js';
 
 export interface RateLimiterOptions {
   /** 1 s: crossplane uses 1 s–60 s; client-go's 5 ms suits API calls, not lxc-start. */

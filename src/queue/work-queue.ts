@@ -19,8 +19,8 @@
  * queue itself only counts it (the controller turns outcomes into queue calls).
  * Caveats: fairness shares workers, not time: a run that takes long still holds its worker.
  */
-import type { Clock } from './clock.js';
-import { systemClock } from './clock.js';
+import type { Clock } from '../shared/clock.js';
+import { systemClock } from '../shared/clock.js';
 import { RateLimiter } from './rate-limiter.js';
 
 /** Hooks for workqueue metrics (controller-runtime names); all optional. */

@@ -6,10 +6,8 @@
 import { FIELD_APPLY, type ApplyMode, specFields } from '../api/v1alpha1/fields.js';
 import type { PowerState } from '../api/v1alpha1/types.js';
 import type { FieldChange, InstanceState, ObservedInstance } from '../providers/provider.js';
+import { ADOPT_ANNOTATION } from '../shared/annotations.js';
 import type { Desired } from '../store/desired.js';
-import { ADOPT_ANNOTATION, PRUNE_ANNOTATION } from '../policy/admission.js';
-
-export { ADOPT_ANNOTATION, PRUNE_ANNOTATION };
 
 export type Step =
   | { readonly op: 'create' }
@@ -42,7 +40,6 @@ export interface Plan {
   readonly waitingFor?: readonly string[];
 }
 
-export const PAUSED_ANNOTATION = 'hyperlet.io/paused';
 
 /** Facts beyond desired and observed that decide whether due steps may run. */
 export interface PlanOptions {

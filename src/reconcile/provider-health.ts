@@ -5,7 +5,7 @@
  */
 import type { Logger } from 'pino';
 import { type Provider, isProviderUnavailableError } from '../providers/provider.js';
-import { errorMessage } from './errors.js';
+import { errorMessage } from '../shared/errors.js';
 
 export type Health = { readonly ok: true } | { readonly ok: false; readonly reason: string };
 

@@ -17,7 +17,9 @@ import type { Kind } from '../api/v1alpha1/group.js';
 import { type Desired, hostNameOf, specHashOf } from '../store/desired.js';
 import { type ObjectKey, objectKey } from '../store/object-key.js';
 import { type FileLoad, type LoadedObject, listManifestFiles, loadFile, makeProblem } from './manifest-loader.js';
-import type { Source, SourceProblem, StoreWriter } from './source.js';
+import type { Source } from './source.js';
+import type { SourceProblem } from '../store/source-problem.js';
+import type { StoreWriter } from '../store/desired-store.js';
 
 /** Assigns the stable id and generation of a key (the state DB does it for dir and git sources). */
 export type Identify = (key: ObjectKey, parts: { source: string; kind: Kind; namespace: string; name: string }, specHash: string) => { id: string; generation: number };

@@ -20,13 +20,15 @@ import type { Logger } from 'pino';
 import type { Desired } from '../store/desired.js';
 import { type ObjectKey, objectKey } from '../store/object-key.js';
 import type { StateDb } from '../state/state-db.js';
-import { PRUNE_ANNOTATION } from '../reconcile/plan.js';
-import { errorMessage } from '../reconcile/errors.js';
+import { PRUNE_ANNOTATION } from '../shared/annotations.js';
+import { errorMessage } from '../shared/errors.js';
 import { type Identify, mergeFileLoad, toDesired } from './dir-source.js';
 import { GitRepository } from './git/git-repository.js';
 import { type GitLocation, formatGitLocation, parseGitLocation } from './git/git-location.js';
 import { type FileLoad, type LoadedObject, MAX_FILE_BYTES, dropDuplicates, isManifestPath, loadBytes, makeProblem } from './manifest-loader.js';
-import type { Source, SourceProblem, StoreWriter } from './source.js';
+import type { Source } from './source.js';
+import type { SourceProblem } from '../store/source-problem.js';
+import type { StoreWriter } from '../store/desired-store.js';
 
 /** Why the newest revision is not the one in force. */
 export type GitBlockReason = 'FetchFailed' | 'HistoryRewritten' | 'InvalidManifests' | 'PruneLimit' | 'ReadFailed';

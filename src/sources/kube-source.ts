@@ -24,8 +24,10 @@ import { kubeError, statusCodeOf } from '../kube/kube-client.js';
 import { KubeInformer } from '../kube/kube-informer.js';
 import type { KubeObjectTracker } from '../kube/kube-object-tracker.js';
 import type { LeaderElector } from '../kube/leader-election.js';
-import { type Clock, systemClock } from '../queue/clock.js';
-import type { Source, SourceProblem, StoreWriter } from './source.js';
+import { type Clock, systemClock } from '../shared/clock.js';
+import type { Source } from './source.js';
+import type { SourceProblem } from '../store/source-problem.js';
+import type { StoreWriter } from '../store/desired-store.js';
 
 /** How the kube source connects and what it selects. */
 export interface KubeSourceOptions {

@@ -10,7 +10,7 @@ import yaml from 'js-yaml';
 import { isKind } from '../api/v1alpha1/group.js';
 import type { HyperletObject } from '../api/v1alpha1/types.js';
 import { validateObject } from '../api/v1alpha1/validate.js';
-import type { SourceProblem } from './source.js';
+import type { SourceProblem } from '../store/source-problem.js';
 
 /** Files larger than this are refused unread: manifests are small, and a huge file is a mistake. */
 export const MAX_FILE_BYTES = 1024 * 1024;

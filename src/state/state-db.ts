@@ -17,7 +17,7 @@ import { dirname } from 'node:path';
 import type { Status } from '../api/v1alpha1/types.js';
 import type { Desired } from '../store/desired.js';
 import type { ObjectKey } from '../store/object-key.js';
-import type { SourceProblem } from '../sources/source.js';
+import type { SourceProblem } from '../store/source-problem.js';
 
 const MIGRATIONS: readonly string[] = [
   // 1: objects, audit, problems

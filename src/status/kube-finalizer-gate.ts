@@ -18,7 +18,7 @@ import type { Desired } from '../store/desired.js';
 import { isNotFound, kubeError, requestOptions, resourceOf } from '../kube/kube-client.js';
 import type { KubeObjectTracker } from '../kube/kube-object-tracker.js';
 import type { KubeObject } from '../kube/desired-from-kube.js';
-import type { FinalizerGate } from './status-writer.js';
+import type { FinalizerGate } from '../reconcile/backend.js';
 
 /** The client and the tracker the finalizer gate works with. */
 export interface KubeFinalizerGateOptions {

@@ -16,8 +16,8 @@ import { type CoreV1Event, CoreV1Api, type KubeConfig } from '@kubernetes/client
 import type { Logger } from 'pino';
 import { canonicalJson, type Desired } from '../store/desired.js';
 import { isNotFound, kubeError, statusCodeOf } from '../kube/kube-client.js';
-import { type Clock, systemClock } from '../queue/clock.js';
-import type { EventType, Recorder } from './status-writer.js';
+import { type Clock, systemClock } from '../shared/clock.js';
+import type { EventType, Recorder } from '../reconcile/backend.js';
 
 /** Where Events go (client-go's EventSink): the API server, or a fake in unit tests. */
 export interface EventSink {

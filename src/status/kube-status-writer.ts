@@ -19,7 +19,7 @@ import type { ObjectKey } from '../store/object-key.js';
 import { isNotFound, kubeError, requestOptions, resourceOf } from '../kube/kube-client.js';
 import type { KubeObjectTracker } from '../kube/kube-object-tracker.js';
 import type { KubeObject } from '../kube/desired-from-kube.js';
-import type { StatusWriter } from './status-writer.js';
+import type { StatusWriter } from '../reconcile/backend.js';
 
 /** The client and the tracker the status writer works with. */
 export interface KubeStatusWriterOptions {

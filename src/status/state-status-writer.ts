@@ -7,7 +7,7 @@ import type { Status } from '../api/v1alpha1/types.js';
 import type { Desired } from '../store/desired.js';
 import type { ObjectKey } from '../store/object-key.js';
 import type { StateDb } from '../state/state-db.js';
-import type { EventType, ObjectRecords, Recorder, StatusWriter } from './status-writer.js';
+import type { EventType, ObjectRecords, Recorder, StatusWriter } from '../reconcile/backend.js';
 
 export class StateStatusWriter implements StatusWriter, ObjectRecords, Recorder {
   private readonly written = new Map<ObjectKey, Status>();

@@ -4,9 +4,16 @@
  * into a queue add; writes that change nothing are silent, so a relist of unchanged objects
  * causes no work.
  */
-import type { StoreWriter } from '../sources/source.js';
 import { canonicalJson, type Desired } from './desired.js';
 import type { ObjectKey } from './object-key.js';
+
+/** How sources write desired objects in: one writer per source, each owning its own keys. */
+export interface StoreWriter {
+  upsert(d: Desired): void;
+  remove(key: ObjectKey): void;
+  /** Replaces every object of `source` at once (a relist, a new commit). */
+  replaceAll(source: string, objects: readonly Desired[]): void;
+}
 
 export interface StoreReader {
   get(key: ObjectKey): Readonly<Desired> | undefined;

@@ -1,9 +1,10 @@
 /** A SourceBackend that keeps status, records and events in memory, for unit tests and benchmarks. */
 import type { Status } from '../../src/api/v1alpha1/types.js';
-import type { Source, SourceBackend, SourcePolicy } from '../../src/sources/source.js';
+import type { SourceBackend, SourcePolicy } from '../../src/reconcile/backend.js';
+import type { Source } from '../../src/sources/source.js';
 import type { Desired } from '../../src/store/desired.js';
 import type { ObjectKey } from '../../src/store/object-key.js';
-import type { EventType, FinalizerGate, ObjectRecords, Recorder, StatusWriter } from '../../src/status/status-writer.js';
+import type { EventType, FinalizerGate, ObjectRecords, Recorder, StatusWriter } from '../../src/reconcile/backend.js';
 
 export class MemoryBackend implements SourceBackend, StatusWriter, ObjectRecords, Recorder, FinalizerGate {
   readonly statuses = new Map<ObjectKey, Status>();

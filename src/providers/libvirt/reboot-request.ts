@@ -2,11 +2,9 @@
  * One reboot on request: the annotation holds an opaque token (a timestamp, a counter); a running
  * domain whose marker records another token is rebooted once and the token recorded.
  */
-import type { ObservedInstance } from '../provider.js';
+import { REBOOT_REQUEST_ANNOTATION } from '../../shared/annotations.js';
 import type { Desired } from '../../store/desired.js';
-
-/** The annotation that asks for one reboot; see the file comment for the contract. */
-export const REBOOT_REQUEST_ANNOTATION = 'hyperlet.io/reboot-request';
+import type { ObservedInstance } from '../provider.js';
 
 /** True when `d` asks for a reboot that `observed` has not had yet. */
 export function rebootPending(d: Desired<'VirtualMachine'>, observed: ObservedInstance): boolean {

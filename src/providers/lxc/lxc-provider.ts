@@ -5,12 +5,12 @@
  */
 import { constants as fsConstants } from 'node:fs';
 import { access, chmod, mkdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
-import { delimiter, join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { FIELD_APPLY, type SpecFields, specFields } from '../../api/v1alpha1/fields.js';
 import { DEFAULT_ID_RANGE, type IdRange } from '../../api/v1alpha1/host-defaults.js';
 import type { PowerState } from '../../api/v1alpha1/types.js';
-import { TerminalError, errorMessage, isAbortError } from '../../reconcile/errors.js';
+import { TerminalError, errorMessage, isAbortError } from '../../shared/errors.js';
 import type { Desired } from '../../store/desired.js';
 import { type FieldChange, type ObservedInstance, type Provider, ProviderUnavailableError } from '../provider.js';
 import { CgroupHost } from './cgroup-host.js';
@@ -24,25 +24,28 @@ import { assertSearchableByOthers, shiftOwnership } from './id-shift.js';
 import { ensureSubordinateRange } from './subordinate-ids.js';
 import { LxcMonitor } from './lxc-monitor.js';
 import {
-  LXC_TOOLS, type LxcTool, LxcTools, parseLsFancy, summarizeLxcLog,
+  LXC_TOOLS, type LxcToolRunner, parseLsFancy, summarizeLxcLog,
 } from './lxc-tools.js';
 import { MARKER_VERSION, type OwnershipMarker, readMarker, writeMarker } from './ownership-marker.js';
 import { killCreators } from './creator-processes.js';
+import { execInContainer } from './lxc-exec.js';
 import { LxcObserver, exists, isDirectory } from './lxc-observer.js';
 
-export { consoleLogPath } from './container-paths.js';
-export { execInContainer } from './lxc-exec.js';
 
 export interface LxcProviderOptions {
   /** Where containers live (`lxc-* -P`); /var/lib/lxc is LXC's default. Created by probe() when missing. */
   readonly lxcpath: string;
   readonly logger: Logger;
-  /** Default timeout of one tool call; 30 s. */
-  readonly toolTimeoutMs?: number;
+  /**
+   * Runs every lxc-* tool (and cp) the provider needs: an LxcTools (registry.ts makes it, with
+   * its timeout and spawn counting), or a FakeToolRunner in unit tests. lxc-monitor (changes())
+   * and lxc-attach (exec()) are long-lived children with their own stdio and do not go through it.
+   */
+  readonly tools: LxcToolRunner;
   /** Timeout of one lxc-create (plus the rootfs copy); 5 min: busybox takes ~1 s here, big rootfs copies longer. */
   readonly createTimeoutMs?: number;
-  /** Called after every spawned tool (metrics; benchmarks count spawns per resync). */
-  readonly onToolCall?: (tool: LxcTool, durationMs: number, ok: boolean) => void;
+  /** This host's cgroup layout; detected from /proc/self/mounts at first use when not given (tests give one). */
+  readonly cgroup?: CgroupHost;
   /** The host ids unprivileged containers are mapped onto (the host policy's host.idmap); default DEFAULT_ID_RANGE. */
   readonly idmap?: IdRange;
   /**
@@ -68,7 +71,7 @@ export class LxcProvider implements Provider<'Container'> {
   readonly kind = 'Container' as const;
   private readonly lxcpath: string;
   private readonly log: Logger;
-  private readonly tools: LxcTools;
+  private readonly tools: LxcToolRunner;
   private readonly monitor: LxcMonitor;
   private readonly createTimeoutMs: number;
   private cgroupHost: Promise<CgroupHost> | undefined;
@@ -79,11 +82,8 @@ export class LxcProvider implements Provider<'Container'> {
   constructor(options: LxcProviderOptions) {
     this.lxcpath = options.lxcpath;
     this.log = options.logger.child({ provider: 'lxc', lxcpath: options.lxcpath });
-    this.tools = new LxcTools({
-      logger: this.log,
-      ...(options.toolTimeoutMs === undefined ? {} : { timeoutMs: options.toolTimeoutMs }),
-      ...(options.onToolCall === undefined ? {} : { onCall: options.onToolCall }),
-    });
+    this.tools = options.tools;
+    if (options.cgroup !== undefined) this.cgroupHost = Promise.resolve(options.cgroup);
     this.createTimeoutMs = options.createTimeoutMs ?? 300_000;
     this.idmap = options.idmap ?? DEFAULT_ID_RANGE;
     this.subordinateIdFiles = options.subordinateIdFiles === undefined ? { uid: '/etc/subuid', gid: '/etc/subgid' } : options.subordinateIdFiles;
@@ -98,9 +98,8 @@ export class LxcProvider implements Provider<'Container'> {
 
   /**
    * Checks that this host can run containers: root, every lxc-* tool in PATH and runnable,
-   * a usable lxcpath (created when missing, made searchable by others for unprivileged
-   * containers), a memory cgroup, and the id range registered for root in /etc/subuid and
-   * /etc/subgid (subordinate-ids.ts). Throws ProviderUnavailableError.
+   * a usable lxcpath (created when missing), a memory cgroup, and the id range registered for
+   * root in /etc/subuid and /etc/subgid (subordinate-ids.ts). Throws ProviderUnavailableError.
    */
   async probe(signal: AbortSignal): Promise<void> {
     if (typeof process.getuid === 'function' && process.getuid() !== 0) {
@@ -120,11 +119,8 @@ export class LxcProvider implements Provider<'Container'> {
     }
     try {
       await mkdir(this.lxcpath, { recursive: true, mode: 0o755 });
-      const st = await stat(this.lxcpath);
-      if (!st.isDirectory()) throw new Error('not a directory');
+      if (!(await stat(this.lxcpath)).isDirectory()) throw new Error('not a directory');
       await access(this.lxcpath, fsConstants.W_OK | fsConstants.X_OK);
-      // Unprivileged containers' mapped root must pass through it (as through /var/lib/lxc, 0755).
-      if ((st.mode & 0o001) === 0) await chmod(this.lxcpath, (st.mode & 0o7777) | 0o001);
     } catch (err) {
       throw new ProviderUnavailableError(`cannot use lxcpath ${this.lxcpath}: ${(err as Error).message}`, { cause: err });
     }
@@ -196,8 +192,7 @@ export class LxcProvider implements Provider<'Container'> {
     const fields = specFields('Container', spec);
     const applied = appliedConfigOf(fields);
     const managed = renderManagedConfig(applied, await this.renderContext(name));
-    // Checked before anything is made: an unprivileged container could not start under this lxcpath.
-    if (!applied.privileged) await assertSearchableByOthers(this.lxcpath);
+    if (!applied.privileged) await this.openLxcpathToMappedRoot();
     await mkdir(dir, { mode: 0o770 });
     const marker: OwnershipMarker = {
       version: MARKER_VERSION, id: d.id, key: d.key, specHash: d.specHash, fields, complete: false, origin: 'created',
@@ -369,6 +364,16 @@ export class LxcProvider implements Provider<'Container'> {
     return this.monitor.changes(signal);
   }
 
+  /** The console log LXC writes for `hostName` (lxc.console.logfile). */
+  consoleLogPath(hostName: string): string {
+    return consoleLogPath(this.lxcpath, hostName);
+  }
+
+  /** Runs `command` in the running container through lxc-attach, with a cleared environment. */
+  exec(hostName: string, command: readonly string[]): Promise<number> {
+    return execInContainer({ lxcpath: this.lxcpath, hostName, command: [...command] });
+  }
+
   /** Stops lxc-monitor and ends every changes() stream; the daemon calls it on shutdown. */
   close(): void {
     this.monitor.close();
@@ -382,6 +387,17 @@ export class LxcProvider implements Provider<'Container'> {
       throw err;
     });
     return this.cgroupHost;
+  }
+
+  /**
+   * Lets an unprivileged container's mapped root pass through the lxcpath, as through
+   * /var/lib/lxc (0755): the lxcpath is hyperlet's, so it gets o+x; the directories above are
+   * the operator's, so they are only checked (before anything is made).
+   */
+  private async openLxcpathToMappedRoot(): Promise<void> {
+    const st = await stat(this.lxcpath);
+    if ((st.mode & 0o001) === 0) await chmod(this.lxcpath, (st.mode & 0o7777) | 0o001);
+    await assertSearchableByOthers(dirname(this.lxcpath));
   }
 
   private async renderContext(name: string): Promise<RenderContext> {
@@ -450,7 +466,7 @@ export class LxcProvider implements Provider<'Container'> {
     await this.observer.checkProcAgainst([name]);
   }
 
-  private async stop(name: string, gracefulStopSeconds: number, frozen: boolean, signal: AbortSignal): Promise<string> {
+  private async stop(name: string, gracefulStopSeconds: number, frozen: boolean, signal: AbortSignal): Promise<string | undefined> {
     const args = ['-P', this.lxcpath, '-n', name];
     if (gracefulStopSeconds > 0) {
       // A frozen init cannot handle the halt signal: thaw it first.
@@ -466,7 +482,14 @@ export class LxcProvider implements Provider<'Container'> {
         this.log.info({ hostName: name, gracefulStopSeconds }, 'no clean shutdown in time; killing');
       }
     }
-    await this.tools.run('lxc-stop', [...args, '-k'], { signal });
+    try {
+      await this.tools.run('lxc-stop', [...args, '-k'], { signal });
+    } catch (err) {
+      if (isAbortError(err)) throw err;
+      // lxc-stop fails on a stopped container: a retry after a stop that worked, or one done behind our back.
+      if ((await this.observer.info(name, signal)).state === 'STOPPED') return undefined;
+      throw err;
+    }
     return gracefulStopSeconds > 0 ? `killed after ${gracefulStopSeconds} s without a clean shutdown` : 'killed (gracefulStopSeconds is 0)';
   }
 }

@@ -6,7 +6,7 @@
 import { totalmem } from 'node:os';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { type KubeBackend, createKubeBackend } from '../../../src/kube/kube-backend.js';
+import { type KubeBackend, createKubeBackend } from '../../../src/daemon/kube-backend.js';
 import { PolicyGate } from '../../../src/policy/admission.js';
 import { DEFAULT_HOST_POLICY, type HostPolicy } from '../../../src/policy/host-policy.js';
 import { nodePolicyFs } from '../../../src/policy/policy-fs.js';

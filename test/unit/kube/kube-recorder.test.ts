@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import type { CoreV1Event } from '@kubernetes/client-node';
 import pino from 'pino';
-import type { Clock } from '../../../src/queue/clock.js';
+import type { Clock } from '../../../src/shared/clock.js';
 import { type EventSink, KubeRecorder } from '../../../src/status/kube-recorder.js';
 import type { Desired } from '../../../src/store/desired.js';
 import type { ObjectKey } from '../../../src/store/object-key.js';

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import sinon from 'sinon';
 import pino from 'pino';
 import { type LeaseClient, type LeaseRecord, LeaderElector } from '../../../src/kube/leader-election.js';
-import { ConflictError } from '../../../src/reconcile/errors.js';
+import { ConflictError } from '../../../src/shared/errors.js';
 
 /** One Lease in memory with the API's optimistic concurrency; `down` makes every call fail. */
 class FakeLeaseClient implements LeaseClient {

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import sinon from 'sinon';
 import { WorkQueue } from '../../../src/queue/work-queue.js';
 import { RateLimiter } from '../../../src/queue/rate-limiter.js';
-import { systemClock } from '../../../src/queue/clock.js';
+import { systemClock } from '../../../src/shared/clock.js';
 
 /** A handler whose runs stay open until the test releases them. */
 class GatedHandler {

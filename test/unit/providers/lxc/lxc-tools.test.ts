@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import pino from 'pino';
 import { LxcTools, instanceStateOf, isLxcToolError, parseInfo, parseLsFancy, summarizeLxcLog } from '../../../../src/providers/lxc/lxc-tools.js';
-import { isAbortError } from '../../../../src/reconcile/errors.js';
+import { isAbortError } from '../../../../src/shared/errors.js';
 
 const logger = pino({ level: 'silent' });
 

@@ -6,14 +6,15 @@
 import { hostname } from 'node:os';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import type { SourceBackend } from '../sources/source.js';
+import type { SourceBackend } from '../reconcile/backend.js';
+import type { Source } from '../sources/source.js';
 import { KubeSource } from '../sources/kube-source.js';
 import { KubeFinalizerGate } from '../status/kube-finalizer-gate.js';
 import { KubeEventSink, KubeRecorder } from '../status/kube-recorder.js';
 import { KubeStatusWriter } from '../status/kube-status-writer.js';
-import { loadKubeConfig } from './kube-client.js';
-import { KubeObjectTracker } from './kube-object-tracker.js';
-import { KubeLeaseClient, LeaderElector } from './leader-election.js';
+import { loadKubeConfig } from '../kube/kube-client.js';
+import { KubeObjectTracker } from '../kube/kube-object-tracker.js';
+import { KubeLeaseClient, LeaderElector } from '../kube/leader-election.js';
 
 export interface KubeBackendOptions {
   /** Source id, the first part of every key (default "kube"). */
@@ -46,7 +47,7 @@ export interface KubeBackendOptions {
 }
 
 /** The kube backend plus what the daemon may want besides the SourceBackend interface. */
-export interface KubeBackend extends SourceBackend {
+export interface KubeBackend extends SourceBackend<Source> {
   readonly source: KubeSource;
   readonly statusWriter: KubeStatusWriter;
   readonly recorder: KubeRecorder;

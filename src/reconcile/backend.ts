@@ -6,6 +6,14 @@ import type { Status } from '../api/v1alpha1/types.js';
 import type { Desired } from '../store/desired.js';
 import type { ObjectKey } from '../store/object-key.js';
 
+/** The source an object came from, as the reconciler sees it: an id and a description. */
+export interface SourceIdentity {
+  /** Source id, also the first part of every key it makes ("dir", "git-0", "kube"). */
+  readonly id: string;
+  /** For people: "dir:/etc/hyperlet", "git:https://…#main", "kube". */
+  readonly description: string;
+}
+
 export interface StatusWriter {
   /**
    * Writes status for `key`. Callers only call it when the status changed. Throws
@@ -53,4 +61,29 @@ export interface FinalizerGate {
   ensure(d: Desired, signal: AbortSignal): Promise<void>;
   /** Called once the instance is removed (or orphaned on purpose); idempotent. */
   release(d: Desired, signal: AbortSignal): Promise<void>;
+}
+
+/**
+ * GitOps rules for a whole source, read on every reconcile. Absent means the defaults: prune,
+ * not paused.
+ */
+export interface SourcePolicy {
+  /** Delete the instances of objects that leave the source (--prune, default true). */
+  readonly prune: boolean;
+  /** Stop every change for this source's objects; observe and report only (--paused). */
+  readonly paused: boolean;
+}
+
+/**
+ * A source with everything that writes back to where it came from. The daemon wires one per
+ * `--source`; the controller looks the backend up by the key's source id.
+ */
+export interface SourceBackend<S extends SourceIdentity = SourceIdentity> {
+  readonly source: S;
+  readonly statusWriter: StatusWriter;
+  readonly recorder: Recorder;
+  /** Memory of removed objects (dir/git: the state DB); absent where finalizers do that job. */
+  readonly records?: ObjectRecords;
+  readonly finalizers?: FinalizerGate;
+  readonly policy?: SourcePolicy;
 }

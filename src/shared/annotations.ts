@@ -1,0 +1,15 @@
+/**
+ * The annotations hyperlet reads on objects, in one place so every layer names them the same
+ * way. Authors set them; hyperlet acts on each as its doc says.
+ */
+
+/** `"true"`: take over an existing instance hyperlet did not create (when the host policy allows it). */
+export const ADOPT_ANNOTATION = 'hyperlet.io/adopt';
+/** `"true"`: observe and report only; change nothing on the host for this object. */
+export const PAUSED_ANNOTATION = 'hyperlet.io/paused';
+/** `"disabled"`: when the object leaves its source, keep its instance and let go of it. */
+export const PRUNE_ANNOTATION = 'hyperlet.io/prune';
+/** Any new value: reboot the instance once (acted on once per value). */
+export const REBOOT_REQUEST_ANNOTATION = 'hyperlet.io/reboot-request';
+/** Set on objects the HTTP API returns: where the object came from (`SOURCE:FILE`). */
+export const SOURCE_ANNOTATION = 'hyperlet.io/source';
