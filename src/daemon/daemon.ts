@@ -10,7 +10,7 @@ import type { Kind } from '../api/v1alpha1/group.js';
 import { KINDS } from '../api/v1alpha1/group.js';
 import { PolicyGate } from '../policy/admission.js';
 import { DEFAULT_HOST_POLICY, type HostPolicy } from '../policy/host-policy.js';
-import { type PolicyFs, nodePolicyFs } from '../policy/policy-fs.js';
+import { nodePolicyFs } from '../policy/policy-fs.js';
 import type { Provider } from '../providers/provider.js';
 import { closeProviders, createProviders } from '../providers/registry.js';
 import { RateLimiter } from '../queue/rate-limiter.js';
@@ -56,8 +56,6 @@ export interface DaemonConfig {
   readonly git?: GitOptions;
   /** --policy: what objects may ask of this host (default: DEFAULT_HOST_POLICY, hyperlet's own directories only). */
   readonly hostPolicy?: HostPolicy;
-  /** The file system and memory the host policy judges against (tests inject them; default: this host). */
-  readonly policyHost?: { readonly fs: PolicyFs; readonly memoryBytes: number };
 }
 
 export class Daemon {
@@ -92,7 +90,7 @@ export class Daemon {
     const backendsById = new Map(this.backends.map((b) => [b.source.id, b]));
     const hostPolicy = config.hostPolicy ?? DEFAULT_HOST_POLICY;
     const policy = new PolicyGate({
-      policy: hostPolicy, fs: config.policyHost?.fs ?? nodePolicyFs, hostMemoryBytes: config.policyHost?.memoryBytes ?? totalmem(),
+      policy: hostPolicy, fs: nodePolicyFs, hostMemoryBytes: totalmem(),
     });
     logger.info({ policy: hostPolicy.file ?? 'built-in defaults' }, 'host policy');
     this.providers = config.providers === undefined
