@@ -14,7 +14,9 @@ export async function validateCommand(args: string[]): Promise<number> {
     options: { filename: { type: 'string', short: 'f', multiple: true }, policy: { type: 'string' } },
   });
   const paths = [...(values.filename ?? []), ...positionals];
-  if (paths.length === 0 && values.policy === undefined) throw new UsageError('validate needs at least one -f PATH (a file or a directory), or --policy FILE');
+  if (paths.length === 0 && values.policy === undefined) {
+    throw new UsageError('validate needs at least one -f PATH (a file or a directory), or --policy FILE');
+  }
   let policy;
   try {
     policy = await policyOption(values.policy);

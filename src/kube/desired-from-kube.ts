@@ -31,7 +31,8 @@ const timestamp = (t: unknown): string | undefined =>
 export function crossNamespaceIssues(namespace: string, deps: readonly DependencyRef[]): ValidationIssue[] {
   return deps.flatMap((dep, i) => (dep.namespace === undefined || dep.namespace === namespace ? [] : [{
     path: `spec.dependsOn[${i}].namespace`, rule: 'same-namespace',
-    message: `must be ${namespace}, the object's own namespace (is ${dep.namespace}): in Kubernetes, dependsOn may only name objects of the same namespace`,
+    message: `must be ${namespace}, the object's own namespace (is ${dep.namespace}): `
+      + 'in Kubernetes, dependsOn may only name objects of the same namespace',
   }]));
 }
 

@@ -66,6 +66,8 @@ export function issueLine(issue: PolicyIssue): string {
 const scopeOf = (d: Desired): string => `source ${d.source}, namespace ${d.object.metadata.namespace}`;
 const bytes = (q: string | number | undefined): number | undefined => (q === undefined ? undefined : parseQuantity(q));
 const size = (n: number): string => formatQuantity(n);
+/** A list of allowed names for a message. */
+const listed = (names: readonly string[]): string => names.join(', ') || 'none allowed';
 
 /** The object with the policy's defaults filled in: a container without memory gets containerMemory. */
 export function withPolicyDefaults(d: Desired, rules: ScopeRules): Desired {
@@ -104,55 +106,67 @@ export function usageOf(d: Desired, rules: ScopeRules): Usage {
   const spec = d.object.spec as VirtualMachineSpec;
   const r = spec.resources;
   return {
-    cpu: r.maxCpu ?? r.cpu, cpuField: r.maxCpu === undefined ? 'spec.resources.cpu' : 'spec.resources.maxCpu',
-    memoryBytes: bytes(r.maxMemory ?? r.memory) ?? 0, memoryField: r.maxMemory === undefined ? 'spec.resources.memory' : 'spec.resources.maxMemory',
-    diskBytes: (spec.disks ?? []).reduce((sum, disk) => sum + (bytes(disk.size) ?? DEFAULT_VM_DISK_BYTES), 0), diskField: 'spec.disks',
+    cpu: r.maxCpu ?? r.cpu,
+    cpuField: r.maxCpu === undefined ? 'spec.resources.cpu' : 'spec.resources.maxCpu',
+    memoryBytes: bytes(r.maxMemory ?? r.memory) ?? 0,
+    memoryField: r.maxMemory === undefined ? 'spec.resources.memory' : 'spec.resources.maxMemory',
+    diskBytes: (spec.disks ?? []).reduce((sum, disk) => sum + (bytes(disk.size) ?? DEFAULT_VM_DISK_BYTES), 0),
+    diskField: 'spec.disks',
   };
 }
 
 /** Rules that need nothing but the object and its scope's rules. */
 export function staticIssues(d: Desired, rules: ScopeRules): PolicyIssue[] {
   const issues: PolicyIssue[] = [];
-  const deny = (field: string, rule: string, message: string): void => { issues.push({ reason: 'PolicyDenied', field, rule, message }); };
+  const deny = (field: string, rule: string, message: string): void => {
+    issues.push({ reason: 'PolicyDenied', field, rule, message });
+  };
   const object = d.object;
+  const annotations = object.metadata.annotations ?? {};
+  const scope = scopeOf(d);
   if (object.spec.deletionPolicy === 'Orphan' && !rules.orphan) {
-    deny('spec.deletionPolicy', 'allow.orphan', `Orphan is not allowed for ${scopeOf(d)}: instances are deleted with their objects`);
+    deny('spec.deletionPolicy', 'allow.orphan', `Orphan is not allowed for ${scope}: instances are deleted with their objects`);
   }
-  if (object.metadata.annotations?.[PRUNE_ANNOTATION] === 'disabled' && !rules.orphan) {
-    deny(`metadata.annotations["${PRUNE_ANNOTATION}"]`, 'allow.orphan', `"disabled" is not allowed for ${scopeOf(d)}: it would leave the instance behind when the object goes`);
+  if (annotations[PRUNE_ANNOTATION] === 'disabled' && !rules.orphan) {
+    deny(`metadata.annotations["${PRUNE_ANNOTATION}"]`, 'allow.orphan',
+      `"disabled" is not allowed for ${scope}: it would leave the instance behind when the object goes`);
   }
   if (d.deleting === true) return issues;
-  if (object.metadata.annotations?.[ADOPT_ANNOTATION] === 'true' && !rules.adoption) {
-    deny(`metadata.annotations["${ADOPT_ANNOTATION}"]`, 'allow.adoption', `"true" is not allowed for ${scopeOf(d)}: hyperlet never takes over an instance it did not create`);
+  if (annotations[ADOPT_ANNOTATION] === 'true' && !rules.adoption) {
+    deny(`metadata.annotations["${ADOPT_ANNOTATION}"]`, 'allow.adoption',
+      `"true" is not allowed for ${scope}: hyperlet never takes over an instance it did not create`);
   }
-  if (object.spec.gracefulStopSeconds > rules.limits.gracefulStopSeconds) {
-    deny('spec.gracefulStopSeconds', 'limits.gracefulStopSeconds', `${object.spec.gracefulStopSeconds} is more than the ${rules.limits.gracefulStopSeconds} s allowed for ${scopeOf(d)}`);
+  const stopCap = rules.limits.gracefulStopSeconds;
+  if (object.spec.gracefulStopSeconds > stopCap) {
+    deny('spec.gracefulStopSeconds', 'limits.gracefulStopSeconds',
+      `${object.spec.gracefulStopSeconds} is more than the ${stopCap} s allowed for ${scope}`);
   }
   const bridge = (field: string, name: string): void => {
-    if (!matchesAny(rules.bridges, name)) deny(field, 'bridges', `${name} is not an allowed bridge (${rules.bridges.join(', ') || 'none allowed'})`);
+    if (!matchesAny(rules.bridges, name)) deny(field, 'bridges', `${name} is not an allowed bridge (${listed(rules.bridges)})`);
   };
   if (object.kind === 'Container') {
     const spec = object.spec as ContainerSpec;
     if (spec.template !== undefined && !matchesAny(rules.templates, spec.template)) {
-      deny('spec.template', 'templates', `${spec.template} is not an allowed LXC template (${rules.templates.join(', ') || 'none allowed'})`);
+      deny('spec.template', 'templates', `${spec.template} is not an allowed LXC template (${listed(rules.templates)})`);
     }
     if (spec.privileged === true && !rules.privileged) {
-      deny('spec.privileged', 'allow.privileged', `true is not allowed for ${scopeOf(d)}: containers run in a user namespace`);
+      deny('spec.privileged', 'allow.privileged', `true is not allowed for ${scope}: containers run in a user namespace`);
     }
     (spec.network ?? []).forEach((n, i) => {
-      if (n.type === 'veth') bridge(n.bridge === undefined ? `spec.network[${i}]` : `spec.network[${i}].bridge`, n.bridge ?? DEFAULT_CONTAINER_BRIDGE);
+      if (n.type !== 'veth') return;
+      bridge(n.bridge === undefined ? `spec.network[${i}]` : `spec.network[${i}].bridge`, n.bridge ?? DEFAULT_CONTAINER_BRIDGE);
     });
   } else {
     const spec = object.spec as VirtualMachineSpec;
     (spec.networks ?? []).forEach((n, i) => {
       if (n.bridge !== undefined) bridge(`spec.networks[${i}].bridge`, n.bridge);
       if (n.network !== undefined && !matchesAny(rules.networks, n.network)) {
-        deny(`spec.networks[${i}].network`, 'networks', `${n.network} is not an allowed libvirt network (${rules.networks.join(', ') || 'none allowed'})`);
+        deny(`spec.networks[${i}].network`, 'networks', `${n.network} is not an allowed libvirt network (${listed(rules.networks)})`);
       }
     });
     (spec.disks ?? []).forEach((disk, i) => {
       if (!matchesAny(rules.pools, disk.pool)) {
-        deny(`spec.disks[${i}].pool`, 'pools', `${disk.pool} is not an allowed storage pool (${rules.pools.join(', ') || 'none allowed'})`);
+        deny(`spec.disks[${i}].pool`, 'pools', `${disk.pool} is not an allowed storage pool (${listed(rules.pools)})`);
       }
     });
   }
@@ -163,20 +177,25 @@ export function staticIssues(d: Desired, rules: ScopeRules): PolicyIssue[] {
 /** Per-object limits on cpu, memory and disk. */
 function limitIssues(d: Desired, rules: ScopeRules): PolicyIssue[] {
   const issues: PolicyIssue[] = [];
+  const deny = (field: string, rule: string, message: string): void => {
+    issues.push({ reason: 'PolicyDenied', field, rule, message });
+  };
   const use = usageOf(d, rules);
+  const scope = scopeOf(d);
   const { cpu, memoryBytes, diskBytes } = rules.limits;
   if (cpu !== undefined) {
     if (use.cpu === undefined) {
-      issues.push({ reason: 'PolicyDenied', field: use.cpuField, rule: 'limits.cpu', message: `must be set (at most ${cpu}) for ${scopeOf(d)}: without it the container may use every CPU` });
+      deny(use.cpuField, 'limits.cpu', `must be set (at most ${cpu}) for ${scope}: without it the container may use every CPU`);
     } else if (use.cpu > cpu) {
-      issues.push({ reason: 'PolicyDenied', field: use.cpuField, rule: 'limits.cpu', message: `${use.cpu} is more than the ${cpu} CPUs one object may have in ${scopeOf(d)}` });
+      deny(use.cpuField, 'limits.cpu', `${use.cpu} is more than the ${cpu} CPUs one object may have in ${scope}`);
     }
   }
   if (memoryBytes !== undefined && use.memoryBytes > memoryBytes) {
-    issues.push({ reason: 'PolicyDenied', field: use.memoryField, rule: 'limits.memory', message: `${size(use.memoryBytes)} is more than the ${size(memoryBytes)} one object may have in ${scopeOf(d)}` });
+    deny(use.memoryField, 'limits.memory',
+      `${size(use.memoryBytes)} is more than the ${size(memoryBytes)} one object may have in ${scope}`);
   }
   if (diskBytes !== undefined && use.diskBytes > diskBytes) {
-    issues.push({ reason: 'PolicyDenied', field: use.diskField, rule: 'limits.disk', message: `${size(use.diskBytes)} in all is more than the ${size(diskBytes)} one object may have in ${scopeOf(d)}` });
+    deny(use.diskField, 'limits.disk', `${size(use.diskBytes)} in all is more than the ${size(diskBytes)} one object may have in ${scope}`);
   }
   return issues;
 }
@@ -187,7 +206,9 @@ export async function pathIssues(d: Desired, rules: ScopeRules, fs: PolicyFs): P
   const checks: { field: string; rule: string; check: Promise<string | undefined> }[] = [];
   if (d.object.kind === 'Container') {
     const spec = d.object.spec as ContainerSpec;
-    if (spec.rootfs !== undefined) checks.push({ field: 'spec.rootfs', rule: 'paths.rootfs', check: checkRootfsDir(spec.rootfs, rules.rootfsDirs, fs) });
+    if (spec.rootfs !== undefined) {
+      checks.push({ field: 'spec.rootfs', rule: 'paths.rootfs', check: checkRootfsDir(spec.rootfs, rules.rootfsDirs, fs) });
+    }
   } else {
     const spec = d.object.spec as VirtualMachineSpec;
     const image = (field: string, path: string | undefined): void => {
@@ -221,8 +242,9 @@ export function capacityIssues(d: Desired, rules: ScopeRules, hostMemoryBytes: n
 /** Every MAC an object's instance uses, with the field that gives it; VM NICs without one get a derived MAC. */
 export function macsOf(d: Desired): { field: string; mac: string; declared: boolean }[] {
   if (d.object.kind === 'Container') {
-    return ((d.object.spec as ContainerSpec).network ?? []).flatMap((n, i) =>
-      (n.type === 'veth' && n.hwaddr !== undefined ? [{ field: `spec.network[${i}].hwaddr`, mac: normalizeMac(n.hwaddr), declared: true }] : []));
+    return ((d.object.spec as ContainerSpec).network ?? []).flatMap((n, i) => (n.type === 'veth' && n.hwaddr !== undefined
+      ? [{ field: `spec.network[${i}].hwaddr`, mac: normalizeMac(n.hwaddr), declared: true }]
+      : []));
   }
   return ((d.object.spec as VirtualMachineSpec).networks ?? []).map((n, i) => ({
     field: `spec.networks[${i}].mac`, mac: normalizeMac(n.mac ?? deriveMac(d.id, i)), declared: n.mac !== undefined,
@@ -255,8 +277,9 @@ export function macIssues(d: Desired, context: AdmissionContext): PolicyIssue[] 
   const seen = new Set<string>();
   for (const { field, mac } of own) {
     const holder = taken.get(mac);
-    if (seen.has(mac)) issues.push({ reason: 'PolicyDenied', field, rule: 'unique-mac', message: `${mac} is used twice by this object` });
-    else if (holder !== undefined) issues.push({ reason: 'PolicyDenied', field, rule: 'unique-mac', message: `${mac} is already used by ${holder} on this host` });
+    const message = seen.has(mac) ? `${mac} is used twice by this object`
+      : holder !== undefined ? `${mac} is already used by ${holder} on this host` : undefined;
+    if (message !== undefined) issues.push({ reason: 'PolicyDenied', field, rule: 'unique-mac', message });
     seen.add(mac);
   }
   return issues;
@@ -275,26 +298,28 @@ export function quotaIssues(d: Desired, rules: ScopeRules, context: AdmissionCon
   const sum = (pick: (u: Usage) => number): number => used.reduce((total, u) => total + pick(u), pick(own));
   const issues: PolicyIssue[] = [];
   const quota = rules.quota;
-  const over = (field: string, rule: string, message: string): void => { issues.push({ reason: 'QuotaExceeded', field, rule, message }); };
+  const over = (field: string, rule: string, message: string): void => {
+    issues.push({ reason: 'QuotaExceeded', field, rule, message });
+  };
+  const scope = scopeOf(d);
   if (quota.objects !== undefined && before.length + 1 > quota.objects) {
-    over('metadata.name', 'quota.objects', `${d.object.kind}/${d.object.metadata.name} would be object ${before.length + 1} of ${scopeOf(d)}, over its quota of ${quota.objects}`);
+    over('metadata.name', 'quota.objects',
+      `${d.object.kind}/${d.object.metadata.name} would be object ${before.length + 1} of ${scope}, over its quota of ${quota.objects}`);
   }
   if (quota.cpu !== undefined) {
+    const total = sum((u) => u.cpu ?? 0);
     if (own.cpu === undefined) {
-      over(own.cpuField, 'quota.cpu', `must be set: ${scopeOf(d)} has a quota of ${quota.cpu} CPUs, and without it the container may use every CPU`);
-    } else {
-      const total = sum((u) => u.cpu ?? 0);
-      if (total > quota.cpu) over(own.cpuField, 'quota.cpu', `${own.cpu} would bring ${scopeOf(d)} to ${total} CPUs, over its quota of ${quota.cpu}`);
+      over(own.cpuField, 'quota.cpu', `must be set: ${scope} has a quota of ${quota.cpu} CPUs, and without it the container may use all`);
+    } else if (total > quota.cpu) {
+      over(own.cpuField, 'quota.cpu', `${own.cpu} would bring ${scope} to ${total} CPUs, over its quota of ${quota.cpu}`);
     }
   }
-  if (quota.memoryBytes !== undefined) {
-    const total = sum((u) => u.memoryBytes);
-    if (total > quota.memoryBytes) over(own.memoryField, 'quota.memory', `${size(own.memoryBytes)} would bring ${scopeOf(d)} to ${size(total)}, over its quota of ${size(quota.memoryBytes)}`);
-  }
-  if (quota.diskBytes !== undefined) {
-    const total = sum((u) => u.diskBytes);
-    if (total > quota.diskBytes) over(own.diskField, 'quota.disk', `${size(own.diskBytes)} would bring ${scopeOf(d)} to ${size(total)}, over its quota of ${size(quota.diskBytes)}`);
-  }
+  const bytesOver = (field: string, rule: string, mine: number, total: number, limit: number | undefined): void => {
+    if (limit === undefined || total <= limit) return;
+    over(field, rule, `${size(mine)} would bring ${scope} to ${size(total)}, over its quota of ${size(limit)}`);
+  };
+  bytesOver(own.memoryField, 'quota.memory', own.memoryBytes, sum((u) => u.memoryBytes), quota.memoryBytes);
+  bytesOver(own.diskField, 'quota.disk', own.diskBytes, sum((u) => u.diskBytes), quota.diskBytes);
   return issues;
 }
 
@@ -327,8 +352,8 @@ export class PolicyGate implements Admitter {
     };
     const issues = [
       ...staticIssues(desired, rules),
-      ...await pathIssues(desired, rules, this.fs).catch((err: unknown) => [{
-        reason: 'PolicyDenied' as const, field: 'spec', rule: 'paths', message: `cannot check the host paths it names: ${(err as Error).message}`,
+      ...await pathIssues(desired, rules, this.fs).catch((err: unknown): PolicyIssue[] => [{
+        reason: 'PolicyDenied', field: 'spec', rule: 'paths', message: `cannot check the host paths it names: ${(err as Error).message}`,
       }]),
       ...macIssues(desired, withDefaults),
       ...capacityIssues(desired, rules, this.hostMemoryBytes, this.policy.host.reservedMemoryBytes),

@@ -41,7 +41,8 @@ async function realDirs(dirs: readonly string[], fs: PolicyFs): Promise<string[]
 export async function checkImageFile(path: string, allowedDirs: readonly string[], fs: PolicyFs): Promise<string | undefined> {
   const dirs = await realDirs(allowedDirs, fs);
   const why = await imageProblem(path, dirs, fs, 0);
-  return why === undefined ? undefined : `${path} is not a regular file under an allowed image directory (${allowedDirs.join(', ') || 'none allowed'}): ${why}`;
+  if (why === undefined) return undefined;
+  return `${path} is not a regular file under an allowed image directory (${allowedDirs.join(', ') || 'none allowed'}): ${why}`;
 }
 
 async function imageProblem(path: string, dirs: readonly string[], fs: PolicyFs, depth: number): Promise<string | undefined> {
@@ -59,7 +60,7 @@ async function imageProblem(path: string, dirs: readonly string[], fs: PolicyFs,
     if (name === undefined) continue;
     if (depth + 1 > MAX_BACKING_DEPTH) return `its chain of backing files is longer than ${MAX_BACKING_DEPTH}`;
     // QEMU reads a name with a protocol prefix ("nbd:", "json:{…}") as that protocol, not as a file.
-    if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(name) && !name.startsWith('/')) return `its ${role} ${JSON.stringify(name)} is not a plain file name`;
+    if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(name)) return `its ${role} ${JSON.stringify(name)} is not a plain file name`;
     const next = resolve(dirname(real), name);
     const problem = await imageProblem(next, dirs, fs, depth + 1);
     if (problem !== undefined) return `its ${role} ${next} is refused: ${problem}`;

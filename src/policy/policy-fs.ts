@@ -6,7 +6,7 @@
  * regular file, and then with O_NONBLOCK | O_NOFOLLOW, and fstat must agree, so a device, FIFO
  * or socket is never opened and a link swapped in meanwhile is not followed.
  */
-import { constants as fsConstants } from 'node:fs';
+import { type Stats, constants as fsConstants } from 'node:fs';
 import { lstat, open, realpath } from 'node:fs/promises';
 
 export type FileKind = 'file' | 'directory' | 'symlink' | 'block-device' | 'char-device' | 'fifo' | 'socket' | 'unknown';
@@ -23,7 +23,7 @@ export interface PolicyFs {
   readHead(path: string, length: number): Promise<{ readonly kind: FileKind; readonly bytes: Uint8Array }>;
 }
 
-function kindOfStats(st: { isFile(): boolean; isDirectory(): boolean; isSymbolicLink(): boolean; isBlockDevice(): boolean; isCharacterDevice(): boolean; isFIFO(): boolean; isSocket(): boolean }): FileKind {
+function kindOfStats(st: Stats): FileKind {
   if (st.isFile()) return 'file';
   if (st.isDirectory()) return 'directory';
   if (st.isSymbolicLink()) return 'symlink';

@@ -60,13 +60,18 @@ function schemaProblems(file: string, errors: readonly ErrorObject[]): PolicyFil
     } else if (anyOfPaths.has(e.instancePath) && e.schemaPath.includes('/anyOf/')) {
       continue;
     } else if (e.keyword === 'additionalProperties') {
-      problems.push({ file, path: at(String((e.params as { additionalProperty: string }).additionalProperty)), rule: 'unknown-field', message: 'unknown field' });
+      const field = String((e.params as { additionalProperty: string }).additionalProperty);
+      problems.push({ file, path: at(field), rule: 'unknown-field', message: 'unknown field' });
     } else if (e.keyword === 'required') {
-      problems.push({ file, path: at(String((e.params as { missingProperty: string }).missingProperty)), rule: 'required', message: 'is required' });
+      const field = String((e.params as { missingProperty: string }).missingProperty);
+      problems.push({ file, path: at(field), rule: 'required', message: 'is required' });
     } else if (e.keyword === 'const') {
-      problems.push({ file, path, rule: 'const', message: `must be ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}` });
+      const allowed = (e.params as { allowedValue: unknown }).allowedValue;
+      problems.push({ file, path, rule: 'const', message: `must be ${JSON.stringify(allowed)}` });
     } else if (e.keyword === 'pattern') {
-      const what = path.includes('paths.') ? 'an absolute directory path without "." or ".." parts or a trailing slash' : 'a name or a glob (letters, digits, "_.-" and "*")';
+      const what = path.includes('paths.')
+        ? 'an absolute directory path without "." or ".." parts or a trailing slash'
+        : 'a name or a glob (letters, digits, "_.-" and "*")';
       problems.push({ file, path, rule: 'pattern', message: `must be ${what}` });
     } else {
       problems.push({ file, path, rule: e.keyword, message: e.message ?? 'is invalid' });
@@ -130,11 +135,13 @@ export function parsePolicy(file: string, text: string): PolicyParse {
   } catch (err) {
     const e = err as { reason?: string; mark?: { line: number; column: number }; message?: string };
     const at = e.mark === undefined ? '' : ` at line ${e.mark.line + 1}, column ${e.mark.column + 1}`;
-    return { ok: false, problems: [{ file, path: '', rule: 'yaml', message: `cannot parse YAML${at}: ${e.reason ?? e.message ?? String(err)}` }] };
+    const message = `cannot parse YAML${at}: ${e.reason ?? e.message ?? String(err)}`;
+    return { ok: false, problems: [{ file, path: '', rule: 'yaml', message }] };
   }
   const present = docs.filter((d) => d !== null && d !== undefined);
   if (present.length !== 1) {
-    return { ok: false, problems: [{ file, path: '', rule: 'one-document', message: `must hold exactly one HostPolicy document (holds ${present.length})` }] };
+    const message = `must hold exactly one HostPolicy document (holds ${present.length})`;
+    return { ok: false, problems: [{ file, path: '', rule: 'one-document', message }] };
   }
   const doc = present[0];
   if (typeof doc !== 'object' || Array.isArray(doc)) {
@@ -147,7 +154,8 @@ export function parsePolicy(file: string, text: string): PolicyParse {
 
   const idmap = raw.host?.idmap ?? DEFAULT_HOST_POLICY.host.idmap;
   if (idmap.hostId + idmap.size > 4_294_967_295) {
-    problems.push({ file, path: 'host.idmap', rule: 'range', message: `hostId + size must be at most 4294967295 (is ${idmap.hostId + idmap.size})` });
+    const end = idmap.hostId + idmap.size;
+    problems.push({ file, path: 'host.idmap', rule: 'range', message: `hostId + size must be at most 4294967295 (is ${end})` });
   }
   const reserved = raw.host?.reservedMemory === undefined ? 0 : parseQuantity(raw.host.reservedMemory);
   if (reserved === undefined) problem('host.reservedMemory', 'must be a quantity whose byte count is a safe integer');
@@ -177,7 +185,8 @@ export async function loadPolicyFile(path: string): Promise<HostPolicy> {
     throw new PolicyFileError([{ file: path, path: '', rule: 'readable', message: `cannot read: ${(err as Error).message}` }]);
   }
   if (bytes.length > MAX_POLICY_BYTES) {
-    throw new PolicyFileError([{ file: path, path: '', rule: 'size', message: `is ${bytes.length} bytes; a policy file holds at most ${MAX_POLICY_BYTES}` }]);
+    const message = `is ${bytes.length} bytes; a policy file holds at most ${MAX_POLICY_BYTES}`;
+    throw new PolicyFileError([{ file: path, path: '', rule: 'size', message }]);
   }
   const parsed = parsePolicy(path, bytes.toString('utf8'));
   if (!parsed.ok) throw new PolicyFileError(parsed.problems);

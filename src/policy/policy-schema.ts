@@ -86,7 +86,10 @@ export const policySchema: JsonSchema = {
           additionalProperties: false,
           required: ['hostId', 'size'],
           properties: {
-            hostId: { type: 'integer', minimum: 65_536, maximum: 4_294_967_294 - 65_536, description: 'First host uid and gid of the range (above the ids of host users).' },
+            hostId: {
+              type: 'integer', minimum: 65_536, maximum: 4_294_967_294 - 65_536,
+              description: 'First host uid and gid of the range (above the ids of host users).',
+            },
             size: { type: 'integer', minimum: 65_536, maximum: 1_000_000_000, description: 'How many ids (at least 65536).' },
           },
         },
@@ -101,7 +104,9 @@ export const policySchema: JsonSchema = {
         type: 'object',
         additionalProperties: false,
         properties: {
-          source: { type: 'string', pattern: NAME_GLOB_PATTERN, description: 'Source id ("dir", "git", "git-2", "kube") or a glob; default *.' },
+          source: {
+            type: 'string', pattern: NAME_GLOB_PATTERN, description: 'Source id ("dir", "git", "git-2", "kube") or a glob; default *.',
+          },
           namespace: { type: 'string', pattern: NAME_GLOB_PATTERN, description: 'Namespace or a glob; default *.' },
           ...ruleProperties,
         },

@@ -33,15 +33,18 @@ export function parseQcow2Header(bytes: Uint8Array): Qcow2Header {
   if (view.getUint32(0) !== QCOW2_MAGIC) return { qcow2: false };
   if (bytes.length < V2_HEADER_BYTES) return { qcow2: true, version: 0, unreadable: 'the header is cut short' };
   const version = view.getUint32(4);
+  const decoder = new TextDecoder('utf-8', { fatal: false });
   const text = (offset: number, length: number): string | undefined =>
-    (offset + length <= bytes.length ? new TextDecoder('utf-8', { fatal: false }).decode(bytes.subarray(offset, offset + length)) : undefined);
+    (offset + length <= bytes.length ? decoder.decode(bytes.subarray(offset, offset + length)) : undefined);
 
   let backingFile: string | undefined;
   const backingOffset = Number(view.getBigUint64(8));
   const backingSize = view.getUint32(16);
   if (backingOffset !== 0 && backingSize > 0) {
     backingFile = text(backingOffset, backingSize);
-    if (backingFile === undefined) return { qcow2: true, version, unreadable: `its backing file name lies at byte ${backingOffset}, past the header read` };
+    if (backingFile === undefined) {
+      return { qcow2: true, version, unreadable: `its backing file name lies at byte ${backingOffset}, past the header read` };
+    }
   }
   let dataFile: string | undefined;
   if (version >= 3) {

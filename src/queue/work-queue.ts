@@ -89,7 +89,9 @@ export class WorkQueue<K extends string = string> {
     this.started = options.paused !== true;
     this.scopeOf = options.fairness?.scopeOf ?? (() => '');
     this.maxPerScope = options.fairness === undefined ? concurrency : options.fairness.maxPerScope ?? Math.max(1, concurrency - 1);
-    if (!Number.isInteger(this.maxPerScope) || this.maxPerScope < 1) throw new TypeError('work queue maxPerScope must be a positive integer');
+    if (!Number.isInteger(this.maxPerScope) || this.maxPerScope < 1) {
+      throw new TypeError('work queue maxPerScope must be a positive integer');
+    }
     this.process = options.process;
     this.clock = options.clock ?? systemClock;
     this.rateLimiter = options.rateLimiter ?? new RateLimiter({ clock: this.clock });

@@ -94,7 +94,8 @@ export class Reconciler {
     const admission = await this.admit(found.d);
     if (!admission.allowed) {
       this.warnOnce(backend, found.d, admission.reason, admission.message);
-      await this.writeStatus(backend, found.d, { observed: undefined, failure: { reason: admission.reason, message: admission.message } }, signal);
+      const failure = { reason: admission.reason, message: admission.message };
+      await this.writeStatus(backend, found.d, { observed: undefined, failure }, signal);
       // Not this pass's failure but the object's: look again now and then, as quotas free up and files appear.
       return requeueAfter(this.options.policyRetryMs ?? 60_000);
     }

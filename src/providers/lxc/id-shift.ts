@@ -46,7 +46,9 @@ export async function assertSearchableByOthers(path: string): Promise<void> {
   for (let dir = path; ; dir = dirname(dir)) {
     const st = await stat(dir);
     if ((st.mode & 0o001) === 0) {
-      throw new Error(`cannot run unprivileged containers under ${path}: ${dir} is mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}, and their mapped root needs to search it (chmod o+x ${dir})`);
+      const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
+      throw new Error(`cannot run unprivileged containers under ${path}: ${dir} is mode ${mode}, and their mapped root needs to search it `
+        + `(chmod o+x ${dir})`);
     }
     if (dirname(dir) === dir) return;
   }

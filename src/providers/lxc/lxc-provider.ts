@@ -86,7 +86,9 @@ export class LxcProvider implements Provider<'Container'> {
     if (options.cgroup !== undefined) this.cgroupHost = Promise.resolve(options.cgroup);
     this.createTimeoutMs = options.createTimeoutMs ?? 300_000;
     this.idmap = options.idmap ?? DEFAULT_ID_RANGE;
-    this.subordinateIdFiles = options.subordinateIdFiles === undefined ? { uid: '/etc/subuid', gid: '/etc/subgid' } : options.subordinateIdFiles;
+    this.subordinateIdFiles = options.subordinateIdFiles === undefined
+      ? { uid: '/etc/subuid', gid: '/etc/subgid' }
+      : options.subordinateIdFiles;
     this.observer = new LxcObserver({ lxcpath: this.lxcpath, tools: this.tools, logger: this.log, cgroup: () => this.cgroup() });
     this.monitor = new LxcMonitor({ lxcpath: this.lxcpath, logger: this.log, listNames: () => this.observer.listNames() });
   }
@@ -132,7 +134,8 @@ export class LxcProvider implements Provider<'Container'> {
     if (this.subordinateIdFiles !== null) {
       try {
         for (const file of [this.subordinateIdFiles.uid, this.subordinateIdFiles.gid]) {
-          if (await ensureSubordinateRange(file, this.idmap)) this.log.info({ file, idmap: this.idmap }, 'registered the id range of unprivileged containers');
+          if (!(await ensureSubordinateRange(file, this.idmap))) continue;
+          this.log.info({ file, idmap: this.idmap }, 'registered the id range of unprivileged containers');
         }
       } catch (err) {
         throw new ProviderUnavailableError(`cannot use lxc: ${errorMessage(err)}`, { cause: err });
@@ -402,8 +405,8 @@ export class LxcProvider implements Provider<'Container'> {
 
   private async renderContext(name: string): Promise<RenderContext> {
     return {
-      lxcpath: this.lxcpath, hostName: name, cgroupVersion: (await this.cgroup()).version, consoleLogPath: consoleLogPath(this.lxcpath, name),
-      idmap: this.idmap,
+      lxcpath: this.lxcpath, hostName: name, cgroupVersion: (await this.cgroup()).version,
+      consoleLogPath: consoleLogPath(this.lxcpath, name), idmap: this.idmap,
     };
   }
 

@@ -33,9 +33,14 @@ export function parseSubordinateIds(text: string): SubordinateEntry[] {
 
 const ROOT_NAMES = new Set(['root', '0']);
 
+/** What registering a range needs (planSubordinateRange). */
+export type SubordinatePlan =
+  | { readonly action: 'present' }
+  | { readonly action: 'append'; readonly line: string }
+  | { readonly action: 'conflict'; readonly entry: SubordinateEntry };
+
 /** What registering `range` for root needs: nothing, one appended line, or nothing possible (a conflict). */
-export function planSubordinateRange(entries: readonly SubordinateEntry[], range: IdRange):
-  { readonly action: 'present' } | { readonly action: 'append'; readonly line: string } | { readonly action: 'conflict'; readonly entry: SubordinateEntry } {
+export function planSubordinateRange(entries: readonly SubordinateEntry[], range: IdRange): SubordinatePlan {
   const end = range.hostId + range.size;
   const covering = entries.find((e) => ROOT_NAMES.has(e.owner) && e.start <= range.hostId && e.start + e.count >= end);
   if (covering !== undefined) return { action: 'present' };
@@ -59,7 +64,10 @@ export async function ensureSubordinateRange(path: string, range: IdRange): Prom
   if (plan.action === 'present') return false;
   if (plan.action === 'conflict') {
     const e = plan.entry;
-    throw new Error(`cannot map unprivileged containers onto ids ${range.hostId}-${range.hostId + range.size - 1}: ${path} line ${e.line} gives ${e.start}-${e.start + e.count - 1} to ${e.owner} (choose another host.idmap in the host policy)`);
+    const ours = `${range.hostId}-${range.hostId + range.size - 1}`;
+    const theirs = `${e.start}-${e.start + e.count - 1}`;
+    throw new Error(`cannot map unprivileged containers onto ids ${ours}: ${path} line ${e.line} gives ${theirs} to ${e.owner} `
+      + '(choose another host.idmap in the host policy)');
   }
   const prefix = text === '' || text.endsWith('\n') ? '' : '\n';
   await appendFile(path, `${prefix}${plan.line}`, { mode: 0o644 });
