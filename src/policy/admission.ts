@@ -346,18 +346,15 @@ export class PolicyGate implements Admitter {
   async admit(d: Desired, context: AdmissionContext): Promise<Admission> {
     const rules = rulesFor(this.policy, d.source, d.object.metadata.namespace);
     const desired = d.deleting === true ? d : withPolicyDefaults(d, rules);
-    const withDefaults: AdmissionContext = {
-      ...context,
-      objects: context.objects.map((o) => (o.key === d.key ? desired : o)),
-    };
     const issues = [
       ...staticIssues(desired, rules),
       ...await pathIssues(desired, rules, this.fs).catch((err: unknown): PolicyIssue[] => [{
         reason: 'PolicyDenied', field: 'spec', rule: 'paths', message: `cannot check the host paths it names: ${(err as Error).message}`,
       }]),
-      ...macIssues(desired, withDefaults),
+      // Both skip the entry of `d` itself in context.objects, so its declared form there does not count.
+      ...macIssues(desired, context),
       ...capacityIssues(desired, rules, this.hostMemoryBytes, this.policy.host.reservedMemoryBytes),
-      ...quotaIssues(desired, rules, withDefaults),
+      ...quotaIssues(desired, rules, context),
     ];
     if (issues.length === 0) return { allowed: true, desired };
     const reason: RefusalReason = issues.some((i) => i.reason === 'PolicyDenied') ? 'PolicyDenied' : 'QuotaExceeded';

@@ -26,12 +26,8 @@ export function isInside(path: string, dir: string): boolean {
 
 /** The canonical forms of the allowed directories that exist. */
 async function realDirs(dirs: readonly string[], fs: PolicyFs): Promise<string[]> {
-  const out: string[] = [];
-  for (const dir of dirs) {
-    const real = await fs.realpath(dir);
-    if (real !== undefined) out.push(real);
-  }
-  return out;
+  const reals = await Promise.all(dirs.map((dir) => fs.realpath(dir)));
+  return reals.filter((real): real is string => real !== undefined);
 }
 
 /**
@@ -51,6 +47,10 @@ async function imageProblem(path: string, dirs: readonly string[], fs: PolicyFs,
   const what = depth === 0 ? 'it' : path;
   const via = real === path ? '' : ` (it resolves to ${real})`;
   if (!dirs.some((dir) => isInside(real, dir))) return `${what} is outside them${via}`;
+  // The magic first: only a qcow2 needs its header extensions read (a kernel or raw image does not).
+  const head = await fs.readHead(real, 8);
+  if (head.kind !== 'file') return `${what} is ${KIND_WORDS[head.kind]}${via}`;
+  if (!parseQcow2Header(head.bytes).qcow2) return undefined;
   const { kind, bytes } = await fs.readHead(real, QCOW2_READ_BYTES);
   if (kind !== 'file') return `${what} is ${KIND_WORDS[kind]}${via}`;
   const header = parseQcow2Header(bytes);

@@ -226,12 +226,13 @@ export class WorkQueue<K extends string = string> {
 
   private takeNext(): { key: K; scope: string } | undefined {
     for (const which of ['front', 'normal'] as const) {
-      for (const scope of this.turns) {
+      for (let i = 0; i < this.turns.length; i++) {
+        const scope = this.turns[i] as string;
         const line = this.lines.get(scope);
         if (line === undefined || line[which].length === 0 || (this.runningByScope.get(scope) ?? 0) >= this.maxPerScope) continue;
         const key = line[which].shift() as K;
         // This scope had its turn: it goes to the back, or out when nothing of it waits.
-        this.turns = this.turns.filter((s) => s !== scope);
+        this.turns.splice(i, 1);
         if (line.front.length + line.normal.length > 0) this.turns.push(scope);
         else this.lines.delete(scope);
         return { key, scope };

@@ -6,10 +6,21 @@
  */
 import { createHash } from 'node:crypto';
 
+/** Derived MACs already computed: the host policy asks for every VM's on each admission. */
+const derived = new Map<string, string>();
+/** Bounds the memo; past it the memo starts over (ids of deleted objects would otherwise stay). */
+const MAX_MEMO = 10_000;
+
 /** A stable MAC for NIC `index` of object `id`, in QEMU's 52:54:00 range. */
 export function deriveMac(id: string, index: number): string {
-  const h = createHash('sha256').update(`${id}/nic/${index}`).digest();
-  return ['52', '54', '00', ...[h[0], h[1], h[2]].map((b) => (b ?? 0).toString(16).padStart(2, '0'))].join(':');
+  const input = `${id}/nic/${index}`;
+  const known = derived.get(input);
+  if (known !== undefined) return known;
+  const h = createHash('sha256').update(input).digest();
+  const mac = ['52', '54', '00', ...[h[0], h[1], h[2]].map((b) => (b ?? 0).toString(16).padStart(2, '0'))].join(':');
+  if (derived.size >= MAX_MEMO) derived.clear();
+  derived.set(input, mac);
+  return mac;
 }
 
 /** The form MACs are compared in: lower case. */
