@@ -53,7 +53,12 @@ export interface LxcProviderOptions {
    * /etc/subgid; null leaves the host's files alone (tests with their own range).
    */
   readonly subordinateIdFiles?: { readonly uid: string; readonly gid: string } | null;
+  /** Where lxc-create finds template `NAME` as `lxc-NAME`; LXC's compiled-in LXCTEMPLATEDIR on Debian. */
+  readonly templatesDir?: string;
 }
+
+/** LXC's template directory on Debian and Ubuntu (lxc-create looks nowhere else for a bare name). */
+export const DEFAULT_TEMPLATES_DIR = '/usr/share/lxc/templates';
 
 /** The fields the config embodies; template, rootfs and disk are made once and only recorded. */
 const CONFIG_FIELDS: ReadonlySet<string> = new Set(['resources.cpu', 'resources.memory', 'environment', 'network', 'autostart']);
@@ -74,6 +79,7 @@ export class LxcProvider implements Provider<'Container'> {
   private readonly tools: LxcToolRunner;
   private readonly monitor: LxcMonitor;
   private readonly createTimeoutMs: number;
+  private readonly templatesDir: string;
   private cgroupHost: Promise<CgroupHost> | undefined;
   private readonly observer: LxcObserver;
   private readonly idmap: IdRange;
@@ -89,6 +95,7 @@ export class LxcProvider implements Provider<'Container'> {
     this.subordinateIdFiles = options.subordinateIdFiles === undefined
       ? { uid: '/etc/subuid', gid: '/etc/subgid' }
       : options.subordinateIdFiles;
+    this.templatesDir = options.templatesDir ?? DEFAULT_TEMPLATES_DIR;
     this.observer = new LxcObserver({ lxcpath: this.lxcpath, tools: this.tools, logger: this.log, cgroup: () => this.cgroup() });
     this.monitor = new LxcMonitor({ lxcpath: this.lxcpath, logger: this.log, listNames: () => this.observer.listNames() });
   }
@@ -177,7 +184,8 @@ export class LxcProvider implements Provider<'Container'> {
    * Creates the container stopped: marker (incomplete), lxc-create from the template or from
    * `-t none` plus a copy of the prepared rootfs, the managed config, marker complete. Succeeds
    * at once when a complete container of ours exists; clears a partial one of ours first.
-   * Throws TerminalError `NotOwned` when the name is taken by a container hyperlet does not own.
+   * Throws TerminalError `NotOwned` when the name is taken by a container hyperlet does not own,
+   * and `TemplateNotFound`, before anything is made, when the template is not installed.
    */
   async create(d: Desired<'Container'>, signal: AbortSignal): Promise<void> {
     const name = d.hostName;
@@ -192,6 +200,7 @@ export class LxcProvider implements Provider<'Container'> {
       await this.destroyOwned(name, signal);
     }
     const spec = d.object.spec;
+    if (spec.template !== undefined) await this.requireTemplate(name, spec.template);
     const fields = specFields('Container', spec);
     const applied = appliedConfigOf(fields);
     const managed = renderManagedConfig(applied, await this.renderContext(name));
@@ -408,6 +417,21 @@ export class LxcProvider implements Provider<'Container'> {
       lxcpath: this.lxcpath, hostName: name, cgroupVersion: (await this.cgroup()).version,
       consoleLogPath: consoleLogPath(this.lxcpath, name), idmap: this.idmap,
     };
+  }
+
+  /**
+   * TerminalError `TemplateNotFound` unless template `template` is an executable `lxc-NAME` in
+   * the templates directory: otherwise lxc-create would fail the same way on every retry.
+   */
+  private async requireTemplate(name: string, template: string): Promise<void> {
+    const script = join(this.templatesDir, `lxc-${template}`);
+    try {
+      await access(script, fsConstants.X_OK);
+    } catch (err) {
+      const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'is not installed' : 'cannot be run';
+      throw new TerminalError('TemplateNotFound',
+        `cannot create container ${name}: LXC template ${template} ${why} (no executable ${script}; install it, or name another template)`, { cause: err });
+    }
   }
 
   /** The marker, when the container is `d`'s; otherwise TerminalError `NotOwned`, before anything is touched. */
