@@ -20,6 +20,7 @@ import type { StoreReader } from '../store/desired-store.js';
 import { type ObjectKey, parseKey } from '../store/object-key.js';
 import { computeStatus, sameStatus, type StatusFacts } from './conditions.js';
 import type { Metrics } from '../telemetry/metrics.js';
+import type { Admission, Admitter } from '../policy/admission.js';
 import { TerminalError, errorMessage, isAbortError, isTerminalError } from '../shared/errors.js';
 import type { ObservationCache } from './observation-cache.js';
 import { checkDependencies, dependentsOf } from './dependencies.js';
@@ -48,6 +49,10 @@ export interface ReconcilerOptions {
   readonly onReady?: (d: Desired) => void;
   /** The scheduled snapshots to list in status.snapshots (the SnapshotScheduler's last list), when known. */
   readonly snapshotsOf?: (key: ObjectKey) => readonly StatusSnapshot[] | undefined;
+  /** The host policy: every object passes it before it is observed or acted on (absent: everything passes). */
+  readonly policy?: Admitter;
+  /** How often a refused object is looked at again (default 60 s): quotas free up, files appear. */
+  readonly policyRetryMs?: number;
   /**
    * The daemon's one Redactor: every value read for a valueFrom reference is added to it, and
    * every Event, audit entry and status message passes it before it is written.
@@ -91,7 +96,17 @@ export class Reconciler {
     if (backend === undefined) return awaitChange(); // a source that is not running here
     const found = this.desiredOrTombstone(key, backend);
     if (found === undefined) return awaitChange(); // never acted on, and gone: nothing to undo
-    const { d, tombstone } = found;
+    const { tombstone } = found;
+    // The host policy comes first: a refused object is never observed, planned or acted on.
+    const admission = await this.admit(found.d);
+    if (!admission.allowed) {
+      this.warnOnce(backend, found.d, admission.reason, admission.message);
+      const failure = { reason: admission.reason, message: admission.message };
+      await this.writeStatus(backend, found.d, { observed: undefined, failure }, signal);
+      // Not this pass's failure but the object's: look again now and then, as quotas free up and files appear.
+      return requeueAfter(this.options.policyRetryMs ?? 60_000);
+    }
+    const d = admission.desired;
     const log = this.options.logger.child({ key, kind: d.object.kind, provider: this.provider.name, reconcileId: randomBytes(4).toString('hex') });
 
     const paused = pausedBy(d, backend);
@@ -313,6 +328,20 @@ export class Reconciler {
       if (c !== undefined) candidates.push(c);
     }
     return dependentsOf(d, candidates);
+  }
+
+  /** The host policy's verdict on `d`, judged among every declared object. */
+  private async admit(d: Desired): Promise<Admission> {
+    const policy = this.options.policy;
+    if (policy === undefined) return { allowed: true, desired: d };
+    return policy.admit(d, { objects: this.options.store.list(), admittedBefore: (key) => this.admittedBefore(key) });
+  }
+
+  /** Whether `key` has a status from a pass that got past the policy (it keeps its MACs and quota place). */
+  private admittedBefore(key: ObjectKey): boolean {
+    const status = this.options.backends.get(parseKey(key).source)?.statusWriter.lastWritten(key);
+    const reason = status?.conditions.find((c) => c.type === 'Ready')?.reason;
+    return status !== undefined && reason !== 'PolicyDenied' && reason !== 'QuotaExceeded';
   }
 
   private async observe(d: Desired, signal: AbortSignal): Promise<ObservedInstance | undefined> {

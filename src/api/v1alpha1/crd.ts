@@ -206,12 +206,13 @@ function toStructural(kind: Kind, node: JsonSchema, path: string): JsonSchema {
       out['x-kubernetes-preserve-unknown-fields'] = true;
     } else if (keyword === 'anyOf') {
       // Only int-or-string quantities use anyOf: the CRD form is anyOf [integer, string] with the
-      // branch checks hoisted (pattern applies to strings only, minimum to numbers only).
+      // branch checks hoisted (pattern applies to strings only, minimum and maximum to numbers only).
       if (node['x-kubernetes-int-or-string'] !== true) throw new Error(`cannot convert anyOf at spec.${path}: only int-or-string is supported`);
       out.anyOf = [{ type: 'integer' }, { type: 'string' }];
       for (const branch of value as JsonSchema[]) {
         if (branch.pattern !== undefined) out.pattern = toRe2Pattern(branch.pattern as string);
         if (branch.minimum !== undefined) out.minimum = branch.minimum;
+        if (branch.maximum !== undefined) out.maximum = branch.maximum;
       }
     } else if (keyword === 'x-quantity-range') {
       // In an array the API server's CEL cost estimate for quantity() on an int-or-string

@@ -72,7 +72,8 @@ export const absolutePath = (description: string): JsonSchema => ({
 
 /**
  * A Kubernetes quantity (string such as "512Mi", or a byte count) within a range.
- * `x-quantity-range` is checked by validate.ts and turned into a CEL rule in the CRDs.
+ * `x-quantity-range` is checked by validate.ts and turned into a CEL rule in the CRDs. A byte
+ * count must be a safe integer: `1e30` is an integer to JSON Schema, but not a number of bytes.
  * No `type`: int-or-string, as Kubernetes' own quantities in CRDs. `kubectl explain` then prints
  * `<Object>` for it (its template reads only `type`; kubernetes/kubernetes#130946), so the
  * description says what it is. `type: string` would fix that line but makes server-side apply
@@ -80,7 +81,7 @@ export const absolutePath = (description: string): JsonSchema => ({
  */
 export const quantity = (minimum: string, maximum: string, description: string): JsonSchema => ({
   'x-kubernetes-int-or-string': true,
-  anyOf: [{ type: 'integer', minimum: 0 }, { type: 'string', pattern: QUANTITY_PATTERN }],
+  anyOf: [{ type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER }, { type: 'string', pattern: QUANTITY_PATTERN }],
   'x-quantity-range': { minimum, maximum },
   description: `${description} An int-or-string quantity, ${minimum} to ${maximum}: a byte count such as 268435456, or a string `
     + 'with a suffix (Ki, Mi, Gi, Ti: powers of 1024; k, M, G, T: of 1000) such as 512Mi or 2Gi.',

@@ -65,6 +65,8 @@ export interface ContainerSpec extends CommonSpec {
   network?: ContainerNetwork[];
   environment?: Record<string, EnvironmentValue>;
   autostart: boolean;
+  /** Absent means false: the container runs in a user namespace (lxc.idmap). */
+  privileged?: boolean;
   gracefulStopSeconds: number;
 }
 

@@ -5,12 +5,14 @@
  * the object's id, key, spec hash, the fields as applied, the volumes hyperlet created, the last
  * reboot request honoured and the object's annotations.
  */
-import { createHash } from 'node:crypto';
 import { XMLParser } from 'fast-xml-parser';
 import type { SpecFields } from '../../api/v1alpha1/fields.js';
+import { deriveMac } from '../../api/v1alpha1/mac-address.js';
 import { parseQuantity } from '../../api/v1alpha1/quantity.js';
 import type { VirtualMachineDisk, VirtualMachineSpec } from '../../api/v1alpha1/types.js';
 import { xmlEscape } from './xml-text.js';
+
+export { deriveMac } from '../../api/v1alpha1/mac-address.js';
 
 /** The namespace of hyperlet's metadata element, and the prefix it is written with. */
 export const HYPERLET_XML_NS = 'https://hyperlet.io/v1alpha1';
@@ -71,12 +73,6 @@ export function diskNameOfVolume(hostName: string, volume: string): string | und
   if (!volume.startsWith(prefix)) return undefined;
   const m = /^(.+)-[0-9a-f]{8}\.qcow2$/.exec(volume.slice(prefix.length));
   return m?.[1];
-}
-
-/** A stable MAC for NIC `index` of object `id`, in QEMU's 52:54:00 range. */
-export function deriveMac(id: string, index: number): string {
-  const h = createHash('sha256').update(`${id}/nic/${index}`).digest();
-  return ['52', '54', '00', ...[h[0], h[1], h[2]].map((b) => (b ?? 0).toString(16).padStart(2, '0'))].join(':');
 }
 
 const TARGET_PREFIX: Readonly<Record<VirtualMachineDisk['bus'], string>> = { virtio: 'vd', sata: 'sd', scsi: 'sd', ide: 'hd' };

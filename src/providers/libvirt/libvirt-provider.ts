@@ -22,6 +22,7 @@ import { access, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { specFields } from '../../api/v1alpha1/fields.js';
+import { DEFAULT_VM_DISK_BYTES } from '../../api/v1alpha1/host-defaults.js';
 import type { PowerState } from '../../api/v1alpha1/types.js';
 import { TerminalError } from '../../shared/errors.js';
 import { failpoint } from '../../shared/failpoint.js';
@@ -121,7 +122,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
       client: this.client, logger: this.log,
       poolRoot: options.poolRoot ?? '/var/lib/hyperlet/pools',
       creatablePool: options.creatablePool ?? ((name) => name === 'default' || name.startsWith('hyperlet-')),
-      defaultDiskBytes: options.defaultDiskBytes ?? 10 * 1024 ** 3,
+      defaultDiskBytes: options.defaultDiskBytes ?? DEFAULT_VM_DISK_BYTES,
     });
     this.snapshots = new LibvirtSnapshots(this.client, this.log);
     this.client.on('lifecycle', (e) => {

@@ -4,12 +4,13 @@
  * (ownership-marker.ts), configured from the spec (lxc-config.ts), watched by lxc-monitor.
  */
 import { constants as fsConstants } from 'node:fs';
-import { access, mkdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
-import { basename, delimiter, join } from 'node:path';
+import { access, chmod, mkdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { basename, delimiter, dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { FIELD_APPLY, type SpecFields, specFields } from '../../api/v1alpha1/fields.js';
+import { DEFAULT_ID_RANGE, type IdRange } from '../../api/v1alpha1/host-defaults.js';
 import type { PowerState } from '../../api/v1alpha1/types.js';
-import { TerminalError, isAbortError } from '../../shared/errors.js';
+import { TerminalError, errorMessage, isAbortError } from '../../shared/errors.js';
 import { failpoint } from '../../shared/failpoint.js';
 import type { Desired } from '../../store/desired.js';
 import {
@@ -25,9 +26,11 @@ import {
 } from './container-paths.js';
 import { writeFileAtomic } from './atomic-file.js';
 import {
-  appliedConfigOf, liveCgroupSettings, mergeConfig, renderManagedConfig,
+  type RenderContext, appliedConfigOf, liveCgroupSettings, mergeConfig, renderManagedConfig,
   renderRootfsBaseConfig,
 } from './lxc-config.js';
+import { assertSearchableByOthers, shiftOwnership } from './id-shift.js';
+import { ensureSubordinateRange } from './subordinate-ids.js';
 import { LxcMonitor } from './lxc-monitor.js';
 import {
   LXC_TOOLS, type LxcToolRunner, parseLsFancy, summarizeLxcLog,
@@ -54,6 +57,13 @@ export interface LxcProviderOptions {
   readonly cgroup?: CgroupHost;
   /** Time for snapshot records; the system clock when not given. */
   readonly clock?: Clock;
+  /** The host ids unprivileged containers are mapped onto (the host policy's host.idmap); default DEFAULT_ID_RANGE. */
+  readonly idmap?: IdRange;
+  /**
+   * Where the range is registered for root (subordinate-ids.ts): default /etc/subuid and
+   * /etc/subgid; null leaves the host's files alone (tests with their own range).
+   */
+  readonly subordinateIdFiles?: { readonly uid: string; readonly gid: string } | null;
   /** Where lxc-create finds template `NAME` as `lxc-NAME`; LXC's compiled-in LXCTEMPLATEDIR on Debian. */
   readonly templatesDir?: string;
 }
@@ -93,6 +103,8 @@ export class LxcProvider implements Provider<'Container'> {
   private cgroupHost: Promise<CgroupHost> | undefined;
   private readonly observer: LxcObserver;
   private readonly snapshots: LxcSnapshots;
+  private readonly idmap: IdRange;
+  private readonly subordinateIdFiles: { readonly uid: string; readonly gid: string } | null;
 
   constructor(options: LxcProviderOptions) {
     this.lxcpath = options.lxcpath;
@@ -100,6 +112,10 @@ export class LxcProvider implements Provider<'Container'> {
     this.tools = options.tools;
     if (options.cgroup !== undefined) this.cgroupHost = Promise.resolve(options.cgroup);
     this.createTimeoutMs = options.createTimeoutMs ?? 300_000;
+    this.idmap = options.idmap ?? DEFAULT_ID_RANGE;
+    this.subordinateIdFiles = options.subordinateIdFiles === undefined
+      ? { uid: '/etc/subuid', gid: '/etc/subgid' }
+      : options.subordinateIdFiles;
     this.templatesDir = options.templatesDir ?? DEFAULT_TEMPLATES_DIR;
     this.observer = new LxcObserver({ lxcpath: this.lxcpath, tools: this.tools, logger: this.log, cgroup: () => this.cgroup() });
     this.monitor = new LxcMonitor({ lxcpath: this.lxcpath, logger: this.log, listNames: () => this.observer.listNames() });
@@ -116,7 +132,8 @@ export class LxcProvider implements Provider<'Container'> {
 
   /**
    * Checks that this host can run containers: root, every lxc-* tool in PATH and runnable,
-   * a usable lxcpath (created when missing), and a memory cgroup. Throws ProviderUnavailableError.
+   * a usable lxcpath (created when missing), a memory cgroup, and the id range registered for
+   * root in /etc/subuid and /etc/subgid (subordinate-ids.ts). Throws ProviderUnavailableError.
    */
   async probe(signal: AbortSignal): Promise<void> {
     if (typeof process.getuid === 'function' && process.getuid() !== 0) {
@@ -145,6 +162,16 @@ export class LxcProvider implements Provider<'Container'> {
       await this.cgroup();
     } catch (err) {
       throw new ProviderUnavailableError('cannot use lxc: no memory cgroup on this host', { cause: err });
+    }
+    if (this.subordinateIdFiles !== null) {
+      try {
+        for (const file of [this.subordinateIdFiles.uid, this.subordinateIdFiles.gid]) {
+          if (!(await ensureSubordinateRange(file, this.idmap))) continue;
+          this.log.info({ file, idmap: this.idmap }, 'registered the id range of unprivileged containers');
+        }
+      } catch (err) {
+        throw new ProviderUnavailableError(`cannot use lxc: ${errorMessage(err)}`, { cause: err });
+      }
     }
   }
 
@@ -204,6 +231,7 @@ export class LxcProvider implements Provider<'Container'> {
     const applied = appliedConfigOf(fields);
     const managed = renderManagedConfig(applied, await this.renderContext(name));
     if (!isOwnerId(d.id)) throw new TerminalError('InvalidId', `cannot create container ${name}: its object id ${JSON.stringify(d.id)} is not a UUID-like id`);
+    if (!applied.privileged) await this.openLxcpathToMappedRoot();
     const marker: OwnershipMarker = {
       version: MARKER_VERSION, id: d.id, key: d.key, specHash: d.specHash, fields, complete: false, origin: 'created',
       updatedAt: new Date().toISOString(), ...restoreRequestRecord(d),
@@ -226,6 +254,8 @@ export class LxcProvider implements Provider<'Container'> {
         await mkdir(rootfsPath(this.lxcpath, name), { mode: 0o755 });
         // A copy, never the directory itself: lxc-destroy deletes a dir-backed rootfs.
         await this.tools.run('cp', ['-a', '--', `${source}/.`, rootfsPath(this.lxcpath, name)], { signal, timeoutMs: this.createTimeoutMs });
+        // Root in the container is hostId on the host: its files must be owned the same way (templates do this in LXC).
+        if (!applied.privileged) await shiftOwnership(rootfsPath(this.lxcpath, name), this.idmap, signal);
         await this.tools.run('lxc-create', ['-P', this.lxcpath, '-n', name, '-t', 'none', '-f', baseConf], { signal, timeoutMs: this.createTimeoutMs });
       } else {
         throw new TerminalError('InvalidSpec', `cannot create container ${name}: neither template nor rootfs is set`);
@@ -446,8 +476,22 @@ export class LxcProvider implements Provider<'Container'> {
     await this.snapshots.delete(d.hostName, name);
   }
 
-  private async renderContext(name: string): Promise<{ lxcpath: string; hostName: string; cgroupVersion: 1 | 2; consoleLogPath: string }> {
-    return { lxcpath: this.lxcpath, hostName: name, cgroupVersion: (await this.cgroup()).version, consoleLogPath: consoleLogPath(this.lxcpath, name) };
+  /**
+   * Lets an unprivileged container's mapped root pass through the lxcpath, as through
+   * /var/lib/lxc (0755): the lxcpath is hyperlet's, so it gets o+x; the directories above are
+   * the operator's, so they are only checked (before anything is made).
+   */
+  private async openLxcpathToMappedRoot(): Promise<void> {
+    const st = await stat(this.lxcpath);
+    if ((st.mode & 0o001) === 0) await chmod(this.lxcpath, (st.mode & 0o7777) | 0o001);
+    await assertSearchableByOthers(dirname(this.lxcpath));
+  }
+
+  private async renderContext(name: string): Promise<RenderContext> {
+    return {
+      lxcpath: this.lxcpath, hostName: name, cgroupVersion: (await this.cgroup()).version,
+      consoleLogPath: consoleLogPath(this.lxcpath, name), idmap: this.idmap,
+    };
   }
 
   /**
