@@ -65,7 +65,7 @@ export async function diffCommand(args: string[]): Promise<number> {
       try {
         if (provider === undefined) throw new Error('no provider');
         await provider.probe(signal);
-        const p = plan(d, await provider.observe(d, signal), provider.applyModeOf?.bind(provider));
+        const p = plan(d, await provider.observe(d, signal), { applyModeOf: provider.applyModeOf?.bind(provider) });
         if (p.conflict !== undefined) {
           process.stdout.write(`${label}: conflict: ${p.conflict}\n`);
           changes++;

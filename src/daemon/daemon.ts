@@ -22,6 +22,8 @@ import { StateDb } from '../state/state-db.js';
 import type { Desired } from '../store/desired.js';
 import { DesiredStore } from '../store/desired-store.js';
 import { parseKey } from '../store/object-key.js';
+import type { Clock } from '../shared/clock.js';
+import { systemClock } from '../shared/clock.js';
 import { Metrics } from '../telemetry/metrics.js';
 import { type GitOptions, createBackends, type SourceSpec } from './source-factory.js';
 
@@ -50,6 +52,8 @@ export interface DaemonConfig {
   readonly policy?: SourcePolicy;
   /** Git sources: --interval, --max-prune, --confirm. */
   readonly git?: GitOptions;
+  /** Time for the reconcile core (default: the system clock). */
+  readonly clock?: Clock;
 }
 
 export class Daemon {
@@ -86,19 +90,20 @@ export class Daemon {
       ? await createProviders({ lxcpath: config.lxcpath, libvirtUri: config.libvirtUri, kinds: config.kinds, logger, ...(config.libvirtSocket === undefined ? {} : { libvirtSocket: config.libvirtSocket }) })
       : new Map(config.providers);
 
+    const clock = config.clock ?? systemClock;
     for (const [kind, provider] of this.providers) {
       const log = logger.child({ controller: kind, provider: provider.name });
-      const cache = new ObservationCache();
-      const health = new ProviderHealth(provider, log);
+      const cache = new ObservationCache(clock);
+      const health = new ProviderHealth(provider, log, { clock });
       this.healths.set(kind, health);
       const reconciler = new Reconciler({
-        store: this.store, backends: backendsById, provider, cache, health, node: config.node, logger: log, metrics: this.metrics,
-        onReady: (d) => this.enqueueDependents(d),
+        store: this.store, backends: backendsById, provider, cache, health, node: config.node, logger: log, metrics: this.metrics, clock,
+        onReady: (desired) => this.enqueueDependents(desired),
       });
       this.controllers.set(kind, new Controller({
         kind, provider, reconciler, store: this.store, backends: backendsById, cache, health, logger: log, metrics: this.metrics,
-        concurrency: config.concurrency, resyncMs: config.resyncMs,
-        rateLimiter: new RateLimiter({ qps: config.qps, burst: config.burst }),
+        concurrency: config.concurrency, resyncMs: config.resyncMs, clock,
+        rateLimiter: new RateLimiter({ qps: config.qps, burst: config.burst, clock }),
       }));
     }
     this.store.onChange((key) => this.controllers.get(parseKey(key).kind)?.enqueue(key));

@@ -5,7 +5,8 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { WorkQueueMetrics } from '../queue/work-queue.js';
 
-export type ReconcileOutcome = 'success' | 'requeue_after' | 'error' | 'terminal_error' | 'conflict';
+/** How a reconcile ended, as the hyperlet_reconcile_total result label (controller-runtime's values plus ours). */
+export type ReconcileOutcome = 'success' | 'requeue' | 'requeue_after' | 'error' | 'terminal_error' | 'conflict';
 
 export class Metrics {
   readonly registry = new Registry();

@@ -46,7 +46,7 @@ export async function startKubeAgent(options: KubeAgentOptions): Promise<KubeAge
   const backends = new Map([[backend.source.id, backend]]);
   const provider = options.provider ?? new FakeProvider('Container');
   const cache = new ObservationCache();
-  const health = new ProviderHealth(provider, logger, 0);
+  const health = new ProviderHealth(provider, logger, { retryMs: 0 });
   const reconciler = new Reconciler({ store, backends, provider, cache, health, node: options.node, logger });
   const controller = new Controller({
     kind: 'Container', provider, reconciler, store, backends, cache, health, logger,
