@@ -25,6 +25,7 @@ function describe(step: Step): string {
   }
 }
 
+/** `hyperlet diff -f`: prints what reconciling the files would change, changing nothing; exit 0 none, 1 some, 2 unchecked objects. */
 export async function diffCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args, allowPositionals: true, strict: true,

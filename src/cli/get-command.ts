@@ -16,6 +16,7 @@ for (const [kind, k] of Object.entries(KINDS) as [Kind, (typeof KINDS)[Kind]][])
   for (const alias of [kind.toLowerCase(), k.plural, k.singular, ...k.shortNames]) KIND_ALIASES.set(alias, kind);
 }
 
+/** The kind a CLI resource argument names ("containers", "ct", "vm"…); throws UsageError otherwise. */
 export function kindFromArg(arg: string | undefined): Kind {
   const kind = arg === undefined ? undefined : KIND_ALIASES.get(arg.toLowerCase());
   if (kind === undefined) throw new UsageError(`unknown resource ${JSON.stringify(arg ?? '')}: use containers (ct) or vms (vm)`);
@@ -48,6 +49,7 @@ function columns(r: ObjectRow, wide: boolean): string[] {
   return [...base, r.id, r.status?.hostName ?? '-', (r.status?.addresses ?? []).join(',') || '-', ready?.message ?? '-'];
 }
 
+/** `hyperlet get`: lists objects and their status from the state DB; resolves to the exit code. */
 export function getCommand(args: string[]): Promise<number> {
   return Promise.resolve(getSync(args));
 }
@@ -158,6 +160,7 @@ function getSources(statePath: string, output: string, only: string | undefined)
   }
 }
 
+/** `hyperlet describe`: one object's status, conditions and audit entries; resolves to the exit code. */
 export function describeCommand(args: string[]): Promise<number> {
   return Promise.resolve(describeSync(args));
 }

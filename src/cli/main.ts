@@ -23,6 +23,7 @@ Commands:
   exec NAME -- CMD    run CMD in a container; its exit code is ours  [-n NS] [--lxcpath PATH]
 `;
 
+/** Every CLI command by name; each takes its arguments and resolves to an exit code. */
 export const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   run: runCommand,
   get: getCommand,

@@ -8,6 +8,7 @@ import { parseSourceSpec } from '../daemon/source-factory.js';
 import { createLogger } from '../telemetry/logger.js';
 import { UsageError, parseDurationMs, parsePositiveInt } from './usage-error.js';
 
+/** The help text of `hyperlet run`. */
 export const RUN_HELP = `Usage: hyperlet run [flags]
 
 Keeps the LXC containers and libvirt VMs on this host as declared.
@@ -64,6 +65,7 @@ function parseHttp(value: string): { host: string; port: number } | undefined {
   return { host: m[1] === '' ? '127.0.0.1' : (m[1] ?? '127.0.0.1'), port: Number(m[2]) };
 }
 
+/** `hyperlet run`: parses flags, runs the daemon until SIGTERM or SIGINT and resolves to the exit code. */
 export async function runCommand(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args, allowPositionals: false, strict: true,

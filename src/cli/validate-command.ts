@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { loadPaths } from '../sources/manifest-loader.js';
 import { UsageError } from './usage-error.js';
 
+/** `hyperlet validate -f`: checks files against the schemas, printing every issue; 1 when any is invalid. */
 export async function validateCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { filename: { type: 'string', short: 'f', multiple: true } } });
   const paths = [...(values.filename ?? []), ...positionals];

@@ -27,6 +27,7 @@ import { systemClock } from '../shared/clock.js';
 import { Metrics } from '../telemetry/metrics.js';
 import { type GitOptions, createBackends, type SourceSpec } from './source-factory.js';
 
+/** Everything `hyperlet run` is configured with; the daemon reads it once at start. */
 export interface DaemonConfig {
   readonly sources: readonly SourceSpec[];
   readonly statePath: string;
@@ -56,6 +57,7 @@ export interface DaemonConfig {
   readonly clock?: Clock;
 }
 
+/** The running agent: sources, store, one controller per kind, state DB and HTTP server. `start` once, `stop` once. */
 export class Daemon {
   readonly store = new DesiredStore();
   readonly metrics = new Metrics();

@@ -14,12 +14,14 @@ import type { Source } from '../sources/source.js';
 import type { StateDb } from '../state/state-db.js';
 import { StateStatusWriter } from '../status/state-status-writer.js';
 
+/** One --source flag, parsed. */
 export interface SourceSpec {
   readonly type: 'dir' | 'git' | 'kube';
   /** dir: a path; git: URL[#BRANCH][//SUBDIR]; kube: empty. */
   readonly location: string;
 }
 
+/** What every source backend is built with: the state DB, logger, node and policy. */
 export interface SourceContext {
   readonly db: StateDb;
   readonly logger: Logger;
@@ -36,6 +38,7 @@ export interface SourceContext {
   readonly git?: GitOptions;
 }
 
+/** Flags that apply to every git source. */
 export interface GitOptions {
   /** --interval (default 30 s). */
   readonly intervalMs?: number;

@@ -11,6 +11,7 @@ import { UnavailableProvider } from './unavailable-provider.js';
 import { LxcProvider } from './lxc/lxc-provider.js';
 import { LibvirtProvider } from './libvirt/libvirt-provider.js';
 
+/** Where the providers reach their tools and daemons, and which kinds to serve. */
 export interface ProviderOptions {
   /** LXC's lxcpath (default /var/lib/lxc). */
   readonly lxcpath: string;

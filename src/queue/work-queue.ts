@@ -28,6 +28,7 @@ export interface WorkQueueMetrics {
   worked(seconds: number): void;
 }
 
+/** What runs the keys and how many at once. */
 export interface WorkQueueOptions<K extends string> {
   /** Runs one key. Its outcome is the caller's business: the controller calls forget/addRateLimited. */
   readonly process: (key: K) => Promise<void>;
@@ -40,6 +41,7 @@ export interface WorkQueueOptions<K extends string> {
   readonly paused?: boolean;
 }
 
+/** Queue of keys with client-go semantics (see the module comment): dedup, one worker per key, delays and backoff. */
 export class WorkQueue<K extends string = string> {
   private readonly dirty = new Set<K>();
   private readonly fronted = new Set<K>();

@@ -14,6 +14,7 @@ export interface SourceIdentity {
   readonly description: string;
 }
 
+/** Writes objects' status where their source keeps it (state DB or the API server's status subresource). */
 export interface StatusWriter {
   /**
    * Writes status for `key`. Callers only call it when the status changed. Throws
@@ -45,6 +46,7 @@ export interface ObjectRecords {
   withDependencies?(): readonly Desired[];
 }
 
+/** Kubernetes event types. */
 export type EventType = 'Normal' | 'Warning';
 
 /** Records what hyperlet did and why: Kubernetes Events in kube mode, the audit log otherwise. */

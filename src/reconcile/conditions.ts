@@ -10,6 +10,7 @@ import type { Plan } from '../reconcile/plan.js';
 import type { Desired } from '../store/desired.js';
 import { canonicalJson } from '../store/desired.js';
 
+/** What one reconcile pass knows that status is computed from. */
 export interface StatusFacts {
   readonly d: Desired;
   readonly node: string;

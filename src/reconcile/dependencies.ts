@@ -24,6 +24,7 @@ function describeRef(d: Desired, ref: DependencyRef): string {
   return describeObject(ref.kind, ref.namespace ?? d.object.metadata.namespace, ref.name);
 }
 
+/** What checkDependencies found about an object's spec.dependsOn. */
 export interface DependencyCheck {
   /** References to objects the source does not declare. */
   readonly missing: readonly string[];

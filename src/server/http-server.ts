@@ -14,6 +14,7 @@ import { KINDS, type Kind } from '../api/v1alpha1/group.js';
 import type { StateDb } from '../state/state-db.js';
 import { queryObjects, rowToObject } from './object-query.js';
 
+/** One /readyz check: its name, whether it gates readiness, and how to run it. */
 export interface ReadinessCheck {
   readonly name: string;
   /** Whether readiness depends on it; informational checks (a provider that is down) never fail /readyz. */
@@ -21,6 +22,7 @@ export interface ReadinessCheck {
   check(): { ok: boolean; detail?: string };
 }
 
+/** Where the HTTP server listens and what it serves. */
 export interface HttpServerOptions {
   readonly host: string;
   readonly port: number;
@@ -34,6 +36,7 @@ export interface HttpServerOptions {
 
 const PLURAL_TO_KIND = new Map<string, Kind>(Object.entries(KINDS).map(([kind, k]) => [k.plural, kind as Kind]));
 
+/** Serves /healthz, /readyz, /metrics and the read API on loopback by default; `close` stops it. */
 export class HttpServer {
   private readonly server: Server;
 

@@ -24,6 +24,7 @@ import type { StoreWriter } from '../store/desired-store.js';
 /** Assigns the stable id and generation of a key (the state DB does it for dir and git sources). */
 export type Identify = (key: ObjectKey, parts: { source: string; kind: Kind; namespace: string; name: string }, specHash: string) => { id: string; generation: number };
 
+/** The watched directory and how changes in it are debounced and confirmed. */
 export interface DirSourceOptions {
   readonly id?: string;
   readonly path: string;
@@ -76,6 +77,7 @@ export function mergeFileLoad(source: string, load: FileLoad, previous: readonly
   return { objects, problems: load.problems };
 }
 
+/** Desired objects from the YAML files under a directory, watched with chokidar; a file turned invalid keeps its last valid objects. */
 export class DirSource implements Source {
   readonly id: string;
   readonly description: string;

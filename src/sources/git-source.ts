@@ -48,6 +48,7 @@ export interface GitSourceState {
   readonly appliedKeys?: readonly string[];
 }
 
+/** The repository, branch, path and polling of one git source. */
 export interface GitSourceOptions {
   readonly id: string;
   /** URL[#BRANCH][//SUBDIR] */
@@ -79,6 +80,7 @@ interface CommitLoad {
 
 const short = (revision: string | undefined): string => (revision === undefined ? '-' : revision.slice(0, 12));
 
+/** Desired objects from one Git branch, polled and applied a whole commit at a time (see the module comment). */
 export class GitSource implements Source {
   readonly id: string;
   readonly description: string;

@@ -63,6 +63,7 @@ const MIGRATIONS: readonly string[] = [
    );`,
 ];
 
+/** One object as the state DB keeps it: identity, status, last desired and last applied forms. */
 export interface ObjectRow {
   readonly key: ObjectKey;
   readonly source: string;
@@ -80,6 +81,7 @@ export interface ObjectRow {
   readonly updatedAt: string;
 }
 
+/** One audit log entry: what hyperlet did to an object, when, and how it went. */
 export interface AuditEntry {
   readonly seq: number;
   readonly at: string;
@@ -95,6 +97,7 @@ interface RawObjectRow {
   generation: number; spec_hash: string; object: string | null; applied: string | null; status: string | null; created_at: string; updated_at: string;
 }
 
+/** The embedded SQLite state DB of dir and git mode (see the module comment for what it keeps and when it writes). */
 export class StateDb {
   private readonly db: Database.Database;
   private readonly statements: ReturnType<StateDb['prepare']>;

@@ -8,6 +8,7 @@ import type { WorkQueueMetrics } from '../queue/work-queue.js';
 /** How a reconcile ended, as the hyperlet_reconcile_total result label (controller-runtime's values plus ours). */
 export type ReconcileOutcome = 'success' | 'requeue' | 'requeue_after' | 'error' | 'terminal_error' | 'conflict';
 
+/** The Prometheus registry and every metric hyperlet exports (controller-runtime's names). */
 export class Metrics {
   readonly registry = new Registry();
   private readonly depth = new Gauge({ name: 'workqueue_depth', help: 'Current depth of the work queue', labelNames: ['name', 'controller'], registers: [this.registry] });

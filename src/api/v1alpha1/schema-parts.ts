@@ -5,6 +5,7 @@
  */
 import { QUANTITY_PATTERN } from './quantity.js';
 
+/** A JSON Schema document or fragment, as ajv and the CRD generator take it. */
 export type JsonSchema = Record<string, unknown>;
 
 /** DNS-1123 label: lowercase alphanumerics and '-', starting and ending alphanumeric, at most 63. */
@@ -20,10 +21,12 @@ export const IFNAME_PATTERN = '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$';
 /** A unicast-capable MAC address in colon form. */
 export const MAC_PATTERN = '^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$';
 
+/** Schema of a DNS-1123 label string (at most 63 characters) with `description`. */
 export const dnsLabel = (description: string): JsonSchema => ({
   type: 'string', minLength: 1, maxLength: 63, pattern: DNS_LABEL_PATTERN, description,
 });
 
+/** Schema of an absolute host path (at most 4096 characters) with `description`. */
 export const absolutePath = (description: string): JsonSchema => ({
   type: 'string', minLength: 1, maxLength: 4096, pattern: ABSOLUTE_PATH_PATTERN, description,
 });

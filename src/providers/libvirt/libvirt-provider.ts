@@ -48,6 +48,7 @@ import { sleep, stopGracefully } from './graceful-stop.js';
 export { instanceStateOf } from './domain-state.js';
 
 
+/** How the libvirt provider reaches libvirtd and where it keeps consoles and pools. */
 export interface LibvirtProviderOptions {
   /** Default qemu:///system. */
   readonly uri?: string;

@@ -19,6 +19,7 @@ import type { DomainRef, LibvirtClient, PoolRef } from './libvirt-client.js';
 import { isLibvirtError } from './libvirt-error.js';
 import { buildDirPoolXml, buildVolumeXml, imageFormatOf } from './storage-xml.js';
 
+/** What the storage helper works with and which pools it may create. */
 export interface LibvirtStorageOptions {
   readonly client: LibvirtClient;
   readonly logger: Logger;
@@ -30,6 +31,7 @@ export interface LibvirtStorageOptions {
   readonly defaultDiskBytes: number;
 }
 
+/** Pools and volumes of hyperlet's domains: made, grown and removed idempotently, never another's. */
 export class LibvirtStorage {
   private readonly client: LibvirtClient;
   private readonly log: Logger;

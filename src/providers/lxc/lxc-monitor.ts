@@ -47,6 +47,7 @@ export class StateDeduplicator {
   }
 }
 
+/** Which lxcpath to follow and how. */
 export interface LxcMonitorOptions {
   readonly lxcpath: string;
   readonly logger: Logger;

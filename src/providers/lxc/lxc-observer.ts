@@ -40,6 +40,7 @@ async function withinMs<T, F>(ms: number, work: Promise<T>, fallback: F): Promis
   }
 }
 
+/** Where containers live and how observations reach lxc-* tools. */
 export interface LxcObserverOptions {
   readonly lxcpath: string;
   readonly tools: LxcTools;
@@ -47,6 +48,7 @@ export interface LxcObserverOptions {
   readonly cgroup: () => Promise<CgroupHost>;
 }
 
+/** Reads what LXC and hyperlet's files say about containers; changes nothing. */
 export class LxcObserver {
   private readonly lxcpath: string;
   private readonly tools: LxcTools;
@@ -234,6 +236,7 @@ function settle(applied: SpecFields[string] | undefined, live: SpecFields[string
   return live;
 }
 
+/** Whether `path` exists; any error of stat() (EACCES too) reads as no. */
 export async function exists(path: string): Promise<boolean> {
   try {
     await stat(path);
@@ -243,6 +246,7 @@ export async function exists(path: string): Promise<boolean> {
   }
 }
 
+/** Whether `path` is a directory; any error of stat() (EACCES too) reads as no. */
 export async function isDirectory(path: string): Promise<boolean> {
   try {
     return (await stat(path)).isDirectory();

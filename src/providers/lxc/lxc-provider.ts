@@ -29,6 +29,7 @@ import { execInContainer } from './lxc-exec.js';
 import { LxcObserver, exists, isDirectory } from './lxc-observer.js';
 
 
+/** Where the LXC provider keeps containers and how it runs lxc-* tools. */
 export interface LxcProviderOptions {
   /** Where containers live (`lxc-* -P`); /var/lib/lxc is LXC's default. Created by probe() when missing. */
   readonly lxcpath: string;
