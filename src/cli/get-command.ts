@@ -10,6 +10,7 @@ import { formatQuantity, parseQuantity } from '../api/v1alpha1/quantity.js';
 import { queryObjects, rowToObject } from '../server/object-query.js';
 import { type ObjectRow, StateDb } from '../state/state-db.js';
 import { UsageError, parsePositiveInt } from './usage-error.js';
+import { systemClock } from '../shared/clock.js';
 
 const KIND_ALIASES = new Map<string, Kind>();
 for (const [kind, k] of Object.entries(KINDS) as [Kind, (typeof KINDS)[Kind]][]) {
@@ -30,7 +31,7 @@ function openDb(path: string): StateDb {
 
 function age(iso: string | undefined): string {
   if (iso === undefined) return '-';
-  const s = Math.max(0, Math.floor((Date.now() - Date.parse(iso)) / 1000));
+  const s = Math.max(0, Math.floor((systemClock.now() - Date.parse(iso)) / 1000));
   return s < 120 ? `${s}s` : s < 7200 ? `${Math.floor(s / 60)}m` : s < 172800 ? `${Math.floor(s / 3600)}h` : `${Math.floor(s / 86400)}d`;
 }
 

@@ -53,7 +53,7 @@ export interface DaemonConfig {
   readonly policy?: SourcePolicy;
   /** Git sources: --interval, --max-prune, --confirm. */
   readonly git?: GitOptions;
-  /** Time for the reconcile core (default: the system clock). */
+  /** Time for the reconcile core, the state DB and the sources (default: the system clock). */
   readonly clock?: Clock;
 }
 
@@ -78,12 +78,14 @@ export class Daemon {
 
   async start(): Promise<void> {
     const { config, logger } = this;
-    this.db = new StateDb(config.statePath);
+    const clock = config.clock ?? systemClock;
+    this.db = new StateDb(config.statePath, { clock });
     this.backends = await createBackends(config.sources, {
       db: this.db, logger, node: config.node, nodeFilter: config.nodeFilter,
       ...(config.statePath === ':memory:' ? {} : { stateDir: dirname(config.statePath) }),
       ...(config.policy === undefined ? {} : { policy: config.policy }),
       ...(config.git === undefined ? {} : { git: config.git }),
+      clock,
       ...(config.kubeconfig === undefined ? {} : { kubeconfig: config.kubeconfig }),
       ...(config.namespace === undefined ? {} : { namespace: config.namespace }),
     });
@@ -92,7 +94,6 @@ export class Daemon {
       ? await createProviders({ lxcpath: config.lxcpath, libvirtUri: config.libvirtUri, kinds: config.kinds, logger, ...(config.libvirtSocket === undefined ? {} : { libvirtSocket: config.libvirtSocket }) })
       : new Map(config.providers);
 
-    const clock = config.clock ?? systemClock;
     for (const [kind, provider] of this.providers) {
       const log = logger.child({ controller: kind, provider: provider.name });
       const cache = new ObservationCache(clock);

@@ -13,6 +13,7 @@ import type { SourceBackend, SourcePolicy } from '../reconcile/backend.js';
 import type { Source } from '../sources/source.js';
 import type { StateDb } from '../state/state-db.js';
 import { StateStatusWriter } from '../status/state-status-writer.js';
+import type { Clock } from '../shared/clock.js';
 
 /** One --source flag, parsed. */
 export interface SourceSpec {
@@ -36,6 +37,8 @@ export interface SourceContext {
   readonly policy?: SourcePolicy;
   /** Git sources: poll period, bound per git call, the prune limit and confirmed revisions. */
   readonly git?: GitOptions;
+  /** Time for the sources' timers and timestamps (default: the system clock). */
+  readonly clock?: Clock;
 }
 
 /** Flags that apply to every git source. */
@@ -89,6 +92,7 @@ export const SOURCE_FACTORIES: Partial<Record<SourceSpec['type'], SourceFactory>
       identify: (key, parts, specHash) => ctx.db.identify(key, parts, specHash),
       fallback: (file) => writer.lastGoodOf(file),
       onProblems: (problems) => ctx.db.setProblems(id, problems),
+      clock: ctx.clock,
     });
     return { source, statusWriter: writer, recorder: writer, records: writer, ...(ctx.policy === undefined ? {} : { policy: ctx.policy }) };
   },
@@ -106,6 +110,7 @@ export const SOURCE_FACTORIES: Partial<Record<SourceSpec['type'], SourceFactory>
       ...(git.timeoutMs === undefined ? {} : { timeoutMs: git.timeoutMs }),
       ...(git.maxPruneShare === undefined ? {} : { maxPruneShare: git.maxPruneShare }),
       ...(git.confirm === undefined ? {} : { confirm: git.confirm }),
+      clock: ctx.clock,
     });
     return { source, statusWriter: writer, recorder: writer, records: writer, ...(ctx.policy === undefined ? {} : { policy: ctx.policy }) };
   },

@@ -146,9 +146,9 @@ export class Controller {
   /** Keys of this kind: desired objects plus remembered ones that may still have an instance. */
   private keys(): ObjectKey[] {
     const keys = new Set<ObjectKey>();
-    for (const k of this.options.store.keys()) if (parseKey(k).kind === this.options.kind) keys.add(k);
+    for (const key of this.options.store.keys()) if (parseKey(key).kind === this.options.kind) keys.add(key);
     for (const backend of this.options.backends.values()) {
-      for (const k of backend.records?.keys() ?? []) if (parseKey(k).kind === this.options.kind) keys.add(k);
+      for (const key of backend.records?.keys() ?? []) if (parseKey(key).kind === this.options.kind) keys.add(key);
     }
     return [...keys];
   }
@@ -173,7 +173,7 @@ export class Controller {
 
   /** Keys whose instance is `host` (an object and a tombstone may share one). */
   private keysForHost(host: string): ObjectKey[] {
-    return this.keys().filter((k) => hostOfKey(k) === host);
+    return this.keys().filter((key) => hostOfKey(key) === host);
   }
 
   /** Runs one reconcile of `key` and turns its outcome into queue calls (the only place that does). */
@@ -184,6 +184,7 @@ export class Controller {
       const result = await this.options.reconciler.reconcile(key, this.signal);
       outcome = OUTCOME_OF_RESULT[result.kind];
       this.requeueByResult(key, result);
+      this.options.logger.debug({ key, result: result.kind }, 'reconciled');
     } catch (err) {
       if (this.signal.aborted || isAbortError(err)) return; // shutting down: the next start re-lists everything
       outcome = this.requeueByError(key, err);

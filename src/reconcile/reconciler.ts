@@ -25,7 +25,7 @@ import { errorMessage, isAbortError, isTerminalError } from '../shared/errors.js
 import type { ObservationCache } from './observation-cache.js';
 import { type DependencyCheck, checkDependencies, dependentsOf } from './dependencies.js';
 import { PAUSED_ANNOTATION, PRUNE_ANNOTATION } from '../shared/annotations.js';
-import { type Plan, type Step, plan as computePlan } from './plan.js';
+import { type Plan, type Step, plan as computePlan, stepName } from './plan.js';
 import type { ProviderHealth } from './provider-health.js';
 import { type Result, awaitChange, nextStep, requeue, requeueAfter } from './result.js';
 import { StepGuard, type StepGuardOptions, stepIntent } from './step-guard.js';
@@ -74,9 +74,12 @@ interface Pass {
   readonly signal: AbortSignal;
 }
 
-/** The gate either lets the pass on, with the dependency facts the plan needs, or ends it. */
+/**
+ * The gate either lets the pass on, with the dependency facts the plan needs, or ends it. The
+ * pass it lets on may differ from the one it was given (a gate may complete the desired object).
+ */
 type GateOutcome =
-  | { readonly open: true; readonly dependencies: DependencyCheck | undefined }
+  | { readonly open: true; readonly pass: Pass; readonly dependencies: DependencyCheck | undefined }
   | { readonly open: false; readonly result: Result };
 
 /** What the pass has got to so far, so a failure is reported with what is known. */
@@ -106,15 +109,6 @@ const HELD_ON_OTHER_OBJECTS: Readonly<Record<NonNullable<Plan['heldBy']>, boolea
   paused: false, driftPolicy: false, dependencies: true, dependents: true,
 };
 
-/** The name of a step in events, logs and status ("create", "setState:Running", "delete:partial"). */
-export function stepName(step: Step): string {
-  switch (step.op) {
-    case 'setState': return `setState:${step.to}`;
-    case 'delete': return `delete:${step.reason}`;
-    default: return step.op;
-  }
-}
-
 /**
  * Reconciles objects of one provider's kind. Call `reconcile` for one key at a time (the work
  * queue guarantees it); different keys may run at once.
@@ -140,11 +134,12 @@ export class Reconciler {
    * object to change; an abort of `signal`: nothing, the daemon is stopping).
    */
   async reconcile(key: ObjectKey, signal: AbortSignal): Promise<Result> {
-    const pass = this.resolve(key, signal);
+    const resolved = this.resolve(key, signal);
     // A source that is not running here, or an object gone that was never acted on: nothing to undo.
-    if (pass === undefined) return awaitChange();
-    const gate = await this.gate(pass);
+    if (resolved === undefined) return awaitChange();
+    const gate = await this.gate(resolved);
     if (!gate.open) return gate.result;
+    const pass = gate.pass;
     const progress: Progress = {};
     try {
       const { observed, plan } = await this.observeAndPlan(pass, gate.dependencies, progress);
@@ -196,7 +191,7 @@ export class Reconciler {
       // Not an error: the provider's absence is the host's state, not this object's fault.
       return { open: false, result: requeueAfter(this.options.unavailableRetryMs ?? 30_000) };
     }
-    return { open: true, dependencies };
+    return { open: true, pass, dependencies };
   }
 
   /** Observe and plan: the instance as it is now (batch cache or provider) and the steps still due. */
@@ -304,6 +299,7 @@ export class Reconciler {
     if (sameStatus(previous, status)) return;
     this.options.metrics?.statusWrites.inc({ source: desired.source });
     await backend.statusWriter.write(desired, status, pass.signal);
+    pass.log.debug({ phase: status.phase }, 'status written');
     const readyNow = isReady(status, desired.generation);
     const readyBefore = isReady(previous, desired.generation);
     if (readyNow && !readyBefore) this.options.onReady?.(desired);

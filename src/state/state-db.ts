@@ -18,6 +18,8 @@ import type { Status } from '../api/v1alpha1/types.js';
 import type { Desired } from '../store/desired.js';
 import type { ObjectKey } from '../store/object-key.js';
 import type { SourceProblem } from '../store/source-problem.js';
+import type { Clock } from '../shared/clock.js';
+import { systemClock } from '../shared/clock.js';
 
 const MIGRATIONS: readonly string[] = [
   // 1: objects, audit, problems
@@ -102,12 +104,15 @@ export class StateDb {
   private readonly db: Database.Database;
   private readonly statements: ReturnType<StateDb['prepare']>;
   private pending: (() => void)[] = [];
-  private flushTimer: NodeJS.Timeout | undefined;
+  private flushTimer: unknown;
+  private readonly clock: Clock;
   private identities: Map<string, { id: string; generation: number; specHash: string }> | undefined;
   private readonly rememberedAs = new Map<string, string>();
 
   /** Opens (creating when needed) the DB at `path` and runs pending migrations. `readonly` opens without writing. */
-  constructor(path: string, options: { readonly?: boolean } = {}) {
+  /** Opens (and creates, unless `readonly`) the DB at `path`; `clock` stamps rows and times the write-behind. */
+  constructor(path: string, options: { readonly?: boolean; clock?: Clock } = {}) {
+    this.clock = options.clock ?? systemClock;
     if (options.readonly !== true && path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     this.db = new Database(path, { readonly: options.readonly === true, fileMustExist: options.readonly === true });
     if (options.readonly !== true) {
@@ -162,7 +167,7 @@ export class StateDb {
   identify(key: ObjectKey, parts: { source: string; kind: string; namespace: string; name: string }, specHash: string): { id: string; generation: number } {
     this.identities ??= new Map(this.db.prepare<[], { key: string; id: string; generation: number; spec_hash: string }>('SELECT key, id, generation, spec_hash FROM objects').all()
       .map((r) => [r.key, { id: r.id, generation: r.generation, specHash: r.spec_hash }]));
-    const now = new Date().toISOString();
+    const now = this.isoNow();
     const known = this.identities.get(key);
     if (known === undefined) {
       const id = randomUUID();
@@ -190,7 +195,7 @@ export class StateDb {
 
   /** Stores `d`'s status together with the object it describes (what `hyperlet get` shows). */
   writeStatus(d: Desired, status: Status): void {
-    const now = new Date().toISOString();
+    const now = this.isoNow();
     this.defer(() => this.statements.setStatus.run({ key: d.key, status: JSON.stringify(status), object: JSON.stringify(d), now }));
   }
 
@@ -199,7 +204,7 @@ export class StateDb {
     const fingerprint = `${d.id}:${d.generation}:${d.specHash}`;
     if (this.rememberedAs.get(d.key) === fingerprint) return;
     this.flush();
-    this.statements.setApplied.run({ key: d.key, applied: JSON.stringify(d), now: new Date().toISOString() });
+    this.statements.setApplied.run({ key: d.key, applied: JSON.stringify(d), now: this.isoNow() });
     this.rememberedAs.set(d.key, fingerprint);
   }
 
@@ -218,7 +223,7 @@ export class StateDb {
 
   /** Appends one audit entry; entries are never changed or removed. */
   audit(key: string, type: string, action: string, result: string, message: string): void {
-    const at = new Date().toISOString();
+    const at = this.isoNow();
     this.defer(() => this.statements.audit.run(at, key, type, action, result, message));
   }
 
@@ -230,7 +235,7 @@ export class StateDb {
 
   /** Writes everything written behind so far, in one transaction. */
   flush(): void {
-    clearTimeout(this.flushTimer);
+    this.clock.clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
     if (this.pending.length === 0) return;
     const batch = this.pending;
@@ -238,9 +243,13 @@ export class StateDb {
     this.db.transaction(() => { for (const write of batch) write(); })();
   }
 
+  private isoNow(): string {
+    return new Date(this.clock.now()).toISOString();
+  }
+
   private defer(write: () => void): void {
     this.pending.push(write);
-    this.flushTimer ??= setTimeout(() => this.flush(), 10);
+    this.flushTimer ??= this.clock.setTimeout(() => this.flush(), 10);
   }
 
   /** Replaces the problems `source` reports. */
@@ -260,7 +269,7 @@ export class StateDb {
   /** Free-form per-source state (git: last applied and attempted revisions). */
   setSourceState(id: string, description: string, state: unknown): void {
     this.flush();
-    this.statements.setSource.run({ id, description, state: JSON.stringify(state), now: new Date().toISOString() });
+    this.statements.setSource.run({ id, description, state: JSON.stringify(state), now: this.isoNow() });
   }
 
   sourceState<T>(id: string): T | undefined {

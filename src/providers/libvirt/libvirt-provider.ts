@@ -44,6 +44,8 @@ import { REBOOT_REQUEST_ANNOTATION } from '../../shared/annotations.js';
 import { rebootPending } from './reboot-request.js';
 import { REASON_NAMES, STATE_NAMES, instanceStateOf, isActive } from './domain-state.js';
 import { sleep, stopGracefully } from './graceful-stop.js';
+import type { Clock } from '../../shared/clock.js';
+import { systemClock } from '../../shared/clock.js';
 
 export { instanceStateOf } from './domain-state.js';
 
@@ -69,6 +71,8 @@ export interface LibvirtProviderOptions {
   readonly xmlCacheTtlMs?: number;
   /** Capacity of a disk declared without size. Default 10 GiB (qcow2: sparse). */
   readonly defaultDiskBytes?: number;
+  /** Time for the XML cache, the balloon settle window and graceful stops (default: the system clock). */
+  readonly clock?: Clock;
 }
 
 interface CacheEntry {
@@ -96,6 +100,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
   private readonly log: Logger;
   private readonly consoleDir: string;
   private readonly xmlCacheTtlMs: number;
+  private readonly clock: Clock;
   private readonly storage: LibvirtStorage;
   private connecting: Promise<void> | undefined;
   private readonly cache = new Map<string, CacheEntry>();
@@ -110,6 +115,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     this.client = new LibvirtClient({ logger: this.log, ...(options.uri === undefined ? {} : { uri: options.uri }), ...(options.socketPath === undefined ? {} : { socketPath: options.socketPath }) });
     this.consoleDir = options.consoleDir ?? '/var/log/hyperlet/console';
     this.xmlCacheTtlMs = options.xmlCacheTtlMs ?? 300_000;
+    this.clock = options.clock ?? systemClock;
     this.storage = new LibvirtStorage({
       client: this.client, logger: this.log,
       poolRoot: options.poolRoot ?? '/var/lib/hyperlet/pools',
@@ -194,7 +200,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     }));
     const observed = described.filter((o): o is ObservedInstance => o !== undefined);
     for (const uuid of this.cache.keys()) if (!live.has(uuid)) this.cache.delete(uuid);
-    for (const [uuid, until] of this.uncachedUntilMs) if (until <= Date.now()) this.uncachedUntilMs.delete(uuid);
+    for (const [uuid, until] of this.uncachedUntilMs) if (until <= this.clock.now()) this.uncachedUntilMs.delete(uuid);
     this.knownNames.clear();
     for (const o of observed) this.knownNames.add(o.hostName);
     return new Map(observed.map((o) => [o.hostName, o]));
@@ -241,8 +247,8 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
   private async entryOf(dom: DomainRef, active: boolean): Promise<CacheEntry> {
     const uuid = uuidFromBytes(dom.uuid);
     const cached = this.cache.get(uuid);
-    const volatile = (this.uncachedUntilMs.get(uuid) ?? 0) > Date.now();
-    if (cached !== undefined && !volatile && cached.active === active && Date.now() - cached.readAtMs < this.xmlCacheTtlMs) return cached;
+    const volatile = (this.uncachedUntilMs.get(uuid) ?? 0) > this.clock.now();
+    if (cached !== undefined && !volatile && cached.active === active && this.clock.now() - cached.readAtMs < this.xmlCacheTtlMs) return cached;
     const parsed = parseDomainXml(await this.client.domainGetXmlDesc(dom));
     const capacities = new Map<string, number>();
     if (parsed.marker !== undefined) {
@@ -252,7 +258,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
         if (cap !== undefined) capacities.set(`${disk.pool}/${disk.volume}`, cap);
       }));
     }
-    const entry: CacheEntry = { parsed, fields: observedFieldsOf(parsed, dom.name, capacities), active, readAtMs: Date.now() };
+    const entry: CacheEntry = { parsed, fields: observedFieldsOf(parsed, dom.name, capacities), active, readAtMs: this.clock.now() };
     this.cache.set(uuid, entry);
     return entry;
   }
@@ -344,7 +350,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
         if (c.apply !== 'live') continue;
         if (c.path === 'resources.memory' && typeof c.to === 'number') {
           await this.client.domainSetMemory(dom, Math.ceil(c.to / KiB), Flags.AffectLive);
-          this.uncachedUntilMs.set(uuidFromBytes(dom.uuid), Date.now() + BALLOON_SETTLE_MS);
+          this.uncachedUntilMs.set(uuidFromBytes(dom.uuid), this.clock.now() + BALLOON_SETTLE_MS);
         } else if (c.path === 'resources.cpu' && typeof c.to === 'number') {
           await this.client.domainSetVcpus(dom, c.to, Flags.AffectLive);
         }
@@ -408,7 +414,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
           if (!isActive(st.state)) return undefined;
           if (st.state === DomainState.Paused) await this.client.domainResume(dom); // a paused guest cannot see the power button
           {
-            const note = await stopGracefully(this.client, dom, d.object.spec.gracefulStopSeconds, signal);
+            const note = await stopGracefully(this.client, dom, d.object.spec.gracefulStopSeconds, signal, this.clock);
             this.lastStop.set(d.hostName, note);
             this.log.info({ hostName: d.hostName, note }, 'domain stopped');
             return note;
@@ -478,7 +484,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
         break;
       } catch (err) {
         this.log.warn({ err }, 'cannot connect to libvirtd for events; retrying');
-        await sleep(1_000, signal).catch(() => undefined);
+        await sleep(1_000, signal, this.clock).catch(() => undefined);
       }
     }
     yield* events;

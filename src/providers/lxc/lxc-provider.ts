@@ -27,6 +27,8 @@ import { MARKER_VERSION, type OwnershipMarker, readMarker, writeMarker } from '.
 import { killCreators } from './creator-processes.js';
 import { execInContainer } from './lxc-exec.js';
 import { LxcObserver, exists, isDirectory } from './lxc-observer.js';
+import type { Clock } from '../../shared/clock.js';
+import { systemClock } from '../../shared/clock.js';
 
 
 /** Where the LXC provider keeps containers and how it runs lxc-* tools. */
@@ -40,6 +42,8 @@ export interface LxcProviderOptions {
   readonly createTimeoutMs?: number;
   /** Called after every spawned tool (metrics; benchmarks count spawns per resync). */
   readonly onToolCall?: (tool: LxcTool, durationMs: number, ok: boolean) => void;
+  /** Time for marker timestamps, the monitor's restarts and killed creators (default: the system clock). */
+  readonly clock?: Clock;
 }
 
 /** The fields the config embodies; template, rootfs and disk are made once and only recorded. */
@@ -61,6 +65,7 @@ export class LxcProvider implements Provider<'Container'> {
   private readonly tools: LxcTools;
   private readonly monitor: LxcMonitor;
   private readonly createTimeoutMs: number;
+  private readonly clock: Clock;
   private cgroupHost: Promise<CgroupHost> | undefined;
   private readonly observer: LxcObserver;
 
@@ -73,8 +78,9 @@ export class LxcProvider implements Provider<'Container'> {
       ...(options.onToolCall === undefined ? {} : { onCall: options.onToolCall }),
     });
     this.createTimeoutMs = options.createTimeoutMs ?? 300_000;
+    this.clock = options.clock ?? systemClock;
     this.observer = new LxcObserver({ lxcpath: this.lxcpath, tools: this.tools, logger: this.log, cgroup: () => this.cgroup() });
-    this.monitor = new LxcMonitor({ lxcpath: this.lxcpath, logger: this.log, listNames: () => this.observer.listNames() });
+    this.monitor = new LxcMonitor({ lxcpath: this.lxcpath, logger: this.log, listNames: () => this.observer.listNames(), clock: this.clock });
   }
 
   /** The lxc-monitor watcher behind changes(), for health checks and tests. */
@@ -171,7 +177,7 @@ export class LxcProvider implements Provider<'Container'> {
     await mkdir(dir, { mode: 0o770 });
     const marker: OwnershipMarker = {
       version: MARKER_VERSION, id: d.id, key: d.key, specHash: d.specHash, fields, complete: false, origin: 'created',
-      updatedAt: new Date().toISOString(),
+      updatedAt: new Date(this.clock.now()).toISOString(),
     };
     // Not fsynced: it guards against a killed hyperlet (the page cache survives that); the complete marker is.
     await writeMarker(markerPath(this.lxcpath, name), marker, { durable: false });
@@ -197,7 +203,7 @@ export class LxcProvider implements Provider<'Container'> {
       }
       await this.writeConfig(name, managed, { durable: false });
       await unlink(baseConf);
-      await writeMarker(markerPath(this.lxcpath, name), { ...marker, complete: true, updatedAt: new Date().toISOString() });
+      await writeMarker(markerPath(this.lxcpath, name), { ...marker, complete: true, updatedAt: new Date(this.clock.now()).toISOString() });
       log.info({ template: spec.template, rootfs: spec.rootfs }, 'container created');
     } catch (err) {
       // A killed or aborted create is cleaned by the next pass (the marker says partial); a failed one now.
@@ -246,7 +252,7 @@ export class LxcProvider implements Provider<'Container'> {
       ...marker,
       fields: markerFields,
       ...(allApplied ? { specHash: d.specHash } : {}),
-      updatedAt: new Date().toISOString(),
+      updatedAt: new Date(this.clock.now()).toISOString(),
     });
     this.log.info({ key: d.key, hostName: name, fields: relevant.map((c) => c.path), live: active }, 'container updated');
   }
@@ -314,7 +320,7 @@ export class LxcProvider implements Provider<'Container'> {
     if (current === undefined) throw new Error(`cannot adopt container ${name}: it disappeared`);
     await writeMarker(markerPath(this.lxcpath, name), {
       version: MARKER_VERSION, id: d.id, key: d.key, fields: current.fields, complete: true, origin: 'adopted',
-      updatedAt: new Date().toISOString(),
+      updatedAt: new Date(this.clock.now()).toISOString(),
     });
     this.log.info({ key: d.key, hostName: name }, 'container adopted');
   }
@@ -386,7 +392,7 @@ export class LxcProvider implements Provider<'Container'> {
     const marker = await readMarker(markerPath(this.lxcpath, name)).catch(() => undefined);
     if (marker?.complete !== true) {
       // A create cut short may have left lxc-create or its template running: stop them writing first.
-      const killed = await killCreators(this.lxcpath, name);
+      const killed = await killCreators(this.lxcpath, name, { clock: this.clock });
       if (killed.length > 0) this.log.info({ hostName: name, pids: killed }, 'killed processes left creating a partial container');
     }
     if (await exists(configPath(this.lxcpath, name))) {
