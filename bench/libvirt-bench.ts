@@ -305,13 +305,14 @@ export async function libvirtBench(): Promise<Figures> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'hyperlet-bench-'));
   const manifests = path.join(dir, 'manifests');
   mkdirSync(manifests);
-  const provider = new LibvirtProvider({ logger });
+  const client = new LibvirtClient({ logger });
+  const provider = new LibvirtProvider({ logger, client });
   const watcher = new LibvirtClient({ logger });
   await provider.probe(signal);
   await watcher.connect();
   const probe = desiredVm(`${PREFIX}-probe`);
   // The daemon's own provider (its own libvirt session), with start calls timed for the drift split.
-  const daemonProvider = new LibvirtProvider({ logger: daemonLogger });
+  const daemonProvider = new LibvirtProvider({ logger: daemonLogger, client: new LibvirtClient({ logger: daemonLogger }) });
   const daemon = new Daemon({
     sources: [{ type: 'dir', location: manifests }], statePath: path.join(dir, 'state.db'), lxcpath: '/nonexistent',
     libvirtUri: 'qemu:///system', kinds: ['VirtualMachine'], node: 'bench', nodeFilter: false, resyncMs: 60_000,
@@ -320,7 +321,7 @@ export async function libvirtBench(): Promise<Figures> {
   }, daemonLogger);
   try {
     await provider.create(probe, signal);
-    const rpc = await rpcVersusVirsh(provider.client, probe.hostName);
+    const rpc = await rpcVersusVirsh(client, probe.hostName);
     await daemon.start();
     const twenty = await twentyVms(manifests, dir, watcher);
     const drift = await driftReaction(manifests, watcher);

@@ -3,6 +3,7 @@ import { execCommand, logsCommand } from './container-commands.js';
 import { crdsCommand } from './crds-command.js';
 import { describeCommand, getCommand } from './get-command.js';
 import { diffCommand } from './diff-command.js';
+import { refreshCommand } from './refresh-command.js';
 import { runCommand } from './run-command.js';
 import { isUsageError } from './usage-error.js';
 import { validateCommand } from './validate-command.js';
@@ -21,6 +22,7 @@ Commands:
   crds [--out DIR]    the CustomResourceDefinitions, generated from the schemas
   logs NAME [-f]      a container's console log  [-n NS] [--lxcpath PATH]
   exec NAME -- CMD    run CMD in a container; its exit code is ours  [-n NS] [--lxcpath PATH]
+  refresh [SOURCE]    ask the daemon to fetch its git sources now (uses the API token in the state dir)
 `;
 
 /** Every CLI command by name; each takes its arguments and resolves to an exit code. */
@@ -33,6 +35,7 @@ export const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   logs: logsCommand,
   exec: execCommand,
   crds: crdsCommand,
+  refresh: refreshCommand,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -3,8 +3,14 @@ import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { Kind } from '../api/v1alpha1/group.js';
 import { isKind } from '../api/v1alpha1/group.js';
-import { Daemon } from '../daemon/daemon.js';
+import { readFileSync } from 'node:fs';
+import { resolve as resolvePath } from 'node:path';
+import { Daemon, type HttpConfig } from '../daemon/daemon.js';
 import { parseSourceSpec } from '../daemon/source-factory.js';
+import { hostOf, isLoopback } from '../server/host-check.js';
+import { DEFAULT_STATE_PATH } from '../state/state-dir.js';
+import { Redactor } from '../shared/redact.js';
+import { DEFAULT_SECRETS_DIR } from '../sources/secret-file.js';
 import { createLogger } from '../telemetry/logger.js';
 import { UsageError, parseDurationMs, parsePositiveInt } from './usage-error.js';
 
@@ -14,7 +20,10 @@ export const RUN_HELP = `Usage: hyperlet run [flags]
 Keeps the LXC containers and libvirt VMs on this host as declared.
 
   --source SRC          dir:PATH | git:URL[#BRANCH][//SUBDIR] | kube  (repeatable; default dir:./examples)
-  --state PATH          state DB for dir and git sources (default ./.hyperlet/state.db)
+  --state PATH          state DB for dir and git sources (default ./.hyperlet/state.db); its directory
+                        is made 0700 and holds the API token (api-token)
+  --secrets-dir DIR     dir and git sources: the only directory environment valueFrom.file reads
+                        (default /etc/hyperlet/secrets)
   --lxcpath PATH        LXC's container directory (default /var/lib/lxc)
   --libvirt-uri URI     libvirt connection (default qemu:///system)
   --libvirt-socket PATH libvirtd's socket (default /run/libvirt/libvirt-sock)
@@ -22,7 +31,12 @@ Keeps the LXC containers and libvirt VMs on this host as declared.
   --node NAME           this host's node name (default the hostname; kube: only objects with spec.nodeName NAME)
   --kubeconfig PATH     kube source: kubeconfig (default in-cluster or ~/.kube/config)
   --namespace NS        kube source: watch one namespace only
-  --http HOST:PORT      /healthz /readyz /metrics and the read API (default 127.0.0.1:9440; "off" disables)
+  --http HOST:PORT      /healthz /readyz /metrics and the read API (default 127.0.0.1:9440; "off" disables).
+                        POST routes need the token the daemon writes beside the state DB (api-token);
+                        a non-loopback HOST needs --tls-cert and --tls-key, and the token on every route
+  --http-host-allow NAME  also answer requests whose Host header is NAME (repeatable; loopback names
+                        and the bound address always work; others are refused against DNS rebinding)
+  --tls-cert FILE --tls-key FILE  serve HTTPS with this PEM certificate and key
   --resync DURATION     full resync period (default 60s)
   --concurrency N       reconciles at once per kind (default 4)
   --qps N --burst N     retry rate limit across keys (default 10, 100)
@@ -58,11 +72,33 @@ function parseBool(flag: string, value: string): boolean {
   throw new UsageError(`${flag}: expected true or false (is ${JSON.stringify(value)})`);
 }
 
-function parseHttp(value: string): { host: string; port: number } | undefined {
+/** Parses --http and its TLS and Host flags; refuses a non-loopback address without TLS. */
+export function parseHttp(value: string, flags: { tlsCert?: string; tlsKey?: string; hostAllow?: readonly string[] } = {}): HttpConfig | undefined {
   if (value === 'off') return undefined;
   const m = /^(.*):([0-9]+)$/.exec(value);
   if (m === null) throw new UsageError(`--http: expected HOST:PORT or off (is ${JSON.stringify(value)})`);
-  return { host: m[1] === '' ? '127.0.0.1' : (m[1] ?? '127.0.0.1'), port: Number(m[2]) };
+  const host = (m[1] ?? '').replace(/^\[(.*)\]$/, '$1') || '127.0.0.1';
+  const port = Number(m[2]);
+  if (port > 65535) throw new UsageError(`--http: port ${port} is out of range`);
+  if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
+  if (!isLoopback(host) && flags.tlsCert === undefined) {
+    throw new UsageError(`--http ${value}: ${host} is not a loopback address; serving it needs TLS (--tls-cert FILE --tls-key FILE), or bind to 127.0.0.1`);
+  }
+  for (const name of flags.hostAllow ?? []) {
+    if (hostOf(name) === undefined || (name.includes(':') && !name.startsWith('['))) throw new UsageError(`--http-host-allow: ${JSON.stringify(name)} is not a host name or address (no port)`);
+  }
+  const read = (flag: string, path: string): Buffer => {
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new UsageError(`${flag}: cannot read ${path}: ${(err as Error).message}`);
+    }
+  };
+  return {
+    host, port,
+    ...(flags.tlsCert === undefined || flags.tlsKey === undefined ? {} : { tls: { cert: read('--tls-cert', flags.tlsCert), key: read('--tls-key', flags.tlsKey) } }),
+    ...(flags.hostAllow === undefined || flags.hostAllow.length === 0 ? {} : { hostAllow: flags.hostAllow }),
+  };
 }
 
 /** `hyperlet run`: parses flags, runs the daemon until SIGTERM or SIGINT and resolves to the exit code. */
@@ -77,6 +113,7 @@ export async function runCommand(args: string[]): Promise<number> {
       'shutdown-timeout': { type: 'string' }, 'log-level': { type: 'string' }, help: { type: 'boolean', short: 'h' },
       interval: { type: 'string' }, prune: { type: 'string' }, 'max-prune': { type: 'string' },
       confirm: { type: 'string', multiple: true }, paused: { type: 'boolean' },
+      'secrets-dir': { type: 'string' }, 'http-host-allow': { type: 'string', multiple: true }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
     },
   });
   if (values.help === true) {
@@ -94,10 +131,14 @@ export async function runCommand(args: string[]): Promise<number> {
   }
   const level = values['log-level'] ?? 'info';
   if (!['trace', 'debug', 'info', 'warn', 'error', 'silent'].includes(level)) throw new UsageError(`--log-level: unknown level ${JSON.stringify(level)}`);
-  const logger = createLogger({ level: level as 'info' });
+  // One Redactor for the whole process: the logger writes through it, the daemon feeds it secrets.
+  const redactor = new Redactor();
+  const logger = createLogger({ level: level as 'info', redact: (line) => redactor.text(line) });
   const daemon = new Daemon({
     sources,
-    statePath: values.state ?? './.hyperlet/state.db',
+    statePath: values.state ?? DEFAULT_STATE_PATH,
+    redactor,
+    secretsDir: resolvePath(values['secrets-dir'] ?? DEFAULT_SECRETS_DIR),
     lxcpath: values.lxcpath ?? '/var/lib/lxc',
     libvirtUri: values['libvirt-uri'] ?? 'qemu:///system',
     ...(values['libvirt-socket'] === undefined ? {} : { libvirtSocket: values['libvirt-socket'] }),
@@ -106,7 +147,11 @@ export async function runCommand(args: string[]): Promise<number> {
     nodeFilter: values.node !== undefined,
     ...(values.kubeconfig === undefined ? {} : { kubeconfig: values.kubeconfig }),
     ...(values.namespace === undefined ? {} : { namespace: values.namespace }),
-    http: parseHttp(values.http ?? '127.0.0.1:9440'),
+    http: parseHttp(values.http ?? '127.0.0.1:9440', {
+      ...(values['tls-cert'] === undefined ? {} : { tlsCert: values['tls-cert'] }),
+      ...(values['tls-key'] === undefined ? {} : { tlsKey: values['tls-key'] }),
+      ...(values['http-host-allow'] === undefined ? {} : { hostAllow: values['http-host-allow'] }),
+    }),
     resyncMs: parseDurationMs('--resync', values.resync ?? '60s'),
     concurrency: parsePositiveInt('--concurrency', values.concurrency ?? '4'),
     qps: parsePositiveInt('--qps', values.qps ?? '10'),

@@ -3,6 +3,7 @@
  * plus the HTTP server. `stop()` is the graceful shutdown SIGTERM asks for: stop intake, let the
  * steps in flight finish (bounded), flush state, close.
  */
+import { randomBytes } from 'node:crypto';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import type { Kind } from '../api/v1alpha1/group.js';
@@ -18,7 +19,9 @@ import { Reconciler } from '../reconcile/reconciler.js';
 import { HttpServer, type ReadinessCheck } from '../server/http-server.js';
 import type { SourceBackend, SourcePolicy } from '../reconcile/backend.js';
 import type { Source } from '../sources/source.js';
+import { Redactor } from '../shared/redact.js';
 import { StateDb } from '../state/state-db.js';
+import { ensureApiToken } from '../state/state-dir.js';
 import type { Desired } from '../store/desired.js';
 import { DesiredStore } from '../store/desired-store.js';
 import { parseKey } from '../store/object-key.js';
@@ -26,6 +29,16 @@ import type { Clock } from '../shared/clock.js';
 import { systemClock } from '../shared/clock.js';
 import { Metrics } from '../telemetry/metrics.js';
 import { type GitOptions, createBackends, type SourceSpec } from './source-factory.js';
+
+/** The HTTP API: where it listens and how it is secured (issue 10). */
+export interface HttpConfig {
+  readonly host: string;
+  readonly port: number;
+  /** PEM certificate and key: HTTPS. Required for a non-loopback host. */
+  readonly tls?: { readonly cert: Buffer; readonly key: Buffer };
+  /** Host header names served besides loopback names (--http-host-allow). */
+  readonly hostAllow?: readonly string[];
+}
 
 /** Everything `hyperlet run` is configured with; the daemon reads it once at start. */
 export interface DaemonConfig {
@@ -40,8 +53,8 @@ export interface DaemonConfig {
   readonly nodeFilter: boolean;
   readonly kubeconfig?: string;
   readonly namespace?: string;
-  /** host:port, or undefined for no HTTP server. */
-  readonly http?: { host: string; port: number };
+  /** host:port and how to secure it, or undefined for no HTTP server. */
+  readonly http?: HttpConfig;
   readonly resyncMs: number;
   readonly concurrency: number;
   readonly qps: number;
@@ -55,6 +68,13 @@ export interface DaemonConfig {
   readonly git?: GitOptions;
   /** Time for the reconcile core, the state DB and the sources (default: the system clock). */
   readonly clock?: Clock;
+  /**
+   * The one Redactor of this process (shared with the logger): values read for valueFrom
+   * references are added to it; Events, audit entries, status and HTTP answers pass it.
+   */
+  readonly redactor?: Redactor;
+  /** dir and git sources: where valueFrom.file reads secrets (--secrets-dir, default /etc/hyperlet/secrets). */
+  readonly secretsDir?: string;
 }
 
 /** The running agent: sources, store, one controller per kind, state DB and HTTP server. `start` once, `stop` once. */
@@ -71,16 +91,28 @@ export class Daemon {
   private healths = new Map<Kind, ProviderHealth>();
   private started = false;
 
-  constructor(private readonly config: DaemonConfig, private readonly logger: Logger) {}
+  /** What never leaves this process in the clear (see shared/redact.ts). */
+  readonly redactor: Redactor;
+
+  constructor(private readonly config: DaemonConfig, private readonly logger: Logger) {
+    this.redactor = config.redactor ?? new Redactor();
+  }
 
   /** The bound HTTP address, once started. */
   httpAddress: { host: string; port: number } | undefined;
+
+  /** The bearer token of the HTTP API (in the state directory, file api-token), once started. */
+  apiToken = '';
 
   async start(): Promise<void> {
     const { config, logger } = this;
     const clock = config.clock ?? systemClock;
     this.db = new StateDb(config.statePath, { clock });
+    const tightened = this.db.stateDir?.tightenedFrom;
+    if (tightened !== undefined) logger.warn({ dir: this.db.stateDir?.dir, was: `0${tightened.toString(8)}` }, 'state directory was open to other users; made it 0700');
+    this.apiToken = config.statePath === ':memory:' ? randomBytes(32).toString('base64url') : ensureApiToken(config.statePath);
     this.backends = await createBackends(config.sources, {
+      ...(config.secretsDir === undefined ? {} : { secretsDir: config.secretsDir }),
       db: this.db, logger, node: config.node, nodeFilter: config.nodeFilter,
       ...(config.statePath === ':memory:' ? {} : { stateDir: dirname(config.statePath) }),
       ...(config.policy === undefined ? {} : { policy: config.policy }),
@@ -91,7 +123,10 @@ export class Daemon {
     });
     const backendsById = new Map(this.backends.map((b) => [b.source.id, b]));
     this.providers = config.providers === undefined
-      ? await createProviders({ lxcpath: config.lxcpath, libvirtUri: config.libvirtUri, kinds: config.kinds, logger, ...(config.libvirtSocket === undefined ? {} : { libvirtSocket: config.libvirtSocket }) })
+      ? await createProviders({
+        lxcpath: config.lxcpath, libvirtUri: config.libvirtUri, kinds: config.kinds, logger, clock,
+        ...(config.libvirtSocket === undefined ? {} : { libvirtSocket: config.libvirtSocket }),
+      })
       : new Map(config.providers);
 
     for (const [kind, provider] of this.providers) {
@@ -101,7 +136,7 @@ export class Daemon {
       this.healths.set(kind, health);
       const reconciler = new Reconciler({
         store: this.store, backends: backendsById, provider, cache, health, node: config.node, logger: log, metrics: this.metrics, clock,
-        onReady: (desired) => this.enqueueDependents(desired),
+        onReady: (desired) => this.enqueueDependents(desired), redactor: this.redactor,
       });
       this.controllers.set(kind, new Controller({
         kind, provider, reconciler, store: this.store, backends: backendsById, cache, health, logger: log, metrics: this.metrics,
@@ -112,10 +147,15 @@ export class Daemon {
     this.store.onChange((key) => this.controllers.get(parseKey(key).kind)?.enqueue(key));
 
     if (config.http !== undefined) {
-      this.http = new HttpServer({ ...config.http, registry: this.metrics.registry, checks: () => this.checks(), db: this.db, logger, refresh: (id) => this.refreshSources(id) });
+      const { host, port, tls, hostAllow } = config.http;
+      this.http = new HttpServer({
+        host, port, registry: this.metrics.registry, checks: () => this.checks(), db: this.db, logger, refresh: (id) => this.refreshSources(id),
+        token: this.apiToken, redact: (text) => this.redactor.text(text),
+        ...(tls === undefined ? {} : { tls }), ...(hostAllow === undefined ? {} : { hostAllow }),
+      });
       const address = await this.http.listen();
       this.httpAddress = { host: address.address, port: address.port };
-      logger.info({ address: `${address.address}:${address.port}` }, 'serving /healthz /readyz /metrics');
+      logger.info({ address: `${address.address}:${address.port}`, tls: tls !== undefined }, 'serving /healthz /readyz /metrics');
     }
 
     await Promise.all(this.backends.map(async (b) => {

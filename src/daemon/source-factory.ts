@@ -12,6 +12,8 @@ import { parseGitLocation } from '../sources/git/git-location.js';
 import type { SourceBackend, SourcePolicy } from '../reconcile/backend.js';
 import type { Source } from '../sources/source.js';
 import type { StateDb } from '../state/state-db.js';
+import { FileEnvironmentResolver } from '../sources/file-environment-resolver.js';
+import { DEFAULT_SECRETS_DIR } from '../sources/secret-file.js';
 import { StateStatusWriter } from '../status/state-status-writer.js';
 import type { Clock } from '../shared/clock.js';
 
@@ -39,6 +41,8 @@ export interface SourceContext {
   readonly git?: GitOptions;
   /** Time for the sources' timers and timestamps (default: the system clock). */
   readonly clock?: Clock;
+  /** dir and git sources: the directory valueFrom.file reads from (--secrets-dir). */
+  readonly secretsDir?: string;
 }
 
 /** Flags that apply to every git source. */
@@ -94,7 +98,10 @@ export const SOURCE_FACTORIES: Partial<Record<SourceSpec['type'], SourceFactory>
       onProblems: (problems) => ctx.db.setProblems(id, problems),
       clock: ctx.clock,
     });
-    return { source, statusWriter: writer, recorder: writer, records: writer, ...(ctx.policy === undefined ? {} : { policy: ctx.policy }) };
+    return {
+      source, statusWriter: writer, recorder: writer, records: writer, environment: new FileEnvironmentResolver(ctx.secretsDir ?? DEFAULT_SECRETS_DIR),
+      ...(ctx.policy === undefined ? {} : { policy: ctx.policy }),
+    };
   },
   git: (id, spec, ctx) => {
     const log = ctx.logger.child({ source: id });
@@ -112,7 +119,10 @@ export const SOURCE_FACTORIES: Partial<Record<SourceSpec['type'], SourceFactory>
       ...(git.confirm === undefined ? {} : { confirm: git.confirm }),
       clock: ctx.clock,
     });
-    return { source, statusWriter: writer, recorder: writer, records: writer, ...(ctx.policy === undefined ? {} : { policy: ctx.policy }) };
+    return {
+      source, statusWriter: writer, recorder: writer, records: writer, environment: new FileEnvironmentResolver(ctx.secretsDir ?? DEFAULT_SECRETS_DIR),
+      ...(ctx.policy === undefined ? {} : { policy: ctx.policy }),
+    };
   },
   kube: async (id, _spec, ctx) => {
     // Loaded only when asked for: the Kubernetes client takes about 0.4 s to load.

@@ -5,11 +5,14 @@
 import type { Logger } from 'pino';
 import type { Kind } from '../api/v1alpha1/group.js';
 import { KINDS } from '../api/v1alpha1/group.js';
+import type { Clock } from '../shared/clock.js';
 import { errorMessage } from '../shared/errors.js';
 import type { Provider } from './provider.js';
 import { UnavailableProvider } from './unavailable-provider.js';
 import { LxcProvider } from './lxc/lxc-provider.js';
 import { LibvirtProvider } from './libvirt/libvirt-provider.js';
+import { LibvirtClient } from './libvirt/libvirt-client.js';
+import { LxcTools } from './lxc/lxc-tools.js';
 
 /** Where the providers reach their tools and daemons, and which kinds to serve. */
 export interface ProviderOptions {
@@ -22,15 +25,30 @@ export interface ProviderOptions {
   /** Kinds to serve; the others are not reconciled at all. */
   readonly kinds: readonly Kind[];
   readonly logger: Logger;
+  /** Time for the providers' timestamps, caches and waits (default: the system clock). */
+  readonly clock?: Clock;
 }
 
 /** A provider's constructor, registered per kind below. */
 export type ProviderFactory = (options: ProviderOptions) => Provider | Promise<Provider>;
 
-/** Each provider adds its factory here. */
+/** Each provider adds its factory here: the provider with the real tool runner or connection it drives. */
 export const PROVIDER_FACTORIES: Partial<Record<Kind, ProviderFactory>> = {
-  Container: (o) => new LxcProvider({ lxcpath: o.lxcpath, logger: o.logger }),
-  VirtualMachine: (o) => new LibvirtProvider({ uri: o.libvirtUri, logger: o.logger, ...(o.libvirtSocket === undefined ? {} : { socketPath: o.libvirtSocket }) }),
+  Container: (o) => new LxcProvider({
+    lxcpath: o.lxcpath,
+    logger: o.logger,
+    clock: o.clock,
+    tools: new LxcTools({ logger: o.logger.child({ provider: 'lxc', lxcpath: o.lxcpath }) }),
+  }),
+  VirtualMachine: (o) => new LibvirtProvider({
+    logger: o.logger,
+    clock: o.clock,
+    client: new LibvirtClient({
+      uri: o.libvirtUri,
+      logger: o.logger.child({ provider: 'libvirt' }),
+      ...(o.libvirtSocket === undefined ? {} : { socketPath: o.libvirtSocket }),
+    }),
+  }),
 };
 
 /** Makes the providers for `options.kinds`; never throws. */

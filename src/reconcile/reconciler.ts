@@ -10,7 +10,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
+import { environmentReferences, isEnvironmentError, withEnvironmentValues } from '../api/v1alpha1/environment.js';
 import type { Status } from '../api/v1alpha1/types.js';
+import type { Redactor } from '../shared/redact.js';
 import type { ObservedInstance, Provider } from '../providers/provider.js';
 import { isProviderUnavailableError } from '../providers/provider.js';
 import type { SourceBackend } from './backend.js';
@@ -53,6 +55,13 @@ export interface ReconcilerOptions {
   readonly stepGuard?: Omit<StepGuardOptions, 'clock'>;
   /** Called when an object turns Ready, so objects waiting on it need not wait for their retry. */
   readonly onReady?: (desired: Desired) => void;
+  /**
+   * The daemon's one Redactor: every value read for a valueFrom reference is added to it, and
+   * every Event, audit entry and status message passes it before it is written.
+   */
+  readonly redactor?: Redactor;
+  /** How often an object whose valueFrom cannot be read looks again (default 10 s). */
+  readonly environmentRetryMs?: number;
 }
 
 /** A reason (CamelCase) and a message for Ready/Synced when a pass cannot do its work. */
@@ -81,6 +90,15 @@ interface Pass {
 type GateOutcome =
   | { readonly open: true; readonly pass: Pass; readonly dependencies: DependencyCheck | undefined }
   | { readonly open: false; readonly result: Result };
+
+/**
+ * What observe and plan found: the instance, the plan, and the target (the desired object with
+ * its valueFrom references read: what the instance gets; status, records and events keep the
+ * desired object). Or the result that ends the pass when a reference cannot be read.
+ */
+type Outlook =
+  | { readonly ended: false; readonly observed: ObservedInstance | undefined; readonly plan: Plan; readonly target: Desired }
+  | { readonly ended: true; readonly result: Result };
 
 /** What the pass has got to so far, so a failure is reported with what is known. */
 interface Progress {
@@ -142,10 +160,12 @@ export class Reconciler {
     const pass = gate.pass;
     const progress: Progress = {};
     try {
-      const { observed, plan } = await this.observeAndPlan(pass, gate.dependencies, progress);
+      const outlook = await this.observeAndPlan(pass, gate.dependencies, progress);
+      if (outlook.ended) return outlook.result;
+      const { observed, plan, target } = outlook;
       const step = plan.steps[0];
       if (step === undefined || plan.conflict !== undefined) return await this.reportWithoutStep(pass, observed, plan);
-      return await this.act(pass, observed, plan, step, progress);
+      return await this.act(pass, { observed, plan, target }, step, progress);
     } catch (err) {
       return await this.reportFailure(pass, err, progress);
     }
@@ -172,7 +192,7 @@ export class Reconciler {
     const keep = pass.tombstone && pass.paused === undefined ? pruneDisabledBy(desired, backend) : undefined;
     if (keep !== undefined) {
       // Left the source, but pruning is off for it: its instance stays, hyperlet lets go of it.
-      backend.recorder.record(desired, 'Normal', 'PruneSkipped', `Removed from the source; the instance is kept (${keep})`);
+      this.record(pass, 'Normal', 'PruneSkipped', `Removed from the source; the instance is kept (${keep})`);
       backend.records?.forget(key);
       this.forgetKey(key);
       return { open: false, result: awaitChange() };
@@ -194,21 +214,32 @@ export class Reconciler {
     return { open: true, pass, dependencies };
   }
 
-  /** Observe and plan: the instance as it is now (batch cache or provider) and the steps still due. */
-  private async observeAndPlan(pass: Pass, dependencies: DependencyCheck | undefined, progress: Progress): Promise<{ observed: ObservedInstance | undefined; plan: Plan }> {
+  /**
+   * Observe and plan: the instance as it is now (batch cache or provider), the desired object's
+   * valueFrom references read, and the steps still due. Ends the pass when a reference cannot be read.
+   */
+  private async observeAndPlan(pass: Pass, dependencies: DependencyCheck | undefined, progress: Progress): Promise<Outlook> {
     const { key, desired, backend } = pass;
     const observed = await this.observe(desired, pass.signal);
     progress.observed = observed;
-    const plan = computePlan(desired, observed, {
+    const environment = await this.resolveEnvironment(pass);
+    if ('failure' in environment) {
+      this.warnOnce(pass, environment.failure);
+      await this.report(pass, { observed, failure: environment.failure });
+      // The Secret or file may appear, or the object change: look again now and then; the instance is left as it is.
+      return { ended: true, result: requeueAfter(this.options.environmentRetryMs ?? 10_000) };
+    }
+    const target = environment.target;
+    const plan = computePlan(target, observed, {
       applyModeOf: this.provider.applyModeOf?.bind(this.provider),
       paused: pass.paused !== undefined,
       convergedGeneration: backend.statusWriter.lastWritten(key)?.convergedGeneration,
       dependenciesNotReady: dependencies?.notReady,
       dependentsPresent: desired.deleting === true ? this.dependentsPresent(desired, backend) : undefined,
-      rebootRequested: observed !== undefined && this.provider.rebootPending?.(desired, observed) === true,
+      rebootRequested: observed !== undefined && this.provider.rebootPending?.(target, observed) === true,
     });
     progress.plan = plan;
-    return { observed, plan };
+    return { ended: false, observed, plan, target };
   }
 
   /**
@@ -216,7 +247,9 @@ export class Reconciler {
    * run shows no effect yet is waited for with the queue's backoff; an object acting too often
    * waits for the guard's rate, whatever the provider reports.
    */
-  private async act(pass: Pass, observed: ObservedInstance | undefined, plan: Plan, step: Step, progress: Progress): Promise<Result> {
+  private async act(
+    pass: Pass, { observed, plan, target }: { observed: ObservedInstance | undefined; plan: Plan; target: Desired }, step: Step, progress: Progress,
+  ): Promise<Result> {
     const { key, desired, backend, signal } = pass;
     const admission = this.guard.admit(key, stepIntent(step, desired.generation));
     if (!admission.act) {
@@ -235,12 +268,12 @@ export class Reconciler {
     const name = stepName(step);
     // Creating and deleting take a while: say so before. Other steps show in the next pass's status, ms later.
     if (step.op === 'create' || step.op === 'delete') await this.report(pass, { observed, plan, acted: { step: name } });
-    const note = await this.runStep(step, desired, observed, signal);
+    const note = await this.runStep(step, target, observed, signal);
     this.options.cache.invalidate(desired.hostName);
     pass.log.info({ step: name, note, repeat: admission.repeat }, 'step done');
     if (note !== undefined) this.lastActions.set(key, note);
     this.lastWarnings.delete(key);
-    backend.recorder.record(desired, 'Normal', EVENT_REASON[name] ?? 'Reconciled', note ?? describeStep(step, desired));
+    this.record(pass, 'Normal', EVENT_REASON[name] ?? 'Reconciled', note ?? describeStep(step, desired));
     // One step per pass: come back at once to see its effect, run the next one and write status.
     // A step run again because its effect did not show: give it time, with backoff.
     return admission.repeat ? requeue() : nextStep();
@@ -255,7 +288,7 @@ export class Reconciler {
       await this.report(pass, { observed, plan });
       const driftAfter = driftedCondition(backend.statusWriter.lastWritten(key));
       if (driftAfter?.status === 'True' && driftAfter.message !== driftBefore?.message) {
-        backend.recorder.record(desired, 'Warning', 'Drifted', driftAfter.message);
+        this.record(pass, 'Warning', 'Drifted', driftAfter.message);
       }
       // Waiting on other objects: look again soon. Paused or drift left alone: events and resyncs bring us back.
       const waitsOnOthers = plan.heldBy !== undefined && HELD_ON_OTHER_OBJECTS[plan.heldBy];
@@ -292,10 +325,11 @@ export class Reconciler {
   private async report(pass: Pass, facts: PassFacts): Promise<void> {
     const { key, desired, backend } = pass;
     const previous: Status | undefined = backend.statusWriter.lastWritten(key);
-    const status = computeStatus({
+    const computed = computeStatus({
       ...facts, d: desired, node: this.options.node, previous, now: new Date(this.clock.now()).toISOString(),
       lastAction: this.lastActions.get(key), paused: pass.paused,
     });
+    const status = this.options.redactor === undefined ? computed : redactStatus(computed, this.options.redactor);
     if (sameStatus(previous, status)) return;
     this.options.metrics?.statusWrites.inc({ source: desired.source });
     await backend.statusWriter.write(desired, status, pass.signal);
@@ -308,7 +342,35 @@ export class Reconciler {
   private warnOnce(pass: Pass, failure: Failure): void {
     if (this.lastWarnings.get(pass.key) === failure.message) return;
     this.lastWarnings.set(pass.key, failure.message);
-    pass.backend.recorder.record(pass.desired, 'Warning', failure.reason, failure.message);
+    this.record(pass, 'Warning', failure.reason, failure.message);
+  }
+
+  /** The one way events and audit entries leave the reconciler: through the Redactor. */
+  private record(pass: Pass, type: 'Normal' | 'Warning', reason: string, message: string): void {
+    pass.backend.recorder.record(pass.desired, type, reason, this.options.redactor?.text(message) ?? message);
+  }
+
+  /**
+   * The desired object with its valueFrom references read (the Redactor learns every value), the
+   * object itself when it has none or is being deleted, or the failure to report (reason and
+   * message name the field).
+   */
+  private async resolveEnvironment(pass: Pass): Promise<{ target: Desired } | { failure: Failure }> {
+    const { desired, backend, signal } = pass;
+    const refs = desired.deleting === true ? [] : environmentReferences(desired.object);
+    if (refs.length === 0) return { target: desired };
+    if (backend.environment === undefined) {
+      return { failure: { reason: 'PolicyDenied', message: `spec.environment.${refs[0]?.name ?? ''}: valueFrom is not supported by source ${backend.source.id}` } };
+    }
+    try {
+      const values = await backend.environment.resolve(desired, refs, signal);
+      for (const value of Object.values(values)) this.options.redactor?.add(value);
+      return { target: { ...desired, object: withEnvironmentValues(desired.object, values) } };
+    } catch (err) {
+      if (signal.aborted || isAbortError(err)) throw err;
+      if (isEnvironmentError(err)) return { failure: { reason: err.reason, message: err.message } };
+      return { failure: { reason: 'SecretUnavailable', message: `spec.environment: cannot read valueFrom: ${errorMessage(err)}` } };
+    }
   }
 
   /** Drops what this reconciler keeps for `key` between passes. */
@@ -384,6 +446,15 @@ export class Reconciler {
       case 'delete': await this.provider.delete(desired, signal); return undefined;
     }
   }
+}
+
+/** `status` with every message and detail passed through `redactor` (they quote tools and errors). */
+function redactStatus(status: Status, redactor: Redactor): Status {
+  return {
+    ...status,
+    conditions: status.conditions.map((c) => ({ ...c, message: redactor.text(c.message) })),
+    ...(status.details === undefined ? {} : { details: Object.fromEntries(Object.entries(status.details).map(([k, v]) => [k, redactor.text(v)])) }),
+  };
 }
 
 /** Why changes to `desired` are stopped, or undefined when they are not. */

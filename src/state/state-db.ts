@@ -12,14 +12,13 @@
  */
 import Database from 'better-sqlite3';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
 import type { Status } from '../api/v1alpha1/types.js';
 import type { Desired } from '../store/desired.js';
 import type { ObjectKey } from '../store/object-key.js';
 import type { SourceProblem } from '../store/source-problem.js';
 import type { Clock } from '../shared/clock.js';
 import { systemClock } from '../shared/clock.js';
+import { type StateDirResult, secureStateDir, secureStateFile, tightenIfPresent } from './state-dir.js';
 
 const MIGRATIONS: readonly string[] = [
   // 1: objects, audit, problems
@@ -109,17 +108,28 @@ export class StateDb {
   private identities: Map<string, { id: string; generation: number; specHash: string }> | undefined;
   private readonly rememberedAs = new Map<string, string>();
 
-  /** Opens (creating when needed) the DB at `path` and runs pending migrations. `readonly` opens without writing. */
-  /** Opens (and creates, unless `readonly`) the DB at `path`; `clock` stamps rows and times the write-behind. */
+  /** What was done to make the state directory private (daemon start), for its log. */
+  readonly stateDir: StateDirResult | undefined;
+
+  /**
+   * Opens (creating when needed) the DB at `path` and runs pending migrations. `readonly` opens
+   * without writing. Writable: the directory is made 0700 and the DB files 0600 first
+   * (state-dir.ts); throws when that cannot be done. `clock` stamps rows and times the write-behind.
+   */
   constructor(path: string, options: { readonly?: boolean; clock?: Clock } = {}) {
     this.clock = options.clock ?? systemClock;
-    if (options.readonly !== true && path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+    const writable = options.readonly !== true && path !== ':memory:';
+    if (writable) {
+      this.stateDir = secureStateDir(path);
+      secureStateFile(path); // SQLite gives its -wal and -shm files the mode of the DB file
+    }
     this.db = new Database(path, { readonly: options.readonly === true, fileMustExist: options.readonly === true });
     if (options.readonly !== true) {
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = NORMAL');
       this.migrate();
     }
+    if (writable) for (const suffix of ['-wal', '-shm', '-journal']) tightenIfPresent(`${path}${suffix}`);
     this.db.pragma('busy_timeout = 5000');
     this.statements = this.prepare();
   }

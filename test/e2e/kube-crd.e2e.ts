@@ -41,7 +41,21 @@ const cases: Record<string, Case> = {
   DiskTooLarge: { reason: 'disk 100Mi–10Ti', doc: container('bad-disk', { template: 'busybox', resources: { disk: '11Ti' } }), refused: ['spec.resources.disk', 'must be between 100Mi and 10Ti'] },
   NotAQuantity: { reason: 'quantities follow the Kubernetes syntax', doc: container('bad-q', { template: 'busybox', resources: { memory: '1GB' } }), refused: ['spec.resources.memory', 'should match'] },
   BadEnvKey: { reason: 'environment keys are shell identifiers', doc: container('bad-env', { template: 'busybox', environment: { '1X': 'y' } }), refused: ['spec.environment', 'keys must match'] },
-  NewLineInEnv: { reason: 'no value may carry a new line into a config file', doc: container('bad-nl', { template: 'busybox', environment: { X: 'a\nlxc.hook=evil' } }), refused: ['spec.environment.X', 'should match'] },
+  NewLineInEnv: {
+    reason: 'no value may carry a new line into a config file',
+    doc: container('bad-nl', { template: 'busybox', environment: { X: 'a\nlxc.hook=evil' } }), refused: ['spec.environment.X', 'must be text without control characters'],
+  },
+  EnvFromSecret: {
+    reason: 'a value may come from a Secret of the namespace',
+    doc: container('ok-secret', { template: 'busybox', environment: { A: 'plain', B: { valueFrom: { secretKeyRef: { name: 'db', key: 'pass.word' } } } } }),
+  },
+  EnvFromFile: { reason: 'the schema allows file references (the kube source refuses them when reconciling)', doc: container('ok-file', { template: 'busybox', environment: { B: { valueFrom: { file: 'db' } } } }) },
+  EnvFromNothing: { reason: 'valueFrom names exactly one source', doc: container('bad-from', { template: 'busybox', environment: { B: { valueFrom: {} } } }), refused: ['spec.environment.B'] },
+  EnvFromTwo: {
+    reason: 'not both a Secret and a file',
+    doc: container('bad-from2', { template: 'busybox', environment: { B: { valueFrom: { file: 'x', secretKeyRef: { name: 'a', key: 'b' } } } } }), refused: ['spec.environment.B'],
+  },
+  EnvNotTextOrReference: { reason: 'a number is neither text nor a reference', doc: container('bad-env-num', { template: 'busybox', environment: { B: 5 } }), refused: ['spec.environment.B'] },
   ControlCharInPath: { reason: 'paths exclude control characters (RE2 form of the pattern)', doc: container('bad-path', { rootfs: '/srv/\u0001' }), refused: ['spec.rootfs', 'should match'] },
   NoneWithBridge: { reason: 'type none takes no bridge', doc: container('bad-net', { template: 'busybox', network: [{ type: 'none', bridge: 'br0' }] }), refused: ['spec.network[0]', 'type none takes no bridge or hwaddr'] },
   UnknownField: { reason: 'unknown fields are refused (kubectl strict field validation)', doc: container('bad-field', { template: 'busybox', cpus: 2 }), refused: ['unknown field "spec.cpus"'] },

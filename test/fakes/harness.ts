@@ -10,6 +10,7 @@ import { systemClock } from '../../src/shared/clock.js';
 import { DesiredStore } from '../../src/store/desired-store.js';
 import { silentLogger } from '../../src/telemetry/logger.js';
 import type { Metrics } from '../../src/telemetry/metrics.js';
+import type { Redactor } from '../../src/shared/redact.js';
 import { FakeProvider } from './fake-provider.js';
 import { MemoryBackend } from './memory-backend.js';
 
@@ -21,6 +22,7 @@ export interface HarnessOptions {
   readonly rateLimiter?: RateLimiter;
   /** Default: the system clock (sinon fake timers installed by a test still apply). */
   readonly clock?: Clock;
+  readonly redactor?: Redactor;
 }
 
 export function harness<K extends Kind>(kind: K, options: HarnessOptions = {}) {
@@ -32,7 +34,9 @@ export function harness<K extends Kind>(kind: K, options: HarnessOptions = {}) {
   const provider = new FakeProvider(kind);
   const cache = new ObservationCache(clock);
   const health = new ProviderHealth(provider, logger, { retryMs: 0, clock });
-  const reconciler = new Reconciler({ store, backends, provider, cache, health, node: 'node-a', logger, unavailableRetryMs: 30_000, clock, metrics: options.metrics });
+  const reconciler = new Reconciler({
+    store, backends, provider, cache, health, node: 'node-a', logger, unavailableRetryMs: 30_000, clock, metrics: options.metrics, redactor: options.redactor,
+  });
   const controller = new Controller({
     kind, provider, reconciler, store, backends, cache, health, logger, clock,
     concurrency: options.concurrency ?? 4, resyncMs: options.resyncMs ?? 3_600_000,

@@ -161,6 +161,18 @@ function toStructural(kind: Kind, node: JsonSchema, path: string): JsonSchema {
       if (typeof value === 'object' && value !== null) out.additionalProperties = toStructural(kind, value as JsonSchema, `${path}{}`);
     } else if (keyword === 'x-kubernetes-int-or-string') {
       out[keyword] = value;
+    } else if (keyword === 'x-environment-value') {
+      // Consumed with its anyOf below.
+    } else if (keyword === 'anyOf' && node['x-environment-value'] === true) {
+      // Text or {valueFrom: …}: a structural schema cannot say "string or object", so the node
+      // keeps what it is given and CEL checks the shape; hyperlet's own validation checks the rest.
+      out['x-kubernetes-preserve-unknown-fields'] = true;
+      rules.push({
+        rule: "type(self) == string ? (size(self) <= 4096 && !self.matches(r'[\\x{0}-\\x{8}\\x{a}-\\x{1f}\\x{7f}]')) "
+          + ': (type(self) == map && has(self.valueFrom) && size(self) == 1 && size(self.valueFrom) == 1 '
+          + '&& (has(self.valueFrom.secretKeyRef) || has(self.valueFrom.file)))',
+        message: 'must be text without control characters (at most 4096) or {valueFrom: {secretKeyRef: {name, key}}} or {valueFrom: {file: PATH}}',
+      });
     } else if (keyword === 'anyOf') {
       // Only int-or-string quantities use anyOf: the CRD form is anyOf [integer, string] with the
       // branch checks hoisted (pattern applies to strings only, minimum to numbers only).

@@ -21,6 +21,48 @@ export const IFNAME_PATTERN = '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$';
 /** A unicast-capable MAC address in colon form. */
 export const MAC_PATTERN = '^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$';
 
+/** A Kubernetes Secret data key: alphanumerics, '-', '_' and '.'. */
+export const SECRET_KEY_PATTERN = '^[-._a-zA-Z0-9]+$';
+/** A path without control characters, absolute or relative (to the secrets directory). */
+export const SECRET_FILE_PATTERN = '^[^\\u0000-\\u001f\\u007f]+$';
+
+/**
+ * One environment value: text, or a reference resolved when the object is reconciled, so the
+ * secret itself never sits in the object, in Git or in the state DB. `x-environment-value` tells
+ * validate.ts and crd.ts that this anyOf is the text-or-reference union.
+ */
+export const environmentValue: JsonSchema = {
+  'x-environment-value': true,
+  anyOf: [
+    { type: 'string', maxLength: 4096, pattern: SAFE_TEXT_PATTERN },
+    {
+      type: 'object',
+      additionalProperties: false,
+      required: ['valueFrom'],
+      properties: {
+        valueFrom: {
+          type: 'object',
+          additionalProperties: false,
+          minProperties: 1,
+          maxProperties: 1,
+          properties: {
+            secretKeyRef: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['name', 'key'],
+              properties: {
+                name: { type: 'string', minLength: 1, maxLength: 253, pattern: DNS_SUBDOMAIN_PATTERN },
+                key: { type: 'string', minLength: 1, maxLength: 253, pattern: SECRET_KEY_PATTERN },
+              },
+            },
+            file: { type: 'string', minLength: 1, maxLength: 4096, pattern: SECRET_FILE_PATTERN },
+          },
+        },
+      },
+    },
+  ],
+};
+
 /** Schema of a DNS-1123 label string (at most 63 characters) with `description`. */
 export const dnsLabel = (description: string): JsonSchema => ({
   type: 'string', minLength: 1, maxLength: 63, pattern: DNS_LABEL_PATTERN, description,

@@ -41,6 +41,18 @@ interface CommonSpec {
   dependsOn?: DependencyRef[];
 }
 
+/** A key of a Kubernetes Secret in the object's namespace. */
+export interface SecretKeySelector { name: string; key: string }
+/** Where an environment value comes from: exactly one of the two. */
+export interface EnvironmentSource {
+  /** kube source: a Secret's key. */
+  secretKeyRef?: SecretKeySelector;
+  /** dir and git sources: a file in the host's secrets directory (relative to it, or absolute inside it). */
+  file?: string;
+}
+/** An environment value: text, or a reference resolved at reconcile time. */
+export type EnvironmentValue = string | { valueFrom: EnvironmentSource };
+
 /** The power states a Container may declare. */
 export type ContainerState = 'Running' | 'Stopped' | 'Frozen';
 /** One network interface of a container: a veth on a bridge, or none. */
@@ -52,7 +64,7 @@ export interface ContainerSpec extends CommonSpec {
   rootfs?: string;
   resources?: { cpu?: number; memory?: Quantity; disk?: Quantity };
   network?: ContainerNetwork[];
-  environment?: Record<string, string>;
+  environment?: Record<string, EnvironmentValue>;
   autostart: boolean;
   gracefulStopSeconds: number;
 }

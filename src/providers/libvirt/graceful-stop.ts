@@ -4,7 +4,7 @@
  * The returned note says which of the two happened, for status.
  */
 import { isLibvirtError } from './libvirt-error.js';
-import { Flags, LifecycleEventType, uuidFromBytes, type DomainRef, type LibvirtClient } from './libvirt-client.js';
+import { Flags, LifecycleEventType, uuidFromBytes, type DomainRef, type LibvirtApi } from './libvirt-client.js';
 import { isActive } from './domain-state.js';
 import type { Clock } from '../../shared/clock.js';
 import { systemClock } from '../../shared/clock.js';
@@ -20,7 +20,7 @@ export const sleep = (ms: number, signal?: AbortSignal, clock: Clock = systemClo
 
 /** Stops `dom`: ACPI first, destroy after `gracefulStopSeconds`; returns what happened. */
 export async function stopGracefully(
-  client: LibvirtClient, dom: DomainRef, gracefulStopSeconds: number, signal: AbortSignal, clock: Clock = systemClock,
+  client: LibvirtApi, dom: DomainRef, gracefulStopSeconds: number, signal: AbortSignal, clock: Clock = systemClock,
 ): Promise<string> {
   const timeoutMs = gracefulStopSeconds * 1000;
   const started = clock.now();
@@ -42,7 +42,7 @@ export async function stopGracefully(
   return note;
 }
 
-async function waitForAcpiStop(client: LibvirtClient, dom: DomainRef, timeoutMs: number, signal: AbortSignal, clock: Clock): Promise<boolean> {
+async function waitForAcpiStop(client: LibvirtApi, dom: DomainRef, timeoutMs: number, signal: AbortSignal, clock: Clock): Promise<boolean> {
   const uuid = uuidFromBytes(dom.uuid);
   let stopped = false;
   let wake: (() => void) | undefined;

@@ -21,7 +21,7 @@ import {
 } from './lxc-config.js';
 import { LxcMonitor } from './lxc-monitor.js';
 import {
-  LXC_TOOLS, type LxcTool, LxcTools, parseLsFancy, summarizeLxcLog,
+  LXC_TOOLS, type LxcToolRunner, parseLsFancy, summarizeLxcLog,
 } from './lxc-tools.js';
 import { MARKER_VERSION, type OwnershipMarker, readMarker, writeMarker } from './ownership-marker.js';
 import { killCreators } from './creator-processes.js';
@@ -36,12 +36,16 @@ export interface LxcProviderOptions {
   /** Where containers live (`lxc-* -P`); /var/lib/lxc is LXC's default. Created by probe() when missing. */
   readonly lxcpath: string;
   readonly logger: Logger;
-  /** Default timeout of one tool call; 30 s. */
-  readonly toolTimeoutMs?: number;
+  /**
+   * Runs every lxc-* tool (and cp) the provider needs: an LxcTools (registry.ts makes it, with
+   * its timeout and spawn counting), or a FakeToolRunner in unit tests. lxc-monitor (changes())
+   * and lxc-attach (exec()) are long-lived children with their own stdio and do not go through it.
+   */
+  readonly tools: LxcToolRunner;
   /** Timeout of one lxc-create (plus the rootfs copy); 5 min: busybox takes ~1 s here, big rootfs copies longer. */
   readonly createTimeoutMs?: number;
-  /** Called after every spawned tool (metrics; benchmarks count spawns per resync). */
-  readonly onToolCall?: (tool: LxcTool, durationMs: number, ok: boolean) => void;
+  /** This host's cgroup layout; detected from /proc/self/mounts at first use when not given (tests give one). */
+  readonly cgroup?: CgroupHost;
   /** Time for marker timestamps, the monitor's restarts and killed creators (default: the system clock). */
   readonly clock?: Clock;
 }
@@ -62,7 +66,7 @@ export class LxcProvider implements Provider<'Container'> {
   readonly kind = 'Container' as const;
   private readonly lxcpath: string;
   private readonly log: Logger;
-  private readonly tools: LxcTools;
+  private readonly tools: LxcToolRunner;
   private readonly monitor: LxcMonitor;
   private readonly createTimeoutMs: number;
   private readonly clock: Clock;
@@ -72,11 +76,8 @@ export class LxcProvider implements Provider<'Container'> {
   constructor(options: LxcProviderOptions) {
     this.lxcpath = options.lxcpath;
     this.log = options.logger.child({ provider: 'lxc', lxcpath: options.lxcpath });
-    this.tools = new LxcTools({
-      logger: this.log,
-      ...(options.toolTimeoutMs === undefined ? {} : { timeoutMs: options.toolTimeoutMs }),
-      ...(options.onToolCall === undefined ? {} : { onCall: options.onToolCall }),
-    });
+    this.tools = options.tools;
+    if (options.cgroup !== undefined) this.cgroupHost = Promise.resolve(options.cgroup);
     this.createTimeoutMs = options.createTimeoutMs ?? 300_000;
     this.clock = options.clock ?? systemClock;
     this.observer = new LxcObserver({ lxcpath: this.lxcpath, tools: this.tools, logger: this.log, cgroup: () => this.cgroup() });
@@ -431,7 +432,7 @@ export class LxcProvider implements Provider<'Container'> {
     await this.observer.checkProcAgainst([name]);
   }
 
-  private async stop(name: string, gracefulStopSeconds: number, frozen: boolean, signal: AbortSignal): Promise<string> {
+  private async stop(name: string, gracefulStopSeconds: number, frozen: boolean, signal: AbortSignal): Promise<string | undefined> {
     const args = ['-P', this.lxcpath, '-n', name];
     if (gracefulStopSeconds > 0) {
       // A frozen init cannot handle the halt signal: thaw it first.
@@ -447,7 +448,14 @@ export class LxcProvider implements Provider<'Container'> {
         this.log.info({ hostName: name, gracefulStopSeconds }, 'no clean shutdown in time; killing');
       }
     }
-    await this.tools.run('lxc-stop', [...args, '-k'], { signal });
+    try {
+      await this.tools.run('lxc-stop', [...args, '-k'], { signal });
+    } catch (err) {
+      if (isAbortError(err)) throw err;
+      // lxc-stop fails on a stopped container: a retry after a stop that worked, or one done behind our back.
+      if ((await this.observer.info(name, signal)).state === 'STOPPED') return undefined;
+      throw err;
+    }
     return gracefulStopSeconds > 0 ? `killed after ${gracefulStopSeconds} s without a clean shutdown` : 'killed (gracefulStopSeconds is 0)';
   }
 }
