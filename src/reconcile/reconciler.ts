@@ -268,6 +268,9 @@ export class Reconciler {
     const name = stepName(step);
     // Creating and deleting take a while: say so before. Other steps show in the next pass's status, ms later.
     if (step.op === 'create' || step.op === 'delete') await this.report(pass, { observed, plan, acted: { step: name } });
+    // A converged instance changed behind our back (stopped, frozen): report what was seen before
+    // repairing it, so watchers and notifications see Stopped, then Running again. New objects pay nothing.
+    else if (step.op === 'setState' && isReady(backend.statusWriter.lastWritten(key), desired.generation)) await this.report(pass, { observed, plan });
     const note = await this.runStep(step, target, observed, signal);
     this.options.cache.invalidate(desired.hostName);
     pass.log.info({ step: name, note, repeat: admission.repeat }, 'step done');

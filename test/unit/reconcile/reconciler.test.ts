@@ -59,6 +59,20 @@ describe('Reconciler', () => {
     expect(h.provider.count('update'), 'one run per two passes').to.equal(3);
   });
 
+  it('reports an instance stopped behind its back (phase Stopped) before starting it again', async () => {
+    const h = harness('Container');
+    const d = container('web');
+    h.store.upsert(d);
+    while (comesBack(await h.reconciler.reconcile(d.key, signal))) { /* converge */ }
+    const phases: string[] = [];
+    const write = h.backend.write.bind(h.backend);
+    h.backend.write = (desired, status) => { phases.push(status.phase); return write(desired, status); };
+    h.provider.instances.set('web', { ...h.provider.instances.get('web')!, state: 'Stopped' });
+    while (comesBack(await h.reconciler.reconcile(d.key, signal))) { /* repair */ }
+    expect(phases, 'Stopped is written before the start, Running after').to.deep.equal(['Stopped', 'Running']);
+    expect(h.provider.calls.filter((c) => c.startsWith('setState'))).to.deep.equal(['setState:web:Running', 'setState:web:Running']);
+  });
+
   it('a deliberately stopped object is Ready', async () => {
     const h = harness('Container');
     const d = container('web', { state: 'Stopped' });
