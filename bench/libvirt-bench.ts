@@ -53,13 +53,20 @@ const MARKED = ['"msg":"reconciled"', '"msg":"status written"', '"msg":"step don
 const daemonLogger = pino({ level: 'debug' }, {
   write: (line: string): void => {
     if (!MARKED.some((m) => line.includes(m))) return;
-    const { msg, key, result, phase, step } = JSON.parse(line) as { msg: string; key?: string; result?: string; phase?: string; step?: string };
+    type Line = { msg: string; key?: string; result?: string; phase?: string; step?: string };
+    const { msg, key, result, phase, step } = JSON.parse(line) as Line;
     marks.push({ atMs: performance.now(), msg, key, detail: result ?? phase ?? step });
   },
 });
 
 /** One call of the daemon's provider for one domain: when it was made and when it returned (NaN until then). */
-interface ProviderCall { readonly host: string; readonly method: string; readonly to?: string; readonly calledAtMs: number; returnedAtMs: number }
+interface ProviderCall {
+  readonly host: string;
+  readonly method: string;
+  readonly to?: string;
+  readonly calledAtMs: number;
+  returnedAtMs: number;
+}
 const providerCalls: ProviderCall[] = [];
 /** When the daemon's provider handed it a change event (libvirt's lifecycle event, as hyperlet got it). */
 const changeEvents: { readonly host: string; readonly atMs: number }[] = [];
@@ -254,7 +261,9 @@ async function driftReaction(manifests: string, watcher: LibvirtClient): Promise
     // The repair starts at the last event before the start call: what told the daemon the domain
     // was off (earlier events of the destroy found it still stopping, which is libvirt's time).
     const start = providerCalls.find((c) => c.host === name && c.to === 'Running' && c.calledAtMs > destroyedAt);
-    const event = start === undefined ? undefined : changeEvents.filter((e) => e.host === name && e.atMs > destroyedAt && e.atMs <= start.calledAtMs).pop();
+    const event = start === undefined
+      ? undefined
+      : changeEvents.filter((e) => e.host === name && e.atMs > destroyedAt && e.atMs <= start.calledAtMs).pop();
     let end: Mark | undefined;
     for (let waited = 0; start !== undefined && end === undefined && waited < 10_000; waited += 20) {
       end = marks.find((m) => m.key === key && m.msg === 'reconciled' && m.detail !== 'nextStep' && m.atMs > start.returnedAtMs);
@@ -281,11 +290,13 @@ async function driftReaction(manifests: string, watcher: LibvirtClient): Promise
     }
     await new Promise((r) => setTimeout(r, 200));
   }
-  const split = (label: string, values: readonly number[]): string => `${label} p50 ${ms(percentile(values, 50))} p99 ${ms(percentile(values, 99))}`;
+  const split = (label: string, values: readonly number[]): string =>
+    `${label} p50 ${ms(percentile(values, 50))} p99 ${ms(percentile(values, 99))}`;
   console.log(`drift reaction (virsh destroy → running again, via hyperlet run), ${DRIFT_TRIES} tries`);
   console.log(`  p50 ${ms(percentile(reactions, 50))}  p99 ${ms(percentile(reactions, 99))}  (target p99 < 500 ms)`);
   console.log(`  of which QEMU start alone (DOMAIN_CREATE, 8 tries): p50 ${ms(percentile(starts, 50))}  p99 ${ms(percentile(starts, 99))}`);
-  console.log(`  split, ${hyperletShare.length} of ${DRIFT_TRIES} tries timed inside the daemon (the event that found it off → the pass after the start):`);
+  console.log(`  split, ${hyperletShare.length} of ${DRIFT_TRIES} tries timed inside the daemon`
+    + ' (the event that found it off → the pass after the start):');
   console.log(`    ${split('provider calls (libvirtd, QEMU)       ', toolTime)}`);
   console.log(`    ${split('hyperlet before the start call        ', beforeStart)}`);
   console.log(`    ${split('hyperlet after it, to status          ', afterStart)}`);

@@ -58,7 +58,9 @@ function* tsFiles(dir: string): Generator<string> {
 /** Checks every file under `srcDir`; returns what lacks a doc comment. */
 export function checkTree(srcDir: string): MissingDoc[] {
   const missing: MissingDoc[] = [];
-  for (const path of tsFiles(srcDir)) missing.push(...missingDocs(relative(srcDir, path).split('\\').join('/'), readFileSync(path, 'utf8')));
+  for (const path of tsFiles(srcDir)) {
+    missing.push(...missingDocs(relative(srcDir, path).split('\\').join('/'), readFileSync(path, 'utf8')));
+  }
   return missing;
 }
 

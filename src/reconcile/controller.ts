@@ -136,7 +136,7 @@ export class Controller {
       } catch (err) {
         if (this.signal.aborted) return;
         if (isProviderUnavailableError(err)) this.options.health.markUnavailable(err);
-        else this.options.logger.warn({ err, provider: this.options.provider.name }, 'batch observation failed; reconciles observe one by one');
+        else this.options.logger.warn({ err, provider: this.options.provider.name }, 'batch observation failed; passes observe one by one');
       }
     }
     for (const key of keys) this.queue.add(key);

@@ -38,7 +38,9 @@ export interface DependencyCheck {
  * Checks `desired`'s dependencies. `lookup` returns a declared object by key; `isReady` says whether a
  * declared object is Ready. Never loops forever: each key is visited once.
  */
-export function checkDependencies(desired: Desired, lookup: (key: ObjectKey) => Readonly<Desired> | undefined, isReady: (dep: Readonly<Desired>) => boolean): DependencyCheck {
+export function checkDependencies(
+  desired: Desired, lookup: (key: ObjectKey) => Readonly<Desired> | undefined, isReady: (dep: Readonly<Desired>) => boolean,
+): DependencyCheck {
   const refs = desired.object.spec.dependsOn ?? [];
   if (refs.length === 0) return { missing: [], notReady: [] };
   const missing: string[] = [];
@@ -54,7 +56,8 @@ export function checkDependencies(desired: Desired, lookup: (key: ObjectKey) => 
 
 /** The first dependency loop through `start`, as names from `start` back to `start`. */
 export function findCycle(start: Readonly<Desired>, lookup: (key: ObjectKey) => Readonly<Desired> | undefined): string[] | undefined {
-  const name = (current: Readonly<Desired>): string => describeObject(current.object.kind, current.object.metadata.namespace, current.object.metadata.name);
+  const name = (current: Readonly<Desired>): string =>
+    describeObject(current.object.kind, current.object.metadata.namespace, current.object.metadata.name);
   const visited = new Set<ObjectKey>();
   const path: Readonly<Desired>[] = [];
   const visit = (current: Readonly<Desired>): string[] | undefined => {

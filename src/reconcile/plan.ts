@@ -108,7 +108,8 @@ export function plan(desired: Desired, observed: ObservedInstance | undefined, o
   const deleting = desired.deleting === true;
   const owned = observed !== undefined && observed.ownerId === desired.id && observed.partial !== true;
   const policy = desired.object.spec.driftPolicy;
-  if (!deleting && (owned || observed === undefined) && policy !== undefined && policy !== 'Correct' && options.convergedGeneration === desired.generation) {
+  const reportsOnly = policy !== undefined && policy !== 'Correct';
+  if (!deleting && (owned || observed === undefined) && reportsOnly && options.convergedGeneration === desired.generation) {
     return hold('driftPolicy');
   }
   const dependentsPresent = options.dependentsPresent ?? [];
@@ -129,7 +130,9 @@ function differences(desired: Desired, observed: ObservedInstance | undefined, c
   return out;
 }
 
-function basePlan(desired: Desired, observed: ObservedInstance | undefined, applyModeOf: ApplyModeOf | undefined, rebootRequested: boolean): Plan {
+function basePlan(
+  desired: Desired, observed: ObservedInstance | undefined, applyModeOf: ApplyModeOf | undefined, rebootRequested: boolean,
+): Plan {
   const none = { changes: [], pending: [] };
   const owned = observed !== undefined && observed.ownerId === desired.id;
 
@@ -187,6 +190,7 @@ function basePlan(desired: Desired, observed: ObservedInstance | undefined, appl
 
 function conflictMessage(observed: ObservedInstance): string {
   return observed.ownerId === undefined
-    ? `An instance named ${observed.hostName} exists that hyperlet did not create; it is left alone (annotate ${ADOPT_ANNOTATION}: "true" to adopt it)`
+    ? `An instance named ${observed.hostName} exists that hyperlet did not create; it is left alone`
+      + ` (annotate ${ADOPT_ANNOTATION}: "true" to adopt it)`
     : `An instance named ${observed.hostName} belongs to another object (id ${observed.ownerId}); it is left alone`;
 }

@@ -248,8 +248,9 @@ export class Reconciler {
    * waits for the guard's rate, whatever the provider reports.
    */
   private async act(
-    pass: Pass, { observed, plan, target }: { observed: ObservedInstance | undefined; plan: Plan; target: Desired }, step: Step, progress: Progress,
+    pass: Pass, outlook: { observed: ObservedInstance | undefined; plan: Plan; target: Desired }, step: Step, progress: Progress,
   ): Promise<Result> {
+    const { observed, plan, target } = outlook;
     const { key, desired, backend, signal } = pass;
     const admission = this.guard.admit(key, stepIntent(step, desired.generation));
     if (!admission.act) {
@@ -270,7 +271,9 @@ export class Reconciler {
     if (step.op === 'create' || step.op === 'delete') await this.report(pass, { observed, plan, acted: { step: name } });
     // A converged instance changed behind our back (stopped, frozen): report what was seen before
     // repairing it, so watchers and notifications see Stopped, then Running again. New objects pay nothing.
-    else if (step.op === 'setState' && isReady(backend.statusWriter.lastWritten(key), desired.generation)) await this.report(pass, { observed, plan });
+    else if (step.op === 'setState' && isReady(backend.statusWriter.lastWritten(key), desired.generation)) {
+      await this.report(pass, { observed, plan });
+    }
     const note = await this.runStep(step, target, observed, signal);
     this.options.cache.invalidate(desired.hostName);
     pass.log.info({ step: name, note, repeat: admission.repeat }, 'step done');
@@ -363,7 +366,8 @@ export class Reconciler {
     const refs = desired.deleting === true ? [] : environmentReferences(desired.object);
     if (refs.length === 0) return { target: desired };
     if (backend.environment === undefined) {
-      return { failure: { reason: 'PolicyDenied', message: `spec.environment.${refs[0]?.name ?? ''}: valueFrom is not supported by source ${backend.source.id}` } };
+      const message = `spec.environment.${refs[0]?.name ?? ''}: valueFrom is not supported by source ${backend.source.id}`;
+      return { failure: { reason: 'PolicyDenied', message } };
     }
     try {
       const values = await backend.environment.resolve(desired, refs, signal);
@@ -397,7 +401,8 @@ export class Reconciler {
 
   private checkDependencies(pass: Pass): DependencyCheck {
     const statuses = pass.backend.statusWriter;
-    return checkDependencies(pass.desired, (key) => this.options.store.get(key), (dependency) => isReady(statuses.lastWritten(dependency.key), dependency.generation));
+    const ready = (dependency: Readonly<Desired>): boolean => isReady(statuses.lastWritten(dependency.key), dependency.generation);
+    return checkDependencies(pass.desired, (key) => this.options.store.get(key), ready);
   }
 
   /** Objects of `desired`'s source that depend on it and may still have an instance (remembered). */
@@ -409,7 +414,8 @@ export class Reconciler {
       // Remembered objects with dependsOn as declared now (store) or as last applied (tombstones).
       const byKey = new Map<ObjectKey, Desired>();
       for (const candidate of records.withDependencies()) byKey.set(candidate.key, store.get(candidate.key) ?? candidate);
-      const declaredWithDependencies = store.list().filter((candidate) => candidate.object.spec.dependsOn !== undefined && !byKey.has(candidate.key));
+      const declaredWithDependencies = store.list()
+        .filter((candidate) => candidate.object.spec.dependsOn !== undefined && !byKey.has(candidate.key));
       if (declaredWithDependencies.length > 0) {
         const remembered = new Set(records.keys());
         for (const candidate of declaredWithDependencies) if (remembered.has(candidate.key)) byKey.set(candidate.key, candidate);
@@ -432,7 +438,9 @@ export class Reconciler {
   }
 
   /** Calls the provider for `step`; resolves to the provider's note, if any. */
-  private async runStep(step: Step, desired: Desired, observed: ObservedInstance | undefined, signal: AbortSignal): Promise<string | undefined> {
+  private async runStep(
+    step: Step, desired: Desired, observed: ObservedInstance | undefined, signal: AbortSignal,
+  ): Promise<string | undefined> {
     this.options.metrics?.providerCalls.inc({ provider: this.provider.name, method: step.op });
     const existing = (): ObservedInstance => {
       if (observed === undefined) throw new Error(`cannot ${step.op} ${desired.hostName}: it does not exist`);
@@ -456,7 +464,9 @@ function redactStatus(status: Status, redactor: Redactor): Status {
   return {
     ...status,
     conditions: status.conditions.map((c) => ({ ...c, message: redactor.text(c.message) })),
-    ...(status.details === undefined ? {} : { details: Object.fromEntries(Object.entries(status.details).map(([k, v]) => [k, redactor.text(v)])) }),
+    ...(status.details === undefined
+      ? {}
+      : { details: Object.fromEntries(Object.entries(status.details).map(([name, value]) => [name, redactor.text(value)])) }),
   };
 }
 

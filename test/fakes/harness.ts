@@ -35,7 +35,8 @@ export function harness<K extends Kind>(kind: K, options: HarnessOptions = {}) {
   const cache = new ObservationCache(clock);
   const health = new ProviderHealth(provider, logger, { retryMs: 0, clock });
   const reconciler = new Reconciler({
-    store, backends, provider, cache, health, node: 'node-a', logger, unavailableRetryMs: 30_000, clock, metrics: options.metrics, redactor: options.redactor,
+    store, backends, provider, cache, health, node: 'node-a', logger, unavailableRetryMs: 30_000, clock,
+    metrics: options.metrics, redactor: options.redactor,
   });
   const controller = new Controller({
     kind, provider, reconciler, store, backends, cache, health, logger, clock,

@@ -66,7 +66,8 @@ async function waitForAcpiStop(client: LibvirtApi, dom: DomainRef, timeoutMs: nu
       while (!stopped && clock.now() < until) {
         signal.throwIfAborted();
         // Events are the fast path; a state poll covers events lost in a reconnect.
-        await Promise.race([new Promise<void>((r) => { wake = r; }), sleep(Math.min(500, Math.max(0, until - clock.now())), signal, clock)]);
+        const pollMs = Math.min(500, Math.max(0, until - clock.now()));
+        await Promise.race([new Promise<void>((r) => { wake = r; }), sleep(pollMs, signal, clock)]);
         if (!stopped && !isActive((await client.domainGetState(dom)).state)) stopped = true;
       }
       if (stopped) return true;

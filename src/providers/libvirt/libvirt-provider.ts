@@ -254,7 +254,8 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     const uuid = uuidFromBytes(dom.uuid);
     const cached = this.cache.get(uuid);
     const volatile = (this.uncachedUntilMs.get(uuid) ?? 0) > this.clock.now();
-    if (cached !== undefined && !volatile && cached.active === active && this.clock.now() - cached.readAtMs < this.xmlCacheTtlMs) return cached;
+    const fresh = cached !== undefined && this.clock.now() - cached.readAtMs < this.xmlCacheTtlMs;
+    if (cached !== undefined && fresh && !volatile && cached.active === active) return cached;
     const parsed = parseDomainXml(await this.client.domainGetXmlDesc(dom));
     const capacities = new Map<string, number>();
     if (parsed.marker !== undefined) {

@@ -81,7 +81,9 @@ export class LxcProvider implements Provider<'Container'> {
     this.createTimeoutMs = options.createTimeoutMs ?? 300_000;
     this.clock = options.clock ?? systemClock;
     this.observer = new LxcObserver({ lxcpath: this.lxcpath, tools: this.tools, logger: this.log, cgroup: () => this.cgroup() });
-    this.monitor = new LxcMonitor({ lxcpath: this.lxcpath, logger: this.log, listNames: () => this.observer.listNames(), clock: this.clock });
+    this.monitor = new LxcMonitor({
+      lxcpath: this.lxcpath, logger: this.log, listNames: () => this.observer.listNames(), clock: this.clock,
+    });
   }
 
   /** The lxc-monitor watcher behind changes(), for health checks and tests. */

@@ -12,8 +12,12 @@ describe('check-docs', () => {
       source: 'export interface A {}\nexport type B = string;\nexport const c = 1, d = 2;\nexport enum E { X }',
       want: ['A', 'B', 'c', 'd', 'E'],
     },
-    PrivateDeclarationsAreNotChecked: { reason: 'only exports carry a contract', source: 'function helper(): void {}\nclass Inner {}', want: [] },
-    ReExportsAreNotChecked: { reason: 'checked where they are declared', source: "export { add } from './add.js';\nexport type { A } from './a.js';", want: [] },
+    PrivateDeclarationsAreNotChecked: {
+      reason: 'only exports carry a contract', source: 'function helper(): void {}\nclass Inner {}', want: [],
+    },
+    ReExportsAreNotChecked: {
+      reason: 'checked where they are declared', source: "export { add } from './add.js';\nexport type { A } from './a.js';", want: [],
+    },
   };
   for (const [name, tc] of Object.entries(cases)) {
     it(name, () => {
@@ -22,6 +26,7 @@ describe('check-docs', () => {
   }
 
   it('NamesTheLine', () => {
-    expect(missingDocs('x.ts', '/** ok */\nexport const a = 1;\n\nexport const b = 2;')).to.deep.equal([{ file: 'x.ts', line: 4, name: 'b' }]);
+    const source = '/** ok */\nexport const a = 1;\n\nexport const b = 2;';
+    expect(missingDocs('x.ts', source)).to.deep.equal([{ file: 'x.ts', line: 4, name: 'b' }]);
   });
 });

@@ -50,15 +50,22 @@ describe('Controller: outcomes become queue calls', () => {
 
   const cases: Record<string, { reason: string; script: Outcome[]; want: number[] }> = {
     AwaitChange: { reason: 'nothing brings the key back but an event', script: [awaitChange()], want: [0] },
-    RequeueAfter: { reason: 'exactly after the asked delay, whatever the backoff', script: [requeueAfter(700), requeueAfter(700)], want: [0, 700, 1_400] },
-    Requeue: { reason: 'the limiter owns the delay: 1 s, 2 s, 4 s for passes in a row', script: [requeue(), requeue(), requeue()], want: [0, 1_000, 3_000, 7_000] },
+    RequeueAfter: {
+      reason: 'exactly after the asked delay, whatever the backoff', script: [requeueAfter(700), requeueAfter(700)], want: [0, 700, 1_400],
+    },
+    Requeue: {
+      reason: 'the limiter owns the delay: 1 s, 2 s, 4 s for passes in a row', script: [requeue(), requeue(), requeue()],
+      want: [0, 1_000, 3_000, 7_000],
+    },
     RequeueAfterResetsBackoff: {
       reason: 'any other result forgets the backoff, so the next requeue starts at 1 s again',
       script: [requeue(), requeue(), requeueAfter(100), requeue()], want: [0, 1_000, 3_000, 3_100, 4_100],
     },
     NextStep: { reason: 'at once', script: [nextStep(), nextStep()], want: [0, 0, 0] },
     Error: { reason: 'errors back off like requeue', script: [new Error('transient'), new Error('transient')], want: [0, 1_000, 3_000] },
-    TerminalError: { reason: 'waits for the object to change', script: [new TerminalError('PoolNotFound', 'cannot create: no pool')], want: [0] },
+    TerminalError: {
+      reason: 'waits for the object to change', script: [new TerminalError('PoolNotFound', 'cannot create: no pool')], want: [0],
+    },
   };
   for (const [name, tc] of Object.entries(cases)) {
     it(name, async () => {

@@ -18,9 +18,13 @@ const memory = (from: number, to: number): Step => ({ op: 'update', changes: [{ 
 const start: Step = { op: 'setState', to: 'Running' };
 const stop: Step = { op: 'setState', to: 'Stopped' };
 const MiB = 2 ** 20;
+const change = (path: string, from: number, to: number) => ({ path, from, to, apply: 'live' as const });
 
 /** What a pass got: 'act', 'repeat' (acted again), 'effect' (waited for the effect), 'rate:N' (waits N ms). */
-const outcome = (a: Admission): string => (a.act ? (a.repeat ? 'repeat' : 'act') : a.waitingFor === 'effect' ? 'effect' : `rate:${a.afterMs}`);
+function outcome(a: Admission): string {
+  if (a.act) return a.repeat ? 'repeat' : 'act';
+  return a.waitingFor === 'effect' ? 'effect' : `rate:${a.afterMs}`;
+}
 
 describe('stepIntent', () => {
   const cases = {
@@ -34,11 +38,13 @@ describe('stepIntent', () => {
     },
     FieldOrderDoesNotMatter: {
       reason: 'the same fields listed in another order ask for the same thing',
-      a: stepIntent({ op: 'update', changes: [{ path: 'a', from: 1, to: 2, apply: 'live' }, { path: 'b', from: 1, to: 3, apply: 'live' }] }, 1),
-      b: stepIntent({ op: 'update', changes: [{ path: 'b', from: 0, to: 3, apply: 'live' }, { path: 'a', from: 0, to: 2, apply: 'live' }] }, 1),
+      a: stepIntent({ op: 'update', changes: [change('a', 1, 2), change('b', 1, 3)] }, 1),
+      b: stepIntent({ op: 'update', changes: [change('b', 0, 3), change('a', 0, 2)] }, 1),
       same: true,
     },
-    GenerationIsPartOfIt: { reason: 'a new generation asks again, even for the same step', a: stepIntent(start, 1), b: stepIntent(start, 2), same: false },
+    GenerationIsPartOfIt: {
+      reason: 'a new generation asks again, even for the same step', a: stepIntent(start, 1), b: stepIntent(start, 2), same: false,
+    },
     TargetStateIsPartOfIt: { reason: 'start and stop differ', a: stepIntent(start, 1), b: stepIntent(stop, 1), same: false },
     DeleteReasonIsPartOfIt: {
       reason: 'cleaning up a partial instance is not deleting a removed object',
