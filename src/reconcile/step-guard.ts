@@ -13,7 +13,8 @@
  *   between different steps never goes faster than that.
  *
  * Guarantees: no timers and no I/O, only bookkeeping over the injected clock; an object that
- * settles (no step due) and has a full bucket is forgotten, so memory follows busy objects only.
+ * settled (no step due) is forgotten once its bucket is full again (at once, or by a sweep when the
+ * table has doubled), so memory follows the objects that acted in the last second or so.
  */
 import type { Clock } from '../shared/clock.js';
 import { systemClock } from '../shared/clock.js';
@@ -61,9 +62,14 @@ export function stepIntent(step: Step, generation: number): string {
   }
 }
 
+/** Below this many objects the table is never swept: a sweep would cost more than it frees. */
+const MIN_SWEEP_SIZE = 1_024;
+
 /** Per-object admission of steps: waits for effects in progress and caps how often an object acts. */
 export class StepGuard<K extends string = string> {
   private readonly states = new Map<K, KeyState>();
+  /** Table size that triggers the next sweep of settled objects with full buckets. */
+  private sweepAtSize = MIN_SWEEP_SIZE;
   private readonly clock: Clock;
   private readonly waitPasses: number;
   private readonly actBurst: number;
@@ -129,10 +135,21 @@ export class StepGuard<K extends string = string> {
   private stateOf(key: K): KeyState {
     let state = this.states.get(key);
     if (state === undefined) {
+      if (this.states.size >= this.sweepAtSize) this.sweep();
       state = { intent: undefined, waits: 0, tokens: this.actBurst, refilledAtMs: this.clock.now() };
       this.states.set(key, state);
     }
     return state;
+  }
+
+  /** Forgets settled objects whose bucket is full again; the next sweep waits for the table to double. */
+  private sweep(): void {
+    for (const [key, state] of this.states) {
+      if (state.intent !== undefined) continue;
+      this.refill(state);
+      if (state.tokens >= this.actBurst) this.states.delete(key);
+    }
+    this.sweepAtSize = Math.max(MIN_SWEEP_SIZE, 2 * this.states.size);
   }
 
   private refill(state: KeyState): void {

@@ -143,6 +143,20 @@ describe('StepGuard', () => {
     expect(guard.size).to.equal(1);
   });
 
+  it('sweeps settled objects whose bucket refilled, so the table follows busy objects only', () => {
+    const clock = manualClock();
+    const guard = new StepGuard({ clock });
+    for (let i = 0; i < 10_000; i++) {
+      const key = `k${i}`;
+      guard.admit(key, stepIntent({ op: 'create' }, 1));
+      guard.admit(key, stepIntent(start, 1));
+      guard.settled(key);
+      clock.advance(1); // 10,000 objects created and started over 10 s
+    }
+    expect(guard.size, 'only the objects that acted in about the last second or two').to.be.below(2_600);
+    expect(guard.admit('k9999', stepIntent(start, 1)).act, 'a recent object keeps its bucket: 2 tokens left').to.equal(true);
+  });
+
   it('rejects limits that would let an object never act or act without bound', () => {
     expect(() => new StepGuard({ actBurst: 0 })).to.throw(TypeError);
     expect(() => new StepGuard({ actsPerSecond: 0 })).to.throw(TypeError);
