@@ -139,6 +139,8 @@ export class Reconciler {
   private readonly lastActions = new Map<ObjectKey, string>();
   /** The last Warning recorded per key, so a failure repeating with backoff is recorded once. */
   private readonly lastWarnings = new Map<ObjectKey, string>();
+  /** Each key's last failure (generation, step, reason) and how many passes in a row failed so: Stalled after a few. */
+  private readonly failures = new Map<ObjectKey, { signature: string; count: number }>();
 
   constructor(private readonly options: ReconcilerOptions) {
     this.provider = options.provider;
@@ -207,7 +209,8 @@ export class Reconciler {
     }
     const health = await this.options.health.check(pass.signal);
     if (!health.ok) {
-      await this.report(pass, { observed: undefined, failure: { reason: 'ProviderUnavailable', message: health.reason } });
+      const failuresInARow = this.countFailure(pass, 'probe', 'ProviderUnavailable');
+      await this.report(pass, { observed: undefined, failure: { reason: 'ProviderUnavailable', message: health.reason }, failuresInARow });
       // Not an error: the provider's absence is the host's state, not this object's fault.
       return { open: false, result: requeueAfter(this.options.unavailableRetryMs ?? 30_000) };
     }
@@ -267,14 +270,13 @@ export class Reconciler {
       backend.records?.remember(desired); // before acting, so a removed object can still be undone after a crash
     }
     const name = stepName(step);
-    // Creating and deleting take a while: say so before. Other steps show in the next pass's status, ms later.
-    if (step.op === 'create' || step.op === 'delete') await this.report(pass, { observed, plan, acted: { step: name } });
-    // A converged instance changed behind our back (stopped, frozen): report what was seen before
-    // repairing it, so watchers and notifications see Stopped, then Running again. New objects pay nothing.
-    else if (step.op === 'setState' && isReady(backend.statusWriter.lastWritten(key), desired.generation)) {
-      await this.report(pass, { observed, plan });
+    // Say so before acting (Reconciling=True), once per stretch of work; a converged instance changed
+    // behind our back is reported as seen (Stopped) before it is repaired.
+    if (announces(step, backend.statusWriter.lastWritten(key), desired.generation)) {
+      await this.report(pass, { observed, plan, acted: { step: name } });
     }
     const note = await this.runStep(step, target, observed, signal);
+    this.failures.delete(key);
     this.options.cache.invalidate(desired.hostName);
     pass.log.info({ step: name, note, repeat: admission.repeat }, 'step done');
     if (note !== undefined) this.lastActions.set(key, note);
@@ -289,6 +291,7 @@ export class Reconciler {
   private async reportWithoutStep(pass: Pass, observed: ObservedInstance | undefined, plan: Plan): Promise<Result> {
     const { key, desired, backend } = pass;
     this.guard.settled(key);
+    this.failures.delete(key);
     if (plan.held !== undefined) {
       const driftBefore = driftedCondition(backend.statusWriter.lastWritten(key));
       await this.report(pass, { observed, plan });
@@ -319,9 +322,11 @@ export class Reconciler {
     this.options.cache.invalidate(desired.hostName);
     if (progress.step !== undefined) this.guard.failed(pass.key);
     if (isProviderUnavailableError(err)) this.options.health.markUnavailable(err);
-    const failure = { reason: failureReason(err, progress.step), message: failureMessage(err, progress.step, desired) };
+    const reason = failureReason(err, progress.step);
+    const failure = { reason, message: failureMessage(err, progress.step, desired), terminal: isTerminalError(err) };
     this.warnOnce(pass, failure);
-    await this.report(pass, { observed: progress.observed, plan: progress.plan, failure }).catch((writeErr: unknown) => {
+    const failuresInARow = this.countFailure(pass, progress.step === undefined ? 'observe' : stepName(progress.step), reason);
+    await this.report(pass, { observed: progress.observed, plan: progress.plan, failure, failuresInARow }).catch((writeErr: unknown) => {
       pass.log.warn({ err: writeErr }, 'cannot write failure status');
     });
     throw err;
@@ -384,7 +389,20 @@ export class Reconciler {
   private forgetKey(key: ObjectKey): void {
     this.lastActions.delete(key);
     this.lastWarnings.delete(key);
+    this.failures.delete(key);
     this.guard.forget(key);
+  }
+
+  /**
+   * Counts one more failed pass: the count goes on while the generation, the step and the reason
+   * stay the same, and starts again at 1 otherwise. Any pass that gets past its step clears it.
+   */
+  private countFailure(pass: Pass, step: string, reason: string): number {
+    const signature = `${pass.desired.generation}/${step}/${reason}`;
+    const last = this.failures.get(pass.key);
+    const count = last?.signature === signature ? last.count + 1 : 1;
+    this.failures.set(pass.key, { signature, count });
+    return count;
   }
 
   private desiredOrTombstone(key: ObjectKey, backend: SourceBackend): { desired: Desired; tombstone: boolean } | undefined {
@@ -505,6 +523,20 @@ function failureReason(err: unknown, step: Step | undefined): string {
 function failureMessage(err: unknown, step: Step | undefined, desired: Desired): string {
   if (step === undefined) return `cannot observe ${desired.hostName}: ${errorMessage(err)}`;
   return `cannot ${describeStep(step, desired).toLowerCase()}: ${errorMessage(err)}`;
+}
+
+/**
+ * Whether to say that `step` is under way before it runs (kstatus reads Reconciling=True as
+ * InProgress). Deleting always: a new intent. Otherwise not while status says Stalled for this
+ * generation: a retry of a stalled step (backoff, resync) keeps saying Stalled until it gets
+ * through, or kstatus would flap between Failed and InProgress at every retry. Creating always
+ * (it takes a while and changes the phase), other steps unless status already says Reconciling.
+ */
+function announces(step: Step, status: Status | undefined, generation: number): boolean {
+  if (step.op === 'delete') return true;
+  const current = status?.observedGeneration === generation ? status.conditions : [];
+  if (current.some((c) => c.type === 'Stalled' && c.status === 'True')) return false;
+  return step.op === 'create' || !current.some((c) => c.type === 'Reconciling' && c.status === 'True');
 }
 
 /** Ready for `generation`: what a dependent waits for, and what onReady fires on. */

@@ -10,7 +10,8 @@
  *   call may have been lost), then is waited for again, ever longer as the queue's backoff grows.
  * - An object acts at most `actsPerSecond` times a second once a burst of `actBurst` is spent (a
  *   token bucket per object): a legitimate sequence (delete, create, start) goes at once, a loop
- *   between different steps never goes faster than that.
+ *   between different steps never goes faster than that. A step that throws gives its token back:
+ *   errors are spaced by the queue's backoff.
  *
  * Guarantees: no timers and no I/O, only bookkeeping over the injected clock; an object that
  * settled (no step due) is forgotten once its bucket is full again (at once, or by a sweep when the
@@ -104,12 +105,16 @@ export class StepGuard<K extends string = string> {
     return { act: true, repeat };
   }
 
-  /** The step admitted last for `key` threw: it is not waited for (the error has its own backoff). */
+  /**
+   * The step admitted last for `key` threw: it is not waited for and its token is given back, since
+   * errors have their own backoff (the queue's rate limiter) and must not also use up the bucket.
+   */
   failed(key: K): void {
     const state = this.states.get(key);
     if (state === undefined) return;
     state.intent = undefined;
     state.waits = 0;
+    state.tokens = Math.min(this.actBurst, state.tokens + 1);
   }
 
   /** `key` has no step due (converged, held or settling on its own): nothing is in progress. */

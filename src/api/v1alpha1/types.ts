@@ -109,7 +109,7 @@ export type VirtualMachine = HyperletObject<'VirtualMachine'>;
 /** The one-word summary of an object's status (status.phase). */
 export type Phase = 'Pending' | 'Creating' | 'Running' | 'Stopped' | 'Frozen' | 'Paused' | 'Failed' | 'Deleting';
 /** The condition types hyperlet writes in status.conditions. */
-export type ConditionType = 'Ready' | 'Synced' | 'RestartRequired' | 'RecreateRequired' | 'Paused' | 'Drifted';
+export type ConditionType = 'Ready' | 'Synced' | 'Reconciling' | 'Stalled' | 'RestartRequired' | 'RecreateRequired' | 'Paused' | 'Drifted';
 
 /** A Kubernetes-convention condition; `lastTransitionTime` moves only when `status` flips. */
 export interface Condition {

@@ -89,6 +89,10 @@ describe('StepGuard', () => {
       reason: 'a step that threw is retried by the error backoff, not waited for as if in progress',
       passes: [{ step: start, then: 'failed' }, { step: start, afterMs: 1_000 }], want: ['act', 'act'],
     },
+    FailuresDoNotUseTheBucket: {
+      reason: 'errors are spaced by the queue backoff: five failed runs in a row leave the bucket full',
+      passes: [1, 2, 3, 4, 5].map((): Pass => ({ step: start, then: 'failed' })), want: ['act', 'act', 'act', 'act', 'act'],
+    },
     AlternatingStepsAreRateLimited: {
       reason: 'a provider flapping between two states: four runs at once, then at most four a second',
       passes: [start, stop, start, stop, start].map((step): Pass => ({ step })).concat([{ step: start, afterMs: 250 }, { step: stop }]),
