@@ -10,7 +10,7 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { access, mkdir, mkdtemp, readdir, rm, unlink, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdir, mkdtemp, readdir, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -75,6 +75,8 @@ describe('crash points: LXC provider and state DB (kill -9 exactly there, then r
       throw new Error('the LXC crash e2e test needs the busybox template: run make host (lxc-templates, busybox-static)');
     });
     tmp = await mkdtemp(join(tmpdir(), 'hyperlet-lxc-crash-'));
+    // Unprivileged containers' mapped root must pass through the directories above their lxcpath (as /var/lib is).
+    await chmod(tmp, 0o711);
     manifests = join(tmp, 'manifests');
     lxcpath = join(tmp, 'lxc');
     statePath = join(tmp, 'state', 'state.db');

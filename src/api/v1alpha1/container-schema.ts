@@ -4,6 +4,7 @@ import {
   type JsonSchema, IFNAME_PATTERN, MAC_PATTERN, absolutePath, commonSpecProperties, environmentValue, objectSchema, quantity,
 } from './schema-parts.js';
 
+/** JSON Schema of a Container spec: the one source of truth for validation and the CRD. */
 export const containerSpecSchema: JsonSchema = {
   type: 'object',
   additionalProperties: false,
@@ -66,4 +67,5 @@ export const containerSpecSchema: JsonSchema = {
   },
 };
 
+/** JSON Schema of a whole Container object (apiVersion, kind, metadata, spec). */
 export const containerSchema: JsonSchema = objectSchema('Container', API_VERSION, containerSpecSchema);
