@@ -16,12 +16,12 @@ import { TerminalError } from '../../shared/errors.js';
 import { failpoint } from '../../shared/failpoint.js';
 import type { Desired } from '../../store/desired.js';
 import { planDisks, type ParsedDomain, type VolumeName } from './domain-xml.js';
-import type { DomainRef, LibvirtClient, PoolRef } from './libvirt-client.js';
+import type { DomainRef, LibvirtApi, PoolRef } from './libvirt-client.js';
 import { isLibvirtError } from './libvirt-error.js';
 import { buildDirPoolXml, buildVolumeXml, imageFormatOf } from './storage-xml.js';
 
 export interface LibvirtStorageOptions {
-  readonly client: LibvirtClient;
+  readonly client: LibvirtApi;
   readonly logger: Logger;
   /** Where dir pools hyperlet creates live. */
   readonly poolRoot: string;
@@ -32,7 +32,7 @@ export interface LibvirtStorageOptions {
 }
 
 export class LibvirtStorage {
-  private readonly client: LibvirtClient;
+  private readonly client: LibvirtApi;
   private readonly log: Logger;
   private readonly poolRoot: string;
   private readonly creatablePool: (name: string) => boolean;

@@ -1,116 +1,89 @@
 /**
- * `hyperlet run` as a child process for crash tests: started with or without failpoints
- * (HYPERLET_FAILPOINTS, src/shared/failpoint.ts), killed with SIGKILL at a random instant, and
- * waited for. Its output goes to a log file per start, whose tail failure messages show.
+ * `hyperlet run` as a real child process for e2e tests: started with the given flags, its log
+ * written to a file, its HTTP address read from its own "serving" log line (so `--http
+ * 127.0.0.1:0` works), stopped with a signal of the test's choosing.
  *
- * Caveats: a killed daemon leaves the tools it spawned running (detached lxc-create, template
- * scripts, lxc-monitor), as a real kill -9 does; `leftoverProcesses` finds them for cleanup.
+ * Guarantees: `start` resolves only once the daemon serves HTTP; it rejects with the log's tail
+ * if the daemon exits first or does not serve within the timeout.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { FAILPOINTS_ENV } from '../../../src/shared/failpoint.js';
 
-/** The repository root (this file runs from dist/test/e2e/support). */
-export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..');
-const CLI = join(REPO_ROOT, 'bin', 'hyperlet.js');
+export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..');
+export const cliPath = join(repoRoot, 'bin', 'hyperlet.js');
 
-/** How one daemon process ended. */
-export interface DaemonExit {
-  readonly code: number | null;
-  readonly signal: NodeJS.Signals | null;
-}
-
-/** One `hyperlet run` process. */
 export class DaemonProcess {
-  readonly exited: Promise<DaemonExit>;
-  private readonly child: ChildProcess;
+  private exited: Promise<void>;
 
-  private constructor(child: ChildProcess, readonly logPath: string) {
-    this.child = child;
-    this.exited = new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
+  private constructor(readonly child: ChildProcess, readonly logPath: string, readonly baseUrl: string) {
+    this.exited = new Promise((r) => child.once('exit', () => r()));
   }
 
-  /** Starts `hyperlet run ARGS`, logging to `logPath`; `failpoints` enables those failpoints in it. */
-  static start(args: readonly string[], logPath: string, failpoints: readonly string[] = []): DaemonProcess {
-    const env = { ...process.env };
-    delete env[FAILPOINTS_ENV];
-    if (failpoints.length > 0) env[FAILPOINTS_ENV] = failpoints.join(',');
-    const child = spawn(process.execPath, [CLI, 'run', ...args], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    const log = createWriteStream(logPath);
+  /** Starts `hyperlet run ARGS` (add `--http 127.0.0.1:0` to ARGS); resolves once it serves HTTP. */
+  static async start(
+    args: readonly string[], logPath: string, options: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+  ): Promise<DaemonProcess> {
+    const child = spawn(process.execPath, [cliPath, 'run', ...args], {
+      cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env,
+    });
+    const log = createWriteStream(logPath, { flags: 'a' });
     child.stdout?.pipe(log);
+    let buffered = '';
+    const address = await new Promise<string>((resolveAddress, reject) => {
+      const timeoutMs = options.timeoutMs ?? 60_000;
+      const timer = setTimeout(() => fail(new Error(`the daemon did not serve HTTP within ${timeoutMs} ms`)), timeoutMs);
+      const fail = (err: Error): void => {
+        clearTimeout(timer);
+        child.kill('SIGKILL');
+        reject(new Error(`${err.message}; log tail:\n${buffered.split('\n').slice(-30).join('\n')}`));
+      };
+      child.once('exit', (code, signal) => fail(new Error(`the daemon exited (${code ?? signal}) before serving HTTP`)));
+      child.stderr?.on('data', (chunk: Buffer) => {
+        log.write(chunk);
+        if (buffered.length < 1_000_000) buffered += chunk.toString('utf8');
+        const m = /"address":"([^"]+)"[^\n]*"msg":"serving|"msg":"serving[^\n]*"address":"([^"]+)"/.exec(buffered);
+        const found = m?.[1] ?? m?.[2];
+        if (found !== undefined) {
+          clearTimeout(timer);
+          child.removeAllListeners('exit');
+          resolveAddress(found);
+        }
+      });
+    });
+    child.stderr?.removeAllListeners('data');
     child.stderr?.pipe(log);
-    return new DaemonProcess(child, logPath);
+    const [host, port] = [address.slice(0, address.lastIndexOf(':')), address.slice(address.lastIndexOf(':') + 1)];
+    return new DaemonProcess(child, logPath, `http://${host.includes(':') ? `[${host}]` : host}:${port}`);
   }
 
-  get pid(): number | undefined {
-    return this.child.pid;
+  get pid(): number {
+    return this.child.pid ?? -1;
   }
 
+  /** Whether the process is still running. */
   get running(): boolean {
     return this.child.exitCode === null && this.child.signalCode === null;
   }
 
-  /** Sends `signal` (default SIGKILL) and waits for the process to end. */
-  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<DaemonExit> {
-    if (this.running) this.child.kill(signal);
-    return this.exited;
+  /** Sends `signal` and waits for the process to exit (SIGKILL: the kill -9 of the tests). */
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    if (!this.running) return;
+    this.child.kill(signal);
+    await this.exited;
   }
 
-  /**
-   * Waits until the process killed itself at failpoint `name` (SIGKILL, and its log says so);
-   * throws when it ends otherwise or is still running after `timeoutMs`.
-   */
-  async diedAt(name: string, timeoutMs = 90_000): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<'late'>((r) => { timer = setTimeout(() => r('late'), timeoutMs); });
-    const exit = await Promise.race([this.exited, late]);
-    clearTimeout(timer);
-    if (exit === 'late') {
-      await this.kill();
-      throw new Error(`the daemon never reached failpoint ${name} in ${timeoutMs} ms\n${await this.tail()}`);
-    }
-    // Let the pipes deliver the last line.
-    await new Promise((r) => setTimeout(r, 100));
-    const log = await readFile(this.logPath, 'utf8');
-    if (exit.signal !== 'SIGKILL' || !log.includes(`failpoint ${name}: killing the process`)) {
-      throw new Error(`the daemon ended with ${exit.signal ?? `exit code ${String(exit.code)}`}, not at failpoint ${name}\n${await this.tail()}`);
-    }
+  /** GET `path` on the daemon; the body as text. */
+  async get(path: string, headers: Record<string, string> = {}): Promise<{ status: number; text: string; headers: Headers }> {
+    const res = await fetch(`${this.baseUrl}${path}`, { headers });
+    return { status: res.status, text: await res.text(), headers: res.headers };
   }
 
-  /** The last `lines` lines of the log. */
-  async tail(lines = 40): Promise<string> {
+  /** The last `lines` lines of the daemon's log, for failure messages. */
+  async logTail(lines = 40): Promise<string> {
     const text = await readFile(this.logPath, 'utf8').catch(() => '');
-    return `--- last lines of ${this.logPath} ---\n${text.split('\n').slice(-lines).join('\n')}`;
+    return text.split('\n').slice(-lines).join('\n');
   }
-}
-
-/** Pids of processes whose command line contains `needle` (the tools a killed daemon left running). */
-export async function leftoverProcesses(needle: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const entry of await readdir('/proc')) {
-    if (!/^[0-9]+$/.test(entry) || Number(entry) === process.pid) continue;
-    const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
-    if (cmdline.split('\0').some((a) => a.includes(needle))) pids.push(Number(entry));
-  }
-  return pids;
-}
-
-/** A pseudo-random integer in [min, max] from `next` (a seeded generator, so a failed soak can be replayed). */
-export function randomBetween(next: () => number, min: number, max: number): number {
-  return min + Math.floor(next() * (max - min + 1));
-}
-
-/** mulberry32: a small seeded generator; the soak tests print their seed. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }

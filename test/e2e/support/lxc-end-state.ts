@@ -12,7 +12,7 @@ import { promisify } from 'node:util';
 import { parseCgroupLayout, parseProcCgroup } from '../../../src/providers/lxc/cgroup-host.js';
 import { parseInfo } from '../../../src/providers/lxc/lxc-tools.js';
 import { readMarker } from '../../../src/providers/lxc/ownership-marker.js';
-import { REPO_ROOT } from './daemon-process.js';
+import { REPO_ROOT } from './crash-daemon.js';
 import { until } from './until.js';
 
 const run = promisify(execFile);
