@@ -132,15 +132,19 @@ const PROGRESS_REASON: Readonly<Record<string, string>> = {
   'delete:deleted': 'Deleting', 'delete:partial': 'CleaningUp', 'delete:recreate': 'Recreating',
 };
 
+/** A condition's reason and message. */
+type ReasonAndMessage = { readonly reason: string; readonly message: string };
+
 /** Why the object cannot progress until it or the host changes, if it cannot. */
-function stalledBy(f: StatusFacts): { reason: string; message: string } | undefined {
+function stalledBy(f: StatusFacts): ReasonAndMessage | undefined {
   const conflict = f.plan?.conflict;
   if (conflict !== undefined) return { reason: 'Conflict', message: conflict };
   const failure = f.failure;
   if (failure === undefined) return undefined;
   if (failure.terminal === true || isStalledReason(failure.reason)) return { reason: failure.reason, message: failure.message };
   if ((f.failuresInARow ?? 0) >= RETRIES_BEFORE_STALLED) {
-    return { reason: 'RetriesExhausted', message: `${failure.reason} ${RETRIES_BEFORE_STALLED} times in a row or more; still retrying with backoff: ${failure.message}` };
+    const message = `${failure.reason} ${RETRIES_BEFORE_STALLED} times in a row or more; still retrying with backoff: ${failure.message}`;
+    return { reason: 'RetriesExhausted', message };
   }
   return undefined;
 }
@@ -149,7 +153,7 @@ function stalledBy(f: StatusFacts): { reason: string; message: string } | undefi
  * kstatus' Reconciling and Stalled: never both True (kstatus reads Reconciling first). Held back
  * by a pause or the drift policy is neither: nothing is under way, and Ready says what differs.
  */
-function progressConditions(f: StatusFacts, state: { converged: boolean; held: { reason: string; message: string } | undefined }): Condition[] {
+function progressConditions(f: StatusFacts, state: { converged: boolean; held: ReasonAndMessage | undefined }): Condition[] {
   const stalled = stalledBy(f);
   if (stalled !== undefined) {
     return [
@@ -163,11 +167,14 @@ function progressConditions(f: StatusFacts, state: { converged: boolean; held: {
     return [condition('Reconciling', false, idle.reason, idle.message, f), condition('Stalled', false, idle.reason, idle.message, f)];
   }
   const progress = progressOf(f, state.held);
-  return [condition('Reconciling', true, progress.reason, progress.message, f), condition('Stalled', false, 'Progressing', 'Nothing blocks progress', f)];
+  return [
+    condition('Reconciling', true, progress.reason, progress.message, f),
+    condition('Stalled', false, 'Progressing', 'Nothing blocks progress', f),
+  ];
 }
 
 /** Reconciling's reason and message while work is under way or retried. */
-function progressOf(f: StatusFacts, held: { reason: string; message: string } | undefined): { reason: string; message: string } {
+function progressOf(f: StatusFacts, held: ReasonAndMessage | undefined): ReasonAndMessage {
   if (f.failure !== undefined) return { reason: f.failure.reason, message: `${f.failure.message} (retrying with backoff)` };
   if (held !== undefined) return held;
   const step = f.acted?.step ?? (f.plan?.steps[0] === undefined ? undefined : stepName(f.plan.steps[0]));
@@ -175,7 +182,8 @@ function progressOf(f: StatusFacts, held: { reason: string; message: string } | 
   if (reason !== undefined) return { reason, message: `${reason} the instance` };
   if (f.d.deleting === true) return { reason: 'Deleting', message: 'The instance is being removed' };
   if (f.observed === undefined) return { reason: 'Creating', message: 'The instance is being created' };
-  return { reason: 'Progressing', message: `The instance is ${f.observed.state.toLowerCase()}; ${f.d.object.spec.state.toLowerCase()} is declared` };
+  const declared = f.d.object.spec.state.toLowerCase();
+  return { reason: 'Progressing', message: `The instance is ${f.observed.state.toLowerCase()}; ${declared} is declared` };
 }
 
 /** Ready's reason and message while due steps are held back. */

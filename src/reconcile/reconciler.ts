@@ -117,7 +117,8 @@ export class Reconciler {
     if (!health.ok) {
       const failuresInARow = this.countFailure(d, 'probe', 'ProviderUnavailable');
       const failure = { reason: 'ProviderUnavailable', message: health.reason };
-      await this.writeStatus(backend, d, { observed: undefined, failure, failuresInARow, ...(paused === undefined ? {} : { paused }) }, signal);
+      const facts = { observed: undefined, failure, failuresInARow, ...(paused === undefined ? {} : { paused }) };
+      await this.writeStatus(backend, d, facts, signal);
       // Not an error: the provider's absence is the host's state, not this object's fault.
       return requeueAfter(this.options.unavailableRetryMs ?? 30_000);
     }
@@ -200,7 +201,8 @@ export class Reconciler {
       this.warnOnce(backend, d, reason, message);
       const failuresInARow = this.countFailure(d, step === undefined ? 'observe' : stepName(step), reason);
       const failure = { reason, message, terminal: isTerminalError(err) };
-      await this.writeStatus(backend, d, { observed, ...(p === undefined ? {} : { plan: p }), failure, failuresInARow }, signal).catch((writeErr: unknown) => {
+      const facts = { observed, ...(p === undefined ? {} : { plan: p }), failure, failuresInARow };
+      await this.writeStatus(backend, d, facts, signal).catch((writeErr: unknown) => {
         log.warn({ err: writeErr }, 'cannot write failure status');
       });
       throw err;

@@ -13,10 +13,10 @@
 import Database from 'better-sqlite3';
 import { randomUUID } from 'node:crypto';
 import type { Status } from '../api/v1alpha1/types.js';
+import { failpoint } from '../shared/failpoint.js';
 import type { Desired } from '../store/desired.js';
 import type { ObjectKey } from '../store/object-key.js';
 import type { SourceProblem } from '../store/source-problem.js';
-import { failpoint } from '../shared/failpoint.js';
 import { type StateDirResult, secureStateDir, secureStateFile, tightenIfPresent } from './state-dir.js';
 
 const MIGRATIONS: readonly string[] = [

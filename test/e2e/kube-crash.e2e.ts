@@ -17,7 +17,7 @@ import { promisify } from 'node:util';
 import yaml from 'js-yaml';
 import { FINALIZER } from '../../src/api/v1alpha1/crd.js';
 import { readMarker } from '../../src/providers/lxc/ownership-marker.js';
-import { CrashDaemon, leftoverProcesses, randomBetween, seededRandom } from './support/crash-daemon.js';
+import { DaemonProcess, leftoverProcesses, randomBetween, seededRandom } from './support/crash-daemon.js';
 import { KubeTestEnv } from './support/kube-testenv.js';
 import { until } from './support/until.js';
 
@@ -52,7 +52,7 @@ describe('crash soak: kill -9 of a Kubernetes-mode agent during convergence and 
   let tmp = '';
   let lxcpath = '';
   let auditLog = '';
-  let agent: CrashDaemon | undefined;
+  let agent: DaemonProcess | undefined;
   let starts = 0;
 
   const hostName = (name: string): string => `${NS}.${name}`;
@@ -64,9 +64,9 @@ describe('crash soak: kill -9 of a Kubernetes-mode agent during convergence and 
       .map((i) => ({ name: i.metadata.name, ...(i.status?.phase === undefined ? {} : { phase: i.status.phase }), finalizers: i.metadata.finalizers ?? [] }));
   };
 
-  function start(): CrashDaemon {
+  function start(): DaemonProcess {
     starts += 1;
-    return CrashDaemon.start([
+    return DaemonProcess.start([
       '--source', 'kube', '--kubeconfig', env!.agentKubeconfigPath, '--namespace', NS, '--node', NODE,
       '--lxcpath', lxcpath, '--state', join(tmp, 'state.db'), '--kinds', 'Container', '--http', 'off',
       '--resync', '5s', '--log-level', 'info',

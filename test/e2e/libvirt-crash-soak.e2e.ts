@@ -11,7 +11,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CrashDaemon, randomBetween, seededRandom } from './support/crash-daemon.js';
+import { DaemonProcess, randomBetween, seededRandom } from './support/crash-daemon.js';
 import { type DeclaredVm, LibvirtEndState } from './support/libvirt-end-state.js';
 import { waitForEndState } from './support/lxc-end-state.js';
 
@@ -26,14 +26,14 @@ describe('crash soak: libvirt (40 kill -9 at random instants, then exact converg
   const random = seededRandom(seed);
   let tmp = '';
   let manifests = '';
-  let daemon: CrashDaemon | undefined;
+  let daemon: DaemonProcess | undefined;
   let starts = 0;
   let end: LibvirtEndState;
   const specs = new Map<string, DeclaredVm | undefined>();
 
-  function start(): CrashDaemon {
+  function start(): DaemonProcess {
     starts += 1;
-    return CrashDaemon.start([
+    return DaemonProcess.start([
       '--source', `dir:${manifests}`, '--state', join(tmp, 'state', 'state.db'), '--http', 'off', '--lxcpath', join(tmp, 'lxc'),
       '--kinds', 'VirtualMachine', '--resync', '10s', '--log-level', 'info',
     ], join(tmp, `daemon-${starts % 3}.log`));

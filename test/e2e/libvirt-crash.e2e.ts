@@ -12,7 +12,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CrashDaemon } from './support/crash-daemon.js';
+import { DaemonProcess } from './support/crash-daemon.js';
 import { type DeclaredVm, LibvirtEndState, virsh } from './support/libvirt-end-state.js';
 import { waitForEndState } from './support/lxc-end-state.js';
 
@@ -23,13 +23,13 @@ describe('crash points: libvirt provider (kill -9 exactly there, then restart)',
   this.timeout(900_000);
   let tmp = '';
   let manifests = '';
-  let daemon: CrashDaemon | undefined;
+  let daemon: DaemonProcess | undefined;
   let starts = 0;
   let end: LibvirtEndState;
 
-  function start(failpoints: readonly string[] = []): CrashDaemon {
+  function start(failpoints: readonly string[] = []): DaemonProcess {
     starts += 1;
-    return CrashDaemon.start([
+    return DaemonProcess.start([
       '--source', `dir:${manifests}`, '--state', join(tmp, 'state', 'state.db'), '--http', 'off', '--lxcpath', join(tmp, 'lxc'),
       '--kinds', 'VirtualMachine', '--resync', '10s', '--log-level', 'info',
     ], join(tmp, `daemon-${starts}.log`), failpoints);

@@ -12,7 +12,7 @@ import { access, mkdir, mkdtemp, readdir, rm, unlink, writeFile } from 'node:fs/
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { CrashDaemon, leftoverProcesses, randomBetween, seededRandom } from './support/crash-daemon.js';
+import { DaemonProcess, leftoverProcesses, randomBetween, seededRandom } from './support/crash-daemon.js';
 import { type DeclaredContainer, LxcEndState, containerManifest, waitForEndState } from './support/lxc-end-state.js';
 
 const run = promisify(execFile);
@@ -29,15 +29,15 @@ describe('crash soak: LXC (100 kill -9 at random instants, then exact convergenc
   let manifests = '';
   let lxcpath = '';
   let end: LxcEndState;
-  let daemon: CrashDaemon | undefined;
+  let daemon: DaemonProcess | undefined;
   let starts = 0;
   /** Every container the soak may declare, with its current declaration; undefined: file removed. */
   const specs = new Map<string, DeclaredContainer | undefined>();
 
   const lxc = (tool: string, args: string[]): Promise<unknown> => run(tool, ['-P', lxcpath, ...args], { timeout: 60_000 });
-  function start(): CrashDaemon {
+  function start(): DaemonProcess {
     starts += 1;
-    return CrashDaemon.start([
+    return DaemonProcess.start([
       '--source', `dir:${manifests}`, '--lxcpath', lxcpath, '--state', join(tmp, 'state', 'state.db'), '--http', 'off',
       '--kinds', 'Container', '--resync', '10s', '--log-level', 'info',
     ], join(tmp, `daemon-${starts % 3}.log`));

@@ -14,7 +14,7 @@ import { access, mkdir, mkdtemp, readdir, rm, unlink, writeFile } from 'node:fs/
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { CrashDaemon, REPO_ROOT, leftoverProcesses } from './support/crash-daemon.js';
+import { DaemonProcess, REPO_ROOT, leftoverProcesses } from './support/crash-daemon.js';
 import { type DeclaredContainer, LxcEndState, containerManifest, waitForEndState } from './support/lxc-end-state.js';
 
 const run = promisify(execFile);
@@ -27,15 +27,15 @@ describe('crash points: LXC provider and state DB (kill -9 exactly there, then r
   let manifests = '';
   let lxcpath = '';
   let statePath = '';
-  let daemon: CrashDaemon | undefined;
+  let daemon: DaemonProcess | undefined;
   let starts = 0;
   let end: LxcEndState;
 
   const lxc = (tool: string, args: string[]): Promise<{ stdout: string }> => run(tool, ['-P', lxcpath, ...args], { timeout: 60_000 });
 
-  function start(failpoints: readonly string[] = []): CrashDaemon {
+  function start(failpoints: readonly string[] = []): DaemonProcess {
     starts += 1;
-    return CrashDaemon.start([
+    return DaemonProcess.start([
       '--source', `dir:${manifests}`, '--lxcpath', lxcpath, '--state', statePath, '--http', 'off',
       '--kinds', 'Container', '--resync', '10s', '--log-level', 'info',
     ], join(tmp, `daemon-${starts}.log`), failpoints);

@@ -34,7 +34,10 @@ export const containerSpecSchema: JsonSchema = {
         additionalProperties: false,
         description: 'One network interface.',
         properties: {
-          type: { type: 'string', enum: ['veth', 'none'], default: 'veth', description: 'veth joins a host bridge; none gives the container only loopback.' },
+          type: {
+            type: 'string', enum: ['veth', 'none'], default: 'veth',
+            description: 'veth joins a host bridge; none gives the container only loopback.',
+          },
           bridge: { type: 'string', pattern: IFNAME_PATTERN, description: 'Host bridge the veth joins.' },
           hwaddr: { type: 'string', pattern: MAC_PATTERN, description: 'MAC address of the container side.' },
         },

@@ -81,7 +81,10 @@ const statusSchema: JsonSchema = {
   // seen yet (a fresh one, or one placed on a node without an agent).
   default: { observedGeneration: 0 },
   properties: {
-    phase: { type: 'string', description: 'Where the instance is: Pending, Creating, Running, Stopped, Frozen, Paused, Failed or Deleting.' },
+    phase: {
+      type: 'string',
+      description: 'Where the instance is: Pending, Creating, Running, Stopped, Frozen, Paused, Failed or Deleting.',
+    },
     conditions: {
       type: 'array',
       'x-kubernetes-list-type': 'map',
@@ -109,7 +112,10 @@ const statusSchema: JsonSchema = {
     pid: { type: 'integer', description: 'Process id of the running instance\'s init (LXC) or QEMU process on the host.' },
     addresses: { type: 'array', items: { type: 'string' }, description: 'IP addresses of the instance, when they can be seen.' },
     startedAt: { type: 'string', format: 'date-time', description: 'When the instance last started.' },
-    details: { type: 'object', additionalProperties: { type: 'string' }, description: 'Provider facts worth showing (libvirt state and reason, the last action).' },
+    details: {
+      type: 'object', additionalProperties: { type: 'string' },
+      description: 'Provider facts worth showing (libvirt state and reason, the last action).',
+    },
     pendingChanges: {
       type: 'array',
       description: 'Changes the update policy holds back until a restart or a re-create.',

@@ -177,4 +177,5 @@ export function kindDescription(kind: string): string {
 /** Kubernetes' own wording for the type fields every object has. */
 export const API_VERSION_DESCRIPTION = 'The versioned schema of this object: hyperlet.io/v1alpha1.';
 export const KIND_DESCRIPTION = 'The kind of this object, in CamelCase.';
-export const STATUS_DESCRIPTION = 'What hyperlet observes and did, written by the agent (status subresource) or kept in the state DB; never set by authors.';
+export const STATUS_DESCRIPTION =
+  'What hyperlet observes and did, written by the agent (status subresource) or kept in the state DB; never set by authors.';

@@ -409,7 +409,8 @@ export class LxcProvider implements Provider<'Container'> {
     } catch (err) {
       const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'is not installed' : 'cannot be run';
       throw new TerminalError('TemplateNotFound',
-        `cannot create container ${name}: LXC template ${template} ${why} (no executable ${script}; install it, or name another template)`, { cause: err });
+        `cannot create container ${name}: LXC template ${template} ${why} (no executable ${script}; install it, or name another template)`,
+        { cause: err });
     }
   }
 

@@ -23,8 +23,8 @@ export interface DaemonExit {
   readonly signal: NodeJS.Signals | null;
 }
 
-/** One `hyperlet run` process of a crash test. */
-export class CrashDaemon {
+/** One `hyperlet run` process. */
+export class DaemonProcess {
   readonly exited: Promise<DaemonExit>;
   private readonly child: ChildProcess;
 
@@ -34,7 +34,7 @@ export class CrashDaemon {
   }
 
   /** Starts `hyperlet run ARGS`, logging to `logPath`; `failpoints` enables those failpoints in it. */
-  static start(args: readonly string[], logPath: string, failpoints: readonly string[] = []): CrashDaemon {
+  static start(args: readonly string[], logPath: string, failpoints: readonly string[] = []): DaemonProcess {
     const env = { ...process.env };
     delete env[FAILPOINTS_ENV];
     if (failpoints.length > 0) env[FAILPOINTS_ENV] = failpoints.join(',');
@@ -42,7 +42,7 @@ export class CrashDaemon {
     const log = createWriteStream(logPath);
     child.stdout?.pipe(log);
     child.stderr?.pipe(log);
-    return new CrashDaemon(child, logPath);
+    return new DaemonProcess(child, logPath);
   }
 
   get pid(): number | undefined {
