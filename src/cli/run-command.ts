@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import type { Kind } from '../api/v1alpha1/group.js';
 import { isKind } from '../api/v1alpha1/group.js';
 import { readFileSync } from 'node:fs';
+import { parseQuantity } from '../api/v1alpha1/quantity.js';
 import { resolve as resolvePath } from 'node:path';
 import { Daemon, type HttpConfig } from '../daemon/daemon.js';
 import { parseSourceSpec } from '../daemon/source-factory.js';
@@ -24,6 +25,8 @@ Keeps the LXC containers and libvirt VMs on this host as declared.
   --secrets-dir DIR     dir and git sources: the only directory environment valueFrom.file reads
                         (default /etc/hyperlet/secrets)
   --lxcpath PATH        LXC's container directory (default /var/lib/lxc)
+  --console-log-size N  cap of each container's console log before LXC rotates it to NAME.1
+                        (power of two, default 1Mi; VM serial logs are capped by virtlogd)
   --libvirt-uri URI     libvirt connection (default qemu:///system)
   --libvirt-socket PATH libvirtd's socket (default /run/libvirt/libvirt-sock)
   --kinds LIST          kinds to reconcile (default Container,VirtualMachine)
@@ -71,6 +74,15 @@ function parseBool(flag: string, value: string): boolean {
   throw new UsageError(`${flag}: expected true or false (is ${JSON.stringify(value)})`);
 }
 
+/** Parses --console-log-size: a quantity that is a power of two of at least 4Ki (LXC's rule). */
+export function parseConsoleLogSize(value: string): number {
+  const bytes = parseQuantity(value);
+  if (bytes === undefined || !Number.isSafeInteger(bytes) || bytes < 4096 || (bytes & (bytes - 1)) !== 0) {
+    throw new UsageError(`--console-log-size: expected a power of two of at least 4Ki, such as 64Ki or 1Mi (is ${JSON.stringify(value)})`);
+  }
+  return bytes;
+}
+
 /** Parses --http and its TLS and Host flags; refuses a non-loopback address without TLS. */
 export function parseHttp(value: string, flags: { tlsCert?: string; tlsKey?: string; hostAllow?: readonly string[] } = {}): HttpConfig | undefined {
   if (value === 'off') return undefined;
@@ -111,7 +123,7 @@ export async function runCommand(args: string[]): Promise<number> {
       'shutdown-timeout': { type: 'string' }, 'log-level': { type: 'string' }, help: { type: 'boolean', short: 'h' },
       interval: { type: 'string' }, prune: { type: 'string' }, 'max-prune': { type: 'string' },
       confirm: { type: 'string', multiple: true }, paused: { type: 'boolean' },
-      'secrets-dir': { type: 'string' }, 'http-host-allow': { type: 'string', multiple: true }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
+      'secrets-dir': { type: 'string' }, 'console-log-size': { type: 'string' }, 'http-host-allow': { type: 'string', multiple: true }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
     },
   });
   if (values.help === true) {
@@ -137,6 +149,7 @@ export async function runCommand(args: string[]): Promise<number> {
     statePath: values.state ?? DEFAULT_STATE_PATH,
     redactor,
     secretsDir: resolvePath(values['secrets-dir'] ?? DEFAULT_SECRETS_DIR),
+    ...(values['console-log-size'] === undefined ? {} : { consoleLogBytes: parseConsoleLogSize(values['console-log-size']) }),
     lxcpath: values.lxcpath ?? '/var/lib/lxc',
     libvirtUri: values['libvirt-uri'] ?? 'qemu:///system',
     ...(values['libvirt-socket'] === undefined ? {} : { libvirtSocket: values['libvirt-socket'] }),

@@ -70,6 +70,8 @@ export interface DaemonConfig {
   readonly redactor?: Redactor;
   /** dir and git sources: where valueFrom.file reads secrets (--secrets-dir, default /etc/hyperlet/secrets). */
   readonly secretsDir?: string;
+  /** Cap of each container's console log before it is rotated (--console-log-size). */
+  readonly consoleLogBytes?: number;
 }
 
 export class Daemon {
@@ -115,7 +117,11 @@ export class Daemon {
     });
     const backendsById = new Map(this.backends.map((b) => [b.source.id, b]));
     this.providers = config.providers === undefined
-      ? await createProviders({ lxcpath: config.lxcpath, libvirtUri: config.libvirtUri, kinds: config.kinds, logger, ...(config.libvirtSocket === undefined ? {} : { libvirtSocket: config.libvirtSocket }) })
+      ? await createProviders({
+        lxcpath: config.lxcpath, libvirtUri: config.libvirtUri, kinds: config.kinds, logger,
+        ...(config.libvirtSocket === undefined ? {} : { libvirtSocket: config.libvirtSocket }),
+        ...(config.consoleLogBytes === undefined ? {} : { consoleLogBytes: config.consoleLogBytes }),
+      })
       : new Map(config.providers);
 
     for (const [kind, provider] of this.providers) {

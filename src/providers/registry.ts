@@ -21,6 +21,8 @@ export interface ProviderOptions {
   /** Kinds to serve; the others are not reconciled at all. */
   readonly kinds: readonly Kind[];
   readonly logger: Logger;
+  /** Cap of each container's console log before it is rotated (--console-log-size; default 1 MiB). */
+  readonly consoleLogBytes?: number;
 }
 
 /** A provider's constructor, registered per kind below. */
@@ -28,7 +30,7 @@ export type ProviderFactory = (options: ProviderOptions) => Provider | Promise<P
 
 /** Each provider adds its factory here. */
 export const PROVIDER_FACTORIES: Partial<Record<Kind, ProviderFactory>> = {
-  Container: (o) => new LxcProvider({ lxcpath: o.lxcpath, logger: o.logger }),
+  Container: (o) => new LxcProvider({ lxcpath: o.lxcpath, logger: o.logger, ...(o.consoleLogBytes === undefined ? {} : { consoleLogBytes: o.consoleLogBytes }) }),
   VirtualMachine: (o) => new LibvirtProvider({ uri: o.libvirtUri, logger: o.logger, ...(o.libvirtSocket === undefined ? {} : { socketPath: o.libvirtSocket }) }),
 };
 

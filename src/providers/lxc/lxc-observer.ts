@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import type { SpecFields } from '../../api/v1alpha1/fields.js';
 import type { InstanceState, ObservedInstance } from '../provider.js';
 import type { CgroupHost, LiveLimits } from './cgroup-host.js';
-import { configPath, consoleLogPath, containerDir, isHostName, markerPath, monitorPidPath, startLogPath } from './container-paths.js';
+import { configPath, consoleLogPath, containerDir, isHostName, markerPath, monitorPidPath, rotatedConsoleLogPath, startLogPath } from './container-paths.js';
 import { fieldsFromConfig, parseConfig } from './lxc-config.js';
 import { commandSocketName, lxcStateFromFreezer, monitorTitle, parseAbstractSockets, parseChildren } from './lxc-proc-state.js';
 import { type LxcTools, instanceStateOf, isLxcToolError, parseInfo } from './lxc-tools.js';
@@ -191,7 +191,7 @@ export class LxcObserver {
   async isDebris(name: string): Promise<boolean> {
     const entries = await readdir(containerDir(this.lxcpath, name)).catch(() => undefined);
     if (entries === undefined) return false;
-    const logs = new Set([startLogPath, consoleLogPath, monitorPidPath].map((f) => basename(f(this.lxcpath, name))));
+    const logs = new Set([startLogPath, consoleLogPath, rotatedConsoleLogPath, monitorPidPath].map((f) => basename(f(this.lxcpath, name))));
     return entries.every((e) => logs.has(e));
   }
 

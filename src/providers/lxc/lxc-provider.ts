@@ -16,7 +16,7 @@ import { CgroupHost } from './cgroup-host.js';
 import { configPath, consoleLogPath, containerDir, monitorPidPath, markerPath, rootfsPath, startLogPath } from './container-paths.js';
 import { writeFileAtomic } from './atomic-file.js';
 import {
-  appliedConfigOf, liveCgroupSettings, mergeConfig, renderManagedConfig,
+  type RenderContext, appliedConfigOf, assertConsoleLogBytes, liveCgroupSettings, mergeConfig, renderManagedConfig,
   renderRootfsBaseConfig,
 } from './lxc-config.js';
 import { LxcMonitor } from './lxc-monitor.js';
@@ -37,6 +37,8 @@ export interface LxcProviderOptions {
   readonly toolTimeoutMs?: number;
   /** Timeout of one lxc-create (plus the rootfs copy); 5 min: busybox takes ~1 s here, big rootfs copies longer. */
   readonly createTimeoutMs?: number;
+  /** Cap of each container's console log (lxc.console.size; a power of two, default 1 MiB), rotated once. */
+  readonly consoleLogBytes?: number;
   /** Called after every spawned tool (metrics; benchmarks count spawns per resync). */
   readonly onToolCall?: (tool: LxcTool, durationMs: number, ok: boolean) => void;
 }
@@ -60,6 +62,7 @@ export class LxcProvider implements Provider<'Container'> {
   private readonly tools: LxcTools;
   private readonly monitor: LxcMonitor;
   private readonly createTimeoutMs: number;
+  private readonly consoleLogBytes: number | undefined;
   private cgroupHost: Promise<CgroupHost> | undefined;
   private readonly observer: LxcObserver;
 
@@ -72,6 +75,8 @@ export class LxcProvider implements Provider<'Container'> {
       ...(options.onToolCall === undefined ? {} : { onCall: options.onToolCall }),
     });
     this.createTimeoutMs = options.createTimeoutMs ?? 300_000;
+    if (options.consoleLogBytes !== undefined) assertConsoleLogBytes(options.consoleLogBytes);
+    this.consoleLogBytes = options.consoleLogBytes;
     this.observer = new LxcObserver({ lxcpath: this.lxcpath, tools: this.tools, logger: this.log, cgroup: () => this.cgroup() });
     this.monitor = new LxcMonitor({ lxcpath: this.lxcpath, logger: this.log, listNames: () => this.observer.listNames() });
   }
@@ -361,8 +366,11 @@ export class LxcProvider implements Provider<'Container'> {
     return this.cgroupHost;
   }
 
-  private async renderContext(name: string): Promise<{ lxcpath: string; hostName: string; cgroupVersion: 1 | 2; consoleLogPath: string }> {
-    return { lxcpath: this.lxcpath, hostName: name, cgroupVersion: (await this.cgroup()).version, consoleLogPath: consoleLogPath(this.lxcpath, name) };
+  private async renderContext(name: string): Promise<RenderContext> {
+    return {
+      lxcpath: this.lxcpath, hostName: name, cgroupVersion: (await this.cgroup()).version, consoleLogPath: consoleLogPath(this.lxcpath, name),
+      ...(this.consoleLogBytes === undefined ? {} : { consoleLogBytes: this.consoleLogBytes }),
+    };
   }
 
   /** The marker, when the container is `d`'s; otherwise TerminalError `NotOwned`, before anything is touched. */
