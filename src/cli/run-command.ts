@@ -22,7 +22,7 @@ Keeps the LXC containers and libvirt VMs on this host as declared.
   --source SRC          dir:PATH | git:URL[#BRANCH][//SUBDIR] | kube  (repeatable; default dir:./examples)
   --state PATH          state DB for dir and git sources (default ./.hyperlet/state.db); its directory
                         is made 0700 and holds the API token (api-token)
-  --secrets-dir DIR     dir and git sources: the only directory environment valueFrom.file reads
+  --secrets-dir DIR     dir and git sources: the only directory environmentFrom {file: PATH} reads
                         (default /etc/hyperlet/secrets)
   --lxcpath PATH        LXC's container directory (default /var/lib/lxc)
   --console-log-size N  cap of each container's console log before LXC rotates it to NAME.1

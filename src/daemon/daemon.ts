@@ -64,11 +64,11 @@ export interface DaemonConfig {
   /** Git sources: --interval, --max-prune, --confirm. */
   readonly git?: GitOptions;
   /**
-   * The one Redactor of this process (shared with the logger): values read for valueFrom
+   * The one Redactor of this process (shared with the logger): values read for environmentFrom
    * references are added to it; Events, audit entries, status and HTTP answers pass it.
    */
   readonly redactor?: Redactor;
-  /** dir and git sources: where valueFrom.file reads secrets (--secrets-dir, default /etc/hyperlet/secrets). */
+  /** dir and git sources: where environmentFrom file references are read (--secrets-dir, default /etc/hyperlet/secrets). */
   readonly secretsDir?: string;
   /** Cap of each container's console log before it is rotated (--console-log-size). */
   readonly consoleLogBytes?: number;

@@ -36,7 +36,7 @@ export interface SourceContext {
   readonly policy?: SourcePolicy;
   /** Git sources: poll period, bound per git call, the prune limit and confirmed revisions. */
   readonly git?: GitOptions;
-  /** dir and git sources: the directory valueFrom.file reads from (--secrets-dir). */
+  /** dir and git sources: the directory environmentFrom file references read from (--secrets-dir). */
   readonly secretsDir?: string;
 }
 

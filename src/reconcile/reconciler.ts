@@ -47,11 +47,11 @@ export interface ReconcilerOptions {
   /** Called when an object turns Ready, so objects waiting on it need not wait for their retry. */
   readonly onReady?: (d: Desired) => void;
   /**
-   * The daemon's one Redactor: every value read for a valueFrom reference is added to it, and
+   * The daemon's one Redactor: every value read for spec.environmentFrom is added to it, and
    * every Event, audit entry and status message passes it before it is written.
    */
   readonly redactor?: Redactor;
-  /** How often an object whose valueFrom cannot be read looks again (default 10 s). */
+  /** How often an object whose environmentFrom cannot be read looks again (default 10 s). */
   readonly environmentRetryMs?: number;
 }
 
@@ -131,7 +131,7 @@ export class Reconciler {
     let step: Step | undefined;
     try {
       observed = await this.observe(d, signal);
-      // What the instance gets: d with its valueFrom references read. Status, records and events keep d.
+      // What the instance gets: d with its environmentFrom read. Status, records and events keep d.
       const resolved = await this.resolveEnvironment(backend, d, signal);
       if ('failure' in resolved) {
         this.warnOnce(backend, d, resolved.failure.reason, resolved.failure.message);
@@ -222,14 +222,14 @@ export class Reconciler {
   }
 
   /**
-   * `d` with its valueFrom references read (the Redactor learns every value), `d` itself when it
+   * `d` with its environmentFrom read (the Redactor learns every value), `d` itself when it
    * has none or is being deleted, or the failure to report (reason and message name the field).
    */
   private async resolveEnvironment(backend: SourceBackend, d: Desired, signal: AbortSignal): Promise<{ target: Desired } | { failure: { reason: string; message: string } }> {
     const refs = d.deleting === true ? [] : environmentReferences(d.object);
     if (refs.length === 0) return { target: d };
     if (backend.environment === undefined) {
-      return { failure: { reason: 'PolicyDenied', message: `spec.environment.${refs[0]?.name ?? ''}: valueFrom is not supported by source ${backend.source.id}` } };
+      return { failure: { reason: 'PolicyDenied', message: `spec.environmentFrom.${refs[0]?.name ?? ''}: source ${backend.source.id} cannot read environment references` } };
     }
     try {
       const values = await backend.environment.resolve(d, refs, signal);
@@ -238,7 +238,7 @@ export class Reconciler {
     } catch (err) {
       if (signal.aborted || isAbortError(err)) throw err;
       if (isEnvironmentError(err)) return { failure: { reason: err.reason, message: err.message } };
-      return { failure: { reason: 'SecretUnavailable', message: `spec.environment: cannot read valueFrom: ${errorMessage(err)}` } };
+      return { failure: { reason: 'SecretUnavailable', message: `spec.environmentFrom: cannot read it: ${errorMessage(err)}` } };
     }
   }
 

@@ -2,7 +2,7 @@
  * Issue 10, secrets and the HTTP API, against the real daemon (`node bin/hyperlet.js run` as a
  * child process), real LXC in an isolated lxcpath, and a git repository served over HTTP with
  * Basic credentials (git http-backend on 127.0.0.1):
- * - environment values from valueFrom.file reach the container's init (read in /proc), from a dir
+ * - environment values from environmentFrom {file} reach the container's init (read in /proc), from a dir
  *   source and a git source; a file outside the secrets directory is refused naming the field;
  *   rotating the file restarts the container with the new value (updatePolicy Restart);
  * - no secret (file values, a literal value, the git password) appears in the daemon's log, any
@@ -47,10 +47,10 @@ const LITERAL_SECRET = `literal-secret-${hex()}`;
 const GIT_PASSWORD = `git-pw-${hex()}`;
 const SECRETS = [FILE_SECRET, ROTATED_SECRET, LITERAL_SECRET, GIT_PASSWORD];
 
-function containerYaml(name: string, environment: Record<string, unknown>, extra: Record<string, unknown> = {}): string {
+function containerYaml(name: string, environmentFrom: Record<string, unknown>, extra: Record<string, unknown> = {}): string {
   const doc = {
     apiVersion: 'hyperlet.io/v1alpha1', kind: 'Container', metadata: { name },
-    spec: { template: 'busybox', gracefulStopSeconds: 1, network: [{ type: 'none' }], environment, ...extra },
+    spec: { template: 'busybox', gracefulStopSeconds: 1, network: [{ type: 'none' }], environmentFrom, ...extra },
   };
   return `${JSON.stringify(doc, null, 2)}\n`;
 }
@@ -167,17 +167,17 @@ describe('secrets and the HTTP API with the real daemon (LXC, git over HTTP with
     // The git source: a repository behind HTTP Basic credentials.
     const served = join(tmp, 'served');
     const work = await TestRepo.create(join(tmp, 'work'));
-    await work.write('b.yaml', containerYaml(n('b'), { API_KEY: { valueFrom: { file: 'db-password' } } }));
+    await work.write('b.yaml', containerYaml(n('b'), { API_KEY: { file: 'db-password' } }));
     await work.commit('b with a secret from the host');
     await mkdir(served);
     await run('git', ['clone', '--bare', '-q', join(tmp, 'work'), join(served, 'r.git')], { timeout: 30_000 });
     git = await GitHttpServer.start(served, { username: 'alice', password: GIT_PASSWORD });
     gitUrl = git.url('r.git', `alice:${GIT_PASSWORD}`);
 
-    await writeFile(join(manifests, 'a.yaml'), containerYaml(n('a'), {
-      LITERAL_TOKEN: LITERAL_SECRET, DB_PASSWORD: { valueFrom: { file: 'db-password' } },
-    }, { updatePolicy: 'Restart' }));
-    await writeFile(join(manifests, 'c.yaml'), containerYaml(n('c'), { X: { valueFrom: { file: 'escape' } } }));
+    await writeFile(join(manifests, 'a.yaml'), containerYaml(n('a'), { DB_PASSWORD: { file: 'db-password' } }, {
+      updatePolicy: 'Restart', environment: { LITERAL_TOKEN: LITERAL_SECRET },
+    }));
+    await writeFile(join(manifests, 'c.yaml'), containerYaml(n('c'), { X: { file: 'escape' } }));
 
     port = await freePort();
     const child = startDaemon([
@@ -212,7 +212,7 @@ describe('secrets and the HTTP API with the real daemon (LXC, git over HTTP with
     await rm(tmp, { recursive: true, force: true });
   });
 
-  it('valueFrom.file reaches the container\'s init, from a dir source and from a git source behind credentials', async () => {
+  it('environmentFrom files reach the container\'s init, from a dir source and from a git source behind credentials', async () => {
     const envA = await until('container a to run with its environment', async () => {
       const env = await initEnvironment(n('a'));
       return env.DB_PASSWORD !== undefined ? env : undefined;
@@ -230,7 +230,7 @@ describe('secrets and the HTTP API with the real daemon (LXC, git over HTTP with
   it('refuses a secret file that leads out of the secrets directory, naming the field, and creates nothing', async () => {
     const ready = await until('c to report why', async () => (await statusOf(n('c')))?.conditions?.find((c) => c.type === 'Ready' && c.reason !== 'Creating'), 60_000, 250);
     expect(ready).to.include({ status: 'False', reason: 'PolicyDenied' });
-    expect(ready.message).to.contain('spec.environment.X').and.contain('secrets directory');
+    expect(ready.message).to.contain('spec.environmentFrom.X').and.contain('secrets directory');
     expect(await stat(join(lxcpath, n('c'))).then(() => true, () => false), 'no container directory').to.equal(false);
   });
 
@@ -266,7 +266,7 @@ describe('secrets and the HTTP API with the real daemon (LXC, git over HTTP with
     expect(log.length, 'the log was written (debug level)').to.be.greaterThan(10_000);
     // What is shown instead: keys, references, and REDACTED.
     expect(answers[`/apis/hyperlet.io/v1alpha1/namespaces/default/containers/${n('a')}`]).to.contain('"LITERAL_TOKEN":"<redacted>"')
-      .and.contain('"DB_PASSWORD":{"valueFrom":{"file":"db-password"}}');
+      .and.contain('"environmentFrom":{"DB_PASSWORD":{"file":"db-password"}}');
     expect(cliOutputs['get containers -o yaml']).to.contain('LITERAL_TOKEN: <redacted>');
     expect(answers['/readyz']).to.contain('http://<redacted>@127.0.0.1');
     expect(cliOutputs['get sources -o yaml']).to.contain('<redacted>@127.0.0.1');

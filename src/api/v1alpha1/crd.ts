@@ -39,7 +39,13 @@ const celQuantity = (x: string): string => `(type(${x}) == int ? quantity(string
  */
 const CROSS_FIELD_RULES: Readonly<Record<Kind, Readonly<Record<string, readonly CelRule[]>>>> = {
   Container: {
-    '': [{ rule: 'has(self.template) != has(self.rootfs)', message: 'exactly one of template and rootfs must be set' }],
+    '': [
+      { rule: 'has(self.template) != has(self.rootfs)', message: 'exactly one of template and rootfs must be set' },
+      {
+        rule: '!has(self.environment) || !has(self.environmentFrom) || self.environmentFrom.all(k, !(k in self.environment))',
+        message: 'a name in environmentFrom must not also be in environment', fieldPath: '.environmentFrom',
+      },
+    ],
     'network[]': [{
       rule: "!has(self.type) || self.type != 'none' || (!has(self.bridge) && !has(self.hwaddr))",
       message: 'type none takes no bridge or hwaddr',
@@ -161,18 +167,6 @@ function toStructural(kind: Kind, node: JsonSchema, path: string): JsonSchema {
       if (typeof value === 'object' && value !== null) out.additionalProperties = toStructural(kind, value as JsonSchema, `${path}{}`);
     } else if (keyword === 'x-kubernetes-int-or-string') {
       out[keyword] = value;
-    } else if (keyword === 'x-environment-value') {
-      // Consumed with its anyOf below.
-    } else if (keyword === 'anyOf' && node['x-environment-value'] === true) {
-      // Text or {valueFrom: …}: a structural schema cannot say "string or object", so the node
-      // keeps what it is given and CEL checks the shape; hyperlet's own validation checks the rest.
-      out['x-kubernetes-preserve-unknown-fields'] = true;
-      rules.push({
-        rule: "type(self) == string ? (size(self) <= 4096 && !self.matches(r'[\\x{0}-\\x{8}\\x{a}-\\x{1f}\\x{7f}]')) "
-          + ': (type(self) == map && has(self.valueFrom) && size(self) == 1 && size(self.valueFrom) == 1 '
-          + '&& (has(self.valueFrom.secretKeyRef) || has(self.valueFrom.file)))',
-        message: 'must be text without control characters (at most 4096) or {valueFrom: {secretKeyRef: {name, key}}} or {valueFrom: {file: PATH}}',
-      });
     } else if (keyword === 'anyOf') {
       // Only int-or-string quantities use anyOf: the CRD form is anyOf [integer, string] with the
       // branch checks hoisted (pattern applies to strings only, minimum to numbers only).
