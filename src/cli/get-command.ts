@@ -8,12 +8,14 @@ import yaml from 'js-yaml';
 import { KINDS, type Kind } from '../api/v1alpha1/group.js';
 import { formatQuantity, parseQuantity } from '../api/v1alpha1/quantity.js';
 import { redactSpec } from '../api/v1alpha1/redact-object.js';
-import { queryObjects, rowToObject } from '../server/object-query.js';
+import { parseLabelSelector, queryObjects, rowToObject } from '../server/object-query.js';
 import { redactUrlCredentials } from '../shared/redact.js';
 import { stripTerminalControls, terminalCell } from '../shared/terminal-text.js';
 import { type ObjectRow, StateDb } from '../state/state-db.js';
 import { DEFAULT_STATE_PATH } from '../state/state-dir.js';
 import { UsageError, parsePositiveInt } from './usage-error.js';
+import { daemonConnection } from './daemon-connection.js';
+import { watchObjects } from './get-watch.js';
 
 const KIND_ALIASES = new Map<string, Kind>();
 for (const [kind, k] of Object.entries(KINDS) as [Kind, (typeof KINDS)[Kind]][]) {
@@ -60,19 +62,55 @@ function columns(r: ObjectRow, wide: boolean): string[] {
   return [...base, r.id, r.status?.hostName ?? '-', (r.status?.addresses ?? []).join(',') || '-', ready?.message ?? '-'];
 }
 
-export function getCommand(args: string[]): Promise<number> {
-  return Promise.resolve(getSync(args));
+const GET_OPTIONS = {
+  output: { type: 'string', short: 'o' }, phase: { type: 'string' }, selector: { type: 'string', short: 'l' },
+  limit: { type: 'string' }, continue: { type: 'string' }, namespace: { type: 'string', short: 'n' },
+  'all-namespaces': { type: 'boolean', short: 'A' }, state: { type: 'string' },
+  watch: { type: 'boolean', short: 'w' }, server: { type: 'string' }, cacert: { type: 'string' },
+} as const;
+
+export async function getCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: GET_OPTIONS });
+  if (values.watch !== true) return getSync(values, positionals);
+  const output = values.output ?? 'table';
+  if (!['table', 'wide', 'json', 'yaml'].includes(output)) {
+    throw new UsageError(`-o: unknown output ${JSON.stringify(output)}; use table, wide, json or yaml`);
+  }
+  if (values.limit !== undefined || values.continue !== undefined) {
+    throw new UsageError('--limit and --continue page a list; -w watches everything that matches');
+  }
+  const kind = kindFromArg(positionals[0]);
+  if (values.selector !== undefined) {
+    try {
+      parseLabelSelector(values.selector);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+  }
+  const abort = new AbortController();
+  const stop = (): void => abort.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  try {
+    const connection = daemonConnection(values);
+    return await watchObjects({
+      server: connection.server, headers: connection.headers, ...(connection.ca === undefined ? {} : { ca: connection.ca }),
+      kind, output: output as 'table',
+      ...(positionals[1] === undefined ? {} : { name: positionals[1] }),
+      ...(values['all-namespaces'] === true || values.namespace === undefined ? {} : { namespace: values.namespace }),
+      ...(values.phase === undefined ? {} : { phase: values.phase }),
+      ...(values.selector === undefined ? {} : { labelSelector: values.selector }),
+      signal: abort.signal, out: process.stdout, err: process.stderr,
+    });
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
 }
 
-function getSync(args: string[]): number {
-  const { values, positionals } = parseArgs({
-    args, allowPositionals: true, strict: true,
-    options: {
-      output: { type: 'string', short: 'o' }, phase: { type: 'string' }, selector: { type: 'string', short: 'l' },
-      limit: { type: 'string' }, continue: { type: 'string' }, namespace: { type: 'string', short: 'n' },
-      'all-namespaces': { type: 'boolean', short: 'A' }, state: { type: 'string' },
-    },
-  });
+type GetValues = ReturnType<typeof parseArgs<{ options: typeof GET_OPTIONS; allowPositionals: true }>>['values'];
+
+function getSync(values: GetValues, positionals: string[]): number {
   const output = values.output ?? 'table';
   if (!['table', 'wide', 'json', 'yaml'].includes(output)) throw new UsageError(`-o: unknown output ${JSON.stringify(output)}; use table, wide, json or yaml`);
   if (['sources', 'source', 'src'].includes(positionals[0] ?? '')) return getSources(values.state ?? DEFAULT_STATE_PATH, output, positionals[1]);

@@ -1,12 +1,13 @@
 /** `hyperlet run`: the daemon. With no flags it serves ./examples with the state DB in ./.hyperlet. */
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { Kind } from '../api/v1alpha1/group.js';
 import { isKind } from '../api/v1alpha1/group.js';
-import { readFileSync } from 'node:fs';
 import { parseQuantity } from '../api/v1alpha1/quantity.js';
 import { resolve as resolvePath } from 'node:path';
-import { Daemon, type HttpConfig } from '../daemon/daemon.js';
+import { Daemon, type HttpConfig, type NotifyConfig } from '../daemon/daemon.js';
+import { parseNotifyUrl } from '../notify/notifier.js';
 import { parseSourceSpec } from '../daemon/source-factory.js';
 import { hostOf, isLoopback } from '../server/host-check.js';
 import { DEFAULT_STATE_PATH } from '../state/state-dir.js';
@@ -44,6 +45,16 @@ Keeps the LXC containers and libvirt VMs on this host as declared.
   --qps N --burst N     retry rate limit across keys (default 10, 100)
   --shutdown-timeout D  how long SIGTERM waits for steps in flight (default 30s)
   --log-level LEVEL     trace|debug|info|warn|error (default info)
+
+Notifications (CloudEvents 1.0, structured JSON, POSTed; see README):
+  --notify URL          send phase changes, failures, drift and policy refusals to this webhook
+                        (repeatable; each URL has its own durable queue, retries and circuit breaker)
+  --notify-secret-file PATH
+                        sign every body with HMAC-SHA256 of this file's content
+                        (header X-Hyperlet-Signature: sha256=HEX)
+  --notify-timeout D    bound on one delivery attempt (default 10s)
+  --notify-max-retry-delay D
+                        longest wait between two attempts (default 60s)
 
 GitOps (every source of this run):
   --interval DURATION   git: how often to fetch (default 30s; also on SIGHUP and POST /sources/ID/refresh)
@@ -112,6 +123,46 @@ export function parseHttp(value: string, flags: { tlsCert?: string; tlsKey?: str
   };
 }
 
+/** --notify and its companions; the secret file is read here, once, and never printed. */
+function parseNotify(values: {
+  notify?: string[]; 'notify-secret-file'?: string; 'notify-timeout'?: string; 'notify-max-retry-delay'?: string;
+}): NotifyConfig | undefined {
+  const urls = values.notify ?? [];
+  if (urls.length === 0) {
+    const companions = ['notify-secret-file', 'notify-timeout', 'notify-max-retry-delay'] as const;
+    const stray = companions.find((f) => values[f] !== undefined);
+    if (stray !== undefined) throw new UsageError(`--${stray} needs --notify URL`);
+    return undefined;
+  }
+  const parsed = urls.map((u) => {
+    try {
+      return parseNotifyUrl(u);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+  });
+  let secret: Buffer | undefined;
+  const secretFile = values['notify-secret-file'];
+  if (secretFile !== undefined) {
+    try {
+      secret = Buffer.from(readFileSync(secretFile, 'utf8').replace(/\r?\n$/, ''), 'utf8');
+    } catch (err) {
+      throw new UsageError(`--notify-secret-file: cannot read ${secretFile}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+    }
+    if (secret.length === 0) throw new UsageError(`--notify-secret-file: ${secretFile} is empty`);
+  }
+  const timeout = values['notify-timeout'];
+  const maxDelay = values['notify-max-retry-delay'];
+  return {
+    urls: parsed,
+    ...(secret === undefined ? {} : { secret }),
+    ...(timeout === undefined ? {} : { timeoutMs: atLeast('--notify-timeout', parseDurationMs('--notify-timeout', timeout), 10) }),
+    ...(maxDelay === undefined ? {} : {
+      maxRetryDelayMs: atLeast('--notify-max-retry-delay', parseDurationMs('--notify-max-retry-delay', maxDelay), 10),
+    }),
+  };
+}
+
 export async function runCommand(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args, allowPositionals: false, strict: true,
@@ -123,7 +174,9 @@ export async function runCommand(args: string[]): Promise<number> {
       'shutdown-timeout': { type: 'string' }, 'log-level': { type: 'string' }, help: { type: 'boolean', short: 'h' },
       interval: { type: 'string' }, prune: { type: 'string' }, 'max-prune': { type: 'string' },
       confirm: { type: 'string', multiple: true }, paused: { type: 'boolean' },
-      'secrets-dir': { type: 'string' }, 'console-log-size': { type: 'string' }, 'http-host-allow': { type: 'string', multiple: true }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
+      notify: { type: 'string', multiple: true }, 'notify-secret-file': { type: 'string' }, 'notify-timeout': { type: 'string' },
+      'notify-max-retry-delay': { type: 'string' }, 'console-log-size': { type: 'string' },
+      'secrets-dir': { type: 'string' }, 'http-host-allow': { type: 'string', multiple: true }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
     },
   });
   if (values.help === true) {
@@ -141,6 +194,7 @@ export async function runCommand(args: string[]): Promise<number> {
   }
   const level = values['log-level'] ?? 'info';
   if (!['trace', 'debug', 'info', 'warn', 'error', 'silent'].includes(level)) throw new UsageError(`--log-level: unknown level ${JSON.stringify(level)}`);
+  const notify = parseNotify(values);
   // One Redactor for the whole process: the logger writes through it, the daemon feeds it secrets.
   const redactor = new Redactor();
   const logger = createLogger({ level: level as 'info', redact: (line) => redactor.text(line) });
@@ -169,6 +223,7 @@ export async function runCommand(args: string[]): Promise<number> {
     burst: parsePositiveInt('--burst', values.burst ?? '100'),
     shutdownTimeoutMs: parseDurationMs('--shutdown-timeout', values['shutdown-timeout'] ?? '30s'),
     policy: { prune: parseBool('--prune', values.prune ?? 'true'), paused: values.paused === true },
+    ...(notify === undefined ? {} : { notify }),
     git: {
       intervalMs: atLeast('--interval', parseDurationMs('--interval', values.interval ?? '30s'), 100),
       maxPruneShare: parseShare('--max-prune', values['max-prune'] ?? '50%'),

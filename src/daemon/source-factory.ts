@@ -10,6 +10,7 @@ import { DirSource } from '../sources/dir-source.js';
 import { GitSource } from '../sources/git-source.js';
 import { parseGitLocation } from '../sources/git/git-location.js';
 import type { SourceBackend, SourcePolicy } from '../reconcile/backend.js';
+import { type ObjectEvents, withObjectEvents } from '../reconcile/object-events.js';
 import type { Source } from '../sources/source.js';
 import type { StateDb } from '../state/state-db.js';
 import { FileEnvironmentResolver } from '../sources/file-environment-resolver.js';
@@ -36,6 +37,8 @@ export interface SourceContext {
   readonly policy?: SourcePolicy;
   /** Git sources: poll period, bound per git call, the prune limit and confirmed revisions. */
   readonly git?: GitOptions;
+  /** Where status writes and recorded events are published (notifications, the HTTP event stream). */
+  readonly events?: ObjectEvents;
   /** dir and git sources: the directory environmentFrom file references read from (--secrets-dir). */
   readonly secretsDir?: string;
 }
@@ -74,7 +77,12 @@ export function createBackends(specs: readonly SourceSpec[], ctx: SourceContext)
     const id = n === 1 ? spec.type : `${spec.type}-${n}`;
     const factory = SOURCE_FACTORIES[spec.type];
     if (factory === undefined) throw new Error(`cannot use source type ${spec.type}: it is not built into this hyperlet`);
-    return Promise.resolve(factory(id, spec, ctx));
+    return Promise.resolve(factory(id, spec, ctx)).then((backend) => {
+      if (ctx.events === undefined) return backend;
+      // The state DB queues writes behind: publish with the write so an outbox row shares its
+      // transaction. The API server's writes can fail: publish only what it took.
+      return withObjectEvents(backend, ctx.events, spec.type === 'kube' ? 'written' : 'queued');
+    });
   }));
 }
 

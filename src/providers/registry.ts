@@ -10,6 +10,8 @@ import type { Provider } from './provider.js';
 import { UnavailableProvider } from './unavailable-provider.js';
 import { LxcProvider } from './lxc/lxc-provider.js';
 import { LibvirtProvider } from './libvirt/libvirt-provider.js';
+import { LibvirtClient } from './libvirt/libvirt-client.js';
+import { LxcTools } from './lxc/lxc-tools.js';
 
 export interface ProviderOptions {
   /** LXC's lxcpath (default /var/lib/lxc). */
@@ -28,10 +30,22 @@ export interface ProviderOptions {
 /** A provider's constructor, registered per kind below. */
 export type ProviderFactory = (options: ProviderOptions) => Provider | Promise<Provider>;
 
-/** Each provider adds its factory here. */
+/** Each provider adds its factory here: the provider with the real tool runner or connection it drives. */
 export const PROVIDER_FACTORIES: Partial<Record<Kind, ProviderFactory>> = {
-  Container: (o) => new LxcProvider({ lxcpath: o.lxcpath, logger: o.logger, ...(o.consoleLogBytes === undefined ? {} : { consoleLogBytes: o.consoleLogBytes }) }),
-  VirtualMachine: (o) => new LibvirtProvider({ uri: o.libvirtUri, logger: o.logger, ...(o.libvirtSocket === undefined ? {} : { socketPath: o.libvirtSocket }) }),
+  Container: (o) => new LxcProvider({
+    lxcpath: o.lxcpath,
+    logger: o.logger,
+    tools: new LxcTools({ logger: o.logger.child({ provider: 'lxc', lxcpath: o.lxcpath }) }),
+    ...(o.consoleLogBytes === undefined ? {} : { consoleLogBytes: o.consoleLogBytes }),
+  }),
+  VirtualMachine: (o) => new LibvirtProvider({
+    logger: o.logger,
+    client: new LibvirtClient({
+      uri: o.libvirtUri,
+      logger: o.logger.child({ provider: 'libvirt' }),
+      ...(o.libvirtSocket === undefined ? {} : { socketPath: o.libvirtSocket }),
+    }),
+  }),
 };
 
 /** Makes the providers for `options.kinds`; never throws. */

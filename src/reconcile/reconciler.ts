@@ -24,7 +24,7 @@ import { errorMessage, isAbortError, isTerminalError } from '../shared/errors.js
 import type { ObservationCache } from './observation-cache.js';
 import { checkDependencies, dependentsOf } from './dependencies.js';
 import { PAUSED_ANNOTATION, PRUNE_ANNOTATION } from '../shared/annotations.js';
-import { type Plan, type Step, plan } from './plan.js';
+import { type Plan, type Step, plan, stepName } from './plan.js';
 import type { ProviderHealth } from './provider-health.js';
 import { type Result, awaitChange, requeueAfter } from './result.js';
 
@@ -67,14 +67,6 @@ const FAILURE_REASON: Readonly<Record<string, string>> = {
   'delete:deleted': 'DeleteFailed', 'delete:partial': 'CleanupFailed', 'delete:recreate': 'DeleteFailed', reboot: 'RebootFailed',
 };
 
-export function stepName(step: Step): string {
-  switch (step.op) {
-    case 'setState': return `setState:${step.to}`;
-    case 'delete': return `delete:${step.reason}`;
-    default: return step.op;
-  }
-}
-
 export class Reconciler {
   private readonly provider: Provider;
   /** The note of each key's last step ("destroyed after 60 s"), shown as status.details.lastAction. */
@@ -83,6 +75,8 @@ export class Reconciler {
   private readonly repeats = new Map<ObjectKey, { signature: string; count: number }>();
   /** The last Warning recorded per key, so a failure repeating with backoff is recorded once. */
   private readonly lastWarnings = new Map<ObjectKey, string>();
+  /** Each key's last failure (generation, step, reason) and how many passes in a row failed so: Stalled after a few. */
+  private readonly failures = new Map<ObjectKey, { signature: string; count: number }>();
 
   constructor(private readonly options: ReconcilerOptions) {
     this.provider = options.provider;
@@ -121,7 +115,10 @@ export class Reconciler {
 
     const health = await this.options.health.check(signal);
     if (!health.ok) {
-      await this.writeStatus(backend, d, { observed: undefined, failure: { reason: 'ProviderUnavailable', message: health.reason }, ...(paused === undefined ? {} : { paused }) }, signal);
+      const failuresInARow = this.countFailure(d, 'probe', 'ProviderUnavailable');
+      const failure = { reason: 'ProviderUnavailable', message: health.reason };
+      const facts = { observed: undefined, failure, failuresInARow, ...(paused === undefined ? {} : { paused }) };
+      await this.writeStatus(backend, d, facts, signal);
       // Not an error: the provider's absence is the host's state, not this object's fault.
       return requeueAfter(this.options.unavailableRetryMs ?? 30_000);
     }
@@ -150,6 +147,7 @@ export class Reconciler {
         rebootRequested: observed !== undefined && this.provider.rebootPending?.(target, observed) === true,
       });
       if (p.held !== undefined) {
+        this.failures.delete(key);
         const before = backend.statusWriter.lastWritten(key)?.conditions.find((c) => c.type === 'Drifted');
         await this.writeStatus(backend, d, { observed, plan: p, ...(paused === undefined ? {} : { paused }) }, signal);
         const after = backend.statusWriter.lastWritten(key)?.conditions.find((c) => c.type === 'Drifted');
@@ -158,6 +156,7 @@ export class Reconciler {
         return p.heldBy === 'dependencies' || p.heldBy === 'dependents' ? requeueAfter(retryMs) : awaitChange();
       }
       if (p.finished === true) {
+        this.failures.delete(key);
         if (p.conflict !== undefined) log.warn({ conflict: p.conflict }, 'object deleted; its instance is not ours and stays');
         await backend.finalizers?.release(d, signal);
         backend.records?.forget(key);
@@ -167,6 +166,7 @@ export class Reconciler {
       step = p.steps[0];
       if (step === undefined) this.repeats.delete(key);
       if (p.conflict !== undefined || step === undefined) {
+        this.failures.delete(key);
         await this.writeStatus(backend, d, { observed, plan: p, ...(paused === undefined ? {} : { paused }) }, signal);
         // An instance between states settles on its own: look again soon. Otherwise events and resyncs bring us back.
         return p.settling === true ? requeueAfter(this.options.settleMs ?? 1_000) : awaitChange();
@@ -176,9 +176,13 @@ export class Reconciler {
         backend.records?.remember(d); // before acting, so a removed object can still be undone after a crash
       }
       const name = stepName(step);
-      // Creating and deleting take a while: say so before. Other steps show in the next pass's status, ms later.
-      if (step.op === 'create' || step.op === 'delete') await this.writeStatus(backend, d, { observed, plan: p, acted: { step: name } }, signal);
+      // Say so before acting (Reconciling=True), once per stretch of work; a converged instance changed
+      // behind our back is reported as seen (Stopped) before it is repaired.
+      if (announces(step, backend.statusWriter.lastWritten(key), d.generation)) {
+        await this.writeStatus(backend, d, { observed, plan: p, acted: { step: name } }, signal);
+      }
       const note = await this.act(step, target, observed, signal);
+      this.failures.delete(key);
       this.options.cache.invalidate(d.hostName);
       log.info({ step: name, note }, 'step done');
       if (note !== undefined) this.lastActions.set(key, note);
@@ -195,11 +199,27 @@ export class Reconciler {
       const reason = isTerminalError(err) ? err.reason : isProviderUnavailableError(err) ? 'ProviderUnavailable' : step === undefined ? 'ObserveFailed' : FAILURE_REASON[stepName(step)] ?? 'ReconcileError';
       const message = step === undefined ? `cannot observe ${d.hostName}: ${errorMessage(err)}` : `cannot ${describeStep(step, d).toLowerCase()}: ${errorMessage(err)}`;
       this.warnOnce(backend, d, reason, message);
-      await this.writeStatus(backend, d, { observed, ...(p === undefined ? {} : { plan: p }), failure: { reason, message } }, signal).catch((writeErr: unknown) => {
+      const failuresInARow = this.countFailure(d, step === undefined ? 'observe' : stepName(step), reason);
+      const failure = { reason, message, terminal: isTerminalError(err) };
+      const facts = { observed, ...(p === undefined ? {} : { plan: p }), failure, failuresInARow };
+      await this.writeStatus(backend, d, facts, signal).catch((writeErr: unknown) => {
         log.warn({ err: writeErr }, 'cannot write failure status');
       });
       throw err;
     }
+  }
+
+  /**
+   * Counts one more failed pass of `d`: the count goes on while the generation, the step and the
+   * reason stay the same, and starts again at 1 otherwise. Any pass that gets past its step
+   * clears it.
+   */
+  private countFailure(d: Desired, step: string, reason: string): number {
+    const signature = `${d.generation}/${step}/${reason}`;
+    const last = this.failures.get(d.key);
+    const count = last?.signature === signature ? last.count + 1 : 1;
+    this.failures.set(d.key, { signature, count });
+    return count;
   }
 
   private repeatDelayMs(key: ObjectKey, step: Step): number {
@@ -251,6 +271,7 @@ export class Reconciler {
       this.lastActions.delete(key);
       this.lastWarnings.delete(key);
       this.repeats.delete(key);
+      this.failures.delete(key);
       return undefined;
     }
     return { d: { ...tombstone, deleting: true }, tombstone: true };
@@ -337,6 +358,20 @@ function pruneDisabledBy(d: Desired, backend: SourceBackend): string | undefined
   if (d.object.metadata.annotations?.[PRUNE_ANNOTATION] === 'disabled') return `annotation ${PRUNE_ANNOTATION}: disabled`;
   if (backend.policy?.prune === false) return `source ${backend.source.id} does not prune`;
   return undefined;
+}
+
+/**
+ * Whether to say that `step` is under way before it runs (kstatus reads Reconciling=True as
+ * InProgress). Deleting always: a new intent. Otherwise not while status says Stalled for this
+ * generation: a retry of a stalled step (backoff, resync) keeps saying Stalled until it gets
+ * through, or kstatus would flap between Failed and InProgress at every retry. Creating always
+ * (it takes a while and changes the phase), other steps unless status already says Reconciling.
+ */
+function announces(step: Step, status: Status | undefined, generation: number): boolean {
+  if (step.op === 'delete') return true;
+  const current = status?.observedGeneration === generation ? status.conditions : [];
+  if (current.some((c) => c.type === 'Stalled' && c.status === 'True')) return false;
+  return step.op === 'create' || !current.some((c) => c.type === 'Reconciling' && c.status === 'True');
 }
 
 /** Ready for its current generation: what a dependent waits for. */

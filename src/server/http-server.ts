@@ -4,7 +4,8 @@
  * resynced once), /metrics (Prometheus text), and a read API over the state DB for dir and git
  * sources: /apis/hyperlet.io/v1alpha1/{containers,virtualmachines}[?phase=&labelSelector=&limit=&continue=]
  * and /apis/hyperlet.io/v1alpha1/namespaces/NS/{plural}[/NAME]; /sources (per-source state: git
- * revisions and problems) and POST /sources/ID/refresh (look for new input now).
+ * revisions and problems) and POST /sources/ID/refresh (look for new input now); GET
+ * /api/v1/watch, the event stream (watch-stream.ts).
  *
  * Guarantees (the trust boundary of issue 10):
  * - A request whose Host is not a loopback name, the bound address or an allowed name is refused
@@ -26,6 +27,7 @@ import type { StateDb } from '../state/state-db.js';
 import { isAllowedHost, isLoopback } from './host-check.js';
 import { queryObjects, rowToObject } from './object-query.js';
 import { parseRequestTarget } from './request-target.js';
+import type { WatchStream } from './watch-stream.js';
 
 export interface ReadinessCheck {
   readonly name: string;
@@ -43,6 +45,8 @@ export interface HttpServerOptions {
   readonly logger: Logger;
   /** POST /sources/ID/refresh: asks that source to look for new input now; returns how many were asked. */
   readonly refresh?: (sourceId: string) => number;
+  /** GET /api/v1/watch: the event stream. */
+  readonly watch?: WatchStream;
   /** The bearer token mutating routes (and every route on a non-loopback bind) require. */
   readonly token: string;
   /** Certificate and key (PEM): serve HTTPS. Required when `host` is not loopback. */
@@ -163,6 +167,10 @@ export class HttpServer {
       if (this.options.db === undefined) return this.send(res, 404, { error: 'no state DB' });
       const problems = this.options.db.problems();
       return this.send(res, 200, { items: this.options.db.listSources().map((src) => ({ ...src, problems: problems.filter((p) => p.source === src.id).map((p) => p.problem.line) })) });
+    }
+    if (path === '/api/v1/watch') {
+      if (this.options.watch === undefined) return this.send(res, 404, { error: 'no event stream here' });
+      return this.options.watch.serve(req, res, query);
     }
     if (path === '/healthz') return this.sendText(res, 200, 'text/plain', 'ok\n');
     if (path === '/readyz') return this.readyz(res);

@@ -27,7 +27,7 @@ import { GitRepository } from './git/git-repository.js';
 import { type GitLocation, formatGitLocation, parseGitLocation } from './git/git-location.js';
 import { redactUrlCredentials } from '../shared/redact.js';
 import { type FileLoad, type LoadedObject, MAX_FILE_BYTES, dropDuplicates, isManifestPath, loadBytes, makeProblem } from './manifest-loader.js';
-import type { Source } from './source.js';
+import type { Source, SourceRevisionState } from './source.js';
 import type { SourceProblem } from '../store/source-problem.js';
 import type { StoreWriter } from '../store/desired-store.js';
 
@@ -103,6 +103,8 @@ export class GitSource implements Source {
   private persisted = '';
   /** The location this source id followed before, when it changed since the last run. */
   private movedFrom: string | undefined;
+  /** When a fetch last succeeded (every poll, in memory; the DB keeps it to the minute). */
+  private lastFetchOkAtMs: number | undefined;
   /** Loads of the files of the last commit read, by blob and path: unchanged files are not parsed again. */
   private loads = new Map<string, FileLoad>();
 
@@ -121,6 +123,7 @@ export class GitSource implements Source {
       ...(this.location.branch === undefined ? {} : { branch: this.location.branch }),
     };
     this.attemptBlock = this.state.blocked?.reason === 'FetchFailed' ? undefined : this.state.blocked;
+    if (this.state.lastFetch?.ok === true) this.lastFetchOkAtMs = Date.parse(this.state.lastFetch.at);
     const savedLocation = saved?.type === 'git' ? redactUrlCredentials(formatGitLocation(saved)) : undefined;
     if (savedLocation !== undefined && savedLocation !== this.shownLocation) this.movedFrom = savedLocation;
   }
@@ -137,6 +140,15 @@ export class GitSource implements Source {
 
   problems(): readonly SourceProblem[] {
     return this.currentProblems();
+  }
+
+  revisionState(): SourceRevisionState {
+    const { lastApplied, lastAttempted } = this.state;
+    return {
+      behind: lastAttempted !== undefined && lastAttempted.revision !== lastApplied?.revision,
+      ...(lastApplied === undefined ? {} : { lastAppliedAtMs: Date.parse(lastApplied.at) }),
+      ...(this.lastFetchOkAtMs === undefined ? {} : { lastSuccessfulFetchAtMs: this.lastFetchOkAtMs }),
+    };
   }
 
   summary(): string {
@@ -195,6 +207,7 @@ export class GitSource implements Source {
       this.persist();
       return;
     }
+    this.lastFetchOkAtMs = Date.parse(at);
     const tip = await this.repo.fetchedRevision();
     const recovered = this.fetchError !== undefined;
     this.fetchError = undefined;

@@ -12,7 +12,9 @@ import type { Redactor } from '../../src/shared/redact.js';
 import { FakeProvider } from './fake-provider.js';
 import { MemoryBackend } from './memory-backend.js';
 
-export function harness<K extends Kind>(kind: K, options: { concurrency?: number; metrics?: Metrics; resyncMs?: number; redactor?: Redactor } = {}) {
+export function harness<K extends Kind>(
+  kind: K, options: { concurrency?: number; metrics?: Metrics; resyncMs?: number; redactor?: Redactor; rateLimiter?: RateLimiter } = {},
+) {
   const logger = silentLogger();
   const store = new DesiredStore();
   const backend = new MemoryBackend('dir');
@@ -26,7 +28,7 @@ export function harness<K extends Kind>(kind: K, options: { concurrency?: number
   const controller = new Controller({
     kind, provider, reconciler, store, backends, cache, health, logger,
     concurrency: options.concurrency ?? 4, resyncMs: options.resyncMs ?? 3_600_000,
-    rateLimiter: new RateLimiter({ baseDelayMs: 5, maxDelayMs: 40, jitter: 0, qps: 10_000, burst: 10_000 }),
+    rateLimiter: options.rateLimiter ?? new RateLimiter({ baseDelayMs: 5, maxDelayMs: 40, jitter: 0, qps: 10_000, burst: 10_000 }),
     ...(options.metrics ? { metrics: options.metrics } : {}),
   });
   store.onChange((key) => controller.enqueue(key));

@@ -90,7 +90,7 @@ export type Container = HyperletObject<'Container'>;
 export type VirtualMachine = HyperletObject<'VirtualMachine'>;
 
 export type Phase = 'Pending' | 'Creating' | 'Running' | 'Stopped' | 'Frozen' | 'Paused' | 'Failed' | 'Deleting';
-export type ConditionType = 'Ready' | 'Synced' | 'RestartRequired' | 'RecreateRequired' | 'Paused' | 'Drifted';
+export type ConditionType = 'Ready' | 'Synced' | 'Reconciling' | 'Stalled' | 'RestartRequired' | 'RecreateRequired' | 'Paused' | 'Drifted';
 
 /** A Kubernetes-convention condition; `lastTransitionTime` moves only when `status` flips. */
 export interface Condition {
