@@ -24,6 +24,7 @@ import type { Logger } from 'pino';
 import { specFields } from '../../api/v1alpha1/fields.js';
 import type { PowerState } from '../../api/v1alpha1/types.js';
 import { TerminalError } from '../../shared/errors.js';
+import { failpoint } from '../../shared/failpoint.js';
 import type { Desired } from '../../store/desired.js';
 import {
   ProviderUnavailableError, type FieldChange, type ObservedInstance, type Provider,
@@ -329,9 +330,11 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     // Define first, marked partial, so a crash while making volumes leaves a domain that says which volumes are ours.
     const partial = toCreate.length > 0;
     let dom = await this.client.domainDefineXml(this.domainXmlFor(d, this.markerFor(d, volumes, { partial })));
+    failpoint('libvirt.create.defined');
     for (const { pool, disk } of toCreate) {
       signal.throwIfAborted();
       await this.storage.createVolume(pool, disk);
+      failpoint('libvirt.create.volume');
     }
     if (partial || previous?.partial === true) dom = await this.client.domainDefineXml(this.domainXmlFor(d, this.markerFor(d, volumes)));
     this.cache.delete(uuidFromBytes(dom.uuid));
@@ -344,6 +347,15 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     const parsed = await this.readDomain(dom);
     const st = await this.client.domainGetState(dom);
     const active = isActive(st.state);
+    signal.throwIfAborted();
+    await this.recordVolumes(d, dom, parsed, active);
+    const volumes = await this.storage.reconcileDisks(d, parsed, dom, active);
+    const marker = this.markerFor(d, volumes, parsed.marker?.rebootRequest === undefined ? {} : { rebootRequest: parsed.marker.rebootRequest });
+    // The persistent definition first: a running domain is observed through its live XML, so a
+    // live change made first and then cut short by a crash would hide that the definition lacks it.
+    await this.client.domainDefineXml(this.domainXmlFor(d, marker));
+    this.cache.delete(uuidFromBytes(dom.uuid));
+    failpoint('libvirt.update.defined');
     if (active) {
       for (const c of changes) {
         if (c.apply !== 'live') continue;
@@ -354,15 +366,30 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
           await this.client.domainSetVcpus(dom, c.to, Flags.AffectLive);
         }
       }
+      failpoint('libvirt.update.applied');
+      await this.client.domainSetMetadata(dom, buildMarkerXml(marker, true), HYPERLET_XML_PREFIX, HYPERLET_XML_NS, Flags.AffectLive);
     }
-    signal.throwIfAborted();
-    const volumes = await this.storage.reconcileDisks(d, parsed, dom, active);
-    const marker = this.markerFor(d, volumes, parsed.marker?.rebootRequest === undefined ? {} : { rebootRequest: parsed.marker.rebootRequest });
-    await this.client.domainDefineXml(this.domainXmlFor(d, marker));
-    if (active) await this.client.domainSetMetadata(dom, buildMarkerXml(marker, true), HYPERLET_XML_PREFIX, HYPERLET_XML_NS, Flags.AffectLive);
     this.cache.delete(uuidFromBytes(dom.uuid));
     if (active) await this.rebootIfRequested(d, dom, marker, observed);
     this.log.info({ hostName: d.hostName, fields: changes.map((c) => c.path), live: active }, 'domain updated');
+  }
+
+  /**
+   * Lists the volumes `d` declares in the domain's marker before any of them is made: a crash
+   * right after making one then leaves a volume the domain names, deleted with it, never an
+   * orphan (were the disk dropped from the spec meanwhile, nothing else would name it).
+   */
+  private async recordVolumes(d: Desired<'VirtualMachine'>, dom: DomainRef, parsed: ParsedDomain, active: boolean): Promise<void> {
+    const marker = parsed.marker;
+    if (marker === undefined) return;
+    const recorded = new Set(marker.volumes.map((v) => `${v.pool}/${v.name}`));
+    const missing = planDisks(d.hostName, d.object.spec, d.id)
+      .map((x) => ({ pool: x.disk.pool, name: x.volume }))
+      .filter((v) => !recorded.has(`${v.pool}/${v.name}`));
+    if (missing.length === 0) return;
+    const next: OwnershipMarker = { ...marker, volumes: [...marker.volumes, ...missing] };
+    await this.client.domainSetMetadata(dom, buildMarkerXml(next, true), HYPERLET_XML_PREFIX, HYPERLET_XML_NS, Flags.AffectConfig | (active ? Flags.AffectLive : 0));
+    this.cache.delete(uuidFromBytes(dom.uuid));
   }
 
   private async requireOwned(d: Desired<'VirtualMachine'>, verb: string): Promise<DomainRef> {
@@ -399,6 +426,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
           if (st.state === DomainState.Crashed) await this.client.domainDestroy(dom);
           if (!isActive(st.state)) {
             await this.client.domainCreate(dom);
+            failpoint('libvirt.start.started');
             return 'started';
           }
           return await this.rebootIfRequested(d, dom, (await this.readDomain(dom)).marker ?? this.markerFor(d, []), observed);
@@ -441,6 +469,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     // Adopted volumes stay the operator's: the marker lists none, so delete() keeps them.
     const flags = Flags.AffectConfig | (isActive(st.state) ? Flags.AffectLive : 0);
     await this.client.domainSetMetadata(dom, buildMarkerXml(this.markerFor(d, []), true), HYPERLET_XML_PREFIX, HYPERLET_XML_NS, flags);
+    failpoint('libvirt.adopt.marked');
     this.cache.delete(uuidFromBytes(dom.uuid));
     this.log.info({ hostName: d.hostName, observedState: observed.state }, 'domain adopted');
   }
@@ -466,10 +495,12 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
       } catch (err) {
         if (!(isLibvirtError(err) && err.isOperationInvalid)) throw err;
       }
+      failpoint('libvirt.delete.destroyed');
     }
     signal.throwIfAborted();
     // Volumes before the domain: if we die in between, the domain still names what is left to delete.
     await this.storage.deleteVolumes([...marker.volumes, ...planDisks(d.hostName, d.object.spec, d.id).map((x) => ({ pool: x.disk.pool, name: x.volume }))]);
+    failpoint('libvirt.delete.volumes-deleted');
     try {
       await this.client.domainUndefine(dom);
     } catch (err) {

@@ -4,16 +4,19 @@
  * (ownership-marker.ts), configured from the spec (lxc-config.ts), watched by lxc-monitor.
  */
 import { constants as fsConstants } from 'node:fs';
-import { access, mkdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
-import { delimiter, join } from 'node:path';
+import { access, mkdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { basename, delimiter, join } from 'node:path';
 import type { Logger } from 'pino';
 import { FIELD_APPLY, type SpecFields, specFields } from '../../api/v1alpha1/fields.js';
 import type { PowerState } from '../../api/v1alpha1/types.js';
 import { TerminalError, isAbortError } from '../../shared/errors.js';
+import { failpoint } from '../../shared/failpoint.js';
 import type { Desired } from '../../store/desired.js';
 import { type FieldChange, type ObservedInstance, type Provider, ProviderUnavailableError } from '../provider.js';
 import { CgroupHost } from './cgroup-host.js';
-import { configPath, consoleLogPath, containerDir, monitorPidPath, markerPath, rootfsPath, startLogPath } from './container-paths.js';
+import {
+  configPath, consoleLogPath, containerDir, isOwnerId, leftoverDir, monitorPidPath, markerPath, rootfsPath, startLogPath,
+} from './container-paths.js';
 import { writeFileAtomic } from './atomic-file.js';
 import {
   type RenderContext, appliedConfigOf, assertConsoleLogBytes, liveCgroupSettings, mergeConfig, renderManagedConfig,
@@ -60,8 +63,17 @@ const COMMON_CONF = '/usr/share/lxc/config/common.conf';
 
 /**
  * Manages Containers as LXC containers under `lxcpath`. Never changes a container without
- * hyperlet's marker, except adopt(); a killed create leaves an incomplete marker, which observe
- * reports as `partial` and delete() cleans up.
+ * hyperlet's marker, except adopt().
+ *
+ * Guarantees (kill -9 at any instant): a container directory appears under the lxcpath only by
+ * one rename of a staging directory that already holds its marker (incomplete until create ends),
+ * and leaves it only by one rename to a trash directory; so every directory hyperlet made is
+ * recognisably hyperlet's from its first byte to its last. An incomplete marker is observed as
+ * `partial`, which the reconciler deletes and creates again. Staging and trash directories
+ * (hidden, named after the container and its object's id: container-paths.ts leftoverDir) left
+ * by a killed hyperlet are observed as a partial container of that object, so the same
+ * level-triggered passes remove them (delete) or replace them (create); nothing is swept blindly,
+ * which a `hyperlet diff` beside a running daemon could otherwise do to a step in flight.
  */
 export class LxcProvider implements Provider<'Container'> {
   readonly name = 'lxc' as const;
@@ -153,14 +165,15 @@ export class LxcProvider implements Provider<'Container'> {
    */
   async observe(d: Desired<'Container'>, signal: AbortSignal): Promise<ObservedInstance | undefined> {
     const name = d.hostName;
-    if (!(await exists(containerDir(this.lxcpath, name)))) return undefined;
+    if (!(await exists(containerDir(this.lxcpath, name)))) return this.observer.describeLeftovers(name);
     if (!(await exists(configPath(this.lxcpath, name)))) return this.observer.describe(name, undefined);
     return this.observer.describe(name, (await this.observer.procFacts(name)) ?? (await this.observer.info(name, signal)));
   }
 
   /**
-   * Creates the container stopped: marker (incomplete), lxc-create from the template or from
-   * `-t none` plus a copy of the prepared rootfs, the managed config, marker complete. Succeeds
+   * Creates the container stopped: its directory with the marker (incomplete) renamed into place,
+   * lxc-create from the template or from `-t none` plus a copy of the prepared rootfs, the
+   * managed config, marker complete. Succeeds
    * at once when a complete container of ours exists; clears a partial one of ours first.
    * Throws TerminalError `NotOwned` when the name is taken by a container hyperlet does not own,
    * and `TemplateNotFound`, before anything is made, when the template is not installed.
@@ -175,20 +188,20 @@ export class LxcProvider implements Provider<'Container'> {
       const marker = await this.requireOwned(d, 'create');
       if (marker.complete && await this.observer.isComplete(name)) return;
       log.info('clearing a partial container before creating it again');
-      await this.destroyOwned(name, signal);
+      await this.destroyOwned(name, d.id, signal);
     }
     const spec = d.object.spec;
     if (spec.template !== undefined) await this.requireTemplate(name, spec.template);
     const fields = specFields('Container', spec);
     const applied = appliedConfigOf(fields);
     const managed = renderManagedConfig(applied, await this.renderContext(name));
-    await mkdir(dir, { mode: 0o770 });
+    if (!isOwnerId(d.id)) throw new TerminalError('InvalidId', `cannot create container ${name}: its object id ${JSON.stringify(d.id)} is not a UUID-like id`);
     const marker: OwnershipMarker = {
       version: MARKER_VERSION, id: d.id, key: d.key, specHash: d.specHash, fields, complete: false, origin: 'created',
       updatedAt: new Date().toISOString(),
     };
-    // Not fsynced: it guards against a killed hyperlet (the page cache survives that); the complete marker is.
-    await writeMarker(markerPath(this.lxcpath, name), marker, { durable: false });
+    await this.placeDirectory(name, d.id, marker);
+    failpoint('lxc.create.placed');
     const baseConf = join(dir, 'hyperlet-base.conf');
     try {
       if (spec.template !== undefined) {
@@ -209,14 +222,16 @@ export class LxcProvider implements Provider<'Container'> {
       } else {
         throw new TerminalError('InvalidSpec', `cannot create container ${name}: neither template nor rootfs is set`);
       }
+      failpoint('lxc.create.made');
       await this.writeConfig(name, managed, { durable: false });
       await unlink(baseConf);
+      failpoint('lxc.create.configured');
       await writeMarker(markerPath(this.lxcpath, name), { ...marker, complete: true, updatedAt: new Date().toISOString() });
       log.info({ template: spec.template, rootfs: spec.rootfs }, 'container created');
     } catch (err) {
       // A killed or aborted create is cleaned by the next pass (the marker says partial); a failed one now.
       if (!signal.aborted) {
-        await this.destroyOwned(name, AbortSignal.timeout(60_000)).catch((cleanupErr: unknown) =>
+        await this.destroyOwned(name, d.id, AbortSignal.timeout(60_000)).catch((cleanupErr: unknown) =>
           log.warn({ err: cleanupErr }, 'cannot clean up after a failed create; the next pass will'));
       }
       throw err;
@@ -245,6 +260,10 @@ export class LxcProvider implements Provider<'Container'> {
       if (!active || FIELD_APPLY.Container[c.path] === 'live') markerFields[c.path] = value;
     }
     const config = appliedConfigOf(configFields);
+    // The config first: observe reads cpu and memory from the live cgroup when the container runs,
+    // so a live change made first and then cut short by a crash would hide that the config lacks it.
+    await this.writeConfig(name, renderManagedConfig(config, await this.renderContext(name)));
+    failpoint('lxc.update.configured');
     if (active) {
       const cgroup = await this.cgroup();
       const live: { cpu?: number | null; memoryBytes?: number | null } = {};
@@ -254,7 +273,7 @@ export class LxcProvider implements Provider<'Container'> {
         await this.tools.run('lxc-cgroup', ['-P', this.lxcpath, '-n', name, e.key, e.value], { signal });
       }
     }
-    await this.writeConfig(name, renderManagedConfig(config, await this.renderContext(name)));
+    failpoint('lxc.update.applied');
     const allApplied = Object.keys(FIELD_APPLY.Container).every((p) => (markerFields[p] ?? null) === (want[p] ?? null));
     await writeMarker(markerPath(this.lxcpath, name), {
       ...marker,
@@ -340,9 +359,13 @@ export class LxcProvider implements Provider<'Container'> {
    */
   async delete(d: Desired<'Container'>, signal: AbortSignal): Promise<void> {
     const name = d.hostName;
-    if (!(await exists(containerDir(this.lxcpath, name)))) return;
+    if (!(await exists(containerDir(this.lxcpath, name)))) {
+      // What a killed create or delete of this object left beside the containers is all there is.
+      await this.removeLeftovers(name, d.id);
+      return;
+    }
     await this.requireOwned(d, 'delete');
-    await this.destroyOwned(name, signal);
+    await this.destroyOwned(name, d.id, signal);
     this.log.info({ key: d.key, hostName: name }, 'container deleted');
   }
 
@@ -413,8 +436,8 @@ export class LxcProvider implements Provider<'Container'> {
     return marker;
   }
 
-  /** Kills, destroys and removes a container whose ownership was checked, whole or partial. */
-  private async destroyOwned(name: string, signal: AbortSignal): Promise<void> {
+  /** Kills, destroys and removes a container whose ownership (by `ownerId`) was checked, whole or partial, and its leftovers. */
+  private async destroyOwned(name: string, ownerId: string, signal: AbortSignal): Promise<void> {
     const dir = containerDir(this.lxcpath, name);
     const marker = await readMarker(markerPath(this.lxcpath, name)).catch(() => undefined);
     if (marker?.complete !== true) {
@@ -425,17 +448,59 @@ export class LxcProvider implements Provider<'Container'> {
     if (await exists(configPath(this.lxcpath, name))) {
       const facts = await this.observer.info(name, signal);
       if (facts.state !== 'STOPPED') await this.tools.run('lxc-stop', ['-P', this.lxcpath, '-n', name, '-k'], { signal });
-      try {
-        await this.tools.run('lxc-destroy', ['-P', this.lxcpath, '-n', name], { signal, timeoutMs: this.createTimeoutMs });
-      } catch (err) {
-        if (isAbortError(err)) throw err;
-        // A half-written config can make lxc-destroy refuse; the directory check below decides.
-        this.log.warn({ hostName: name, err }, 'lxc-destroy failed; removing the directory');
-        if ((await this.observer.info(name, signal)).state !== 'STOPPED') throw err;
+      failpoint('lxc.delete.stopped');
+      // An adopted container may keep its rootfs elsewhere or on another backend: LXC removes it.
+      // hyperlet's own are dir-backed inside the directory, which goes below in one rename.
+      if (marker?.origin !== 'created') {
+        try {
+          await this.tools.run('lxc-destroy', ['-P', this.lxcpath, '-n', name], { signal, timeoutMs: this.createTimeoutMs });
+        } catch (err) {
+          if (isAbortError(err)) throw err;
+          // A half-written config can make lxc-destroy refuse; the directory check below decides.
+          this.log.warn({ hostName: name, err }, 'lxc-destroy failed; removing the directory');
+          if ((await this.observer.info(name, signal)).state !== 'STOPPED') throw err;
+        }
       }
     }
-    // Whatever is left (a partial create, a template that kept writing): it is all ours.
-    await rm(dir, { recursive: true, force: true, maxRetries: 3 });
+    // Whatever is left (a partial create, a template that kept writing): it is all ours. Out of
+    // the lxcpath in one step first, so a crash while removing leaves debris, not a container
+    // without its marker.
+    const trash = leftoverDir(this.lxcpath, name, ownerId, 'trash');
+    await rm(trash, { recursive: true, force: true, maxRetries: 3 });
+    try {
+      await rename(dir, trash);
+      failpoint('lxc.delete.trashed');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`cannot move ${dir} out of the lxcpath`, { cause: err });
+    }
+    await this.removeLeftovers(name, ownerId);
+  }
+
+  /** Removes the staging and trash directories of container `name` named with `ownerId` (see leftoverDir). */
+  private async removeLeftovers(name: string, ownerId: string): Promise<void> {
+    if (!isOwnerId(ownerId)) return; // no leftover can carry such an id
+    for (const kind of ['staging', 'trash'] as const) {
+      await rm(leftoverDir(this.lxcpath, name, ownerId, kind), { recursive: true, force: true, maxRetries: 3 });
+    }
+  }
+
+  /**
+   * Makes the container's directory holding `marker`: prepared under its staging name, then
+   * renamed into place, so it never exists without the marker. Throws when the name is taken.
+   */
+  private async placeDirectory(name: string, ownerId: string, marker: OwnershipMarker): Promise<void> {
+    const staging = leftoverDir(this.lxcpath, name, ownerId, 'staging');
+    await this.removeLeftovers(name, ownerId);
+    await mkdir(staging, { mode: 0o770 });
+    // Not fsynced: it guards against a killed hyperlet (the page cache survives that); the complete marker is.
+    await writeMarker(join(staging, basename(markerPath(this.lxcpath, name))), marker, { durable: false });
+    failpoint('lxc.create.staged');
+    try {
+      await rename(staging, containerDir(this.lxcpath, name));
+    } catch (err) {
+      await rm(staging, { recursive: true, force: true }).catch(() => undefined);
+      throw new Error(`cannot create the directory of container ${name}`, { cause: err });
+    }
   }
 
   private async writeConfig(name: string, managed: readonly string[], options: { durable?: boolean } = {}): Promise<void> {
