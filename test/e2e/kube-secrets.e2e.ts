@@ -154,7 +154,7 @@ describe('kube: environmentFrom secretKeyRef with the real daemon, real LXC and 
       expect(events, `events hold ${value}`).to.not.contain(value);
       expect(log, `the agent log holds ${value}`).to.not.contain(value);
     }
-    expect(log.length, 'the agent logged at debug level').to.be.greaterThan(5_000);
+    expect(log, 'the agent logged its steps').to.contain('"msg":"step done"');
     for (const file of readdirSync(join(dir, 'state'))) {
       const bytes = readFileSync(join(dir, 'state', file));
       for (const value of [SECRET_VALUE, LATE_VALUE]) expect(bytes.includes(Buffer.from(value)), `${file} holds ${value}`).to.equal(false);

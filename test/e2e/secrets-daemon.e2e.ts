@@ -263,7 +263,7 @@ describe('secrets and the HTTP API with the real daemon (LXC, git over HTTP with
       for (const [cmd, text] of Object.entries(cliOutputs)) expect(text, `hyperlet ${cmd} shows ${secret}`).to.not.contain(secret);
       expect(log, `the daemon's log shows ${secret}`).to.not.contain(secret);
     }
-    expect(log.length, 'the log was written (debug level)').to.be.greaterThan(10_000);
+    expect(log, 'the log was written, steps included').to.contain('"msg":"step done"');
     // What is shown instead: keys, references, and REDACTED.
     expect(answers[`/apis/hyperlet.io/v1alpha1/namespaces/default/containers/${n('a')}`]).to.contain('"LITERAL_TOKEN":"<redacted>"')
       .and.contain('"environmentFrom":{"DB_PASSWORD":{"file":"db-password"}}');
