@@ -4,6 +4,7 @@
  */
 import type { Logger } from 'pino';
 import type { Kind } from '../api/v1alpha1/group.js';
+import type { IdRange } from '../api/v1alpha1/host-defaults.js';
 import { KINDS } from '../api/v1alpha1/group.js';
 import { errorMessage } from '../shared/errors.js';
 import type { Provider } from './provider.js';
@@ -25,6 +26,8 @@ export interface ProviderOptions {
   readonly logger: Logger;
   /** Cap of each container's console log before it is rotated (--console-log-size; default 1 MiB). */
   readonly consoleLogBytes?: number;
+  /** The host ids unprivileged containers are mapped onto (the host policy's host.idmap). */
+  readonly idmap?: IdRange;
 }
 
 /** A provider's constructor, registered per kind below. */

@@ -7,7 +7,7 @@
  * host changes (STALLED_REASONS), both False once converged. Condition messages are stable (no
  * timestamps), and `lastTransitionTime` moves only when a condition's status flips.
  */
-import type { Condition, ConditionType, Phase, Status } from '../api/v1alpha1/types.js';
+import type { Condition, ConditionType, Phase, Status, StatusSnapshot } from '../api/v1alpha1/types.js';
 import type { InstanceState, ObservedInstance } from '../providers/provider.js';
 import { type Plan, stepName } from './plan.js';
 import { RETRIES_BEFORE_STALLED, isStalledReason } from './stalled-reasons.js';
@@ -34,6 +34,8 @@ export interface StatusFacts {
   readonly now: string;
   /** Why changes are stopped (annotation or --paused), when they are: adds condition Paused. */
   readonly paused?: string;
+  /** The scheduled snapshots the snapshot scheduler last listed, when the object has a schedule. */
+  readonly snapshots?: readonly StatusSnapshot[];
 }
 
 const PHASE_OF_STATE: Readonly<Record<InstanceState, Phase>> = {
@@ -122,6 +124,7 @@ export function computeStatus(f: StatusFacts): Status {
     ...(Object.keys(details).length === 0 ? {} : { details }),
     ...(pending.length === 0 ? {} : { pendingChanges: pending.map((c) => ({ field: c.path, apply: c.apply as 'restart' | 'recreate' })) }),
     ...(converged ? { convergedGeneration: d.generation } : f.previous?.convergedGeneration === undefined ? {} : { convergedGeneration: f.previous.convergedGeneration }),
+    ...(f.snapshots === undefined ? {} : { snapshots: f.snapshots.map((s) => ({ ...s })) }),
   };
 }
 

@@ -10,7 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { environmentReferences, isEnvironmentError, withEnvironmentValues } from '../api/v1alpha1/environment.js';
-import type { Status } from '../api/v1alpha1/types.js';
+import type { Status, StatusSnapshot } from '../api/v1alpha1/types.js';
 import type { Redactor } from '../shared/redact.js';
 import type { ObservedInstance, Provider } from '../providers/provider.js';
 import { isProviderUnavailableError } from '../providers/provider.js';
@@ -20,7 +20,8 @@ import type { StoreReader } from '../store/desired-store.js';
 import { type ObjectKey, parseKey } from '../store/object-key.js';
 import { computeStatus, sameStatus, type StatusFacts } from './conditions.js';
 import type { Metrics } from '../telemetry/metrics.js';
-import { errorMessage, isAbortError, isTerminalError } from '../shared/errors.js';
+import type { Admission, Admitter } from '../policy/admission.js';
+import { TerminalError, errorMessage, isAbortError, isTerminalError } from '../shared/errors.js';
 import type { ObservationCache } from './observation-cache.js';
 import { checkDependencies, dependentsOf } from './dependencies.js';
 import { PAUSED_ANNOTATION, PRUNE_ANNOTATION } from '../shared/annotations.js';
@@ -46,6 +47,12 @@ export interface ReconcilerOptions {
   readonly dependencyRetryMs?: number;
   /** Called when an object turns Ready, so objects waiting on it need not wait for their retry. */
   readonly onReady?: (d: Desired) => void;
+  /** The scheduled snapshots to list in status.snapshots (the SnapshotScheduler's last list), when known. */
+  readonly snapshotsOf?: (key: ObjectKey) => readonly StatusSnapshot[] | undefined;
+  /** The host policy: every object passes it before it is observed or acted on (absent: everything passes). */
+  readonly policy?: Admitter;
+  /** How often a refused object is looked at again (default 60 s): quotas free up, files appear. */
+  readonly policyRetryMs?: number;
   /**
    * The daemon's one Redactor: every value read for spec.environmentFrom is added to it, and
    * every Event, audit entry and status message passes it before it is written.
@@ -59,12 +66,14 @@ const EVENT_REASON: Readonly<Record<string, string>> = {
   create: 'Created', adopt: 'Adopted', update: 'Updated',
   'setState:Running': 'Started', 'setState:Stopped': 'Stopped', 'setState:Frozen': 'Frozen', 'setState:Paused': 'Paused',
   'delete:deleted': 'Deleted', 'delete:partial': 'CleanedUp', 'delete:recreate': 'Recreating', reboot: 'Rebooted',
+  restore: 'Restored',
 };
 
 const FAILURE_REASON: Readonly<Record<string, string>> = {
   create: 'CreateFailed', adopt: 'AdoptFailed', update: 'UpdateFailed',
   'setState:Running': 'StartFailed', 'setState:Stopped': 'StopFailed', 'setState:Frozen': 'FreezeFailed', 'setState:Paused': 'PauseFailed',
   'delete:deleted': 'DeleteFailed', 'delete:partial': 'CleanupFailed', 'delete:recreate': 'DeleteFailed', reboot: 'RebootFailed',
+  restore: 'RestoreFailed',
 };
 
 export class Reconciler {
@@ -87,7 +96,17 @@ export class Reconciler {
     if (backend === undefined) return awaitChange(); // a source that is not running here
     const found = this.desiredOrTombstone(key, backend);
     if (found === undefined) return awaitChange(); // never acted on, and gone: nothing to undo
-    const { d, tombstone } = found;
+    const { tombstone } = found;
+    // The host policy comes first: a refused object is never observed, planned or acted on.
+    const admission = await this.admit(found.d);
+    if (!admission.allowed) {
+      this.warnOnce(backend, found.d, admission.reason, admission.message);
+      const failure = { reason: admission.reason, message: admission.message };
+      await this.writeStatus(backend, found.d, { observed: undefined, failure }, signal);
+      // Not this pass's failure but the object's: look again now and then, as quotas free up and files appear.
+      return requeueAfter(this.options.policyRetryMs ?? 60_000);
+    }
+    const d = admission.desired;
     const log = this.options.logger.child({ key, kind: d.object.kind, provider: this.provider.name, reconcileId: randomBytes(4).toString('hex') });
 
     const paused = pausedBy(d, backend);
@@ -175,6 +194,8 @@ export class Reconciler {
         if (step.op === 'create') await backend.finalizers?.ensure(d, signal);
         backend.records?.remember(d); // before acting, so a removed object can still be undone after a crash
       }
+      const restore = p.steps.find((s) => s.op === 'restore');
+      if (restore?.op === 'restore' && step.op !== 'restore') await this.requireSnapshot(d, restore.snapshot, signal);
       const name = stepName(step);
       // Say so before acting (Reconciling=True), once per stretch of work; a converged instance changed
       // behind our back is reported as seen (Stopped) before it is repaired.
@@ -206,6 +227,15 @@ export class Reconciler {
         log.warn({ err: writeErr }, 'cannot write failure status');
       });
       throw err;
+    }
+  }
+
+  /** Before stopping an instance to restore it: the snapshot must exist, or nothing is touched (TerminalError SnapshotNotFound). */
+  private async requireSnapshot(d: Desired, snapshot: string, signal: AbortSignal): Promise<void> {
+    if (this.provider.listSnapshots === undefined) return; // the restore step itself says the provider has none
+    const list = await this.provider.listSnapshots(d, signal);
+    if (!list.some((s) => s.name === snapshot)) {
+      throw new TerminalError('SnapshotNotFound', `cannot restore ${d.hostName}: it has no snapshot ${snapshot}`);
     }
   }
 
@@ -300,6 +330,20 @@ export class Reconciler {
     return dependentsOf(d, candidates);
   }
 
+  /** The host policy's verdict on `d`, judged among every declared object. */
+  private async admit(d: Desired): Promise<Admission> {
+    const policy = this.options.policy;
+    if (policy === undefined) return { allowed: true, desired: d };
+    return policy.admit(d, { objects: this.options.store.list(), admittedBefore: (key) => this.admittedBefore(key) });
+  }
+
+  /** Whether `key` has a status from a pass that got past the policy (it keeps its MACs and quota place). */
+  private admittedBefore(key: ObjectKey): boolean {
+    const status = this.options.backends.get(parseKey(key).source)?.statusWriter.lastWritten(key);
+    const reason = status?.conditions.find((c) => c.type === 'Ready')?.reason;
+    return status !== undefined && reason !== 'PolicyDenied' && reason !== 'QuotaExceeded';
+  }
+
   private async observe(d: Desired, signal: AbortSignal): Promise<ObservedInstance | undefined> {
     const cached = this.options.cache.get(d.hostName);
     if (cached !== undefined) return cached.instance;
@@ -320,13 +364,22 @@ export class Reconciler {
       case 'setState': return (await this.provider.setState(d, step.to, need(), signal)) ?? undefined;
       case 'reboot': return (await this.provider.setState(d, 'Running', need(), signal)) ?? undefined;
       case 'delete': await this.provider.delete(d, signal); return undefined;
+      case 'restore': {
+        need();
+        if (this.provider.restoreSnapshot === undefined) {
+          throw new TerminalError('SnapshotUnsupported', `cannot restore ${d.hostName}: provider ${this.provider.name} has no snapshots`);
+        }
+        const outcome = await this.provider.restoreSnapshot(d, step.snapshot, signal);
+        return `${outcome.note} (request ${step.request})`;
+      }
     }
   }
 
   private async writeStatus(backend: SourceBackend, d: Desired, facts: Omit<StatusFacts, 'd' | 'node' | 'previous' | 'now'>, signal: AbortSignal): Promise<void> {
     const previous: Status | undefined = backend.statusWriter.lastWritten(d.key);
     const lastAction = this.lastActions.get(d.key);
-    const computed = computeStatus({ ...facts, d, node: this.options.node, previous, now: new Date().toISOString(), ...(lastAction === undefined ? {} : { lastAction }) });
+    const snapshots = this.options.snapshotsOf?.(d.key);
+    const computed = computeStatus({ ...facts, d, node: this.options.node, previous, ...(snapshots === undefined ? {} : { snapshots }), now: new Date().toISOString(), ...(lastAction === undefined ? {} : { lastAction }) });
     const status = this.options.redactor === undefined ? computed : redactStatus(computed, this.options.redactor);
     if (sameStatus(previous, status)) return;
     this.options.metrics?.statusWrites.inc({ source: d.source });
@@ -388,6 +441,7 @@ function describeStep(step: Step, d: Desired): string {
     case 'update': return `Update ${step.changes.map((c) => c.path).join(', ')} of ${what}`;
     case 'setState': return `Set ${what} to ${step.to}`;
     case 'reboot': return `Reboot ${what}`;
+    case 'restore': return `Restore ${what} to snapshot ${step.snapshot}`;
     case 'delete': return step.reason === 'partial' ? `Clean up the partial ${what}` : `Delete ${what}`;
   }
 }

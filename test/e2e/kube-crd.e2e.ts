@@ -40,6 +40,9 @@ const cases: Record<string, Case> = {
   MemoryBytesTooLarge: { reason: 'memory 64Mi–1Ti as a byte count', doc: container('bad-mem2', { template: 'busybox', resources: { memory: 2 * 2 ** 40 } }), refused: ['spec.resources.memory', 'must be between 64Mi and 1Ti'] },
   DiskTooLarge: { reason: 'disk 100Mi–10Ti', doc: container('bad-disk', { template: 'busybox', resources: { disk: '11Ti' } }), refused: ['spec.resources.disk', 'must be between 100Mi and 10Ti'] },
   NotAQuantity: { reason: 'quantities follow the Kubernetes syntax', doc: container('bad-q', { template: 'busybox', resources: { memory: '1GB' } }), refused: ['spec.resources.memory', 'should match'] },
+  MemoryHugeNumber: { reason: '1e30 is no byte count (it used to mean no limit at all)', doc: container('bad-huge', { template: 'busybox', resources: { memory: 1e30 } }), refused: ['spec.resources.memory'] },
+  MemoryHugeString: { reason: 'a quantity past 2^53 - 1 bytes', doc: container('bad-huge-s', { template: 'busybox', resources: { memory: '99999999999Ei' } }), refused: ['spec.resources.memory'] },
+  CpuHuge: { reason: 'counts are bounded', doc: container('bad-cpu-huge', { template: 'busybox', resources: { cpu: 1e30 } }), refused: ['spec.resources.cpu'] },
   BadEnvKey: { reason: 'environment keys are shell identifiers', doc: container('bad-env', { template: 'busybox', environment: { '1X': 'y' } }), refused: ['spec.environment', 'keys must match'] },
   NewLineInEnv: {
     reason: 'no value may carry a new line into a config file',

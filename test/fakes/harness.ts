@@ -8,12 +8,14 @@ import { RateLimiter } from '../../src/queue/rate-limiter.js';
 import { DesiredStore } from '../../src/store/desired-store.js';
 import { silentLogger } from '../../src/telemetry/logger.js';
 import type { Metrics } from '../../src/telemetry/metrics.js';
+import type { Admitter } from '../../src/policy/admission.js';
 import type { Redactor } from '../../src/shared/redact.js';
 import { FakeProvider } from './fake-provider.js';
 import { MemoryBackend } from './memory-backend.js';
 
 export function harness<K extends Kind>(
-  kind: K, options: { concurrency?: number; metrics?: Metrics; resyncMs?: number; redactor?: Redactor; rateLimiter?: RateLimiter } = {},
+  kind: K,
+  options: { concurrency?: number; metrics?: Metrics; resyncMs?: number; redactor?: Redactor; rateLimiter?: RateLimiter; policy?: Admitter } = {},
 ) {
   const logger = silentLogger();
   const store = new DesiredStore();
@@ -24,6 +26,7 @@ export function harness<K extends Kind>(
   const health = new ProviderHealth(provider, logger, 0);
   const reconciler = new Reconciler({ store, backends, provider, cache, health, node: 'node-a', logger, unavailableRetryMs: 30_000,
     ...(options.metrics ? { metrics: options.metrics } : {}), ...(options.redactor ? { redactor: options.redactor } : {}),
+    ...(options.policy ? { policy: options.policy } : {}),
   });
   const controller = new Controller({
     kind, provider, reconciler, store, backends, cache, health, logger,

@@ -60,6 +60,11 @@ export const containerSpecSchema: JsonSchema = {
         + 'A name may not also be in environment.',
     },
     autostart: { type: 'boolean', default: false, description: 'Start the container when the host boots.' },
+    privileged: {
+      type: 'boolean',
+      description: 'Run without a user namespace, so root in the container is root on the host. Refused unless the host policy '
+        + 'allows it for this source and namespace; by default containers run unprivileged.',
+    },
     gracefulStopSeconds: {
       type: 'integer', minimum: 0, maximum: 3600, default: 30,
       description: 'How long a stop waits for the container to shut down before it is killed.',

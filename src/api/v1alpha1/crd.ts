@@ -138,6 +138,20 @@ const statusSchema: JsonSchema = {
       type: 'integer', format: 'int64',
       description: 'The last generation the instance fully matched; later differences for it are drift (spec.driftPolicy).',
     },
+    snapshots: {
+      type: 'array',
+      description: 'Scheduled snapshots of the instance (spec.snapshots), oldest first.',
+      items: {
+        type: 'object',
+        description: 'One scheduled snapshot.',
+        properties: {
+          name: { type: 'string', description: 'Snapshot name (auto-UTCTIME).' },
+          time: { type: 'string', format: 'date-time', description: 'When it was taken.' },
+          sizeBytes: { type: 'integer', format: 'int64', description: 'Bytes it holds on the host, when known.' },
+          origin: { type: 'string', description: 'Who asked for it: schedule, object or request.' },
+        },
+      },
+    },
   },
 };
 
@@ -189,12 +203,13 @@ function toStructural(kind: Kind, node: JsonSchema, path: string): JsonSchema {
       out[keyword] = value;
     } else if (keyword === 'anyOf') {
       // Only int-or-string quantities use anyOf: the CRD form is anyOf [integer, string] with the
-      // branch checks hoisted (pattern applies to strings only, minimum to numbers only).
+      // branch checks hoisted (pattern applies to strings only, minimum and maximum to numbers only).
       if (node['x-kubernetes-int-or-string'] !== true) throw new Error(`cannot convert anyOf at spec.${path}: only int-or-string is supported`);
       out.anyOf = [{ type: 'integer' }, { type: 'string' }];
       for (const branch of value as JsonSchema[]) {
         if (branch.pattern !== undefined) out.pattern = toRe2Pattern(branch.pattern as string);
         if (branch.minimum !== undefined) out.minimum = branch.minimum;
+        if (branch.maximum !== undefined) out.maximum = branch.maximum;
       }
     } else if (keyword === 'x-quantity-range') {
       // In an array the API server's CEL cost estimate for quantity() on an int-or-string

@@ -64,7 +64,8 @@ export const absolutePath = (description: string): JsonSchema => ({
 
 /**
  * A Kubernetes quantity (string such as "512Mi", or a byte count) within a range.
- * `x-quantity-range` is checked by validate.ts and turned into a CEL rule in the CRDs.
+ * `x-quantity-range` is checked by validate.ts and turned into a CEL rule in the CRDs. A byte
+ * count must be a safe integer: `1e30` is an integer to JSON Schema, but not a number of bytes.
  * No `type`: int-or-string, as Kubernetes' own quantities in CRDs. `kubectl explain` then prints
  * `<Object>` for it (its template reads only `type`; kubernetes/kubernetes#130946), so the
  * description says what it is. `type: string` would fix that line but makes server-side apply
@@ -72,7 +73,7 @@ export const absolutePath = (description: string): JsonSchema => ({
  */
 export const quantity = (minimum: string, maximum: string, description: string): JsonSchema => ({
   'x-kubernetes-int-or-string': true,
-  anyOf: [{ type: 'integer', minimum: 0 }, { type: 'string', pattern: QUANTITY_PATTERN }],
+  anyOf: [{ type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER }, { type: 'string', pattern: QUANTITY_PATTERN }],
   'x-quantity-range': { minimum, maximum },
   description: `${description} An int-or-string quantity, ${minimum} to ${maximum}: a byte count such as 268435456, or a string `
     + 'with a suffix (Ki, Mi, Gi, Ti: powers of 1024; k, M, G, T: of 1000) such as 512Mi or 2Gi.',
@@ -123,6 +124,33 @@ export const commonSpecProperties: Record<string, JsonSchema> = {
   driftPolicy: {
     type: 'string', enum: ['Correct', 'Report', 'Ignore'], default: 'Correct',
     description: 'What to do when the instance changes behind hyperlet\'s back after it matched: Correct puts it back; Report shows the drift (condition Drifted) and leaves it; Ignore leaves it silently.',
+  },
+  snapshots: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['schedule'],
+    description: 'Scheduled snapshots of the instance, taken by the daemon and pruned by the retain rules; listed in status.snapshots.',
+    properties: {
+      schedule: {
+        type: 'string', minLength: 1, maxLength: 128, pattern: SAFE_TEXT_PATTERN,
+        description: 'When to snapshot: a 5-field cron expression in UTC (minute hour day-of-month month day-of-week; *, N, A-B, */S, lists), '
+          + 'a macro (@hourly, @daily, @weekly, @monthly, @yearly) or "@every DURATION" (such as 30m, 6h, 1h30m; at least 1m). '
+          + 'A run missed while the daemon was down runs once when it starts, never as a burst.',
+      },
+      retain: {
+        type: 'object',
+        additionalProperties: false,
+        description: 'Which scheduled snapshots to keep (Proxmox prune rules, UTC periods): a snapshot is kept if any rule keeps it; '
+          + 'with no rule, all are kept. Snapshots taken on request are never pruned.',
+        properties: {
+          last: { type: 'integer', minimum: 0, maximum: 1000, description: 'Keep the newest N snapshots.' },
+          hourly: { type: 'integer', minimum: 0, maximum: 1000, description: 'Keep the newest snapshot of each of the last N hours that have one.' },
+          daily: { type: 'integer', minimum: 0, maximum: 1000, description: 'Keep the newest snapshot of each of the last N days that have one.' },
+          weekly: { type: 'integer', minimum: 0, maximum: 1000, description: 'Keep the newest snapshot of each of the last N ISO weeks that have one.' },
+          monthly: { type: 'integer', minimum: 0, maximum: 1000, description: 'Keep the newest snapshot of each of the last N months that have one.' },
+        },
+      },
+    },
   },
   dependsOn: {
     type: 'array',

@@ -9,6 +9,7 @@
  * (live with block resize when running) and never shrink (TerminalError DiskShrinkRefused).
  * A disk without size gets `defaultDiskBytes` (10 GiB, sparse).
  */
+import { constants as fsConstants } from 'node:fs';
 import { mkdir, open } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -64,8 +65,10 @@ export class LibvirtStorage {
   private async backingOf(image: string | undefined): Promise<{ path: string; format: 'qcow2' | 'raw' } | undefined> {
     if (image === undefined) return undefined;
     try {
-      const fh = await open(image, 'r');
+      // Never a device, FIFO or link (the host policy checked the path; this holds even if it changed since).
+      const fh = await open(image, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOFOLLOW);
       try {
+        if (!(await fh.stat()).isFile()) throw new Error('not a regular file');
         const head = Buffer.alloc(4);
         await fh.read(head, 0, 4, 0);
         return { path: image, format: imageFormatOf(head) };

@@ -191,6 +191,7 @@ export class LxcObserver {
     const limits = pid === undefined ? undefined : await withinMs(PROC_READ_TIMEOUT_MS, cgroup.readLimits(pid), undefined);
     if (fromConfig !== undefined) {
       fields.autostart = fromConfig.autostart ?? false;
+      fields.privileged = fromConfig.privileged ?? true; // the config says whether it has a user namespace
       const liveCpu = limits === undefined ? fromConfig['resources.cpu'] ?? null : cpuOf(limits);
       const liveMemory = limits === undefined ? fromConfig['resources.memory'] ?? null : limits.memoryBytes;
       fields['resources.cpu'] = settle(fields['resources.cpu'], liveCpu, (applied) => applied);
@@ -201,6 +202,7 @@ export class LxcObserver {
     const details: Record<string, string> = { lxcState: lxcState ?? 'UNLISTED', cgroup: `v${cgroup.version}` };
     if (markerProblem !== undefined) details.marker = markerProblem;
     if (marker !== undefined) details.origin = marker.origin;
+    if (marker?.restoreRequest !== undefined) details.restoreRequest = marker.restoreRequest;
     return {
       hostName: name,
       state: lxcState === undefined ? 'Unknown' : state,

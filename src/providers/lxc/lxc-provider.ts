@@ -4,15 +4,22 @@
  * (ownership-marker.ts), configured from the spec (lxc-config.ts), watched by lxc-monitor.
  */
 import { constants as fsConstants } from 'node:fs';
-import { access, mkdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
-import { basename, delimiter, join } from 'node:path';
+import { access, chmod, mkdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { basename, delimiter, dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { FIELD_APPLY, type SpecFields, specFields } from '../../api/v1alpha1/fields.js';
+import { DEFAULT_ID_RANGE, type IdRange } from '../../api/v1alpha1/host-defaults.js';
 import type { PowerState } from '../../api/v1alpha1/types.js';
-import { TerminalError, isAbortError } from '../../shared/errors.js';
+import { TerminalError, errorMessage, isAbortError } from '../../shared/errors.js';
 import { failpoint } from '../../shared/failpoint.js';
 import type { Desired } from '../../store/desired.js';
-import { type FieldChange, type ObservedInstance, type Provider, ProviderUnavailableError } from '../provider.js';
+import {
+  type FieldChange, type InstanceSnapshot, type ObservedInstance, type Provider, ProviderUnavailableError, type RestoreOutcome,
+  type SnapshotOptions, assertSnapshotName,
+} from '../provider.js';
+import { type Clock, systemClock } from '../../shared/clock.js';
+import { LxcSnapshots } from './lxc-snapshots.js';
+import { RESTORE_REQUEST_ANNOTATION, snapshotOfRestoreRequest } from '../../shared/annotations.js';
 import { CgroupHost } from './cgroup-host.js';
 import {
   configPath, consoleLogPath, containerDir, isOwnerId, leftoverDir, monitorPidPath, markerPath, rootfsPath, startLogPath,
@@ -22,6 +29,8 @@ import {
   type RenderContext, appliedConfigOf, assertConsoleLogBytes, liveCgroupSettings, mergeConfig, renderManagedConfig,
   renderRootfsBaseConfig,
 } from './lxc-config.js';
+import { assertSearchableByOthers, shiftOwnership } from './id-shift.js';
+import { ensureSubordinateRange } from './subordinate-ids.js';
 import { LxcMonitor } from './lxc-monitor.js';
 import {
   LXC_TOOLS, type LxcToolRunner, parseLsFancy, summarizeLxcLog,
@@ -48,6 +57,15 @@ export interface LxcProviderOptions {
   readonly consoleLogBytes?: number;
   /** This host's cgroup layout; detected from /proc/self/mounts at first use when not given (tests give one). */
   readonly cgroup?: CgroupHost;
+  /** Time for snapshot records; the system clock when not given. */
+  readonly clock?: Clock;
+  /** The host ids unprivileged containers are mapped onto (the host policy's host.idmap); default DEFAULT_ID_RANGE. */
+  readonly idmap?: IdRange;
+  /**
+   * Where the range is registered for root (subordinate-ids.ts): default /etc/subuid and
+   * /etc/subgid; null leaves the host's files alone (tests with their own range).
+   */
+  readonly subordinateIdFiles?: { readonly uid: string; readonly gid: string } | null;
   /** Where lxc-create finds template `NAME` as `lxc-NAME`; LXC's compiled-in LXCTEMPLATEDIR on Debian. */
   readonly templatesDir?: string;
 }
@@ -87,6 +105,9 @@ export class LxcProvider implements Provider<'Container'> {
   private readonly templatesDir: string;
   private cgroupHost: Promise<CgroupHost> | undefined;
   private readonly observer: LxcObserver;
+  private readonly snapshots: LxcSnapshots;
+  private readonly idmap: IdRange;
+  private readonly subordinateIdFiles: { readonly uid: string; readonly gid: string } | null;
 
   constructor(options: LxcProviderOptions) {
     this.lxcpath = options.lxcpath;
@@ -96,9 +117,17 @@ export class LxcProvider implements Provider<'Container'> {
     this.createTimeoutMs = options.createTimeoutMs ?? 300_000;
     if (options.consoleLogBytes !== undefined) assertConsoleLogBytes(options.consoleLogBytes);
     this.consoleLogBytes = options.consoleLogBytes;
+    this.idmap = options.idmap ?? DEFAULT_ID_RANGE;
+    this.subordinateIdFiles = options.subordinateIdFiles === undefined
+      ? { uid: '/etc/subuid', gid: '/etc/subgid' }
+      : options.subordinateIdFiles;
     this.templatesDir = options.templatesDir ?? DEFAULT_TEMPLATES_DIR;
     this.observer = new LxcObserver({ lxcpath: this.lxcpath, tools: this.tools, logger: this.log, cgroup: () => this.cgroup() });
     this.monitor = new LxcMonitor({ lxcpath: this.lxcpath, logger: this.log, listNames: () => this.observer.listNames() });
+    this.snapshots = new LxcSnapshots({
+      lxcpath: this.lxcpath, tools: this.tools, clock: options.clock ?? systemClock, logger: this.log,
+      stateOf: async (name, signal) => (await this.observer.info(name, signal)).state,
+    });
   }
 
   /** The lxc-monitor watcher behind changes(), for health checks and tests. */
@@ -108,7 +137,8 @@ export class LxcProvider implements Provider<'Container'> {
 
   /**
    * Checks that this host can run containers: root, every lxc-* tool in PATH and runnable,
-   * a usable lxcpath (created when missing), and a memory cgroup. Throws ProviderUnavailableError.
+   * a usable lxcpath (created when missing), a memory cgroup, and the id range registered for
+   * root in /etc/subuid and /etc/subgid (subordinate-ids.ts). Throws ProviderUnavailableError.
    */
   async probe(signal: AbortSignal): Promise<void> {
     if (typeof process.getuid === 'function' && process.getuid() !== 0) {
@@ -137,6 +167,16 @@ export class LxcProvider implements Provider<'Container'> {
       await this.cgroup();
     } catch (err) {
       throw new ProviderUnavailableError('cannot use lxc: no memory cgroup on this host', { cause: err });
+    }
+    if (this.subordinateIdFiles !== null) {
+      try {
+        for (const file of [this.subordinateIdFiles.uid, this.subordinateIdFiles.gid]) {
+          if (!(await ensureSubordinateRange(file, this.idmap))) continue;
+          this.log.info({ file, idmap: this.idmap }, 'registered the id range of unprivileged containers');
+        }
+      } catch (err) {
+        throw new ProviderUnavailableError(`cannot use lxc: ${errorMessage(err)}`, { cause: err });
+      }
     }
   }
 
@@ -196,9 +236,10 @@ export class LxcProvider implements Provider<'Container'> {
     const applied = appliedConfigOf(fields);
     const managed = renderManagedConfig(applied, await this.renderContext(name));
     if (!isOwnerId(d.id)) throw new TerminalError('InvalidId', `cannot create container ${name}: its object id ${JSON.stringify(d.id)} is not a UUID-like id`);
+    if (!applied.privileged) await this.openLxcpathToMappedRoot();
     const marker: OwnershipMarker = {
       version: MARKER_VERSION, id: d.id, key: d.key, specHash: d.specHash, fields, complete: false, origin: 'created',
-      updatedAt: new Date().toISOString(),
+      updatedAt: new Date().toISOString(), ...restoreRequestRecord(d),
     };
     await this.placeDirectory(name, d.id, marker);
     failpoint('lxc.create.placed');
@@ -218,6 +259,8 @@ export class LxcProvider implements Provider<'Container'> {
         await mkdir(rootfsPath(this.lxcpath, name), { mode: 0o755 });
         // A copy, never the directory itself: lxc-destroy deletes a dir-backed rootfs.
         await this.tools.run('cp', ['-a', '--', `${source}/.`, rootfsPath(this.lxcpath, name)], { signal, timeoutMs: this.createTimeoutMs });
+        // Root in the container is hostId on the host: its files must be owned the same way (templates do this in LXC).
+        if (!applied.privileged) await shiftOwnership(rootfsPath(this.lxcpath, name), this.idmap, signal);
         await this.tools.run('lxc-create', ['-P', this.lxcpath, '-n', name, '-t', 'none', '-f', baseConf], { signal, timeoutMs: this.createTimeoutMs });
       } else {
         throw new TerminalError('InvalidSpec', `cannot create container ${name}: neither template nor rootfs is set`);
@@ -347,7 +390,7 @@ export class LxcProvider implements Provider<'Container'> {
     if (current === undefined) throw new Error(`cannot adopt container ${name}: it disappeared`);
     await writeMarker(markerPath(this.lxcpath, name), {
       version: MARKER_VERSION, id: d.id, key: d.key, fields: current.fields, complete: true, origin: 'adopted',
-      updatedAt: new Date().toISOString(),
+      updatedAt: new Date().toISOString(), ...restoreRequestRecord(d),
     });
     this.log.info({ key: d.key, hostName: name }, 'container adopted');
   }
@@ -399,9 +442,60 @@ export class LxcProvider implements Provider<'Container'> {
     return this.cgroupHost;
   }
 
+  /** Snapshot of the container's rootfs, frozen for the copy when running (lxc-snapshots.ts). */
+  async snapshot(d: Desired<'Container'>, name: string, options: SnapshotOptions, signal: AbortSignal): Promise<InstanceSnapshot> {
+    assertSnapshotName(name);
+    const marker = await this.requireOwned(d, 'snapshot');
+    return this.snapshots.take(d.hostName, name, marker.specHash, options, signal);
+  }
+
+  /** The container's complete snapshots, oldest first; none when it does not exist or is not `d`'s. */
+  async listSnapshots(d: Desired<'Container'>, _signal: AbortSignal): Promise<readonly InstanceSnapshot[]> {
+    const marker = await readMarker(markerPath(this.lxcpath, d.hostName)).catch(() => undefined);
+    if (marker?.id !== d.id) return [];
+    return this.snapshots.list(d.hostName);
+  }
+
+  /** Puts the snapshot's rootfs back into the stopped container; its config (the declared spec) stays. */
+  async restoreSnapshot(d: Desired<'Container'>, name: string, signal: AbortSignal): Promise<RestoreOutcome> {
+    assertSnapshotName(name);
+    const marker = await this.requireOwned(d, 'restore');
+    const snapshot = await this.snapshots.restore(d.hostName, name, signal);
+    const request = d.object.metadata.annotations?.[RESTORE_REQUEST_ANNOTATION];
+    if (request !== undefined && snapshotOfRestoreRequest(request) === name) {
+      // Recorded so the request is acted on once: the plan compares it with the annotation.
+      await writeMarker(markerPath(this.lxcpath, d.hostName), { ...marker, restoreRequest: request, updatedAt: new Date().toISOString() });
+    }
+    const specDiffers = snapshot.specHash !== undefined && marker.specHash !== undefined && snapshot.specHash !== marker.specHash;
+    const note = specDiffers
+      ? `restored rootfs from snapshot ${name}; it was taken with another spec, the declared spec is kept`
+      : `restored rootfs from snapshot ${name}`;
+    return { snapshot, specDiffers, note };
+  }
+
+  /** Deletes one snapshot; a missing one (or a missing container) is success. */
+  async deleteSnapshot(d: Desired<'Container'>, name: string, _signal: AbortSignal): Promise<void> {
+    assertSnapshotName(name);
+    if (!(await exists(containerDir(this.lxcpath, d.hostName)))) return;
+    await this.requireOwned(d, 'delete a snapshot of');
+    await this.snapshots.delete(d.hostName, name);
+  }
+
+  /**
+   * Lets an unprivileged container's mapped root pass through the lxcpath, as through
+   * /var/lib/lxc (0755): the lxcpath is hyperlet's, so it gets o+x; the directories above are
+   * the operator's, so they are only checked (before anything is made).
+   */
+  private async openLxcpathToMappedRoot(): Promise<void> {
+    const st = await stat(this.lxcpath);
+    if ((st.mode & 0o001) === 0) await chmod(this.lxcpath, (st.mode & 0o7777) | 0o001);
+    await assertSearchableByOthers(dirname(this.lxcpath));
+  }
+
   private async renderContext(name: string): Promise<RenderContext> {
     return {
-      lxcpath: this.lxcpath, hostName: name, cgroupVersion: (await this.cgroup()).version, consoleLogPath: consoleLogPath(this.lxcpath, name),
+      lxcpath: this.lxcpath, hostName: name, cgroupVersion: (await this.cgroup()).version,
+      consoleLogPath: consoleLogPath(this.lxcpath, name), idmap: this.idmap,
       ...(this.consoleLogBytes === undefined ? {} : { consoleLogBytes: this.consoleLogBytes }),
     };
   }
@@ -549,6 +643,12 @@ export class LxcProvider implements Provider<'Container'> {
     }
     return gracefulStopSeconds > 0 ? `killed after ${gracefulStopSeconds} s without a clean shutdown` : 'killed (gracefulStopSeconds is 0)';
   }
+}
+
+/** A new instance has had the restore request its object carries already: it has nothing to restore. */
+function restoreRequestRecord(d: Desired<'Container'>): { restoreRequest?: string } {
+  const request = d.object.metadata.annotations?.[RESTORE_REQUEST_ANNOTATION];
+  return request === undefined ? {} : { restoreRequest: request };
 }
 
 async function onPath(tool: string): Promise<boolean> {
