@@ -73,7 +73,7 @@ export async function diffCommand(args: string[]): Promise<number> {
     ...(values['libvirt-socket'] === undefined ? {} : { libvirtSocket: values['libvirt-socket'] }),
   });
   const signal = AbortSignal.timeout(120_000);
-  // valueFrom.file is read as the daemon of a dir or git source reads it, so the diff is the daemon's.
+  // environmentFrom files are read as the daemon of a dir or git source reads it, so the diff is the daemon's.
   const environment = new FileEnvironmentResolver(values['secrets-dir'] ?? DEFAULT_SECRETS_DIR);
   let changes = 0;
   let failures = 0;

@@ -82,12 +82,14 @@ export interface DaemonConfig {
   /** Time for the reconcile core, the state DB and the sources (default: the system clock). */
   readonly clock?: Clock;
   /**
-   * The one Redactor of this process (shared with the logger): values read for valueFrom
+   * The one Redactor of this process (shared with the logger): values read for environmentFrom
    * references are added to it; Events, audit entries, status and HTTP answers pass it.
    */
   readonly redactor?: Redactor;
-  /** dir and git sources: where valueFrom.file reads secrets (--secrets-dir, default /etc/hyperlet/secrets). */
+  /** dir and git sources: where environmentFrom file references are read (--secrets-dir, default /etc/hyperlet/secrets). */
   readonly secretsDir?: string;
+  /** Cap of each container's console log before it is rotated (--console-log-size). */
+  readonly consoleLogBytes?: number;
   /** --notify: webhook sinks of CloudEvents, with the HMAC secret and delivery bounds. */
   readonly notify?: NotifyConfig;
 }
@@ -163,6 +165,7 @@ export class Daemon {
       ? await createProviders({
         lxcpath: config.lxcpath, libvirtUri: config.libvirtUri, kinds: config.kinds, logger, idmap: hostPolicy.host.idmap, clock,
         ...(config.libvirtSocket === undefined ? {} : { libvirtSocket: config.libvirtSocket }),
+        ...(config.consoleLogBytes === undefined ? {} : { consoleLogBytes: config.consoleLogBytes }),
       })
       : new Map(config.providers);
 

@@ -84,7 +84,7 @@ export function createKubeBackend(options: KubeBackendOptions): KubeBackend {
     }),
     statusWriter: new KubeStatusWriter({ kubeConfig, tracker, logger }),
     recorder: new KubeRecorder({ sink: new KubeEventSink(kubeConfig), logger, ...(host !== undefined ? { host } : {}) }),
-    // valueFrom.secretKeyRef: a Secret of the object's own namespace, read at each reconcile.
+    // environmentFrom secretKeyRef: a Secret of the object's own namespace, read at each reconcile.
     environment: new KubeEnvironmentResolver(new KubeSecretReader(kubeConfig)),
     finalizers: new KubeFinalizerGate({ kubeConfig, tracker, logger }),
     kubeConfig,

@@ -44,7 +44,7 @@ export interface SourceContext {
   readonly clock?: Clock;
   /** Where status writes and recorded events are published (notifications, the HTTP event stream). */
   readonly events?: ObjectEvents;
-  /** dir and git sources: the directory valueFrom.file reads from (--secrets-dir). */
+  /** dir and git sources: the directory environmentFrom file references read from (--secrets-dir). */
   readonly secretsDir?: string;
 }
 

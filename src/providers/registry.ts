@@ -26,6 +26,8 @@ export interface ProviderOptions {
   /** Kinds to serve; the others are not reconciled at all. */
   readonly kinds: readonly Kind[];
   readonly logger: Logger;
+  /** Cap of each container's console log before it is rotated (--console-log-size; default 1 MiB). */
+  readonly consoleLogBytes?: number;
   /** The host ids unprivileged containers are mapped onto (the host policy's host.idmap). */
   readonly idmap?: IdRange;
   /** Time for the providers' timestamps, caches and waits (default: the system clock). */
@@ -42,6 +44,7 @@ export const PROVIDER_FACTORIES: Partial<Record<Kind, ProviderFactory>> = {
     logger: o.logger,
     clock: o.clock,
     tools: new LxcTools({ logger: o.logger.child({ provider: 'lxc', lxcpath: o.lxcpath }) }),
+    ...(o.consoleLogBytes === undefined ? {} : { consoleLogBytes: o.consoleLogBytes }),
   }),
   VirtualMachine: (o) => new LibvirtProvider({
     logger: o.logger,

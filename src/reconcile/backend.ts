@@ -78,7 +78,7 @@ export interface SourcePolicy {
 }
 
 /**
- * Reads the values of environment references (valueFrom) of one source's objects: files under
+ * Reads the values of environment references (spec.environmentFrom) of one source's objects: files under
  * the secrets directory for dir and git, Secrets of the object's namespace for kube.
  */
 export interface EnvironmentResolver {
@@ -102,6 +102,6 @@ export interface SourceBackend<S extends SourceIdentity = SourceIdentity> {
   readonly records?: ObjectRecords;
   readonly finalizers?: FinalizerGate;
   readonly policy?: SourcePolicy;
-  /** Resolves valueFrom references; an object with references and no resolver is refused. */
+  /** Resolves spec.environmentFrom; an object with references and no resolver is refused. */
   readonly environment?: EnvironmentResolver;
 }

@@ -63,11 +63,11 @@ export interface ReconcilerOptions {
   /** How often a refused object is looked at again (default 60 s): quotas free up, files appear. */
   readonly policyRetryMs?: number;
   /**
-   * The daemon's one Redactor: every value read for a valueFrom reference is added to it, and
+   * The daemon's one Redactor: every value read for spec.environmentFrom is added to it, and
    * every Event, audit entry and status message passes it before it is written.
    */
   readonly redactor?: Redactor;
-  /** How often an object whose valueFrom cannot be read looks again (default 10 s). */
+  /** How often an object whose environmentFrom cannot be read looks again (default 10 s). */
   readonly environmentRetryMs?: number;
 }
 
@@ -100,7 +100,7 @@ type GateOutcome =
 
 /**
  * What observe and plan found: the instance, the plan, and the target (the desired object with
- * its valueFrom references read: what the instance gets; status, records and events keep the
+ * its spec.environmentFrom read: what the instance gets; status, records and events keep the
  * desired object). Or the result that ends the pass when a reference cannot be read.
  */
 type Outlook =
@@ -247,7 +247,7 @@ export class Reconciler {
 
   /**
    * Observe and plan: the instance as it is now (batch cache or provider), the desired object's
-   * valueFrom references read, and the steps still due. Ends the pass when a reference cannot be read.
+   * spec.environmentFrom read, and the steps still due. Ends the pass when a reference cannot be read.
    */
   private async observeAndPlan(pass: Pass, dependencies: DependencyCheck | undefined, progress: Progress): Promise<Outlook> {
     const { key, desired, backend } = pass;
@@ -393,7 +393,7 @@ export class Reconciler {
   }
 
   /**
-   * The desired object with its valueFrom references read (the Redactor learns every value), the
+   * The desired object with its spec.environmentFrom read (the Redactor learns every value), the
    * object itself when it has none or is being deleted, or the failure to report (reason and
    * message name the field).
    */
@@ -402,7 +402,7 @@ export class Reconciler {
     const refs = desired.deleting === true ? [] : environmentReferences(desired.object);
     if (refs.length === 0) return { target: desired };
     if (backend.environment === undefined) {
-      const message = `spec.environment.${refs[0]?.name ?? ''}: valueFrom is not supported by source ${backend.source.id}`;
+      const message = `spec.environmentFrom.${refs[0]?.name ?? ''}: source ${backend.source.id} cannot read environment references`;
       return { failure: { reason: 'PolicyDenied', message } };
     }
     try {
@@ -412,7 +412,7 @@ export class Reconciler {
     } catch (err) {
       if (signal.aborted || isAbortError(err)) throw err;
       if (isEnvironmentError(err)) return { failure: { reason: err.reason, message: err.message } };
-      return { failure: { reason: 'SecretUnavailable', message: `spec.environment: cannot read valueFrom: ${errorMessage(err)}` } };
+      return { failure: { reason: 'SecretUnavailable', message: `spec.environmentFrom: cannot read it: ${errorMessage(err)}` } };
     }
   }
 

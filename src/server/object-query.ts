@@ -82,7 +82,7 @@ export function rowToObject(r: ObjectRow): Record<string, unknown> {
       ...(object?.metadata.annotations === undefined ? {} : { annotations: object.metadata.annotations }),
       ...(r.desired?.origin === undefined ? {} : { annotations: { ...(object?.metadata.annotations ?? {}), 'hyperlet.io/source': `${r.source}:${r.desired.origin.file}` } }),
     },
-    // Environment values are never shown: keys and valueFrom references are (api/v1alpha1/redact-object.ts).
+    // Environment values are never shown: keys and environmentFrom references are (api/v1alpha1/redact-object.ts).
     spec: redactSpec(object?.spec ?? {}),
     ...(status === undefined ? {} : { status }),
   };

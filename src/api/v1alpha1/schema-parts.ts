@@ -27,40 +27,32 @@ export const SECRET_KEY_PATTERN = '^[-._a-zA-Z0-9]+$';
 export const SECRET_FILE_PATTERN = '^[^\\u0000-\\u001f\\u007f]+$';
 
 /**
- * One environment value: text, or a reference resolved when the object is reconciled, so the
- * secret itself never sits in the object, in Git or in the state DB. `x-environment-value` tells
- * validate.ts and crd.ts that this anyOf is the text-or-reference union.
+ * Where one environment value comes from (Kubernetes' EnvVarSource, the part under `valueFrom`):
+ * exactly one of a Secret key (kube source) and a file of the host's secrets directory (dir and
+ * git sources). Read when the object is reconciled, so the secret never sits in the object, in
+ * Git or in the state DB.
  */
-export const environmentValue: JsonSchema = {
-  'x-environment-value': true,
-  anyOf: [
-    { type: 'string', maxLength: 4096, pattern: SAFE_TEXT_PATTERN },
-    {
+export const environmentSource: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  minProperties: 1,
+  maxProperties: 1,
+  properties: {
+    secretKeyRef: {
       type: 'object',
       additionalProperties: false,
-      required: ['valueFrom'],
+      required: ['name', 'key'],
+      description: 'kube source: a key of a Secret in the object\'s namespace.',
       properties: {
-        valueFrom: {
-          type: 'object',
-          additionalProperties: false,
-          minProperties: 1,
-          maxProperties: 1,
-          properties: {
-            secretKeyRef: {
-              type: 'object',
-              additionalProperties: false,
-              required: ['name', 'key'],
-              properties: {
-                name: { type: 'string', minLength: 1, maxLength: 253, pattern: DNS_SUBDOMAIN_PATTERN },
-                key: { type: 'string', minLength: 1, maxLength: 253, pattern: SECRET_KEY_PATTERN },
-              },
-            },
-            file: { type: 'string', minLength: 1, maxLength: 4096, pattern: SECRET_FILE_PATTERN },
-          },
-        },
+        name: { type: 'string', minLength: 1, maxLength: 253, pattern: DNS_SUBDOMAIN_PATTERN, description: 'Name of the Secret.' },
+        key: { type: 'string', minLength: 1, maxLength: 253, pattern: SECRET_KEY_PATTERN, description: 'Key in the Secret\'s data.' },
       },
     },
-  ],
+    file: {
+      type: 'string', minLength: 1, maxLength: 4096, pattern: SECRET_FILE_PATTERN,
+      description: 'dir and git sources: a file in the host\'s secrets directory (--secrets-dir), relative to it or absolute inside it.',
+    },
+  },
 };
 
 /** Schema of a DNS-1123 label string (at most 63 characters) with `description`. */

@@ -57,8 +57,6 @@ export interface EnvironmentSource {
   /** dir and git sources: a file in the host's secrets directory (relative to it, or absolute inside it). */
   file?: string;
 }
-/** An environment value: text, or a reference resolved at reconcile time. */
-export type EnvironmentValue = string | { valueFrom: EnvironmentSource };
 
 /** The power states a Container may declare. */
 export type ContainerState = 'Running' | 'Stopped' | 'Frozen';
@@ -71,7 +69,9 @@ export interface ContainerSpec extends CommonSpec {
   rootfs?: string;
   resources?: { cpu?: number; memory?: Quantity; disk?: Quantity };
   network?: ContainerNetwork[];
-  environment?: Record<string, EnvironmentValue>;
+  environment?: Record<string, string>;
+  /** Environment read at reconcile time (valueFrom), by variable name. */
+  environmentFrom?: Record<string, EnvironmentSource>;
   autostart: boolean;
   /** Absent means false: the container runs in a user namespace (lxc.idmap). */
   privileged?: boolean;

@@ -18,7 +18,7 @@
  *   changes, on reconnect, when its active/inactive state flips, and after `xmlCacheTtlMs`.
  */
 import { constants as fsConstants } from 'node:fs';
-import { access, mkdir } from 'node:fs/promises';
+import { access, mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { specFields } from '../../api/v1alpha1/fields.js';
@@ -555,6 +555,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     if (dom === undefined) {
       // The domain went behind our back: its volumes, named with our id, are still ours to remove.
       await this.storage.deleteVolumes(planDisks(d.hostName, d.object.spec, d.id).map((x) => ({ pool: x.disk.pool, name: x.volume })));
+      await this.removeConsoleLogs(d.hostName);
       return;
     }
     const marker = (await this.readDomain(dom)).marker;
@@ -582,7 +583,27 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     }
     this.cache.delete(uuidFromBytes(dom.uuid));
     this.lastStop.delete(d.hostName);
+    await this.removeConsoleLogs(d.hostName);
     this.log.info({ hostName: d.hostName, volumes: marker.volumes.length }, 'domain deleted');
+  }
+
+  /**
+   * Removes a deleted domain's serial console log and the older parts virtlogd rotated out
+   * (NAME.log.0, .1, …: virtlogd caps each at max_size, keeps max_backups; defaults 2 MiB, 3).
+   */
+  private async removeConsoleLogs(hostName: string): Promise<void> {
+    const base = path.basename(this.consolePathOf(hostName));
+    let names: string[];
+    try {
+      names = await readdir(this.consoleDir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
+    }
+    for (const name of names) {
+      if (name !== base && !(name.startsWith(`${base}.`) && /^[0-9]+$/.test(name.slice(base.length + 1)))) continue;
+      await rm(path.join(this.consoleDir, name), { force: true });
+    }
   }
 
   async *changes(signal: AbortSignal): AsyncIterable<string> {

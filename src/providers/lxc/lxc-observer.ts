@@ -11,7 +11,7 @@ import type { SpecFields } from '../../api/v1alpha1/fields.js';
 import type { InstanceState, ObservedInstance } from '../provider.js';
 import type { CgroupHost, LiveLimits } from './cgroup-host.js';
 import {
-  type Leftover, configPath, consoleLogPath, containerDir, isHostName, markerPath, monitorPidPath, parseLeftover, startLogPath,
+  type Leftover, configPath, consoleLogPath, containerDir, isHostName, markerPath, monitorPidPath, parseLeftover, rotatedConsoleLogPath, startLogPath,
 } from './container-paths.js';
 import { fieldsFromConfig, parseConfig } from './lxc-config.js';
 import { commandSocketName, lxcStateFromFreezer, monitorTitle, parseAbstractSockets, parseChildren } from './lxc-proc-state.js';
@@ -226,7 +226,7 @@ export class LxcObserver {
   async isDebris(name: string): Promise<boolean> {
     const entries = await readdir(containerDir(this.lxcpath, name)).catch(() => undefined);
     if (entries === undefined) return false;
-    const logs = new Set([startLogPath, consoleLogPath, monitorPidPath].map((f) => basename(f(this.lxcpath, name))));
+    const logs = new Set([startLogPath, consoleLogPath, rotatedConsoleLogPath, monitorPidPath].map((f) => basename(f(this.lxcpath, name))));
     return entries.every((e) => logs.has(e));
   }
 

@@ -25,7 +25,7 @@ import {
 } from './container-paths.js';
 import { writeFileAtomic } from './atomic-file.js';
 import {
-  type RenderContext, appliedConfigOf, liveCgroupSettings, mergeConfig, renderManagedConfig,
+  type RenderContext, appliedConfigOf, assertConsoleLogBytes, liveCgroupSettings, mergeConfig, renderManagedConfig,
   renderRootfsBaseConfig,
 } from './lxc-config.js';
 import { assertSearchableByOthers, shiftOwnership } from './id-shift.js';
@@ -55,6 +55,8 @@ export interface LxcProviderOptions {
   readonly tools: LxcToolRunner;
   /** Timeout of one lxc-create (plus the rootfs copy); 5 min: busybox takes ~1 s here, big rootfs copies longer. */
   readonly createTimeoutMs?: number;
+  /** Cap of each container's console log (lxc.console.size; a power of two, default 1 MiB), rotated once. */
+  readonly consoleLogBytes?: number;
   /** This host's cgroup layout; detected from /proc/self/mounts at first use when not given (tests give one). */
   readonly cgroup?: CgroupHost;
   /** The host ids unprivileged containers are mapped onto (the host policy's host.idmap); default DEFAULT_ID_RANGE. */
@@ -101,6 +103,7 @@ export class LxcProvider implements Provider<'Container'> {
   private readonly tools: LxcToolRunner;
   private readonly monitor: LxcMonitor;
   private readonly createTimeoutMs: number;
+  private readonly consoleLogBytes: number | undefined;
   private readonly templatesDir: string;
   private readonly clock: Clock;
   private cgroupHost: Promise<CgroupHost> | undefined;
@@ -115,6 +118,8 @@ export class LxcProvider implements Provider<'Container'> {
     this.tools = options.tools;
     if (options.cgroup !== undefined) this.cgroupHost = Promise.resolve(options.cgroup);
     this.createTimeoutMs = options.createTimeoutMs ?? 300_000;
+    if (options.consoleLogBytes !== undefined) assertConsoleLogBytes(options.consoleLogBytes);
+    this.consoleLogBytes = options.consoleLogBytes;
     this.idmap = options.idmap ?? DEFAULT_ID_RANGE;
     this.subordinateIdFiles = options.subordinateIdFiles === undefined
       ? { uid: '/etc/subuid', gid: '/etc/subgid' }
@@ -497,6 +502,7 @@ export class LxcProvider implements Provider<'Container'> {
     return {
       lxcpath: this.lxcpath, hostName: name, cgroupVersion: (await this.cgroup()).version,
       consoleLogPath: consoleLogPath(this.lxcpath, name), idmap: this.idmap,
+      ...(this.consoleLogBytes === undefined ? {} : { consoleLogBytes: this.consoleLogBytes }),
     };
   }
 
