@@ -37,7 +37,7 @@ describe('crash points: LXC provider and state DB (kill -9 exactly there, then r
     starts += 1;
     return DaemonProcess.start([
       '--source', `dir:${manifests}`, '--lxcpath', lxcpath, '--state', statePath, '--http', 'off',
-      '--kinds', 'Container', '--resync', '10s', '--log-level', 'info',
+      '--kinds', 'Container', '--resync', '10s', '--log-level', 'info', '--policy', join(tmp, 'policy.yaml'),
     ], join(tmp, `daemon-${starts}.log`), failpoints);
   }
 
@@ -82,6 +82,8 @@ describe('crash points: LXC provider and state DB (kill -9 exactly there, then r
     statePath = join(tmp, 'state', 'state.db');
     await mkdir(manifests);
     await mkdir(lxcpath);
+    // The adopt crash points need adoption, which the default host policy refuses.
+    await writeFile(join(tmp, 'policy.yaml'), 'apiVersion: hyperlet.io/v1alpha1\nkind: HostPolicy\ndefaults:\n  allow: {adoption: true}\n');
     end = new LxcEndState(lxcpath, statePath);
     const base = join(tmp, 'empty-net.conf');
     await writeFile(base, 'lxc.net.0.type = empty\n');
