@@ -20,7 +20,7 @@ import { expect } from 'chai';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { access, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -156,6 +156,7 @@ describe('secrets and the HTTP API with the real daemon (LXC, git over HTTP with
     });
     await run('openssl', ['version'], { timeout: 10_000 }).catch(() => { throw new Error('the secrets e2e test needs openssl: run make host'); });
     tmp = await mkdtemp(join(tmpdir(), 'hyperlet-secrets-e2e-'));
+    await chmod(tmp, 0o711); // unprivileged containers: their mapped root must pass through to the lxcpath
     manifests = join(tmp, 'manifests');
     lxcpath = join(tmp, 'lxc');
     statePath = join(tmp, 'state', 'state.db');
