@@ -27,6 +27,7 @@ function target(positionals: string[], namespace: string | undefined): string {
   return hostNameFor(namespace ?? 'default', name);
 }
 
+/** `hyperlet logs`: prints (or follows) an instance's console log; resolves to the exit code. */
 export async function logsCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args, allowPositionals: true, strict: true,
@@ -78,6 +79,7 @@ export async function logsCommand(args: string[]): Promise<number> {
   return 0;
 }
 
+/** `hyperlet exec`: runs a command inside an instance with this terminal; resolves to its exit code. */
 export async function execCommand(args: string[]): Promise<number> {
   const dashes = args.indexOf('--');
   if (dashes < 0) throw new UsageError('usage: hyperlet exec NAME [-n NS] [--lxcpath PATH] -- COMMAND [ARGS...]');

@@ -38,6 +38,7 @@ function describeChange(c: FieldChange): string {
   return `${c.path} ${JSON.stringify(redactFieldValue(c.path, c.from))} → ${JSON.stringify(redactFieldValue(c.path, c.to))} (${c.apply})`;
 }
 
+/** `hyperlet diff -f`: prints what reconciling the files would change, changing nothing; exit 0 none, 1 some, 2 unchecked objects. */
 export async function diffCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args, allowPositionals: true, strict: true,
@@ -100,9 +101,9 @@ export async function diffCommand(args: string[]): Promise<number> {
       try {
         if (provider === undefined) throw new Error('no provider');
         await provider.probe(signal);
-        const refs = environmentReferences(d.object);
-        const target = refs.length === 0 ? d : { ...d, object: withEnvironmentValues(d.object, await environment.resolve(d, refs, signal)) };
-        const p = plan(target, await provider.observe(d, signal), provider.applyModeOf?.bind(provider));
+        const refs = environmentReferences(object);
+        const target = refs.length === 0 ? d : { ...d, object: withEnvironmentValues(object, await environment.resolve(d, refs, signal)) };
+        const p = plan(target, await provider.observe(d, signal), { applyModeOf: provider.applyModeOf?.bind(provider) });
         if (p.conflict !== undefined) {
           process.stdout.write(`${label}: conflict: ${p.conflict}\n`);
           changes++;

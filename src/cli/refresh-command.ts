@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util';
 import { type DaemonConnection, daemonConnection } from './daemon-connection.js';
 import { UsageError } from './usage-error.js';
 
+/** The help text of `hyperlet refresh`. */
 export const REFRESH_HELP = `Usage: hyperlet refresh [SOURCE] [--server URL] [--state PATH] [--cacert FILE]
 
 Asks the daemon to fetch its sources now: every source it lists under /sources (git), or SOURCE.
@@ -45,6 +46,7 @@ export function callApi(connection: DaemonConnection, path: string, method: stri
   });
 }
 
+/** `hyperlet refresh`: asks the running daemon to fetch its sources now; resolves to the exit code. */
 export async function refreshCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args, allowPositionals: true, strict: true,

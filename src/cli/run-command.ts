@@ -17,6 +17,7 @@ import { createLogger } from '../telemetry/logger.js';
 import { PolicyOptionError, policyOption } from './policy-check.js';
 import { UsageError, parseDurationMs, parsePositiveInt } from './usage-error.js';
 
+/** The help text of `hyperlet run`. */
 export const RUN_HELP = `Usage: hyperlet run [flags]
 
 Keeps the LXC containers and libvirt VMs on this host as declared.
@@ -167,6 +168,7 @@ function parseNotify(values: {
   };
 }
 
+/** `hyperlet run`: parses flags, runs the daemon until SIGTERM or SIGINT and resolves to the exit code. */
 export async function runCommand(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args, allowPositionals: false, strict: true,

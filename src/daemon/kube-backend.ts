@@ -18,6 +18,7 @@ import { loadKubeConfig } from '../kube/kube-client.js';
 import { KubeObjectTracker } from '../kube/kube-object-tracker.js';
 import { KubeLeaseClient, LeaderElector } from '../kube/leader-election.js';
 
+/** How the kube source and its status writer, recorder and finalizers are wired. */
 export interface KubeBackendOptions {
   /** Source id, the first part of every key (default "kube"). */
   readonly id?: string;

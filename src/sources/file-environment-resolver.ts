@@ -9,6 +9,7 @@ import type { Desired } from '../store/desired.js';
 import { readSecretFile } from './secret-file.js';
 import type { EnvironmentResolver } from '../reconcile/backend.js';
 
+/** Reads valueFrom.file references from the secrets directory only; throws EnvironmentError naming the field. */
 export class FileEnvironmentResolver implements EnvironmentResolver {
   /** `secretsDir`: --secrets-dir, the only directory secret files are read from. */
   constructor(private readonly secretsDir: string) {}

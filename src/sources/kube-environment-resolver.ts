@@ -10,6 +10,7 @@ import { apiMessage, statusCodeOf } from '../kube/kube-client.js';
 import type { SecretReader } from '../kube/kube-secret-reader.js';
 import type { EnvironmentResolver } from '../reconcile/backend.js';
 
+/** Reads valueFrom.secretKeyRef references from Secrets in the object's namespace; throws EnvironmentError naming the field. */
 export class KubeEnvironmentResolver implements EnvironmentResolver {
   constructor(private readonly secrets: SecretReader) {}
 

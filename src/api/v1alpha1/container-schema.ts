@@ -4,6 +4,7 @@ import {
   type JsonSchema, IFNAME_PATTERN, MAC_PATTERN, SAFE_TEXT_PATTERN, absolutePath, commonSpecProperties, environmentSource, objectSchema, quantity,
 } from './schema-parts.js';
 
+/** JSON Schema of a Container spec: the one source of truth for validation and the CRD. */
 export const containerSpecSchema: JsonSchema = {
   type: 'object',
   additionalProperties: false,
@@ -73,4 +74,5 @@ export const containerSpecSchema: JsonSchema = {
   },
 };
 
+/** JSON Schema of a whole Container object (apiVersion, kind, metadata, spec). */
 export const containerSchema: JsonSchema = objectSchema('Container', API_VERSION, containerSpecSchema);

@@ -49,6 +49,7 @@ export class EnvironmentError extends Error {
   }
 }
 
+/** Whether `err` is an EnvironmentError (by brand, across module copies). */
 export function isEnvironmentError(err: unknown): err is EnvironmentError {
   return typeof err === 'object' && err !== null && (err as { isEnvironmentError?: unknown }).isEnvironmentError === true;
 }

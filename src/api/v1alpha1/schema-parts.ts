@@ -5,6 +5,7 @@
  */
 import { QUANTITY_PATTERN } from './quantity.js';
 
+/** A JSON Schema document or fragment, as ajv and the CRD generator take it. */
 export type JsonSchema = Record<string, unknown>;
 
 /** DNS-1123 label: lowercase alphanumerics and '-', starting and ending alphanumeric, at most 63. */
@@ -54,10 +55,12 @@ export const environmentSource: JsonSchema = {
   },
 };
 
+/** Schema of a DNS-1123 label string (at most 63 characters) with `description`. */
 export const dnsLabel = (description: string): JsonSchema => ({
   type: 'string', minLength: 1, maxLength: 63, pattern: DNS_LABEL_PATTERN, description,
 });
 
+/** Schema of an absolute host path (at most 4096 characters) with `description`. */
 export const absolutePath = (description: string): JsonSchema => ({
   type: 'string', minLength: 1, maxLength: 4096, pattern: ABSOLUTE_PATH_PATTERN, description,
 });
@@ -196,6 +199,8 @@ export function kindDescription(kind: string): string {
 
 /** Kubernetes' own wording for the type fields every object has. */
 export const API_VERSION_DESCRIPTION = 'The versioned schema of this object: hyperlet.io/v1alpha1.';
+/** The description of `kind`, in Kubernetes' wording. */
 export const KIND_DESCRIPTION = 'The kind of this object, in CamelCase.';
+/** The description of `status`: who writes it and where it is kept. */
 export const STATUS_DESCRIPTION =
   'What hyperlet observes and did, written by the agent (status subresource) or kept in the state DB; never set by authors.';

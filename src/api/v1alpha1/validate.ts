@@ -18,10 +18,12 @@ export interface ValidationIssue {
   readonly message: string;
 }
 
+/** A validated object, or every issue found (each naming its field path and rule). */
 export type ValidationResult =
   | { readonly ok: true; readonly object: HyperletObject }
   | { readonly ok: false; readonly issues: readonly ValidationIssue[] };
 
+/** The object schema of each kind, as ajv compiles it. */
 export const SCHEMAS: Readonly<Record<Kind, Record<string, unknown>>> = {
   Container: containerSchema,
   VirtualMachine: virtualMachineSchema,

@@ -19,7 +19,9 @@ export const CPU_PERIOD_US = 100_000;
 /** The bridge a veth joins when the spec names none: what Debian's default config uses. */
 export const DEFAULT_BRIDGE = DEFAULT_CONTAINER_BRIDGE;
 
+/** First line of the block hyperlet owns in a container's config; lines outside it are never changed. */
 export const MANAGED_BEGIN = '# --- hyperlet: managed block, rewritten on every change ---';
+/** Last line of the block hyperlet owns in a container's config. */
 export const MANAGED_END = '# --- hyperlet: end of managed block ---';
 
 const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -39,6 +41,7 @@ export interface AppliedConfig {
   readonly privileged: boolean;
 }
 
+/** Host facts a container config is rendered with. */
 export interface RenderContext {
   readonly lxcpath: string;
   readonly hostName: string;

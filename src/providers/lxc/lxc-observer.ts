@@ -43,6 +43,7 @@ async function withinMs<T, F>(ms: number, work: Promise<T>, fallback: F): Promis
   }
 }
 
+/** Where containers live and how observations reach lxc-* tools. */
 export interface LxcObserverOptions {
   readonly lxcpath: string;
   readonly tools: LxcToolRunner;
@@ -50,6 +51,7 @@ export interface LxcObserverOptions {
   readonly cgroup: () => Promise<CgroupHost>;
 }
 
+/** Reads what LXC and hyperlet's files say about containers; changes nothing. */
 export class LxcObserver {
   private readonly lxcpath: string;
   private readonly tools: LxcToolRunner;
@@ -267,6 +269,7 @@ function settle(applied: SpecFields[string] | undefined, live: SpecFields[string
   return live;
 }
 
+/** Whether `path` exists; any error of stat() (EACCES too) reads as no. */
 export async function exists(path: string): Promise<boolean> {
   try {
     await stat(path);
@@ -276,6 +279,7 @@ export async function exists(path: string): Promise<boolean> {
   }
 }
 
+/** Whether `path` is a directory; any error of stat() (EACCES too) reads as no. */
 export async function isDirectory(path: string): Promise<boolean> {
   try {
     return (await stat(path)).isDirectory();

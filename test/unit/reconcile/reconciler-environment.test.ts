@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { EnvironmentError } from '../../../src/api/v1alpha1/environment.js';
 import { specFields } from '../../../src/api/v1alpha1/fields.js';
-import { requeueAfter } from '../../../src/reconcile/result.js';
+import { nextStep, requeueAfter } from '../../../src/reconcile/result.js';
 import { REDACTED, Redactor } from '../../../src/shared/redact.js';
 import { container, observedAs } from '../../fakes/desired-objects.js';
 import { FakeEnvironmentResolver } from '../../fakes/fake-environment-resolver.js';
@@ -20,7 +20,7 @@ describe('Reconciler with environmentFrom references', () => {
     h.backend.environment = resolver;
     const d = withRef();
     h.store.upsert(d);
-    expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(requeueAfter(0));
+    expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(nextStep());
     expect(h.provider.calls.slice(-1)).to.deep.equal(['create:web']);
     expect(JSON.parse(String(h.provider.instances.get('web')?.fields.environment))).to.deep.equal({ DB_PASSWORD: SECRET, PLAIN: 'x' });
     expect(JSON.stringify(h.backend.remembered.get(d.key)), 'records keep the reference').to.not.contain(SECRET);
