@@ -101,8 +101,9 @@ export async function diffCommand(args: string[]): Promise<number> {
       try {
         if (provider === undefined) throw new Error('no provider');
         await provider.probe(signal);
-        const refs = environmentReferences(object);
-        const target = refs.length === 0 ? d : { ...d, object: withEnvironmentValues(object, await environment.resolve(d, refs, signal)) };
+        // The admitted object (policy defaults in) with its environmentFrom read: what the daemon would apply.
+        const refs = environmentReferences(d.object);
+        const target = refs.length === 0 ? d : { ...d, object: withEnvironmentValues(d.object, await environment.resolve(d, refs, signal)) };
         const p = plan(target, await provider.observe(d, signal), { applyModeOf: provider.applyModeOf?.bind(provider) });
         if (p.conflict !== undefined) {
           process.stdout.write(`${label}: conflict: ${p.conflict}\n`);
