@@ -13,7 +13,7 @@
  */
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -176,6 +176,7 @@ describe('kstatus: the GitOps tools\' health of real objects, and kubectl explai
     };
 
     dir = mkdtempSync(join(tmpdir(), 'hyperlet-kstatus-e2e-'));
+    chmodSync(dir, 0o711); // unprivileged containers' mapped root must pass through to the lxcpath
     lxcpath = join(dir, 'lxc');
     daemon = new Daemon({
       sources: [{ type: 'kube', location: '' }], kubeconfig: env.agentKubeconfigPath, namespace: NS, node: NODE, nodeFilter: true,
