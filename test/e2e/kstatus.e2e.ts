@@ -180,7 +180,7 @@ describe('kstatus: the GitOps tools\' health of real objects, and kubectl explai
     lxcpath = join(dir, 'lxc');
     daemon = new Daemon({
       sources: [{ type: 'kube', location: '' }], kubeconfig: env.agentKubeconfigPath, namespace: NS, node: NODE, nodeFilter: true,
-      statePath: join(dir, 'state.db'), lxcpath, libvirtUri: 'qemu:///system', kinds: ['Container', 'VirtualMachine'],
+      statePath: join(dir, 'state', 'state.db'), lxcpath, libvirtUri: 'qemu:///system', kinds: ['Container', 'VirtualMachine'],
       resyncMs: 60_000, concurrency: 4, qps: 10, burst: 100, shutdownTimeoutMs: 30_000,
     }, pino({ level: 'info' }, pino.destination({ dest: join(dir, 'hyperlet.log'), sync: true })));
     await daemon.start();
