@@ -23,6 +23,7 @@ import yaml from 'js-yaml';
 import pino from 'pino';
 import type { Status } from '../../src/api/v1alpha1/types.js';
 import { Daemon } from '../../src/daemon/daemon.js';
+import { DEFAULT_HOST_POLICY, type HostPolicy } from '../../src/policy/host-policy.js';
 import { markerPath } from '../../src/providers/lxc/container-paths.js';
 import { RETRIES_BEFORE_STALLED } from '../../src/reconcile/stalled-reasons.js';
 import { KubeTestEnv, REPO_ROOT, run as runTool } from './support/kube-testenv.js';
@@ -33,6 +34,14 @@ const NS = `kstatus-e2e-${process.pid}`;
 const NODE = 'kstatus-node';
 /** A bridge that does not exist: lxc-start fails the same way on every try. */
 const MISSING_BRIDGE = `kstnobr${process.pid % 100_000}`;
+/**
+ * The host policy of this test's agent: any template and bridge, so a missing template and a
+ * missing bridge reach LXC and fail there (the built-in policy would refuse both first, as PolicyDenied).
+ */
+const ANY_TEMPLATE_OR_BRIDGE: HostPolicy = {
+  ...DEFAULT_HOST_POLICY,
+  defaults: { ...DEFAULT_HOST_POLICY.defaults, templates: ['*'], bridges: ['*'] },
+};
 const GROUP_PATH = '/apis/hyperlet.io/v1alpha1';
 
 type Obj = KubernetesObject & { metadata: { name: string; generation?: number }; status?: Status };
@@ -181,7 +190,7 @@ describe('kstatus: the GitOps tools\' health of real objects, and kubectl explai
     daemon = new Daemon({
       sources: [{ type: 'kube', location: '' }], kubeconfig: env.agentKubeconfigPath, namespace: NS, node: NODE, nodeFilter: true,
       statePath: join(dir, 'state', 'state.db'), lxcpath, libvirtUri: 'qemu:///system', kinds: ['Container', 'VirtualMachine'],
-      resyncMs: 60_000, concurrency: 4, qps: 10, burst: 100, shutdownTimeoutMs: 30_000,
+      resyncMs: 60_000, concurrency: 4, qps: 10, burst: 100, shutdownTimeoutMs: 30_000, hostPolicy: ANY_TEMPLATE_OR_BRIDGE,
     }, pino({ level: 'info' }, pino.destination({ dest: join(dir, 'hyperlet.log'), sync: true })));
     await daemon.start();
   });
@@ -272,6 +281,15 @@ describe('kstatus: the GitOps tools\' health of real objects, and kubectl explai
       expect(obj.status?.conditions.find((c) => c.type === 'Stalled')).to.include({ status: 'True', reason: 'Conflict' });
       expect(existsSync(markerPath(lxcpath, `${NS}.taken`)), 'no marker: never touched').to.equal(false);
       await expectFailedAtFirstFailure('Container', 'taken', 'Conflict');
+    });
+
+    it('PolicyDenied: the host policy refuses a privileged container, and nothing is made', async () => {
+      await apply(ct('privileged', { privileged: true }));
+      const { result, obj } = await waitForKstatus('ct', 'privileged', 'Failed', 60_000);
+      expect(result.message).to.contain('spec.privileged');
+      expect(obj.status?.conditions.find((c) => c.type === 'Stalled')).to.include({ status: 'True', reason: 'PolicyDenied' });
+      expect(existsSync(join(lxcpath, `${NS}.privileged`)), 'nothing was made').to.equal(false);
+      await expectFailedAtFirstFailure('Container', 'privileged', 'PolicyDenied');
     });
 
     it('DependencyNotFound: dependsOn names an object that does not exist', async () => {

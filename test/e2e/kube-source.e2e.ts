@@ -190,7 +190,10 @@ describe('kube source, status writer, finalizer and events against a real kube-a
     expect(await can('update', 'containers.hyperlet.io', '-n', NS)).to.equal('no');
     expect(await can('delete', 'containers.hyperlet.io', '-n', NS)).to.equal('no');
     expect(await can('create', 'containers.hyperlet.io', '-n', NS)).to.equal('no');
-    expect(await can('get', 'secrets', '-n', NS)).to.equal('no');
+    // environment valueFrom.secretKeyRef reads one Secret when it reconciles; never a list or watch.
+    expect(await can('get', 'secrets', '-n', NS)).to.equal('yes');
+    expect(await can('list', 'secrets', '-n', NS)).to.equal('no');
+    expect(await can('watch', 'secrets', '-A')).to.equal('no');
     expect(await can('update', 'leases.coordination.k8s.io', '-n', 'hyperlet-system')).to.equal('yes');
     expect(await can('update', 'leases.coordination.k8s.io', '-n', 'kube-system')).to.equal('no');
   });
