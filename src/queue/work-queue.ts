@@ -40,7 +40,11 @@ export interface WorkQueueOptions<K extends string> {
   readonly paused?: boolean;
 }
 
+/** Told when a pass of a key starts and when it finishes (tests count passes; see `onPass`). */
+export type PassListener<K> = (key: K, event: 'started' | 'finished') => void;
+
 export class WorkQueue<K extends string = string> {
+  private readonly passListeners: PassListener<K>[] = [];
   private readonly dirty = new Set<K>();
   private readonly fronted = new Set<K>();
   private readonly processing = new Set<K>();
@@ -129,6 +133,18 @@ export class WorkQueue<K extends string = string> {
     return this.processedCount;
   }
 
+  /**
+   * Calls `listener` as each pass starts and finishes, so a caller can wait for whole passes of a
+   * key (a test showing that nothing happened after N passes). Returns a function that removes it.
+   */
+  onPass(listener: PassListener<K>): () => void {
+    this.passListeners.push(listener);
+    return () => {
+      const at = this.passListeners.indexOf(listener);
+      if (at >= 0) this.passListeners.splice(at, 1);
+    };
+  }
+
   /** Whether `key` waits, runs or is scheduled. */
   has(key: K): boolean {
     return this.dirty.has(key) || this.processing.has(key) || this.delayed.has(key);
@@ -163,6 +179,7 @@ export class WorkQueue<K extends string = string> {
     const startedMs = this.clock.now();
     this.metrics?.queued((startedMs - (this.readySinceMs.get(key) ?? startedMs)) / 1000);
     this.metrics?.depth(this.dirty.size);
+    for (const l of this.passListeners) l(key, 'started');
     try {
       await this.process(key);
     } catch {
@@ -171,6 +188,7 @@ export class WorkQueue<K extends string = string> {
       this.processedCount++;
       this.metrics?.worked((this.clock.now() - startedMs) / 1000);
       this.processing.delete(key);
+      for (const l of this.passListeners) l(key, 'finished');
       // Added again while it ran: run it once more, now that no other worker holds it.
       if (this.dirty.has(key) && !this.shuttingDown) this.dispatch(key);
     }
