@@ -3,7 +3,7 @@ SHELL := /bin/bash
 NODE_STAMP := node_modules/.install-stamp
 SOURCES := $(shell find src test bench scripts -name '*.ts' 2>/dev/null)
 
-.PHONY: deps host build lint unit e2e test run bench clean crds
+.PHONY: deps host build lint unit integration e2e test run bench clean crds
 
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -18,6 +18,8 @@ host:
 
 dist/.build-stamp: $(NODE_STAMP) $(SOURCES) tsconfig.json
 	npx tsc -p tsconfig.json
+	@# tsc never deletes: drop output whose source is gone (a test moved to another tier must not run twice).
+	@find dist -name '*.js' | while read -r js; do ts="$${js#dist/}"; [ -f "$${ts%.js}.ts" ] || rm -f "$$js" "$$js.map"; done
 	touch $@
 
 build: dist/.build-stamp
@@ -27,17 +29,30 @@ lint: build
 	npx eslint --max-warnings 0 src test bench scripts
 	node dist/scripts/check-layers.js
 
+# Three tiers. unit: pure logic, fakes at the provider boundary, FakeClock; no process, watcher,
+# git or SQLite file (seconds). integration: real git, chokidar, SQLite files and spawned tools,
+# with a FakeProvider. e2e: real lxc-*, libvirtd + QEMU, kube-apiserver + etcd.
+UNIT_TESTS := 'dist/test/unit/**/*.test.js'
+INTEGRATION_TESTS := 'dist/test/integration/**/*.test.js'
+E2E_TESTS := 'dist/test/e2e/**/*.e2e.js'
+
 ## unit: the quick inner loop, fakes at the provider boundary only
 unit: build
-	npx mocha 'dist/test/unit/**/*.test.js'
+	npx mocha $(UNIT_TESTS)
+
+## integration: real git, chokidar, SQLite files and processes; no hypervisor, no API server
+integration: build
+	npx mocha --timeout 60000 --exit $(INTEGRATION_TESTS)
 
 ## e2e: real lxc-*, libvirtd + QEMU, kube-apiserver + etcd
 e2e: build host
-	npx mocha --timeout 900000 --exit 'dist/test/e2e/**/*.e2e.js'
+	npx mocha --timeout 900000 --exit $(E2E_TESTS)
 
-## test: everything CI runs
+## test: everything CI runs: set-up, build, lint, then the three tiers, quickest first
 test: deps build lint
-	npx mocha --timeout 900000 --exit 'dist/test/unit/**/*.test.js' 'dist/test/e2e/**/*.e2e.js'
+	npx mocha $(UNIT_TESTS)
+	npx mocha --timeout 60000 --exit $(INTEGRATION_TESTS)
+	npx mocha --timeout 900000 --exit $(E2E_TESTS)
 
 ## run: the daemon on the embedded default (dir:./examples, state in ./.hyperlet)
 run: deps build

@@ -18,7 +18,7 @@ import { promisify } from 'node:util';
 import { StateDb } from '../../src/state/state-db.js';
 import { parseInfo } from '../../src/providers/lxc/lxc-tools.js';
 import { GitDaemon, TestRepo, freePort, git } from '../support/git-repo.js';
-import { until } from './support/until.js';
+import { until } from '../support/until.js';
 
 const run = promisify(execFile);
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');

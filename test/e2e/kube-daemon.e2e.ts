@@ -17,7 +17,7 @@ import { promisify } from 'node:util';
 import yaml from 'js-yaml';
 import type { Status } from '../../src/api/v1alpha1/types.js';
 import { KubeTestEnv, REPO_ROOT } from './support/kube-testenv.js';
-import { waitFor } from './support/kube-wait.js';
+import { until } from '../support/until.js';
 
 const run = promisify(execFile);
 const NS = `daemon-e2e-${process.pid}`;
@@ -112,8 +112,8 @@ describe('kube end to end: hyperlet run --source kube with real LXC and a real k
     const [a, b] = agents as [Agent, Agent];
     await apply(ct('web', { nodeName: 'node-a' }));
     await apply(ct('db', { nodeName: 'node-b' }));
-    await waitFor('web Running', phaseIs('web', 'Running', 1), 120_000).catch((err: unknown) => { throw new Error(`${String(err)}\n${logOf(a)}`); });
-    await waitFor('db Running', phaseIs('db', 'Running', 1), 120_000).catch((err: unknown) => { throw new Error(`${String(err)}\n${logOf(b)}`); });
+    await until('web Running', phaseIs('web', 'Running', 1), 120_000).catch((err: unknown) => { throw new Error(`${String(err)}\n${logOf(a)}`); });
+    await until('db Running', phaseIs('db', 'Running', 1), 120_000).catch((err: unknown) => { throw new Error(`${String(err)}\n${logOf(b)}`); });
     expect(await lxcState(a.lxcpath, `${NS}.web`)).to.equal('RUNNING');
     expect(await lxcState(b.lxcpath, `${NS}.db`)).to.equal('RUNNING');
     expect(await lxcState(a.lxcpath, `${NS}.db`), 'node-a never touches node-b\'s object').to.equal(undefined);
@@ -125,7 +125,7 @@ describe('kube end to end: hyperlet run --source kube with real LXC and a real k
 
   it('a spec change is applied and observedGeneration follows', async () => {
     await apply(ct('web', { nodeName: 'node-a', state: 'Stopped' }));
-    await waitFor('web Stopped at generation 2', phaseIs('web', 'Stopped', 2), 120_000);
+    await until('web Stopped at generation 2', phaseIs('web', 'Stopped', 2), 120_000);
     expect(await lxcState(agents[0]!.lxcpath, `${NS}.web`)).to.equal('STOPPED');
     expect((await get('web'))?.status?.conditions.find((c) => c.type === 'Ready')?.status, 'stopped as declared is Ready').to.equal('True');
   });
@@ -155,7 +155,7 @@ describe('kube end to end: hyperlet run --source kube with real LXC and a real k
     await env.restartApiServer(2_000);
     await apply(ct('r3', { nodeName: 'node-a' }));
     for (const n of ['r1', 'r2', 'r3']) {
-      await waitFor(`${n} Running`, phaseIs(n, 'Running'), 180_000).catch((err: unknown) => { throw new Error(`${String(err)}\n${logOf(a)}`); });
+      await until(`${n} Running`, phaseIs(n, 'Running'), 180_000).catch((err: unknown) => { throw new Error(`${String(err)}\n${logOf(a)}`); });
       expect(await lxcState(a.lxcpath, `${NS}.${n}`)).to.equal('RUNNING');
     }
     // Nothing was created twice: no Created event counts more than one creation. Events are best
@@ -166,7 +166,7 @@ describe('kube end to end: hyperlet run --source kube with real LXC and a real k
       return (JSON.parse(created) as { items: { involvedObject: { name: string }; count: number }[] }).items
         .filter((e) => ['r1', 'r2', 'r3'].includes(e.involvedObject.name)).map((e): [string, number] => [e.involvedObject.name, e.count]).sort();
     };
-    const counts = await waitFor('the Created event of r3', async () => {
+    const counts = await until('the Created event of r3', async () => {
       const c = await createdCounts();
       return c.some(([name]) => name === 'r3') ? c : undefined;
     }, 60_000, 1_000);

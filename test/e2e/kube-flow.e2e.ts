@@ -13,7 +13,7 @@ import type { Status } from '../../src/api/v1alpha1/types.js';
 import { FakeProvider } from '../fakes/fake-provider.js';
 import { type KubeAgent, startKubeAgent } from './support/kube-agent.js';
 import { KubeTestEnv } from './support/kube-testenv.js';
-import { waitFor } from './support/kube-wait.js';
+import { until } from '../support/until.js';
 
 const NS = `flow-e2e-${process.pid}`;
 const ct = (name: string, spec: Record<string, unknown>) => ({ apiVersion: 'hyperlet.io/v1alpha1', kind: 'Container', metadata: { name, namespace: NS }, spec: { template: 'busybox', nodeName: 'node-a', ...spec } });
@@ -63,7 +63,7 @@ describe('kube flow: kubectl, the reconcile core and a real kube-apiserver', fun
 
   it('kubectl apply: the instance is created and started, and kubectl get ct shows it Running', async () => {
     await apply(ct('web', {}));
-    const obj = await waitFor('web Running', async () => { const o = await get('web'); return o?.status?.phase === 'Running' ? o : undefined; });
+    const obj = await until('web Running', async () => { const o = await get('web'); return o?.status?.phase === 'Running' ? o : undefined; });
     expect(obj.metadata.finalizers).to.deep.equal([FINALIZER]);
     expect(obj.status).to.deep.include({ observedGeneration: 1, node: 'node-a', hostName: `${NS}.web` });
     expect(ready(obj.status)).to.equal('True');
@@ -78,7 +78,7 @@ describe('kube flow: kubectl, the reconcile core and a real kube-apiserver', fun
 
   it('a spec change is applied and observedGeneration follows; a deliberately stopped instance is Ready', async () => {
     await apply(ct('web', { state: 'Stopped' }));
-    const obj = await waitFor('web Stopped at generation 2', async () => {
+    const obj = await until('web Stopped at generation 2', async () => {
       const o = await get('web');
       return o?.status?.phase === 'Stopped' && o.status.observedGeneration === 2 ? o : undefined;
     });
@@ -90,18 +90,18 @@ describe('kube flow: kubectl, the reconcile core and a real kube-apiserver', fun
   it('kubectl delete: the instance is removed first, then the finalizer is released', async () => {
     providerA.failures.set('delete', new Error('cannot delete: busy'));
     await env.kubectlOk(['delete', 'ct', 'web', '-n', NS, '--wait=false']);
-    const held = await waitFor('delete attempted', async () => (providerA.count('delete') > 0 ? get('web') : undefined));
+    const held = await until('delete attempted', async () => (providerA.count('delete') > 0 ? get('web') : undefined));
     expect(held.metadata.deletionTimestamp, 'the object stays while its instance cannot be removed').to.be.a('string');
     expect(held.metadata.finalizers).to.deep.equal([FINALIZER]);
     expect(providerA.instances.has(`${NS}.web`)).to.equal(true);
     providerA.failures.delete('delete');
-    await waitFor('web gone from the API', async () => (await get('web')) === undefined || undefined, 90_000);
+    await until('web gone from the API', async () => (await get('web')) === undefined || undefined, 90_000);
     expect(providerA.instances.has(`${NS}.web`)).to.equal(false);
   });
 
   it('deletionPolicy Orphan keeps the instance when the object goes', async () => {
     await apply(ct('keep', { deletionPolicy: 'Orphan' }));
-    await waitFor('keep Running', async () => (await get('keep'))?.status?.phase === 'Running' || undefined);
+    await until('keep Running', async () => (await get('keep'))?.status?.phase === 'Running' || undefined);
     const deletesBefore = providerA.count('delete');
     await env.kubectlOk(['delete', 'ct', 'keep', '-n', NS, '--timeout=60s']);
     expect(providerA.instances.get(`${NS}.keep`)?.state).to.equal('Running');
@@ -111,8 +111,8 @@ describe('kube flow: kubectl, the reconcile core and a real kube-apiserver', fun
   it('two agents with different --node values each reconcile only their own objects', async () => {
     await apply(ct('on-a', { nodeName: 'node-a' }));
     await apply(ct('on-b', { nodeName: 'node-b' }));
-    const a = await waitFor('on-a Running', async () => { const o = await get('on-a'); return o?.status?.phase === 'Running' ? o : undefined; });
-    const b = await waitFor('on-b Running', async () => { const o = await get('on-b'); return o?.status?.phase === 'Running' ? o : undefined; });
+    const a = await until('on-a Running', async () => { const o = await get('on-a'); return o?.status?.phase === 'Running' ? o : undefined; });
+    const b = await until('on-b Running', async () => { const o = await get('on-b'); return o?.status?.phase === 'Running' ? o : undefined; });
     expect([a.status?.node, b.status?.node]).to.deep.equal(['node-a', 'node-b']);
     expect(providerA.instances.has(`${NS}.on-a`) && !providerA.instances.has(`${NS}.on-b`)).to.equal(true);
     expect(providerB.instances.has(`${NS}.on-b`) && !providerB.instances.has(`${NS}.on-a`)).to.equal(true);
@@ -135,7 +135,7 @@ describe('kube flow: kubectl, the reconcile core and a real kube-apiserver', fun
     const names = ['r1', 'r2', 'r3', 'r4', 'r5'];
     for (const n of names) await apply(ct(n, {}));
     await env.restartApiServer(2_000);
-    for (const n of names) await waitFor(`${n} Running`, async () => (await get(n))?.status?.phase === 'Running' || undefined, 120_000);
+    for (const n of names) await until(`${n} Running`, async () => (await get(n))?.status?.phase === 'Running' || undefined, 120_000);
     for (const n of names) expect(providerA.calls.filter((c) => c === `create:${NS}.${n}`).length, n).to.equal(1);
   });
 });

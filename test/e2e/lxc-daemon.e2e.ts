@@ -16,7 +16,7 @@ import { promisify } from 'node:util';
 import { parseCgroupLayout, parseProcCgroup } from '../../src/providers/lxc/cgroup-host.js';
 import { parseInfo } from '../../src/providers/lxc/lxc-tools.js';
 import { readMarker } from '../../src/providers/lxc/ownership-marker.js';
-import { until } from './support/until.js';
+import { until } from '../support/until.js';
 
 const run = promisify(execFile);
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');

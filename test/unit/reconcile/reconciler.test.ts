@@ -3,6 +3,7 @@ import { TerminalError } from '../../../src/shared/errors.js';
 import { requeueAfter, awaitChange } from '../../../src/reconcile/result.js';
 import { container, observedAs } from '../../fakes/desired-objects.js';
 import { harness } from '../../fakes/harness.js';
+import { until } from '../../support/until.js';
 
 const signal = new AbortController().signal;
 const condition = (s: { conditions: { type: string; status: string; reason: string }[] } | undefined, type: string) =>
@@ -262,7 +263,7 @@ describe('Controller', () => {
     const h = harness('Container');
     for (let i = 0; i < 20; i++) h.store.upsert(container(`c${i}`));
     await h.controller.start();
-    await waitFor(() => [...h.backend.statuses.values()].filter((s) => s.phase === 'Running').length === 20);
+    await until('20 objects Running', () => [...h.backend.statuses.values()].filter((s) => s.phase === 'Running').length === 20, 5_000, 5);
     expect(h.provider.count('create')).to.equal(20);
     await h.controller.stop();
   });
@@ -271,7 +272,7 @@ describe('Controller', () => {
     const h = harness('Container');
     for (let i = 0; i < 10; i++) h.store.upsert(container(`c${i}`));
     await h.controller.start();
-    await waitFor(() => [...h.backend.statuses.values()].filter((s) => s.phase === 'Running').length === 10);
+    await until('10 objects Running', () => [...h.backend.statuses.values()].filter((s) => s.phase === 'Running').length === 10, 5_000, 5);
     await h.controller.queue.onIdle();
     const calls = h.provider.calls.length;
     const writes = h.backend.writes;
@@ -287,11 +288,11 @@ describe('Controller', () => {
     const d = container('web');
     h.store.upsert(d);
     await h.controller.start();
-    await waitFor(() => h.provider.instances.get('web')?.state === 'Running');
+    await until('web Running', () => h.provider.instances.get('web')?.state === 'Running', 5_000, 5);
     await h.controller.queue.onIdle();
     h.provider.instances.set('web', { ...h.provider.instances.get('web')!, state: 'Stopped' });
     h.provider.emitChange('web');
-    await waitFor(() => h.provider.instances.get('web')?.state === 'Running');
+    await until('web Running again', () => h.provider.instances.get('web')?.state === 'Running', 5_000, 5);
     await h.controller.stop();
   });
 
@@ -301,23 +302,17 @@ describe('Controller', () => {
     h.store.upsert(d);
     h.provider.failures.set('create', new TerminalError('PoolNotFound', 'cannot create: no pool'));
     await h.controller.start();
-    await waitFor(() => h.provider.count('create') >= 1);
-    await new Promise((r) => setTimeout(r, 100));
+    await until('a first create', () => h.provider.count('create') >= 1, 5_000, 5);
+    await h.controller.queue.onIdle();
+    // Nothing brings a key back after a terminal error: not waiting, not scheduled, no backoff.
+    expect(h.controller.queue.has(d.key), 'no retry queued or scheduled').to.equal(false);
     expect(h.provider.count('create')).to.equal(1);
     expect(h.controller.queue.retries(d.key)).to.equal(0);
     h.provider.failures.set('create', new Error('transient'));
     h.store.upsert(container('web', { autostart: true }));
-    await waitFor(() => h.provider.count('create') >= 3);
+    await until('two more creates', () => h.provider.count('create') >= 3, 5_000, 5);
     h.provider.failures.delete('create');
-    await waitFor(() => h.provider.instances.get('web')?.state === 'Running');
+    await until('web Running', () => h.provider.instances.get('web')?.state === 'Running', 5_000, 5);
     await h.controller.stop();
   });
 });
-
-async function waitFor(cond: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > until) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
