@@ -1,8 +1,9 @@
 /**
  * Reconcile overhead with a zero-latency fake provider and the real core (store, queue,
- * controller, reconciler, state DB): 10,000 objects from nothing to all Ready (wall time, peak
- * RSS; targets < 5 s, < 200 MB), then a full resync of the same unchanged objects (CPU time,
+ * controller, reconciler, state DB): 10,000 objects from nothing to all Ready (wall and CPU time,
+ * peak RSS; targets < 2 s, < 120 MB), then a full resync of the same unchanged objects (CPU time,
  * provider calls, actions and status writes; targets < 1 s, one batch call, zero, zero).
+ * CPU seconds are the figure to compare on a shared machine: wall time counts other processes too.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -46,14 +47,16 @@ export async function reconcileBench(count = 10_000): Promise<Record<string, num
   }
   const setupSeconds = Number(process.hrtime.bigint() - setupStarted) / 1e9;
   const started = process.hrtime.bigint();
+  const convergeCpu0 = process.cpuUsage();
   await controller.start();
   const allReady = (): boolean => {
     let n = 0;
     for (const key of store.keys()) if (writer.lastWritten(key)?.conditions.find((c) => c.type === 'Ready')?.status === 'True') n++;
     return n === count;
   };
-  while (!allReady()) await new Promise((r) => setTimeout(r, 100));
+  while (!allReady()) await new Promise((r) => setTimeout(r, 20));
   const convergeSeconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const convergeCpu = process.cpuUsage(convergeCpu0);
   clearInterval(sampler);
   peakRss = Math.max(peakRss, process.memoryUsage().rss);
   await controller.queue.onIdle();
@@ -77,6 +80,7 @@ export async function reconcileBench(count = 10_000): Promise<Record<string, num
     objects: count,
     declareSeconds: +setupSeconds.toFixed(2),
     convergeSeconds: +convergeSeconds.toFixed(2),
+    convergeCpuSeconds: +((convergeCpu.user + convergeCpu.system) / 1e6).toFixed(2),
     peakRssMB: Math.round(peakRss / 2 ** 20),
     createCalls: provider.count('create'),
     resyncCpuSeconds: +((cpu.user + cpu.system) / 1e6).toFixed(3),

@@ -1,5 +1,5 @@
 /**
- * A work queue of object keys with client-go's semantics, with p-queue running the workers.
+ * A work queue of object keys with client-go's semantics, and its own workers.
  *
  * Guarantees:
  * - A key added while it already waits is not added twice (the dirty set).
@@ -11,8 +11,11 @@
  *   flight have ended.
  * Assumptions: `process` resolves or rejects; a rejection is logged by the caller's handler, the
  * queue itself only counts it (the controller turns outcomes into queue calls).
+ *
+ * Why not p-queue: its priority queue inserts in O(n) (10,000 waiting keys and a step that goes
+ * to the front cost 10,000 moves each) and each task costs promises and events; two FIFOs and a
+ * worker count do the same work in O(1) (the reconcile bench spent a tenth of its time in it).
  */
-import PQueue from 'p-queue';
 import type { Clock } from '../shared/clock.js';
 import { systemClock } from '../shared/clock.js';
 import { RateLimiter } from './rate-limiter.js';
@@ -50,7 +53,12 @@ export class WorkQueue<K extends string = string> {
   private readonly processing = new Set<K>();
   private readonly readySinceMs = new Map<K, number>();
   private readonly delayed = new Map<K, { dueMs: number; timer: unknown }>();
-  private readonly workers: PQueue;
+  /** Keys ready to run: `front` ones first, each list in arrival order. */
+  private readonly ready = { front: new Fifo<K>(), normal: new Fifo<K>() };
+  private readonly concurrency: number;
+  private running = 0;
+  private started: boolean;
+  private idleWaiters: (() => void)[] = [];
   private readonly process: (key: K) => Promise<void>;
   private readonly rateLimiter: RateLimiter;
   private readonly clock: Clock;
@@ -61,7 +69,8 @@ export class WorkQueue<K extends string = string> {
   constructor(options: WorkQueueOptions<K>) {
     const concurrency = options.concurrency ?? 4;
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new TypeError('work queue concurrency must be a positive integer');
-    this.workers = new PQueue({ concurrency, autoStart: options.paused !== true });
+    this.concurrency = concurrency;
+    this.started = options.paused !== true;
     this.process = options.process;
     this.clock = options.clock ?? systemClock;
     this.rateLimiter = options.rateLimiter ?? new RateLimiter({ clock: this.clock });
@@ -70,7 +79,8 @@ export class WorkQueue<K extends string = string> {
 
   /** Starts the workers of a queue made `paused`. */
   run(): void {
-    this.workers.start();
+    this.started = true;
+    this.pump();
   }
 
   /**
@@ -151,8 +161,9 @@ export class WorkQueue<K extends string = string> {
   }
 
   /** Resolves when nothing waits or runs (delayed keys do not count). */
-  async onIdle(): Promise<void> {
-    await this.workers.onIdle();
+  onIdle(): Promise<void> {
+    if (this.isIdle()) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
   /** Takes no new keys, drops waiting and delayed ones, and resolves once runs in flight end. */
@@ -160,24 +171,52 @@ export class WorkQueue<K extends string = string> {
     this.shuttingDown = true;
     for (const { timer } of this.delayed.values()) this.clock.clearTimeout(timer);
     this.delayed.clear();
-    this.workers.clear();
+    this.ready.front.clear();
+    this.ready.normal.clear();
     this.dirty.clear();
     this.fronted.clear();
     this.metrics?.depth(0);
-    await this.workers.onIdle();
+    this.settleIdle();
+    await this.onIdle();
   }
 
   private dispatch(key: K): void {
-    const front = this.fronted.delete(key);
-    void this.workers.add(() => this.runKey(key), { priority: front ? 1 : 0 });
+    (this.fronted.delete(key) ? this.ready.front : this.ready.normal).push(key);
+    this.pump();
+  }
+
+  /** Starts ready keys while workers are free. */
+  private pump(): void {
+    while (this.started && this.running < this.concurrency) {
+      const key = this.ready.front.shift() ?? this.ready.normal.shift();
+      if (key === undefined) break;
+      this.running++;
+      void this.runKey(key).finally(() => {
+        this.running--;
+        this.pump();
+        this.settleIdle();
+      });
+    }
+  }
+
+  private isIdle(): boolean {
+    return this.running === 0 && this.ready.front.length === 0 && this.ready.normal.length === 0;
+  }
+
+  private settleIdle(): void {
+    if (!this.isIdle() || this.idleWaiters.length === 0) return;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const resolve of waiters) resolve();
   }
 
   private async runKey(key: K): Promise<void> {
-    if (!this.dirty.has(key)) return; // dropped by shutDown while it waited
+    if (!this.dirty.has(key)) return; // not waiting any more (nothing removes a ready key today; cheap to be sure)
     this.dirty.delete(key);
     this.processing.add(key);
     const startedMs = this.clock.now();
     this.metrics?.queued((startedMs - (this.readySinceMs.get(key) ?? startedMs)) / 1000);
+    this.readySinceMs.delete(key);
     this.metrics?.depth(this.dirty.size);
     for (const l of this.passListeners) l(key, 'started');
     try {
@@ -192,5 +231,36 @@ export class WorkQueue<K extends string = string> {
       // Added again while it ran: run it once more, now that no other worker holds it.
       if (this.dirty.has(key) && !this.shuttingDown) this.dispatch(key);
     }
+  }
+}
+
+/** A first-in first-out list with O(1) shift (an array's shift moves every element). */
+class Fifo<T> {
+  private items: T[] = [];
+  private head = 0;
+
+  get length(): number {
+    return this.items.length - this.head;
+  }
+
+  push(item: T): void {
+    this.items.push(item);
+  }
+
+  shift(): T | undefined {
+    if (this.head >= this.items.length) return undefined;
+    const item = this.items[this.head];
+    this.head++;
+    // Drop the consumed half now and then, so memory follows the length.
+    if (this.head >= 1024 && this.head * 2 >= this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return item;
+  }
+
+  clear(): void {
+    this.items = [];
+    this.head = 0;
   }
 }

@@ -8,7 +8,7 @@ import type { Condition, ConditionType, Phase, Status } from '../api/v1alpha1/ty
 import type { InstanceState, ObservedInstance } from '../providers/provider.js';
 import type { Plan } from '../reconcile/plan.js';
 import type { Desired } from '../store/desired.js';
-import { canonicalJson } from '../store/desired.js';
+import { canonicalEqual } from '../store/desired.js';
 
 export interface StatusFacts {
   readonly d: Desired;
@@ -132,5 +132,5 @@ function heldReason(f: StatusFacts, plan: Plan): { reason: string; message: stri
 
 /** Whether two statuses say the same thing (so the second need not be written). */
 export function sameStatus(a: Status | undefined, b: Status): boolean {
-  return a !== undefined && canonicalJson(a) === canonicalJson(b);
+  return a !== undefined && canonicalEqual(a, b);
 }

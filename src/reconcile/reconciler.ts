@@ -7,7 +7,6 @@
  * to wait until the object changes. Every step is idempotent, so a crash anywhere is repaired by
  * the next pass.
  */
-import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Status } from '../api/v1alpha1/types.js';
 import type { ObservedInstance, Provider } from '../providers/provider.js';
@@ -18,6 +17,7 @@ import type { StoreReader } from '../store/desired-store.js';
 import { type ObjectKey, parseKey } from '../store/object-key.js';
 import { computeStatus, sameStatus, type StatusFacts } from './conditions.js';
 import type { Metrics } from '../telemetry/metrics.js';
+import { newReconcileId } from '../telemetry/reconcile-id.js';
 import { errorMessage, isAbortError, isTerminalError } from '../shared/errors.js';
 import type { ObservationCache } from './observation-cache.js';
 import { checkDependencies, dependentsOf } from './dependencies.js';
@@ -85,7 +85,7 @@ export class Reconciler {
     const found = this.desiredOrTombstone(key, backend);
     if (found === undefined) return awaitChange(); // never acted on, and gone: nothing to undo
     const { d, tombstone } = found;
-    const log = this.options.logger.child({ key, kind: d.object.kind, provider: this.provider.name, reconcileId: randomBytes(4).toString('hex') });
+    const log = this.options.logger.child({ key, kind: d.object.kind, provider: this.provider.name, reconcileId: newReconcileId() });
 
     const paused = pausedBy(d, backend);
     if (tombstone && paused === undefined) {
@@ -155,7 +155,7 @@ export class Reconciler {
       }
       if (d.deleting !== true) {
         if (step.op === 'create') await backend.finalizers?.ensure(d, signal);
-        backend.records?.remember(d); // before acting, so a removed object can still be undone after a crash
+        await backend.records?.remember(d); // before acting, so a removed object can still be undone after a crash
       }
       const name = stepName(step);
       // Creating and deleting take a while: say so before. Other steps show in the next pass's status, ms later.

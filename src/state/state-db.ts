@@ -4,10 +4,14 @@
  * problems each source reports, and an append-only audit log of every action.
  *
  * Guarantees: an id, once assigned to a key, never changes while the key is remembered;
- * migrations run in order, once, inside a transaction; `remember` and `forget` are on disk when
- * they return (a crash must never lose the memory of an instance we may have created).
+ * migrations run in order, once, inside a transaction; `remember` is on disk when its promise
+ * resolves and `forget` when it returns (a crash must never lose the memory of an instance we may
+ * have created).
  * Status, identities and audit entries are written behind, in one transaction every few
  * milliseconds (one commit instead of thousands at startup); reads and close() flush first.
+ * The WAL is checkpointed into the DB file at most once a second, off the commit path (SQLite's
+ * automatic checkpoint every 1,000 pages ran inside a commit, with its fsyncs: most of the wall
+ * time of 10,000 creates). A commit is durable once in the WAL, so this changes no guarantee.
  * Caveats: one daemon per DB file; CLI commands open it read-only beside the daemon (WAL allows it).
  */
 import Database from 'better-sqlite3';
@@ -15,6 +19,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Status } from '../api/v1alpha1/types.js';
+import { type Clock, systemClock } from '../shared/clock.js';
 import type { Desired } from '../store/desired.js';
 import type { ObjectKey } from '../store/object-key.js';
 import type { SourceProblem } from '../store/source-problem.js';
@@ -100,20 +105,30 @@ export class StateDb {
   private readonly statements: ReturnType<StateDb['prepare']>;
   private pending: (() => void)[] = [];
   private flushTimer: NodeJS.Timeout | undefined;
+  private checkpointTimer: unknown;
+  private groupCommit: Promise<void> | undefined;
+  private readonly clock: Clock;
   private identities: Map<string, { id: string; generation: number; specHash: string }> | undefined;
   private readonly rememberedAs = new Map<string, string>();
+  /** The object stored with each key's last status write: an unchanged object is not written again. */
+  private readonly storedObjects = new Map<string, Desired>();
+  /** Runs a function in one transaction; made once (better-sqlite3 compiles each wrapper it makes). */
+  private readonly inTransaction: (fn: () => unknown) => unknown;
 
   /** Opens (creating when needed) the DB at `path` and runs pending migrations. `readonly` opens without writing. */
-  constructor(path: string, options: { readonly?: boolean } = {}) {
+  constructor(path: string, options: { readonly?: boolean; clock?: Clock } = {}) {
+    this.clock = options.clock ?? systemClock;
     if (options.readonly !== true && path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     this.db = new Database(path, { readonly: options.readonly === true, fileMustExist: options.readonly === true });
     if (options.readonly !== true) {
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = NORMAL');
+      this.db.pragma('wal_autocheckpoint = 0'); // checkpoint() runs from a timer instead
       this.migrate();
     }
     this.db.pragma('busy_timeout = 5000');
     this.statements = this.prepare();
+    this.inTransaction = this.db.transaction((fn: () => unknown) => fn());
   }
 
   /** The schema version after migrations. */
@@ -137,6 +152,7 @@ export class StateDb {
       insert: this.db.prepare('INSERT INTO objects (key, source, kind, namespace, name, id, generation, spec_hash, created_at, updated_at) VALUES (@key, @source, @kind, @namespace, @name, @id, 1, @specHash, @now, @now)'),
       bump: this.db.prepare('UPDATE objects SET generation = generation + 1, spec_hash = @specHash, updated_at = @now WHERE key = @key'),
       setStatus: this.db.prepare('UPDATE objects SET status = @status, object = @object, updated_at = @now WHERE key = @key'),
+      setStatusOnly: this.db.prepare('UPDATE objects SET status = @status, updated_at = @now WHERE key = @key'),
       setApplied: this.db.prepare('UPDATE objects SET applied = @applied, updated_at = @now WHERE key = @key'),
       remembered: this.db.prepare<[], { key: string }>('SELECT key FROM objects WHERE applied IS NOT NULL'),
       delete: this.db.prepare('DELETE FROM objects WHERE key = ?'),
@@ -188,16 +204,43 @@ export class StateDb {
   /** Stores `d`'s status together with the object it describes (what `hyperlet get` shows). */
   writeStatus(d: Desired, status: Status): void {
     const now = new Date().toISOString();
+    // The same object as the last write (status moved on, the object did not): only the status.
+    if (this.storedObjects.get(d.key) === d) {
+      this.defer(() => this.statements.setStatusOnly.run({ key: d.key, status: JSON.stringify(status), now }));
+      return;
+    }
+    this.storedObjects.set(d.key, d);
     this.defer(() => this.statements.setStatus.run({ key: d.key, status: JSON.stringify(status), object: JSON.stringify(d), now }));
   }
 
-  /** Remembers `d` as the object last acted on for its key (kept until forget); on disk when it returns. */
-  remember(d: Desired): void {
+  /**
+   * Remembers `d` as the object last acted on for its key (kept until forget); resolves once it is
+   * on disk. Remembers made while others run are committed together (one commit for the objects
+   * the workers are about to create, not one each), with the writes behind them.
+   */
+  remember(d: Desired): Promise<void> {
     const fingerprint = `${d.id}:${d.generation}:${d.specHash}`;
-    if (this.rememberedAs.get(d.key) === fingerprint) return;
-    this.flush();
-    this.statements.setApplied.run({ key: d.key, applied: JSON.stringify(d), now: new Date().toISOString() });
-    this.rememberedAs.set(d.key, fingerprint);
+    if (this.rememberedAs.get(d.key) === fingerprint) return Promise.resolve();
+    const applied = JSON.stringify(d);
+    const now = new Date().toISOString();
+    this.pending.push(() => this.statements.setApplied.run({ key: d.key, applied, now }));
+    return this.commitSoon().then(() => { this.rememberedAs.set(d.key, fingerprint); });
+  }
+
+  /** Flushes once the current turn of the event loop is done; resolves after that commit. */
+  private commitSoon(): Promise<void> {
+    this.groupCommit ??= new Promise<void>((resolve, reject) => {
+      setImmediate(() => {
+        this.groupCommit = undefined;
+        try {
+          this.flush();
+          resolve();
+        } catch (err) {
+          reject(err instanceof Error ? err : new Error(String(err)));
+        }
+      });
+    });
+    return this.groupCommit;
   }
 
   rememberedKeys(): ObjectKey[] {
@@ -209,8 +252,10 @@ export class StateDb {
   forget(key: ObjectKey): void {
     this.flush();
     this.statements.delete.run(key);
+    this.scheduleCheckpoint();
     this.identities?.delete(key);
     this.rememberedAs.delete(key);
+    this.storedObjects.delete(key);
   }
 
   /** Appends one audit entry; entries are never changed or removed. */
@@ -232,21 +277,32 @@ export class StateDb {
     if (this.pending.length === 0) return;
     const batch = this.pending;
     this.pending = [];
-    this.db.transaction(() => { for (const write of batch) write(); })();
+    this.inTransaction(() => { for (const write of batch) write(); });
+    this.scheduleCheckpoint();
   }
 
   private defer(write: () => void): void {
     this.pending.push(write);
+    // A real (ref'd) timer: a process that wrote must not exit before its writes are flushed.
     this.flushTimer ??= setTimeout(() => this.flush(), 10);
+  }
+
+  /** Copies the WAL into the DB file within a second of a commit (PASSIVE: never waits for readers). */
+  private scheduleCheckpoint(): void {
+    this.checkpointTimer ??= this.clock.setTimeout(() => {
+      this.checkpointTimer = undefined;
+      if (this.db.open) this.db.pragma('wal_checkpoint(PASSIVE)');
+    }, 1_000);
   }
 
   /** Replaces the problems `source` reports. */
   setProblems(source: string, problems: readonly SourceProblem[]): void {
     this.flush();
-    this.db.transaction(() => {
+    this.inTransaction(() => {
       this.statements.clearProblems.run(source);
       problems.forEach((p, i) => this.statements.addProblem.run(source, i, p.line, JSON.stringify(p)));
-    })();
+    });
+    this.scheduleCheckpoint();
   }
 
   problems(): { source: string; problem: SourceProblem }[] {
@@ -258,6 +314,7 @@ export class StateDb {
   setSourceState(id: string, description: string, state: unknown): void {
     this.flush();
     this.statements.setSource.run({ id, description, state: JSON.stringify(state), now: new Date().toISOString() });
+    this.scheduleCheckpoint();
   }
 
   sourceState<T>(id: string): T | undefined {
@@ -272,12 +329,16 @@ export class StateDb {
   /** Runs `fn` in one transaction: many writes, one fsync. */
   transaction<T>(fn: () => T): T {
     this.flush();
-    return this.db.transaction(fn)();
+    const result = this.inTransaction(fn) as T;
+    this.scheduleCheckpoint();
+    return result;
   }
 
   close(): void {
     this.flush();
-    this.db.close();
+    this.clock.clearTimeout(this.checkpointTimer);
+    this.checkpointTimer = undefined;
+    this.db.close(); // the last connection to close checkpoints the whole WAL itself
   }
 }
 
