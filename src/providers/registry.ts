@@ -8,8 +8,6 @@ import { KINDS } from '../api/v1alpha1/group.js';
 import { errorMessage } from '../shared/errors.js';
 import type { Provider } from './provider.js';
 import { UnavailableProvider } from './unavailable-provider.js';
-import { LxcProvider } from './lxc/lxc-provider.js';
-import { LibvirtProvider } from './libvirt/libvirt-provider.js';
 
 export interface ProviderOptions {
   /** LXC's lxcpath (default /var/lib/lxc). */
@@ -26,10 +24,19 @@ export interface ProviderOptions {
 /** A provider's constructor, registered per kind below. */
 export type ProviderFactory = (options: ProviderOptions) => Provider | Promise<Provider>;
 
-/** Each provider adds its factory here. */
+/**
+ * Each provider adds its factory here. A provider's code loads only when its kind is served
+ * (a containers-only daemon starts without the libvirt client and its XML parser).
+ */
 export const PROVIDER_FACTORIES: Partial<Record<Kind, ProviderFactory>> = {
-  Container: (o) => new LxcProvider({ lxcpath: o.lxcpath, logger: o.logger }),
-  VirtualMachine: (o) => new LibvirtProvider({ uri: o.libvirtUri, logger: o.logger, ...(o.libvirtSocket === undefined ? {} : { socketPath: o.libvirtSocket }) }),
+  Container: async (o) => {
+    const { LxcProvider } = await import('./lxc/lxc-provider.js');
+    return new LxcProvider({ lxcpath: o.lxcpath, logger: o.logger });
+  },
+  VirtualMachine: async (o) => {
+    const { LibvirtProvider } = await import('./libvirt/libvirt-provider.js');
+    return new LibvirtProvider({ uri: o.libvirtUri, logger: o.logger, ...(o.libvirtSocket === undefined ? {} : { socketPath: o.libvirtSocket }) });
+  },
 };
 
 /** Makes the providers for `options.kinds`; never throws. */
