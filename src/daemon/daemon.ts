@@ -95,11 +95,14 @@ export class Daemon {
         store: this.store, backends: backendsById, provider, cache, health, node: config.node, logger: log, metrics: this.metrics,
         onReady: (d) => this.enqueueDependents(d),
       });
-      this.controllers.set(kind, new Controller({
+      const controller = new Controller({
         kind, provider, reconciler, store: this.store, backends: backendsById, cache, health, logger: log, metrics: this.metrics,
         concurrency: config.concurrency, resyncMs: config.resyncMs,
         rateLimiter: new RateLimiter({ qps: config.qps, burst: config.burst }),
-      }));
+      });
+      // One debug line per finished pass: tests of a daemon in another process count a key's passes with it.
+      controller.queue.onPass((key, event) => { if (event === 'finished') log.debug({ key }, 'pass done'); });
+      this.controllers.set(kind, controller);
     }
     this.store.onChange((key) => this.controllers.get(parseKey(key).kind)?.enqueue(key));
 

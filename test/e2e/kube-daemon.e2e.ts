@@ -17,6 +17,7 @@ import { promisify } from 'node:util';
 import yaml from 'js-yaml';
 import type { Status } from '../../src/api/v1alpha1/types.js';
 import { KubeTestEnv, REPO_ROOT } from './support/kube-testenv.js';
+import { morePassesInLog } from '../support/pass-log.js';
 import { until } from '../support/until.js';
 
 const run = promisify(execFile);
@@ -64,7 +65,7 @@ describe('kube end to end: hyperlet run --source kube with real LXC and a real k
     a.child = spawn(process.execPath, [join(REPO_ROOT, 'bin/hyperlet.js'), 'run',
       '--source', 'kube', '--kubeconfig', env.agentKubeconfigPath, '--namespace', NS, '--node', a.node,
       '--lxcpath', a.lxcpath, '--state', join(a.dir, 'state.db'), '--kinds', 'Container', '--http', 'off',
-      '--resync', '5s', '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      '--resync', '5s', '--log-level', 'debug'], { stdio: ['ignore', 'pipe', 'pipe'] });
     a.child.stdout?.pipe(log);
     a.child.stderr?.pipe(log);
     const child = a.child;
@@ -131,14 +132,20 @@ describe('kube end to end: hyperlet run --source kube with real LXC and a real k
   });
 
   it('a resync of unchanged objects makes zero write requests', async () => {
-    await new Promise((r) => setTimeout(r, 2_000));
+    // Each agent's object: one whole pass first (whatever the last test left is written by then),
+    // then two more, each from a --resync 5s, counted in the agents' debug logs.
+    const passes = (n: number): Promise<unknown> => Promise.all([
+      morePassesInLog(join(agents[0]!.dir, 'hyperlet.log'), [`kube/${NS}/Container/web`], n),
+      morePassesInLog(join(agents[1]!.dir, 'hyperlet.log'), [`kube/${NS}/Container/db`], n),
+    ]);
     const writes = async (): Promise<number> => {
       let n = 0;
       for (const verb of ['PUT', 'PATCH', 'POST', 'DELETE']) n += await env.requestCount({ verb, resource: 'containers' }) + await env.requestCount({ verb, resource: 'events' });
       return n;
     };
+    await passes(1);
     const before = await writes();
-    await new Promise((r) => setTimeout(r, 12_000)); // two --resync 5s periods of both agents
+    await passes(2);
     expect(await writes() - before).to.equal(0);
   });
 

@@ -13,6 +13,8 @@ import { Daemon } from '../../src/daemon/daemon.js';
 import { StateDb } from '../../src/state/state-db.js';
 import { silentLogger } from '../../src/telemetry/logger.js';
 import { until } from '../support/until.js';
+import type { ObjectKey } from '../../src/store/object-key.js';
+import { PassCounter } from '../support/pass-counter.js';
 
 const run = promisify(execFile);
 const NAME = `hyperlet-e2e-${process.pid}-daemon`;
@@ -115,7 +117,9 @@ describe('hyperlet run (dir source) with libvirt VMs', function () {
     const before = boots();
     writeFileSync(file(), manifest('192Mi', 'first'));
     await until('the guest to boot again', () => boots() === before + 1, 120_000, 100);
-    await new Promise((r) => setTimeout(r, 3_000));
+    // Two more whole passes of the object: a second reboot would have been asked for by then.
+    const controller = daemon!.controllers.get('VirtualMachine')!;
+    await new PassCounter(controller.queue).more([`dir/default/VirtualMachine/${NAME}` as ObjectKey], 2, () => controller.resync(), 60_000);
     expect(boots(), 'one reboot per request').to.equal(before + 1);
     expect(await domState()).to.equal('running');
   });
