@@ -5,9 +5,9 @@ SOURCES := $(shell find src test bench scripts -name '*.ts' 2>/dev/null)
 
 .PHONY: deps host build lint unit integration e2e test run bench clean crds
 
+# A node_modules that is a symlink belongs to another checkout: never reinstall through it.
 $(NODE_STAMP): package.json package-lock.json
-	npm ci --no-audit --no-fund
-	touch $@
+	@if [ -L node_modules ]; then echo "node_modules is a symlink: not reinstalling it from here"; else npm ci --no-audit --no-fund && touch $@; fi
 
 ## deps: npm packages and the host packages and services (lxc, libvirt)
 deps: $(NODE_STAMP) host

@@ -194,7 +194,8 @@ export async function libvirtBench(): Promise<Figures> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'hyperlet-bench-'));
   const manifests = path.join(dir, 'manifests');
   mkdirSync(manifests);
-  const provider = new LibvirtProvider({ logger });
+  const client = new LibvirtClient({ logger });
+  const provider = new LibvirtProvider({ logger, client });
   const watcher = new LibvirtClient({ logger });
   await provider.probe(signal);
   await watcher.connect();
@@ -206,7 +207,7 @@ export async function libvirtBench(): Promise<Figures> {
   }, logger);
   try {
     await provider.create(probe, signal);
-    const rpc = await rpcVersusVirsh(provider.client, probe.hostName);
+    const rpc = await rpcVersusVirsh(client, probe.hostName);
     await daemon.start();
     const twenty = await twentyVms(manifests, dir, watcher);
     const drift = await driftReaction(manifests, watcher);

@@ -22,6 +22,7 @@ PACKAGES=(
   libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils  # VMs
   etcd-server openssl git iproute2 cpio xz-utils    # tests: control plane, guest image, git source
   build-essential python3                           # better-sqlite3 builds from source
+  zsh                                               # tests: the zsh completion script
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -32,6 +33,21 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# promtool (tests of the alert rules in monitoring/) ships only in Debian's prometheus package. Its
+# server is not wanted on a test host: policy-rc.d keeps the install from starting it, and it is disabled.
+if ! command -v promtool >/dev/null; then
+  log "installing prometheus for promtool (its server stays stopped and disabled)"
+  export DEBIAN_FRONTEND=noninteractive
+  own_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && own_policy=1
+  fi
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends prometheus >/dev/null || { [ "$own_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d; exit 1; }
+  [ "$own_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
 fi
 
 # LXC: the busybox template must be there (the examples and tests create from it offline), and

@@ -5,24 +5,36 @@
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { environmentReferences, isEnvironmentError, withEnvironmentValues } from '../api/v1alpha1/environment.js';
 import type { Kind } from '../api/v1alpha1/group.js';
+import { describeEnvironmentChange, redactFieldValue } from '../api/v1alpha1/redact-object.js';
+import type { FieldChange } from '../providers/provider.js';
+import { FileEnvironmentResolver } from '../sources/file-environment-resolver.js';
+import { DEFAULT_SECRETS_DIR } from '../sources/secret-file.js';
 import { silentLogger } from '../telemetry/logger.js';
 import { closeProviders, createProviders } from '../providers/registry.js';
 import { plan, type Step } from '../reconcile/plan.js';
 import { errorMessage } from '../shared/errors.js';
 import { loadPaths } from '../sources/manifest-loader.js';
 import { StateDb } from '../state/state-db.js';
+import { DEFAULT_STATE_PATH } from '../state/state-dir.js';
 import { type Desired, hostNameOf, specHashOf } from '../store/desired.js';
 import { objectKey } from '../store/object-key.js';
 import { UsageError } from './usage-error.js';
 
 function describe(step: Step): string {
   switch (step.op) {
-    case 'update': return `update ${step.changes.map((c) => `${c.path} ${JSON.stringify(c.from)} → ${JSON.stringify(c.to)} (${c.apply})`).join(', ')}`;
+    case 'update': return `update ${step.changes.map(describeChange).join(', ')}`;
     case 'setState': return `set state ${step.to}`;
     case 'delete': return step.reason === 'recreate' ? 'delete (to re-create)' : step.reason === 'partial' ? 'clean up a partial instance' : 'delete';
     default: return step.op;
   }
+}
+
+/** One field change for people: environment by key only (values are never shown), others from → to. */
+function describeChange(c: FieldChange): string {
+  if (c.path === 'environment') return `environment (${describeEnvironmentChange(c.from, c.to)}) (${c.apply})`;
+  return `${c.path} ${JSON.stringify(redactFieldValue(c.path, c.from))} → ${JSON.stringify(redactFieldValue(c.path, c.to))} (${c.apply})`;
 }
 
 export async function diffCommand(args: string[]): Promise<number> {
@@ -30,7 +42,7 @@ export async function diffCommand(args: string[]): Promise<number> {
     args, allowPositionals: true, strict: true,
     options: {
       filename: { type: 'string', short: 'f', multiple: true }, state: { type: 'string' }, lxcpath: { type: 'string' },
-      'libvirt-uri': { type: 'string' }, 'libvirt-socket': { type: 'string' },
+      'libvirt-uri': { type: 'string' }, 'libvirt-socket': { type: 'string' }, 'secrets-dir': { type: 'string' },
     },
   });
   const paths = [...(values.filename ?? []), ...positionals];
@@ -40,7 +52,7 @@ export async function diffCommand(args: string[]): Promise<number> {
     for (const p of problems) process.stdout.write(`${p.line}\n`);
     return 2;
   }
-  const statePath = values.state ?? './.hyperlet/state.db';
+  const statePath = values.state ?? DEFAULT_STATE_PATH;
   const db = existsSync(statePath) ? new StateDb(statePath, { readonly: true }) : undefined;
   const rows = db?.listObjects() ?? [];
   db?.close();
@@ -50,6 +62,8 @@ export async function diffCommand(args: string[]): Promise<number> {
     ...(values['libvirt-socket'] === undefined ? {} : { libvirtSocket: values['libvirt-socket'] }),
   });
   const signal = AbortSignal.timeout(120_000);
+  // valueFrom.file is read as the daemon of a dir or git source reads it, so the diff is the daemon's.
+  const environment = new FileEnvironmentResolver(values['secrets-dir'] ?? DEFAULT_SECRETS_DIR);
   let changes = 0;
   let failures = 0;
   try {
@@ -65,7 +79,9 @@ export async function diffCommand(args: string[]): Promise<number> {
       try {
         if (provider === undefined) throw new Error('no provider');
         await provider.probe(signal);
-        const p = plan(d, await provider.observe(d, signal), provider.applyModeOf?.bind(provider));
+        const refs = environmentReferences(object);
+        const target = refs.length === 0 ? d : { ...d, object: withEnvironmentValues(object, await environment.resolve(d, refs, signal)) };
+        const p = plan(target, await provider.observe(d, signal), provider.applyModeOf?.bind(provider));
         if (p.conflict !== undefined) {
           process.stdout.write(`${label}: conflict: ${p.conflict}\n`);
           changes++;
@@ -80,7 +96,7 @@ export async function diffCommand(args: string[]): Promise<number> {
         for (const c of p.pending) process.stdout.write(`  held back: ${c.path} needs a ${c.apply} (updatePolicy ${object.spec.updatePolicy})\n`);
       } catch (err) {
         failures++;
-        process.stdout.write(`${label}: cannot observe: ${errorMessage(err)}\n`);
+        process.stdout.write(`${label}: ${isEnvironmentError(err) ? `${err.reason}: ${err.message}` : `cannot observe: ${errorMessage(err)}`}\n`);
       }
     }
   } finally {

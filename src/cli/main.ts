@@ -1,19 +1,17 @@
 /** The `hyperlet` command: dispatches to one command module per verb. */
-import { execCommand, logsCommand } from './container-commands.js';
-import { crdsCommand } from './crds-command.js';
-import { describeCommand, getCommand } from './get-command.js';
-import { diffCommand } from './diff-command.js';
-import { runCommand } from './run-command.js';
 import { isUsageError } from './usage-error.js';
-import { validateCommand } from './validate-command.js';
 
-const HELP = `Usage: hyperlet COMMAND [flags]
+/** How the user called us: "hyperlet", or "kubectl hyperlet" through the kubectl plugin (bin/kubectl-hyperlet). */
+const NAME = process.env.HYPERLET_COMMAND_NAME ?? 'hyperlet';
+
+const HELP = `Usage: ${NAME} COMMAND [flags]
 
 Declarative manager for LXC containers and libvirt virtual machines.
 
 Commands:
   run                 run the daemon (see hyperlet run --help)
   get KIND [NAME]     list containers (ct) or vms from the state DB  [-o table|wide|json|yaml] [--phase P] [-l k=v] [--limit N --continue T]
+  get KIND [NAME] -w  the same from the daemon, then every change as it happens  [--server URL]
   get sources         per source: last applied and latest revisions, and why the latest is not applied
   describe KIND NAME  one object in detail, with its conditions and audit events
   diff -f PATH        what would change on this host for these files (exit 0: nothing, 1: changes)
@@ -21,17 +19,30 @@ Commands:
   crds [--out DIR]    the CustomResourceDefinitions, generated from the schemas
   logs NAME [-f]      a container's console log  [-n NS] [--lxcpath PATH]
   exec NAME -- CMD    run CMD in a container; its exit code is ours  [-n NS] [--lxcpath PATH]
+  wait KIND NAME...   until objects meet a condition, with progress  [--for condition=Ready|phase=P|delete] [--timeout D]
+  completion SHELL    the completion script for bash or zsh  (source <(${NAME} completion bash))
+  refresh [SOURCE]    ask the daemon to fetch its git sources now (uses the API token in the state dir)
 `;
 
-export const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
-  run: runCommand,
-  get: getCommand,
-  describe: describeCommand,
-  diff: diffCommand,
-  validate: validateCommand,
-  logs: logsCommand,
-  exec: execCommand,
-  crds: crdsCommand,
+type Command = (args: string[]) => Promise<number>;
+
+/**
+ * Each command's module, loaded only when that command runs: completion and short commands
+ * start without loading the daemon (providers, the Kubernetes client).
+ */
+export const COMMANDS: Record<string, () => Promise<Command>> = {
+  run: async () => (await import('./run-command.js')).runCommand,
+  get: async () => (await import('./get-command.js')).getCommand,
+  describe: async () => (await import('./get-command.js')).describeCommand,
+  diff: async () => (await import('./diff-command.js')).diffCommand,
+  validate: async () => (await import('./validate-command.js')).validateCommand,
+  logs: async () => (await import('./container-commands.js')).logsCommand,
+  exec: async () => (await import('./container-commands.js')).execCommand,
+  crds: async () => (await import('./crds-command.js')).crdsCommand,
+  wait: async () => (await import('./wait-command.js')).waitCommand,
+  completion: async () => (await import('./completion-command.js')).completionCommand,
+  refresh: async () => (await import('./refresh-command.js')).refreshCommand,
+  __complete: async () => (await import('./completion-command.js')).completeCommand,
 };
 
 async function main(argv: string[]): Promise<number> {
@@ -40,16 +51,16 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return command === undefined ? 2 : 0;
   }
-  const handler = COMMANDS[command];
-  if (handler === undefined) {
-    process.stderr.write(`hyperlet: unknown command ${JSON.stringify(command)}\n\n${HELP}`);
+  const load = COMMANDS[command];
+  if (load === undefined) {
+    process.stderr.write(`${NAME}: unknown command ${JSON.stringify(command)}\n\n${HELP}`);
     return 2;
   }
   try {
-    return await handler(rest);
+    return await (await load())(rest);
   } catch (err) {
     const usage = isUsageError(err) || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') === true;
-    process.stderr.write(`hyperlet ${command}: ${(err as Error).message}\n`);
+    process.stderr.write(`${NAME} ${command}: ${(err as Error).message}\n`);
     return usage ? 2 : 1;
   }
 }

@@ -1,10 +1,17 @@
 /** `hyperlet run`: the daemon. With no flags it serves ./examples with the state DB in ./.hyperlet. */
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { Kind } from '../api/v1alpha1/group.js';
 import { isKind } from '../api/v1alpha1/group.js';
-import { Daemon } from '../daemon/daemon.js';
+import { resolve as resolvePath } from 'node:path';
+import { Daemon, type HttpConfig, type NotifyConfig } from '../daemon/daemon.js';
+import { parseNotifyUrl } from '../notify/notifier.js';
 import { parseSourceSpec } from '../daemon/source-factory.js';
+import { hostOf, isLoopback } from '../server/host-check.js';
+import { DEFAULT_STATE_PATH } from '../state/state-dir.js';
+import { Redactor } from '../shared/redact.js';
+import { DEFAULT_SECRETS_DIR } from '../sources/secret-file.js';
 import { createLogger } from '../telemetry/logger.js';
 import { UsageError, parseDurationMs, parsePositiveInt } from './usage-error.js';
 
@@ -13,7 +20,10 @@ export const RUN_HELP = `Usage: hyperlet run [flags]
 Keeps the LXC containers and libvirt VMs on this host as declared.
 
   --source SRC          dir:PATH | git:URL[#BRANCH][//SUBDIR] | kube  (repeatable; default dir:./examples)
-  --state PATH          state DB for dir and git sources (default ./.hyperlet/state.db)
+  --state PATH          state DB for dir and git sources (default ./.hyperlet/state.db); its directory
+                        is made 0700 and holds the API token (api-token)
+  --secrets-dir DIR     dir and git sources: the only directory environment valueFrom.file reads
+                        (default /etc/hyperlet/secrets)
   --lxcpath PATH        LXC's container directory (default /var/lib/lxc)
   --libvirt-uri URI     libvirt connection (default qemu:///system)
   --libvirt-socket PATH libvirtd's socket (default /run/libvirt/libvirt-sock)
@@ -21,12 +31,27 @@ Keeps the LXC containers and libvirt VMs on this host as declared.
   --node NAME           this host's node name (default the hostname; kube: only objects with spec.nodeName NAME)
   --kubeconfig PATH     kube source: kubeconfig (default in-cluster or ~/.kube/config)
   --namespace NS        kube source: watch one namespace only
-  --http HOST:PORT      /healthz /readyz /metrics and the read API (default 127.0.0.1:9440; "off" disables)
+  --http HOST:PORT      /healthz /readyz /metrics and the read API (default 127.0.0.1:9440; "off" disables).
+                        POST routes need the token the daemon writes beside the state DB (api-token);
+                        a non-loopback HOST needs --tls-cert and --tls-key, and the token on every route
+  --http-host-allow NAME  also answer requests whose Host header is NAME (repeatable; loopback names
+                        and the bound address always work; others are refused against DNS rebinding)
+  --tls-cert FILE --tls-key FILE  serve HTTPS with this PEM certificate and key
   --resync DURATION     full resync period (default 60s)
   --concurrency N       reconciles at once per kind (default 4)
   --qps N --burst N     retry rate limit across keys (default 10, 100)
   --shutdown-timeout D  how long SIGTERM waits for steps in flight (default 30s)
   --log-level LEVEL     trace|debug|info|warn|error (default info)
+
+Notifications (CloudEvents 1.0, structured JSON, POSTed; see README):
+  --notify URL          send phase changes, failures, drift and policy refusals to this webhook
+                        (repeatable; each URL has its own durable queue, retries and circuit breaker)
+  --notify-secret-file PATH
+                        sign every body with HMAC-SHA256 of this file's content
+                        (header X-Hyperlet-Signature: sha256=HEX)
+  --notify-timeout D    bound on one delivery attempt (default 10s)
+  --notify-max-retry-delay D
+                        longest wait between two attempts (default 60s)
 
 GitOps (every source of this run):
   --interval DURATION   git: how often to fetch (default 30s; also on SIGHUP and POST /sources/ID/refresh)
@@ -57,11 +82,73 @@ function parseBool(flag: string, value: string): boolean {
   throw new UsageError(`${flag}: expected true or false (is ${JSON.stringify(value)})`);
 }
 
-function parseHttp(value: string): { host: string; port: number } | undefined {
+/** Parses --http and its TLS and Host flags; refuses a non-loopback address without TLS. */
+export function parseHttp(value: string, flags: { tlsCert?: string; tlsKey?: string; hostAllow?: readonly string[] } = {}): HttpConfig | undefined {
   if (value === 'off') return undefined;
   const m = /^(.*):([0-9]+)$/.exec(value);
   if (m === null) throw new UsageError(`--http: expected HOST:PORT or off (is ${JSON.stringify(value)})`);
-  return { host: m[1] === '' ? '127.0.0.1' : (m[1] ?? '127.0.0.1'), port: Number(m[2]) };
+  const host = (m[1] ?? '').replace(/^\[(.*)\]$/, '$1') || '127.0.0.1';
+  const port = Number(m[2]);
+  if (port > 65535) throw new UsageError(`--http: port ${port} is out of range`);
+  if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
+  if (!isLoopback(host) && flags.tlsCert === undefined) {
+    throw new UsageError(`--http ${value}: ${host} is not a loopback address; serving it needs TLS (--tls-cert FILE --tls-key FILE), or bind to 127.0.0.1`);
+  }
+  for (const name of flags.hostAllow ?? []) {
+    if (hostOf(name) === undefined || (name.includes(':') && !name.startsWith('['))) throw new UsageError(`--http-host-allow: ${JSON.stringify(name)} is not a host name or address (no port)`);
+  }
+  const read = (flag: string, path: string): Buffer => {
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new UsageError(`${flag}: cannot read ${path}: ${(err as Error).message}`);
+    }
+  };
+  return {
+    host, port,
+    ...(flags.tlsCert === undefined || flags.tlsKey === undefined ? {} : { tls: { cert: read('--tls-cert', flags.tlsCert), key: read('--tls-key', flags.tlsKey) } }),
+    ...(flags.hostAllow === undefined || flags.hostAllow.length === 0 ? {} : { hostAllow: flags.hostAllow }),
+  };
+}
+
+/** --notify and its companions; the secret file is read here, once, and never printed. */
+function parseNotify(values: {
+  notify?: string[]; 'notify-secret-file'?: string; 'notify-timeout'?: string; 'notify-max-retry-delay'?: string;
+}): NotifyConfig | undefined {
+  const urls = values.notify ?? [];
+  if (urls.length === 0) {
+    const companions = ['notify-secret-file', 'notify-timeout', 'notify-max-retry-delay'] as const;
+    const stray = companions.find((f) => values[f] !== undefined);
+    if (stray !== undefined) throw new UsageError(`--${stray} needs --notify URL`);
+    return undefined;
+  }
+  const parsed = urls.map((u) => {
+    try {
+      return parseNotifyUrl(u);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+  });
+  let secret: Buffer | undefined;
+  const secretFile = values['notify-secret-file'];
+  if (secretFile !== undefined) {
+    try {
+      secret = Buffer.from(readFileSync(secretFile, 'utf8').replace(/\r?\n$/, ''), 'utf8');
+    } catch (err) {
+      throw new UsageError(`--notify-secret-file: cannot read ${secretFile}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+    }
+    if (secret.length === 0) throw new UsageError(`--notify-secret-file: ${secretFile} is empty`);
+  }
+  const timeout = values['notify-timeout'];
+  const maxDelay = values['notify-max-retry-delay'];
+  return {
+    urls: parsed,
+    ...(secret === undefined ? {} : { secret }),
+    ...(timeout === undefined ? {} : { timeoutMs: atLeast('--notify-timeout', parseDurationMs('--notify-timeout', timeout), 10) }),
+    ...(maxDelay === undefined ? {} : {
+      maxRetryDelayMs: atLeast('--notify-max-retry-delay', parseDurationMs('--notify-max-retry-delay', maxDelay), 10),
+    }),
+  };
 }
 
 export async function runCommand(args: string[]): Promise<number> {
@@ -75,6 +162,9 @@ export async function runCommand(args: string[]): Promise<number> {
       'shutdown-timeout': { type: 'string' }, 'log-level': { type: 'string' }, help: { type: 'boolean', short: 'h' },
       interval: { type: 'string' }, prune: { type: 'string' }, 'max-prune': { type: 'string' },
       confirm: { type: 'string', multiple: true }, paused: { type: 'boolean' },
+      notify: { type: 'string', multiple: true }, 'notify-secret-file': { type: 'string' }, 'notify-timeout': { type: 'string' },
+      'notify-max-retry-delay': { type: 'string' },
+      'secrets-dir': { type: 'string' }, 'http-host-allow': { type: 'string', multiple: true }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
     },
   });
   if (values.help === true) {
@@ -92,10 +182,15 @@ export async function runCommand(args: string[]): Promise<number> {
   }
   const level = values['log-level'] ?? 'info';
   if (!['trace', 'debug', 'info', 'warn', 'error', 'silent'].includes(level)) throw new UsageError(`--log-level: unknown level ${JSON.stringify(level)}`);
-  const logger = createLogger({ level: level as 'info' });
+  const notify = parseNotify(values);
+  // One Redactor for the whole process: the logger writes through it, the daemon feeds it secrets.
+  const redactor = new Redactor();
+  const logger = createLogger({ level: level as 'info', redact: (line) => redactor.text(line) });
   const daemon = new Daemon({
     sources,
-    statePath: values.state ?? './.hyperlet/state.db',
+    statePath: values.state ?? DEFAULT_STATE_PATH,
+    redactor,
+    secretsDir: resolvePath(values['secrets-dir'] ?? DEFAULT_SECRETS_DIR),
     lxcpath: values.lxcpath ?? '/var/lib/lxc',
     libvirtUri: values['libvirt-uri'] ?? 'qemu:///system',
     ...(values['libvirt-socket'] === undefined ? {} : { libvirtSocket: values['libvirt-socket'] }),
@@ -104,13 +199,18 @@ export async function runCommand(args: string[]): Promise<number> {
     nodeFilter: values.node !== undefined,
     ...(values.kubeconfig === undefined ? {} : { kubeconfig: values.kubeconfig }),
     ...(values.namespace === undefined ? {} : { namespace: values.namespace }),
-    http: parseHttp(values.http ?? '127.0.0.1:9440'),
+    http: parseHttp(values.http ?? '127.0.0.1:9440', {
+      ...(values['tls-cert'] === undefined ? {} : { tlsCert: values['tls-cert'] }),
+      ...(values['tls-key'] === undefined ? {} : { tlsKey: values['tls-key'] }),
+      ...(values['http-host-allow'] === undefined ? {} : { hostAllow: values['http-host-allow'] }),
+    }),
     resyncMs: parseDurationMs('--resync', values.resync ?? '60s'),
     concurrency: parsePositiveInt('--concurrency', values.concurrency ?? '4'),
     qps: parsePositiveInt('--qps', values.qps ?? '10'),
     burst: parsePositiveInt('--burst', values.burst ?? '100'),
     shutdownTimeoutMs: parseDurationMs('--shutdown-timeout', values['shutdown-timeout'] ?? '30s'),
     policy: { prune: parseBool('--prune', values.prune ?? 'true'), paused: values.paused === true },
+    ...(notify === undefined ? {} : { notify }),
     git: {
       intervalMs: atLeast('--interval', parseDurationMs('--interval', values.interval ?? '30s'), 100),
       maxPruneShare: parseShare('--max-prune', values['max-prune'] ?? '50%'),

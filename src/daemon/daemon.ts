@@ -3,7 +3,9 @@
  * plus the HTTP server. `stop()` is the graceful shutdown SIGTERM asks for: stop intake, let the
  * steps in flight finish (bounded), flush state, close.
  */
+import { randomBytes } from 'node:crypto';
 import { dirname } from 'node:path';
+import { ExponentialBackoff } from 'cockatiel';
 import type { Logger } from 'pino';
 import type { Kind } from '../api/v1alpha1/group.js';
 import { KINDS } from '../api/v1alpha1/group.js';
@@ -16,14 +18,32 @@ import { ProviderHealth } from '../reconcile/provider-health.js';
 import { dependencyKey } from '../reconcile/dependencies.js';
 import { Reconciler } from '../reconcile/reconciler.js';
 import { HttpServer, type ReadinessCheck } from '../server/http-server.js';
+import { WatchStream } from '../server/watch-stream.js';
+import { systemClock } from '../shared/clock.js';
+import { DaemonObjectViews } from './object-views.js';
 import type { SourceBackend, SourcePolicy } from '../reconcile/backend.js';
 import type { Source } from '../sources/source.js';
+import { Redactor } from '../shared/redact.js';
 import { StateDb } from '../state/state-db.js';
+import { ensureApiToken } from '../state/state-dir.js';
 import type { Desired } from '../store/desired.js';
 import { DesiredStore } from '../store/desired-store.js';
 import { parseKey } from '../store/object-key.js';
-import { Metrics } from '../telemetry/metrics.js';
+import { Notifier } from '../notify/notifier.js';
+import { jitteredBackoff } from '../notify/webhook-sink.js';
+import { ObjectEvents } from '../reconcile/object-events.js';
+import { type HostState, Metrics } from '../telemetry/metrics.js';
 import { type GitOptions, createBackends, type SourceSpec } from './source-factory.js';
+
+/** The HTTP API: where it listens and how it is secured (issue 10). */
+export interface HttpConfig {
+  readonly host: string;
+  readonly port: number;
+  /** PEM certificate and key: HTTPS. Required for a non-loopback host. */
+  readonly tls?: { readonly cert: Buffer; readonly key: Buffer };
+  /** Host header names served besides loopback names (--http-host-allow). */
+  readonly hostAllow?: readonly string[];
+}
 
 export interface DaemonConfig {
   readonly sources: readonly SourceSpec[];
@@ -37,8 +57,8 @@ export interface DaemonConfig {
   readonly nodeFilter: boolean;
   readonly kubeconfig?: string;
   readonly namespace?: string;
-  /** host:port, or undefined for no HTTP server. */
-  readonly http?: { host: string; port: number };
+  /** host:port and how to secure it, or undefined for no HTTP server. */
+  readonly http?: HttpConfig;
   readonly resyncMs: number;
   readonly concurrency: number;
   readonly qps: number;
@@ -50,6 +70,26 @@ export interface DaemonConfig {
   readonly policy?: SourcePolicy;
   /** Git sources: --interval, --max-prune, --confirm. */
   readonly git?: GitOptions;
+  /**
+   * The one Redactor of this process (shared with the logger): values read for valueFrom
+   * references are added to it; Events, audit entries, status and HTTP answers pass it.
+   */
+  readonly redactor?: Redactor;
+  /** dir and git sources: where valueFrom.file reads secrets (--secrets-dir, default /etc/hyperlet/secrets). */
+  readonly secretsDir?: string;
+  /** --notify: webhook sinks of CloudEvents, with the HMAC secret and delivery bounds. */
+  readonly notify?: NotifyConfig;
+}
+
+/** Where notifications go and how hard to try. */
+export interface NotifyConfig {
+  readonly urls: readonly string[];
+  /** The HMAC-SHA256 key (the content of --notify-secret-file); never logged. */
+  readonly secret?: Buffer;
+  /** --notify-timeout: bound on one request (default 10 s). */
+  readonly timeoutMs?: number;
+  /** --notify-max-retry-delay: the longest wait between two attempts (default 60 s). */
+  readonly maxRetryDelayMs?: number;
 }
 
 export class Daemon {
@@ -57,6 +97,9 @@ export class Daemon {
   readonly metrics = new Metrics();
   readonly controllers = new Map<Kind, Controller>();
   private readonly sourcesAbort = new AbortController();
+  /** Every status write and recorded event, for notifications and the HTTP event stream. */
+  readonly events: ObjectEvents;
+  private notifier: Notifier | undefined;
   private db: StateDb | undefined;
   private http: HttpServer | undefined;
   private providers = new Map<Kind, Provider>();
@@ -65,16 +108,30 @@ export class Daemon {
   private healths = new Map<Kind, ProviderHealth>();
   private started = false;
 
-  constructor(private readonly config: DaemonConfig, private readonly logger: Logger) {}
+  /** What never leaves this process in the clear (see shared/redact.ts). */
+  readonly redactor: Redactor;
+
+  constructor(private readonly config: DaemonConfig, private readonly logger: Logger) {
+    this.redactor = config.redactor ?? new Redactor();
+    this.events = new ObjectEvents({ onError: (err) => logger.error({ err }, 'an object event listener failed') });
+  }
 
   /** The bound HTTP address, once started. */
   httpAddress: { host: string; port: number } | undefined;
 
+  /** The bearer token of the HTTP API (in the state directory, file api-token), once started. */
+  apiToken = '';
+
   async start(): Promise<void> {
     const { config, logger } = this;
     this.db = new StateDb(config.statePath);
+    const tightened = this.db.stateDir?.tightenedFrom;
+    if (tightened !== undefined) logger.warn({ dir: this.db.stateDir?.dir, was: `0${tightened.toString(8)}` }, 'state directory was open to other users; made it 0700');
+    this.apiToken = config.statePath === ':memory:' ? randomBytes(32).toString('base64url') : ensureApiToken(config.statePath);
+    this.notifier = this.createNotifier(this.db);
     this.backends = await createBackends(config.sources, {
-      db: this.db, logger, node: config.node, nodeFilter: config.nodeFilter,
+      ...(config.secretsDir === undefined ? {} : { secretsDir: config.secretsDir }),
+      db: this.db, logger, node: config.node, nodeFilter: config.nodeFilter, events: this.events,
       ...(config.statePath === ':memory:' ? {} : { stateDir: dirname(config.statePath) }),
       ...(config.policy === undefined ? {} : { policy: config.policy }),
       ...(config.git === undefined ? {} : { git: config.git }),
@@ -93,7 +150,7 @@ export class Daemon {
       this.healths.set(kind, health);
       const reconciler = new Reconciler({
         store: this.store, backends: backendsById, provider, cache, health, node: config.node, logger: log, metrics: this.metrics,
-        onReady: (d) => this.enqueueDependents(d),
+        onReady: (d) => this.enqueueDependents(d), redactor: this.redactor,
       });
       const controller = new Controller({
         kind, provider, reconciler, store: this.store, backends: backendsById, cache, health, logger: log, metrics: this.metrics,
@@ -105,12 +162,21 @@ export class Daemon {
       this.controllers.set(kind, controller);
     }
     this.store.onChange((key) => this.controllers.get(parseKey(key).kind)?.enqueue(key));
+    this.metrics.collectFrom(this.hostState(backendsById));
 
     if (config.http !== undefined) {
-      this.http = new HttpServer({ ...config.http, registry: this.metrics.registry, checks: () => this.checks(), db: this.db, logger, refresh: (id) => this.refreshSources(id) });
+      const { host, port, tls, hostAllow } = config.http;
+      const redact = (text: string): string => this.redactor.text(text);
+      const views = new DaemonObjectViews(this.store, () => backendsById, this.db, systemClock);
+      const watch = new WatchStream({ events: this.events, views, redact });
+      this.http = new HttpServer({
+        host, port, registry: this.metrics.registry, checks: () => this.checks(), db: this.db, logger, watch,
+        refresh: (id) => this.refreshSources(id), token: this.apiToken, redact,
+        ...(tls === undefined ? {} : { tls }), ...(hostAllow === undefined ? {} : { hostAllow }),
+      });
       const address = await this.http.listen();
       this.httpAddress = { host: address.address, port: address.port };
-      logger.info({ address: `${address.address}:${address.port}` }, 'serving /healthz /readyz /metrics');
+      logger.info({ address: `${address.address}:${address.port}`, tls: tls !== undefined }, 'serving /healthz /readyz /metrics');
     }
 
     await Promise.all(this.backends.map(async (b) => {
@@ -121,6 +187,50 @@ export class Daemon {
     await Promise.all([...this.controllers.values()].map((c) => c.start()));
     this.started = true;
     logger.info({ kinds: [...this.controllers.keys()], node: config.node }, 'hyperlet running');
+  }
+
+  /** What /metrics reads at each scrape: objects by their last written status, providers, sources. */
+  private hostState(backendsById: ReadonlyMap<string, SourceBackend>): HostState {
+    return {
+      node: this.config.node,
+      objects: () => this.store.list().map((d) => {
+        const status = backendsById.get(d.source)?.statusWriter.lastWritten(d.key);
+        const isTrue = (type: string): boolean => status?.conditions.some((c) => c.type === type && c.status === 'True') === true;
+        const { namespace, name } = parseKey(d.key);
+        return {
+          source: d.source, namespace, kind: d.object.kind, name, phase: status?.phase ?? 'Pending', ready: isTrue('Ready'), paused: isTrue('Paused'),
+        };
+      }),
+      providers: () => [...this.healths].flatMap(([kind, health]) => {
+        const h = health.current;
+        return h === undefined ? [] : [{ provider: KINDS[kind].provider, up: h.ok }];
+      }),
+      sources: () => this.backends.map((b) => ({
+        source: b.source.id, synced: this.synced.has(b.source.id), problems: b.source.problems().length, ...b.source.revisionState?.(),
+      })),
+      controllers: () => [...this.controllers].map(([kind, c]) => ({ controller: kind, lastResyncAtMs: c.lastResyncAt })),
+      sinks: () => this.notifier?.states() ?? [],
+    };
+  }
+
+  /** One sink per --notify URL, started now so no event of the first passes is missed. */
+  private createNotifier(db: StateDb): Notifier | undefined {
+    const notify = this.config.notify;
+    if (notify === undefined || notify.urls.length === 0) return undefined;
+    const maxDelay = notify.maxRetryDelayMs ?? 60_000;
+    const notifier = new Notifier({
+      urls: notify.urls, db, events: this.events, node: this.config.node, metrics: this.metrics, redact: (text) => this.redactor.text(text),
+      logger: this.logger.child({ component: 'notify' }),
+      ...(notify.secret === undefined ? {} : { secret: notify.secret }),
+      sink: {
+        ...(notify.timeoutMs === undefined ? {} : { timeoutMs: notify.timeoutMs }),
+        backoff: jitteredBackoff(Math.min(500, maxDelay), maxDelay),
+        halfOpenAfter: new ExponentialBackoff({ initialDelay: Math.min(5_000, maxDelay), maxDelay }),
+      },
+    });
+    notifier.start();
+    this.logger.info({ sinks: notifier.sinks.map((s) => s.label), signed: notify.secret !== undefined }, 'sending notifications');
+    return notifier;
   }
 
   private checks(): ReadinessCheck[] {
@@ -181,6 +291,7 @@ export class Daemon {
     this.sourcesAbort.abort();
     await Promise.all([...this.controllers.values()].map((c) => c.stop(this.config.shutdownTimeoutMs)));
     await closeProviders(this.providers.values());
+    await this.notifier?.stop();
     await this.http?.close();
     this.db?.close();
     this.logger.info('stopped');

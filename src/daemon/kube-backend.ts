@@ -10,6 +10,8 @@ import type { SourceBackend } from '../reconcile/backend.js';
 import type { Source } from '../sources/source.js';
 import { KubeSource } from '../sources/kube-source.js';
 import { KubeFinalizerGate } from '../status/kube-finalizer-gate.js';
+import { KubeEnvironmentResolver } from '../sources/kube-environment-resolver.js';
+import { KubeSecretReader } from '../kube/kube-secret-reader.js';
 import { KubeEventSink, KubeRecorder } from '../status/kube-recorder.js';
 import { KubeStatusWriter } from '../status/kube-status-writer.js';
 import { loadKubeConfig } from '../kube/kube-client.js';
@@ -81,6 +83,8 @@ export function createKubeBackend(options: KubeBackendOptions): KubeBackend {
     }),
     statusWriter: new KubeStatusWriter({ kubeConfig, tracker, logger }),
     recorder: new KubeRecorder({ sink: new KubeEventSink(kubeConfig), logger, ...(host !== undefined ? { host } : {}) }),
+    // valueFrom.secretKeyRef: a Secret of the object's own namespace, read at each reconcile.
+    environment: new KubeEnvironmentResolver(new KubeSecretReader(kubeConfig)),
     finalizers: new KubeFinalizerGate({ kubeConfig, tracker, logger }),
     kubeConfig,
   };

@@ -10,8 +10,11 @@ import { DirSource } from '../sources/dir-source.js';
 import { GitSource } from '../sources/git-source.js';
 import { parseGitLocation } from '../sources/git/git-location.js';
 import type { SourceBackend, SourcePolicy } from '../reconcile/backend.js';
+import { type ObjectEvents, withObjectEvents } from '../reconcile/object-events.js';
 import type { Source } from '../sources/source.js';
 import type { StateDb } from '../state/state-db.js';
+import { FileEnvironmentResolver } from '../sources/file-environment-resolver.js';
+import { DEFAULT_SECRETS_DIR } from '../sources/secret-file.js';
 import { StateStatusWriter } from '../status/state-status-writer.js';
 
 export interface SourceSpec {
@@ -34,6 +37,10 @@ export interface SourceContext {
   readonly policy?: SourcePolicy;
   /** Git sources: poll period, bound per git call, the prune limit and confirmed revisions. */
   readonly git?: GitOptions;
+  /** Where status writes and recorded events are published (notifications, the HTTP event stream). */
+  readonly events?: ObjectEvents;
+  /** dir and git sources: the directory valueFrom.file reads from (--secrets-dir). */
+  readonly secretsDir?: string;
 }
 
 export interface GitOptions {
@@ -70,7 +77,12 @@ export function createBackends(specs: readonly SourceSpec[], ctx: SourceContext)
     const id = n === 1 ? spec.type : `${spec.type}-${n}`;
     const factory = SOURCE_FACTORIES[spec.type];
     if (factory === undefined) throw new Error(`cannot use source type ${spec.type}: it is not built into this hyperlet`);
-    return Promise.resolve(factory(id, spec, ctx));
+    return Promise.resolve(factory(id, spec, ctx)).then((backend) => {
+      if (ctx.events === undefined) return backend;
+      // The state DB queues writes behind: publish with the write so an outbox row shares its
+      // transaction. The API server's writes can fail: publish only what it took.
+      return withObjectEvents(backend, ctx.events, spec.type === 'kube' ? 'written' : 'queued');
+    });
   }));
 }
 
@@ -87,7 +99,10 @@ export const SOURCE_FACTORIES: Partial<Record<SourceSpec['type'], SourceFactory>
       fallback: (file) => writer.lastGoodOf(file),
       onProblems: (problems) => ctx.db.setProblems(id, problems),
     });
-    return { source, statusWriter: writer, recorder: writer, records: writer, ...(ctx.policy === undefined ? {} : { policy: ctx.policy }) };
+    return {
+      source, statusWriter: writer, recorder: writer, records: writer, environment: new FileEnvironmentResolver(ctx.secretsDir ?? DEFAULT_SECRETS_DIR),
+      ...(ctx.policy === undefined ? {} : { policy: ctx.policy }),
+    };
   },
   git: (id, spec, ctx) => {
     const log = ctx.logger.child({ source: id });
@@ -104,7 +119,10 @@ export const SOURCE_FACTORIES: Partial<Record<SourceSpec['type'], SourceFactory>
       ...(git.maxPruneShare === undefined ? {} : { maxPruneShare: git.maxPruneShare }),
       ...(git.confirm === undefined ? {} : { confirm: git.confirm }),
     });
-    return { source, statusWriter: writer, recorder: writer, records: writer, ...(ctx.policy === undefined ? {} : { policy: ctx.policy }) };
+    return {
+      source, statusWriter: writer, recorder: writer, records: writer, environment: new FileEnvironmentResolver(ctx.secretsDir ?? DEFAULT_SECRETS_DIR),
+      ...(ctx.policy === undefined ? {} : { policy: ctx.policy }),
+    };
   },
   kube: async (id, _spec, ctx) => {
     // Loaded only when asked for: the Kubernetes client takes about 0.4 s to load.

@@ -1,17 +1,25 @@
 /**
  * Fans host names out to every `changes()` stream of a provider. Each stream gets every name
  * pushed after it started, in order; a name pushed while it waits wakes it. Streams end when
- * their signal aborts.
+ * their signal aborts or when the feed is closed; a stream opened on a closed feed ends at once.
  */
 export class ChangeFeed {
   private readonly listeners = new Set<(hostName: string) => void>();
+  private readonly wakers = new Set<() => void>();
+  private closed = false;
 
   /** Delivers `hostName` to every stream following now. */
   push(hostName: string): void {
     for (const l of this.listeners) l(hostName);
   }
 
-  /** A stream of the names pushed from now on, until `signal` aborts. */
+  /** Ends every stream, now and later (provider close); idempotent. */
+  close(): void {
+    this.closed = true;
+    for (const wake of this.wakers) wake();
+  }
+
+  /** A stream of the names pushed from now on, until `signal` aborts or the feed closes. */
   async *follow(signal: AbortSignal): AsyncGenerator<string> {
     const queue: string[] = [];
     let wake: (() => void) | undefined;
@@ -19,21 +27,23 @@ export class ChangeFeed {
       queue.push(hostName);
       wake?.();
     };
-    const onAbort = (): void => wake?.();
+    const onEnd = (): void => wake?.();
     this.listeners.add(listener);
-    signal.addEventListener('abort', onAbort);
+    this.wakers.add(onEnd);
+    signal.addEventListener('abort', onEnd);
     try {
-      while (!signal.aborted) {
+      while (!signal.aborted && !this.closed) {
         if (queue.length === 0) await new Promise<void>((r) => { wake = r; });
         wake = undefined;
-        while (queue.length > 0 && !signal.aborted) {
+        while (queue.length > 0 && !signal.aborted && !this.closed) {
           const next = queue.shift();
           if (next !== undefined) yield next;
         }
       }
     } finally {
       this.listeners.delete(listener);
-      signal.removeEventListener('abort', onAbort);
+      this.wakers.delete(onEnd);
+      signal.removeEventListener('abort', onEnd);
     }
   }
 }

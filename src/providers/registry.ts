@@ -25,17 +25,29 @@ export interface ProviderOptions {
 export type ProviderFactory = (options: ProviderOptions) => Provider | Promise<Provider>;
 
 /**
- * Each provider adds its factory here. A provider's code loads only when its kind is served
- * (a containers-only daemon starts without the libvirt client and its XML parser).
+ * Each provider adds its factory here: the provider with the real tool runner or connection it
+ * drives. A provider's code loads only when its kind is served (a containers-only daemon starts
+ * without the libvirt client and its XML parser).
  */
 export const PROVIDER_FACTORIES: Partial<Record<Kind, ProviderFactory>> = {
   Container: async (o) => {
-    const { LxcProvider } = await import('./lxc/lxc-provider.js');
-    return new LxcProvider({ lxcpath: o.lxcpath, logger: o.logger });
+    const [{ LxcProvider }, { LxcTools }] = await Promise.all([import('./lxc/lxc-provider.js'), import('./lxc/lxc-tools.js')]);
+    return new LxcProvider({
+      lxcpath: o.lxcpath,
+      logger: o.logger,
+      tools: new LxcTools({ logger: o.logger.child({ provider: 'lxc', lxcpath: o.lxcpath }) }),
+    });
   },
   VirtualMachine: async (o) => {
-    const { LibvirtProvider } = await import('./libvirt/libvirt-provider.js');
-    return new LibvirtProvider({ uri: o.libvirtUri, logger: o.logger, ...(o.libvirtSocket === undefined ? {} : { socketPath: o.libvirtSocket }) });
+    const [{ LibvirtProvider }, { LibvirtClient }] = await Promise.all([import('./libvirt/libvirt-provider.js'), import('./libvirt/libvirt-client.js')]);
+    return new LibvirtProvider({
+      logger: o.logger,
+      client: new LibvirtClient({
+        uri: o.libvirtUri,
+        logger: o.logger.child({ provider: 'libvirt' }),
+        ...(o.libvirtSocket === undefined ? {} : { socketPath: o.libvirtSocket }),
+      }),
+    });
   },
 };
 

@@ -2,6 +2,7 @@
  * Where status, history and the memory of past objects go. One implementation per kind of
  * source: the state DB for dir and git, the API server for kube.
  */
+import type { EnvironmentReference } from '../api/v1alpha1/environment.js';
 import type { Status } from '../api/v1alpha1/types.js';
 import type { Desired } from '../store/desired.js';
 import type { ObjectKey } from '../store/object-key.js';
@@ -78,6 +79,19 @@ export interface SourcePolicy {
 }
 
 /**
+ * Reads the values of environment references (valueFrom) of one source's objects: files under
+ * the secrets directory for dir and git, Secrets of the object's namespace for kube.
+ */
+export interface EnvironmentResolver {
+  /**
+   * The value of each of `refs` (references of `d`), by variable name. Throws EnvironmentError
+   * (api/v1alpha1/environment.ts) naming the field and the rule when one cannot be read; never
+   * returns part of them. Values never appear in its errors.
+   */
+  resolve(d: Desired, refs: readonly EnvironmentReference[], signal: AbortSignal): Promise<Record<string, string>>;
+}
+
+/**
  * A source with everything that writes back to where it came from. The daemon wires one per
  * `--source`; the controller looks the backend up by the key's source id.
  */
@@ -89,4 +103,6 @@ export interface SourceBackend<S extends SourceIdentity = SourceIdentity> {
   readonly records?: ObjectRecords;
   readonly finalizers?: FinalizerGate;
   readonly policy?: SourcePolicy;
+  /** Resolves valueFrom references; an object with references and no resolver is refused. */
+  readonly environment?: EnvironmentResolver;
 }

@@ -138,7 +138,11 @@ export class Controller {
       try {
         for await (const host of this.options.provider.changes(this.signal)) {
           this.options.cache.invalidate(host);
-          for (const key of this.keysForHost(host)) this.queue.add(key);
+          for (const key of this.keysForHost(host)) {
+            // A key in backoff waits for its retry, which observes afresh: a failed step's own events
+            // (lxc-start failing: STARTING, then STOPPED) must not retry it at once, again and again.
+            if (this.queue.retries(key) === 0) this.queue.add(key);
+          }
         }
       } catch (err) {
         if (this.signal.aborted) return;

@@ -40,6 +40,15 @@ export interface Plan {
   readonly waitingFor?: readonly string[];
 }
 
+/** A step's name as status, events and metrics key it: "create", "setState:Running", "delete:partial". */
+export function stepName(step: Step): string {
+  switch (step.op) {
+    case 'setState': return `setState:${step.to}`;
+    case 'delete': return `delete:${step.reason}`;
+    default: return step.op;
+  }
+}
+
 
 /** Facts beyond desired and observed that decide whether due steps may run. */
 export interface PlanOptions {

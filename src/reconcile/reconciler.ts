@@ -8,7 +8,9 @@
  * the next pass.
  */
 import type { Logger } from 'pino';
+import { environmentReferences, isEnvironmentError, withEnvironmentValues } from '../api/v1alpha1/environment.js';
 import type { Status } from '../api/v1alpha1/types.js';
+import type { Redactor } from '../shared/redact.js';
 import type { ObservedInstance, Provider } from '../providers/provider.js';
 import { isProviderUnavailableError } from '../providers/provider.js';
 import type { SourceBackend } from './backend.js';
@@ -22,7 +24,7 @@ import { errorMessage, isAbortError, isTerminalError } from '../shared/errors.js
 import type { ObservationCache } from './observation-cache.js';
 import { checkDependencies, dependentsOf } from './dependencies.js';
 import { PAUSED_ANNOTATION, PRUNE_ANNOTATION } from '../shared/annotations.js';
-import { type Plan, type Step, plan } from './plan.js';
+import { type Plan, type Step, plan, stepName } from './plan.js';
 import type { ProviderHealth } from './provider-health.js';
 import { type Result, awaitChange, requeueAfter } from './result.js';
 
@@ -44,6 +46,13 @@ export interface ReconcilerOptions {
   readonly dependencyRetryMs?: number;
   /** Called when an object turns Ready, so objects waiting on it need not wait for their retry. */
   readonly onReady?: (d: Desired) => void;
+  /**
+   * The daemon's one Redactor: every value read for a valueFrom reference is added to it, and
+   * every Event, audit entry and status message passes it before it is written.
+   */
+  readonly redactor?: Redactor;
+  /** How often an object whose valueFrom cannot be read looks again (default 10 s). */
+  readonly environmentRetryMs?: number;
 }
 
 const EVENT_REASON: Readonly<Record<string, string>> = {
@@ -58,14 +67,6 @@ const FAILURE_REASON: Readonly<Record<string, string>> = {
   'delete:deleted': 'DeleteFailed', 'delete:partial': 'CleanupFailed', 'delete:recreate': 'DeleteFailed', reboot: 'RebootFailed',
 };
 
-export function stepName(step: Step): string {
-  switch (step.op) {
-    case 'setState': return `setState:${step.to}`;
-    case 'delete': return `delete:${step.reason}`;
-    default: return step.op;
-  }
-}
-
 export class Reconciler {
   private readonly provider: Provider;
   /** The note of each key's last step ("destroyed after 60 s"), shown as status.details.lastAction. */
@@ -74,6 +75,8 @@ export class Reconciler {
   private readonly repeats = new Map<ObjectKey, { signature: string; count: number }>();
   /** The last Warning recorded per key, so a failure repeating with backoff is recorded once. */
   private readonly lastWarnings = new Map<ObjectKey, string>();
+  /** Each key's last failure (generation, step, reason) and how many passes in a row failed so: Stalled after a few. */
+  private readonly failures = new Map<ObjectKey, { signature: string; count: number }>();
 
   constructor(private readonly options: ReconcilerOptions) {
     this.provider = options.provider;
@@ -92,7 +95,7 @@ export class Reconciler {
       const keep = pruneDisabledBy(d, backend);
       if (keep !== undefined) {
         // Left the source, but pruning is off for it: its instance stays, hyperlet lets go of it.
-        backend.recorder.record(d, 'Normal', 'PruneSkipped', `Removed from the source; the instance is kept (${keep})`);
+        this.record(backend, d, 'Normal', 'PruneSkipped', `Removed from the source; the instance is kept (${keep})`);
         backend.records?.forget(key);
         this.lastActions.delete(key);
         return awaitChange();
@@ -112,7 +115,9 @@ export class Reconciler {
 
     const health = await this.options.health.check(signal);
     if (!health.ok) {
-      await this.writeStatus(backend, d, { observed: undefined, failure: { reason: 'ProviderUnavailable', message: health.reason }, ...(paused === undefined ? {} : { paused }) }, signal);
+      const failuresInARow = this.countFailure(d, 'probe', 'ProviderUnavailable');
+      const failure = { reason: 'ProviderUnavailable', message: health.reason };
+      await this.writeStatus(backend, d, { observed: undefined, failure, failuresInARow, ...(paused === undefined ? {} : { paused }) }, signal);
       // Not an error: the provider's absence is the host's state, not this object's fault.
       return requeueAfter(this.options.unavailableRetryMs ?? 30_000);
     }
@@ -122,24 +127,35 @@ export class Reconciler {
     let step: Step | undefined;
     try {
       observed = await this.observe(d, signal);
+      // What the instance gets: d with its valueFrom references read. Status, records and events keep d.
+      const resolved = await this.resolveEnvironment(backend, d, signal);
+      if ('failure' in resolved) {
+        this.warnOnce(backend, d, resolved.failure.reason, resolved.failure.message);
+        await this.writeStatus(backend, d, { observed, failure: resolved.failure, ...(paused === undefined ? {} : { paused }) }, signal);
+        // The Secret or file may appear, or the object change: look again now and then; the instance is left as it is.
+        return requeueAfter(this.options.environmentRetryMs ?? 10_000);
+      }
+      const target = resolved.target;
       const convergedGeneration = backend.statusWriter.lastWritten(key)?.convergedGeneration;
-      p = plan(d, observed, {
+      p = plan(target, observed, {
         ...(this.provider.applyModeOf === undefined ? {} : { applyModeOf: this.provider.applyModeOf.bind(this.provider) }),
         paused: paused !== undefined,
         ...(convergedGeneration === undefined ? {} : { convergedGeneration }),
         ...(deps === undefined ? {} : { dependenciesNotReady: deps.notReady }),
         ...(d.deleting === true ? { dependentsPresent: this.dependentsPresent(d, backend) } : {}),
-        rebootRequested: observed !== undefined && this.provider.rebootPending?.(d, observed) === true,
+        rebootRequested: observed !== undefined && this.provider.rebootPending?.(target, observed) === true,
       });
       if (p.held !== undefined) {
+        this.failures.delete(key);
         const before = backend.statusWriter.lastWritten(key)?.conditions.find((c) => c.type === 'Drifted');
         await this.writeStatus(backend, d, { observed, plan: p, ...(paused === undefined ? {} : { paused }) }, signal);
         const after = backend.statusWriter.lastWritten(key)?.conditions.find((c) => c.type === 'Drifted');
-        if (after?.status === 'True' && after.message !== before?.message) backend.recorder.record(d, 'Warning', 'Drifted', after.message);
+        if (after?.status === 'True' && after.message !== before?.message) this.record(backend, d, 'Warning', 'Drifted', after.message);
         // Waiting on other objects: look again soon. Paused or drift left alone: events and resyncs bring us back.
         return p.heldBy === 'dependencies' || p.heldBy === 'dependents' ? requeueAfter(retryMs) : awaitChange();
       }
       if (p.finished === true) {
+        this.failures.delete(key);
         if (p.conflict !== undefined) log.warn({ conflict: p.conflict }, 'object deleted; its instance is not ours and stays');
         await backend.finalizers?.release(d, signal);
         backend.records?.forget(key);
@@ -149,6 +165,7 @@ export class Reconciler {
       step = p.steps[0];
       if (step === undefined) this.repeats.delete(key);
       if (p.conflict !== undefined || step === undefined) {
+        this.failures.delete(key);
         await this.writeStatus(backend, d, { observed, plan: p, ...(paused === undefined ? {} : { paused }) }, signal);
         // An instance between states settles on its own: look again soon. Otherwise events and resyncs bring us back.
         return p.settling === true ? requeueAfter(this.options.settleMs ?? 1_000) : awaitChange();
@@ -158,14 +175,18 @@ export class Reconciler {
         await backend.records?.remember(d); // before acting, so a removed object can still be undone after a crash
       }
       const name = stepName(step);
-      // Creating and deleting take a while: say so before. Other steps show in the next pass's status, ms later.
-      if (step.op === 'create' || step.op === 'delete') await this.writeStatus(backend, d, { observed, plan: p, acted: { step: name } }, signal);
-      const note = await this.act(step, d, observed, signal);
+      // Say so before acting (Reconciling=True), once per stretch of work; a converged instance changed
+      // behind our back is reported as seen (Stopped) before it is repaired.
+      if (announces(step, backend.statusWriter.lastWritten(key), d.generation)) {
+        await this.writeStatus(backend, d, { observed, plan: p, acted: { step: name } }, signal);
+      }
+      const note = await this.act(step, target, observed, signal);
+      this.failures.delete(key);
       this.options.cache.invalidate(d.hostName);
       log.info({ step: name, note }, 'step done');
       if (note !== undefined) this.lastActions.set(key, note);
       this.lastWarnings.delete(key);
-      backend.recorder.record(d, 'Normal', EVENT_REASON[name] ?? 'Reconciled', note ?? describeStep(step, d));
+      this.record(backend, d, 'Normal', EVENT_REASON[name] ?? 'Reconciled', note ?? describeStep(step, d));
       // One step per pass: come back at once to see its effect, run the next one and write status.
       // A step that has to run again and again had no visible effect yet (a guest still ballooning):
       // come back ever later instead of hot-looping.
@@ -177,11 +198,26 @@ export class Reconciler {
       const reason = isTerminalError(err) ? err.reason : isProviderUnavailableError(err) ? 'ProviderUnavailable' : step === undefined ? 'ObserveFailed' : FAILURE_REASON[stepName(step)] ?? 'ReconcileError';
       const message = step === undefined ? `cannot observe ${d.hostName}: ${errorMessage(err)}` : `cannot ${describeStep(step, d).toLowerCase()}: ${errorMessage(err)}`;
       this.warnOnce(backend, d, reason, message);
-      await this.writeStatus(backend, d, { observed, ...(p === undefined ? {} : { plan: p }), failure: { reason, message } }, signal).catch((writeErr: unknown) => {
+      const failuresInARow = this.countFailure(d, step === undefined ? 'observe' : stepName(step), reason);
+      const failure = { reason, message, terminal: isTerminalError(err) };
+      await this.writeStatus(backend, d, { observed, ...(p === undefined ? {} : { plan: p }), failure, failuresInARow }, signal).catch((writeErr: unknown) => {
         log.warn({ err: writeErr }, 'cannot write failure status');
       });
       throw err;
     }
+  }
+
+  /**
+   * Counts one more failed pass of `d`: the count goes on while the generation, the step and the
+   * reason stay the same, and starts again at 1 otherwise. Any pass that gets past its step
+   * clears it.
+   */
+  private countFailure(d: Desired, step: string, reason: string): number {
+    const signature = `${d.generation}/${step}/${reason}`;
+    const last = this.failures.get(d.key);
+    const count = last?.signature === signature ? last.count + 1 : 1;
+    this.failures.set(d.key, { signature, count });
+    return count;
   }
 
   private repeatDelayMs(key: ObjectKey, step: Step): number {
@@ -195,7 +231,33 @@ export class Reconciler {
   private warnOnce(backend: SourceBackend, d: Desired, reason: string, message: string): void {
     if (this.lastWarnings.get(d.key) === message) return;
     this.lastWarnings.set(d.key, message);
-    backend.recorder.record(d, 'Warning', reason, message);
+    this.record(backend, d, 'Warning', reason, message);
+  }
+
+  /** The one way events and audit entries leave the reconciler: through the Redactor. */
+  private record(backend: SourceBackend, d: Desired, type: 'Normal' | 'Warning', reason: string, message: string): void {
+    backend.recorder.record(d, type, reason, this.options.redactor?.text(message) ?? message);
+  }
+
+  /**
+   * `d` with its valueFrom references read (the Redactor learns every value), `d` itself when it
+   * has none or is being deleted, or the failure to report (reason and message name the field).
+   */
+  private async resolveEnvironment(backend: SourceBackend, d: Desired, signal: AbortSignal): Promise<{ target: Desired } | { failure: { reason: string; message: string } }> {
+    const refs = d.deleting === true ? [] : environmentReferences(d.object);
+    if (refs.length === 0) return { target: d };
+    if (backend.environment === undefined) {
+      return { failure: { reason: 'PolicyDenied', message: `spec.environment.${refs[0]?.name ?? ''}: valueFrom is not supported by source ${backend.source.id}` } };
+    }
+    try {
+      const values = await backend.environment.resolve(d, refs, signal);
+      for (const value of Object.values(values)) this.options.redactor?.add(value);
+      return { target: { ...d, object: withEnvironmentValues(d.object, values) } };
+    } catch (err) {
+      if (signal.aborted || isAbortError(err)) throw err;
+      if (isEnvironmentError(err)) return { failure: { reason: err.reason, message: err.message } };
+      return { failure: { reason: 'SecretUnavailable', message: `spec.environment: cannot read valueFrom: ${errorMessage(err)}` } };
+    }
   }
 
   private desiredOrTombstone(key: ObjectKey, backend: SourceBackend): { d: Desired; tombstone: boolean } | undefined {
@@ -207,6 +269,7 @@ export class Reconciler {
       this.lastActions.delete(key);
       this.lastWarnings.delete(key);
       this.repeats.delete(key);
+      this.failures.delete(key);
       return undefined;
     }
     return { d: { ...tombstone, deleting: true }, tombstone: true };
@@ -261,7 +324,8 @@ export class Reconciler {
   private async writeStatus(backend: SourceBackend, d: Desired, facts: Omit<StatusFacts, 'd' | 'node' | 'previous' | 'now'>, signal: AbortSignal): Promise<void> {
     const previous: Status | undefined = backend.statusWriter.lastWritten(d.key);
     const lastAction = this.lastActions.get(d.key);
-    const status = computeStatus({ ...facts, d, node: this.options.node, previous, now: new Date().toISOString(), ...(lastAction === undefined ? {} : { lastAction }) });
+    const computed = computeStatus({ ...facts, d, node: this.options.node, previous, now: new Date().toISOString(), ...(lastAction === undefined ? {} : { lastAction }) });
+    const status = this.options.redactor === undefined ? computed : redactStatus(computed, this.options.redactor);
     if (sameStatus(previous, status)) return;
     this.options.metrics?.statusWrites.inc({ source: d.source });
     await backend.statusWriter.write(d, status, signal);
@@ -269,6 +333,15 @@ export class Reconciler {
     const readyBefore = previous?.conditions.find((c) => c.type === 'Ready')?.status === 'True' && previous.observedGeneration === status.observedGeneration;
     if (readyNow && !readyBefore) this.options.onReady?.(d);
   }
+}
+
+/** `status` with every message and detail passed through `redactor` (they quote tools and errors). */
+function redactStatus(status: Status, redactor: Redactor): Status {
+  return {
+    ...status,
+    conditions: status.conditions.map((c) => ({ ...c, message: redactor.text(c.message) })),
+    ...(status.details === undefined ? {} : { details: Object.fromEntries(Object.entries(status.details).map(([k, v]) => [k, redactor.text(v)])) }),
+  };
 }
 
 /** Why changes to `d` are stopped, or undefined when they are not. */
@@ -283,6 +356,20 @@ function pruneDisabledBy(d: Desired, backend: SourceBackend): string | undefined
   if (d.object.metadata.annotations?.[PRUNE_ANNOTATION] === 'disabled') return `annotation ${PRUNE_ANNOTATION}: disabled`;
   if (backend.policy?.prune === false) return `source ${backend.source.id} does not prune`;
   return undefined;
+}
+
+/**
+ * Whether to say that `step` is under way before it runs (kstatus reads Reconciling=True as
+ * InProgress). Deleting always: a new intent. Otherwise not while status says Stalled for this
+ * generation: a retry of a stalled step (backoff, resync) keeps saying Stalled until it gets
+ * through, or kstatus would flap between Failed and InProgress at every retry. Creating always
+ * (it takes a while and changes the phase), other steps unless status already says Reconciling.
+ */
+function announces(step: Step, status: Status | undefined, generation: number): boolean {
+  if (step.op === 'delete') return true;
+  const current = status?.observedGeneration === generation ? status.conditions : [];
+  if (current.some((c) => c.type === 'Stalled' && c.status === 'True')) return false;
+  return step.op === 'create' || !current.some((c) => c.type === 'Reconciling' && c.status === 'True');
 }
 
 /** Ready for its current generation: what a dependent waits for. */

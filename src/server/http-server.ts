@@ -4,15 +4,30 @@
  * resynced once), /metrics (Prometheus text), and a read API over the state DB for dir and git
  * sources: /apis/hyperlet.io/v1alpha1/{containers,virtualmachines}[?phase=&labelSelector=&limit=&continue=]
  * and /apis/hyperlet.io/v1alpha1/namespaces/NS/{plural}[/NAME]; /sources (per-source state: git
- * revisions and problems) and POST /sources/ID/refresh (look for new input now).
+ * revisions and problems) and POST /sources/ID/refresh (look for new input now); GET
+ * /api/v1/watch, the event stream (watch-stream.ts).
+ *
+ * Guarantees (the trust boundary of issue 10):
+ * - A request whose Host is not a loopback name, the bound address or an allowed name is refused
+ *   with 421 before anything else (DNS rebinding); a malformed target is a 400, never a 500.
+ * - Every mutating route needs `Authorization: Bearer TOKEN` (401 otherwise); bound to a
+ *   non-loopback address, every route does, and the server refuses to exist without TLS.
+ * - Headers must arrive within `headersTimeoutMs`, the whole request within `requestTimeoutMs`;
+ *   at most `maxConnections` sockets at once; bodies over `maxBodyBytes` (or chunked) get 413.
+ * - Every response body passes `redact` (environment secrets, URL credentials).
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { KINDS, type Kind } from '../api/v1alpha1/group.js';
 import type { StateDb } from '../state/state-db.js';
+import { isAllowedHost, isLoopback } from './host-check.js';
 import { queryObjects, rowToObject } from './object-query.js';
+import { parseRequestTarget } from './request-target.js';
+import type { WatchStream } from './watch-stream.js';
 
 export interface ReadinessCheck {
   readonly name: string;
@@ -30,27 +45,92 @@ export interface HttpServerOptions {
   readonly logger: Logger;
   /** POST /sources/ID/refresh: asks that source to look for new input now; returns how many were asked. */
   readonly refresh?: (sourceId: string) => number;
+  /** GET /api/v1/watch: the event stream. */
+  readonly watch?: WatchStream;
+  /** The bearer token mutating routes (and every route on a non-loopback bind) require. */
+  readonly token: string;
+  /** Certificate and key (PEM): serve HTTPS. Required when `host` is not loopback. */
+  readonly tls?: { readonly cert: string | Buffer; readonly key: string | Buffer };
+  /** Host names served besides loopback names and the bound address (--http-host-allow). */
+  readonly hostAllow?: readonly string[];
+  /** Applied to every response body: the daemon's Redactor.text. */
+  readonly redact?: (text: string) => string;
+  /** Open sockets at once (default 128). */
+  readonly maxConnections?: number;
+  /** Time for a client to send its headers (default 10 s) and its whole request (default 30 s). */
+  readonly headersTimeoutMs?: number;
+  readonly requestTimeoutMs?: number;
+  /** Largest request body accepted (default 64 KiB); no route reads one today. */
+  readonly maxBodyBytes?: number;
 }
 
 const PLURAL_TO_KIND = new Map<string, Kind>(Object.entries(KINDS).map(([kind, k]) => [k.plural, kind as Kind]));
 
+/** Header bytes per request: Node's default (16 KiB), stated. */
+const MAX_HEADER_BYTES = 16 * 1024;
+
+/** Whether the bearer token in `header` is `token`, compared in constant time. */
+export function bearerMatches(header: string | undefined, token: string): boolean {
+  const m = /^Bearer ([A-Za-z0-9._~+/=-]+)$/.exec(header ?? '');
+  if (m === null || token === '') return false;
+  const a = Buffer.from(m[1] ?? '', 'utf8');
+  const b = Buffer.from(token, 'utf8');
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
 export class HttpServer {
   private readonly server: Server;
+  /** Every route needs the token: the server is reachable from other machines. */
+  private readonly tokenForReads: boolean;
+  private readonly redact: (text: string) => string;
+  private boundAddress: string | undefined;
 
+  /** Throws "cannot serve ..." when bound to a non-loopback address without TLS. */
   constructor(private readonly options: HttpServerOptions) {
-    this.server = createServer((req, res) => {
+    this.tokenForReads = !isLoopback(options.host);
+    if (this.tokenForReads && options.tls === undefined) {
+      throw new Error(`cannot serve HTTP on ${options.host}, which is not a loopback address, without TLS: pass --tls-cert and --tls-key, or bind to 127.0.0.1`);
+    }
+    this.redact = options.redact ?? ((t) => t);
+    const handler = (req: IncomingMessage, res: ServerResponse): void => {
       this.route(req, res).catch((err: unknown) => {
-        options.logger.error({ err, url: req.url }, 'http handler failed');
-        if (!res.headersSent) send(res, 500, { error: 'internal error' });
+        options.logger.error({ err, method: req.method }, 'http handler failed');
+        if (!res.headersSent) this.send(res, 500, { error: 'internal error' });
+        else res.destroy();
       });
+    };
+    const headersTimeout = options.headersTimeoutMs ?? 10_000;
+    const serverOptions = {
+      maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: options.requestTimeoutMs ?? 30_000, headersTimeout,
+      // Node checks the timeouts every 30 s by default: a slow client could hold a socket that long.
+      connectionsCheckingInterval: Math.min(1_000, headersTimeout),
+    };
+    this.server = options.tls === undefined
+      ? createHttpServer(serverOptions, handler)
+      : createHttpsServer({ ...serverOptions, cert: options.tls.cert, key: options.tls.key, minVersion: 'TLSv1.2' }, handler);
+    this.server.maxConnections = options.maxConnections ?? 128;
+    this.server.keepAliveTimeout = 5_000;
+    this.server.on('clientError', (_err, socket) => {
+      // Malformed requests, header overflows and timeouts: answer 400 when the socket still can.
+      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      else socket.destroy();
     });
+  }
+
+  /** Whether this server speaks TLS. */
+  get secure(): boolean {
+    return this.options.tls !== undefined;
   }
 
   /** Listens; resolves with the bound address (port 0 picks a free one). */
   listen(): Promise<AddressInfo> {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
-      this.server.listen(this.options.port, this.options.host, () => resolve(this.server.address() as AddressInfo));
+      this.server.listen(this.options.port, this.options.host, () => {
+        const address = this.server.address() as AddressInfo;
+        this.boundAddress = address.address;
+        resolve(address);
+      });
     });
   }
 
@@ -60,75 +140,100 @@ export class HttpServer {
   }
 
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://localhost');
-    const refresh = /^\/sources\/([^/]+)\/refresh$/.exec(url.pathname);
-    if (refresh !== null && req.method !== 'POST') return send(res, 405, { error: 'refresh takes POST' });
-    if (refresh !== null) {
-      const id = decodeURIComponent(refresh[1] ?? '');
-      return (this.options.refresh?.(id) ?? 0) > 0 ? send(res, 202, { refreshing: id }) : send(res, 404, { error: `no source ${id} that can refresh` });
+    if (!isAllowedHost(req.headers.host, { names: this.options.hostAllow ?? [], ...(this.boundAddress === undefined ? {} : { boundAddress: this.boundAddress }) })) {
+      return this.send(res, 421, { error: 'this server answers only to its loopback names and the names it is configured with (--http-host-allow)' });
     }
-    if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, { error: 'only GET is served (and POST /sources/ID/refresh)' });
-    if (url.pathname === '/sources') {
-      if (this.options.db === undefined) return send(res, 404, { error: 'no state DB' });
+    const length = Number(req.headers['content-length'] ?? '0');
+    if (req.headers['transfer-encoding'] !== undefined || !Number.isSafeInteger(length) || length > (this.options.maxBodyBytes ?? 64 * 1024)) {
+      res.setHeader('connection', 'close');
+      return this.send(res, 413, { error: 'request body too large (no route takes a body)' });
+    }
+    const target = parseRequestTarget(req.url);
+    if (!target.ok) return this.send(res, target.status, { error: target.error });
+    const { segments, query } = target;
+    const reading = req.method === 'GET' || req.method === 'HEAD';
+    if ((!reading || this.tokenForReads) && !bearerMatches(req.headers.authorization, this.options.token)) {
+      res.setHeader('www-authenticate', 'Bearer realm="hyperlet"');
+      return this.send(res, 401, { error: 'this route needs the API token: Authorization: Bearer TOKEN (the daemon wrote it beside its state DB, file api-token)' });
+    }
+    if (segments.length === 3 && segments[0] === 'sources' && segments[2] === 'refresh') {
+      if (req.method !== 'POST') return this.send(res, 405, { error: 'refresh takes POST' });
+      const id = segments[1] ?? '';
+      return (this.options.refresh?.(id) ?? 0) > 0 ? this.send(res, 202, { refreshing: id }) : this.send(res, 404, { error: `no source ${id} that can refresh` });
+    }
+    if (!reading) return this.send(res, 405, { error: 'only GET is served (and POST /sources/ID/refresh)' });
+    const path = target.path;
+    if (path === '/sources') {
+      if (this.options.db === undefined) return this.send(res, 404, { error: 'no state DB' });
       const problems = this.options.db.problems();
-      return send(res, 200, { items: this.options.db.listSources().map((src) => ({ ...src, problems: problems.filter((p) => p.source === src.id).map((p) => p.problem.line) })) });
+      return this.send(res, 200, { items: this.options.db.listSources().map((src) => ({ ...src, problems: problems.filter((p) => p.source === src.id).map((p) => p.problem.line) })) });
     }
-    if (url.pathname === '/healthz') return sendText(res, 200, 'ok\n');
-    if (url.pathname === '/readyz') return this.readyz(res);
-    if (url.pathname === '/metrics') {
-      res.writeHead(200, { 'content-type': this.options.registry.contentType });
-      res.end(await this.options.registry.metrics());
-      return;
+    if (path === '/api/v1/watch') {
+      if (this.options.watch === undefined) return this.send(res, 404, { error: 'no event stream here' });
+      return this.options.watch.serve(req, res, query);
     }
-    const api = /^\/apis\/hyperlet\.io\/v1alpha1(?:\/namespaces\/([^/]+))?\/([a-z]+)(?:\/([^/]+))?$/.exec(url.pathname);
-    if (api !== null) return this.read(res, url, api[1], api[2] ?? '', api[3]);
-    send(res, 404, { error: `no route for ${url.pathname}` });
+    if (path === '/healthz') return this.sendText(res, 200, 'text/plain', 'ok\n');
+    if (path === '/readyz') return this.readyz(res);
+    if (path === '/metrics') return this.sendText(res, 200, this.options.registry.contentType, await this.options.registry.metrics());
+    const api = apiRoute(segments);
+    if (api !== undefined) return this.read(res, query, api.namespace, api.plural, api.name);
+    this.send(res, 404, { error: `no route for ${path}` });
+  }
+
+  private send(res: ServerResponse, code: number, body: unknown): void {
+    this.sendText(res, code, 'application/json', `${JSON.stringify(body)}\n`);
+  }
+
+  private sendText(res: ServerResponse, code: number, contentType: string, text: string): void {
+    res.writeHead(code, { 'content-type': contentType, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
+    res.end(this.redact(text));
   }
 
   private readyz(res: ServerResponse): void {
     const results = this.options.checks().map((c) => ({ name: c.name, required: c.required, ...c.check() }));
     const ready = results.every((r) => r.ok || !r.required);
-    send(res, ready ? 200 : 503, { ready, checks: results });
+    this.send(res, ready ? 200 : 503, { ready, checks: results });
   }
 
-  private read(res: ServerResponse, url: URL, namespace: string | undefined, plural: string, name: string | undefined): void {
+  private read(res: ServerResponse, params: URLSearchParams, namespace: string | undefined, plural: string, name: string | undefined): void {
     const kind = PLURAL_TO_KIND.get(plural);
-    if (kind === undefined) return send(res, 404, { error: `unknown resource ${plural}` });
-    if (this.options.db === undefined) return send(res, 404, { error: 'the read API serves dir and git sources; use the Kubernetes API in kube mode' });
+    if (kind === undefined) return this.send(res, 404, { error: `unknown resource ${plural}` });
+    if (this.options.db === undefined) return this.send(res, 404, { error: 'the read API serves dir and git sources; use the Kubernetes API in kube mode' });
     const rows = this.options.db.listObjects();
     if (name !== undefined) {
       const row = rows.find((r) => r.kind === kind && r.namespace === (namespace ?? 'default') && r.name === name);
-      return row === undefined ? send(res, 404, { error: `${kind} ${namespace ?? 'default'}/${name} not found` }) : send(res, 200, rowToObject(row));
+      return row === undefined ? this.send(res, 404, { error: `${kind} ${namespace ?? 'default'}/${name} not found` }) : this.send(res, 200, rowToObject(row));
     }
-    const limitParam = url.searchParams.get('limit');
+    const limitParam = params.get('limit');
     const limit = limitParam === null ? undefined : Number(limitParam);
-    if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) return send(res, 400, { error: 'limit must be a positive integer' });
+    if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) return this.send(res, 400, { error: 'limit must be a positive integer' });
     try {
       const page = queryObjects(rows, {
         kind,
         ...(namespace === undefined ? {} : { namespace }),
-        ...(url.searchParams.get('phase') === null ? {} : { phase: url.searchParams.get('phase') ?? '' }),
-        ...(url.searchParams.get('labelSelector') === null ? {} : { labelSelector: url.searchParams.get('labelSelector') ?? '' }),
+        ...(params.get('phase') === null ? {} : { phase: params.get('phase') ?? '' }),
+        ...(params.get('labelSelector') === null ? {} : { labelSelector: params.get('labelSelector') ?? '' }),
         ...(limit === undefined ? {} : { limit }),
-        ...(url.searchParams.get('continue') === null ? {} : { continueToken: url.searchParams.get('continue') ?? '' }),
+        ...(params.get('continue') === null ? {} : { continueToken: params.get('continue') ?? '' }),
       });
-      send(res, 200, {
+      this.send(res, 200, {
         apiVersion: 'hyperlet.io/v1alpha1', kind: `${kind}List`,
         metadata: page.continueToken === undefined ? {} : { continue: page.continueToken },
         items: page.items.map(rowToObject),
       });
     } catch (err) {
-      send(res, 400, { error: (err as Error).message });
+      this.send(res, 400, { error: (err as Error).message });
     }
   }
 }
 
-function send(res: ServerResponse, code: number, body: unknown): void {
-  res.writeHead(code, { 'content-type': 'application/json' });
-  res.end(`${JSON.stringify(body)}\n`);
-}
-
-function sendText(res: ServerResponse, code: number, text: string): void {
-  res.writeHead(code, { 'content-type': 'text/plain' });
-  res.end(text);
+/** The parts of /apis/hyperlet.io/v1alpha1[/namespaces/NS]/PLURAL[/NAME]; undefined for any other path. */
+function apiRoute(segments: readonly string[]): { namespace?: string; plural: string; name?: string } | undefined {
+  if (segments[0] !== 'apis' || segments[1] !== 'hyperlet.io' || segments[2] !== 'v1alpha1') return undefined;
+  const rest = segments.slice(3);
+  if (rest[0] === 'namespaces' && rest.length >= 3 && rest.length <= 4) {
+    return { namespace: rest[1] ?? '', plural: rest[2] ?? '', ...(rest[3] === undefined ? {} : { name: rest[3] }) };
+  }
+  if (rest.length >= 1 && rest.length <= 2 && rest[0] !== 'namespaces') return { plural: rest[0] ?? '', ...(rest[1] === undefined ? {} : { name: rest[1] }) };
+  return undefined;
 }

@@ -3,6 +3,7 @@
  * Continue tokens are opaque to users: base64url of the last key returned.
  */
 import type { Kind } from '../api/v1alpha1/group.js';
+import { redactSpec } from '../api/v1alpha1/redact-object.js';
 import type { Status } from '../api/v1alpha1/types.js';
 import type { ObjectRow } from '../state/state-db.js';
 
@@ -77,7 +78,8 @@ export function rowToObject(r: ObjectRow): Record<string, unknown> {
       ...(object?.metadata.annotations === undefined ? {} : { annotations: object.metadata.annotations }),
       ...(r.desired?.origin === undefined ? {} : { annotations: { ...(object?.metadata.annotations ?? {}), 'hyperlet.io/source': `${r.source}:${r.desired.origin.file}` } }),
     },
-    spec: object?.spec ?? {},
+    // Environment values are never shown: keys and valueFrom references are (api/v1alpha1/redact-object.ts).
+    spec: redactSpec(object?.spec ?? {}),
     ...(status === undefined ? {} : { status }),
   };
 }

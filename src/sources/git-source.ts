@@ -25,8 +25,9 @@ import { errorMessage } from '../shared/errors.js';
 import { type Identify, mergeFileLoad, toDesired } from './dir-source.js';
 import { GitRepository } from './git/git-repository.js';
 import { type GitLocation, formatGitLocation, parseGitLocation } from './git/git-location.js';
+import { redactUrlCredentials } from '../shared/redact.js';
 import { type FileLoad, type LoadedObject, MAX_FILE_BYTES, dropDuplicates, isManifestPath, loadBytes, makeProblem } from './manifest-loader.js';
-import type { Source } from './source.js';
+import type { Source, SourceRevisionState } from './source.js';
 import type { SourceProblem } from '../store/source-problem.js';
 import type { StoreWriter } from '../store/desired-store.js';
 
@@ -82,6 +83,8 @@ const short = (revision: string | undefined): string => (revision === undefined 
 export class GitSource implements Source {
   readonly id: string;
   readonly description: string;
+  /** URL[#BRANCH][//SUBDIR] as shown: credentials replaced (shared/redact.ts). */
+  private readonly shownLocation: string;
   readonly location: GitLocation;
   /** Counts for benchmarks and tests: polls made, tips evaluated, commits applied. */
   readonly stats = { polls: 0, attempts: 0, applies: 0 };
@@ -100,23 +103,29 @@ export class GitSource implements Source {
   private persisted = '';
   /** The location this source id followed before, when it changed since the last run. */
   private movedFrom: string | undefined;
+  /** When a fetch last succeeded (every poll, in memory; the DB keeps it to the minute). */
+  private lastFetchOkAtMs: number | undefined;
   /** Loads of the files of the last commit read, by blob and path: unchanged files are not parsed again. */
   private loads = new Map<string, FileLoad>();
 
   constructor(private readonly options: GitSourceOptions) {
     this.id = options.id;
     this.location = parseGitLocation(options.location);
-    this.description = `git:${formatGitLocation(this.location)}`;
+    // Credentials in the URL are used for fetching only: everything shown or stored says REDACTED.
+    this.shownLocation = redactUrlCredentials(formatGitLocation(this.location));
+    this.description = `git:${this.shownLocation}`;
     this.repo = new GitRepository(options.cloneDir, options.timeoutMs);
     this.log = options.logger;
     const saved = options.db.sourceState<GitSourceState>(options.id);
     this.state = {
       ...(saved?.type === 'git' ? saved : {}),
-      type: 'git', url: this.location.url, subdir: this.location.subdir,
+      type: 'git', url: redactUrlCredentials(this.location.url), subdir: this.location.subdir,
       ...(this.location.branch === undefined ? {} : { branch: this.location.branch }),
     };
     this.attemptBlock = this.state.blocked?.reason === 'FetchFailed' ? undefined : this.state.blocked;
-    if (saved?.type === 'git' && formatGitLocation(saved) !== formatGitLocation(this.location)) this.movedFrom = formatGitLocation(saved);
+    if (this.state.lastFetch?.ok === true) this.lastFetchOkAtMs = Date.parse(this.state.lastFetch.at);
+    const savedLocation = saved?.type === 'git' ? redactUrlCredentials(formatGitLocation(saved)) : undefined;
+    if (savedLocation !== undefined && savedLocation !== this.shownLocation) this.movedFrom = savedLocation;
   }
 
   /** Serves the last applied commit, then fetches once; resolves when both are done. */
@@ -131,6 +140,15 @@ export class GitSource implements Source {
 
   problems(): readonly SourceProblem[] {
     return this.currentProblems();
+  }
+
+  revisionState(): SourceRevisionState {
+    const { lastApplied, lastAttempted } = this.state;
+    return {
+      behind: lastAttempted !== undefined && lastAttempted.revision !== lastApplied?.revision,
+      ...(lastApplied === undefined ? {} : { lastAppliedAtMs: Date.parse(lastApplied.at) }),
+      ...(this.lastFetchOkAtMs === undefined ? {} : { lastSuccessfulFetchAtMs: this.lastFetchOkAtMs }),
+    };
   }
 
   summary(): string {
@@ -182,13 +200,14 @@ export class GitSource implements Source {
       // A first fetch is a whole clone: give it longer than a local git call.
       await this.repo.fetch(this.location.url, this.location.branch, this.options.timeoutMs ?? 300_000);
     } catch (err) {
-      const message = `cannot fetch ${this.location.url}${this.location.branch === undefined ? '' : ` branch ${this.location.branch}`}: ${errorMessage(err)}`;
+      const message = redactUrlCredentials(`cannot fetch ${this.location.url}${this.location.branch === undefined ? '' : ` branch ${this.location.branch}`}: ${errorMessage(err)}`);
       if (this.fetchError?.message !== message) this.log.warn({ err }, 'fetch failed; the last applied commit stays in force');
       this.fetchError = { reason: 'FetchFailed', message };
       this.state = { ...this.state, lastFetch: { at, ok: false, error: message } };
       this.persist();
       return;
     }
+    this.lastFetchOkAtMs = Date.parse(at);
     const tip = await this.repo.fetchedRevision();
     const recovered = this.fetchError !== undefined;
     this.fetchError = undefined;
@@ -235,7 +254,7 @@ export class GitSource implements Source {
     if (applied !== undefined && applied !== tip && !confirmed) {
       const linear = (await this.repo.hasCommit(applied)) && (await this.repo.isAncestor(applied, tip));
       if (!linear) {
-        const moved = this.movedFrom === undefined ? '' : `The source now follows ${formatGitLocation(this.location)} (was ${this.movedFrom}). `;
+        const moved = this.movedFrom === undefined ? '' : `The source now follows ${this.shownLocation} (was ${this.movedFrom}). `;
         return this.block(tip, 'HistoryRewritten', `${moved}The branch was rewritten: the last applied commit ${short(applied)} is not an ancestor of ${short(tip)}; nothing applied, ${keep}. Check the new history, then confirm with --confirm ${short(tip)}`);
       }
     }

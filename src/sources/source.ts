@@ -6,6 +6,14 @@
 import type { StoreWriter } from '../store/desired-store.js';
 import type { SourceProblem } from '../store/source-problem.js';
 
+/** A source with revisions: whether the newest one is in force, and when things last worked. */
+export interface SourceRevisionState {
+  /** The newest revision seen is not the one in force (held back by a rule, or unreadable). */
+  readonly behind: boolean;
+  readonly lastAppliedAtMs?: number;
+  readonly lastSuccessfulFetchAtMs?: number;
+}
+
 /** A place desired objects come from. Sources write the store; they never touch instances. */
 export interface Source {
   /** Source id, also the first part of every key it makes: no '/' ("dir", "git-0", "kube"). */
@@ -23,6 +31,8 @@ export interface Source {
   ready?(): boolean;
   /** One line on where the source stands (git: applied and latest revisions), for /readyz. */
   summary?(): string;
+  /** Where the source stands against its newest input, for sources with revisions (git). */
+  revisionState?(): SourceRevisionState;
   /** Looks for new input now instead of at the next interval (SIGHUP, POST /sources/ID/refresh). */
   refresh?(): void;
 }

@@ -16,13 +16,12 @@
  */
 import Database from 'better-sqlite3';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
 import type { Status } from '../api/v1alpha1/types.js';
 import { type Clock, systemClock } from '../shared/clock.js';
 import type { Desired } from '../store/desired.js';
 import type { ObjectKey } from '../store/object-key.js';
 import type { SourceProblem } from '../store/source-problem.js';
+import { type StateDirResult, secureStateDir, secureStateFile, tightenIfPresent } from './state-dir.js';
 
 const MIGRATIONS: readonly string[] = [
   // 1: objects, audit, problems
@@ -66,7 +65,32 @@ const MIGRATIONS: readonly string[] = [
      state TEXT NOT NULL,
      updated_at TEXT NOT NULL
    );`,
+  // 3: the notification outbox (events in order, kept a while after delivery) and each sink's cursor
+  `CREATE TABLE outbox (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     id TEXT NOT NULL UNIQUE,
+     key TEXT NOT NULL,
+     type TEXT NOT NULL,
+     at TEXT NOT NULL,
+     body TEXT NOT NULL
+   );
+   CREATE TABLE outbox_cursors (
+     sink TEXT PRIMARY KEY,
+     delivered_seq INTEGER NOT NULL,
+     updated_at TEXT NOT NULL
+   );`,
 ];
+
+/** One event waiting in (or delivered from) the outbox; `body` is what is sent, as is. */
+export interface OutboxEntry {
+  readonly seq: number;
+  /** Unique per event (the CloudEvents id): receivers de-duplicate by it. */
+  readonly id: string;
+  readonly key: string;
+  readonly type: string;
+  readonly at: string;
+  readonly body: string;
+}
 
 export interface ObjectRow {
   readonly key: ObjectKey;
@@ -115,10 +139,21 @@ export class StateDb {
   /** Runs a function in one transaction; made once (better-sqlite3 compiles each wrapper it makes). */
   private readonly inTransaction: (fn: () => unknown) => unknown;
 
-  /** Opens (creating when needed) the DB at `path` and runs pending migrations. `readonly` opens without writing. */
+  /** What was done to make the state directory private (daemon start), for its log. */
+  readonly stateDir: StateDirResult | undefined;
+
+  /**
+   * Opens (creating when needed) the DB at `path` and runs pending migrations. `readonly` opens
+   * without writing. Writable: the directory is made 0700 and the DB files 0600 first
+   * (state-dir.ts); throws when that cannot be done.
+   */
   constructor(path: string, options: { readonly?: boolean; clock?: Clock } = {}) {
     this.clock = options.clock ?? systemClock;
-    if (options.readonly !== true && path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+    const writable = options.readonly !== true && path !== ':memory:';
+    if (writable) {
+      this.stateDir = secureStateDir(path);
+      secureStateFile(path); // SQLite gives its -wal and -shm files the mode of the DB file
+    }
     this.db = new Database(path, { readonly: options.readonly === true, fileMustExist: options.readonly === true });
     if (options.readonly !== true) {
       this.db.pragma('journal_mode = WAL');
@@ -126,6 +161,7 @@ export class StateDb {
       this.db.pragma('wal_autocheckpoint = 0'); // checkpoint() runs from a timer instead
       this.migrate();
     }
+    if (writable) for (const suffix of ['-wal', '-shm', '-journal']) tightenIfPresent(`${path}${suffix}`);
     this.db.pragma('busy_timeout = 5000');
     this.statements = this.prepare();
     this.inTransaction = this.db.transaction((fn: () => unknown) => fn());
@@ -164,6 +200,20 @@ export class StateDb {
       problems: this.db.prepare<[], { source: string; line: string; detail: string }>('SELECT source, line, detail FROM problems ORDER BY source, seq'),
       setSource: this.db.prepare('INSERT INTO sources (id, description, state, updated_at) VALUES (@id, @description, @state, @now) ON CONFLICT(id) DO UPDATE SET description = @description, state = @state, updated_at = @now'),
       getSource: this.db.prepare<[string], { state: string }>('SELECT state FROM sources WHERE id = ?'),
+      outboxAppend: this.db.prepare('INSERT INTO outbox (id, key, type, at, body) VALUES (@id, @key, @type, @at, @body)'),
+      outboxAfter: this.db.prepare<[number, number], OutboxEntry>('SELECT * FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?'),
+      outboxLast: this.db.prepare<[], { seq: number | null }>('SELECT MAX(seq) AS seq FROM outbox'),
+      outboxCount: this.db.prepare<[number], { n: number }>('SELECT COUNT(*) AS n FROM outbox WHERE seq > ?'),
+      outboxPrune: this.db.prepare('DELETE FROM outbox WHERE seq <= ?'),
+      outboxDropOldest: this.db.prepare('DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)'),
+      outboxSize: this.db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM outbox'),
+      outboxUndeliveredAmongOldest: this.db.prepare<[number, number], { n: number }>(
+        'SELECT COUNT(*) AS n FROM (SELECT seq FROM outbox ORDER BY seq LIMIT ?) WHERE seq > ?'),
+      cursorGet: this.db.prepare<[string], { delivered_seq: number }>('SELECT delivered_seq FROM outbox_cursors WHERE sink = ?'),
+      cursorSet: this.db.prepare(`INSERT INTO outbox_cursors (sink, delivered_seq, updated_at) VALUES (@sink, @seq, @now)
+        ON CONFLICT(sink) DO UPDATE SET delivered_seq = @seq, updated_at = @now`),
+      cursorAll: this.db.prepare<[], { sink: string; delivered_seq: number }>('SELECT sink, delivered_seq FROM outbox_cursors'),
+      cursorDelete: this.db.prepare('DELETE FROM outbox_cursors WHERE sink = ?'),
       allSources: this.db.prepare<[], { id: string; description: string; state: string; updated_at: string }>('SELECT * FROM sources ORDER BY id'),
     };
   }
@@ -324,6 +374,71 @@ export class StateDb {
 
   listSources(): { id: string; description: string; state: unknown; updatedAt: string }[] {
     return this.statements.allSources.all().map((r) => ({ id: r.id, description: r.description, state: JSON.parse(r.state) as unknown, updatedAt: r.updated_at }));
+  }
+
+  /**
+   * Queues `entries` into the outbox behind, like status: a status write and the events it
+   * caused, queued in one synchronous step, commit in one transaction (never one without the other).
+   */
+  appendOutbox(entries: readonly Omit<OutboxEntry, 'seq'>[]): void {
+    if (entries.length === 0) return;
+    this.defer(() => { for (const e of entries) this.statements.outboxAppend.run(e); });
+  }
+
+  /** Up to `limit` outbox entries after `seq`, oldest first. */
+  outboxAfter(seq: number, limit: number): OutboxEntry[] {
+    this.flush();
+    return this.statements.outboxAfter.all(seq, limit);
+  }
+
+  /** The newest outbox sequence number (0 when it was always empty). */
+  outboxLastSeq(): number {
+    this.flush();
+    return this.statements.outboxLast.get()?.seq ?? 0;
+  }
+
+  /** How many outbox entries come after `seq`. */
+  outboxCountAfter(seq: number): number {
+    this.flush();
+    return this.statements.outboxCount.get(seq)?.n ?? 0;
+  }
+
+  /** The last sequence number delivered to `sink`, or undefined for a sink never seen. */
+  outboxCursor(sink: string): number | undefined {
+    return this.statements.cursorGet.get(sink)?.delivered_seq;
+  }
+
+  /** Records that `sink` has everything up to `seq`; on disk when it returns (a restart resumes after it). */
+  setOutboxCursor(sink: string, seq: number): void {
+    this.statements.cursorSet.run({ sink, seq, now: new Date().toISOString() });
+  }
+
+  /** Every sink's cursor. */
+  outboxCursors(): Map<string, number> {
+    return new Map(this.statements.cursorAll.all().map((r) => [r.sink, r.delivered_seq]));
+  }
+
+  /** Forgets a sink no longer configured. */
+  deleteOutboxCursor(sink: string): void {
+    this.statements.cursorDelete.run(sink);
+  }
+
+  /**
+   * Removes delivered entries: those at or below `deliveredSeq`, keeping the newest `keep` of
+   * them; then, if more than `max` entries remain, the oldest beyond `max` (returns how many of
+   * those undelivered ones were dropped).
+   */
+  pruneOutbox(deliveredSeq: number, keep: number, max: number): number {
+    this.flush();
+    return this.db.transaction(() => {
+      this.statements.outboxPrune.run(deliveredSeq - keep);
+      const size = this.statements.outboxSize.get()?.n ?? 0;
+      if (size <= max) return 0;
+      const excess = size - max;
+      const undelivered = this.statements.outboxUndeliveredAmongOldest.get(excess, deliveredSeq)?.n ?? 0;
+      this.statements.outboxDropOldest.run(excess);
+      return undelivered;
+    })();
   }
 
   /** Runs `fn` in one transaction: many writes, one fsync. */

@@ -16,6 +16,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { StateDb } from '../../src/state/state-db.js';
+import { readApiToken } from '../../src/state/state-dir.js';
 import { parseInfo } from '../../src/providers/lxc/lxc-tools.js';
 import { GitDaemon, TestRepo, freePort, git } from '../support/git-repo.js';
 import { morePassesInLog } from '../support/pass-log.js';
@@ -270,7 +271,9 @@ describe('hyperlet run --source git (daemon as a child process, real LXC)', func
     let url = '';
     let daemon: { child: ChildProcess; port: number; log: string } | undefined;
     const refresh = async (): Promise<void> => {
-      const r = await fetch(`http://127.0.0.1:${daemon!.port}/sources/git/refresh`, { method: 'POST' });
+      // Mutating routes need the token the daemon wrote beside its state DB (issue 10).
+      const headers = { authorization: `Bearer ${readApiToken(statePath)}` };
+      const r = await fetch(`http://127.0.0.1:${daemon!.port}/sources/git/refresh`, { method: 'POST', headers });
       expect(r.status).to.equal(202);
     };
 

@@ -1,13 +1,16 @@
 /**
  * An in-memory provider for unit tests and benchmarks: instances live in a map, every call is
  * recorded (sample-controller's action list), and failures can be scripted per method
- * (crossplane's ExternalClientFns). Zero latency unless `latencyMs` is set.
+ * (crossplane's ExternalClientFns). Zero latency unless `latencyMs` is set. It keeps the provider
+ * contract (test/conformance/provider-contract.ts): an instance whose owner is not the object
+ * is never changed, and a create cut short (`cutShort`) leaves a partial instance.
  */
 import { specFields } from '../../src/api/v1alpha1/fields.js';
 import type { Kind } from '../../src/api/v1alpha1/group.js';
 import type { PowerState } from '../../src/api/v1alpha1/types.js';
 import type { FieldChange, ObservedInstance, Provider } from '../../src/providers/provider.js';
 import { ProviderUnavailableError } from '../../src/providers/provider.js';
+import { TerminalError } from '../../src/shared/errors.js';
 import type { Desired } from '../../src/store/desired.js';
 import { ChangeFeed } from '../../src/providers/change-feed.js';
 
@@ -19,6 +22,8 @@ export class FakeProvider<K extends Kind = Kind> implements Provider<K> {
   readonly calls: string[] = [];
   /** Throw this from the next calls of a method (until cleared). */
   readonly failures = new Map<Method, Error>();
+  /** Throw this from the next create after it recorded a partial instance, as a create killed halfway leaves one. */
+  cutShort: Error | undefined;
   unavailable: string | undefined;
   latencyMs = 0;
   private readonly feed = new ChangeFeed();
@@ -45,6 +50,15 @@ export class FakeProvider<K extends Kind = Kind> implements Provider<K> {
     if (failure !== undefined) throw failure;
   }
 
+  /** The instance of `d`, when it is `d`'s; TerminalError NotOwned when another owns it (or nobody). */
+  private owned(d: Desired<K>, verb: string): ObservedInstance | undefined {
+    const current = this.instances.get(d.hostName);
+    if (current !== undefined && current.ownerId !== d.id) {
+      throw new TerminalError('NotOwned', `cannot ${verb} ${d.hostName}: it is not this object's (owner ${current.ownerId ?? 'none'})`);
+    }
+    return current;
+  }
+
   async probe(): Promise<void> {
     await this.call('probe');
     if (this.unavailable !== undefined) throw new ProviderUnavailableError(this.unavailable);
@@ -62,13 +76,23 @@ export class FakeProvider<K extends Kind = Kind> implements Provider<K> {
 
   async create(d: Desired<K>): Promise<void> {
     await this.call('create', d.hostName);
-    if (this.instances.has(d.hostName)) return;
-    this.instances.set(d.hostName, { hostName: d.hostName, state: 'Stopped', fields: specFields(d.object.kind, d.object.spec), ownerId: d.id, specHash: d.specHash });
+    const current = this.owned(d, 'create');
+    if (current !== undefined && current.partial !== true) return;
+    const made: ObservedInstance = {
+      hostName: d.hostName, state: 'Stopped', fields: specFields(d.object.kind, d.object.spec), ownerId: d.id, specHash: d.specHash,
+    };
+    const cut = this.cutShort;
+    if (cut !== undefined) {
+      this.cutShort = undefined;
+      this.instances.set(d.hostName, { ...made, partial: true });
+      throw cut;
+    }
+    this.instances.set(d.hostName, made);
   }
 
   async update(d: Desired<K>, changes: readonly FieldChange[]): Promise<void> {
     await this.call('update', `${d.hostName}:${changes.map((c) => c.path).join(',')}`);
-    const current = this.instances.get(d.hostName);
+    const current = this.owned(d, 'update');
     if (current === undefined) throw new Error(`cannot update ${d.hostName}: no such instance`);
     const fields = { ...current.fields };
     for (const c of changes) fields[c.path] = c.to ?? null;
@@ -77,7 +101,7 @@ export class FakeProvider<K extends Kind = Kind> implements Provider<K> {
 
   async setState(d: Desired<K>, to: PowerState): Promise<string | void> {
     await this.call('setState', `${d.hostName}:${to}`);
-    const current = this.instances.get(d.hostName);
+    const current = this.owned(d, 'set the state of');
     if (current === undefined) throw new Error(`cannot set state of ${d.hostName}: no such instance`);
     this.instances.set(d.hostName, { ...current, state: to });
   }
@@ -85,11 +109,15 @@ export class FakeProvider<K extends Kind = Kind> implements Provider<K> {
   async adopt(d: Desired<K>): Promise<void> {
     await this.call('adopt', d.hostName);
     const current = this.instances.get(d.hostName);
+    if (current?.ownerId !== undefined && current.ownerId !== d.id) {
+      throw new TerminalError('NotOwned', `cannot adopt ${d.hostName}: it belongs to another object (${current.ownerId})`);
+    }
     if (current !== undefined) this.instances.set(d.hostName, { ...current, ownerId: d.id });
   }
 
   async delete(d: Desired<K>): Promise<void> {
     await this.call('delete', d.hostName);
+    this.owned(d, 'delete');
     this.instances.delete(d.hostName);
   }
 
@@ -97,8 +125,9 @@ export class FakeProvider<K extends Kind = Kind> implements Provider<K> {
     return this.feed.follow(signal);
   }
 
-  /** Records the call; a fake holds nothing to release. */
+  /** Records the call and ends every changes() stream. */
   close(): void {
     this.calls.push('close');
+    this.feed.close();
   }
 }

@@ -1,6 +1,6 @@
 /** A SourceBackend that keeps status, records and events in memory, for unit tests and benchmarks. */
 import type { Status } from '../../src/api/v1alpha1/types.js';
-import type { SourceBackend, SourcePolicy } from '../../src/reconcile/backend.js';
+import type { EnvironmentResolver, SourceBackend, SourcePolicy } from '../../src/reconcile/backend.js';
 import type { Source } from '../../src/sources/source.js';
 import type { Desired } from '../../src/store/desired.js';
 import type { ObjectKey } from '../../src/store/object-key.js';
@@ -14,6 +14,8 @@ export class MemoryBackend implements SourceBackend, StatusWriter, ObjectRecords
   writes = 0;
   /** Source-wide GitOps rules; tests set it. */
   policy: SourcePolicy | undefined;
+  /** Reads valueFrom references; tests set it (a FakeEnvironmentResolver). */
+  environment: EnvironmentResolver | undefined;
   readonly source: Source;
   get statusWriter(): StatusWriter { return this; }
   get recorder(): Recorder { return this; }

@@ -1,12 +1,13 @@
 /** The one JSON Schema of kind Container: ajv validates files with it and the CRD is generated from it. */
 import { API_VERSION } from './group.js';
 import {
-  type JsonSchema, IFNAME_PATTERN, MAC_PATTERN, SAFE_TEXT_PATTERN, absolutePath, commonSpecProperties, objectSchema, quantity,
+  type JsonSchema, IFNAME_PATTERN, MAC_PATTERN, absolutePath, commonSpecProperties, environmentValue, objectSchema, quantity,
 } from './schema-parts.js';
 
 export const containerSpecSchema: JsonSchema = {
   type: 'object',
   additionalProperties: false,
+  description: 'Desired state of the Container.',
   properties: {
     state: { type: 'string', enum: ['Running', 'Stopped', 'Frozen'], default: 'Running', description: 'Desired power state.' },
     template: {
@@ -17,6 +18,7 @@ export const containerSpecSchema: JsonSchema = {
     resources: {
       type: 'object',
       additionalProperties: false,
+      description: 'Limits of the container: CPUs, memory and root filesystem size. Absent fields are not limited.',
       properties: {
         cpu: { type: 'integer', minimum: 1, maximum: 128, description: 'Number of CPUs the container may use.' },
         memory: quantity('64Mi', '1Ti', 'Memory limit.'),
@@ -26,11 +28,13 @@ export const containerSpecSchema: JsonSchema = {
     network: {
       type: 'array',
       maxItems: 16,
+      description: 'Network interfaces, in order (eth0 first). Absent: the host\'s LXC default.',
       items: {
         type: 'object',
         additionalProperties: false,
+        description: 'One network interface.',
         properties: {
-          type: { type: 'string', enum: ['veth', 'none'], default: 'veth' },
+          type: { type: 'string', enum: ['veth', 'none'], default: 'veth', description: 'veth joins a host bridge; none gives the container only loopback.' },
           bridge: { type: 'string', pattern: IFNAME_PATTERN, description: 'Host bridge the veth joins.' },
           hwaddr: { type: 'string', pattern: MAC_PATTERN, description: 'MAC address of the container side.' },
         },
@@ -40,7 +44,10 @@ export const containerSpecSchema: JsonSchema = {
       type: 'object',
       maxProperties: 256,
       propertyNames: { maxLength: 255, pattern: '^[A-Za-z_][A-Za-z0-9_]*$' },
-      additionalProperties: { type: 'string', maxLength: 4096, pattern: SAFE_TEXT_PATTERN },
+      additionalProperties: environmentValue,
+      description: 'Environment of the container\'s init. A value is text, or {valueFrom: {secretKeyRef: {name, key}}} (kube source: '
+        + 'a Secret in the object\'s namespace) or {valueFrom: {file: PATH}} (dir and git sources: a file in the host\'s secrets directory). '
+        + 'Values are never shown by hyperlet (keys are).',
     },
     autostart: { type: 'boolean', default: false, description: 'Start the container when the host boots.' },
     gracefulStopSeconds: {

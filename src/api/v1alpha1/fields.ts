@@ -71,6 +71,6 @@ export function specFields<K extends Kind>(kind: K, spec: SpecOf<K>): SpecFields
   };
 }
 
-function sortKeys(o: Record<string, string>): Record<string, string> {
+function sortKeys<V>(o: Record<string, V>): Record<string, V> {
   return Object.fromEntries(Object.entries(o).sort(([a], [b]) => a.localeCompare(b)));
 }

@@ -20,6 +20,48 @@ export const IFNAME_PATTERN = '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$';
 /** A unicast-capable MAC address in colon form. */
 export const MAC_PATTERN = '^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$';
 
+/** A Kubernetes Secret data key: alphanumerics, '-', '_' and '.'. */
+export const SECRET_KEY_PATTERN = '^[-._a-zA-Z0-9]+$';
+/** A path without control characters, absolute or relative (to the secrets directory). */
+export const SECRET_FILE_PATTERN = '^[^\\u0000-\\u001f\\u007f]+$';
+
+/**
+ * One environment value: text, or a reference resolved when the object is reconciled, so the
+ * secret itself never sits in the object, in Git or in the state DB. `x-environment-value` tells
+ * validate.ts and crd.ts that this anyOf is the text-or-reference union.
+ */
+export const environmentValue: JsonSchema = {
+  'x-environment-value': true,
+  anyOf: [
+    { type: 'string', maxLength: 4096, pattern: SAFE_TEXT_PATTERN },
+    {
+      type: 'object',
+      additionalProperties: false,
+      required: ['valueFrom'],
+      properties: {
+        valueFrom: {
+          type: 'object',
+          additionalProperties: false,
+          minProperties: 1,
+          maxProperties: 1,
+          properties: {
+            secretKeyRef: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['name', 'key'],
+              properties: {
+                name: { type: 'string', minLength: 1, maxLength: 253, pattern: DNS_SUBDOMAIN_PATTERN },
+                key: { type: 'string', minLength: 1, maxLength: 253, pattern: SECRET_KEY_PATTERN },
+              },
+            },
+            file: { type: 'string', minLength: 1, maxLength: 4096, pattern: SECRET_FILE_PATTERN },
+          },
+        },
+      },
+    },
+  ],
+};
+
 export const dnsLabel = (description: string): JsonSchema => ({
   type: 'string', minLength: 1, maxLength: 63, pattern: DNS_LABEL_PATTERN, description,
 });
@@ -31,12 +73,17 @@ export const absolutePath = (description: string): JsonSchema => ({
 /**
  * A Kubernetes quantity (string such as "512Mi", or a byte count) within a range.
  * `x-quantity-range` is checked by validate.ts and turned into a CEL rule in the CRDs.
+ * No `type`: int-or-string, as Kubernetes' own quantities in CRDs. `kubectl explain` then prints
+ * `<Object>` for it (its template reads only `type`; kubernetes/kubernetes#130946), so the
+ * description says what it is. `type: string` would fix that line but makes server-side apply
+ * (Flux, `kubectl apply --server-side`) refuse integers: "expected string, got int" (tried).
  */
 export const quantity = (minimum: string, maximum: string, description: string): JsonSchema => ({
   'x-kubernetes-int-or-string': true,
   anyOf: [{ type: 'integer', minimum: 0 }, { type: 'string', pattern: QUANTITY_PATTERN }],
   'x-quantity-range': { minimum, maximum },
-  description,
+  description: `${description} An int-or-string quantity, ${minimum} to ${maximum}: a byte count such as 268435456, or a string `
+    + 'with a suffix (Ki, Mi, Gi, Ti: powers of 1024; k, M, G, T: of 1000) such as 512Mi or 2Gi.',
 });
 
 const labelKey = '^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$';
@@ -46,18 +93,21 @@ export const objectMeta: JsonSchema = {
   type: 'object',
   additionalProperties: false,
   required: ['name'],
+  description: 'Standard object metadata: name, namespace, labels and annotations.',
   properties: {
     name: dnsLabel('Name of the object, unique per kind and namespace; also names the instance on the host.'),
     namespace: { ...dnsLabel('Namespace of the object.'), default: 'default' },
     labels: {
       type: 'object',
       maxProperties: 64,
+      description: 'Key/value pairs to select and group objects (Kubernetes label syntax).',
       propertyNames: { maxLength: 317, pattern: labelKey },
       additionalProperties: { type: 'string', maxLength: 63, pattern: '^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$' },
     },
     annotations: {
       type: 'object',
       maxProperties: 64,
+      description: 'Key/value notes; hyperlet reads hyperlet.io/paused, hyperlet.io/adopt and hyperlet.io/prune.',
       propertyNames: { maxLength: 317, pattern: labelKey },
       additionalProperties: { type: 'string', maxLength: 65536 },
     },
@@ -90,8 +140,9 @@ export const commonSpecProperties: Record<string, JsonSchema> = {
       type: 'object',
       additionalProperties: false,
       required: ['kind', 'name'],
+      description: 'A reference to an object of the same source.',
       properties: {
-        kind: { type: 'string', enum: ['Container', 'VirtualMachine'] },
+        kind: { type: 'string', enum: ['Container', 'VirtualMachine'], description: 'Kind of the object depended on.' },
         name: dnsLabel('Name of the object depended on.'),
         namespace: dnsLabel('Its namespace (default: this object\'s namespace).'),
       },
@@ -105,12 +156,25 @@ export function objectSchema(kind: string, apiVersion: string, spec: JsonSchema)
     type: 'object',
     additionalProperties: false,
     required: ['apiVersion', 'kind', 'metadata', 'spec'],
+    description: kindDescription(kind),
     properties: {
-      apiVersion: { type: 'string', const: apiVersion },
-      kind: { type: 'string', const: kind },
+      apiVersion: { type: 'string', const: apiVersion, description: API_VERSION_DESCRIPTION },
+      kind: { type: 'string', const: kind, description: KIND_DESCRIPTION },
       metadata: objectMeta,
       spec,
-      status: { type: 'object' },
+      status: { type: 'object', description: STATUS_DESCRIPTION },
     },
   };
 }
+
+/** What `kubectl explain KIND` says about each kind. */
+export function kindDescription(kind: string): string {
+  return kind === 'Container'
+    ? 'Container is an LXC container that hyperlet creates, keeps as declared and reports on.'
+    : 'VirtualMachine is a libvirt domain (KVM or QEMU) that hyperlet creates, keeps as declared and reports on.';
+}
+
+/** Kubernetes' own wording for the type fields every object has. */
+export const API_VERSION_DESCRIPTION = 'The versioned schema of this object: hyperlet.io/v1alpha1.';
+export const KIND_DESCRIPTION = 'The kind of this object, in CamelCase.';
+export const STATUS_DESCRIPTION = 'What hyperlet observes and did, written by the agent (status subresource) or kept in the state DB; never set by authors.';

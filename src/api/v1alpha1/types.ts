@@ -36,6 +36,18 @@ interface CommonSpec {
   dependsOn?: DependencyRef[];
 }
 
+/** A key of a Kubernetes Secret in the object's namespace. */
+export interface SecretKeySelector { name: string; key: string }
+/** Where an environment value comes from: exactly one of the two. */
+export interface EnvironmentSource {
+  /** kube source: a Secret's key. */
+  secretKeyRef?: SecretKeySelector;
+  /** dir and git sources: a file in the host's secrets directory (relative to it, or absolute inside it). */
+  file?: string;
+}
+/** An environment value: text, or a reference resolved at reconcile time. */
+export type EnvironmentValue = string | { valueFrom: EnvironmentSource };
+
 export type ContainerState = 'Running' | 'Stopped' | 'Frozen';
 export interface ContainerNetwork { type: 'veth' | 'none'; bridge?: string; hwaddr?: string }
 export interface ContainerSpec extends CommonSpec {
@@ -44,7 +56,7 @@ export interface ContainerSpec extends CommonSpec {
   rootfs?: string;
   resources?: { cpu?: number; memory?: Quantity; disk?: Quantity };
   network?: ContainerNetwork[];
-  environment?: Record<string, string>;
+  environment?: Record<string, EnvironmentValue>;
   autostart: boolean;
   gracefulStopSeconds: number;
 }
@@ -78,7 +90,7 @@ export type Container = HyperletObject<'Container'>;
 export type VirtualMachine = HyperletObject<'VirtualMachine'>;
 
 export type Phase = 'Pending' | 'Creating' | 'Running' | 'Stopped' | 'Frozen' | 'Paused' | 'Failed' | 'Deleting';
-export type ConditionType = 'Ready' | 'Synced' | 'RestartRequired' | 'RecreateRequired' | 'Paused' | 'Drifted';
+export type ConditionType = 'Ready' | 'Synced' | 'Reconciling' | 'Stalled' | 'RestartRequired' | 'RecreateRequired' | 'Paused' | 'Drifted';
 
 /** A Kubernetes-convention condition; `lastTransitionTime` moves only when `status` flips. */
 export interface Condition {

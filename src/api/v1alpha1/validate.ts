@@ -32,6 +32,8 @@ function makeAjv(): Ajv {
   const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, strictTypes: false, allowUnionTypes: true });
   // Structural-schema marker for the CRDs; ajv's anyOf already checks the two shapes.
   ajv.addKeyword({ keyword: 'x-kubernetes-int-or-string', schemaType: 'boolean' });
+  // Marks the text-or-valueFrom union of environment values (its anyOf gets its own message).
+  ajv.addKeyword({ keyword: 'x-environment-value', schemaType: 'boolean' });
   ajv.addKeyword({
     keyword: 'x-quantity-range',
     schemaType: 'object',
@@ -82,7 +84,9 @@ function toIssues(errors: readonly ErrorObject[]): ValidationIssue[] {
   const issues: ValidationIssue[] = [];
   for (const e of errors) {
     const path = toFieldPath(e.instancePath);
-    if (e.keyword === 'anyOf') {
+    if (e.keyword === 'anyOf' && e.schemaPath.includes('/environment/')) {
+      issues.push({ path, rule: 'environment-value', message: 'must be text without control characters (at most 4096), or {valueFrom: {secretKeyRef: {name, key}}} or {valueFrom: {file: PATH}}' });
+    } else if (e.keyword === 'anyOf') {
       issues.push({ path, rule: 'quantity', message: 'must be a quantity such as 512Mi or 2Gi, or a byte count' });
     } else if (anyOfPaths.has(e.instancePath) && e.schemaPath.includes('/anyOf/')) {
       continue;

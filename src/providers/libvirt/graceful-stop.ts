@@ -4,7 +4,7 @@
  * The returned note says which of the two happened, for status.
  */
 import { isLibvirtError } from './libvirt-error.js';
-import { Flags, LifecycleEventType, uuidFromBytes, type DomainRef, type LibvirtClient } from './libvirt-client.js';
+import { Flags, LifecycleEventType, uuidFromBytes, type DomainRef, type LibvirtApi } from './libvirt-client.js';
 import { isActive } from './domain-state.js';
 
 const ACPI_RESEND_MS = 5_000;
@@ -17,7 +17,9 @@ export const sleep = (ms: number, signal?: AbortSignal): Promise<void> => new Pr
 });
 
 /** Stops `dom`: ACPI first, destroy after `gracefulStopSeconds`; returns what happened. */
-export async function stopGracefully(client: LibvirtClient, dom: DomainRef, gracefulStopSeconds: number, signal: AbortSignal): Promise<string> {
+export async function stopGracefully(
+  client: LibvirtApi, dom: DomainRef, gracefulStopSeconds: number, signal: AbortSignal,
+): Promise<string> {
   const timeoutMs = gracefulStopSeconds * 1000;
   const started = Date.now();
   let note: string;
@@ -38,7 +40,7 @@ export async function stopGracefully(client: LibvirtClient, dom: DomainRef, grac
   return note;
 }
 
-async function waitForAcpiStop(client: LibvirtClient, dom: DomainRef, timeoutMs: number, signal: AbortSignal): Promise<boolean> {
+async function waitForAcpiStop(client: LibvirtApi, dom: DomainRef, timeoutMs: number, signal: AbortSignal): Promise<boolean> {
   const uuid = uuidFromBytes(dom.uuid);
   let stopped = false;
   let wake: (() => void) | undefined;

@@ -184,6 +184,28 @@ export interface LibvirtClientEvents {
   reconnected: [];
 }
 
+/** Subscribing to a connection's LibvirtClientEvents, as EventEmitter does it. */
+export interface LibvirtEvents {
+  on<E extends keyof LibvirtClientEvents>(event: E, listener: (...args: LibvirtClientEvents[E]) => void): unknown;
+  off<E extends keyof LibvirtClientEvents>(event: E, listener: (...args: LibvirtClientEvents[E]) => void): unknown;
+  once<E extends keyof LibvirtClientEvents>(event: E, listener: (...args: LibvirtClientEvents[E]) => void): unknown;
+}
+
+/**
+ * What the libvirt provider needs of a libvirt connection, so it can be given one (dependency
+ * injection): LibvirtClient is the real one (RPC on libvirtd's socket); unit tests put a
+ * FakeLibvirtClient here. Same contract as LibvirtClient's methods: not-found answers reject with
+ * a LibvirtError whose `isNotFound` is true, and the `lookup*` methods turn them into undefined.
+ */
+export type LibvirtApi = LibvirtEvents & Pick<LibvirtClient,
+  | 'socketPath' | 'uri' | 'connected' | 'connect' | 'close' | 'getLibVersion'
+  | 'listAllDomains' | 'getAllDomainStats' | 'lookupDomainByName' | 'lookupDomainByUuid' | 'domainDefineXml' | 'domainCreate'
+  | 'domainShutdown' | 'domainDestroy' | 'domainSuspend' | 'domainResume' | 'domainReboot' | 'domainUndefine' | 'domainGetState'
+  | 'domainGetXmlDesc' | 'domainSetVcpus' | 'domainSetMemory' | 'domainBlockResize' | 'domainSetMetadata'
+  | 'lookupStoragePool' | 'storagePoolDefineXml' | 'storagePoolBuild' | 'storagePoolCreate' | 'storagePoolSetAutostart'
+  | 'storagePoolIsActive' | 'storageVolCreateXml' | 'lookupStorageVol' | 'storageVolDelete' | 'storageVolResize' | 'storageVolGetInfo'
+>;
+
 /**
  * A libvirt connection that survives libvirtd restarts. Guarantees: after `connect()` resolves,
  * lifecycle events of every domain are delivered as 'lifecycle' until `close()`; when the

@@ -34,7 +34,7 @@ import {
   type OwnershipMarker, type ParsedDomain, type VolumeName,
 } from './domain-xml.js';
 import {
-  DomainState, Flags, LibvirtClient, uuidFromBytes, uuidToBytes, type DomainRef, type PoolRef,
+  DomainState, Flags, uuidFromBytes, uuidToBytes, type DomainRef, type LibvirtApi, type PoolRef,
 } from './libvirt-client.js';
 import { isLibvirtError, isNotFound } from './libvirt-error.js';
 import { disksChangeMode, observedFieldsOf } from './observed-fields.js';
@@ -49,10 +49,12 @@ export { instanceStateOf } from './domain-state.js';
 
 
 export interface LibvirtProviderOptions {
-  /** Default qemu:///system. */
-  readonly uri?: string;
-  /** Default /run/libvirt/libvirt-sock. */
-  readonly socketPath?: string;
+  /**
+   * The libvirt connection every call goes through: a LibvirtClient (registry.ts makes it from
+   * the daemon's URI and socket), or a FakeLibvirtClient in unit tests. The provider connects it
+   * lazily and closes it in close().
+   */
+  readonly client: LibvirtApi;
   readonly logger: Logger;
   /** Where serial console logs go, one NAME.log per domain. Default /var/log/hyperlet/console. */
   readonly consoleDir?: string;
@@ -90,8 +92,8 @@ const KiB = 1024;
 export class LibvirtProvider implements Provider<'VirtualMachine'> {
   readonly name = 'libvirt' as const;
   readonly kind = 'VirtualMachine' as const;
-  /** The RPC client (exposed for benchmarks and tests that need raw calls). */
-  readonly client: LibvirtClient;
+  /** The libvirt connection given in the options. */
+  readonly client: LibvirtApi;
   private readonly log: Logger;
   private readonly consoleDir: string;
   private readonly xmlCacheTtlMs: number;
@@ -101,12 +103,14 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
   private readonly knownNames = new Set<string>();
   private readonly lastStop = new Map<string, string>();
   private readonly feed = new ChangeFeed();
+  /** Aborted by close(): ends changes() streams, including one still waiting to connect. */
+  private readonly closing = new AbortController();
   /** Domains whose XML is not cached until the given time: a balloon settles after the call that set it, with no lifecycle event. */
   private readonly uncachedUntilMs = new Map<string, number>();
 
   constructor(options: LibvirtProviderOptions) {
     this.log = options.logger.child({ provider: 'libvirt' });
-    this.client = new LibvirtClient({ logger: this.log, ...(options.uri === undefined ? {} : { uri: options.uri }), ...(options.socketPath === undefined ? {} : { socketPath: options.socketPath }) });
+    this.client = options.client;
     this.consoleDir = options.consoleDir ?? '/var/log/hyperlet/console';
     this.xmlCacheTtlMs = options.xmlCacheTtlMs ?? 300_000;
     this.storage = new LibvirtStorage({
@@ -131,8 +135,10 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     return path.join(this.consoleDir, `${hostName}.log`);
   }
 
-  /** Ends the libvirt session; later calls reconnect. */
+  /** Ends every changes() stream for good and the libvirt session; later calls reconnect. Idempotent. */
   async close(): Promise<void> {
+    this.closing.abort();
+    this.feed.close();
     const c = this.connecting;
     this.connecting = undefined;
     if (c !== undefined) await c.catch(() => undefined);
@@ -426,6 +432,11 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     signal.throwIfAborted();
     const dom = await this.client.lookupDomainByName(d.hostName);
     if (dom === undefined) throw new Error(`cannot adopt domain ${d.hostName}: it does not exist`);
+    const marker = (await this.readDomain(dom)).marker;
+    // Observed unowned a moment ago, maybe from a cache: never take a domain another object marked meanwhile.
+    if (marker !== undefined && marker.id !== d.id) {
+      throw new TerminalError('NotOwned', `cannot adopt domain ${d.hostName}: it belongs to another object (id ${marker.id})`);
+    }
     const st = await this.client.domainGetState(dom);
     // Adopted volumes stay the operator's: the marker lists none, so delete() keeps them.
     const flags = Flags.AffectConfig | (isActive(st.state) ? Flags.AffectLive : 0);
@@ -470,14 +481,15 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
 
   async *changes(signal: AbortSignal): AsyncIterable<string> {
     const events = this.feed.follow(signal);
+    const ended = AbortSignal.any([signal, this.closing.signal]);
     // Events flow only on a live session: keep trying until it is up.
-    while (!signal.aborted) {
+    while (!ended.aborted) {
       try {
         await this.ensureConnected();
         break;
       } catch (err) {
         this.log.warn({ err }, 'cannot connect to libvirtd for events; retrying');
-        await sleep(1_000, signal).catch(() => undefined);
+        await sleep(1_000, ended).catch(() => undefined);
       }
     }
     yield* events;

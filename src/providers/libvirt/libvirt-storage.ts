@@ -15,12 +15,12 @@ import type { Logger } from 'pino';
 import { TerminalError } from '../../shared/errors.js';
 import type { Desired } from '../../store/desired.js';
 import { planDisks, type ParsedDomain, type VolumeName } from './domain-xml.js';
-import type { DomainRef, LibvirtClient, PoolRef } from './libvirt-client.js';
+import type { DomainRef, LibvirtApi, PoolRef } from './libvirt-client.js';
 import { isLibvirtError } from './libvirt-error.js';
 import { buildDirPoolXml, buildVolumeXml, imageFormatOf } from './storage-xml.js';
 
 export interface LibvirtStorageOptions {
-  readonly client: LibvirtClient;
+  readonly client: LibvirtApi;
   readonly logger: Logger;
   /** Where dir pools hyperlet creates live. */
   readonly poolRoot: string;
@@ -31,7 +31,7 @@ export interface LibvirtStorageOptions {
 }
 
 export class LibvirtStorage {
-  private readonly client: LibvirtClient;
+  private readonly client: LibvirtApi;
   private readonly log: Logger;
   private readonly poolRoot: string;
   private readonly creatablePool: (name: string) => boolean;

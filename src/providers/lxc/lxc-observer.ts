@@ -12,7 +12,7 @@ import type { CgroupHost, LiveLimits } from './cgroup-host.js';
 import { configPath, consoleLogPath, containerDir, isHostName, markerPath, monitorPidPath, startLogPath } from './container-paths.js';
 import { fieldsFromConfig, parseConfig } from './lxc-config.js';
 import { commandSocketName, lxcStateFromFreezer, monitorTitle, parseAbstractSockets, parseChildren } from './lxc-proc-state.js';
-import { type LxcTools, instanceStateOf, isLxcToolError, parseInfo } from './lxc-tools.js';
+import { type LxcToolRunner, instanceStateOf, isLxcToolError, parseInfo } from './lxc-tools.js';
 import { type OwnershipMarker, readMarker } from './ownership-marker.js';
 import { processStartTime } from './process-start-time.js';
 
@@ -42,14 +42,14 @@ async function withinMs<T, F>(ms: number, work: Promise<T>, fallback: F): Promis
 
 export interface LxcObserverOptions {
   readonly lxcpath: string;
-  readonly tools: LxcTools;
+  readonly tools: LxcToolRunner;
   readonly logger: Logger;
   readonly cgroup: () => Promise<CgroupHost>;
 }
 
 export class LxcObserver {
   private readonly lxcpath: string;
-  private readonly tools: LxcTools;
+  private readonly tools: LxcToolRunner;
   private readonly log: Logger;
   private readonly cgroup: () => Promise<CgroupHost>;
   /** Whether /proc can stand in for lxc-info (lxc-proc-state.ts); turned off for good on any contradiction. */

@@ -21,7 +21,7 @@ import {
 } from './lxc-config.js';
 import { LxcMonitor } from './lxc-monitor.js';
 import {
-  LXC_TOOLS, type LxcTool, LxcTools, parseLsFancy, summarizeLxcLog,
+  LXC_TOOLS, type LxcToolRunner, parseLsFancy, summarizeLxcLog,
 } from './lxc-tools.js';
 import { MARKER_VERSION, type OwnershipMarker, readMarker, writeMarker } from './ownership-marker.js';
 import { killCreators } from './creator-processes.js';
@@ -33,13 +33,22 @@ export interface LxcProviderOptions {
   /** Where containers live (`lxc-* -P`); /var/lib/lxc is LXC's default. Created by probe() when missing. */
   readonly lxcpath: string;
   readonly logger: Logger;
-  /** Default timeout of one tool call; 30 s. */
-  readonly toolTimeoutMs?: number;
+  /**
+   * Runs every lxc-* tool (and cp) the provider needs: an LxcTools (registry.ts makes it, with
+   * its timeout and spawn counting), or a FakeToolRunner in unit tests. lxc-monitor (changes())
+   * and lxc-attach (exec()) are long-lived children with their own stdio and do not go through it.
+   */
+  readonly tools: LxcToolRunner;
   /** Timeout of one lxc-create (plus the rootfs copy); 5 min: busybox takes ~1 s here, big rootfs copies longer. */
   readonly createTimeoutMs?: number;
-  /** Called after every spawned tool (metrics; benchmarks count spawns per resync). */
-  readonly onToolCall?: (tool: LxcTool, durationMs: number, ok: boolean) => void;
+  /** This host's cgroup layout; detected from /proc/self/mounts at first use when not given (tests give one). */
+  readonly cgroup?: CgroupHost;
+  /** Where lxc-create finds template `NAME` as `lxc-NAME`; LXC's compiled-in LXCTEMPLATEDIR on Debian. */
+  readonly templatesDir?: string;
 }
+
+/** LXC's template directory on Debian and Ubuntu (lxc-create looks nowhere else for a bare name). */
+export const DEFAULT_TEMPLATES_DIR = '/usr/share/lxc/templates';
 
 /** The fields the config embodies; template, rootfs and disk are made once and only recorded. */
 const CONFIG_FIELDS: ReadonlySet<string> = new Set(['resources.cpu', 'resources.memory', 'environment', 'network', 'autostart']);
@@ -57,21 +66,20 @@ export class LxcProvider implements Provider<'Container'> {
   readonly kind = 'Container' as const;
   private readonly lxcpath: string;
   private readonly log: Logger;
-  private readonly tools: LxcTools;
+  private readonly tools: LxcToolRunner;
   private readonly monitor: LxcMonitor;
   private readonly createTimeoutMs: number;
+  private readonly templatesDir: string;
   private cgroupHost: Promise<CgroupHost> | undefined;
   private readonly observer: LxcObserver;
 
   constructor(options: LxcProviderOptions) {
     this.lxcpath = options.lxcpath;
     this.log = options.logger.child({ provider: 'lxc', lxcpath: options.lxcpath });
-    this.tools = new LxcTools({
-      logger: this.log,
-      ...(options.toolTimeoutMs === undefined ? {} : { timeoutMs: options.toolTimeoutMs }),
-      ...(options.onToolCall === undefined ? {} : { onCall: options.onToolCall }),
-    });
+    this.tools = options.tools;
+    if (options.cgroup !== undefined) this.cgroupHost = Promise.resolve(options.cgroup);
     this.createTimeoutMs = options.createTimeoutMs ?? 300_000;
+    this.templatesDir = options.templatesDir ?? DEFAULT_TEMPLATES_DIR;
     this.observer = new LxcObserver({ lxcpath: this.lxcpath, tools: this.tools, logger: this.log, cgroup: () => this.cgroup() });
     this.monitor = new LxcMonitor({ lxcpath: this.lxcpath, logger: this.log, listNames: () => this.observer.listNames() });
   }
@@ -149,7 +157,8 @@ export class LxcProvider implements Provider<'Container'> {
    * Creates the container stopped: marker (incomplete), lxc-create from the template or from
    * `-t none` plus a copy of the prepared rootfs, the managed config, marker complete. Succeeds
    * at once when a complete container of ours exists; clears a partial one of ours first.
-   * Throws TerminalError `NotOwned` when the name is taken by a container hyperlet does not own.
+   * Throws TerminalError `NotOwned` when the name is taken by a container hyperlet does not own,
+   * and `TemplateNotFound`, before anything is made, when the template is not installed.
    */
   async create(d: Desired<'Container'>, signal: AbortSignal): Promise<void> {
     const name = d.hostName;
@@ -164,6 +173,7 @@ export class LxcProvider implements Provider<'Container'> {
       await this.destroyOwned(name, signal);
     }
     const spec = d.object.spec;
+    if (spec.template !== undefined) await this.requireTemplate(name, spec.template);
     const fields = specFields('Container', spec);
     const applied = appliedConfigOf(fields);
     const managed = renderManagedConfig(applied, await this.renderContext(name));
@@ -365,6 +375,21 @@ export class LxcProvider implements Provider<'Container'> {
     return { lxcpath: this.lxcpath, hostName: name, cgroupVersion: (await this.cgroup()).version, consoleLogPath: consoleLogPath(this.lxcpath, name) };
   }
 
+  /**
+   * TerminalError `TemplateNotFound` unless template `template` is an executable `lxc-NAME` in
+   * the templates directory: otherwise lxc-create would fail the same way on every retry.
+   */
+  private async requireTemplate(name: string, template: string): Promise<void> {
+    const script = join(this.templatesDir, `lxc-${template}`);
+    try {
+      await access(script, fsConstants.X_OK);
+    } catch (err) {
+      const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'is not installed' : 'cannot be run';
+      throw new TerminalError('TemplateNotFound',
+        `cannot create container ${name}: LXC template ${template} ${why} (no executable ${script}; install it, or name another template)`, { cause: err });
+    }
+  }
+
   /** The marker, when the container is `d`'s; otherwise TerminalError `NotOwned`, before anything is touched. */
   private async requireOwned(d: Desired<'Container'>, verb: string): Promise<OwnershipMarker> {
     const name = d.hostName;
@@ -424,7 +449,7 @@ export class LxcProvider implements Provider<'Container'> {
     await this.observer.checkProcAgainst([name]);
   }
 
-  private async stop(name: string, gracefulStopSeconds: number, frozen: boolean, signal: AbortSignal): Promise<string> {
+  private async stop(name: string, gracefulStopSeconds: number, frozen: boolean, signal: AbortSignal): Promise<string | undefined> {
     const args = ['-P', this.lxcpath, '-n', name];
     if (gracefulStopSeconds > 0) {
       // A frozen init cannot handle the halt signal: thaw it first.
@@ -440,7 +465,14 @@ export class LxcProvider implements Provider<'Container'> {
         this.log.info({ hostName: name, gracefulStopSeconds }, 'no clean shutdown in time; killing');
       }
     }
-    await this.tools.run('lxc-stop', [...args, '-k'], { signal });
+    try {
+      await this.tools.run('lxc-stop', [...args, '-k'], { signal });
+    } catch (err) {
+      if (isAbortError(err)) throw err;
+      // lxc-stop fails on a stopped container: a retry after a stop that worked, or one done behind our back.
+      if ((await this.observer.info(name, signal)).state === 'STOPPED') return undefined;
+      throw err;
+    }
     return gracefulStopSeconds > 0 ? `killed after ${gracefulStopSeconds} s without a clean shutdown` : 'killed (gracefulStopSeconds is 0)';
   }
 }

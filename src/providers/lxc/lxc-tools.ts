@@ -50,6 +50,30 @@ export interface RunOptions {
   readonly timeoutMs?: number;
 }
 
+/**
+ * What the LXC provider needs to run a tool, so it can be given one (dependency injection):
+ * LxcTools is the real runner, FakeToolRunner the unit tests'. `run` resolves with the output of
+ * a call that exited 0; otherwise it throws LxcToolError (exit code, stderr, and a message made
+ * by toolFailureMessage) or an AbortError when `signal` fired first.
+ */
+export interface LxcToolRunner {
+  run(tool: LxcTool, args: readonly string[], options: RunOptions): Promise<ToolOutput>;
+}
+
+/** How a failed call reads in errors: "cannot run TOOL ARGS: exit code N: STDERR TAIL" (also a timeout or a spawn failure). */
+export function toolFailureMessage(
+  tool: LxcTool, args: readonly string[], failure: { code?: number | null; timedOutMs?: number; spawnError?: Error; stderr: string },
+): string {
+  const what = `cannot run ${[tool, ...args].join(' ')}`;
+  const tail = lastChars(failure.stderr.trim(), STDERR_IN_MESSAGE_CHARS);
+  if (failure.spawnError !== undefined) {
+    const notFound = (failure.spawnError as NodeJS.ErrnoException).code === 'ENOENT';
+    return `${what}: ${notFound ? `${tool} is not installed (not found in PATH)` : failure.spawnError.message}`;
+  }
+  if (failure.timedOutMs !== undefined) return `${what}: timed out after ${failure.timedOutMs} ms${tail === '' ? '' : `: ${tail}`}`;
+  return `${what}: exit code ${failure.code ?? 'none (killed)'}${tail === '' ? '' : `: ${tail}`}`;
+}
+
 export interface LxcToolsOptions {
   readonly logger: Logger;
   /** 30 s: every lxc-* call but create and graceful stop returns in well under a second here. */
@@ -68,7 +92,7 @@ const STDERR_IN_MESSAGE_CHARS = 2000;
 /** How long to wait for a tool's pipes to close after it exited or was killed. */
 const PIPE_GRACE_MS = 1_000;
 
-export class LxcTools {
+export class LxcTools implements LxcToolRunner {
   private readonly log: Logger;
   private readonly timeoutMs: number;
   private readonly onCall: ((tool: LxcTool, durationMs: number, ok: boolean) => void) | undefined;
@@ -143,17 +167,9 @@ export class LxcTools {
           reject(abortError(signal));
           return;
         }
-        const what = `cannot run ${[tool, ...args].join(' ')}`;
-        const tail = lastChars(stderr.trim(), STDERR_IN_MESSAGE_CHARS);
-        let message: string;
-        if (spawnError !== undefined) {
-          const notFound = (spawnError as NodeJS.ErrnoException).code === 'ENOENT';
-          message = `${what}: ${notFound ? `${tool} is not installed (not found in PATH)` : spawnError.message}`;
-        } else if (timedOut) {
-          message = `${what}: timed out after ${timeoutMs} ms${tail === '' ? '' : `: ${tail}`}`;
-        } else {
-          message = `${what}: exit code ${code ?? 'none (killed)'}${tail === '' ? '' : `: ${tail}`}`;
-        }
+        const message = toolFailureMessage(tool, args, {
+          code, stderr, ...(timedOut ? { timedOutMs: timeoutMs } : {}), ...(spawnError === undefined ? {} : { spawnError }),
+        });
         reject(new LxcToolError(tool, args, code ?? undefined, stderr, message, spawnError === undefined ? undefined : { cause: spawnError }));
       };
       child.once('error', (e) => finish(null, e));

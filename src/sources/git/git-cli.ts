@@ -1,7 +1,8 @@
 /**
  * The only way hyperlet runs `git`: argument arrays, never a shell; a timeout on every call;
  * git's stderr in the thrown error; no prompts (a fetch that needs a password fails instead of
- * hanging), no `ext::` transport, no automatic gc that could drop the last applied commit.
+ * hanging), only the transports https, http, ssh, git and file (GIT_ALLOW_PROTOCOL: no `ext::`
+ * or other remote helper), no automatic gc that could drop the last applied commit.
  */
 import { spawn } from 'node:child_process';
 
@@ -25,6 +26,8 @@ export interface GitCallOptions {
   readonly input?: string;
   /** Exit codes that are answers, not failures (merge-base --is-ancestor says "no" with 1). */
   readonly okCodes?: readonly number[];
+  /** Added to git's environment for this call (credentials for a fetch). */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 export interface GitResult {
@@ -54,6 +57,8 @@ export class GitCli {
       GIT_SSH_COMMAND: process.env.GIT_SSH_COMMAND ?? 'ssh -o BatchMode=yes',
       GIT_DIR: gitDir,
       LC_ALL: 'C',
+      // Transports git may use: no remote helpers (ext::, fd::, hg::…), which could run programs.
+      GIT_ALLOW_PROTOCOL: 'https:http:ssh:git:file',
     };
   }
 
@@ -66,7 +71,8 @@ export class GitCli {
     const timeoutMs = options.timeoutMs ?? this.timeoutMs;
     this.calls++;
     return new Promise((resolve, reject) => {
-      const child = spawn('git', argv, { env: this.env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+      const env = options.env === undefined ? this.env : { ...this.env, ...options.env };
+      const child = spawn('git', argv, { env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
       const out: Buffer[] = [];
       let outBytes = 0;
       let stderr = '';

@@ -12,6 +12,53 @@ import { join } from 'node:path';
 import { GitCli } from './git-cli.js';
 
 const FETCHED_REF = 'refs/hyperlet/fetched';
+
+/** user:password of an http(s) URL, decoded, with the host[:port] they are for. */
+export interface UrlCredentials {
+  readonly host: string;
+  readonly username: string;
+  readonly password: string;
+}
+
+/**
+ * Takes the userinfo out of an http(s) URL: git gets the URL without it and the credentials
+ * through credentialHelperEnv. Other URLs come back as they are (an ssh user name is no secret,
+ * and ssh never takes a password from a URL). Throws for credentials holding a control character.
+ */
+export function splitCredentials(url: string): { url: string; credentials?: UrlCredentials } {
+  const m = /^(https?:\/\/)([^/?#]*)@([^/?#@]+)(.*)$/i.exec(url);
+  if (m === null) return { url };
+  const [, scheme = '', userinfo = '', host = '', rest = ''] = m;
+  const colon = userinfo.indexOf(':');
+  let username: string;
+  let password: string;
+  try {
+    username = decodeURIComponent(colon < 0 ? userinfo : userinfo.slice(0, colon));
+    password = colon < 0 ? '' : decodeURIComponent(userinfo.slice(colon + 1));
+  } catch {
+    throw new Error('cannot use the credentials in the git URL: they are not valid percent-encoding');
+  }
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(username + password)) throw new Error('cannot use the credentials in the git URL: they hold a control character');
+  return { url: `${scheme}${host}${rest}`, credentials: { host: host.toLowerCase(), username, password } };
+}
+
+/**
+ * Environment that makes git take `credentials` from a helper, for their host only (a redirect to
+ * another host gets nothing). The helper is a fixed shell function; the values reach it only
+ * through the environment, never through its text.
+ */
+export function credentialHelperEnv(credentials: UrlCredentials): Record<string, string> {
+  const helper = '!f() { test "$1" = get || return 0; h=; while IFS= read -r l && [ -n "$l" ]; do case "$l" in host=*) h="${l#host=}";; esac; done; '
+    + '[ "$h" = "$HYPERLET_GIT_HOST" ] || return 0; printf \'username=%s\\npassword=%s\\n\' "$HYPERLET_GIT_USERNAME" "$HYPERLET_GIT_PASSWORD"; }; f';
+  return {
+    GIT_CONFIG_COUNT: '2',
+    // An empty helper first: no helper configured on the host sees (or stores) these credentials.
+    GIT_CONFIG_KEY_0: 'credential.helper', GIT_CONFIG_VALUE_0: '',
+    GIT_CONFIG_KEY_1: 'credential.helper', GIT_CONFIG_VALUE_1: helper,
+    HYPERLET_GIT_HOST: credentials.host, HYPERLET_GIT_USERNAME: credentials.username, HYPERLET_GIT_PASSWORD: credentials.password,
+  };
+}
 const APPLIED_REF = 'refs/hyperlet/applied';
 
 /** One file of a commit's tree. */
@@ -45,7 +92,13 @@ export class GitRepository {
    */
   async fetch(url: string, branch: string | undefined, timeoutMs?: number): Promise<void> {
     const from = branch === undefined ? 'HEAD' : `refs/heads/${branch}`;
-    await this.git.run(['fetch', '--quiet', '--no-tags', '--no-write-fetch-head', '--no-recurse-submodules', '--', url, `+${from}:${FETCHED_REF}`], timeoutMs === undefined ? {} : { timeoutMs });
+    // Credentials never go on git's command line (any local user can read it in ps): git asks
+    // a helper for them, and the helper reads them from git's environment (readable by us only).
+    const { url: bare, credentials } = splitCredentials(url);
+    await this.git.run(['fetch', '--quiet', '--no-tags', '--no-write-fetch-head', '--no-recurse-submodules', '--', bare, `+${from}:${FETCHED_REF}`], {
+      ...(timeoutMs === undefined ? {} : { timeoutMs }),
+      ...(credentials === undefined ? {} : { env: credentialHelperEnv(credentials) }),
+    });
   }
 
   /** The fetched commit: read from the ref file (no process), or asked of git when refs are packed. */

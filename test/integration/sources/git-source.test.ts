@@ -43,6 +43,16 @@ describe('GitSource (real git, repository on disk)', function () {
     return repo.commit(`${n} containers`);
   }
 
+  it('never shows or stores the credentials of its URL, even when the fetch fails', async () => {
+    const f = follow({ location: 'http://alice:hunter2-secret@127.0.0.1:1/r.git#main' });
+    await f.start();
+    const shown = JSON.stringify([f.source.description, f.source.summary(), f.source.problems(), f.db.listSources(), f.db.problems()]);
+    expect(shown).to.not.contain('hunter2-secret');
+    expect(shown).to.not.contain('alice');
+    expect(f.source.description).to.equal('git:http://<redacted>@127.0.0.1:1/r.git#main');
+    expect(f.source.problems()[0]?.line).to.match(/^cannot fetch http:\/\/<redacted>@127\.0\.0\.1:1\/r\.git branch main: /);
+  });
+
   it('applies the tip, then follows a new commit, and an idle poll reads nothing', async () => {
     const first = await seed(2);
     const f = follow();

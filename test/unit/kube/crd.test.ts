@@ -60,7 +60,8 @@ describe('generated CRDs', () => {
 
     it(`${kind}: the schema is structural (every node typed, no JSON-Schema-only keywords)`, () => {
       for (const [path, node] of walk(rootSchemaOf(crdOf(want.plural)), '')) {
-        const typed = typeof node.type === 'string' || node['x-kubernetes-int-or-string'] === true;
+        // The structural-schema exceptions: int-or-string, and preserve-unknown-fields (environment values: text or valueFrom).
+        const typed = typeof node.type === 'string' || node['x-kubernetes-int-or-string'] === true || node['x-kubernetes-preserve-unknown-fields'] === true;
         expect(typed, `${path} has no type`).to.equal(true);
         for (const banned of ['additionalProperties', 'propertyNames', 'x-quantity-range', 'const', 'oneOf']) {
           if (banned === 'additionalProperties' && typeof node.additionalProperties === 'object') continue;

@@ -1,5 +1,6 @@
 import { expect } from 'chai';
-import { HttpServer, type ReadinessCheck } from '../../../src/server/http-server.js';
+import { connect } from 'node:net';
+import { HttpServer, type ReadinessCheck, bearerMatches } from '../../../src/server/http-server.js';
 import { StateDb } from '../../../src/state/state-db.js';
 import { Metrics } from '../../../src/telemetry/metrics.js';
 import { silentLogger } from '../../../src/telemetry/logger.js';
@@ -12,6 +13,8 @@ describe('HttpServer', () => {
   let checks: ReadinessCheck[];
   const metrics = new Metrics({ processMetrics: false });
   const refreshed: string[] = [];
+  const token = 'tok_0123456789abcdefghijklmnopqrstuvwxyzABCD';
+  const auth = { authorization: `Bearer ${token}` };
 
   before(async () => {
     db = new StateDb(':memory:');
@@ -28,6 +31,7 @@ describe('HttpServer', () => {
     server = new HttpServer({
       host: '127.0.0.1', port: 0, registry: metrics.registry, checks: () => checks, db, logger: silentLogger(),
       refresh: (id) => { refreshed.push(id); return id === 'git' ? 1 : 0; },
+      token, headersTimeoutMs: 300, redact: (t) => t.replaceAll('s3cret-value', '<redacted>'),
     });
     const address = await server.listen();
     base = `http://127.0.0.1:${address.port}`;
@@ -51,8 +55,8 @@ describe('HttpServer', () => {
   });
 
   it('refreshes a source on POST /sources/ID/refresh, 404 for an unknown one, and lists sources', async () => {
-    expect((await fetch(`${base}/sources/git/refresh`, { method: 'POST' })).status).to.equal(202);
-    expect((await fetch(`${base}/sources/nope/refresh`, { method: 'POST' })).status).to.equal(404);
+    expect((await fetch(`${base}/sources/git/refresh`, { method: 'POST', headers: auth })).status).to.equal(202);
+    expect((await fetch(`${base}/sources/nope/refresh`, { method: 'POST', headers: auth })).status).to.equal(404);
     expect((await fetch(`${base}/sources/git/refresh`)).status, 'GET changes nothing').to.equal(405);
     expect(refreshed).to.deep.equal(['git', 'nope']);
     const list = await (await fetch(`${base}/sources`)).json() as { items: { id: string; state: unknown; problems: string[] }[] };
@@ -80,4 +84,89 @@ describe('HttpServer', () => {
     expect((await fetch(`${base}/apis/hyperlet.io/v1alpha1/containers?continue=garbage`)).status).to.equal(400);
     expect((await fetch(`${base}/apis/hyperlet.io/v1alpha1/pods`)).status).to.equal(404);
   });
+
+  /** One raw HTTP/1.1 request, so Host and the request line can be anything. */
+  const raw = (text: string): Promise<string> => new Promise((resolve, reject) => {
+    const socket = connect(Number(new URL(base).port), '127.0.0.1');
+    let answer = '';
+    socket.on('data', (c: Buffer) => { answer += c.toString(); });
+    socket.on('close', () => resolve(answer));
+    socket.on('error', reject);
+    socket.end(text);
+  });
+  const statusOf = (answer: string): number => Number(/^HTTP\/1\.1 ([0-9]{3})/.exec(answer)?.[1] ?? 0);
+
+  const guarded: Record<string, { reason: string; request: string; want: number; touches?: boolean }> = {
+    ForeignHost: { reason: 'DNS rebinding: a page named attacker.example is refused before any route', request: 'GET /apis/hyperlet.io/v1alpha1/containers HTTP/1.1\r\nHost: attacker.example\r\nConnection: close\r\n\r\n', want: 421 },
+    ForeignHostWithToken: { reason: 'the token does not make a foreign Host acceptable', request: `POST /sources/git/refresh HTTP/1.1\r\nHost: attacker.example:80\r\nAuthorization: Bearer ${token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`, want: 421 },
+    NoHost: { reason: 'HTTP/1.0 without Host is refused', request: 'GET /healthz HTTP/1.0\r\n\r\n', want: 421 },
+    PostWithoutToken: { reason: 'a mutating route needs the token', request: 'POST /sources/git/refresh HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n', want: 401 },
+    PostWrongToken: { reason: 'a wrong token of the same length is refused', request: `POST /sources/git/refresh HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${token.replace('t', 'T')}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`, want: 401 },
+    PostUnknownRouteWithoutToken: { reason: 'any POST needs the token, known route or not', request: 'POST /anything HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n', want: 401 },
+    PostWithToken: { reason: 'the token works', request: `POST /sources/git/refresh HTTP/1.1\r\nHost: localhost:1\r\nAuthorization: Bearer ${token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`, want: 202, touches: true },
+    BadPercent: { reason: 'a malformed path is a 400, not a 500', request: `POST /sources/%E0%A4%A/refresh HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`, want: 400 },
+    BadPercentGet: { reason: 'the same for reads', request: 'GET /apis/hyperlet.io/v1alpha1/namespaces/%zz/containers HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n', want: 400 },
+    AbsoluteTarget: { reason: 'a proxy-style target is refused', request: 'GET http://localhost/healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n', want: 400 },
+    HugeBody: { reason: 'a body over the limit is refused without reading it', request: `POST /sources/git/refresh HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${token}\r\nContent-Length: 99999999\r\nConnection: close\r\n\r\n`, want: 413 },
+    ChunkedBody: { reason: 'no route takes a chunked body', request: `POST /sources/git/refresh HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${token}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n`, want: 413 },
+    HugeHeader: { reason: 'headers over 16 KiB are a 4xx from the parser, nothing routed', request: `GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: ${'a'.repeat(20_000)}\r\nConnection: close\r\n\r\n`, want: 431 },
+  };
+  for (const [name, tc] of Object.entries(guarded)) {
+    it(`refuses or serves: ${name}`, async () => {
+      const before = refreshed.length;
+      const status = statusOf(await raw(tc.request));
+      // Node's parser answers an oversized header itself (431, or 400 through clientError).
+      expect(status, tc.reason).to.be.oneOf(tc.want === 431 ? [400, 431] : [tc.want]);
+      expect(refreshed.length - before, `${tc.reason}: refresh called`).to.equal(tc.touches === true ? 1 : 0);
+    });
+  }
+
+  it('closes a connection whose headers never finish (slowloris)', async () => {
+    const socket = connect(Number(new URL(base).port), '127.0.0.1');
+    await new Promise((r) => socket.once('connect', r));
+    socket.write('GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ');
+    const answer = await new Promise<string>((resolve) => {
+      let text = '';
+      socket.on('data', (c: Buffer) => { text += c.toString(); });
+      socket.once('close', () => resolve(text));
+    });
+    expect(statusOf(answer), 'closed with a 408 or a 400, not left open').to.be.oneOf([0, 400, 408]);
+  });
+
+  it('shows environment keys and references, never values', async () => {
+    const d = container('envy', { environment: { PLAIN: 'plain-value-1', DB: { valueFrom: { file: 'db' } } } });
+    db.identify(d.key, { source: 'dir', kind: 'Container', namespace: 'default', name: 'envy' }, d.specHash);
+    db.writeStatus(d, { phase: 'Running', conditions: [] });
+    for (const path of ['/apis/hyperlet.io/v1alpha1/containers', '/apis/hyperlet.io/v1alpha1/namespaces/default/containers/envy']) {
+      const text = await (await fetch(`${base}${path}`)).text();
+      expect(text, path).to.not.contain('plain-value-1');
+      expect(text, path).to.contain('"PLAIN":"<redacted>"').and.contain('"DB":{"valueFrom":{"file":"db"}}');
+    }
+  });
+
+  it('passes every body through redact', async () => {
+    db.setSourceState('git-2', 'git:https://h/r', { lastFetch: { ok: false, error: 'env leaked s3cret-value' } });
+    const text = await (await fetch(`${base}/sources`)).text();
+    expect(text).to.not.contain('s3cret-value');
+    expect(text).to.contain('env leaked <redacted>');
+  });
+
+  it('refuses to exist on a non-loopback address without TLS', () => {
+    expect(() => new HttpServer({ host: '0.0.0.0', port: 0, registry: metrics.registry, checks: () => [], logger: silentLogger(), token }))
+      .to.throw(/cannot serve HTTP on 0.0.0.0.*without TLS/);
+  });
+});
+
+describe('bearerMatches', () => {
+  const token = 'abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG';
+  const cases: Record<string, { reason: string; header: string | undefined; token?: string; want: boolean }> = {
+    Exact: { reason: 'the right token', header: `Bearer ${token}`, want: true },
+    Missing: { reason: 'no header', header: undefined, want: false },
+    OtherScheme: { reason: 'Basic is not Bearer', header: `Basic ${token}`, want: false },
+    Prefix: { reason: 'a prefix of the token is not the token', header: `Bearer ${token.slice(0, 10)}`, want: false },
+    Longer: { reason: 'the token plus more is not the token', header: `Bearer ${token}x`, want: false },
+    TwoSpaces: { reason: 'exact syntax only', header: `Bearer  ${token}`, want: false },
+    EmptyServerToken: { reason: 'a server without a token accepts nothing', header: 'Bearer x', token: '', want: false },
+  };
+  for (const [name, tc] of Object.entries(cases)) it(name, () => expect(bearerMatches(tc.header, tc.token ?? token), tc.reason).to.equal(tc.want));
 });

@@ -1,0 +1,62 @@
+/**
+ * The redaction rule of shared/redact.ts applied to objects: environment keys are shown, literal
+ * values become REDACTED, references (valueFrom) are shown as written. Every place that shows an
+ * object or a flattened field (HTTP read API, `hyperlet get/describe/diff`) goes through here.
+ */
+import { REDACTED } from '../../shared/redact.js';
+import type { ContainerSpec, EnvironmentValue, HyperletObject } from './types.js';
+
+/** `env` with every text value replaced by REDACTED. */
+export function redactEnvironment(env: Readonly<Record<string, EnvironmentValue>>): Record<string, EnvironmentValue> {
+  return Object.fromEntries(Object.entries(env).map(([k, v]) => [k, typeof v === 'string' ? REDACTED : v]));
+}
+
+/** A copy of `spec` (of any kind) that is safe to show. */
+export function redactSpec(spec: unknown): unknown {
+  if (spec === null || typeof spec !== 'object') return spec;
+  const env = (spec as ContainerSpec).environment;
+  return env === undefined ? spec : { ...spec, environment: redactEnvironment(env) };
+}
+
+/** A copy of `object` that is safe to show. */
+export function redactObject<O extends Pick<HyperletObject, 'spec'>>(object: O): O {
+  return { ...object, spec: redactSpec(object.spec) as O['spec'] };
+}
+
+type FieldValue = string | number | boolean | null | undefined;
+
+/** A flattened field value (api/v1alpha1/fields.ts) that is safe to show. */
+export function redactFieldValue(path: string, value: FieldValue): FieldValue {
+  if (path !== 'environment' || typeof value !== 'string') return value;
+  try {
+    return JSON.stringify(redactEnvironment(JSON.parse(value) as Record<string, EnvironmentValue>));
+  } catch {
+    return REDACTED;
+  }
+}
+
+/**
+ * What changed between two flattened environments, by key only: "added A; changed B; removed C".
+ */
+export function describeEnvironmentChange(from: FieldValue, to: FieldValue): string {
+  const parse = (v: FieldValue): Record<string, unknown> => {
+    if (typeof v !== 'string') return {};
+    try {
+      const o = JSON.parse(v) as unknown;
+      return o !== null && typeof o === 'object' ? (o as Record<string, unknown>) : {};
+    } catch {
+      return {};
+    }
+  };
+  const a = parse(from);
+  const b = parse(to);
+  const added = Object.keys(b).filter((k) => !(k in a)).sort();
+  const removed = Object.keys(a).filter((k) => !(k in b)).sort();
+  const changed = Object.keys(b).filter((k) => k in a && JSON.stringify(a[k]) !== JSON.stringify(b[k])).sort();
+  const parts = [
+    ...(added.length > 0 ? [`added ${added.join(', ')}`] : []),
+    ...(changed.length > 0 ? [`changed ${changed.join(', ')}`] : []),
+    ...(removed.length > 0 ? [`removed ${removed.join(', ')}`] : []),
+  ];
+  return parts.length === 0 ? 'unchanged' : parts.join('; ');
+}

@@ -1,0 +1,28 @@
+/**
+ * The EnvironmentResolver of dir and git sources: `valueFrom.file` from the host's secrets
+ * directory (secret-file.ts). Secrets then live on the host, put there by its operator, never
+ * in the directory or repository the objects come from.
+ */
+import type { EnvironmentReference } from '../api/v1alpha1/environment.js';
+import { EnvironmentError } from '../api/v1alpha1/environment.js';
+import type { Desired } from '../store/desired.js';
+import { readSecretFile } from './secret-file.js';
+import type { EnvironmentResolver } from '../reconcile/backend.js';
+
+export class FileEnvironmentResolver implements EnvironmentResolver {
+  /** `secretsDir`: --secrets-dir, the only directory secret files are read from. */
+  constructor(private readonly secretsDir: string) {}
+
+  async resolve(_d: Desired, refs: readonly EnvironmentReference[], signal: AbortSignal): Promise<Record<string, string>> {
+    const values: Record<string, string> = {};
+    for (const ref of refs) {
+      signal.throwIfAborted();
+      const field = `spec.environment.${ref.name}`;
+      if (ref.source.file === undefined) {
+        throw new EnvironmentError('PolicyDenied', `${field}: valueFrom.secretKeyRef needs the kube source; dir and git sources read valueFrom.file from ${this.secretsDir}`);
+      }
+      values[ref.name] = await readSecretFile(this.secretsDir, ref.source.file, field);
+    }
+    return values;
+  }
+}
