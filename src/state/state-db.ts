@@ -9,7 +9,7 @@
  * have created).
  * Status, identities and audit entries are written behind, in one transaction every few
  * milliseconds (one commit instead of thousands at startup); reads and close() flush first.
- * The WAL is checkpointed into the DB file at most once a second, off the commit path (SQLite's
+ * The WAL is checkpointed into the DB file at most every 5 s, off the commit path (SQLite's
  * automatic checkpoint every 1,000 pages ran inside a commit, with its fsyncs: most of the wall
  * time of 10,000 creates). A commit is durable once in the WAL, so this changes no guarantee.
  * Caveats: one daemon per DB file; CLI commands open it read-only beside the daemon (WAL allows it).
@@ -337,12 +337,15 @@ export class StateDb {
     this.flushTimer ??= setTimeout(() => this.flush(), 10);
   }
 
-  /** Copies the WAL into the DB file within a second of a commit (PASSIVE: never waits for readers). */
+  /**
+   * Copies the WAL into the DB file within 5 s of a commit (PASSIVE: never waits for readers). A
+   * page written many times in a burst is copied once per checkpoint, so fewer checkpoints copy less.
+   */
   private scheduleCheckpoint(): void {
     this.checkpointTimer ??= this.clock.setTimeout(() => {
       this.checkpointTimer = undefined;
       if (this.db.open) this.db.pragma('wal_checkpoint(PASSIVE)');
-    }, 1_000);
+    }, 5_000);
   }
 
   /** Replaces the problems `source` reports. */
