@@ -34,7 +34,8 @@ lint: build
 # with a FakeProvider. e2e: real lxc-*, libvirtd + QEMU, kube-apiserver + etcd.
 UNIT_TESTS := 'dist/test/unit/**/*.test.js'
 INTEGRATION_TESTS := 'dist/test/integration/**/*.test.js'
-E2E_TESTS := 'dist/test/e2e/**/*.e2e.js'
+# 1: e2e files one after the other; 2: the kube files and the others in two processes at once.
+E2E_JOBS ?= 1
 
 ## unit: the quick inner loop, fakes at the provider boundary only
 unit: build
@@ -44,15 +45,15 @@ unit: build
 integration: build
 	npx mocha --timeout 60000 --exit $(INTEGRATION_TESTS)
 
-## e2e: real lxc-*, libvirtd + QEMU, kube-apiserver + etcd
+## e2e: real lxc-*, libvirtd + QEMU, kube-apiserver + etcd (E2E_JOBS=2: two groups of files at once; scripts/run-e2e.sh)
 e2e: build host
-	npx mocha --timeout 900000 --exit $(E2E_TESTS)
+	E2E_JOBS=$(E2E_JOBS) bash scripts/run-e2e.sh
 
 ## test: everything CI runs: set-up, build, lint, then the three tiers, quickest first
 test: deps build lint
 	npx mocha $(UNIT_TESTS)
 	npx mocha --timeout 60000 --exit $(INTEGRATION_TESTS)
-	npx mocha --timeout 900000 --exit $(E2E_TESTS)
+	E2E_JOBS=$(E2E_JOBS) bash scripts/run-e2e.sh
 
 ## run: the daemon on the embedded default (dir:./examples, state in ./.hyperlet)
 run: deps build
