@@ -45,9 +45,12 @@ interface Daemon {
   stop(): Promise<void>;
 }
 
-function startDaemon(args: { manifests: string; lxcpath: string; statePath: string; resync: string; logLevel: string; http?: boolean }): Daemon {
+interface DaemonArgs { manifests: string; lxcpath: string; statePath: string; resync: string; logLevel: string; http?: boolean }
+
+function startDaemon(args: DaemonArgs): Daemon {
   const child = spawn(process.execPath, [
-    cli, 'run', '--source', `dir:${args.manifests}`, '--lxcpath', args.lxcpath, '--state', args.statePath, '--http', args.http === true ? '127.0.0.1:0' : 'off',
+    cli, 'run', '--source', `dir:${args.manifests}`, '--lxcpath', args.lxcpath, '--state', args.statePath,
+    '--http', args.http === true ? '127.0.0.1:0' : 'off',
     '--kinds', 'Container', '--resync', args.resync, '--log-level', args.logLevel,
   ], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: Record<string, unknown>[] = [];
@@ -149,7 +152,9 @@ const isStepDone = (step: string) => (l: Record<string, unknown>): boolean => l.
 const isToolCall = (tool?: string) => (l: Record<string, unknown>): boolean => l.msg === 'tool call' && (tool === undefined || l.tool === tool);
 
 /** Runs the three LXC benchmarks and returns their figures. */
-export async function lxcBench(count = 50, concurrency = 4, drifts = 20, rounds = 4, steadyWindowMs = 60_000): Promise<Record<string, number | string>> {
+export async function lxcBench(
+  count = 50, concurrency = 4, drifts = 20, rounds = 4, steadyWindowMs = 60_000,
+): Promise<Record<string, number | string>> {
   if (process.getuid?.() !== 0) throw new Error('the LXC benchmark needs root');
   const tmp = await mkdtemp(join(tmpdir(), 'hyperlet-lxc-bench-'));
   const sfx = randomBytes(2).toString('hex');
@@ -388,7 +393,9 @@ function metricValue(text: string, name: string, labelMatch = ''): number {
 }
 
 /** Reads a round's breakdown from the daemon's log lines (debug level: one line per tool call) and its /metrics text. */
-export function breakdownOf(lines: readonly Record<string, unknown>[], metrics: string, spawnedAt: number, firstLineAt: number, concurrency: number): RoundBreakdown {
+export function breakdownOf(
+  lines: readonly Record<string, unknown>[], metrics: string, spawnedAt: number, firstLineAt: number, concurrency: number,
+): RoundBreakdown {
   const at = (l: Record<string, unknown> | undefined): number => (typeof l?.time === 'string' ? Date.parse(l.time) : NaN);
   const nameOf = (l: Record<string, unknown>): string | undefined => {
     if (typeof l.hostName === 'string') return l.hostName;

@@ -16,6 +16,7 @@ import { RateLimiter } from '../src/queue/rate-limiter.js';
 import { StateDb } from '../src/state/state-db.js';
 import { StateStatusWriter } from '../src/status/state-status-writer.js';
 import { DesiredStore } from '../src/store/desired-store.js';
+import type { ObjectKey } from '../src/store/object-key.js';
 import { silentLogger } from '../src/telemetry/logger.js';
 import { container } from '../test/fakes/desired-objects.js';
 import { FakeProvider } from '../test/fakes/fake-provider.js';
@@ -60,7 +61,8 @@ export async function reconcileBench(count = 10_000): Promise<Record<string, num
   await allReadyAt;
   const convergeSeconds = Number(process.hrtime.bigint() - started) / 1e9;
   const convergeCpu = process.cpuUsage(convergeCpu0);
-  const readyStatuses = store.keys().filter((key) => writer.lastWritten(key)?.conditions.find((c) => c.type === 'Ready')?.status === 'True').length;
+  const isReady = (key: ObjectKey): boolean => writer.lastWritten(key)?.conditions.find((c) => c.type === 'Ready')?.status === 'True';
+  const readyStatuses = store.keys().filter(isReady).length;
   if (readyStatuses !== count) throw new Error(`cannot trust the run: ${readyStatuses} of ${count} statuses say Ready`);
   clearInterval(sampler);
   peakRss = Math.max(peakRss, process.memoryUsage().rss);

@@ -240,7 +240,8 @@ export class Daemon {
         const problems = b.source.problems();
         // A summary (git) already says why the latest input is not applied: add only the count.
         const first = b.source.summary === undefined ? `: ${problems[0]?.line ?? ''}` : '';
-        return { ok: this.synced.has(b.source.id) && (b.source.ready?.() ?? true), detail: `${b.source.summary?.() ?? b.source.description}${problems.length === 0 ? '' : `; ${problems.length} problem(s)${first}`}` };
+        const ok = this.synced.has(b.source.id) && (b.source.ready?.() ?? true);
+        return { ok, detail: `${b.source.summary?.() ?? b.source.description}${problems.length === 0 ? '' : `; ${problems.length} problem(s)${first}`}` };
       },
     }));
     for (const [kind, controller] of this.controllers) {

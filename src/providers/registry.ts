@@ -39,7 +39,9 @@ export const PROVIDER_FACTORIES: Partial<Record<Kind, ProviderFactory>> = {
     });
   },
   VirtualMachine: async (o) => {
-    const [{ LibvirtProvider }, { LibvirtClient }] = await Promise.all([import('./libvirt/libvirt-provider.js'), import('./libvirt/libvirt-client.js')]);
+    const [{ LibvirtProvider }, { LibvirtClient }] = await Promise.all([
+      import('./libvirt/libvirt-provider.js'), import('./libvirt/libvirt-client.js'),
+    ]);
     return new LibvirtProvider({
       logger: o.logger,
       client: new LibvirtClient({

@@ -373,7 +373,8 @@ export class DirSource implements Source {
     }
     if (nextDueMs !== undefined) {
       this.clock.clearTimeout(this.graceTimer);
-      this.graceTimer = this.clock.setTimeout(() => void this.flush().then(() => { this.stats.graceChecks++; }), Math.max(0, nextDueMs - now) + 10);
+      const check = (): void => void this.flush().then(() => { this.stats.graceChecks++; });
+      this.graceTimer = this.clock.setTimeout(check, Math.max(0, nextDueMs - now) + 10);
     }
   }
 }

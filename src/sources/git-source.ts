@@ -348,7 +348,8 @@ export class GitSource implements Source {
       }
       if (load.problems.some((p) => p.rule === 'subdir')) {
         // The followed subdirectory is not in that commit (the location changed): nothing read is not "nothing declared".
-        this.log.warn({ revision: last.revision, subdir: this.location.subdir }, 'the last applied commit lacks the followed subdirectory; serving the objects the state DB remembers');
+        this.log.warn({ revision: last.revision, subdir: this.location.subdir },
+          'the last applied commit lacks the followed subdirectory; serving the objects the state DB remembers');
         this.publishRemembered();
         return;
       }

@@ -48,6 +48,8 @@ function manifest(name: string, extra: { spec?: string[]; annotations?: string[]
   ].join('\n');
 }
 
+/** A daemon this file started: its process, HTTP port and log file. */
+interface RunningDaemon { child: ChildProcess; port: number; log: string }
 interface SourceView { id: string; lastApplied?: { revision: string }; lastAttempted?: { revision: string }; blocked?: { reason: string; message: string }; problems: string[] }
 interface StatusView { phase?: string; conditions?: { type: string; status: string; reason: string; message: string }[] }
 
@@ -88,7 +90,7 @@ describe('hyperlet run --source git (daemon as a child process, real LXC)', func
     }
   };
 
-  async function startDaemon(source: string, statePath: string, extra: string[]): Promise<{ child: ChildProcess; port: number; log: string }> {
+  async function startDaemon(source: string, statePath: string, extra: string[]): Promise<RunningDaemon> {
     const port = await freePort();
     const log = join(tmp, `daemon-${++logs}.log`);
     const child = spawn(process.execPath, [
@@ -269,7 +271,7 @@ describe('hyperlet run --source git (daemon as a child process, real LXC)', func
     let repo: TestRepo;
     let statePath = '';
     let url = '';
-    let daemon: { child: ChildProcess; port: number; log: string } | undefined;
+    let daemon: RunningDaemon | undefined;
     const refresh = async (): Promise<void> => {
       // Mutating routes need the token the daemon wrote beside its state DB (issue 10).
       const headers = { authorization: `Bearer ${readApiToken(statePath)}` };

@@ -144,7 +144,8 @@ export class GitRepository {
     // One call: a path missing from the commit lists nothing (exit 0); an unreadable commit fails.
     // ":(literal)" keeps a subdirectory named like a glob from matching other paths.
     const prefix = subdir === '' ? '' : `${subdir}/`;
-    const r = await this.git.run(['ls-tree', '-r', '-z', '--long', '--full-tree', revision, ...(prefix === '' ? [] : ['--', `:(literal)${prefix}`])]);
+    const pathspec = prefix === '' ? [] : ['--', `:(literal)${prefix}`];
+    const r = await this.git.run(['ls-tree', '-r', '-z', '--long', '--full-tree', revision, ...pathspec]);
     const files: TreeFile[] = [];
     for (const entry of r.stdout.toString('utf8').split('\0')) {
       if (entry === '') continue;
