@@ -4,6 +4,7 @@ import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { Kind } from '../api/v1alpha1/group.js';
 import { isKind } from '../api/v1alpha1/group.js';
+import { parseQuantity } from '../api/v1alpha1/quantity.js';
 import { resolve as resolvePath } from 'node:path';
 import { Daemon, type HttpConfig, type NotifyConfig } from '../daemon/daemon.js';
 import { parseNotifyUrl } from '../notify/notifier.js';
@@ -13,8 +14,10 @@ import { DEFAULT_STATE_PATH } from '../state/state-dir.js';
 import { Redactor } from '../shared/redact.js';
 import { DEFAULT_SECRETS_DIR } from '../sources/secret-file.js';
 import { createLogger } from '../telemetry/logger.js';
+import { PolicyOptionError, policyOption } from './policy-check.js';
 import { UsageError, parseDurationMs, parsePositiveInt } from './usage-error.js';
 
+/** The help text of `hyperlet run`. */
 export const RUN_HELP = `Usage: hyperlet run [flags]
 
 Keeps the LXC containers and libvirt VMs on this host as declared.
@@ -22,9 +25,11 @@ Keeps the LXC containers and libvirt VMs on this host as declared.
   --source SRC          dir:PATH | git:URL[#BRANCH][//SUBDIR] | kube  (repeatable; default dir:./examples)
   --state PATH          state DB for dir and git sources (default ./.hyperlet/state.db); its directory
                         is made 0700 and holds the API token (api-token)
-  --secrets-dir DIR     dir and git sources: the only directory environment valueFrom.file reads
+  --secrets-dir DIR     dir and git sources: the only directory environmentFrom {file: PATH} reads
                         (default /etc/hyperlet/secrets)
   --lxcpath PATH        LXC's container directory (default /var/lib/lxc)
+  --console-log-size N  cap of each container's console log before LXC rotates it to NAME.1
+                        (power of two, default 1Mi; VM serial logs are capped by virtlogd)
   --libvirt-uri URI     libvirt connection (default qemu:///system)
   --libvirt-socket PATH libvirtd's socket (default /run/libvirt/libvirt-sock)
   --kinds LIST          kinds to reconcile (default Container,VirtualMachine)
@@ -42,6 +47,9 @@ Keeps the LXC containers and libvirt VMs on this host as declared.
   --qps N --burst N     retry rate limit across keys (default 10, 100)
   --shutdown-timeout D  how long SIGTERM waits for steps in flight (default 30s)
   --log-level LEVEL     trace|debug|info|warn|error (default info)
+  --policy FILE         host policy: which host paths, templates, bridges, pools, privileges and quotas
+                        objects may use (default: built-in, hyperlet's own directories only; see
+                        README "Security model"; check a file with hyperlet validate --policy FILE)
 
 Notifications (CloudEvents 1.0, structured JSON, POSTed; see README):
   --notify URL          send phase changes, failures, drift and policy refusals to this webhook
@@ -80,6 +88,15 @@ function parseBool(flag: string, value: string): boolean {
   if (value === 'true') return true;
   if (value === 'false') return false;
   throw new UsageError(`${flag}: expected true or false (is ${JSON.stringify(value)})`);
+}
+
+/** Parses --console-log-size: a quantity that is a power of two of at least 4Ki (LXC's rule). */
+export function parseConsoleLogSize(value: string): number {
+  const bytes = parseQuantity(value);
+  if (bytes === undefined || !Number.isSafeInteger(bytes) || bytes < 4096 || (bytes & (bytes - 1)) !== 0) {
+    throw new UsageError(`--console-log-size: expected a power of two of at least 4Ki, such as 64Ki or 1Mi (is ${JSON.stringify(value)})`);
+  }
+  return bytes;
 }
 
 /** Parses --http and its TLS and Host flags; refuses a non-loopback address without TLS. */
@@ -151,6 +168,7 @@ function parseNotify(values: {
   };
 }
 
+/** `hyperlet run`: parses flags, runs the daemon until SIGTERM or SIGINT and resolves to the exit code. */
 export async function runCommand(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args, allowPositionals: false, strict: true,
@@ -163,8 +181,9 @@ export async function runCommand(args: string[]): Promise<number> {
       interval: { type: 'string' }, prune: { type: 'string' }, 'max-prune': { type: 'string' },
       confirm: { type: 'string', multiple: true }, paused: { type: 'boolean' },
       notify: { type: 'string', multiple: true }, 'notify-secret-file': { type: 'string' }, 'notify-timeout': { type: 'string' },
-      'notify-max-retry-delay': { type: 'string' },
+      'notify-max-retry-delay': { type: 'string' }, 'console-log-size': { type: 'string' },
       'secrets-dir': { type: 'string' }, 'http-host-allow': { type: 'string', multiple: true }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
+      policy: { type: 'string' },
     },
   });
   if (values.help === true) {
@@ -182,15 +201,25 @@ export async function runCommand(args: string[]): Promise<number> {
   }
   const level = values['log-level'] ?? 'info';
   if (!['trace', 'debug', 'info', 'warn', 'error', 'silent'].includes(level)) throw new UsageError(`--log-level: unknown level ${JSON.stringify(level)}`);
+  let hostPolicy;
+  try {
+    hostPolicy = await policyOption(values.policy);
+  } catch (err) {
+    if (!(err instanceof PolicyOptionError)) throw err;
+    for (const line of err.lines) process.stderr.write(`hyperlet run: ${line}\n`);
+    return 2;
+  }
   const notify = parseNotify(values);
   // One Redactor for the whole process: the logger writes through it, the daemon feeds it secrets.
   const redactor = new Redactor();
   const logger = createLogger({ level: level as 'info', redact: (line) => redactor.text(line) });
   const daemon = new Daemon({
+    hostPolicy,
     sources,
     statePath: values.state ?? DEFAULT_STATE_PATH,
     redactor,
     secretsDir: resolvePath(values['secrets-dir'] ?? DEFAULT_SECRETS_DIR),
+    ...(values['console-log-size'] === undefined ? {} : { consoleLogBytes: parseConsoleLogSize(values['console-log-size']) }),
     lxcpath: values.lxcpath ?? '/var/lib/lxc',
     libvirtUri: values['libvirt-uri'] ?? 'qemu:///system',
     ...(values['libvirt-socket'] === undefined ? {} : { libvirtSocket: values['libvirt-socket'] }),

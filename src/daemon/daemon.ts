@@ -4,11 +4,15 @@
  * steps in flight finish (bounded), flush state, close.
  */
 import { randomBytes } from 'node:crypto';
+import { totalmem } from 'node:os';
 import { dirname } from 'node:path';
 import { ExponentialBackoff } from 'cockatiel';
 import type { Logger } from 'pino';
 import type { Kind } from '../api/v1alpha1/group.js';
 import { KINDS } from '../api/v1alpha1/group.js';
+import { PolicyGate } from '../policy/admission.js';
+import { DEFAULT_HOST_POLICY, type HostPolicy } from '../policy/host-policy.js';
+import { nodePolicyFs } from '../policy/policy-fs.js';
 import type { Provider } from '../providers/provider.js';
 import { closeProviders, createProviders } from '../providers/registry.js';
 import { RateLimiter } from '../queue/rate-limiter.js';
@@ -20,6 +24,7 @@ import { Reconciler } from '../reconcile/reconciler.js';
 import { HttpServer, type ReadinessCheck } from '../server/http-server.js';
 import { WatchStream } from '../server/watch-stream.js';
 import { systemClock } from '../shared/clock.js';
+import { SnapshotScheduler } from '../reconcile/snapshot-scheduler.js';
 import { DaemonObjectViews } from './object-views.js';
 import type { SourceBackend, SourcePolicy } from '../reconcile/backend.js';
 import type { Source } from '../sources/source.js';
@@ -29,6 +34,7 @@ import { ensureApiToken } from '../state/state-dir.js';
 import type { Desired } from '../store/desired.js';
 import { DesiredStore } from '../store/desired-store.js';
 import { parseKey } from '../store/object-key.js';
+import type { Clock } from '../shared/clock.js';
 import { Notifier } from '../notify/notifier.js';
 import { jitteredBackoff } from '../notify/webhook-sink.js';
 import { ObjectEvents } from '../reconcile/object-events.js';
@@ -45,6 +51,7 @@ export interface HttpConfig {
   readonly hostAllow?: readonly string[];
 }
 
+/** Everything `hyperlet run` is configured with; the daemon reads it once at start. */
 export interface DaemonConfig {
   readonly sources: readonly SourceSpec[];
   readonly statePath: string;
@@ -70,13 +77,19 @@ export interface DaemonConfig {
   readonly policy?: SourcePolicy;
   /** Git sources: --interval, --max-prune, --confirm. */
   readonly git?: GitOptions;
+  /** --policy: what objects may ask of this host (default: DEFAULT_HOST_POLICY, hyperlet's own directories only). */
+  readonly hostPolicy?: HostPolicy;
+  /** Time for the reconcile core, the state DB and the sources (default: the system clock). */
+  readonly clock?: Clock;
   /**
-   * The one Redactor of this process (shared with the logger): values read for valueFrom
+   * The one Redactor of this process (shared with the logger): values read for environmentFrom
    * references are added to it; Events, audit entries, status and HTTP answers pass it.
    */
   readonly redactor?: Redactor;
-  /** dir and git sources: where valueFrom.file reads secrets (--secrets-dir, default /etc/hyperlet/secrets). */
+  /** dir and git sources: where environmentFrom file references are read (--secrets-dir, default /etc/hyperlet/secrets). */
   readonly secretsDir?: string;
+  /** Cap of each container's console log before it is rotated (--console-log-size). */
+  readonly consoleLogBytes?: number;
   /** --notify: webhook sinks of CloudEvents, with the HMAC secret and delivery bounds. */
   readonly notify?: NotifyConfig;
 }
@@ -92,6 +105,7 @@ export interface NotifyConfig {
   readonly maxRetryDelayMs?: number;
 }
 
+/** The running agent: sources, store, one controller per kind, state DB and HTTP server. `start` once, `stop` once. */
 export class Daemon {
   readonly store = new DesiredStore();
   readonly metrics = new Metrics();
@@ -106,6 +120,7 @@ export class Daemon {
   private backends: SourceBackend<Source>[] = [];
   private readonly synced = new Set<string>();
   private healths = new Map<Kind, ProviderHealth>();
+  private readonly snapshotSchedulers: SnapshotScheduler[] = [];
   private started = false;
 
   /** What never leaves this process in the clear (see shared/redact.ts). */
@@ -124,7 +139,8 @@ export class Daemon {
 
   async start(): Promise<void> {
     const { config, logger } = this;
-    this.db = new StateDb(config.statePath);
+    const clock = config.clock ?? systemClock;
+    this.db = new StateDb(config.statePath, { clock });
     const tightened = this.db.stateDir?.tightenedFrom;
     if (tightened !== undefined) logger.warn({ dir: this.db.stateDir?.dir, was: `0${tightened.toString(8)}` }, 'state directory was open to other users; made it 0700');
     this.apiToken = config.statePath === ':memory:' ? randomBytes(32).toString('base64url') : ensureApiToken(config.statePath);
@@ -135,27 +151,43 @@ export class Daemon {
       ...(config.statePath === ':memory:' ? {} : { stateDir: dirname(config.statePath) }),
       ...(config.policy === undefined ? {} : { policy: config.policy }),
       ...(config.git === undefined ? {} : { git: config.git }),
+      clock,
       ...(config.kubeconfig === undefined ? {} : { kubeconfig: config.kubeconfig }),
       ...(config.namespace === undefined ? {} : { namespace: config.namespace }),
     });
     const backendsById = new Map(this.backends.map((b) => [b.source.id, b]));
+    const hostPolicy = config.hostPolicy ?? DEFAULT_HOST_POLICY;
+    const policy = new PolicyGate({
+      policy: hostPolicy, fs: nodePolicyFs, hostMemoryBytes: totalmem(),
+    });
+    logger.info({ policy: hostPolicy.file ?? 'built-in defaults' }, 'host policy');
     this.providers = config.providers === undefined
-      ? await createProviders({ lxcpath: config.lxcpath, libvirtUri: config.libvirtUri, kinds: config.kinds, logger, ...(config.libvirtSocket === undefined ? {} : { libvirtSocket: config.libvirtSocket }) })
+      ? await createProviders({
+        lxcpath: config.lxcpath, libvirtUri: config.libvirtUri, kinds: config.kinds, logger, idmap: hostPolicy.host.idmap, clock,
+        ...(config.libvirtSocket === undefined ? {} : { libvirtSocket: config.libvirtSocket }),
+        ...(config.consoleLogBytes === undefined ? {} : { consoleLogBytes: config.consoleLogBytes }),
+      })
       : new Map(config.providers);
 
     for (const [kind, provider] of this.providers) {
       const log = logger.child({ controller: kind, provider: provider.name });
-      const cache = new ObservationCache();
-      const health = new ProviderHealth(provider, log);
+      const cache = new ObservationCache(clock);
+      const health = new ProviderHealth(provider, log, { clock });
       this.healths.set(kind, health);
       const reconciler = new Reconciler({
-        store: this.store, backends: backendsById, provider, cache, health, node: config.node, logger: log, metrics: this.metrics,
-        onReady: (d) => this.enqueueDependents(d), redactor: this.redactor,
+        store: this.store, backends: backendsById, provider, cache, health, node: config.node, logger: log, metrics: this.metrics, clock,
+        onReady: (desired) => this.enqueueDependents(desired), redactor: this.redactor, snapshotsOf: (key) => scheduler.snapshotsOf(key), policy,
       });
+      const scheduler = new SnapshotScheduler({
+        store: this.store, provider, clock: systemClock, logger: log,
+        record: (d, type, reason, message) => backendsById.get(d.source)?.recorder.record(d, type, reason, message),
+        onChange: (d) => this.controllers.get(kind)?.enqueue(d.key),
+      });
+      this.snapshotSchedulers.push(scheduler);
       const controller = new Controller({
         kind, provider, reconciler, store: this.store, backends: backendsById, cache, health, logger: log, metrics: this.metrics,
-        concurrency: config.concurrency, resyncMs: config.resyncMs,
-        rateLimiter: new RateLimiter({ qps: config.qps, burst: config.burst }),
+        concurrency: config.concurrency, resyncMs: config.resyncMs, clock,
+        rateLimiter: new RateLimiter({ qps: config.qps, burst: config.burst, clock }),
       });
       // One debug line per finished pass: tests of a daemon in another process count a key's passes with it.
       controller.queue.onPass((key, event) => { if (event === 'finished') log.debug({ key }, 'pass done'); });
@@ -167,7 +199,7 @@ export class Daemon {
     if (config.http !== undefined) {
       const { host, port, tls, hostAllow } = config.http;
       const redact = (text: string): string => this.redactor.text(text);
-      const views = new DaemonObjectViews(this.store, () => backendsById, this.db, systemClock);
+      const views = new DaemonObjectViews(this.store, () => backendsById, this.db, clock);
       const watch = new WatchStream({ events: this.events, views, redact });
       this.http = new HttpServer({
         host, port, registry: this.metrics.registry, checks: () => this.checks(), db: this.db, logger, watch,
@@ -185,6 +217,7 @@ export class Daemon {
       logger.info({ source: b.source.description, objects: this.store.size }, 'source synced');
     }));
     await Promise.all([...this.controllers.values()].map((c) => c.start()));
+    for (const s of this.snapshotSchedulers) s.start(this.sourcesAbort.signal);
     this.started = true;
     logger.info({ kinds: [...this.controllers.keys()], node: config.node }, 'hyperlet running');
   }
@@ -291,6 +324,7 @@ export class Daemon {
     this.logger.info('shutting down: finishing the steps in flight');
     this.sourcesAbort.abort();
     await Promise.all([...this.controllers.values()].map((c) => c.stop(this.config.shutdownTimeoutMs)));
+    await Promise.all(this.snapshotSchedulers.map((s) => s.stopped()));
     await closeProviders(this.providers.values());
     await this.notifier?.stop();
     await this.http?.close();

@@ -1,5 +1,6 @@
 /**
- * A work queue of object keys with client-go's semantics, and its own workers.
+ * A work queue of object keys with client-go's semantics, and workers shared fairly between
+ * scopes (sources and namespaces).
  *
  * Guarantees:
  * - A key added while it already waits is not added twice (the dirty set).
@@ -7,14 +8,16 @@
  *   and the key runs again once the current run ends (the processing set).
  * - `addAfter` keeps only the earliest pending time per key; `addRateLimited` waits
  *   `RateLimiter.when(key)`; `forget` resets the key's backoff.
+ * - With `fairness`, waiting keys are taken from their scopes in turn (round robin), so a burst
+ *   of one scope does not queue ahead of another scope's keys; and one scope runs at most
+ *   `maxPerScope` keys at once (default: every worker but one), so a scope whose steps are slow
+ *   (long stops, slow templates) never holds every worker. Within a scope, keys added to the
+ *   front go first, then the others in the order they became ready.
  * - `shutDown` takes no new keys, drops the ones still waiting and resolves when the runs in
  *   flight have ended.
  * Assumptions: `process` resolves or rejects; a rejection is logged by the caller's handler, the
  * queue itself only counts it (the controller turns outcomes into queue calls).
- *
- * Why not p-queue: its priority queue inserts in O(n) (10,000 waiting keys and a step that goes
- * to the front cost 10,000 moves each) and each task costs promises and events; two FIFOs and a
- * worker count do the same work in O(1) (the reconcile bench spent a tenth of its time in it).
+ * Caveats: fairness shares workers, not time: a run that takes long still holds its worker.
  */
 import type { Clock } from '../shared/clock.js';
 import { systemClock } from '../shared/clock.js';
@@ -31,6 +34,7 @@ export interface WorkQueueMetrics {
   worked(seconds: number): void;
 }
 
+/** What runs the keys and how many at once. */
 export interface WorkQueueOptions<K extends string> {
   /** Runs one key. Its outcome is the caller's business: the controller calls forget/addRateLimited. */
   readonly process: (key: K) => Promise<void>;
@@ -41,11 +45,25 @@ export interface WorkQueueOptions<K extends string> {
   readonly metrics?: WorkQueueMetrics;
   /** Hold keys until `run()` (client-go: workers start with Run); default false, workers start at once. */
   readonly paused?: boolean;
+  /** Share workers between scopes (see the file comment); without it every key is in one scope. */
+  readonly fairness?: {
+    /** The scope of a key ("dir/default"): its source and namespace. */
+    readonly scopeOf: (key: K) => string;
+    /** Keys of one scope run at once; default concurrency - 1 (at least 1), so one worker is always left for others. */
+    readonly maxPerScope?: number;
+  };
 }
 
 /** Told when a pass of a key starts and when it finishes (tests count passes; see `onPass`). */
 export type PassListener<K> = (key: K, event: 'started' | 'finished') => void;
 
+/** The keys of one scope waiting for a worker. */
+interface ScopeLine<K> {
+  readonly front: K[];
+  readonly normal: K[];
+}
+
+/** Queue of keys with client-go semantics (see the module comment): dedup, one worker per key, delays and backoff. */
 export class WorkQueue<K extends string = string> {
   private readonly passListeners: PassListener<K>[] = [];
   private readonly dirty = new Set<K>();
@@ -53,12 +71,16 @@ export class WorkQueue<K extends string = string> {
   private readonly processing = new Set<K>();
   private readonly readySinceMs = new Map<K, number>();
   private readonly delayed = new Map<K, { dueMs: number; timer: unknown }>();
-  /** Keys ready to run: `front` ones first, each list in arrival order. */
-  private readonly ready = { front: new Fifo<K>(), normal: new Fifo<K>() };
-  private readonly concurrency: number;
+  /** Waiting keys per scope; `turns` lists the scopes with waiting keys, next to serve first. */
+  private readonly lines = new Map<string, ScopeLine<K>>();
+  private turns: string[] = [];
+  private readonly runningByScope = new Map<string, number>();
   private running = 0;
   private started: boolean;
   private idleWaiters: (() => void)[] = [];
+  private readonly concurrency: number;
+  private readonly maxPerScope: number;
+  private readonly scopeOf: (key: K) => string;
   private readonly process: (key: K) => Promise<void>;
   private readonly rateLimiter: RateLimiter;
   private readonly clock: Clock;
@@ -71,6 +93,11 @@ export class WorkQueue<K extends string = string> {
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new TypeError('work queue concurrency must be a positive integer');
     this.concurrency = concurrency;
     this.started = options.paused !== true;
+    this.scopeOf = options.fairness?.scopeOf ?? (() => '');
+    this.maxPerScope = options.fairness === undefined ? concurrency : options.fairness.maxPerScope ?? Math.max(1, concurrency - 1);
+    if (!Number.isInteger(this.maxPerScope) || this.maxPerScope < 1) {
+      throw new TypeError('work queue maxPerScope must be a positive integer');
+    }
     this.process = options.process;
     this.clock = options.clock ?? systemClock;
     this.rateLimiter = options.rateLimiter ?? new RateLimiter({ clock: this.clock });
@@ -90,7 +117,10 @@ export class WorkQueue<K extends string = string> {
    */
   add(key: K, options: { front?: boolean } = {}): void {
     if (this.shuttingDown) return;
-    if (options.front === true) this.fronted.add(key);
+    if (options.front === true) {
+      this.fronted.add(key);
+      this.moveToFront(key);
+    }
     if (this.dirty.has(key)) return;
     this.metrics?.added();
     this.dirty.add(key);
@@ -171,52 +201,91 @@ export class WorkQueue<K extends string = string> {
     this.shuttingDown = true;
     for (const { timer } of this.delayed.values()) this.clock.clearTimeout(timer);
     this.delayed.clear();
-    this.ready.front.clear();
-    this.ready.normal.clear();
+    this.lines.clear();
+    this.turns = [];
     this.dirty.clear();
     this.fronted.clear();
     this.metrics?.depth(0);
-    this.settleIdle();
     await this.onIdle();
   }
 
+  /** Puts a key that became ready in its scope's line, and starts what may start. */
   private dispatch(key: K): void {
-    (this.fronted.delete(key) ? this.ready.front : this.ready.normal).push(key);
+    const scope = this.scopeOf(key);
+    let line = this.lines.get(scope);
+    if (line === undefined) {
+      line = { front: [], normal: [] };
+      this.lines.set(scope, line);
+      this.turns.push(scope);
+    }
+    (this.fronted.delete(key) ? line.front : line.normal).push(key);
     this.pump();
   }
 
-  /** Starts ready keys while workers are free. */
+  /** A key already waiting moves ahead of its scope's keys queued normally. */
+  private moveToFront(key: K): void {
+    const line = this.lines.get(this.scopeOf(key));
+    const at = line?.normal.indexOf(key) ?? -1;
+    if (line === undefined || at < 0) return;
+    line.normal.splice(at, 1);
+    line.front.push(key);
+    this.fronted.delete(key);
+  }
+
+  /** Starts waiting keys while workers are free: front keys first, scopes in turn, none past its cap. */
   private pump(): void {
     while (this.started && this.running < this.concurrency) {
-      const key = this.ready.front.shift() ?? this.ready.normal.shift();
-      if (key === undefined) break;
-      this.running++;
-      void this.runKey(key).finally(() => {
-        this.running--;
-        this.pump();
-        this.settleIdle();
-      });
+      const next = this.takeNext();
+      if (next === undefined) break;
+      void this.runKey(next.key, next.scope);
     }
+    if (this.isIdle()) for (const resolve of this.idleWaiters.splice(0)) resolve();
+  }
+
+  private takeNext(): { key: K; scope: string } | undefined {
+    for (const which of ['front', 'normal'] as const) {
+      for (let i = 0; i < this.turns.length; i++) {
+        const scope = this.turns[i] as string;
+        const line = this.lines.get(scope);
+        if (line === undefined || line[which].length === 0 || (this.runningByScope.get(scope) ?? 0) >= this.maxPerScope) continue;
+        const key = line[which].shift() as K;
+        // This scope had its turn: it goes to the back, or out when nothing of it waits.
+        this.turns.splice(i, 1);
+        if (line.front.length + line.normal.length > 0) this.turns.push(scope);
+        else this.lines.delete(scope);
+        return { key, scope };
+      }
+    }
+    return undefined;
   }
 
   private isIdle(): boolean {
-    return this.running === 0 && this.ready.front.length === 0 && this.ready.normal.length === 0;
+    return this.running === 0 && this.lines.size === 0;
   }
 
-  private settleIdle(): void {
-    if (!this.isIdle() || this.idleWaiters.length === 0) return;
-    const waiters = this.idleWaiters;
-    this.idleWaiters = [];
-    for (const resolve of waiters) resolve();
+  private async runKey(key: K, scope: string): Promise<void> {
+    this.running++;
+    this.runningByScope.set(scope, (this.runningByScope.get(scope) ?? 0) + 1);
+    try {
+      await this.runDirtyKey(key);
+    } finally {
+      this.running--;
+      const left = (this.runningByScope.get(scope) ?? 1) - 1;
+      if (left === 0) this.runningByScope.delete(scope);
+      else this.runningByScope.set(scope, left);
+      // Added again while it ran: run it once more, now that no other worker holds it.
+      if (this.dirty.has(key) && !this.shuttingDown) this.dispatch(key);
+      else this.pump();
+    }
   }
 
-  private async runKey(key: K): Promise<void> {
-    if (!this.dirty.has(key)) return; // not waiting any more (nothing removes a ready key today; cheap to be sure)
+  private async runDirtyKey(key: K): Promise<void> {
+    if (!this.dirty.has(key)) return; // dropped by shutDown while it waited
     this.dirty.delete(key);
     this.processing.add(key);
     const startedMs = this.clock.now();
     this.metrics?.queued((startedMs - (this.readySinceMs.get(key) ?? startedMs)) / 1000);
-    this.readySinceMs.delete(key);
+    this.readySinceMs.delete(key); // set again by the next add: the map holds waiting keys only
     this.metrics?.depth(this.dirty.size);
     for (const l of this.passListeners) l(key, 'started');
     try {
@@ -228,39 +297,6 @@ export class WorkQueue<K extends string = string> {
       this.metrics?.worked((this.clock.now() - startedMs) / 1000);
       this.processing.delete(key);
       for (const l of this.passListeners) l(key, 'finished');
-      // Added again while it ran: run it once more, now that no other worker holds it.
-      if (this.dirty.has(key) && !this.shuttingDown) this.dispatch(key);
     }
-  }
-}
-
-/** A first-in first-out list with O(1) shift (an array's shift moves every element). */
-class Fifo<T> {
-  private items: T[] = [];
-  private head = 0;
-
-  get length(): number {
-    return this.items.length - this.head;
-  }
-
-  push(item: T): void {
-    this.items.push(item);
-  }
-
-  shift(): T | undefined {
-    if (this.head >= this.items.length) return undefined;
-    const item = this.items[this.head];
-    this.head++;
-    // Drop the consumed half now and then, so memory follows the length.
-    if (this.head >= 1024 && this.head * 2 >= this.items.length) {
-      this.items = this.items.slice(this.head);
-      this.head = 0;
-    }
-    return item;
-  }
-
-  clear(): void {
-    this.items = [];
-    this.head = 0;
   }
 }

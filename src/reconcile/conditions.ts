@@ -7,13 +7,14 @@
  * host changes (STALLED_REASONS), both False once converged. Condition messages are stable (no
  * timestamps), and `lastTransitionTime` moves only when a condition's status flips.
  */
-import type { Condition, ConditionType, Phase, Status } from '../api/v1alpha1/types.js';
+import type { Condition, ConditionType, Phase, Status, StatusSnapshot } from '../api/v1alpha1/types.js';
 import type { InstanceState, ObservedInstance } from '../providers/provider.js';
 import { type Plan, stepName } from './plan.js';
 import { RETRIES_BEFORE_STALLED, isStalledReason } from './stalled-reasons.js';
 import type { Desired } from '../store/desired.js';
 import { canonicalEqual } from '../store/desired.js';
 
+/** What one reconcile pass knows that status is computed from. */
 export interface StatusFacts {
   readonly d: Desired;
   readonly node: string;
@@ -34,6 +35,8 @@ export interface StatusFacts {
   readonly now: string;
   /** Why changes are stopped (annotation or --paused), when they are: adds condition Paused. */
   readonly paused?: string;
+  /** The scheduled snapshots the snapshot scheduler last listed, when the object has a schedule. */
+  readonly snapshots?: readonly StatusSnapshot[];
 }
 
 const PHASE_OF_STATE: Readonly<Record<InstanceState, Phase>> = {
@@ -122,6 +125,7 @@ export function computeStatus(f: StatusFacts): Status {
     ...(Object.keys(details).length === 0 ? {} : { details }),
     ...(pending.length === 0 ? {} : { pendingChanges: pending.map((c) => ({ field: c.path, apply: c.apply as 'restart' | 'recreate' })) }),
     ...(converged ? { convergedGeneration: d.generation } : f.previous?.convergedGeneration === undefined ? {} : { convergedGeneration: f.previous.convergedGeneration }),
+    ...(f.snapshots === undefined ? {} : { snapshots: f.snapshots.map((s) => ({ ...s })) }),
   };
 }
 
@@ -132,15 +136,19 @@ const PROGRESS_REASON: Readonly<Record<string, string>> = {
   'delete:deleted': 'Deleting', 'delete:partial': 'CleaningUp', 'delete:recreate': 'Recreating',
 };
 
+/** A condition's reason and message. */
+type ReasonAndMessage = { readonly reason: string; readonly message: string };
+
 /** Why the object cannot progress until it or the host changes, if it cannot. */
-function stalledBy(f: StatusFacts): { reason: string; message: string } | undefined {
+function stalledBy(f: StatusFacts): ReasonAndMessage | undefined {
   const conflict = f.plan?.conflict;
   if (conflict !== undefined) return { reason: 'Conflict', message: conflict };
   const failure = f.failure;
   if (failure === undefined) return undefined;
   if (failure.terminal === true || isStalledReason(failure.reason)) return { reason: failure.reason, message: failure.message };
   if ((f.failuresInARow ?? 0) >= RETRIES_BEFORE_STALLED) {
-    return { reason: 'RetriesExhausted', message: `${failure.reason} ${RETRIES_BEFORE_STALLED} times in a row or more; still retrying with backoff: ${failure.message}` };
+    const message = `${failure.reason} ${RETRIES_BEFORE_STALLED} times in a row or more; still retrying with backoff: ${failure.message}`;
+    return { reason: 'RetriesExhausted', message };
   }
   return undefined;
 }
@@ -149,7 +157,7 @@ function stalledBy(f: StatusFacts): { reason: string; message: string } | undefi
  * kstatus' Reconciling and Stalled: never both True (kstatus reads Reconciling first). Held back
  * by a pause or the drift policy is neither: nothing is under way, and Ready says what differs.
  */
-function progressConditions(f: StatusFacts, state: { converged: boolean; held: { reason: string; message: string } | undefined }): Condition[] {
+function progressConditions(f: StatusFacts, state: { converged: boolean; held: ReasonAndMessage | undefined }): Condition[] {
   const stalled = stalledBy(f);
   if (stalled !== undefined) {
     return [
@@ -163,11 +171,14 @@ function progressConditions(f: StatusFacts, state: { converged: boolean; held: {
     return [condition('Reconciling', false, idle.reason, idle.message, f), condition('Stalled', false, idle.reason, idle.message, f)];
   }
   const progress = progressOf(f, state.held);
-  return [condition('Reconciling', true, progress.reason, progress.message, f), condition('Stalled', false, 'Progressing', 'Nothing blocks progress', f)];
+  return [
+    condition('Reconciling', true, progress.reason, progress.message, f),
+    condition('Stalled', false, 'Progressing', 'Nothing blocks progress', f),
+  ];
 }
 
 /** Reconciling's reason and message while work is under way or retried. */
-function progressOf(f: StatusFacts, held: { reason: string; message: string } | undefined): { reason: string; message: string } {
+function progressOf(f: StatusFacts, held: ReasonAndMessage | undefined): ReasonAndMessage {
   if (f.failure !== undefined) return { reason: f.failure.reason, message: `${f.failure.message} (retrying with backoff)` };
   if (held !== undefined) return held;
   const step = f.acted?.step ?? (f.plan?.steps[0] === undefined ? undefined : stepName(f.plan.steps[0]));
@@ -175,7 +186,8 @@ function progressOf(f: StatusFacts, held: { reason: string; message: string } | 
   if (reason !== undefined) return { reason, message: `${reason} the instance` };
   if (f.d.deleting === true) return { reason: 'Deleting', message: 'The instance is being removed' };
   if (f.observed === undefined) return { reason: 'Creating', message: 'The instance is being created' };
-  return { reason: 'Progressing', message: `The instance is ${f.observed.state.toLowerCase()}; ${f.d.object.spec.state.toLowerCase()} is declared` };
+  const declared = f.d.object.spec.state.toLowerCase();
+  return { reason: 'Progressing', message: `The instance is ${f.observed.state.toLowerCase()}; ${declared} is declared` };
 }
 
 /** Ready's reason and message while due steps are held back. */

@@ -29,6 +29,7 @@ import { queryObjects, rowToObject } from './object-query.js';
 import { parseRequestTarget } from './request-target.js';
 import type { WatchStream } from './watch-stream.js';
 
+/** One /readyz check: its name, whether it gates readiness, and how to run it. */
 export interface ReadinessCheck {
   readonly name: string;
   /** Whether readiness depends on it; informational checks (a provider that is down) never fail /readyz. */
@@ -36,6 +37,7 @@ export interface ReadinessCheck {
   check(): { ok: boolean; detail?: string };
 }
 
+/** Where the HTTP server listens and what it serves. */
 export interface HttpServerOptions {
   readonly host: string;
   readonly port: number;
@@ -78,6 +80,7 @@ export function bearerMatches(header: string | undefined, token: string): boolea
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
+/** Serves /healthz, /readyz, /metrics and the read API on loopback by default; `close` stops it. */
 export class HttpServer {
   private readonly server: Server;
   /** Every route needs the token: the server is reachable from other machines. */

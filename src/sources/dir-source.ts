@@ -31,8 +31,10 @@ import type { Source } from './source.js';
 import type { SourceProblem } from '../store/source-problem.js';
 import type { StoreWriter } from '../store/desired-store.js';
 
+/** Assigns the stable id and generation of a key (the state DB does it for dir and git sources). */
 export type Identify = (key: ObjectKey, parts: { source: string; kind: Kind; namespace: string; name: string }, specHash: string) => { id: string; generation: number };
 
+/** The watched directory and how changes in it are debounced and confirmed. */
 export interface DirSourceOptions {
   readonly id?: string;
   readonly path: string;
@@ -42,6 +44,8 @@ export interface DirSourceOptions {
   readonly logger: Logger;
   /** Quiet time before a burst of file events is read (default 300 ms). */
   readonly debounceMs?: number;
+  /** Time for the debounce, the removal grace and the retries (default: the system clock). */
+  readonly clock?: Clock;
   /**
    * How long an object must stay gone from every file before it is removed (default 1 s), so an
    * object moved between files by two separate writes never reads as a deletion.
@@ -56,7 +60,6 @@ export interface DirSourceOptions {
   readonly rootCheckMs?: number;
   /** First and last wait before listing again after a failed listing (default 1 s and 30 s). */
   readonly listRetryMs?: { readonly min: number; readonly max: number };
-  readonly clock?: Clock;
 }
 
 interface FileState {
@@ -93,7 +96,7 @@ export function mergeFileLoad(source: string, load: FileLoad, previous: readonly
   return { objects, problems: load.problems };
 }
 
-/** The `dir` source; see the file comment. */
+/** Desired objects from the YAML files under a directory, watched with chokidar; a file turned invalid keeps its last valid objects. */
 export class DirSource implements Source {
   readonly id: string;
   readonly description: string;

@@ -6,7 +6,7 @@
  * Guarantees: an id, once assigned to a key, never changes while the key is remembered;
  * migrations run in order, once, inside a transaction; `remember` is on disk when its promise
  * resolves and `forget` when it returns (a crash must never lose the memory of an instance we may
- * have created).
+ * have created). Remembers made while others run share one commit.
  * Status, identities and audit entries are written behind, in one transaction every few
  * milliseconds (one commit instead of thousands at startup); reads and close() flush first.
  * The WAL is checkpointed into the DB file at most every 5 s, off the commit path (SQLite's
@@ -17,10 +17,12 @@
 import Database from 'better-sqlite3';
 import { randomUUID } from 'node:crypto';
 import type { Status } from '../api/v1alpha1/types.js';
-import { type Clock, systemClock } from '../shared/clock.js';
+import { failpoint } from '../shared/failpoint.js';
 import type { Desired } from '../store/desired.js';
 import type { ObjectKey } from '../store/object-key.js';
 import type { SourceProblem } from '../store/source-problem.js';
+import type { Clock } from '../shared/clock.js';
+import { systemClock } from '../shared/clock.js';
 import { type StateDirResult, secureStateDir, secureStateFile, tightenIfPresent } from './state-dir.js';
 
 const MIGRATIONS: readonly string[] = [
@@ -92,6 +94,7 @@ export interface OutboxEntry {
   readonly body: string;
 }
 
+/** One object as the state DB keeps it: identity, status, last desired and last applied forms. */
 export interface ObjectRow {
   readonly key: ObjectKey;
   readonly source: string;
@@ -109,6 +112,7 @@ export interface ObjectRow {
   readonly updatedAt: string;
 }
 
+/** One audit log entry: what hyperlet did to an object, when, and how it went. */
 export interface AuditEntry {
   readonly seq: number;
   readonly at: string;
@@ -124,16 +128,19 @@ interface RawObjectRow {
   generation: number; spec_hash: string; object: string | null; applied: string | null; status: string | null; created_at: string; updated_at: string;
 }
 
+/** The embedded SQLite state DB of dir and git mode (see the module comment for what it keeps and when it writes). */
 export class StateDb {
   private readonly db: Database.Database;
   private readonly statements: ReturnType<StateDb['prepare']>;
   private pending: (() => void)[] = [];
-  private flushTimer: NodeJS.Timeout | undefined;
+  private flushTimer: unknown;
   private checkpointTimer: unknown;
-  private groupCommit: Promise<void> | undefined;
   private readonly clock: Clock;
   private identities: Map<string, { id: string; generation: number; specHash: string }> | undefined;
   private readonly rememberedAs = new Map<string, string>();
+  /** Remembers waiting for their shared commit, and the promise of that commit. */
+  private rememberBatch: { key: string; applied: string; now: string; fingerprint: string }[] = [];
+  private rememberCommit: Promise<void> | undefined;
   /** The object stored with each key's last status write: an unchanged object is not written again. */
   private readonly storedObjects = new Map<string, Desired>();
   /** Runs a function in one transaction; made once (better-sqlite3 compiles each wrapper it makes). */
@@ -145,7 +152,7 @@ export class StateDb {
   /**
    * Opens (creating when needed) the DB at `path` and runs pending migrations. `readonly` opens
    * without writing. Writable: the directory is made 0700 and the DB files 0600 first
-   * (state-dir.ts); throws when that cannot be done.
+   * (state-dir.ts); throws when that cannot be done. `clock` stamps rows and times the write-behind.
    */
   constructor(path: string, options: { readonly?: boolean; clock?: Clock } = {}) {
     this.clock = options.clock ?? systemClock;
@@ -158,7 +165,7 @@ export class StateDb {
     if (options.readonly !== true) {
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = NORMAL');
-      this.db.pragma('wal_autocheckpoint = 0'); // checkpoint() runs from a timer instead
+      this.db.pragma('wal_autocheckpoint = 0'); // scheduleCheckpoint() does it, off the commit path
       this.migrate();
     }
     if (writable) for (const suffix of ['-wal', '-shm', '-journal']) tightenIfPresent(`${path}${suffix}`);
@@ -187,8 +194,8 @@ export class StateDb {
       get: this.db.prepare<[string], RawObjectRow>('SELECT * FROM objects WHERE key = ?'),
       insert: this.db.prepare('INSERT INTO objects (key, source, kind, namespace, name, id, generation, spec_hash, created_at, updated_at) VALUES (@key, @source, @kind, @namespace, @name, @id, 1, @specHash, @now, @now)'),
       bump: this.db.prepare('UPDATE objects SET generation = generation + 1, spec_hash = @specHash, updated_at = @now WHERE key = @key'),
-      setStatus: this.db.prepare('UPDATE objects SET status = @status, object = @object, updated_at = @now WHERE key = @key'),
       setStatusOnly: this.db.prepare('UPDATE objects SET status = @status, updated_at = @now WHERE key = @key'),
+      setStatus: this.db.prepare('UPDATE objects SET status = @status, object = @object, updated_at = @now WHERE key = @key'),
       setApplied: this.db.prepare('UPDATE objects SET applied = @applied, updated_at = @now WHERE key = @key'),
       remembered: this.db.prepare<[], { key: string }>('SELECT key FROM objects WHERE applied IS NOT NULL'),
       delete: this.db.prepare('DELETE FROM objects WHERE key = ?'),
@@ -225,7 +232,7 @@ export class StateDb {
   identify(key: ObjectKey, parts: { source: string; kind: string; namespace: string; name: string }, specHash: string): { id: string; generation: number } {
     this.identities ??= new Map(this.db.prepare<[], { key: string; id: string; generation: number; spec_hash: string }>('SELECT key, id, generation, spec_hash FROM objects').all()
       .map((r) => [r.key, { id: r.id, generation: r.generation, specHash: r.spec_hash }]));
-    const now = new Date().toISOString();
+    const now = this.isoNow();
     const known = this.identities.get(key);
     if (known === undefined) {
       const id = randomUUID();
@@ -253,7 +260,7 @@ export class StateDb {
 
   /** Stores `d`'s status together with the object it describes (what `hyperlet get` shows). */
   writeStatus(d: Desired, status: Status): void {
-    const now = new Date().toISOString();
+    const now = this.isoNow();
     // The same object as the last write (status moved on, the object did not): only the status.
     if (this.storedObjects.get(d.key) === d) {
       this.defer(() => this.statements.setStatusOnly.run({ key: d.key, status: JSON.stringify(status), now }));
@@ -265,32 +272,38 @@ export class StateDb {
 
   /**
    * Remembers `d` as the object last acted on for its key (kept until forget); resolves once it is
-   * on disk. Remembers made while others run are committed together (one commit for the objects
-   * the workers are about to create, not one each), with the writes behind them.
+   * on disk. Remembers made while others run are committed together, once the current turn of the
+   * event loop ends (one commit for what the workers are about to create, not one each).
    */
   remember(d: Desired): Promise<void> {
     const fingerprint = `${d.id}:${d.generation}:${d.specHash}`;
     if (this.rememberedAs.get(d.key) === fingerprint) return Promise.resolve();
-    const applied = JSON.stringify(d);
-    const now = new Date().toISOString();
-    this.pending.push(() => this.statements.setApplied.run({ key: d.key, applied, now }));
-    return this.commitSoon().then(() => { this.rememberedAs.set(d.key, fingerprint); });
-  }
-
-  /** Flushes once the current turn of the event loop is done; resolves after that commit. */
-  private commitSoon(): Promise<void> {
-    this.groupCommit ??= new Promise<void>((resolve, reject) => {
+    this.rememberBatch.push({ key: d.key, applied: JSON.stringify(d), now: this.isoNow(), fingerprint });
+    this.rememberCommit ??= new Promise<void>((resolve, reject) => {
       setImmediate(() => {
-        this.groupCommit = undefined;
+        this.rememberCommit = undefined;
         try {
-          this.flush();
+          this.commitRemembers();
           resolve();
         } catch (err) {
           reject(err instanceof Error ? err : new Error(String(err)));
         }
       });
     });
-    return this.groupCommit;
+    return this.rememberCommit;
+  }
+
+  /** Writes the waiting remembers in one transaction, after what was written behind before them. */
+  private commitRemembers(): void {
+    const batch = this.rememberBatch;
+    if (batch.length === 0) return; // committed already (close)
+    this.rememberBatch = [];
+    this.flush();
+    failpoint('state.remembering');
+    this.inTransaction(() => { for (const r of batch) this.statements.setApplied.run({ key: r.key, applied: r.applied, now: r.now }); });
+    failpoint('state.remembered');
+    for (const r of batch) this.rememberedAs.set(r.key, r.fingerprint);
+    this.scheduleCheckpoint();
   }
 
   rememberedKeys(): ObjectKey[] {
@@ -301,16 +314,17 @@ export class StateDb {
   /** Forgets `key` entirely (identity included); on disk when it returns. */
   forget(key: ObjectKey): void {
     this.flush();
+    failpoint('state.forgetting');
     this.statements.delete.run(key);
-    this.scheduleCheckpoint();
     this.identities?.delete(key);
     this.rememberedAs.delete(key);
     this.storedObjects.delete(key);
+    this.scheduleCheckpoint();
   }
 
   /** Appends one audit entry; entries are never changed or removed. */
   audit(key: string, type: string, action: string, result: string, message: string): void {
-    const at = new Date().toISOString();
+    const at = this.isoNow();
     this.defer(() => this.statements.audit.run(at, key, type, action, result, message));
   }
 
@@ -322,19 +336,13 @@ export class StateDb {
 
   /** Writes everything written behind so far, in one transaction. */
   flush(): void {
-    clearTimeout(this.flushTimer);
+    this.clock.clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
     if (this.pending.length === 0) return;
     const batch = this.pending;
     this.pending = [];
     this.inTransaction(() => { for (const write of batch) write(); });
     this.scheduleCheckpoint();
-  }
-
-  private defer(write: () => void): void {
-    this.pending.push(write);
-    // A real (ref'd) timer: a process that wrote must not exit before its writes are flushed.
-    this.flushTimer ??= setTimeout(() => this.flush(), 10);
   }
 
   /**
@@ -346,6 +354,15 @@ export class StateDb {
       this.checkpointTimer = undefined;
       if (this.db.open) this.db.pragma('wal_checkpoint(PASSIVE)');
     }, 5_000);
+  }
+
+  private isoNow(): string {
+    return new Date(this.clock.now()).toISOString();
+  }
+
+  private defer(write: () => void): void {
+    this.pending.push(write);
+    this.flushTimer ??= this.clock.setTimeout(() => this.flush(), 10);
   }
 
   /** Replaces the problems `source` reports. */
@@ -366,7 +383,7 @@ export class StateDb {
   /** Free-form per-source state (git: last applied and attempted revisions). */
   setSourceState(id: string, description: string, state: unknown): void {
     this.flush();
-    this.statements.setSource.run({ id, description, state: JSON.stringify(state), now: new Date().toISOString() });
+    this.statements.setSource.run({ id, description, state: JSON.stringify(state), now: this.isoNow() });
     this.scheduleCheckpoint();
   }
 
@@ -413,7 +430,7 @@ export class StateDb {
 
   /** Records that `sink` has everything up to `seq`; on disk when it returns (a restart resumes after it). */
   setOutboxCursor(sink: string, seq: number): void {
-    this.statements.cursorSet.run({ sink, seq, now: new Date().toISOString() });
+    this.statements.cursorSet.run({ sink, seq, now: this.isoNow() });
   }
 
   /** Every sink's cursor. */
@@ -452,11 +469,13 @@ export class StateDb {
     return result;
   }
 
+  /** Flushes what was written behind and closes; the last connection to close checkpoints the whole WAL. */
   close(): void {
+    this.commitRemembers();
     this.flush();
     this.clock.clearTimeout(this.checkpointTimer);
     this.checkpointTimer = undefined;
-    this.db.close(); // the last connection to close checkpoints the whole WAL itself
+    this.db.close();
   }
 }
 

@@ -9,9 +9,16 @@ import type { ObjectKey } from '../store/object-key.js';
 import type { StateDb } from '../state/state-db.js';
 import type { EventType, ObjectRecords, Recorder, StatusWriter } from '../reconcile/backend.js';
 
+/** Status, records and audit entries of dir and git objects, kept in the state DB. */
 export class StateStatusWriter implements StatusWriter, ObjectRecords, Recorder {
   private readonly written = new Map<ObjectKey, Status>();
   private readonly remembered = new Set<ObjectKey>();
+  /**
+   * Keys the DB held at start without a last applied object (never acted on). If the source no
+   * longer declares one (its file went while hyperlet was down, or it was killed before the
+   * removal reached the DB), nothing else would bring the key back: one pass forgets it.
+   */
+  private readonly unapplied = new Set<ObjectKey>();
   /** Remembered objects that declare spec.dependsOn: deletion order reads them without the DB. */
   private readonly depending = new Map<ObjectKey, Desired>();
   private readonly source: string;
@@ -24,6 +31,8 @@ export class StateStatusWriter implements StatusWriter, ObjectRecords, Recorder 
       if (row.applied !== undefined) {
         this.remembered.add(row.key);
         this.noteDependencies(row.applied);
+      } else {
+        this.unapplied.add(row.key);
       }
     }
   }
@@ -48,7 +57,7 @@ export class StateStatusWriter implements StatusWriter, ObjectRecords, Recorder 
   }
 
   keys(): readonly ObjectKey[] {
-    return [...this.remembered];
+    return [...this.remembered, ...this.unapplied];
   }
 
   lastApplied(key: ObjectKey): Desired | undefined {
@@ -58,12 +67,14 @@ export class StateStatusWriter implements StatusWriter, ObjectRecords, Recorder 
   async remember(d: Desired): Promise<void> {
     await this.db.remember(d);
     this.remembered.add(d.key);
+    this.unapplied.delete(d.key);
     this.noteDependencies(d);
   }
 
   forget(key: ObjectKey): void {
     this.written.delete(key);
     this.remembered.delete(key);
+    this.unapplied.delete(key);
     this.depending.delete(key);
     this.db.forget(key);
   }

@@ -36,7 +36,13 @@ const MISSING_BRIDGE = `kstnobr${process.pid % 100_000}`;
 const GROUP_PATH = '/apis/hyperlet.io/v1alpha1';
 
 type Obj = KubernetesObject & { metadata: { name: string; generation?: number }; status?: Status };
-interface KstatusResult { readonly name: string; readonly status: string; readonly message: string; readonly conditions: { type: string; reason?: string }[] }
+type Versioned = Obj & { metadata: { resourceVersion?: string } };
+interface KstatusResult {
+  readonly name: string;
+  readonly status: string;
+  readonly message: string;
+  readonly conditions: { type: string; reason?: string }[];
+}
 
 const ct = (name: string, spec: Record<string, unknown>) => ({
   apiVersion: 'hyperlet.io/v1alpha1', kind: 'Container', metadata: { name, namespace: NS },
@@ -76,7 +82,9 @@ describe('kstatus: the GitOps tools\' health of real objects, and kubectl explai
   }
 
   /** Waits until kstatus says `want` for the object, and returns that result with the object. */
-  async function waitForKstatus(resource: string, name: string, want: string, timeoutMs = 120_000): Promise<{ result: KstatusResult; obj: Obj }> {
+  async function waitForKstatus(
+    resource: string, name: string, want: string, timeoutMs = 120_000,
+  ): Promise<{ result: KstatusResult; obj: Obj }> {
     let last: KstatusResult | undefined;
     try {
       return await until(`${resource}/${name} kstatus ${want}`, async () => {
@@ -100,7 +108,9 @@ describe('kstatus: the GitOps tools\' health of real objects, and kubectl explai
         const c = conditions.find((x) => x.type === type);
         return c === undefined ? undefined : `${c.status}:${c.reason}`;
       };
-      return { status: r.status, ...(reason('Ready') === undefined ? {} : { ready: reason('Ready') }), ...(reason('Stalled') === undefined ? {} : { stalled: reason('Stalled') }) };
+      const ready = reason('Ready');
+      const stalled = reason('Stalled');
+      return { status: r.status, ...(ready === undefined ? {} : { ready }), ...(stalled === undefined ? {} : { stalled }) };
     });
   }
 
@@ -110,7 +120,8 @@ describe('kstatus: the GitOps tools\' health of real objects, and kubectl explai
    */
   async function expectFailedAtFirstFailure(kind: string, name: string, reason: string): Promise<void> {
     const h = await history(kind, name);
-    const first = h.findIndex((v) => v.ready !== undefined && v.ready.startsWith('False:') && !/^False:(Creating|Progressing|Starting)$/.test(v.ready));
+    const progress = /^False:(Creating|Progressing|Starting)$/;
+    const first = h.findIndex((v) => v.ready !== undefined && v.ready.startsWith('False:') && !progress.test(v.ready));
     expect(first, JSON.stringify(h)).to.be.greaterThan(-1);
     expect(h[first], JSON.stringify(h)).to.deep.include({ status: 'Failed', stalled: `True:${reason}` });
   }
@@ -120,7 +131,9 @@ describe('kstatus: the GitOps tools\' health of real objects, and kubectl explai
     await access('/usr/share/lxc/templates/lxc-busybox').catch(() => {
       throw new Error('the kstatus e2e test needs lxc and the busybox template: run make host (lxc, lxc-templates, busybox-static)');
     });
-    if (!existsSync('/run/libvirt/libvirt-sock')) throw new Error('the kstatus e2e test needs libvirtd: /run/libvirt/libvirt-sock is missing; run scripts/setup-host.sh');
+    if (!existsSync('/run/libvirt/libvirt-sock')) {
+      throw new Error('the kstatus e2e test needs libvirtd: /run/libvirt/libvirt-sock is missing; run scripts/setup-host.sh');
+    }
     const built = await runTool('bash', [join(REPO_ROOT, 'scripts/kstatus/build-kstatus.sh')], { timeoutMs: 30 * 60_000 });
     if (built.code !== 0) throw new Error(`cannot build kstatus: ${built.stderr}`);
     kstatusBinary = built.stdout.trim().split('\n').pop() ?? '';
@@ -135,7 +148,8 @@ describe('kstatus: the GitOps tools\' health of real objects, and kubectl explai
     let stopped = false;
     for (const [kind, plural] of [['Container', 'containers'], ['VirtualMachine', 'virtualmachines']] as const) {
       const path = `${GROUP_PATH}/namespaces/${NS}/${plural}`;
-      let resourceVersion = (JSON.parse(await env.kubectlOk(['get', '--raw', path])) as { metadata: { resourceVersion: string } }).metadata.resourceVersion;
+      const list = JSON.parse(await env.kubectlOk(['get', '--raw', path])) as { metadata: { resourceVersion: string } };
+      let resourceVersion = list.metadata.resourceVersion;
       const follow = async (): Promise<void> => {
         if (stopped) return;
         const again = (err: unknown): void => {
@@ -144,7 +158,7 @@ describe('kstatus: the GitOps tools\' health of real objects, and kubectl explai
           setTimeout(() => void follow(), 200);
         };
         try {
-          aborts.set(plural, await watch.watch(path, { resourceVersion }, (type: string, obj: Obj & { metadata: { resourceVersion?: string } }) => {
+          aborts.set(plural, await watch.watch(path, { resourceVersion }, (type: string, obj: Versioned) => {
             resourceVersion = obj.metadata.resourceVersion ?? resourceVersion;
             if (type !== 'ADDED' && type !== 'MODIFIED') return;
             const k = `${kind}/${obj.metadata.name}`;
@@ -194,7 +208,8 @@ describe('kstatus: the GitOps tools\' health of real objects, and kubectl explai
       // placeholder status (observedGeneration 0) makes it InProgress, not Current.
       const created = JSON.parse(await env.kubectlOk(['create', '-f', '-', '-o', 'json'], { input: yaml.dump(ct('web', {})) })) as Obj;
       const [fresh] = await kstatus([created]);
-      expect([fresh?.status, fresh?.message]).to.deep.equal(['InProgress', 'Container generation is 1, but latest observed generation is 0']);
+      expect(fresh?.status).to.equal('InProgress');
+      expect(fresh?.message).to.equal('Container generation is 1, but latest observed generation is 0');
       const { obj } = await waitForKstatus('ct', 'web', 'Current');
       expect(obj.status?.phase).to.equal('Running');
       const h = await history('Container', 'web');
@@ -226,7 +241,8 @@ describe('kstatus: the GitOps tools\' health of real objects, and kubectl explai
 
     it('just after a spec change it is InProgress (observedGeneration lags), then Current again', async () => {
       // The API server's answer to the change itself: the new generation, the old status.
-      const patched = JSON.parse(await env.kubectlOk(['patch', 'ct', 'web', '-n', NS, '--type=merge', '-p', '{"spec":{"state":"Stopped"}}', '-o', 'json'])) as Obj;
+      const change = ['patch', 'ct', 'web', '-n', NS, '--type=merge', '-p', '{"spec":{"state":"Stopped"}}', '-o', 'json'];
+      const patched = JSON.parse(await env.kubectlOk(change)) as Obj;
       expect(patched.metadata.generation).to.equal(2);
       const [result] = await kstatus([patched]);
       expect(result?.status).to.equal('InProgress');
@@ -272,7 +288,8 @@ describe('kstatus: the GitOps tools\' health of real objects, and kubectl explai
       expect(stalled).to.include({ status: 'True', reason: 'RetriesExhausted' });
       expect(result.message).to.contain('StartFailed');
       const h = await history('Container', 'nobridge');
-      expect(h.some((v) => v.status === 'InProgress' && v.ready === 'False:StartFailed'), `retried as InProgress first: ${JSON.stringify(h)}`).to.equal(true);
+      const retried = h.some((v) => v.status === 'InProgress' && v.ready === 'False:StartFailed');
+      expect(retried, `retried as InProgress first: ${JSON.stringify(h)}`).to.equal(true);
       console.log(`      RetriesExhausted reported ${((Date.now() - startedMs) / 1000).toFixed(1)} s after kubectl apply`);
     });
   });
@@ -302,14 +319,19 @@ describe('kstatus: the GitOps tools\' health of real objects, and kubectl explai
     });
 
     it('a quantity says it is an int-or-string quantity, and stays one for server-side apply', async () => {
-      for (const path of ['containers.spec.resources.memory', 'containers.spec.resources.disk', 'virtualmachines.spec.resources.memory', 'virtualmachines.spec.disks.size']) {
+      const quantities = [
+        'containers.spec.resources.memory', 'containers.spec.resources.disk',
+        'virtualmachines.spec.resources.memory', 'virtualmachines.spec.disks.size',
+      ];
+      for (const path of quantities) {
         const out = await env.kubectlOk(['explain', path, '--api-version=hyperlet.io/v1alpha1']);
         expect(out.replace(/\s+/g, ' '), path).to.contain('An int-or-string quantity').and.to.contain('512Mi');
       }
       // What Flux does: server-side apply, with an integer and then a string for the same field.
       for (const memory of [268435456, '256Mi']) {
         const doc = ct('ssa', { nodeName: 'no-agent-here', resources: { memory } });
-        const out = JSON.parse(await env.kubectlOk(['apply', '--server-side', '--field-manager=kstatus-e2e', '-f', '-', '-o', 'json'], { input: yaml.dump(doc) })) as Obj & { spec: { resources: { memory: unknown } } };
+        const ssa = ['apply', '--server-side', '--field-manager=kstatus-e2e', '-f', '-', '-o', 'json'];
+        const out = JSON.parse(await env.kubectlOk(ssa, { input: yaml.dump(doc) })) as Obj & { spec: { resources: { memory: unknown } } };
         expect(out.spec.resources.memory).to.equal(memory);
         expect((await kstatus([out]))[0]?.status, 'on a node without an agent it never looks healthy').to.equal('InProgress');
       }

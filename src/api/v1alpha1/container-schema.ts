@@ -1,9 +1,10 @@
 /** The one JSON Schema of kind Container: ajv validates files with it and the CRD is generated from it. */
 import { API_VERSION } from './group.js';
 import {
-  type JsonSchema, IFNAME_PATTERN, MAC_PATTERN, absolutePath, commonSpecProperties, environmentValue, objectSchema, quantity,
+  type JsonSchema, IFNAME_PATTERN, MAC_PATTERN, SAFE_TEXT_PATTERN, absolutePath, commonSpecProperties, environmentSource, objectSchema, quantity,
 } from './schema-parts.js';
 
+/** JSON Schema of a Container spec: the one source of truth for validation and the CRD. */
 export const containerSpecSchema: JsonSchema = {
   type: 'object',
   additionalProperties: false,
@@ -34,7 +35,10 @@ export const containerSpecSchema: JsonSchema = {
         additionalProperties: false,
         description: 'One network interface.',
         properties: {
-          type: { type: 'string', enum: ['veth', 'none'], default: 'veth', description: 'veth joins a host bridge; none gives the container only loopback.' },
+          type: {
+            type: 'string', enum: ['veth', 'none'], default: 'veth',
+            description: 'veth joins a host bridge; none gives the container only loopback.',
+          },
           bridge: { type: 'string', pattern: IFNAME_PATTERN, description: 'Host bridge the veth joins.' },
           hwaddr: { type: 'string', pattern: MAC_PATTERN, description: 'MAC address of the container side.' },
         },
@@ -44,12 +48,24 @@ export const containerSpecSchema: JsonSchema = {
       type: 'object',
       maxProperties: 256,
       propertyNames: { maxLength: 255, pattern: '^[A-Za-z_][A-Za-z0-9_]*$' },
-      additionalProperties: environmentValue,
-      description: 'Environment of the container\'s init. A value is text, or {valueFrom: {secretKeyRef: {name, key}}} (kube source: '
-        + 'a Secret in the object\'s namespace) or {valueFrom: {file: PATH}} (dir and git sources: a file in the host\'s secrets directory). '
-        + 'Values are never shown by hyperlet (keys are).',
+      additionalProperties: { type: 'string', maxLength: 4096, pattern: SAFE_TEXT_PATTERN },
+      description: 'Environment of the container\'s init. hyperlet never shows the values (keys are shown).',
+    },
+    environmentFrom: {
+      type: 'object',
+      maxProperties: 256,
+      propertyNames: { maxLength: 255, pattern: '^[A-Za-z_][A-Za-z0-9_]*$' },
+      additionalProperties: environmentSource,
+      description: 'More environment, each value read when the object is reconciled (valueFrom): {secretKeyRef: {name, key}} '
+        + 'from a Secret of the object\'s namespace (kube source) or {file: PATH} from the host\'s secrets directory (dir and git sources). '
+        + 'A name may not also be in environment.',
     },
     autostart: { type: 'boolean', default: false, description: 'Start the container when the host boots.' },
+    privileged: {
+      type: 'boolean',
+      description: 'Run without a user namespace, so root in the container is root on the host. Refused unless the host policy '
+        + 'allows it for this source and namespace; by default containers run unprivileged.',
+    },
     gracefulStopSeconds: {
       type: 'integer', minimum: 0, maximum: 3600, default: 30,
       description: 'How long a stop waits for the container to shut down before it is killed.',
@@ -58,4 +74,5 @@ export const containerSpecSchema: JsonSchema = {
   },
 };
 
+/** JSON Schema of a whole Container object (apiVersion, kind, metadata, spec). */
 export const containerSchema: JsonSchema = objectSchema('Container', API_VERSION, containerSpecSchema);

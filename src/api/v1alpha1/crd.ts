@@ -41,7 +41,13 @@ const celQuantity = (x: string): string => `(type(${x}) == int ? quantity(string
  */
 const CROSS_FIELD_RULES: Readonly<Record<Kind, Readonly<Record<string, readonly CelRule[]>>>> = {
   Container: {
-    '': [{ rule: 'has(self.template) != has(self.rootfs)', message: 'exactly one of template and rootfs must be set' }],
+    '': [
+      { rule: 'has(self.template) != has(self.rootfs)', message: 'exactly one of template and rootfs must be set' },
+      {
+        rule: '!has(self.environment) || !has(self.environmentFrom) || self.environmentFrom.all(k, !(k in self.environment))',
+        message: 'a name in environmentFrom must not also be in environment', fieldPath: '.environmentFrom',
+      },
+    ],
     'network[]': [{
       rule: "!has(self.type) || self.type != 'none' || (!has(self.bridge) && !has(self.hwaddr))",
       message: 'type none takes no bridge or hwaddr',
@@ -81,7 +87,10 @@ const statusSchema: JsonSchema = {
   // seen yet (a fresh one, or one placed on a node without an agent).
   default: { observedGeneration: 0 },
   properties: {
-    phase: { type: 'string', description: 'Where the instance is: Pending, Creating, Running, Stopped, Frozen, Paused, Failed or Deleting.' },
+    phase: {
+      type: 'string',
+      description: 'Where the instance is: Pending, Creating, Running, Stopped, Frozen, Paused, Failed or Deleting.',
+    },
     conditions: {
       type: 'array',
       'x-kubernetes-list-type': 'map',
@@ -109,7 +118,10 @@ const statusSchema: JsonSchema = {
     pid: { type: 'integer', description: 'Process id of the running instance\'s init (LXC) or QEMU process on the host.' },
     addresses: { type: 'array', items: { type: 'string' }, description: 'IP addresses of the instance, when they can be seen.' },
     startedAt: { type: 'string', format: 'date-time', description: 'When the instance last started.' },
-    details: { type: 'object', additionalProperties: { type: 'string' }, description: 'Provider facts worth showing (libvirt state and reason, the last action).' },
+    details: {
+      type: 'object', additionalProperties: { type: 'string' },
+      description: 'Provider facts worth showing (libvirt state and reason, the last action).',
+    },
     pendingChanges: {
       type: 'array',
       description: 'Changes the update policy holds back until a restart or a re-create.',
@@ -125,6 +137,20 @@ const statusSchema: JsonSchema = {
     convergedGeneration: {
       type: 'integer', format: 'int64',
       description: 'The last generation the instance fully matched; later differences for it are drift (spec.driftPolicy).',
+    },
+    snapshots: {
+      type: 'array',
+      description: 'Scheduled snapshots of the instance (spec.snapshots), oldest first.',
+      items: {
+        type: 'object',
+        description: 'One scheduled snapshot.',
+        properties: {
+          name: { type: 'string', description: 'Snapshot name (auto-UTCTIME).' },
+          time: { type: 'string', format: 'date-time', description: 'When it was taken.' },
+          sizeBytes: { type: 'integer', format: 'int64', description: 'Bytes it holds on the host, when known.' },
+          origin: { type: 'string', description: 'Who asked for it: schedule, object or request.' },
+        },
+      },
     },
   },
 };
@@ -175,23 +201,15 @@ function toStructural(kind: Kind, node: JsonSchema, path: string): JsonSchema {
       if (typeof value === 'object' && value !== null) out.additionalProperties = toStructural(kind, value as JsonSchema, `${path}{}`);
     } else if (keyword === 'x-kubernetes-int-or-string') {
       out[keyword] = value;
-    } else if (keyword === 'x-environment-value') {
-      // Consumed with its anyOf below.
-    } else if (keyword === 'anyOf' && node['x-environment-value'] === true) {
-      // Text or {valueFrom: …}: a structural schema cannot say "string or object", so the node
-      // keeps what it is given. Nor can CEL check it: the API server declares no CEL type for an
-      // untyped node ("unable to convert structural schema to CEL declarations", kube-apiserver
-      // 1.33), nor for a map of them. The agent's validation checks values and keys, and reports
-      // a refused object as a source problem without acting on it.
-      out['x-kubernetes-preserve-unknown-fields'] = true;
     } else if (keyword === 'anyOf') {
       // Only int-or-string quantities use anyOf: the CRD form is anyOf [integer, string] with the
-      // branch checks hoisted (pattern applies to strings only, minimum to numbers only).
+      // branch checks hoisted (pattern applies to strings only, minimum and maximum to numbers only).
       if (node['x-kubernetes-int-or-string'] !== true) throw new Error(`cannot convert anyOf at spec.${path}: only int-or-string is supported`);
       out.anyOf = [{ type: 'integer' }, { type: 'string' }];
       for (const branch of value as JsonSchema[]) {
         if (branch.pattern !== undefined) out.pattern = toRe2Pattern(branch.pattern as string);
         if (branch.minimum !== undefined) out.minimum = branch.minimum;
+        if (branch.maximum !== undefined) out.maximum = branch.maximum;
       }
     } else if (keyword === 'x-quantity-range') {
       // In an array the API server's CEL cost estimate for quantity() on an int-or-string
@@ -199,8 +217,6 @@ function toStructural(kind: Kind, node: JsonSchema, path: string): JsonSchema {
       // pattern only and the agent's own validation reports an out-of-range size.
       if (!path.includes('[]')) rules.push(quantityRangeRule(value as { minimum: string; maximum: string }));
     } else if (keyword === 'propertyNames') {
-      // A map of untyped values has no CEL type (see x-environment-value): its keys are the agent's to check.
-      if ((node.additionalProperties as JsonSchema | undefined)?.['x-environment-value'] === true) continue;
       const names = value as { maxLength?: number; pattern?: string };
       const checks = [
         ...(names.maxLength !== undefined ? [`size(k) <= ${names.maxLength}`] : []),

@@ -5,6 +5,7 @@
  */
 import { QUANTITY_PATTERN } from './quantity.js';
 
+/** A JSON Schema document or fragment, as ajv and the CRD generator take it. */
 export type JsonSchema = Record<string, unknown>;
 
 /** DNS-1123 label: lowercase alphanumerics and '-', starting and ending alphanumeric, at most 63. */
@@ -26,53 +27,48 @@ export const SECRET_KEY_PATTERN = '^[-._a-zA-Z0-9]+$';
 export const SECRET_FILE_PATTERN = '^[^\\u0000-\\u001f\\u007f]+$';
 
 /**
- * One environment value: text, or a reference resolved when the object is reconciled, so the
- * secret itself never sits in the object, in Git or in the state DB. `x-environment-value` tells
- * validate.ts and crd.ts that this anyOf is the text-or-reference union.
+ * Where one environment value comes from (Kubernetes' EnvVarSource, the part under `valueFrom`):
+ * exactly one of a Secret key (kube source) and a file of the host's secrets directory (dir and
+ * git sources). Read when the object is reconciled, so the secret never sits in the object, in
+ * Git or in the state DB.
  */
-export const environmentValue: JsonSchema = {
-  'x-environment-value': true,
-  anyOf: [
-    { type: 'string', maxLength: 4096, pattern: SAFE_TEXT_PATTERN },
-    {
+export const environmentSource: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  minProperties: 1,
+  maxProperties: 1,
+  properties: {
+    secretKeyRef: {
       type: 'object',
       additionalProperties: false,
-      required: ['valueFrom'],
+      required: ['name', 'key'],
+      description: 'kube source: a key of a Secret in the object\'s namespace.',
       properties: {
-        valueFrom: {
-          type: 'object',
-          additionalProperties: false,
-          minProperties: 1,
-          maxProperties: 1,
-          properties: {
-            secretKeyRef: {
-              type: 'object',
-              additionalProperties: false,
-              required: ['name', 'key'],
-              properties: {
-                name: { type: 'string', minLength: 1, maxLength: 253, pattern: DNS_SUBDOMAIN_PATTERN },
-                key: { type: 'string', minLength: 1, maxLength: 253, pattern: SECRET_KEY_PATTERN },
-              },
-            },
-            file: { type: 'string', minLength: 1, maxLength: 4096, pattern: SECRET_FILE_PATTERN },
-          },
-        },
+        name: { type: 'string', minLength: 1, maxLength: 253, pattern: DNS_SUBDOMAIN_PATTERN, description: 'Name of the Secret.' },
+        key: { type: 'string', minLength: 1, maxLength: 253, pattern: SECRET_KEY_PATTERN, description: 'Key in the Secret\'s data.' },
       },
     },
-  ],
+    file: {
+      type: 'string', minLength: 1, maxLength: 4096, pattern: SECRET_FILE_PATTERN,
+      description: 'dir and git sources: a file in the host\'s secrets directory (--secrets-dir), relative to it or absolute inside it.',
+    },
+  },
 };
 
+/** Schema of a DNS-1123 label string (at most 63 characters) with `description`. */
 export const dnsLabel = (description: string): JsonSchema => ({
   type: 'string', minLength: 1, maxLength: 63, pattern: DNS_LABEL_PATTERN, description,
 });
 
+/** Schema of an absolute host path (at most 4096 characters) with `description`. */
 export const absolutePath = (description: string): JsonSchema => ({
   type: 'string', minLength: 1, maxLength: 4096, pattern: ABSOLUTE_PATH_PATTERN, description,
 });
 
 /**
  * A Kubernetes quantity (string such as "512Mi", or a byte count) within a range.
- * `x-quantity-range` is checked by validate.ts and turned into a CEL rule in the CRDs.
+ * `x-quantity-range` is checked by validate.ts and turned into a CEL rule in the CRDs. A byte
+ * count must be a safe integer: `1e30` is an integer to JSON Schema, but not a number of bytes.
  * No `type`: int-or-string, as Kubernetes' own quantities in CRDs. `kubectl explain` then prints
  * `<Object>` for it (its template reads only `type`; kubernetes/kubernetes#130946), so the
  * description says what it is. `type: string` would fix that line but makes server-side apply
@@ -80,7 +76,7 @@ export const absolutePath = (description: string): JsonSchema => ({
  */
 export const quantity = (minimum: string, maximum: string, description: string): JsonSchema => ({
   'x-kubernetes-int-or-string': true,
-  anyOf: [{ type: 'integer', minimum: 0 }, { type: 'string', pattern: QUANTITY_PATTERN }],
+  anyOf: [{ type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER }, { type: 'string', pattern: QUANTITY_PATTERN }],
   'x-quantity-range': { minimum, maximum },
   description: `${description} An int-or-string quantity, ${minimum} to ${maximum}: a byte count such as 268435456, or a string `
     + 'with a suffix (Ki, Mi, Gi, Ti: powers of 1024; k, M, G, T: of 1000) such as 512Mi or 2Gi.',
@@ -132,6 +128,33 @@ export const commonSpecProperties: Record<string, JsonSchema> = {
     type: 'string', enum: ['Correct', 'Report', 'Ignore'], default: 'Correct',
     description: 'What to do when the instance changes behind hyperlet\'s back after it matched: Correct puts it back; Report shows the drift (condition Drifted) and leaves it; Ignore leaves it silently.',
   },
+  snapshots: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['schedule'],
+    description: 'Scheduled snapshots of the instance, taken by the daemon and pruned by the retain rules; listed in status.snapshots.',
+    properties: {
+      schedule: {
+        type: 'string', minLength: 1, maxLength: 128, pattern: SAFE_TEXT_PATTERN,
+        description: 'When to snapshot: a 5-field cron expression in UTC (minute hour day-of-month month day-of-week; *, N, A-B, */S, lists), '
+          + 'a macro (@hourly, @daily, @weekly, @monthly, @yearly) or "@every DURATION" (such as 30m, 6h, 1h30m; at least 1m). '
+          + 'A run missed while the daemon was down runs once when it starts, never as a burst.',
+      },
+      retain: {
+        type: 'object',
+        additionalProperties: false,
+        description: 'Which scheduled snapshots to keep (Proxmox prune rules, UTC periods): a snapshot is kept if any rule keeps it; '
+          + 'with no rule, all are kept. Snapshots taken on request are never pruned.',
+        properties: {
+          last: { type: 'integer', minimum: 0, maximum: 1000, description: 'Keep the newest N snapshots.' },
+          hourly: { type: 'integer', minimum: 0, maximum: 1000, description: 'Keep the newest snapshot of each of the last N hours that have one.' },
+          daily: { type: 'integer', minimum: 0, maximum: 1000, description: 'Keep the newest snapshot of each of the last N days that have one.' },
+          weekly: { type: 'integer', minimum: 0, maximum: 1000, description: 'Keep the newest snapshot of each of the last N ISO weeks that have one.' },
+          monthly: { type: 'integer', minimum: 0, maximum: 1000, description: 'Keep the newest snapshot of each of the last N months that have one.' },
+        },
+      },
+    },
+  },
   dependsOn: {
     type: 'array',
     maxItems: 64,
@@ -176,5 +199,8 @@ export function kindDescription(kind: string): string {
 
 /** Kubernetes' own wording for the type fields every object has. */
 export const API_VERSION_DESCRIPTION = 'The versioned schema of this object: hyperlet.io/v1alpha1.';
+/** The description of `kind`, in Kubernetes' wording. */
 export const KIND_DESCRIPTION = 'The kind of this object, in CamelCase.';
-export const STATUS_DESCRIPTION = 'What hyperlet observes and did, written by the agent (status subresource) or kept in the state DB; never set by authors.';
+/** The description of `status`: who writes it and where it is kept. */
+export const STATUS_DESCRIPTION =
+  'What hyperlet observes and did, written by the agent (status subresource) or kept in the state DB; never set by authors.';

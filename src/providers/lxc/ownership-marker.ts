@@ -11,8 +11,10 @@ import { readFile } from 'node:fs/promises';
 import { writeFileAtomic } from './atomic-file.js';
 import type { SpecFields } from '../../api/v1alpha1/fields.js';
 
+/** Version of the marker file format. */
 export const MARKER_VERSION = 1;
 
+/** What the marker file beside a container says: who owns it and what was last applied. */
 export interface OwnershipMarker {
   readonly version: typeof MARKER_VERSION;
   /** The object id (Desired.id). */
@@ -28,6 +30,8 @@ export interface OwnershipMarker {
   /** How the container came to be hyperlet's. */
   readonly origin: 'created' | 'adopted';
   readonly updatedAt: string;
+  /** The value of the restore-request annotation last honoured (or present at create/adopt). */
+  readonly restoreRequest?: string;
 }
 
 function isFieldValue(v: unknown): v is SpecFields[string] {
@@ -60,6 +64,7 @@ export function parseMarker(text: string): OwnershipMarker {
     complete: m.complete,
     origin: m.origin,
     updatedAt: typeof m.updatedAt === 'string' ? m.updatedAt : '',
+    ...(typeof m.restoreRequest === 'string' ? { restoreRequest: m.restoreRequest } : {}),
   };
 }
 

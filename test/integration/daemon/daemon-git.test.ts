@@ -16,6 +16,7 @@ import { TestRepo, containerYaml, git } from '../../support/git-repo.js';
 import { PassCounter } from '../../support/pass-counter.js';
 import { until } from '../../support/until.js';
 import type { ObjectKey } from '../../../src/store/object-key.js';
+import { DEFAULT_HOST_POLICY, type HostPolicy } from '../../../src/policy/host-policy.js';
 
 describe('Daemon following a git repository (FakeProvider)', function () {
   this.timeout(30_000);
@@ -100,11 +101,22 @@ describe('Daemon following a git repository (FakeProvider)', function () {
     expect([...provider.instances.keys()]).to.deep.equal(['d']);
   });
 
+  it('the prune annotation leaves instances behind, so the default host policy refuses it', async () => {
+    await repo.write('a.yaml', containerYaml('a', {}, { 'hyperlet.io/prune': 'disabled' }));
+    await repo.commit('one');
+    const r = await run();
+    await until('a PolicyDenied', () => cond(r.status('a'), 'Ready')?.reason === 'PolicyDenied', 10_000, 20);
+    expect(cond(r.status('a'), 'Ready')?.message).to.include('metadata.annotations["hyperlet.io/prune"]: "disabled" is not allowed for source git, namespace default');
+    expect(provider.calls, 'nothing observed or made for it').to.deep.equal(['probe', 'observeAll']);
+  });
+
   it('--prune=false and the prune annotation keep instances of removed objects', async () => {
     await repo.write('a.yaml', containerYaml('a', {}, { 'hyperlet.io/prune': 'disabled' }));
     for (const n of ['b', 'c', 'd']) await repo.write(`${n}.yaml`, containerYaml(n));
     await repo.commit('four');
-    const r = await run();
+    // The annotation is an author's way to orphan: this host's policy allows it.
+    const orphans: HostPolicy = { ...DEFAULT_HOST_POLICY, defaults: { ...DEFAULT_HOST_POLICY.defaults, orphan: true } };
+    const r = await run({ hostPolicy: orphans });
     await until('all four Running', () => ['a', 'b', 'c', 'd'].every((n) => running(n)()), 10_000, 20);
     await repo.remove('a.yaml');
     await repo.commit('remove a');
@@ -112,7 +124,7 @@ describe('Daemon following a git repository (FakeProvider)', function () {
     await until('a PruneSkipped', () => r.audit('a').includes('PruneSkipped'), 10_000, 20);
     expect(provider.instances.has('a')).to.equal(true);
     await r.stop();
-    const off = await run({ policy: { prune: false, paused: false } });
+    const off = await run({ policy: { prune: false, paused: false }, hostPolicy: orphans });
     await repo.remove('b.yaml');
     await repo.commit('remove b');
     await off.source.poll();

@@ -14,9 +14,11 @@ function undescribed(node: JsonSchema, path: string, skip: readonly string[] = [
   const out: string[] = [];
   const description = node.description;
   if (typeof description !== 'string' || description.trim() === '') out.push(path);
-  for (const [name, child] of Object.entries((node.properties ?? {}) as Record<string, JsonSchema>)) out.push(...undescribed(child, `${path}.${name}`, skip));
+  const properties = (node.properties ?? {}) as Record<string, JsonSchema>;
+  for (const [name, child] of Object.entries(properties)) out.push(...undescribed(child, `${path}.${name}`, skip));
   const items = node.items as JsonSchema | undefined;
-  if (items !== undefined && (items.type === 'object' || items.properties !== undefined)) out.push(...undescribed(items, `${path}[]`, skip));
+  const objectItems = items !== undefined && (items.type === 'object' || items.properties !== undefined);
+  if (objectItems) out.push(...undescribed(items, `${path}[]`, skip));
   return out;
 }
 
@@ -25,15 +27,16 @@ const crdSchema = (kind: Kind): JsonSchema => {
   return crd.spec.versions[0]!.schema.openAPIV3Schema;
 };
 
+const FILES = 'the JSON Schema files are validated with';
+const SERVED = 'the CRD the API server serves, status included';
+
 describe('schema descriptions (what kubectl explain and hyperlet validate show)', () => {
   const cases = {
-    ContainerSchema: { reason: 'the JSON Schema files are validated with', schema: containerSchema, root: 'Container', skip: [] },
-    VirtualMachineSchema: { reason: 'the JSON Schema files are validated with', schema: virtualMachineSchema, root: 'VirtualMachine', skip: [] },
+    ContainerSchema: { reason: FILES, schema: containerSchema, root: 'Container', skip: [] },
+    VirtualMachineSchema: { reason: FILES, schema: virtualMachineSchema, root: 'VirtualMachine', skip: [] },
     // A CRD may say nothing of metadata but name's rules: the API server serves Kubernetes' ObjectMeta there.
-    ContainerCrd: { reason: 'the CRD the API server serves, status included', schema: crdSchema('Container'), root: 'containers', skip: ['containers.metadata'] },
-    VirtualMachineCrd: {
-      reason: 'the CRD the API server serves, status included', schema: crdSchema('VirtualMachine'), root: 'virtualmachines', skip: ['virtualmachines.metadata'],
-    },
+    ContainerCrd: { reason: SERVED, schema: crdSchema('Container'), root: 'containers', skip: ['containers.metadata'] },
+    VirtualMachineCrd: { reason: SERVED, schema: crdSchema('VirtualMachine'), root: 'virtualmachines', skip: ['virtualmachines.metadata'] },
   };
   for (const [name, tc] of Object.entries(cases)) {
     it(`${name}: every kind, object and field has a description`, () => {
@@ -42,13 +45,16 @@ describe('schema descriptions (what kubectl explain and hyperlet validate show)'
   }
 
   it('finds a missing description (the check can fail)', () => {
-    const schema = { type: 'object', description: 'x', properties: { a: { type: 'string' }, b: { type: 'array', description: 'y', items: { type: 'object', properties: {} } } } };
+    const schema = {
+      type: 'object', description: 'x',
+      properties: { a: { type: 'string' }, b: { type: 'array', description: 'y', items: { type: 'object', properties: {} } } },
+    };
     expect(undescribed(schema, 'k')).to.deep.equal(['k.a', 'k.b[]']);
   });
 
   it('says what a quantity is, in the description kubectl explain shows', () => {
-    const memory = ((crdSchema('Container').properties as Record<string, JsonSchema>).spec!.properties as Record<string, JsonSchema>).resources!;
-    const description = ((memory.properties as Record<string, JsonSchema>).memory!).description as string;
+    const props = (node: JsonSchema): Record<string, JsonSchema> => node.properties as Record<string, JsonSchema>;
+    const description = props(props(props(crdSchema('Container')).spec!).resources!).memory!.description as string;
     expect(description).to.match(/quantity/i).and.to.contain('512Mi');
   });
 });

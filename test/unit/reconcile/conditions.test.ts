@@ -24,7 +24,10 @@ interface Case {
   readonly want: Want;
 }
 
-const planOf = (d: Desired, observed: ObservedInstance | undefined, options: Parameters<typeof plan>[2] = {}): Plan => plan(d, observed, options);
+const planOf = (d: Desired, observed: ObservedInstance | undefined, options: Parameters<typeof plan>[2] = {}): Plan =>
+  plan(d, observed, options);
+const stopped = observedAs(web, 'Stopped');
+const notOurs = observedAs(web, 'Running', { ownerId: undefined });
 
 const cases: Record<string, Case> = {
   Converged: {
@@ -34,7 +37,7 @@ const cases: Record<string, Case> = {
   },
   ConvergedStopped: {
     reason: 'a deliberately stopped instance is converged too',
-    facts: { d: container('web', { state: 'Stopped' }), observed: observedAs(web, 'Stopped'), plan: { steps: [], changes: [], pending: [] } },
+    facts: { d: container('web', { state: 'Stopped' }), observed: stopped, plan: { steps: [], changes: [], pending: [] } },
     want: { reconciling: ['False', 'Converged'], stalled: ['False', 'Converged'] },
   },
   Creating: {
@@ -54,7 +57,7 @@ const cases: Record<string, Case> = {
   },
   FirstFailure: {
     reason: 'a step failed once: retried with backoff, so Reconciling with the failure as reason',
-    facts: { d: web, observed: undefined, failure: { reason: 'CreateFailed', message: 'cannot create container web: boom' }, failuresInARow: 1 },
+    facts: { d: web, observed: undefined, failure: { reason: 'CreateFailed', message: 'cannot create container web' }, failuresInARow: 1 },
     want: { reconciling: ['True', 'CreateFailed'], stalled: ['False', 'Progressing'] },
   },
   FailureJustBeforeExhausted: {
@@ -64,12 +67,14 @@ const cases: Record<string, Case> = {
   },
   RetriesExhausted: {
     reason: `the same failure ${RETRIES_BEFORE_STALLED} times in a row stalls the object (kstatus Failed)`,
-    facts: { d: web, observed: observedAs(web, 'Stopped'), failure: { reason: 'StartFailed', message: 'm' }, failuresInARow: RETRIES_BEFORE_STALLED },
+    facts: { d: web, observed: stopped, failure: { reason: 'StartFailed', message: 'm' }, failuresInARow: RETRIES_BEFORE_STALLED },
     want: { reconciling: ['False', 'Stalled'], stalled: ['True', 'RetriesExhausted'] },
   },
   ProviderUnavailableExhausted: {
     reason: 'a provider that stays unavailable stalls too, as retries exhausted',
-    facts: { d: web, observed: undefined, failure: { reason: 'ProviderUnavailable', message: 'm' }, failuresInARow: RETRIES_BEFORE_STALLED + 3 },
+    facts: {
+      d: web, observed: undefined, failure: { reason: 'ProviderUnavailable', message: 'm' }, failuresInARow: RETRIES_BEFORE_STALLED + 3,
+    },
     want: { reconciling: ['False', 'Stalled'], stalled: ['True', 'RetriesExhausted'] },
   },
   TerminalUnlisted: {
@@ -94,7 +99,7 @@ const cases: Record<string, Case> = {
   },
   NameTakenByAnother: {
     reason: 'an instance of that name that is not ours: Stalled Conflict, never touched',
-    facts: { d: web, observed: observedAs(web, 'Running', { ownerId: undefined }), plan: planOf(web, observedAs(web, 'Running', { ownerId: undefined })) },
+    facts: { d: web, observed: notOurs, plan: planOf(web, notOurs) },
     want: { reconciling: ['False', 'Stalled'], stalled: ['True', 'Conflict'] },
   },
   WaitingForDependencies: {
@@ -104,7 +109,7 @@ const cases: Record<string, Case> = {
   },
   Paused: {
     reason: 'a paused object is neither under way nor blocked; Ready=False says it differs',
-    facts: { d: web, observed: observedAs(web, 'Stopped'), plan: planOf(web, observedAs(web, 'Stopped'), { paused: true }), paused: 'annotation' },
+    facts: { d: web, observed: stopped, plan: planOf(web, stopped, { paused: true }), paused: 'annotation' },
     want: { reconciling: ['False', 'Paused'], stalled: ['False', 'Paused'] },
   },
   Deleting: {
@@ -139,7 +144,8 @@ describe('computeStatus: kstatus conditions Reconciling and Stalled', () => {
   it('says RetriesExhausted with the failure it repeats, in a message that does not change with each retry', () => {
     const facts = cases.RetriesExhausted!.facts;
     const a = computeStatus({ ...facts, node: 'n', previous: undefined, now: NOW });
-    const b = computeStatus({ ...facts, failuresInARow: RETRIES_BEFORE_STALLED + 1, node: 'n', previous: a, now: '2026-01-01T00:01:00.000Z' });
+    const later = '2026-01-01T00:01:00.000Z';
+    const b = computeStatus({ ...facts, failuresInARow: RETRIES_BEFORE_STALLED + 1, node: 'n', previous: a, now: later });
     expect(a.conditions.find((c) => c.type === 'Stalled')?.message).to.contain('StartFailed').and.contain(': m');
     expect(sameStatus(a, b), 'a further retry writes nothing').to.equal(true);
   });
@@ -158,7 +164,8 @@ describe('STALLED_REASONS', () => {
     };
     await walk(join(REPO_ROOT, 'src'));
     expect(thrown.size, 'the scan finds the providers\' reasons').to.be.greaterThan(5);
-    expect([...thrown].filter((r) => STALLED_REASONS[r] === undefined), 'TerminalError reasons missing from STALLED_REASONS').to.deep.equal([]);
+    const missing = [...thrown].filter((r) => STALLED_REASONS[r] === undefined);
+    expect(missing, 'TerminalError reasons missing from STALLED_REASONS').to.deep.equal([]);
   });
 
   it('is the README\'s table of Failed reasons, row for row', () => {
