@@ -13,7 +13,7 @@
  */
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -176,10 +176,11 @@ describe('kstatus: the GitOps tools\' health of real objects, and kubectl explai
     };
 
     dir = mkdtempSync(join(tmpdir(), 'hyperlet-kstatus-e2e-'));
+    chmodSync(dir, 0o711); // unprivileged containers' mapped root must pass through to the lxcpath
     lxcpath = join(dir, 'lxc');
     daemon = new Daemon({
       sources: [{ type: 'kube', location: '' }], kubeconfig: env.agentKubeconfigPath, namespace: NS, node: NODE, nodeFilter: true,
-      statePath: join(dir, 'state.db'), lxcpath, libvirtUri: 'qemu:///system', kinds: ['Container', 'VirtualMachine'],
+      statePath: join(dir, 'state', 'state.db'), lxcpath, libvirtUri: 'qemu:///system', kinds: ['Container', 'VirtualMachine'],
       resyncMs: 60_000, concurrency: 4, qps: 10, burst: 100, shutdownTimeoutMs: 30_000,
     }, pino({ level: 'info' }, pino.destination({ dest: join(dir, 'hyperlet.log'), sync: true })));
     await daemon.start();

@@ -68,7 +68,7 @@ describe('crash soak: kill -9 of a Kubernetes-mode agent during convergence and 
     starts += 1;
     return DaemonProcess.start([
       '--source', 'kube', '--kubeconfig', env!.agentKubeconfigPath, '--namespace', NS, '--node', NODE,
-      '--lxcpath', lxcpath, '--state', join(tmp, 'state.db'), '--kinds', 'Container', '--http', 'off',
+      '--lxcpath', lxcpath, '--state', join(tmp, 'state', 'state.db'), '--kinds', 'Container', '--http', 'off',
       '--resync', '5s', '--log-level', 'info',
     ], join(tmp, `agent-${starts % 3}.log`));
   }

@@ -11,7 +11,7 @@
 import { expect } from 'chai';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, createWriteStream, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { access, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -71,6 +71,7 @@ describe('kube: environmentFrom secretKeyRef with the real daemon, real LXC and 
     await apply(secret(NS, 'db', { password: `${SECRET_VALUE}\n` }));
     await apply(secret(OTHER_NS, 'elsewhere', { password: OTHER_VALUE }));
     dir = mkdtempSync(join(tmpdir(), 'hyperlet-kube-secrets-'));
+    chmodSync(dir, 0o711); // unprivileged containers' mapped root must pass through to the lxcpath
     lxcpath = mkdtempSync(join(tmpdir(), 'hyperlet-kube-secrets-lxc-'));
     const log = createWriteStream(join(dir, 'hyperlet.log'), { flags: 'a' });
     agent = spawn(process.execPath, [join(REPO_ROOT, 'bin/hyperlet.js'), 'run',
