@@ -2,8 +2,12 @@
  * LXC through hyperlet against the raw tools, on this host, in isolated lxcpaths under /tmp:
  * 1. 50 busybox containers from nothing to Running: `hyperlet run` (a child process, files in a
  *    directory, default concurrency 4, timed from its spawn) against a loop running the same
- *    lxc-create + lxc-start with the same concurrency; rounds alternate the two, and the ratio
- *    is of the sums. Target ratio hyperlet/raw at most 1.10.
+ *    lxc-create + lxc-start with the same concurrency; rounds alternate the two (each phase
+ *    destroys what it made), and the ratio is of the sums (and the median of the rounds').
+ *    Target ratio hyperlet/raw at most 1.05. A breakdown says where hyperlet's time went: start-up,
+ *    the tools, its own work inside passes, idle worker lanes (RoundBreakdown); and the ratio
+ *    with hyperlet's own cost alone on top of the raw loop's time (the tools themselves run
+ *    faster or slower from round to round on a host shared with other work).
  * 2. Drift: a managed container stopped with `lxc-stop -k` from outside, time from its STOPPED
  *    event to its RUNNING event (our own lxc-monitor), 20 tries. Target p99 under 500 ms.
  * 3. Steady state, 50 running: the daemon's CPU per minute (itself, and with the tools it ran),
@@ -35,22 +39,31 @@ interface Daemon {
   count(test: (line: Record<string, unknown>) => boolean): number;
   /** The daemon's own timestamps (ms) of the first line and of the last line matching `test`. */
   span(test: (line: Record<string, unknown>) => boolean): { firstMs: number; lastMs: number };
+  /** Every line printed so far. */
+  lines(): readonly Record<string, unknown>[];
+  /** performance.now() when the first line arrived. */
+  firstLineAt(): number | undefined;
   stop(): Promise<void>;
 }
 
-function startDaemon(args: { manifests: string; lxcpath: string; statePath: string; resync: string; logLevel: string }): Daemon {
+interface DaemonArgs { manifests: string; lxcpath: string; statePath: string; resync: string; logLevel: string; http?: boolean }
+
+function startDaemon(args: DaemonArgs): Daemon {
   const child = spawn(process.execPath, [
-    cli, 'run', '--source', `dir:${args.manifests}`, '--lxcpath', args.lxcpath, '--state', args.statePath, '--http', 'off',
+    cli, 'run', '--source', `dir:${args.manifests}`, '--lxcpath', args.lxcpath, '--state', args.statePath,
+    '--http', args.http === true ? '127.0.0.1:0' : 'off',
     '--kinds', 'Container', '--resync', args.resync, '--log-level', args.logLevel,
   ], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: Record<string, unknown>[] = [];
   const waiters: (() => void)[] = [];
+  let firstAt: number | undefined;
   const onLine = (text: string): void => {
     try {
       lines.push(JSON.parse(text) as Record<string, unknown>);
     } catch {
       return;
     }
+    firstAt ??= performance.now();
     for (const w of [...waiters]) w();
   };
   // The logger writes to stderr; read both streams.
@@ -58,6 +71,8 @@ function startDaemon(args: { manifests: string; lxcpath: string; statePath: stri
   createInterface({ input: child.stderr }).on('line', onLine);
   return {
     child,
+    lines: () => lines,
+    firstLineAt: () => firstAt,
     count: (test) => lines.filter(test).length,
     span: (test) => {
       const timeOf = (l: Record<string, unknown> | undefined): number => (typeof l?.time === 'string' ? Date.parse(l.time) : NaN);
@@ -138,7 +153,9 @@ const isStepDone = (step: string) => (l: Record<string, unknown>): boolean => l.
 const isToolCall = (tool?: string) => (l: Record<string, unknown>): boolean => l.msg === 'tool call' && (tool === undefined || l.tool === tool);
 
 /** Runs the three LXC benchmarks and returns their figures. */
-export async function lxcBench(count = 50, concurrency = 4, drifts = 20, rounds = 2, steadyWindowMs = 60_000): Promise<Record<string, number | string>> {
+export async function lxcBench(
+  count = 50, concurrency = 4, drifts = 20, rounds = 4, steadyWindowMs = 60_000,
+): Promise<Record<string, number | string>> {
   if (process.getuid?.() !== 0) throw new Error('the LXC benchmark needs root');
   const tmp = await mkdtemp(join(tmpdir(), 'hyperlet-lxc-bench-'));
   const sfx = randomBytes(2).toString('hex');
@@ -169,6 +186,8 @@ export async function lxcBench(count = 50, concurrency = 4, drifts = 20, rounds 
     const rawSeconds: number[] = [];
     const hyperletSeconds: number[] = [];
     const hyperletAfterStartupSeconds: number[] = [];
+    const rawToolSeconds: number[] = [];
+    const breakdowns: RoundBreakdown[] = [];
     let names: string[] = [];
     let daemonCpuTicks = 0;
     const settle = async (): Promise<void> => {
@@ -179,42 +198,59 @@ export async function lxcBench(count = 50, concurrency = 4, drifts = 20, rounds 
       const rawNames = Array.from({ length: count }, (_, i) => `r${sfx}${round}-${i}`);
       await settle();
       const rawStarted = performance.now();
+      let toolMs = 0;
+      const timed = async (tool: string, args: string[], timeout: number): Promise<void> => {
+        const t = performance.now();
+        await run(tool, args, { timeout });
+        toolMs += performance.now() - t;
+      };
       await pool(rawNames, concurrency, async (name) => {
-        await run('lxc-create', ['-P', rawPath, '-n', name, '-t', 'busybox', '-f', base], { timeout: 120_000 });
-        await run('lxc-start', ['-P', rawPath, '-n', name], { timeout: 60_000 });
+        await timed('lxc-create', ['-P', rawPath, '-n', name, '-t', 'busybox', '-f', base], 120_000);
+        await timed('lxc-start', ['-P', rawPath, '-n', name], 60_000);
       });
       rawSeconds.push((performance.now() - rawStarted) / 1000);
+      rawToolSeconds.push(toolMs / 1000);
       await destroyAll(rawPath);
+    };
+    /** Stops the daemon and removes its containers, manifests and state: the next phase starts clean. */
+    const clearHyperlet = async (): Promise<void> => {
+      await daemon?.stop();
+      daemon = undefined;
+      await destroyAll(lxcpath);
+      for (const d of [manifests, dirname(statePath)]) {
+        await rm(d, { recursive: true, force: true });
+        await mkdir(d);
+      }
+    };
+    const declare = async (prefix: string): Promise<void> => {
+      names = Array.from({ length: count }, (_, i) => `${prefix}-${i}`);
+      for (const name of names) await writeFile(join(manifests, `${name}.yaml`), manifest(name));
     };
     const hyperletPhase = async (round: number): Promise<void> => {
       // The same containers declared in files, the daemon started on them from nothing.
-      if (daemon !== undefined) {
-        await daemon.stop();
-        daemon = undefined;
-        await destroyAll(lxcpath);
-        await rm(manifests, { recursive: true, force: true });
-        await rm(dirname(statePath), { recursive: true, force: true });
-        await mkdir(manifests);
-        await mkdir(dirname(statePath));
-      }
-      names = Array.from({ length: count }, (_, i) => `b${sfx}${round}-${i}`);
-      for (const name of names) await writeFile(join(manifests, `${name}.yaml`), manifest(name));
+      await declare(`b${sfx}${round}`);
       await settle();
       const started = performance.now();
-      const d = startDaemon({ manifests, lxcpath, statePath, resync: '60s', logLevel: 'info' });
+      // Debug level: one line per tool call, for the breakdown (a few hundred lines, no measurable cost).
+      const d = startDaemon({ manifests, lxcpath, statePath, resync: '60s', logLevel: 'debug', http: true });
       daemon = d;
       await d.waitLines(isStepDone('setState:Running'), count, 600_000);
       hyperletSeconds.push((performance.now() - started) / 1000);
       const span = d.span(isStepDone('setState:Running'));
       hyperletAfterStartupSeconds.push((span.lastMs - span.firstMs) / 1000);
+      const address = d.lines().find((l) => l.msg === 'serving /healthz /readyz /metrics')?.address;
+      const metrics = typeof address === 'string' ? await (await fetch(`http://${address}/metrics`)).text() : '';
+      breakdowns.push(breakdownOf(d.lines(), metrics, started, d.firstLineAt() ?? NaN, concurrency));
       daemonCpuTicks += (await cpuTicks(d.child.pid!)).self;
+      await clearHyperlet();
     };
+    // Both sides end by destroying what they made, so each phase follows the same disk work.
     for (let round = 0; round < rounds; round++) {
       if (round % 2 === 0) {
         await rawPhase(round);
         await hyperletPhase(round);
       } else {
-        await hyperletPhase(round); // its 50 idle containers stay up while raw runs: they cost nothing
+        await hyperletPhase(round);
         await rawPhase(round);
       }
     }
@@ -223,11 +259,35 @@ export async function lxcBench(count = 50, concurrency = 4, drifts = 20, rounds 
     figures.rawCreateStartSeconds = rawSeconds.map((x) => round(x)).join(' ');
     figures.hyperletCreateStartSeconds = hyperletSeconds.map((x) => round(x)).join(' ');
     figures.createStartRatio = round(sum(hyperletSeconds) / sum(rawSeconds), 3);
+    // Each round's two phases ran minutes apart at most: their ratio, middle value (load from other
+    // work on the host moves single rounds a lot).
+    const perRound = hyperletSeconds.map((h, i) => h / (rawSeconds[i] ?? NaN)).sort((a, b) => a - b);
+    figures.createStartRatioMedian = round(perRound[Math.floor((perRound.length - 1) / 2)] ?? NaN, 3);
     // The same, timed from the daemon's first log line: without node's start and module loading.
     figures.hyperletAfterStartupSeconds = hyperletAfterStartupSeconds.map((x) => round(x)).join(' ');
     figures.createStartRatioAfterStartup = round(sum(hyperletAfterStartupSeconds) / sum(rawSeconds), 3);
     figures.daemonCpuSecondsPerCreateRound = round(daemonCpuTicks / CLOCK_TICKS_PER_SECOND / rounds, 2);
-    if (daemon === undefined) throw new Error('no round ran');
+    // Where the time goes, means over rounds: the raw loop's lanes in the tools and idle, and
+    // hyperlet's (see RoundBreakdown for each figure). Tools that take longer under hyperlet than
+    // in the raw loop, with the daemon idle, point at the host (CPU shared with other work).
+    figures.rawToolSeconds = round(sum(rawToolSeconds) / rounds, 2);
+    figures.rawIdleLaneSeconds = round((concurrency * sum(rawSeconds) - sum(rawToolSeconds)) / rounds, 2);
+    for (const key of Object.keys(breakdowns[0] ?? {}) as (keyof RoundBreakdown)[]) {
+      figures[`breakdown.${key}`] = round(sum(breakdowns.map((b) => b[key])) / breakdowns.length, 2);
+    }
+    // hyperlet's own cost, apart from how fast the tools ran: start-up, and lane time spent in
+    // passes outside the tools or idle beyond what the raw loop idles, shared by the lanes.
+    const mean = (f: (b: RoundBreakdown) => number): number => sum(breakdowns.map(f)) / breakdowns.length;
+    const rawMean = sum(rawSeconds) / rounds;
+    const ownSeconds = mean((b) => b.startupSeconds + b.readySeconds)
+      + (mean((b) => b.inPassSeconds + b.idleLaneSeconds) - (concurrency * rawMean - sum(rawToolSeconds) / rounds)) / concurrency;
+    figures.hyperletOwnSeconds = round(ownSeconds, 2);
+    figures.createStartRatioSameToolTime = round((rawMean + ownSeconds) / rawMean, 3);
+    if (rounds < 1) throw new Error('no round ran');
+    // The drift and steady-state parts need the containers up: one more (untimed) run brings them.
+    await declare(`d${sfx}`);
+    daemon = startDaemon({ manifests, lxcpath, statePath, resync: '60s', logLevel: 'info' });
+    await daemon.waitLines(isStepDone('setState:Running'), count, 600_000);
 
     // 2. Drift: lxc-stop -k from outside; STOPPED → RUNNING as our own lxc-monitor sees it.
     monitor = spawn('lxc-monitor', ['-P', lxcpath, '-n', '.*'], { stdio: ['ignore', 'pipe', 'ignore'] });
@@ -294,6 +354,111 @@ export async function lxcBench(count = 50, concurrency = 4, drifts = 20, rounds 
     await destroyAll(lxcpath);
     await rm(tmp, { recursive: true, force: true });
   }
+}
+
+/** Where a round's time went, from the daemon's debug log (its own timestamps) and its /metrics. */
+export interface RoundBreakdown {
+  /** Spawn to first log line: node and module loading. */
+  readonly startupSeconds: number;
+  /** First log line to "hyperlet running": state DB, source listing, first resync. */
+  readonly readySeconds: number;
+  /** "hyperlet running" to the last start. */
+  readonly convergeSeconds: number;
+  /** Reconcile passes run, and the worker-lane seconds they took (workqueue_work_duration_seconds). */
+  readonly passes: number;
+  readonly passSeconds: number;
+  /** lxc-create and lxc-start time summed over containers: the work the raw loop does too. */
+  readonly createStartToolSeconds: number;
+  /** Every other tool run while converging (lxc-info, lxc-ls, ...), and how many. */
+  readonly otherToolSeconds: number;
+  readonly otherToolCalls: number;
+  /** Provider observe calls (a pass that found no batch observation to use). */
+  readonly observeCalls: number;
+  /** Lane seconds inside passes but outside any tool: hyperlet's own work (files, status, state DB). */
+  readonly inPassSeconds: number;
+  /** Lane seconds with no pass running (concurrency × converge − pass seconds). */
+  readonly idleLaneSeconds: number;
+  /** Per container, means: lxc-create's end to "container created" (config, marker, fsync)... */
+  readonly afterCreateMs: number;
+  /** ...the create step's end to lxc-start's beginning (requeue, queue wait, observe, plan)... */
+  readonly betweenStepsMs: number;
+  /** ...lxc-start's end to its step's end (the post-start check). */
+  readonly afterStartMs: number;
+}
+
+/** One value of a Prometheus text exposition (summed over label sets), or 0. */
+function metricValue(text: string, name: string, labelMatch = ''): number {
+  let total = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name) || (line[name.length] !== '{' && line[name.length] !== ' ')) continue;
+    if (labelMatch !== '' && !line.includes(labelMatch)) continue;
+    total += Number(line.slice(line.lastIndexOf(' ') + 1)) || 0;
+  }
+  return total;
+}
+
+/** Reads a round's breakdown from the daemon's log lines (debug level: one line per tool call) and its /metrics text. */
+export function breakdownOf(
+  lines: readonly Record<string, unknown>[], metrics: string, spawnedAt: number, firstLineAt: number, concurrency: number,
+): RoundBreakdown {
+  const at = (l: Record<string, unknown> | undefined): number => (typeof l?.time === 'string' ? Date.parse(l.time) : NaN);
+  const nameOf = (l: Record<string, unknown>): string | undefined => {
+    if (typeof l.hostName === 'string') return l.hostName;
+    if (Array.isArray(l.args)) {
+      const args = l.args as string[];
+      const i = args.indexOf('-n');
+      if (i >= 0) return args[i + 1];
+    }
+    return typeof l.key === 'string' ? l.key.split('/').at(-1) : undefined;
+  };
+  const runningAt = at(lines.find((l) => l.msg === 'hyperlet running'));
+  const endAt = at(lines.filter(isStepDone('setState:Running')).at(-1));
+  const tools = lines.filter((l) => l.msg === 'tool call' && at(l) >= runningAt && at(l) <= endAt);
+  const duration = (l: Record<string, unknown>): number => (typeof l.durationMs === 'number' ? l.durationMs : 0);
+  const isCreateStart = (l: Record<string, unknown>): boolean => l.tool === 'lxc-create' || l.tool === 'lxc-start';
+  interface Marks { createEnd?: number; created?: number; createDone?: number; startBegin?: number; startEnd?: number; startDone?: number }
+  const per = new Map<string, Marks>();
+  const of = (name: string): Marks => {
+    const known = per.get(name);
+    if (known !== undefined) return known;
+    const fresh: Marks = {};
+    per.set(name, fresh);
+    return fresh;
+  };
+  for (const l of lines) {
+    const name = nameOf(l);
+    if (name === undefined) continue;
+    if (l.msg === 'tool call' && l.tool === 'lxc-create') of(name).createEnd = at(l);
+    if (l.msg === 'tool call' && l.tool === 'lxc-start') Object.assign(of(name), { startBegin: at(l) - duration(l), startEnd: at(l) });
+    if (l.msg === 'container created') of(name).created = at(l);
+    if (l.msg === 'step done' && l.step === 'create') of(name).createDone = at(l);
+    if (l.msg === 'step done' && l.step === 'setState:Running') of(name).startDone = at(l);
+  }
+  const meanGap = (f: (e: Marks) => number): number => {
+    const xs = [...per.values()].map(f).filter((x) => Number.isFinite(x));
+    return xs.length === 0 ? NaN : xs.reduce((a, b) => a + b, 0) / xs.length;
+  };
+  const toolMs = tools.reduce((n, l) => n + duration(l), 0);
+  const createStartMs = tools.filter(isCreateStart).reduce((n, l) => n + duration(l), 0);
+  const others = tools.filter((l) => !isCreateStart(l));
+  const convergeMs = endAt - runningAt;
+  const passSeconds = metricValue(metrics, 'workqueue_work_duration_seconds_sum');
+  return {
+    startupSeconds: round((firstLineAt - spawnedAt) / 1000, 2),
+    readySeconds: round((runningAt - at(lines[0])) / 1000, 2),
+    convergeSeconds: round(convergeMs / 1000, 2),
+    passes: metricValue(metrics, 'workqueue_work_duration_seconds_count'),
+    passSeconds: round(passSeconds, 2),
+    createStartToolSeconds: round(createStartMs / 1000, 2),
+    otherToolSeconds: round((toolMs - createStartMs) / 1000, 2),
+    otherToolCalls: others.length,
+    observeCalls: metricValue(metrics, 'hyperlet_provider_calls_total', 'method="observe"'),
+    inPassSeconds: round(passSeconds - toolMs / 1000, 2),
+    idleLaneSeconds: round(Math.max(0, concurrency * convergeMs / 1000 - passSeconds), 2),
+    afterCreateMs: round(meanGap((e) => (e.created ?? NaN) - (e.createEnd ?? NaN))),
+    betweenStepsMs: round(meanGap((e) => (e.startBegin ?? NaN) - (e.createDone ?? NaN))),
+    afterStartMs: round(meanGap((e) => (e.startDone ?? NaN) - (e.startEnd ?? NaN))),
+  };
 }
 
 function round(x: number, digits = 1): number {

@@ -184,11 +184,14 @@ export class Daemon {
         onChange: (d) => this.controllers.get(kind)?.enqueue(d.key),
       });
       this.snapshotSchedulers.push(scheduler);
-      this.controllers.set(kind, new Controller({
+      const controller = new Controller({
         kind, provider, reconciler, store: this.store, backends: backendsById, cache, health, logger: log, metrics: this.metrics,
         concurrency: config.concurrency, resyncMs: config.resyncMs, clock,
         rateLimiter: new RateLimiter({ qps: config.qps, burst: config.burst, clock }),
-      }));
+      });
+      // One debug line per finished pass: tests of a daemon in another process count a key's passes with it.
+      controller.queue.onPass((key, event) => { if (event === 'finished') log.debug({ key }, 'pass done'); });
+      this.controllers.set(kind, controller);
     }
     this.store.onChange((key) => this.controllers.get(parseKey(key).kind)?.enqueue(key));
     this.metrics.collectFrom(this.hostState(backendsById));
@@ -270,7 +273,8 @@ export class Daemon {
         const problems = b.source.problems();
         // A summary (git) already says why the latest input is not applied: add only the count.
         const first = b.source.summary === undefined ? `: ${problems[0]?.line ?? ''}` : '';
-        return { ok: this.synced.has(b.source.id), detail: `${b.source.summary?.() ?? b.source.description}${problems.length === 0 ? '' : `; ${problems.length} problem(s)${first}`}` };
+        const ok = this.synced.has(b.source.id) && (b.source.ready?.() ?? true);
+        return { ok, detail: `${b.source.summary?.() ?? b.source.description}${problems.length === 0 ? '' : `; ${problems.length} problem(s)${first}`}` };
       },
     }));
     for (const [kind, controller] of this.controllers) {

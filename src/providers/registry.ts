@@ -10,10 +10,6 @@ import type { Clock } from '../shared/clock.js';
 import { errorMessage } from '../shared/errors.js';
 import type { Provider } from './provider.js';
 import { UnavailableProvider } from './unavailable-provider.js';
-import { LxcProvider } from './lxc/lxc-provider.js';
-import { LibvirtProvider } from './libvirt/libvirt-provider.js';
-import { LibvirtClient } from './libvirt/libvirt-client.js';
-import { LxcTools } from './lxc/lxc-tools.js';
 
 /** Where the providers reach their tools and daemons, and which kinds to serve. */
 export interface ProviderOptions {
@@ -37,24 +33,36 @@ export interface ProviderOptions {
 /** A provider's constructor, registered per kind below. */
 export type ProviderFactory = (options: ProviderOptions) => Provider | Promise<Provider>;
 
-/** Each provider adds its factory here: the provider with the real tool runner or connection it drives. */
+/**
+ * Each provider adds its factory here: the provider with the real tool runner or connection it
+ * drives. A provider's code loads only when its kind is served (a containers-only daemon starts
+ * without the libvirt client and its XML parser).
+ */
 export const PROVIDER_FACTORIES: Partial<Record<Kind, ProviderFactory>> = {
-  Container: (o) => new LxcProvider({
-    lxcpath: o.lxcpath,
-    logger: o.logger,
-    clock: o.clock,
-    tools: new LxcTools({ logger: o.logger.child({ provider: 'lxc', lxcpath: o.lxcpath }) }),
-    ...(o.consoleLogBytes === undefined ? {} : { consoleLogBytes: o.consoleLogBytes }),
-  }),
-  VirtualMachine: (o) => new LibvirtProvider({
-    logger: o.logger,
-    clock: o.clock,
-    client: new LibvirtClient({
-      uri: o.libvirtUri,
-      logger: o.logger.child({ provider: 'libvirt' }),
-      ...(o.libvirtSocket === undefined ? {} : { socketPath: o.libvirtSocket }),
-    }),
-  }),
+  Container: async (o) => {
+    const [{ LxcProvider }, { LxcTools }] = await Promise.all([import('./lxc/lxc-provider.js'), import('./lxc/lxc-tools.js')]);
+    return new LxcProvider({
+      lxcpath: o.lxcpath,
+      logger: o.logger,
+      clock: o.clock,
+      tools: new LxcTools({ logger: o.logger.child({ provider: 'lxc', lxcpath: o.lxcpath }) }),
+      ...(o.consoleLogBytes === undefined ? {} : { consoleLogBytes: o.consoleLogBytes }),
+    });
+  },
+  VirtualMachine: async (o) => {
+    const [{ LibvirtProvider }, { LibvirtClient }] = await Promise.all([
+      import('./libvirt/libvirt-provider.js'), import('./libvirt/libvirt-client.js'),
+    ]);
+    return new LibvirtProvider({
+      logger: o.logger,
+      clock: o.clock,
+      client: new LibvirtClient({
+        uri: o.libvirtUri,
+        logger: o.logger.child({ provider: 'libvirt' }),
+        ...(o.libvirtSocket === undefined ? {} : { socketPath: o.libvirtSocket }),
+      }),
+    });
+  },
 };
 
 /** Makes the providers for `options.kinds`; never throws. */

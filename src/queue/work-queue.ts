@@ -54,6 +54,9 @@ export interface WorkQueueOptions<K extends string> {
   };
 }
 
+/** Told when a pass of a key starts and when it finishes (tests count passes; see `onPass`). */
+export type PassListener<K> = (key: K, event: 'started' | 'finished') => void;
+
 /** The keys of one scope waiting for a worker. */
 interface ScopeLine<K> {
   readonly front: K[];
@@ -62,6 +65,7 @@ interface ScopeLine<K> {
 
 /** Queue of keys with client-go semantics (see the module comment): dedup, one worker per key, delays and backoff. */
 export class WorkQueue<K extends string = string> {
+  private readonly passListeners: PassListener<K>[] = [];
   private readonly dirty = new Set<K>();
   private readonly fronted = new Set<K>();
   private readonly processing = new Set<K>();
@@ -169,6 +173,18 @@ export class WorkQueue<K extends string = string> {
     return this.processedCount;
   }
 
+  /**
+   * Calls `listener` as each pass starts and finishes, so a caller can wait for whole passes of a
+   * key (a test showing that nothing happened after N passes). Returns a function that removes it.
+   */
+  onPass(listener: PassListener<K>): () => void {
+    this.passListeners.push(listener);
+    return () => {
+      const at = this.passListeners.indexOf(listener);
+      if (at >= 0) this.passListeners.splice(at, 1);
+    };
+  }
+
   /** Whether `key` waits, runs or is scheduled. */
   has(key: K): boolean {
     return this.dirty.has(key) || this.processing.has(key) || this.delayed.has(key);
@@ -269,7 +285,9 @@ export class WorkQueue<K extends string = string> {
     this.processing.add(key);
     const startedMs = this.clock.now();
     this.metrics?.queued((startedMs - (this.readySinceMs.get(key) ?? startedMs)) / 1000);
+    this.readySinceMs.delete(key); // set again by the next add: the map holds waiting keys only
     this.metrics?.depth(this.dirty.size);
+    for (const l of this.passListeners) l(key, 'started');
     try {
       await this.process(key);
     } catch {
@@ -278,6 +296,7 @@ export class WorkQueue<K extends string = string> {
       this.processedCount++;
       this.metrics?.worked((this.clock.now() - startedMs) / 1000);
       this.processing.delete(key);
+      for (const l of this.passListeners) l(key, 'finished');
     }
   }
 }

@@ -36,8 +36,11 @@ export interface ObjectRecords {
   keys(): readonly ObjectKey[];
   /** The last desired object reconciled for `key` (its tombstone once the source dropped it). */
   lastApplied(key: ObjectKey): Desired | undefined;
-  /** Remembers `desired` as applied: called before the first action on its instance. */
-  remember(desired: Desired): void;
+  /**
+   * Remembers `desired` as applied: called before the first action on its instance, which waits
+   * until the returned promise resolves (the memory is durable by then).
+   */
+  remember(desired: Desired): void | Promise<void>;
   /** Forgets `key`: its instance is gone (or orphaned on purpose). */
   forget(key: ObjectKey): void;
   /**

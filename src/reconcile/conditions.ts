@@ -12,7 +12,7 @@ import type { InstanceState, ObservedInstance } from '../providers/provider.js';
 import { type Plan, stepName } from './plan.js';
 import { RETRIES_BEFORE_STALLED, isStalledReason } from './stalled-reasons.js';
 import type { Desired } from '../store/desired.js';
-import { canonicalJson } from '../store/desired.js';
+import { canonicalEqual } from '../store/desired.js';
 
 /** What one reconcile pass knows that status is computed from. */
 export interface StatusFacts {
@@ -206,5 +206,5 @@ function heldReason(f: StatusFacts, plan: Plan): { reason: string; message: stri
 
 /** Whether two statuses say the same thing (so the second need not be written). */
 export function sameStatus(a: Status | undefined, b: Status): boolean {
-  return a !== undefined && canonicalJson(a) === canonicalJson(b);
+  return a !== undefined && canonicalEqual(a, b);
 }

@@ -8,7 +8,6 @@
  * any error retries with the queue's backoff, `TerminalError` waits until the object changes.
  * Every step is idempotent, so a crash anywhere is repaired by the next pass.
  */
-import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { environmentReferences, isEnvironmentError, withEnvironmentValues } from '../api/v1alpha1/environment.js';
 import type { Status, StatusSnapshot } from '../api/v1alpha1/types.js';
@@ -21,6 +20,7 @@ import type { StoreReader } from '../store/desired-store.js';
 import { type ObjectKey, parseKey } from '../store/object-key.js';
 import { computeStatus, sameStatus, type StatusFacts } from './conditions.js';
 import type { Metrics } from '../telemetry/metrics.js';
+import { newReconcileId } from '../telemetry/reconcile-id.js';
 import type { Admission, Admitter } from '../policy/admission.js';
 import type { Clock } from '../shared/clock.js';
 import { systemClock } from '../shared/clock.js';
@@ -198,7 +198,7 @@ export class Reconciler {
     const found = this.desiredOrTombstone(key, backend);
     if (found === undefined) return undefined;
     const { desired, tombstone } = found;
-    const reconcileId = randomBytes(4).toString('hex');
+    const reconcileId = newReconcileId();
     const log = this.options.logger.child({ key, kind: desired.object.kind, provider: this.provider.name, reconcileId });
     return { key, desired, tombstone, backend, log, paused: pausedBy(desired, backend), signal };
   }
@@ -295,7 +295,7 @@ export class Reconciler {
     progress.step = step;
     if (desired.deleting !== true) {
       if (step.op === 'create') await backend.finalizers?.ensure(desired, signal);
-      backend.records?.remember(desired); // before acting, so a removed object can still be undone after a crash
+      await backend.records?.remember(desired); // before acting, so a removed object can still be undone after a crash
     }
     // A restore stops the instance first: the snapshot must exist before anything is touched.
     const restore = plan.steps.find((due) => due.op === 'restore');

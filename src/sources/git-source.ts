@@ -326,7 +326,7 @@ export class GitSource implements Source {
     const objects: LoadedObject[] = [];
     for (const f of readable) {
       // Same blob at the same path: the same load (validation is a pure function of the text).
-      const load = this.loads.get(id(f)) ?? loadBytes(display(f.path), blobs.get(f.blob) ?? Buffer.alloc(0));
+      const load = this.loads.get(id(f)) ?? loadBytes(display(f.path), blobOf(blobs, f.blob, display(f.path)));
       loads.set(id(f), load);
       objects.push(...load.objects);
       problems.push(...load.problems);
@@ -344,7 +344,22 @@ export class GitSource implements Source {
     const last = this.state.lastApplied;
     if (last === undefined) return;
     if (await this.repo.hasCommit(last.revision)) {
-      const load = await this.loadCommit(last.revision);
+      let load: CommitLoad;
+      try {
+        load = await this.loadCommit(last.revision);
+      } catch (err) {
+        // Unreadable now (a timeout, a damaged clone): what the state DB remembers, never nothing.
+        this.log.warn({ err, revision: last.revision }, 'cannot read the last applied commit; serving the objects the state DB remembers');
+        this.publishRemembered();
+        return;
+      }
+      if (load.problems.some((p) => p.rule === 'subdir')) {
+        // The followed subdirectory is not in that commit (the location changed): nothing read is not "nothing declared".
+        this.log.warn({ revision: last.revision, subdir: this.location.subdir },
+          'the last applied commit lacks the followed subdirectory; serving the objects the state DB remembers');
+        this.publishRemembered();
+        return;
+      }
       const objects: Desired[] = [];
       this.options.db.transaction(() => {
         for (const file of load.files) {
@@ -358,6 +373,11 @@ export class GitSource implements Source {
       return;
     }
     this.log.warn({ revision: last.revision }, 'the last applied commit is not in the clone; serving the objects the state DB remembers');
+    this.publishRemembered();
+  }
+
+  /** Publishes the objects the state DB remembers for the keys the last applied commit declared. */
+  private publishRemembered(): void {
     const objects: Desired[] = [];
     for (const key of this.state.appliedKeys ?? []) {
       const row = this.options.db.getObject(key as ObjectKey);
@@ -395,6 +415,13 @@ export class GitSource implements Source {
     this.options.db.setSourceState(this.id, this.description, this.state);
     this.options.db.setProblems(this.id, problems);
   }
+}
+
+/** The bytes of `blob`; throws when the batch read did not return it (never an empty file). */
+function blobOf(blobs: ReadonlyMap<string, Buffer>, blob: string, file: string): Buffer {
+  const bytes = blobs.get(blob);
+  if (bytes === undefined) throw new Error(`cannot read ${file}: blob ${blob} missing from git's answer`);
+  return bytes;
 }
 
 /** The problem, its line prefixed with the commit it was found in. */

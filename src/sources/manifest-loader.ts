@@ -138,21 +138,33 @@ export function isManifestPath(path: string): boolean {
   return MANIFEST_EXTENSIONS.test(path) && !path.split('/').some((part) => part.startsWith('.'));
 }
 
-/** Lists manifest files under `path` (a file is returned as is), recursively, sorted, skipping dot-entries. */
+/**
+ * Lists manifest files under `path` (a file is returned as is), recursively, sorted, skipping
+ * dot-entries. Throws when `path` or a directory under it cannot be read: never an empty answer.
+ */
 export async function listManifestFiles(path: string): Promise<string[]> {
   const info = await stat(path);
   if (!info.isDirectory()) return [path];
+  return listManifestDir(path);
+}
+
+/**
+ * Lists manifest files under directory `dir`, recursively, sorted, skipping dot-entries. Throws
+ * when `dir` is not a directory (ENOTDIR), is gone (ENOENT) or any directory under it cannot be
+ * read: a listing that fails says nothing about which files exist.
+ */
+export async function listManifestDir(dir: string): Promise<string[]> {
   const out: string[] = [];
-  const walk = async (dir: string): Promise<void> => {
-    const entries = await readdir(dir, { withFileTypes: true });
+  const walk = async (at: string): Promise<void> => {
+    const entries = await readdir(at, { withFileTypes: true });
     for (const e of entries.sort((a, b) => (a.name < b.name ? -1 : 1))) {
       if (e.name.startsWith('.')) continue;
-      const full = join(dir, e.name);
+      const full = join(at, e.name);
       if (e.isDirectory()) await walk(full);
       else if (e.isFile() && MANIFEST_EXTENSIONS.test(e.name)) out.push(full);
     }
   };
-  await walk(path);
+  await walk(dir);
   return out;
 }
 

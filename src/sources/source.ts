@@ -24,6 +24,11 @@ export interface Source {
   start(store: StoreWriter, signal: AbortSignal): Promise<void>;
   /** Problems in the input as of now (what `hyperlet get` and /readyz show). */
   problems(): readonly SourceProblem[];
+  /**
+   * Whether the source can read its input now; false while a listing fails (the objects of the
+   * last good listing stay in force and `problems()` says why). Absent: always ready once started.
+   */
+  ready?(): boolean;
   /** One line on where the source stands (git: applied and latest revisions), for /readyz. */
   summary?(): string;
   /** Where the source stands against its newest input, for sources with revisions (git). */

@@ -4,10 +4,14 @@
  * problems each source reports, and an append-only audit log of every action.
  *
  * Guarantees: an id, once assigned to a key, never changes while the key is remembered;
- * migrations run in order, once, inside a transaction; `remember` and `forget` are on disk when
- * they return (a crash must never lose the memory of an instance we may have created).
+ * migrations run in order, once, inside a transaction; `remember` is on disk when its promise
+ * resolves and `forget` when it returns (a crash must never lose the memory of an instance we may
+ * have created). Remembers made while others run share one commit.
  * Status, identities and audit entries are written behind, in one transaction every few
  * milliseconds (one commit instead of thousands at startup); reads and close() flush first.
+ * The WAL is checkpointed into the DB file at most every 5 s, off the commit path (SQLite's
+ * automatic checkpoint every 1,000 pages ran inside a commit, with its fsyncs: most of the wall
+ * time of 10,000 creates). A commit is durable once in the WAL, so this changes no guarantee.
  * Caveats: one daemon per DB file; CLI commands open it read-only beside the daemon (WAL allows it).
  */
 import Database from 'better-sqlite3';
@@ -130,9 +134,17 @@ export class StateDb {
   private readonly statements: ReturnType<StateDb['prepare']>;
   private pending: (() => void)[] = [];
   private flushTimer: unknown;
+  private checkpointTimer: unknown;
   private readonly clock: Clock;
   private identities: Map<string, { id: string; generation: number; specHash: string }> | undefined;
   private readonly rememberedAs = new Map<string, string>();
+  /** Remembers waiting for their shared commit, and the promise of that commit. */
+  private rememberBatch: { key: string; applied: string; now: string; fingerprint: string }[] = [];
+  private rememberCommit: Promise<void> | undefined;
+  /** The object stored with each key's last status write: an unchanged object is not written again. */
+  private readonly storedObjects = new Map<string, Desired>();
+  /** Runs a function in one transaction; made once (better-sqlite3 compiles each wrapper it makes). */
+  private readonly inTransaction: (fn: () => unknown) => unknown;
 
   /** What was done to make the state directory private (daemon start), for its log. */
   readonly stateDir: StateDirResult | undefined;
@@ -153,11 +165,13 @@ export class StateDb {
     if (options.readonly !== true) {
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = NORMAL');
+      this.db.pragma('wal_autocheckpoint = 0'); // scheduleCheckpoint() does it, off the commit path
       this.migrate();
     }
     if (writable) for (const suffix of ['-wal', '-shm', '-journal']) tightenIfPresent(`${path}${suffix}`);
     this.db.pragma('busy_timeout = 5000');
     this.statements = this.prepare();
+    this.inTransaction = this.db.transaction((fn: () => unknown) => fn());
   }
 
   /** The schema version after migrations. */
@@ -180,6 +194,7 @@ export class StateDb {
       get: this.db.prepare<[string], RawObjectRow>('SELECT * FROM objects WHERE key = ?'),
       insert: this.db.prepare('INSERT INTO objects (key, source, kind, namespace, name, id, generation, spec_hash, created_at, updated_at) VALUES (@key, @source, @kind, @namespace, @name, @id, 1, @specHash, @now, @now)'),
       bump: this.db.prepare('UPDATE objects SET generation = generation + 1, spec_hash = @specHash, updated_at = @now WHERE key = @key'),
+      setStatusOnly: this.db.prepare('UPDATE objects SET status = @status, updated_at = @now WHERE key = @key'),
       setStatus: this.db.prepare('UPDATE objects SET status = @status, object = @object, updated_at = @now WHERE key = @key'),
       setApplied: this.db.prepare('UPDATE objects SET applied = @applied, updated_at = @now WHERE key = @key'),
       remembered: this.db.prepare<[], { key: string }>('SELECT key FROM objects WHERE applied IS NOT NULL'),
@@ -246,18 +261,49 @@ export class StateDb {
   /** Stores `d`'s status together with the object it describes (what `hyperlet get` shows). */
   writeStatus(d: Desired, status: Status): void {
     const now = this.isoNow();
+    // The same object as the last write (status moved on, the object did not): only the status.
+    if (this.storedObjects.get(d.key) === d) {
+      this.defer(() => this.statements.setStatusOnly.run({ key: d.key, status: JSON.stringify(status), now }));
+      return;
+    }
+    this.storedObjects.set(d.key, d);
     this.defer(() => this.statements.setStatus.run({ key: d.key, status: JSON.stringify(status), object: JSON.stringify(d), now }));
   }
 
-  /** Remembers `d` as the object last acted on for its key (kept until forget); on disk when it returns. */
-  remember(d: Desired): void {
+  /**
+   * Remembers `d` as the object last acted on for its key (kept until forget); resolves once it is
+   * on disk. Remembers made while others run are committed together, once the current turn of the
+   * event loop ends (one commit for what the workers are about to create, not one each).
+   */
+  remember(d: Desired): Promise<void> {
     const fingerprint = `${d.id}:${d.generation}:${d.specHash}`;
-    if (this.rememberedAs.get(d.key) === fingerprint) return;
+    if (this.rememberedAs.get(d.key) === fingerprint) return Promise.resolve();
+    this.rememberBatch.push({ key: d.key, applied: JSON.stringify(d), now: this.isoNow(), fingerprint });
+    this.rememberCommit ??= new Promise<void>((resolve, reject) => {
+      setImmediate(() => {
+        this.rememberCommit = undefined;
+        try {
+          this.commitRemembers();
+          resolve();
+        } catch (err) {
+          reject(err instanceof Error ? err : new Error(String(err)));
+        }
+      });
+    });
+    return this.rememberCommit;
+  }
+
+  /** Writes the waiting remembers in one transaction, after what was written behind before them. */
+  private commitRemembers(): void {
+    const batch = this.rememberBatch;
+    if (batch.length === 0) return; // committed already (close)
+    this.rememberBatch = [];
     this.flush();
     failpoint('state.remembering');
-    this.statements.setApplied.run({ key: d.key, applied: JSON.stringify(d), now: this.isoNow() });
+    this.inTransaction(() => { for (const r of batch) this.statements.setApplied.run({ key: r.key, applied: r.applied, now: r.now }); });
     failpoint('state.remembered');
-    this.rememberedAs.set(d.key, fingerprint);
+    for (const r of batch) this.rememberedAs.set(r.key, r.fingerprint);
+    this.scheduleCheckpoint();
   }
 
   rememberedKeys(): ObjectKey[] {
@@ -272,6 +318,8 @@ export class StateDb {
     this.statements.delete.run(key);
     this.identities?.delete(key);
     this.rememberedAs.delete(key);
+    this.storedObjects.delete(key);
+    this.scheduleCheckpoint();
   }
 
   /** Appends one audit entry; entries are never changed or removed. */
@@ -293,7 +341,19 @@ export class StateDb {
     if (this.pending.length === 0) return;
     const batch = this.pending;
     this.pending = [];
-    this.db.transaction(() => { for (const write of batch) write(); })();
+    this.inTransaction(() => { for (const write of batch) write(); });
+    this.scheduleCheckpoint();
+  }
+
+  /**
+   * Copies the WAL into the DB file within 5 s of a commit (PASSIVE: never waits for readers). A
+   * page written many times in a burst is copied once per checkpoint, so fewer checkpoints copy less.
+   */
+  private scheduleCheckpoint(): void {
+    this.checkpointTimer ??= this.clock.setTimeout(() => {
+      this.checkpointTimer = undefined;
+      if (this.db.open) this.db.pragma('wal_checkpoint(PASSIVE)');
+    }, 5_000);
   }
 
   private isoNow(): string {
@@ -308,10 +368,11 @@ export class StateDb {
   /** Replaces the problems `source` reports. */
   setProblems(source: string, problems: readonly SourceProblem[]): void {
     this.flush();
-    this.db.transaction(() => {
+    this.inTransaction(() => {
       this.statements.clearProblems.run(source);
       problems.forEach((p, i) => this.statements.addProblem.run(source, i, p.line, JSON.stringify(p)));
-    })();
+    });
+    this.scheduleCheckpoint();
   }
 
   problems(): { source: string; problem: SourceProblem }[] {
@@ -323,6 +384,7 @@ export class StateDb {
   setSourceState(id: string, description: string, state: unknown): void {
     this.flush();
     this.statements.setSource.run({ id, description, state: JSON.stringify(state), now: this.isoNow() });
+    this.scheduleCheckpoint();
   }
 
   sourceState<T>(id: string): T | undefined {
@@ -402,11 +464,17 @@ export class StateDb {
   /** Runs `fn` in one transaction: many writes, one fsync. */
   transaction<T>(fn: () => T): T {
     this.flush();
-    return this.db.transaction(fn)();
+    const result = this.inTransaction(fn) as T;
+    this.scheduleCheckpoint();
+    return result;
   }
 
+  /** Flushes what was written behind and closes; the last connection to close checkpoints the whole WAL. */
   close(): void {
+    this.commitRemembers();
     this.flush();
+    this.clock.clearTimeout(this.checkpointTimer);
+    this.checkpointTimer = undefined;
     this.db.close();
   }
 }

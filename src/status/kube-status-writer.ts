@@ -14,7 +14,7 @@ import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { Status } from '../api/v1alpha1/types.js';
 import type { Desired } from '../store/desired.js';
-import { canonicalJson } from '../store/desired.js';
+import { canonicalEqual } from '../store/desired.js';
 import type { ObjectKey } from '../store/object-key.js';
 import { isNotFound, kubeError, requestOptions, resourceOf } from '../kube/kube-client.js';
 import type { KubeObjectTracker } from '../kube/kube-object-tracker.js';
@@ -51,7 +51,7 @@ export class KubeStatusWriter implements StatusWriter {
 
   async write(d: Desired, status: Status, signal: AbortSignal): Promise<void> {
     const tracked = this.options.tracker.get(d.key);
-    if (tracked?.status !== undefined && canonicalJson(tracked.status) === canonicalJson(status)) return;
+    if (tracked?.status !== undefined && canonicalEqual(tracked.status, status)) return;
     signal.throwIfAborted();
     const { kind, metadata } = d.object;
     const r = resourceOf(kind);

@@ -64,8 +64,8 @@ export class StateStatusWriter implements StatusWriter, ObjectRecords, Recorder 
     return this.db.getObject(key)?.applied;
   }
 
-  remember(d: Desired): void {
-    this.db.remember(d);
+  async remember(d: Desired): Promise<void> {
+    await this.db.remember(d);
     this.remembered.add(d.key);
     this.unapplied.delete(d.key);
     this.noteDependencies(d);

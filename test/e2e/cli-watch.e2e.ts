@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { DaemonProcess, cliPath, repoRoot } from './support/daemon-process.js';
-import { until } from './support/until.js';
+import { until } from '../support/until.js';
 
 const run = promisify(execFile);
 const suffix = randomBytes(2).toString('hex');

@@ -19,7 +19,8 @@ import { StateDb } from '../../src/state/state-db.js';
 import { readApiToken } from '../../src/state/state-dir.js';
 import { parseInfo } from '../../src/providers/lxc/lxc-tools.js';
 import { GitDaemon, TestRepo, freePort, git } from '../support/git-repo.js';
-import { until } from './support/until.js';
+import { morePassesInLog } from '../support/pass-log.js';
+import { until } from '../support/until.js';
 
 const run = promisify(execFile);
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -47,8 +48,8 @@ function manifest(name: string, extra: { spec?: string[]; annotations?: string[]
   ].join('\n');
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
+/** A daemon this file started: its process, HTTP port and log file. */
+interface RunningDaemon { child: ChildProcess; port: number; log: string }
 interface SourceView { id: string; lastApplied?: { revision: string }; lastAttempted?: { revision: string }; blocked?: { reason: string; message: string }; problems: string[] }
 interface StatusView { phase?: string; conditions?: { type: string; status: string; reason: string; message: string }[] }
 
@@ -89,12 +90,12 @@ describe('hyperlet run --source git (daemon as a child process, real LXC)', func
     }
   };
 
-  async function startDaemon(source: string, statePath: string, extra: string[]): Promise<{ child: ChildProcess; port: number }> {
+  async function startDaemon(source: string, statePath: string, extra: string[]): Promise<RunningDaemon> {
     const port = await freePort();
     const log = join(tmp, `daemon-${++logs}.log`);
     const child = spawn(process.execPath, [
       cli, 'run', '--source', `git:${source}`, '--lxcpath', lxcpath, '--state', statePath, '--http', `127.0.0.1:${port}`,
-      '--kinds', 'Container', '--resync', '10s', '--log-level', 'info', ...extra,
+      '--kinds', 'Container', '--resync', '2s', '--log-level', 'debug', ...extra,
     ], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
     const out = createWriteStream(log);
     child.stdout?.pipe(out);
@@ -104,8 +105,12 @@ describe('hyperlet run --source git (daemon as a child process, real LXC)', func
       if (child.exitCode !== null) throw new Error(`the daemon exited ${child.exitCode}: ${await readFile(log, 'utf8')}`);
       return fetch(`http://127.0.0.1:${port}/healthz`).then((r) => (r.ok ? true : undefined), () => undefined);
     }, 30_000);
-    return { child, port };
+    return { child, port, log };
   }
+
+  /** Two more whole passes (a --resync 2s each) of the named objects of source `source`. */
+  const twoMorePasses = (log: string, names: readonly string[], source = 'git'): Promise<void> =>
+    morePassesInLog(log, names.map((name) => `${source}/default/Container/${name}`), 2);
 
   async function stopDaemon(child: ChildProcess): Promise<void> {
     if (child.exitCode !== null || child.signalCode !== null) return;
@@ -150,6 +155,7 @@ describe('hyperlet run --source git (daemon as a child process, real LXC)', func
     let repo: TestRepo;
     let statePath = '';
     let daemon: ChildProcess | undefined;
+    let daemonLog = '';
 
     before(async () => {
       repo = await TestRepo.create(join(tmp, 'disk-repo'));
@@ -160,7 +166,7 @@ describe('hyperlet run --source git (daemon as a child process, real LXC)', func
     it('follows new commits onto real containers', async () => {
       for (const l of ['a', 'b', 'c']) await repo.write(`${l}.yaml`, manifest(n(l)));
       await repo.commit('three containers');
-      daemon = (await startDaemon(repo.dir, statePath, ['--interval', '1s'])).child;
+      ({ child: daemon, log: daemonLog } = await startDaemon(repo.dir, statePath, ['--interval', '1s']));
       for (const l of ['a', 'b', 'c']) await waitState(n(l), 'RUNNING');
       await repo.write('d.yaml', manifest(n('d')));
       const tip = await repo.commit('a fourth');
@@ -180,7 +186,8 @@ describe('hyperlet run --source git (daemon as a child process, real LXC)', func
       expect(src.lastApplied?.revision).to.equal(good);
       expect(src.blocked?.reason).to.equal('InvalidManifests');
       expect(src.problems.join('\n')).to.contain(`commit ${broken.slice(0, 12)}: b.yaml#2 Container/${n('e')}: spec.resources.cpu:`);
-      await sleep(2_000);
+      // Every object of the source makes two more passes: had the broken commit reached the store, e would have too.
+      await twoMorePasses(daemonLog, [n('a'), n('b'), n('d')]);
       expect(await lxcState(n('e')), 'nothing of the broken commit is created').to.equal(undefined);
       const a = (await cliJson<{ spec: { autostart: boolean } }>(['get', 'containers', n('a'), '--state', statePath])).spec;
       expect(a.autostart, 'not even its good change').to.equal(false);
@@ -209,10 +216,10 @@ describe('hyperlet run --source git (daemon as a child process, real LXC)', func
       });
       expect(src.blocked?.reason).to.equal('PruneLimit');
       expect(src.blocked?.message).to.contain('would delete 3 of 4 objects').and.to.contain(`--confirm ${tip.slice(0, 12)}`);
-      await sleep(3_000);
+      await twoMorePasses(daemonLog, ['a', 'b', 'e', 'd'].map(n));
       for (const l of ['a', 'b', 'e', 'd']) expect(await lxcState(n(l)), `${n(l)} is kept`).to.equal('RUNNING');
       await stopDaemon(daemon!);
-      daemon = (await startDaemon(repo.dir, statePath, ['--interval', '1s', '--confirm', tip.slice(0, 10)])).child;
+      ({ child: daemon, log: daemonLog } = await startDaemon(repo.dir, statePath, ['--interval', '1s', '--confirm', tip.slice(0, 10)]));
       for (const l of ['a', 'b', 'e']) await waitState(n(l), undefined);
       expect(await lxcState(n('d'))).to.equal('RUNNING');
       expect((await sourceOf(statePath)).lastApplied?.revision).to.equal(tip);
@@ -235,7 +242,7 @@ describe('hyperlet run --source git (daemon as a child process, real LXC)', func
       const log = join(tmp, `daemon-${++logs}.log`);
       daemon = spawn(process.execPath, [
         cli, 'run', '--source', `git:${one.dir}`, '--source', `git:${two.dir}`, '--lxcpath', lxcpath, '--state', statePath,
-        '--http', `127.0.0.1:${port}`, '--kinds', 'Container', '--interval', '1s', '--log-level', 'info',
+        '--http', `127.0.0.1:${port}`, '--kinds', 'Container', '--interval', '1s', '--resync', '2s', '--log-level', 'debug',
       ], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
       const out = createWriteStream(log);
       daemon.stdout?.pipe(out);
@@ -253,7 +260,7 @@ describe('hyperlet run --source git (daemon as a child process, real LXC)', func
       await loserRepo.remove('shared.yaml');
       await loserRepo.commit('drop shared here');
       await until('the losing declaration to be gone', async () => ((await rows()).length === 1 ? true : undefined));
-      await sleep(3_000);
+      await twoMorePasses(log, [n('shared')], loserRepo === two ? 'git' : 'git-2');
       expect(await lxcState(n('shared')), 'the other source\'s container stays').to.equal('RUNNING');
       await two.remove('s3.yaml');
       await two.commit('drop s3');
@@ -266,7 +273,7 @@ describe('hyperlet run --source git (daemon as a child process, real LXC)', func
     let repo: TestRepo;
     let statePath = '';
     let url = '';
-    let daemon: { child: ChildProcess; port: number } | undefined;
+    let daemon: RunningDaemon | undefined;
     const refresh = async (): Promise<void> => {
       // Mutating routes need the token the daemon wrote beside its state DB (issue 10).
       const headers = { authorization: `Bearer ${readApiToken(statePath)}` };
@@ -317,7 +324,7 @@ describe('hyperlet run --source git (daemon as a child process, real LXC)', func
         return c?.status === 'True' ? c : undefined;
       });
       expect(drifted.message).to.contain('state is Stopped, declared Running');
-      await sleep(4_000);
+      await twoMorePasses(daemon!.log, [n('rep')]);
       expect(await lxcState(n('rep')), 'not restarted').to.equal('STOPPED');
     });
 
@@ -328,7 +335,7 @@ describe('hyperlet run --source git (daemon as a child process, real LXC)', func
       await until('Paused=True', async () => ((await condition(statePath, n('pz'), 'Paused'))?.status === 'True' ? true : undefined));
       await lxcStop(n('pz'));
       await until('Drifted=True', async () => ((await condition(statePath, n('pz'), 'Drifted'))?.status === 'True' ? true : undefined));
-      await sleep(4_000);
+      await twoMorePasses(daemon!.log, [n('pz')]);
       expect(await lxcState(n('pz')), 'not restarted').to.equal('STOPPED');
       expect((await condition(statePath, n('pz'), 'Ready'))?.reason).to.equal('Paused');
     });
@@ -356,7 +363,7 @@ describe('hyperlet run --source git (daemon as a child process, real LXC)', func
         return s.lastAttempted?.revision === rewritten ? s : undefined;
       });
       expect(src.blocked?.reason).to.equal('HistoryRewritten');
-      await sleep(3_000);
+      await twoMorePasses(daemon!.log, [n('x'), n('y'), n('z')]);
       expect(await lxcState(n('x')), 'x is kept').to.equal('RUNNING');
       expect(await lxcState(n('w')), 'w is not created').to.equal(undefined);
       await stopDaemon(daemon!.child);

@@ -17,7 +17,7 @@ import { Daemon } from '../../src/daemon/daemon.js';
 import { loadPolicyFile } from '../../src/policy/policy-loader.js';
 import { StateDb } from '../../src/state/state-db.js';
 import { silentLogger } from '../../src/telemetry/logger.js';
-import { until } from './support/until.js';
+import { until } from '../support/until.js';
 
 const run = promisify(execFile);
 const repoRoot = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../..');

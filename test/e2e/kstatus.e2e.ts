@@ -27,7 +27,7 @@ import { DEFAULT_HOST_POLICY, type HostPolicy } from '../../src/policy/host-poli
 import { markerPath } from '../../src/providers/lxc/container-paths.js';
 import { RETRIES_BEFORE_STALLED } from '../../src/reconcile/stalled-reasons.js';
 import { KubeTestEnv, REPO_ROOT, run as runTool } from './support/kube-testenv.js';
-import { until } from './support/until.js';
+import { until } from '../support/until.js';
 
 const exec = promisify(execFile);
 const NS = `kstatus-e2e-${process.pid}`;

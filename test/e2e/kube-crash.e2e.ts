@@ -19,7 +19,7 @@ import { FINALIZER } from '../../src/api/v1alpha1/crd.js';
 import { readMarker } from '../../src/providers/lxc/ownership-marker.js';
 import { DaemonProcess, leftoverProcesses, randomBetween, seededRandom } from './support/crash-daemon.js';
 import { KubeTestEnv } from './support/kube-testenv.js';
-import { until } from './support/until.js';
+import { until } from '../support/until.js';
 
 const run = promisify(execFile);
 const NS = `crash-${randomBytes(2).toString('hex')}`;

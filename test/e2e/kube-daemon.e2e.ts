@@ -17,7 +17,8 @@ import { promisify } from 'node:util';
 import yaml from 'js-yaml';
 import type { Status } from '../../src/api/v1alpha1/types.js';
 import { KubeTestEnv, REPO_ROOT } from './support/kube-testenv.js';
-import { waitFor } from './support/kube-wait.js';
+import { morePassesInLog } from '../support/pass-log.js';
+import { until } from '../support/until.js';
 
 const run = promisify(execFile);
 const NS = `daemon-e2e-${process.pid}`;
@@ -64,7 +65,7 @@ describe('kube end to end: hyperlet run --source kube with real LXC and a real k
     a.child = spawn(process.execPath, [join(REPO_ROOT, 'bin/hyperlet.js'), 'run',
       '--source', 'kube', '--kubeconfig', env.agentKubeconfigPath, '--namespace', NS, '--node', a.node,
       '--lxcpath', a.lxcpath, '--state', join(a.dir, 'state.db'), '--kinds', 'Container', '--http', 'off',
-      '--resync', '5s', '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      '--resync', '5s', '--log-level', 'debug'], { stdio: ['ignore', 'pipe', 'pipe'] });
     a.child.stdout?.pipe(log);
     a.child.stderr?.pipe(log);
     const child = a.child;
@@ -112,8 +113,8 @@ describe('kube end to end: hyperlet run --source kube with real LXC and a real k
     const [a, b] = agents as [Agent, Agent];
     await apply(ct('web', { nodeName: 'node-a' }));
     await apply(ct('db', { nodeName: 'node-b' }));
-    await waitFor('web Running', phaseIs('web', 'Running', 1), 120_000).catch((err: unknown) => { throw new Error(`${String(err)}\n${logOf(a)}`); });
-    await waitFor('db Running', phaseIs('db', 'Running', 1), 120_000).catch((err: unknown) => { throw new Error(`${String(err)}\n${logOf(b)}`); });
+    await until('web Running', phaseIs('web', 'Running', 1), 120_000).catch((err: unknown) => { throw new Error(`${String(err)}\n${logOf(a)}`); });
+    await until('db Running', phaseIs('db', 'Running', 1), 120_000).catch((err: unknown) => { throw new Error(`${String(err)}\n${logOf(b)}`); });
     expect(await lxcState(a.lxcpath, `${NS}.web`)).to.equal('RUNNING');
     expect(await lxcState(b.lxcpath, `${NS}.db`)).to.equal('RUNNING');
     expect(await lxcState(a.lxcpath, `${NS}.db`), 'node-a never touches node-b\'s object').to.equal(undefined);
@@ -125,20 +126,26 @@ describe('kube end to end: hyperlet run --source kube with real LXC and a real k
 
   it('a spec change is applied and observedGeneration follows', async () => {
     await apply(ct('web', { nodeName: 'node-a', state: 'Stopped' }));
-    await waitFor('web Stopped at generation 2', phaseIs('web', 'Stopped', 2), 120_000);
+    await until('web Stopped at generation 2', phaseIs('web', 'Stopped', 2), 120_000);
     expect(await lxcState(agents[0]!.lxcpath, `${NS}.web`)).to.equal('STOPPED');
     expect((await get('web'))?.status?.conditions.find((c) => c.type === 'Ready')?.status, 'stopped as declared is Ready').to.equal('True');
   });
 
   it('a resync of unchanged objects makes zero write requests', async () => {
-    await new Promise((r) => setTimeout(r, 2_000));
+    // Each agent's object: one whole pass first (whatever the last test left is written by then),
+    // then two more, each from a --resync 5s, counted in the agents' debug logs.
+    const passes = (n: number): Promise<unknown> => Promise.all([
+      morePassesInLog(join(agents[0]!.dir, 'hyperlet.log'), [`kube/${NS}/Container/web`], n),
+      morePassesInLog(join(agents[1]!.dir, 'hyperlet.log'), [`kube/${NS}/Container/db`], n),
+    ]);
     const writes = async (): Promise<number> => {
       let n = 0;
       for (const verb of ['PUT', 'PATCH', 'POST', 'DELETE']) n += await env.requestCount({ verb, resource: 'containers' }) + await env.requestCount({ verb, resource: 'events' });
       return n;
     };
+    await passes(1);
     const before = await writes();
-    await new Promise((r) => setTimeout(r, 12_000)); // two --resync 5s periods of both agents
+    await passes(2);
     expect(await writes() - before).to.equal(0);
   });
 
@@ -155,7 +162,7 @@ describe('kube end to end: hyperlet run --source kube with real LXC and a real k
     await env.restartApiServer(2_000);
     await apply(ct('r3', { nodeName: 'node-a' }));
     for (const n of ['r1', 'r2', 'r3']) {
-      await waitFor(`${n} Running`, phaseIs(n, 'Running'), 180_000).catch((err: unknown) => { throw new Error(`${String(err)}\n${logOf(a)}`); });
+      await until(`${n} Running`, phaseIs(n, 'Running'), 180_000).catch((err: unknown) => { throw new Error(`${String(err)}\n${logOf(a)}`); });
       expect(await lxcState(a.lxcpath, `${NS}.${n}`)).to.equal('RUNNING');
     }
     // Nothing was created twice: no Created event counts more than one creation. Events are best
@@ -166,7 +173,7 @@ describe('kube end to end: hyperlet run --source kube with real LXC and a real k
       return (JSON.parse(created) as { items: { involvedObject: { name: string }; count: number }[] }).items
         .filter((e) => ['r1', 'r2', 'r3'].includes(e.involvedObject.name)).map((e): [string, number] => [e.involvedObject.name, e.count]).sort();
     };
-    const counts = await waitFor('the Created event of r3', async () => {
+    const counts = await until('the Created event of r3', async () => {
       const c = await createdCounts();
       return c.some(([name]) => name === 'r3') ? c : undefined;
     }, 60_000, 1_000);

@@ -15,7 +15,8 @@ import { DEFAULT_HOST_POLICY, type HostPolicy } from '../../src/policy/host-poli
 import { FakeProvider } from '../fakes/fake-provider.js';
 import { type KubeAgent, startKubeAgent } from './support/kube-agent.js';
 import { KubeTestEnv } from './support/kube-testenv.js';
-import { waitFor } from './support/kube-wait.js';
+import { PassCounter } from '../support/pass-counter.js';
+import { until } from '../support/until.js';
 
 const NS = `flow-e2e-${process.pid}`;
 /** This host lets the test namespace orphan instances (deletionPolicy Orphan); nothing else is loosened. */
@@ -67,7 +68,7 @@ describe('kube flow: kubectl, the reconcile core and a real kube-apiserver', fun
 
   it('kubectl apply: the instance is created and started, and kubectl get ct shows it Running', async () => {
     await apply(ct('web', {}));
-    const obj = await waitFor('web Running', async () => { const o = await get('web'); return o?.status?.phase === 'Running' ? o : undefined; });
+    const obj = await until('web Running', async () => { const o = await get('web'); return o?.status?.phase === 'Running' ? o : undefined; });
     expect(obj.metadata.finalizers).to.deep.equal([FINALIZER]);
     expect(obj.status).to.deep.include({ observedGeneration: 1, node: 'node-a', hostName: `${NS}.web` });
     expect(ready(obj.status)).to.equal('True');
@@ -82,7 +83,7 @@ describe('kube flow: kubectl, the reconcile core and a real kube-apiserver', fun
 
   it('a spec change is applied and observedGeneration follows; a deliberately stopped instance is Ready', async () => {
     await apply(ct('web', { state: 'Stopped' }));
-    const obj = await waitFor('web Stopped at generation 2', async () => {
+    const obj = await until('web Stopped at generation 2', async () => {
       const o = await get('web');
       return o?.status?.phase === 'Stopped' && o.status.observedGeneration === 2 ? o : undefined;
     });
@@ -94,18 +95,18 @@ describe('kube flow: kubectl, the reconcile core and a real kube-apiserver', fun
   it('kubectl delete: the instance is removed first, then the finalizer is released', async () => {
     providerA.failures.set('delete', new Error('cannot delete: busy'));
     await env.kubectlOk(['delete', 'ct', 'web', '-n', NS, '--wait=false']);
-    const held = await waitFor('delete attempted', async () => (providerA.count('delete') > 0 ? get('web') : undefined));
+    const held = await until('delete attempted', async () => (providerA.count('delete') > 0 ? get('web') : undefined));
     expect(held.metadata.deletionTimestamp, 'the object stays while its instance cannot be removed').to.be.a('string');
     expect(held.metadata.finalizers).to.deep.equal([FINALIZER]);
     expect(providerA.instances.has(`${NS}.web`)).to.equal(true);
     providerA.failures.delete('delete');
-    await waitFor('web gone from the API', async () => (await get('web')) === undefined || undefined, 90_000);
+    await until('web gone from the API', async () => (await get('web')) === undefined || undefined, 90_000);
     expect(providerA.instances.has(`${NS}.web`)).to.equal(false);
   });
 
   it('deletionPolicy Orphan keeps the instance when the object goes', async () => {
     await apply(ct('keep', { deletionPolicy: 'Orphan' }));
-    await waitFor('keep Running', async () => (await get('keep'))?.status?.phase === 'Running' || undefined);
+    await until('keep Running', async () => (await get('keep'))?.status?.phase === 'Running' || undefined);
     const deletesBefore = providerA.count('delete');
     await env.kubectlOk(['delete', 'ct', 'keep', '-n', NS, '--timeout=60s']);
     expect(providerA.instances.get(`${NS}.keep`)?.state).to.equal('Running');
@@ -114,7 +115,7 @@ describe('kube flow: kubectl, the reconcile core and a real kube-apiserver', fun
 
   it('the host policy refuses a privileged container: Ready=False PolicyDenied, one Warning, no finalizer, nothing created', async () => {
     await apply(ct('priv', { privileged: true }));
-    const obj = await waitFor('priv refused', async () => {
+    const obj = await until('priv refused', async () => {
       const o = await get('priv');
       return o?.status?.conditions.find((c) => c.type === 'Ready')?.reason === 'PolicyDenied' ? o : undefined;
     });
@@ -133,7 +134,7 @@ describe('kube flow: kubectl, the reconcile core and a real kube-apiserver', fun
 
   it('dependsOn naming another namespace is refused by the agent, with the field and the rule', async () => {
     await apply(ct('reach', { dependsOn: [{ kind: 'Container', name: 'db', namespace: 'kube-system' }] }));
-    const problem = await waitFor('the problem reported', async () => agentA!.backend.source.problems().find((p) => p.name === 'reach'));
+    const problem = await until('the problem reported', async () => agentA!.backend.source.problems().find((p) => p.name === 'reach'));
     expect(problem.line).to.include('spec.dependsOn[0].namespace: must be');
     expect(problem.rule).to.equal('same-namespace');
     expect(agentA!.store.keys().some((k) => k.endsWith('/Container/reach')), 'never reaches the store').to.equal(false);
@@ -144,16 +145,17 @@ describe('kube flow: kubectl, the reconcile core and a real kube-apiserver', fun
   it('two agents with different --node values each reconcile only their own objects', async () => {
     await apply(ct('on-a', { nodeName: 'node-a' }));
     await apply(ct('on-b', { nodeName: 'node-b' }));
-    const a = await waitFor('on-a Running', async () => { const o = await get('on-a'); return o?.status?.phase === 'Running' ? o : undefined; });
-    const b = await waitFor('on-b Running', async () => { const o = await get('on-b'); return o?.status?.phase === 'Running' ? o : undefined; });
+    const a = await until('on-a Running', async () => { const o = await get('on-a'); return o?.status?.phase === 'Running' ? o : undefined; });
+    const b = await until('on-b Running', async () => { const o = await get('on-b'); return o?.status?.phase === 'Running' ? o : undefined; });
     expect([a.status?.node, b.status?.node]).to.deep.equal(['node-a', 'node-b']);
     expect(providerA.instances.has(`${NS}.on-a`) && !providerA.instances.has(`${NS}.on-b`)).to.equal(true);
     expect(providerB.instances.has(`${NS}.on-b`) && !providerB.instances.has(`${NS}.on-a`)).to.equal(true);
   });
 
   it('a resync, and a restart of the agent, of unchanged objects make zero write requests', async () => {
+    // One whole pass of every object first: whatever the last test left is written by then.
+    await new PassCounter(agentA!.controller.queue).more(agentA!.store.keys(), 1, () => agentA!.controller.resync());
     await agentA!.backend.recorder.flush();
-    await new Promise((r) => setTimeout(r, 1_000)); // let the last watch events settle
     const before = await writes();
     await agentA!.controller.resync();
     await agentA!.controller.queue.onIdle();
@@ -168,7 +170,7 @@ describe('kube flow: kubectl, the reconcile core and a real kube-apiserver', fun
     const names = ['r1', 'r2', 'r3', 'r4', 'r5'];
     for (const n of names) await apply(ct(n, {}));
     await env.restartApiServer(2_000);
-    for (const n of names) await waitFor(`${n} Running`, async () => (await get(n))?.status?.phase === 'Running' || undefined, 120_000);
+    for (const n of names) await until(`${n} Running`, async () => (await get(n))?.status?.phase === 'Running' || undefined, 120_000);
     for (const n of names) expect(providerA.calls.filter((c) => c === `create:${NS}.${n}`).length, n).to.equal(1);
   });
 });

@@ -9,7 +9,7 @@ import { KubeSource } from '../../src/sources/kube-source.js';
 import { DesiredStore } from '../../src/store/desired-store.js';
 import { silentLogger } from '../../src/telemetry/logger.js';
 import { AGENT_NAMESPACE, KubeTestEnv } from './support/kube-testenv.js';
-import { waitFor } from './support/kube-wait.js';
+import { until } from '../support/until.js';
 
 const timing = { leaseDurationMs: 4_000, renewDeadlineMs: 3_000, retryPeriodMs: 500 };
 const NS = `leader-e2e-${process.pid}`;
@@ -48,7 +48,7 @@ describe('leader election against a real kube-apiserver', function () {
   it('elects one of two candidates, and hands over at once when the leader stops', async () => {
     const lease = `hyperlet-test-${process.pid}-a`;
     const a = campaign(lease, 'agent-a');
-    await waitFor('agent-a leads', () => a.elector.isLeader || undefined, 20_000);
+    await until('agent-a leads', () => a.elector.isLeader || undefined, 20_000);
     const b = campaign(lease, 'agent-b');
     await new Promise((r) => setTimeout(r, 3 * timing.leaseDurationMs));
     expect([a.elector.isLeader, b.elector.isLeader]).to.deep.equal([true, false]);
@@ -56,7 +56,7 @@ describe('leader election against a real kube-apiserver', function () {
     const stoppedAt = Date.now();
     a.abort.abort();
     await a.done;
-    await waitFor('agent-b leads', () => b.elector.isLeader || undefined, 20_000);
+    await until('agent-b leads', () => b.elector.isLeader || undefined, 20_000);
     expect(Date.now() - stoppedAt, 'a released Lease is taken without waiting for it to expire').to.be.below(timing.leaseDurationMs);
     expect(await holderOf(lease)).to.equal('agent-b');
     expect(a.events).to.deep.equal(['started', 'stopped']);
@@ -67,13 +67,13 @@ describe('leader election against a real kube-apiserver', function () {
   it('takes over from a leader that vanished without releasing, after the lease duration', async () => {
     const lease = `hyperlet-test-${process.pid}-b`;
     const a = campaign(lease, 'agent-a', false);
-    await waitFor('agent-a leads', () => a.elector.isLeader || undefined, 20_000);
+    await until('agent-a leads', () => a.elector.isLeader || undefined, 20_000);
     const b = campaign(lease, 'agent-b');
     await new Promise((r) => setTimeout(r, timing.retryPeriodMs * 3));
     const crashedAt = Date.now();
     a.abort.abort(); // no release: as if the process died
     await a.done;
-    await waitFor('agent-b leads', () => b.elector.isLeader || undefined, 30_000);
+    await until('agent-b leads', () => b.elector.isLeader || undefined, 30_000);
     expect(Date.now() - crashedAt, 'not before the lease expired on agent-b\'s clock').to.be.at.least(timing.leaseDurationMs - timing.retryPeriodMs * 3);
     const transitions = Number(await env.kubectlOk(['get', 'lease', lease, '-n', AGENT_NAMESPACE, '-o', 'jsonpath={.spec.leaseTransitions}']));
     expect(transitions).to.equal(1);
@@ -98,7 +98,7 @@ describe('leader election against a real kube-apiserver', function () {
       return { abort, store, source, started, lost, get synced() { return synced; } };
     };
     const a = replica('replica-a');
-    await waitFor('replica-a synced', () => a.synced || undefined, 20_000);
+    await until('replica-a synced', () => a.synced || undefined, 20_000);
     const b = replica('replica-b');
     await new Promise((r) => setTimeout(r, 2 * timing.leaseDurationMs));
     expect(a.store.keys().length).to.equal(1);
@@ -106,7 +106,7 @@ describe('leader election against a real kube-apiserver', function () {
     expect(b.source.problems().map((p) => p.message)).to.deep.equal(['waiting to be elected leader']);
     a.abort.abort();
     await a.started;
-    await waitFor('replica-b synced after the leader stopped', () => b.synced || undefined, 20_000);
+    await until('replica-b synced after the leader stopped', () => b.synced || undefined, 20_000);
     expect(b.store.keys().length).to.equal(1);
     expect(b.source.problems()).to.deep.equal([]);
     expect([...a.lost, ...b.lost], 'a cancelled leader is not "lost"').to.deep.equal([]);

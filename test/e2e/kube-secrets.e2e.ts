@@ -20,7 +20,7 @@ import yaml from 'js-yaml';
 import type { Status } from '../../src/api/v1alpha1/types.js';
 import { parseInfo } from '../../src/providers/lxc/lxc-tools.js';
 import { KubeTestEnv, REPO_ROOT } from './support/kube-testenv.js';
-import { waitFor } from './support/kube-wait.js';
+import { until } from '../support/until.js';
 
 const run = promisify(execFile);
 const NS = `secrets-e2e-${process.pid}`;
@@ -106,17 +106,17 @@ describe('kube: environmentFrom secretKeyRef with the real daemon, real LXC and 
 
   it('a Secret key of the object\'s namespace reaches the container\'s init (RBAC: get secrets is enough)', async () => {
     await apply(ct('web', { DB_PASSWORD: { secretKeyRef: { name: 'db', key: 'password' } } }));
-    const environment = await waitFor('web to run with its Secret', async () => {
+    const environment = await until('web to run with its Secret', async () => {
       const e = await initEnvironment('web');
       return e.DB_PASSWORD !== undefined ? e : undefined;
     }, 120_000, 250).catch((err: unknown) => { throw new Error(`${String(err)}\n${agentLog().split('\n').slice(-20).join('\n')}`); });
     expect(environment.DB_PASSWORD, 'the trailing new line of the Secret is dropped').to.equal(SECRET_VALUE);
-    await waitFor('web Ready', async () => ((await ready('web'))?.status === 'True' ? true : undefined), 60_000, 250);
+    await until('web Ready', async () => ((await ready('web'))?.status === 'True' ? true : undefined), 60_000, 250);
   });
 
   it('reports a missing Secret naming the field, then creates the container once the Secret exists', async () => {
     await apply(ct('late', { TOKEN: { secretKeyRef: { name: 'late', key: 'token' } } }));
-    const cond = await waitFor('late to report SecretNotFound', async () => {
+    const cond = await until('late to report SecretNotFound', async () => {
       const c = await ready('late');
       return c?.reason === 'SecretNotFound' ? c : undefined;
     }, 60_000, 250);
@@ -125,18 +125,18 @@ describe('kube: environmentFrom secretKeyRef with the real daemon, real LXC and 
     expect(events.items.some((e) => e.involvedObject.name === 'late' && e.reason === 'SecretNotFound'), 'a Warning event says why').to.equal(true);
     expect(readdirSync(lxcpath), 'nothing created meanwhile').to.not.include(hostName('late'));
     await apply(secret(NS, 'late', { token: LATE_VALUE }));
-    await waitFor('late to run with the Secret made later', async () => ((await initEnvironment('late')).TOKEN === LATE_VALUE ? true : undefined), 120_000, 250);
+    await until('late to run with the Secret made later', async () => ((await initEnvironment('late')).TOKEN === LATE_VALUE ? true : undefined), 120_000, 250);
   });
 
   it('never reads a Secret of another namespace, and refuses a host file reference', async () => {
     await apply(ct('cross', { STOLEN: { secretKeyRef: { name: 'elsewhere', key: 'password' } } }));
     await apply(ct('hostfile', { SHADOW: { file: '/etc/shadow' } }));
-    const cross = await waitFor('cross to report', async () => {
+    const cross = await until('cross to report', async () => {
       const c = await ready('cross');
       return c?.reason === 'SecretNotFound' ? c : undefined;
     }, 60_000, 250);
     expect(cross.message).to.contain(`no Secret ${NS}/elsewhere`);
-    const hostfile = await waitFor('hostfile to report', async () => {
+    const hostfile = await until('hostfile to report', async () => {
       const c = await ready('hostfile');
       return c?.reason === 'PolicyDenied' ? c : undefined;
     }, 60_000, 250);

@@ -17,7 +17,7 @@ import { DesiredStore } from '../../src/store/desired-store.js';
 import { objectKey, type ObjectKey } from '../../src/store/object-key.js';
 import { silentLogger } from '../../src/telemetry/logger.js';
 import { KubeTestEnv } from './support/kube-testenv.js';
-import { waitFor } from './support/kube-wait.js';
+import { until } from '../support/until.js';
 
 const NS = `src-e2e-${process.pid}`;
 const key = (kind: 'Container' | 'VirtualMachine', name: string): ObjectKey => objectKey('kube', NS, kind, name);
@@ -87,28 +87,28 @@ describe('kube source, status writer, finalizer and events against a real kube-a
 
   it('follows adds, spec changes, moves between nodes and deletes', async () => {
     await apply(ct('c4', { nodeName: 'node-a' }));
-    await waitFor('c4 in the store', () => store.get(key('Container', 'c4')));
+    await until('c4 in the store', () => store.get(key('Container', 'c4')));
     await apply(ct('c4', { nodeName: 'node-a', state: 'Stopped' }));
-    const changed = await waitFor('c4 generation 2', () => (store.get(key('Container', 'c4'))?.generation === 2 ? store.get(key('Container', 'c4')) : undefined));
+    const changed = await until('c4 generation 2', () => (store.get(key('Container', 'c4'))?.generation === 2 ? store.get(key('Container', 'c4')) : undefined));
     expect(changed.object.spec.state).to.equal('Stopped');
     await apply(ct('c2', { nodeName: 'node-a' }));
-    await waitFor('c2 moved onto node-a', () => store.get(key('Container', 'c2')));
+    await until('c2 moved onto node-a', () => store.get(key('Container', 'c2')));
     await apply(ct('c2', { nodeName: 'node-b' }));
-    await waitFor('c2 moved away', () => store.get(key('Container', 'c2')) === undefined || undefined);
+    await until('c2 moved away', () => store.get(key('Container', 'c2')) === undefined || undefined);
     await env.kubectlOk(['delete', 'ct', 'c4', '-n', NS]);
-    await waitFor('c4 gone', () => store.get(key('Container', 'c4')) === undefined || undefined);
+    await until('c4 gone', () => store.get(key('Container', 'c4')) === undefined || undefined);
   });
 
   it('recovers from a kube-apiserver restart without losing or duplicating anything', async () => {
     removed.length = 0;
     await env.stopApiServer();
-    await waitFor('the outage reported as a source problem', () => backend.source.problems().length > 0 || undefined, 60_000);
+    await until('the outage reported as a source problem', () => backend.source.problems().length > 0 || undefined, 60_000);
     await env.startApiServerAgain();
     await apply(ct('c5', { nodeName: 'node-a' }));
     await env.kubectlOk(['delete', 'vm', 'v1', '-n', NS]);
-    await waitFor('c5 added and v1 removed after the restart', () =>
+    await until('c5 added and v1 removed after the restart', () =>
       (store.get(key('Container', 'c5')) !== undefined && store.get(key('VirtualMachine', 'v1')) === undefined) || undefined, 90_000);
-    await waitFor('the problem cleared', () => backend.source.problems().length === 0 || undefined, 60_000);
+    await until('the problem cleared', () => backend.source.problems().length === 0 || undefined, 60_000);
     expect([...store.keys()].sort()).to.deep.equal([key('Container', 'c1'), key('Container', 'c5')].sort());
     expect(removed, 'only the deleted object was removed').to.deep.equal([key('VirtualMachine', 'v1')]);
   });
@@ -122,7 +122,7 @@ describe('kube source, status writer, finalizer and events against a real kube-a
     await backend.statusWriter.write(d, status('Creating', 1), abort.signal);
     expect(await puts() - before, 'the same status again sends nothing').to.equal(1);
     // Once the watch event of our own write arrived, the store's copy is older than our write: still nothing to send.
-    await waitFor('our write seen by the informer', async () => (await serverObject('ct', 'c1'))?.status?.phase === 'Creating' || undefined);
+    await until('our write seen by the informer', async () => (await serverObject('ct', 'c1'))?.status?.phase === 'Creating' || undefined);
     await backend.statusWriter.write(store.get(key('Container', 'c1'))!, status('Creating', 1), abort.signal);
     expect(await puts() - before).to.equal(1);
     await backend.statusWriter.write(d, status('Running', 1), abort.signal);
@@ -155,13 +155,13 @@ describe('kube source, status writer, finalizer and events against a real kube-a
     await backend.finalizers.ensure(store.get(key('Container', 'c5'))!, abort.signal);
     expect(await patches() - before, 'ensure is idempotent without a request').to.equal(1);
     await env.kubectlOk(['delete', 'ct', 'c5', '-n', NS, '--wait=false']);
-    const deleting = await waitFor('c5 deleting in the store', () => (store.get(key('Container', 'c5'))?.deleting === true ? store.get(key('Container', 'c5')) : undefined));
+    const deleting = await until('c5 deleting in the store', () => (store.get(key('Container', 'c5'))?.deleting === true ? store.get(key('Container', 'c5')) : undefined));
     expect((await serverObject('ct', 'c5'))?.metadata.deletionTimestamp).to.be.a('string');
     await backend.finalizers.ensure(deleting, abort.signal);
     expect(await patches() - before, 'no finalizer is added to a deleting object').to.equal(1);
     await backend.finalizers.release(deleting, abort.signal);
-    await waitFor('c5 gone from the API', async () => (await serverObject('ct', 'c5')) === undefined || undefined);
-    await waitFor('c5 gone from the store', () => store.get(key('Container', 'c5')) === undefined || undefined);
+    await until('c5 gone from the API', async () => (await serverObject('ct', 'c5')) === undefined || undefined);
+    await until('c5 gone from the store', () => store.get(key('Container', 'c5')) === undefined || undefined);
     await backend.finalizers.release(deleting, abort.signal); // idempotent on a vanished object
   });
 

@@ -19,7 +19,7 @@ import { LibvirtClient } from '../../src/providers/libvirt/libvirt-client.js';
 import { LibvirtProvider } from '../../src/providers/libvirt/libvirt-provider.js';
 import { type Desired, hostNameOf, specHashOf } from '../../src/store/desired.js';
 import { objectKey } from '../../src/store/object-key.js';
-import { until } from './support/until.js';
+import { until } from '../support/until.js';
 
 const run = promisify(execFile);
 const logger = pino({ level: process.env.HYPERLET_TEST_LOG ?? 'silent' });

@@ -12,6 +12,9 @@ import { promisify } from 'node:util';
 import { pino } from 'pino';
 import { Daemon } from '../../src/daemon/daemon.js';
 import { StateDb } from '../../src/state/state-db.js';
+import { until } from '../support/until.js';
+import type { ObjectKey } from '../../src/store/object-key.js';
+import { PassCounter } from '../support/pass-counter.js';
 
 const run = promisify(execFile);
 const NAME = `hyperlet-e2e-${process.pid}-daemon`;
@@ -25,14 +28,6 @@ async function virsh(...args: string[]): Promise<string> {
   } catch (err) {
     const e = err as { stderr?: string; message: string };
     throw new Error(`cannot run virsh ${args.join(' ')}: ${e.stderr ?? e.message}`);
-  }
-}
-
-async function waitFor(what: string, timeoutMs: number, check: () => Promise<boolean> | boolean): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!await check()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
   }
 }
 
@@ -87,17 +82,17 @@ describe('hyperlet run (dir source) with libvirt VMs', function () {
 
   it('boots a VM declared in a file: its console shows the first line', async () => {
     writeFileSync(file(), manifest('128Mi'));
-    await waitFor('the domain to run', 60_000, async () => (await domState()) === 'running');
-    await waitFor('the guest\'s first line', 120_000, () => existsSync(CONSOLE) && readFileSync(CONSOLE, 'utf8').includes('hyperlet-guest: up'));
+    await until('the domain to run', async () => (await domState()) === 'running', 60_000, 100);
+    await until('the guest\'s first line', () => existsSync(CONSOLE) && readFileSync(CONSOLE, 'utf8').includes('hyperlet-guest: up'), 120_000, 100);
     expect(readdirSync(POOL_DIR).filter((f) => f.startsWith(`${NAME}-data-`)), 'one volume named with the object id').to.have.length(1);
-    await waitFor('status Running in the state DB', 10_000, () => {
+    await until('status Running in the state DB', () => {
       const db = new StateDb(path.join(dir, 'state.db'), { readonly: true });
       try {
         return db.listObjects().some((r) => r.name === NAME && r.status?.phase === 'Running');
       } finally {
         db.close();
       }
-    });
+    }, 10_000, 100);
   });
 
   it('waits for a live memory change to take effect while the guest boots instead of hot-looping', async () => {
@@ -113,7 +108,7 @@ describe('hyperlet run (dir source) with libvirt VMs', function () {
         db.close();
       }
     };
-    await waitFor('Ready=True once the balloon settled', 120_000, ready);
+    await until('Ready=True once the balloon settled', ready, 120_000, 100);
     const db = new StateDb(path.join(dir, 'state.db'), { readonly: true });
     const updates = db.auditFor(key, 10_000).filter((e) => e.action === 'Updated').length;
     db.close();
@@ -127,21 +122,21 @@ describe('hyperlet run (dir source) with libvirt VMs', function () {
   it('puts back a domain destroyed behind its back within seconds', async () => {
     await virsh('destroy', NAME);
     const started = Date.now();
-    await waitFor('the domain to run again', 30_000, async () => (await domState()) === 'running');
+    await until('the domain to run again', async () => (await domState()) === 'running', 30_000, 100);
     expect(Date.now() - started).to.be.below(5_000);
   });
 
   it('re-creates a domain destroyed and undefined behind its back', async () => {
     await virsh('destroy', NAME);
     await virsh('undefine', NAME);
-    await waitFor('the domain to be back and running', 60_000, async () => (await domState()) === 'running');
+    await until('the domain to be back and running', async () => (await domState()) === 'running', 60_000, 100);
     const xml = await virsh('dumpxml', NAME);
     expect(xml).to.include('https://hyperlet.io/v1alpha1');
   });
 
   it('applies a memory change in the file live', async () => {
     writeFileSync(file(), manifest('192Mi'));
-    await waitFor('currentMemory 192 MiB', 90_000, async () => (await virsh('dumpxml', NAME)).includes('<currentMemory unit=\'KiB\'>196608</currentMemory>'));
+    await until('currentMemory 192 MiB', async () => (await virsh('dumpxml', NAME)).includes('<currentMemory unit=\'KiB\'>196608</currentMemory>'), 90_000, 100);
     expect(await domState()).to.equal('running');
   });
 
@@ -149,15 +144,17 @@ describe('hyperlet run (dir source) with libvirt VMs', function () {
     const boots = (): number => (readFileSync(CONSOLE, 'utf8').match(/hyperlet-guest: up/g) ?? []).length;
     const before = boots();
     writeFileSync(file(), manifest('192Mi', 'first'));
-    await waitFor('the guest to boot again', 120_000, () => boots() === before + 1);
-    await new Promise((r) => setTimeout(r, 3_000));
+    await until('the guest to boot again', () => boots() === before + 1, 120_000, 100);
+    // Two more whole passes of the object: a second reboot would have been asked for by then.
+    const controller = daemon!.controllers.get('VirtualMachine')!;
+    await new PassCounter(controller.queue).more([`dir/default/VirtualMachine/${NAME}` as ObjectKey], 2, () => controller.resync(), 60_000);
     expect(boots(), 'one reboot per request').to.equal(before + 1);
     expect(await domState()).to.equal('running');
   });
 
   it('removes the domain and its volume when the file is removed', async () => {
     unlinkSync(file());
-    await waitFor('the domain to be gone', 60_000, async () => (await domState()) === 'missing');
+    await until('the domain to be gone', async () => (await domState()) === 'missing', 60_000, 100);
     expect(readdirSync(POOL_DIR), 'the volume is gone too').to.deep.equal([]);
   });
 });

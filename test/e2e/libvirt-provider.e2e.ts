@@ -26,6 +26,7 @@ import { deriveMac, parseDomainXml, volumeNameFor } from '../../src/providers/li
 import { LibvirtProvider } from '../../src/providers/libvirt/libvirt-provider.js';
 import { LibvirtClient } from '../../src/providers/libvirt/libvirt-client.js';
 import { REBOOT_REQUEST_ANNOTATION } from '../../src/shared/annotations.js';
+import { until } from '../support/until.js';
 
 const run = promisify(execFile);
 const PREFIX = `hyperlet-e2e-${process.pid}`;
@@ -44,16 +45,6 @@ async function virsh(...args: string[]): Promise<string> {
   } catch (err) {
     const e = err as { stderr?: string; message: string };
     throw new Error(`cannot run virsh ${args.join(' ')}: ${e.stderr ?? e.message}`);
-  }
-}
-
-async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined> | T | undefined): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
   }
 }
 
@@ -171,7 +162,7 @@ describe('LibvirtProvider against qemu:///system', function () {
     it('boots: the console shows the guest\'s first line', async () => {
       const note = await provider.setState(d, 'Running', await observe(d), signal);
       expect(note).to.equal('started');
-      await waitFor('the guest\'s first line', 120_000, () => (consoleOf(d.hostName).includes('hyperlet-guest: up ignore_acpi=0') ? true : undefined));
+      await until('the guest\'s first line', () => (consoleOf(d.hostName).includes('hyperlet-guest: up ignore_acpi=0') ? true : undefined), 120_000, 200);
       const o = await observe(d);
       expect(o.state).to.equal('Running');
       expect(o.details?.libvirtState).to.equal('running');
@@ -183,7 +174,7 @@ describe('LibvirtProvider against qemu:///system', function () {
       const changes = changesOf(provider, d2, o);
       expect(changes.map((c) => [c.path, c.apply])).to.deep.equal([['resources.memory', 'live']]);
       await provider.update(d2, changes, o, signal);
-      await waitFor('the balloon to reach 192 MiB', 60_000, async () => ((await observe(d2)).fields['resources.memory'] === 192 * 2 ** 20 ? true : undefined));
+      await until('the balloon to reach 192 MiB', async () => ((await observe(d2)).fields['resources.memory'] === 192 * 2 ** 20 ? true : undefined), 60_000, 200);
       expect((await observe(d2)).state, 'no restart').to.equal('Running');
       expect(await virsh('dumpxml', '--inactive', d.hostName)).to.include('<currentMemory unit=\'KiB\'>196608</currentMemory>');
       d = d2;
@@ -193,7 +184,7 @@ describe('LibvirtProvider against qemu:///system', function () {
       const d2 = withSpec(d, {}, { [REBOOT_REQUEST_ANNOTATION]: '2026-11-22T00:00:00Z' });
       const note = await provider.setState(d2, 'Running', await observe(d2), signal);
       expect(note).to.match(/^rebooted on request/);
-      await waitFor('a second boot on the console', 120_000, () => (consoleOf(d.hostName).split('hyperlet-guest: up').length >= 3 ? true : undefined));
+      await until('a second boot on the console', () => (consoleOf(d.hostName).split('hyperlet-guest: up').length >= 3 ? true : undefined), 120_000, 200);
       const o = await observe(d2);
       expect(o.details?.rebootRequest).to.equal('2026-11-22T00:00:00Z');
       expect(await provider.setState(d2, 'Running', o, signal), 'the same token does not reboot again').to.equal(undefined);
@@ -215,7 +206,7 @@ describe('LibvirtProvider against qemu:///system', function () {
     const d = track(desiredVm(vmName('noacpi'), { ...bootSpec('console=ttyS0 quiet hyperlet.ignore_acpi=1'), gracefulStopSeconds: 3 }));
     await provider.create(d, signal);
     await provider.setState(d, 'Running', await observe(d), signal);
-    await waitFor('the guest\'s first line', 120_000, () => (consoleOf(d.hostName).includes('hyperlet-guest: up ignore_acpi=1') ? true : undefined));
+    await until('the guest\'s first line', () => (consoleOf(d.hostName).includes('hyperlet-guest: up ignore_acpi=1') ? true : undefined), 120_000, 200);
     const started = Date.now();
     const note = await provider.setState(d, 'Stopped', await observe(d), signal);
     expect(note).to.match(/^destroyed after 3 s/);
@@ -318,7 +309,7 @@ describe('LibvirtProvider against qemu:///system', function () {
     expect((await observe(d)).ownerId).to.equal(d.id);
     changeLog.length = 0;
     await virsh('undefine', d.hostName);
-    await waitFor('a change for the undefined domain', 5_000, () => (changeLog.includes(d.hostName) ? true : undefined));
+    await until('a change for the undefined domain', () => (changeLog.includes(d.hostName) ? true : undefined), 5_000, 200);
     expect(await provider.observe(d, signal)).to.equal(undefined);
     expect((await provider.observeAll(signal)).has(d.hostName)).to.equal(false);
   });
@@ -329,15 +320,15 @@ describe('LibvirtProvider against qemu:///system', function () {
     const reconnected = new Promise<void>((resolve) => client.once('reconnected', resolve));
     const pid = Number(readFileSync('/run/libvirtd.pid', 'utf8').trim());
     process.kill(pid, 'SIGTERM');
-    await waitFor('libvirtd to exit', 30_000, () => {
+    await until('libvirtd to exit', () => {
       try { process.kill(pid, 0); return undefined; } catch { return true; }
-    });
+    }, 30_000, 200);
     await run('libvirtd', ['-d'], { timeout: 30_000 });
-    await waitFor('the libvirt socket', 30_000, () => (existsSync('/run/libvirt/libvirt-sock') ? true : undefined));
+    await until('the libvirt socket', () => (existsSync('/run/libvirt/libvirt-sock') ? true : undefined), 30_000, 200);
     await reconnected;
     changeLog.length = 0;
     await provider.setState(d, 'Running', await observe(d), signal);
-    await waitFor('an event after the restart', 10_000, () => (changeLog.includes(d.hostName) ? true : undefined));
+    await until('an event after the restart', () => (changeLog.includes(d.hostName) ? true : undefined), 10_000, 200);
     expect((await observe(d)).state).to.equal('Running');
   });
 
@@ -363,7 +354,7 @@ describe('LibvirtProvider against qemu:///system', function () {
     const d = track(desiredVm(vmName('example'), { ...spec, disks: (spec.disks ?? []).map((x) => ({ ...x, pool: POOL })) }, result.object.metadata.annotations));
     await provider.create(d, signal);
     await provider.setState(d, 'Running', await observe(d), signal);
-    await waitFor('the example\'s first line', 120_000, () => (consoleOf(d.hostName).includes('hyperlet-guest: up') ? true : undefined));
+    await until('the example\'s first line', () => (consoleOf(d.hostName).includes('hyperlet-guest: up') ? true : undefined), 120_000, 200);
     await provider.delete(d, signal);
     expect(await provider.observe(d, signal)).to.equal(undefined);
     expect(await virsh('vol-list', POOL)).to.not.include(d.hostName);

@@ -21,7 +21,7 @@ import { MARKER_VERSION, writeMarker } from '../../src/providers/lxc/ownership-m
 import { type Desired, hostNameOf, specHashOf } from '../../src/store/desired.js';
 import { objectKey } from '../../src/store/object-key.js';
 import { describeProviderContract } from '../conformance/provider-contract.js';
-import { until } from './support/until.js';
+import { until } from '../support/until.js';
 
 const run = promisify(execFile);
 const logger = pino({ level: process.env.HYPERLET_TEST_LOG ?? 'silent' });

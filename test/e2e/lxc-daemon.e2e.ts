@@ -16,7 +16,8 @@ import { promisify } from 'node:util';
 import { parseCgroupLayout, parseProcCgroup } from '../../src/providers/lxc/cgroup-host.js';
 import { parseInfo } from '../../src/providers/lxc/lxc-tools.js';
 import { readMarker } from '../../src/providers/lxc/ownership-marker.js';
-import { until } from './support/until.js';
+import { StateDb } from '../../src/state/state-db.js';
+import { until } from '../support/until.js';
 
 const run = promisify(execFile);
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -227,7 +228,16 @@ describe('hyperlet run with LXC (daemon as a child process)', function () {
     await put('j-unknown-field.yaml', manifest(n('j'), { extra: '  colour: blue' }));
     await put('h.yaml', manifest(n('h'))); // a valid file beside them: once it runs, the others were read too
     await waitState(n('h'), 'RUNNING');
-    await new Promise((r) => setTimeout(r, 1_000));
+    // Each of them is a reported problem: refused before the store, so nothing can ever create it.
+    await until('the three files reported as problems', () => {
+      const db = new StateDb(statePath, { readonly: true });
+      try {
+        const files = new Set(db.problems().map((p) => p.problem.file));
+        return ['g-invalid.yaml', 'i-broken.yaml', 'j-unknown-field.yaml'].every((f) => files.has(f)) || undefined;
+      } finally {
+        db.close();
+      }
+    }, 30_000);
     const names = await listed();
     for (const letter of ['g', 'i', 'j']) expect(names, `nothing for ${letter}`).to.not.include(n(letter));
     for (const file of ['g-invalid.yaml', 'i-broken.yaml', 'j-unknown-field.yaml']) await unlink(join(manifests, file));

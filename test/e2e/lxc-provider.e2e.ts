@@ -25,7 +25,7 @@ import { LxcTools } from '../../src/providers/lxc/lxc-tools.js';
 import { readMarker } from '../../src/providers/lxc/ownership-marker.js';
 import { markerPath } from '../../src/providers/lxc/container-paths.js';
 import { parseCgroupLayout, parseProcCgroup } from '../../src/providers/lxc/cgroup-host.js';
-import { until } from './support/until.js';
+import { until } from '../support/until.js';
 
 const run = promisify(execFile);
 const logger = pino({ level: process.env.HYPERLET_TEST_LOG ?? 'silent' });

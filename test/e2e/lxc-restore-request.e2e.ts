@@ -23,7 +23,7 @@ import { readMarker } from '../../src/providers/lxc/ownership-marker.js';
 import { markerPath } from '../../src/providers/lxc/container-paths.js';
 import { type Desired, hostNameOf, specHashOf } from '../../src/store/desired.js';
 import { objectKey } from '../../src/store/object-key.js';
-import { until } from './support/until.js';
+import { until } from '../support/until.js';
 
 const run = promisify(execFile);
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');

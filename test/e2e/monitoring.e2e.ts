@@ -16,7 +16,7 @@ import { readApiToken } from '../../src/state/state-dir.js';
 import { TestRepo } from '../support/git-repo.js';
 import { exposedMetricNames, grafanaQueries, promqlMetricNames, ruleQueries } from '../support/promql-names.js';
 import { DaemonProcess, repoRoot } from './support/daemon-process.js';
-import { until } from './support/until.js';
+import { until } from '../support/until.js';
 import { WebhookReceiver } from './support/webhook-receiver.js';
 
 const run = promisify(execFile);

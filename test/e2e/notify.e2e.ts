@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { StateDb } from '../../src/state/state-db.js';
 import { DaemonProcess } from './support/daemon-process.js';
-import { until } from './support/until.js';
+import { until } from '../support/until.js';
 import { type ReceivedEvent, WebhookReceiver } from './support/webhook-receiver.js';
 
 const run = promisify(execFile);

@@ -32,7 +32,7 @@ import { parseInfo } from '../../src/providers/lxc/lxc-tools.js';
 import { readApiToken } from '../../src/state/state-dir.js';
 import { GitHttpServer } from '../support/git-http.js';
 import { TestRepo, freePort } from '../support/git-repo.js';
-import { until } from './support/until.js';
+import { until } from '../support/until.js';
 
 const run = promisify(execFile);
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');

@@ -182,7 +182,8 @@ export class LxcObserver {
         markerProblem = (err as Error).message; // neither clearly ours nor someone else's: left alone
       }
     }
-    const configText = await readFile(configPath(this.lxcpath, name), 'utf8').catch(() => undefined);
+    // Only a missing config means "no config" (a partial container, cleaned up); any other failure to read it throws.
+    const configText = await readIfExists(configPath(this.lxcpath, name));
     const rootfsOk = configText !== undefined && (await this.rootfsExists(configText));
     const fromConfig = configText === undefined ? undefined : fieldsFromConfig(configText, cgroup.version);
     const fields: Record<string, SpecFields[string]> = marker !== undefined ? { ...marker.fields } : { ...(fromConfig ?? {}) };
@@ -238,7 +239,7 @@ export class LxcObserver {
   }
 
   async isComplete(name: string): Promise<boolean> {
-    const text = await readFile(configPath(this.lxcpath, name), 'utf8').catch(() => undefined);
+    const text = await readIfExists(configPath(this.lxcpath, name));
     return text !== undefined && this.rootfsExists(text);
   }
 }
@@ -269,21 +270,39 @@ function settle(applied: SpecFields[string] | undefined, live: SpecFields[string
   return live;
 }
 
-/** Whether `path` exists; any error of stat() (EACCES too) reads as no. */
+/** Whether a failed file call says the path is not there (as opposed to "cannot tell"). */
+function isAbsent(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+/** Whether `path` exists; throws when that cannot be told (ELOOP, EIO, EACCES…): never "no" by default. */
 export async function exists(path: string): Promise<boolean> {
   try {
     await stat(path);
     return true;
-  } catch {
-    return false;
+  } catch (err) {
+    if (isAbsent(err)) return false;
+    throw new Error(`cannot stat ${path}`, { cause: err });
   }
 }
 
-/** Whether `path` is a directory; any error of stat() (EACCES too) reads as no. */
+/** Whether `path` is a directory; throws when that cannot be told. */
 export async function isDirectory(path: string): Promise<boolean> {
   try {
     return (await stat(path)).isDirectory();
-  } catch {
-    return false;
+  } catch (err) {
+    if (isAbsent(err)) return false;
+    throw new Error(`cannot stat ${path}`, { cause: err });
+  }
+}
+
+/** The text of `path`, or undefined when it does not exist; throws on any other failure to read it. */
+export async function readIfExists(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    if (isAbsent(err)) return undefined;
+    throw new Error(`cannot read ${path}`, { cause: err });
   }
 }

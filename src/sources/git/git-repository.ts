@@ -138,22 +138,25 @@ export class GitRepository {
 
   /**
    * Every file under `subdir` at `revision`, recursively, with paths relative to `subdir`.
-   * Undefined when `subdir` does not exist there (or is not a directory).
+   * Undefined when `subdir` holds no file there (it does not exist, or is not a directory). Throws
+   * when git cannot read the commit: a failed read is never an empty tree.
    */
   async listFiles(revision: string, subdir: string): Promise<TreeFile[] | undefined> {
-    const treeish = subdir === '' ? `${revision}^{tree}` : `${revision}:${subdir}`;
-    const kind = await this.git.run(['cat-file', '-t', treeish], { okCodes: [1, 128] });
-    if (kind.exitCode !== 0 || kind.stdout.toString('utf8').trim() !== 'tree') return undefined;
-    const r = await this.git.run(['ls-tree', '-r', '-z', '--long', treeish]);
+    // One call: a path missing from the commit lists nothing (exit 0); an unreadable commit fails.
+    // ":(literal)" keeps a subdirectory named like a glob from matching other paths.
+    const prefix = subdir === '' ? '' : `${subdir}/`;
+    const pathspec = prefix === '' ? [] : ['--', `:(literal)${prefix}`];
+    const r = await this.git.run(['ls-tree', '-r', '-z', '--long', '--full-tree', revision, ...pathspec]);
     const files: TreeFile[] = [];
     for (const entry of r.stdout.toString('utf8').split('\0')) {
       if (entry === '') continue;
       const tab = entry.indexOf('\t');
       const [mode, type, blob, size] = entry.slice(0, tab).split(/ +/);
-      if (type !== 'blob' || blob === undefined) continue; // submodules are not followed
-      files.push({ path: entry.slice(tab + 1), blob, sizeBytes: Number(size), regular: mode === '100644' || mode === '100755' });
+      const path = entry.slice(tab + 1);
+      if (type !== 'blob' || blob === undefined || !path.startsWith(prefix)) continue; // submodules are not followed
+      files.push({ path: path.slice(prefix.length), blob, sizeBytes: Number(size), regular: mode === '100644' || mode === '100755' });
     }
-    return files;
+    return files.length === 0 && prefix !== '' ? undefined : files;
   }
 
   /** The contents of `blobs`, in one `git cat-file --batch` call. */

@@ -13,7 +13,7 @@ import { parseCgroupLayout, parseProcCgroup } from '../../../src/providers/lxc/c
 import { parseInfo } from '../../../src/providers/lxc/lxc-tools.js';
 import { readMarker } from '../../../src/providers/lxc/ownership-marker.js';
 import { REPO_ROOT } from './crash-daemon.js';
-import { until } from './until.js';
+import { until } from '../../support/until.js';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;

@@ -1,10 +1,10 @@
 import { expect } from 'chai';
 import type { CoreV1Event } from '@kubernetes/client-node';
 import pino from 'pino';
-import type { Clock } from '../../../src/shared/clock.js';
 import { type EventSink, KubeRecorder } from '../../../src/status/kube-recorder.js';
 import type { Desired } from '../../../src/store/desired.js';
 import type { ObjectKey } from '../../../src/store/object-key.js';
+import { FakeClock } from '../../support/fake-clock.js';
 
 /** Records what reaches the API, like sample-controller's action lists; `expired` names answer 404. */
 class FakeEventSink implements EventSink {
@@ -28,26 +28,6 @@ class FakeEventSink implements EventSink {
     if (this.expired.has(name) || !this.events.has(name)) throw Object.assign(new Error('not found'), { code: 404 });
     this.actions.push(`update ${name} count=${count}`);
     this.events.set(name, { ...this.events.get(name)!, count, lastTimestamp });
-  }
-}
-
-class FakeClock implements Clock {
-  private timers: { atMs: number; fn: () => void }[] = [];
-  constructor(public ms = Date.UTC(2026, 0, 1)) {}
-  now(): number { return this.ms; }
-  setTimeout(fn: () => void, ms: number): unknown {
-    const t = { atMs: this.ms + ms, fn };
-    this.timers.push(t);
-    return t;
-  }
-  clearTimeout(handle: unknown): void { this.timers = this.timers.filter((t) => t !== handle); }
-  /** Moves time forward, running the timers that come due. */
-  async advance(ms: number): Promise<void> {
-    this.ms += ms;
-    const due = this.timers.filter((t) => t.atMs <= this.ms);
-    this.timers = this.timers.filter((t) => t.atMs > this.ms);
-    for (const t of due) t.fn();
-    for (let i = 0; i < 20; i++) await Promise.resolve();
   }
 }
 

@@ -1,7 +1,4 @@
 import { expect } from 'chai';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { connect } from 'node:net';
 import { HttpServer, type ReadinessCheck, bearerMatches } from '../../../src/server/http-server.js';
 import { StateDb } from '../../../src/state/state-db.js';
@@ -10,7 +7,6 @@ import { silentLogger } from '../../../src/telemetry/logger.js';
 import { container } from '../../fakes/desired-objects.js';
 
 describe('HttpServer', () => {
-  let dir: string;
   let db: StateDb;
   let server: HttpServer;
   let base: string;
@@ -21,8 +17,7 @@ describe('HttpServer', () => {
   const auth = { authorization: `Bearer ${token}` };
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'hyperlet-http-'));
-    db = new StateDb(join(dir, 'state.db'));
+    db = new StateDb(':memory:');
     for (let i = 0; i < 5; i++) {
       const d = container(`c${i}`);
       const labeled = { ...d, object: { ...d.object, metadata: { ...d.object.metadata, labels: { tier: i % 2 === 0 ? 'web' : 'db' } } } };
@@ -41,7 +36,7 @@ describe('HttpServer', () => {
     const address = await server.listen();
     base = `http://127.0.0.1:${address.port}`;
   });
-  after(async () => { await server.close(); db.close(); rmSync(dir, { recursive: true, force: true }); });
+  after(async () => { await server.close(); db.close(); });
 
   it('answers /healthz', async () => {
     const res = await fetch(`${base}/healthz`);

@@ -10,23 +10,12 @@ import { ObjectEvents, identityOf, summarize } from '../../../src/reconcile/obje
 import { HttpServer } from '../../../src/server/http-server.js';
 import type { ObjectView, ObjectViews } from '../../../src/server/object-view.js';
 import { WatchStream } from '../../../src/server/watch-stream.js';
-import type { Clock } from '../../../src/shared/clock.js';
 import type { Desired } from '../../../src/store/desired.js';
 import { Metrics } from '../../../src/telemetry/metrics.js';
 import { silentLogger } from '../../../src/telemetry/logger.js';
 import { toView } from '../../../src/daemon/object-views.js';
 import { container, vm } from '../../fakes/desired-objects.js';
-
-/** A clock whose timers run only when the test says so. */
-class ManualClock implements Clock {
-  private timers = new Map<number, () => void>();
-  private next = 1;
-  now(): number { return 0; }
-  setTimeout(fn: () => void, _ms: number): unknown { const id = this.next++; this.timers.set(id, fn); return id; }
-  clearTimeout(handle: unknown): void { this.timers.delete(handle as number); }
-  fireAll(): void { const due = [...this.timers.values()]; this.timers.clear(); for (const fn of due) fn(); }
-  get pending(): number { return this.timers.size; }
-}
+import { FakeClock } from '../../support/fake-clock.js';
 
 const status = (phase: Status['phase']): Status => ({ phase, conditions: [] });
 
@@ -37,7 +26,7 @@ describe('WatchStream', () => {
     get: (key) => { const o = objects.get(key); return o === undefined ? undefined : toView(o.d, o.status, '2024-01-01T00:00:00.000Z'); },
   };
   const events = new ObjectEvents();
-  const clock = new ManualClock();
+  const clock = new FakeClock();
   const watch = new WatchStream({ events, views, clock, maxClients: 3, redact: (t) => t.replaceAll('s3cr3t', '<redacted>') });
   let server: HttpServer;
   let base = '';
@@ -102,7 +91,7 @@ describe('WatchStream', () => {
     while (!text.includes('SYNCED')) text += new TextDecoder().decode((await reader.read()).value);
     expect(parser.push(text).map((m) => m.event)).to.deep.equal(['SYNCED']);
     expect(clock.pending).to.equal(1);
-    clock.fireAll();
+    await clock.advance(15_000); // the heartbeat's period
     expect(new TextDecoder().decode((await reader.read()).value)).to.equal(': keep-alive\n\n');
     await reader.cancel();
     for (let i = 0; i < 50 && watch.size > 0; i++) await new Promise((r) => setImmediate(r));

@@ -13,14 +13,14 @@ describe('StateStatusWriter records', () => {
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
   const parts = (name: string) => ({ source: 'dir', kind: 'Container', namespace: 'default', name });
 
-  it('KeysIncludeRowsNeverActedOnFromBeforeTheStartUntilForgotten', () => {
+  it('KeysIncludeRowsNeverActedOnFromBeforeTheStartUntilForgotten', async () => {
     // A daemon identified "idle" (never acted on) and remembered "acted", then was killed.
     const path = join(dir, 'state.db');
     const [idle, acted] = [container('idle'), container('acted')];
     let db = new StateDb(path);
     db.identify(idle.key, parts('idle'), idle.specHash);
     db.identify(acted.key, parts('acted'), acted.specHash);
-    db.remember(acted);
+    await db.remember(acted);
     db.close();
 
     db = new StateDb(path);
@@ -33,7 +33,7 @@ describe('StateStatusWriter records', () => {
     db.close();
   });
 
-  it('RememberingMovesAKeyFromUnappliedToRemembered', () => {
+  it('RememberingMovesAKeyFromUnappliedToRemembered', async () => {
     const path = join(dir, 'state.db');
     const d = container('web');
     let db = new StateDb(path);
@@ -41,7 +41,7 @@ describe('StateStatusWriter records', () => {
     db.close();
     db = new StateDb(path);
     const records = new StateStatusWriter(db, 'dir', silentLogger());
-    records.remember(d);
+    await records.remember(d);
     expect(records.keys()).to.deep.equal([d.key]);
     expect(records.lastApplied(d.key)?.key).to.equal(d.key);
     db.close();

@@ -38,15 +38,18 @@ describe('StateDb', () => {
     db.close();
   });
 
-  it('remembers tombstones durably, and forget removes them', () => {
+  it('remembers tombstones durably, and forget removes them', async () => {
     const path = join(dir, 'state.db');
     const d = container('web');
+    const other = container('db');
     const db = new StateDb(path);
     db.identify(d.key, parts, d.specHash);
-    db.remember(d);
-    // A second handle sees it at once: remember is on disk when it returns.
+    db.identify(other.key, { ...parts, name: 'db' }, other.specHash);
+    // Two remembers in one turn share a commit; a second handle sees both once they resolve.
+    await Promise.all([db.remember(d), db.remember(other)]);
     const reader = new StateDb(path, { readonly: true });
-    expect(reader.rememberedKeys()).to.deep.equal([d.key]);
+    expect(reader.rememberedKeys().sort()).to.deep.equal([other.key, d.key].sort());
+    db.forget(other.key);
     expect(reader.getObject(d.key)?.applied?.id).to.equal(d.id);
     db.forget(d.key);
     expect(reader.rememberedKeys()).to.deep.equal([]);
