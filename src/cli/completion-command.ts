@@ -28,6 +28,8 @@ const FLAGS: Readonly<Record<string, readonly string[]>> = {
   exec: ['--namespace', '-n', '--lxcpath'],
   crds: ['--out'],
   completion: [],
+  dashboard: ['--server', '--state', '--help'],
+  refresh: ['--server', '--state', '--cacert', '--help'],
 };
 
 const VALUES: Readonly<Record<string, readonly string[]>> = {

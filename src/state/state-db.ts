@@ -178,6 +178,7 @@ export class StateDb {
       delete: this.db.prepare('DELETE FROM objects WHERE key = ?'),
       all: this.db.prepare<[], RawObjectRow>('SELECT * FROM objects ORDER BY kind, namespace, name'),
       audit: this.db.prepare('INSERT INTO audit (at, key, type, action, result, message) VALUES (?, ?, ?, ?, ?, ?)'),
+      auditRecent: this.db.prepare<[number], AuditEntry>('SELECT * FROM (SELECT * FROM audit ORDER BY seq DESC LIMIT ?) ORDER BY seq'),
       auditFor: this.db.prepare<[string, number], AuditEntry>('SELECT * FROM (SELECT * FROM audit WHERE key = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq'),
       clearProblems: this.db.prepare('DELETE FROM problems WHERE source = ?'),
       addProblem: this.db.prepare('INSERT INTO problems (source, seq, line, detail) VALUES (?, ?, ?, ?)'),
@@ -267,6 +268,12 @@ export class StateDb {
   audit(key: string, type: string, action: string, result: string, message: string): void {
     const at = new Date().toISOString();
     this.defer(() => this.statements.audit.run(at, key, type, action, result, message));
+  }
+
+  /** The last `limit` audit entries of every key, oldest first (the dashboard's timeline). */
+  recentAudit(limit = 100): AuditEntry[] {
+    this.flush();
+    return this.statements.auditRecent.all(limit);
   }
 
   /** The last `limit` audit entries of `key`, oldest first. */
