@@ -22,6 +22,7 @@ import { WatchStream } from '../server/watch-stream.js';
 import { systemClock } from '../shared/clock.js';
 import { DaemonObjectViews } from './object-views.js';
 import { DaemonDashboard } from './dashboard-data.js';
+import { RequestOverlay } from './request-overlay.js';
 import { EventLog } from '../server/dashboard-api.js';
 import { DashboardAssets } from '../server/dashboard-assets.js';
 import type { WatchEvent } from '../server/watch-stream.js';
@@ -137,6 +138,8 @@ export class Daemon {
     if (tightened !== undefined) logger.warn({ dir: this.db.stateDir?.dir, was: `0${tightened.toString(8)}` }, 'state directory was open to other users; made it 0700');
     this.apiToken = config.statePath === ':memory:' ? randomBytes(32).toString('base64url') : ensureApiToken(config.statePath);
     this.notifier = this.createNotifier(this.db);
+    // Sources write through the overlay: requests made through the API are laid over their objects.
+    const overlay = new RequestOverlay(this.store, this.db);
     this.backends = await createBackends(config.sources, {
       ...(config.secretsDir === undefined ? {} : { secretsDir: config.secretsDir }),
       db: this.db, logger, node: config.node, nodeFilter: config.nodeFilter, events: this.events,
@@ -184,6 +187,7 @@ export class Daemon {
       const dashboardApi = new DaemonDashboard({
         node: config.node, startedAt: new Date(systemClock.now()).toISOString(), store: this.store, backends: () => this.backends,
         synced: (id) => this.synced.has(id), healths: this.healths, providers: this.providers, views, eventLog, db, redact,
+        request: (key, annotation, value) => overlay.request(key, annotation, value, systemClock.now()),
       });
       const watch = new WatchStream({ events: this.events, views, redact, host: () => dashboardApi.host() });
       this.http = new HttpServer({
@@ -198,7 +202,7 @@ export class Daemon {
     }
 
     await Promise.all(this.backends.map(async (b) => {
-      await b.source.start(this.store, this.sourcesAbort.signal);
+      await b.source.start(overlay, this.sourcesAbort.signal);
       this.synced.add(b.source.id);
       logger.info({ source: b.source.description, objects: this.store.size }, 'source synced');
     }));

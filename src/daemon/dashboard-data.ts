@@ -13,7 +13,8 @@ import { redactObject } from '../api/v1alpha1/redact-object.js';
 import type { Provider } from '../providers/provider.js';
 import type { SourceBackend } from '../reconcile/backend.js';
 import type { ProviderHealth } from '../reconcile/provider-health.js';
-import type { DashboardApi, EventLog, HostInfo, ObjectDetail } from '../server/dashboard-api.js';
+import type { ActionResult, DashboardApi, EventLog, HostInfo, ObjectDetail } from '../server/dashboard-api.js';
+import { REBOOT_REQUEST_ANNOTATION } from '../shared/annotations.js';
 import type { ObjectViews } from '../server/object-view.js';
 import type { WatchEvent } from '../server/watch-stream.js';
 import { stripTerminalControls } from '../shared/terminal-text.js';
@@ -37,7 +38,23 @@ export interface DaemonDashboardOptions {
   readonly eventLog: EventLog;
   readonly db?: Pick<StateDb, 'auditFor'>;
   readonly redact: (text: string) => string;
+  /** Lays a request annotation over a declared object (RequestOverlay); false when the source declares none. */
+  readonly request: (key: ObjectKey, annotation: string, value: string) => boolean;
 }
+
+/**
+ * The actions the page and the CLI may ask for, each an annotation the reconcile loop already
+ * acts on, and which kinds offer it. Start and stop are the declared state (the file, the commit,
+ * the resource) and snapshots are not served yet (issue 12): none of them is offered.
+ */
+interface ActionSpec {
+  readonly annotation: string;
+  readonly offered: (kind: Kind, provider: Provider | undefined) => boolean;
+}
+
+const ACTIONS: Readonly<Record<string, ActionSpec>> = {
+  reboot: { annotation: REBOOT_REQUEST_ANNOTATION, offered: (_kind, provider) => provider?.rebootPending !== undefined },
+};
 
 export class DaemonDashboard implements DashboardApi {
   constructor(private readonly o: DaemonDashboardOptions) {}
@@ -91,7 +108,31 @@ export class DaemonDashboard implements DashboardApi {
     const shown = redactObject(d.object);
     const object = { ...shown, metadata: { ...shown.metadata, uid: d.id }, ...(status === undefined ? {} : { status }) };
     const consoleTail = await this.consoleTail(kind, d.hostName);
-    return { object, view, events: this.eventsOf(key, backend), actions: [], ...(consoleTail === undefined ? {} : { consoleTail }) };
+    const actions = Object.entries(ACTIONS).filter(([, a]) => a.offered(kind, this.o.providers.get(kind))).map(([name]) => name);
+    return { object, view, events: this.eventsOf(key, backend), actions, ...(consoleTail === undefined ? {} : { consoleTail }) };
+  }
+
+  act(kind: string, namespace: string, name: string, action: string): ActionResult {
+    const key = isKind(kind) ? this.findKey(kind, namespace, name) : undefined;
+    if (key === undefined || !isKind(kind)) return { ok: false, status: 404, error: `${kind} ${namespace}/${name} not found` };
+    const spec = ACTIONS[action];
+    if (spec === undefined || !spec.offered(kind, this.o.providers.get(kind))) {
+      const offered = this.offeredFor(kind).join(', ') || 'none';
+      return { ok: false, status: 409, error: `${action} is not offered for ${KINDS[kind].plural} (offered: ${offered})` };
+    }
+    const value = new Date().toISOString();
+    if (!this.o.request(key, spec.annotation, value)) {
+      return { ok: false, status: 404, error: `${kind} ${namespace}/${name} is not declared by its source` };
+    }
+    return { ok: true, annotation: spec.annotation, value };
+  }
+
+  private offeredFor(kind: Kind): string[] {
+    return Object.entries(ACTIONS).filter(([, a]) => a.offered(kind, this.o.providers.get(kind))).map(([name]) => name);
+  }
+
+  private findKey(kind: Kind, namespace: string, name: string): ObjectKey | undefined {
+    return this.o.backends().map((b) => objectKey(b.source.id, namespace, kind, name)).find((k) => this.o.store.get(k) !== undefined);
   }
 
   /** Audit entries where the source keeps them (dir, git); the events seen since start otherwise (kube). */

@@ -46,7 +46,17 @@ export interface DashboardApi {
   recentEvents(limit: number): readonly WatchEvent[];
   /** KIND NAMESPACE/NAME in detail, or undefined when there is no such object. */
   object(kind: string, namespace: string, name: string): Promise<ObjectDetail | undefined>;
+  /**
+   * Asks for `action` on KIND NAMESPACE/NAME through a request annotation the reconcile loop acts
+   * on: `{ ok: true, value }`, or why not (no such object: 404; not offered for it: 409).
+   */
+  act(kind: string, namespace: string, name: string, action: string): ActionResult;
 }
+
+/** The answer to an action. */
+export type ActionResult =
+  | { readonly ok: true; readonly annotation: string; readonly value: string }
+  | { readonly ok: false; readonly status: 404 | 409; readonly error: string };
 
 /**
  * The recent events in memory: seeded from the audit log at start, then every recorded event

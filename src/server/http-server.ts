@@ -171,6 +171,15 @@ export class HttpServer {
     }
     // The dashboard asks whether its token is good before it offers actions: this route needs it, like every POST.
     if (target.path === '/api/v1/session' && req.method === 'POST') return this.send(res, 200, { token: 'valid' });
+    const actionApi = this.options.dashboard?.api;
+    // POST /api/v1/objects/KIND/NAMESPACE/NAME/ACTION: an action, as a request annotation the reconcile loop acts on.
+    const isAction = segments.length === 7 && segments[0] === 'api' && segments[1] === 'v1' && segments[2] === 'objects';
+    if (req.method === 'POST' && actionApi !== undefined && isAction) {
+      const [, , , kind = '', namespace = '', name = '', action = ''] = segments;
+      const result = actionApi.act(kind, namespace, name, action);
+      if (!result.ok) return this.send(res, result.status, { error: result.error });
+      return this.send(res, 202, { requested: result.annotation, value: result.value });
+    }
     if (!reading) return this.send(res, 405, { error: 'only GET is served (and POST /sources/ID/refresh)' });
     const path = target.path;
     if (path === '/sources') {

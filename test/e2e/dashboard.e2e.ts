@@ -4,12 +4,13 @@
  * weighs under 200 KB; a container stopped from outside with lxc-stop shows Stopped, then Running
  * again after the repair, each within a second, with no request but the event stream; the keyboard
  * reaches everything; the object page shows spec (secrets redacted), conditions, events and the
- * console; the token is validated before actions are offered. Screenshots go to test-artifacts/.
+ * console; the token is validated before actions are offered, and a VM's Reboot button (and
+ * `hyperlet reboot`) reboots the real guest once. Screenshots go to test-artifacts/.
  */
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { access, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -24,6 +25,17 @@ const suffix = randomBytes(2).toString('hex');
 const n = (name: string): string => `ui${suffix}-${name}`;
 const CHROMIUM = '/usr/bin/chromium';
 const SECRET = `s3cret-${randomBytes(6).toString('hex')}`;
+
+const VM = n('vm');
+const VM_CONSOLE = join('/var/log/hyperlet/console', `${VM}.log`);
+const virtualMachine = (guestDir: string): string => [
+  'apiVersion: hyperlet.io/v1alpha1', 'kind: VirtualMachine', `metadata: {name: ${VM}}`, 'spec:', '  hypervisor: qemu',
+  '  resources: {cpu: 1, memory: 128Mi}',
+  `  boot: {kernel: ${guestDir}/vmlinuz, initrd: ${guestDir}/initrd.img, cmdline: "console=ttyS0 quiet"}`,
+  '  gracefulStopSeconds: 5', '',
+].join('\n');
+/** How often the test guest has booted: it prints this line on its serial console at each boot. */
+const boots = async (): Promise<number> => ((await readFile(VM_CONSOLE, 'utf8').catch(() => '')).match(/hyperlet-guest: up/g) ?? []).length;
 
 const container = (name: string, extra: string[] = []): string => [
   'apiVersion: hyperlet.io/v1alpha1', 'kind: Container', 'metadata:', `  name: ${name}`, '  labels:', '    tier: web', 'spec:',
@@ -72,9 +84,14 @@ describe('dashboard in a real browser (Chromium)', function () {
     await mkdir(artifacts, { recursive: true });
     await writeFile(join(tmp, 'manifests', 'web.yaml'), container(n('web'), ['  environment:', `    API_TOKEN: ${SECRET}`]));
     await writeFile(join(tmp, 'manifests', 'db.yaml'), container(n('db')));
+    if (!(await access('/run/libvirt/libvirt-sock').then(() => true, () => false))) throw new Error('needs libvirtd: run make host');
+    const built = await run('bash', [join(repoRoot, 'scripts', 'build-test-guest.sh')], { timeout: 600_000 });
+    const guestDir = built.stdout.trim().split('\n').pop() ?? '';
+    await rm(VM_CONSOLE, { force: true });
+    await writeFile(join(tmp, 'manifests', 'vm.yaml'), virtualMachine(guestDir));
     daemon = await DaemonProcess.start([
       '--source', `dir:${join(tmp, 'manifests')}`, '--lxcpath', lxcpath, '--state', statePath, '--http', '127.0.0.1:0',
-      '--kinds', 'Container',
+      '--kinds', 'Container,VirtualMachine',
       '--node', n('node'),
     ], join(tmp, 'daemon.log'));
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu'] });
@@ -103,12 +120,16 @@ describe('dashboard in a real browser (Chromium)', function () {
     if (this.currentTest?.state === 'failed') {
       await page?.screenshot({ path: join(artifacts, `dashboard-failed-${suffix}.png`), fullPage: true }).catch(() => undefined);
       if (daemon !== undefined) console.error(`--- daemon log ---\n${await daemon.logTail(40)}`);
+      console.error(`--- ${VM_CONSOLE} ---\n${(await readFile(VM_CONSOLE, 'utf8').catch(() => '')).slice(-1500)}`);
     }
   });
 
   after(async () => {
     await browser?.close();
     await daemon?.stop('SIGKILL');
+    await run('virsh', ['-c', 'qemu:///system', 'destroy', VM], { timeout: 60_000 }).catch(() => undefined);
+    await run('virsh', ['-c', 'qemu:///system', 'undefine', VM, '--nvram'], { timeout: 60_000 }).catch(() => undefined);
+    await rm(VM_CONSOLE, { force: true });
     for (const name of await readdir(lxcpath).catch(() => [] as string[])) {
       await run('lxc-stop', ['-P', lxcpath, '-n', name, '-k'], { timeout: 30_000 }).catch(() => undefined);
       await run('lxc-destroy', ['-P', lxcpath, '-n', name], { timeout: 60_000 }).catch(() => undefined);
@@ -174,10 +195,10 @@ describe('dashboard in a real browser (Chromium)', function () {
     expect(await evaluate<string>('document.activeElement && document.activeElement.id')).to.equal('filter');
     await page.keyboard.type(n('web'));
     await until('one row', async () => ((await page.locator('#objects tbody tr').count()) === 1 ? true : undefined), 5_000);
-    expect(await page.textContent('#count')).to.equal('(1 of 2)');
+    expect(await page.textContent('#count')).to.equal('(1 of 3)');
     await page.keyboard.press('Escape'); // clears the search field
     await page.keyboard.press('Escape'); // leaves it
-    expect(await page.locator('#objects tbody tr').count()).to.equal(2);
+    expect(await page.locator('#objects tbody tr').count()).to.equal(3);
     await page.keyboard.press('j');
     await page.keyboard.press('j');
     expect(await evaluate<string>('document.activeElement && document.activeElement.dataset.name')).to.equal(n('web'));
@@ -218,5 +239,31 @@ describe('dashboard in a real browser (Chromium)', function () {
     const stored = (): Promise<string | null> => evaluate<string | null>("sessionStorage.getItem('hyperlet-token')");
     await until('the page to drop the refused token', async () => ((await stored()) === null ? true : undefined), 10_000);
     await until('Sign in again', signInText('Sign in'), 10_000);
+  });
+
+  it('reboots a VM once from its Reboot button, and again from hyperlet reboot, through the reconcile loop', async () => {
+    await page.goto(`${daemon!.baseUrl}/#token=${readApiToken(statePath)}`);
+    await until('signed in', async () => ((await page.textContent('#signin')) === 'Sign out' ? true : undefined), 10_000);
+    await page.goto(`${daemon!.baseUrl}/#/o/VirtualMachine/default/${VM}`);
+    await page.waitForSelector('#detail [data-phase="Running"]', { timeout: 120_000 });
+    await until('the guest to boot', async () => ((await boots()) >= 1 ? true : undefined), 120_000, 200);
+    await page.waitForSelector('[data-actions="reboot"] button');
+    const first = await boots();
+    await page.click('[data-actions] button:has-text("Reboot")');
+    const asked = (): true | undefined => (requests.some((r) => r.url.endsWith(`/VirtualMachine/default/${VM}/reboot`)) ? true : undefined);
+    await until('the reboot request', asked, 10_000);
+    await until('the guest to boot again', async () => ((await boots()) === first + 1 ? true : undefined), 120_000, 200);
+    await page.waitForSelector('#object-events li.Normal >> text=Rebooted', { timeout: 30_000 });
+    const printed = await run(process.execPath, [cliPath, 'reboot', 'vm', VM, '--server', daemon!.baseUrl, '--state', statePath], {
+      timeout: 30_000,
+    });
+    expect(printed.stdout).to.match(new RegExp(`virtualmachine default/${VM}: reboot requested`));
+    await until('the guest to boot a third time', async () => ((await boots()) === first + 2 ? true : undefined), 120_000, 200);
+    await new Promise((r) => setTimeout(r, 2_000));
+    expect(await boots(), 'once per request').to.equal(first + 2);
+    const refused = await run(process.execPath, [cliPath, 'reboot', 'ct', n('web'), '--server', daemon!.baseUrl, '--state', statePath])
+      .then(() => 'accepted', (e: { stderr?: string }) => e.stderr ?? '');
+    expect(refused).to.include('409').and.include('reboot is not offered for containers');
+    await page.screenshot({ path: join(artifacts, 'dashboard-vm.png'), fullPage: true });
   });
 });

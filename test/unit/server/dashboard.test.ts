@@ -6,7 +6,7 @@
 import { expect } from 'chai';
 import { gunzipSync } from 'node:zlib';
 import { ObjectEvents, identityOf } from '../../../src/reconcile/object-events.js';
-import { type DashboardApi, EventLog, type HostInfo, type ObjectDetail } from '../../../src/server/dashboard-api.js';
+import { type ActionResult, type DashboardApi, EventLog, type HostInfo, type ObjectDetail } from '../../../src/server/dashboard-api.js';
 import { DashboardAssets } from '../../../src/server/dashboard-assets.js';
 import { HttpServer } from '../../../src/server/http-server.js';
 import type { WatchEvent } from '../../../src/server/watch-stream.js';
@@ -35,6 +35,11 @@ class FakeDashboardApi implements DashboardApi {
   object(kind: string, namespace: string, name: string): Promise<ObjectDetail | undefined> {
     this.asked.push(`object:${kind}/${namespace}/${name}`);
     return Promise.resolve(undefined);
+  }
+  act(kind: string, namespace: string, name: string, action: string): ActionResult {
+    this.asked.push(`act:${action}:${kind}/${namespace}/${name}`);
+    if (action !== 'reboot') return { ok: false, status: 409, error: 'not offered' };
+    return { ok: true, annotation: 'hyperlet.io/reboot-request', value: 'v1' };
   }
 }
 
@@ -84,6 +89,20 @@ describe('dashboard (server side)', () => {
     expect((await fetch(`${base}/api/v1/events?limit=0`)).status).to.equal(400);
     expect((await fetch(`${base}/api/v1/objects/Container/default/nope`)).status).to.equal(404);
     expect(api.asked).to.deep.equal(['events:5', 'object:Container/default/nope']);
+  });
+
+  it('acts only with the token, through the API, and says why it cannot', async () => {
+    const url = `${base}/api/v1/objects/VirtualMachine/default/vm1/reboot`;
+    expect((await fetch(url, { method: 'POST' })).status, 'no token').to.equal(401);
+    const asked = api.asked.length;
+    const done = await fetch(url, { method: 'POST', headers: { authorization: 'Bearer the-token' } });
+    expect(done.status).to.equal(202);
+    expect(await done.json()).to.deep.equal({ requested: 'hyperlet.io/reboot-request', value: 'v1' });
+    const refused = await fetch(`${base}/api/v1/objects/Container/default/c1/start`, {
+      method: 'POST', headers: { authorization: 'Bearer the-token' },
+    });
+    expect(refused.status).to.equal(409);
+    expect(api.asked.slice(asked)).to.deep.equal(['act:reboot:VirtualMachine/default/vm1', 'act:start:Container/default/c1']);
   });
 
   it('accepts the session check only with the token', async () => {
