@@ -12,12 +12,13 @@
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
+import { DEFAULT_ID_RANGE } from '../src/api/v1alpha1/host-defaults.js';
 import { parseCgroupLayout } from '../src/providers/lxc/cgroup-host.js';
 import { parseMonitorLine } from '../src/providers/lxc/lxc-monitor.js';
 
@@ -146,10 +147,14 @@ export async function lxcBench(count = 50, concurrency = 4, drifts = 20, rounds 
   const manifests = join(tmp, 'manifests');
   const statePath = join(tmp, 'state', 'state.db');
   for (const d of [rawPath, lxcpath, manifests, dirname(statePath)]) await mkdir(d, { recursive: true });
+  // Unprivileged containers' mapped root must pass through the directories above their lxcpath.
+  await chmod(tmp, 0o711);
   const base = join(tmp, 'base.conf');
   const v1 = parseCgroupLayout(await readFile('/proc/self/mounts', 'utf8'))?.version === 1;
-  // The same limit hyperlet sets for `memory: 64Mi`, so both sides do the same work.
-  await writeFile(base, `lxc.net.0.type = empty\n${v1 ? 'lxc.cgroup.memory.limit_in_bytes' : 'lxc.cgroup2.memory.max'} = 67108864\n`);
+  // The same limit and user namespace hyperlet sets for `memory: 64Mi`, so both sides do the same work.
+  const { hostId, size } = DEFAULT_ID_RANGE;
+  await writeFile(base, `lxc.net.0.type = empty\n${v1 ? 'lxc.cgroup.memory.limit_in_bytes' : 'lxc.cgroup2.memory.max'} = 67108864\n`
+    + `lxc.idmap = u 0 ${hostId} ${size}\nlxc.idmap = g 0 ${hostId} ${size}\n`);
   const figures: Record<string, number | string> = { containers: count, concurrency };
   let daemon: Daemon | undefined;
   let monitor: ChildProcess | undefined;

@@ -10,11 +10,13 @@ type Bench = () => Promise<Record<string, number | string>>;
 
 export const BENCHES: Record<string, () => Promise<Bench>> = {
   queue: async () => (await import('./queue-bench.js')).queueBench,
+  policy: async () => { const { policyBench } = await import('./policy-bench.js'); return () => policyBench(); },
   reconcile: async () => { const { reconcileBench } = await import('./reconcile-bench.js'); return () => reconcileBench(); },
   libvirt: async () => (await import('./libvirt-bench.js')).libvirtBench,
   lxc: async () => { const { lxcBench } = await import('./lxc-bench.js'); return () => lxcBench(); },
   kube: async () => (await import('./kube-bench.js')).kubeBench,
   git: async () => { const { gitBench } = await import('./git-bench.js'); return () => gitBench(); },
+  snapshot: async () => { const { snapshotBench } = await import('./snapshot-bench.js'); return () => snapshotBench(); },
 };
 
 const one = process.argv[2];

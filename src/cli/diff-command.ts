@@ -1,8 +1,9 @@
 /**
- * `hyperlet diff -f PATH`: what the daemon would do for these objects on this host, changing
- * nothing. Exit 0 when nothing would change, 1 when something would, 2 on bad input or usage.
+ * `hyperlet diff -f PATH [--policy FILE]`: what the daemon would do for these objects on this
+ * host, changing nothing. Objects the host policy refuses (the file given, else the built-in
+ * default, as for `hyperlet run`) are shown with the refusal, field by field. Exit 0 when nothing
+ * would change, 1 when something would, 2 on bad input, a refusal or usage.
  */
-import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { environmentReferences, isEnvironmentError, withEnvironmentValues } from '../api/v1alpha1/environment.js';
@@ -18,8 +19,8 @@ import { errorMessage } from '../shared/errors.js';
 import { loadPaths } from '../sources/manifest-loader.js';
 import { StateDb } from '../state/state-db.js';
 import { DEFAULT_STATE_PATH } from '../state/state-dir.js';
-import { type Desired, hostNameOf, specHashOf } from '../store/desired.js';
-import { objectKey } from '../store/object-key.js';
+import { issueLine } from '../policy/admission.js';
+import { PolicyOptionError, admitAll, desiredOf, policyOption } from './policy-check.js';
 import { UsageError } from './usage-error.js';
 
 function describe(step: Step): string {
@@ -43,10 +44,19 @@ export async function diffCommand(args: string[]): Promise<number> {
     options: {
       filename: { type: 'string', short: 'f', multiple: true }, state: { type: 'string' }, lxcpath: { type: 'string' },
       'libvirt-uri': { type: 'string' }, 'libvirt-socket': { type: 'string' }, 'secrets-dir': { type: 'string' },
+      policy: { type: 'string' },
     },
   });
   const paths = [...(values.filename ?? []), ...positionals];
   if (paths.length === 0) throw new UsageError('diff needs at least one -f PATH');
+  let hostPolicy;
+  try {
+    hostPolicy = await policyOption(values.policy);
+  } catch (err) {
+    if (!(err instanceof PolicyOptionError)) throw err;
+    for (const line of err.lines) process.stdout.write(`${line}\n`);
+    return 2;
+  }
   const { objects, problems } = await loadPaths(paths);
   if (problems.length > 0) {
     for (const p of problems) process.stdout.write(`${p.line}\n`);
@@ -66,21 +76,32 @@ export async function diffCommand(args: string[]): Promise<number> {
   const environment = new FileEnvironmentResolver(values['secrets-dir'] ?? DEFAULT_SECRETS_DIR);
   let changes = 0;
   let failures = 0;
+  let refusals = 0;
+  const declared = objects.map((loaded) => {
+    const { object } = loaded;
+    const row = rows.find((r) => r.kind === object.kind && r.namespace === object.metadata.namespace && r.name === object.metadata.name);
+    return desiredOf(loaded, row);
+  });
+  // The same verdict the daemon reaches: a refused object would not be touched, so nothing is planned for it.
+  const verdicts = await admitAll(hostPolicy, declared);
   try {
-    for (const { object, file, document } of objects) {
-      const row = rows.find((r) => r.kind === object.kind && r.namespace === object.metadata.namespace && r.name === object.metadata.name);
-      const d: Desired = {
-        key: objectKey(row?.source ?? 'dir', object.metadata.namespace, object.kind, object.metadata.name), source: row?.source ?? 'dir',
-        object, id: row?.id ?? randomUUID(), generation: row?.generation ?? 1, specHash: specHashOf(object.spec), hostName: hostNameOf(object),
-        origin: { file, document },
-      };
+    for (const declaredObject of declared) {
+      const { object } = declaredObject;
       const label = `${object.kind}/${object.metadata.namespace === 'default' ? '' : `${object.metadata.namespace}/`}${object.metadata.name}`;
+      const verdict = verdicts.get(declaredObject);
+      if (verdict !== undefined && !verdict.allowed) {
+        refusals++;
+        process.stdout.write(`${label}: refused (${verdict.reason}): nothing would be done\n`);
+        for (const issue of verdict.issues) process.stdout.write(`  ${issueLine(issue)}\n`);
+        continue;
+      }
+      const d = verdict?.allowed === true ? verdict.desired : declaredObject;
       const provider = providers.get(object.kind);
       try {
         if (provider === undefined) throw new Error('no provider');
         await provider.probe(signal);
-        const refs = environmentReferences(object);
-        const target = refs.length === 0 ? d : { ...d, object: withEnvironmentValues(object, await environment.resolve(d, refs, signal)) };
+        const refs = environmentReferences(d.object);
+        const target = refs.length === 0 ? d : { ...d, object: withEnvironmentValues(d.object, await environment.resolve(d, refs, signal)) };
         const p = plan(target, await provider.observe(d, signal), provider.applyModeOf?.bind(provider));
         if (p.conflict !== undefined) {
           process.stdout.write(`${label}: conflict: ${p.conflict}\n`);
@@ -102,5 +123,5 @@ export async function diffCommand(args: string[]): Promise<number> {
   } finally {
     await closeProviders(providers.values());
   }
-  return failures > 0 ? 2 : changes > 0 ? 1 : 0;
+  return failures > 0 || refusals > 0 ? 2 : changes > 0 ? 1 : 0;
 }

@@ -14,8 +14,9 @@ Commands:
   get KIND [NAME] -w  the same from the daemon, then every change as it happens  [--server URL]
   get sources         per source: last applied and latest revisions, and why the latest is not applied
   describe KIND NAME  one object in detail, with its conditions and audit events
-  diff -f PATH        what would change on this host for these files (exit 0: nothing, 1: changes)
-  validate -f PATH    check files or directories (exit 0: valid, 1: invalid)
+  diff -f PATH        what would change on this host for these files (exit 0: nothing, 1: changes)  [--policy FILE]
+  validate -f PATH    check files or directories (exit 0: valid, 1: invalid)  [--policy FILE: the policy too,
+                      and the objects against it]
   crds [--out DIR]    the CustomResourceDefinitions, generated from the schemas
   logs NAME [-f]      a container's console log  [-n NS] [--lxcpath PATH]
   exec NAME -- CMD    run CMD in a container; its exit code is ours  [-n NS] [--lxcpath PATH]

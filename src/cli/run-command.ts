@@ -13,6 +13,7 @@ import { DEFAULT_STATE_PATH } from '../state/state-dir.js';
 import { Redactor } from '../shared/redact.js';
 import { DEFAULT_SECRETS_DIR } from '../sources/secret-file.js';
 import { createLogger } from '../telemetry/logger.js';
+import { PolicyOptionError, policyOption } from './policy-check.js';
 import { UsageError, parseDurationMs, parsePositiveInt } from './usage-error.js';
 
 export const RUN_HELP = `Usage: hyperlet run [flags]
@@ -42,6 +43,9 @@ Keeps the LXC containers and libvirt VMs on this host as declared.
   --qps N --burst N     retry rate limit across keys (default 10, 100)
   --shutdown-timeout D  how long SIGTERM waits for steps in flight (default 30s)
   --log-level LEVEL     trace|debug|info|warn|error (default info)
+  --policy FILE         host policy: which host paths, templates, bridges, pools, privileges and quotas
+                        objects may use (default: built-in, hyperlet's own directories only; see
+                        README "Security model"; check a file with hyperlet validate --policy FILE)
 
 Notifications (CloudEvents 1.0, structured JSON, POSTed; see README):
   --notify URL          send phase changes, failures, drift and policy refusals to this webhook
@@ -165,6 +169,7 @@ export async function runCommand(args: string[]): Promise<number> {
       notify: { type: 'string', multiple: true }, 'notify-secret-file': { type: 'string' }, 'notify-timeout': { type: 'string' },
       'notify-max-retry-delay': { type: 'string' },
       'secrets-dir': { type: 'string' }, 'http-host-allow': { type: 'string', multiple: true }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
+      policy: { type: 'string' },
     },
   });
   if (values.help === true) {
@@ -182,11 +187,20 @@ export async function runCommand(args: string[]): Promise<number> {
   }
   const level = values['log-level'] ?? 'info';
   if (!['trace', 'debug', 'info', 'warn', 'error', 'silent'].includes(level)) throw new UsageError(`--log-level: unknown level ${JSON.stringify(level)}`);
+  let hostPolicy;
+  try {
+    hostPolicy = await policyOption(values.policy);
+  } catch (err) {
+    if (!(err instanceof PolicyOptionError)) throw err;
+    for (const line of err.lines) process.stderr.write(`hyperlet run: ${line}\n`);
+    return 2;
+  }
   const notify = parseNotify(values);
   // One Redactor for the whole process: the logger writes through it, the daemon feeds it secrets.
   const redactor = new Redactor();
   const logger = createLogger({ level: level as 'info', redact: (line) => redactor.text(line) });
   const daemon = new Daemon({
+    hostPolicy,
     sources,
     statePath: values.state ?? DEFAULT_STATE_PATH,
     redactor,

@@ -4,11 +4,15 @@
  * steps in flight finish (bounded), flush state, close.
  */
 import { randomBytes } from 'node:crypto';
+import { totalmem } from 'node:os';
 import { dirname } from 'node:path';
 import { ExponentialBackoff } from 'cockatiel';
 import type { Logger } from 'pino';
 import type { Kind } from '../api/v1alpha1/group.js';
 import { KINDS } from '../api/v1alpha1/group.js';
+import { PolicyGate } from '../policy/admission.js';
+import { DEFAULT_HOST_POLICY, type HostPolicy } from '../policy/host-policy.js';
+import { nodePolicyFs } from '../policy/policy-fs.js';
 import type { Provider } from '../providers/provider.js';
 import { closeProviders, createProviders } from '../providers/registry.js';
 import { RateLimiter } from '../queue/rate-limiter.js';
@@ -20,6 +24,7 @@ import { Reconciler } from '../reconcile/reconciler.js';
 import { HttpServer, type ReadinessCheck } from '../server/http-server.js';
 import { WatchStream } from '../server/watch-stream.js';
 import { systemClock } from '../shared/clock.js';
+import { SnapshotScheduler } from '../reconcile/snapshot-scheduler.js';
 import { DaemonObjectViews } from './object-views.js';
 import { DaemonDashboard } from './dashboard-data.js';
 import { RequestOverlay } from './request-overlay.js';
@@ -76,6 +81,8 @@ export interface DaemonConfig {
   readonly policy?: SourcePolicy;
   /** Git sources: --interval, --max-prune, --confirm. */
   readonly git?: GitOptions;
+  /** --policy: what objects may ask of this host (default: DEFAULT_HOST_POLICY, hyperlet's own directories only). */
+  readonly hostPolicy?: HostPolicy;
   /**
    * The one Redactor of this process (shared with the logger): values read for valueFrom
    * references are added to it; Events, audit entries, status and HTTP answers pass it.
@@ -115,6 +122,7 @@ export class Daemon {
   private backends: SourceBackend<Source>[] = [];
   private readonly synced = new Set<string>();
   private healths = new Map<Kind, ProviderHealth>();
+  private readonly snapshotSchedulers: SnapshotScheduler[] = [];
   private started = false;
 
   /** What never leaves this process in the clear (see shared/redact.ts). */
@@ -150,8 +158,16 @@ export class Daemon {
       ...(config.namespace === undefined ? {} : { namespace: config.namespace }),
     });
     const backendsById = new Map(this.backends.map((b) => [b.source.id, b]));
+    const hostPolicy = config.hostPolicy ?? DEFAULT_HOST_POLICY;
+    const policy = new PolicyGate({
+      policy: hostPolicy, fs: nodePolicyFs, hostMemoryBytes: totalmem(),
+    });
+    logger.info({ policy: hostPolicy.file ?? 'built-in defaults' }, 'host policy');
     this.providers = config.providers === undefined
-      ? await createProviders({ lxcpath: config.lxcpath, libvirtUri: config.libvirtUri, kinds: config.kinds, logger, ...(config.libvirtSocket === undefined ? {} : { libvirtSocket: config.libvirtSocket }) })
+      ? await createProviders({
+        lxcpath: config.lxcpath, libvirtUri: config.libvirtUri, kinds: config.kinds, logger, idmap: hostPolicy.host.idmap,
+        ...(config.libvirtSocket === undefined ? {} : { libvirtSocket: config.libvirtSocket }),
+      })
       : new Map(config.providers);
 
     for (const [kind, provider] of this.providers) {
@@ -161,8 +177,14 @@ export class Daemon {
       this.healths.set(kind, health);
       const reconciler = new Reconciler({
         store: this.store, backends: backendsById, provider, cache, health, node: config.node, logger: log, metrics: this.metrics,
-        onReady: (d) => this.enqueueDependents(d), redactor: this.redactor,
+        onReady: (d) => this.enqueueDependents(d), redactor: this.redactor, snapshotsOf: (key) => scheduler.snapshotsOf(key), policy,
       });
+      const scheduler = new SnapshotScheduler({
+        store: this.store, provider, clock: systemClock, logger: log,
+        record: (d, type, reason, message) => backendsById.get(d.source)?.recorder.record(d, type, reason, message),
+        onChange: (d) => this.controllers.get(kind)?.enqueue(d.key),
+      });
+      this.snapshotSchedulers.push(scheduler);
       this.controllers.set(kind, new Controller({
         kind, provider, reconciler, store: this.store, backends: backendsById, cache, health, logger: log, metrics: this.metrics,
         concurrency: config.concurrency, resyncMs: config.resyncMs,
@@ -207,6 +229,7 @@ export class Daemon {
       logger.info({ source: b.source.description, objects: this.store.size }, 'source synced');
     }));
     await Promise.all([...this.controllers.values()].map((c) => c.start()));
+    for (const s of this.snapshotSchedulers) s.start(this.sourcesAbort.signal);
     this.started = true;
     logger.info({ kinds: [...this.controllers.keys()], node: config.node }, 'hyperlet running');
   }
@@ -312,6 +335,7 @@ export class Daemon {
     this.logger.info('shutting down: finishing the steps in flight');
     this.sourcesAbort.abort();
     await Promise.all([...this.controllers.values()].map((c) => c.stop(this.config.shutdownTimeoutMs)));
+    await Promise.all(this.snapshotSchedulers.map((s) => s.stopped()));
     await closeProviders(this.providers.values());
     await this.notifier?.stop();
     this.stopEventLog?.();

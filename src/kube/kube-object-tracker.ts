@@ -37,7 +37,7 @@ export class KubeObjectTracker {
       ...(rv !== undefined ? { resourceVersion: rv } : {}),
       finalizers: obj.metadata?.finalizers ?? [],
       deleting: obj.metadata?.deletionTimestamp !== undefined,
-      ...(obj.status !== undefined && obj.status !== null ? { status: obj.status as Status } : {}),
+      ...(isWrittenStatus(obj.status) ? { status: obj.status } : {}),
     });
   }
 
@@ -50,4 +50,12 @@ export class KubeObjectTracker {
   get(key: ObjectKey): TrackedObject | undefined {
     return this.objects.get(key);
   }
+}
+
+/**
+ * Whether `status` is one an agent wrote (it has conditions), not the CRD's placeholder
+ * (`observedGeneration: 0` until the first write) nor a hand-made one: only those count as written.
+ */
+function isWrittenStatus(status: unknown): status is Status {
+  return typeof status === 'object' && status !== null && Array.isArray((status as { conditions?: unknown }).conditions);
 }

@@ -29,6 +29,49 @@ export interface ObservedInstance {
   readonly details?: Readonly<Record<string, string>>;
 }
 
+/** Who asked for a snapshot: the schedule in spec.snapshots, a Snapshot object, or a one-off request. */
+export type SnapshotOrigin = 'schedule' | 'object' | 'request';
+
+/** One snapshot of an instance, as the provider keeps it. */
+export interface InstanceSnapshot {
+  readonly name: string;
+  /** RFC 3339, from the clock the provider was given. */
+  readonly createdAt: string;
+  /** Bytes the snapshot holds on the host, when the provider can tell cheaply. */
+  readonly sizeBytes?: number;
+  readonly origin: SnapshotOrigin;
+  /** Whether it holds the running memory too (libvirt only). */
+  readonly memory: boolean;
+  /** The spec hash the instance had when the snapshot was taken, when known. */
+  readonly specHash?: string;
+}
+
+/** How a snapshot is taken. */
+export interface SnapshotOptions {
+  /** Also save the running memory (libvirt, running domains); LXC refuses it. */
+  readonly memory?: boolean;
+  /** Default 'request'. */
+  readonly origin?: SnapshotOrigin;
+}
+
+/** What restoreSnapshot() did, for status, the audit log and the Event. */
+export interface RestoreOutcome {
+  readonly snapshot: InstanceSnapshot;
+  /** True when the snapshot was taken with another spec hash than the one now declared (the declared spec is kept). */
+  readonly specDiffers: boolean;
+  readonly note: string;
+}
+
+/** A snapshot name: a DNS-1123 label (lowercase alphanumerics and '-', at most 63); it reaches paths and XML. */
+const SNAPSHOT_NAME_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+/** Throws unless `name` can name a snapshot (see SNAPSHOT_NAME_RE). */
+export function assertSnapshotName(name: string): void {
+  if (!SNAPSHOT_NAME_RE.test(name)) {
+    throw new Error(`cannot use ${JSON.stringify(name)} as a snapshot name: must be a DNS-1123 label (lowercase a-z, 0-9, '-', at most 63)`);
+  }
+}
+
 /** One field whose desired value differs from the observed one. */
 export interface FieldChange {
   readonly path: string;
@@ -85,6 +128,22 @@ export interface Provider<K extends Kind = Kind> {
   consoleLogPath?(hostName: string): string;
   /** Optional: runs `command` inside the instance with this process's stdio; resolves to its exit code. */
   exec?(hostName: string, command: readonly string[]): Promise<number>;
+  /**
+   * Optional: takes snapshot `name` of the instance (consistent: a running container is frozen for
+   * the copy). Idempotent: an existing snapshot of that name is returned as it is. A snapshot cut
+   * short is never listed and is removed by the next call.
+   */
+  snapshot?(d: Desired<K>, name: string, options: SnapshotOptions, signal: AbortSignal): Promise<InstanceSnapshot>;
+  /** Optional: the instance's complete snapshots, oldest first; empty when the instance does not exist. */
+  listSnapshots?(d: Desired<K>, signal: AbortSignal): Promise<readonly InstanceSnapshot[]>;
+  /**
+   * Optional: reverts the stopped instance's disks (and memory, when the snapshot has it; the
+   * instance is then left stopped) to snapshot `name`, keeping the declared configuration. Throws
+   * TerminalError when the snapshot does not exist, an Error when the instance is running.
+   */
+  restoreSnapshot?(d: Desired<K>, name: string, signal: AbortSignal): Promise<RestoreOutcome>;
+  /** Optional: deletes snapshot `name`; a missing one is success. */
+  deleteSnapshot?(d: Desired<K>, name: string, signal: AbortSignal): Promise<void>;
   /** Ends change streams and releases connections and child processes; idempotent. */
   close(): void | Promise<void>;
 }

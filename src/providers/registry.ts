@@ -4,6 +4,7 @@
  */
 import type { Logger } from 'pino';
 import type { Kind } from '../api/v1alpha1/group.js';
+import type { IdRange } from '../api/v1alpha1/host-defaults.js';
 import { KINDS } from '../api/v1alpha1/group.js';
 import { errorMessage } from '../shared/errors.js';
 import type { Provider } from './provider.js';
@@ -23,6 +24,8 @@ export interface ProviderOptions {
   /** Kinds to serve; the others are not reconciled at all. */
   readonly kinds: readonly Kind[];
   readonly logger: Logger;
+  /** The host ids unprivileged containers are mapped onto (the host policy's host.idmap). */
+  readonly idmap?: IdRange;
 }
 
 /** A provider's constructor, registered per kind below. */

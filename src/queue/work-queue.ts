@@ -1,5 +1,6 @@
 /**
- * A work queue of object keys with client-go's semantics, with p-queue running the workers.
+ * A work queue of object keys with client-go's semantics, and workers shared fairly between
+ * scopes (sources and namespaces).
  *
  * Guarantees:
  * - A key added while it already waits is not added twice (the dirty set).
@@ -7,12 +8,17 @@
  *   and the key runs again once the current run ends (the processing set).
  * - `addAfter` keeps only the earliest pending time per key; `addRateLimited` waits
  *   `RateLimiter.when(key)`; `forget` resets the key's backoff.
+ * - With `fairness`, waiting keys are taken from their scopes in turn (round robin), so a burst
+ *   of one scope does not queue ahead of another scope's keys; and one scope runs at most
+ *   `maxPerScope` keys at once (default: every worker but one), so a scope whose steps are slow
+ *   (long stops, slow templates) never holds every worker. Within a scope, keys added to the
+ *   front go first, then the others in the order they became ready.
  * - `shutDown` takes no new keys, drops the ones still waiting and resolves when the runs in
  *   flight have ended.
  * Assumptions: `process` resolves or rejects; a rejection is logged by the caller's handler, the
  * queue itself only counts it (the controller turns outcomes into queue calls).
+ * Caveats: fairness shares workers, not time: a run that takes long still holds its worker.
  */
-import PQueue from 'p-queue';
 import type { Clock } from '../shared/clock.js';
 import { systemClock } from '../shared/clock.js';
 import { RateLimiter } from './rate-limiter.js';
@@ -38,6 +44,19 @@ export interface WorkQueueOptions<K extends string> {
   readonly metrics?: WorkQueueMetrics;
   /** Hold keys until `run()` (client-go: workers start with Run); default false, workers start at once. */
   readonly paused?: boolean;
+  /** Share workers between scopes (see the file comment); without it every key is in one scope. */
+  readonly fairness?: {
+    /** The scope of a key ("dir/default"): its source and namespace. */
+    readonly scopeOf: (key: K) => string;
+    /** Keys of one scope run at once; default concurrency - 1 (at least 1), so one worker is always left for others. */
+    readonly maxPerScope?: number;
+  };
+}
+
+/** The keys of one scope waiting for a worker. */
+interface ScopeLine<K> {
+  readonly front: K[];
+  readonly normal: K[];
 }
 
 export class WorkQueue<K extends string = string> {
@@ -46,7 +65,16 @@ export class WorkQueue<K extends string = string> {
   private readonly processing = new Set<K>();
   private readonly readySinceMs = new Map<K, number>();
   private readonly delayed = new Map<K, { dueMs: number; timer: unknown }>();
-  private readonly workers: PQueue;
+  /** Waiting keys per scope; `turns` lists the scopes with waiting keys, next to serve first. */
+  private readonly lines = new Map<string, ScopeLine<K>>();
+  private turns: string[] = [];
+  private readonly runningByScope = new Map<string, number>();
+  private running = 0;
+  private started: boolean;
+  private idleWaiters: (() => void)[] = [];
+  private readonly concurrency: number;
+  private readonly maxPerScope: number;
+  private readonly scopeOf: (key: K) => string;
   private readonly process: (key: K) => Promise<void>;
   private readonly rateLimiter: RateLimiter;
   private readonly clock: Clock;
@@ -57,7 +85,13 @@ export class WorkQueue<K extends string = string> {
   constructor(options: WorkQueueOptions<K>) {
     const concurrency = options.concurrency ?? 4;
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new TypeError('work queue concurrency must be a positive integer');
-    this.workers = new PQueue({ concurrency, autoStart: options.paused !== true });
+    this.concurrency = concurrency;
+    this.started = options.paused !== true;
+    this.scopeOf = options.fairness?.scopeOf ?? (() => '');
+    this.maxPerScope = options.fairness === undefined ? concurrency : options.fairness.maxPerScope ?? Math.max(1, concurrency - 1);
+    if (!Number.isInteger(this.maxPerScope) || this.maxPerScope < 1) {
+      throw new TypeError('work queue maxPerScope must be a positive integer');
+    }
     this.process = options.process;
     this.clock = options.clock ?? systemClock;
     this.rateLimiter = options.rateLimiter ?? new RateLimiter({ clock: this.clock });
@@ -66,7 +100,8 @@ export class WorkQueue<K extends string = string> {
 
   /** Starts the workers of a queue made `paused`. */
   run(): void {
-    this.workers.start();
+    this.started = true;
+    this.pump();
   }
 
   /**
@@ -76,7 +111,10 @@ export class WorkQueue<K extends string = string> {
    */
   add(key: K, options: { front?: boolean } = {}): void {
     if (this.shuttingDown) return;
-    if (options.front === true) this.fronted.add(key);
+    if (options.front === true) {
+      this.fronted.add(key);
+      this.moveToFront(key);
+    }
     if (this.dirty.has(key)) return;
     this.metrics?.added();
     this.dirty.add(key);
@@ -135,8 +173,9 @@ export class WorkQueue<K extends string = string> {
   }
 
   /** Resolves when nothing waits or runs (delayed keys do not count). */
-  async onIdle(): Promise<void> {
-    await this.workers.onIdle();
+  onIdle(): Promise<void> {
+    if (this.isIdle()) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
   /** Takes no new keys, drops waiting and delayed ones, and resolves once runs in flight end. */
@@ -144,19 +183,85 @@ export class WorkQueue<K extends string = string> {
     this.shuttingDown = true;
     for (const { timer } of this.delayed.values()) this.clock.clearTimeout(timer);
     this.delayed.clear();
-    this.workers.clear();
+    this.lines.clear();
+    this.turns = [];
     this.dirty.clear();
     this.fronted.clear();
     this.metrics?.depth(0);
-    await this.workers.onIdle();
+    await this.onIdle();
   }
 
+  /** Puts a key that became ready in its scope's line, and starts what may start. */
   private dispatch(key: K): void {
-    const front = this.fronted.delete(key);
-    void this.workers.add(() => this.runKey(key), { priority: front ? 1 : 0 });
+    const scope = this.scopeOf(key);
+    let line = this.lines.get(scope);
+    if (line === undefined) {
+      line = { front: [], normal: [] };
+      this.lines.set(scope, line);
+      this.turns.push(scope);
+    }
+    (this.fronted.delete(key) ? line.front : line.normal).push(key);
+    this.pump();
   }
 
-  private async runKey(key: K): Promise<void> {
+  /** A key already waiting moves ahead of its scope's keys queued normally. */
+  private moveToFront(key: K): void {
+    const line = this.lines.get(this.scopeOf(key));
+    const at = line?.normal.indexOf(key) ?? -1;
+    if (line === undefined || at < 0) return;
+    line.normal.splice(at, 1);
+    line.front.push(key);
+    this.fronted.delete(key);
+  }
+
+  /** Starts waiting keys while workers are free: front keys first, scopes in turn, none past its cap. */
+  private pump(): void {
+    while (this.started && this.running < this.concurrency) {
+      const next = this.takeNext();
+      if (next === undefined) break;
+      void this.runKey(next.key, next.scope);
+    }
+    if (this.isIdle()) for (const resolve of this.idleWaiters.splice(0)) resolve();
+  }
+
+  private takeNext(): { key: K; scope: string } | undefined {
+    for (const which of ['front', 'normal'] as const) {
+      for (let i = 0; i < this.turns.length; i++) {
+        const scope = this.turns[i] as string;
+        const line = this.lines.get(scope);
+        if (line === undefined || line[which].length === 0 || (this.runningByScope.get(scope) ?? 0) >= this.maxPerScope) continue;
+        const key = line[which].shift() as K;
+        // This scope had its turn: it goes to the back, or out when nothing of it waits.
+        this.turns.splice(i, 1);
+        if (line.front.length + line.normal.length > 0) this.turns.push(scope);
+        else this.lines.delete(scope);
+        return { key, scope };
+      }
+    }
+    return undefined;
+  }
+
+  private isIdle(): boolean {
+    return this.running === 0 && this.lines.size === 0;
+  }
+
+  private async runKey(key: K, scope: string): Promise<void> {
+    this.running++;
+    this.runningByScope.set(scope, (this.runningByScope.get(scope) ?? 0) + 1);
+    try {
+      await this.runDirtyKey(key);
+    } finally {
+      this.running--;
+      const left = (this.runningByScope.get(scope) ?? 1) - 1;
+      if (left === 0) this.runningByScope.delete(scope);
+      else this.runningByScope.set(scope, left);
+      // Added again while it ran: run it once more, now that no other worker holds it.
+      if (this.dirty.has(key) && !this.shuttingDown) this.dispatch(key);
+      else this.pump();
+    }
+  }
+
+  private async runDirtyKey(key: K): Promise<void> {
     if (!this.dirty.has(key)) return; // dropped by shutDown while it waited
     this.dirty.delete(key);
     this.processing.add(key);
@@ -171,8 +276,6 @@ export class WorkQueue<K extends string = string> {
       this.processedCount++;
       this.metrics?.worked((this.clock.now() - startedMs) / 1000);
       this.processing.delete(key);
-      // Added again while it ran: run it once more, now that no other worker holds it.
-      if (this.dirty.has(key) && !this.shuttingDown) this.dispatch(key);
     }
   }
 }

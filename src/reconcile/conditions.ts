@@ -1,12 +1,16 @@
 /**
  * Builds an object's status from what was observed and decided, following Kubernetes API
  * conventions: `Ready` says the instance is as declared (a deliberately stopped VM is Ready),
- * `Synced` says the last reconcile succeeded. Condition messages are stable (no timestamps), and
- * `lastTransitionTime` moves only when a condition's status flips.
+ * `Synced` says the last reconcile succeeded. `Reconciling` and `Stalled` follow kstatus
+ * (sigs.k8s.io/cli-utils, what Flux, Argo CD and kpt read): `Reconciling=True` while work is
+ * under way or being retried, `Stalled=True` when nothing more can happen until the object or the
+ * host changes (STALLED_REASONS), both False once converged. Condition messages are stable (no
+ * timestamps), and `lastTransitionTime` moves only when a condition's status flips.
  */
-import type { Condition, ConditionType, Phase, Status } from '../api/v1alpha1/types.js';
+import type { Condition, ConditionType, Phase, Status, StatusSnapshot } from '../api/v1alpha1/types.js';
 import type { InstanceState, ObservedInstance } from '../providers/provider.js';
-import type { Plan } from '../reconcile/plan.js';
+import { type Plan, stepName } from './plan.js';
+import { RETRIES_BEFORE_STALLED, isStalledReason } from './stalled-reasons.js';
 import type { Desired } from '../store/desired.js';
 import { canonicalJson } from '../store/desired.js';
 
@@ -17,14 +21,21 @@ export interface StatusFacts {
   readonly plan?: Plan;
   /** The step this pass ran, if any ("create", "setState:Running"…), and its note. */
   readonly acted?: { readonly step: string; readonly note?: string };
-  /** Why this pass failed: a reason (CamelCase) and a message. */
-  readonly failure?: { readonly reason: string; readonly message: string };
+  /**
+   * Why this pass failed: a reason (CamelCase) and a message; `terminal` when it is a
+   * TerminalError (never retried until the object changes).
+   */
+  readonly failure?: { readonly reason: string; readonly message: string; readonly terminal?: boolean };
+  /** How many passes in a row failed like this one (same step, reason and generation), this one included. */
+  readonly failuresInARow?: number;
   /** The note of the last step taken in an earlier pass, when there is one. */
   readonly lastAction?: string;
   readonly previous: Status | undefined;
   readonly now: string;
   /** Why changes are stopped (annotation or --paused), when they are: adds condition Paused. */
   readonly paused?: string;
+  /** The scheduled snapshots the snapshot scheduler last listed, when the object has a schedule. */
+  readonly snapshots?: readonly StatusSnapshot[];
 }
 
 const PHASE_OF_STATE: Readonly<Record<InstanceState, Phase>> = {
@@ -76,7 +87,7 @@ export function computeStatus(f: StatusFacts): Status {
       ? condition('Synced', false, 'Conflict', conflict, f)
       : condition('Synced', true, 'ReconcileSuccess', f.acted === undefined ? 'Observed and compared' : `Ran ${f.acted.step}`, f);
 
-  const conditions: Condition[] = [ready, synced];
+  const conditions: Condition[] = [ready, synced, ...progressConditions(f, { converged, held })];
   if (f.paused !== undefined) conditions.push(condition('Paused', true, 'Paused', `Changes are stopped (${f.paused}); observing and reporting only`, f));
   const drift = plan?.heldBy === 'paused' || plan?.heldBy === 'driftPolicy' ? plan.drift ?? [] : [];
   const policy = d.object.spec.driftPolicy;
@@ -113,7 +124,69 @@ export function computeStatus(f: StatusFacts): Status {
     ...(Object.keys(details).length === 0 ? {} : { details }),
     ...(pending.length === 0 ? {} : { pendingChanges: pending.map((c) => ({ field: c.path, apply: c.apply as 'restart' | 'recreate' })) }),
     ...(converged ? { convergedGeneration: d.generation } : f.previous?.convergedGeneration === undefined ? {} : { convergedGeneration: f.previous.convergedGeneration }),
+    ...(f.snapshots === undefined ? {} : { snapshots: f.snapshots.map((s) => ({ ...s })) }),
   };
+}
+
+/** Reconciling's reason while a step of this name is under way. */
+const PROGRESS_REASON: Readonly<Record<string, string>> = {
+  create: 'Creating', adopt: 'Adopting', update: 'Updating', reboot: 'Rebooting',
+  'setState:Running': 'Starting', 'setState:Stopped': 'Stopping', 'setState:Frozen': 'Freezing', 'setState:Paused': 'Pausing',
+  'delete:deleted': 'Deleting', 'delete:partial': 'CleaningUp', 'delete:recreate': 'Recreating',
+};
+
+/** A condition's reason and message. */
+type ReasonAndMessage = { readonly reason: string; readonly message: string };
+
+/** Why the object cannot progress until it or the host changes, if it cannot. */
+function stalledBy(f: StatusFacts): ReasonAndMessage | undefined {
+  const conflict = f.plan?.conflict;
+  if (conflict !== undefined) return { reason: 'Conflict', message: conflict };
+  const failure = f.failure;
+  if (failure === undefined) return undefined;
+  if (failure.terminal === true || isStalledReason(failure.reason)) return { reason: failure.reason, message: failure.message };
+  if ((f.failuresInARow ?? 0) >= RETRIES_BEFORE_STALLED) {
+    const message = `${failure.reason} ${RETRIES_BEFORE_STALLED} times in a row or more; still retrying with backoff: ${failure.message}`;
+    return { reason: 'RetriesExhausted', message };
+  }
+  return undefined;
+}
+
+/**
+ * kstatus' Reconciling and Stalled: never both True (kstatus reads Reconciling first). Held back
+ * by a pause or the drift policy is neither: nothing is under way, and Ready says what differs.
+ */
+function progressConditions(f: StatusFacts, state: { converged: boolean; held: ReasonAndMessage | undefined }): Condition[] {
+  const stalled = stalledBy(f);
+  if (stalled !== undefined) {
+    return [
+      condition('Reconciling', false, 'Stalled', 'Waiting for a change to the object or the host; see condition Stalled', f),
+      condition('Stalled', true, stalled.reason, stalled.message, f),
+    ];
+  }
+  const idle = state.converged ? { reason: 'Converged', message: 'The instance matches the declaration' }
+    : f.plan?.heldBy === 'paused' || f.plan?.heldBy === 'driftPolicy' ? state.held : undefined;
+  if (idle !== undefined) {
+    return [condition('Reconciling', false, idle.reason, idle.message, f), condition('Stalled', false, idle.reason, idle.message, f)];
+  }
+  const progress = progressOf(f, state.held);
+  return [
+    condition('Reconciling', true, progress.reason, progress.message, f),
+    condition('Stalled', false, 'Progressing', 'Nothing blocks progress', f),
+  ];
+}
+
+/** Reconciling's reason and message while work is under way or retried. */
+function progressOf(f: StatusFacts, held: ReasonAndMessage | undefined): ReasonAndMessage {
+  if (f.failure !== undefined) return { reason: f.failure.reason, message: `${f.failure.message} (retrying with backoff)` };
+  if (held !== undefined) return held;
+  const step = f.acted?.step ?? (f.plan?.steps[0] === undefined ? undefined : stepName(f.plan.steps[0]));
+  const reason = step === undefined ? undefined : PROGRESS_REASON[step];
+  if (reason !== undefined) return { reason, message: `${reason} the instance` };
+  if (f.d.deleting === true) return { reason: 'Deleting', message: 'The instance is being removed' };
+  if (f.observed === undefined) return { reason: 'Creating', message: 'The instance is being created' };
+  const declared = f.d.object.spec.state.toLowerCase();
+  return { reason: 'Progressing', message: `The instance is ${f.observed.state.toLowerCase()}; ${declared} is declared` };
 }
 
 /** Ready's reason and message while due steps are held back. */

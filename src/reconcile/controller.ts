@@ -29,6 +29,12 @@ function hostOfKey(key: ObjectKey): string {
   return hostNameFor(namespace, name);
 }
 
+/** The share of workers a key counts against: its source and namespace. */
+function scopeOfKey(key: ObjectKey): string {
+  const { source, namespace } = parseKey(key);
+  return `${source}/${namespace}`;
+}
+
 export interface ControllerOptions {
   readonly kind: Kind;
   readonly provider: Provider;
@@ -41,6 +47,8 @@ export interface ControllerOptions {
   readonly metrics?: Metrics;
   /** Keys reconciled at once (different keys). */
   readonly concurrency?: number;
+  /** Keys of one source and namespace reconciled at once (default: concurrency - 1, at least 1). */
+  readonly maxPerScope?: number;
   readonly rateLimiter?: RateLimiter;
   /** Full resync period: the safety net under provider events (default 60 s). */
   readonly resyncMs?: number;
@@ -59,6 +67,8 @@ export class Controller {
       process: (key) => this.handle(key),
       concurrency: options.concurrency ?? 4,
       paused: true,
+      // Workers are shared between sources and namespaces: one with slow steps never holds them all.
+      fairness: { scopeOf: scopeOfKey, ...(options.maxPerScope === undefined ? {} : { maxPerScope: options.maxPerScope }) },
       ...(options.rateLimiter === undefined ? {} : { rateLimiter: options.rateLimiter }),
       ...(options.metrics === undefined ? {} : { metrics: options.metrics.forQueue(options.kind) }),
     });
@@ -138,7 +148,11 @@ export class Controller {
       try {
         for await (const host of this.options.provider.changes(this.signal)) {
           this.options.cache.invalidate(host);
-          for (const key of this.keysForHost(host)) this.queue.add(key);
+          for (const key of this.keysForHost(host)) {
+            // A key in backoff waits for its retry, which observes afresh: a failed step's own events
+            // (lxc-start failing: STARTING, then STOPPED) must not retry it at once, again and again.
+            if (this.queue.retries(key) === 0) this.queue.add(key);
+          }
         }
       } catch (err) {
         if (this.signal.aborted) return;

@@ -6,7 +6,7 @@
 import { FIELD_APPLY, type ApplyMode, specFields } from '../api/v1alpha1/fields.js';
 import type { PowerState } from '../api/v1alpha1/types.js';
 import type { FieldChange, InstanceState, ObservedInstance } from '../providers/provider.js';
-import { ADOPT_ANNOTATION } from '../shared/annotations.js';
+import { ADOPT_ANNOTATION, RESTORE_REQUEST_ANNOTATION, snapshotOfRestoreRequest } from '../shared/annotations.js';
 import type { Desired } from '../store/desired.js';
 
 export type Step =
@@ -16,6 +16,8 @@ export type Step =
   | { readonly op: 'setState'; readonly to: PowerState }
   /** One reboot the object asked for (libvirt: the hyperlet.io/reboot-request annotation changed). */
   | { readonly op: 'reboot' }
+  /** Put the stopped instance back to a snapshot (the hyperlet.io/restore-request annotation took a new value). */
+  | { readonly op: 'restore'; readonly snapshot: string; readonly request: string }
   | { readonly op: 'delete'; readonly reason: 'deleted' | 'partial' | 'recreate' };
 
 export interface Plan {
@@ -38,6 +40,15 @@ export interface Plan {
   readonly drift?: readonly string[];
   /** dependencies: objects not Ready yet; dependents: objects to delete first. */
   readonly waitingFor?: readonly string[];
+}
+
+/** A step's name as status, events and metrics key it: "create", "setState:Running", "delete:partial". */
+export function stepName(step: Step): string {
+  switch (step.op) {
+    case 'setState': return `setState:${step.to}`;
+    case 'delete': return `delete:${step.reason}`;
+    default: return step.op;
+  }
 }
 
 
@@ -152,6 +163,14 @@ function basePlan(d: Desired, observed: ObservedInstance | undefined, applyModeO
   const pending: FieldChange[] = [...recreate];
   if (SETTLING.has(observed.state)) return { steps: [], changes, pending, settling: true };
 
+  const request = restoreRequestOf(d, observed);
+  if (request !== undefined) {
+    // Stop first (its own pass), then restore; the next passes bring it back to the declared state.
+    const restore: Step = { op: 'restore', snapshot: snapshotOfRestoreRequest(request), request };
+    const stop: Step[] = ACTIVE.has(observed.state) ? [{ op: 'setState', to: 'Stopped' }] : [];
+    return { steps: [...stop, restore, ...startSteps(d)], changes, pending };
+  }
+
   const steps: Step[] = [];
   const live = byMode('live');
   const restart = byMode('restart');
@@ -171,6 +190,13 @@ function basePlan(d: Desired, observed: ObservedInstance | undefined, applyModeO
   if (observed.state !== d.object.spec.state) steps.push({ op: 'setState', to: d.object.spec.state });
   else if (rebootRequested && observed.state === 'Running') steps.push({ op: 'reboot' });
   return { steps, changes, pending };
+}
+
+/** The restore-request value the instance has not had yet (its provider records the last one in details.restoreRequest). */
+export function restoreRequestOf(d: Desired, observed: ObservedInstance): string | undefined {
+  const value = d.object.metadata.annotations?.[RESTORE_REQUEST_ANNOTATION];
+  if (value === undefined || value === '' || value === (observed.details?.restoreRequest ?? '')) return undefined;
+  return value;
 }
 
 function conflictMessage(observed: ObservedInstance): string {

@@ -10,7 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { environmentReferences, isEnvironmentError, withEnvironmentValues } from '../api/v1alpha1/environment.js';
-import type { Status } from '../api/v1alpha1/types.js';
+import type { Status, StatusSnapshot } from '../api/v1alpha1/types.js';
 import type { Redactor } from '../shared/redact.js';
 import type { ObservedInstance, Provider } from '../providers/provider.js';
 import { isProviderUnavailableError } from '../providers/provider.js';
@@ -20,11 +20,12 @@ import type { StoreReader } from '../store/desired-store.js';
 import { type ObjectKey, parseKey } from '../store/object-key.js';
 import { computeStatus, sameStatus, type StatusFacts } from './conditions.js';
 import type { Metrics } from '../telemetry/metrics.js';
-import { errorMessage, isAbortError, isTerminalError } from '../shared/errors.js';
+import type { Admission, Admitter } from '../policy/admission.js';
+import { TerminalError, errorMessage, isAbortError, isTerminalError } from '../shared/errors.js';
 import type { ObservationCache } from './observation-cache.js';
 import { checkDependencies, dependentsOf } from './dependencies.js';
 import { PAUSED_ANNOTATION, PRUNE_ANNOTATION } from '../shared/annotations.js';
-import { type Plan, type Step, plan } from './plan.js';
+import { type Plan, type Step, plan, stepName } from './plan.js';
 import type { ProviderHealth } from './provider-health.js';
 import { type Result, awaitChange, requeueAfter } from './result.js';
 
@@ -46,6 +47,12 @@ export interface ReconcilerOptions {
   readonly dependencyRetryMs?: number;
   /** Called when an object turns Ready, so objects waiting on it need not wait for their retry. */
   readonly onReady?: (d: Desired) => void;
+  /** The scheduled snapshots to list in status.snapshots (the SnapshotScheduler's last list), when known. */
+  readonly snapshotsOf?: (key: ObjectKey) => readonly StatusSnapshot[] | undefined;
+  /** The host policy: every object passes it before it is observed or acted on (absent: everything passes). */
+  readonly policy?: Admitter;
+  /** How often a refused object is looked at again (default 60 s): quotas free up, files appear. */
+  readonly policyRetryMs?: number;
   /**
    * The daemon's one Redactor: every value read for a valueFrom reference is added to it, and
    * every Event, audit entry and status message passes it before it is written.
@@ -59,21 +66,15 @@ const EVENT_REASON: Readonly<Record<string, string>> = {
   create: 'Created', adopt: 'Adopted', update: 'Updated',
   'setState:Running': 'Started', 'setState:Stopped': 'Stopped', 'setState:Frozen': 'Frozen', 'setState:Paused': 'Paused',
   'delete:deleted': 'Deleted', 'delete:partial': 'CleanedUp', 'delete:recreate': 'Recreating', reboot: 'Rebooted',
+  restore: 'Restored',
 };
 
 const FAILURE_REASON: Readonly<Record<string, string>> = {
   create: 'CreateFailed', adopt: 'AdoptFailed', update: 'UpdateFailed',
   'setState:Running': 'StartFailed', 'setState:Stopped': 'StopFailed', 'setState:Frozen': 'FreezeFailed', 'setState:Paused': 'PauseFailed',
   'delete:deleted': 'DeleteFailed', 'delete:partial': 'CleanupFailed', 'delete:recreate': 'DeleteFailed', reboot: 'RebootFailed',
+  restore: 'RestoreFailed',
 };
-
-export function stepName(step: Step): string {
-  switch (step.op) {
-    case 'setState': return `setState:${step.to}`;
-    case 'delete': return `delete:${step.reason}`;
-    default: return step.op;
-  }
-}
 
 export class Reconciler {
   private readonly provider: Provider;
@@ -83,6 +84,8 @@ export class Reconciler {
   private readonly repeats = new Map<ObjectKey, { signature: string; count: number }>();
   /** The last Warning recorded per key, so a failure repeating with backoff is recorded once. */
   private readonly lastWarnings = new Map<ObjectKey, string>();
+  /** Each key's last failure (generation, step, reason) and how many passes in a row failed so: Stalled after a few. */
+  private readonly failures = new Map<ObjectKey, { signature: string; count: number }>();
 
   constructor(private readonly options: ReconcilerOptions) {
     this.provider = options.provider;
@@ -93,7 +96,17 @@ export class Reconciler {
     if (backend === undefined) return awaitChange(); // a source that is not running here
     const found = this.desiredOrTombstone(key, backend);
     if (found === undefined) return awaitChange(); // never acted on, and gone: nothing to undo
-    const { d, tombstone } = found;
+    const { tombstone } = found;
+    // The host policy comes first: a refused object is never observed, planned or acted on.
+    const admission = await this.admit(found.d);
+    if (!admission.allowed) {
+      this.warnOnce(backend, found.d, admission.reason, admission.message);
+      const failure = { reason: admission.reason, message: admission.message };
+      await this.writeStatus(backend, found.d, { observed: undefined, failure }, signal);
+      // Not this pass's failure but the object's: look again now and then, as quotas free up and files appear.
+      return requeueAfter(this.options.policyRetryMs ?? 60_000);
+    }
+    const d = admission.desired;
     const log = this.options.logger.child({ key, kind: d.object.kind, provider: this.provider.name, reconcileId: randomBytes(4).toString('hex') });
 
     const paused = pausedBy(d, backend);
@@ -121,7 +134,10 @@ export class Reconciler {
 
     const health = await this.options.health.check(signal);
     if (!health.ok) {
-      await this.writeStatus(backend, d, { observed: undefined, failure: { reason: 'ProviderUnavailable', message: health.reason }, ...(paused === undefined ? {} : { paused }) }, signal);
+      const failuresInARow = this.countFailure(d, 'probe', 'ProviderUnavailable');
+      const failure = { reason: 'ProviderUnavailable', message: health.reason };
+      const facts = { observed: undefined, failure, failuresInARow, ...(paused === undefined ? {} : { paused }) };
+      await this.writeStatus(backend, d, facts, signal);
       // Not an error: the provider's absence is the host's state, not this object's fault.
       return requeueAfter(this.options.unavailableRetryMs ?? 30_000);
     }
@@ -150,6 +166,7 @@ export class Reconciler {
         rebootRequested: observed !== undefined && this.provider.rebootPending?.(target, observed) === true,
       });
       if (p.held !== undefined) {
+        this.failures.delete(key);
         const before = backend.statusWriter.lastWritten(key)?.conditions.find((c) => c.type === 'Drifted');
         await this.writeStatus(backend, d, { observed, plan: p, ...(paused === undefined ? {} : { paused }) }, signal);
         const after = backend.statusWriter.lastWritten(key)?.conditions.find((c) => c.type === 'Drifted');
@@ -158,6 +175,7 @@ export class Reconciler {
         return p.heldBy === 'dependencies' || p.heldBy === 'dependents' ? requeueAfter(retryMs) : awaitChange();
       }
       if (p.finished === true) {
+        this.failures.delete(key);
         if (p.conflict !== undefined) log.warn({ conflict: p.conflict }, 'object deleted; its instance is not ours and stays');
         await backend.finalizers?.release(d, signal);
         backend.records?.forget(key);
@@ -167,6 +185,7 @@ export class Reconciler {
       step = p.steps[0];
       if (step === undefined) this.repeats.delete(key);
       if (p.conflict !== undefined || step === undefined) {
+        this.failures.delete(key);
         await this.writeStatus(backend, d, { observed, plan: p, ...(paused === undefined ? {} : { paused }) }, signal);
         // An instance between states settles on its own: look again soon. Otherwise events and resyncs bring us back.
         return p.settling === true ? requeueAfter(this.options.settleMs ?? 1_000) : awaitChange();
@@ -175,15 +194,16 @@ export class Reconciler {
         if (step.op === 'create') await backend.finalizers?.ensure(d, signal);
         backend.records?.remember(d); // before acting, so a removed object can still be undone after a crash
       }
+      const restore = p.steps.find((s) => s.op === 'restore');
+      if (restore?.op === 'restore' && step.op !== 'restore') await this.requireSnapshot(d, restore.snapshot, signal);
       const name = stepName(step);
-      // Creating and deleting take a while: say so before. Other steps show in the next pass's status, ms later.
-      if (step.op === 'create' || step.op === 'delete') await this.writeStatus(backend, d, { observed, plan: p, acted: { step: name } }, signal);
-      // A converged instance changed behind our back (stopped, frozen): report what was seen before
-      // repairing it, so watchers and notifications see Stopped, then Running again. New objects pay nothing.
-      else if (step.op === 'setState' && isReady(backend.statusWriter.lastWritten(key), d.generation)) {
-        await this.writeStatus(backend, d, { observed, plan: p, ...(paused === undefined ? {} : { paused }) }, signal);
+      // Say so before acting (Reconciling=True), once per stretch of work; a converged instance changed
+      // behind our back is reported as seen (Stopped) before it is repaired.
+      if (announces(step, backend.statusWriter.lastWritten(key), d.generation)) {
+        await this.writeStatus(backend, d, { observed, plan: p, acted: { step: name } }, signal);
       }
       const note = await this.act(step, target, observed, signal);
+      this.failures.delete(key);
       this.options.cache.invalidate(d.hostName);
       log.info({ step: name, note }, 'step done');
       if (note !== undefined) this.lastActions.set(key, note);
@@ -200,11 +220,36 @@ export class Reconciler {
       const reason = isTerminalError(err) ? err.reason : isProviderUnavailableError(err) ? 'ProviderUnavailable' : step === undefined ? 'ObserveFailed' : FAILURE_REASON[stepName(step)] ?? 'ReconcileError';
       const message = step === undefined ? `cannot observe ${d.hostName}: ${errorMessage(err)}` : `cannot ${describeStep(step, d).toLowerCase()}: ${errorMessage(err)}`;
       this.warnOnce(backend, d, reason, message);
-      await this.writeStatus(backend, d, { observed, ...(p === undefined ? {} : { plan: p }), failure: { reason, message } }, signal).catch((writeErr: unknown) => {
+      const failuresInARow = this.countFailure(d, step === undefined ? 'observe' : stepName(step), reason);
+      const failure = { reason, message, terminal: isTerminalError(err) };
+      const facts = { observed, ...(p === undefined ? {} : { plan: p }), failure, failuresInARow };
+      await this.writeStatus(backend, d, facts, signal).catch((writeErr: unknown) => {
         log.warn({ err: writeErr }, 'cannot write failure status');
       });
       throw err;
     }
+  }
+
+  /** Before stopping an instance to restore it: the snapshot must exist, or nothing is touched (TerminalError SnapshotNotFound). */
+  private async requireSnapshot(d: Desired, snapshot: string, signal: AbortSignal): Promise<void> {
+    if (this.provider.listSnapshots === undefined) return; // the restore step itself says the provider has none
+    const list = await this.provider.listSnapshots(d, signal);
+    if (!list.some((s) => s.name === snapshot)) {
+      throw new TerminalError('SnapshotNotFound', `cannot restore ${d.hostName}: it has no snapshot ${snapshot}`);
+    }
+  }
+
+  /**
+   * Counts one more failed pass of `d`: the count goes on while the generation, the step and the
+   * reason stay the same, and starts again at 1 otherwise. Any pass that gets past its step
+   * clears it.
+   */
+  private countFailure(d: Desired, step: string, reason: string): number {
+    const signature = `${d.generation}/${step}/${reason}`;
+    const last = this.failures.get(d.key);
+    const count = last?.signature === signature ? last.count + 1 : 1;
+    this.failures.set(d.key, { signature, count });
+    return count;
   }
 
   private repeatDelayMs(key: ObjectKey, step: Step): number {
@@ -256,6 +301,7 @@ export class Reconciler {
       this.lastActions.delete(key);
       this.lastWarnings.delete(key);
       this.repeats.delete(key);
+      this.failures.delete(key);
       return undefined;
     }
     return { d: { ...tombstone, deleting: true }, tombstone: true };
@@ -284,6 +330,20 @@ export class Reconciler {
     return dependentsOf(d, candidates);
   }
 
+  /** The host policy's verdict on `d`, judged among every declared object. */
+  private async admit(d: Desired): Promise<Admission> {
+    const policy = this.options.policy;
+    if (policy === undefined) return { allowed: true, desired: d };
+    return policy.admit(d, { objects: this.options.store.list(), admittedBefore: (key) => this.admittedBefore(key) });
+  }
+
+  /** Whether `key` has a status from a pass that got past the policy (it keeps its MACs and quota place). */
+  private admittedBefore(key: ObjectKey): boolean {
+    const status = this.options.backends.get(parseKey(key).source)?.statusWriter.lastWritten(key);
+    const reason = status?.conditions.find((c) => c.type === 'Ready')?.reason;
+    return status !== undefined && reason !== 'PolicyDenied' && reason !== 'QuotaExceeded';
+  }
+
   private async observe(d: Desired, signal: AbortSignal): Promise<ObservedInstance | undefined> {
     const cached = this.options.cache.get(d.hostName);
     if (cached !== undefined) return cached.instance;
@@ -304,13 +364,22 @@ export class Reconciler {
       case 'setState': return (await this.provider.setState(d, step.to, need(), signal)) ?? undefined;
       case 'reboot': return (await this.provider.setState(d, 'Running', need(), signal)) ?? undefined;
       case 'delete': await this.provider.delete(d, signal); return undefined;
+      case 'restore': {
+        need();
+        if (this.provider.restoreSnapshot === undefined) {
+          throw new TerminalError('SnapshotUnsupported', `cannot restore ${d.hostName}: provider ${this.provider.name} has no snapshots`);
+        }
+        const outcome = await this.provider.restoreSnapshot(d, step.snapshot, signal);
+        return `${outcome.note} (request ${step.request})`;
+      }
     }
   }
 
   private async writeStatus(backend: SourceBackend, d: Desired, facts: Omit<StatusFacts, 'd' | 'node' | 'previous' | 'now'>, signal: AbortSignal): Promise<void> {
     const previous: Status | undefined = backend.statusWriter.lastWritten(d.key);
     const lastAction = this.lastActions.get(d.key);
-    const computed = computeStatus({ ...facts, d, node: this.options.node, previous, now: new Date().toISOString(), ...(lastAction === undefined ? {} : { lastAction }) });
+    const snapshots = this.options.snapshotsOf?.(d.key);
+    const computed = computeStatus({ ...facts, d, node: this.options.node, previous, ...(snapshots === undefined ? {} : { snapshots }), now: new Date().toISOString(), ...(lastAction === undefined ? {} : { lastAction }) });
     const status = this.options.redactor === undefined ? computed : redactStatus(computed, this.options.redactor);
     if (sameStatus(previous, status)) return;
     this.options.metrics?.statusWrites.inc({ source: d.source });
@@ -344,6 +413,20 @@ function pruneDisabledBy(d: Desired, backend: SourceBackend): string | undefined
   return undefined;
 }
 
+/**
+ * Whether to say that `step` is under way before it runs (kstatus reads Reconciling=True as
+ * InProgress). Deleting always: a new intent. Otherwise not while status says Stalled for this
+ * generation: a retry of a stalled step (backoff, resync) keeps saying Stalled until it gets
+ * through, or kstatus would flap between Failed and InProgress at every retry. Creating always
+ * (it takes a while and changes the phase), other steps unless status already says Reconciling.
+ */
+function announces(step: Step, status: Status | undefined, generation: number): boolean {
+  if (step.op === 'delete') return true;
+  const current = status?.observedGeneration === generation ? status.conditions : [];
+  if (current.some((c) => c.type === 'Stalled' && c.status === 'True')) return false;
+  return step.op === 'create' || !current.some((c) => c.type === 'Reconciling' && c.status === 'True');
+}
+
 /** Ready for its current generation: what a dependent waits for. */
 function isReady(status: Status | undefined, generation: number): boolean {
   const ready = status?.conditions.find((c) => c.type === 'Ready');
@@ -358,6 +441,7 @@ function describeStep(step: Step, d: Desired): string {
     case 'update': return `Update ${step.changes.map((c) => c.path).join(', ')} of ${what}`;
     case 'setState': return `Set ${what} to ${step.to}`;
     case 'reboot': return `Reboot ${what}`;
+    case 'restore': return `Restore ${what} to snapshot ${step.snapshot}`;
     case 'delete': return step.reason === 'partial' ? `Clean up the partial ${what}` : `Delete ${what}`;
   }
 }

@@ -11,5 +11,16 @@ export const PAUSED_ANNOTATION = 'hyperlet.io/paused';
 export const PRUNE_ANNOTATION = 'hyperlet.io/prune';
 /** Any new value: reboot the instance once (acted on once per value). */
 export const REBOOT_REQUEST_ANNOTATION = 'hyperlet.io/reboot-request';
+/**
+ * `SNAPSHOT` or `SNAPSHOT@TOKEN`: stop the instance, restore the snapshot, bring it back to the
+ * declared state; acted on once per value (a new TOKEN restores the same snapshot again).
+ */
+export const RESTORE_REQUEST_ANNOTATION = 'hyperlet.io/restore-request';
+
+/** The snapshot a restore-request value names: the part before an optional '@TOKEN'. */
+export function snapshotOfRestoreRequest(value: string): string {
+  const at = value.indexOf('@');
+  return at < 0 ? value : value.slice(0, at);
+}
 /** Set on objects the HTTP API returns: where the object came from (`SOURCE:FILE`). */
 export const SOURCE_ANNOTATION = 'hyperlet.io/source';

@@ -13,6 +13,7 @@
 import Database from 'better-sqlite3';
 import { randomUUID } from 'node:crypto';
 import type { Status } from '../api/v1alpha1/types.js';
+import { failpoint } from '../shared/failpoint.js';
 import type { Desired } from '../store/desired.js';
 import type { ObjectKey } from '../store/object-key.js';
 import type { SourceProblem } from '../store/source-problem.js';
@@ -270,7 +271,9 @@ export class StateDb {
     const fingerprint = `${d.id}:${d.generation}:${d.specHash}`;
     if (this.rememberedAs.get(d.key) === fingerprint) return;
     this.flush();
+    failpoint('state.remembering');
     this.statements.setApplied.run({ key: d.key, applied: JSON.stringify(d), now: new Date().toISOString() });
+    failpoint('state.remembered');
     this.rememberedAs.set(d.key, fingerprint);
   }
 
@@ -282,6 +285,7 @@ export class StateDb {
   /** Forgets `key` entirely (identity included); on disk when it returns. */
   forget(key: ObjectKey): void {
     this.flush();
+    failpoint('state.forgetting');
     this.statements.delete.run(key);
     this.identities?.delete(key);
     this.rememberedAs.delete(key);

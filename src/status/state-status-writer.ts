@@ -12,6 +12,12 @@ import type { EventType, ObjectRecords, Recorder, StatusWriter } from '../reconc
 export class StateStatusWriter implements StatusWriter, ObjectRecords, Recorder {
   private readonly written = new Map<ObjectKey, Status>();
   private readonly remembered = new Set<ObjectKey>();
+  /**
+   * Keys the DB held at start without a last applied object (never acted on). If the source no
+   * longer declares one (its file went while hyperlet was down, or it was killed before the
+   * removal reached the DB), nothing else would bring the key back: one pass forgets it.
+   */
+  private readonly unapplied = new Set<ObjectKey>();
   /** Remembered objects that declare spec.dependsOn: deletion order reads them without the DB. */
   private readonly depending = new Map<ObjectKey, Desired>();
   private readonly source: string;
@@ -24,6 +30,8 @@ export class StateStatusWriter implements StatusWriter, ObjectRecords, Recorder 
       if (row.applied !== undefined) {
         this.remembered.add(row.key);
         this.noteDependencies(row.applied);
+      } else {
+        this.unapplied.add(row.key);
       }
     }
   }
@@ -48,7 +56,7 @@ export class StateStatusWriter implements StatusWriter, ObjectRecords, Recorder 
   }
 
   keys(): readonly ObjectKey[] {
-    return [...this.remembered];
+    return [...this.remembered, ...this.unapplied];
   }
 
   lastApplied(key: ObjectKey): Desired | undefined {
@@ -58,12 +66,14 @@ export class StateStatusWriter implements StatusWriter, ObjectRecords, Recorder 
   remember(d: Desired): void {
     this.db.remember(d);
     this.remembered.add(d.key);
+    this.unapplied.delete(d.key);
     this.noteDependencies(d);
   }
 
   forget(key: ObjectKey): void {
     this.written.delete(key);
     this.remembered.delete(key);
+    this.unapplied.delete(key);
     this.depending.delete(key);
     this.db.forget(key);
   }

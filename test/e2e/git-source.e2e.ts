@@ -10,7 +10,7 @@ import { expect } from 'chai';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { access, mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { access, chmod, mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -120,6 +120,8 @@ describe('hyperlet run --source git (daemon as a child process, real LXC)', func
     await access('/usr/share/lxc/templates/lxc-busybox').catch(() => { throw new Error('the git e2e test needs the busybox template: run make host'); });
     await run('git', ['--version'], { timeout: 10_000 }).catch(() => { throw new Error('the git e2e test needs git: run make host'); });
     tmp = await mkdtemp(join(tmpdir(), 'hyperlet-git-e2e-'));
+    // Unprivileged containers' mapped root must pass through the directories above their lxcpath (as /var/lib is).
+    await chmod(tmp, 0o711);
     lxcpath = join(tmp, 'lxc');
     await mkdir(lxcpath);
   });

@@ -2,7 +2,8 @@
  * The whole kube flow with the real reconcile core and the real API server (a FakeProvider
  * stands in for LXC): kubectl apply → Running in `kubectl get ct`; a spec change is followed by
  * observedGeneration; kubectl delete removes the instance before the object goes; Orphan keeps
- * it; two agents with different --node values each reconcile only their own objects; a resync
+ * it where the host policy allows it; a refused object gets PolicyDenied and nothing else;
+ * dependsOn across namespaces is refused; two agents with different --node values each reconcile only their own objects; a resync
  * or a restart of unchanged objects writes nothing; a kube-apiserver restart in the middle
  * creates nothing twice.
  */
@@ -10,12 +11,15 @@ import { expect } from 'chai';
 import yaml from 'js-yaml';
 import { FINALIZER } from '../../src/api/v1alpha1/crd.js';
 import type { Status } from '../../src/api/v1alpha1/types.js';
+import { DEFAULT_HOST_POLICY, type HostPolicy } from '../../src/policy/host-policy.js';
 import { FakeProvider } from '../fakes/fake-provider.js';
 import { type KubeAgent, startKubeAgent } from './support/kube-agent.js';
 import { KubeTestEnv } from './support/kube-testenv.js';
 import { waitFor } from './support/kube-wait.js';
 
 const NS = `flow-e2e-${process.pid}`;
+/** This host lets the test namespace orphan instances (deletionPolicy Orphan); nothing else is loosened. */
+const POLICY: HostPolicy = { ...DEFAULT_HOST_POLICY, scopes: [{ source: 'kube', namespace: NS, rules: { orphan: true } }] };
 const ct = (name: string, spec: Record<string, unknown>) => ({ apiVersion: 'hyperlet.io/v1alpha1', kind: 'Container', metadata: { name, namespace: NS }, spec: { template: 'busybox', nodeName: 'node-a', ...spec } });
 
 interface ServerCt { metadata: { generation: number; finalizers?: string[]; deletionTimestamp?: string }; status?: Status }
@@ -47,8 +51,8 @@ describe('kube flow: kubectl, the reconcile core and a real kube-apiserver', fun
     env = await KubeTestEnv.start();
     await env.installHyperlet();
     await env.kubectlOk(['create', 'namespace', NS]);
-    agentA = await startKubeAgent({ kubeConfig: env.agent(), node: 'node-a', provider: providerA });
-    agentB = await startKubeAgent({ kubeConfig: env.agent(), node: 'node-b', provider: providerB });
+    agentA = await startKubeAgent({ kubeConfig: env.agent(), node: 'node-a', provider: providerA, policy: POLICY });
+    agentB = await startKubeAgent({ kubeConfig: env.agent(), node: 'node-b', provider: providerB, policy: POLICY });
   });
 
   after(async () => {
@@ -108,6 +112,35 @@ describe('kube flow: kubectl, the reconcile core and a real kube-apiserver', fun
     expect(providerA.count('delete')).to.equal(deletesBefore);
   });
 
+  it('the host policy refuses a privileged container: Ready=False PolicyDenied, one Warning, no finalizer, nothing created', async () => {
+    await apply(ct('priv', { privileged: true }));
+    const obj = await waitFor('priv refused', async () => {
+      const o = await get('priv');
+      return o?.status?.conditions.find((c) => c.type === 'Ready')?.reason === 'PolicyDenied' ? o : undefined;
+    });
+    const condition = obj.status?.conditions.find((c) => c.type === 'Ready');
+    expect(condition?.status).to.equal('False');
+    expect(condition?.message).to.equal(`spec.privileged: true is not allowed for source kube, namespace ${NS}: containers run in a user namespace (policy: allow.privileged)`);
+    expect(obj.metadata.finalizers ?? [], 'nothing was created, so nothing holds the object').to.deep.equal([]);
+    expect(providerA.calls.filter((c) => c.includes(`${NS}.priv`)), 'never observed, never touched').to.deep.equal([]);
+    await agentA!.controller.resync();
+    await agentA!.controller.queue.onIdle();
+    await agentA!.backend.recorder.flush();
+    const events = JSON.parse(await env.kubectlOk(['get', 'events', '-n', NS, '--field-selector', 'involvedObject.name=priv', '-o', 'json'])) as { items: { type: string; reason: string; count?: number }[] };
+    expect(events.items.map((e) => [e.type, e.reason]), 'one Warning, recorded once').to.deep.equal([['Warning', 'PolicyDenied']]);
+    await env.kubectlOk(['delete', 'ct', 'priv', '-n', NS, '--timeout=60s']);
+  });
+
+  it('dependsOn naming another namespace is refused by the agent, with the field and the rule', async () => {
+    await apply(ct('reach', { dependsOn: [{ kind: 'Container', name: 'db', namespace: 'kube-system' }] }));
+    const problem = await waitFor('the problem reported', async () => agentA!.backend.source.problems().find((p) => p.name === 'reach'));
+    expect(problem.line).to.include('spec.dependsOn[0].namespace: must be');
+    expect(problem.rule).to.equal('same-namespace');
+    expect(agentA!.store.keys().some((k) => k.endsWith('/Container/reach')), 'never reaches the store').to.equal(false);
+    expect(providerA.calls.filter((c) => c.includes(`${NS}.reach`))).to.deep.equal([]);
+    await env.kubectlOk(['delete', 'ct', 'reach', '-n', NS, '--timeout=60s']);
+  });
+
   it('two agents with different --node values each reconcile only their own objects', async () => {
     await apply(ct('on-a', { nodeName: 'node-a' }));
     await apply(ct('on-b', { nodeName: 'node-b' }));
@@ -125,7 +158,7 @@ describe('kube flow: kubectl, the reconcile core and a real kube-apiserver', fun
     await agentA!.controller.resync();
     await agentA!.controller.queue.onIdle();
     await agentA!.stop();
-    agentA = await startKubeAgent({ kubeConfig: env.agent(), node: 'node-a', provider: providerA });
+    agentA = await startKubeAgent({ kubeConfig: env.agent(), node: 'node-a', provider: providerA, policy: POLICY });
     await agentA.controller.queue.onIdle();
     await agentA.backend.recorder.flush();
     expect(await writes() - before).to.equal(0);

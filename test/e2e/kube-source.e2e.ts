@@ -144,7 +144,7 @@ describe('kube source, status writer, finalizer and events against a real kube-a
       caught = err;
     }
     expect(isConflictError(caught), String(caught)).to.equal(true);
-    expect((await serverObject('ct', 'c5'))?.status).to.equal(undefined);
+    expect((await serverObject('ct', 'c5'))?.status, 'still the CRD\'s placeholder: nothing written').to.deep.equal({ observedGeneration: 0 });
   });
 
   it('adds the finalizer once, and a deleted object stays until the finalizer is released', async () => {

@@ -79,6 +79,11 @@ async function memoryLimitOf(pid: number): Promise<number> {
   return Number((await readFile(join(layout.memoryRoot, path, file), 'utf8')).trim());
 }
 
+/** The uid map of a process, one line per range, spaces squeezed. */
+async function uidMapOf(pid: number): Promise<string[]> {
+  return (await readFile(`/proc/${pid}/uid_map`, 'utf8')).trim().split('\n').map((l) => l.trim().split(/\s+/).join(' '));
+}
+
 async function destroyAll(lxcpath: string): Promise<void> {
   for (const name of await readdir(lxcpath).catch(() => [] as string[])) {
     await run('lxc-stop', ['-P', lxcpath, '-n', name, '-k'], { timeout: 30_000 }).catch(() => undefined);
@@ -149,6 +154,10 @@ describe('LxcProvider (real lxc-* tools)', function () {
       expect(config).to.match(/^lxc\.net\.0\.type = empty$/m);
       expect(config).to.match(/^lxc\.environment = GREETING=hello world$/m);
       expect(config).to.match(/^lxc\.cgroup2?\.memory\.(limit_in_bytes|max) = 134217728$/m);
+      expect(config, 'unprivileged: a user namespace').to.match(/^lxc\.idmap = u 0 1000000 65536$/m);
+      expect(config).to.match(/^lxc\.idmap = g 0 1000000 65536$/m);
+      const rootfs = await stat(join(lxcpath, d.hostName, 'rootfs', 'bin'));
+      expect([rootfs.uid, rootfs.gid], 'the template ran under the mapping: its files belong to the mapped root').to.deep.equal([1_000_000, 1_000_000]);
       expect((await readMarker(markerPath(lxcpath, d.hostName)))?.complete).to.equal(true);
     });
 
@@ -165,6 +174,7 @@ describe('LxcProvider (real lxc-* tools)', function () {
       expect(o.pid).to.be.a('number');
       expect(Date.parse(o.startedAt ?? '')).to.be.within(Date.now() - 60_000, Date.now() + 1_000);
       expect(await memoryLimitOf(o.pid!)).to.equal(134217728);
+      expect(await uidMapOf(o.pid!), 'container root is host uid 1000000').to.deep.equal(['0 1000000 65536']);
       expect(o.fields).to.deep.equal(specFields('Container', d.object.spec));
       const environ = (await readFile(`/proc/${o.pid}/environ`, 'utf8')).split('\0');
       expect(environ).to.include('GREETING=hello world');
@@ -269,9 +279,17 @@ describe('LxcProvider (real lxc-* tools)', function () {
       expect(o.partial).to.equal(undefined);
       expect(o.fields.rootfs).to.equal(preparedRootfs);
       expect(await exists(join(lxcpath, d.hostName, 'rootfs', 'bin', 'busybox'))).to.equal(true);
+      const copied = await stat(join(lxcpath, d.hostName, 'rootfs', 'bin', 'busybox'));
+      expect([copied.uid, copied.gid], 'the copy is shifted into the id range').to.deep.equal([1_000_000, 1_000_000]);
+      const source = await stat(join(preparedRootfs, 'bin', 'busybox'));
+      expect([source.uid, source.gid], 'the source is not').to.deep.equal([0, 0]);
       await provider.setState(d, 'Running', o, signal());
       o = (await provider.observe(d, signal()))!;
       expect(o.state).to.equal('Running');
+      expect(await uidMapOf(o.pid!)).to.deep.equal(['0 1000000 65536']);
+      const inside = await lxc('lxc-attach', ['-P', lxcpath, '-n', d.hostName, '--', '/bin/sh', '-c', 'id -u; touch /root/written && echo ok']);
+      expect(inside.trim().split('\n'), 'root inside is uid 0 there and can write its own files').to.deep.equal(['0', 'ok']);
+      expect((await stat(join(lxcpath, d.hostName, 'rootfs', 'root', 'written'))).uid, 'which are the mapped root\'s on the host').to.equal(1_000_000);
       // Busybox init ignores SIGPWR, LXC's default halt signal: the graceful stop times out.
       expect(await provider.setState(d, 'Stopped', o, signal())).to.equal('killed after 1 s without a clean shutdown');
       expect((await provider.observe(d, signal()))?.state).to.equal('Stopped');
@@ -281,6 +299,21 @@ describe('LxcProvider (real lxc-* tools)', function () {
       await provider.delete(d, signal());
       expect(await exists(join(lxcpath, d.hostName))).to.equal(false);
       expect(await exists(join(preparedRootfs, 'bin', 'busybox')), 'the source is never destroyed').to.equal(true);
+    });
+  });
+
+  describe('a privileged container (only when the host policy allows it)', () => {
+    it('has no user namespace: container root is host root', async () => {
+      const d = container(`priv-${suffix}`, { template: 'busybox', privileged: true, network: [{ type: 'none' }] });
+      await provider.create(d, signal());
+      const config = await readFile(join(lxcpath, d.hostName, 'config'), 'utf8');
+      expect(config).to.not.match(/^lxc\.idmap/m);
+      let o = (await provider.observe(d, signal()))!;
+      expect(o.fields.privileged).to.equal(true);
+      await provider.setState(d, 'Running', o, signal());
+      o = (await provider.observe(d, signal()))!;
+      expect(await uidMapOf(o.pid!)).to.deep.equal(['0 0 4294967295']);
+      await provider.delete(d, signal());
     });
   });
 

@@ -13,7 +13,7 @@
 import { EventEmitter } from 'node:events';
 import {
   DomainState, Flags, LifecycleEventType, uuidFromBytes, uuidToBytes,
-  type DomainRef, type DomainStateInfo, type LibvirtApi, type LibvirtClientEvents, type PoolRef,
+  type DomainRef, type DomainStateInfo, type LibvirtApi, type LibvirtClientEvents, type PoolRef, type SnapshotRef,
   type TypedParamValue, type VolumeInfo, type VolumeRef,
 } from '../../src/providers/libvirt/libvirt-client.js';
 import { parseDomainXml } from '../../src/providers/libvirt/domain-xml.js';
@@ -50,6 +50,8 @@ export class FakeLibvirtClient extends EventEmitter<LibvirtClientEvents> impleme
   readonly calls: { method: string; args: readonly unknown[] }[] = [];
   readonly domains = new Map<string, FakeDomain>();
   readonly pools = new Map<string, FakePool>();
+  /** Snapshots by domain name: their XML as given to create, in creation order. */
+  readonly snapshots = new Map<string, { name: string; xml: string; flags: number }[]>();
   /** Whether a running domain powers off on an ACPI shutdown request. */
   obeysAcpi = true;
   private readonly failures = new Map<string, { error: Error; after: number }>();
@@ -339,5 +341,58 @@ export class FakeLibvirtClient extends EventEmitter<LibvirtClientEvents> impleme
   async storageVolGetInfo(vol: VolumeRef): Promise<VolumeInfo> {
     this.record('storageVolGetInfo', [vol]);
     return { type: 0, capacityBytes: BigInt(this.volumeOf(vol).capacityBytes), allocationBytes: 0n };
+  }
+
+  private snapshotsOf(dom: DomainRef): { name: string; xml: string; flags: number }[] {
+    const name = this.domainOf(dom).ref.name;
+    const list = this.snapshots.get(name) ?? [];
+    this.snapshots.set(name, list);
+    return list;
+  }
+
+  private snapshotOf(snap: SnapshotRef): { name: string; xml: string; flags: number } {
+    const found = this.snapshotsOf(snap.domain).find((s) => s.name === snap.name);
+    if (found === undefined) throw new LibvirtError(`Domain snapshot not found: no domain snapshot with matching name '${snap.name}'`, LibvirtErrorCode.NoDomainSnapshot, 10);
+    return found;
+  }
+
+  async domainSnapshotCreateXml(dom: DomainRef, xml: string, flags = 0): Promise<SnapshotRef> {
+    this.record('domainSnapshotCreateXml', [dom, xml, flags]);
+    const name = textOf(xml, 'name') ?? `snap-${this.calls.length}`;
+    const list = this.snapshotsOf(dom);
+    if (list.some((s) => s.name === name)) throw new LibvirtError(`operation failed: domain snapshot '${name}' already exists`, LibvirtErrorCode.OperationFailed, 10);
+    const d = this.domainOf(dom);
+    const state = FakeLibvirtClient.isActive(d.state) ? 'running' : 'shutoff';
+    list.push({ name, flags, xml: xml.replace('</domainsnapshot>', `<state>${state}</state><creationTime>1700000000</creationTime></domainsnapshot>`) });
+    return { name, domain: d.ref };
+  }
+
+  async domainSnapshotGetXmlDesc(snap: SnapshotRef, flags = 0): Promise<string> {
+    this.record('domainSnapshotGetXmlDesc', [snap, flags]);
+    return this.snapshotOf(snap).xml;
+  }
+
+  async domainListAllSnapshots(dom: DomainRef, flags = 0): Promise<SnapshotRef[]> {
+    this.record('domainListAllSnapshots', [dom, flags]);
+    const d = this.domainOf(dom);
+    return this.snapshotsOf(dom).map((s) => ({ name: s.name, domain: d.ref }));
+  }
+
+  async lookupDomainSnapshot(dom: DomainRef, name: string): Promise<SnapshotRef | undefined> {
+    this.record('lookupDomainSnapshot', [dom, name]);
+    const d = this.domainOf(dom);
+    return this.snapshotsOf(dom).some((s) => s.name === name) ? { name, domain: d.ref } : undefined;
+  }
+
+  async domainRevertToSnapshot(snap: SnapshotRef, flags = 0): Promise<void> {
+    this.record('domainRevertToSnapshot', [snap, flags]);
+    this.snapshotOf(snap);
+  }
+
+  async domainSnapshotDelete(snap: SnapshotRef, flags = 0): Promise<void> {
+    this.record('domainSnapshotDelete', [snap, flags]);
+    this.snapshotOf(snap);
+    const list = this.snapshotsOf(snap.domain);
+    list.splice(list.findIndex((s) => s.name === snap.name), 1);
   }
 }

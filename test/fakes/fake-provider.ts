@@ -8,13 +8,13 @@
 import { specFields } from '../../src/api/v1alpha1/fields.js';
 import type { Kind } from '../../src/api/v1alpha1/group.js';
 import type { PowerState } from '../../src/api/v1alpha1/types.js';
-import type { FieldChange, ObservedInstance, Provider } from '../../src/providers/provider.js';
+import type { FieldChange, InstanceSnapshot, ObservedInstance, Provider, RestoreOutcome, SnapshotOptions } from '../../src/providers/provider.js';
 import { ProviderUnavailableError } from '../../src/providers/provider.js';
 import { TerminalError } from '../../src/shared/errors.js';
 import type { Desired } from '../../src/store/desired.js';
 import { ChangeFeed } from '../../src/providers/change-feed.js';
 
-type Method = 'probe' | 'observeAll' | 'observe' | 'create' | 'update' | 'setState' | 'adopt' | 'delete';
+type Method = 'probe' | 'observeAll' | 'observe' | 'create' | 'update' | 'setState' | 'adopt' | 'delete' | 'snapshot' | 'deleteSnapshot';
 
 export class FakeProvider<K extends Kind = Kind> implements Provider<K> {
   readonly name: 'lxc' | 'libvirt';
@@ -26,6 +26,10 @@ export class FakeProvider<K extends Kind = Kind> implements Provider<K> {
   cutShort: Error | undefined;
   unavailable: string | undefined;
   latencyMs = 0;
+  /** Snapshots by host name, oldest first. */
+  readonly snapshots = new Map<string, InstanceSnapshot[]>();
+  /** The time snapshot records get (a test's clock). */
+  now: () => number = () => 0;
   private readonly feed = new ChangeFeed();
 
   constructor(readonly kind: K) {
@@ -119,6 +123,34 @@ export class FakeProvider<K extends Kind = Kind> implements Provider<K> {
     await this.call('delete', d.hostName);
     this.owned(d, 'delete');
     this.instances.delete(d.hostName);
+  }
+
+  async snapshot(d: Desired<K>, name: string, options: SnapshotOptions): Promise<InstanceSnapshot> {
+    await this.call('snapshot', `${d.hostName}/${name}`);
+    if (this.owned(d, 'snapshot') === undefined) throw new Error(`cannot snapshot ${d.hostName}: it does not exist`);
+    const list = this.snapshots.get(d.hostName) ?? [];
+    const existing = list.find((s) => s.name === name);
+    if (existing !== undefined) return existing;
+    const snap: InstanceSnapshot = {
+      name, createdAt: new Date(this.now()).toISOString(), origin: options.origin ?? 'request', memory: false, specHash: d.specHash,
+    };
+    this.snapshots.set(d.hostName, [...list, snap]);
+    return snap;
+  }
+
+  async listSnapshots(d: Desired<K>): Promise<readonly InstanceSnapshot[]> {
+    return this.instances.get(d.hostName)?.ownerId === d.id ? [...(this.snapshots.get(d.hostName) ?? [])] : [];
+  }
+
+  async restoreSnapshot(d: Desired<K>, name: string): Promise<RestoreOutcome> {
+    const snap = (this.snapshots.get(d.hostName) ?? []).find((s) => s.name === name);
+    if (snap === undefined) throw new TerminalError('SnapshotNotFound', `cannot restore ${d.hostName}: it has no snapshot ${name}`);
+    return { snapshot: snap, specDiffers: snap.specHash !== d.specHash, note: `restored snapshot ${name}` };
+  }
+
+  async deleteSnapshot(d: Desired<K>, name: string): Promise<void> {
+    await this.call('deleteSnapshot', `${d.hostName}/${name}`);
+    this.snapshots.set(d.hostName, (this.snapshots.get(d.hostName) ?? []).filter((s) => s.name !== name));
   }
 
   changes(signal: AbortSignal): AsyncIterable<string> {

@@ -8,11 +8,15 @@ import { RateLimiter } from '../../src/queue/rate-limiter.js';
 import { DesiredStore } from '../../src/store/desired-store.js';
 import { silentLogger } from '../../src/telemetry/logger.js';
 import type { Metrics } from '../../src/telemetry/metrics.js';
+import type { Admitter } from '../../src/policy/admission.js';
 import type { Redactor } from '../../src/shared/redact.js';
 import { FakeProvider } from './fake-provider.js';
 import { MemoryBackend } from './memory-backend.js';
 
-export function harness<K extends Kind>(kind: K, options: { concurrency?: number; metrics?: Metrics; resyncMs?: number; redactor?: Redactor } = {}) {
+export function harness<K extends Kind>(
+  kind: K,
+  options: { concurrency?: number; metrics?: Metrics; resyncMs?: number; redactor?: Redactor; rateLimiter?: RateLimiter; policy?: Admitter } = {},
+) {
   const logger = silentLogger();
   const store = new DesiredStore();
   const backend = new MemoryBackend('dir');
@@ -22,11 +26,12 @@ export function harness<K extends Kind>(kind: K, options: { concurrency?: number
   const health = new ProviderHealth(provider, logger, 0);
   const reconciler = new Reconciler({ store, backends, provider, cache, health, node: 'node-a', logger, unavailableRetryMs: 30_000,
     ...(options.metrics ? { metrics: options.metrics } : {}), ...(options.redactor ? { redactor: options.redactor } : {}),
+    ...(options.policy ? { policy: options.policy } : {}),
   });
   const controller = new Controller({
     kind, provider, reconciler, store, backends, cache, health, logger,
     concurrency: options.concurrency ?? 4, resyncMs: options.resyncMs ?? 3_600_000,
-    rateLimiter: new RateLimiter({ baseDelayMs: 5, maxDelayMs: 40, jitter: 0, qps: 10_000, burst: 10_000 }),
+    rateLimiter: options.rateLimiter ?? new RateLimiter({ baseDelayMs: 5, maxDelayMs: 40, jitter: 0, qps: 10_000, burst: 10_000 }),
     ...(options.metrics ? { metrics: options.metrics } : {}),
   });
   store.onChange((key) => controller.enqueue(key));

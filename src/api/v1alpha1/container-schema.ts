@@ -7,6 +7,7 @@ import {
 export const containerSpecSchema: JsonSchema = {
   type: 'object',
   additionalProperties: false,
+  description: 'Desired state of the Container.',
   properties: {
     state: { type: 'string', enum: ['Running', 'Stopped', 'Frozen'], default: 'Running', description: 'Desired power state.' },
     template: {
@@ -17,6 +18,7 @@ export const containerSpecSchema: JsonSchema = {
     resources: {
       type: 'object',
       additionalProperties: false,
+      description: 'Limits of the container: CPUs, memory and root filesystem size. Absent fields are not limited.',
       properties: {
         cpu: { type: 'integer', minimum: 1, maximum: 128, description: 'Number of CPUs the container may use.' },
         memory: quantity('64Mi', '1Ti', 'Memory limit.'),
@@ -26,11 +28,16 @@ export const containerSpecSchema: JsonSchema = {
     network: {
       type: 'array',
       maxItems: 16,
+      description: 'Network interfaces, in order (eth0 first). Absent: the host\'s LXC default.',
       items: {
         type: 'object',
         additionalProperties: false,
+        description: 'One network interface.',
         properties: {
-          type: { type: 'string', enum: ['veth', 'none'], default: 'veth' },
+          type: {
+            type: 'string', enum: ['veth', 'none'], default: 'veth',
+            description: 'veth joins a host bridge; none gives the container only loopback.',
+          },
           bridge: { type: 'string', pattern: IFNAME_PATTERN, description: 'Host bridge the veth joins.' },
           hwaddr: { type: 'string', pattern: MAC_PATTERN, description: 'MAC address of the container side.' },
         },
@@ -46,6 +53,11 @@ export const containerSpecSchema: JsonSchema = {
         + 'Values are never shown by hyperlet (keys are).',
     },
     autostart: { type: 'boolean', default: false, description: 'Start the container when the host boots.' },
+    privileged: {
+      type: 'boolean',
+      description: 'Run without a user namespace, so root in the container is root on the host. Refused unless the host policy '
+        + 'allows it for this source and namespace; by default containers run unprivileged.',
+    },
     gracefulStopSeconds: {
       type: 'integer', minimum: 0, maximum: 3600, default: 30,
       description: 'How long a stop waits for the container to shut down before it is killed.',

@@ -7,10 +7,12 @@
  * converter does not know throws, so a schema change can never be dropped silently.
  */
 import yaml from 'js-yaml';
-import { API_VERSION, GROUP, KINDS, VERSION, type Kind } from './group.js';
+import { GROUP, KINDS, VERSION, type Kind } from './group.js';
 import { containerSpecSchema } from './container-schema.js';
 import { virtualMachineSpecSchema } from './virtual-machine-schema.js';
-import { DNS_LABEL_PATTERN, type JsonSchema } from './schema-parts.js';
+import {
+  API_VERSION_DESCRIPTION, DNS_LABEL_PATTERN, type JsonSchema, KIND_DESCRIPTION, STATUS_DESCRIPTION, kindDescription,
+} from './schema-parts.js';
 import { parseQuantity } from './quantity.js';
 
 /** The header every generated file starts with. */
@@ -73,44 +75,76 @@ const CROSS_FIELD_RULES: Readonly<Record<Kind, Readonly<Record<string, readonly 
 const statusSchema: JsonSchema = {
   type: 'object',
   'x-kubernetes-preserve-unknown-fields': true,
-  description: 'What hyperlet observes and did, written by the agent through the status subresource.',
+  description: STATUS_DESCRIPTION,
+  // Until an agent writes status, the API server serves this placeholder: generation 1 against
+  // observedGeneration 0 makes kstatus say InProgress, not Current, for an object no agent has
+  // seen yet (a fresh one, or one placed on a node without an agent).
+  default: { observedGeneration: 0 },
   properties: {
-    phase: { type: 'string', description: 'Pending, Creating, Running, Stopped, Frozen, Paused, Failed or Deleting.' },
+    phase: {
+      type: 'string',
+      description: 'Where the instance is: Pending, Creating, Running, Stopped, Frozen, Paused, Failed or Deleting.',
+    },
     conditions: {
       type: 'array',
       'x-kubernetes-list-type': 'map',
       'x-kubernetes-list-map-keys': ['type'],
+      description: 'Ready (as declared), Synced (the last reconcile succeeded), Reconciling and Stalled (kstatus: work under way; '
+        + 'no progress until the object or host changes), and RestartRequired, RecreateRequired, Paused, Drifted when they apply.',
       items: {
         type: 'object',
         required: ['type', 'status'],
+        description: 'One condition, after Kubernetes API conventions.',
         properties: {
-          type: { type: 'string' },
-          status: { type: 'string', enum: ['True', 'False', 'Unknown'] },
-          reason: { type: 'string' },
-          message: { type: 'string' },
-          lastTransitionTime: { type: 'string', format: 'date-time' },
-          observedGeneration: { type: 'integer', format: 'int64' },
+          type: { type: 'string', description: 'Condition type, such as Ready or Stalled.' },
+          status: { type: 'string', enum: ['True', 'False', 'Unknown'], description: 'True, False or Unknown.' },
+          reason: { type: 'string', description: 'Why, in one CamelCase word (the README maps each reason to a kstatus result).' },
+          message: { type: 'string', description: 'Why, in words for people.' },
+          lastTransitionTime: { type: 'string', format: 'date-time', description: 'When status last changed.' },
+          observedGeneration: { type: 'integer', format: 'int64', description: 'The generation this condition was computed for.' },
         },
       },
     },
-    observedGeneration: { type: 'integer', format: 'int64' },
+    observedGeneration: { type: 'integer', format: 'int64', description: 'The generation of the spec this status describes.' },
     id: { type: 'string', description: 'Stable id of the instance.' },
     hostName: { type: 'string', description: 'Name of the instance on the host.' },
     node: { type: 'string', description: 'The node whose agent reports this status.' },
-    pid: { type: 'integer' },
-    addresses: { type: 'array', items: { type: 'string' } },
-    startedAt: { type: 'string', format: 'date-time' },
-    details: { type: 'object', additionalProperties: { type: 'string' } },
+    pid: { type: 'integer', description: 'Process id of the running instance\'s init (LXC) or QEMU process on the host.' },
+    addresses: { type: 'array', items: { type: 'string' }, description: 'IP addresses of the instance, when they can be seen.' },
+    startedAt: { type: 'string', format: 'date-time', description: 'When the instance last started.' },
+    details: {
+      type: 'object', additionalProperties: { type: 'string' },
+      description: 'Provider facts worth showing (libvirt state and reason, the last action).',
+    },
     pendingChanges: {
       type: 'array',
+      description: 'Changes the update policy holds back until a restart or a re-create.',
       items: {
         type: 'object',
-        properties: { field: { type: 'string' }, apply: { type: 'string', enum: ['restart', 'recreate'] } },
+        description: 'One held-back change.',
+        properties: {
+          field: { type: 'string', description: 'Path of the changed field in spec.' },
+          apply: { type: 'string', enum: ['restart', 'recreate'], description: 'What applying it needs: restart or recreate.' },
+        },
       },
     },
     convergedGeneration: {
       type: 'integer', format: 'int64',
       description: 'The last generation the instance fully matched; later differences for it are drift (spec.driftPolicy).',
+    },
+    snapshots: {
+      type: 'array',
+      description: 'Scheduled snapshots of the instance (spec.snapshots), oldest first.',
+      items: {
+        type: 'object',
+        description: 'One scheduled snapshot.',
+        properties: {
+          name: { type: 'string', description: 'Snapshot name (auto-UTCTIME).' },
+          time: { type: 'string', format: 'date-time', description: 'When it was taken.' },
+          sizeBytes: { type: 'integer', format: 'int64', description: 'Bytes it holds on the host, when known.' },
+          origin: { type: 'string', description: 'Who asked for it: schedule, object or request.' },
+        },
+      },
     },
   },
 };
@@ -165,22 +199,20 @@ function toStructural(kind: Kind, node: JsonSchema, path: string): JsonSchema {
       // Consumed with its anyOf below.
     } else if (keyword === 'anyOf' && node['x-environment-value'] === true) {
       // Text or {valueFrom: …}: a structural schema cannot say "string or object", so the node
-      // keeps what it is given and CEL checks the shape; hyperlet's own validation checks the rest.
+      // keeps what it is given. Nor can CEL check it: the API server declares no CEL type for an
+      // untyped node ("unable to convert structural schema to CEL declarations", kube-apiserver
+      // 1.33), nor for a map of them. The agent's validation checks values and keys, and reports
+      // a refused object as a source problem without acting on it.
       out['x-kubernetes-preserve-unknown-fields'] = true;
-      rules.push({
-        rule: "type(self) == string ? (size(self) <= 4096 && !self.matches(r'[\\x{0}-\\x{8}\\x{a}-\\x{1f}\\x{7f}]')) "
-          + ': (type(self) == map && has(self.valueFrom) && size(self) == 1 && size(self.valueFrom) == 1 '
-          + '&& (has(self.valueFrom.secretKeyRef) || has(self.valueFrom.file)))',
-        message: 'must be text without control characters (at most 4096) or {valueFrom: {secretKeyRef: {name, key}}} or {valueFrom: {file: PATH}}',
-      });
     } else if (keyword === 'anyOf') {
       // Only int-or-string quantities use anyOf: the CRD form is anyOf [integer, string] with the
-      // branch checks hoisted (pattern applies to strings only, minimum to numbers only).
+      // branch checks hoisted (pattern applies to strings only, minimum and maximum to numbers only).
       if (node['x-kubernetes-int-or-string'] !== true) throw new Error(`cannot convert anyOf at spec.${path}: only int-or-string is supported`);
       out.anyOf = [{ type: 'integer' }, { type: 'string' }];
       for (const branch of value as JsonSchema[]) {
         if (branch.pattern !== undefined) out.pattern = toRe2Pattern(branch.pattern as string);
         if (branch.minimum !== undefined) out.minimum = branch.minimum;
+        if (branch.maximum !== undefined) out.maximum = branch.maximum;
       }
     } else if (keyword === 'x-quantity-range') {
       // In an array the API server's CEL cost estimate for quantity() on an int-or-string
@@ -188,6 +220,8 @@ function toStructural(kind: Kind, node: JsonSchema, path: string): JsonSchema {
       // pattern only and the agent's own validation reports an out-of-range size.
       if (!path.includes('[]')) rules.push(quantityRangeRule(value as { minimum: string; maximum: string }));
     } else if (keyword === 'propertyNames') {
+      // A map of untyped values has no CEL type (see x-environment-value): its keys are the agent's to check.
+      if ((node.additionalProperties as JsonSchema | undefined)?.['x-environment-value'] === true) continue;
       const names = value as { maxLength?: number; pattern?: string };
       const checks = [
         ...(names.maxLength !== undefined ? [`size(k) <= ${names.maxLength}`] : []),
@@ -207,7 +241,6 @@ function toStructural(kind: Kind, node: JsonSchema, path: string): JsonSchema {
 export function generateCrd(kind: Kind): Record<string, unknown> {
   const names = KINDS[kind];
   const spec = toStructural(kind, SPEC_SCHEMAS[kind], '');
-  spec.description = `Desired state of the ${kind}.`;
   return {
     apiVersion: 'apiextensions.k8s.io/v1',
     kind: 'CustomResourceDefinition',
@@ -241,12 +274,13 @@ export function generateCrd(kind: Kind): Record<string, unknown> {
         schema: {
           openAPIV3Schema: {
             type: 'object',
-            description: `${kind} is a hyperlet ${names.provider === 'lxc' ? 'LXC container' : 'libvirt virtual machine'} (${API_VERSION}).`,
+            description: kindDescription(kind),
             required: ['spec'],
             properties: {
-              apiVersion: { type: 'string' },
-              kind: { type: 'string' },
-              // Only name may be constrained here: it names the instance, so it is a DNS-1123 label.
+              apiVersion: { type: 'string', description: API_VERSION_DESCRIPTION },
+              kind: { type: 'string', description: KIND_DESCRIPTION },
+              // Only name may be constrained here (it names the instance, so it is a DNS-1123 label), and
+              // nothing else, not even a description: the API server publishes Kubernetes' ObjectMeta.
               metadata: { type: 'object', properties: { name: { type: 'string', maxLength: 63, pattern: DNS_LABEL_PATTERN } } },
               spec,
               status: statusSchema,

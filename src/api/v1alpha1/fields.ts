@@ -27,6 +27,7 @@ export const FIELD_APPLY: Readonly<Record<Kind, Readonly<Record<string, ApplyMod
     'resources.disk': 'recreate', // the rootfs is made once
     template: 'recreate',
     rootfs: 'recreate',
+    privileged: 'recreate', // the rootfs ownership is shifted into the id range once, at create
   },
   VirtualMachine: {
     'resources.cpu': 'live', // within maxCpu, set on the running domain
@@ -56,6 +57,7 @@ export function specFields<K extends Kind>(kind: K, spec: SpecOf<K>): SpecFields
       network: json(s.network ?? []),
       environment: json(sortKeys(s.environment ?? {})),
       autostart: s.autostart,
+      privileged: s.privileged === true,
     };
   }
   const s = spec as VirtualMachineSpec;

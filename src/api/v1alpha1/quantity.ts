@@ -13,7 +13,10 @@ const SUFFIX_FACTORS: Readonly<Record<string, number>> = {
 export const QUANTITY_PATTERN = '^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$';
 const QUANTITY_RE = new RegExp(QUANTITY_PATTERN);
 
-/** Returns the number of bytes `quantity` stands for, or undefined when it is not a quantity. */
+/**
+ * Returns the number of bytes `quantity` stands for, or undefined when it is not a quantity or
+ * its byte count is not a safe integer (above 2^53 - 1 a number can no longer name one byte).
+ */
 export function parseQuantity(quantity: string | number): number | undefined {
   if (typeof quantity === 'number') return Number.isSafeInteger(quantity) && quantity >= 0 ? quantity : undefined;
   if (!QUANTITY_RE.test(quantity)) return undefined;
@@ -21,7 +24,7 @@ export function parseQuantity(quantity: string | number): number | undefined {
   const factor = SUFFIX_FACTORS[match?.[2] ?? ''];
   if (match === null || factor === undefined) return undefined;
   const bytes = Math.ceil(Number(match[1]) * factor);
-  return Number.isFinite(bytes) ? bytes : undefined;
+  return Number.isSafeInteger(bytes) ? bytes : undefined;
 }
 
 /** Formats bytes as the shortest exact binary quantity ("512Mi", "2Gi"), else plain bytes. */

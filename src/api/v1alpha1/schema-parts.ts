@@ -72,13 +72,19 @@ export const absolutePath = (description: string): JsonSchema => ({
 
 /**
  * A Kubernetes quantity (string such as "512Mi", or a byte count) within a range.
- * `x-quantity-range` is checked by validate.ts and turned into a CEL rule in the CRDs.
+ * `x-quantity-range` is checked by validate.ts and turned into a CEL rule in the CRDs. A byte
+ * count must be a safe integer: `1e30` is an integer to JSON Schema, but not a number of bytes.
+ * No `type`: int-or-string, as Kubernetes' own quantities in CRDs. `kubectl explain` then prints
+ * `<Object>` for it (its template reads only `type`; kubernetes/kubernetes#130946), so the
+ * description says what it is. `type: string` would fix that line but makes server-side apply
+ * (Flux, `kubectl apply --server-side`) refuse integers: "expected string, got int" (tried).
  */
 export const quantity = (minimum: string, maximum: string, description: string): JsonSchema => ({
   'x-kubernetes-int-or-string': true,
-  anyOf: [{ type: 'integer', minimum: 0 }, { type: 'string', pattern: QUANTITY_PATTERN }],
+  anyOf: [{ type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER }, { type: 'string', pattern: QUANTITY_PATTERN }],
   'x-quantity-range': { minimum, maximum },
-  description,
+  description: `${description} An int-or-string quantity, ${minimum} to ${maximum}: a byte count such as 268435456, or a string `
+    + 'with a suffix (Ki, Mi, Gi, Ti: powers of 1024; k, M, G, T: of 1000) such as 512Mi or 2Gi.',
 });
 
 const labelKey = '^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$';
@@ -88,18 +94,21 @@ export const objectMeta: JsonSchema = {
   type: 'object',
   additionalProperties: false,
   required: ['name'],
+  description: 'Standard object metadata: name, namespace, labels and annotations.',
   properties: {
     name: dnsLabel('Name of the object, unique per kind and namespace; also names the instance on the host.'),
     namespace: { ...dnsLabel('Namespace of the object.'), default: 'default' },
     labels: {
       type: 'object',
       maxProperties: 64,
+      description: 'Key/value pairs to select and group objects (Kubernetes label syntax).',
       propertyNames: { maxLength: 317, pattern: labelKey },
       additionalProperties: { type: 'string', maxLength: 63, pattern: '^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$' },
     },
     annotations: {
       type: 'object',
       maxProperties: 64,
+      description: 'Key/value notes; hyperlet reads hyperlet.io/paused, hyperlet.io/adopt and hyperlet.io/prune.',
       propertyNames: { maxLength: 317, pattern: labelKey },
       additionalProperties: { type: 'string', maxLength: 65536 },
     },
@@ -124,6 +133,33 @@ export const commonSpecProperties: Record<string, JsonSchema> = {
     type: 'string', enum: ['Correct', 'Report', 'Ignore'], default: 'Correct',
     description: 'What to do when the instance changes behind hyperlet\'s back after it matched: Correct puts it back; Report shows the drift (condition Drifted) and leaves it; Ignore leaves it silently.',
   },
+  snapshots: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['schedule'],
+    description: 'Scheduled snapshots of the instance, taken by the daemon and pruned by the retain rules; listed in status.snapshots.',
+    properties: {
+      schedule: {
+        type: 'string', minLength: 1, maxLength: 128, pattern: SAFE_TEXT_PATTERN,
+        description: 'When to snapshot: a 5-field cron expression in UTC (minute hour day-of-month month day-of-week; *, N, A-B, */S, lists), '
+          + 'a macro (@hourly, @daily, @weekly, @monthly, @yearly) or "@every DURATION" (such as 30m, 6h, 1h30m; at least 1m). '
+          + 'A run missed while the daemon was down runs once when it starts, never as a burst.',
+      },
+      retain: {
+        type: 'object',
+        additionalProperties: false,
+        description: 'Which scheduled snapshots to keep (Proxmox prune rules, UTC periods): a snapshot is kept if any rule keeps it; '
+          + 'with no rule, all are kept. Snapshots taken on request are never pruned.',
+        properties: {
+          last: { type: 'integer', minimum: 0, maximum: 1000, description: 'Keep the newest N snapshots.' },
+          hourly: { type: 'integer', minimum: 0, maximum: 1000, description: 'Keep the newest snapshot of each of the last N hours that have one.' },
+          daily: { type: 'integer', minimum: 0, maximum: 1000, description: 'Keep the newest snapshot of each of the last N days that have one.' },
+          weekly: { type: 'integer', minimum: 0, maximum: 1000, description: 'Keep the newest snapshot of each of the last N ISO weeks that have one.' },
+          monthly: { type: 'integer', minimum: 0, maximum: 1000, description: 'Keep the newest snapshot of each of the last N months that have one.' },
+        },
+      },
+    },
+  },
   dependsOn: {
     type: 'array',
     maxItems: 64,
@@ -132,8 +168,9 @@ export const commonSpecProperties: Record<string, JsonSchema> = {
       type: 'object',
       additionalProperties: false,
       required: ['kind', 'name'],
+      description: 'A reference to an object of the same source.',
       properties: {
-        kind: { type: 'string', enum: ['Container', 'VirtualMachine'] },
+        kind: { type: 'string', enum: ['Container', 'VirtualMachine'], description: 'Kind of the object depended on.' },
         name: dnsLabel('Name of the object depended on.'),
         namespace: dnsLabel('Its namespace (default: this object\'s namespace).'),
       },
@@ -147,12 +184,26 @@ export function objectSchema(kind: string, apiVersion: string, spec: JsonSchema)
     type: 'object',
     additionalProperties: false,
     required: ['apiVersion', 'kind', 'metadata', 'spec'],
+    description: kindDescription(kind),
     properties: {
-      apiVersion: { type: 'string', const: apiVersion },
-      kind: { type: 'string', const: kind },
+      apiVersion: { type: 'string', const: apiVersion, description: API_VERSION_DESCRIPTION },
+      kind: { type: 'string', const: kind, description: KIND_DESCRIPTION },
       metadata: objectMeta,
       spec,
-      status: { type: 'object' },
+      status: { type: 'object', description: STATUS_DESCRIPTION },
     },
   };
 }
+
+/** What `kubectl explain KIND` says about each kind. */
+export function kindDescription(kind: string): string {
+  return kind === 'Container'
+    ? 'Container is an LXC container that hyperlet creates, keeps as declared and reports on.'
+    : 'VirtualMachine is a libvirt domain (KVM or QEMU) that hyperlet creates, keeps as declared and reports on.';
+}
+
+/** Kubernetes' own wording for the type fields every object has. */
+export const API_VERSION_DESCRIPTION = 'The versioned schema of this object: hyperlet.io/v1alpha1.';
+export const KIND_DESCRIPTION = 'The kind of this object, in CamelCase.';
+export const STATUS_DESCRIPTION =
+  'What hyperlet observes and did, written by the agent (status subresource) or kept in the state DB; never set by authors.';

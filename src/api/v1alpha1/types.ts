@@ -34,6 +34,13 @@ interface CommonSpec {
   /** Absent means Correct (the schema default). */
   driftPolicy?: DriftPolicy;
   dependsOn?: DependencyRef[];
+  snapshots?: SnapshotPolicy;
+}
+
+/** spec.snapshots: a schedule (cron or @every) and Proxmox-style retain rules. */
+export interface SnapshotPolicy {
+  schedule: string;
+  retain?: { last?: number; hourly?: number; daily?: number; weekly?: number; monthly?: number };
 }
 
 /** A key of a Kubernetes Secret in the object's namespace. */
@@ -58,6 +65,8 @@ export interface ContainerSpec extends CommonSpec {
   network?: ContainerNetwork[];
   environment?: Record<string, EnvironmentValue>;
   autostart: boolean;
+  /** Absent means false: the container runs in a user namespace (lxc.idmap). */
+  privileged?: boolean;
   gracefulStopSeconds: number;
 }
 
@@ -90,7 +99,7 @@ export type Container = HyperletObject<'Container'>;
 export type VirtualMachine = HyperletObject<'VirtualMachine'>;
 
 export type Phase = 'Pending' | 'Creating' | 'Running' | 'Stopped' | 'Frozen' | 'Paused' | 'Failed' | 'Deleting';
-export type ConditionType = 'Ready' | 'Synced' | 'RestartRequired' | 'RecreateRequired' | 'Paused' | 'Drifted';
+export type ConditionType = 'Ready' | 'Synced' | 'Reconciling' | 'Stalled' | 'RestartRequired' | 'RecreateRequired' | 'Paused' | 'Drifted';
 
 /** A Kubernetes-convention condition; `lastTransitionTime` moves only when `status` flips. */
 export interface Condition {
@@ -124,4 +133,9 @@ export interface Status {
    * generation is drift (an out-of-band change), which spec.driftPolicy governs.
    */
   convergedGeneration?: number;
+  /** Scheduled snapshots of the instance (spec.snapshots), oldest first. */
+  snapshots?: StatusSnapshot[];
 }
+
+/** One snapshot as status lists it. */
+export interface StatusSnapshot { name: string; time: string; sizeBytes?: number; origin: string }

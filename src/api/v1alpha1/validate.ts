@@ -3,11 +3,12 @@
  * rules a schema cannot say plainly. Defaults are applied to a copy; the input is never changed.
  * Each problem names the field path and the rule it broke.
  */
+import { parseSchedule } from './snapshot-schedule.js';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { API_VERSION, type Kind, isKind } from './group.js';
 import { containerSchema } from './container-schema.js';
 import { virtualMachineSchema } from './virtual-machine-schema.js';
-import { parseQuantity, formatQuantity } from './quantity.js';
+import { QUANTITY_PATTERN, parseQuantity, formatQuantity } from './quantity.js';
 import type { ContainerSpec, DependencyRef, HyperletObject, VirtualMachineSpec } from './types.js';
 
 /** One broken rule: `path` is a dotted field path ("spec.resources.cpu", "spec.disks[1].size"). */
@@ -28,6 +29,8 @@ export const SCHEMAS: Readonly<Record<Kind, Record<string, unknown>>> = {
 
 interface QuantityRange { minimum: string; maximum: string }
 
+const QUANTITY_RE = new RegExp(QUANTITY_PATTERN);
+
 function makeAjv(): Ajv {
   const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, strictTypes: false, allowUnionTypes: true });
   // Structural-schema marker for the CRDs; ajv's anyOf already checks the two shapes.
@@ -41,7 +44,12 @@ function makeAjv(): Ajv {
     validate: function checkRange(this: unknown, range: QuantityRange, data: unknown): boolean {
       if (typeof data !== 'string' && typeof data !== 'number') return true; // the type check reports it
       const bytes = parseQuantity(data);
-      if (bytes === undefined) return true; // the pattern check reports it
+      if (bytes === undefined) {
+        // A number or a well-formed string whose byte count is past 2^53 - 1; other shapes the anyOf check reports.
+        if (typeof data === 'number' || !QUANTITY_RE.test(data)) return true;
+        (checkRange as unknown as { errors: Partial<ErrorObject>[] }).errors = [unsafeError(data)];
+        return false;
+      }
       const min = parseQuantity(range.minimum) ?? 0;
       const max = parseQuantity(range.maximum) ?? Number.MAX_SAFE_INTEGER;
       if (bytes >= min && bytes <= max) return true;
@@ -54,6 +62,13 @@ function makeAjv(): Ajv {
     },
   });
   return ajv;
+}
+
+const UNSAFE_MESSAGE = `must be a whole number of bytes up to ${Number.MAX_SAFE_INTEGER} (2^53 - 1, the largest safe integer)`;
+
+/** The error of a byte count that is not a safe integer (`1e30`, `9999999999Ei`). */
+function unsafeError(data: string): Partial<ErrorObject> {
+  return { keyword: 'x-quantity-range', message: `${UNSAFE_MESSAGE}; is ${data}`, params: { rule: 'safe-integer' } };
 }
 
 const ajv = makeAjv();
@@ -85,7 +100,10 @@ function toIssues(errors: readonly ErrorObject[]): ValidationIssue[] {
     if (e.keyword === 'anyOf' && e.schemaPath.includes('/environment/')) {
       issues.push({ path, rule: 'environment-value', message: 'must be text without control characters (at most 4096), or {valueFrom: {secretKeyRef: {name, key}}} or {valueFrom: {file: PATH}}' });
     } else if (e.keyword === 'anyOf') {
-      issues.push({ path, rule: 'quantity', message: 'must be a quantity such as 512Mi or 2Gi, or a byte count' });
+      const unsafe = errors.some((b) => b.instancePath === e.instancePath && b.keyword === 'maximum' && b.schemaPath.includes('/anyOf/'));
+      issues.push(unsafe
+        ? { path, rule: 'safe-integer', message: UNSAFE_MESSAGE }
+        : { path, rule: 'quantity', message: 'must be a quantity such as 512Mi or 2Gi, or a byte count' });
     } else if (anyOfPaths.has(e.instancePath) && e.schemaPath.includes('/anyOf/')) {
       continue;
     } else if (e.keyword === 'additionalProperties') {
@@ -102,7 +120,8 @@ function toIssues(errors: readonly ErrorObject[]): ValidationIssue[] {
     } else if (e.propertyName !== undefined) {
       issues.push({ path: join(path, e.propertyName), rule: `key-${e.keyword}`, message: `key ${JSON.stringify(e.propertyName)} ${e.message ?? 'is invalid'}` });
     } else {
-      issues.push({ path, rule: e.keyword, message: e.message ?? 'is invalid' });
+      const rule = (e.params as { rule?: unknown } | undefined)?.rule;
+      issues.push({ path, rule: typeof rule === 'string' ? rule : e.keyword, message: e.message ?? 'is invalid' });
     }
   }
   return issues;
@@ -137,6 +156,14 @@ function dependencyIssues(kind: Kind, metadata: { name?: unknown; namespace?: un
 
 function crossFieldIssues(kind: Kind, spec: Record<string, unknown>): ValidationIssue[] {
   const issues: ValidationIssue[] = [];
+  const snapshots = spec.snapshots as { schedule?: unknown } | undefined;
+  if (typeof snapshots?.schedule === 'string') {
+    try {
+      parseSchedule(snapshots.schedule);
+    } catch (err) {
+      issues.push({ path: 'spec.snapshots.schedule', rule: 'schedule', message: (err as Error).message });
+    }
+  }
   if (kind === 'Container') {
     const s = spec as unknown as ContainerSpec;
     if ((s.template === undefined) === (s.rootfs === undefined)) {

@@ -7,6 +7,7 @@ import {
 export const virtualMachineSpecSchema: JsonSchema = {
   type: 'object',
   additionalProperties: false,
+  description: 'Desired state of the VirtualMachine.',
   properties: {
     state: { type: 'string', enum: ['Running', 'Stopped', 'Paused'], default: 'Running', description: 'Desired power state.' },
     hypervisor: { type: 'string', enum: ['kvm', 'qemu'], default: 'kvm', description: 'kvm (hardware) or qemu (software emulation).' },
@@ -14,6 +15,7 @@ export const virtualMachineSpecSchema: JsonSchema = {
       type: 'object',
       default: {},
       additionalProperties: false,
+      description: 'Virtual CPUs and memory of the guest, with the ceilings live changes may reach.',
       properties: {
         cpu: { type: 'integer', minimum: 1, maximum: 128, default: 1, description: 'Virtual CPUs.' },
         memory: { ...quantity('64Mi', '1Ti', 'Guest memory.'), default: '512Mi' },
@@ -24,6 +26,7 @@ export const virtualMachineSpecSchema: JsonSchema = {
     boot: {
       type: 'object',
       additionalProperties: false,
+      description: 'How the guest boots: a kernel (with initrd and command line) or one of its disks. Exactly one of kernel and disk.',
       properties: {
         kernel: absolutePath('Kernel image for direct boot.'),
         initrd: absolutePath('Initial ramdisk for direct boot.'),
@@ -34,15 +37,17 @@ export const virtualMachineSpecSchema: JsonSchema = {
     disks: {
       type: 'array',
       maxItems: 26,
+      description: 'Disks, each a volume in a libvirt storage pool, attached in order.',
       items: {
         type: 'object',
         additionalProperties: false,
         required: ['name'],
+        description: 'One disk: a volume made with a size, from a backing image, or both.',
         properties: {
           name: dnsLabel('Disk name, unique in this VM; the volume is named after the VM and the disk.'),
           size: quantity('100Mi', '10Ti', 'Volume capacity; may grow, never shrink.'),
           pool: { ...dnsLabel('Storage pool holding the volume.'), default: 'default' },
-          bus: { type: 'string', enum: ['virtio', 'sata', 'scsi', 'ide'], default: 'virtio' },
+          bus: { type: 'string', enum: ['virtio', 'sata', 'scsi', 'ide'], default: 'virtio', description: 'Bus the disk is attached to.' },
           image: absolutePath('Backing image (qcow2 or raw) the volume starts from.'),
         },
       },
@@ -50,14 +55,16 @@ export const virtualMachineSpecSchema: JsonSchema = {
     networks: {
       type: 'array',
       maxItems: 16,
+      description: 'Network interfaces, in order.',
       items: {
         type: 'object',
         additionalProperties: false,
+        description: 'One network interface, on a libvirt network or a host bridge.',
         properties: {
           network: dnsLabel('libvirt network to attach to. Exactly one of network and bridge.'),
           bridge: { type: 'string', pattern: IFNAME_PATTERN, description: 'Host bridge to attach to.' },
           mac: { type: 'string', pattern: MAC_PATTERN, description: 'MAC address; derived from the object id when absent.' },
-          model: { type: 'string', enum: ['virtio', 'e1000', 'rtl8139'], default: 'virtio' },
+          model: { type: 'string', enum: ['virtio', 'e1000', 'rtl8139'], default: 'virtio', description: 'Emulated NIC model.' },
         },
       },
     },

@@ -5,12 +5,14 @@
  * the object's id, key, spec hash, the fields as applied, the volumes hyperlet created, the last
  * reboot request honoured and the object's annotations.
  */
-import { createHash } from 'node:crypto';
 import { XMLParser } from 'fast-xml-parser';
 import type { SpecFields } from '../../api/v1alpha1/fields.js';
+import { deriveMac } from '../../api/v1alpha1/mac-address.js';
 import { parseQuantity } from '../../api/v1alpha1/quantity.js';
 import type { VirtualMachineDisk, VirtualMachineSpec } from '../../api/v1alpha1/types.js';
 import { xmlEscape } from './xml-text.js';
+
+export { deriveMac } from '../../api/v1alpha1/mac-address.js';
 
 /** The namespace of hyperlet's metadata element, and the prefix it is written with. */
 export const HYPERLET_XML_NS = 'https://hyperlet.io/v1alpha1';
@@ -30,6 +32,8 @@ export interface OwnershipMarker {
   readonly volumes: readonly VolumeName[];
   /** The value of the reboot-request annotation last honoured. */
   readonly rebootRequest?: string;
+  /** The value of the restore-request annotation last honoured (or present at create). */
+  readonly restoreRequest?: string;
   /** Set between the first define and the end of volume creation: a crash there leaves a partial instance. */
   readonly partial?: boolean;
   readonly annotations: Readonly<Record<string, string>>;
@@ -71,12 +75,6 @@ export function diskNameOfVolume(hostName: string, volume: string): string | und
   return m?.[1];
 }
 
-/** A stable MAC for NIC `index` of object `id`, in QEMU's 52:54:00 range. */
-export function deriveMac(id: string, index: number): string {
-  const h = createHash('sha256').update(`${id}/nic/${index}`).digest();
-  return ['52', '54', '00', ...[h[0], h[1], h[2]].map((b) => (b ?? 0).toString(16).padStart(2, '0'))].join(':');
-}
-
 const TARGET_PREFIX: Readonly<Record<VirtualMachineDisk['bus'], string>> = { virtio: 'vd', sata: 'sd', scsi: 'sd', ide: 'hd' };
 
 /** Disk target names in declaration order, counted per prefix (vda, vdb, sda…). */
@@ -110,6 +108,7 @@ export function buildMarkerXml(m: OwnershipMarker, forSetMetadata = false): stri
     `<fields>${xmlEscape(JSON.stringify(m.fields))}</fields>`,
     ...m.volumes.map((v) => `<volume pool="${xmlEscape(v.pool)}" name="${xmlEscape(v.name)}"/>`),
     ...(m.rebootRequest === undefined ? [] : [`<rebootRequest>${xmlEscape(m.rebootRequest)}</rebootRequest>`]),
+    ...(m.restoreRequest === undefined ? [] : [`<restoreRequest>${xmlEscape(m.restoreRequest)}</restoreRequest>`]),
     ...(m.partial === true ? ['<partial>true</partial>'] : []),
     ...Object.entries(m.annotations).sort(([a], [b]) => (a < b ? -1 : 1))
       .map(([k, v]) => `<annotation name="${xmlEscape(k)}">${xmlEscape(v)}</annotation>`),
@@ -270,6 +269,7 @@ function parseMarker(metadata: XmlNode | undefined): OwnershipMarker | undefined
     // a marker with unreadable fields still says who owns the domain
   }
   const rebootRequest = text(child('rebootRequest'));
+  const restoreRequest = text(child('restoreRequest'));
   const volumes = nodes(child('volume')).map((v) => ({ pool: attr(v, 'pool') ?? '', name: attr(v, 'name') ?? '' }));
   const annotations = Object.fromEntries(nodes(child('annotation')).map((a) => [attr(a, 'name') ?? '', text(a) ?? '']));
   return {
@@ -280,6 +280,7 @@ function parseMarker(metadata: XmlNode | undefined): OwnershipMarker | undefined
     fields,
     volumes,
     ...(rebootRequest === undefined ? {} : { rebootRequest }),
+    ...(restoreRequest === undefined ? {} : { restoreRequest }),
     ...(text(child('partial')) === 'true' ? { partial: true } : {}),
     annotations,
   };

@@ -42,6 +42,11 @@ export const Proc = {
   StorageVolGetInfo: 98,
   StorageVolGetPath: 100,
   StoragePoolIsActive: 154,
+  DomainSnapshotCreateXml: 185,
+  DomainSnapshotGetXmlDesc: 186,
+  DomainSnapshotLookupByName: 189,
+  DomainRevertToSnapshot: 192,
+  DomainSnapshotDelete: 193,
   ConnectGetLibVersion: 157,
   DomainCreateWithFlags: 196,
   DomainSetVcpusFlags: 199,
@@ -54,6 +59,7 @@ export const Proc = {
   StorageVolResize: 260,
   DomainSetMetadata: 264,
   ConnectListAllDomains: 273,
+  DomainListAllSnapshots: 274,
   ConnectDomainEventCallbackRegisterAny: 316,
   ConnectDomainEventCallbackDeregisterAny: 317,
   DomainEventCallbackLifecycle: 318,
@@ -90,6 +96,11 @@ export const Flags = {
   MetadataElement: 2,
   /** virDomainStatsTypes */
   StatsState: 1,
+  /** virDomainSnapshotCreateFlags: DISK_ONLY, ATOMIC */
+  SnapshotDiskOnly: 16,
+  SnapshotAtomic: 128,
+  /** virDomainSnapshotRevertFlags: FORCE (a revert that must drop a running state) */
+  SnapshotRevertForce: 4,
 } as const;
 
 const DOMAIN_LIST_MAX = 16_384;
@@ -110,6 +121,8 @@ export interface DomainRef {
 export interface PoolRef { readonly name: string; readonly uuid: Buffer }
 export interface NetworkRef { readonly name: string; readonly uuid: Buffer }
 export interface VolumeRef { readonly pool: string; readonly name: string; readonly key: string }
+/** A snapshot handle (remote_nonnull_domain_snapshot). */
+export interface SnapshotRef { readonly name: string; readonly domain: DomainRef }
 
 export interface DomainStateInfo { readonly state: number; readonly reason: number }
 export interface DomainInfo { readonly state: number; readonly maxMemKiB: bigint; readonly memoryKiB: bigint; readonly nrVirtCpu: number; readonly cpuTimeNs: bigint }
@@ -140,6 +153,13 @@ const writeVolume = (w: XdrWriter, v: VolumeRef): void => {
   w.string(v.pool).string(v.name).string(v.key);
 };
 const readVolume = (r: XdrReader): VolumeRef => ({ pool: r.string(), name: r.string(), key: r.string() });
+const writeSnapshot = (w: XdrWriter, s: SnapshotRef): void => {
+  w.string(s.name);
+  writeDomain(w, s.domain);
+};
+const readSnapshot = (r: XdrReader): SnapshotRef => ({ name: r.string(), domain: readDomain(r) });
+/** REMOTE_DOMAIN_SNAPSHOT_LIST_MAX */
+const SNAPSHOT_LIST_MAX = 16_384;
 
 function readTypedParam(r: XdrReader): [string, TypedParamValue] {
   const field = r.string();
@@ -204,6 +224,8 @@ export type LibvirtApi = LibvirtEvents & Pick<LibvirtClient,
   | 'domainGetXmlDesc' | 'domainSetVcpus' | 'domainSetMemory' | 'domainBlockResize' | 'domainSetMetadata'
   | 'lookupStoragePool' | 'storagePoolDefineXml' | 'storagePoolBuild' | 'storagePoolCreate' | 'storagePoolSetAutostart'
   | 'storagePoolIsActive' | 'storageVolCreateXml' | 'lookupStorageVol' | 'storageVolDelete' | 'storageVolResize' | 'storageVolGetInfo'
+  | 'domainSnapshotCreateXml' | 'domainSnapshotGetXmlDesc' | 'domainListAllSnapshots' | 'lookupDomainSnapshot'
+  | 'domainRevertToSnapshot' | 'domainSnapshotDelete'
 >;
 
 /**
@@ -411,6 +433,51 @@ export class LibvirtClient extends EventEmitter<LibvirtClientEvents> {
   }
   domainUndefine(dom: DomainRef, flags = Flags.UndefineAll): Promise<void> {
     return this.domainVoid(Proc.DomainUndefineFlags, dom, flags);
+  }
+
+  // ---- snapshots ----
+
+  /** Takes a snapshot described by `xml` (a <domainsnapshot>); internal qcow2 unless flags say DISK_ONLY. Long: no call timeout. */
+  async domainSnapshotCreateXml(dom: DomainRef, xml: string, flags = 0, timeoutMs = 600_000): Promise<SnapshotRef> {
+    const w = new XdrWriter();
+    writeDomain(w, dom);
+    return readSnapshot(await this.call(Proc.DomainSnapshotCreateXml, w.string(xml).uint(flags).toBuffer(), { timeoutMs }));
+  }
+
+  /** The snapshot's <domainsnapshot> XML (name, creationTime, state, memory, the domain as it was). */
+  async domainSnapshotGetXmlDesc(snap: SnapshotRef, flags = 0): Promise<string> {
+    const w = new XdrWriter();
+    writeSnapshot(w, snap);
+    return (await this.call(Proc.DomainSnapshotGetXmlDesc, w.uint(flags).toBuffer())).string();
+  }
+
+  /** Every snapshot of the domain, in one call. */
+  async domainListAllSnapshots(dom: DomainRef, flags = 0): Promise<SnapshotRef[]> {
+    const w = new XdrWriter();
+    writeDomain(w, dom);
+    const r = await this.call(Proc.DomainListAllSnapshots, w.int(1).uint(flags).toBuffer());
+    return r.array(readSnapshot, SNAPSHOT_LIST_MAX);
+  }
+
+  /** The snapshot named `name`, or undefined when the domain has none of that name. */
+  async lookupDomainSnapshot(dom: DomainRef, name: string): Promise<SnapshotRef | undefined> {
+    const w = new XdrWriter();
+    writeDomain(w, dom);
+    return LibvirtClient.orUndefined((async () => readSnapshot(await this.call(Proc.DomainSnapshotLookupByName, w.string(name).uint(0).toBuffer())))());
+  }
+
+  /** Reverts the domain's disks (and memory, when the snapshot has it) to the snapshot. */
+  async domainRevertToSnapshot(snap: SnapshotRef, flags = 0, timeoutMs = 600_000): Promise<void> {
+    const w = new XdrWriter();
+    writeSnapshot(w, snap);
+    await this.call(Proc.DomainRevertToSnapshot, w.uint(flags).toBuffer(), { timeoutMs });
+  }
+
+  /** Deletes the snapshot (its qcow2 internal data and libvirt's metadata). */
+  async domainSnapshotDelete(snap: SnapshotRef, flags = 0, timeoutMs = 600_000): Promise<void> {
+    const w = new XdrWriter();
+    writeSnapshot(w, snap);
+    await this.call(Proc.DomainSnapshotDelete, w.uint(flags).toBuffer(), { timeoutMs });
   }
 
   async domainGetState(dom: DomainRef): Promise<DomainStateInfo> {

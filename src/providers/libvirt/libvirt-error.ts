@@ -22,6 +22,7 @@ export const LibvirtErrorCode = {
   OperationInvalid: 55,
   ConfigUnsupported: 67,
   OperationTimeout: 68,
+  NoDomainSnapshot: 72,
   NoDomainMetadata: 80,
   OperationUnsupported: 84,
   StorageVolExists: 90,
@@ -30,7 +31,7 @@ export const LibvirtErrorCode = {
 /** Codes that mean "the object is not there": an answer, never a failure to retry. */
 const NOT_FOUND_CODES: ReadonlySet<number> = new Set([
   LibvirtErrorCode.NoDomain, LibvirtErrorCode.NoNetwork, LibvirtErrorCode.NoStoragePool,
-  LibvirtErrorCode.NoStorageVol, LibvirtErrorCode.NoDomainMetadata,
+  LibvirtErrorCode.NoStorageVol, LibvirtErrorCode.NoDomainMetadata, LibvirtErrorCode.NoDomainSnapshot,
 ]);
 
 /** An error the daemon returned for one call (status ERROR), or a transport failure (code 0). */

@@ -22,12 +22,16 @@ import { access, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { specFields } from '../../api/v1alpha1/fields.js';
+import { DEFAULT_VM_DISK_BYTES } from '../../api/v1alpha1/host-defaults.js';
 import type { PowerState } from '../../api/v1alpha1/types.js';
 import { TerminalError } from '../../shared/errors.js';
+import { failpoint } from '../../shared/failpoint.js';
 import type { Desired } from '../../store/desired.js';
 import {
-  ProviderUnavailableError, type FieldChange, type ObservedInstance, type Provider,
+  ProviderUnavailableError, assertSnapshotName, type FieldChange, type InstanceSnapshot, type ObservedInstance, type Provider,
+  type RestoreOutcome, type SnapshotOptions,
 } from '../provider.js';
+import { LibvirtSnapshots } from './libvirt-snapshots.js';
 import type { ApplyMode } from '../../api/v1alpha1/fields.js';
 import {
   HYPERLET_XML_NS, HYPERLET_XML_PREFIX, buildDomainXml, buildMarkerXml, parseDomainXml, planDisks,
@@ -40,7 +44,7 @@ import { isLibvirtError, isNotFound } from './libvirt-error.js';
 import { disksChangeMode, observedFieldsOf } from './observed-fields.js';
 import { LibvirtStorage } from './libvirt-storage.js';
 import { ChangeFeed } from '../change-feed.js';
-import { REBOOT_REQUEST_ANNOTATION } from '../../shared/annotations.js';
+import { REBOOT_REQUEST_ANNOTATION, RESTORE_REQUEST_ANNOTATION, snapshotOfRestoreRequest } from '../../shared/annotations.js';
 import { rebootPending } from './reboot-request.js';
 import { REASON_NAMES, STATE_NAMES, instanceStateOf, isActive } from './domain-state.js';
 import { sleep, stopGracefully } from './graceful-stop.js';
@@ -98,6 +102,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
   private readonly consoleDir: string;
   private readonly xmlCacheTtlMs: number;
   private readonly storage: LibvirtStorage;
+  private readonly snapshots: LibvirtSnapshots;
   private connecting: Promise<void> | undefined;
   private readonly cache = new Map<string, CacheEntry>();
   private readonly knownNames = new Set<string>();
@@ -117,8 +122,9 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
       client: this.client, logger: this.log,
       poolRoot: options.poolRoot ?? '/var/lib/hyperlet/pools',
       creatablePool: options.creatablePool ?? ((name) => name === 'default' || name.startsWith('hyperlet-')),
-      defaultDiskBytes: options.defaultDiskBytes ?? 10 * 1024 ** 3,
+      defaultDiskBytes: options.defaultDiskBytes ?? DEFAULT_VM_DISK_BYTES,
     });
+    this.snapshots = new LibvirtSnapshots(this.client, this.log);
     this.client.on('lifecycle', (e) => {
       this.cache.delete(uuidFromBytes(e.domain.uuid));
       this.notify(e.domain.name);
@@ -235,6 +241,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
       uuid: parsed.uuid,
     };
     if (parsed.marker?.rebootRequest !== undefined) details.rebootRequest = parsed.marker.rebootRequest;
+    if (parsed.marker?.restoreRequest !== undefined) details.restoreRequest = parsed.marker.restoreRequest;
     const stop = this.lastStop.get(dom.name);
     if (stop !== undefined) details.lastStop = stop;
     if (parsed.consolePath !== undefined) details.console = parsed.consolePath;
@@ -267,9 +274,10 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     return entry;
   }
 
-  private markerFor(d: Desired<'VirtualMachine'>, volumes: readonly VolumeName[], extra: { rebootRequest?: string; partial?: boolean } = {}): OwnershipMarker {
+  private markerFor(d: Desired<'VirtualMachine'>, volumes: readonly VolumeName[], extra: { rebootRequest?: string; restoreRequest?: string; partial?: boolean } = {}): OwnershipMarker {
     const annotations = d.object.metadata.annotations ?? {};
     const rebootRequest = extra.rebootRequest ?? annotations[REBOOT_REQUEST_ANNOTATION];
+    const restoreRequest = extra.restoreRequest ?? annotations[RESTORE_REQUEST_ANNOTATION];
     return {
       id: d.id,
       key: d.key,
@@ -278,6 +286,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
       fields: specFields('VirtualMachine', d.object.spec),
       volumes,
       ...(rebootRequest === undefined ? {} : { rebootRequest }),
+      ...(restoreRequest === undefined ? {} : { restoreRequest }),
       ...(extra.partial === true ? { partial: true } : {}),
       annotations,
     };
@@ -334,9 +343,11 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     // Define first, marked partial, so a crash while making volumes leaves a domain that says which volumes are ours.
     const partial = toCreate.length > 0;
     let dom = await this.client.domainDefineXml(this.domainXmlFor(d, this.markerFor(d, volumes, { partial })));
+    failpoint('libvirt.create.defined');
     for (const { pool, disk } of toCreate) {
       signal.throwIfAborted();
       await this.storage.createVolume(pool, disk);
+      failpoint('libvirt.create.volume');
     }
     if (partial || previous?.partial === true) dom = await this.client.domainDefineXml(this.domainXmlFor(d, this.markerFor(d, volumes)));
     this.cache.delete(uuidFromBytes(dom.uuid));
@@ -349,6 +360,18 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     const parsed = await this.readDomain(dom);
     const st = await this.client.domainGetState(dom);
     const active = isActive(st.state);
+    signal.throwIfAborted();
+    await this.recordVolumes(d, dom, parsed, active);
+    const volumes = await this.storage.reconcileDisks(d, parsed, dom, active);
+    const marker = this.markerFor(d, volumes, {
+      ...(parsed.marker?.rebootRequest === undefined ? {} : { rebootRequest: parsed.marker.rebootRequest }),
+      ...(parsed.marker?.restoreRequest === undefined ? {} : { restoreRequest: parsed.marker.restoreRequest }),
+    });
+    // The persistent definition first: a running domain is observed through its live XML, so a
+    // live change made first and then cut short by a crash would hide that the definition lacks it.
+    await this.client.domainDefineXml(this.domainXmlFor(d, marker));
+    this.cache.delete(uuidFromBytes(dom.uuid));
+    failpoint('libvirt.update.defined');
     if (active) {
       for (const c of changes) {
         if (c.apply !== 'live') continue;
@@ -359,15 +382,30 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
           await this.client.domainSetVcpus(dom, c.to, Flags.AffectLive);
         }
       }
+      failpoint('libvirt.update.applied');
+      await this.client.domainSetMetadata(dom, buildMarkerXml(marker, true), HYPERLET_XML_PREFIX, HYPERLET_XML_NS, Flags.AffectLive);
     }
-    signal.throwIfAborted();
-    const volumes = await this.storage.reconcileDisks(d, parsed, dom, active);
-    const marker = this.markerFor(d, volumes, parsed.marker?.rebootRequest === undefined ? {} : { rebootRequest: parsed.marker.rebootRequest });
-    await this.client.domainDefineXml(this.domainXmlFor(d, marker));
-    if (active) await this.client.domainSetMetadata(dom, buildMarkerXml(marker, true), HYPERLET_XML_PREFIX, HYPERLET_XML_NS, Flags.AffectLive);
     this.cache.delete(uuidFromBytes(dom.uuid));
     if (active) await this.rebootIfRequested(d, dom, marker, observed);
     this.log.info({ hostName: d.hostName, fields: changes.map((c) => c.path), live: active }, 'domain updated');
+  }
+
+  /**
+   * Lists the volumes `d` declares in the domain's marker before any of them is made: a crash
+   * right after making one then leaves a volume the domain names, deleted with it, never an
+   * orphan (were the disk dropped from the spec meanwhile, nothing else would name it).
+   */
+  private async recordVolumes(d: Desired<'VirtualMachine'>, dom: DomainRef, parsed: ParsedDomain, active: boolean): Promise<void> {
+    const marker = parsed.marker;
+    if (marker === undefined) return;
+    const recorded = new Set(marker.volumes.map((v) => `${v.pool}/${v.name}`));
+    const missing = planDisks(d.hostName, d.object.spec, d.id)
+      .map((x) => ({ pool: x.disk.pool, name: x.volume }))
+      .filter((v) => !recorded.has(`${v.pool}/${v.name}`));
+    if (missing.length === 0) return;
+    const next: OwnershipMarker = { ...marker, volumes: [...marker.volumes, ...missing] };
+    await this.client.domainSetMetadata(dom, buildMarkerXml(next, true), HYPERLET_XML_PREFIX, HYPERLET_XML_NS, Flags.AffectConfig | (active ? Flags.AffectLive : 0));
+    this.cache.delete(uuidFromBytes(dom.uuid));
   }
 
   private async requireOwned(d: Desired<'VirtualMachine'>, verb: string): Promise<DomainRef> {
@@ -404,6 +442,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
           if (st.state === DomainState.Crashed) await this.client.domainDestroy(dom);
           if (!isActive(st.state)) {
             await this.client.domainCreate(dom);
+            failpoint('libvirt.start.started');
             return 'started';
           }
           return await this.rebootIfRequested(d, dom, (await this.readDomain(dom)).marker ?? this.markerFor(d, []), observed);
@@ -446,8 +485,65 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     // Adopted volumes stay the operator's: the marker lists none, so delete() keeps them.
     const flags = Flags.AffectConfig | (isActive(st.state) ? Flags.AffectLive : 0);
     await this.client.domainSetMetadata(dom, buildMarkerXml(this.markerFor(d, []), true), HYPERLET_XML_PREFIX, HYPERLET_XML_NS, flags);
+    failpoint('libvirt.adopt.marked');
     this.cache.delete(uuidFromBytes(dom.uuid));
     this.log.info({ hostName: d.hostName, observedState: observed.state }, 'domain adopted');
+  }
+
+  /** An internal snapshot of the domain's qcow2 disks (with memory when running: libvirt-snapshots.ts). */
+  async snapshot(d: Desired<'VirtualMachine'>, name: string, options: SnapshotOptions, _signal: AbortSignal): Promise<InstanceSnapshot> {
+    assertSnapshotName(name);
+    await this.ensureConnected();
+    const dom = await this.requireOwned(d, 'snapshot');
+    const marker = (await this.readDomain(dom)).marker;
+    return this.snapshots.take(dom, name, marker?.specHash, options);
+  }
+
+  /** The domain's snapshots, oldest first; none when it does not exist or is not `d`'s. */
+  async listSnapshots(d: Desired<'VirtualMachine'>, _signal: AbortSignal): Promise<readonly InstanceSnapshot[]> {
+    await this.ensureConnected();
+    const dom = await this.client.lookupDomainByName(d.hostName);
+    if (dom === undefined || (await this.readDomain(dom)).marker?.id !== d.id) return [];
+    return this.snapshots.list(dom);
+  }
+
+  /**
+   * Reverts the domain to the snapshot: disks, and memory when the snapshot has it (the domain then
+   * runs as it did). The definition libvirt restores is redefined from the declared spec afterwards
+   * by the reconciler's next update; the marker keeps the declared spec hash.
+   */
+  async restoreSnapshot(d: Desired<'VirtualMachine'>, name: string, _signal: AbortSignal): Promise<RestoreOutcome> {
+    assertSnapshotName(name);
+    await this.ensureConnected();
+    const dom = await this.requireOwned(d, 'restore');
+    const before = (await this.readDomain(dom)).marker;
+    const snapshot = await this.snapshots.revert(dom, name);
+    // libvirt put back the definition the snapshot recorded (its marker, its vCPUs): declare ours again.
+    if (before !== undefined) {
+      const request = d.object.metadata.annotations?.[RESTORE_REQUEST_ANNOTATION];
+      const marker = request !== undefined && snapshotOfRestoreRequest(request) === name ? { ...before, restoreRequest: request } : before;
+      const restored = parseDomainXml(await this.client.domainGetXmlDesc(dom, Flags.XmlInactive)).marker;
+      if (restored?.specHash !== before.specHash) await this.client.domainDefineXml(this.domainXmlFor(d, marker), Flags.DefineValidate);
+      // Recorded (live too when the snapshot's memory left it running) so the request is acted on once.
+      const running = isActive((await this.client.domainGetState(dom)).state);
+      const flags = Flags.AffectConfig | (running ? Flags.AffectLive : 0);
+      await this.client.domainSetMetadata(dom, buildMarkerXml(marker, true), HYPERLET_XML_PREFIX, HYPERLET_XML_NS, flags);
+    }
+    this.cache.delete(uuidFromBytes(dom.uuid));
+    const specDiffers = snapshot.specHash !== undefined && snapshot.specHash !== d.specHash;
+    const note = specDiffers
+      ? `restored snapshot ${name}; it was taken with another spec, the declared spec is kept`
+      : `restored snapshot ${name}`;
+    return { snapshot, specDiffers, note };
+  }
+
+  /** Deletes one snapshot; a missing one (or a missing domain) is success. */
+  async deleteSnapshot(d: Desired<'VirtualMachine'>, name: string, _signal: AbortSignal): Promise<void> {
+    assertSnapshotName(name);
+    await this.ensureConnected();
+    if ((await this.client.lookupDomainByName(d.hostName)) === undefined) return;
+    const dom = await this.requireOwned(d, 'delete a snapshot of');
+    await this.snapshots.delete(dom, name);
   }
 
   async delete(d: Desired<'VirtualMachine'>, signal: AbortSignal): Promise<void> {
@@ -470,10 +566,12 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
       } catch (err) {
         if (!(isLibvirtError(err) && err.isOperationInvalid)) throw err;
       }
+      failpoint('libvirt.delete.destroyed');
     }
     signal.throwIfAborted();
     // Volumes before the domain: if we die in between, the domain still names what is left to delete.
     await this.storage.deleteVolumes([...marker.volumes, ...planDisks(d.hostName, d.object.spec, d.id).map((x) => ({ pool: x.disk.pool, name: x.volume }))]);
+    failpoint('libvirt.delete.volumes-deleted');
     try {
       await this.client.domainUndefine(dom);
     } catch (err) {

@@ -9,10 +9,12 @@
  * (live with block resize when running) and never shrink (TerminalError DiskShrinkRefused).
  * A disk without size gets `defaultDiskBytes` (10 GiB, sparse).
  */
+import { constants as fsConstants } from 'node:fs';
 import { mkdir, open } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { TerminalError } from '../../shared/errors.js';
+import { failpoint } from '../../shared/failpoint.js';
 import type { Desired } from '../../store/desired.js';
 import { planDisks, type ParsedDomain, type VolumeName } from './domain-xml.js';
 import type { DomainRef, LibvirtApi, PoolRef } from './libvirt-client.js';
@@ -63,8 +65,10 @@ export class LibvirtStorage {
   private async backingOf(image: string | undefined): Promise<{ path: string; format: 'qcow2' | 'raw' } | undefined> {
     if (image === undefined) return undefined;
     try {
-      const fh = await open(image, 'r');
+      // Never a device, FIFO or link (the host policy checked the path; this holds even if it changed since).
+      const fh = await open(image, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOFOLLOW);
       try {
+        if (!(await fh.stat()).isFile()) throw new Error('not a regular file');
         const head = Buffer.alloc(4);
         await fh.read(head, 0, 4, 0);
         return { path: image, format: imageFormatOf(head) };
@@ -93,8 +97,11 @@ export class LibvirtStorage {
       }
       const dir = path.join(this.poolRoot, name);
       this.log.info({ pool: name, dir }, 'creating dir storage pool');
-      await mkdir(this.poolRoot, { recursive: true, mode: 0o755 });
+      // The directory before the pool that names it: a pool defined and then cut short by a crash
+      // could never start (its build would not come again), and a directory alone is taken up next time.
+      await mkdir(dir, { recursive: true, mode: 0o755 });
       pool = await this.client.storagePoolDefineXml(buildDirPoolXml(name, dir));
+      failpoint('libvirt.pool.defined');
       await this.client.storagePoolBuild(pool);
       await this.client.storagePoolSetAutostart(pool, true);
     }
@@ -120,6 +127,7 @@ export class LibvirtStorage {
       ours.set(key, { pool: disk.disk.pool, name: disk.volume });
       if (vol === undefined) {
         await this.createVolume(pool, disk);
+        failpoint('libvirt.update.volume');
         continue;
       }
       if (disk.sizeBytes === undefined) continue;

@@ -23,6 +23,48 @@ export function containerDir(lxcpath: string, hostName: string): string {
   return join(lxcpath, hostName);
 }
 
+/** An object id as it may appear in a file name: a UUID (dir and git sources, Kubernetes uid) or alike. */
+const OWNER_ID_RE = /^[A-Za-z0-9][A-Za-z0-9-]{0,63}$/;
+
+/** True when `id` can be part of a leftover's name (see leftoverDir). */
+export function isOwnerId(id: string): boolean {
+  return OWNER_ID_RE.test(id);
+}
+
+/** What a leftover directory is: a container prepared (staging) or being removed (trash). */
+export type LeftoverKind = 'staging' | 'trash';
+
+/** A staging or trash directory under the lxcpath: whose container, for which object. */
+export interface Leftover {
+  readonly hostName: string;
+  readonly ownerId: string;
+  readonly kind: LeftoverKind;
+  /** The entry's name under the lxcpath. */
+  readonly entry: string;
+}
+
+/**
+ * Where hyperlet keeps a container's directory outside the containers: `staging`, where create()
+ * prepares it (its incomplete marker inside) before renaming it to LXCPATH/NAME in one step, and
+ * `trash`, where delete() renames it before removing it. Hidden, beside the containers, and named
+ * after the container and the object that owns it, so it is recognisable as that object's from
+ * its first byte on disk, marker or not; LXC never takes it for a container (it is no host name).
+ */
+export function leftoverDir(lxcpath: string, hostName: string, ownerId: string, kind: LeftoverKind): string {
+  assertHostName(hostName);
+  if (!OWNER_ID_RE.test(ownerId)) throw new Error(`cannot use ${JSON.stringify(ownerId)} in a file name: not an object id hyperlet gives`);
+  return join(lxcpath, `.${hostName}.${ownerId}.hyperlet-${kind}`);
+}
+
+/** The leftover an lxcpath entry names (see leftoverDir), or undefined for any other entry. */
+export function parseLeftover(entry: string): Leftover | undefined {
+  const m = /^\.(.+)\.([^.]+)\.hyperlet-(staging|trash)$/.exec(entry);
+  if (m === null) return undefined;
+  const [, hostName = '', ownerId = '', kind] = m;
+  if (!isHostName(hostName) || !OWNER_ID_RE.test(ownerId)) return undefined;
+  return { hostName, ownerId, kind: kind === 'staging' ? 'staging' : 'trash', entry };
+}
+
 /** The LXC config file LXC itself reads. */
 export function configPath(lxcpath: string, hostName: string): string {
   return join(containerDir(lxcpath, hostName), 'config');

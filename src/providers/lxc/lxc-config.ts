@@ -9,6 +9,7 @@
  * blanks do not reach the container.
  */
 import type { SpecFields } from '../../api/v1alpha1/fields.js';
+import { DEFAULT_CONTAINER_BRIDGE, type IdRange } from '../../api/v1alpha1/host-defaults.js';
 import type { ContainerNetwork } from '../../api/v1alpha1/types.js';
 import type { CgroupVersion } from './cgroup-host.js';
 
@@ -16,7 +17,7 @@ import type { CgroupVersion } from './cgroup-host.js';
 export const CPU_PERIOD_US = 100_000;
 
 /** The bridge a veth joins when the spec names none: what Debian's default config uses. */
-export const DEFAULT_BRIDGE = 'lxcbr0';
+export const DEFAULT_BRIDGE = DEFAULT_CONTAINER_BRIDGE;
 
 export const MANAGED_BEGIN = '# --- hyperlet: managed block, rewritten on every change ---';
 export const MANAGED_END = '# --- hyperlet: end of managed block ---';
@@ -34,6 +35,8 @@ export interface AppliedConfig {
   readonly network: readonly ContainerNetwork[];
   readonly environment: Readonly<Record<string, string>>;
   readonly autostart: boolean;
+  /** No user namespace: container root is host root. */
+  readonly privileged: boolean;
 }
 
 export interface RenderContext {
@@ -42,6 +45,8 @@ export interface RenderContext {
   readonly cgroupVersion: CgroupVersion;
   /** Where `lxc.console.logfile` points (container-paths.ts consoleLogPath). */
   readonly consoleLogPath: string;
+  /** The host ids an unprivileged container's ids are mapped onto. */
+  readonly idmap: IdRange;
 }
 
 /** One `key = value` line of an LXC config. */
@@ -71,12 +76,16 @@ export function appliedConfigOf(fields: SpecFields): AppliedConfig {
   }
   const autostart = fields.autostart ?? false;
   if (typeof autostart !== 'boolean') throw new Error(`cannot render autostart ${JSON.stringify(autostart)}: not a boolean`);
+  // A marker written before containers were unprivileged has no such field: those run privileged.
+  const privileged = fields.privileged ?? true;
+  if (typeof privileged !== 'boolean') throw new Error(`cannot render privileged ${JSON.stringify(privileged)}: not a boolean`);
   return {
     cpu,
     memoryBytes,
     network: decodeNetwork(fields.network ?? null),
     environment: decodeEnvironment(fields.environment ?? null),
     autostart,
+    privileged,
   };
 }
 
@@ -184,6 +193,11 @@ export function renderManagedConfig(config: AppliedConfig, ctx: RenderContext): 
   }
   entries.push({ key: 'lxc.start.auto', value: config.autostart ? '1' : '0' });
   entries.push({ key: 'lxc.console.logfile', value: ctx.consoleLogPath });
+  if (!config.privileged) {
+    // A user namespace: container ids 0 … size-1 are host ids hostId … (LXC needs no newuidmap as root).
+    entries.push({ key: 'lxc.idmap', value: `u 0 ${ctx.idmap.hostId} ${ctx.idmap.size}` });
+    entries.push({ key: 'lxc.idmap', value: `g 0 ${ctx.idmap.hostId} ${ctx.idmap.size}` });
+  }
   return [MANAGED_BEGIN, ...entries.map((e) => formatEntry(e)), MANAGED_END];
 }
 
@@ -209,7 +223,7 @@ export function renderRootfsBaseConfig(rootfsPath: string, hostName: string, com
 /** True for the keys the managed block owns; a template's copy of them is dropped when merging. */
 export function isManagedKey(key: string): boolean {
   return key.startsWith('lxc.net.') || key === 'lxc.net' || key === 'lxc.environment' || key === 'lxc.start.auto'
-    || key === 'lxc.console.logfile'
+    || key === 'lxc.console.logfile' || key === 'lxc.idmap'
     || /^lxc\.cgroup2?\.(memory|cpu)\./.test(key);
 }
 
@@ -315,5 +329,6 @@ export function fieldsFromConfig(text: string, version: CgroupVersion): Record<s
     network: JSON.stringify(network),
     environment: JSON.stringify(Object.fromEntries(environment)),
     autostart: get('lxc.start.auto') === '1',
+    privileged: !entries.some((e) => e.key === 'lxc.idmap'),
   };
 }

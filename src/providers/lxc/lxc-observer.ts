@@ -3,13 +3,16 @@
  * when that settles it without a spawn), and the files hyperlet keeps beside it (marker, config,
  * rootfs), plus the live cgroup limits. Changes nothing.
  */
+import type { Dirent } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import type { Logger } from 'pino';
 import type { SpecFields } from '../../api/v1alpha1/fields.js';
 import type { InstanceState, ObservedInstance } from '../provider.js';
 import type { CgroupHost, LiveLimits } from './cgroup-host.js';
-import { configPath, consoleLogPath, containerDir, isHostName, markerPath, monitorPidPath, startLogPath } from './container-paths.js';
+import {
+  type Leftover, configPath, consoleLogPath, containerDir, isHostName, markerPath, monitorPidPath, parseLeftover, startLogPath,
+} from './container-paths.js';
 import { fieldsFromConfig, parseConfig } from './lxc-config.js';
 import { commandSocketName, lxcStateFromFreezer, monitorTitle, parseAbstractSockets, parseChildren } from './lxc-proc-state.js';
 import { type LxcToolRunner, instanceStateOf, isLxcToolError, parseInfo } from './lxc-tools.js';
@@ -62,15 +65,43 @@ export class LxcObserver {
     this.cgroup = options.cgroup;
   }
 
-  /** Directory names under the lxcpath that could be containers. */
+  /** Directory names under the lxcpath that could be containers, and the containers hyperlet's leftovers name. */
   async listNames(): Promise<string[]> {
-    let entries;
+    const dirs = (await this.entries()).filter((e) => e.isDirectory());
+    const names = new Set(dirs.filter((e) => isHostName(e.name)).map((e) => e.name));
+    for (const e of dirs) {
+      const leftover = parseLeftover(e.name);
+      if (leftover !== undefined) names.add(leftover.hostName);
+    }
+    return [...names];
+  }
+
+  private async entries(): Promise<Dirent[]> {
     try {
-      entries = await readdir(this.lxcpath, { withFileTypes: true });
+      return await readdir(this.lxcpath, { withFileTypes: true });
     } catch (err) {
       throw new Error(`cannot list ${this.lxcpath}`, { cause: err });
     }
-    return entries.filter((e) => e.isDirectory() && isHostName(e.name)).map((e) => e.name);
+  }
+
+  /** The staging and trash directories a killed hyperlet left for container `name` (container-paths.ts leftoverDir). */
+  async leftovers(name: string): Promise<Leftover[]> {
+    return (await this.entries()).filter((e) => e.isDirectory()).map((e) => parseLeftover(e.name)).filter((l): l is Leftover => l?.hostName === name);
+  }
+
+  /**
+   * What hyperlet's leftovers of `name` make, while it has no directory: a partial, stopped
+   * container of the object their name gives (marker or not: the name says whose), or undefined
+   * when there are none.
+   */
+  async describeLeftovers(name: string): Promise<ObservedInstance | undefined> {
+    const found = await this.leftovers(name);
+    const first = found[0];
+    if (first === undefined) return undefined;
+    return {
+      hostName: name, state: 'Stopped', fields: {}, ownerId: first.ownerId, partial: true,
+      details: { lxcState: 'STOPPED', leftovers: found.map((l) => l.entry).join(' ') },
+    };
   }
 
   /**
@@ -138,7 +169,7 @@ export class LxcObserver {
    */
   async describe(name: string, facts: LxcFacts | undefined, opts: { ignoreMarker?: boolean } = {}): Promise<ObservedInstance | undefined> {
     const dir = containerDir(this.lxcpath, name);
-    if (!(await exists(dir)) || (await this.isDebris(name))) return undefined;
+    if (!(await exists(dir)) || (await this.isDebris(name))) return this.describeLeftovers(name);
     const cgroup = await this.cgroup();
     let marker: OwnershipMarker | undefined;
     let markerProblem: string | undefined;
@@ -160,6 +191,7 @@ export class LxcObserver {
     const limits = pid === undefined ? undefined : await withinMs(PROC_READ_TIMEOUT_MS, cgroup.readLimits(pid), undefined);
     if (fromConfig !== undefined) {
       fields.autostart = fromConfig.autostart ?? false;
+      fields.privileged = fromConfig.privileged ?? true; // the config says whether it has a user namespace
       const liveCpu = limits === undefined ? fromConfig['resources.cpu'] ?? null : cpuOf(limits);
       const liveMemory = limits === undefined ? fromConfig['resources.memory'] ?? null : limits.memoryBytes;
       fields['resources.cpu'] = settle(fields['resources.cpu'], liveCpu, (applied) => applied);
@@ -170,6 +202,7 @@ export class LxcObserver {
     const details: Record<string, string> = { lxcState: lxcState ?? 'UNLISTED', cgroup: `v${cgroup.version}` };
     if (markerProblem !== undefined) details.marker = markerProblem;
     if (marker !== undefined) details.origin = marker.origin;
+    if (marker?.restoreRequest !== undefined) details.restoreRequest = marker.restoreRequest;
     return {
       hostName: name,
       state: lxcState === undefined ? 'Unknown' : state,

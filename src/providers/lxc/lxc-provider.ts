@@ -4,21 +4,33 @@
  * (ownership-marker.ts), configured from the spec (lxc-config.ts), watched by lxc-monitor.
  */
 import { constants as fsConstants } from 'node:fs';
-import { access, mkdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
-import { delimiter, join } from 'node:path';
+import { access, chmod, mkdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { basename, delimiter, dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { FIELD_APPLY, type SpecFields, specFields } from '../../api/v1alpha1/fields.js';
+import { DEFAULT_ID_RANGE, type IdRange } from '../../api/v1alpha1/host-defaults.js';
 import type { PowerState } from '../../api/v1alpha1/types.js';
-import { TerminalError, isAbortError } from '../../shared/errors.js';
+import { TerminalError, errorMessage, isAbortError } from '../../shared/errors.js';
+import { failpoint } from '../../shared/failpoint.js';
 import type { Desired } from '../../store/desired.js';
-import { type FieldChange, type ObservedInstance, type Provider, ProviderUnavailableError } from '../provider.js';
+import {
+  type FieldChange, type InstanceSnapshot, type ObservedInstance, type Provider, ProviderUnavailableError, type RestoreOutcome,
+  type SnapshotOptions, assertSnapshotName,
+} from '../provider.js';
+import { type Clock, systemClock } from '../../shared/clock.js';
+import { LxcSnapshots } from './lxc-snapshots.js';
+import { RESTORE_REQUEST_ANNOTATION, snapshotOfRestoreRequest } from '../../shared/annotations.js';
 import { CgroupHost } from './cgroup-host.js';
-import { configPath, consoleLogPath, containerDir, monitorPidPath, markerPath, rootfsPath, startLogPath } from './container-paths.js';
+import {
+  configPath, consoleLogPath, containerDir, isOwnerId, leftoverDir, monitorPidPath, markerPath, rootfsPath, startLogPath,
+} from './container-paths.js';
 import { writeFileAtomic } from './atomic-file.js';
 import {
-  appliedConfigOf, liveCgroupSettings, mergeConfig, renderManagedConfig,
+  type RenderContext, appliedConfigOf, liveCgroupSettings, mergeConfig, renderManagedConfig,
   renderRootfsBaseConfig,
 } from './lxc-config.js';
+import { assertSearchableByOthers, shiftOwnership } from './id-shift.js';
+import { ensureSubordinateRange } from './subordinate-ids.js';
 import { LxcMonitor } from './lxc-monitor.js';
 import {
   LXC_TOOLS, type LxcToolRunner, parseLsFancy, summarizeLxcLog,
@@ -43,7 +55,21 @@ export interface LxcProviderOptions {
   readonly createTimeoutMs?: number;
   /** This host's cgroup layout; detected from /proc/self/mounts at first use when not given (tests give one). */
   readonly cgroup?: CgroupHost;
+  /** Time for snapshot records; the system clock when not given. */
+  readonly clock?: Clock;
+  /** The host ids unprivileged containers are mapped onto (the host policy's host.idmap); default DEFAULT_ID_RANGE. */
+  readonly idmap?: IdRange;
+  /**
+   * Where the range is registered for root (subordinate-ids.ts): default /etc/subuid and
+   * /etc/subgid; null leaves the host's files alone (tests with their own range).
+   */
+  readonly subordinateIdFiles?: { readonly uid: string; readonly gid: string } | null;
+  /** Where lxc-create finds template `NAME` as `lxc-NAME`; LXC's compiled-in LXCTEMPLATEDIR on Debian. */
+  readonly templatesDir?: string;
 }
+
+/** LXC's template directory on Debian and Ubuntu (lxc-create looks nowhere else for a bare name). */
+export const DEFAULT_TEMPLATES_DIR = '/usr/share/lxc/templates';
 
 /** The fields the config embodies; template, rootfs and disk are made once and only recorded. */
 const CONFIG_FIELDS: ReadonlySet<string> = new Set(['resources.cpu', 'resources.memory', 'environment', 'network', 'autostart']);
@@ -53,8 +79,17 @@ const COMMON_CONF = '/usr/share/lxc/config/common.conf';
 
 /**
  * Manages Containers as LXC containers under `lxcpath`. Never changes a container without
- * hyperlet's marker, except adopt(); a killed create leaves an incomplete marker, which observe
- * reports as `partial` and delete() cleans up.
+ * hyperlet's marker, except adopt().
+ *
+ * Guarantees (kill -9 at any instant): a container directory appears under the lxcpath only by
+ * one rename of a staging directory that already holds its marker (incomplete until create ends),
+ * and leaves it only by one rename to a trash directory; so every directory hyperlet made is
+ * recognisably hyperlet's from its first byte to its last. An incomplete marker is observed as
+ * `partial`, which the reconciler deletes and creates again. Staging and trash directories
+ * (hidden, named after the container and its object's id: container-paths.ts leftoverDir) left
+ * by a killed hyperlet are observed as a partial container of that object, so the same
+ * level-triggered passes remove them (delete) or replace them (create); nothing is swept blindly,
+ * which a `hyperlet diff` beside a running daemon could otherwise do to a step in flight.
  */
 export class LxcProvider implements Provider<'Container'> {
   readonly name = 'lxc' as const;
@@ -64,8 +99,12 @@ export class LxcProvider implements Provider<'Container'> {
   private readonly tools: LxcToolRunner;
   private readonly monitor: LxcMonitor;
   private readonly createTimeoutMs: number;
+  private readonly templatesDir: string;
   private cgroupHost: Promise<CgroupHost> | undefined;
   private readonly observer: LxcObserver;
+  private readonly snapshots: LxcSnapshots;
+  private readonly idmap: IdRange;
+  private readonly subordinateIdFiles: { readonly uid: string; readonly gid: string } | null;
 
   constructor(options: LxcProviderOptions) {
     this.lxcpath = options.lxcpath;
@@ -73,8 +112,17 @@ export class LxcProvider implements Provider<'Container'> {
     this.tools = options.tools;
     if (options.cgroup !== undefined) this.cgroupHost = Promise.resolve(options.cgroup);
     this.createTimeoutMs = options.createTimeoutMs ?? 300_000;
+    this.idmap = options.idmap ?? DEFAULT_ID_RANGE;
+    this.subordinateIdFiles = options.subordinateIdFiles === undefined
+      ? { uid: '/etc/subuid', gid: '/etc/subgid' }
+      : options.subordinateIdFiles;
+    this.templatesDir = options.templatesDir ?? DEFAULT_TEMPLATES_DIR;
     this.observer = new LxcObserver({ lxcpath: this.lxcpath, tools: this.tools, logger: this.log, cgroup: () => this.cgroup() });
     this.monitor = new LxcMonitor({ lxcpath: this.lxcpath, logger: this.log, listNames: () => this.observer.listNames() });
+    this.snapshots = new LxcSnapshots({
+      lxcpath: this.lxcpath, tools: this.tools, clock: options.clock ?? systemClock, logger: this.log,
+      stateOf: async (name, signal) => (await this.observer.info(name, signal)).state,
+    });
   }
 
   /** The lxc-monitor watcher behind changes(), for health checks and tests. */
@@ -84,7 +132,8 @@ export class LxcProvider implements Provider<'Container'> {
 
   /**
    * Checks that this host can run containers: root, every lxc-* tool in PATH and runnable,
-   * a usable lxcpath (created when missing), and a memory cgroup. Throws ProviderUnavailableError.
+   * a usable lxcpath (created when missing), a memory cgroup, and the id range registered for
+   * root in /etc/subuid and /etc/subgid (subordinate-ids.ts). Throws ProviderUnavailableError.
    */
   async probe(signal: AbortSignal): Promise<void> {
     if (typeof process.getuid === 'function' && process.getuid() !== 0) {
@@ -114,6 +163,16 @@ export class LxcProvider implements Provider<'Container'> {
     } catch (err) {
       throw new ProviderUnavailableError('cannot use lxc: no memory cgroup on this host', { cause: err });
     }
+    if (this.subordinateIdFiles !== null) {
+      try {
+        for (const file of [this.subordinateIdFiles.uid, this.subordinateIdFiles.gid]) {
+          if (!(await ensureSubordinateRange(file, this.idmap))) continue;
+          this.log.info({ file, idmap: this.idmap }, 'registered the id range of unprivileged containers');
+        }
+      } catch (err) {
+        throw new ProviderUnavailableError(`cannot use lxc: ${errorMessage(err)}`, { cause: err });
+      }
+    }
   }
 
   /**
@@ -141,16 +200,18 @@ export class LxcProvider implements Provider<'Container'> {
    */
   async observe(d: Desired<'Container'>, signal: AbortSignal): Promise<ObservedInstance | undefined> {
     const name = d.hostName;
-    if (!(await exists(containerDir(this.lxcpath, name)))) return undefined;
+    if (!(await exists(containerDir(this.lxcpath, name)))) return this.observer.describeLeftovers(name);
     if (!(await exists(configPath(this.lxcpath, name)))) return this.observer.describe(name, undefined);
     return this.observer.describe(name, (await this.observer.procFacts(name)) ?? (await this.observer.info(name, signal)));
   }
 
   /**
-   * Creates the container stopped: marker (incomplete), lxc-create from the template or from
-   * `-t none` plus a copy of the prepared rootfs, the managed config, marker complete. Succeeds
+   * Creates the container stopped: its directory with the marker (incomplete) renamed into place,
+   * lxc-create from the template or from `-t none` plus a copy of the prepared rootfs, the
+   * managed config, marker complete. Succeeds
    * at once when a complete container of ours exists; clears a partial one of ours first.
-   * Throws TerminalError `NotOwned` when the name is taken by a container hyperlet does not own.
+   * Throws TerminalError `NotOwned` when the name is taken by a container hyperlet does not own,
+   * and `TemplateNotFound`, before anything is made, when the template is not installed.
    */
   async create(d: Desired<'Container'>, signal: AbortSignal): Promise<void> {
     const name = d.hostName;
@@ -162,19 +223,21 @@ export class LxcProvider implements Provider<'Container'> {
       const marker = await this.requireOwned(d, 'create');
       if (marker.complete && await this.observer.isComplete(name)) return;
       log.info('clearing a partial container before creating it again');
-      await this.destroyOwned(name, signal);
+      await this.destroyOwned(name, d.id, signal);
     }
     const spec = d.object.spec;
+    if (spec.template !== undefined) await this.requireTemplate(name, spec.template);
     const fields = specFields('Container', spec);
     const applied = appliedConfigOf(fields);
     const managed = renderManagedConfig(applied, await this.renderContext(name));
-    await mkdir(dir, { mode: 0o770 });
+    if (!isOwnerId(d.id)) throw new TerminalError('InvalidId', `cannot create container ${name}: its object id ${JSON.stringify(d.id)} is not a UUID-like id`);
+    if (!applied.privileged) await this.openLxcpathToMappedRoot();
     const marker: OwnershipMarker = {
       version: MARKER_VERSION, id: d.id, key: d.key, specHash: d.specHash, fields, complete: false, origin: 'created',
-      updatedAt: new Date().toISOString(),
+      updatedAt: new Date().toISOString(), ...restoreRequestRecord(d),
     };
-    // Not fsynced: it guards against a killed hyperlet (the page cache survives that); the complete marker is.
-    await writeMarker(markerPath(this.lxcpath, name), marker, { durable: false });
+    await this.placeDirectory(name, d.id, marker);
+    failpoint('lxc.create.placed');
     const baseConf = join(dir, 'hyperlet-base.conf');
     try {
       if (spec.template !== undefined) {
@@ -191,18 +254,22 @@ export class LxcProvider implements Provider<'Container'> {
         await mkdir(rootfsPath(this.lxcpath, name), { mode: 0o755 });
         // A copy, never the directory itself: lxc-destroy deletes a dir-backed rootfs.
         await this.tools.run('cp', ['-a', '--', `${source}/.`, rootfsPath(this.lxcpath, name)], { signal, timeoutMs: this.createTimeoutMs });
+        // Root in the container is hostId on the host: its files must be owned the same way (templates do this in LXC).
+        if (!applied.privileged) await shiftOwnership(rootfsPath(this.lxcpath, name), this.idmap, signal);
         await this.tools.run('lxc-create', ['-P', this.lxcpath, '-n', name, '-t', 'none', '-f', baseConf], { signal, timeoutMs: this.createTimeoutMs });
       } else {
         throw new TerminalError('InvalidSpec', `cannot create container ${name}: neither template nor rootfs is set`);
       }
+      failpoint('lxc.create.made');
       await this.writeConfig(name, managed, { durable: false });
       await unlink(baseConf);
+      failpoint('lxc.create.configured');
       await writeMarker(markerPath(this.lxcpath, name), { ...marker, complete: true, updatedAt: new Date().toISOString() });
       log.info({ template: spec.template, rootfs: spec.rootfs }, 'container created');
     } catch (err) {
       // A killed or aborted create is cleaned by the next pass (the marker says partial); a failed one now.
       if (!signal.aborted) {
-        await this.destroyOwned(name, AbortSignal.timeout(60_000)).catch((cleanupErr: unknown) =>
+        await this.destroyOwned(name, d.id, AbortSignal.timeout(60_000)).catch((cleanupErr: unknown) =>
           log.warn({ err: cleanupErr }, 'cannot clean up after a failed create; the next pass will'));
       }
       throw err;
@@ -231,6 +298,10 @@ export class LxcProvider implements Provider<'Container'> {
       if (!active || FIELD_APPLY.Container[c.path] === 'live') markerFields[c.path] = value;
     }
     const config = appliedConfigOf(configFields);
+    // The config first: observe reads cpu and memory from the live cgroup when the container runs,
+    // so a live change made first and then cut short by a crash would hide that the config lacks it.
+    await this.writeConfig(name, renderManagedConfig(config, await this.renderContext(name)));
+    failpoint('lxc.update.configured');
     if (active) {
       const cgroup = await this.cgroup();
       const live: { cpu?: number | null; memoryBytes?: number | null } = {};
@@ -240,7 +311,7 @@ export class LxcProvider implements Provider<'Container'> {
         await this.tools.run('lxc-cgroup', ['-P', this.lxcpath, '-n', name, e.key, e.value], { signal });
       }
     }
-    await this.writeConfig(name, renderManagedConfig(config, await this.renderContext(name)));
+    failpoint('lxc.update.applied');
     const allApplied = Object.keys(FIELD_APPLY.Container).every((p) => (markerFields[p] ?? null) === (want[p] ?? null));
     await writeMarker(markerPath(this.lxcpath, name), {
       ...marker,
@@ -314,7 +385,7 @@ export class LxcProvider implements Provider<'Container'> {
     if (current === undefined) throw new Error(`cannot adopt container ${name}: it disappeared`);
     await writeMarker(markerPath(this.lxcpath, name), {
       version: MARKER_VERSION, id: d.id, key: d.key, fields: current.fields, complete: true, origin: 'adopted',
-      updatedAt: new Date().toISOString(),
+      updatedAt: new Date().toISOString(), ...restoreRequestRecord(d),
     });
     this.log.info({ key: d.key, hostName: name }, 'container adopted');
   }
@@ -326,9 +397,13 @@ export class LxcProvider implements Provider<'Container'> {
    */
   async delete(d: Desired<'Container'>, signal: AbortSignal): Promise<void> {
     const name = d.hostName;
-    if (!(await exists(containerDir(this.lxcpath, name)))) return;
+    if (!(await exists(containerDir(this.lxcpath, name)))) {
+      // What a killed create or delete of this object left beside the containers is all there is.
+      await this.removeLeftovers(name, d.id);
+      return;
+    }
     await this.requireOwned(d, 'delete');
-    await this.destroyOwned(name, signal);
+    await this.destroyOwned(name, d.id, signal);
     this.log.info({ key: d.key, hostName: name }, 'container deleted');
   }
 
@@ -362,8 +437,77 @@ export class LxcProvider implements Provider<'Container'> {
     return this.cgroupHost;
   }
 
-  private async renderContext(name: string): Promise<{ lxcpath: string; hostName: string; cgroupVersion: 1 | 2; consoleLogPath: string }> {
-    return { lxcpath: this.lxcpath, hostName: name, cgroupVersion: (await this.cgroup()).version, consoleLogPath: consoleLogPath(this.lxcpath, name) };
+  /** Snapshot of the container's rootfs, frozen for the copy when running (lxc-snapshots.ts). */
+  async snapshot(d: Desired<'Container'>, name: string, options: SnapshotOptions, signal: AbortSignal): Promise<InstanceSnapshot> {
+    assertSnapshotName(name);
+    const marker = await this.requireOwned(d, 'snapshot');
+    return this.snapshots.take(d.hostName, name, marker.specHash, options, signal);
+  }
+
+  /** The container's complete snapshots, oldest first; none when it does not exist or is not `d`'s. */
+  async listSnapshots(d: Desired<'Container'>, _signal: AbortSignal): Promise<readonly InstanceSnapshot[]> {
+    const marker = await readMarker(markerPath(this.lxcpath, d.hostName)).catch(() => undefined);
+    if (marker?.id !== d.id) return [];
+    return this.snapshots.list(d.hostName);
+  }
+
+  /** Puts the snapshot's rootfs back into the stopped container; its config (the declared spec) stays. */
+  async restoreSnapshot(d: Desired<'Container'>, name: string, signal: AbortSignal): Promise<RestoreOutcome> {
+    assertSnapshotName(name);
+    const marker = await this.requireOwned(d, 'restore');
+    const snapshot = await this.snapshots.restore(d.hostName, name, signal);
+    const request = d.object.metadata.annotations?.[RESTORE_REQUEST_ANNOTATION];
+    if (request !== undefined && snapshotOfRestoreRequest(request) === name) {
+      // Recorded so the request is acted on once: the plan compares it with the annotation.
+      await writeMarker(markerPath(this.lxcpath, d.hostName), { ...marker, restoreRequest: request, updatedAt: new Date().toISOString() });
+    }
+    const specDiffers = snapshot.specHash !== undefined && marker.specHash !== undefined && snapshot.specHash !== marker.specHash;
+    const note = specDiffers
+      ? `restored rootfs from snapshot ${name}; it was taken with another spec, the declared spec is kept`
+      : `restored rootfs from snapshot ${name}`;
+    return { snapshot, specDiffers, note };
+  }
+
+  /** Deletes one snapshot; a missing one (or a missing container) is success. */
+  async deleteSnapshot(d: Desired<'Container'>, name: string, _signal: AbortSignal): Promise<void> {
+    assertSnapshotName(name);
+    if (!(await exists(containerDir(this.lxcpath, d.hostName)))) return;
+    await this.requireOwned(d, 'delete a snapshot of');
+    await this.snapshots.delete(d.hostName, name);
+  }
+
+  /**
+   * Lets an unprivileged container's mapped root pass through the lxcpath, as through
+   * /var/lib/lxc (0755): the lxcpath is hyperlet's, so it gets o+x; the directories above are
+   * the operator's, so they are only checked (before anything is made).
+   */
+  private async openLxcpathToMappedRoot(): Promise<void> {
+    const st = await stat(this.lxcpath);
+    if ((st.mode & 0o001) === 0) await chmod(this.lxcpath, (st.mode & 0o7777) | 0o001);
+    await assertSearchableByOthers(dirname(this.lxcpath));
+  }
+
+  private async renderContext(name: string): Promise<RenderContext> {
+    return {
+      lxcpath: this.lxcpath, hostName: name, cgroupVersion: (await this.cgroup()).version,
+      consoleLogPath: consoleLogPath(this.lxcpath, name), idmap: this.idmap,
+    };
+  }
+
+  /**
+   * TerminalError `TemplateNotFound` unless template `template` is an executable `lxc-NAME` in
+   * the templates directory: otherwise lxc-create would fail the same way on every retry.
+   */
+  private async requireTemplate(name: string, template: string): Promise<void> {
+    const script = join(this.templatesDir, `lxc-${template}`);
+    try {
+      await access(script, fsConstants.X_OK);
+    } catch (err) {
+      const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'is not installed' : 'cannot be run';
+      throw new TerminalError('TemplateNotFound',
+        `cannot create container ${name}: LXC template ${template} ${why} (no executable ${script}; install it, or name another template)`,
+        { cause: err });
+    }
   }
 
   /** The marker, when the container is `d`'s; otherwise TerminalError `NotOwned`, before anything is touched. */
@@ -380,8 +524,8 @@ export class LxcProvider implements Provider<'Container'> {
     return marker;
   }
 
-  /** Kills, destroys and removes a container whose ownership was checked, whole or partial. */
-  private async destroyOwned(name: string, signal: AbortSignal): Promise<void> {
+  /** Kills, destroys and removes a container whose ownership (by `ownerId`) was checked, whole or partial, and its leftovers. */
+  private async destroyOwned(name: string, ownerId: string, signal: AbortSignal): Promise<void> {
     const dir = containerDir(this.lxcpath, name);
     const marker = await readMarker(markerPath(this.lxcpath, name)).catch(() => undefined);
     if (marker?.complete !== true) {
@@ -392,17 +536,59 @@ export class LxcProvider implements Provider<'Container'> {
     if (await exists(configPath(this.lxcpath, name))) {
       const facts = await this.observer.info(name, signal);
       if (facts.state !== 'STOPPED') await this.tools.run('lxc-stop', ['-P', this.lxcpath, '-n', name, '-k'], { signal });
-      try {
-        await this.tools.run('lxc-destroy', ['-P', this.lxcpath, '-n', name], { signal, timeoutMs: this.createTimeoutMs });
-      } catch (err) {
-        if (isAbortError(err)) throw err;
-        // A half-written config can make lxc-destroy refuse; the directory check below decides.
-        this.log.warn({ hostName: name, err }, 'lxc-destroy failed; removing the directory');
-        if ((await this.observer.info(name, signal)).state !== 'STOPPED') throw err;
+      failpoint('lxc.delete.stopped');
+      // An adopted container may keep its rootfs elsewhere or on another backend: LXC removes it.
+      // hyperlet's own are dir-backed inside the directory, which goes below in one rename.
+      if (marker?.origin !== 'created') {
+        try {
+          await this.tools.run('lxc-destroy', ['-P', this.lxcpath, '-n', name], { signal, timeoutMs: this.createTimeoutMs });
+        } catch (err) {
+          if (isAbortError(err)) throw err;
+          // A half-written config can make lxc-destroy refuse; the directory check below decides.
+          this.log.warn({ hostName: name, err }, 'lxc-destroy failed; removing the directory');
+          if ((await this.observer.info(name, signal)).state !== 'STOPPED') throw err;
+        }
       }
     }
-    // Whatever is left (a partial create, a template that kept writing): it is all ours.
-    await rm(dir, { recursive: true, force: true, maxRetries: 3 });
+    // Whatever is left (a partial create, a template that kept writing): it is all ours. Out of
+    // the lxcpath in one step first, so a crash while removing leaves debris, not a container
+    // without its marker.
+    const trash = leftoverDir(this.lxcpath, name, ownerId, 'trash');
+    await rm(trash, { recursive: true, force: true, maxRetries: 3 });
+    try {
+      await rename(dir, trash);
+      failpoint('lxc.delete.trashed');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`cannot move ${dir} out of the lxcpath`, { cause: err });
+    }
+    await this.removeLeftovers(name, ownerId);
+  }
+
+  /** Removes the staging and trash directories of container `name` named with `ownerId` (see leftoverDir). */
+  private async removeLeftovers(name: string, ownerId: string): Promise<void> {
+    if (!isOwnerId(ownerId)) return; // no leftover can carry such an id
+    for (const kind of ['staging', 'trash'] as const) {
+      await rm(leftoverDir(this.lxcpath, name, ownerId, kind), { recursive: true, force: true, maxRetries: 3 });
+    }
+  }
+
+  /**
+   * Makes the container's directory holding `marker`: prepared under its staging name, then
+   * renamed into place, so it never exists without the marker. Throws when the name is taken.
+   */
+  private async placeDirectory(name: string, ownerId: string, marker: OwnershipMarker): Promise<void> {
+    const staging = leftoverDir(this.lxcpath, name, ownerId, 'staging');
+    await this.removeLeftovers(name, ownerId);
+    await mkdir(staging, { mode: 0o770 });
+    // Not fsynced: it guards against a killed hyperlet (the page cache survives that); the complete marker is.
+    await writeMarker(join(staging, basename(markerPath(this.lxcpath, name))), marker, { durable: false });
+    failpoint('lxc.create.staged');
+    try {
+      await rename(staging, containerDir(this.lxcpath, name));
+    } catch (err) {
+      await rm(staging, { recursive: true, force: true }).catch(() => undefined);
+      throw new Error(`cannot create the directory of container ${name}`, { cause: err });
+    }
   }
 
   private async writeConfig(name: string, managed: readonly string[], options: { durable?: boolean } = {}): Promise<void> {
@@ -451,6 +637,12 @@ export class LxcProvider implements Provider<'Container'> {
     }
     return gracefulStopSeconds > 0 ? `killed after ${gracefulStopSeconds} s without a clean shutdown` : 'killed (gracefulStopSeconds is 0)';
   }
+}
+
+/** A new instance has had the restore request its object carries already: it has nothing to restore. */
+function restoreRequestRecord(d: Desired<'Container'>): { restoreRequest?: string } {
+  const request = d.object.metadata.annotations?.[RESTORE_REQUEST_ANNOTATION];
+  return request === undefined ? {} : { restoreRequest: request };
 }
 
 async function onPath(tool: string): Promise<boolean> {

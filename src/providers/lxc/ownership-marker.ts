@@ -28,6 +28,8 @@ export interface OwnershipMarker {
   /** How the container came to be hyperlet's. */
   readonly origin: 'created' | 'adopted';
   readonly updatedAt: string;
+  /** The value of the restore-request annotation last honoured (or present at create/adopt). */
+  readonly restoreRequest?: string;
 }
 
 function isFieldValue(v: unknown): v is SpecFields[string] {
@@ -60,6 +62,7 @@ export function parseMarker(text: string): OwnershipMarker {
     complete: m.complete,
     origin: m.origin,
     updatedAt: typeof m.updatedAt === 'string' ? m.updatedAt : '',
+    ...(typeof m.restoreRequest === 'string' ? { restoreRequest: m.restoreRequest } : {}),
   };
 }
 

@@ -1,11 +1,15 @@
 /**
- * An agent as `hyperlet run --source kube` wires it (store, kube backend, reconciler,
+ * An agent as `hyperlet run --source kube` wires it (store, kube backend, host policy, reconciler,
  * controller), in this process, with a FakeProvider for Containers: the real reconcile core and
  * the real API server, no hypervisor. Used by the kube flow e2e and the kube benchmark.
  */
+import { totalmem } from 'node:os';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { type KubeBackend, createKubeBackend } from '../../../src/daemon/kube-backend.js';
+import { PolicyGate } from '../../../src/policy/admission.js';
+import { DEFAULT_HOST_POLICY, type HostPolicy } from '../../../src/policy/host-policy.js';
+import { nodePolicyFs } from '../../../src/policy/policy-fs.js';
 import { RateLimiter } from '../../../src/queue/rate-limiter.js';
 import { Controller } from '../../../src/reconcile/controller.js';
 import { ObservationCache } from '../../../src/reconcile/observation-cache.js';
@@ -33,6 +37,8 @@ export interface KubeAgentOptions {
   readonly resyncMs?: number;
   readonly provider?: FakeProvider<'Container'>;
   readonly logger?: Logger;
+  /** The host policy (default: the built-in one, as hyperlet run without --policy). */
+  readonly policy?: HostPolicy;
 }
 
 export async function startKubeAgent(options: KubeAgentOptions): Promise<KubeAgent> {
@@ -47,7 +53,8 @@ export async function startKubeAgent(options: KubeAgentOptions): Promise<KubeAge
   const provider = options.provider ?? new FakeProvider('Container');
   const cache = new ObservationCache();
   const health = new ProviderHealth(provider, logger, 0);
-  const reconciler = new Reconciler({ store, backends, provider, cache, health, node: options.node, logger });
+  const policy = new PolicyGate({ policy: options.policy ?? DEFAULT_HOST_POLICY, fs: nodePolicyFs, hostMemoryBytes: totalmem() });
+  const reconciler = new Reconciler({ store, backends, provider, cache, health, node: options.node, logger, policy });
   const controller = new Controller({
     kind: 'Container', provider, reconciler, store, backends, cache, health, logger,
     concurrency: options.concurrency ?? 4, resyncMs: options.resyncMs ?? 3_600_000,

@@ -21,6 +21,17 @@ const cases: Record<string, Case> = {
   MissingMetadata: { reason: 'metadata is required, reported as its name', doc: { apiVersion: 'hyperlet.io/v1alpha1', kind: 'Container', spec: { template: 'busybox' } }, want: { path: 'metadata.name', rule: 'required' } },
   NameNotDnsLabel: { reason: 'names are DNS-1123 labels', doc: ct({}, { name: 'Web_1' }), want: { path: 'metadata.name', rule: 'pattern' } },
   NameWithDot: { reason: 'dots would make host names collide', doc: ct({}, { name: 'a.b' }), want: { path: 'metadata.name', rule: 'pattern' } },
+  SnapshotScheduleValid: {
+    reason: 'a cron schedule with retain rules', doc: ct({ template: 'busybox', snapshots: { schedule: '0 */6 * * *', retain: { last: 3, daily: 7 } } }), want: 'valid',
+  },
+  SnapshotScheduleDoesNotParse: {
+    reason: 'a schedule that does not parse is refused at its path', doc: ct({ template: 'busybox', snapshots: { schedule: '0 25 * * *' } }),
+    want: { path: 'spec.snapshots.schedule', rule: 'schedule' },
+  },
+  SnapshotRetainUnknownRule: {
+    reason: 'only last, hourly, daily, weekly and monthly', doc: ct({ template: 'busybox', snapshots: { schedule: '@daily', retain: { yearly: 1 } } }),
+    want: { path: 'spec.snapshots.retain.yearly', rule: 'unknown-field' },
+  },
   NameTooLong: { reason: 'at most 63', doc: ct({}, { name: 'a'.repeat(64) }), want: { path: 'metadata.name', rule: 'maxLength' } },
   NamespaceNotDnsLabel: { reason: 'namespaces are DNS labels too', doc: ct({}, { name: 'web', namespace: 'Prod' }), want: { path: 'metadata.namespace', rule: 'pattern' } },
   UnknownTopField: { reason: 'unknown fields are errors', doc: { ...ct({}), extra: 1 }, want: { path: 'extra', rule: 'unknown-field' } },
@@ -37,6 +48,11 @@ const cases: Record<string, Case> = {
   MemoryTooSmall: { reason: 'memory from 64Mi', doc: ct({ resources: { memory: '63Mi' } }), want: { path: 'spec.resources.memory', rule: 'x-quantity-range' } },
   MemoryTooBig: { reason: 'memory up to 1Ti', doc: ct({ resources: { memory: '2Ti' } }), want: { path: 'spec.resources.memory', rule: 'x-quantity-range' } },
   MemoryNotAQuantity: { reason: 'a quantity or a byte count', doc: ct({ resources: { memory: 'lots' } }), want: { path: 'spec.resources.memory', rule: 'quantity' } },
+  MemoryHuge: { reason: '1e30 is an integer to JSON Schema but no byte count: it used to mean "no limit"', doc: ct({ resources: { memory: 1e30 } }), want: { path: 'spec.resources.memory', rule: 'safe-integer' } },
+  MemoryPastSafe: { reason: 'the first integer a double cannot tell from its neighbour', doc: ct({ resources: { memory: 2 ** 53 } }), want: { path: 'spec.resources.memory', rule: 'safe-integer' } },
+  MemoryHugeString: { reason: 'a well-formed quantity whose byte count overflows', doc: ct({ resources: { memory: '99999999999Ei' } }), want: { path: 'spec.resources.memory', rule: 'safe-integer' } },
+  DiskHugeInList: { reason: 'the same rule inside a list', doc: vm({ disks: [{ name: 'a', size: 1e300 }] }), want: { path: 'spec.disks[0].size', rule: 'safe-integer' } },
+  CpuHuge: { reason: 'counts have ranges', doc: ct({ resources: { cpu: 1e30 } }), want: { path: 'spec.resources.cpu', rule: 'maximum' } },
   MemoryAsBytes: { reason: 'a plain byte count is a quantity', doc: ct({ resources: { memory: 268435456 } }), want: 'valid' },
   DriftPolicyReport: { reason: 'Report is a drift policy', doc: ct({ driftPolicy: 'Report' }), want: 'valid' },
   DriftPolicyUnknown: { reason: 'only Correct, Report and Ignore', doc: ct({ driftPolicy: 'Fix' }), want: { path: 'spec.driftPolicy', rule: 'enum' } },
@@ -131,6 +147,7 @@ describe('quantities and host names', () => {
   const q: Record<string, [string | number, number | undefined]> = {
     Mi: ['512Mi', 512 * 2 ** 20], Gi: ['2Gi', 2 * 2 ** 30], Decimal: ['1G', 1e9], Fraction: ['1.5Ki', 1536],
     Bytes: [1024, 1024], Garbage: ['12 Mi', undefined], Negative: [-1, undefined], Empty: ['', undefined],
+    Huge: [1e30, undefined], HugeString: ['99999999999Ei', undefined], LargestSafe: [Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
   };
   for (const [name, [input, want]] of Object.entries(q)) it(`parses ${name}`, () => expect(parseQuantity(input)).to.equal(want));
   it('names instances NAME in default and NAMESPACE.NAME elsewhere', () => {

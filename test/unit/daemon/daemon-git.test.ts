@@ -13,6 +13,7 @@ import { StateDb } from '../../../src/state/state-db.js';
 import { silentLogger } from '../../../src/telemetry/logger.js';
 import { FakeProvider } from '../../fakes/fake-provider.js';
 import { TestRepo, containerYaml } from '../../support/git-repo.js';
+import { DEFAULT_HOST_POLICY, type HostPolicy } from '../../../src/policy/host-policy.js';
 
 describe('Daemon following a git repository (FakeProvider)', function () {
   this.timeout(30_000);
@@ -89,11 +90,22 @@ describe('Daemon following a git repository (FakeProvider)', function () {
     expect([...provider.instances.keys()]).to.deep.equal(['d']);
   });
 
+  it('the prune annotation leaves instances behind, so the default host policy refuses it', async () => {
+    await repo.write('a.yaml', containerYaml('a', {}, { 'hyperlet.io/prune': 'disabled' }));
+    await repo.commit('one');
+    const r = await run();
+    await waitFor(() => cond(r.status('a'), 'Ready')?.reason === 'PolicyDenied');
+    expect(cond(r.status('a'), 'Ready')?.message).to.include('metadata.annotations["hyperlet.io/prune"]: "disabled" is not allowed for source git, namespace default');
+    expect(provider.calls, 'nothing observed or made for it').to.deep.equal(['probe', 'observeAll']);
+  });
+
   it('--prune=false and the prune annotation keep instances of removed objects', async () => {
     await repo.write('a.yaml', containerYaml('a', {}, { 'hyperlet.io/prune': 'disabled' }));
     for (const n of ['b', 'c', 'd']) await repo.write(`${n}.yaml`, containerYaml(n));
     await repo.commit('four');
-    const r = await run();
+    // The annotation is an author's way to orphan: this host's policy allows it.
+    const orphans: HostPolicy = { ...DEFAULT_HOST_POLICY, defaults: { ...DEFAULT_HOST_POLICY.defaults, orphan: true } };
+    const r = await run({ hostPolicy: orphans });
     await waitFor(() => ['a', 'b', 'c', 'd'].every((n) => running(n)()));
     await repo.remove('a.yaml');
     await repo.commit('remove a');
@@ -101,7 +113,7 @@ describe('Daemon following a git repository (FakeProvider)', function () {
     await waitFor(() => r.audit('a').includes('PruneSkipped'));
     expect(provider.instances.has('a')).to.equal(true);
     await r.stop();
-    const off = await run({ policy: { prune: false, paused: false } });
+    const off = await run({ policy: { prune: false, paused: false }, hostPolicy: orphans });
     await repo.remove('b.yaml');
     await repo.commit('remove b');
     await off.source.poll();

@@ -59,4 +59,31 @@ describe('Daemon (dir source, state DB, fake provider)', function () {
     expect(db.listObjects(), 'forgotten once deleted').to.deep.equal([]);
     db.close();
   });
+  it('writes the kstatus conditions into the state DB for a dir source: converged, and stalled on a missing dependency', async () => {
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(join(dir, 'manifests'));
+    writeFileSync(join(dir, 'manifests', 'a.yaml'), ct('ok'));
+    writeFileSync(join(dir, 'manifests', 'b.yaml'),
+      'apiVersion: hyperlet.io/v1alpha1\nkind: Container\nmetadata: {name: app}\nspec: {template: busybox, dependsOn: [{kind: Container, name: nope}]}\n');
+    const provider = new FakeProvider('Container');
+    const daemon = new Daemon(config(provider), silentLogger());
+    await daemon.start();
+    const conditionsOf = (name: string): Record<string, string> | undefined => {
+      const db = new StateDb(join(dir, 'state.db'), { readonly: true });
+      try {
+        const row = db.listObjects().find((r) => r.name === name);
+        return row?.status === undefined ? undefined : Object.fromEntries(row.status.conditions.map((c) => [c.type, `${c.status}:${c.reason}`]));
+      } finally {
+        db.close();
+      }
+    };
+    for (;;) {
+      const ok = conditionsOf('ok');
+      if (ok?.Ready === 'True:Running' && conditionsOf('app')?.Stalled !== undefined) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await daemon.stop();
+    expect(conditionsOf('ok')).to.include({ Ready: 'True:Running', Reconciling: 'False:Converged', Stalled: 'False:Converged' });
+    expect(conditionsOf('app')).to.include({ Reconciling: 'False:Stalled', Stalled: 'True:DependencyNotFound' });
+  });
 });

@@ -61,6 +61,11 @@ describe('desiredFromKube', () => {
     });
   }
 
+  it('dependsOn may name its own namespace explicitly', () => {
+    const got = desiredFromKube('kube', 'Container', serverObject({}, { template: 'busybox', dependsOn: [{ kind: 'Container', name: 'db', namespace: 'team-a' }] }));
+    expect(got.ok).to.equal(true);
+  });
+
   it('the spec hash ignores metadata: a label change keeps it, a spec change moves it', () => {
     const a = desiredFromKube('kube', 'Container', serverObject());
     const b = desiredFromKube('kube', 'Container', serverObject({ labels: { tier: 'web' }, resourceVersion: '43' }));
@@ -74,6 +79,11 @@ describe('desiredFromKube', () => {
     BothSources: { reason: 'the cross-field rule of validate.ts applies', spec: { template: 'busybox', rootfs: '/srv/root' }, path: 'spec', rule: 'one-of' },
     UnknownField: { reason: 'an object the CRD would prune still fails the strict validator', spec: { template: 'busybox', bogus: 1 }, path: 'spec.bogus', rule: 'unknown-field' },
     MemoryOutOfRange: { reason: 'x-quantity-range is checked', spec: { template: 'busybox', resources: { memory: '1Ki' } }, path: 'spec.resources.memory', rule: 'x-quantity-range' },
+    DependsOnOtherNamespace: {
+      reason: 'a namespace is a trust boundary: its objects may not wait on another namespace\'s',
+      spec: { template: 'busybox', dependsOn: [{ kind: 'Container', name: 'db' }, { kind: 'Container', name: 'db', namespace: 'team-b' }] },
+      path: 'spec.dependsOn[1].namespace', rule: 'same-namespace',
+    },
   };
   for (const [name, tc] of Object.entries(invalid)) {
     it(`refuses ${name}`, () => {

@@ -4,7 +4,7 @@ import { KubeObjectTracker } from '../../../src/kube/kube-object-tracker.js';
 import type { ObjectKey } from '../../../src/store/object-key.js';
 
 const key = 'kube/default/Container/a' as ObjectKey;
-const obj = (uid: string, rv: string, phase: string) => ({ metadata: { uid, resourceVersion: rv, finalizers: ['f'] }, status: { phase } });
+const obj = (uid: string, rv: string, phase: string) => ({ metadata: { uid, resourceVersion: rv, finalizers: ['f'] }, status: { phase, conditions: [] } });
 
 describe('KubeObjectTracker', () => {
   const cases = {
@@ -14,6 +14,10 @@ describe('KubeObjectTracker', () => {
       seen: [obj('u1', '9', 'Running'), obj('u1', '8', 'Creating')], want: { rv: '9', phase: 'Running' },
     },
     NewObjectOfSameName: { reason: 'another uid is another object, whatever its version', seen: [obj('u1', '9', 'Running'), obj('u2', '3', 'Pending')], want: { rv: '3', phase: 'Pending' } },
+    PlaceholderIsNoStatus: {
+      reason: 'the CRD\'s default status (observedGeneration 0, no conditions) is not a status an agent wrote',
+      seen: [{ metadata: { uid: 'u1', resourceVersion: '2', finalizers: [] }, status: { observedGeneration: 0 } }], want: { rv: '2', phase: undefined },
+    },
   };
   for (const [name, tc] of Object.entries(cases)) {
     it(name, () => {

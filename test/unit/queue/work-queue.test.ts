@@ -165,6 +165,96 @@ describe('WorkQueue', () => {
     expect(q.has('d')).to.equal(false);
   });
 
+  describe('fair sharing between scopes', () => {
+    const byScope = { scopeOf: (key: string) => key.split('/')[0] ?? '' };
+
+    it('takes waiting keys from the scopes in turn, not in arrival order', async () => {
+      const h = new GatedHandler();
+      const q = new WorkQueue({ concurrency: 1, process: h.process, fairness: byScope });
+      q.add('z/busy'); // holds the only worker while the others arrive
+      for (const k of ['a/1', 'a/2', 'a/3', 'a/4', 'b/1', 'c/1', 'b/2']) q.add(k);
+      for (let i = 0; i < 9; i++) { await flush(); h.releaseAll(); }
+      await q.onIdle();
+      expect(h.started, 'a burst of scope a does not queue ahead of b and c').to.deep.equal(['z/busy', 'a/1', 'b/1', 'c/1', 'a/2', 'b/2', 'a/3', 'a/4']);
+    });
+
+    it('without fairness keys run in arrival order (one scope)', async () => {
+      const h = new GatedHandler();
+      const q = new WorkQueue({ concurrency: 1, process: h.process });
+      for (const k of ['a/1', 'a/2', 'b/1']) q.add(k);
+      for (let i = 0; i < 4; i++) { await flush(); h.releaseAll(); }
+      await q.onIdle();
+      expect(h.started).to.deep.equal(['a/1', 'a/2', 'b/1']);
+    });
+
+    it('a scope whose runs never end holds every worker but one', async () => {
+      const h = new GatedHandler();
+      const q = new WorkQueue({ concurrency: 4, process: h.process, fairness: byScope });
+      for (let i = 0; i < 10; i++) q.add(`slow/${i}`);
+      await flush();
+      expect(h.active, 'one worker is left free').to.equal(3);
+      q.add('other/1');
+      await flush();
+      expect(h.started.at(-1), 'another scope gets the last worker at once').to.equal('other/1');
+      expect(h.active).to.equal(4);
+      h.releaseAll();
+      for (let i = 0; i < 6; i++) { await flush(); h.releaseAll(); }
+      await q.onIdle();
+      expect(h.started).to.have.length(11);
+    });
+
+    it('maxPerScope sets the share; a scope alone never exceeds it', async () => {
+      const h = new GatedHandler();
+      const q = new WorkQueue({ concurrency: 4, process: h.process, fairness: { ...byScope, maxPerScope: 2 } });
+      for (let i = 0; i < 5; i++) q.add(`a/${i}`);
+      for (let i = 0; i < 5; i++) q.add(`b/${i}`);
+      await flush();
+      expect(h.started.slice().sort()).to.deep.equal(['a/0', 'a/1', 'b/0', 'b/1']);
+      for (let i = 0; i < 6; i++) { h.releaseAll(); await flush(); }
+      await q.onIdle();
+      expect(h.maxActive).to.equal(4);
+    });
+
+    it('a front key goes first within its scope, and before normal keys of other scopes', async () => {
+      const h = new GatedHandler();
+      const q = new WorkQueue({ concurrency: 1, process: h.process, fairness: byScope });
+      q.add('a/busy');
+      q.add('a/1'); q.add('b/1'); q.add('a/next', { front: true });
+      for (let i = 0; i < 5; i++) { await flush(); h.releaseAll(); }
+      await q.onIdle();
+      expect(h.started).to.deep.equal(['a/busy', 'a/next', 'b/1', 'a/1']);
+    });
+
+    it('a waiting key added again with front moves ahead', async () => {
+      const h = new GatedHandler();
+      const q = new WorkQueue({ concurrency: 1, process: h.process, fairness: byScope });
+      q.add('a/busy');
+      q.add('a/1'); q.add('a/2'); q.add('a/2', { front: true });
+      for (let i = 0; i < 4; i++) { await flush(); h.releaseAll(); }
+      await q.onIdle();
+      expect(h.started).to.deep.equal(['a/busy', 'a/2', 'a/1']);
+    });
+
+    it('with a fake clock: a delayed key of another scope starts when due although a slow scope is busy', async () => {
+      const clock = sinon.useFakeTimers({ now: 1_000_000 });
+      try {
+        const h = new GatedHandler();
+        const q = new WorkQueue({ concurrency: 2, process: h.process, clock: systemClock, fairness: byScope });
+        for (let i = 0; i < 5; i++) q.add(`slow/${i}`);
+        q.addAfter('fast/1', 30_000);
+        await clock.tickAsync(29_999);
+        expect(h.started).to.deep.equal(['slow/0']);
+        await clock.tickAsync(1);
+        expect(h.started).to.deep.equal(['slow/0', 'fast/1']);
+        h.releaseAll();
+        await clock.tickAsync(0);
+        expect(h.started.slice(2), 'the free workers go back to the slow scope, one at a time').to.deep.equal(['slow/1']);
+      } finally {
+        clock.restore();
+      }
+    });
+  });
+
   it('rejects a bad concurrency', () => {
     expect(() => new WorkQueue({ concurrency: 0, process: async () => {} })).to.throw(TypeError);
   });

@@ -17,6 +17,9 @@ const old = container('web', { resources: { cpu: 1, memory: '128Mi' } });
 const withEnv = (policy: string) => container('web', { environment: { A: '1' }, updatePolicy: policy });
 const plainWeb = container('web');
 const v = vm('vm1', { resources: { cpu: 1, memory: '256Mi' } });
+const RESTORE = 'hyperlet.io/restore-request';
+const restoring = (value: string, spec: Record<string, unknown> = { resources: { cpu: 2, memory: '256Mi' } }) =>
+  container('web', spec, { annotations: { [RESTORE]: value } });
 
 const cases: Record<string, Case> = {
   MissingIsCreatedThenStarted: {
@@ -28,6 +31,37 @@ const cases: Record<string, Case> = {
     reason: 'a Stopped object is created and left stopped',
     d: webStopped, observed: undefined,
     want: { steps: [{ op: 'create' }] },
+  },
+  RestoreRequestStopsRunningInstanceFirst: {
+    reason: 'a new restore-request value on a running instance: stop, restore, start again (one step per pass)',
+    d: restoring('nightly'), observed: observedAs(restoring('nightly')),
+    want: { steps: [{ op: 'setState', to: 'Stopped' }, { op: 'restore', snapshot: 'nightly', request: 'nightly' }, { op: 'setState', to: 'Running' }] },
+  },
+  RestoreRequestOnStoppedInstanceRestoresAtOnce: {
+    reason: 'already stopped: restore first, then bring it to the declared state',
+    d: restoring('nightly@2'), observed: observedAs(restoring('nightly@2'), 'Stopped'),
+    want: { steps: [{ op: 'restore', snapshot: 'nightly', request: 'nightly@2' }, { op: 'setState', to: 'Running' }] },
+  },
+  RestoreRequestOnFrozenInstanceStopsIt: {
+    reason: 'a frozen container is active: it is stopped before the restore',
+    d: restoring('a', { state: 'Frozen' }), observed: observedAs(restoring('a', { state: 'Frozen' }), 'Frozen'),
+    want: { steps: [{ op: 'setState', to: 'Stopped' }, { op: 'restore', snapshot: 'a', request: 'a' }, { op: 'setState', to: 'Frozen' }] },
+  },
+  RestoreRequestHonouredOnce: {
+    reason: 'the provider recorded this value: nothing to do',
+    d: restoring('nightly'), observed: observedAs(restoring('nightly'), 'Running', { details: { restoreRequest: 'nightly' } }),
+    want: { steps: [] },
+  },
+  RestoreRequestNewValueAfterAnother: {
+    reason: 'a new token after an honoured one restores again (stopped instance declared Stopped: no start)',
+    d: restoring('nightly@3', { state: 'Stopped' }),
+    observed: observedAs(restoring('nightly@3', { state: 'Stopped' }), 'Stopped', { details: { restoreRequest: 'nightly@2' } }),
+    want: { steps: [{ op: 'restore', snapshot: 'nightly', request: 'nightly@3' }] },
+  },
+  RestoreRequestWaitsForSettling: {
+    reason: 'an instance between states is left to settle before anything, restores included',
+    d: restoring('nightly'), observed: observedAs(restoring('nightly'), 'Stopping'),
+    want: { steps: [], settling: true },
   },
   ConvergedDoesNothing: {
     reason: 'observed equals desired: no steps, no changes',

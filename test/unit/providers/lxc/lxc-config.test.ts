@@ -10,8 +10,10 @@ const base: ContainerSpec = {
   state: 'Running', template: 'busybox', autostart: false, gracefulStopSeconds: 30, updatePolicy: 'Live', deletionPolicy: 'Delete',
 };
 const ctx = (cgroupVersion: 1 | 2): RenderContext => ({
-  lxcpath: '/var/lib/lxc', hostName: 'web', cgroupVersion, consoleLogPath: '/var/lib/lxc/web/console.log',
+  lxcpath: '/var/lib/lxc', hostName: 'web', cgroupVersion, consoleLogPath: '/var/lib/lxc/web/console.log', idmap: { hostId: 1_000_000, size: 65_536 },
 });
+/** The user namespace every container gets unless it is privileged. */
+const IDMAP = ['lxc.idmap = u 0 1000000 65536', 'lxc.idmap = g 0 1000000 65536'];
 const render = (spec: Partial<ContainerSpec>, version: 1 | 2 = 1): string[] =>
   renderManagedConfig(appliedConfigOf(specFields('Container', { ...base, ...spec })), ctx(version));
 
@@ -22,14 +24,14 @@ describe('renderManagedConfig', () => {
     MinimalIsIsolated: {
       reason: 'no network declared: an empty network namespace, no bridge needed; the console log always',
       spec: {}, version: 1 as const,
-      want: ['lxc.net.0.type = empty', 'lxc.start.auto = 0', 'lxc.console.logfile = /var/lib/lxc/web/console.log'],
+      want: ['lxc.net.0.type = empty', 'lxc.start.auto = 0', 'lxc.console.logfile = /var/lib/lxc/web/console.log', ...IDMAP],
     },
     LimitsOnCgroupV1: {
       reason: 'cgroup v1 hosts take lxc.cgroup.* keys; cpu is a cfs quota of whole periods',
       spec: { resources: { cpu: 2, memory: '256Mi' } }, version: 1 as const,
       want: [
         'lxc.cgroup.cpu.cfs_period_us = 100000', 'lxc.cgroup.cpu.cfs_quota_us = 200000', 'lxc.cgroup.memory.limit_in_bytes = 268435456',
-        'lxc.net.0.type = empty', 'lxc.start.auto = 0', 'lxc.console.logfile = /var/lib/lxc/web/console.log',
+        'lxc.net.0.type = empty', 'lxc.start.auto = 0', 'lxc.console.logfile = /var/lib/lxc/web/console.log', ...IDMAP,
       ],
     },
     LimitsOnCgroupV2: {
@@ -37,13 +39,13 @@ describe('renderManagedConfig', () => {
       spec: { resources: { cpu: 1, memory: '64Mi' } }, version: 2 as const,
       want: [
         'lxc.cgroup2.cpu.max = 100000 100000', 'lxc.cgroup2.memory.max = 67108864',
-        'lxc.net.0.type = empty', 'lxc.start.auto = 0', 'lxc.console.logfile = /var/lib/lxc/web/console.log',
+        'lxc.net.0.type = empty', 'lxc.start.auto = 0', 'lxc.console.logfile = /var/lib/lxc/web/console.log', ...IDMAP,
       ],
     },
     NoneNetwork: {
       reason: 'type none is an empty network namespace too',
       spec: { network: [{ type: 'none' }] }, version: 1 as const,
-      want: ['lxc.net.0.type = empty', 'lxc.start.auto = 0', 'lxc.console.logfile = /var/lib/lxc/web/console.log'],
+      want: ['lxc.net.0.type = empty', 'lxc.start.auto = 0', 'lxc.console.logfile = /var/lib/lxc/web/console.log', ...IDMAP],
     },
     VethOnBridges: {
       reason: 'each veth joins its bridge (lxcbr0 when none is named); none entries take no slot',
@@ -51,15 +53,20 @@ describe('renderManagedConfig', () => {
       want: [
         'lxc.net.0.type = veth', 'lxc.net.0.link = br-test', 'lxc.net.0.flags = up', 'lxc.net.0.name = eth0', 'lxc.net.0.hwaddr = 52:54:00:aa:bb:01',
         'lxc.net.1.type = veth', 'lxc.net.1.link = lxcbr0', 'lxc.net.1.flags = up', 'lxc.net.1.name = eth1',
-        'lxc.start.auto = 0', 'lxc.console.logfile = /var/lib/lxc/web/console.log',
+        'lxc.start.auto = 0', 'lxc.console.logfile = /var/lib/lxc/web/console.log', ...IDMAP,
       ],
+    },
+    Privileged: {
+      reason: 'a privileged container (the policy allowed it) has no user namespace',
+      spec: { privileged: true }, version: 1 as const,
+      want: ['lxc.net.0.type = empty', 'lxc.start.auto = 0', 'lxc.console.logfile = /var/lib/lxc/web/console.log'],
     },
     EnvironmentAndAutostart: {
       reason: 'one lxc.environment line per variable, sorted; autostart is lxc.start.auto',
       spec: { environment: { ZED: 'last', GREETING: 'hello world = "quoted" # not a comment' }, autostart: true }, version: 1 as const,
       want: [
         'lxc.net.0.type = empty', 'lxc.environment = GREETING=hello world = "quoted" # not a comment', 'lxc.environment = ZED=last',
-        'lxc.start.auto = 1', 'lxc.console.logfile = /var/lib/lxc/web/console.log',
+        'lxc.start.auto = 1', 'lxc.console.logfile = /var/lib/lxc/web/console.log', ...IDMAP,
       ],
     },
   };
@@ -86,6 +93,7 @@ describe('config values cannot inject lines', () => {
     FractionalCpu: { reason: 'cpu is a whole number', fields: { ...fields, 'resources.cpu': 1.5 } },
     TextMemory: { reason: 'memory is a byte count', fields: { ...fields, 'resources.memory': '1\nlxc.x = y' } },
     TextAutostart: { reason: 'autostart is a boolean', fields: { ...fields, autostart: '1\nlxc.x = y' } },
+    TextPrivileged: { reason: 'privileged is a boolean', fields: { ...fields, privileged: 'no\nlxc.x = y' } },
     BrokenJson: { reason: 'a hand-edited marker is refused, not half-read', fields: { ...fields, environment: '{"A":' } },
   };
   for (const [name, tc] of Object.entries(cases)) {
@@ -97,6 +105,12 @@ describe('config values cannot inject lines', () => {
     const lines = renderManagedConfig(appliedConfigOf({ ...fields, environment: JSON.stringify(tricky) }), ctx(1));
     const env = parseConfig(lines.join('\n')).filter((e) => e.key === 'lxc.environment').map((e) => e.value);
     expect(env, 'each variable is exactly one entry, read back whole').to.deep.equal(['A=tab\there', 'B== # ; \\ " \' $(x) `y`', 'C=']);
+  });
+
+  it('LegacyMarkerIsPrivileged', () => {
+    const { privileged: _dropped, ...legacy } = fields;
+    expect(appliedConfigOf(legacy).privileged, 'a marker from before unprivileged containers: its container has no user namespace').to.equal(true);
+    expect(renderManagedConfig(appliedConfigOf(legacy), ctx(1)).some((l) => l.startsWith('lxc.idmap')), 'so no idmap is added to it').to.equal(false);
   });
 
   it('FormatEntryRefusesLineBreaks', () => {
@@ -161,6 +175,7 @@ describe('fieldsFromConfig', () => {
       version: 2 as const,
     },
     RoundTripNothing: { reason: 'no limits, no network, no environment', spec: {}, version: 1 as const },
+    RoundTripPrivileged: { reason: 'no lxc.idmap reads back as privileged', spec: { privileged: true }, version: 1 as const },
   };
   for (const [name, tc] of Object.entries(cases)) {
     it(name, () => {
@@ -172,9 +187,9 @@ describe('fieldsFromConfig', () => {
 
   it('ForeignConfig', () => {
     const text = 'lxc.net.0.type = veth\nlxc.net.0.link = lxcbr0\nlxc.net.0.flags = up\nlxc.environment = PATH\nlxc.start.auto = 0\n';
-    expect(fieldsFromConfig(text, 1), 'an inherited variable (no "=") is not reported; no template header is null').to.deep.equal({
+    expect(fieldsFromConfig(text, 1), 'an inherited variable (no "=") is not reported; no template header is null; no lxc.idmap is privileged').to.deep.equal({
       template: null, rootfs: null, 'resources.cpu': null, 'resources.memory': null, 'resources.disk': null,
-      network: JSON.stringify([{ type: 'veth', bridge: 'lxcbr0' }]), environment: '{}', autostart: false,
+      network: JSON.stringify([{ type: 'veth', bridge: 'lxcbr0' }]), environment: '{}', autostart: false, privileged: true,
     });
   });
 

@@ -79,11 +79,13 @@ function fakeLxc(lxcpath: string): { runner: FakeToolRunner; states: Map<string,
 describe('LxcProvider (FakeToolRunner)', () => {
   let lxcpath: string;
   let cgroupRoot: string;
+  /** The templates lxc-create would find: only busybox, whatever the host has installed. */
+  let templatesDir: string;
   let lxc: ReturnType<typeof fakeLxc>;
   let provider: LxcProvider;
 
   const make = (version: CgroupVersion = 1): LxcProvider => new LxcProvider({
-    lxcpath, logger, tools: lxc.runner,
+    lxcpath, logger, tools: lxc.runner, templatesDir,
     cgroup: new CgroupHost({ version, memoryRoot: cgroupRoot, cpuRoot: cgroupRoot, freezerRoot: cgroupRoot }),
   });
   const web = (spec: Record<string, unknown> = {}): Desired<'Container'> =>
@@ -94,6 +96,8 @@ describe('LxcProvider (FakeToolRunner)', () => {
   beforeEach(async () => {
     lxcpath = await mkdtemp(join(tmpdir(), 'hyperlet-unit-lxc-'));
     cgroupRoot = await mkdtemp(join(tmpdir(), 'hyperlet-unit-cgroup-'));
+    templatesDir = await mkdtemp(join(tmpdir(), 'hyperlet-unit-templates-'));
+    await writeFile(join(templatesDir, 'lxc-busybox'), '#!/bin/sh\nexit 0\n', { mode: 0o755 });
     lxc = fakeLxc(lxcpath);
     provider = make();
   });
@@ -102,6 +106,7 @@ describe('LxcProvider (FakeToolRunner)', () => {
     provider.close();
     await rm(lxcpath, { recursive: true, force: true });
     await rm(cgroupRoot, { recursive: true, force: true });
+    await rm(templatesDir, { recursive: true, force: true });
   });
 
   describe('create', () => {
@@ -135,6 +140,21 @@ describe('LxcProvider (FakeToolRunner)', () => {
       expect(await readdir(lxcpath), 'nothing left under the lxcpath').to.deep.equal([]);
       expect(await provider.observe(web(), signal())).to.equal(undefined);
     });
+
+    const missingTemplates = {
+      Missing: { reason: 'no lxc-NAME file: lxc-create would fail the same way on every retry', mode: undefined },
+      NotExecutable: { reason: 'a template lxc-create cannot run is as good as missing', mode: 0o644 },
+    };
+    for (const [name, tc] of Object.entries(missingTemplates)) {
+      it(`refuses a template that is not installed before running anything: ${name}`, async () => {
+        if (tc.mode !== undefined) await writeFile(join(templatesDir, 'lxc-mine'), '#!/bin/sh\nexit 0\n', { mode: tc.mode });
+        const err: unknown = await provider.create(web({ template: 'mine' }), signal()).then(() => undefined, (e: unknown) => e);
+        expect(isTerminalError(err) && err.reason, tc.reason).to.equal('TemplateNotFound');
+        expect((err as Error).message).to.contain(join(templatesDir, 'lxc-mine'));
+        expect(lxc.runner.calls, 'no tool runs').to.deep.equal([]);
+        expect(await readdir(lxcpath), 'nothing is made').to.deep.equal([]);
+      });
+    }
 
     it('refuses, touching nothing, a name taken by a container without its marker', async () => {
       await mkdir(containerDir(lxcpath, 'web'));

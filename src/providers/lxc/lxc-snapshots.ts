@@ -1,0 +1,179 @@
+/**
+ * Container snapshots kept under the container's own directory:
+ * LXCPATH/NAME/hyperlet-snapshots/SNAP/{rootfs/, snapshot.json}. A copy of the rootfs made with
+ * `cp -a --reflink=auto` (copy-on-write where the filesystem can: btrfs, xfs; a plain copy on
+ * ext4), with the container frozen for the instant of the copy so it is consistent.
+ *
+ * Guarantees: a snapshot is built in a dot-directory and renamed into place once complete, so a
+ * snapshot cut short (kill -9, full disk) is never listed and the next call removes it. A
+ * restore swaps the rootfs by renames; one cut short is finished or undone by the next call.
+ * Assumptions: the caller checked ownership and the snapshot name (assertSnapshotName).
+ */
+import { lstat, mkdir, readFile, readdir, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { Clock } from '../../shared/clock.js';
+import { TerminalError } from '../../shared/errors.js';
+import type { InstanceSnapshot, SnapshotOptions, SnapshotOrigin } from '../provider.js';
+import { writeFileAtomic } from './atomic-file.js';
+import { containerDir, rootfsPath } from './container-paths.js';
+import type { LxcToolRunner } from './lxc-tools.js';
+
+/** The directory all of a container's snapshots live in; lxc-destroy removes it with the container. */
+export function snapshotsDir(lxcpath: string, hostName: string): string {
+  return join(containerDir(lxcpath, hostName), 'hyperlet-snapshots');
+}
+
+const META_FILE = 'snapshot.json';
+const ORIGINS: ReadonlySet<string> = new Set(['schedule', 'object', 'request']);
+
+export interface LxcSnapshotsOptions {
+  readonly lxcpath: string;
+  readonly tools: LxcToolRunner;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  /** The container's LXC state ('RUNNING', 'FROZEN', 'STOPPED'…), as lxc-info says it. */
+  readonly stateOf: (hostName: string, signal: AbortSignal) => Promise<string>;
+}
+
+/** Takes, lists, restores and deletes snapshots of LXC containers; see the file comment for guarantees. */
+export class LxcSnapshots {
+  constructor(private readonly o: LxcSnapshotsOptions) {}
+
+  /**
+   * Snapshot `name` of `hostName`, frozen for the copy when running (left frozen when it was).
+   * Returns the existing snapshot when there is one of that name.
+   */
+  async take(hostName: string, name: string, specHash: string | undefined, options: SnapshotOptions, signal: AbortSignal): Promise<InstanceSnapshot> {
+    if (options.memory === true) {
+      throw new TerminalError('SnapshotUnsupported', `cannot snapshot container ${hostName} with memory: LXC snapshots hold the filesystem only`);
+    }
+    const dir = snapshotsDir(this.o.lxcpath, hostName);
+    const existing = await readMeta(join(dir, name)).catch(() => undefined);
+    if (existing !== undefined) return existing;
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await this.removeLeftovers(dir);
+    const partial = join(dir, `.${name}.partial`);
+    await mkdir(partial, { mode: 0o700 });
+    const createdAt = new Date(this.o.clock.now()).toISOString();
+    const args = ['-P', this.o.lxcpath, '-n', hostName];
+    const state = await this.o.stateOf(hostName, signal);
+    const freeze = state === 'RUNNING';
+    try {
+      if (freeze) await this.o.tools.run('lxc-freeze', args, { signal });
+      try {
+        await this.o.tools.run('cp', ['-a', '--reflink=auto', '--', rootfsPath(this.o.lxcpath, hostName), join(partial, 'rootfs')], {
+          signal, timeoutMs: 600_000,
+        });
+      } finally {
+        // Thawed even when the copy failed or was aborted: a snapshot never leaves a container frozen.
+        if (freeze) await this.o.tools.run('lxc-unfreeze', args, { signal: AbortSignal.timeout(30_000) });
+      }
+      const snapshot: InstanceSnapshot = {
+        name, createdAt, origin: options.origin ?? 'request', memory: false,
+        sizeBytes: await treeBytes(join(partial, 'rootfs')),
+        ...(specHash === undefined ? {} : { specHash }),
+      };
+      await writeFileAtomic(join(partial, META_FILE), `${JSON.stringify(snapshot, null, 2)}\n`, 0o600);
+      await rename(partial, join(dir, name));
+      this.o.logger.info({ hostName, snapshot: name, frozen: freeze }, 'snapshot taken');
+      return snapshot;
+    } catch (err) {
+      await rm(partial, { recursive: true, force: true });
+      throw new Error(`cannot snapshot container ${hostName} as ${name}`, { cause: err });
+    }
+  }
+
+  /** Complete snapshots, oldest first; dot-directories (cut short) and unreadable entries are skipped. */
+  async list(hostName: string): Promise<InstanceSnapshot[]> {
+    const dir = snapshotsDir(this.o.lxcpath, hostName);
+    let entries: string[];
+    try {
+      entries = await readdir(dir);
+    } catch {
+      return [];
+    }
+    const out: InstanceSnapshot[] = [];
+    for (const entry of entries) {
+      if (entry.startsWith('.')) continue;
+      const meta = await readMeta(join(dir, entry)).catch(() => undefined);
+      if (meta !== undefined) out.push(meta);
+    }
+    return out.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.name.localeCompare(b.name));
+  }
+
+  /** Replaces the stopped container's rootfs with the snapshot's copy; the config (the declared spec) is kept. */
+  async restore(hostName: string, name: string, signal: AbortSignal): Promise<InstanceSnapshot> {
+    const snapDir = join(snapshotsDir(this.o.lxcpath, hostName), name);
+    const meta = await readMeta(snapDir).catch(() => undefined);
+    if (meta === undefined) throw new TerminalError('SnapshotNotFound', `cannot restore container ${hostName}: it has no snapshot ${name}`);
+    const state = await this.o.stateOf(hostName, signal);
+    if (state !== 'STOPPED') throw new Error(`cannot restore container ${hostName} while it is ${state.toLowerCase()}: stop it first`);
+    const cdir = containerDir(this.o.lxcpath, hostName);
+    const rootfs = rootfsPath(this.o.lxcpath, hostName);
+    const incoming = join(cdir, '.rootfs.restore');
+    const outgoing = join(cdir, '.rootfs.old');
+    await this.finishSwap(rootfs, incoming, outgoing);
+    await rm(incoming, { recursive: true, force: true });
+    await this.o.tools.run('cp', ['-a', '--reflink=auto', '--', join(snapDir, 'rootfs'), incoming], { signal, timeoutMs: 600_000 });
+    await rename(rootfs, outgoing);
+    await rename(incoming, rootfs);
+    await rm(outgoing, { recursive: true, force: true });
+    this.o.logger.info({ hostName, snapshot: name }, 'snapshot restored');
+    return meta;
+  }
+
+  /** Removes snapshot `name`; a missing one is success. */
+  async delete(hostName: string, name: string): Promise<void> {
+    await rm(join(snapshotsDir(this.o.lxcpath, hostName), name), { recursive: true, force: true });
+  }
+
+  /** Snapshots cut short leave dot-directories behind: they are never listed, and removed here. */
+  private async removeLeftovers(dir: string): Promise<void> {
+    for (const entry of await readdir(dir)) {
+      if (entry.startsWith('.')) await rm(join(dir, entry), { recursive: true, force: true });
+    }
+  }
+
+  /** A restore cut short between its two renames left no rootfs: put the old one back. */
+  private async finishSwap(rootfs: string, incoming: string, outgoing: string): Promise<void> {
+    const hasRootfs = await lstat(rootfs).then(() => true, () => false);
+    if (hasRootfs) {
+      await rm(outgoing, { recursive: true, force: true });
+      return;
+    }
+    if (await lstat(outgoing).then(() => true, () => false)) {
+      await rename(outgoing, rootfs);
+      await rm(incoming, { recursive: true, force: true });
+    }
+  }
+}
+
+async function readMeta(snapDir: string): Promise<InstanceSnapshot> {
+  const raw = JSON.parse(await readFile(join(snapDir, META_FILE), 'utf8')) as Record<string, unknown>;
+  const { name, createdAt, sizeBytes, origin, memory, specHash } = raw;
+  if (typeof name !== 'string' || typeof createdAt !== 'string' || typeof origin !== 'string' || !ORIGINS.has(origin)) {
+    throw new Error(`cannot parse ${join(snapDir, META_FILE)}: not a snapshot record`);
+  }
+  return {
+    name, createdAt, origin: origin as SnapshotOrigin, memory: memory === true,
+    ...(typeof sizeBytes === 'number' ? { sizeBytes } : {}),
+    ...(typeof specHash === 'string' ? { specHash } : {}),
+  };
+}
+
+/** Bytes allocated by the files under `root` (lstat, no symlinks followed): what the snapshot costs on disk. */
+async function treeBytes(root: string): Promise<number> {
+  let total = 0;
+  const stack = [root];
+  while (stack.length > 0) {
+    const dir = stack.pop() as string;
+    for (const entry of await readdir(dir, { withFileTypes: true })) {
+      const path = join(dir, entry.name);
+      const st = await lstat(path);
+      total += st.blocks * 512;
+      if (entry.isDirectory()) stack.push(path);
+    }
+  }
+  return total;
+}

@@ -1,0 +1,122 @@
+/**
+ * Takes the snapshots spec.snapshots schedules and prunes them by its retain rules, for every
+ * object of one provider's kind, on a timer of the injected Clock.
+ *
+ * Guarantees: a run is due when the schedule's next time after the newest scheduled snapshot
+ * (or after the object was first seen, when it has none) has passed; one pass takes at most one
+ * snapshot per object, and the next time is counted from that snapshot, so runs missed while the
+ * daemon was down are made up by one snapshot at start, never a burst. Only snapshots whose
+ * origin is 'schedule' are pruned. A failure for one object is logged and recorded as a Warning
+ * and the others go on.
+ * Caveats: snapshots run beside the reconcile queue, not through it.
+ */
+import type { Logger } from 'pino';
+import { nextRunAfter, parseSchedule } from '../api/v1alpha1/snapshot-schedule.js';
+import type { InstanceSnapshot, Provider } from '../providers/provider.js';
+import type { StatusSnapshot } from '../api/v1alpha1/types.js';
+import type { Clock } from '../shared/clock.js';
+import { errorMessage, isAbortError } from '../shared/errors.js';
+import type { StoreReader } from '../store/desired-store.js';
+import type { Desired } from '../store/desired.js';
+import { snapshotsToKeep } from './snapshot-retention.js';
+
+export interface SnapshotSchedulerOptions {
+  readonly store: StoreReader;
+  readonly provider: Provider;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  /** Records what was done (the source's recorder: Events in kube mode, the audit log otherwise). */
+  readonly record: (d: Desired, type: 'Normal' | 'Warning', reason: string, message: string) => void;
+  /** How often schedules are looked at; 30 s: cron's resolution is a minute. */
+  readonly tickMs?: number;
+  /** Called when an object's list of scheduled snapshots changed, so its status can be written again. */
+  readonly onChange?: (d: Desired) => void;
+}
+
+/** The name of a scheduled snapshot taken at `ms`: "auto-" and the UTC time, a DNS label. */
+export function scheduledSnapshotName(ms: number): string {
+  return `auto-${new Date(ms).toISOString().replace(/\.\d+Z$/, 'z').replace(/[-:]/g, '').toLowerCase()}`;
+}
+
+/** Evaluates spec.snapshots for one provider's objects (see the file comment). */
+export class SnapshotScheduler {
+  private readonly firstSeenMs = new Map<string, number>();
+  private readonly listed = new Map<string, StatusSnapshot[]>();
+  private timer: unknown;
+  private running: Promise<void> | undefined;
+
+  constructor(private readonly o: SnapshotSchedulerOptions) {}
+
+  /** Runs a pass now and then every tickMs until `signal` fires. */
+  start(signal: AbortSignal): void {
+    const tick = (): void => {
+      if (signal.aborted) return;
+      this.running = this.runOnce(signal).finally(() => {
+        if (!signal.aborted) this.timer = this.o.clock.setTimeout(tick, this.o.tickMs ?? 30_000);
+      });
+    };
+    signal.addEventListener('abort', () => this.o.clock.clearTimeout(this.timer), { once: true });
+    tick();
+  }
+
+  /** Resolves when the pass in flight (if any) has ended. */
+  async stopped(): Promise<void> {
+    await this.running;
+  }
+
+  /** One pass over every object with spec.snapshots: take what is due, prune what the rules drop. */
+  async runOnce(signal: AbortSignal): Promise<void> {
+    const { provider, store, clock } = this.o;
+    if (provider.snapshot === undefined || provider.listSnapshots === undefined) return;
+    for (const d of store.list()) {
+      if (signal.aborted) return;
+      const policy = d.object.spec.snapshots;
+      if (d.object.kind !== provider.kind || policy === undefined || d.deleting === true) {
+        this.firstSeenMs.delete(d.key);
+        this.listed.delete(d.key);
+        continue;
+      }
+      try {
+        const scheduled = (await provider.listSnapshots(d, signal)).filter((s) => s.origin === 'schedule');
+        const now = clock.now();
+        const newest = scheduled.reduce((m, s) => Math.max(m, Date.parse(s.createdAt)), Number.NEGATIVE_INFINITY);
+        if (!this.firstSeenMs.has(d.key)) this.firstSeenMs.set(d.key, now);
+        const since = Number.isFinite(newest) ? newest : (this.firstSeenMs.get(d.key) ?? now);
+        if (now >= nextRunAfter(parseSchedule(policy.schedule), since)) {
+          const taken = await provider.snapshot(d, scheduledSnapshotName(now), { origin: 'schedule' }, signal);
+          scheduled.push(taken);
+          this.o.record(d, 'Normal', 'SnapshotTaken', `Took scheduled snapshot ${taken.name}`);
+        }
+        const kept = await this.prune(d, scheduled, signal);
+        const list = kept.map((s): StatusSnapshot => ({
+          name: s.name, time: s.createdAt, origin: s.origin, ...(s.sizeBytes === undefined ? {} : { sizeBytes: s.sizeBytes }),
+        }));
+        const before = JSON.stringify(this.listed.get(d.key));
+        this.listed.set(d.key, list);
+        if (JSON.stringify(list) !== before) this.o.onChange?.(d);
+      } catch (err) {
+        if (isAbortError(err)) return;
+        const message = `cannot run the snapshot schedule of ${d.hostName}: ${errorMessage(err)}`;
+        this.o.logger.warn({ key: d.key, err }, 'snapshot schedule failed');
+        this.o.record(d, 'Warning', 'SnapshotFailed', message);
+      }
+    }
+  }
+
+  /** The scheduled snapshots of `key` as last listed (after pruning), for status.snapshots; undefined without a schedule. */
+  snapshotsOf(key: string): readonly StatusSnapshot[] | undefined {
+    return this.listed.get(key);
+  }
+
+  /** Deletes what the retain rules drop; returns the snapshots kept, oldest first. */
+  private async prune(d: Desired, scheduled: readonly InstanceSnapshot[], signal: AbortSignal): Promise<InstanceSnapshot[]> {
+    const rules = d.object.spec.snapshots?.retain ?? {};
+    const keep = snapshotsToKeep(scheduled.map((s) => ({ name: s.name, createdAtMs: Date.parse(s.createdAt) })), rules);
+    for (const s of scheduled) {
+      if (keep.has(s.name)) continue;
+      await this.o.provider.deleteSnapshot?.(d, s.name, signal);
+      this.o.record(d, 'Normal', 'SnapshotPruned', `Pruned scheduled snapshot ${s.name} (retain rules)`);
+    }
+    return scheduled.filter((s) => keep.has(s.name)).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+  }
+}

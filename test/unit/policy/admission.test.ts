@@ -1,0 +1,198 @@
+import { expect } from 'chai';
+import { deriveMac } from '../../../src/api/v1alpha1/mac-address.js';
+import {
+  type AdmissionContext, PolicyGate, capacityIssues, macIssues, quotaIssues, staticIssues, usageOf, withPolicyDefaults,
+} from '../../../src/policy/admission.js';
+import { DEFAULT_HOST_POLICY, DEFAULT_SCOPE_RULES, type HostPolicy, type ScopeRules } from '../../../src/policy/host-policy.js';
+import type { Desired } from '../../../src/store/desired.js';
+import { type ObjectKey, objectKey } from '../../../src/store/object-key.js';
+import { container, vm } from '../../fakes/desired-objects.js';
+import { FakePolicyFs } from '../../fakes/fake-policy-fs.js';
+
+const GiB = 2 ** 30;
+const MiB = 2 ** 20;
+
+/** `d` as declared by another source (the fake builders always say "dir"). */
+function from(source: string, d: Desired): Desired {
+  return { ...d, source, key: objectKey(source, d.object.metadata.namespace, d.object.kind, d.object.metadata.name) };
+}
+
+const rules = (extra: Partial<ScopeRules> = {}): ScopeRules => ({ ...DEFAULT_SCOPE_RULES, ...extra });
+const context = (objects: Desired[], admitted: string[] = []): AdmissionContext =>
+  ({ objects, admittedBefore: (key: ObjectKey) => admitted.includes(key) });
+const fields = (issues: { field: string; rule: string }[]) => issues.map((i) => `${i.field} ${i.rule}`);
+
+describe('host policy: rules that need only the object', () => {
+  const cases: Record<string, { reason: string; d: Desired; rules?: Partial<ScopeRules>; want: string[] }> = {
+    PlainContainer: { reason: 'busybox, no network, defaults: nothing to refuse', d: container('web'), want: [] },
+    TemplateNotAllowed: { reason: 'templates are a list', d: container('web', { template: 'oci' }), want: ['spec.template templates'] },
+    TemplateGlob: { reason: 'a glob allows a family', d: container('web', { template: 'debian-12' }), rules: { templates: ['debian*'] }, want: [] },
+    AdoptAnnotation: {
+      reason: 'adoption is off by default', d: container('web', {}, { annotations: { 'hyperlet.io/adopt': 'true' } }),
+      want: ['metadata.annotations["hyperlet.io/adopt"] allow.adoption'],
+    },
+    AdoptAllowed: { reason: 'a scope may allow adoption', d: container('web', {}, { annotations: { 'hyperlet.io/adopt': 'true' } }), rules: { adoption: true }, want: [] },
+    AdoptFalse: { reason: 'only "true" asks for adoption', d: container('web', {}, { annotations: { 'hyperlet.io/adopt': 'false' } }), want: [] },
+    Orphan: { reason: 'Orphan is off by default', d: container('web', { deletionPolicy: 'Orphan' }), want: ['spec.deletionPolicy allow.orphan'] },
+    PruneDisabled: {
+      reason: 'the prune annotation is an author\'s way to orphan', d: container('web', {}, { annotations: { 'hyperlet.io/prune': 'disabled' } }),
+      want: ['metadata.annotations["hyperlet.io/prune"] allow.orphan'],
+    },
+    OrphanAllowed: { reason: 'a scope may allow orphans', d: container('web', { deletionPolicy: 'Orphan' }), rules: { orphan: true }, want: [] },
+    Privileged: { reason: 'containers are unprivileged by default', d: container('web', { privileged: true }), want: ['spec.privileged allow.privileged'] },
+    PrivilegedAllowed: { reason: 'a scope may allow privileged containers', d: container('web', { privileged: true }), rules: { privileged: true }, want: [] },
+    PrivilegedFalse: { reason: 'privileged: false asks for nothing', d: container('web', { privileged: false }), want: [] },
+    DefaultBridge: { reason: 'a veth without bridge joins lxcbr0, which is allowed', d: container('web', { network: [{ type: 'veth' }] }), want: [] },
+    DefaultBridgeNotAllowed: { reason: 'the default bridge is checked too', d: container('web', { network: [{ type: 'veth' }] }), rules: { bridges: ['br-lan'] }, want: ['spec.network[0] bridges'] },
+    ContainerBridgeNotAllowed: { reason: 'an operator bridge is not for everyone', d: container('web', { network: [{ type: 'veth', bridge: 'br-mgmt' }] }), want: ['spec.network[0].bridge bridges'] },
+    NoneNeedsNoBridge: { reason: 'type none joins nothing', d: container('web', { network: [{ type: 'none' }] }), rules: { bridges: [] }, want: [] },
+    VmBridge: { reason: 'VM bridges are checked', d: vm('v', { networks: [{ bridge: 'br-mgmt' }] }), want: ['spec.networks[0].bridge bridges'] },
+    VmNetwork: { reason: 'libvirt networks are a list', d: vm('v', { networks: [{ network: 'secret-net' }] }), want: ['spec.networks[0].network networks'] },
+    VmNetworkDefault: { reason: 'libvirt\'s default network is allowed', d: vm('v', { networks: [{ network: 'default' }] }), want: [] },
+    VmPool: { reason: 'pools are a list', d: vm('v', { disks: [{ name: 'a', size: '1Gi', pool: 'ops-pool' }] }), want: ['spec.disks[0].pool pools'] },
+    VmPoolHyperlet: { reason: 'pools hyperlet creates are allowed', d: vm('v', { disks: [{ name: 'a', size: '1Gi', pool: 'hyperlet-fast' }] }), want: [] },
+    GracefulTooLong: { reason: 'stops are capped at 600 s by default', d: container('web', { gracefulStopSeconds: 601 }), want: ['spec.gracefulStopSeconds limits.gracefulStopSeconds'] },
+    GracefulAtCap: { reason: 'the cap itself is allowed', d: container('web', { gracefulStopSeconds: 600 }), want: [] },
+    CpuOverLimit: { reason: 'per-object cpu limit', d: vm('v', { resources: { cpu: 2, maxCpu: 8 } }), rules: { limits: { cpu: 4, gracefulStopSeconds: 600 } }, want: ['spec.resources.maxCpu limits.cpu'] },
+    ContainerCpuMissing: { reason: 'no cpu means every CPU: refused under a cpu limit', d: container('web'), rules: { limits: { cpu: 4, gracefulStopSeconds: 600 } }, want: ['spec.resources.cpu limits.cpu'] },
+    MemoryOverLimit: { reason: 'per-object memory limit', d: container('web', { resources: { memory: '2Gi' } }), rules: { limits: { memoryBytes: GiB, gracefulStopSeconds: 600 } }, want: ['spec.resources.memory limits.memory'] },
+    DefaultMemoryCountsToo: {
+      reason: 'a container without memory counts the policy default', d: container('web'),
+      rules: { containerMemoryBytes: 2 * GiB, limits: { memoryBytes: GiB, gracefulStopSeconds: 600 } }, want: ['spec.resources.memory limits.memory'],
+    },
+    DiskOverLimit: {
+      reason: 'all disks of a VM count, 10 GiB for one without size', d: vm('v', { disks: [{ name: 'a', size: '30Gi' }, { name: 'b', image: '/i' }] }),
+      rules: { limits: { diskBytes: 32 * GiB, gracefulStopSeconds: 600 } }, want: ['spec.disks limits.disk'],
+    },
+    DeletingOnlyOrphan: {
+      reason: 'an object being deleted is checked for Orphan only: removing what hyperlet made is always allowed',
+      d: container('web', { template: 'oci', privileged: true, deletionPolicy: 'Orphan' }, { deleting: true }), want: ['spec.deletionPolicy allow.orphan'],
+    },
+    DeletingWithDelete: { reason: 'deleting with Delete is never refused', d: container('web', { template: 'oci', privileged: true }, { deleting: true }), want: [] },
+  };
+  for (const [name, tc] of Object.entries(cases)) {
+    it(name, () => expect(fields(staticIssues(tc.d, rules(tc.rules))), tc.reason).to.deep.equal(tc.want));
+  }
+});
+
+describe('host policy: defaults and usage', () => {
+  it('gives a container without memory the policy\'s containerMemory, and leaves declared memory and VMs alone', () => {
+    const got = withPolicyDefaults(container('web'), rules({ containerMemoryBytes: 256 * MiB }));
+    expect(got.object.spec.resources?.memory).to.equal('256Mi');
+    const declared = container('web', { resources: { memory: '64Mi', cpu: 1 } });
+    expect(withPolicyDefaults(declared, rules())).to.equal(declared);
+    const v = vm('v');
+    expect(withPolicyDefaults(v, rules())).to.equal(v);
+  });
+
+  const cases: Record<string, { reason: string; d: Desired; want: Partial<ReturnType<typeof usageOf>> }> = {
+    ContainerDeclared: { reason: 'what it declares', d: container('c', { resources: { cpu: 2, memory: '1Gi', disk: '5Gi' } }), want: { cpu: 2, memoryBytes: GiB, diskBytes: 5 * GiB } },
+    ContainerDefaults: { reason: 'no cpu limit, the default memory, no disk', d: container('c'), want: { cpu: undefined, memoryBytes: 512 * MiB, diskBytes: 0 } },
+    VmCeilings: { reason: 'a VM counts what it may grow to live', d: vm('v', { resources: { cpu: 1, maxCpu: 4, memory: '1Gi', maxMemory: '4Gi' } }), want: { cpu: 4, memoryBytes: 4 * GiB, cpuField: 'spec.resources.maxCpu' } },
+    VmDisks: { reason: 'declared sizes plus 10 GiB per disk without one', d: vm('v', { disks: [{ name: 'a', size: '1Gi' }, { name: 'b', image: '/x' }] }), want: { diskBytes: 11 * GiB } },
+  };
+  for (const [name, tc] of Object.entries(cases)) it(name, () => expect(usageOf(tc.d, rules()), tc.reason).to.deep.include(tc.want));
+});
+
+describe('host policy: MAC addresses are unique on the host', () => {
+  const mac = '52:54:00:aa:bb:cc';
+  const a = vm('a', { networks: [{ network: 'default', mac }] });
+  const b = container('b', { network: [{ type: 'veth', hwaddr: mac.toUpperCase() }] });
+  const derived = vm('d', { networks: [{ network: 'default' }] }, { id: 'id-of-d' });
+  const thief = container('thief', { network: [{ type: 'veth', hwaddr: deriveMac('id-of-d', 0) }] });
+  const cases: Record<string, { reason: string; d: Desired; objects: Desired[]; admitted?: string[]; want: string[] }> = {
+    Unique: { reason: 'no one else uses it', d: a, objects: [a], want: [] },
+    CollidesWithAdmitted: { reason: 'an object admitted before keeps its MAC, whatever the names', d: a, objects: [a, b], admitted: [b.key], want: ['spec.networks[0].mac unique-mac'] },
+    AdmittedKeepsIt: { reason: 'the admitted one is not refused', d: b, objects: [a, b], admitted: [b.key], want: [] },
+    NewOnesByKey: { reason: 'between two new objects the first key wins (dir/default/Container/b; case does not matter)', d: a, objects: [a, b], want: ['spec.networks[0].mac unique-mac'] },
+    DerivedMacTaken: { reason: 'a declared MAC equal to another VM\'s derived one', d: thief, objects: [derived, thief], admitted: [derived.key], want: ['spec.network[0].hwaddr unique-mac'] },
+    DerivedWinsAnyway: { reason: 'a derived MAC cannot give way, so the declared one does even if admitted first', d: thief, objects: [derived, thief], admitted: [thief.key], want: ['spec.network[0].hwaddr unique-mac'] },
+    DerivedNotJudged: { reason: 'the VM whose MAC is derived is not refused for it: its author chose nothing', d: derived, objects: [derived, thief], admitted: [thief.key], want: [] },
+    OtherSource: { reason: 'MACs are host-wide: another source counts', d: a, objects: [a, from('git', b)], admitted: [from('git', b).key], want: ['spec.networks[0].mac unique-mac'] },
+    Twice: { reason: 'one object using a MAC twice', d: vm('t', { networks: [{ network: 'default', mac }, { network: 'default', mac }] }), objects: [], want: ['spec.networks[1].mac unique-mac'] },
+    DeletingFreesIt: { reason: 'an object being deleted gives its MAC back', d: a, objects: [a, { ...b, deleting: true }], admitted: [b.key], want: [] },
+  };
+  for (const [name, tc] of Object.entries(cases)) {
+    it(name, () => expect(fields(macIssues(tc.d, context(tc.objects, tc.admitted))), tc.reason).to.deep.equal(tc.want));
+  }
+});
+
+describe('host policy: quotas per source and namespace', () => {
+  const q = (quota: ScopeRules['quota']): ScopeRules => rules({ quota });
+  const c = (name: string, spec: Record<string, unknown> = {}, namespace = 'default') => container(name, { resources: { cpu: 1, memory: '1Gi' }, ...spec }, { namespace });
+  const three = [c('a'), c('b'), c('c')];
+  const cases: Record<string, { reason: string; d: Desired; objects: Desired[]; admitted?: string[]; rules: ScopeRules; want: string[] }> = {
+    WithinCount: { reason: 'three objects, quota three', d: c('c'), objects: three, rules: q({ objects: 3 }), want: [] },
+    OverCount: { reason: 'the fourth by key is over', d: c('d'), objects: [...three, c('d')], rules: q({ objects: 3 }), want: ['metadata.name quota.objects'] },
+    AdmittedKeepsPlace: { reason: 'an admitted object keeps its place: the new one with a lower key is refused', d: c('a'), objects: [...three, c('d')], admitted: [c('b').key, c('c').key, c('d').key], rules: q({ objects: 3 }), want: ['metadata.name quota.objects'] },
+    OtherNamespace: { reason: 'quotas are per namespace', d: c('x', {}, 'team-b'), objects: [...three, c('x', {}, 'team-b')], rules: q({ objects: 1 }), want: [] },
+    OtherSource: { reason: 'quotas are per source', d: from('git', c('a')), objects: [...three, from('git', c('a'))], rules: q({ objects: 1 }), want: [] },
+    DeletingNotCounted: { reason: 'objects being deleted do not count', d: c('d'), objects: [{ ...c('a'), deleting: true }, c('b'), c('c'), c('d')], rules: q({ objects: 3 }), want: [] },
+    CpuOver: { reason: 'cpu sums', d: c('c', { resources: { cpu: 2, memory: '1Gi' } }), objects: three, rules: q({ cpu: 3 }), want: ['spec.resources.cpu quota.cpu'] },
+    CpuMissing: { reason: 'a container without cpu under a cpu quota', d: container('c'), objects: [container('c')], rules: q({ cpu: 8 }), want: ['spec.resources.cpu quota.cpu'] },
+    MemoryOver: { reason: 'memory sums, with defaults for containers that declare none', d: container('c'), objects: [c('a'), c('b'), container('c')], rules: q({ memoryBytes: 2 * GiB + 256 * MiB }), want: ['spec.resources.memory quota.memory'] },
+    MemoryWithin: { reason: 'exactly the quota is allowed', d: c('c'), objects: three, rules: q({ memoryBytes: 3 * GiB }), want: [] },
+    DiskOver: { reason: 'VM disks count', d: vm('v', { disks: [{ name: 'a', size: '20Gi' }] }), objects: [vm('u', { disks: [{ name: 'a', size: '20Gi' }] }), vm('v', { disks: [{ name: 'a', size: '20Gi' }] })], rules: q({ diskBytes: 30 * GiB }), want: ['spec.disks quota.disk'] },
+  };
+  for (const [name, tc] of Object.entries(cases)) {
+    it(name, () => expect(fields(quotaIssues(tc.d, tc.rules, context(tc.objects, tc.admitted))), tc.reason).to.deep.equal(tc.want));
+  }
+});
+
+describe('host policy: capacity', () => {
+  const cases: Record<string, { reason: string; d: Desired; hostBytes: number; reserved?: number; want: string[] }> = {
+    Fits: { reason: 'less than the host has', d: vm('v', { resources: { memory: '1Gi' } }), hostBytes: 8 * GiB, want: [] },
+    TooBig: { reason: 'a VM that could never start', d: vm('v', { resources: { memory: '16Gi' } }), hostBytes: 8 * GiB, want: ['spec.resources.memory host.capacity'] },
+    CeilingTooBig: { reason: 'maxMemory is what it may balloon to', d: vm('v', { resources: { memory: '1Gi', maxMemory: '16Gi' } }), hostBytes: 8 * GiB, want: ['spec.resources.maxMemory host.capacity'] },
+    Reserved: { reason: 'memory kept for the host is not for VMs', d: vm('v', { resources: { memory: '7Gi' } }), hostBytes: 8 * GiB, reserved: 2 * GiB, want: ['spec.resources.memory host.capacity'] },
+    ContainerIgnored: { reason: 'a container limit is only a ceiling', d: container('c', { resources: { memory: '16Gi' } }), hostBytes: 8 * GiB, want: [] },
+  };
+  for (const [name, tc] of Object.entries(cases)) {
+    it(name, () => expect(fields(capacityIssues(tc.d, rules(), tc.hostBytes, tc.reserved ?? 0)), tc.reason).to.deep.equal(tc.want));
+  }
+});
+
+describe('PolicyGate', () => {
+  const fs = new FakePolicyFs({ '/dev/sda': { kind: 'block-device' }, '/var/cache/hyperlet/guest/vmlinuz': { kind: 'file' } });
+  const gate = (policy: HostPolicy = DEFAULT_HOST_POLICY) => new PolicyGate({ policy, fs, hostMemoryBytes: 8 * GiB });
+
+  it('admits a plain object and returns it with the policy defaults', async () => {
+    const d = container('web');
+    const got = await gate().admit(d, context([d]));
+    expect(got.allowed).to.equal(true);
+    if (got.allowed) expect(got.desired.object.spec.resources?.memory).to.equal('512Mi');
+  });
+
+  it('refuses with PolicyDenied and one message naming each field, value and rule', async () => {
+    const d = vm('evil', { boot: { kernel: '/dev/sda' }, disks: [{ name: 'a', image: '/dev/sda', pool: 'ops' }], resources: { memory: '64Gi' } });
+    const got = await gate().admit(d, context([d]));
+    expect(got.allowed).to.equal(false);
+    if (got.allowed) return;
+    expect(got.reason, 'a path denial outranks the capacity refusal').to.equal('PolicyDenied');
+    expect(got.message).to.include('spec.disks[0].pool: ops is not an allowed storage pool (default, hyperlet-*) (policy: pools)');
+    expect(got.message).to.include('spec.boot.kernel: /dev/sda is not a regular file under an allowed image directory (/var/lib/hyperlet/images, /var/cache/hyperlet/images, /var/cache/hyperlet/guest): it is outside them (policy: paths.images)');
+    expect(got.message).to.include('spec.disks[0].image: /dev/sda is not a regular file');
+    expect(got.message).to.include('spec.resources.memory: 64Gi is more than this host\'s memory (8Gi); it could never start (policy: host.capacity)');
+  });
+
+  it('refuses with QuotaExceeded when only quotas or capacity refuse', async () => {
+    const d = vm('big', { resources: { memory: '64Gi' } });
+    const got = await gate().admit(d, context([d]));
+    expect(got.allowed === false && got.reason).to.equal('QuotaExceeded');
+  });
+
+  it('applies the rules of the object\'s own source and namespace', async () => {
+    const policy: HostPolicy = { ...DEFAULT_HOST_POLICY, scopes: [{ source: 'git', namespace: 'lab', rules: { privileged: true } }] };
+    const inLab = from('git', container('p', { privileged: true }, { namespace: 'lab' }));
+    const elsewhere = from('git', container('p', { privileged: true }, { namespace: 'prod' }));
+    expect((await gate(policy).admit(inLab, context([inLab]))).allowed).to.equal(true);
+    expect((await gate(policy).admit(elsewhere, context([elsewhere]))).allowed).to.equal(false);
+  });
+
+  it('a path it cannot check is a refusal, never an admission', async () => {
+    const broken = { ...fs, realpath: () => Promise.reject(new Error('EIO')), kindOf: fs.kindOf.bind(fs), readHead: fs.readHead.bind(fs) };
+    const d = vm('v', { boot: { kernel: '/var/cache/hyperlet/guest/vmlinuz' } });
+    const got = await new PolicyGate({ policy: DEFAULT_HOST_POLICY, fs: broken, hostMemoryBytes: 8 * GiB }).admit(d, context([d]));
+    expect(got.allowed === false && got.message).to.include('cannot check the host paths it names: EIO');
+  });
+});
