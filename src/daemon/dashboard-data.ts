@@ -14,7 +14,7 @@ import type { Provider } from '../providers/provider.js';
 import type { SourceBackend } from '../reconcile/backend.js';
 import type { ProviderHealth } from '../reconcile/provider-health.js';
 import type { ActionResult, DashboardApi, EventLog, HostInfo, ObjectDetail } from '../server/dashboard-api.js';
-import { REBOOT_REQUEST_ANNOTATION } from '../shared/annotations.js';
+import { REBOOT_REQUEST_ANNOTATION, RESTORE_REQUEST_ANNOTATION } from '../shared/annotations.js';
 import type { ObjectViews } from '../server/object-view.js';
 import type { WatchEvent } from '../server/watch-stream.js';
 import { stripTerminalControls } from '../shared/terminal-text.js';
@@ -50,10 +50,24 @@ export interface DaemonDashboardOptions {
 interface ActionSpec {
   readonly annotation: string;
   readonly offered: (kind: Kind, provider: Provider | undefined) => boolean;
+  /** The annotation's value for a request made at `at` with these parameters, or why they do not do. */
+  readonly value: (at: string, params: URLSearchParams) => { value: string } | { error: string };
 }
 
 const ACTIONS: Readonly<Record<string, ActionSpec>> = {
-  reboot: { annotation: REBOOT_REQUEST_ANNOTATION, offered: (_kind, provider) => provider?.rebootPending !== undefined },
+  reboot: {
+    annotation: REBOOT_REQUEST_ANNOTATION, offered: (_kind, provider) => provider?.rebootPending !== undefined,
+    value: (at) => ({ value: at }),
+  },
+  // SNAPSHOT@TOKEN: a new token restores the same snapshot again (acted on once per value).
+  restore: {
+    annotation: RESTORE_REQUEST_ANNOTATION, offered: (_kind, provider) => provider?.restoreSnapshot !== undefined,
+    value: (at, params) => {
+      const snapshot = params.get('snapshot') ?? '';
+      if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(snapshot)) return { error: 'restore needs ?snapshot=NAME (a DNS-1123 label)' };
+      return { value: `${snapshot}@${at.replace(/[^0-9]/g, '')}` };
+    },
+  },
 };
 
 export class DaemonDashboard implements DashboardApi {
@@ -112,7 +126,7 @@ export class DaemonDashboard implements DashboardApi {
     return { object, view, events: this.eventsOf(key, backend), actions, ...(consoleTail === undefined ? {} : { consoleTail }) };
   }
 
-  act(kind: string, namespace: string, name: string, action: string): ActionResult {
+  act(kind: string, namespace: string, name: string, action: string, params = new URLSearchParams()): ActionResult {
     const key = isKind(kind) ? this.findKey(kind, namespace, name) : undefined;
     if (key === undefined || !isKind(kind)) return { ok: false, status: 404, error: `${kind} ${namespace}/${name} not found` };
     const spec = ACTIONS[action];
@@ -120,7 +134,9 @@ export class DaemonDashboard implements DashboardApi {
       const offered = this.offeredFor(kind).join(', ') || 'none';
       return { ok: false, status: 409, error: `${action} is not offered for ${KINDS[kind].plural} (offered: ${offered})` };
     }
-    const value = new Date().toISOString();
+    const made = spec.value(new Date().toISOString(), params);
+    if ('error' in made) return { ok: false, status: 400, error: made.error };
+    const { value } = made;
     if (!this.o.request(key, spec.annotation, value)) {
       return { ok: false, status: 404, error: `${kind} ${namespace}/${name} is not declared by its source` };
     }

@@ -48,15 +48,15 @@ export interface DashboardApi {
   object(kind: string, namespace: string, name: string): Promise<ObjectDetail | undefined>;
   /**
    * Asks for `action` on KIND NAMESPACE/NAME through a request annotation the reconcile loop acts
-   * on: `{ ok: true, value }`, or why not (no such object: 404; not offered for it: 409).
+   * on: `{ ok: true, value }`, or why not (bad parameters: 400; no such object: 404; not offered for it: 409).
    */
-  act(kind: string, namespace: string, name: string, action: string): ActionResult;
+  act(kind: string, namespace: string, name: string, action: string, params?: URLSearchParams): ActionResult;
 }
 
 /** The answer to an action. */
 export type ActionResult =
   | { readonly ok: true; readonly annotation: string; readonly value: string }
-  | { readonly ok: false; readonly status: 404 | 409; readonly error: string };
+  | { readonly ok: false; readonly status: 400 | 404 | 409; readonly error: string };
 
 /**
  * The recent events in memory: seeded from the audit log at start, then every recorded event

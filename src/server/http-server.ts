@@ -176,7 +176,7 @@ export class HttpServer {
     const isAction = segments.length === 7 && segments[0] === 'api' && segments[1] === 'v1' && segments[2] === 'objects';
     if (req.method === 'POST' && actionApi !== undefined && isAction) {
       const [, , , kind = '', namespace = '', name = '', action = ''] = segments;
-      const result = actionApi.act(kind, namespace, name, action);
+      const result = actionApi.act(kind, namespace, name, action, query);
       if (!result.ok) return this.send(res, result.status, { error: result.error });
       return this.send(res, 202, { requested: result.annotation, value: result.value });
     }

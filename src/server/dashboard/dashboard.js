@@ -201,7 +201,7 @@ function renderDetail() {
       h('span', { class: `badge p-${phase}`, 'data-phase': phase }, phase),
       h('span', { class: `r-${ready ? ready.status : 'Unknown'}` }, ready ? `Ready ${ready.status} (${ready.reason})` : 'Ready Unknown'),
       h('span', { class: 'spacer' }),
-      h('div', { class: 'actions', 'data-actions': actions.join(' ') }, actions.map((a) =>
+      h('div', { class: 'actions', 'data-actions': actions.join(' ') }, actions.filter((a) => a !== 'restore').map((a) =>
         h('button', { type: 'button', class: 'primary', onclick: () => act(view, a) }, a[0].toUpperCase() + a.slice(1))))),
     h('div', { class: 'grid2' },
       h('section', { class: 'panel' }, h('h2', {}, 'Status'), h('dl', { class: 'facts' }, [
@@ -220,16 +220,21 @@ function renderDetail() {
         (d.data?.events || []).slice(-50).reverse().map(eventItem))),
       h('section', { class: 'panel' }, h('h2', {}, 'Snapshots'), (status.snapshots || []).length === 0
         ? h('p', { class: 'muted' }, 'None.')
-        : h('ul', {}, status.snapshots.map((s) => h('li', {}, `${s.name} ${s.time || ''} ${s.size || ''}`)))),
+        : h('ul', { class: 'snapshots' }, status.snapshots.map((s) => h('li', { 'data-snapshot': s.name },
+          h('span', { class: 'mono' }, s.name), ' ',
+          h('span', { class: 'muted' }, `${s.time || ''} ${s.sizeBytes ? bytes(s.sizeBytes) : ''} ${s.origin}`),
+          actions.includes('restore')
+            ? h('button', { type: 'button', onclick: () => act(view, 'restore', `?snapshot=${encodeURIComponent(s.name)}`) }, 'Restore')
+            : '')))),
       h('section', { class: 'panel' }, h('h2', {}, 'Console (tail)'),
         d.data?.consoleTail === undefined
           ? h('p', { class: 'muted' }, 'No console log.')
           : h('pre', { 'data-console': '' }, d.data.consoleTail))));
 }
 
-async function act(view, action) {
+async function act(view, action, query = '') {
   const { kind, metadata: { namespace, name } } = view;
-  const path = `/api/v1/objects/${encodeURIComponent(kind)}/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}/${action}`;
+  const path = `/api/v1/objects/${encodeURIComponent(kind)}/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}/${action}${query}`;
   try {
     await api(path, { method: 'POST' });
   } catch (err) {
