@@ -7,7 +7,7 @@
 import { expect } from 'chai';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { access, mkdir, mkdtemp, readdir, rm, symlink, unlink, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdir, mkdtemp, readdir, rm, symlink, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -83,6 +83,7 @@ describe('the CLI that watches: get -w, wait, completion, kubectl plugin', funct
     if (process.getuid?.() !== 0) throw new Error('needs root (LXC containers)');
     await access('/usr/share/lxc/templates/lxc-busybox').catch(() => { throw new Error('needs the LXC busybox template: run make host'); });
     tmp = await mkdtemp(join(tmpdir(), `hyperlet-ops-watch-${suffix}-`));
+    await chmod(tmp, 0o711); // unprivileged containers (mapped root) must reach the lxcpath below
     manifests = join(tmp, 'manifests');
     lxcpath = join(tmp, 'lxc');
     statePath = join(tmp, 'state', 'state.db');

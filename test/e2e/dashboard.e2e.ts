@@ -10,7 +10,7 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { access, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -77,6 +77,7 @@ describe('dashboard in a real browser (Chromium)', function () {
     await access(CHROMIUM).catch(() => { throw new Error(`needs ${CHROMIUM}: run make host (Debian package chromium)`); });
     await access('/usr/share/lxc/templates/lxc-busybox').catch(() => { throw new Error('needs the LXC busybox template: run make host'); });
     tmp = await mkdtemp(join(tmpdir(), `hyperlet-ops-ui-${suffix}-`));
+    await chmod(tmp, 0o711); // unprivileged containers (mapped root) must reach the lxcpath below
     lxcpath = join(tmp, 'lxc');
     statePath = join(tmp, 'state', 'state.db');
     await mkdir(lxcpath);
@@ -247,7 +248,7 @@ describe('dashboard in a real browser (Chromium)', function () {
     await page.goto(`${daemon!.baseUrl}/#/o/VirtualMachine/default/${VM}`);
     await page.waitForSelector('#detail [data-phase="Running"]', { timeout: 120_000 });
     await until('the guest to boot', async () => ((await boots()) >= 1 ? true : undefined), 120_000, 200);
-    await page.waitForSelector('[data-actions="reboot"] button');
+    await page.waitForSelector('[data-actions~="reboot"] button:has-text("Reboot")');
     const first = await boots();
     await page.click('[data-actions] button:has-text("Reboot")');
     const asked = (): true | undefined => (requests.some((r) => r.url.endsWith(`/VirtualMachine/default/${VM}/reboot`)) ? true : undefined);

@@ -7,7 +7,7 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { access, copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -49,6 +49,7 @@ describe('monitoring: alert rules and dashboard', function () {
 
   before(async () => {
     tmp = await mkdtemp(join(tmpdir(), `hyperlet-ops-mon-${suffix}-`));
+    await chmod(tmp, 0o711); // unprivileged containers (mapped root) must reach the lxcpath below
     lxcpath = join(tmp, 'lxc');
     await mkdir(lxcpath);
   });

@@ -9,7 +9,7 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { access, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -62,6 +62,7 @@ describe('notifications: outbox, retries and circuit breaker against real receiv
     if (process.getuid?.() !== 0) throw new Error('needs root (LXC containers)');
     await access('/usr/share/lxc/templates/lxc-busybox').catch(() => { throw new Error('needs the LXC busybox template: run make host'); });
     tmp = await mkdtemp(join(tmpdir(), `hyperlet-ops-notify-${suffix}-`));
+    await chmod(tmp, 0o711); // unprivileged containers (mapped root) must reach the lxcpath below
     lxcpath = join(tmp, 'lxc');
     statePath = join(tmp, 'state', 'state.db');
     await mkdir(lxcpath);
