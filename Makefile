@@ -22,10 +22,11 @@ dist/.build-stamp: $(NODE_STAMP) $(SOURCES) tsconfig.json
 
 build: dist/.build-stamp
 
-## lint: eslint, and the layer order of DESIGN.md (scripts/check-layers.ts)
+## lint: eslint, the layer order (scripts/check-layers.ts), a doc comment on every export (scripts/check-docs.ts)
 lint: build
 	npx eslint --max-warnings 0 src test bench scripts
 	node dist/scripts/check-layers.js
+	node dist/scripts/check-docs.js
 
 ## unit: the quick inner loop, fakes at the provider boundary only
 unit: build

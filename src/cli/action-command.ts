@@ -30,11 +30,9 @@ export function actionCommand(action: string): (args: string[]) => Promise<numbe
     if (name === undefined || positionals.length > 2) throw new UsageError(`${action} needs KIND NAME`);
     const namespace = values.namespace ?? 'default';
     const connection = daemonConnection(values);
-    const token = connection.headers.authorization?.replace(/^Bearer /, '');
-    if (token === undefined) throw new UsageError('this needs the API token: pass the daemon\'s --state (its directory holds api-token)');
+    if (connection.headers.authorization === undefined) throw new UsageError('this needs the API token: pass the daemon\'s --state (its directory holds api-token)');
     const path = `/api/v1/objects/${encodeURIComponent(kind)}/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}/${action}`;
-    const url = new URL(path, connection.server);
-    const answer = await callApi(url, 'POST', token, connection.ca === undefined ? {} : { ca: connection.ca }).catch((err: unknown) => {
+    const answer = await callApi(connection, path, 'POST').catch((err: unknown) => {
       throw new Error(`cannot reach the daemon at ${connection.server.origin}: ${(err as Error).message}`, { cause: err });
     });
     if (answer.status !== 202) {

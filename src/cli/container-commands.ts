@@ -6,6 +6,7 @@
 import { createReadStream, existsSync, statSync, watchFile, unwatchFile } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { hostNameFor } from '../api/v1alpha1/host-name.js';
+import { TerminalFilter } from '../shared/terminal-text.js';
 import type { Provider } from '../providers/provider.js';
 import { createProviders } from '../providers/registry.js';
 import { silentLogger } from '../telemetry/logger.js';
@@ -26,6 +27,7 @@ function target(positionals: string[], namespace: string | undefined): string {
   return hostNameFor(namespace ?? 'default', name);
 }
 
+/** `hyperlet logs`: prints (or follows) an instance's console log; resolves to the exit code. */
 export async function logsCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args, allowPositionals: true, strict: true,
@@ -43,19 +45,33 @@ export async function logsCommand(args: string[]): Promise<number> {
     process.stderr.write(`no console log for ${host} at ${path} (is it a container hyperlet created, and has it started?)\n`);
     return 1;
   }
-  let offset = 0;
-  const copy = (): Promise<void> => new Promise((resolve, reject) => {
-    const size = statSync(path).size;
-    if (size < offset) offset = 0; // truncated or rotated
-    if (size === offset) return resolve();
-    const stream = createReadStream(path, { start: offset, end: size - 1 });
-    offset = size;
+  // On a terminal, a container's output cannot move the cursor, retitle the window or write the
+  // clipboard: control sequences are stripped (a pipe or file gets the bytes as they are).
+  const filter = process.stdout.isTTY === true ? new TerminalFilter() : undefined;
+  const write = (chunk: Buffer): void => { process.stdout.write(filter === undefined ? chunk : filter.push(chunk)); };
+  const copyRange = (file: string, start: number, end: number): Promise<void> => new Promise((resolve, reject) => {
+    const stream = createReadStream(file, { start, end });
+    stream.on('data', (c) => write(c as Buffer));
     stream.on('error', reject);
     stream.on('end', resolve);
-    stream.pipe(process.stdout, { end: false });
   });
+  // The console log is capped and rotated (provider: one older part beside it, NAME.1): oldest first.
+  const rotated = `${path}.1`;
+  if (existsSync(rotated) && statSync(rotated).size > 0) await copyRange(rotated, 0, statSync(rotated).size - 1);
+  let offset = 0;
+  const copy = async (): Promise<void> => {
+    const size = statSync(path).size;
+    if (size < offset) offset = 0; // truncated or rotated
+    if (size === offset) return;
+    const start = offset;
+    offset = size;
+    await copyRange(path, start, size - 1);
+  };
   await copy();
-  if (values.follow !== true) return 0;
+  if (values.follow !== true) {
+    if (filter !== undefined) process.stdout.write(filter.end());
+    return 0;
+  }
   await new Promise<void>((resolve) => {
     watchFile(path, { interval: 250 }, () => void copy());
     process.once('SIGINT', () => { unwatchFile(path); resolve(); });
@@ -63,6 +79,7 @@ export async function logsCommand(args: string[]): Promise<number> {
   return 0;
 }
 
+/** `hyperlet exec`: runs a command inside an instance with this terminal; resolves to its exit code. */
 export async function execCommand(args: string[]): Promise<number> {
   const dashes = args.indexOf('--');
   if (dashes < 0) throw new UsageError('usage: hyperlet exec NAME [-n NS] [--lxcpath PATH] -- COMMAND [ARGS...]');

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { crdFiles, crdsYaml } from '../api/v1alpha1/crd.js';
 
+/** `hyperlet crds`: writes the generated CRDs to stdout or --out; resolves to the exit code. */
 export function crdsCommand(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, strict: true, allowPositionals: false, options: { out: { type: 'string' } } });
   if (values.out === undefined) {

@@ -9,6 +9,7 @@ import { isLoopback } from '../server/host-check.js';
 import { DEFAULT_STATE_PATH, readApiToken } from '../state/state-dir.js';
 import { UsageError } from './usage-error.js';
 
+/** How the CLI reaches the daemon: its URL, the headers it sends (the API token) and the CA to trust. */
 export interface DaemonConnection {
   readonly server: URL;
   /** Authorization, when the token could be read. */

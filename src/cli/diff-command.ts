@@ -38,6 +38,7 @@ function describeChange(c: FieldChange): string {
   return `${c.path} ${JSON.stringify(redactFieldValue(c.path, c.from))} → ${JSON.stringify(redactFieldValue(c.path, c.to))} (${c.apply})`;
 }
 
+/** `hyperlet diff -f`: prints what reconciling the files would change, changing nothing; exit 0 none, 1 some, 2 unchecked objects. */
 export async function diffCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args, allowPositionals: true, strict: true,
@@ -72,7 +73,7 @@ export async function diffCommand(args: string[]): Promise<number> {
     ...(values['libvirt-socket'] === undefined ? {} : { libvirtSocket: values['libvirt-socket'] }),
   });
   const signal = AbortSignal.timeout(120_000);
-  // valueFrom.file is read as the daemon of a dir or git source reads it, so the diff is the daemon's.
+  // environmentFrom files are read as the daemon of a dir or git source reads it, so the diff is the daemon's.
   const environment = new FileEnvironmentResolver(values['secrets-dir'] ?? DEFAULT_SECRETS_DIR);
   let changes = 0;
   let failures = 0;
@@ -100,9 +101,10 @@ export async function diffCommand(args: string[]): Promise<number> {
       try {
         if (provider === undefined) throw new Error('no provider');
         await provider.probe(signal);
+        // The admitted object (policy defaults in) with its environmentFrom read: what the daemon would apply.
         const refs = environmentReferences(d.object);
         const target = refs.length === 0 ? d : { ...d, object: withEnvironmentValues(d.object, await environment.resolve(d, refs, signal)) };
-        const p = plan(target, await provider.observe(d, signal), provider.applyModeOf?.bind(provider));
+        const p = plan(target, await provider.observe(d, signal), { applyModeOf: provider.applyModeOf?.bind(provider) });
         if (p.conflict !== undefined) {
           process.stdout.write(`${label}: conflict: ${p.conflict}\n`);
           changes++;

@@ -14,6 +14,7 @@ import { stripTerminalControls, terminalCell } from '../shared/terminal-text.js'
 import { type ObjectRow, StateDb } from '../state/state-db.js';
 import { DEFAULT_STATE_PATH } from '../state/state-dir.js';
 import { UsageError, parsePositiveInt } from './usage-error.js';
+import { systemClock } from '../shared/clock.js';
 import { daemonConnection } from './daemon-connection.js';
 import { watchObjects } from './get-watch.js';
 
@@ -22,6 +23,7 @@ for (const [kind, k] of Object.entries(KINDS) as [Kind, (typeof KINDS)[Kind]][])
   for (const alias of [kind.toLowerCase(), k.plural, k.singular, ...k.shortNames]) KIND_ALIASES.set(alias, kind);
 }
 
+/** The kind a CLI resource argument names ("containers", "ct", "vm"…); throws UsageError otherwise. */
 export function kindFromArg(arg: string | undefined): Kind {
   const kind = arg === undefined ? undefined : KIND_ALIASES.get(arg.toLowerCase());
   if (kind === undefined) throw new UsageError(`unknown resource ${JSON.stringify(arg ?? '')}: use containers (ct) or vms (vm)`);
@@ -35,7 +37,7 @@ function openDb(path: string): StateDb {
 
 function age(iso: string | undefined): string {
   if (iso === undefined) return '-';
-  const s = Math.max(0, Math.floor((Date.now() - Date.parse(iso)) / 1000));
+  const s = Math.max(0, Math.floor((systemClock.now() - Date.parse(iso)) / 1000));
   return s < 120 ? `${s}s` : s < 7200 ? `${Math.floor(s / 60)}m` : s < 172800 ? `${Math.floor(s / 3600)}h` : `${Math.floor(s / 86400)}d`;
 }
 
@@ -69,6 +71,7 @@ const GET_OPTIONS = {
   watch: { type: 'boolean', short: 'w' }, server: { type: 'string' }, cacert: { type: 'string' },
 } as const;
 
+/** `hyperlet get`: lists objects and their status from the state DB, or watches them (-w); resolves to the exit code. */
 export async function getCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: GET_OPTIONS });
   if (values.watch !== true) return getSync(values, positionals);
@@ -208,6 +211,7 @@ function getSources(statePath: string, output: string, only: string | undefined)
   }
 }
 
+/** `hyperlet describe`: one object's status, conditions and audit entries; resolves to the exit code. */
 export function describeCommand(args: string[]): Promise<number> {
   return Promise.resolve(describeSync(args));
 }

@@ -10,7 +10,9 @@ import { formatQuantity, parseQuantity } from '../api/v1alpha1/quantity.js';
 import { parseLabelSelector } from '../server/object-query.js';
 import type { ObjectView } from '../server/object-view.js';
 import { readEventStream } from './event-stream.js';
+import { systemClock } from '../shared/clock.js';
 
+/** What `hyperlet get -w` follows (daemon, kind, filters) and where it prints. */
 export interface WatchOptions {
   readonly server: URL;
   readonly kind: Kind;
@@ -50,7 +52,9 @@ export function viewColumns(view: ObjectView, wide: boolean, nowMs: number, phas
   return [...base, view.metadata.uid, view.status?.hostName ?? '-', (view.status?.addresses ?? []).join(',') || '-', ready?.message ?? '-'];
 }
 
+/** Columns of `get -w` as a table. */
 export const WATCH_HEADER = ['NAMESPACE', 'NAME', 'PHASE', 'READY', 'NODE', 'CPU', 'MEMORY', 'AGE'];
+/** Columns of `get -w -o wide`. */
 export const WATCH_WIDE_HEADER = [...WATCH_HEADER, 'ID', 'HOSTNAME', 'ADDRESSES', 'MESSAGE'];
 
 /** Pads rows to widths that only grow, so later rows line up with the first ones. */
@@ -75,7 +79,7 @@ export async function watchObjects(o: WatchOptions): Promise<number> {
   const phaseWanted = (v: ObjectView): boolean =>
     o.phase === undefined || (v.status?.phase ?? 'Pending').toLowerCase() === o.phase.toLowerCase();
   const wanted = (v: ObjectView): boolean => phaseWanted(v) && labelTests.every((t) => t(v.metadata.labels ?? {}));
-  const now = o.nowMs ?? (() => Date.now());
+  const now = o.nowMs ?? (() => systemClock.now());
   const wide = o.output === 'wide';
   const table = new RowPrinter(o.out);
   const last = new Map<string, ObjectView>();

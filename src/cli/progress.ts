@@ -16,6 +16,7 @@ export interface ProgressStream {
   write(text: string): unknown;
 }
 
+/** Where progress goes, what it says and how often it may redraw. */
 export interface ProgressOptions {
   readonly stream: ProgressStream;
   /** What is being done ("waiting for Ready", "pulling debian-12"). */
@@ -31,6 +32,7 @@ export interface ProgressOptions {
 
 const BAR_WIDTH = 20;
 
+/** One long operation's progress line (see the module comment); `finish` once at the end. */
 export class Progress {
   private readonly clock: Clock;
   private readonly startedAtMs: number;

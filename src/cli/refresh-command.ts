@@ -1,16 +1,16 @@
 /**
  * `hyperlet refresh [SOURCE]`: asks the running daemon to look for new input now (POST
  * /sources/ID/refresh). The bearer token is read from the daemon's state directory, found the
- * way the daemon finds it (--state, default ./.hyperlet/state.db), so a user who can read that
- * directory (root, by default) needs nothing else.
+ * way the daemon finds it (--state, default ./.hyperlet/state.db; daemon-connection.ts), so a
+ * user who can read that directory (root, by default) needs nothing else.
  */
-import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { parseArgs } from 'node:util';
-import { DEFAULT_STATE_PATH, readApiToken } from '../state/state-dir.js';
+import { type DaemonConnection, daemonConnection } from './daemon-connection.js';
 import { UsageError } from './usage-error.js';
 
+/** The help text of `hyperlet refresh`. */
 export const REFRESH_HELP = `Usage: hyperlet refresh [SOURCE] [--server URL] [--state PATH] [--cacert FILE]
 
 Asks the daemon to fetch its sources now: every source it lists under /sources (git), or SOURCE.
@@ -26,13 +26,14 @@ export interface ApiAnswer {
   readonly body: string;
 }
 
-/** Sends one request with the bearer token; resolves with any HTTP answer, rejects only when none came. */
-export function callApi(url: URL, method: string, token: string, options: { ca?: Buffer; timeoutMs?: number } = {}): Promise<ApiAnswer> {
+/** Sends one request over `connection` (token, CA); resolves with any HTTP answer, rejects only when none came. */
+export function callApi(connection: DaemonConnection, path: string, method: string, options: { timeoutMs?: number } = {}): Promise<ApiAnswer> {
+  const url = new URL(path, connection.server);
   return new Promise((resolve, reject) => {
     const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
     const req = send(url, {
-      method, headers: { authorization: `Bearer ${token}`, 'content-length': '0' },
-      timeout: options.timeoutMs ?? 30_000, ...(options.ca === undefined ? {} : { ca: options.ca }),
+      method, headers: { ...connection.headers, 'content-length': '0' },
+      timeout: options.timeoutMs ?? 30_000, ...(connection.ca === undefined ? {} : { ca: connection.ca }),
     }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
@@ -45,6 +46,7 @@ export function callApi(url: URL, method: string, token: string, options: { ca?:
   });
 }
 
+/** `hyperlet refresh`: asks the running daemon to fetch its sources now; resolves to the exit code. */
 export async function refreshCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args, allowPositionals: true, strict: true,
@@ -54,20 +56,16 @@ export async function refreshCommand(args: string[]): Promise<number> {
     process.stdout.write(REFRESH_HELP);
     return 0;
   }
-  let base: URL;
-  try {
-    base = new URL(values.server ?? 'http://127.0.0.1:9440');
-  } catch {
-    throw new UsageError(`--server: ${JSON.stringify(values.server)} is not a URL`);
-  }
-  if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new UsageError('--server: use an http:// or https:// URL');
-  const token = readApiToken(values.state ?? DEFAULT_STATE_PATH);
-  const ca = values.cacert === undefined ? undefined : readFileSync(values.cacert);
-  const caOption = ca === undefined ? {} : { ca };
+  if (positionals.some((id) => !/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(id))) throw new UsageError('SOURCE is a source id such as git or git-2');
+  const connection = daemonConnection({
+    ...(values.server === undefined ? {} : { server: values.server }), ...(values.state === undefined ? {} : { state: values.state }),
+    ...(values.cacert === undefined ? {} : { cacert: values.cacert }),
+  });
+  const origin = connection.server.origin;
   let ids = positionals;
   if (ids.length === 0) {
-    const listed = await callApi(new URL('/sources', base), 'GET', token, caOption).catch((err: unknown) => {
-      throw new Error(`cannot reach the daemon at ${base.origin}: ${(err as Error).message}`, { cause: err });
+    const listed = await callApi(connection, '/sources', 'GET').catch((err: unknown) => {
+      throw new Error(`cannot reach the daemon at ${origin}: ${(err as Error).message}`, { cause: err });
     });
     if (listed.status !== 200) throw new Error(`cannot list the daemon's sources: ${listed.status} ${listed.body.trim()}`);
     ids = (JSON.parse(listed.body) as { items: { id: string }[] }).items.map((i) => i.id);
@@ -78,12 +76,11 @@ export async function refreshCommand(args: string[]): Promise<number> {
   }
   let failed = 0;
   for (const id of ids) {
-    const url = new URL(`/sources/${encodeURIComponent(id)}/refresh`, base);
     let answer: ApiAnswer;
     try {
-      answer = await callApi(url, 'POST', token, caOption);
+      answer = await callApi(connection, `/sources/${encodeURIComponent(id)}/refresh`, 'POST');
     } catch (err) {
-      throw new Error(`cannot reach the daemon at ${base.origin}: ${(err as Error).message}`, { cause: err });
+      throw new Error(`cannot reach the daemon at ${origin}: ${(err as Error).message}`, { cause: err });
     }
     if (answer.status === 202) process.stdout.write(`${id}: refreshing\n`);
     else {

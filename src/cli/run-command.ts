@@ -4,6 +4,7 @@ import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { Kind } from '../api/v1alpha1/group.js';
 import { isKind } from '../api/v1alpha1/group.js';
+import { parseQuantity } from '../api/v1alpha1/quantity.js';
 import { resolve as resolvePath } from 'node:path';
 import { Daemon, type HttpConfig, type NotifyConfig } from '../daemon/daemon.js';
 import { parseNotifyUrl } from '../notify/notifier.js';
@@ -16,6 +17,7 @@ import { createLogger } from '../telemetry/logger.js';
 import { PolicyOptionError, policyOption } from './policy-check.js';
 import { UsageError, parseDurationMs, parsePositiveInt } from './usage-error.js';
 
+/** The help text of `hyperlet run`. */
 export const RUN_HELP = `Usage: hyperlet run [flags]
 
 Keeps the LXC containers and libvirt VMs on this host as declared.
@@ -23,9 +25,11 @@ Keeps the LXC containers and libvirt VMs on this host as declared.
   --source SRC          dir:PATH | git:URL[#BRANCH][//SUBDIR] | kube  (repeatable; default dir:./examples)
   --state PATH          state DB for dir and git sources (default ./.hyperlet/state.db); its directory
                         is made 0700 and holds the API token (api-token)
-  --secrets-dir DIR     dir and git sources: the only directory environment valueFrom.file reads
+  --secrets-dir DIR     dir and git sources: the only directory environmentFrom {file: PATH} reads
                         (default /etc/hyperlet/secrets)
   --lxcpath PATH        LXC's container directory (default /var/lib/lxc)
+  --console-log-size N  cap of each container's console log before LXC rotates it to NAME.1
+                        (power of two, default 1Mi; VM serial logs are capped by virtlogd)
   --libvirt-uri URI     libvirt connection (default qemu:///system)
   --libvirt-socket PATH libvirtd's socket (default /run/libvirt/libvirt-sock)
   --kinds LIST          kinds to reconcile (default Container,VirtualMachine)
@@ -84,6 +88,15 @@ function parseBool(flag: string, value: string): boolean {
   if (value === 'true') return true;
   if (value === 'false') return false;
   throw new UsageError(`${flag}: expected true or false (is ${JSON.stringify(value)})`);
+}
+
+/** Parses --console-log-size: a quantity that is a power of two of at least 4Ki (LXC's rule). */
+export function parseConsoleLogSize(value: string): number {
+  const bytes = parseQuantity(value);
+  if (bytes === undefined || !Number.isSafeInteger(bytes) || bytes < 4096 || (bytes & (bytes - 1)) !== 0) {
+    throw new UsageError(`--console-log-size: expected a power of two of at least 4Ki, such as 64Ki or 1Mi (is ${JSON.stringify(value)})`);
+  }
+  return bytes;
 }
 
 /** Parses --http and its TLS and Host flags; refuses a non-loopback address without TLS. */
@@ -155,6 +168,7 @@ function parseNotify(values: {
   };
 }
 
+/** `hyperlet run`: parses flags, runs the daemon until SIGTERM or SIGINT and resolves to the exit code. */
 export async function runCommand(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args, allowPositionals: false, strict: true,
@@ -167,7 +181,7 @@ export async function runCommand(args: string[]): Promise<number> {
       interval: { type: 'string' }, prune: { type: 'string' }, 'max-prune': { type: 'string' },
       confirm: { type: 'string', multiple: true }, paused: { type: 'boolean' },
       notify: { type: 'string', multiple: true }, 'notify-secret-file': { type: 'string' }, 'notify-timeout': { type: 'string' },
-      'notify-max-retry-delay': { type: 'string' },
+      'notify-max-retry-delay': { type: 'string' }, 'console-log-size': { type: 'string' },
       'secrets-dir': { type: 'string' }, 'http-host-allow': { type: 'string', multiple: true }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
       policy: { type: 'string' },
     },
@@ -205,6 +219,7 @@ export async function runCommand(args: string[]): Promise<number> {
     statePath: values.state ?? DEFAULT_STATE_PATH,
     redactor,
     secretsDir: resolvePath(values['secrets-dir'] ?? DEFAULT_SECRETS_DIR),
+    ...(values['console-log-size'] === undefined ? {} : { consoleLogBytes: parseConsoleLogSize(values['console-log-size']) }),
     lxcpath: values.lxcpath ?? '/var/lib/lxc',
     libvirtUri: values['libvirt-uri'] ?? 'qemu:///system',
     ...(values['libvirt-socket'] === undefined ? {} : { libvirtSocket: values['libvirt-socket'] }),

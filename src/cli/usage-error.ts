@@ -7,6 +7,7 @@ export class UsageError extends Error {
   }
 }
 
+/** Whether `err` is a UsageError (by brand, across module copies). */
 export const isUsageError = (err: unknown): err is UsageError =>
   typeof err === 'object' && err !== null && (err as { isUsageError?: unknown }).isUsageError === true;
 
@@ -19,6 +20,7 @@ export function parseDurationMs(flag: string, value: string): number {
   return Math.round(n * factor);
 }
 
+/** The integer value of `flag`; throws UsageError naming the flag when it is not a positive integer. */
 export function parsePositiveInt(flag: string, value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new UsageError(`${flag}: must be a positive integer (is ${JSON.stringify(value)})`);

@@ -8,6 +8,7 @@ import { loadPaths, makeProblem } from '../sources/manifest-loader.js';
 import { PolicyOptionError, admitAll, desiredOf, policyOption } from './policy-check.js';
 import { UsageError } from './usage-error.js';
 
+/** `hyperlet validate -f`: checks files against the schemas, printing every issue; 1 when any is invalid. */
 export async function validateCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args, allowPositionals: true, strict: true,

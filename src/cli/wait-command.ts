@@ -15,6 +15,7 @@ import { kindFromArg } from './get-command.js';
 import { Progress } from './progress.js';
 import { UsageError, parseDurationMs } from './usage-error.js';
 
+/** The help text of `hyperlet wait`. */
 export const WAIT_HELP = `Usage: hyperlet wait KIND (NAME... | --all | -l SELECTOR) [--for CONDITION] [--timeout D]
                      [-n NS | -A] [--server URL] [--state PATH] [--cacert FILE]
 
@@ -50,6 +51,7 @@ export function parseWaitCondition(text: string): WaitCondition {
   throw new UsageError(`--for: cannot read ${JSON.stringify(text)}; use condition=TYPE[=true|false], phase=PHASE or delete`);
 }
 
+/** `hyperlet wait`: follows the daemon's event stream until the objects meet the condition or time runs out; resolves to the exit code. */
 export async function waitCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args, allowPositionals: true, strict: true,

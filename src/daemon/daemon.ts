@@ -40,6 +40,7 @@ import { ensureApiToken } from '../state/state-dir.js';
 import type { Desired } from '../store/desired.js';
 import { DesiredStore } from '../store/desired-store.js';
 import { parseKey } from '../store/object-key.js';
+import type { Clock } from '../shared/clock.js';
 import { Notifier } from '../notify/notifier.js';
 import { jitteredBackoff } from '../notify/webhook-sink.js';
 import { ObjectEvents } from '../reconcile/object-events.js';
@@ -56,6 +57,7 @@ export interface HttpConfig {
   readonly hostAllow?: readonly string[];
 }
 
+/** Everything `hyperlet run` is configured with; the daemon reads it once at start. */
 export interface DaemonConfig {
   readonly sources: readonly SourceSpec[];
   readonly statePath: string;
@@ -83,13 +85,17 @@ export interface DaemonConfig {
   readonly git?: GitOptions;
   /** --policy: what objects may ask of this host (default: DEFAULT_HOST_POLICY, hyperlet's own directories only). */
   readonly hostPolicy?: HostPolicy;
+  /** Time for the reconcile core, the state DB and the sources (default: the system clock). */
+  readonly clock?: Clock;
   /**
-   * The one Redactor of this process (shared with the logger): values read for valueFrom
+   * The one Redactor of this process (shared with the logger): values read for environmentFrom
    * references are added to it; Events, audit entries, status and HTTP answers pass it.
    */
   readonly redactor?: Redactor;
-  /** dir and git sources: where valueFrom.file reads secrets (--secrets-dir, default /etc/hyperlet/secrets). */
+  /** dir and git sources: where environmentFrom file references are read (--secrets-dir, default /etc/hyperlet/secrets). */
   readonly secretsDir?: string;
+  /** Cap of each container's console log before it is rotated (--console-log-size). */
+  readonly consoleLogBytes?: number;
   /** --notify: webhook sinks of CloudEvents, with the HMAC secret and delivery bounds. */
   readonly notify?: NotifyConfig;
 }
@@ -105,6 +111,7 @@ export interface NotifyConfig {
   readonly maxRetryDelayMs?: number;
 }
 
+/** The running agent: sources, store, one controller per kind, state DB and HTTP server. `start` once, `stop` once. */
 export class Daemon {
   readonly store = new DesiredStore();
   readonly metrics = new Metrics();
@@ -141,7 +148,8 @@ export class Daemon {
 
   async start(): Promise<void> {
     const { config, logger } = this;
-    this.db = new StateDb(config.statePath);
+    const clock = config.clock ?? systemClock;
+    this.db = new StateDb(config.statePath, { clock });
     const tightened = this.db.stateDir?.tightenedFrom;
     if (tightened !== undefined) logger.warn({ dir: this.db.stateDir?.dir, was: `0${tightened.toString(8)}` }, 'state directory was open to other users; made it 0700');
     this.apiToken = config.statePath === ':memory:' ? randomBytes(32).toString('base64url') : ensureApiToken(config.statePath);
@@ -154,6 +162,7 @@ export class Daemon {
       ...(config.statePath === ':memory:' ? {} : { stateDir: dirname(config.statePath) }),
       ...(config.policy === undefined ? {} : { policy: config.policy }),
       ...(config.git === undefined ? {} : { git: config.git }),
+      clock,
       ...(config.kubeconfig === undefined ? {} : { kubeconfig: config.kubeconfig }),
       ...(config.namespace === undefined ? {} : { namespace: config.namespace }),
     });
@@ -165,19 +174,20 @@ export class Daemon {
     logger.info({ policy: hostPolicy.file ?? 'built-in defaults' }, 'host policy');
     this.providers = config.providers === undefined
       ? await createProviders({
-        lxcpath: config.lxcpath, libvirtUri: config.libvirtUri, kinds: config.kinds, logger, idmap: hostPolicy.host.idmap,
+        lxcpath: config.lxcpath, libvirtUri: config.libvirtUri, kinds: config.kinds, logger, idmap: hostPolicy.host.idmap, clock,
         ...(config.libvirtSocket === undefined ? {} : { libvirtSocket: config.libvirtSocket }),
+        ...(config.consoleLogBytes === undefined ? {} : { consoleLogBytes: config.consoleLogBytes }),
       })
       : new Map(config.providers);
 
     for (const [kind, provider] of this.providers) {
       const log = logger.child({ controller: kind, provider: provider.name });
-      const cache = new ObservationCache();
-      const health = new ProviderHealth(provider, log);
+      const cache = new ObservationCache(clock);
+      const health = new ProviderHealth(provider, log, { clock });
       this.healths.set(kind, health);
       const reconciler = new Reconciler({
-        store: this.store, backends: backendsById, provider, cache, health, node: config.node, logger: log, metrics: this.metrics,
-        onReady: (d) => this.enqueueDependents(d), redactor: this.redactor, snapshotsOf: (key) => scheduler.snapshotsOf(key), policy,
+        store: this.store, backends: backendsById, provider, cache, health, node: config.node, logger: log, metrics: this.metrics, clock,
+        onReady: (desired) => this.enqueueDependents(desired), redactor: this.redactor, snapshotsOf: (key) => scheduler.snapshotsOf(key), policy,
       });
       const scheduler = new SnapshotScheduler({
         store: this.store, provider, clock: systemClock, logger: log,
@@ -187,8 +197,8 @@ export class Daemon {
       this.snapshotSchedulers.push(scheduler);
       this.controllers.set(kind, new Controller({
         kind, provider, reconciler, store: this.store, backends: backendsById, cache, health, logger: log, metrics: this.metrics,
-        concurrency: config.concurrency, resyncMs: config.resyncMs,
-        rateLimiter: new RateLimiter({ qps: config.qps, burst: config.burst }),
+        concurrency: config.concurrency, resyncMs: config.resyncMs, clock,
+        rateLimiter: new RateLimiter({ qps: config.qps, burst: config.burst, clock }),
       }));
     }
     this.store.onChange((key) => this.controllers.get(parseKey(key).kind)?.enqueue(key));
@@ -202,14 +212,14 @@ export class Daemon {
       }
       const { host, port, tls, hostAllow } = config.http;
       const redact = (text: string): string => this.redactor.text(text);
-      const views = new DaemonObjectViews(this.store, () => backendsById, this.db, systemClock);
+      const views = new DaemonObjectViews(this.store, () => backendsById, this.db, clock);
       const eventLog = new EventLog();
       const db = this.db;
       this.stopEventLog = eventLog.follow(this.events, db.recentAudit(200).map((a) => auditToEvent(a)));
       const dashboardApi = new DaemonDashboard({
-        node: config.node, startedAt: new Date(systemClock.now()).toISOString(), store: this.store, backends: () => this.backends,
+        node: config.node, startedAt: new Date(clock.now()).toISOString(), store: this.store, backends: () => this.backends,
         synced: (id) => this.synced.has(id), healths: this.healths, providers: this.providers, views, eventLog, db, redact,
-        request: (key, annotation, value) => overlay.request(key, annotation, value, systemClock.now()),
+        request: (key, annotation, value) => overlay.request(key, annotation, value, clock.now()),
       });
       const watch = new WatchStream({ events: this.events, views, redact, host: () => dashboardApi.host() });
       this.http = new HttpServer({

@@ -18,6 +18,7 @@ import { loadKubeConfig } from '../kube/kube-client.js';
 import { KubeObjectTracker } from '../kube/kube-object-tracker.js';
 import { KubeLeaseClient, LeaderElector } from '../kube/leader-election.js';
 
+/** How the kube source and its status writer, recorder and finalizers are wired. */
 export interface KubeBackendOptions {
   /** Source id, the first part of every key (default "kube"). */
   readonly id?: string;
@@ -83,7 +84,7 @@ export function createKubeBackend(options: KubeBackendOptions): KubeBackend {
     }),
     statusWriter: new KubeStatusWriter({ kubeConfig, tracker, logger }),
     recorder: new KubeRecorder({ sink: new KubeEventSink(kubeConfig), logger, ...(host !== undefined ? { host } : {}) }),
-    // valueFrom.secretKeyRef: a Secret of the object's own namespace, read at each reconcile.
+    // environmentFrom secretKeyRef: a Secret of the object's own namespace, read at each reconcile.
     environment: new KubeEnvironmentResolver(new KubeSecretReader(kubeConfig)),
     finalizers: new KubeFinalizerGate({ kubeConfig, tracker, logger }),
     kubeConfig,

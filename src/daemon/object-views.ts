@@ -12,6 +12,7 @@ import type { StoreReader } from '../store/desired-store.js';
 import { type ObjectKey, parseKey } from '../store/object-key.js';
 import type { Clock } from '../shared/clock.js';
 
+/** The daemon's objects as views, from memory (see the module comment); reads nothing it could change. */
 export class DaemonObjectViews implements ObjectViews {
   /** Creation times by key: read from the DB once, then first sight for objects new since. */
   private created: Map<string, string> | undefined;

@@ -16,13 +16,16 @@ import type { StateDb } from '../state/state-db.js';
 import { FileEnvironmentResolver } from '../sources/file-environment-resolver.js';
 import { DEFAULT_SECRETS_DIR } from '../sources/secret-file.js';
 import { StateStatusWriter } from '../status/state-status-writer.js';
+import type { Clock } from '../shared/clock.js';
 
+/** One --source flag, parsed. */
 export interface SourceSpec {
   readonly type: 'dir' | 'git' | 'kube';
   /** dir: a path; git: URL[#BRANCH][//SUBDIR]; kube: empty. */
   readonly location: string;
 }
 
+/** What every source backend is built with: the state DB, logger, node and policy. */
 export interface SourceContext {
   readonly db: StateDb;
   readonly logger: Logger;
@@ -37,12 +40,15 @@ export interface SourceContext {
   readonly policy?: SourcePolicy;
   /** Git sources: poll period, bound per git call, the prune limit and confirmed revisions. */
   readonly git?: GitOptions;
+  /** Time for the sources' timers and timestamps (default: the system clock). */
+  readonly clock?: Clock;
   /** Where status writes and recorded events are published (notifications, the HTTP event stream). */
   readonly events?: ObjectEvents;
-  /** dir and git sources: the directory valueFrom.file reads from (--secrets-dir). */
+  /** dir and git sources: the directory environmentFrom file references read from (--secrets-dir). */
   readonly secretsDir?: string;
 }
 
+/** Flags that apply to every git source. */
 export interface GitOptions {
   /** --interval (default 30 s). */
   readonly intervalMs?: number;
@@ -98,6 +104,7 @@ export const SOURCE_FACTORIES: Partial<Record<SourceSpec['type'], SourceFactory>
       identify: (key, parts, specHash) => ctx.db.identify(key, parts, specHash),
       fallback: (file) => writer.lastGoodOf(file),
       onProblems: (problems) => ctx.db.setProblems(id, problems),
+      clock: ctx.clock,
     });
     return {
       source, statusWriter: writer, recorder: writer, records: writer, environment: new FileEnvironmentResolver(ctx.secretsDir ?? DEFAULT_SECRETS_DIR),
@@ -118,6 +125,7 @@ export const SOURCE_FACTORIES: Partial<Record<SourceSpec['type'], SourceFactory>
       ...(git.timeoutMs === undefined ? {} : { timeoutMs: git.timeoutMs }),
       ...(git.maxPruneShare === undefined ? {} : { maxPruneShare: git.maxPruneShare }),
       ...(git.confirm === undefined ? {} : { confirm: git.confirm }),
+      clock: ctx.clock,
     });
     return {
       source, statusWriter: writer, recorder: writer, records: writer, environment: new FileEnvironmentResolver(ctx.secretsDir ?? DEFAULT_SECRETS_DIR),

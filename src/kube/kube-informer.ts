@@ -24,6 +24,7 @@ import { type Clock, systemClock } from '../shared/clock.js';
 import type { KubeObject } from './desired-from-kube.js';
 import { resourceOf } from './kube-client.js';
 
+/** What an informer reports: objects upserted and removed, and each full listing. */
 export interface KubeInformerHandlers {
   /** An object was added or changed. */
   upsert(obj: KubeObject): void;

@@ -1,5 +1,5 @@
 /**
- * Reads one key of a Secret (valueFrom.secretKeyRef in kube mode). Needs `get` on secrets
+ * Reads one key of a Secret (environmentFrom secretKeyRef in kube mode). Needs `get` on secrets
  * (manifests/20-rbac.yaml); never lists or watches them, so the agent holds no copy of Secrets
  * it was not asked for.
  */

@@ -126,6 +126,7 @@ export interface LeaderElectorOptions {
   readonly releaseOnCancel?: boolean;
 }
 
+/** What a leader elector calls as leadership starts and ends. */
 export interface LeaderCallbacks {
   /** Called on becoming leader; `signal` aborts when leadership ends. Not awaited. */
   onStartedLeading(signal: AbortSignal): void;

@@ -7,7 +7,9 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { NotificationData } from './notification-types.js';
 
+/** Content type of a notification in structured CloudEvents mode. */
 export const CLOUDEVENTS_CONTENT_TYPE = 'application/cloudevents+json; charset=utf-8';
+/** Header carrying the HMAC-SHA256 signature of the body, when a secret is set. */
 export const SIGNATURE_HEADER = 'x-hyperlet-signature';
 
 /** One notification as sent. */

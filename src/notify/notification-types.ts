@@ -20,6 +20,7 @@ const recorded = (event: ObjectEvent, eventType: 'Normal' | 'Warning', reasons?:
 /** Reasons of a refusal by the host policy (issue 10): Ready=False and one Warning, nothing done. */
 export const POLICY_REFUSAL_REASONS: readonly string[] = ['PolicyDenied', 'QuotaExceeded'];
 
+/** Every notification type, with which object events it is sent for. */
 export const NOTIFICATION_TYPES: readonly NotificationType[] = [
   {
     type: 'io.hyperlet.object.phase.changed', description: 'The phase moved (Pending, Creating, Running, Stopped, Failed, Deleting…)',

@@ -18,6 +18,7 @@ import { type CloudEvent, eventSource } from './cloud-event.js';
 import { notificationData, notificationTypeOf } from './notification-types.js';
 import { type SinkState, WebhookSink, type WebhookSinkOptions } from './webhook-sink.js';
 
+/** The webhook URLs, the outbox and event hub, and the sinks' limits. */
 export interface NotifierOptions {
   /** Webhook URLs (http or https). */
   readonly urls: readonly string[];
@@ -55,6 +56,7 @@ export function parseNotifyUrl(url: string): string {
   return u.toString();
 }
 
+/** Object events into the durable outbox and out to one WebhookSink per URL (see the module comment). */
 export class Notifier {
   readonly sinks: readonly WebhookSink[];
   private readonly clock: Clock;

@@ -35,6 +35,7 @@ export interface WebhookRequest {
 /** Sends a request; resolves with the response status, rejects on a network error or abort. */
 export type WebhookTransport = (request: WebhookRequest) => Promise<number>;
 
+/** One sink's URL, outbox, signing secret, timeouts and backoff. */
 export interface WebhookSinkOptions {
   readonly url: string;
   readonly db: Pick<StateDb, 'outboxAfter' | 'outboxCursor' | 'setOutboxCursor' | 'outboxLastSeq' | 'outboxCountAfter'>;
@@ -104,6 +105,7 @@ export const fetchTransport: WebhookTransport = async (request) => {
   return res.status;
 };
 
+/** Delivers the outbox to one URL in order, at least once, through a circuit breaker (see the module comment). */
 export class WebhookSink {
   readonly label: string;
   private readonly clock: Clock;

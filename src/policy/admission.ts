@@ -27,6 +27,7 @@ import { checkImageFile, checkRootfsDir } from './path-rules.js';
 import type { PolicyFs } from './policy-fs.js';
 
 
+/** Why the policy refused an object: a rule it breaks, or a quota it would exceed. */
 export type RefusalReason = 'PolicyDenied' | 'QuotaExceeded';
 
 /** One rule an object breaks. */
@@ -40,6 +41,7 @@ export interface PolicyIssue {
   readonly message: string;
 }
 
+/** The verdict on one object: allowed (with policy defaults filled in) or refused with reason and message. */
 export type Admission =
   | { readonly allowed: true; readonly desired: Desired }
   | { readonly allowed: false; readonly reason: RefusalReason; readonly issues: readonly PolicyIssue[]; readonly message: string };
@@ -323,6 +325,7 @@ export function quotaIssues(d: Desired, rules: ScopeRules, context: AdmissionCon
   return issues;
 }
 
+/** What a PolicyGate judges with: the policy, the filesystem it checks paths on, the host's memory. */
 export interface PolicyGateOptions {
   readonly policy: HostPolicy;
   readonly fs: PolicyFs;

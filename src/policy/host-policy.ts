@@ -73,6 +73,7 @@ export interface HostSettings {
   readonly reservedMemoryBytes: number;
 }
 
+/** The operator's rules for what objects may ask of this host: defaults, then scopes by source and namespace. */
 export interface HostPolicy {
   readonly host: HostSettings;
   readonly defaults: ScopeRules;
@@ -107,6 +108,7 @@ export const DEFAULT_SCOPE_RULES: ScopeRules = {
 /** The id range of unprivileged containers: see DEFAULT_ID_RANGE. */
 export const DEFAULT_IDMAP: IdMapRange = DEFAULT_ID_RANGE;
 
+/** The policy with no file: hyperlet's own directories only, no adoption, no privileged containers. */
 export const DEFAULT_HOST_POLICY: HostPolicy = {
   host: { idmap: DEFAULT_IDMAP, reservedMemoryBytes: 0 },
   defaults: DEFAULT_SCOPE_RULES,

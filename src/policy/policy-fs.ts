@@ -9,8 +9,10 @@
 import { type Stats, constants as fsConstants } from 'node:fs';
 import { lstat, open, realpath } from 'node:fs/promises';
 
+/** What a path is, as lstat tells it (symlinks are never followed). */
 export type FileKind = 'file' | 'directory' | 'symlink' | 'block-device' | 'char-device' | 'fifo' | 'socket' | 'unknown';
 
+/** The filesystem reads the path rules need; injected so the rules stay table-testable. */
 export interface PolicyFs {
   /** The canonical absolute path of `path`, every link resolved; undefined when it does not exist. */
   realpath(path: string): Promise<string | undefined>;

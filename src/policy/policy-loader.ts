@@ -39,9 +39,11 @@ export class PolicyFileError extends Error {
   }
 }
 
+/** Whether `err` is a policy file problem (file, field and rule named). */
 export const isPolicyFileError = (err: unknown): err is PolicyFileError =>
   typeof err === 'object' && err !== null && (err as { isPolicyFileError?: unknown }).isPolicyFileError === true;
 
+/** A parsed policy file: the policy, or every problem found in it. */
 export type PolicyParse =
   | { readonly ok: true; readonly policy: HostPolicy }
   | { readonly ok: false; readonly problems: readonly PolicyFileProblem[] };

@@ -7,7 +7,9 @@ import { QUANTITY_PATTERN } from '../api/v1alpha1/quantity.js';
 
 type JsonSchema = Record<string, unknown>;
 
+/** The apiVersion a policy file declares. */
 export const POLICY_API_VERSION = 'hyperlet.io/v1alpha1';
+/** The kind a policy file declares. */
 export const POLICY_KIND = 'HostPolicy';
 
 /** An absolute path without control characters, '.' or '..' parts, or a trailing slash. */
@@ -70,6 +72,7 @@ const ruleProperties: Record<string, JsonSchema> = {
   containerMemory: quantity('Memory limit of a container that declares none.'),
 };
 
+/** The JSON Schema every policy file is validated against (ajv). */
 export const policySchema: JsonSchema = {
   type: 'object',
   additionalProperties: false,

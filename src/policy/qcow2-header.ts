@@ -13,6 +13,7 @@ const V2_HEADER_BYTES = 72;
 /** Extensions are read from the first 64 KiB at most: QEMU keeps them inside the first cluster. */
 export const QCOW2_READ_BYTES = 64 * 1024;
 
+/** What a qcow2 header says about the image's own references: backing and data files. */
 export type Qcow2Header =
   | { readonly qcow2: false }
   | {

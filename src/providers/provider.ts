@@ -157,6 +157,7 @@ export class ProviderUnavailableError extends Error {
   }
 }
 
+/** Whether `err` is a ProviderUnavailableError (by brand, across module copies). */
 export function isProviderUnavailableError(err: unknown): err is ProviderUnavailableError {
   return typeof err === 'object' && err !== null && (err as { isProviderUnavailableError?: unknown }).isProviderUnavailableError === true;
 }

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { Kind } from '../api/v1alpha1/group.js';
 import type { IdRange } from '../api/v1alpha1/host-defaults.js';
 import { KINDS } from '../api/v1alpha1/group.js';
+import type { Clock } from '../shared/clock.js';
 import { errorMessage } from '../shared/errors.js';
 import type { Provider } from './provider.js';
 import { UnavailableProvider } from './unavailable-provider.js';
@@ -14,6 +15,7 @@ import { LibvirtProvider } from './libvirt/libvirt-provider.js';
 import { LibvirtClient } from './libvirt/libvirt-client.js';
 import { LxcTools } from './lxc/lxc-tools.js';
 
+/** Where the providers reach their tools and daemons, and which kinds to serve. */
 export interface ProviderOptions {
   /** LXC's lxcpath (default /var/lib/lxc). */
   readonly lxcpath: string;
@@ -24,8 +26,12 @@ export interface ProviderOptions {
   /** Kinds to serve; the others are not reconciled at all. */
   readonly kinds: readonly Kind[];
   readonly logger: Logger;
+  /** Cap of each container's console log before it is rotated (--console-log-size; default 1 MiB). */
+  readonly consoleLogBytes?: number;
   /** The host ids unprivileged containers are mapped onto (the host policy's host.idmap). */
   readonly idmap?: IdRange;
+  /** Time for the providers' timestamps, caches and waits (default: the system clock). */
+  readonly clock?: Clock;
 }
 
 /** A provider's constructor, registered per kind below. */
@@ -36,10 +42,13 @@ export const PROVIDER_FACTORIES: Partial<Record<Kind, ProviderFactory>> = {
   Container: (o) => new LxcProvider({
     lxcpath: o.lxcpath,
     logger: o.logger,
+    clock: o.clock,
     tools: new LxcTools({ logger: o.logger.child({ provider: 'lxc', lxcpath: o.lxcpath }) }),
+    ...(o.consoleLogBytes === undefined ? {} : { consoleLogBytes: o.consoleLogBytes }),
   }),
   VirtualMachine: (o) => new LibvirtProvider({
     logger: o.logger,
+    clock: o.clock,
     client: new LibvirtClient({
       uri: o.libvirtUri,
       logger: o.logger.child({ provider: 'libvirt' }),

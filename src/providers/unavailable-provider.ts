@@ -6,6 +6,7 @@
 import type { Kind } from '../api/v1alpha1/group.js';
 import { type ObservedInstance, type Provider, ProviderUnavailableError } from './provider.js';
 
+/** A provider for a kind this host cannot serve: probe() says why, every other call throws ProviderUnavailableError. */
 export class UnavailableProvider<K extends Kind> implements Provider<K> {
   constructor(readonly name: 'lxc' | 'libvirt', readonly kind: K, private readonly reason: string) {}
 

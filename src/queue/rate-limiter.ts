@@ -9,6 +9,7 @@
 import type { Clock } from '../shared/clock.js';
 import { systemClock } from '../shared/clock.js';
 
+/** The backoff curve and the bucket; defaults cite their sources. */
 export interface RateLimiterOptions {
   /** 1 s: crossplane uses 1 s–60 s; client-go's 5 ms suits API calls, not lxc-start. */
   readonly baseDelayMs?: number;
@@ -24,6 +25,7 @@ export interface RateLimiterOptions {
   readonly random?: () => number;
 }
 
+/** Per-key exponential backoff combined with a global token bucket (client-go's MaxOf). Not thread-safe; the queue owns it. */
 export class RateLimiter {
   private readonly failures = new Map<string, number>();
   private readonly baseDelayMs: number;

@@ -34,6 +34,7 @@ export interface WorkQueueMetrics {
   worked(seconds: number): void;
 }
 
+/** What runs the keys and how many at once. */
 export interface WorkQueueOptions<K extends string> {
   /** Runs one key. Its outcome is the caller's business: the controller calls forget/addRateLimited. */
   readonly process: (key: K) => Promise<void>;
@@ -59,6 +60,7 @@ interface ScopeLine<K> {
   readonly normal: K[];
 }
 
+/** Queue of keys with client-go semantics (see the module comment): dedup, one worker per key, delays and backoff. */
 export class WorkQueue<K extends string = string> {
   private readonly dirty = new Set<K>();
   private readonly fronted = new Set<K>();

@@ -15,12 +15,13 @@ export interface SourceIdentity {
   readonly description: string;
 }
 
+/** Writes objects' status where their source keeps it (state DB or the API server's status subresource). */
 export interface StatusWriter {
   /**
    * Writes status for `key`. Callers only call it when the status changed. Throws
    * `ConflictError` on a stale resourceVersion; never overwrites a newer spec.
    */
-  write(d: Desired, status: Status, signal: AbortSignal): Promise<void>;
+  write(desired: Desired, status: Status, signal: AbortSignal): Promise<void>;
   /** The last status written for `key`, to skip writes that would change nothing. */
   lastWritten(key: ObjectKey): Status | undefined;
 }
@@ -35,8 +36,8 @@ export interface ObjectRecords {
   keys(): readonly ObjectKey[];
   /** The last desired object reconciled for `key` (its tombstone once the source dropped it). */
   lastApplied(key: ObjectKey): Desired | undefined;
-  /** Remembers `d` as applied: called before the first action on its instance. */
-  remember(d: Desired): void;
+  /** Remembers `desired` as applied: called before the first action on its instance. */
+  remember(desired: Desired): void;
   /** Forgets `key`: its instance is gone (or orphaned on purpose). */
   forget(key: ObjectKey): void;
   /**
@@ -46,11 +47,12 @@ export interface ObjectRecords {
   withDependencies?(): readonly Desired[];
 }
 
+/** Kubernetes event types. */
 export type EventType = 'Normal' | 'Warning';
 
 /** Records what hyperlet did and why: Kubernetes Events in kube mode, the audit log otherwise. */
 export interface Recorder {
-  record(d: Desired, type: EventType, reason: string, message: string): void;
+  record(desired: Desired, type: EventType, reason: string, message: string): void;
 }
 
 /**
@@ -58,10 +60,10 @@ export interface Recorder {
  * finalizer). Sources without such an API have none.
  */
 export interface FinalizerGate {
-  /** Called before anything is created for `d`; idempotent. */
-  ensure(d: Desired, signal: AbortSignal): Promise<void>;
+  /** Called before anything is created for `desired`; idempotent. */
+  ensure(desired: Desired, signal: AbortSignal): Promise<void>;
   /** Called once the instance is removed (or orphaned on purpose); idempotent. */
-  release(d: Desired, signal: AbortSignal): Promise<void>;
+  release(desired: Desired, signal: AbortSignal): Promise<void>;
 }
 
 /**
@@ -76,7 +78,7 @@ export interface SourcePolicy {
 }
 
 /**
- * Reads the values of environment references (valueFrom) of one source's objects: files under
+ * Reads the values of environment references (spec.environmentFrom) of one source's objects: files under
  * the secrets directory for dir and git, Secrets of the object's namespace for kube.
  */
 export interface EnvironmentResolver {
@@ -100,6 +102,6 @@ export interface SourceBackend<S extends SourceIdentity = SourceIdentity> {
   readonly records?: ObjectRecords;
   readonly finalizers?: FinalizerGate;
   readonly policy?: SourcePolicy;
-  /** Resolves valueFrom references; an object with references and no resolver is refused. */
+  /** Resolves spec.environmentFrom; an object with references and no resolver is refused. */
   readonly environment?: EnvironmentResolver;
 }

@@ -14,6 +14,7 @@ import { RETRIES_BEFORE_STALLED, isStalledReason } from './stalled-reasons.js';
 import type { Desired } from '../store/desired.js';
 import { canonicalJson } from '../store/desired.js';
 
+/** What one reconcile pass knows that status is computed from. */
 export interface StatusFacts {
   readonly d: Desired;
   readonly node: string;

@@ -19,9 +19,12 @@ import type { StoreReader } from '../store/desired-store.js';
 import { type ObjectKey, parseKey } from '../store/object-key.js';
 import type { Metrics, ReconcileOutcome } from '../telemetry/metrics.js';
 import { isAbortError, isConflictError, isTerminalError } from '../shared/errors.js';
+import type { Clock } from '../shared/clock.js';
+import { systemClock } from '../shared/clock.js';
 import type { ObservationCache } from './observation-cache.js';
 import type { ProviderHealth } from './provider-health.js';
 import type { Reconciler } from './reconciler.js';
+import type { Result } from './result.js';
 
 /** The host name is a function of the key (namespace and name), for objects and tombstones alike. */
 function hostOfKey(key: ObjectKey): string {
@@ -35,6 +38,7 @@ function scopeOfKey(key: ObjectKey): string {
   return `${source}/${namespace}`;
 }
 
+/** What a controller wires together; the tuning knobs are optional. */
 export interface ControllerOptions {
   readonly kind: Kind;
   readonly provider: Provider;
@@ -52,28 +56,47 @@ export interface ControllerOptions {
   readonly rateLimiter?: RateLimiter;
   /** Full resync period: the safety net under provider events (default 60 s). */
   readonly resyncMs?: number;
+  /** How long to wait before following a failed change stream again (default 1 s). */
+  readonly changeRetryMs?: number;
+  /** Time for timers and timestamps, the queue's too (default: the system clock). */
+  readonly clock?: Clock;
 }
 
+/** Queue outcome label for metrics, per result kind (controller-runtime's label values). */
+const OUTCOME_OF_RESULT: Readonly<Record<Result['kind'], ReconcileOutcome>> = {
+  awaitChange: 'success', requeue: 'requeue', requeueAfter: 'requeue_after', nextStep: 'requeue_after',
+};
+
+/**
+ * Runs one kind's reconciles: keys come from the store, provider events and resyncs; outcomes go
+ * back to the queue here and nowhere else. `start` once, `stop` once.
+ */
 export class Controller {
   readonly queue: WorkQueue<ObjectKey>;
   private readonly abort = new AbortController();
-  private resyncTimer: NodeJS.Timeout | undefined;
+  private readonly clock: Clock;
+  private resyncTimer: unknown;
   private resyncing: Promise<void> | undefined;
   private lastResyncAtMs = 0;
   private batchCalls = 0;
 
   constructor(private readonly options: ControllerOptions) {
+    this.clock = options.clock ?? systemClock;
     this.queue = new WorkQueue<ObjectKey>({
-      process: (key) => this.handle(key),
+      process: (key) => this.reconcileAndRequeue(key),
       concurrency: options.concurrency ?? 4,
       paused: true,
       // Workers are shared between sources and namespaces: one with slow steps never holds them all.
       fairness: { scopeOf: scopeOfKey, ...(options.maxPerScope === undefined ? {} : { maxPerScope: options.maxPerScope }) },
       ...(options.rateLimiter === undefined ? {} : { rateLimiter: options.rateLimiter }),
       ...(options.metrics === undefined ? {} : { metrics: options.metrics.forQueue(options.kind) }),
+      clock: this.clock,
+      rateLimiter: options.rateLimiter,
+      metrics: options.metrics?.forQueue(options.kind),
     });
   }
 
+  /** Aborted when the controller stops: reconciles in flight give up at their next check. */
   get signal(): AbortSignal {
     return this.abort.signal;
   }
@@ -100,8 +123,7 @@ export class Controller {
     void this.followChanges();
     const every = this.options.resyncMs ?? 60_000;
     const tick = (): void => {
-      this.resyncTimer = setTimeout(() => void this.resync().finally(tick), every);
-      this.resyncTimer.unref();
+      this.resyncTimer = this.clock.setTimeout(() => void this.resync().finally(tick), every);
     };
     tick();
   }
@@ -114,7 +136,7 @@ export class Controller {
 
   private async doResync(): Promise<void> {
     const keys = this.keys();
-    const startedAtMs = Date.now();
+    const startedAtMs = this.clock.now();
     const health = await this.options.health.check(this.signal);
     if (health.ok) {
       try {
@@ -126,23 +148,24 @@ export class Controller {
       } catch (err) {
         if (this.signal.aborted) return;
         if (isProviderUnavailableError(err)) this.options.health.markUnavailable(err);
-        else this.options.logger.warn({ err, provider: this.options.provider.name }, 'batch observation failed; reconciles observe one by one');
+        else this.options.logger.warn({ err, provider: this.options.provider.name }, 'batch observation failed; passes observe one by one');
       }
     }
     for (const key of keys) this.queue.add(key);
-    this.lastResyncAtMs = Date.now();
+    this.lastResyncAtMs = this.clock.now();
   }
 
   /** Keys of this kind: desired objects plus remembered ones that may still have an instance. */
   private keys(): ObjectKey[] {
     const keys = new Set<ObjectKey>();
-    for (const k of this.options.store.keys()) if (parseKey(k).kind === this.options.kind) keys.add(k);
+    for (const key of this.options.store.keys()) if (parseKey(key).kind === this.options.kind) keys.add(key);
     for (const backend of this.options.backends.values()) {
-      for (const k of backend.records?.keys() ?? []) if (parseKey(k).kind === this.options.kind) keys.add(k);
+      for (const key of backend.records?.keys() ?? []) if (parseKey(key).kind === this.options.kind) keys.add(key);
     }
     return [...keys];
   }
 
+  /** Queues the keys of instances the provider reports changed, until the controller stops. */
   private async followChanges(): Promise<void> {
     while (!this.signal.aborted) {
       try {
@@ -159,47 +182,55 @@ export class Controller {
         this.options.logger.warn({ err, provider: this.options.provider.name }, 'change stream failed; resyncing and following again');
       }
       if (this.signal.aborted) return;
-      await new Promise((r) => setTimeout(r, 1_000).unref());
+      await new Promise<void>((resolve) => { this.clock.setTimeout(resolve, this.options.changeRetryMs ?? 1_000); });
       await this.resync(); // events may have been missed while the stream was down
     }
   }
 
+  /** Keys whose instance is `host` (an object and a tombstone may share one). */
   private keysForHost(host: string): ObjectKey[] {
-    return this.keys().filter((k) => hostOfKey(k) === host);
+    return this.keys().filter((key) => hostOfKey(key) === host);
   }
 
-  private async handle(key: ObjectKey): Promise<void> {
+  /** Runs one reconcile of `key` and turns its outcome into queue calls (the only place that does). */
+  private async reconcileAndRequeue(key: ObjectKey): Promise<void> {
     const started = process.hrtime.bigint();
     let outcome: ReconcileOutcome = 'success';
     try {
       const result = await this.options.reconciler.reconcile(key, this.signal);
-      this.queue.forget(key);
-      if (result.requeueAfterMs !== undefined) {
-        outcome = 'requeue_after';
-        // At once means the next step of an object under way: ahead of objects not started yet.
-        if (result.requeueAfterMs <= 0) this.queue.add(key, { front: true });
-        else this.queue.addAfter(key, result.requeueAfterMs);
-      }
+      outcome = OUTCOME_OF_RESULT[result.kind];
+      this.requeueByResult(key, result);
+      this.options.logger.debug({ key, result: result.kind }, 'reconciled');
     } catch (err) {
       if (this.signal.aborted || isAbortError(err)) return; // shutting down: the next start re-lists everything
-      const log = this.options.logger.child({ key });
-      if (isTerminalError(err)) {
-        outcome = 'terminal_error';
-        log.error({ err }, 'reconcile failed; waiting for the object to change');
-        this.queue.forget(key);
-        return;
-      }
-      if (isConflictError(err)) {
-        outcome = 'conflict';
-        log.debug({ err }, 'stale read; retrying');
-      } else {
-        outcome = 'error';
-        log.warn({ err, retries: this.queue.retries(key) }, 'reconcile failed; retrying with backoff');
-      }
-      this.queue.addRateLimited(key);
+      outcome = this.requeueByError(key, err);
     } finally {
       this.options.metrics?.reconciled(this.options.kind, outcome, Number(process.hrtime.bigint() - started) / 1e9);
     }
+  }
+
+  /** controller-runtime's mapping: only `requeue` keeps the key's backoff growing; the others reset it. */
+  private requeueByResult(key: ObjectKey, result: Result): void {
+    switch (result.kind) {
+      case 'requeue': this.queue.addRateLimited(key); return;
+      case 'awaitChange': this.queue.forget(key); return;
+      case 'requeueAfter': this.queue.forget(key); this.queue.addAfter(key, result.afterMs); return;
+      case 'nextStep': this.queue.forget(key); this.queue.add(key, { front: true }); return;
+    }
+  }
+
+  /** Terminal errors wait for the object to change; every other error retries with backoff. */
+  private requeueByError(key: ObjectKey, err: unknown): ReconcileOutcome {
+    const log = this.options.logger.child({ key });
+    if (isTerminalError(err)) {
+      log.error({ err }, 'reconcile failed; waiting for the object to change');
+      this.queue.forget(key);
+      return 'terminal_error';
+    }
+    if (isConflictError(err)) log.debug({ err }, 'stale read; retrying');
+    else log.warn({ err, retries: this.queue.retries(key) }, 'reconcile failed; retrying with backoff');
+    this.queue.addRateLimited(key);
+    return isConflictError(err) ? 'conflict' : 'error';
   }
 
   /**
@@ -207,11 +238,11 @@ export class Controller {
    * (each step is idempotent, so an abandoned one is finished by the next start).
    */
   async stop(timeoutMs = 30_000): Promise<void> {
-    clearTimeout(this.resyncTimer);
+    this.clock.clearTimeout(this.resyncTimer);
     const drained = this.queue.shutDown();
-    const timer = setTimeout(() => this.abort.abort(), timeoutMs);
+    const timer = this.clock.setTimeout(() => this.abort.abort(), timeoutMs);
     await drained;
-    clearTimeout(timer);
+    this.clock.clearTimeout(timer);
     this.abort.abort();
   }
 }

@@ -10,9 +10,9 @@ import type { DependencyRef } from '../api/v1alpha1/types.js';
 import type { Desired } from '../store/desired.js';
 import { type ObjectKey, objectKey } from '../store/object-key.js';
 
-/** The key a reference of `d` names (same source; namespace defaults to `d`'s). */
-export function dependencyKey(d: Desired, ref: DependencyRef): ObjectKey {
-  return objectKey(d.source, ref.namespace ?? d.object.metadata.namespace, ref.kind, ref.name);
+/** The key a reference of `desired` names (same source; namespace defaults to `desired`'s). */
+export function dependencyKey(desired: Desired, ref: DependencyRef): ObjectKey {
+  return objectKey(desired.source, ref.namespace ?? desired.object.metadata.namespace, ref.kind, ref.name);
 }
 
 /** "Container/db", or "Container/prod/db" outside namespace default: how status names an object. */
@@ -20,46 +20,50 @@ export function describeObject(kind: string, namespace: string, name: string): s
   return namespace === 'default' ? `${kind}/${name}` : `${kind}/${namespace}/${name}`;
 }
 
-function describeRef(d: Desired, ref: DependencyRef): string {
-  return describeObject(ref.kind, ref.namespace ?? d.object.metadata.namespace, ref.name);
+function describeRef(desired: Desired, ref: DependencyRef): string {
+  return describeObject(ref.kind, ref.namespace ?? desired.object.metadata.namespace, ref.name);
 }
 
+/** What checkDependencies found about an object's spec.dependsOn. */
 export interface DependencyCheck {
   /** References to objects the source does not declare. */
   readonly missing: readonly string[];
-  /** The loop `d` is part of, as object names from `d` back to `d`, if any. */
+  /** The loop the object is part of, as object names from it back to it, if any. */
   readonly cycle?: readonly string[];
   /** Declared dependencies that are not Ready (for their current generation). */
   readonly notReady: readonly string[];
 }
 
 /**
- * Checks `d`'s dependencies. `lookup` returns a declared object by key; `isReady` says whether a
+ * Checks `desired`'s dependencies. `lookup` returns a declared object by key; `isReady` says whether a
  * declared object is Ready. Never loops forever: each key is visited once.
  */
-export function checkDependencies(d: Desired, lookup: (key: ObjectKey) => Readonly<Desired> | undefined, isReady: (dep: Readonly<Desired>) => boolean): DependencyCheck {
-  const refs = d.object.spec.dependsOn ?? [];
+export function checkDependencies(
+  desired: Desired, lookup: (key: ObjectKey) => Readonly<Desired> | undefined, isReady: (dep: Readonly<Desired>) => boolean,
+): DependencyCheck {
+  const refs = desired.object.spec.dependsOn ?? [];
   if (refs.length === 0) return { missing: [], notReady: [] };
   const missing: string[] = [];
   const notReady: string[] = [];
   for (const ref of refs) {
-    const dep = lookup(dependencyKey(d, ref));
-    if (dep === undefined) missing.push(describeRef(d, ref));
-    else if (!isReady(dep)) notReady.push(describeRef(d, ref));
+    const dep = lookup(dependencyKey(desired, ref));
+    if (dep === undefined) missing.push(describeRef(desired, ref));
+    else if (!isReady(dep)) notReady.push(describeRef(desired, ref));
   }
-  const cycle = findCycle(d, lookup);
+  const cycle = findCycle(desired, lookup);
   return { missing, notReady, ...(cycle === undefined ? {} : { cycle }) };
 }
 
 /** The first dependency loop through `start`, as names from `start` back to `start`. */
 export function findCycle(start: Readonly<Desired>, lookup: (key: ObjectKey) => Readonly<Desired> | undefined): string[] | undefined {
-  const name = (x: Readonly<Desired>): string => describeObject(x.object.kind, x.object.metadata.namespace, x.object.metadata.name);
+  const name = (current: Readonly<Desired>): string =>
+    describeObject(current.object.kind, current.object.metadata.namespace, current.object.metadata.name);
   const visited = new Set<ObjectKey>();
   const path: Readonly<Desired>[] = [];
-  const visit = (x: Readonly<Desired>): string[] | undefined => {
-    path.push(x);
-    for (const ref of x.object.spec.dependsOn ?? []) {
-      const key = dependencyKey(x, ref);
+  const visit = (current: Readonly<Desired>): string[] | undefined => {
+    path.push(current);
+    for (const ref of current.object.spec.dependsOn ?? []) {
+      const key = dependencyKey(current, ref);
       if (key === start.key) return [...path.map(name), name(start)];
       if (visited.has(key)) continue;
       visited.add(key);
@@ -74,13 +78,13 @@ export function findCycle(start: Readonly<Desired>, lookup: (key: ObjectKey) => 
   return visit(start);
 }
 
-/** Names of the objects among `candidates` that depend on `d` (other than `d` itself). */
-export function dependentsOf(d: Readonly<Desired>, candidates: Iterable<Readonly<Desired>>): string[] {
+/** Names of the objects among `candidates` that depend on `desired` (other than `desired` itself). */
+export function dependentsOf(desired: Readonly<Desired>, candidates: Iterable<Readonly<Desired>>): string[] {
   const out: string[] = [];
-  for (const c of candidates) {
-    if (c.key === d.key || c.source !== d.source) continue;
-    if ((c.object.spec.dependsOn ?? []).some((ref) => dependencyKey(c, ref) === d.key)) {
-      out.push(describeObject(c.object.kind, c.object.metadata.namespace, c.object.metadata.name));
+  for (const candidate of candidates) {
+    if (candidate.key === desired.key || candidate.source !== desired.source) continue;
+    if ((candidate.object.spec.dependsOn ?? []).some((ref) => dependencyKey(candidate, ref) === desired.key)) {
+      out.push(describeObject(candidate.object.kind, candidate.object.metadata.namespace, candidate.object.metadata.name));
     }
   }
   return out.sort();

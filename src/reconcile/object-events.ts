@@ -69,8 +69,10 @@ export interface ObjectRemoved {
   readonly name: string;
 }
 
+/** Something that happened to an object: a status written, an event recorded, the object let go. */
 export type ObjectEvent = StatusWritten | EventRecorded | ObjectRemoved;
 
+/** Called synchronously, in order, with each object event. */
 export type ObjectEventListener = (event: ObjectEvent) => void;
 
 /** The hub: publish to every subscriber, synchronously and in order. */

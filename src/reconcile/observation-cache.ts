@@ -7,12 +7,19 @@
  * invalidated (it may predate the change).
  */
 import type { ObservedInstance } from '../providers/provider.js';
+import type { Clock } from '../shared/clock.js';
+import { systemClock } from '../shared/clock.js';
 
+/** One cached observation: the instance, or undefined when the batch did not list it. */
 interface Entry { readonly instance: ObservedInstance | undefined }
 
+/** The last batch observation per host name, dropped entry by entry as instances change. */
 export class ObservationCache {
   private readonly entries = new Map<string, Entry>();
   private readonly invalidatedAtMs = new Map<string, number>();
+
+  /** `clock` must be the one the caller of `fill` takes `startedAtMs` from. */
+  constructor(private readonly clock: Clock = systemClock) {}
 
   /** Stores a batch taken at `startedAtMs`; host names absent from it are cached as missing. */
   fill(batch: ReadonlyMap<string, ObservedInstance>, wanted: Iterable<string>, startedAtMs: number): void {
@@ -28,8 +35,9 @@ export class ObservationCache {
     return this.entries.get(host);
   }
 
-  invalidate(host: string, nowMs = Date.now()): void {
+  /** Drops `host`'s entry: it may have changed (an action of ours, a provider event). */
+  invalidate(host: string): void {
     this.entries.delete(host);
-    this.invalidatedAtMs.set(host, nowMs);
+    this.invalidatedAtMs.set(host, this.clock.now());
   }
 }

@@ -9,6 +9,7 @@ import type { FieldChange, InstanceState, ObservedInstance } from '../providers/
 import { ADOPT_ANNOTATION, RESTORE_REQUEST_ANNOTATION, snapshotOfRestoreRequest } from '../shared/annotations.js';
 import type { Desired } from '../store/desired.js';
 
+/** One idempotent action on an instance; a plan lists them in the order they are due. */
 export type Step =
   | { readonly op: 'create' }
   | { readonly op: 'adopt' }
@@ -20,6 +21,7 @@ export type Step =
   | { readonly op: 'restore'; readonly snapshot: string; readonly request: string }
   | { readonly op: 'delete'; readonly reason: 'deleted' | 'partial' | 'recreate' };
 
+/** What a reconcile pass decided: the steps due and everything status reports about them. */
 export interface Plan {
   readonly steps: readonly Step[];
   /** Every field that differs, classified. */
@@ -67,15 +69,16 @@ export interface PlanOptions {
   readonly rebootRequested?: boolean;
 }
 
+/** How a change is applied given the instance (the provider's Provider.applyModeOf). */
 export type ApplyModeOf = (change: FieldChange, observed: ObservedInstance) => ApplyMode;
 
 const SETTLING: ReadonlySet<InstanceState> = new Set(['Starting', 'Stopping', 'Unknown']);
 const ACTIVE: ReadonlySet<InstanceState> = new Set(['Running', 'Frozen', 'Paused', 'Starting']);
 
 /** The differing fields between desired and observed, each with how it can be applied. */
-export function diffFields(d: Desired, observed: ObservedInstance, applyModeOf?: ApplyModeOf): FieldChange[] {
-  const want = specFields(d.object.kind, d.object.spec);
-  const table = FIELD_APPLY[d.object.kind];
+export function diffFields(desired: Desired, observed: ObservedInstance, applyModeOf?: ApplyModeOf): FieldChange[] {
+  const want = specFields(desired.object.kind, desired.object.spec);
+  const table = FIELD_APPLY[desired.object.kind];
   const changes: FieldChange[] = [];
   for (const [path, apply] of Object.entries(table)) {
     const to = want[path];
@@ -87,88 +90,91 @@ export function diffFields(d: Desired, observed: ObservedInstance, applyModeOf?:
   return changes;
 }
 
-function startSteps(d: Desired): Step[] {
-  return d.object.spec.state === 'Stopped' ? [] : [{ op: 'setState', to: d.object.spec.state }];
+function startSteps(desired: Desired): Step[] {
+  return desired.object.spec.state === 'Stopped' ? [] : [{ op: 'setState', to: desired.object.spec.state }];
 }
 
 /**
- * Decides the steps for `d` given what the provider observed (undefined: no such instance), then
- * holds them back where GitOps rules say so: a paused object only reports; with driftPolicy
+ * Decides the steps for `desired` given what the provider observed (undefined: no such instance),
+ * then holds them back where GitOps rules say so: a paused object only reports; with driftPolicy
  * Report or Ignore an out-of-band change to a generation that once matched is left alone;
- * creating and starting wait for dependencies, deleting waits for dependents.
+ * creating and starting wait for dependencies, deleting waits for dependents. Pure.
  */
-export function plan(d: Desired, observed: ObservedInstance | undefined, applyModeOfOrOptions?: ApplyModeOf | PlanOptions): Plan {
-  const options: PlanOptions = typeof applyModeOfOrOptions === 'function' ? { applyModeOf: applyModeOfOrOptions } : applyModeOfOrOptions ?? {};
-  const p = basePlan(d, observed, options.applyModeOf, options.rebootRequested === true);
-  const first = p.steps[0];
-  if (first === undefined) return p;
+export function plan(desired: Desired, observed: ObservedInstance | undefined, options: PlanOptions = {}): Plan {
+  const base = basePlan(desired, observed, options.applyModeOf, options.rebootRequested === true);
+  const first = base.steps[0];
+  if (first === undefined) return base;
   const hold = (heldBy: NonNullable<Plan['heldBy']>, extra: Partial<Plan> = {}): Plan =>
-    ({ ...p, steps: [], held: p.steps, heldBy, drift: differences(d, observed, p.changes), ...extra });
+    ({ ...base, steps: [], held: base.steps, heldBy, drift: differences(desired, observed, base.changes), ...extra });
   if (options.paused === true) return hold('paused');
-  const owned = observed !== undefined && observed.ownerId === d.id && observed.partial !== true;
-  const policy = d.object.spec.driftPolicy;
-  if (d.deleting !== true && (owned || observed === undefined) && policy !== undefined && policy !== 'Correct' && options.convergedGeneration === d.generation) {
+  const deleting = desired.deleting === true;
+  const owned = observed !== undefined && observed.ownerId === desired.id && observed.partial !== true;
+  const policy = desired.object.spec.driftPolicy;
+  const reportsOnly = policy !== undefined && policy !== 'Correct';
+  if (!deleting && (owned || observed === undefined) && reportsOnly && options.convergedGeneration === desired.generation) {
     return hold('driftPolicy');
   }
-  if (d.deleting === true && (options.dependentsPresent?.length ?? 0) > 0) return hold('dependents', { waitingFor: options.dependentsPresent ?? [] });
+  const dependentsPresent = options.dependentsPresent ?? [];
+  if (deleting && dependentsPresent.length > 0) return hold('dependents', { waitingFor: dependentsPresent });
   const starts = first.op === 'create' || (first.op === 'setState' && first.to !== 'Stopped');
-  if (d.deleting !== true && starts && (options.dependenciesNotReady?.length ?? 0) > 0) {
-    return hold('dependencies', { waitingFor: options.dependenciesNotReady ?? [] });
-  }
-  return p;
+  const dependenciesNotReady = options.dependenciesNotReady ?? [];
+  if (!deleting && starts && dependenciesNotReady.length > 0) return hold('dependencies', { waitingFor: dependenciesNotReady });
+  return base;
 }
 
 /** What differs between the declaration and the instance, in words for status. */
-function differences(d: Desired, observed: ObservedInstance | undefined, changes: readonly FieldChange[]): string[] {
-  if (observed === undefined) return d.deleting === true ? [] : ['no instance exists'];
-  if (d.deleting === true) return ['the object was removed; the instance remains'];
+function differences(desired: Desired, observed: ObservedInstance | undefined, changes: readonly FieldChange[]): string[] {
+  if (observed === undefined) return desired.deleting === true ? [] : ['no instance exists'];
+  if (desired.deleting === true) return ['the object was removed; the instance remains'];
   const out: string[] = [];
-  if (observed.state !== d.object.spec.state) out.push(`state is ${observed.state}, declared ${d.object.spec.state}`);
+  if (observed.state !== desired.object.spec.state) out.push(`state is ${observed.state}, declared ${desired.object.spec.state}`);
   for (const c of changes) out.push(c.path);
   return out;
 }
 
-function basePlan(d: Desired, observed: ObservedInstance | undefined, applyModeOf: ApplyModeOf | undefined, rebootRequested: boolean): Plan {
+function basePlan(
+  desired: Desired, observed: ObservedInstance | undefined, applyModeOf: ApplyModeOf | undefined, rebootRequested: boolean,
+): Plan {
   const none = { changes: [], pending: [] };
-  const owned = observed !== undefined && observed.ownerId === d.id;
+  const owned = observed !== undefined && observed.ownerId === desired.id;
 
-  if (d.deleting === true) {
+  if (desired.deleting === true) {
     if (observed === undefined) return { ...none, steps: [], finished: true };
     if (!owned) return { ...none, steps: [], finished: true, conflict: conflictMessage(observed) };
-    if (d.object.spec.deletionPolicy === 'Orphan') return { ...none, steps: [], finished: true };
+    if (desired.object.spec.deletionPolicy === 'Orphan') return { ...none, steps: [], finished: true };
     return { ...none, steps: [{ op: 'delete', reason: 'deleted' }] };
   }
 
-  if (observed === undefined) return { ...none, steps: [{ op: 'create' }, ...startSteps(d)] };
+  if (observed === undefined) return { ...none, steps: [{ op: 'create' }, ...startSteps(desired)] };
 
   if (!owned) {
-    const changes = diffFields(d, observed, applyModeOf);
-    if (observed.ownerId === undefined && d.object.metadata.annotations?.[ADOPT_ANNOTATION] === 'true') {
+    const changes = diffFields(desired, observed, applyModeOf);
+    if (observed.ownerId === undefined && desired.object.metadata.annotations?.[ADOPT_ANNOTATION] === 'true') {
       return { steps: [{ op: 'adopt' }], changes, pending: [] };
     }
     return { steps: [], changes, pending: [], conflict: conflictMessage(observed) };
   }
 
   if (observed.partial === true) {
-    return { ...none, steps: [{ op: 'delete', reason: 'partial' }, { op: 'create' }, ...startSteps(d)] };
+    return { ...none, steps: [{ op: 'delete', reason: 'partial' }, { op: 'create' }, ...startSteps(desired)] };
   }
 
-  const changes = diffFields(d, observed, applyModeOf);
-  const policy = d.object.spec.updatePolicy;
+  const changes = diffFields(desired, observed, applyModeOf);
+  const policy = desired.object.spec.updatePolicy;
   const byMode = (mode: ApplyMode): FieldChange[] => changes.filter((c) => c.apply === mode);
   const recreate = byMode('recreate');
   if (recreate.length > 0 && policy === 'Recreate') {
-    return { steps: [{ op: 'delete', reason: 'recreate' }, { op: 'create' }, ...startSteps(d)], changes, pending: [] };
+    return { steps: [{ op: 'delete', reason: 'recreate' }, { op: 'create' }, ...startSteps(desired)], changes, pending: [] };
   }
   const pending: FieldChange[] = [...recreate];
   if (SETTLING.has(observed.state)) return { steps: [], changes, pending, settling: true };
 
-  const request = restoreRequestOf(d, observed);
+  const request = restoreRequestOf(desired, observed);
   if (request !== undefined) {
     // Stop first (its own pass), then restore; the next passes bring it back to the declared state.
     const restore: Step = { op: 'restore', snapshot: snapshotOfRestoreRequest(request), request };
     const stop: Step[] = ACTIVE.has(observed.state) ? [{ op: 'setState', to: 'Stopped' }] : [];
-    return { steps: [...stop, restore, ...startSteps(d)], changes, pending };
+    return { steps: [...stop, restore, ...startSteps(desired)], changes, pending };
   }
 
   const steps: Step[] = [];
@@ -182,12 +188,12 @@ function basePlan(d: Desired, observed: ObservedInstance | undefined, applyModeO
     if (restart.length > 0 && policy !== 'Live') {
       // Stop, apply to the config, start again: each its own pass, recomputed each time.
       steps.push({ op: 'setState', to: 'Stopped' }, { op: 'update', changes: restart });
-      steps.push(...startSteps(d));
+      steps.push(...startSteps(desired));
       return { steps, changes, pending };
     }
     pending.push(...restart);
   }
-  if (observed.state !== d.object.spec.state) steps.push({ op: 'setState', to: d.object.spec.state });
+  if (observed.state !== desired.object.spec.state) steps.push({ op: 'setState', to: desired.object.spec.state });
   else if (rebootRequested && observed.state === 'Running') steps.push({ op: 'reboot' });
   return { steps, changes, pending };
 }
@@ -201,6 +207,7 @@ export function restoreRequestOf(d: Desired, observed: ObservedInstance): string
 
 function conflictMessage(observed: ObservedInstance): string {
   return observed.ownerId === undefined
-    ? `An instance named ${observed.hostName} exists that hyperlet did not create; it is left alone (annotate ${ADOPT_ANNOTATION}: "true" to adopt it)`
+    ? `An instance named ${observed.hostName} exists that hyperlet did not create; it is left alone`
+      + ` (annotate ${ADOPT_ANNOTATION}: "true" to adopt it)`
     : `An instance named ${observed.hostName} belongs to another object (id ${observed.ownerId}); it is left alone`;
 }

@@ -1,11 +1,12 @@
 /**
  * Moves one object one step toward its desired state and writes its status.
  *
- * Level-based: the key says which object, never what happened to it. Each pass reads the desired
- * object (or, once it left its source, its tombstone), observes the instance, plans, runs the
- * first due step and writes status; it throws to retry with backoff, or throws `TerminalError`
- * to wait until the object changes. Every step is idempotent, so a crash anywhere is repaired by
- * the next pass.
+ * Level-based: the key says which object, never what happened to it. Each pass goes through
+ * five phases: resolve (the desired object, or its tombstone once it left its source), gate
+ * (pruning rules, dependencies, provider health), observe and plan, act (the first due step,
+ * admitted by the StepGuard) and report (status and events). A pass returns a Result or throws:
+ * any error retries with the queue's backoff, `TerminalError` waits until the object changes.
+ * Every step is idempotent, so a crash anywhere is repaired by the next pass.
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -21,14 +22,18 @@ import { type ObjectKey, parseKey } from '../store/object-key.js';
 import { computeStatus, sameStatus, type StatusFacts } from './conditions.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import type { Admission, Admitter } from '../policy/admission.js';
+import type { Clock } from '../shared/clock.js';
+import { systemClock } from '../shared/clock.js';
 import { TerminalError, errorMessage, isAbortError, isTerminalError } from '../shared/errors.js';
 import type { ObservationCache } from './observation-cache.js';
-import { checkDependencies, dependentsOf } from './dependencies.js';
+import { type DependencyCheck, checkDependencies, dependentsOf } from './dependencies.js';
 import { PAUSED_ANNOTATION, PRUNE_ANNOTATION } from '../shared/annotations.js';
-import { type Plan, type Step, plan, stepName } from './plan.js';
+import { type Plan, type Step, plan as computePlan, stepName } from './plan.js';
 import type { ProviderHealth } from './provider-health.js';
-import { type Result, awaitChange, requeueAfter } from './result.js';
+import { type Result, awaitChange, nextStep, requeue, requeueAfter } from './result.js';
+import { StepGuard, type StepGuardOptions, stepIntent } from './step-guard.js';
 
+/** What the reconciler works with; all but the tuning knobs are required. */
 export interface ReconcilerOptions {
   readonly store: StoreReader;
   readonly backends: ReadonlyMap<string, SourceBackend>;
@@ -39,14 +44,18 @@ export interface ReconcilerOptions {
   readonly node: string;
   readonly logger: Logger;
   readonly metrics?: Metrics;
+  /** Time for status timestamps and the step guard (default: the system clock). */
+  readonly clock?: Clock;
   /** How long to wait before looking again at an instance between states (default 1 s). */
   readonly settleMs?: number;
   /** How long to wait before probing an unavailable provider again for this object (default 30 s). */
   readonly unavailableRetryMs?: number;
   /** How often an object waiting on dependsOn (or on its dependents) looks again (default 2 s). */
   readonly dependencyRetryMs?: number;
+  /** Limits on how often one object acts (see StepGuard); the clock is `clock`. */
+  readonly stepGuard?: Omit<StepGuardOptions, 'clock'>;
   /** Called when an object turns Ready, so objects waiting on it need not wait for their retry. */
-  readonly onReady?: (d: Desired) => void;
+  readonly onReady?: (desired: Desired) => void;
   /** The scheduled snapshots to list in status.snapshots (the SnapshotScheduler's last list), when known. */
   readonly snapshotsOf?: (key: ObjectKey) => readonly StatusSnapshot[] | undefined;
   /** The host policy: every object passes it before it is observed or acted on (absent: everything passes). */
@@ -54,13 +63,59 @@ export interface ReconcilerOptions {
   /** How often a refused object is looked at again (default 60 s): quotas free up, files appear. */
   readonly policyRetryMs?: number;
   /**
-   * The daemon's one Redactor: every value read for a valueFrom reference is added to it, and
+   * The daemon's one Redactor: every value read for spec.environmentFrom is added to it, and
    * every Event, audit entry and status message passes it before it is written.
    */
   readonly redactor?: Redactor;
-  /** How often an object whose valueFrom cannot be read looks again (default 10 s). */
+  /** How often an object whose environmentFrom cannot be read looks again (default 10 s). */
   readonly environmentRetryMs?: number;
 }
+
+/** A reason (CamelCase) and a message for Ready/Synced when a pass cannot do its work. */
+interface Failure {
+  readonly reason: string;
+  readonly message: string;
+}
+
+/** What one pass knows of its object once resolved. */
+interface Pass {
+  readonly key: ObjectKey;
+  readonly desired: Desired;
+  /** The object left its source: `desired` is its last applied form, marked deleting. */
+  readonly tombstone: boolean;
+  readonly backend: SourceBackend;
+  readonly log: Logger;
+  /** Why changes are stopped (annotation or source), when they are. */
+  readonly paused: string | undefined;
+  readonly signal: AbortSignal;
+}
+
+/**
+ * The gate either lets the pass on, with the dependency facts the plan needs, or ends it. The
+ * pass it lets on may differ from the one it was given (a gate may complete the desired object).
+ */
+type GateOutcome =
+  | { readonly open: true; readonly pass: Pass; readonly dependencies: DependencyCheck | undefined }
+  | { readonly open: false; readonly result: Result };
+
+/**
+ * What observe and plan found: the instance, the plan, and the target (the desired object with
+ * its spec.environmentFrom read: what the instance gets; status, records and events keep the
+ * desired object). Or the result that ends the pass when a reference cannot be read.
+ */
+type Outlook =
+  | { readonly ended: false; readonly observed: ObservedInstance | undefined; readonly plan: Plan; readonly target: Desired }
+  | { readonly ended: true; readonly result: Result };
+
+/** What the pass has got to so far, so a failure is reported with what is known. */
+interface Progress {
+  observed?: ObservedInstance | undefined;
+  plan?: Plan;
+  step?: Step;
+}
+
+/** Facts of a pass that `report` completes with the object, node, time, last action and pause. */
+type PassFacts = Omit<StatusFacts, 'd' | 'node' | 'previous' | 'now' | 'lastAction' | 'paused'>;
 
 const EVENT_REASON: Readonly<Record<string, string>> = {
   create: 'Created', adopt: 'Adopted', update: 'Updated',
@@ -76,12 +131,21 @@ const FAILURE_REASON: Readonly<Record<string, string>> = {
   restore: 'RestoreFailed',
 };
 
+/** Held steps that wait on other objects are looked at again soon; the others wait for a change. */
+const HELD_ON_OTHER_OBJECTS: Readonly<Record<NonNullable<Plan['heldBy']>, boolean>> = {
+  paused: false, driftPolicy: false, dependencies: true, dependents: true,
+};
+
+/**
+ * Reconciles objects of one provider's kind. Call `reconcile` for one key at a time (the work
+ * queue guarantees it); different keys may run at once.
+ */
 export class Reconciler {
   private readonly provider: Provider;
+  private readonly clock: Clock;
+  private readonly guard: StepGuard<ObjectKey>;
   /** The note of each key's last step ("destroyed after 60 s"), shown as status.details.lastAction. */
   private readonly lastActions = new Map<ObjectKey, string>();
-  /** The last step run per key and how often it ran in a row, to slow down steps that have no effect. */
-  private readonly repeats = new Map<ObjectKey, { signature: string; count: number }>();
   /** The last Warning recorded per key, so a failure repeating with backoff is recorded once. */
   private readonly lastWarnings = new Map<ObjectKey, string>();
   /** Each key's last failure (generation, step, reason) and how many passes in a row failed so: Stalled after a few. */
@@ -89,145 +153,8 @@ export class Reconciler {
 
   constructor(private readonly options: ReconcilerOptions) {
     this.provider = options.provider;
-  }
-
-  async reconcile(key: ObjectKey, signal: AbortSignal): Promise<Result> {
-    const backend = this.options.backends.get(parseKey(key).source);
-    if (backend === undefined) return awaitChange(); // a source that is not running here
-    const found = this.desiredOrTombstone(key, backend);
-    if (found === undefined) return awaitChange(); // never acted on, and gone: nothing to undo
-    const { tombstone } = found;
-    // The host policy comes first: a refused object is never observed, planned or acted on.
-    const admission = await this.admit(found.d);
-    if (!admission.allowed) {
-      this.warnOnce(backend, found.d, admission.reason, admission.message);
-      const failure = { reason: admission.reason, message: admission.message };
-      await this.writeStatus(backend, found.d, { observed: undefined, failure }, signal);
-      // Not this pass's failure but the object's: look again now and then, as quotas free up and files appear.
-      return requeueAfter(this.options.policyRetryMs ?? 60_000);
-    }
-    const d = admission.desired;
-    const log = this.options.logger.child({ key, kind: d.object.kind, provider: this.provider.name, reconcileId: randomBytes(4).toString('hex') });
-
-    const paused = pausedBy(d, backend);
-    if (tombstone && paused === undefined) {
-      const keep = pruneDisabledBy(d, backend);
-      if (keep !== undefined) {
-        // Left the source, but pruning is off for it: its instance stays, hyperlet lets go of it.
-        this.record(backend, d, 'Normal', 'PruneSkipped', `Removed from the source; the instance is kept (${keep})`);
-        backend.records?.forget(key);
-        this.lastActions.delete(key);
-        return awaitChange();
-      }
-    }
-    const retryMs = this.options.dependencyRetryMs ?? 2_000;
-    const deps = d.deleting === true ? undefined : checkDependencies(d, (k) => this.options.store.get(k), (dep) => isReady(backend.statusWriter.lastWritten(dep.key), dep.generation));
-    if (deps !== undefined && (deps.cycle !== undefined || deps.missing.length > 0)) {
-      const failure = deps.cycle !== undefined
-        ? { reason: 'DependencyCycle', message: `spec.dependsOn forms a cycle: ${deps.cycle.join(' -> ')}` }
-        : { reason: 'DependencyNotFound', message: `spec.dependsOn names ${deps.missing.join(', ')}, which the source does not declare` };
-      this.warnOnce(backend, d, failure.reason, failure.message);
-      await this.writeStatus(backend, d, { observed: undefined, failure, ...(paused === undefined ? {} : { paused }) }, signal);
-      // A spec error, not a hang: look again now and then, since the fix may come in another object.
-      return requeueAfter(retryMs);
-    }
-
-    const health = await this.options.health.check(signal);
-    if (!health.ok) {
-      const failuresInARow = this.countFailure(d, 'probe', 'ProviderUnavailable');
-      const failure = { reason: 'ProviderUnavailable', message: health.reason };
-      const facts = { observed: undefined, failure, failuresInARow, ...(paused === undefined ? {} : { paused }) };
-      await this.writeStatus(backend, d, facts, signal);
-      // Not an error: the provider's absence is the host's state, not this object's fault.
-      return requeueAfter(this.options.unavailableRetryMs ?? 30_000);
-    }
-
-    let observed: ObservedInstance | undefined;
-    let p: Plan | undefined;
-    let step: Step | undefined;
-    try {
-      observed = await this.observe(d, signal);
-      // What the instance gets: d with its valueFrom references read. Status, records and events keep d.
-      const resolved = await this.resolveEnvironment(backend, d, signal);
-      if ('failure' in resolved) {
-        this.warnOnce(backend, d, resolved.failure.reason, resolved.failure.message);
-        await this.writeStatus(backend, d, { observed, failure: resolved.failure, ...(paused === undefined ? {} : { paused }) }, signal);
-        // The Secret or file may appear, or the object change: look again now and then; the instance is left as it is.
-        return requeueAfter(this.options.environmentRetryMs ?? 10_000);
-      }
-      const target = resolved.target;
-      const convergedGeneration = backend.statusWriter.lastWritten(key)?.convergedGeneration;
-      p = plan(target, observed, {
-        ...(this.provider.applyModeOf === undefined ? {} : { applyModeOf: this.provider.applyModeOf.bind(this.provider) }),
-        paused: paused !== undefined,
-        ...(convergedGeneration === undefined ? {} : { convergedGeneration }),
-        ...(deps === undefined ? {} : { dependenciesNotReady: deps.notReady }),
-        ...(d.deleting === true ? { dependentsPresent: this.dependentsPresent(d, backend) } : {}),
-        rebootRequested: observed !== undefined && this.provider.rebootPending?.(target, observed) === true,
-      });
-      if (p.held !== undefined) {
-        this.failures.delete(key);
-        const before = backend.statusWriter.lastWritten(key)?.conditions.find((c) => c.type === 'Drifted');
-        await this.writeStatus(backend, d, { observed, plan: p, ...(paused === undefined ? {} : { paused }) }, signal);
-        const after = backend.statusWriter.lastWritten(key)?.conditions.find((c) => c.type === 'Drifted');
-        if (after?.status === 'True' && after.message !== before?.message) this.record(backend, d, 'Warning', 'Drifted', after.message);
-        // Waiting on other objects: look again soon. Paused or drift left alone: events and resyncs bring us back.
-        return p.heldBy === 'dependencies' || p.heldBy === 'dependents' ? requeueAfter(retryMs) : awaitChange();
-      }
-      if (p.finished === true) {
-        this.failures.delete(key);
-        if (p.conflict !== undefined) log.warn({ conflict: p.conflict }, 'object deleted; its instance is not ours and stays');
-        await backend.finalizers?.release(d, signal);
-        backend.records?.forget(key);
-        this.lastActions.delete(key);
-        return awaitChange();
-      }
-      step = p.steps[0];
-      if (step === undefined) this.repeats.delete(key);
-      if (p.conflict !== undefined || step === undefined) {
-        this.failures.delete(key);
-        await this.writeStatus(backend, d, { observed, plan: p, ...(paused === undefined ? {} : { paused }) }, signal);
-        // An instance between states settles on its own: look again soon. Otherwise events and resyncs bring us back.
-        return p.settling === true ? requeueAfter(this.options.settleMs ?? 1_000) : awaitChange();
-      }
-      if (d.deleting !== true) {
-        if (step.op === 'create') await backend.finalizers?.ensure(d, signal);
-        backend.records?.remember(d); // before acting, so a removed object can still be undone after a crash
-      }
-      const restore = p.steps.find((s) => s.op === 'restore');
-      if (restore?.op === 'restore' && step.op !== 'restore') await this.requireSnapshot(d, restore.snapshot, signal);
-      const name = stepName(step);
-      // Say so before acting (Reconciling=True), once per stretch of work; a converged instance changed
-      // behind our back is reported as seen (Stopped) before it is repaired.
-      if (announces(step, backend.statusWriter.lastWritten(key), d.generation)) {
-        await this.writeStatus(backend, d, { observed, plan: p, acted: { step: name } }, signal);
-      }
-      const note = await this.act(step, target, observed, signal);
-      this.failures.delete(key);
-      this.options.cache.invalidate(d.hostName);
-      log.info({ step: name, note }, 'step done');
-      if (note !== undefined) this.lastActions.set(key, note);
-      this.lastWarnings.delete(key);
-      this.record(backend, d, 'Normal', EVENT_REASON[name] ?? 'Reconciled', note ?? describeStep(step, d));
-      // One step per pass: come back at once to see its effect, run the next one and write status.
-      // A step that has to run again and again had no visible effect yet (a guest still ballooning):
-      // come back ever later instead of hot-looping.
-      return requeueAfter(this.repeatDelayMs(key, step));
-    } catch (err) {
-      if (signal.aborted || isAbortError(err)) throw err;
-      this.options.cache.invalidate(d.hostName);
-      if (isProviderUnavailableError(err)) this.options.health.markUnavailable(err);
-      const reason = isTerminalError(err) ? err.reason : isProviderUnavailableError(err) ? 'ProviderUnavailable' : step === undefined ? 'ObserveFailed' : FAILURE_REASON[stepName(step)] ?? 'ReconcileError';
-      const message = step === undefined ? `cannot observe ${d.hostName}: ${errorMessage(err)}` : `cannot ${describeStep(step, d).toLowerCase()}: ${errorMessage(err)}`;
-      this.warnOnce(backend, d, reason, message);
-      const failuresInARow = this.countFailure(d, step === undefined ? 'observe' : stepName(step), reason);
-      const failure = { reason, message, terminal: isTerminalError(err) };
-      const facts = { observed, ...(p === undefined ? {} : { plan: p }), failure, failuresInARow };
-      await this.writeStatus(backend, d, facts, signal).catch((writeErr: unknown) => {
-        log.warn({ err: writeErr }, 'cannot write failure status');
-      });
-      throw err;
-    }
+    this.clock = options.clock ?? systemClock;
+    this.guard = new StepGuard<ObjectKey>({ ...options.stepGuard, clock: this.clock });
   }
 
   /** Before stopping an instance to restore it: the snapshot must exist, or nothing is touched (TerminalError SnapshotNotFound). */
@@ -240,94 +167,316 @@ export class Reconciler {
   }
 
   /**
-   * Counts one more failed pass of `d`: the count goes on while the generation, the step and the
-   * reason stay the same, and starts again at 1 otherwise. Any pass that gets past its step
-   * clears it.
+   * Moves the object named by `key` one step toward its desired state and writes its status.
+   * Resolves to when to come back; rejects to retry with backoff (`TerminalError`: wait for the
+   * object to change; an abort of `signal`: nothing, the daemon is stopping).
    */
-  private countFailure(d: Desired, step: string, reason: string): number {
-    const signature = `${d.generation}/${step}/${reason}`;
-    const last = this.failures.get(d.key);
-    const count = last?.signature === signature ? last.count + 1 : 1;
-    this.failures.set(d.key, { signature, count });
-    return count;
+  async reconcile(key: ObjectKey, signal: AbortSignal): Promise<Result> {
+    const resolved = this.resolve(key, signal);
+    // A source that is not running here, or an object gone that was never acted on: nothing to undo.
+    if (resolved === undefined) return awaitChange();
+    const gate = await this.gate(resolved);
+    if (!gate.open) return gate.result;
+    const pass = gate.pass;
+    const progress: Progress = {};
+    try {
+      const outlook = await this.observeAndPlan(pass, gate.dependencies, progress);
+      if (outlook.ended) return outlook.result;
+      const { observed, plan, target } = outlook;
+      const step = plan.steps[0];
+      if (step === undefined || plan.conflict !== undefined) return await this.reportWithoutStep(pass, observed, plan);
+      return await this.act(pass, { observed, plan, target }, step, progress);
+    } catch (err) {
+      return await this.reportFailure(pass, err, progress);
+    }
   }
 
-  private repeatDelayMs(key: ObjectKey, step: Step): number {
-    const signature = JSON.stringify(step);
-    const last = this.repeats.get(key);
-    const count = last?.signature === signature ? last.count + 1 : 1;
-    this.repeats.set(key, { signature, count });
-    return count < 3 ? 0 : Math.min(60_000, 500 * 2 ** (count - 3));
-  }
-
-  private warnOnce(backend: SourceBackend, d: Desired, reason: string, message: string): void {
-    if (this.lastWarnings.get(d.key) === message) return;
-    this.lastWarnings.set(d.key, message);
-    this.record(backend, d, 'Warning', reason, message);
-  }
-
-  /** The one way events and audit entries leave the reconciler: through the Redactor. */
-  private record(backend: SourceBackend, d: Desired, type: 'Normal' | 'Warning', reason: string, message: string): void {
-    backend.recorder.record(d, type, reason, this.options.redactor?.text(message) ?? message);
+  /** Resolve: the object's backend and its desired form (or tombstone); undefined when there is nothing to do. */
+  private resolve(key: ObjectKey, signal: AbortSignal): Pass | undefined {
+    const backend = this.options.backends.get(parseKey(key).source);
+    if (backend === undefined) return undefined;
+    const found = this.desiredOrTombstone(key, backend);
+    if (found === undefined) return undefined;
+    const { desired, tombstone } = found;
+    const reconcileId = randomBytes(4).toString('hex');
+    const log = this.options.logger.child({ key, kind: desired.object.kind, provider: this.provider.name, reconcileId });
+    return { key, desired, tombstone, backend, log, paused: pausedBy(desired, backend), signal };
   }
 
   /**
-   * `d` with its valueFrom references read (the Redactor learns every value), `d` itself when it
-   * has none or is being deleted, or the failure to report (reason and message name the field).
+   * Gate: whether the pass may go on to observe and act. Ends it when a removed object's instance
+   * is to be kept, when spec.dependsOn is broken, or when the provider is unavailable.
    */
-  private async resolveEnvironment(backend: SourceBackend, d: Desired, signal: AbortSignal): Promise<{ target: Desired } | { failure: { reason: string; message: string } }> {
-    const refs = d.deleting === true ? [] : environmentReferences(d.object);
-    if (refs.length === 0) return { target: d };
+  private async gate(resolved: Pass): Promise<GateOutcome> {
+    // The host policy comes first: a refused object is never observed, planned or acted on.
+    const admission = await this.admit(resolved.desired);
+    if (!admission.allowed) {
+      const failure = { reason: admission.reason, message: admission.message };
+      this.warnOnce(resolved, failure);
+      await this.report(resolved, { observed: undefined, failure });
+      // Not this pass's failure but the object's: look again now and then, as quotas free up and files appear.
+      return { open: false, result: requeueAfter(this.options.policyRetryMs ?? 60_000) };
+    }
+    const pass: Pass = { ...resolved, desired: admission.desired };
+    const { key, desired, backend } = pass;
+    const keep = pass.tombstone && pass.paused === undefined ? pruneDisabledBy(desired, backend) : undefined;
+    if (keep !== undefined) {
+      // Left the source, but pruning is off for it: its instance stays, hyperlet lets go of it.
+      this.record(pass, 'Normal', 'PruneSkipped', `Removed from the source; the instance is kept (${keep})`);
+      backend.records?.forget(key);
+      this.forgetKey(key);
+      return { open: false, result: awaitChange() };
+    }
+    const dependencies = desired.deleting === true ? undefined : this.checkDependencies(pass);
+    const broken = dependencies === undefined ? undefined : dependencyFailure(dependencies);
+    if (broken !== undefined) {
+      this.warnOnce(pass, broken);
+      await this.report(pass, { observed: undefined, failure: broken });
+      // A spec error, not a hang: look again now and then, since the fix may come in another object.
+      return { open: false, result: requeueAfter(this.options.dependencyRetryMs ?? 2_000) };
+    }
+    const health = await this.options.health.check(pass.signal);
+    if (!health.ok) {
+      const failuresInARow = this.countFailure(pass, 'probe', 'ProviderUnavailable');
+      await this.report(pass, { observed: undefined, failure: { reason: 'ProviderUnavailable', message: health.reason }, failuresInARow });
+      // Not an error: the provider's absence is the host's state, not this object's fault.
+      return { open: false, result: requeueAfter(this.options.unavailableRetryMs ?? 30_000) };
+    }
+    return { open: true, pass, dependencies };
+  }
+
+  /**
+   * Observe and plan: the instance as it is now (batch cache or provider), the desired object's
+   * spec.environmentFrom read, and the steps still due. Ends the pass when a reference cannot be read.
+   */
+  private async observeAndPlan(pass: Pass, dependencies: DependencyCheck | undefined, progress: Progress): Promise<Outlook> {
+    const { key, desired, backend } = pass;
+    const observed = await this.observe(desired, pass.signal);
+    progress.observed = observed;
+    const environment = await this.resolveEnvironment(pass);
+    if ('failure' in environment) {
+      this.warnOnce(pass, environment.failure);
+      await this.report(pass, { observed, failure: environment.failure });
+      // The Secret or file may appear, or the object change: look again now and then; the instance is left as it is.
+      return { ended: true, result: requeueAfter(this.options.environmentRetryMs ?? 10_000) };
+    }
+    const target = environment.target;
+    const plan = computePlan(target, observed, {
+      applyModeOf: this.provider.applyModeOf?.bind(this.provider),
+      paused: pass.paused !== undefined,
+      convergedGeneration: backend.statusWriter.lastWritten(key)?.convergedGeneration,
+      dependenciesNotReady: dependencies?.notReady,
+      dependentsPresent: desired.deleting === true ? this.dependentsPresent(desired, backend) : undefined,
+      rebootRequested: observed !== undefined && this.provider.rebootPending?.(target, observed) === true,
+    });
+    progress.plan = plan;
+    return { ended: false, observed, plan, target };
+  }
+
+  /**
+   * Act: runs `step` if the step guard admits it, and says when to come back. A step whose last
+   * run shows no effect yet is waited for with the queue's backoff; an object acting too often
+   * waits for the guard's rate, whatever the provider reports.
+   */
+  private async act(
+    pass: Pass, outlook: { observed: ObservedInstance | undefined; plan: Plan; target: Desired }, step: Step, progress: Progress,
+  ): Promise<Result> {
+    const { observed, plan, target } = outlook;
+    const { key, desired, backend, signal } = pass;
+    const admission = this.guard.admit(key, stepIntent(step, desired.generation));
+    if (!admission.act) {
+      await this.report(pass, { observed, plan });
+      // The last run of this same step has not shown its effect yet (a guest still ballooning):
+      // wait for it with the queue's backoff instead of running it again at once.
+      if (admission.waitingFor === 'effect') return requeue();
+      // This object acted too often lately: come back when it may act again.
+      return requeueAfter(admission.afterMs);
+    }
+    progress.step = step;
+    if (desired.deleting !== true) {
+      if (step.op === 'create') await backend.finalizers?.ensure(desired, signal);
+      backend.records?.remember(desired); // before acting, so a removed object can still be undone after a crash
+    }
+    // A restore stops the instance first: the snapshot must exist before anything is touched.
+    const restore = plan.steps.find((due) => due.op === 'restore');
+    if (restore?.op === 'restore' && step.op !== 'restore') await this.requireSnapshot(desired, restore.snapshot, signal);
+    const name = stepName(step);
+    // Say so before acting (Reconciling=True), once per stretch of work; a converged instance changed
+    // behind our back is reported as seen (Stopped) before it is repaired.
+    if (announces(step, backend.statusWriter.lastWritten(key), desired.generation)) {
+      await this.report(pass, { observed, plan, acted: { step: name } });
+    }
+    const note = await this.runStep(step, target, observed, signal);
+    this.failures.delete(key);
+    this.options.cache.invalidate(desired.hostName);
+    pass.log.info({ step: name, note, repeat: admission.repeat }, 'step done');
+    if (note !== undefined) this.lastActions.set(key, note);
+    this.lastWarnings.delete(key);
+    this.record(pass, 'Normal', EVENT_REASON[name] ?? 'Reconciled', note ?? describeStep(step, desired));
+    // One step per pass: come back at once to see its effect, run the next one and write status.
+    // A step run again because its effect did not show: give it time, with backoff.
+    return admission.repeat ? requeue() : nextStep();
+  }
+
+  /** Report, when no step is to run: held steps, a finished deletion, a conflict or nothing due. */
+  private async reportWithoutStep(pass: Pass, observed: ObservedInstance | undefined, plan: Plan): Promise<Result> {
+    const { key, desired, backend } = pass;
+    this.guard.settled(key);
+    this.failures.delete(key);
+    if (plan.held !== undefined) {
+      const driftBefore = driftedCondition(backend.statusWriter.lastWritten(key));
+      await this.report(pass, { observed, plan });
+      const driftAfter = driftedCondition(backend.statusWriter.lastWritten(key));
+      if (driftAfter?.status === 'True' && driftAfter.message !== driftBefore?.message) {
+        this.record(pass, 'Warning', 'Drifted', driftAfter.message);
+      }
+      // Waiting on other objects: look again soon. Paused or drift left alone: events and resyncs bring us back.
+      const waitsOnOthers = plan.heldBy !== undefined && HELD_ON_OTHER_OBJECTS[plan.heldBy];
+      return waitsOnOthers ? requeueAfter(this.options.dependencyRetryMs ?? 2_000) : awaitChange();
+    }
+    if (plan.finished === true) {
+      if (plan.conflict !== undefined) pass.log.warn({ conflict: plan.conflict }, 'object deleted; its instance is not ours and stays');
+      await backend.finalizers?.release(desired, pass.signal);
+      backend.records?.forget(key);
+      this.forgetKey(key);
+      return awaitChange();
+    }
+    await this.report(pass, { observed, plan });
+    // An instance between states settles on its own: look again soon. Otherwise events and resyncs bring us back.
+    return plan.settling === true ? requeueAfter(this.options.settleMs ?? 1_000) : awaitChange();
+  }
+
+  /** Report a failed pass in status and events (a Warning per distinct message), then rethrow for backoff. */
+  private async reportFailure(pass: Pass, err: unknown, progress: Progress): Promise<never> {
+    if (pass.signal.aborted || isAbortError(err)) throw err;
+    const { desired } = pass;
+    this.options.cache.invalidate(desired.hostName);
+    if (progress.step !== undefined) this.guard.failed(pass.key);
+    if (isProviderUnavailableError(err)) this.options.health.markUnavailable(err);
+    const reason = failureReason(err, progress.step);
+    const failure = { reason, message: failureMessage(err, progress.step, desired), terminal: isTerminalError(err) };
+    this.warnOnce(pass, failure);
+    const failuresInARow = this.countFailure(pass, progress.step === undefined ? 'observe' : stepName(progress.step), reason);
+    await this.report(pass, { observed: progress.observed, plan: progress.plan, failure, failuresInARow }).catch((writeErr: unknown) => {
+      pass.log.warn({ err: writeErr }, 'cannot write failure status');
+    });
+    throw err;
+  }
+
+  /** Report: writes the status these facts give when it changed, and tells `onReady` when the object turns Ready. */
+  private async report(pass: Pass, facts: PassFacts): Promise<void> {
+    const { key, desired, backend } = pass;
+    const previous: Status | undefined = backend.statusWriter.lastWritten(key);
+    const computed = computeStatus({
+      ...facts, d: desired, node: this.options.node, previous, now: new Date(this.clock.now()).toISOString(),
+      lastAction: this.lastActions.get(key), paused: pass.paused, snapshots: this.options.snapshotsOf?.(key),
+    });
+    const status = this.options.redactor === undefined ? computed : redactStatus(computed, this.options.redactor);
+    if (sameStatus(previous, status)) return;
+    this.options.metrics?.statusWrites.inc({ source: desired.source });
+    await backend.statusWriter.write(desired, status, pass.signal);
+    pass.log.debug({ phase: status.phase }, 'status written');
+    const readyNow = isReady(status, desired.generation);
+    const readyBefore = isReady(previous, desired.generation);
+    if (readyNow && !readyBefore) this.options.onReady?.(desired);
+  }
+
+  private warnOnce(pass: Pass, failure: Failure): void {
+    if (this.lastWarnings.get(pass.key) === failure.message) return;
+    this.lastWarnings.set(pass.key, failure.message);
+    this.record(pass, 'Warning', failure.reason, failure.message);
+  }
+
+  /** The one way events and audit entries leave the reconciler: through the Redactor. */
+  private record(pass: Pass, type: 'Normal' | 'Warning', reason: string, message: string): void {
+    pass.backend.recorder.record(pass.desired, type, reason, this.options.redactor?.text(message) ?? message);
+  }
+
+  /**
+   * The desired object with its spec.environmentFrom read (the Redactor learns every value), the
+   * object itself when it has none or is being deleted, or the failure to report (reason and
+   * message name the field).
+   */
+  private async resolveEnvironment(pass: Pass): Promise<{ target: Desired } | { failure: Failure }> {
+    const { desired, backend, signal } = pass;
+    const refs = desired.deleting === true ? [] : environmentReferences(desired.object);
+    if (refs.length === 0) return { target: desired };
     if (backend.environment === undefined) {
-      return { failure: { reason: 'PolicyDenied', message: `spec.environment.${refs[0]?.name ?? ''}: valueFrom is not supported by source ${backend.source.id}` } };
+      const message = `spec.environmentFrom.${refs[0]?.name ?? ''}: source ${backend.source.id} cannot read environment references`;
+      return { failure: { reason: 'PolicyDenied', message } };
     }
     try {
-      const values = await backend.environment.resolve(d, refs, signal);
+      const values = await backend.environment.resolve(desired, refs, signal);
       for (const value of Object.values(values)) this.options.redactor?.add(value);
-      return { target: { ...d, object: withEnvironmentValues(d.object, values) } };
+      return { target: { ...desired, object: withEnvironmentValues(desired.object, values) } };
     } catch (err) {
       if (signal.aborted || isAbortError(err)) throw err;
       if (isEnvironmentError(err)) return { failure: { reason: err.reason, message: err.message } };
-      return { failure: { reason: 'SecretUnavailable', message: `spec.environment: cannot read valueFrom: ${errorMessage(err)}` } };
+      return { failure: { reason: 'SecretUnavailable', message: `spec.environmentFrom: cannot read it: ${errorMessage(err)}` } };
     }
   }
 
-  private desiredOrTombstone(key: ObjectKey, backend: SourceBackend): { d: Desired; tombstone: boolean } | undefined {
-    const d = this.options.store.get(key);
-    if (d !== undefined) return { d, tombstone: false };
-    const tombstone = backend.records?.lastApplied(key);
-    if (tombstone === undefined) {
+  /** Drops what this reconciler keeps for `key` between passes. */
+  private forgetKey(key: ObjectKey): void {
+    this.lastActions.delete(key);
+    this.lastWarnings.delete(key);
+    this.failures.delete(key);
+    this.guard.forget(key);
+  }
+
+  /**
+   * Counts one more failed pass: the count goes on while the generation, the step and the reason
+   * stay the same, and starts again at 1 otherwise. Any pass that gets past its step clears it.
+   */
+  private countFailure(pass: Pass, step: string, reason: string): number {
+    const signature = `${pass.desired.generation}/${step}/${reason}`;
+    const last = this.failures.get(pass.key);
+    const count = last?.signature === signature ? last.count + 1 : 1;
+    this.failures.set(pass.key, { signature, count });
+    return count;
+  }
+
+  private desiredOrTombstone(key: ObjectKey, backend: SourceBackend): { desired: Desired; tombstone: boolean } | undefined {
+    const desired = this.options.store.get(key);
+    if (desired !== undefined) return { desired, tombstone: false };
+    const lastApplied = backend.records?.lastApplied(key);
+    if (lastApplied === undefined) {
       backend.records?.forget(key);
-      this.lastActions.delete(key);
-      this.lastWarnings.delete(key);
-      this.repeats.delete(key);
-      this.failures.delete(key);
+      this.forgetKey(key);
       return undefined;
     }
-    return { d: { ...tombstone, deleting: true }, tombstone: true };
+    return { desired: { ...lastApplied, deleting: true }, tombstone: true };
   }
 
-  /** Objects of `d`'s source that depend on it and may still have an instance (remembered). */
-  private dependentsPresent(d: Desired, backend: SourceBackend): string[] {
+  private checkDependencies(pass: Pass): DependencyCheck {
+    const statuses = pass.backend.statusWriter;
+    const ready = (dependency: Readonly<Desired>): boolean => isReady(statuses.lastWritten(dependency.key), dependency.generation);
+    return checkDependencies(pass.desired, (key) => this.options.store.get(key), ready);
+  }
+
+  /** Objects of `desired`'s source that depend on it and may still have an instance (remembered). */
+  private dependentsPresent(desired: Desired, backend: SourceBackend): string[] {
     const records = backend.records;
-    if (records === undefined) return dependentsOf(d, this.options.store.list());
-    const candidates: Desired[] = [];
+    const store = this.options.store;
+    if (records === undefined) return dependentsOf(desired, store.list());
     if (records.withDependencies !== undefined) {
       // Remembered objects with dependsOn as declared now (store) or as last applied (tombstones).
       const byKey = new Map<ObjectKey, Desired>();
-      for (const c of records.withDependencies()) byKey.set(c.key, this.options.store.get(c.key) ?? c);
-      const declaredWithDeps = this.options.store.list().filter((c) => c.object.spec.dependsOn !== undefined && !byKey.has(c.key));
-      if (declaredWithDeps.length > 0) {
+      for (const candidate of records.withDependencies()) byKey.set(candidate.key, store.get(candidate.key) ?? candidate);
+      const declaredWithDependencies = store.list()
+        .filter((candidate) => candidate.object.spec.dependsOn !== undefined && !byKey.has(candidate.key));
+      if (declaredWithDependencies.length > 0) {
         const remembered = new Set(records.keys());
-        for (const c of declaredWithDeps) if (remembered.has(c.key)) byKey.set(c.key, c);
+        for (const candidate of declaredWithDependencies) if (remembered.has(candidate.key)) byKey.set(candidate.key, candidate);
       }
-      return dependentsOf(d, [...byKey.values()]);
+      return dependentsOf(desired, [...byKey.values()]);
     }
-    for (const k of records.keys()) {
-      const c = this.options.store.get(k) ?? records.lastApplied(k);
-      if (c !== undefined) candidates.push(c);
+    const candidates: Desired[] = [];
+    for (const key of records.keys()) {
+      const candidate = store.get(key) ?? records.lastApplied(key);
+      if (candidate !== undefined) candidates.push(candidate);
     }
-    return dependentsOf(d, candidates);
+    return dependentsOf(desired, candidates);
   }
 
   /** The host policy's verdict on `d`, judged among every declared object. */
@@ -344,49 +493,40 @@ export class Reconciler {
     return status !== undefined && reason !== 'PolicyDenied' && reason !== 'QuotaExceeded';
   }
 
-  private async observe(d: Desired, signal: AbortSignal): Promise<ObservedInstance | undefined> {
-    const cached = this.options.cache.get(d.hostName);
+  private async observe(desired: Desired, signal: AbortSignal): Promise<ObservedInstance | undefined> {
+    const cached = this.options.cache.get(desired.hostName);
     if (cached !== undefined) return cached.instance;
     this.options.metrics?.providerCalls.inc({ provider: this.provider.name, method: 'observe' });
-    return this.provider.observe(d, signal);
+    return this.provider.observe(desired, signal);
   }
 
-  private async act(step: Step, d: Desired, observed: ObservedInstance | undefined, signal: AbortSignal): Promise<string | undefined> {
+  /** Calls the provider for `step`; resolves to the provider's note, if any. */
+  private async runStep(
+    step: Step, desired: Desired, observed: ObservedInstance | undefined, signal: AbortSignal,
+  ): Promise<string | undefined> {
     this.options.metrics?.providerCalls.inc({ provider: this.provider.name, method: step.op });
-    const need = (): ObservedInstance => {
-      if (observed === undefined) throw new Error(`cannot ${step.op} ${d.hostName}: it does not exist`);
+    const existing = (): ObservedInstance => {
+      if (observed === undefined) throw new Error(`cannot ${step.op} ${desired.hostName}: it does not exist`);
       return observed;
     };
     switch (step.op) {
-      case 'create': await this.provider.create(d, signal); return undefined;
-      case 'adopt': await this.provider.adopt(d, need(), signal); return undefined;
-      case 'update': await this.provider.update(d, step.changes, need(), signal); return `Updated ${step.changes.map((c) => c.path).join(', ')}`;
-      case 'setState': return (await this.provider.setState(d, step.to, need(), signal)) ?? undefined;
-      case 'reboot': return (await this.provider.setState(d, 'Running', need(), signal)) ?? undefined;
-      case 'delete': await this.provider.delete(d, signal); return undefined;
+      case 'create': await this.provider.create(desired, signal); return undefined;
+      case 'adopt': await this.provider.adopt(desired, existing(), signal); return undefined;
+      case 'update':
+        await this.provider.update(desired, step.changes, existing(), signal);
+        return `Updated ${step.changes.map((c) => c.path).join(', ')}`;
+      case 'setState': return (await this.provider.setState(desired, step.to, existing(), signal)) ?? undefined;
+      case 'reboot': return (await this.provider.setState(desired, 'Running', existing(), signal)) ?? undefined;
+      case 'delete': await this.provider.delete(desired, signal); return undefined;
       case 'restore': {
-        need();
+        existing();
         if (this.provider.restoreSnapshot === undefined) {
-          throw new TerminalError('SnapshotUnsupported', `cannot restore ${d.hostName}: provider ${this.provider.name} has no snapshots`);
+          throw new TerminalError('SnapshotUnsupported', `cannot restore ${desired.hostName}: provider ${this.provider.name} has no snapshots`);
         }
-        const outcome = await this.provider.restoreSnapshot(d, step.snapshot, signal);
+        const outcome = await this.provider.restoreSnapshot(desired, step.snapshot, signal);
         return `${outcome.note} (request ${step.request})`;
       }
     }
-  }
-
-  private async writeStatus(backend: SourceBackend, d: Desired, facts: Omit<StatusFacts, 'd' | 'node' | 'previous' | 'now'>, signal: AbortSignal): Promise<void> {
-    const previous: Status | undefined = backend.statusWriter.lastWritten(d.key);
-    const lastAction = this.lastActions.get(d.key);
-    const snapshots = this.options.snapshotsOf?.(d.key);
-    const computed = computeStatus({ ...facts, d, node: this.options.node, previous, ...(snapshots === undefined ? {} : { snapshots }), now: new Date().toISOString(), ...(lastAction === undefined ? {} : { lastAction }) });
-    const status = this.options.redactor === undefined ? computed : redactStatus(computed, this.options.redactor);
-    if (sameStatus(previous, status)) return;
-    this.options.metrics?.statusWrites.inc({ source: d.source });
-    await backend.statusWriter.write(d, status, signal);
-    const readyNow = status.conditions.find((c) => c.type === 'Ready')?.status === 'True';
-    const readyBefore = previous?.conditions.find((c) => c.type === 'Ready')?.status === 'True' && previous.observedGeneration === status.observedGeneration;
-    if (readyNow && !readyBefore) this.options.onReady?.(d);
   }
 }
 
@@ -395,22 +535,47 @@ function redactStatus(status: Status, redactor: Redactor): Status {
   return {
     ...status,
     conditions: status.conditions.map((c) => ({ ...c, message: redactor.text(c.message) })),
-    ...(status.details === undefined ? {} : { details: Object.fromEntries(Object.entries(status.details).map(([k, v]) => [k, redactor.text(v)])) }),
+    ...(status.details === undefined
+      ? {}
+      : { details: Object.fromEntries(Object.entries(status.details).map(([name, value]) => [name, redactor.text(value)])) }),
   };
 }
 
-/** Why changes to `d` are stopped, or undefined when they are not. */
-function pausedBy(d: Desired, backend: SourceBackend): string | undefined {
-  if (d.object.metadata.annotations?.[PAUSED_ANNOTATION] === 'true') return `annotation ${PAUSED_ANNOTATION}`;
+/** Why changes to `desired` are stopped, or undefined when they are not. */
+function pausedBy(desired: Desired, backend: SourceBackend): string | undefined {
+  if (desired.object.metadata.annotations?.[PAUSED_ANNOTATION] === 'true') return `annotation ${PAUSED_ANNOTATION}`;
   if (backend.policy?.paused === true) return `source ${backend.source.id} is paused`;
   return undefined;
 }
 
-/** Why the instance of `d`, which left its source, must not be deleted; undefined: prune it. */
-function pruneDisabledBy(d: Desired, backend: SourceBackend): string | undefined {
-  if (d.object.metadata.annotations?.[PRUNE_ANNOTATION] === 'disabled') return `annotation ${PRUNE_ANNOTATION}: disabled`;
+/** Why the instance of `desired`, which left its source, must not be deleted; undefined: prune it. */
+function pruneDisabledBy(desired: Desired, backend: SourceBackend): string | undefined {
+  if (desired.object.metadata.annotations?.[PRUNE_ANNOTATION] === 'disabled') return `annotation ${PRUNE_ANNOTATION}: disabled`;
   if (backend.policy?.prune === false) return `source ${backend.source.id} does not prune`;
   return undefined;
+}
+
+/** The spec error in spec.dependsOn (a loop, a missing object), or undefined when there is none. */
+function dependencyFailure(check: DependencyCheck): Failure | undefined {
+  if (check.cycle !== undefined) return { reason: 'DependencyCycle', message: `spec.dependsOn forms a cycle: ${check.cycle.join(' -> ')}` };
+  if (check.missing.length > 0) {
+    return { reason: 'DependencyNotFound', message: `spec.dependsOn names ${check.missing.join(', ')}, which the source does not declare` };
+  }
+  return undefined;
+}
+
+/** The status reason of a failed pass: the terminal error's own, the provider's absence, or the step that failed. */
+function failureReason(err: unknown, step: Step | undefined): string {
+  if (isTerminalError(err)) return err.reason;
+  if (isProviderUnavailableError(err)) return 'ProviderUnavailable';
+  if (step === undefined) return 'ObserveFailed';
+  return FAILURE_REASON[stepName(step)] ?? 'ReconcileError';
+}
+
+/** The status message of a failed pass: what could not be done, and the tool's own words. */
+function failureMessage(err: unknown, step: Step | undefined, desired: Desired): string {
+  if (step === undefined) return `cannot observe ${desired.hostName}: ${errorMessage(err)}`;
+  return `cannot ${describeStep(step, desired).toLowerCase()}: ${errorMessage(err)}`;
 }
 
 /**
@@ -427,14 +592,19 @@ function announces(step: Step, status: Status | undefined, generation: number): 
   return step.op === 'create' || !current.some((c) => c.type === 'Reconciling' && c.status === 'True');
 }
 
-/** Ready for its current generation: what a dependent waits for. */
+/** Ready for `generation`: what a dependent waits for, and what onReady fires on. */
 function isReady(status: Status | undefined, generation: number): boolean {
   const ready = status?.conditions.find((c) => c.type === 'Ready');
   return ready?.status === 'True' && status?.observedGeneration === generation;
 }
 
-function describeStep(step: Step, d: Desired): string {
-  const what = `${d.object.kind === 'Container' ? 'container' : 'domain'} ${d.hostName}`;
+function driftedCondition(status: Status | undefined): Status['conditions'][number] | undefined {
+  return status?.conditions.find((c) => c.type === 'Drifted');
+}
+
+/** A step in words for events and messages ("Set domain web to Running"). */
+function describeStep(step: Step, desired: Desired): string {
+  const what = `${desired.object.kind === 'Container' ? 'container' : 'domain'} ${desired.hostName}`;
   switch (step.op) {
     case 'create': return `Create ${what}`;
     case 'adopt': return `Adopt ${what}`;

@@ -20,6 +20,7 @@ import type { StoreReader } from '../store/desired-store.js';
 import type { Desired } from '../store/desired.js';
 import { snapshotsToKeep } from './snapshot-retention.js';
 
+/** What the SnapshotScheduler works with: provider, store, clock, and where it records. */
 export interface SnapshotSchedulerOptions {
   readonly store: StoreReader;
   readonly provider: Provider;

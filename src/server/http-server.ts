@@ -31,6 +31,7 @@ import type { WatchStream } from './watch-stream.js';
 import type { DashboardApi } from './dashboard-api.js';
 import type { DashboardAssets } from './dashboard-assets.js';
 
+/** One /readyz check: its name, whether it gates readiness, and how to run it. */
 export interface ReadinessCheck {
   readonly name: string;
   /** Whether readiness depends on it; informational checks (a provider that is down) never fail /readyz. */
@@ -38,6 +39,7 @@ export interface ReadinessCheck {
   check(): { ok: boolean; detail?: string };
 }
 
+/** Where the HTTP server listens and what it serves. */
 export interface HttpServerOptions {
   readonly host: string;
   readonly port: number;
@@ -82,6 +84,7 @@ export function bearerMatches(header: string | undefined, token: string): boolea
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
+/** Serves /healthz, /readyz, /metrics and the read API on loopback by default; `close` stops it. */
 export class HttpServer {
   private readonly server: Server;
   /** Every route needs the token: the server is reachable from other machines. */

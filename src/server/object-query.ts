@@ -7,6 +7,7 @@ import { redactSpec } from '../api/v1alpha1/redact-object.js';
 import type { Status } from '../api/v1alpha1/types.js';
 import type { ObjectRow } from '../state/state-db.js';
 
+/** Filters and paging of the objects API. */
 export interface ObjectQuery {
   readonly kind?: Kind;
   readonly namespace?: string;
@@ -17,6 +18,7 @@ export interface ObjectQuery {
   readonly continueToken?: string;
 }
 
+/** One page of objects and the token of the next. */
 export interface ObjectPage {
   readonly items: readonly ObjectRow[];
   /** Present when more items follow. */
@@ -39,10 +41,12 @@ export function parseLabelSelector(selector: string): LabelTest[] {
   });
 }
 
+/** The opaque continue token that resumes a listing after `key`. */
 export function encodeContinue(key: string): string {
   return Buffer.from(key, 'utf8').toString('base64url');
 }
 
+/** The key a continue token resumes after; throws on a token this server did not make. */
 export function decodeContinue(token: string): string {
   const key = Buffer.from(token, 'base64url').toString('utf8');
   if (key.split('/').length !== 4) throw new Error('cannot use the continue token: it is not one this server gave out');
@@ -78,7 +82,7 @@ export function rowToObject(r: ObjectRow): Record<string, unknown> {
       ...(object?.metadata.annotations === undefined ? {} : { annotations: object.metadata.annotations }),
       ...(r.desired?.origin === undefined ? {} : { annotations: { ...(object?.metadata.annotations ?? {}), 'hyperlet.io/source': `${r.source}:${r.desired.origin.file}` } }),
     },
-    // Environment values are never shown: keys and valueFrom references are (api/v1alpha1/redact-object.ts).
+    // Environment values are never shown: keys and environmentFrom references are (api/v1alpha1/redact-object.ts).
     spec: redactSpec(object?.spec ?? {}),
     ...(status === undefined ? {} : { status }),
   };

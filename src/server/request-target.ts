@@ -8,6 +8,7 @@
 /** Longest request target served (Kubernetes' API server allows about the same). */
 export const MAX_TARGET_CHARS = 4096;
 
+/** A request target parsed: its path, segments and query, or the HTTP status and error refusing it. */
 export type RequestTarget =
   | { readonly ok: true; readonly path: string; readonly segments: readonly string[]; readonly query: URLSearchParams }
   | { readonly ok: false; readonly status: 400 | 414; readonly error: string };

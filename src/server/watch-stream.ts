@@ -20,6 +20,7 @@ import type { ObjectEvent, ObjectEvents } from '../reconcile/object-events.js';
 import { type Clock, systemClock } from '../shared/clock.js';
 import { type ObjectViews, namesMatch, viewMatches } from './object-view.js';
 
+/** What the watch endpoint streams from and how it bounds slow clients. */
 export interface WatchStreamOptions {
   readonly events: ObjectEvents;
   readonly views: ObjectViews;
@@ -48,6 +49,7 @@ for (const [kind, k] of Object.entries(KINDS) as [Kind, (typeof KINDS)[Kind]][])
   for (const alias of [kind, kind.toLowerCase(), k.plural, k.singular, ...k.shortNames]) KIND_NAMES.set(alias, kind);
 }
 
+/** Serves GET /api/v1/watch as Server-Sent Events (see the module comment). */
 export class WatchStream {
   private clients = 0;
   private readonly clock: Clock;

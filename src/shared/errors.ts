@@ -27,8 +27,11 @@ export class ConflictError extends Error {
 const branded = (err: unknown, brand: string): boolean =>
   typeof err === 'object' && err !== null && (err as Record<string, unknown>)[brand] === true;
 
+/** Whether `err` is a TerminalError (by brand, across module copies). */
 export const isTerminalError = (err: unknown): err is TerminalError => branded(err, 'isTerminalError');
+/** Whether `err` is a ConflictError (by brand, across module copies). */
 export const isConflictError = (err: unknown): err is ConflictError => branded(err, 'isConflictError');
+/** Whether `err` is an abort (an AbortSignal fired): not a failure, nothing to report. */
 export const isAbortError = (err: unknown): boolean =>
   typeof err === 'object' && err !== null && (err as { name?: unknown }).name === 'AbortError';
 

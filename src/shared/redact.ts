@@ -4,11 +4,11 @@
  * rule; api/v1alpha1/redact-object.ts applies the same rule to objects and flattened fields.
  *
  * - Where an object or its fields are shown (HTTP read API, `hyperlet get/describe/diff`),
- *   environment keys stay and literal values become REDACTED; references (valueFrom) are shown,
- *   they are not secret.
+ *   environment keys stay and values become REDACTED; spec.environmentFrom (where values are
+ *   read from) is shown, it is not secret.
  * - Every line of free text that leaves the process (logs, Events, the audit log, condition
  *   messages, HTTP responses) goes through `Redactor.text`: URL userinfo becomes REDACTED, and so
- *   does every secret value the daemon has read (valueFrom), raw or as escaped in JSON.
+ *   does every secret value the daemon has read (spec.environmentFrom), raw or as escaped in JSON.
  *
  * Caveats: a secret shorter than MIN_SECRET_CHARS is not searched for in free text (it would
  * blank out unrelated words); structured output still never shows it.

@@ -25,3 +25,36 @@ export function stripTerminalControls(text: string): string {
 export function terminalCell(text: string): string {
   return stripTerminalControls(text).replace(/\r?\n|\t/g, ' ');
 }
+
+/**
+ * stripTerminalControls for a stream: bytes in, safe text out. A UTF-8 character or an escape
+ * sequence cut by a chunk boundary is held back until the next chunk completes it (at most
+ * MAX_HELD_CHARS, so a lone ESC never holds the stream).
+ */
+export class TerminalFilter {
+  private readonly decoder = new TextDecoder('utf-8');
+  private held = '';
+
+  /** The safe text of `chunk` (and of what was held back before it). */
+  push(chunk: Uint8Array): string {
+    let text = this.held + this.decoder.decode(chunk, { stream: true });
+    this.held = '';
+    // eslint-disable-next-line no-control-regex
+    const tail = /(?:\u001b(?:\[[0-?]*[ -/]*|[\]PX^_][^\u0007\u001b]*|\u001b?)?|\u001b[\]PX^_][^\u0007]*\u001b)$/.exec(text);
+    if (tail !== null && tail[0].length <= MAX_HELD_CHARS) {
+      this.held = tail[0];
+      text = text.slice(0, tail.index);
+    }
+    return stripTerminalControls(text);
+  }
+
+  /** What is left at the end of the stream. */
+  end(): string {
+    const text = this.held + this.decoder.decode();
+    this.held = '';
+    return stripTerminalControls(text);
+  }
+}
+
+/** Longest unfinished escape sequence held back between chunks. */
+const MAX_HELD_CHARS = 256;

@@ -20,10 +20,13 @@ import { type FileLoad, type LoadedObject, listManifestFiles, loadFile, makeProb
 import type { Source } from './source.js';
 import type { SourceProblem } from '../store/source-problem.js';
 import type { StoreWriter } from '../store/desired-store.js';
+import type { Clock } from '../shared/clock.js';
+import { systemClock } from '../shared/clock.js';
 
 /** Assigns the stable id and generation of a key (the state DB does it for dir and git sources). */
 export type Identify = (key: ObjectKey, parts: { source: string; kind: Kind; namespace: string; name: string }, specHash: string) => { id: string; generation: number };
 
+/** The watched directory and how changes in it are debounced and confirmed. */
 export interface DirSourceOptions {
   readonly id?: string;
   readonly path: string;
@@ -33,6 +36,8 @@ export interface DirSourceOptions {
   readonly logger: Logger;
   /** Quiet time before a burst of file events is read (default 300 ms). */
   readonly debounceMs?: number;
+  /** Time for the debounce and the removal grace (default: the system clock). */
+  readonly clock?: Clock;
   /**
    * How long an object must stay gone from every file before it is removed (default 1 s), so an
    * object moved between files by two separate writes never reads as a deletion.
@@ -76,6 +81,7 @@ export function mergeFileLoad(source: string, load: FileLoad, previous: readonly
   return { objects, problems: load.problems };
 }
 
+/** Desired objects from the YAML files under a directory, watched with chokidar; a file turned invalid keeps its last valid objects. */
 export class DirSource implements Source {
   readonly id: string;
   readonly description: string;
@@ -85,14 +91,16 @@ export class DirSource implements Source {
   private aggregateProblems: readonly SourceProblem[] = [];
   private published = new Map<ObjectKey, Desired>();
   private readonly vanishedAtMs = new Map<ObjectKey, number>();
-  private graceTimer: NodeJS.Timeout | undefined;
-  private timer: NodeJS.Timeout | undefined;
+  private graceTimer: unknown;
+  private timer: unknown;
+  private readonly clock: Clock;
   private watcher: FSWatcher | undefined;
   private store: StoreWriter | undefined;
   private running: Promise<void> = Promise.resolve();
 
   constructor(private readonly options: DirSourceOptions) {
     this.id = options.id ?? 'dir';
+    this.clock = options.clock ?? systemClock;
     this.root = resolve(options.path);
     this.description = `dir:${options.path}`;
   }
@@ -137,13 +145,13 @@ export class DirSource implements Source {
 
   private schedule(path: string): void {
     this.dirty.add(path);
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => void this.flush(), this.options.debounceMs ?? 300);
+    this.clock.clearTimeout(this.timer);
+    this.timer = this.clock.setTimeout(() => void this.flush(), this.options.debounceMs ?? 300);
   }
 
   private async stop(): Promise<void> {
-    clearTimeout(this.timer);
-    clearTimeout(this.graceTimer);
+    this.clock.clearTimeout(this.timer);
+    this.clock.clearTimeout(this.graceTimer);
     await this.watcher?.close();
   }
 
@@ -208,7 +216,7 @@ export class DirSource implements Source {
 
   /** Keeps objects that just disappeared in `byKey` until their grace period ends. */
   private holdVanished(byKey: Map<ObjectKey, Desired>): void {
-    const now = Date.now();
+    const now = this.clock.now();
     const graceMs = this.options.removalGraceMs ?? 1_000;
     for (const key of this.vanishedAtMs.keys()) if (byKey.has(key)) this.vanishedAtMs.delete(key);
     let nextDueMs: number | undefined;
@@ -224,8 +232,8 @@ export class DirSource implements Source {
       nextDueMs = Math.min(nextDueMs ?? Infinity, since + graceMs);
     }
     if (nextDueMs !== undefined) {
-      clearTimeout(this.graceTimer);
-      this.graceTimer = setTimeout(() => void this.flush(), Math.max(0, nextDueMs - now) + 10);
+      this.clock.clearTimeout(this.graceTimer);
+      this.graceTimer = this.clock.setTimeout(() => void this.flush(), Math.max(0, nextDueMs - now) + 10);
     }
   }
 }

@@ -1,5 +1,5 @@
 /**
- * The EnvironmentResolver of dir and git sources: `valueFrom.file` from the host's secrets
+ * The EnvironmentResolver of dir and git sources: environmentFrom `file` from the host's secrets
  * directory (secret-file.ts). Secrets then live on the host, put there by its operator, never
  * in the directory or repository the objects come from.
  */
@@ -9,6 +9,7 @@ import type { Desired } from '../store/desired.js';
 import { readSecretFile } from './secret-file.js';
 import type { EnvironmentResolver } from '../reconcile/backend.js';
 
+/** Reads valueFrom.file references from the secrets directory only; throws EnvironmentError naming the field. */
 export class FileEnvironmentResolver implements EnvironmentResolver {
   /** `secretsDir`: --secrets-dir, the only directory secret files are read from. */
   constructor(private readonly secretsDir: string) {}
@@ -17,9 +18,9 @@ export class FileEnvironmentResolver implements EnvironmentResolver {
     const values: Record<string, string> = {};
     for (const ref of refs) {
       signal.throwIfAborted();
-      const field = `spec.environment.${ref.name}`;
+      const field = `spec.environmentFrom.${ref.name}`;
       if (ref.source.file === undefined) {
-        throw new EnvironmentError('PolicyDenied', `${field}: valueFrom.secretKeyRef needs the kube source; dir and git sources read valueFrom.file from ${this.secretsDir}`);
+        throw new EnvironmentError('PolicyDenied', `${field}: secretKeyRef needs the kube source; dir and git sources read {file: PATH} from ${this.secretsDir}`);
       }
       values[ref.name] = await readSecretFile(this.secretsDir, ref.source.file, field);
     }

@@ -29,6 +29,8 @@ import { redactUrlCredentials } from '../shared/redact.js';
 import { type FileLoad, type LoadedObject, MAX_FILE_BYTES, dropDuplicates, isManifestPath, loadBytes, makeProblem } from './manifest-loader.js';
 import type { Source, SourceRevisionState } from './source.js';
 import type { SourceProblem } from '../store/source-problem.js';
+import type { Clock } from '../shared/clock.js';
+import { systemClock } from '../shared/clock.js';
 import type { StoreWriter } from '../store/desired-store.js';
 
 /** Why the newest revision is not the one in force. */
@@ -49,6 +51,7 @@ export interface GitSourceState {
   readonly appliedKeys?: readonly string[];
 }
 
+/** The repository, branch, path and polling of one git source. */
 export interface GitSourceOptions {
   readonly id: string;
   /** URL[#BRANCH][//SUBDIR] */
@@ -70,6 +73,8 @@ export interface GitSourceOptions {
   readonly maxPruneShare?: number;
   /** Revisions (full or at least 7 hex digits) the user confirmed despite a rewrite or the prune limit. */
   readonly confirm?: readonly string[];
+  /** Time for the poll timer and fetch timestamps (default: the system clock). */
+  readonly clock?: Clock;
 }
 
 interface CommitLoad {
@@ -80,6 +85,7 @@ interface CommitLoad {
 
 const short = (revision: string | undefined): string => (revision === undefined ? '-' : revision.slice(0, 12));
 
+/** Desired objects from one Git branch, polled and applied a whole commit at a time (see the module comment). */
 export class GitSource implements Source {
   readonly id: string;
   readonly description: string;
@@ -97,7 +103,8 @@ export class GitSource implements Source {
   private attemptBlock: GitSourceState['blocked'];
   private fetchError: GitSourceState['blocked'];
   private running: Promise<void> = Promise.resolve();
-  private timer: NodeJS.Timeout | undefined;
+  private timer: unknown;
+  private readonly clock: Clock;
   private firstPoll = true;
   private stopped = false;
   private persisted = '';
@@ -110,6 +117,7 @@ export class GitSource implements Source {
 
   constructor(private readonly options: GitSourceOptions) {
     this.id = options.id;
+    this.clock = options.clock ?? systemClock;
     this.location = parseGitLocation(options.location);
     // Credentials in the URL are used for fetching only: everything shown or stored says REDACTED.
     this.shownLocation = redactUrlCredentials(formatGitLocation(this.location));
@@ -183,19 +191,18 @@ export class GitSource implements Source {
 
   private schedule(): void {
     if (this.stopped) return;
-    this.timer = setTimeout(() => void this.poll().finally(() => this.schedule()), this.options.intervalMs ?? 30_000);
-    this.timer.unref();
+    this.timer = this.clock.setTimeout(() => void this.poll().finally(() => this.schedule()), this.options.intervalMs ?? 30_000);
   }
 
   private stop(): void {
     this.stopped = true;
-    clearTimeout(this.timer);
+    this.clock.clearTimeout(this.timer);
   }
 
   private async pollOnce(): Promise<void> {
     if (this.stopped) return;
     this.stats.polls++;
-    const at = new Date().toISOString();
+    const at = new Date(this.clock.now()).toISOString();
     try {
       // A first fetch is a whole clone: give it longer than a local git call.
       await this.repo.fetch(this.location.url, this.location.branch, this.options.timeoutMs ?? 300_000);

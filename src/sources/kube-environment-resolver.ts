@@ -1,7 +1,7 @@
 /**
- * The EnvironmentResolver of the kube source: `valueFrom.secretKeyRef` read from a Secret in the
+ * The EnvironmentResolver of the kube source: environmentFrom `secretKeyRef` read from a Secret in the
  * object's own namespace, at every reconcile (a rotated Secret reaches the container at its next
- * restart, as the update policy allows). `valueFrom.file` is refused: the host's files are the
+ * restart, as the update policy allows). `file` is refused: the host's files are the
  * host operator's, not a namespace's.
  */
 import { EnvironmentError, type EnvironmentReference, checkedEnvironmentValue } from '../api/v1alpha1/environment.js';
@@ -10,6 +10,7 @@ import { apiMessage, statusCodeOf } from '../kube/kube-client.js';
 import type { SecretReader } from '../kube/kube-secret-reader.js';
 import type { EnvironmentResolver } from '../reconcile/backend.js';
 
+/** Reads valueFrom.secretKeyRef references from Secrets in the object's namespace; throws EnvironmentError naming the field. */
 export class KubeEnvironmentResolver implements EnvironmentResolver {
   constructor(private readonly secrets: SecretReader) {}
 
@@ -17,10 +18,10 @@ export class KubeEnvironmentResolver implements EnvironmentResolver {
     const namespace = d.object.metadata.namespace;
     const values: Record<string, string> = {};
     for (const ref of refs) {
-      const field = `spec.environment.${ref.name}`;
+      const field = `spec.environmentFrom.${ref.name}`;
       const selector = ref.source.secretKeyRef;
       if (selector === undefined) {
-        throw new EnvironmentError('PolicyDenied', `${field}: valueFrom.file is read for dir and git sources only; in Kubernetes use valueFrom.secretKeyRef`);
+        throw new EnvironmentError('PolicyDenied', `${field}: {file: PATH} is read for dir and git sources only; in Kubernetes use secretKeyRef`);
       }
       const what = `Secret ${namespace}/${selector.name}`;
       let got;

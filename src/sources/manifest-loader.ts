@@ -18,6 +18,7 @@ export const MAX_FILE_BYTES = 1024 * 1024;
 export const MAX_DOCUMENT_NODES = 100_000;
 const MANIFEST_EXTENSIONS = /\.(ya?ml|json)$/i;
 
+/** One valid object read from a manifest, with where it was declared. */
 export interface LoadedObject {
   readonly file: string;
   /** 1-based index of the document in its file. */
@@ -25,6 +26,7 @@ export interface LoadedObject {
   readonly object: HyperletObject;
 }
 
+/** What one manifest file gave: its valid objects and its problems. */
 export interface FileLoad {
   readonly file: string;
   readonly objects: readonly LoadedObject[];
@@ -40,6 +42,7 @@ export function problemLine(p: Omit<SourceProblem, 'line'>): string {
   return `${where} ${what}: ${p.path === undefined || p.path === '' ? '' : `${p.path}: `}${p.message}`;
 }
 
+/** A source problem with its one-line summary filled in. */
 export function makeProblem(p: Omit<SourceProblem, 'line'> & { message: string }): SourceProblem {
   return { ...p, line: problemLine(p) };
 }

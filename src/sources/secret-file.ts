@@ -1,5 +1,5 @@
 /**
- * Reads a secret file for `valueFrom.file` (dir and git sources): the one check of where such a
+ * Reads a secret file for `environmentFrom: {NAME: {file: PATH}}` (dir and git sources): the one check of where such a
  * file may be. Until the host policy (src/policy/) owns it, the allowed place is one directory,
  * `--secrets-dir` (default /etc/hyperlet/secrets), owned by the host operator.
  *
@@ -28,12 +28,12 @@ function inside(parent: string, child: string): boolean {
 
 /**
  * The value in secret file `requested` (relative to `secretsDir`, or absolute inside it) for
- * `field` (spec.environment.NAME). Throws EnvironmentError: SecretNotFound when the file or the
+ * `field` (spec.environmentFrom.NAME). Throws EnvironmentError: SecretNotFound when the file or the
  * directory is missing, PolicyDenied for a path outside the directory (`..`, a symlink leading
  * out), anything but a regular file, or contents too big or not one line of UTF-8 text.
  */
 export async function readSecretFile(secretsDir: string, requested: string, field: string): Promise<string> {
-  const where = `valueFrom.file ${JSON.stringify(requested)}`;
+  const where = `file ${JSON.stringify(requested)}`;
   const deny = (rule: string): never => { throw new EnvironmentError('PolicyDenied', `${field}: ${where} ${rule}`); };
   if (requested.split('/').includes('..')) deny(`must not contain ".." (secret files are read from ${secretsDir} only)`);
   let root: string;

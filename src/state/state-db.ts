@@ -17,6 +17,8 @@ import { failpoint } from '../shared/failpoint.js';
 import type { Desired } from '../store/desired.js';
 import type { ObjectKey } from '../store/object-key.js';
 import type { SourceProblem } from '../store/source-problem.js';
+import type { Clock } from '../shared/clock.js';
+import { systemClock } from '../shared/clock.js';
 import { type StateDirResult, secureStateDir, secureStateFile, tightenIfPresent } from './state-dir.js';
 
 const MIGRATIONS: readonly string[] = [
@@ -107,6 +109,7 @@ export interface OutboxEntry {
   readonly body: string;
 }
 
+/** One object as the state DB keeps it: identity, status, last desired and last applied forms. */
 export interface ObjectRow {
   readonly key: ObjectKey;
   readonly source: string;
@@ -124,6 +127,7 @@ export interface ObjectRow {
   readonly updatedAt: string;
 }
 
+/** One audit log entry: what hyperlet did to an object, when, and how it went. */
 export interface AuditEntry {
   readonly seq: number;
   readonly at: string;
@@ -139,11 +143,13 @@ interface RawObjectRow {
   generation: number; spec_hash: string; object: string | null; applied: string | null; status: string | null; created_at: string; updated_at: string;
 }
 
+/** The embedded SQLite state DB of dir and git mode (see the module comment for what it keeps and when it writes). */
 export class StateDb {
   private readonly db: Database.Database;
   private readonly statements: ReturnType<StateDb['prepare']>;
   private pending: (() => void)[] = [];
-  private flushTimer: NodeJS.Timeout | undefined;
+  private flushTimer: unknown;
+  private readonly clock: Clock;
   private identities: Map<string, { id: string; generation: number; specHash: string }> | undefined;
   private readonly rememberedAs = new Map<string, string>();
 
@@ -153,9 +159,10 @@ export class StateDb {
   /**
    * Opens (creating when needed) the DB at `path` and runs pending migrations. `readonly` opens
    * without writing. Writable: the directory is made 0700 and the DB files 0600 first
-   * (state-dir.ts); throws when that cannot be done.
+   * (state-dir.ts); throws when that cannot be done. `clock` stamps rows and times the write-behind.
    */
-  constructor(path: string, options: { readonly?: boolean } = {}) {
+  constructor(path: string, options: { readonly?: boolean; clock?: Clock } = {}) {
+    this.clock = options.clock ?? systemClock;
     const writable = options.readonly !== true && path !== ':memory:';
     if (writable) {
       this.stateDir = secureStateDir(path);
@@ -234,7 +241,7 @@ export class StateDb {
   identify(key: ObjectKey, parts: { source: string; kind: string; namespace: string; name: string }, specHash: string): { id: string; generation: number } {
     this.identities ??= new Map(this.db.prepare<[], { key: string; id: string; generation: number; spec_hash: string }>('SELECT key, id, generation, spec_hash FROM objects').all()
       .map((r) => [r.key, { id: r.id, generation: r.generation, specHash: r.spec_hash }]));
-    const now = new Date().toISOString();
+    const now = this.isoNow();
     const known = this.identities.get(key);
     if (known === undefined) {
       const id = randomUUID();
@@ -262,7 +269,7 @@ export class StateDb {
 
   /** Stores `d`'s status together with the object it describes (what `hyperlet get` shows). */
   writeStatus(d: Desired, status: Status): void {
-    const now = new Date().toISOString();
+    const now = this.isoNow();
     this.defer(() => this.statements.setStatus.run({ key: d.key, status: JSON.stringify(status), object: JSON.stringify(d), now }));
   }
 
@@ -272,7 +279,7 @@ export class StateDb {
     if (this.rememberedAs.get(d.key) === fingerprint) return;
     this.flush();
     failpoint('state.remembering');
-    this.statements.setApplied.run({ key: d.key, applied: JSON.stringify(d), now: new Date().toISOString() });
+    this.statements.setApplied.run({ key: d.key, applied: JSON.stringify(d), now: this.isoNow() });
     failpoint('state.remembered');
     this.rememberedAs.set(d.key, fingerprint);
   }
@@ -293,7 +300,7 @@ export class StateDb {
 
   /** Appends one audit entry; entries are never changed or removed. */
   audit(key: string, type: string, action: string, result: string, message: string): void {
-    const at = new Date().toISOString();
+    const at = this.isoNow();
     this.defer(() => this.statements.audit.run(at, key, type, action, result, message));
   }
 
@@ -311,7 +318,7 @@ export class StateDb {
 
   /** Writes everything written behind so far, in one transaction. */
   flush(): void {
-    clearTimeout(this.flushTimer);
+    this.clock.clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
     if (this.pending.length === 0) return;
     const batch = this.pending;
@@ -319,9 +326,13 @@ export class StateDb {
     this.db.transaction(() => { for (const write of batch) write(); })();
   }
 
+  private isoNow(): string {
+    return new Date(this.clock.now()).toISOString();
+  }
+
   private defer(write: () => void): void {
     this.pending.push(write);
-    this.flushTimer ??= setTimeout(() => this.flush(), 10);
+    this.flushTimer ??= this.clock.setTimeout(() => this.flush(), 10);
   }
 
   /** Replaces the problems `source` reports. */
@@ -341,7 +352,7 @@ export class StateDb {
   /** Free-form per-source state (git: last applied and attempted revisions). */
   setSourceState(id: string, description: string, state: unknown): void {
     this.flush();
-    this.statements.setSource.run({ id, description, state: JSON.stringify(state), now: new Date().toISOString() });
+    this.statements.setSource.run({ id, description, state: JSON.stringify(state), now: this.isoNow() });
   }
 
   sourceState<T>(id: string): T | undefined {
@@ -387,7 +398,7 @@ export class StateDb {
 
   /** Records that `sink` has everything up to `seq`; on disk when it returns (a restart resumes after it). */
   setOutboxCursor(sink: string, seq: number): void {
-    this.statements.cursorSet.run({ sink, seq, now: new Date().toISOString() });
+    this.statements.cursorSet.run({ sink, seq, now: this.isoNow() });
   }
 
   /** Every sink's cursor. */

@@ -9,6 +9,7 @@ import type { ObjectKey } from '../store/object-key.js';
 import type { StateDb } from '../state/state-db.js';
 import type { EventType, ObjectRecords, Recorder, StatusWriter } from '../reconcile/backend.js';
 
+/** Status, records and audit entries of dir and git objects, kept in the state DB. */
 export class StateStatusWriter implements StatusWriter, ObjectRecords, Recorder {
   private readonly written = new Map<ObjectKey, Status>();
   private readonly remembered = new Set<ObjectKey>();

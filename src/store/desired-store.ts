@@ -15,14 +15,17 @@ export interface StoreWriter {
   replaceAll(source: string, objects: readonly Desired[]): void;
 }
 
+/** Read side of the desired store: what the reconcilers see. */
 export interface StoreReader {
   get(key: ObjectKey): Readonly<Desired> | undefined;
   list(): readonly Readonly<Desired>[];
   keys(): readonly ObjectKey[];
 }
 
+/** Called with the key of each object that was added, changed or removed. */
 export type ChangeListener = (key: ObjectKey) => void;
 
+/** The desired objects of every source, by key; notifies listeners only when an object really changed. */
 export class DesiredStore implements StoreWriter, StoreReader {
   private readonly objects = new Map<ObjectKey, { d: Desired; fingerprint: string }>();
   private readonly listeners: ChangeListener[] = [];

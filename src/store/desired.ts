@@ -5,6 +5,7 @@ import type { HyperletObject } from '../api/v1alpha1/types.js';
 import { hostNameFor } from '../api/v1alpha1/host-name.js';
 import type { ObjectKey } from './object-key.js';
 
+/** A desired object with its identity and hash, as every stage after its source sees it. */
 export interface Desired<K extends Kind = Kind> {
   readonly key: ObjectKey;
   /** The source id that declared it ("dir", "git-main", "kube"). */
@@ -33,10 +34,12 @@ export function canonicalJson(value: unknown): string {
       : v);
 }
 
+/** A short stable hash of `spec`, equal for equal specs whatever their key order. */
 export function specHashOf(spec: unknown): string {
   return createHash('sha256').update(canonicalJson(spec)).digest('hex').slice(0, 16);
 }
 
+/** The instance's name on the host for `object` (its namespace and name). */
 export function hostNameOf(object: HyperletObject): string {
   return hostNameFor(object.metadata.namespace, object.metadata.name);
 }

@@ -6,8 +6,10 @@
 import type { Kind } from '../api/v1alpha1/group.js';
 import { isKind } from '../api/v1alpha1/group.js';
 
+/** An object's key, "source/namespace/kind/name"; only objectKey() makes one. */
 export type ObjectKey = string & { readonly __brand: 'ObjectKey' };
 
+/** The parts of an object key. */
 export interface KeyParts {
   readonly source: string;
   readonly namespace: string;

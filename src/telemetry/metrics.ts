@@ -120,8 +120,10 @@ const HOST_GAUGES: readonly {
   },
 ];
 
-export type ReconcileOutcome = 'success' | 'requeue_after' | 'error' | 'terminal_error' | 'conflict';
+/** How a reconcile ended, as the hyperlet_reconcile_total result label (controller-runtime's values plus ours). */
+export type ReconcileOutcome = 'success' | 'requeue' | 'requeue_after' | 'error' | 'terminal_error' | 'conflict';
 
+/** The Prometheus registry and every metric hyperlet exports (controller-runtime's names). */
 export class Metrics {
   readonly registry = new Registry();
   private readonly depth = new Gauge({

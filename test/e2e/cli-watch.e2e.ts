@@ -83,7 +83,8 @@ describe('the CLI that watches: get -w, wait, completion, kubectl plugin', funct
     if (process.getuid?.() !== 0) throw new Error('needs root (LXC containers)');
     await access('/usr/share/lxc/templates/lxc-busybox').catch(() => { throw new Error('needs the LXC busybox template: run make host'); });
     tmp = await mkdtemp(join(tmpdir(), `hyperlet-ops-watch-${suffix}-`));
-    await chmod(tmp, 0o711); // unprivileged containers (mapped root) must reach the lxcpath below
+    // Unprivileged containers' mapped root must pass through the directories above their lxcpath.
+    await chmod(tmp, 0o711);
     manifests = join(tmp, 'manifests');
     lxcpath = join(tmp, 'lxc');
     statePath = join(tmp, 'state', 'state.db');

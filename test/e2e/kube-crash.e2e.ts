@@ -10,7 +10,7 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { access, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -120,6 +120,8 @@ describe('crash soak: kill -9 of a Kubernetes-mode agent during convergence and 
       throw new Error('the kube crash test needs lxc and the busybox template: run make host (lxc, lxc-templates, busybox-static)');
     });
     tmp = await mkdtemp(join(tmpdir(), 'hyperlet-kube-crash-'));
+    // Unprivileged containers' mapped root must pass through the directories above their lxcpath (as /var/lib is).
+    await chmod(tmp, 0o711);
     lxcpath = join(tmp, 'lxc');
     auditLog = join(tmp, 'audit.log');
     await writeFile(join(tmp, 'audit-policy.yaml'), AUDIT_POLICY);

@@ -9,9 +9,9 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { pino } from 'pino';
 import { Daemon } from '../../src/daemon/daemon.js';
 import { StateDb } from '../../src/state/state-db.js';
-import { silentLogger } from '../../src/telemetry/logger.js';
 
 const run = promisify(execFile);
 const NAME = `hyperlet-e2e-${process.pid}-daemon`;
@@ -35,6 +35,10 @@ async function waitFor(what: string, timeoutMs: number, check: () => Promise<boo
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+/** The daemon's log lines, parsed: the test counts the steps it logs. */
+const logLines: { msg?: string; key?: string; step?: string }[] = [];
+const logger = pino({ level: 'info' }, { write: (line: string) => { logLines.push(JSON.parse(line) as (typeof logLines)[number]); } });
 
 const domState = async (): Promise<string> => (await virsh('domstate', NAME).catch(() => 'missing\n')).trim();
 
@@ -66,7 +70,7 @@ describe('hyperlet run (dir source) with libvirt VMs', function () {
       sources: [{ type: 'dir', location: path.join(dir, 'manifests') }], statePath: path.join(dir, 'state.db'), lxcpath: '/nonexistent',
       libvirtUri: 'qemu:///system', kinds: ['VirtualMachine'], node: 'e2e', nodeFilter: false, resyncMs: 30_000,
       concurrency: 4, qps: 100, burst: 100, shutdownTimeoutMs: 30_000,
-    }, silentLogger());
+    }, logger);
     await daemon.start();
   });
 
@@ -94,6 +98,30 @@ describe('hyperlet run (dir source) with libvirt VMs', function () {
         db.close();
       }
     });
+  });
+
+  it('waits for a live memory change to take effect while the guest boots instead of hot-looping', async () => {
+    // The domain starts with maxMemory (256 MiB) and balloons down to 128 MiB once the guest's
+    // virtio_balloon driver loads, seconds into the boot; until then every observation differs.
+    const key = `dir/default/VirtualMachine/${NAME}`;
+    const ready = (): boolean => {
+      const db = new StateDb(path.join(dir, 'state.db'), { readonly: true });
+      try {
+        const status = db.listObjects().find((r) => r.key === key)?.status;
+        return status?.conditions.some((c) => c.type === 'Ready' && c.status === 'True') === true;
+      } finally {
+        db.close();
+      }
+    };
+    await waitFor('Ready=True once the balloon settled', 120_000, ready);
+    const db = new StateDb(path.join(dir, 'state.db'), { readonly: true });
+    const updates = db.auditFor(key, 10_000).filter((e) => e.action === 'Updated').length;
+    db.close();
+    const updateLines = logLines.filter((l) => l.msg === 'step done' && l.key === key && l.step === 'update').length;
+    // Backoff gives about log2(boot seconds) tries; before the fix it was one per pass (hundreds).
+    console.log(`      memory updates during boot: ${updates} audit entries, ${updateLines} step-done lines`);
+    expect(updates, 'Updated audit entries during boot').to.be.at.most(6);
+    expect(updateLines, '"step done" update log lines during boot').to.be.at.most(6);
   });
 
   it('puts back a domain destroyed behind its back within seconds', async () => {

@@ -8,7 +8,7 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { access, mkdir, mkdtemp, readdir, rm, unlink, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdir, mkdtemp, readdir, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -79,6 +79,8 @@ describe('crash soak: LXC (100 kill -9 at random instants, then exact convergenc
       throw new Error('the LXC soak needs the busybox template: run make host (lxc-templates, busybox-static)');
     });
     tmp = await mkdtemp(join(tmpdir(), 'hyperlet-lxc-soak-'));
+    // Unprivileged containers' mapped root must pass through the directories above their lxcpath (as /var/lib is).
+    await chmod(tmp, 0o711);
     manifests = join(tmp, 'manifests');
     lxcpath = join(tmp, 'lxc');
     await mkdir(manifests);

@@ -10,7 +10,7 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { access, mkdir, mkdtemp, readdir, rm, unlink, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdir, mkdtemp, readdir, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -37,7 +37,7 @@ describe('crash points: LXC provider and state DB (kill -9 exactly there, then r
     starts += 1;
     return DaemonProcess.start([
       '--source', `dir:${manifests}`, '--lxcpath', lxcpath, '--state', statePath, '--http', 'off',
-      '--kinds', 'Container', '--resync', '10s', '--log-level', 'info',
+      '--kinds', 'Container', '--resync', '10s', '--log-level', 'info', '--policy', join(tmp, 'policy.yaml'),
     ], join(tmp, `daemon-${starts}.log`), failpoints);
   }
 
@@ -75,11 +75,15 @@ describe('crash points: LXC provider and state DB (kill -9 exactly there, then r
       throw new Error('the LXC crash e2e test needs the busybox template: run make host (lxc-templates, busybox-static)');
     });
     tmp = await mkdtemp(join(tmpdir(), 'hyperlet-lxc-crash-'));
+    // Unprivileged containers' mapped root must pass through the directories above their lxcpath (as /var/lib is).
+    await chmod(tmp, 0o711);
     manifests = join(tmp, 'manifests');
     lxcpath = join(tmp, 'lxc');
     statePath = join(tmp, 'state', 'state.db');
     await mkdir(manifests);
     await mkdir(lxcpath);
+    // The adopt crash points need adoption, which the default host policy refuses.
+    await writeFile(join(tmp, 'policy.yaml'), 'apiVersion: hyperlet.io/v1alpha1\nkind: HostPolicy\ndefaults:\n  allow: {adoption: true}\n');
     end = new LxcEndState(lxcpath, statePath);
     const base = join(tmp, 'empty-net.conf');
     await writeFile(base, 'lxc.net.0.type = empty\n');

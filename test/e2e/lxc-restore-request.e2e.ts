@@ -8,7 +8,7 @@ import { expect } from 'chai';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { access, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -73,6 +73,8 @@ describe('hyperlet.io/restore-request with LXC (daemon as a child process)', fun
     if (process.getuid?.() !== 0) throw new Error('the LXC daemon e2e test needs root; run make test as root');
     await access(join(repoRoot, 'dist', 'src', 'cli', 'main.js')).catch(() => { throw new Error('dist/ is missing: run make build first'); });
     tmp = await mkdtemp(join(tmpdir(), 'hyperlet-restore-e2e-'));
+    // Unprivileged containers' mapped root must pass through the directories above their lxcpath (as /var/lib is).
+    await chmod(tmp, 0o711);
     lxcpath = join(tmp, 'lxc');
     statePath = join(tmp, 'state', 'state.db');
     await mkdir(join(tmp, 'manifests'));

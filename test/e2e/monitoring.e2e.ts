@@ -49,7 +49,8 @@ describe('monitoring: alert rules and dashboard', function () {
 
   before(async () => {
     tmp = await mkdtemp(join(tmpdir(), `hyperlet-ops-mon-${suffix}-`));
-    await chmod(tmp, 0o711); // unprivileged containers (mapped root) must reach the lxcpath below
+    // Unprivileged containers' mapped root must pass through the directories above their lxcpath.
+    await chmod(tmp, 0o711);
     lxcpath = join(tmp, 'lxc');
     await mkdir(lxcpath);
   });

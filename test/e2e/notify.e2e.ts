@@ -62,7 +62,8 @@ describe('notifications: outbox, retries and circuit breaker against real receiv
     if (process.getuid?.() !== 0) throw new Error('needs root (LXC containers)');
     await access('/usr/share/lxc/templates/lxc-busybox').catch(() => { throw new Error('needs the LXC busybox template: run make host'); });
     tmp = await mkdtemp(join(tmpdir(), `hyperlet-ops-notify-${suffix}-`));
-    await chmod(tmp, 0o711); // unprivileged containers (mapped root) must reach the lxcpath below
+    // Unprivileged containers' mapped root must pass through the directories above their lxcpath.
+    await chmod(tmp, 0o711);
     lxcpath = join(tmp, 'lxc');
     statePath = join(tmp, 'state', 'state.db');
     await mkdir(lxcpath);

@@ -14,7 +14,7 @@ export class MemoryBackend implements SourceBackend, StatusWriter, ObjectRecords
   writes = 0;
   /** Source-wide GitOps rules; tests set it. */
   policy: SourcePolicy | undefined;
-  /** Reads valueFrom references; tests set it (a FakeEnvironmentResolver). */
+  /** Reads spec.environmentFrom; tests set it (a FakeEnvironmentResolver). */
   environment: EnvironmentResolver | undefined;
   readonly source: Source;
   get statusWriter(): StatusWriter { return this; }

@@ -1,9 +1,10 @@
 /** The one JSON Schema of kind Container: ajv validates files with it and the CRD is generated from it. */
 import { API_VERSION } from './group.js';
 import {
-  type JsonSchema, IFNAME_PATTERN, MAC_PATTERN, absolutePath, commonSpecProperties, environmentValue, objectSchema, quantity,
+  type JsonSchema, IFNAME_PATTERN, MAC_PATTERN, SAFE_TEXT_PATTERN, absolutePath, commonSpecProperties, environmentSource, objectSchema, quantity,
 } from './schema-parts.js';
 
+/** JSON Schema of a Container spec: the one source of truth for validation and the CRD. */
 export const containerSpecSchema: JsonSchema = {
   type: 'object',
   additionalProperties: false,
@@ -47,10 +48,17 @@ export const containerSpecSchema: JsonSchema = {
       type: 'object',
       maxProperties: 256,
       propertyNames: { maxLength: 255, pattern: '^[A-Za-z_][A-Za-z0-9_]*$' },
-      additionalProperties: environmentValue,
-      description: 'Environment of the container\'s init. A value is text, or {valueFrom: {secretKeyRef: {name, key}}} (kube source: '
-        + 'a Secret in the object\'s namespace) or {valueFrom: {file: PATH}} (dir and git sources: a file in the host\'s secrets directory). '
-        + 'Values are never shown by hyperlet (keys are).',
+      additionalProperties: { type: 'string', maxLength: 4096, pattern: SAFE_TEXT_PATTERN },
+      description: 'Environment of the container\'s init. hyperlet never shows the values (keys are shown).',
+    },
+    environmentFrom: {
+      type: 'object',
+      maxProperties: 256,
+      propertyNames: { maxLength: 255, pattern: '^[A-Za-z_][A-Za-z0-9_]*$' },
+      additionalProperties: environmentSource,
+      description: 'More environment, each value read when the object is reconciled (valueFrom): {secretKeyRef: {name, key}} '
+        + 'from a Secret of the object\'s namespace (kube source) or {file: PATH} from the host\'s secrets directory (dir and git sources). '
+        + 'A name may not also be in environment.',
     },
     autostart: { type: 'boolean', default: false, description: 'Start the container when the host boots.' },
     privileged: {
@@ -66,4 +74,5 @@ export const containerSpecSchema: JsonSchema = {
   },
 };
 
+/** JSON Schema of a whole Container object (apiVersion, kind, metadata, spec). */
 export const containerSchema: JsonSchema = objectSchema('Container', API_VERSION, containerSpecSchema);

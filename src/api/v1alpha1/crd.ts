@@ -41,7 +41,13 @@ const celQuantity = (x: string): string => `(type(${x}) == int ? quantity(string
  */
 const CROSS_FIELD_RULES: Readonly<Record<Kind, Readonly<Record<string, readonly CelRule[]>>>> = {
   Container: {
-    '': [{ rule: 'has(self.template) != has(self.rootfs)', message: 'exactly one of template and rootfs must be set' }],
+    '': [
+      { rule: 'has(self.template) != has(self.rootfs)', message: 'exactly one of template and rootfs must be set' },
+      {
+        rule: '!has(self.environment) || !has(self.environmentFrom) || self.environmentFrom.all(k, !(k in self.environment))',
+        message: 'a name in environmentFrom must not also be in environment', fieldPath: '.environmentFrom',
+      },
+    ],
     'network[]': [{
       rule: "!has(self.type) || self.type != 'none' || (!has(self.bridge) && !has(self.hwaddr))",
       message: 'type none takes no bridge or hwaddr',
@@ -195,15 +201,6 @@ function toStructural(kind: Kind, node: JsonSchema, path: string): JsonSchema {
       if (typeof value === 'object' && value !== null) out.additionalProperties = toStructural(kind, value as JsonSchema, `${path}{}`);
     } else if (keyword === 'x-kubernetes-int-or-string') {
       out[keyword] = value;
-    } else if (keyword === 'x-environment-value') {
-      // Consumed with its anyOf below.
-    } else if (keyword === 'anyOf' && node['x-environment-value'] === true) {
-      // Text or {valueFrom: …}: a structural schema cannot say "string or object", so the node
-      // keeps what it is given. Nor can CEL check it: the API server declares no CEL type for an
-      // untyped node ("unable to convert structural schema to CEL declarations", kube-apiserver
-      // 1.33), nor for a map of them. The agent's validation checks values and keys, and reports
-      // a refused object as a source problem without acting on it.
-      out['x-kubernetes-preserve-unknown-fields'] = true;
     } else if (keyword === 'anyOf') {
       // Only int-or-string quantities use anyOf: the CRD form is anyOf [integer, string] with the
       // branch checks hoisted (pattern applies to strings only, minimum and maximum to numbers only).
@@ -220,8 +217,6 @@ function toStructural(kind: Kind, node: JsonSchema, path: string): JsonSchema {
       // pattern only and the agent's own validation reports an out-of-range size.
       if (!path.includes('[]')) rules.push(quantityRangeRule(value as { minimum: string; maximum: string }));
     } else if (keyword === 'propertyNames') {
-      // A map of untyped values has no CEL type (see x-environment-value): its keys are the agent's to check.
-      if ((node.additionalProperties as JsonSchema | undefined)?.['x-environment-value'] === true) continue;
       const names = value as { maxLength?: number; pattern?: string };
       const checks = [
         ...(names.maxLength !== undefined ? [`size(k) <= ${names.maxLength}`] : []),

@@ -1,31 +1,35 @@
 /**
- * Environment references (`valueFrom`): which entries of a spec are references, and the object
- * with them replaced by values. Reading the values is the sources' job (a Secret in kube mode, a
+ * Environment references (spec.environmentFrom, Kubernetes' `valueFrom`): which variables of a
+ * spec are read at reconcile time, and the object with them turned into plain environment. Reading the values is the sources' job (a Secret in kube mode, a
  * file under the secrets directory for dir and git); this file only knows the shapes.
  */
 import type { ContainerSpec, EnvironmentSource, HyperletObject } from './types.js';
 
-/** One `valueFrom` entry of spec.environment. */
+/** One entry of spec.environmentFrom. */
 export interface EnvironmentReference {
-  /** The variable name (the key in spec.environment). */
+  /** The variable name (the key in spec.environmentFrom). */
   readonly name: string;
   readonly source: EnvironmentSource;
 }
 
-/** The `valueFrom` entries of `object`'s environment, in key order; none for kinds without one. */
+/** The entries of `object`'s spec.environmentFrom, in name order; none for kinds without one. */
 export function environmentReferences(object: HyperletObject): EnvironmentReference[] {
   if (object.kind !== 'Container') return [];
-  const env = (object.spec as ContainerSpec).environment ?? {};
-  return Object.keys(env).sort().flatMap((name) => {
-    const value = env[name];
-    return typeof value === 'object' && value !== null ? [{ name, source: value.valueFrom }] : [];
+  const from = (object.spec as ContainerSpec).environmentFrom ?? {};
+  return Object.keys(from).sort().flatMap((name) => {
+    const source = from[name];
+    return source === undefined ? [] : [{ name, source }];
   });
 }
 
-/** `object` with each named entry of spec.environment replaced by its value; the input is not changed. */
+/**
+ * `object` with `values` (one per spec.environmentFrom entry) moved into spec.environment and
+ * environmentFrom gone: what the instance gets. The input is not changed.
+ */
 export function withEnvironmentValues(object: HyperletObject, values: Readonly<Record<string, string>>): HyperletObject {
-  if (object.kind !== 'Container' || Object.keys(values).length === 0) return object;
-  const spec = object.spec as ContainerSpec;
+  if (object.kind !== 'Container') return object;
+  const { environmentFrom: _references, ...spec } = object.spec as ContainerSpec;
+  if (_references === undefined) return object;
   const filled: HyperletObject<'Container'> = { ...(object as HyperletObject<'Container'>), spec: { ...spec, environment: { ...(spec.environment ?? {}), ...values } } };
   return filled;
 }
@@ -34,7 +38,7 @@ export function withEnvironmentValues(object: HyperletObject, values: Readonly<R
 export type EnvironmentErrorReason = 'SecretNotFound' | 'SecretUnavailable' | 'PolicyDenied';
 
 /**
- * A reference that cannot be resolved now. The message names the field (spec.environment.NAME)
+ * A reference that cannot be resolved now. The message names the field (spec.environmentFrom.NAME)
  * and the rule, never a value. Retrying may help (the Secret or file may appear).
  */
 export class EnvironmentError extends Error {
@@ -45,6 +49,7 @@ export class EnvironmentError extends Error {
   }
 }
 
+/** Whether `err` is an EnvironmentError (by brand, across module copies). */
 export function isEnvironmentError(err: unknown): err is EnvironmentError {
   return typeof err === 'object' && err !== null && (err as { isEnvironmentError?: unknown }).isEnvironmentError === true;
 }

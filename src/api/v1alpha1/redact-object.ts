@@ -1,14 +1,14 @@
 /**
- * The redaction rule of shared/redact.ts applied to objects: environment keys are shown, literal
- * values become REDACTED, references (valueFrom) are shown as written. Every place that shows an
+ * The redaction rule of shared/redact.ts applied to objects: environment keys are shown, values
+ * become REDACTED; spec.environmentFrom (where values are read from) is shown as written. Every place that shows an
  * object or a flattened field (HTTP read API, `hyperlet get/describe/diff`) goes through here.
  */
 import { REDACTED } from '../../shared/redact.js';
-import type { ContainerSpec, EnvironmentValue, HyperletObject } from './types.js';
+import type { ContainerSpec, HyperletObject } from './types.js';
 
-/** `env` with every text value replaced by REDACTED. */
-export function redactEnvironment(env: Readonly<Record<string, EnvironmentValue>>): Record<string, EnvironmentValue> {
-  return Object.fromEntries(Object.entries(env).map(([k, v]) => [k, typeof v === 'string' ? REDACTED : v]));
+/** `env` with every value replaced by REDACTED. */
+export function redactEnvironment(env: Readonly<Record<string, unknown>>): Record<string, string> {
+  return Object.fromEntries(Object.keys(env).map((k) => [k, REDACTED]));
 }
 
 /** A copy of `spec` (of any kind) that is safe to show. */
@@ -29,7 +29,7 @@ type FieldValue = string | number | boolean | null | undefined;
 export function redactFieldValue(path: string, value: FieldValue): FieldValue {
   if (path !== 'environment' || typeof value !== 'string') return value;
   try {
-    return JSON.stringify(redactEnvironment(JSON.parse(value) as Record<string, EnvironmentValue>));
+    return JSON.stringify(redactEnvironment(JSON.parse(value) as Record<string, unknown>));
   } catch {
     return REDACTED;
   }

@@ -5,6 +5,7 @@
  */
 import { QUANTITY_PATTERN } from './quantity.js';
 
+/** A JSON Schema document or fragment, as ajv and the CRD generator take it. */
 export type JsonSchema = Record<string, unknown>;
 
 /** DNS-1123 label: lowercase alphanumerics and '-', starting and ending alphanumeric, at most 63. */
@@ -26,46 +27,40 @@ export const SECRET_KEY_PATTERN = '^[-._a-zA-Z0-9]+$';
 export const SECRET_FILE_PATTERN = '^[^\\u0000-\\u001f\\u007f]+$';
 
 /**
- * One environment value: text, or a reference resolved when the object is reconciled, so the
- * secret itself never sits in the object, in Git or in the state DB. `x-environment-value` tells
- * validate.ts and crd.ts that this anyOf is the text-or-reference union.
+ * Where one environment value comes from (Kubernetes' EnvVarSource, the part under `valueFrom`):
+ * exactly one of a Secret key (kube source) and a file of the host's secrets directory (dir and
+ * git sources). Read when the object is reconciled, so the secret never sits in the object, in
+ * Git or in the state DB.
  */
-export const environmentValue: JsonSchema = {
-  'x-environment-value': true,
-  anyOf: [
-    { type: 'string', maxLength: 4096, pattern: SAFE_TEXT_PATTERN },
-    {
+export const environmentSource: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  minProperties: 1,
+  maxProperties: 1,
+  properties: {
+    secretKeyRef: {
       type: 'object',
       additionalProperties: false,
-      required: ['valueFrom'],
+      required: ['name', 'key'],
+      description: 'kube source: a key of a Secret in the object\'s namespace.',
       properties: {
-        valueFrom: {
-          type: 'object',
-          additionalProperties: false,
-          minProperties: 1,
-          maxProperties: 1,
-          properties: {
-            secretKeyRef: {
-              type: 'object',
-              additionalProperties: false,
-              required: ['name', 'key'],
-              properties: {
-                name: { type: 'string', minLength: 1, maxLength: 253, pattern: DNS_SUBDOMAIN_PATTERN },
-                key: { type: 'string', minLength: 1, maxLength: 253, pattern: SECRET_KEY_PATTERN },
-              },
-            },
-            file: { type: 'string', minLength: 1, maxLength: 4096, pattern: SECRET_FILE_PATTERN },
-          },
-        },
+        name: { type: 'string', minLength: 1, maxLength: 253, pattern: DNS_SUBDOMAIN_PATTERN, description: 'Name of the Secret.' },
+        key: { type: 'string', minLength: 1, maxLength: 253, pattern: SECRET_KEY_PATTERN, description: 'Key in the Secret\'s data.' },
       },
     },
-  ],
+    file: {
+      type: 'string', minLength: 1, maxLength: 4096, pattern: SECRET_FILE_PATTERN,
+      description: 'dir and git sources: a file in the host\'s secrets directory (--secrets-dir), relative to it or absolute inside it.',
+    },
+  },
 };
 
+/** Schema of a DNS-1123 label string (at most 63 characters) with `description`. */
 export const dnsLabel = (description: string): JsonSchema => ({
   type: 'string', minLength: 1, maxLength: 63, pattern: DNS_LABEL_PATTERN, description,
 });
 
+/** Schema of an absolute host path (at most 4096 characters) with `description`. */
 export const absolutePath = (description: string): JsonSchema => ({
   type: 'string', minLength: 1, maxLength: 4096, pattern: ABSOLUTE_PATH_PATTERN, description,
 });
@@ -204,6 +199,8 @@ export function kindDescription(kind: string): string {
 
 /** Kubernetes' own wording for the type fields every object has. */
 export const API_VERSION_DESCRIPTION = 'The versioned schema of this object: hyperlet.io/v1alpha1.';
+/** The description of `kind`, in Kubernetes' wording. */
 export const KIND_DESCRIPTION = 'The kind of this object, in CamelCase.';
+/** The description of `status`: who writes it and where it is kept. */
 export const STATUS_DESCRIPTION =
   'What hyperlet observes and did, written by the agent (status subresource) or kept in the state DB; never set by authors.';

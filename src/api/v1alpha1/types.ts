@@ -5,10 +5,14 @@
  */
 import type { Kind } from './group.js';
 
+/** How changes that need a restart or re-create are applied: Live holds them, Restart and Recreate apply them. */
 export type UpdatePolicy = 'Live' | 'Restart' | 'Recreate';
+/** What happens to the instance when its object is deleted: Delete removes it, Orphan keeps it. */
 export type DeletionPolicy = 'Delete' | 'Orphan';
+/** A size as written: a Kubernetes quantity ("512Mi") or a number of bytes. */
 export type Quantity = string | number;
 
+/** Kubernetes object metadata, as much of it as hyperlet reads. */
 export interface ObjectMeta {
   name: string;
   namespace: string;
@@ -23,6 +27,7 @@ export interface ObjectMeta {
   creationTimestamp?: string;
 }
 
+/** What to do when the instance changes behind hyperlet's back: Correct it, Report it, or Ignore it. */
 export type DriftPolicy = 'Correct' | 'Report' | 'Ignore';
 /** A reference to another object of the same source; namespace defaults to the referrer's. */
 export interface DependencyRef { kind: Kind; name: string; namespace?: string }
@@ -52,27 +57,34 @@ export interface EnvironmentSource {
   /** dir and git sources: a file in the host's secrets directory (relative to it, or absolute inside it). */
   file?: string;
 }
-/** An environment value: text, or a reference resolved at reconcile time. */
-export type EnvironmentValue = string | { valueFrom: EnvironmentSource };
 
+/** The power states a Container may declare. */
 export type ContainerState = 'Running' | 'Stopped' | 'Frozen';
+/** One network interface of a container: a veth on a bridge, or none. */
 export interface ContainerNetwork { type: 'veth' | 'none'; bridge?: string; hwaddr?: string }
+/** The declared state of an LXC container. */
 export interface ContainerSpec extends CommonSpec {
   state: ContainerState;
   template?: string;
   rootfs?: string;
   resources?: { cpu?: number; memory?: Quantity; disk?: Quantity };
   network?: ContainerNetwork[];
-  environment?: Record<string, EnvironmentValue>;
+  environment?: Record<string, string>;
+  /** Environment read at reconcile time (valueFrom), by variable name. */
+  environmentFrom?: Record<string, EnvironmentSource>;
   autostart: boolean;
   /** Absent means false: the container runs in a user namespace (lxc.idmap). */
   privileged?: boolean;
   gracefulStopSeconds: number;
 }
 
+/** The power states a VirtualMachine may declare. */
 export type VirtualMachineState = 'Running' | 'Stopped' | 'Paused';
+/** One disk of a VM: a volume in a storage pool, optionally copied from an image. */
 export interface VirtualMachineDisk { name: string; size?: Quantity; pool: string; bus: 'virtio' | 'sata' | 'scsi' | 'ide'; image?: string }
+/** One NIC of a VM: on a libvirt network or a host bridge. */
 export interface VirtualMachineNetwork { network?: string; bridge?: string; mac?: string; model: 'virtio' | 'e1000' | 'rtl8139' }
+/** The declared state of a libvirt virtual machine. */
 export interface VirtualMachineSpec extends CommonSpec {
   state: VirtualMachineState;
   hypervisor: 'kvm' | 'qemu';
@@ -83,10 +95,13 @@ export interface VirtualMachineSpec extends CommonSpec {
   gracefulStopSeconds: number;
 }
 
+/** Any declarable power state, of either kind. */
 export type PowerState = ContainerState | VirtualMachineState;
 
+/** The spec type of kind `K`. */
 export type SpecOf<K extends Kind> = K extends 'Container' ? ContainerSpec : VirtualMachineSpec;
 
+/** A validated object of kind `K` as declared, defaults applied. */
 export interface HyperletObject<K extends Kind = Kind> {
   apiVersion: string;
   kind: K;
@@ -95,10 +110,14 @@ export interface HyperletObject<K extends Kind = Kind> {
   status?: Status;
 }
 
+/** A validated Container object. */
 export type Container = HyperletObject<'Container'>;
+/** A validated VirtualMachine object. */
 export type VirtualMachine = HyperletObject<'VirtualMachine'>;
 
+/** The one-word summary of an object's status (status.phase). */
 export type Phase = 'Pending' | 'Creating' | 'Running' | 'Stopped' | 'Frozen' | 'Paused' | 'Failed' | 'Deleting';
+/** The condition types hyperlet writes in status.conditions. */
 export type ConditionType = 'Ready' | 'Synced' | 'Reconciling' | 'Stalled' | 'RestartRequired' | 'RecreateRequired' | 'Paused' | 'Drifted';
 
 /** A Kubernetes-convention condition; `lastTransitionTime` moves only when `status` flips. */

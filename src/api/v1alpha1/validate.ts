@@ -18,10 +18,12 @@ export interface ValidationIssue {
   readonly message: string;
 }
 
+/** A validated object, or every issue found (each naming its field path and rule). */
 export type ValidationResult =
   | { readonly ok: true; readonly object: HyperletObject }
   | { readonly ok: false; readonly issues: readonly ValidationIssue[] };
 
+/** The object schema of each kind, as ajv compiles it. */
 export const SCHEMAS: Readonly<Record<Kind, Record<string, unknown>>> = {
   Container: containerSchema,
   VirtualMachine: virtualMachineSchema,
@@ -35,8 +37,6 @@ function makeAjv(): Ajv {
   const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, strictTypes: false, allowUnionTypes: true });
   // Structural-schema marker for the CRDs; ajv's anyOf already checks the two shapes.
   ajv.addKeyword({ keyword: 'x-kubernetes-int-or-string', schemaType: 'boolean' });
-  // Marks the text-or-valueFrom union of environment values (its anyOf gets its own message).
-  ajv.addKeyword({ keyword: 'x-environment-value', schemaType: 'boolean' });
   ajv.addKeyword({
     keyword: 'x-quantity-range',
     schemaType: 'object',
@@ -97,9 +97,7 @@ function toIssues(errors: readonly ErrorObject[]): ValidationIssue[] {
   const issues: ValidationIssue[] = [];
   for (const e of errors) {
     const path = toFieldPath(e.instancePath);
-    if (e.keyword === 'anyOf' && e.schemaPath.includes('/environment/')) {
-      issues.push({ path, rule: 'environment-value', message: 'must be text without control characters (at most 4096), or {valueFrom: {secretKeyRef: {name, key}}} or {valueFrom: {file: PATH}}' });
-    } else if (e.keyword === 'anyOf') {
+    if (e.keyword === 'anyOf') {
       const unsafe = errors.some((b) => b.instancePath === e.instancePath && b.keyword === 'maximum' && b.schemaPath.includes('/anyOf/'));
       issues.push(unsafe
         ? { path, rule: 'safe-integer', message: UNSAFE_MESSAGE }
@@ -168,6 +166,11 @@ function crossFieldIssues(kind: Kind, spec: Record<string, unknown>): Validation
     const s = spec as unknown as ContainerSpec;
     if ((s.template === undefined) === (s.rootfs === undefined)) {
       issues.push({ path: 'spec', rule: 'one-of', message: 'exactly one of template and rootfs must be set' });
+    }
+    for (const name of Object.keys(s.environmentFrom ?? {})) {
+      if (Object.hasOwn(s.environment ?? {}, name)) {
+        issues.push({ path: `spec.environmentFrom.${name}`, rule: 'unique', message: `${name} is also set in spec.environment` });
+      }
     }
     s.network?.forEach((n, i) => {
       if (n.type === 'none' && (n.bridge !== undefined || n.hwaddr !== undefined)) {

@@ -4,6 +4,7 @@ import {
   type JsonSchema, IFNAME_PATTERN, MAC_PATTERN, SAFE_TEXT_PATTERN, absolutePath, commonSpecProperties, dnsLabel, objectSchema, quantity,
 } from './schema-parts.js';
 
+/** JSON Schema of a VirtualMachine spec: the one source of truth for validation and the CRD. */
 export const virtualMachineSpecSchema: JsonSchema = {
   type: 'object',
   additionalProperties: false,
@@ -76,4 +77,5 @@ export const virtualMachineSpecSchema: JsonSchema = {
   },
 };
 
+/** JSON Schema of a whole VirtualMachine object (apiVersion, kind, metadata, spec). */
 export const virtualMachineSchema: JsonSchema = objectSchema('VirtualMachine', API_VERSION, virtualMachineSpecSchema);

@@ -2,7 +2,9 @@
 import type { InstanceState } from '../provider.js';
 import { DomainState } from './libvirt-client.js';
 
+/** libvirt's domain state names, indexed by virDomainState. */
 export const STATE_NAMES = ['nostate', 'running', 'blocked', 'paused', 'shutdown', 'shutoff', 'crashed', 'pmsuspended'];
+/** libvirt's state reason names, per state, indexed by reason number. */
 export const REASON_NAMES: Readonly<Record<number, readonly string[]>> = {
   [DomainState.Running]: ['unknown', 'booted', 'migrated', 'restored', 'from snapshot', 'unpaused', 'migration canceled', 'save canceled', 'wakeup', 'crashed', 'post-copy'],
   [DomainState.Paused]: ['unknown', 'user', 'migrating', 'saving', 'dumping', 'ioerror', 'watchdog', 'from snapshot', 'shutting down', 'creating snapshot', 'api error', 'starting up', 'post-copy', 'post-copy failed'],

@@ -16,6 +16,7 @@ export { deriveMac } from '../../api/v1alpha1/mac-address.js';
 
 /** The namespace of hyperlet's metadata element, and the prefix it is written with. */
 export const HYPERLET_XML_NS = 'https://hyperlet.io/v1alpha1';
+/** The XML namespace prefix of hyperlet's ownership marker in domain metadata. */
 export const HYPERLET_XML_PREFIX = 'hyperlet';
 
 /** A volume hyperlet created for a domain (deleted with it). */
@@ -47,6 +48,7 @@ export interface PlannedDisk {
   readonly sizeBytes: number | undefined;
 }
 
+/** Everything a domain definition is built from; every value is escaped when written. */
 export interface DomainXmlInput {
   readonly name: string;
   /** The object's stable id: the domain UUID. */

@@ -6,28 +6,30 @@
 import { isLibvirtError } from './libvirt-error.js';
 import { Flags, LifecycleEventType, uuidFromBytes, type DomainRef, type LibvirtApi } from './libvirt-client.js';
 import { isActive } from './domain-state.js';
+import type { Clock } from '../../shared/clock.js';
+import { systemClock } from '../../shared/clock.js';
 
 const ACPI_RESEND_MS = 5_000;
 
-/** Resolves after `ms`, or rejects when `signal` aborts first. */
-export const sleep = (ms: number, signal?: AbortSignal): Promise<void> => new Promise((resolve, reject) => {
-  const t = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve(); }, ms);
-  const onAbort = (): void => { clearTimeout(t); reject(signal?.reason instanceof Error ? signal.reason : new Error('aborted')); };
+/** Resolves after `ms` of `clock`, or rejects when `signal` aborts first. */
+export const sleep = (ms: number, signal?: AbortSignal, clock: Clock = systemClock): Promise<void> => new Promise((resolve, reject) => {
+  const t = clock.setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve(); }, ms);
+  const onAbort = (): void => { clock.clearTimeout(t); reject(signal?.reason instanceof Error ? signal.reason : new Error('aborted')); };
   signal?.addEventListener('abort', onAbort, { once: true });
 });
 
 /** Stops `dom`: ACPI first, destroy after `gracefulStopSeconds`; returns what happened. */
 export async function stopGracefully(
-  client: LibvirtApi, dom: DomainRef, gracefulStopSeconds: number, signal: AbortSignal,
+  client: LibvirtApi, dom: DomainRef, gracefulStopSeconds: number, signal: AbortSignal, clock: Clock = systemClock,
 ): Promise<string> {
   const timeoutMs = gracefulStopSeconds * 1000;
-  const started = Date.now();
+  const started = clock.now();
   let note: string;
   if (timeoutMs === 0) {
     await client.domainDestroy(dom);
     note = 'destroyed at once (gracefulStopSeconds is 0)';
-  } else if (await waitForAcpiStop(client, dom, timeoutMs, signal)) {
-    note = `shut down by ACPI in ${((Date.now() - started) / 1000).toFixed(1)} s`;
+  } else if (await waitForAcpiStop(client, dom, timeoutMs, signal, clock)) {
+    note = `shut down by ACPI in ${((clock.now() - started) / 1000).toFixed(1)} s`;
   } else {
     try {
       await client.domainDestroy(dom);
@@ -40,7 +42,7 @@ export async function stopGracefully(
   return note;
 }
 
-async function waitForAcpiStop(client: LibvirtApi, dom: DomainRef, timeoutMs: number, signal: AbortSignal): Promise<boolean> {
+async function waitForAcpiStop(client: LibvirtApi, dom: DomainRef, timeoutMs: number, signal: AbortSignal, clock: Clock): Promise<boolean> {
   const uuid = uuidFromBytes(dom.uuid);
   let stopped = false;
   let wake: (() => void) | undefined;
@@ -52,19 +54,20 @@ async function waitForAcpiStop(client: LibvirtApi, dom: DomainRef, timeoutMs: nu
   };
   client.on('lifecycle', onEvent);
   try {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
+    const deadline = clock.now() + timeoutMs;
+    while (clock.now() < deadline) {
       try {
         await client.domainShutdown(dom, Flags.ShutdownAcpi);
       } catch (err) {
         if (isLibvirtError(err) && err.isOperationInvalid) return true; // not running any more
         throw err;
       }
-      const until = Math.min(deadline, Date.now() + ACPI_RESEND_MS);
-      while (!stopped && Date.now() < until) {
+      const until = Math.min(deadline, clock.now() + ACPI_RESEND_MS);
+      while (!stopped && clock.now() < until) {
         signal.throwIfAborted();
         // Events are the fast path; a state poll covers events lost in a reconnect.
-        await Promise.race([new Promise<void>((r) => { wake = r; }), sleep(Math.min(500, Math.max(0, until - Date.now())), signal)]);
+        const pollMs = Math.min(500, Math.max(0, until - clock.now()));
+        await Promise.race([new Promise<void>((r) => { wake = r; }), sleep(pollMs, signal, clock)]);
         if (!stopped && !isActive((await client.domainGetState(dom)).state)) stopped = true;
       }
       if (stopped) return true;

@@ -118,16 +118,24 @@ export interface DomainRef {
   /** -1 when inactive; a stale id is harmless. */
   readonly id: number;
 }
+/** A storage pool as libvirt names it over RPC. */
 export interface PoolRef { readonly name: string; readonly uuid: Buffer }
+/** A virtual network as libvirt names it over RPC. */
 export interface NetworkRef { readonly name: string; readonly uuid: Buffer }
+/** A storage volume as libvirt names it over RPC. */
 export interface VolumeRef { readonly pool: string; readonly name: string; readonly key: string }
 /** A snapshot handle (remote_nonnull_domain_snapshot). */
 export interface SnapshotRef { readonly name: string; readonly domain: DomainRef }
 
+/** A domain's state and reason (virDomainGetState). */
 export interface DomainStateInfo { readonly state: number; readonly reason: number }
+/** A domain's basic facts (virDomainGetInfo). */
 export interface DomainInfo { readonly state: number; readonly maxMemKiB: bigint; readonly memoryKiB: bigint; readonly nrVirtCpu: number; readonly cpuTimeNs: bigint }
+/** A volume's type, capacity and allocation (virStorageVolGetInfo). */
 export interface VolumeInfo { readonly type: number; readonly capacityBytes: bigint; readonly allocationBytes: bigint }
+/** One domain lifecycle event from libvirtd (started, stopped, defined…). */
 export interface LifecycleEvent { readonly domain: DomainRef; readonly event: number; readonly detail: number }
+/** The value of one libvirt typed parameter. */
 export type TypedParamValue = number | bigint | boolean | string;
 
 /** "xxxxxxxx-xxxx-…" ⇄ 16 bytes. */
@@ -136,6 +144,7 @@ export function uuidToBytes(uuid: string): Buffer {
   if (!/^[0-9a-fA-F]{32}$/.test(hex)) throw new RangeError(`cannot use ${JSON.stringify(uuid)} as a UUID`);
   return Buffer.from(hex, 'hex');
 }
+/** The canonical text form of a 16-byte libvirt UUID. */
 export function uuidFromBytes(bytes: Buffer): string {
   const h = bytes.toString('hex');
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
@@ -184,6 +193,7 @@ export function decodeLifecycleEvent(payload: Buffer): { callbackId: number; eve
   return { callbackId, event: { domain, event: r.int(), detail: r.int() } };
 }
 
+/** Where and how the client reaches libvirtd. */
 export interface LibvirtClientOptions {
   /** Default /run/libvirt/libvirt-sock. */
   readonly socketPath?: string;

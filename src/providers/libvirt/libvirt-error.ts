@@ -63,6 +63,7 @@ export class LibvirtError extends Error {
   }
 }
 
+/** Whether `err` is a LibvirtError (by brand, across module copies). */
 export function isLibvirtError(err: unknown): err is LibvirtError {
   return typeof err === 'object' && err !== null && (err as { isLibvirtError?: unknown }).isLibvirtError === true;
 }

@@ -18,7 +18,7 @@
  *   changes, on reconnect, when its active/inactive state flips, and after `xmlCacheTtlMs`.
  */
 import { constants as fsConstants } from 'node:fs';
-import { access, mkdir } from 'node:fs/promises';
+import { access, mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { specFields } from '../../api/v1alpha1/fields.js';
@@ -48,10 +48,13 @@ import { REBOOT_REQUEST_ANNOTATION, RESTORE_REQUEST_ANNOTATION, snapshotOfRestor
 import { rebootPending } from './reboot-request.js';
 import { REASON_NAMES, STATE_NAMES, instanceStateOf, isActive } from './domain-state.js';
 import { sleep, stopGracefully } from './graceful-stop.js';
+import type { Clock } from '../../shared/clock.js';
+import { systemClock } from '../../shared/clock.js';
 
 export { instanceStateOf } from './domain-state.js';
 
 
+/** How the libvirt provider reaches libvirtd and where it keeps consoles and pools. */
 export interface LibvirtProviderOptions {
   /**
    * The libvirt connection every call goes through: a LibvirtClient (registry.ts makes it from
@@ -74,6 +77,8 @@ export interface LibvirtProviderOptions {
   readonly xmlCacheTtlMs?: number;
   /** Capacity of a disk declared without size. Default 10 GiB (qcow2: sparse). */
   readonly defaultDiskBytes?: number;
+  /** Time for the XML cache, the balloon settle window and graceful stops (default: the system clock). */
+  readonly clock?: Clock;
 }
 
 interface CacheEntry {
@@ -101,6 +106,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
   private readonly log: Logger;
   private readonly consoleDir: string;
   private readonly xmlCacheTtlMs: number;
+  private readonly clock: Clock;
   private readonly storage: LibvirtStorage;
   private readonly snapshots: LibvirtSnapshots;
   private connecting: Promise<void> | undefined;
@@ -118,6 +124,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     this.client = options.client;
     this.consoleDir = options.consoleDir ?? '/var/log/hyperlet/console';
     this.xmlCacheTtlMs = options.xmlCacheTtlMs ?? 300_000;
+    this.clock = options.clock ?? systemClock;
     this.storage = new LibvirtStorage({
       client: this.client, logger: this.log,
       poolRoot: options.poolRoot ?? '/var/lib/hyperlet/pools',
@@ -210,7 +217,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     }));
     const observed = described.filter((o): o is ObservedInstance => o !== undefined);
     for (const uuid of this.cache.keys()) if (!live.has(uuid)) this.cache.delete(uuid);
-    for (const [uuid, until] of this.uncachedUntilMs) if (until <= Date.now()) this.uncachedUntilMs.delete(uuid);
+    for (const [uuid, until] of this.uncachedUntilMs) if (until <= this.clock.now()) this.uncachedUntilMs.delete(uuid);
     this.knownNames.clear();
     for (const o of observed) this.knownNames.add(o.hostName);
     return new Map(observed.map((o) => [o.hostName, o]));
@@ -258,8 +265,9 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
   private async entryOf(dom: DomainRef, active: boolean): Promise<CacheEntry> {
     const uuid = uuidFromBytes(dom.uuid);
     const cached = this.cache.get(uuid);
-    const volatile = (this.uncachedUntilMs.get(uuid) ?? 0) > Date.now();
-    if (cached !== undefined && !volatile && cached.active === active && Date.now() - cached.readAtMs < this.xmlCacheTtlMs) return cached;
+    const volatile = (this.uncachedUntilMs.get(uuid) ?? 0) > this.clock.now();
+    const fresh = cached !== undefined && this.clock.now() - cached.readAtMs < this.xmlCacheTtlMs;
+    if (cached !== undefined && fresh && !volatile && cached.active === active) return cached;
     const parsed = parseDomainXml(await this.client.domainGetXmlDesc(dom));
     const capacities = new Map<string, number>();
     if (parsed.marker !== undefined) {
@@ -269,7 +277,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
         if (cap !== undefined) capacities.set(`${disk.pool}/${disk.volume}`, cap);
       }));
     }
-    const entry: CacheEntry = { parsed, fields: observedFieldsOf(parsed, dom.name, capacities), active, readAtMs: Date.now() };
+    const entry: CacheEntry = { parsed, fields: observedFieldsOf(parsed, dom.name, capacities), active, readAtMs: this.clock.now() };
     this.cache.set(uuid, entry);
     return entry;
   }
@@ -377,7 +385,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
         if (c.apply !== 'live') continue;
         if (c.path === 'resources.memory' && typeof c.to === 'number') {
           await this.client.domainSetMemory(dom, Math.ceil(c.to / KiB), Flags.AffectLive);
-          this.uncachedUntilMs.set(uuidFromBytes(dom.uuid), Date.now() + BALLOON_SETTLE_MS);
+          this.uncachedUntilMs.set(uuidFromBytes(dom.uuid), this.clock.now() + BALLOON_SETTLE_MS);
         } else if (c.path === 'resources.cpu' && typeof c.to === 'number') {
           await this.client.domainSetVcpus(dom, c.to, Flags.AffectLive);
         }
@@ -457,7 +465,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
           if (!isActive(st.state)) return undefined;
           if (st.state === DomainState.Paused) await this.client.domainResume(dom); // a paused guest cannot see the power button
           {
-            const note = await stopGracefully(this.client, dom, d.object.spec.gracefulStopSeconds, signal);
+            const note = await stopGracefully(this.client, dom, d.object.spec.gracefulStopSeconds, signal, this.clock);
             this.lastStop.set(d.hostName, note);
             this.log.info({ hostName: d.hostName, note }, 'domain stopped');
             return note;
@@ -552,6 +560,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     if (dom === undefined) {
       // The domain went behind our back: its volumes, named with our id, are still ours to remove.
       await this.storage.deleteVolumes(planDisks(d.hostName, d.object.spec, d.id).map((x) => ({ pool: x.disk.pool, name: x.volume })));
+      await this.removeConsoleLogs(d.hostName);
       return;
     }
     const marker = (await this.readDomain(dom)).marker;
@@ -579,7 +588,27 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     }
     this.cache.delete(uuidFromBytes(dom.uuid));
     this.lastStop.delete(d.hostName);
+    await this.removeConsoleLogs(d.hostName);
     this.log.info({ hostName: d.hostName, volumes: marker.volumes.length }, 'domain deleted');
+  }
+
+  /**
+   * Removes a deleted domain's serial console log and the older parts virtlogd rotated out
+   * (NAME.log.0, .1, …: virtlogd caps each at max_size, keeps max_backups; defaults 2 MiB, 3).
+   */
+  private async removeConsoleLogs(hostName: string): Promise<void> {
+    const base = path.basename(this.consolePathOf(hostName));
+    let names: string[];
+    try {
+      names = await readdir(this.consoleDir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
+    }
+    for (const name of names) {
+      if (name !== base && !(name.startsWith(`${base}.`) && /^[0-9]+$/.test(name.slice(base.length + 1)))) continue;
+      await rm(path.join(this.consoleDir, name), { force: true });
+    }
   }
 
   async *changes(signal: AbortSignal): AsyncIterable<string> {
@@ -592,7 +621,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
         break;
       } catch (err) {
         this.log.warn({ err }, 'cannot connect to libvirtd for events; retrying');
-        await sleep(1_000, ended).catch(() => undefined);
+        await sleep(1_000, ended, this.clock).catch(() => undefined);
       }
     }
     yield* events;

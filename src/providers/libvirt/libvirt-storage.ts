@@ -21,6 +21,7 @@ import type { DomainRef, LibvirtApi, PoolRef } from './libvirt-client.js';
 import { isLibvirtError } from './libvirt-error.js';
 import { buildDirPoolXml, buildVolumeXml, imageFormatOf } from './storage-xml.js';
 
+/** What the storage helper works with and which pools it may create. */
 export interface LibvirtStorageOptions {
   readonly client: LibvirtApi;
   readonly logger: Logger;
@@ -32,6 +33,7 @@ export interface LibvirtStorageOptions {
   readonly defaultDiskBytes: number;
 }
 
+/** Pools and volumes of hyperlet's domains: made, grown and removed idempotently, never another's. */
 export class LibvirtStorage {
   private readonly client: LibvirtApi;
   private readonly log: Logger;

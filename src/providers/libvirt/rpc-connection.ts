@@ -18,11 +18,13 @@ export const DEFAULT_MAX_IN_FLIGHT = 5;
 /** A call the daemon has not answered in this time fails (a start can take seconds; a hung daemon must not hang us). */
 export const DEFAULT_CALL_TIMEOUT_MS = 60_000;
 
+/** Limits of one RPC connection. */
 export interface RpcConnectionOptions {
   readonly maxInFlight?: number;
   readonly callTimeoutMs?: number;
 }
 
+/** Per-call options of an RPC call. */
 export interface CallOptions {
   readonly timeoutMs?: number;
   readonly signal?: AbortSignal;

@@ -5,19 +5,26 @@
 
 /** REMOTE_PROGRAM and its version. */
 export const REMOTE_PROGRAM = 0x20008086;
+/** The version every libvirt RPC header carries. */
 export const REMOTE_PROTOCOL_VERSION = 1;
 /** KEEPALIVE_PROGRAM: PING (1) must be answered with PONG (2). */
 export const KEEPALIVE_PROGRAM = 0x6b656570;
+/** Keepalive procedure: a ping from the peer. */
 export const KEEPALIVE_PROC_PING = 1;
+/** Keepalive procedure: the answer to a ping. */
 export const KEEPALIVE_PROC_PONG = 2;
 /** VIR_NET_MESSAGE_MAX: a frame announcing more is corrupt. */
 export const MESSAGE_MAX_BYTES = 16_777_216;
+/** Size of a message header, after the length word. */
 export const HEADER_BYTES = 24;
 const LENGTH_BYTES = 4;
 
+/** virNetMessageType values. */
 export const MessageType = { Call: 0, Reply: 1, Message: 2, Stream: 3, CallWithFds: 4, ReplyWithFds: 5 } as const;
+/** virNetMessageStatus values. */
 export const MessageStatus = { Ok: 0, Error: 1, Continue: 2 } as const;
 
+/** The header of one RPC message. */
 export interface MessageHeader {
   readonly program: number;
   readonly version: number;
@@ -27,6 +34,7 @@ export interface MessageHeader {
   readonly status: number;
 }
 
+/** One framed RPC message: its header and XDR body. */
 export interface RpcMessage {
   readonly header: MessageHeader;
   readonly payload: Buffer;

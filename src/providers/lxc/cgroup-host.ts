@@ -5,6 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
+/** Which cgroup hierarchy the host runs. */
 export type CgroupVersion = 1 | 2;
 
 /** Where the memory and cpu controllers are mounted. */

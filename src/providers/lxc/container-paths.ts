@@ -88,6 +88,11 @@ export function consoleLogPath(lxcpath: string, hostName: string): string {
   return join(containerDir(lxcpath, hostName), 'console.log');
 }
 
+/** The console log's older part: liblxc renames the log to this when it reaches its cap (lxc.console.rotate). */
+export function rotatedConsoleLogPath(lxcpath: string, hostName: string): string {
+  return `${consoleLogPath(lxcpath, hostName)}.1`;
+}
+
 /** Where lxc-start writes its errors, so a failed start can say why (lxc-start's stderr does not). */
 export function startLogPath(lxcpath: string, hostName: string): string {
   return join(containerDir(lxcpath, hostName), 'lxc-start.log');

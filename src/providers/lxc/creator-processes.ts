@@ -4,6 +4,8 @@
  * container is removed, or they write it back behind the cleanup.
  */
 import { readdir, readFile } from 'node:fs/promises';
+import type { Clock } from '../../shared/clock.js';
+import { systemClock } from '../../shared/clock.js';
 
 /**
  * True when `argv` is creating the container `name` under `lxcpath`: lxc-create with both in its
@@ -28,8 +30,9 @@ export async function findCreators(lxcpath: string, name: string): Promise<numbe
   return pids;
 }
 
-/** Kills (SIGKILL) every process creating `name` under `lxcpath` and waits up to `waitMs` for them to go. */
-export async function killCreators(lxcpath: string, name: string, waitMs = 5_000): Promise<number[]> {
+/** Kills (SIGKILL) every process creating `name` under `lxcpath` and waits up to `waitMs` (5 s) for them to go. */
+export async function killCreators(lxcpath: string, name: string, options: { waitMs?: number; clock?: Clock } = {}): Promise<number[]> {
+  const clock = options.clock ?? systemClock;
   const pids = await findCreators(lxcpath, name);
   for (const pid of pids) {
     try {
@@ -38,9 +41,9 @@ export async function killCreators(lxcpath: string, name: string, waitMs = 5_000
       // already gone
     }
   }
-  const deadline = Date.now() + waitMs;
-  while (pids.length > 0 && Date.now() < deadline && (await findCreators(lxcpath, name)).length > 0) {
-    await new Promise((r) => setTimeout(r, 20));
+  const deadline = clock.now() + (options.waitMs ?? 5_000);
+  while (pids.length > 0 && clock.now() < deadline && (await findCreators(lxcpath, name)).length > 0) {
+    await new Promise<void>((resolve) => { clock.setTimeout(resolve, 20); });
   }
   return pids;
 }

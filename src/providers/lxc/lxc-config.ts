@@ -19,7 +19,9 @@ export const CPU_PERIOD_US = 100_000;
 /** The bridge a veth joins when the spec names none: what Debian's default config uses. */
 export const DEFAULT_BRIDGE = DEFAULT_CONTAINER_BRIDGE;
 
+/** First line of the block hyperlet owns in a container's config; lines outside it are never changed. */
 export const MANAGED_BEGIN = '# --- hyperlet: managed block, rewritten on every change ---';
+/** Last line of the block hyperlet owns in a container's config. */
 export const MANAGED_END = '# --- hyperlet: end of managed block ---';
 
 const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -39,6 +41,7 @@ export interface AppliedConfig {
   readonly privileged: boolean;
 }
 
+/** Host facts a container config is rendered with. */
 export interface RenderContext {
   readonly lxcpath: string;
   readonly hostName: string;
@@ -47,6 +50,22 @@ export interface RenderContext {
   readonly consoleLogPath: string;
   /** The host ids an unprivileged container's ids are mapped onto. */
   readonly idmap: IdRange;
+  /**
+   * Cap of the console log (`lxc.console.size`, a power of two of at least 4 KiB): at the cap,
+   * liblxc renames it to NAME.1 (`lxc.console.rotate`) and starts a new one, so a container's
+   * console takes at most twice this on disk. Default DEFAULT_CONSOLE_LOG_BYTES.
+   */
+  readonly consoleLogBytes?: number;
+}
+
+/** 1 MiB: a busybox boot writes about 1 KiB; enough for a day of a chatty service's console. */
+export const DEFAULT_CONSOLE_LOG_BYTES = 1024 * 1024;
+
+/** Throws unless `bytes` is a size liblxc takes as it is: a power of two, at least one page. */
+export function assertConsoleLogBytes(bytes: number): void {
+  if (!Number.isSafeInteger(bytes) || bytes < 4096 || (bytes & (bytes - 1)) !== 0) {
+    throw new Error(`cannot cap console logs at ${bytes} bytes: LXC needs a power of two of at least 4096 (4Ki)`);
+  }
 }
 
 /** One `key = value` line of an LXC config. */
@@ -193,6 +212,10 @@ export function renderManagedConfig(config: AppliedConfig, ctx: RenderContext): 
   }
   entries.push({ key: 'lxc.start.auto', value: config.autostart ? '1' : '0' });
   entries.push({ key: 'lxc.console.logfile', value: ctx.consoleLogPath });
+  const consoleBytes = ctx.consoleLogBytes ?? DEFAULT_CONSOLE_LOG_BYTES;
+  assertConsoleLogBytes(consoleBytes);
+  entries.push({ key: 'lxc.console.size', value: String(consoleBytes) });
+  entries.push({ key: 'lxc.console.rotate', value: '1' });
   if (!config.privileged) {
     // A user namespace: container ids 0 … size-1 are host ids hostId … (LXC needs no newuidmap as root).
     entries.push({ key: 'lxc.idmap', value: `u 0 ${ctx.idmap.hostId} ${ctx.idmap.size}` });
@@ -223,7 +246,7 @@ export function renderRootfsBaseConfig(rootfsPath: string, hostName: string, com
 /** True for the keys the managed block owns; a template's copy of them is dropped when merging. */
 export function isManagedKey(key: string): boolean {
   return key.startsWith('lxc.net.') || key === 'lxc.net' || key === 'lxc.environment' || key === 'lxc.start.auto'
-    || key === 'lxc.console.logfile' || key === 'lxc.idmap'
+    || key === 'lxc.console.logfile' || key === 'lxc.console.size' || key === 'lxc.console.rotate' || key === 'lxc.idmap'
     || /^lxc\.cgroup2?\.(memory|cpu)\./.test(key);
 }
 

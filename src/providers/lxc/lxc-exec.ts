@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
 import { assertHostName } from './container-paths.js';
 
+/** Where the container lives and how long the command may run. */
 export interface ExecOptions {
   readonly lxcpath: string;
   readonly hostName: string;

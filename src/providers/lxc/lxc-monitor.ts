@@ -13,6 +13,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import type { Logger } from 'pino';
+import type { Clock } from '../../shared/clock.js';
+import { systemClock } from '../../shared/clock.js';
 
 /** One state change lxc-monitor printed. `EXITED` stands for "exited with status [N]". */
 export interface MonitorEvent {
@@ -47,6 +49,7 @@ export class StateDeduplicator {
   }
 }
 
+/** Which lxcpath to follow and how. */
 export interface LxcMonitorOptions {
   readonly lxcpath: string;
   readonly logger: Logger;
@@ -55,6 +58,8 @@ export interface LxcMonitorOptions {
   /** First restart delay; doubles per quick failure up to restartMaxMs. 200 ms–10 s. */
   readonly restartMinMs?: number;
   readonly restartMaxMs?: number;
+  /** Time for restart delays (default: the system clock). */
+  readonly clock?: Clock;
 }
 
 interface Subscriber {
@@ -74,7 +79,8 @@ export class LxcMonitor {
   private readonly restartMinMs: number;
   private readonly restartMaxMs: number;
   private child: ChildProcess | undefined;
-  private restartTimer: NodeJS.Timeout | undefined;
+  private restartTimer: unknown;
+  private readonly clock: Clock;
   private failures = 0;
   private startedAt = 0;
   private startCount = 0;
@@ -82,6 +88,7 @@ export class LxcMonitor {
 
   constructor(private readonly options: LxcMonitorOptions) {
     this.log = options.logger.child({ component: 'lxc-monitor', lxcpath: options.lxcpath });
+    this.clock = options.clock ?? systemClock;
     this.restartMinMs = options.restartMinMs ?? 200;
     this.restartMaxMs = options.restartMaxMs ?? 10_000;
   }
@@ -136,7 +143,7 @@ export class LxcMonitor {
 
   private spawnChild(): void {
     this.startCount += 1;
-    this.startedAt = Date.now();
+    this.startedAt = this.clock.now();
     const child = spawn('lxc-monitor', ['-P', this.options.lxcpath, '-n', '.*'], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
     let stderr = '';
@@ -155,11 +162,11 @@ export class LxcMonitor {
       lines.close();
       if (this.child === child) this.child = undefined;
       if (this.subscribers.size === 0 || this.closed) return; // stopped on purpose
-      const lived = Date.now() - this.startedAt;
+      const lived = this.clock.now() - this.startedAt;
       this.failures = lived > HEALTHY_AFTER_MS ? 1 : this.failures + 1;
       const delayMs = Math.min(this.restartMaxMs, this.restartMinMs * 2 ** (this.failures - 1));
       this.log.warn({ how, stderr: stderr.trim(), delayMs }, 'lxc-monitor ended; restarting it');
-      this.restartTimer = setTimeout(() => {
+      this.restartTimer = this.clock.setTimeout(() => {
         this.restartTimer = undefined;
         if (this.subscribers.size === 0) return;
         this.dedup.clear();
@@ -187,7 +194,7 @@ export class LxcMonitor {
   }
 
   private stop(): void {
-    if (this.restartTimer !== undefined) clearTimeout(this.restartTimer);
+    if (this.restartTimer !== undefined) this.clock.clearTimeout(this.restartTimer);
     this.restartTimer = undefined;
     const child = this.child;
     this.child = undefined;

@@ -11,7 +11,7 @@ import type { SpecFields } from '../../api/v1alpha1/fields.js';
 import type { InstanceState, ObservedInstance } from '../provider.js';
 import type { CgroupHost, LiveLimits } from './cgroup-host.js';
 import {
-  type Leftover, configPath, consoleLogPath, containerDir, isHostName, markerPath, monitorPidPath, parseLeftover, startLogPath,
+  type Leftover, configPath, consoleLogPath, containerDir, isHostName, markerPath, monitorPidPath, parseLeftover, rotatedConsoleLogPath, startLogPath,
 } from './container-paths.js';
 import { fieldsFromConfig, parseConfig } from './lxc-config.js';
 import { commandSocketName, lxcStateFromFreezer, monitorTitle, parseAbstractSockets, parseChildren } from './lxc-proc-state.js';
@@ -43,6 +43,7 @@ async function withinMs<T, F>(ms: number, work: Promise<T>, fallback: F): Promis
   }
 }
 
+/** Where containers live and how observations reach lxc-* tools. */
 export interface LxcObserverOptions {
   readonly lxcpath: string;
   readonly tools: LxcToolRunner;
@@ -50,6 +51,7 @@ export interface LxcObserverOptions {
   readonly cgroup: () => Promise<CgroupHost>;
 }
 
+/** Reads what LXC and hyperlet's files say about containers; changes nothing. */
 export class LxcObserver {
   private readonly lxcpath: string;
   private readonly tools: LxcToolRunner;
@@ -224,7 +226,7 @@ export class LxcObserver {
   async isDebris(name: string): Promise<boolean> {
     const entries = await readdir(containerDir(this.lxcpath, name)).catch(() => undefined);
     if (entries === undefined) return false;
-    const logs = new Set([startLogPath, consoleLogPath, monitorPidPath].map((f) => basename(f(this.lxcpath, name))));
+    const logs = new Set([startLogPath, consoleLogPath, rotatedConsoleLogPath, monitorPidPath].map((f) => basename(f(this.lxcpath, name))));
     return entries.every((e) => logs.has(e));
   }
 
@@ -267,6 +269,7 @@ function settle(applied: SpecFields[string] | undefined, live: SpecFields[string
   return live;
 }
 
+/** Whether `path` exists; any error of stat() (EACCES too) reads as no. */
 export async function exists(path: string): Promise<boolean> {
   try {
     await stat(path);
@@ -276,6 +279,7 @@ export async function exists(path: string): Promise<boolean> {
   }
 }
 
+/** Whether `path` is a directory; any error of stat() (EACCES too) reads as no. */
 export async function isDirectory(path: string): Promise<boolean> {
   try {
     return (await stat(path)).isDirectory();

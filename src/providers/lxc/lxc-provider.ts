@@ -17,7 +17,6 @@ import {
   type FieldChange, type InstanceSnapshot, type ObservedInstance, type Provider, ProviderUnavailableError, type RestoreOutcome,
   type SnapshotOptions, assertSnapshotName,
 } from '../provider.js';
-import { type Clock, systemClock } from '../../shared/clock.js';
 import { LxcSnapshots } from './lxc-snapshots.js';
 import { RESTORE_REQUEST_ANNOTATION, snapshotOfRestoreRequest } from '../../shared/annotations.js';
 import { CgroupHost } from './cgroup-host.js';
@@ -26,7 +25,7 @@ import {
 } from './container-paths.js';
 import { writeFileAtomic } from './atomic-file.js';
 import {
-  type RenderContext, appliedConfigOf, liveCgroupSettings, mergeConfig, renderManagedConfig,
+  type RenderContext, appliedConfigOf, assertConsoleLogBytes, liveCgroupSettings, mergeConfig, renderManagedConfig,
   renderRootfsBaseConfig,
 } from './lxc-config.js';
 import { assertSearchableByOthers, shiftOwnership } from './id-shift.js';
@@ -39,8 +38,11 @@ import { MARKER_VERSION, type OwnershipMarker, readMarker, writeMarker } from '.
 import { killCreators } from './creator-processes.js';
 import { execInContainer } from './lxc-exec.js';
 import { LxcObserver, exists, isDirectory } from './lxc-observer.js';
+import type { Clock } from '../../shared/clock.js';
+import { systemClock } from '../../shared/clock.js';
 
 
+/** Where the LXC provider keeps containers and how it runs lxc-* tools. */
 export interface LxcProviderOptions {
   /** Where containers live (`lxc-* -P`); /var/lib/lxc is LXC's default. Created by probe() when missing. */
   readonly lxcpath: string;
@@ -53,10 +55,10 @@ export interface LxcProviderOptions {
   readonly tools: LxcToolRunner;
   /** Timeout of one lxc-create (plus the rootfs copy); 5 min: busybox takes ~1 s here, big rootfs copies longer. */
   readonly createTimeoutMs?: number;
+  /** Cap of each container's console log (lxc.console.size; a power of two, default 1 MiB), rotated once. */
+  readonly consoleLogBytes?: number;
   /** This host's cgroup layout; detected from /proc/self/mounts at first use when not given (tests give one). */
   readonly cgroup?: CgroupHost;
-  /** Time for snapshot records; the system clock when not given. */
-  readonly clock?: Clock;
   /** The host ids unprivileged containers are mapped onto (the host policy's host.idmap); default DEFAULT_ID_RANGE. */
   readonly idmap?: IdRange;
   /**
@@ -66,6 +68,8 @@ export interface LxcProviderOptions {
   readonly subordinateIdFiles?: { readonly uid: string; readonly gid: string } | null;
   /** Where lxc-create finds template `NAME` as `lxc-NAME`; LXC's compiled-in LXCTEMPLATEDIR on Debian. */
   readonly templatesDir?: string;
+  /** Time for marker timestamps, snapshot records, the monitor's restarts and killed creators (default: the system clock). */
+  readonly clock?: Clock;
 }
 
 /** LXC's template directory on Debian and Ubuntu (lxc-create looks nowhere else for a bare name). */
@@ -99,7 +103,9 @@ export class LxcProvider implements Provider<'Container'> {
   private readonly tools: LxcToolRunner;
   private readonly monitor: LxcMonitor;
   private readonly createTimeoutMs: number;
+  private readonly consoleLogBytes: number | undefined;
   private readonly templatesDir: string;
+  private readonly clock: Clock;
   private cgroupHost: Promise<CgroupHost> | undefined;
   private readonly observer: LxcObserver;
   private readonly snapshots: LxcSnapshots;
@@ -112,15 +118,20 @@ export class LxcProvider implements Provider<'Container'> {
     this.tools = options.tools;
     if (options.cgroup !== undefined) this.cgroupHost = Promise.resolve(options.cgroup);
     this.createTimeoutMs = options.createTimeoutMs ?? 300_000;
+    if (options.consoleLogBytes !== undefined) assertConsoleLogBytes(options.consoleLogBytes);
+    this.consoleLogBytes = options.consoleLogBytes;
     this.idmap = options.idmap ?? DEFAULT_ID_RANGE;
     this.subordinateIdFiles = options.subordinateIdFiles === undefined
       ? { uid: '/etc/subuid', gid: '/etc/subgid' }
       : options.subordinateIdFiles;
     this.templatesDir = options.templatesDir ?? DEFAULT_TEMPLATES_DIR;
+    this.clock = options.clock ?? systemClock;
     this.observer = new LxcObserver({ lxcpath: this.lxcpath, tools: this.tools, logger: this.log, cgroup: () => this.cgroup() });
-    this.monitor = new LxcMonitor({ lxcpath: this.lxcpath, logger: this.log, listNames: () => this.observer.listNames() });
+    this.monitor = new LxcMonitor({
+      lxcpath: this.lxcpath, logger: this.log, listNames: () => this.observer.listNames(), clock: this.clock,
+    });
     this.snapshots = new LxcSnapshots({
-      lxcpath: this.lxcpath, tools: this.tools, clock: options.clock ?? systemClock, logger: this.log,
+      lxcpath: this.lxcpath, tools: this.tools, clock: this.clock, logger: this.log,
       stateOf: async (name, signal) => (await this.observer.info(name, signal)).state,
     });
   }
@@ -234,7 +245,7 @@ export class LxcProvider implements Provider<'Container'> {
     if (!applied.privileged) await this.openLxcpathToMappedRoot();
     const marker: OwnershipMarker = {
       version: MARKER_VERSION, id: d.id, key: d.key, specHash: d.specHash, fields, complete: false, origin: 'created',
-      updatedAt: new Date().toISOString(), ...restoreRequestRecord(d),
+      updatedAt: new Date(this.clock.now()).toISOString(), ...restoreRequestRecord(d),
     };
     await this.placeDirectory(name, d.id, marker);
     failpoint('lxc.create.placed');
@@ -264,7 +275,7 @@ export class LxcProvider implements Provider<'Container'> {
       await this.writeConfig(name, managed, { durable: false });
       await unlink(baseConf);
       failpoint('lxc.create.configured');
-      await writeMarker(markerPath(this.lxcpath, name), { ...marker, complete: true, updatedAt: new Date().toISOString() });
+      await writeMarker(markerPath(this.lxcpath, name), { ...marker, complete: true, updatedAt: new Date(this.clock.now()).toISOString() });
       log.info({ template: spec.template, rootfs: spec.rootfs }, 'container created');
     } catch (err) {
       // A killed or aborted create is cleaned by the next pass (the marker says partial); a failed one now.
@@ -317,7 +328,7 @@ export class LxcProvider implements Provider<'Container'> {
       ...marker,
       fields: markerFields,
       ...(allApplied ? { specHash: d.specHash } : {}),
-      updatedAt: new Date().toISOString(),
+      updatedAt: new Date(this.clock.now()).toISOString(),
     });
     this.log.info({ key: d.key, hostName: name, fields: relevant.map((c) => c.path), live: active }, 'container updated');
   }
@@ -385,7 +396,7 @@ export class LxcProvider implements Provider<'Container'> {
     if (current === undefined) throw new Error(`cannot adopt container ${name}: it disappeared`);
     await writeMarker(markerPath(this.lxcpath, name), {
       version: MARKER_VERSION, id: d.id, key: d.key, fields: current.fields, complete: true, origin: 'adopted',
-      updatedAt: new Date().toISOString(), ...restoreRequestRecord(d),
+      updatedAt: new Date(this.clock.now()).toISOString(), ...restoreRequestRecord(d),
     });
     this.log.info({ key: d.key, hostName: name }, 'container adopted');
   }
@@ -491,6 +502,7 @@ export class LxcProvider implements Provider<'Container'> {
     return {
       lxcpath: this.lxcpath, hostName: name, cgroupVersion: (await this.cgroup()).version,
       consoleLogPath: consoleLogPath(this.lxcpath, name), idmap: this.idmap,
+      ...(this.consoleLogBytes === undefined ? {} : { consoleLogBytes: this.consoleLogBytes }),
     };
   }
 
@@ -530,7 +542,7 @@ export class LxcProvider implements Provider<'Container'> {
     const marker = await readMarker(markerPath(this.lxcpath, name)).catch(() => undefined);
     if (marker?.complete !== true) {
       // A create cut short may have left lxc-create or its template running: stop them writing first.
-      const killed = await killCreators(this.lxcpath, name);
+      const killed = await killCreators(this.lxcpath, name, { clock: this.clock });
       if (killed.length > 0) this.log.info({ hostName: name, pids: killed }, 'killed processes left creating a partial container');
     }
     if (await exists(configPath(this.lxcpath, name))) {

@@ -27,6 +27,7 @@ export function snapshotsDir(lxcpath: string, hostName: string): string {
 const META_FILE = 'snapshot.json';
 const ORIGINS: ReadonlySet<string> = new Set(['schedule', 'object', 'request']);
 
+/** What LxcSnapshots works with: the lxcpath, the tool runner, the clock, and how to read a state. */
 export interface LxcSnapshotsOptions {
   readonly lxcpath: string;
   readonly tools: LxcToolRunner;

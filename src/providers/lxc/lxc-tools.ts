@@ -11,6 +11,7 @@ export type LxcTool =
   | 'lxc-create' | 'lxc-start' | 'lxc-stop' | 'lxc-freeze' | 'lxc-unfreeze' | 'lxc-destroy' | 'lxc-info'
   | 'lxc-ls' | 'lxc-cgroup' | 'lxc-attach' | 'lxc-monitor' | 'cp';
 
+/** The lxc-* tools the provider runs; probe() checks each is installed. */
 export const LXC_TOOLS: readonly LxcTool[] = [
   'lxc-create', 'lxc-start', 'lxc-stop', 'lxc-freeze', 'lxc-unfreeze', 'lxc-destroy', 'lxc-info',
   'lxc-ls', 'lxc-cgroup', 'lxc-attach', 'lxc-monitor',
@@ -40,10 +41,12 @@ export class LxcToolError extends Error {
   }
 }
 
+/** Whether `err` is an LxcToolError (by brand, across module copies). */
 export function isLxcToolError(err: unknown): err is LxcToolError {
   return typeof err === 'object' && err !== null && (err as { isLxcToolError?: unknown }).isLxcToolError === true;
 }
 
+/** Per-run options of an lxc-* tool. */
 export interface RunOptions {
   readonly signal: AbortSignal;
   /** Overrides the runner's default timeout for this call (lxc-create, a graceful stop). */
@@ -74,6 +77,7 @@ export function toolFailureMessage(
   return `${what}: exit code ${failure.code ?? 'none (killed)'}${tail === '' ? '' : `: ${tail}`}`;
 }
 
+/** How lxc-* tools are run. */
 export interface LxcToolsOptions {
   readonly logger: Logger;
   /** 30 s: every lxc-* call but create and graceful stop returns in well under a second here. */
@@ -92,6 +96,7 @@ const STDERR_IN_MESSAGE_CHARS = 2000;
 /** How long to wait for a tool's pipes to close after it exited or was killed. */
 const PIPE_GRACE_MS = 1_000;
 
+/** Runs lxc-* tools with argument arrays only (never a shell), bounded in time, errors carrying their stderr. */
 export class LxcTools implements LxcToolRunner {
   private readonly log: Logger;
   private readonly timeoutMs: number;

@@ -11,8 +11,10 @@ import { readFile } from 'node:fs/promises';
 import { writeFileAtomic } from './atomic-file.js';
 import type { SpecFields } from '../../api/v1alpha1/fields.js';
 
+/** Version of the marker file format. */
 export const MARKER_VERSION = 1;
 
+/** What the marker file beside a container says: who owns it and what was last applied. */
 export interface OwnershipMarker {
   readonly version: typeof MARKER_VERSION;
   /** The object id (Desired.id). */

@@ -15,10 +15,12 @@ export class GitError extends Error {
   }
 }
 
+/** Whether `err` is a GitError (by brand, across module copies). */
 export function isGitError(err: unknown): err is GitError {
   return typeof err === 'object' && err !== null && (err as { isGitError?: unknown }).isGitError === true;
 }
 
+/** Per-call options of one git command. */
 export interface GitCallOptions {
   /** Overrides the default timeout (fetches over a slow link). */
   readonly timeoutMs?: number;
@@ -30,6 +32,7 @@ export interface GitCallOptions {
   readonly env?: Readonly<Record<string, string>>;
 }
 
+/** What one git command printed. */
 export interface GitResult {
   readonly stdout: Buffer;
   readonly stderr: string;

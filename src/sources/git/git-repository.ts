@@ -71,6 +71,7 @@ export interface TreeFile {
   readonly regular: boolean;
 }
 
+/** A bare local clone: fetches from the remote and reads trees and files at a commit; never pushes. */
 export class GitRepository {
   readonly git: GitCli;
 

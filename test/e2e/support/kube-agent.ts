@@ -52,7 +52,7 @@ export async function startKubeAgent(options: KubeAgentOptions): Promise<KubeAge
   const backends = new Map([[backend.source.id, backend]]);
   const provider = options.provider ?? new FakeProvider('Container');
   const cache = new ObservationCache();
-  const health = new ProviderHealth(provider, logger, 0);
+  const health = new ProviderHealth(provider, logger, { retryMs: 0 });
   const policy = new PolicyGate({ policy: options.policy ?? DEFAULT_HOST_POLICY, fs: nodePolicyFs, hostMemoryBytes: totalmem() });
   const reconciler = new Reconciler({ store, backends, provider, cache, health, node: options.node, logger, policy });
   const controller = new Controller({

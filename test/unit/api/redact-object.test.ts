@@ -4,24 +4,28 @@ import { checkedEnvironmentValue, environmentReferences, isEnvironmentError, wit
 import type { HyperletObject } from '../../../src/api/v1alpha1/types.js';
 import { REDACTED } from '../../../src/shared/redact.js';
 
-const ref = { valueFrom: { secretKeyRef: { name: 'db', key: 'password' } } };
-const object = (environment?: Record<string, unknown>): HyperletObject => ({
+const ref = { secretKeyRef: { name: 'db', key: 'password' } };
+const object = (environment?: Record<string, unknown>, environmentFrom?: Record<string, unknown>): HyperletObject => ({
   apiVersion: 'hyperlet.io/v1alpha1', kind: 'Container', metadata: { name: 'web', namespace: 'default' },
-  spec: { template: 'busybox', state: 'Running', updatePolicy: 'Live', deletionPolicy: 'Delete', autostart: false, gracefulStopSeconds: 30, ...(environment === undefined ? {} : { environment }) },
+  spec: {
+    template: 'busybox', state: 'Running', updatePolicy: 'Live', deletionPolicy: 'Delete', autostart: false, gracefulStopSeconds: 30,
+    ...(environment === undefined ? {} : { environment }), ...(environmentFrom === undefined ? {} : { environmentFrom }),
+  },
 } as HyperletObject);
 
 describe('redactObject', () => {
-  const cases: Record<string, { reason: string; env: Record<string, unknown> | undefined; want: Record<string, unknown> | undefined }> = {
-    LiteralValues: { reason: 'keys stay, text values go', env: { A: 'hunter2', B: '' }, want: { A: REDACTED, B: REDACTED } },
-    References: { reason: 'a reference names where the secret is, not the secret: shown', env: { A: 'x', P: ref }, want: { A: REDACTED, P: ref } },
+  const cases: Record<string, { reason: string; env: Record<string, unknown> | undefined; from?: Record<string, unknown>; want: Record<string, unknown> | undefined }> = {
+    LiteralValues: { reason: 'keys stay, values go', env: { A: 'hunter2', B: '' }, want: { A: REDACTED, B: REDACTED } },
+    References: { reason: 'a reference names where the secret is, not the secret: shown', env: { A: 'x' }, from: { P: ref }, want: { A: REDACTED } },
     NoEnvironment: { reason: 'nothing to hide', env: undefined, want: undefined },
   };
   for (const [name, tc] of Object.entries(cases)) {
     it(name, () => {
-      const input = object(tc.env);
+      const input = object(tc.env, tc.from);
       const before = JSON.stringify(input);
       const out = redactObject(input);
       expect((out.spec as { environment?: unknown }).environment, tc.reason).to.deep.equal(tc.want);
+      expect((out.spec as { environmentFrom?: unknown }).environmentFrom, tc.reason).to.deep.equal(tc.from);
       expect(JSON.stringify(input), 'the input is not changed').to.equal(before);
       expect(out.spec.state).to.equal('Running');
     });
@@ -45,10 +49,11 @@ describe('redactFieldValue and describeEnvironmentChange', () => {
 
 describe('environment references', () => {
   it('lists references in key order and fills values into a copy', () => {
-    const o = object({ Z: { valueFrom: { file: 'z' } }, A: ref, M: 'plain' });
+    const o = object({ M: 'plain' }, { Z: { file: 'z' }, A: ref });
     expect(environmentReferences(o).map((r) => r.name)).to.deep.equal(['A', 'Z']);
     const filled = withEnvironmentValues(o, { A: 'a-value', Z: 'z-value' });
     expect((filled.spec as { environment: unknown }).environment).to.deep.equal({ Z: 'z-value', A: 'a-value', M: 'plain' });
+    expect(filled.spec, 'what the instance gets has no references left').to.not.have.property('environmentFrom');
     expect(environmentReferences(o), 'the input keeps its references').to.have.length(2);
   });
 

@@ -60,8 +60,7 @@ describe('generated CRDs', () => {
 
     it(`${kind}: the schema is structural (every node typed, no JSON-Schema-only keywords)`, () => {
       for (const [path, node] of walk(rootSchemaOf(crdOf(want.plural)), '')) {
-        // The structural-schema exceptions: int-or-string, and preserve-unknown-fields (environment values: text or valueFrom).
-        const typed = typeof node.type === 'string' || node['x-kubernetes-int-or-string'] === true || node['x-kubernetes-preserve-unknown-fields'] === true;
+        const typed = typeof node.type === 'string' || node['x-kubernetes-int-or-string'] === true;
         expect(typed, `${path} has no type`).to.equal(true);
         for (const banned of ['additionalProperties', 'propertyNames', 'x-quantity-range', 'const', 'oneOf']) {
           if (banned === 'additionalProperties' && typeof node.additionalProperties === 'object') continue;
@@ -79,7 +78,7 @@ describe('generated CRDs', () => {
     expect(rules.map((r) => r.message)).to.deep.equal(['must be between 64Mi and 1Ti']);
     expect(rules[0]!.rule).to.include('self >= 67108864 && self <= 1099511627776');
     expect((spec['x-kubernetes-validations'] as { message: string }[]).map((r) => r.message))
-      .to.deep.equal(['exactly one of template and rootfs must be set']);
+      .to.deep.equal(['exactly one of template and rootfs must be set', 'a name in environmentFrom must not also be in environment']);
   });
 
   const patterns = {

@@ -306,7 +306,7 @@ describe('plan', () => {
   it('lets the provider classify a change by its values', () => {
     const d = vm('vm1', { resources: { cpu: 1, memory: '256Mi' }, disks: [{ name: 'root', size: '2Gi' }] });
     const before = vm('vm1', { resources: { cpu: 1, memory: '256Mi' }, disks: [{ name: 'root', size: '1Gi' }] });
-    const p = plan(d, observedAs(before), (c) => (c.path === 'disks' ? 'live' : c.apply));
+    const p = plan(d, observedAs(before), { applyModeOf: (c) => (c.path === 'disks' ? 'live' : c.apply) });
     expect(p.steps).to.have.length(1);
     expect(p.steps[0]).to.include({ op: 'update' });
     expect(p.pending).to.deep.equal([]);

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { EnvironmentError } from '../../../src/api/v1alpha1/environment.js';
 import { specFields } from '../../../src/api/v1alpha1/fields.js';
-import { requeueAfter } from '../../../src/reconcile/result.js';
+import { nextStep, requeueAfter } from '../../../src/reconcile/result.js';
 import { REDACTED, Redactor } from '../../../src/shared/redact.js';
 import { container, observedAs } from '../../fakes/desired-objects.js';
 import { FakeEnvironmentResolver } from '../../fakes/fake-environment-resolver.js';
@@ -9,9 +9,9 @@ import { harness } from '../../fakes/harness.js';
 
 const signal = new AbortController().signal;
 const SECRET = 'pa55-w0rd-value';
-const withRef = () => container('web', { environment: { PLAIN: 'x', DB_PASSWORD: { valueFrom: { file: 'db' } } } });
+const withRef = () => container('web', { environment: { PLAIN: 'x' }, environmentFrom: { DB_PASSWORD: { file: 'db' } } });
 
-describe('Reconciler with valueFrom references', () => {
+describe('Reconciler with environmentFrom references', () => {
   it('gives the instance the values read, and keeps only the reference everywhere else', async () => {
     const redactor = new Redactor();
     const h = harness('Container', { redactor });
@@ -20,7 +20,7 @@ describe('Reconciler with valueFrom references', () => {
     h.backend.environment = resolver;
     const d = withRef();
     h.store.upsert(d);
-    expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(requeueAfter(0));
+    expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(nextStep());
     expect(h.provider.calls.slice(-1)).to.deep.equal(['create:web']);
     expect(JSON.parse(String(h.provider.instances.get('web')?.fields.environment))).to.deep.equal({ DB_PASSWORD: SECRET, PLAIN: 'x' });
     expect(JSON.stringify(h.backend.remembered.get(d.key)), 'records keep the reference').to.not.contain(SECRET);
@@ -46,8 +46,8 @@ describe('Reconciler with valueFrom references', () => {
   });
 
   const failures: Record<string, { reason: string; error: Error | undefined; resolver: boolean; want: string }> = {
-    Missing: { reason: 'the file is not there yet', error: new EnvironmentError('SecretNotFound', 'spec.environment.DB_PASSWORD: no such file'), resolver: true, want: 'SecretNotFound' },
-    Denied: { reason: 'a path outside the secrets directory', error: new EnvironmentError('PolicyDenied', 'spec.environment.DB_PASSWORD: leads out'), resolver: true, want: 'PolicyDenied' },
+    Missing: { reason: 'the file is not there yet', error: new EnvironmentError('SecretNotFound', 'spec.environmentFrom.DB_PASSWORD: no such file'), resolver: true, want: 'SecretNotFound' },
+    Denied: { reason: 'a path outside the secrets directory', error: new EnvironmentError('PolicyDenied', 'spec.environmentFrom.DB_PASSWORD: leads out'), resolver: true, want: 'PolicyDenied' },
     Broken: { reason: 'an unexpected failure is still a failure of this field, not a crash', error: new Error('EIO'), resolver: true, want: 'SecretUnavailable' },
     NoResolver: { reason: 'a source that cannot resolve references refuses them', error: undefined, resolver: false, want: 'PolicyDenied' },
   };
@@ -65,7 +65,7 @@ describe('Reconciler with valueFrom references', () => {
       expect(h.provider.calls, tc.reason).to.deep.equal(['probe', 'observe:web']);
       const ready = h.backend.statuses.get(d.key)?.conditions.find((c) => c.type === 'Ready');
       expect(ready, tc.reason).to.include({ status: 'False', reason: tc.want });
-      expect(ready?.message, tc.reason).to.contain('spec.environment');
+      expect(ready?.message, tc.reason).to.contain('spec.environmentFrom');
       expect(h.backend.events.map((e) => e.reason), tc.reason).to.deep.equal([tc.want]);
       expect(h.backend.remembered.has(d.key), 'nothing acted on, nothing remembered').to.equal(false);
     });
@@ -74,7 +74,7 @@ describe('Reconciler with valueFrom references', () => {
   it('leaves a running instance alone while its secret is missing', async () => {
     const h = harness('Container');
     const resolver = new FakeEnvironmentResolver();
-    resolver.failure = new EnvironmentError('SecretNotFound', 'spec.environment.DB_PASSWORD: no such file');
+    resolver.failure = new EnvironmentError('SecretNotFound', 'spec.environmentFrom.DB_PASSWORD: no such file');
     h.backend.environment = resolver;
     const d = withRef();
     h.store.upsert(d);

@@ -98,7 +98,7 @@ describe('Reconciler with a host policy', () => {
     const h = harness('Container', { policy: gate() });
     const d = container('web', { resources: { memory: '64Mi' } });
     h.store.upsert(d);
-    while ((await h.reconciler.reconcile(d.key, signal)).requeueAfterMs === 0) { /* create, start */ }
+    while ((await h.reconciler.reconcile(d.key, signal)).kind === 'nextStep') { /* create, start */ }
     h.backend.remembered.set(d.key, container('web', { template: 'oci', resources: { memory: '64Mi' } }));
     h.store.remove(d.key);
     await h.reconciler.reconcile(d.key, signal);

@@ -1,8 +1,10 @@
 import { expect } from 'chai';
-import { RateLimiter } from '../../../src/queue/rate-limiter.js';
+import sinon from 'sinon';
 import { TerminalError } from '../../../src/shared/errors.js';
-import { requeueAfter, awaitChange } from '../../../src/reconcile/result.js';
+import { RateLimiter } from '../../../src/queue/rate-limiter.js';
+import { awaitChange, comesBack, nextStep, requeue, requeueAfter } from '../../../src/reconcile/result.js';
 import { RETRIES_BEFORE_STALLED } from '../../../src/reconcile/stalled-reasons.js';
+import type { ObservedInstance } from '../../../src/providers/provider.js';
 import { container, observedAs } from '../../fakes/desired-objects.js';
 import { harness } from '../../fakes/harness.js';
 
@@ -15,12 +17,12 @@ describe('Reconciler', () => {
     const h = harness('Container');
     const d = container('web');
     h.store.upsert(d);
-    expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(requeueAfter(0));
+    expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(nextStep());
     expect(h.provider.calls).to.deep.equal(['probe', 'observe:web', 'create:web']);
     expect(h.backend.statuses.get(d.key)?.phase).to.equal('Creating');
     expect(h.backend.finalized.has(d.key), 'finalizer before anything is created').to.equal(true);
     expect(h.backend.remembered.has(d.key), 'remembered before acting').to.equal(true);
-    expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(requeueAfter(0));
+    expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(nextStep());
     expect(h.provider.calls.slice(-1)).to.deep.equal(['setState:web:Running']);
     expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(awaitChange());
     const status = h.backend.statuses.get(d.key);
@@ -35,33 +37,39 @@ describe('Reconciler', () => {
     const h = harness('Container');
     const d = container('web');
     h.store.upsert(d);
-    while ((await h.reconciler.reconcile(d.key, signal)).requeueAfterMs !== undefined) { /* next step */ }
+    while (comesBack(await h.reconciler.reconcile(d.key, signal))) { /* next step */ }
     expect(h.backend.writes).to.equal(2);
     expect(h.backend.statuses.get(d.key)?.phase).to.equal('Running');
   });
 
-  it('slows down a step that keeps having no effect instead of hot-looping', async () => {
+  it('waits for a step whose effect is in progress instead of running it every pass', async () => {
+    // A guest ballooning: every pass observes another memory size, none of them the declared one.
     const h = harness('Container');
     const d = container('web', { resources: { memory: '256Mi' } });
     h.store.upsert(d);
-    h.provider.instances.set('web', observedAs(container('web', { resources: { memory: '128Mi' } })));
-    const original = h.provider.update.bind(h.provider);
-    h.provider.update = async (...args) => { await original(...args); h.provider.instances.set('web', observedAs(container('web', { resources: { memory: '128Mi' } }))); };
-    const delays: (number | undefined)[] = [];
-    for (let i = 0; i < 6; i++) delays.push((await h.reconciler.reconcile(d.key, signal)).requeueAfterMs);
-    expect(delays).to.deep.equal([0, 0, 500, 1_000, 2_000, 4_000]);
+    let observedMiB = 128;
+    const moving = (): ObservedInstance => observedAs(container('web', { resources: { memory: `${++observedMiB}Mi` } }));
+    h.provider.instances.set('web', moving());
+    const observe = h.provider.observe.bind(h.provider);
+    h.provider.observe = async (...args) => { h.provider.instances.set('web', moving()); return observe(...args); };
+    const results = [];
+    for (let i = 0; i < 6; i++) results.push(await h.reconciler.reconcile(d.key, signal));
+    expect(results, 'run, wait, run again, wait…: the queue backoff spaces the runs').to.deep.equal([
+      nextStep(), requeue(), requeue(), requeue(), requeue(), requeue(),
+    ]);
+    expect(h.provider.count('update'), 'one run per two passes').to.equal(3);
   });
 
   it('reports an instance stopped behind its back (phase Stopped) before starting it again', async () => {
     const h = harness('Container');
     const d = container('web');
     h.store.upsert(d);
-    while ((await h.reconciler.reconcile(d.key, signal)).requeueAfterMs !== undefined) { /* converge */ }
+    while (comesBack(await h.reconciler.reconcile(d.key, signal))) { /* converge */ }
     const phases: string[] = [];
     const write = h.backend.write.bind(h.backend);
     h.backend.write = (desired, status) => { phases.push(status.phase); return write(desired, status); };
     h.provider.instances.set('web', { ...h.provider.instances.get('web')!, state: 'Stopped' });
-    while ((await h.reconciler.reconcile(d.key, signal)).requeueAfterMs !== undefined) { /* repair */ }
+    while (comesBack(await h.reconciler.reconcile(d.key, signal))) { /* repair */ }
     expect(phases, 'Stopped is written before the start, Running after').to.deep.equal(['Stopped', 'Running']);
     expect(h.provider.calls.filter((c) => c.startsWith('setState'))).to.deep.equal(['setState:web:Running', 'setState:web:Running']);
   });
@@ -102,7 +110,7 @@ describe('Reconciler', () => {
     const d = container('web');
     h.backend.remember(d);
     h.provider.instances.set('web', observedAs(d));
-    expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(requeueAfter(0));
+    expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(nextStep());
     expect(h.provider.calls.slice(-1)).to.deep.equal(['delete:web']);
     expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(awaitChange());
     expect(h.backend.remembered.has(d.key)).to.equal(false);
@@ -180,7 +188,7 @@ describe('Reconciler: kstatus conditions', () => {
     expect(seen).to.deep.equal([...Array<string>(RETRIES_BEFORE_STALLED - 1).fill(retrying), 'False/True:RetriesExhausted']);
     expect(condition(h.backend.statuses.get(d.key), 'Ready')).to.include({ status: 'False', reason: 'StartFailed' });
     h.provider.failures.delete('setState');
-    while ((await h.reconciler.reconcile(d.key, signal)).requeueAfterMs !== undefined) { /* next step */ }
+    while (comesBack(await h.reconciler.reconcile(d.key, signal))) { /* next step */ }
     const s = h.backend.statuses.get(d.key);
     expect([condition(s, 'Reconciling')?.status, condition(s, 'Stalled')?.status, condition(s, 'Ready')?.status]).to.deep.equal(['False', 'False', 'True']);
   });
@@ -281,7 +289,7 @@ describe('Reconciler: GitOps rules', () => {
   const runUntilIdle = async (h: ReturnType<typeof harness>, key: Parameters<typeof h.reconciler.reconcile>[0]) => {
     for (let i = 0; i < 10; i++) {
       const r = await h.reconciler.reconcile(key, signal);
-      if (r.requeueAfterMs !== 0) return r;
+      if (r.kind !== 'nextStep') return r;
     }
     throw new Error('did not settle');
   };
@@ -392,6 +400,19 @@ describe('Reconciler: GitOps rules', () => {
 });
 
 describe('Controller', () => {
+  // Fake time: the queue's delays and the cache's timestamps move only when the test ticks.
+  let clock: sinon.SinonFakeTimers;
+  beforeEach(() => { clock = sinon.useFakeTimers({ now: 1_000_000, toFake: ['Date', 'setTimeout', 'clearTimeout'] }); });
+  afterEach(() => clock.restore());
+
+  /** Moves fake time 5 ms at a time until `cond` holds, at most `timeoutMs` of it. */
+  const waitFor = async (cond: () => boolean, timeoutMs = 5_000): Promise<void> => {
+    for (let waited = 0; !cond(); waited += 5) {
+      if (waited > timeoutMs) throw new Error('condition not met in time');
+      await clock.tickAsync(5);
+    }
+  };
+
   it('drives many objects to Ready through the queue', async () => {
     const h = harness('Container');
     for (let i = 0; i < 20; i++) h.store.upsert(container(`c${i}`));
@@ -408,8 +429,8 @@ describe('Controller', () => {
     await waitFor(() => [...h.backend.statuses.values()].filter((s) => s.phase === 'Running').length === 10);
     await h.controller.queue.onIdle();
     // The cache treats an action in the same millisecond as a batch's start as newer than the batch
-    // (conservative): let the clock move past the last step before resyncing.
-    await new Promise((r) => setTimeout(r, 5));
+    // (conservative): let the (fake) clock move past the last step before resyncing.
+    await clock.tickAsync(5);
     const calls = h.provider.calls.length;
     const writes = h.backend.writes;
     await h.controller.resync();
@@ -456,6 +477,37 @@ describe('Controller', () => {
     await h.controller.stop();
   });
 
+  it('waits with backoff for a live change to take effect while a guest boots (no hot loop)', async () => {
+    // The daemon's limiter (1 s doubling), fake time: the guest's balloon reaches the declared
+    // memory 8 s after the start, and until then every observation reports another size.
+    const h = harness('Container', { rateLimiter: new RateLimiter({ jitter: 0 }) });
+    const d = container('web', { resources: { memory: '128Mi' } });
+    let startedAtMs: number | undefined;
+    let observations = 0;
+    const observe = h.provider.observe.bind(h.provider);
+    h.provider.observe = async (...args) => {
+      const instance = await observe(...args);
+      if (instance?.state !== 'Running') return instance;
+      startedAtMs ??= Date.now();
+      const ballooned = Date.now() - startedAtMs >= 8_000;
+      const memory = ballooned ? 128 * 2 ** 20 : 256 * 2 ** 20 - ++observations * 4096;
+      return { ...instance, fields: { ...instance.fields, 'resources.memory': memory } };
+    };
+    const update = h.provider.update.bind(h.provider);
+    h.provider.update = async (...args) => {
+      // Stops a hot loop the test would otherwise spin in forever (fake time never moves then).
+      if (h.provider.count('update') >= 50) throw new TerminalError('HotLoop', 'cannot update: ran 50 times');
+      return update(...args);
+    };
+    h.store.upsert(d);
+    await h.controller.start();
+    await clock.tickAsync(20_000);
+    const status = h.backend.statuses.get(d.key);
+    expect(h.provider.count('update'), 'runs at 0, 1 and 7 s while the balloon moves').to.be.at.most(4);
+    expect(condition(status, 'Ready'), 'seen converged once the balloon settled').to.include({ status: 'True' });
+    await h.controller.stop();
+  });
+
   it('a change event of a failing object waits for its backoff instead of retrying it at once', async () => {
     const h = harness('Container', { concurrency: 1, rateLimiter: new RateLimiter({ baseDelayMs: 60_000, maxDelayMs: 60_000, jitter: 0 }) });
     const bad = container('bad');
@@ -483,8 +535,8 @@ describe('Controller', () => {
     h.provider.failures.set('create', new TerminalError('PoolNotFound', 'cannot create: no pool'));
     await h.controller.start();
     await waitFor(() => h.provider.count('create') >= 1);
-    await new Promise((r) => setTimeout(r, 100));
-    expect(h.provider.count('create')).to.equal(1);
+    await clock.tickAsync(1_000);
+    expect(h.provider.count('create'), 'a terminal error waits for the object to change').to.equal(1);
     expect(h.controller.queue.retries(d.key)).to.equal(0);
     h.provider.failures.set('create', new Error('transient'));
     h.store.upsert(container('web', { autostart: true }));
@@ -494,11 +546,3 @@ describe('Controller', () => {
     await h.controller.stop();
   });
 });
-
-async function waitFor(cond: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > until) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}

@@ -139,13 +139,13 @@ describe('HttpServer', () => {
   });
 
   it('shows environment keys and references, never values', async () => {
-    const d = container('envy', { environment: { PLAIN: 'plain-value-1', DB: { valueFrom: { file: 'db' } } } });
+    const d = container('envy', { environment: { PLAIN: 'plain-value-1' }, environmentFrom: { DB: { file: 'db' } } });
     db.identify(d.key, { source: 'dir', kind: 'Container', namespace: 'default', name: 'envy' }, d.specHash);
     db.writeStatus(d, { phase: 'Running', conditions: [] });
     for (const path of ['/apis/hyperlet.io/v1alpha1/containers', '/apis/hyperlet.io/v1alpha1/namespaces/default/containers/envy']) {
       const text = await (await fetch(`${base}${path}`)).text();
       expect(text, path).to.not.contain('plain-value-1');
-      expect(text, path).to.contain('"PLAIN":"<redacted>"').and.contain('"DB":{"valueFrom":{"file":"db"}}');
+      expect(text, path).to.contain('"PLAIN":"<redacted>"').and.contain('"environmentFrom":{"DB":{"file":"db"}}');
     }
   });
 

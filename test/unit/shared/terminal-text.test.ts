@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { stripTerminalControls, terminalCell } from '../../../src/shared/terminal-text.js';
+import { TerminalFilter, stripTerminalControls, terminalCell } from '../../../src/shared/terminal-text.js';
 
 describe('stripTerminalControls', () => {
   const cases: Record<string, { reason: string; text: string; want: string }> = {
@@ -20,4 +20,23 @@ describe('stripTerminalControls', () => {
   it('makes a table cell one line', () => {
     expect(terminalCell('fix:\u001b[2J\tthe\nthing\r\n')).to.equal('fix: the thing ');
   });
+});
+
+describe('TerminalFilter', () => {
+  const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
+  const cases: Record<string, { reason: string; chunks: Uint8Array[]; want: string }> = {
+    WholeSequences: { reason: 'sequences inside one chunk go', chunks: [enc('a\u001b[31mb\u001b[0m\n')], want: 'ab\n' },
+    SplitCsi: { reason: 'a CSI cut after its parameters is completed by the next chunk, then removed', chunks: [enc('a\u001b[3'), enc('1mb')], want: 'ab' },
+    SplitAfterEsc: { reason: 'a chunk ending in ESC waits for the next byte', chunks: [enc('a\u001b'), enc('[2Jb')], want: 'ab' },
+    SplitOsc: { reason: 'an OSC title cut in the middle still goes whole', chunks: [enc('a\u001b]0;ti'), enc('tle\u0007b')], want: 'ab' },
+    SplitUtf8: { reason: 'a multi-byte character cut in two is kept whole', chunks: [new Uint8Array([0x61, 0xc3]), new Uint8Array([0xa4, 0x62])], want: 'aäb' },
+    LoneEscAtEnd: { reason: 'an ESC at the very end of the stream is dropped, not printed', chunks: [enc('end\u001b')], want: 'end' },
+  };
+  for (const [name, tc] of Object.entries(cases)) {
+    it(name, () => {
+      const f = new TerminalFilter();
+      const out = tc.chunks.map((c) => f.push(c)).join('') + f.end();
+      expect(out, tc.reason).to.equal(tc.want);
+    });
+  }
 });

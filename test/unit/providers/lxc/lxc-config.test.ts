@@ -24,14 +24,14 @@ describe('renderManagedConfig', () => {
     MinimalIsIsolated: {
       reason: 'no network declared: an empty network namespace, no bridge needed; the console log always',
       spec: {}, version: 1 as const,
-      want: ['lxc.net.0.type = empty', 'lxc.start.auto = 0', 'lxc.console.logfile = /var/lib/lxc/web/console.log', ...IDMAP],
+      want: ['lxc.net.0.type = empty', 'lxc.start.auto = 0', 'lxc.console.logfile = /var/lib/lxc/web/console.log', 'lxc.console.size = 1048576', 'lxc.console.rotate = 1', ...IDMAP],
     },
     LimitsOnCgroupV1: {
       reason: 'cgroup v1 hosts take lxc.cgroup.* keys; cpu is a cfs quota of whole periods',
       spec: { resources: { cpu: 2, memory: '256Mi' } }, version: 1 as const,
       want: [
         'lxc.cgroup.cpu.cfs_period_us = 100000', 'lxc.cgroup.cpu.cfs_quota_us = 200000', 'lxc.cgroup.memory.limit_in_bytes = 268435456',
-        'lxc.net.0.type = empty', 'lxc.start.auto = 0', 'lxc.console.logfile = /var/lib/lxc/web/console.log', ...IDMAP,
+        'lxc.net.0.type = empty', 'lxc.start.auto = 0', 'lxc.console.logfile = /var/lib/lxc/web/console.log', 'lxc.console.size = 1048576', 'lxc.console.rotate = 1', ...IDMAP,
       ],
     },
     LimitsOnCgroupV2: {
@@ -39,13 +39,13 @@ describe('renderManagedConfig', () => {
       spec: { resources: { cpu: 1, memory: '64Mi' } }, version: 2 as const,
       want: [
         'lxc.cgroup2.cpu.max = 100000 100000', 'lxc.cgroup2.memory.max = 67108864',
-        'lxc.net.0.type = empty', 'lxc.start.auto = 0', 'lxc.console.logfile = /var/lib/lxc/web/console.log', ...IDMAP,
+        'lxc.net.0.type = empty', 'lxc.start.auto = 0', 'lxc.console.logfile = /var/lib/lxc/web/console.log', 'lxc.console.size = 1048576', 'lxc.console.rotate = 1', ...IDMAP,
       ],
     },
     NoneNetwork: {
       reason: 'type none is an empty network namespace too',
       spec: { network: [{ type: 'none' }] }, version: 1 as const,
-      want: ['lxc.net.0.type = empty', 'lxc.start.auto = 0', 'lxc.console.logfile = /var/lib/lxc/web/console.log', ...IDMAP],
+      want: ['lxc.net.0.type = empty', 'lxc.start.auto = 0', 'lxc.console.logfile = /var/lib/lxc/web/console.log', 'lxc.console.size = 1048576', 'lxc.console.rotate = 1', ...IDMAP],
     },
     VethOnBridges: {
       reason: 'each veth joins its bridge (lxcbr0 when none is named); none entries take no slot',
@@ -53,20 +53,20 @@ describe('renderManagedConfig', () => {
       want: [
         'lxc.net.0.type = veth', 'lxc.net.0.link = br-test', 'lxc.net.0.flags = up', 'lxc.net.0.name = eth0', 'lxc.net.0.hwaddr = 52:54:00:aa:bb:01',
         'lxc.net.1.type = veth', 'lxc.net.1.link = lxcbr0', 'lxc.net.1.flags = up', 'lxc.net.1.name = eth1',
-        'lxc.start.auto = 0', 'lxc.console.logfile = /var/lib/lxc/web/console.log', ...IDMAP,
+        'lxc.start.auto = 0', 'lxc.console.logfile = /var/lib/lxc/web/console.log', 'lxc.console.size = 1048576', 'lxc.console.rotate = 1', ...IDMAP,
       ],
     },
     Privileged: {
       reason: 'a privileged container (the policy allowed it) has no user namespace',
       spec: { privileged: true }, version: 1 as const,
-      want: ['lxc.net.0.type = empty', 'lxc.start.auto = 0', 'lxc.console.logfile = /var/lib/lxc/web/console.log'],
+      want: ['lxc.net.0.type = empty', 'lxc.start.auto = 0', 'lxc.console.logfile = /var/lib/lxc/web/console.log', 'lxc.console.size = 1048576', 'lxc.console.rotate = 1'],
     },
     EnvironmentAndAutostart: {
       reason: 'one lxc.environment line per variable, sorted; autostart is lxc.start.auto',
       spec: { environment: { ZED: 'last', GREETING: 'hello world = "quoted" # not a comment' }, autostart: true }, version: 1 as const,
       want: [
         'lxc.net.0.type = empty', 'lxc.environment = GREETING=hello world = "quoted" # not a comment', 'lxc.environment = ZED=last',
-        'lxc.start.auto = 1', 'lxc.console.logfile = /var/lib/lxc/web/console.log', ...IDMAP,
+        'lxc.start.auto = 1', 'lxc.console.logfile = /var/lib/lxc/web/console.log', 'lxc.console.size = 1048576', 'lxc.console.rotate = 1', ...IDMAP,
       ],
     },
   };
@@ -111,6 +111,14 @@ describe('config values cannot inject lines', () => {
     const { privileged: _dropped, ...legacy } = fields;
     expect(appliedConfigOf(legacy).privileged, 'a marker from before unprivileged containers: its container has no user namespace').to.equal(true);
     expect(renderManagedConfig(appliedConfigOf(legacy), ctx(1)).some((l) => l.startsWith('lxc.idmap')), 'so no idmap is added to it').to.equal(false);
+  });
+
+  it('ConsoleLogCapIsAPowerOfTwo', () => {
+    const lines = renderManagedConfig(appliedConfigOf(fields), { ...ctx(1), consoleLogBytes: 65536 });
+    expect(lines).to.include.members(['lxc.console.size = 65536', 'lxc.console.rotate = 1']);
+    for (const bad of [1000, 2048, 65537]) {
+      expect(() => renderManagedConfig(appliedConfigOf(fields), { ...ctx(1), consoleLogBytes: bad }), String(bad)).to.throw(/power of two of at least 4096/);
+    }
   });
 
   it('FormatEntryRefusesLineBreaks', () => {
