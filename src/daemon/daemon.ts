@@ -219,7 +219,7 @@ export class Daemon {
       const dashboardApi = new DaemonDashboard({
         node: config.node, startedAt: new Date(clock.now()).toISOString(), store: this.store, backends: () => this.backends,
         synced: (id) => this.synced.has(id), healths: this.healths, providers: this.providers, views, eventLog, db, redact,
-        request: (key, annotation, value) => overlay.request(key, annotation, value, clock.now()),
+        request: (key, annotation, value) => overlay.request(key, annotation, value, clock.now()), clock,
       });
       const watch = new WatchStream({ events: this.events, views, redact, host: () => dashboardApi.host() });
       this.http = new HttpServer({

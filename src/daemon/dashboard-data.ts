@@ -17,6 +17,7 @@ import type { ActionResult, DashboardApi, EventLog, HostInfo, ObjectDetail } fro
 import { REBOOT_REQUEST_ANNOTATION, RESTORE_REQUEST_ANNOTATION } from '../shared/annotations.js';
 import type { ObjectViews } from '../server/object-view.js';
 import type { WatchEvent } from '../server/watch-stream.js';
+import type { Clock } from '../shared/clock.js';
 import { stripTerminalControls } from '../shared/terminal-text.js';
 import type { Source } from '../sources/source.js';
 import type { StateDb } from '../state/state-db.js';
@@ -38,6 +39,8 @@ export interface DaemonDashboardOptions {
   readonly eventLog: EventLog;
   readonly db?: Pick<StateDb, 'auditFor'>;
   readonly redact: (text: string) => string;
+  /** The time requests are stamped with. */
+  readonly clock: Clock;
   /** Lays a request annotation over a declared object (RequestOverlay); false when the source declares none. */
   readonly request: (key: ObjectKey, annotation: string, value: string) => boolean;
 }
@@ -134,7 +137,7 @@ export class DaemonDashboard implements DashboardApi {
       const offered = this.offeredFor(kind).join(', ') || 'none';
       return { ok: false, status: 409, error: `${action} is not offered for ${KINDS[kind].plural} (offered: ${offered})` };
     }
-    const made = spec.value(new Date().toISOString(), params);
+    const made = spec.value(new Date(this.o.clock.now()).toISOString(), params);
     if ('error' in made) return { ok: false, status: 400, error: made.error };
     const { value } = made;
     if (!this.o.request(key, spec.annotation, value)) {

@@ -30,7 +30,7 @@ describe('DaemonDashboard', () => {
     node: 'n1', startedAt: 't', store, backends: () => [backend], synced: () => true, healths: new Map(),
     providers: new Map<Kind, Provider>([['Container', ctProvider], ['VirtualMachine', vmProvider]]),
     views: new DaemonObjectViews(store, () => new Map([['dir', backend]]), undefined, systemClock), eventLog: new EventLog(),
-    redact: (t) => t, request: (key, annotation, value) => { requests.push(`${key} ${annotation}=${value}`); return true; },
+    redact: (t) => t, clock: systemClock, request: (key, annotation, value) => { requests.push(`${key} ${annotation}=${value}`); return true; },
   });
 
   interface Case { reason: string; kind: string; name: string; action: string; params?: string; want: object; request?: RegExp }
