@@ -24,4 +24,15 @@ export default tseslint.config(
       '@typescript-eslint/require-await': 'off',
     },
   },
+  {
+    // The dashboard's page script runs in the browser as plain JavaScript (no build step).
+    files: ['src/server/dashboard/**/*.js'],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: {
+      parserOptions: { projectService: false, project: null },
+      sourceType: 'module',
+      globals: Object.fromEntries(['document', 'window', 'location', 'history', 'sessionStorage', 'fetch', 'Node', 'HTMLInputElement',
+        'CSS', 'TextDecoderStream', 'setTimeout', 'Date', 'URL'].map((name) => [name, 'readonly'])),
+    },
+  },
 );

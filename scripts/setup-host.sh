@@ -23,6 +23,7 @@ PACKAGES=(
   etcd-server openssl git iproute2 cpio xz-utils    # tests: control plane, guest image, git source
   build-essential python3                           # better-sqlite3 builds from source
   zsh                                               # tests: the zsh completion script
+  chromium                                          # tests: the dashboard in a real browser (playwright-core drives it)
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

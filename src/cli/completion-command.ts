@@ -28,6 +28,9 @@ const FLAGS: Readonly<Record<string, readonly string[]>> = {
   exec: ['--namespace', '-n', '--lxcpath'],
   crds: ['--out'],
   completion: [],
+  dashboard: ['--server', '--state', '--help'],
+  reboot: ['--namespace', '-n', '--server', '--state', '--cacert', '--help'],
+  refresh: ['--server', '--state', '--cacert', '--help'],
 };
 
 const VALUES: Readonly<Record<string, readonly string[]>> = {
@@ -50,7 +53,7 @@ const TAKES_VALUE = new Set([
 const KIND_WORDS = Object.values(KINDS).flatMap((k) => [k.plural, ...k.shortNames]);
 
 /** Commands that take KIND then object names; logs and exec take container names. */
-const KIND_COMMANDS = new Set(['get', 'describe', 'wait']);
+const KIND_COMMANDS = new Set(['get', 'describe', 'wait', 'reboot']);
 const CONTAINER_COMMANDS = new Set(['logs', 'exec']);
 
 /**

@@ -21,6 +21,8 @@ Commands:
   logs NAME [-f]      a container's console log  [-n NS] [--lxcpath PATH]
   exec NAME -- CMD    run CMD in a container; its exit code is ours  [-n NS] [--lxcpath PATH]
   wait KIND NAME...   until objects meet a condition, with progress  [--for condition=Ready|phase=P|delete] [--timeout D]
+  reboot KIND NAME    reboot a VM once, through the daemon (a reboot-request the reconcile loop acts on)
+  dashboard           the dashboard's address, with the API token for actions  [--server URL] [--state PATH]
   completion SHELL    the completion script for bash or zsh  (source <(${NAME} completion bash))
   refresh [SOURCE]    ask the daemon to fetch its git sources now (uses the API token in the state dir)
 `;
@@ -42,6 +44,8 @@ export const COMMANDS: Record<string, () => Promise<Command>> = {
   crds: async () => (await import('./crds-command.js')).crdsCommand,
   wait: async () => (await import('./wait-command.js')).waitCommand,
   completion: async () => (await import('./completion-command.js')).completionCommand,
+  reboot: async () => (await import('./action-command.js')).actionCommand('reboot'),
+  dashboard: async () => (await import('./dashboard-command.js')).dashboardCommand,
   refresh: async () => (await import('./refresh-command.js')).refreshCommand,
   __complete: async () => (await import('./completion-command.js')).completeCommand,
 };

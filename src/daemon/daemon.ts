@@ -26,6 +26,12 @@ import { WatchStream } from '../server/watch-stream.js';
 import { systemClock } from '../shared/clock.js';
 import { SnapshotScheduler } from '../reconcile/snapshot-scheduler.js';
 import { DaemonObjectViews } from './object-views.js';
+import { DaemonDashboard } from './dashboard-data.js';
+import { RequestOverlay } from './request-overlay.js';
+import { EventLog } from '../server/dashboard-api.js';
+import { DashboardAssets } from '../server/dashboard-assets.js';
+import type { WatchEvent } from '../server/watch-stream.js';
+import type { AuditEntry } from '../state/state-db.js';
 import type { SourceBackend, SourcePolicy } from '../reconcile/backend.js';
 import type { Source } from '../sources/source.js';
 import { Redactor } from '../shared/redact.js';
@@ -114,6 +120,9 @@ export class Daemon {
   /** Every status write and recorded event, for notifications and the HTTP event stream. */
   readonly events: ObjectEvents;
   private notifier: Notifier | undefined;
+  private stopEventLog: (() => void) | undefined;
+  /** The dashboard's files, read once; undefined (with a warning) when they cannot be found. */
+  private dashboardAssets: DashboardAssets | undefined;
   private db: StateDb | undefined;
   private http: HttpServer | undefined;
   private providers = new Map<Kind, Provider>();
@@ -145,6 +154,8 @@ export class Daemon {
     if (tightened !== undefined) logger.warn({ dir: this.db.stateDir?.dir, was: `0${tightened.toString(8)}` }, 'state directory was open to other users; made it 0700');
     this.apiToken = config.statePath === ':memory:' ? randomBytes(32).toString('base64url') : ensureApiToken(config.statePath);
     this.notifier = this.createNotifier(this.db);
+    // Sources write through the overlay: requests made through the API are laid over their objects.
+    const overlay = new RequestOverlay(this.store, this.db);
     this.backends = await createBackends(config.sources, {
       ...(config.secretsDir === undefined ? {} : { secretsDir: config.secretsDir }),
       db: this.db, logger, node: config.node, nodeFilter: config.nodeFilter, events: this.events,
@@ -197,13 +208,27 @@ export class Daemon {
     this.metrics.collectFrom(this.hostState(backendsById));
 
     if (config.http !== undefined) {
+      try {
+        this.dashboardAssets = new DashboardAssets();
+      } catch (err) {
+        logger.warn({ err }, 'no dashboard: its files are missing; the API and the event stream are served');
+      }
       const { host, port, tls, hostAllow } = config.http;
       const redact = (text: string): string => this.redactor.text(text);
       const views = new DaemonObjectViews(this.store, () => backendsById, this.db, clock);
-      const watch = new WatchStream({ events: this.events, views, redact });
+      const eventLog = new EventLog();
+      const db = this.db;
+      this.stopEventLog = eventLog.follow(this.events, db.recentAudit(200).map((a) => auditToEvent(a)));
+      const dashboardApi = new DaemonDashboard({
+        node: config.node, startedAt: new Date(clock.now()).toISOString(), store: this.store, backends: () => this.backends,
+        synced: (id) => this.synced.has(id), healths: this.healths, providers: this.providers, views, eventLog, db, redact,
+        request: (key, annotation, value) => overlay.request(key, annotation, value, clock.now()), clock,
+      });
+      const watch = new WatchStream({ events: this.events, views, redact, host: () => dashboardApi.host() });
       this.http = new HttpServer({
         host, port, registry: this.metrics.registry, checks: () => this.checks(), db: this.db, logger, watch,
         refresh: (id) => this.refreshSources(id), token: this.apiToken, redact,
+        ...(this.dashboardAssets === undefined ? {} : { dashboard: { assets: this.dashboardAssets, api: dashboardApi } }),
         ...(tls === undefined ? {} : { tls }), ...(hostAllow === undefined ? {} : { hostAllow }),
       });
       const address = await this.http.listen();
@@ -212,7 +237,7 @@ export class Daemon {
     }
 
     await Promise.all(this.backends.map(async (b) => {
-      await b.source.start(this.store, this.sourcesAbort.signal);
+      await b.source.start(overlay, this.sourcesAbort.signal);
       this.synced.add(b.source.id);
       logger.info({ source: b.source.description, objects: this.store.size }, 'source synced');
     }));
@@ -327,8 +352,18 @@ export class Daemon {
     await Promise.all(this.snapshotSchedulers.map((s) => s.stopped()));
     await closeProviders(this.providers.values());
     await this.notifier?.stop();
+    this.stopEventLog?.();
     await this.http?.close();
     this.db?.close();
     this.logger.info('stopped');
   }
+}
+
+/** An audit entry as the event stream and the dashboard show events. */
+function auditToEvent(a: AuditEntry): WatchEvent {
+  const { kind, namespace, name } = parseKey(a.key);
+  return {
+    time: a.at, type: a.type === 'Warning' ? 'Warning' : 'Normal', reason: a.action, message: a.message,
+    involvedObject: { kind, namespace, name, uid: '' },
+  };
 }

@@ -36,12 +36,12 @@ export const NOTIFICATION_TYPES: readonly NotificationType[] = [
     matches: (e) => recorded(e, 'Warning', POLICY_REFUSAL_REASONS),
   },
   {
-    type: 'io.hyperlet.snapshot.created', description: 'A snapshot of the instance was taken',
-    matches: (e) => recorded(e, 'Normal', ['SnapshotCreated']),
+    type: 'io.hyperlet.snapshot.created', description: 'A snapshot of the instance was taken (spec.snapshots schedule)',
+    matches: (e) => recorded(e, 'Normal', ['SnapshotTaken']),
   },
   {
-    type: 'io.hyperlet.snapshot.restored', description: 'The instance was restored from a snapshot',
-    matches: (e) => recorded(e, 'Normal', ['SnapshotRestored']),
+    type: 'io.hyperlet.snapshot.restored', description: 'The instance was restored from a snapshot (hyperlet.io/restore-request)',
+    matches: (e) => recorded(e, 'Normal', ['Restored']),
   },
   {
     type: 'io.hyperlet.object.failed', description: 'A step failed (create, start, stop, delete…); hyperlet retries with backoff',

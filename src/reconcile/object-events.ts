@@ -120,7 +120,7 @@ export function identityOf(d: Desired): ObjectIdentity {
  * config line, and events leave the host. Values shorter than 4 characters are left alone (a
  * "1" would blank every digit and hide nothing worth hiding).
  */
-export function redactEnvironment(d: Desired, text: string): string {
+export function redactEnvironmentValues(d: Desired, text: string): string {
   const spec = d.object.spec as { environment?: Record<string, unknown> };
   const values = Object.values(spec.environment ?? {}).filter((v): v is string => typeof v === 'string' && v.length >= 4);
   let out = text;
@@ -128,10 +128,10 @@ export function redactEnvironment(d: Desired, text: string): string {
   return out;
 }
 
-/** The part of `status` events carry, condition messages redacted as `redactEnvironment` does. */
+/** The part of `status` events carry, condition messages redacted as `redactEnvironmentValues` does. */
 export function summarize(d: Desired, status: Status): StatusSummary {
   return {
-    phase: status.phase, conditions: status.conditions.map((c) => ({ ...c, message: redactEnvironment(d, c.message) })),
+    phase: status.phase, conditions: status.conditions.map((c) => ({ ...c, message: redactEnvironmentValues(d, c.message) })),
     ...(status.node === undefined ? {} : { node: status.node }),
     ...(status.addresses === undefined ? {} : { addresses: status.addresses }),
   };
@@ -166,7 +166,7 @@ export function withObjectEvents<S extends SourceIdentity>(
   const recorder: Recorder = {
     record: (d, type, reason, message) => {
       backend.recorder.record(d, type, reason, message);
-      const redacted = redactEnvironment(d, message);
+      const redacted = redactEnvironmentValues(d, message);
       events.publish({ type: 'record', atMs: events.nowMs(), ...identityOf(d), eventType: type, reason, message: redacted });
     },
   };

@@ -28,6 +28,8 @@ import { isAllowedHost, isLoopback } from './host-check.js';
 import { queryObjects, rowToObject } from './object-query.js';
 import { parseRequestTarget } from './request-target.js';
 import type { WatchStream } from './watch-stream.js';
+import type { DashboardApi } from './dashboard-api.js';
+import type { DashboardAssets } from './dashboard-assets.js';
 
 /** One /readyz check: its name, whether it gates readiness, and how to run it. */
 export interface ReadinessCheck {
@@ -49,6 +51,8 @@ export interface HttpServerOptions {
   readonly refresh?: (sourceId: string) => number;
   /** GET /api/v1/watch: the event stream. */
   readonly watch?: WatchStream;
+  /** The dashboard: its files (/, /ui/...) and what it reads (/api/v1/host, events, objects). */
+  readonly dashboard?: { readonly assets: DashboardAssets; readonly api: DashboardApi };
   /** The bearer token mutating routes (and every route on a non-loopback bind) require. */
   readonly token: string;
   /** Certificate and key (PEM): serve HTTPS. Required when `host` is not loopback. */
@@ -155,6 +159,10 @@ export class HttpServer {
     if (!target.ok) return this.send(res, target.status, { error: target.error });
     const { segments, query } = target;
     const reading = req.method === 'GET' || req.method === 'HEAD';
+    // The dashboard's files hold no data: served to anyone who passed the Host check, so a browser
+    // can load the page and then send the token with its own requests.
+    const assets = this.options.dashboard?.assets;
+    if (reading && assets?.has(target.path) === true) return assets.serve(req, res, target.path);
     if ((!reading || this.tokenForReads) && !bearerMatches(req.headers.authorization, this.options.token)) {
       res.setHeader('www-authenticate', 'Bearer realm="hyperlet"');
       return this.send(res, 401, { error: 'this route needs the API token: Authorization: Bearer TOKEN (the daemon wrote it beside its state DB, file api-token)' });
@@ -163,6 +171,17 @@ export class HttpServer {
       if (req.method !== 'POST') return this.send(res, 405, { error: 'refresh takes POST' });
       const id = segments[1] ?? '';
       return (this.options.refresh?.(id) ?? 0) > 0 ? this.send(res, 202, { refreshing: id }) : this.send(res, 404, { error: `no source ${id} that can refresh` });
+    }
+    // The dashboard asks whether its token is good before it offers actions: this route needs it, like every POST.
+    if (target.path === '/api/v1/session' && req.method === 'POST') return this.send(res, 200, { token: 'valid' });
+    const actionApi = this.options.dashboard?.api;
+    // POST /api/v1/objects/KIND/NAMESPACE/NAME/ACTION: an action, as a request annotation the reconcile loop acts on.
+    const isAction = segments.length === 7 && segments[0] === 'api' && segments[1] === 'v1' && segments[2] === 'objects';
+    if (req.method === 'POST' && actionApi !== undefined && isAction) {
+      const [, , , kind = '', namespace = '', name = '', action = ''] = segments;
+      const result = actionApi.act(kind, namespace, name, action, query);
+      if (!result.ok) return this.send(res, result.status, { error: result.error });
+      return this.send(res, 202, { requested: result.annotation, value: result.value });
     }
     if (!reading) return this.send(res, 405, { error: 'only GET is served (and POST /sources/ID/refresh)' });
     const path = target.path;
@@ -175,12 +194,34 @@ export class HttpServer {
       if (this.options.watch === undefined) return this.send(res, 404, { error: 'no event stream here' });
       return this.options.watch.serve(req, res, query);
     }
+    const dashboard = this.options.dashboard?.api;
+    if (dashboard !== undefined && segments[0] === 'api' && segments[1] === 'v1') {
+      return this.dashboardRead(res, segments.slice(2), query, dashboard);
+    }
     if (path === '/healthz') return this.sendText(res, 200, 'text/plain', 'ok\n');
     if (path === '/readyz') return this.readyz(res);
     if (path === '/metrics') return this.sendText(res, 200, this.options.registry.contentType, await this.options.registry.metrics());
     const api = apiRoute(segments);
     if (api !== undefined) return this.read(res, query, api.namespace, api.plural, api.name);
     this.send(res, 404, { error: `no route for ${path}` });
+  }
+
+  /** GET /api/v1/host, /api/v1/events[?limit=N], /api/v1/objects/KIND/NAMESPACE/NAME. */
+  private async dashboardRead(res: ServerResponse, rest: readonly string[], query: URLSearchParams, api: DashboardApi): Promise<void> {
+    if (rest.length === 1 && rest[0] === 'host') return this.send(res, 200, api.host());
+    if (rest.length === 1 && rest[0] === 'events') {
+      const limit = Number(query.get('limit') ?? '100');
+      if (!Number.isInteger(limit) || limit < 1 || limit > 1_000) {
+        return this.send(res, 400, { error: 'limit must be an integer from 1 to 1000' });
+      }
+      return this.send(res, 200, { items: api.recentEvents(limit) });
+    }
+    if (rest.length === 4 && rest[0] === 'objects') {
+      const [, kind = '', namespace = '', name = ''] = rest;
+      const detail = await api.object(kind, namespace, name);
+      return detail === undefined ? this.send(res, 404, { error: `${kind} ${namespace}/${name} not found` }) : this.send(res, 200, detail);
+    }
+    this.send(res, 404, { error: `no route for /api/v1/${rest.join('/')}` });
   }
 
   private send(res: ServerResponse, code: number, body: unknown): void {

@@ -4,8 +4,10 @@
  * (`ADDED` per object, then `SYNCED`), then sends `MODIFIED` when an object's status is written,
  * `DELETED` when hyperlet lets go of it, and, with `events=true`, `EVENT` per recorded event.
  * Query: `kind` (Container, VirtualMachine, or a plural or short name), `namespace`, `name`,
- * `events=true`. Each message's `data` is one JSON line: `{"type": ..., "object": ObjectView}`
- * or `{"type": "EVENT", "event": {...}}`, as `kubectl get -w -o json` prints watch events.
+ * `events=true`, `host=true` (the dashboard: `HOST` after SYNCED, and again when the host's state
+ * changed, looked at 250 ms after a change of an object). Each message's `data` is one JSON
+ * line: `{"type": ..., "object": ObjectView}` or `{"type": "EVENT", "event": {...}}`, as
+ * `kubectl get -w -o json` prints watch events.
  *
  * Guarantees: a stream never misses a change after its SYNCED (it subscribes before listing);
  * a client that reads too slowly (more than `maxBufferedBytes` waiting) is disconnected rather
@@ -29,6 +31,8 @@ export interface WatchStreamOptions {
   readonly maxClients?: number;
   readonly heartbeatMs?: number;
   readonly maxBufferedBytes?: number;
+  /** The host's state for `host=true` streams (the dashboard): sent after SYNCED, then when it changed. */
+  readonly host?: () => unknown;
 }
 
 /** A recorded event as the stream sends it. */
@@ -73,6 +77,21 @@ export class WatchStream {
       ...(query.get('name') === null ? {} : { name: query.get('name') ?? '' }),
     };
     const withEvents = query.get('events') === 'true';
+    const host = query.get('host') === 'true' ? this.options.host : undefined;
+    let lastHost = '';
+    let hostTimer: unknown;
+    const sendHost = (): void => {
+      hostTimer = undefined;
+      if (host === undefined || closed) return;
+      const text = JSON.stringify(host());
+      if (text === lastHost) return;
+      lastHost = text;
+      message('HOST', { host: JSON.parse(text) as unknown });
+    };
+    // Provider health and source revisions change with the objects they touch: look after each change, batched.
+    const hostMayHaveChanged = (): void => {
+      if (host !== undefined && hostTimer === undefined) hostTimer = this.clock.setTimeout(sendHost, 250);
+    };
     const redact = this.options.redact ?? ((t: string) => t);
     const maxBuffered = this.options.maxBufferedBytes ?? 1 << 20;
     this.clients++;
@@ -88,6 +107,7 @@ export class WatchStream {
       write(`id: ${seq}\nevent: ${type}\ndata: ${JSON.stringify({ type, ...data as object })}\n\n`);
     };
     const listener = (event: ObjectEvent): void => {
+      hostMayHaveChanged();
       if (!namesMatch(event.kind, event.namespace, event.name, filter)) return;
       if (event.type === 'status') {
         const view = this.options.views.get(event.key);
@@ -111,6 +131,7 @@ export class WatchStream {
       this.clients--;
       unsubscribe();
       this.clock.clearTimeout(heartbeat);
+      this.clock.clearTimeout(hostTimer);
       res.end();
     };
     req.on('close', close);
@@ -122,6 +143,7 @@ export class WatchStream {
     write('retry: 2000\n\n');
     for (const view of this.options.views.list()) if (viewMatches(view, filter)) message('ADDED', { object: view });
     message('SYNCED', {});
+    sendHost();
     const beat = (): void => {
       write(': keep-alive\n\n');
       heartbeat = this.clock.setTimeout(beat, this.options.heartbeatMs ?? 15_000);

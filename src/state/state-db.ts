@@ -81,7 +81,26 @@ const MIGRATIONS: readonly string[] = [
      delivered_seq INTEGER NOT NULL,
      updated_at TEXT NOT NULL
    );`,
+  // 4: requests made through the API (an annotation value per key), in force until the source changes it
+  `CREATE TABLE requests (
+     key TEXT NOT NULL,
+     annotation TEXT NOT NULL,
+     value TEXT NOT NULL,
+     declared TEXT,
+     at TEXT NOT NULL,
+     PRIMARY KEY (key, annotation)
+   );`,
 ];
+
+/** A request made through the API: `annotation` set to `value` on `key`, while the source still declares `declared`. */
+export interface RequestRow {
+  readonly key: string;
+  readonly annotation: string;
+  readonly value: string;
+  /** The source's own value of the annotation when the request was made (null: none). */
+  readonly declared: string | null;
+  readonly at: string;
+}
 
 /** One event waiting in (or delivered from) the outbox; `body` is what is sent, as is. */
 export interface OutboxEntry {
@@ -201,6 +220,7 @@ export class StateDb {
       delete: this.db.prepare('DELETE FROM objects WHERE key = ?'),
       all: this.db.prepare<[], RawObjectRow>('SELECT * FROM objects ORDER BY kind, namespace, name'),
       audit: this.db.prepare('INSERT INTO audit (at, key, type, action, result, message) VALUES (?, ?, ?, ?, ?, ?)'),
+      auditRecent: this.db.prepare<[number], AuditEntry>('SELECT * FROM (SELECT * FROM audit ORDER BY seq DESC LIMIT ?) ORDER BY seq'),
       auditFor: this.db.prepare<[string, number], AuditEntry>('SELECT * FROM (SELECT * FROM audit WHERE key = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq'),
       clearProblems: this.db.prepare('DELETE FROM problems WHERE source = ?'),
       addProblem: this.db.prepare('INSERT INTO problems (source, seq, line, detail) VALUES (?, ?, ?, ?)'),
@@ -221,6 +241,10 @@ export class StateDb {
         ON CONFLICT(sink) DO UPDATE SET delivered_seq = @seq, updated_at = @now`),
       cursorAll: this.db.prepare<[], { sink: string; delivered_seq: number }>('SELECT sink, delivered_seq FROM outbox_cursors'),
       cursorDelete: this.db.prepare('DELETE FROM outbox_cursors WHERE sink = ?'),
+      requestSet: this.db.prepare(`INSERT INTO requests (key, annotation, value, declared, at) VALUES (@key, @annotation, @value, @declared, @at)
+        ON CONFLICT(key, annotation) DO UPDATE SET value = @value, declared = @declared, at = @at`),
+      requestAll: this.db.prepare<[], RequestRow>('SELECT * FROM requests ORDER BY key, annotation'),
+      requestDelete: this.db.prepare('DELETE FROM requests WHERE key = ? AND annotation = ?'),
       allSources: this.db.prepare<[], { id: string; description: string; state: string; updated_at: string }>('SELECT * FROM sources ORDER BY id'),
     };
   }
@@ -326,6 +350,12 @@ export class StateDb {
   audit(key: string, type: string, action: string, result: string, message: string): void {
     const at = this.isoNow();
     this.defer(() => this.statements.audit.run(at, key, type, action, result, message));
+  }
+
+  /** The last `limit` audit entries of every key, oldest first (the dashboard's timeline). */
+  recentAudit(limit = 100): AuditEntry[] {
+    this.flush();
+    return this.statements.auditRecent.all(limit);
   }
 
   /** The last `limit` audit entries of `key`, oldest first. */
@@ -459,6 +489,22 @@ export class StateDb {
       this.statements.outboxDropOldest.run(excess);
       return undelivered;
     })();
+  }
+
+  /** Records a request; on disk when it returns. */
+  setRequest(row: RequestRow): void {
+    this.flush();
+    this.statements.requestSet.run(row);
+  }
+
+  /** Every request in force. */
+  requests(): RequestRow[] {
+    return this.statements.requestAll.all();
+  }
+
+  /** Drops a request (the source changed the annotation itself, or the object is gone). */
+  deleteRequest(key: string, annotation: string): void {
+    this.statements.requestDelete.run(key, annotation);
   }
 
   /** Runs `fn` in one transaction: many writes, one fsync. */

@@ -148,6 +148,11 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     return path.join(this.consoleDir, `${hostName}.log`);
   }
 
+  /** The serial console log of a domain (the Provider contract's name for it: the dashboard shows its tail). */
+  consoleLogPath(hostName: string): string {
+    return this.consolePathOf(hostName);
+  }
+
   /** Ends every changes() stream for good and the libvirt session; later calls reconnect. Idempotent. */
   async close(): Promise<void> {
     this.closing.abort();

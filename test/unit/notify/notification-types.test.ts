@@ -48,11 +48,11 @@ describe('notificationTypeOf', () => {
     },
     Snapshot: {
       reason: 'snapshots taken are sent',
-      event: recorded('Normal', 'SnapshotCreated'), want: 'io.hyperlet.snapshot.created',
+      event: recorded('Normal', 'SnapshotTaken'), want: 'io.hyperlet.snapshot.created',
     },
     Restore: {
       reason: 'restores are sent',
-      event: recorded('Normal', 'SnapshotRestored'), want: 'io.hyperlet.snapshot.restored',
+      event: recorded('Normal', 'Restored'), want: 'io.hyperlet.snapshot.restored',
     },
     AnyOtherWarningIsAFailure: {
       reason: 'StartFailed and the like are failures',
