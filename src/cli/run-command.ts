@@ -36,6 +36,10 @@ Keeps the LXC containers and libvirt VMs on this host as declared.
   --node NAME           this host's node name (default the hostname; kube: only objects with spec.nodeName NAME)
   --kubeconfig PATH     kube source: kubeconfig (default in-cluster or ~/.kube/config)
   --namespace NS        kube source: watch one namespace only
+  --leader-elect        kube source: campaign for a Lease in hyperlet-system. With --node (the DaemonSet),
+                        the elected agent also does the once-per-cluster work (Lease hyperlet-cluster);
+                        without --node, only the elected replica reconciles (Lease hyperlet-agent) and
+                        an agent that loses leadership exits with status 1
   --http HOST:PORT      /healthz /readyz /metrics and the read API (default 127.0.0.1:9440; "off" disables).
                         POST routes need the token the daemon writes beside the state DB (api-token);
                         a non-loopback HOST needs --tls-cert and --tls-key, and the token on every route
@@ -183,7 +187,7 @@ export async function runCommand(args: string[]): Promise<number> {
       notify: { type: 'string', multiple: true }, 'notify-secret-file': { type: 'string' }, 'notify-timeout': { type: 'string' },
       'notify-max-retry-delay': { type: 'string' }, 'console-log-size': { type: 'string' },
       'secrets-dir': { type: 'string' }, 'http-host-allow': { type: 'string', multiple: true }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
-      policy: { type: 'string' },
+      policy: { type: 'string' }, 'leader-elect': { type: 'boolean' },
     },
   });
   if (values.help === true) {
@@ -210,6 +214,9 @@ export async function runCommand(args: string[]): Promise<number> {
     return 2;
   }
   const notify = parseNotify(values);
+  const leaderElect = values['leader-elect'] === true;
+  if (leaderElect && !sources.some((s) => s.type === 'kube')) throw new UsageError('--leader-elect needs --source kube');
+  let leadershipLost = false;
   // One Redactor for the whole process: the logger writes through it, the daemon feeds it secrets.
   const redactor = new Redactor();
   const logger = createLogger({ level: level as 'info', redact: (line) => redactor.text(line) });
@@ -240,6 +247,13 @@ export async function runCommand(args: string[]): Promise<number> {
     shutdownTimeoutMs: parseDurationMs('--shutdown-timeout', values['shutdown-timeout'] ?? '30s'),
     policy: { prune: parseBool('--prune', values.prune ?? 'true'), paused: values.paused === true },
     ...(notify === undefined ? {} : { notify }),
+    ...(leaderElect ? {
+      leaderElect: true,
+      onLeadershipLost: () => {
+        leadershipLost = true;
+        stop('leadership lost');
+      },
+    } : {}),
     git: {
       intervalMs: atLeast('--interval', parseDurationMs('--interval', values.interval ?? '30s'), 100),
       maxPruneShare: parseShare('--max-prune', values['max-prune'] ?? '50%'),
@@ -279,5 +293,5 @@ export async function runCommand(args: string[]): Promise<number> {
     }, 100);
   });
   logger.flush();
-  return 0;
+  return leadershipLost ? 1 : 0;
 }

@@ -98,6 +98,10 @@ export interface DaemonConfig {
   readonly consoleLogBytes?: number;
   /** --notify: webhook sinks of CloudEvents, with the HMAC secret and delivery bounds. */
   readonly notify?: NotifyConfig;
+  /** --leader-elect (kube source): see SourceContext.leaderElect. */
+  readonly leaderElect?: boolean;
+  /** Called when a cluster-wide replica loses leadership; `hyperlet run` then exits non-zero. */
+  readonly onLeadershipLost?: () => void;
 }
 
 /** Where notifications go and how hard to try. */
@@ -165,6 +169,8 @@ export class Daemon {
       clock,
       ...(config.kubeconfig === undefined ? {} : { kubeconfig: config.kubeconfig }),
       ...(config.namespace === undefined ? {} : { namespace: config.namespace }),
+      ...(config.leaderElect === true ? { leaderElect: true } : {}),
+      ...(config.onLeadershipLost === undefined ? {} : { onLeadershipLost: config.onLeadershipLost }),
     });
     const backendsById = new Map(this.backends.map((b) => [b.source.id, b]));
     const hostPolicy = config.hostPolicy ?? DEFAULT_HOST_POLICY;

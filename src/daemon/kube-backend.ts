@@ -3,6 +3,7 @@
  * status writer, the event recorder and the finalizer gate, sharing one client configuration
  * and one KubeObjectTracker (so writers always send the freshest resourceVersion).
  */
+import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
@@ -17,6 +18,7 @@ import { KubeStatusWriter } from '../status/kube-status-writer.js';
 import { loadKubeConfig } from '../kube/kube-client.js';
 import { KubeObjectTracker } from '../kube/kube-object-tracker.js';
 import { KubeLeaseClient, LeaderElector } from '../kube/leader-election.js';
+import { ClusterLeadership, type ClusterTask } from '../kube/cluster-leadership.js';
 
 /** How the kube source and its status writer, recorder and finalizers are wired. */
 export interface KubeBackendOptions {
@@ -47,6 +49,20 @@ export interface KubeBackendOptions {
     readonly leaseName?: string;
     readonly onStoppedLeading: () => void;
   };
+  /**
+   * Per-node agents (`node` set) with --leader-elect: all campaign for one Lease (default
+   * hyperlet-system/hyperlet-cluster) and the leader runs `tasks`, the once-per-cluster work.
+   */
+  readonly clusterLeadership?: {
+    readonly identity?: string;
+    readonly leaseNamespace?: string;
+    readonly leaseName?: string;
+    readonly tasks?: readonly ClusterTask[];
+    /** Lease timing (client-go's defaults 15 s / 10 s / 2 s). */
+    readonly leaseDurationMs?: number;
+    readonly renewDeadlineMs?: number;
+    readonly retryPeriodMs?: number;
+  };
 }
 
 /** The kube backend plus what the daemon may want besides the SourceBackend interface. */
@@ -56,6 +72,8 @@ export interface KubeBackend extends SourceBackend<Source> {
   readonly recorder: KubeRecorder;
   readonly finalizers: KubeFinalizerGate;
   readonly kubeConfig: KubeConfig;
+  /** The once-per-cluster election of per-node agents, when asked for (started by the source). */
+  readonly leadership?: ClusterLeadership;
 }
 
 /** Builds the kube backend; throws when no kubeconfig can be loaded. Starts nothing. */
@@ -73,6 +91,20 @@ export function createKubeBackend(options: KubeBackendOptions): KubeBackend {
     }),
     onStoppedLeading: le.onStoppedLeading,
   };
+  const cl = options.clusterLeadership;
+  if (cl !== undefined && options.node === undefined) throw new TypeError('cannot elect a cluster leader among agents without a node');
+  const leadership = cl === undefined ? undefined : new ClusterLeadership({
+    elector: new LeaderElector({
+      lease: new KubeLeaseClient(kubeConfig, cl.leaseNamespace ?? 'hyperlet-system', cl.leaseName ?? 'hyperlet-cluster'),
+      identity: cl.identity ?? `${options.node ?? hostname()}_${randomUUID().slice(0, 8)}`,
+      logger,
+      ...(cl.leaseDurationMs !== undefined ? { leaseDurationMs: cl.leaseDurationMs } : {}),
+      ...(cl.renewDeadlineMs !== undefined ? { renewDeadlineMs: cl.renewDeadlineMs } : {}),
+      ...(cl.retryPeriodMs !== undefined ? { retryPeriodMs: cl.retryPeriodMs } : {}),
+    }),
+    logger,
+    ...(cl.tasks !== undefined ? { tasks: cl.tasks } : {}),
+  });
   return {
     source: new KubeSource({
       kubeConfig, logger, tracker,
@@ -81,6 +113,7 @@ export function createKubeBackend(options: KubeBackendOptions): KubeBackend {
       ...(options.node !== undefined ? { node: options.node } : {}),
       ...(options.resyncMs !== undefined ? { resyncMs: options.resyncMs } : {}),
       ...(leaderElection !== undefined ? { leaderElection } : {}),
+      ...(leadership !== undefined ? { leadership } : {}),
     }),
     statusWriter: new KubeStatusWriter({ kubeConfig, tracker, logger }),
     recorder: new KubeRecorder({ sink: new KubeEventSink(kubeConfig), logger, ...(host !== undefined ? { host } : {}) }),
@@ -88,5 +121,6 @@ export function createKubeBackend(options: KubeBackendOptions): KubeBackend {
     environment: new KubeEnvironmentResolver(new KubeSecretReader(kubeConfig)),
     finalizers: new KubeFinalizerGate({ kubeConfig, tracker, logger }),
     kubeConfig,
+    ...(leadership !== undefined ? { leadership } : {}),
   };
 }

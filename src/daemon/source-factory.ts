@@ -46,6 +46,12 @@ export interface SourceContext {
   readonly events?: ObjectEvents;
   /** dir and git sources: the directory environmentFrom file references read from (--secrets-dir). */
   readonly secretsDir?: string;
+  /**
+   * kube, --leader-elect: with a node, the agents elect one to do the once-per-cluster work;
+   * without, only the elected replica reconciles and `onLeadershipLost` is called if it loses.
+   */
+  readonly leaderElect?: boolean;
+  readonly onLeadershipLost?: () => void;
 }
 
 /** Flags that apply to every git source. */
@@ -140,6 +146,9 @@ export const SOURCE_FACTORIES: Partial<Record<SourceSpec['type'], SourceFactory>
       ...(ctx.kubeconfig !== undefined ? { kubeconfig: ctx.kubeconfig } : {}),
       ...(ctx.namespace !== undefined ? { namespace: ctx.namespace } : {}),
       ...(ctx.nodeFilter ? { node: ctx.node } : {}),
+      ...(ctx.leaderElect !== true ? {} : ctx.nodeFilter
+        ? { clusterLeadership: {} }
+        : { leaderElection: { onStoppedLeading: ctx.onLeadershipLost ?? ((): void => undefined) } }),
     });
     // --paused holds kube objects too; prune does not apply (deleting a resource is explicit).
     return ctx.policy === undefined ? backend : { ...backend, policy: ctx.policy };

@@ -1,0 +1,138 @@
+/**
+ * A fleet of per-node agents on one host: two `hyperlet run --source kube --node N --leader-elect`
+ * processes (the DaemonSet's mode), each with its own lxcpath, as the hyperlet ServiceAccount,
+ * against a real kube-apiserver with real LXC. Both do their own node's work while exactly one
+ * holds the once-per-cluster Lease; a leader stopped with SIGTERM releases it and the other
+ * takes over at once. Needs root and lxc with the busybox template (`make host`).
+ */
+import { expect } from 'chai';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { chmodSync, createWriteStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import yaml from 'js-yaml';
+import { AGENT_NAMESPACE, KubeTestEnv, REPO_ROOT } from './support/kube-testenv.js';
+import { until } from '../support/until.js';
+
+const exec = promisify(execFile);
+const NS = `fleet-e2e-${process.pid}`;
+const CLUSTER_LEASE = 'hyperlet-cluster';
+
+interface Agent {
+  readonly node: string;
+  readonly dir: string;
+  readonly lxcpath: string;
+  child?: ChildProcess;
+  exited?: Promise<number | null>;
+}
+
+describe('fleet: per-node agents with --leader-elect against a real kube-apiserver and real LXC', function () {
+  this.timeout(70 * 60_000);
+  let env: KubeTestEnv;
+  let root: string;
+  const agents: Agent[] = [];
+
+  const logOf = (a: Agent): string => {
+    try {
+      return readFileSync(join(a.dir, 'agent.log'), 'utf8').split('\n').slice(-20).join('\n');
+    } catch {
+      return '(no log)';
+    }
+  };
+  const holder = async (): Promise<string> => {
+    const r = await env.kubectl(['get', 'lease', CLUSTER_LEASE, '-n', AGENT_NAMESPACE, '-o', 'jsonpath={.spec.holderIdentity}']);
+    return r.code === 0 ? r.stdout.trim() : '';
+  };
+  const phaseOf = async (name: string): Promise<string> =>
+    (await env.kubectl(['get', 'ct', name, '-n', NS, '-o', 'jsonpath={.status.phase}'])).stdout.trim();
+
+  function start(a: Agent): void {
+    const log = createWriteStream(join(a.dir, 'agent.log'), { flags: 'a' });
+    a.child = spawn(process.execPath, [join(REPO_ROOT, 'bin/hyperlet.js'), 'run', '--source', 'kube', '--leader-elect',
+      '--kubeconfig', env.agentKubeconfigPath, '--namespace', NS, '--node', a.node, '--kinds', 'Container',
+      '--lxcpath', a.lxcpath, '--state', join(a.dir, 'state', 'state.db'), '--http', 'off', '--log-level', 'debug'],
+    { stdio: ['ignore', 'pipe', 'pipe'] });
+    a.child.stdout?.pipe(log);
+    a.child.stderr?.pipe(log);
+    const child = a.child;
+    a.exited = new Promise((r) => child.once('exit', (code) => r(code)));
+  }
+
+  async function stop(a: Agent): Promise<number | null | undefined> {
+    if (a.child === undefined) return undefined;
+    if (a.child.exitCode === null) a.child.kill('SIGTERM');
+    const code = await Promise.race([a.exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 40_000))]);
+    if (code === 'hung') {
+      a.child.kill('SIGKILL');
+      return undefined;
+    }
+    return code;
+  }
+
+  before(async () => {
+    if (process.getuid?.() !== 0) throw new Error('the fleet e2e needs root for LXC; run make test as root');
+    root = mkdtempSync(join(tmpdir(), 'hyperlet-fleet-'));
+    chmodSync(root, 0o711);
+    env = await KubeTestEnv.start();
+    await env.installHyperlet();
+    await env.kubectlOk(['create', 'namespace', NS]);
+    for (const node of ['fleet-a', 'fleet-b']) {
+      const dir = join(root, node);
+      mkdirSync(join(dir, 'lxc'), { recursive: true, mode: 0o711 });
+      chmodSync(dir, 0o711);
+      agents.push({ node, dir, lxcpath: join(dir, 'lxc') });
+    }
+  });
+
+  after(async () => {
+    for (const a of agents) await stop(a);
+    for (const a of agents) {
+      for (const name of readdirSync(a.lxcpath, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name)) {
+        await exec('lxc-stop', ['-P', a.lxcpath, '-n', name, '-k'], { timeout: 30_000 }).catch(() => undefined);
+        await exec('lxc-destroy', ['-P', a.lxcpath, '-n', name], { timeout: 60_000 }).catch(() => undefined);
+      }
+    }
+    if (env !== undefined) {
+      const names = (await env.kubectl(['get', 'ct', '-n', NS, '-o', 'name'])).stdout.trim().split('\n').filter((n) => n !== '');
+      for (const n of names) await env.kubectl(['patch', n, '-n', NS, '--type=merge', '-p', '{"metadata":{"finalizers":null}}']);
+      await env.stop();
+    }
+    if (root !== undefined) rmSync(root, { recursive: true, force: true });
+  });
+
+  it('both agents run their own node\'s containers; exactly one leads; SIGTERM hands the lead over at once', async () => {
+    const [a, b] = agents as [Agent, Agent];
+    start(a);
+    await until('fleet-a leads', async () => (await holder()).startsWith(`${a.node}_`) || undefined, 60_000)
+      .catch((err: unknown) => { throw new Error(`${String(err)}\n${logOf(a)}`); });
+    start(b);
+    for (const x of agents) {
+      await env.kubectlOk(['apply', '-f', '-'], { input: yaml.dump({
+        apiVersion: 'hyperlet.io/v1alpha1', kind: 'Container', metadata: { name: `web-${x.node}`, namespace: NS },
+        spec: { template: 'busybox', nodeName: x.node },
+      }) });
+    }
+    for (const x of agents) {
+      await until(`web-${x.node} Running`, async () => (await phaseOf(`web-${x.node}`)) === 'Running' || undefined, 120_000)
+        .catch((err: unknown) => { throw new Error(`${String(err)}\n${logOf(x)}`); });
+      const { stdout } = await exec('lxc-info', ['-P', x.lxcpath, '-n', `${NS}.web-${x.node}`, '-sH'], { timeout: 20_000 });
+      expect(stdout.trim(), 'the standby still does its own node\'s work').to.equal('RUNNING');
+    }
+    const first = await holder();
+    expect(first.startsWith(`${a.node}_`), `holder ${first}`).to.equal(true);
+    expect(readFileSync(join(b.dir, 'agent.log'), 'utf8')).to.not.include('starting the once-per-cluster tasks');
+
+    const stoppedAt = Date.now();
+    expect(await stop(a), 'a leader stopped by SIGTERM exits 0').to.equal(0);
+    await until('fleet-b leads', async () => (await holder()).startsWith(`${b.node}_`) || undefined, 30_000)
+      .catch((err: unknown) => { throw new Error(`${String(err)}\n${logOf(b)}`); });
+    const handoverMs = Date.now() - stoppedAt;
+    // client-go's default lease duration is 15 s: a released Lease is taken well before that.
+    expect(handoverMs, 'the released Lease is taken without waiting for it to expire').to.be.below(15_000);
+    process.stdout.write(`      handover after SIGTERM: ${handoverMs} ms\n`);
+    const transitions = Number(await env.kubectlOk(['get', 'lease', CLUSTER_LEASE, '-n', AGENT_NAMESPACE, '-o', 'jsonpath={.spec.leaseTransitions}']));
+    expect(transitions).to.equal(1);
+    start(a); // back as a standby for what follows
+  });
+});
