@@ -40,6 +40,9 @@ Keeps the LXC containers and libvirt VMs on this host as declared.
                         the elected agent also does the once-per-cluster work (Lease hyperlet-cluster);
                         without --node, only the elected replica reconciles (Lease hyperlet-agent) and
                         an agent that loses leadership exits with status 1
+  --heartbeat DURATION  kube source with --node: how often the agent renews its heartbeat Lease
+                        (hyperlet-system/hyperlet-node-NODE, valid 4 times as long; default 10s) and
+                        publishes its HypervisorNode (capacity, allocated, kinds, Ready) when it changed
   --http HOST:PORT      /healthz /readyz /metrics and the read API (default 127.0.0.1:9440; "off" disables).
                         POST routes need the token the daemon writes beside the state DB (api-token);
                         a non-loopback HOST needs --tls-cert and --tls-key, and the token on every route
@@ -187,7 +190,7 @@ export async function runCommand(args: string[]): Promise<number> {
       notify: { type: 'string', multiple: true }, 'notify-secret-file': { type: 'string' }, 'notify-timeout': { type: 'string' },
       'notify-max-retry-delay': { type: 'string' }, 'console-log-size': { type: 'string' },
       'secrets-dir': { type: 'string' }, 'http-host-allow': { type: 'string', multiple: true }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
-      policy: { type: 'string' }, 'leader-elect': { type: 'boolean' },
+      policy: { type: 'string' }, 'leader-elect': { type: 'boolean' }, heartbeat: { type: 'string' },
     },
   });
   if (values.help === true) {
@@ -247,6 +250,9 @@ export async function runCommand(args: string[]): Promise<number> {
     shutdownTimeoutMs: parseDurationMs('--shutdown-timeout', values['shutdown-timeout'] ?? '30s'),
     policy: { prune: parseBool('--prune', values.prune ?? 'true'), paused: values.paused === true },
     ...(notify === undefined ? {} : { notify }),
+    ...(values.heartbeat === undefined ? {} : {
+      heartbeatMs: atLeast('--heartbeat', parseDurationMs('--heartbeat', values.heartbeat), 250),
+    }),
     ...(leaderElect ? {
       leaderElect: true,
       onLeadershipLost: () => {

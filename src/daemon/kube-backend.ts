@@ -19,6 +19,10 @@ import { loadKubeConfig } from '../kube/kube-client.js';
 import { KubeObjectTracker } from '../kube/kube-object-tracker.js';
 import { KubeLeaseClient, LeaderElector } from '../kube/leader-election.js';
 import { ClusterLeadership, type ClusterTask } from '../kube/cluster-leadership.js';
+import { HypervisorNodePublisher } from '../status/hypervisor-node-publisher.js';
+import type { HostFacts } from '../status/hypervisor-node-status.js';
+import { NodeLifecycle } from '../status/node-lifecycle.js';
+import type { Desired } from '../store/desired.js';
 
 /** How the kube source and its status writer, recorder and finalizers are wired. */
 export interface KubeBackendOptions {
@@ -63,6 +67,18 @@ export interface KubeBackendOptions {
     readonly renewDeadlineMs?: number;
     readonly retryPeriodMs?: number;
   };
+  /** Per-node agents: publish this node's HypervisorNode and renew its heartbeat Lease. */
+  readonly inventory?: InventoryOptions;
+}
+
+/** What a per-node agent publishes about its host. */
+export interface InventoryOptions {
+  readonly facts: () => Promise<HostFacts>;
+  /** The objects placed on this node. */
+  readonly objects: () => readonly Desired[];
+  readonly labels: Readonly<Record<string, string>>;
+  /** Heartbeat Lease renewal (default 10 s; the Lease lasts 4 times that). */
+  readonly heartbeatMs?: number;
 }
 
 /** The kube backend plus what the daemon may want besides the SourceBackend interface. */
@@ -74,6 +90,8 @@ export interface KubeBackend extends SourceBackend<Source> {
   readonly kubeConfig: KubeConfig;
   /** The once-per-cluster election of per-node agents, when asked for (started by the source). */
   readonly leadership?: ClusterLeadership;
+  /** This node's HypervisorNode and heartbeat (started by the source); poke it when objects change. */
+  readonly inventory?: HypervisorNodePublisher;
 }
 
 /** Builds the kube backend; throws when no kubeconfig can be loaded. Starts nothing. */
@@ -105,6 +123,15 @@ export function createKubeBackend(options: KubeBackendOptions): KubeBackend {
     logger,
     ...(cl.tasks !== undefined ? { tasks: cl.tasks } : {}),
   });
+  const inv = options.inventory;
+  if (inv !== undefined && options.node === undefined) throw new TypeError('cannot publish a HypervisorNode without a node');
+  const inventory = inv === undefined || options.node === undefined ? undefined : new HypervisorNodePublisher({
+    kubeConfig, node: options.node, facts: inv.facts, objects: inv.objects, labels: inv.labels, logger,
+    ...(inv.heartbeatMs !== undefined ? { heartbeatMs: inv.heartbeatMs } : {}),
+  });
+  // The elected agent checks every node's heartbeat as often as its own beats.
+  leadership?.add(new NodeLifecycle({ kubeConfig, logger, ...(inv?.heartbeatMs !== undefined ? { periodMs: inv.heartbeatMs } : {}) }));
+  const background = [...(leadership !== undefined ? [leadership] : []), ...(inventory !== undefined ? [inventory] : [])];
   return {
     source: new KubeSource({
       kubeConfig, logger, tracker,
@@ -113,7 +140,7 @@ export function createKubeBackend(options: KubeBackendOptions): KubeBackend {
       ...(options.node !== undefined ? { node: options.node } : {}),
       ...(options.resyncMs !== undefined ? { resyncMs: options.resyncMs } : {}),
       ...(leaderElection !== undefined ? { leaderElection } : {}),
-      ...(leadership !== undefined ? { leadership } : {}),
+      ...(background.length > 0 ? { background } : {}),
     }),
     statusWriter: new KubeStatusWriter({ kubeConfig, tracker, logger }),
     recorder: new KubeRecorder({ sink: new KubeEventSink(kubeConfig), logger, ...(host !== undefined ? { host } : {}) }),
@@ -122,5 +149,6 @@ export function createKubeBackend(options: KubeBackendOptions): KubeBackend {
     finalizers: new KubeFinalizerGate({ kubeConfig, tracker, logger }),
     kubeConfig,
     ...(leadership !== undefined ? { leadership } : {}),
+    ...(inventory !== undefined ? { inventory } : {}),
   };
 }

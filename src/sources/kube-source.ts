@@ -53,8 +53,11 @@ export interface KubeSourceOptions {
    * later lost (the daemon should exit, as client-go's controllers do). Per-node agents need none.
    */
   readonly leaderElection?: { readonly elector: LeaderElector; readonly onStoppedLeading: () => void };
-  /** Per-node agents' once-per-cluster election: campaigns from `start` on, never gates the informers. */
-  readonly leadership?: { run(signal: AbortSignal): Promise<void> };
+  /**
+   * Work that runs beside the informers from `start` until the signal aborts, never gating them:
+   * per-node agents' once-per-cluster election, the node's inventory and heartbeat.
+   */
+  readonly background?: readonly { run(signal: AbortSignal): Promise<void> }[];
 }
 
 /** The `kube` source; see the file comment. */
@@ -106,7 +109,7 @@ export class KubeSource implements Source {
       this.informers.push(informer);
     }
     if (signal.aborted) return;
-    if (this.options.leadership !== undefined) void this.options.leadership.run(signal);
+    for (const work of this.options.background ?? []) void work.run(signal);
     if (this.options.leaderElection !== undefined && !(await this.lead(this.options.leaderElection, signal))) return;
     for (const inf of this.informers) inf.start();
     const aborted = new Promise<void>((r) => signal.addEventListener('abort', () => r(), { once: true }));

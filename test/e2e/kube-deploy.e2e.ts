@@ -126,6 +126,7 @@ describe('deploy: kubectl apply -k manifests/ and the DaemonSet\'s agent against
   const objects = [
     'clusterrole.rbac.authorization.k8s.io/hyperlet-agent', 'clusterrolebinding.rbac.authorization.k8s.io/hyperlet-agent',
     'configmap/hyperlet-policy', 'customresourcedefinition.apiextensions.k8s.io/containers.hyperlet.io',
+    'customresourcedefinition.apiextensions.k8s.io/hypervisornodes.hyperlet.io',
     'customresourcedefinition.apiextensions.k8s.io/virtualmachines.hyperlet.io', 'daemonset.apps/hyperlet-agent',
     'role.rbac.authorization.k8s.io/hyperlet-leader-election', 'rolebinding.rbac.authorization.k8s.io/hyperlet-leader-election',
     'serviceaccount/hyperlet',
@@ -159,6 +160,7 @@ describe('deploy: kubectl apply -k manifests/ and the DaemonSet\'s agent against
     });
     const names = (await env.kubectlOk(['get', 'crd', '-o', 'name'])).trim().split('\n').sort();
     expect(names).to.deep.equal(['customresourcedefinition.apiextensions.k8s.io/containers.hyperlet.io',
+      'customresourcedefinition.apiextensions.k8s.io/hypervisornodes.hyperlet.io',
       'customresourcedefinition.apiextensions.k8s.io/virtualmachines.hyperlet.io']);
     expect(await dryRun(), 'applying the same manifests again changes nothing')
       .to.deep.equal([...objects, 'namespace/hyperlet-system'].map((o) => `${o} unchanged (server dry run)`).sort());
@@ -209,6 +211,11 @@ describe('deploy: kubectl apply -k manifests/ and the DaemonSet\'s agent against
     };
     await until('/healthz answers 200 (startup and liveness probes)', probe(c.livenessProbe), 60_000);
     await until('/readyz answers 200 (readiness probe)', probe(c.readinessProbe), 60_000)
+      .catch((err: unknown) => { throw new Error(`${String(err)}\n${logTail()}`); });
+
+    // The agent publishes its host's inventory as the ServiceAccount (the RBAC is enough).
+    await until('the node\'s HypervisorNode Ready', async () => (await env.kubectl(['get', 'hypervisornode', NODE, '-o',
+      'jsonpath={.status.conditions[?(@.type=="Ready")].status}'])).stdout.trim() === 'True' || undefined, 60_000)
       .catch((err: unknown) => { throw new Error(`${String(err)}\n${logTail()}`); });
 
     await env.kubectlOk(['create', 'namespace', NS]);

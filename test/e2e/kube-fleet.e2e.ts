@@ -3,12 +3,13 @@
  * processes (the DaemonSet's mode), each with its own lxcpath, as the hyperlet ServiceAccount,
  * against a real kube-apiserver with real LXC. Both do their own node's work while exactly one
  * holds the once-per-cluster Lease; a leader stopped with SIGTERM releases it and the other
- * takes over at once. Needs root and lxc with the busybox template (`make host`).
+ * takes over at once. Each agent publishes its HypervisorNode and beats its Lease; the elected
+ * one marks a node whose agent was killed Ready=Unknown. Needs root and lxc with the busybox template (`make host`).
  */
 import { expect } from 'chai';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { chmodSync, createWriteStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { availableParallelism, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import yaml from 'js-yaml';
@@ -51,7 +52,7 @@ describe('fleet: per-node agents with --leader-elect against a real kube-apiserv
     const log = createWriteStream(join(a.dir, 'agent.log'), { flags: 'a' });
     a.child = spawn(process.execPath, [join(REPO_ROOT, 'bin/hyperlet.js'), 'run', '--source', 'kube', '--leader-elect',
       '--kubeconfig', env.agentKubeconfigPath, '--namespace', NS, '--node', a.node, '--kinds', 'Container',
-      '--lxcpath', a.lxcpath, '--state', join(a.dir, 'state', 'state.db'), '--http', 'off', '--log-level', 'debug'],
+      '--lxcpath', a.lxcpath, '--state', join(a.dir, 'state', 'state.db'), '--http', 'off', '--log-level', 'debug', '--heartbeat', '1s'],
     { stdio: ['ignore', 'pipe', 'pipe'] });
     a.child.stdout?.pipe(log);
     a.child.stderr?.pipe(log);
@@ -134,5 +135,93 @@ describe('fleet: per-node agents with --leader-elect against a real kube-apiserv
     const transitions = Number(await env.kubectlOk(['get', 'lease', CLUSTER_LEASE, '-n', AGENT_NAMESPACE, '-o', 'jsonpath={.spec.leaseTransitions}']));
     expect(transitions).to.equal(1);
     start(a); // back as a standby for what follows
+  });
+
+  interface NodeObject {
+    metadata: { labels: Record<string, string> };
+    status: {
+      capacity: { cpu: number; memory: string; disk: string }; allocatable: { cpu: number; memory: string };
+      allocated: { cpu: number; memory: string; objects: number }; hypervisors: string[]; kinds: string[];
+      conditions: { type: string; status: string; reason: string }[];
+    };
+  }
+  const nodeObject = async (node: string): Promise<NodeObject | undefined> => {
+    const r = await env.kubectl(['get', 'hypervisornode', node, '-o', 'json']);
+    return r.code === 0 ? JSON.parse(r.stdout) as NodeObject : undefined;
+  };
+  const readyOf = (o: NodeObject | undefined): string | undefined => o?.status?.conditions?.find((c) => c.type === 'Ready')?.status;
+
+  it('each agent publishes its HypervisorNode (capacity, allocatable, allocated, kinds, labels, Ready) and beats its Lease', async () => {
+    const [a] = agents as [Agent, Agent];
+    for (const x of agents) {
+      await until(`${x.node} published with its container`, async () => {
+        const o = await nodeObject(x.node);
+        return readyOf(o) === 'True' && o?.status.allocated.objects === 1 ? true : undefined;
+      }, 60_000).catch((err: unknown) => { throw new Error(`${String(err)}\n${logOf(x)}`); });
+    }
+    const o = (await nodeObject(a.node))!;
+    const kvm = existsSync('/dev/kvm');
+    expect(o.status.capacity).to.deep.include({ cpu: availableParallelism(), memory: `${Math.floor(totalmem() / 2 ** 20)}Mi` });
+    expect(o.status.capacity.disk).to.match(/^[1-9][0-9]*Gi$/);
+    expect(o.status.allocatable.cpu).to.equal(availableParallelism());
+    // A busybox container without a memory limit counts the policy's default (512Mi), no cpu.
+    expect(o.status.allocated).to.deep.equal({ cpu: 0, memory: '512Mi', objects: 1 });
+    expect(o.status.kinds).to.deep.equal(['Container']);
+    expect(o.status.hypervisors).to.deep.equal(['lxc']);
+    expect(o.metadata.labels).to.deep.include({ 'kubernetes.io/hostname': a.node, 'kubernetes.io/os': 'linux', 'hyperlet.io/kvm': String(kvm) });
+
+    const table = await env.kubectlOk(['get', 'hypervisornodes']);
+    const [header, ...rows] = table.trim().split('\n');
+    expect(header?.split(/\s+/)).to.deep.equal(['NAME', 'READY', 'CPU', 'CPU-USED', 'MEMORY', 'MEMORY-USED', 'DISK', 'OBJECTS', 'AGE']);
+    const row = rows.find((r) => r.startsWith(`${a.node} `))?.split(/\s+/);
+    expect(row?.slice(0, 8)).to.deep.equal([a.node, 'True', String(o.status.capacity.cpu), '0', o.status.capacity.memory, '512Mi',
+      o.status.capacity.disk, '1']);
+    process.stdout.write(`      ${header}\n${rows.map((r) => `      ${r}`).join('\n')}\n`);
+
+    const lease = async (): Promise<{ renewTime: string; leaseDurationSeconds: number; holderIdentity: string }> =>
+      (JSON.parse(await env.kubectlOk(['get', 'lease', `hyperlet-node-${a.node}`, '-n', AGENT_NAMESPACE, '-o', 'json'])) as {
+        spec: { renewTime: string; leaseDurationSeconds: number; holderIdentity: string };
+      }).spec;
+    const first = await lease();
+    expect([first.holderIdentity, first.leaseDurationSeconds]).to.deep.equal([a.node, 4]);
+    await until('the heartbeat Lease renewed', async () => (await lease()).renewTime !== first.renewTime || undefined, 10_000);
+
+    // A quiet host writes nothing: several heartbeats pass without a status write.
+    const writes = (): Promise<number> => env.requestCount({ verb: 'PATCH', resource: 'hypervisornodes', subresource: 'status' });
+    const before = await writes();
+    await new Promise((r) => setTimeout(r, 4_000));
+    expect(await writes() - before, 'status writes while nothing changed').to.equal(0);
+  });
+
+  it('a new object on a node updates its allocated resources', async () => {
+    const [a] = agents as [Agent, Agent];
+    await env.kubectlOk(['apply', '-f', '-'], { input: yaml.dump({
+      apiVersion: 'hyperlet.io/v1alpha1', kind: 'Container', metadata: { name: 'sized', namespace: NS },
+      spec: { template: 'busybox', nodeName: a.node, resources: { cpu: 1, memory: '256Mi' } },
+    }) });
+    await until('allocated counts the new container', async () => {
+      const o = await nodeObject(a.node);
+      return o?.status.allocated.objects === 2 ? o.status.allocated : undefined;
+    }, 30_000).then((allocated) => expect(allocated).to.deep.equal({ cpu: 1, memory: '768Mi', objects: 2 }));
+  });
+
+  it('an agent killed without warning: the elected agent marks its node Ready=Unknown (HeartbeatExpired); back, it is Ready again', async () => {
+    const [a, b] = agents as [Agent, Agent];
+    expect((await holder()).startsWith(`${b.node}_`), 'fleet-b leads since the hand-over').to.equal(true);
+    a.child?.kill('SIGKILL');
+    await a.exited;
+    const killedAt = Date.now();
+    await until('fleet-a Ready=Unknown', async () => {
+      const o = await nodeObject(a.node);
+      return readyOf(o) === 'Unknown' ? o : undefined;
+    }, 60_000).then((o) => expect(o.status.conditions.find((c) => c.type === 'Ready')?.reason).to.equal('HeartbeatExpired'))
+      .catch((err: unknown) => { throw new Error(`${String(err)}\n${logOf(b)}`); });
+    const detectedMs = Date.now() - killedAt;
+    process.stdout.write(`      heartbeat expiry noticed after ${detectedMs} ms (Lease 4 s, checks every 1 s)\n`);
+    expect(detectedMs, 'not before the Lease (4 s) expired').to.be.at.least(2_000);
+    expect(readyOf(await nodeObject(b.node)), 'the living node stays Ready').to.equal('True');
+    start(a);
+    await until('fleet-a Ready again', async () => readyOf(await nodeObject(a.node)) === 'True' || undefined, 60_000)
+      .catch((err: unknown) => { throw new Error(`${String(err)}\n${logOf(a)}`); });
   });
 });

@@ -301,7 +301,7 @@ export class KubeTestEnv {
     // What a cluster admin runs (README): the CRDs, namespace, RBAC, policy and DaemonSet in one go.
     await this.kubectlOk(['apply', '-k', join(REPO_ROOT, 'manifests')]);
     await this.kubectlOk(['wait', '--for=condition=Established', '--timeout=60s',
-      'crd/containers.hyperlet.io', 'crd/virtualmachines.hyperlet.io']);
+      'crd/containers.hyperlet.io', 'crd/virtualmachines.hyperlet.io', 'crd/hypervisornodes.hyperlet.io']);
     const core = this.admin().makeApiClient(CoreV1Api);
     const tr = await core.createNamespacedServiceAccountToken({
       name: AGENT_SERVICE_ACCOUNT, namespace: AGENT_NAMESPACE,
