@@ -19,6 +19,13 @@ import { until } from '../support/until.js';
 const exec = promisify(execFile);
 const NS = `fleet-e2e-${process.pid}`;
 const CLUSTER_LEASE = 'hyperlet-cluster';
+const POOL = `hyperlet-fleet-${process.pid}`;
+const VM = 'vm1';
+const DOMAIN = `${NS}.${VM}`;
+
+async function virsh(...args: string[]): Promise<string> {
+  return (await exec('virsh', ['-c', 'qemu:///system', ...args], { timeout: 60_000 })).stdout;
+}
 
 interface Agent {
   readonly node: string;
@@ -51,7 +58,7 @@ describe('fleet: per-node agents with --leader-elect against a real kube-apiserv
   function start(a: Agent): void {
     const log = createWriteStream(join(a.dir, 'agent.log'), { flags: 'a' });
     a.child = spawn(process.execPath, [join(REPO_ROOT, 'bin/hyperlet.js'), 'run', '--source', 'kube', '--leader-elect',
-      '--kubeconfig', env.agentKubeconfigPath, '--namespace', NS, '--node', a.node, '--kinds', 'Container',
+      '--kubeconfig', env.agentKubeconfigPath, '--namespace', NS, '--node', a.node, '--kinds', 'Container,VirtualMachine',
       '--lxcpath', a.lxcpath, '--state', join(a.dir, 'state', 'state.db'), '--http', 'off', '--log-level', 'debug', '--heartbeat', '1s'],
     { stdio: ['ignore', 'pipe', 'pipe'] });
     a.child.stdout?.pipe(log);
@@ -88,6 +95,12 @@ describe('fleet: per-node agents with --leader-elect against a real kube-apiserv
 
   after(async () => {
     for (const a of agents) await stop(a);
+    await virsh('destroy', DOMAIN).catch(() => undefined);
+    await virsh('undefine', DOMAIN).catch(() => undefined);
+    await virsh('pool-destroy', POOL).catch(() => undefined);
+    await virsh('pool-undefine', POOL).catch(() => undefined);
+    rmSync(join('/var/lib/hyperlet/pools', POOL), { recursive: true, force: true });
+    rmSync(join('/var/log/hyperlet/console', `${DOMAIN}.log`), { force: true });
     for (const a of agents) {
       for (const name of readdirSync(a.lxcpath, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name)) {
         await exec('lxc-stop', ['-P', a.lxcpath, '-n', name, '-k'], { timeout: 30_000 }).catch(() => undefined);
@@ -166,8 +179,8 @@ describe('fleet: per-node agents with --leader-elect against a real kube-apiserv
     expect(o.status.allocatable.cpu).to.equal(availableParallelism());
     // A busybox container without a memory limit counts the policy's default (512Mi), no cpu.
     expect(o.status.allocated).to.deep.equal({ cpu: 0, memory: '512Mi', objects: 1 });
-    expect(o.status.kinds).to.deep.equal(['Container']);
-    expect(o.status.hypervisors).to.deep.equal(['lxc']);
+    expect(o.status.kinds).to.deep.equal(['Container', 'VirtualMachine']);
+    expect(o.status.hypervisors).to.deep.equal(['lxc', 'qemu', ...(kvm ? ['kvm'] : [])]);
     expect(o.metadata.labels).to.deep.include({ 'kubernetes.io/hostname': a.node, 'kubernetes.io/os': 'linux', 'hyperlet.io/kvm': String(kvm) });
 
     const table = await env.kubectlOk(['get', 'hypervisornodes']);
@@ -223,5 +236,51 @@ describe('fleet: per-node agents with --leader-elect against a real kube-apiserv
     start(a);
     await until('fleet-a Ready again', async () => readyOf(await nodeObject(a.node)) === 'True' || undefined, 60_000)
       .catch((err: unknown) => { throw new Error(`${String(err)}\n${logOf(a)}`); });
+  });
+
+  it('a VirtualMachine CR on real libvirt: Running, counted in allocated, live memory change, deleted through the finalizer', async () => {
+    const [a] = agents as [Agent, Agent];
+    const guestDir = (await exec('bash', [join(REPO_ROOT, 'scripts/build-test-guest.sh')], { timeout: 600_000 })).stdout.trim().split('\n').pop() ?? '';
+    const vm = (memory: string): string => yaml.dump({
+      apiVersion: 'hyperlet.io/v1alpha1', kind: 'VirtualMachine', metadata: { name: VM, namespace: NS },
+      spec: {
+        nodeName: a.node, hypervisor: 'qemu', resources: { cpu: 1, memory, maxMemory: '256Mi' },
+        boot: { kernel: `${guestDir}/vmlinuz`, initrd: `${guestDir}/initrd.img`, cmdline: 'console=ttyS0 quiet' },
+        disks: [{ name: 'data', size: '100Mi', pool: POOL }], gracefulStopSeconds: 10,
+      },
+    });
+    const vmStatus = async (): Promise<{ phase?: string; observedGeneration?: number; ready?: string }> => {
+      const r = await env.kubectl(['get', 'vm', VM, '-n', NS, '-o', 'json']);
+      if (r.code !== 0) return {};
+      const o = JSON.parse(r.stdout) as { status?: { phase?: string; observedGeneration?: number; conditions?: { type: string; status: string }[] } };
+      return { phase: o.status?.phase, observedGeneration: o.status?.observedGeneration, ready: o.status?.conditions?.find((c) => c.type === 'Ready')?.status };
+    };
+    const appliedAt = Date.now();
+    await env.kubectlOk(['apply', '-f', '-'], { input: vm('128Mi') });
+    await until('vm1 Running and Ready', async () => {
+      const s = await vmStatus();
+      return s.phase === 'Running' && s.ready === 'True' ? true : undefined;
+    }, 180_000).catch((err: unknown) => { throw new Error(`${String(err)}\n${logOf(a)}`); });
+    process.stdout.write(`      VirtualMachine apply to Ready: ${Date.now() - appliedAt} ms\n`);
+    expect((await virsh('domstate', DOMAIN)).trim()).to.equal('running');
+    expect(readdirSync(join('/var/lib/hyperlet/pools', POOL)).filter((f) => f.startsWith(`${DOMAIN}-data-`))).to.have.length(1);
+    await until('allocated counts the VM', async () => {
+      const o = await nodeObject(a.node);
+      return o?.status.allocated.objects === 3 ? o.status.allocated : undefined;
+    }, 30_000).then((allocated) => expect(allocated).to.deep.equal({ cpu: 2, memory: '896Mi', objects: 3 }));
+
+    // A live memory change (within maxMemory): the running domain balloons to it, no restart.
+    await env.kubectlOk(['apply', '-f', '-'], { input: vm('192Mi') });
+    await until('currentMemory 192 MiB', async () => (await virsh('dumpxml', DOMAIN)).includes('<currentMemory unit=\'KiB\'>196608</currentMemory>'), 120_000)
+      .catch((err: unknown) => { throw new Error(`${String(err)}\n${logOf(a)}`); });
+    await until('vm1 observed generation 2, Ready', async () => {
+      const s = await vmStatus();
+      return s.observedGeneration === 2 && s.ready === 'True' && s.phase === 'Running' ? true : undefined;
+    }, 120_000);
+    expect((await virsh('domstate', DOMAIN)).trim(), 'no restart').to.equal('running');
+
+    await env.kubectlOk(['delete', 'vm', VM, '-n', NS, '--wait=true', '--timeout=120s'], { timeoutMs: 130_000 });
+    expect(await virsh('dominfo', DOMAIN).then(() => 'exists', () => 'gone'), 'the finalizer held the object until the domain was gone').to.equal('gone');
+    expect(readdirSync(join('/var/lib/hyperlet/pools', POOL)).filter((f) => f.startsWith(`${DOMAIN}-data-`)), 'its volume too').to.have.length(0);
   });
 });
