@@ -23,6 +23,8 @@ import { HypervisorNodePublisher } from '../status/hypervisor-node-publisher.js'
 import type { HostFacts } from '../status/hypervisor-node-status.js';
 import { NodeLifecycle } from '../status/node-lifecycle.js';
 import type { Desired } from '../store/desired.js';
+import type { ObjectKey } from '../store/object-key.js';
+import { KubeMovedAway } from '../sources/kube-moved-away.js';
 
 /** How the kube source and its status writer, recorder and finalizers are wired. */
 export interface KubeBackendOptions {
@@ -131,6 +133,10 @@ export function createKubeBackend(options: KubeBackendOptions): KubeBackend {
   });
   // The elected agent checks every node's heartbeat as often as its own beats.
   leadership?.add(new NodeLifecycle({ kubeConfig, logger, ...(inv?.heartbeatMs !== undefined ? { periodMs: inv.heartbeatMs } : {}) }));
+  // Per-node agents remove the instances of objects that left their node (tombstones, like a dir
+  // source's removed files) and leave those objects' status and finalizer to their new node.
+  const movedAway = options.node === undefined ? undefined : new KubeMovedAway();
+  const leaveAlone = movedAway === undefined ? undefined : { leaveAlone: (key: ObjectKey): boolean => movedAway.has(key) };
   const background = [...(leadership !== undefined ? [leadership] : []), ...(inventory !== undefined ? [inventory] : [])];
   return {
     source: new KubeSource({
@@ -141,12 +147,14 @@ export function createKubeBackend(options: KubeBackendOptions): KubeBackend {
       ...(options.resyncMs !== undefined ? { resyncMs: options.resyncMs } : {}),
       ...(leaderElection !== undefined ? { leaderElection } : {}),
       ...(background.length > 0 ? { background } : {}),
+      ...(movedAway !== undefined ? { movedAway } : {}),
     }),
-    statusWriter: new KubeStatusWriter({ kubeConfig, tracker, logger }),
+    statusWriter: new KubeStatusWriter({ kubeConfig, tracker, logger, ...leaveAlone }),
     recorder: new KubeRecorder({ sink: new KubeEventSink(kubeConfig), logger, ...(host !== undefined ? { host } : {}) }),
     // environmentFrom secretKeyRef: a Secret of the object's own namespace, read at each reconcile.
     environment: new KubeEnvironmentResolver(new KubeSecretReader(kubeConfig)),
-    finalizers: new KubeFinalizerGate({ kubeConfig, tracker, logger }),
+    finalizers: new KubeFinalizerGate({ kubeConfig, tracker, logger, ...leaveAlone }),
+    ...(movedAway !== undefined ? { records: movedAway } : {}),
     kubeConfig,
     ...(leadership !== undefined ? { leadership } : {}),
     ...(inventory !== undefined ? { inventory } : {}),

@@ -24,6 +24,7 @@ import { kubeError, statusCodeOf } from '../kube/kube-client.js';
 import { KubeInformer } from '../kube/kube-informer.js';
 import type { KubeObjectTracker } from '../kube/kube-object-tracker.js';
 import type { LeaderElector } from '../kube/leader-election.js';
+import type { KubeMovedAway } from './kube-moved-away.js';
 import { type Clock, systemClock } from '../shared/clock.js';
 import type { Source } from './source.js';
 import type { SourceProblem } from '../store/source-problem.js';
@@ -58,6 +59,8 @@ export interface KubeSourceOptions {
    * per-node agents' once-per-cluster election, the node's inventory and heartbeat.
    */
   readonly background?: readonly { run(signal: AbortSignal): Promise<void> }[];
+  /** Per-node agents: where objects that left this node are remembered, so their instances here go. */
+  readonly movedAway?: KubeMovedAway;
 }
 
 /** The `kube` source; see the file comment. */
@@ -197,6 +200,7 @@ export class KubeSource implements Source {
   }
 
   private set(key: ObjectKey, d: Desired): void {
+    this.options.movedAway?.back(key);
     this.desired.set(key, d);
     this.store?.upsert(d);
   }
@@ -210,6 +214,10 @@ export class KubeSource implements Source {
   private dropKey(key: ObjectKey): void {
     this.options.tracker?.forget(key);
     this.invalid.delete(key);
+    const held = this.desired.get(key);
+    // Held here and not on its way out through our finalizer: it moved to another node (or was
+    // removed behind the finalizer's back); its instance here must go.
+    if (held !== undefined && held.deleting !== true) this.options.movedAway?.add(held);
     if (this.desired.delete(key)) this.store?.remove(key);
   }
 

@@ -283,4 +283,46 @@ describe('fleet: per-node agents with --leader-elect against a real kube-apiserv
     expect(await virsh('dominfo', DOMAIN).then(() => 'exists', () => 'gone'), 'the finalizer held the object until the domain was gone').to.equal('gone');
     expect(readdirSync(join('/var/lib/hyperlet/pools', POOL)).filter((f) => f.startsWith(`${DOMAIN}-data-`)), 'its volume too').to.have.length(0);
   });
+
+  it('an edited spec.nodeName leaves no instance on the old node: the new node runs it and owns its status and finalizer', async () => {
+    const [a, b] = agents as [Agent, Agent];
+    const name = 'mover';
+    const hostName = `${NS}.${name}`;
+    const lxcState = (x: Agent): Promise<string> =>
+      exec('lxc-info', ['-P', x.lxcpath, '-n', hostName, '-sH'], { timeout: 20_000 }).then((r) => r.stdout.trim(), () => 'gone');
+    const object = async (): Promise<{ metadata: { finalizers?: string[] }; status?: { phase?: string; node?: string } }> =>
+      JSON.parse(await env.kubectlOk(['get', 'ct', name, '-n', NS, '-o', 'json'])) as never;
+    await env.kubectlOk(['apply', '-f', '-'], { input: yaml.dump({
+      apiVersion: 'hyperlet.io/v1alpha1', kind: 'Container', metadata: { name, namespace: NS }, spec: { template: 'busybox', nodeName: a.node },
+    }) });
+    await until('mover Running on fleet-a', async () => {
+      const o = await object();
+      return o.status?.phase === 'Running' && o.status.node === a.node ? true : undefined;
+    }, 120_000).catch((err: unknown) => { throw new Error(`${String(err)}\n${logOf(a)}`); });
+    expect(await lxcState(a)).to.equal('RUNNING');
+
+    const movedAt = Date.now();
+    await env.kubectlOk(['patch', 'ct', name, '-n', NS, '--type=merge', '-p', JSON.stringify({ spec: { nodeName: b.node } })]);
+    await until('gone from fleet-a and Running on fleet-b', async () =>
+      (await lxcState(a)) === 'gone' && (await lxcState(b)) === 'RUNNING' || undefined, 120_000)
+      .catch((err: unknown) => { throw new Error(`${String(err)}\n${logOf(a)}\n${logOf(b)}`); });
+    await until('status from fleet-b', async () => {
+      const o = await object();
+      return o.status?.phase === 'Running' && o.status.node === b.node ? true : undefined;
+    }, 60_000);
+    process.stdout.write(`      nodeName edit to: old instance gone, new one running, status from the new node: ${Date.now() - movedAt} ms\n`);
+    // The old agent deleted its instance (its Event says so) but released no finalizer and wrote no
+    // status after the move: the object stays held for the new node, whose status stays.
+    const events = JSON.parse(await env.kubectlOk(['get', 'events', '-n', NS, '--field-selector', `involvedObject.name=${name}`, '-o', 'json'])) as {
+      items: { reason: string; source: { host?: string } }[];
+    };
+    expect(events.items.filter((e) => e.reason === 'Deleted').map((e) => e.source.host)).to.deep.equal([a.node]);
+    await new Promise((r) => setTimeout(r, 2_000));
+    const o = await object();
+    expect(o.metadata.finalizers).to.deep.equal(['hyperlet.io/cleanup']);
+    expect([o.status?.phase, o.status?.node]).to.deep.equal(['Running', b.node]);
+
+    await env.kubectlOk(['delete', 'ct', name, '-n', NS, '--wait=true', '--timeout=120s'], { timeoutMs: 130_000 });
+    expect([await lxcState(a), await lxcState(b)]).to.deep.equal(['gone', 'gone']);
+  });
 });
