@@ -8,8 +8,10 @@
  *   undefined) and never changed: create() refuses them with TerminalError NotOwned, delete()
  *   leaves them alone.
  * - Storage: volumes named with the object's id, pools hyperlet may create: libvirt-storage.ts.
- * - Stop: ACPI, re-sent, then destroy after gracefulStopSeconds (graceful-stop.ts); the note
- *   says which happened and is kept in details.lastStop.
+ * - Stop: the reconciler presses ACPI (requestStop), waits with its queue and destroys at the
+ *   deadline (forceStop): no worker waits. setState(…, 'Stopped') still does the whole stop in one
+ *   call (ACPI re-sent, then destroy after gracefulStopSeconds: graceful-stop.ts). The note says
+ *   which happened and is kept in details.lastStop.
  * - Reboot: a changed `hyperlet.io/reboot-request` token (reboot-request.ts) makes
  *   setState(…, 'Running') and update() reboot a running domain once; creation does not reboot.
  * - Observation: observeAll() makes one CONNECT_LIST_ALL_DOMAINS and one

@@ -337,7 +337,8 @@ export class LxcProvider implements Provider<'Container'> {
    * Moves the container to `to`: start, stop (graceful for gracefulStopSeconds, then killed),
    * freeze, thaw; from Stopped to Frozen it starts, then freezes. Starts from the state in
    * `observed` (LXC's own, in details.lxcState); each move is idempotent in LXC too, so a
-   * slightly stale observation does no harm. Returns what was done, for status.
+   * slightly stale observation does no harm. Returns what was done, for status. The reconciler
+   * stops with requestStop and forceStop instead when gracefulStopSeconds > 0, so no worker waits.
    */
   async setState(d: Desired<'Container'>, to: PowerState, observed: ObservedInstance, signal: AbortSignal): Promise<string | void> {
     const name = d.hostName;
