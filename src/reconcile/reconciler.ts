@@ -188,7 +188,7 @@ export class Reconciler {
     const pending = this.stopDeadlines.get(key);
     const due = gracefulStopDue(desired, observed, plan, pending !== undefined, this.provider);
     if (due === undefined) {
-      if (pending !== undefined) this.endStop(key, pending, observed);
+      if (pending !== undefined) this.endStop(pass, pending, observed);
       return undefined;
     }
     const move = nextStopMove({
@@ -204,15 +204,22 @@ export class Reconciler {
     return this.act(pass, outlook, STOP_STEP, progress, move);
   }
 
-  /** The stop of `key` is over or no longer wanted: forget it, and say how it ended when it ended on its own. */
-  private endStop(key: ObjectKey, pending: StopDeadline, observed: ObservedInstance | undefined): void {
+  /**
+   * The stop of the pass's object is over or no longer wanted: forget it. When the instance shut
+   * down on its own, say so (status and a Stopped event, as a forced stop does).
+   */
+  private endStop(pass: Pass, pending: StopDeadline, observed: ObservedInstance | undefined): void {
+    const { key } = pass;
     this.stopDeadlines.delete(key);
     this.stopRequests.delete(key);
     if (observed !== undefined && observed.state !== 'Stopped') return;
     const nowMs = this.clock.now();
-    if (nowMs < pending.deadlineMs) {
-      this.lastActions.set(key, `shut down gracefully in ${((nowMs - pending.requestedAtMs) / 1000).toFixed(1)} s`);
-    }
+    // Seen stopped only after the deadline (a crash between the force and forgetting it): no claim on how.
+    const note = nowMs < pending.deadlineMs
+      ? `shut down gracefully in ${((nowMs - pending.requestedAtMs) / 1000).toFixed(1)} s`
+      : 'stopped';
+    this.lastActions.set(key, note);
+    this.record(pass, 'Normal', EVENT_REASON['setState:Stopped'] ?? 'Stopped', note);
   }
 
   /** Runs a graceful stop's request or force; resolves to the note for status, if any. */

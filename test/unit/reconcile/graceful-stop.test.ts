@@ -229,6 +229,8 @@ describe('Reconciler: a graceful stop holds no worker', () => {
       if (final === 'Stopped') expect(db.stopDeadline(d.key), 'the stop is forgotten once over').to.equal(undefined);
       if (tc.lastAction !== undefined) {
         expect(parts.backend.statuses.get(d.key)?.details?.lastAction, tc.reason).to.equal(tc.lastAction);
+        const stops = parts.backend.events.filter((e) => e.reason === 'Stopped').map((e) => e.message);
+        expect(stops, 'one Stopped event saying how').to.deep.equal([tc.lastAction]);
       }
       db.close();
     });
