@@ -730,10 +730,14 @@ function gracefulStopDue(
   if (desired.deleting === true || observed === undefined || plan.conflict !== undefined) return undefined;
   if (desired.object.spec.gracefulStopSeconds <= 0 && !underWay) return undefined;
   const first = plan.steps[0];
-  if (first?.op === 'setState' && first.to === 'Stopped') return 'request';
+  // Only an instance that runs can be asked; a crashed or unknown one takes the usual step.
+  if (first?.op === 'setState' && first.to === 'Stopped' && ASKABLE.has(observed.state)) return 'request';
   if (underWay && plan.settling === true && observed.state === 'Stopping') return 'wait';
   return undefined;
 }
+
+/** States in which an instance can be asked to shut down (a frozen or paused one is thawed first). */
+const ASKABLE: ReadonlySet<ObservedInstance['state']> = new Set(['Running', 'Frozen', 'Paused']);
 
 /**
  * The StepGuard intent of a graceful stop's move: the first request is the stop step itself; each

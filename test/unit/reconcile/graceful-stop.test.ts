@@ -132,7 +132,9 @@ interface PassStep {
 
 describe('Reconciler: a graceful stop holds no worker', () => {
   const stopped = (grace: number): Desired => container('web', { state: 'Stopped', gracefulStopSeconds: grace });
-  const cases: Record<string, { reason: string; grace: number; ignores: boolean; passes: readonly PassStep[]; lastAction?: string }> = {
+  const cases: Record<string, {
+    reason: string; grace: number; ignores: boolean; passes: readonly PassStep[]; lastAction?: string; observedState?: 'Crashed' | 'Frozen';
+  }> = {
     ObeyingInstanceStopsOnTheFirstRequest: {
       reason: 'asked once, it stops; the next pass sees it Stopped and forgets the stop',
       grace: 20, ignores: false,
@@ -196,6 +198,19 @@ describe('Reconciler: a graceful stop holds no worker', () => {
         { atMs: 50_000, want: nextStep(), calls: ['forceStop:web'] },
       ],
     },
+    CrashedInstanceTakesTheUsualStep: {
+      reason: 'a crashed instance cannot be asked to shut down: the provider\'s own stop handles it, with no wait',
+      grace: 20, ignores: true, observedState: 'Crashed',
+      passes: [{ atMs: 0, want: nextStep(), calls: ['setState:web:Stopped'] }],
+    },
+    FrozenInstanceIsAsked: {
+      reason: 'a frozen instance is asked too (the provider thaws it first)',
+      grace: 20, ignores: false, observedState: 'Frozen',
+      passes: [
+        { atMs: 0, want: requeueAfter(1_000), calls: ['requestStop:web'] },
+        { atMs: 1_000, want: { kind: 'awaitChange' }, calls: [] },
+      ],
+    },
     ZeroGraceKillsWithTheUsualStep: {
       reason: 'gracefulStopSeconds 0: no wait at all, the provider\'s own stop kills at once',
       grace: 0, ignores: true,
@@ -212,7 +227,7 @@ describe('Reconciler: a graceful stop holds no worker', () => {
       };
       const d = stopped(tc.grace);
       parts.store.upsert(d);
-      parts.provider.instances.set('web', observedAs(d, 'Running'));
+      parts.provider.instances.set('web', observedAs(d, tc.observedState ?? 'Running'));
       if (tc.ignores) parts.provider.ignoresShutdown.add('web');
       let reconciler = reconcilerOver(parts);
       for (const [i, pass] of tc.passes.entries()) {
