@@ -125,7 +125,7 @@ interface Progress {
 }
 
 /** Facts of a pass that `report` completes with the object, node, time, last action and pause. */
-type PassFacts = Omit<StatusFacts, 'd' | 'node' | 'previous' | 'now' | 'lastAction' | 'paused'>;
+type PassFacts = Omit<StatusFacts, 'd' | 'node' | 'previous' | 'now' | 'lastAction' | 'paused' | 'stopDeadline'>;
 
 const EVENT_REASON: Readonly<Record<string, string>> = {
   create: 'Created', adopt: 'Adopted', update: 'Updated',
@@ -470,6 +470,7 @@ export class Reconciler {
     const computed = computeStatus({
       ...facts, d: desired, node: this.options.node, previous, now: new Date(this.clock.now()).toISOString(),
       lastAction: this.lastActions.get(key), paused: pass.paused, snapshots: this.options.snapshotsOf?.(key),
+      stopDeadline: stopDeadlineText(this.stopDeadlines.get(key)),
     });
     const status = this.options.redactor === undefined ? computed : redactStatus(computed, this.options.redactor);
     if (sameStatus(previous, status)) return;
@@ -746,4 +747,9 @@ const ASKABLE: ReadonlySet<ObservedInstance['state']> = new Set(['Running', 'Fro
 function stopIntent(stepIntentText: string, stop: Exclude<StopMove, { move: 'wait' }> | undefined, nowMs: number): string {
   if (stop === undefined || (stop.move === 'request' && stop.first)) return stepIntentText;
   return stop.move === 'force' ? `${stepIntentText} force` : `${stepIntentText} request ${nowMs}`;
+}
+
+/** A graceful stop's deadline as status shows it (RFC 3339), or undefined when no stop is under way. */
+function stopDeadlineText(deadline: StopDeadline | undefined): string | undefined {
+  return deadline === undefined ? undefined : new Date(deadline.deadlineMs).toISOString();
 }

@@ -165,6 +165,15 @@ describe('graceful stops hold no worker (one worker, real LXC)', function () {
     for (const name of others) await waitState(`${OTHER_NS}.${name}`, 'RUNNING');
     const othersRunningMs = Date.now();
     expect(await lxcState(slowHost), 'the stop still waits while the only worker started the others').to.equal('RUNNING');
+    await until('status to show when the stop is forced', () => {
+      const db = new StateDb(statePath, { readonly: true });
+      try {
+        const row = db.listObjects().find((o) => o.namespace === SLOW_NS && o.name === SLOW);
+        return row?.status?.details?.stopDeadline === new Date(requested.deadlineMs).toISOString();
+      } finally {
+        db.close();
+      }
+    }, 10_000, 100);
     const { lastRunningMs, stoppedMs } = await watchStop();
     const facts = {
       othersRunningAfterRequestMs: othersRunningMs - requested.requestedAtMs,

@@ -241,7 +241,12 @@ describe('Reconciler: a graceful stop holds no worker', () => {
       }
       const final = parts.store.get(d.key)?.object.spec.state === 'Stopped' ? 'Stopped' : 'Running';
       expect(parts.provider.instances.get('web')?.state, tc.reason).to.equal(final);
-      if (final === 'Stopped') expect(db.stopDeadline(d.key), 'the stop is forgotten once over').to.equal(undefined);
+      if (final === 'Stopped') {
+        expect(db.stopDeadline(d.key), 'the stop is forgotten once over').to.equal(undefined);
+        if (tc.passes.at(-1)?.want.kind === 'awaitChange') {
+          expect(parts.backend.statuses.get(d.key)?.details?.stopDeadline, 'status no longer shows a deadline').to.equal(undefined);
+        }
+      }
       if (tc.lastAction !== undefined) {
         expect(parts.backend.statuses.get(d.key)?.details?.lastAction, tc.reason).to.equal(tc.lastAction);
         const stops = parts.backend.events.filter((e) => e.reason === 'Stopped').map((e) => e.message);
@@ -250,6 +255,25 @@ describe('Reconciler: a graceful stop holds no worker', () => {
       db.close();
     });
   }
+
+  it('status shows when a stop under way is forced', async () => {
+    const clock = new FakeClock(Date.UTC(2026, 11, 1, 1, 0, 0));
+    const parts = {
+      clock, provider: new FakeProvider('Container'), store: new DesiredStore(), backend: new MemoryBackend('dir'),
+      deadlines: new MemoryStopDeadlines(),
+    };
+    const d = stopped(20);
+    parts.store.upsert(d);
+    parts.provider.instances.set('web', observedAs(d, 'Running'));
+    parts.provider.ignoresShutdown.add('web');
+    const reconciler = reconcilerOver(parts);
+    await reconciler.reconcile(d.key, signal);
+    clock.ms += 1_000;
+    await reconciler.reconcile(d.key, signal);
+    const details = parts.backend.statuses.get(d.key)?.details;
+    expect(details?.stopDeadline).to.equal('2026-12-01T01:00:20.000Z');
+    expect(details?.lastAction).to.equal('shutdown requested; stopped by force after 20 s if still running');
+  });
 
   it('a request that fails is retried with backoff, the deadline already on record', async () => {
     const clock = new FakeClock(0);
