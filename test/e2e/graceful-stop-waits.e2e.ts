@@ -34,7 +34,7 @@ const others = ['waits-one', 'waits-two', 'waits-three'];
  */
 const STUBBORN_INIT = '#!/bin/sh\ntrap \'echo halt >> /halt-count\' USR1 PWR\nwhile :; do sleep 1; done\n';
 
-function manifest(namespace: string, name: string, state: 'Running' | 'Stopped'): string {
+function manifest(namespace: string, name: string, state: 'Running' | 'Stopped', graceSeconds = GRACE_SECONDS): string {
   return [
     'apiVersion: hyperlet.io/v1alpha1',
     'kind: Container',
@@ -44,7 +44,7 @@ function manifest(namespace: string, name: string, state: 'Running' | 'Stopped')
     'spec:',
     '  template: busybox',
     `  state: ${state}`,
-    `  gracefulStopSeconds: ${GRACE_SECONDS}`,
+    `  gracefulStopSeconds: ${graceSeconds}`,
     '  resources: {cpu: 1, memory: 64Mi}',
     '  network: [{type: none}]',
     '',
@@ -70,8 +70,8 @@ describe('graceful stops hold no worker (one worker, real LXC)', function () {
   };
   const waitState = (host: string, want: string, timeoutMs = 120_000): Promise<true> =>
     until(`${host} to be ${want}`, async () => ((await lxcState(host)) === want ? true : undefined), timeoutMs, 100);
-  const declare = (namespace: string, name: string, state: 'Running' | 'Stopped'): Promise<void> =>
-    writeFile(join(manifests, `${namespace}-${name}.yaml`), manifest(namespace, name, state));
+  const declare = (namespace: string, name: string, state: 'Running' | 'Stopped', graceSeconds = GRACE_SECONDS): Promise<void> =>
+    writeFile(join(manifests, `${namespace}-${name}.yaml`), manifest(namespace, name, state, graceSeconds));
   /** The graceful stop the state DB holds for the slow container (a fresh read-only look each time). */
   const stopDeadline = (): { requestedAtMs: number; deadlineMs: number } | undefined => {
     const db = new StateDb(statePath, { readonly: true });
@@ -215,5 +215,31 @@ describe('graceful stops hold no worker (one worker, real LXC)', function () {
       .to.be.within(GRACE_SECONDS * 1000 - 1_000, GRACE_SECONDS * 1000 + 6_000);
     // Forgotten once the force has returned (the row goes just after the kill, so wait for it).
     await until('the stop to be forgotten', () => stopDeadline() === undefined, 30_000, 100);
+  });
+
+  it('killed with the deadline on disk but not asked yet, then killed right after the force: the stop still ends, once', async () => {
+    const grace = 6;
+    await declare(SLOW_NS, SLOW, 'Running', grace);
+    await waitState(slowHost, 'RUNNING');
+    await daemon?.kill();
+    const signalsBefore = await haltCount();
+    daemon = start(['state.stop-deadline']);
+    await declare(SLOW_NS, SLOW, 'Stopped', grace);
+    await daemon.diedAt('state.stop-deadline');
+    const requested = stopDeadline();
+    expect(requested?.deadlineMs, 'the deadline is on disk').to.equal((requested?.requestedAtMs ?? 0) + grace * 1000);
+    expect(await haltCount(), 'not asked yet: the deadline comes first').to.equal(signalsBefore);
+    expect(await lxcState(slowHost)).to.equal('RUNNING');
+    daemon = start(['lxc.stop.forced']);
+    await daemon.diedAt('lxc.stop.forced');
+    const forcedAfterRequestMs = Date.now() - requested!.requestedAtMs;
+    expect(await haltCount(), 'asked after the restart').to.be.above(signalsBefore);
+    expect(await lxcState(slowHost), 'killed before the daemon died').to.equal('STOPPED');
+    expect(stopDeadline(), 'killed before the row went').to.deep.equal(requested);
+    daemon = start();
+    await until('the stop to be forgotten after the restart', () => stopDeadline() === undefined, 30_000, 100);
+    expect(await lxcState(slowHost)).to.equal('STOPPED');
+    console.log(`      crash points of a graceful stop: forced and died ${forcedAfterRequestMs} ms after the first deadline write (grace ${grace} s)`);
+    expect(forcedAfterRequestMs, 'not forced before the deadline written before the first crash').to.be.at.least(grace * 1000);
   });
 });
