@@ -188,7 +188,8 @@ export class Reconciler {
     const pending = this.stopDeadlines.get(key);
     const due = gracefulStopDue(desired, observed, plan, pending !== undefined, this.provider);
     if (due === undefined) {
-      if (pending !== undefined) this.endStop(pass, pending, observed);
+      // A step due before the stop (a live change) keeps its deadline; a stop done, dropped or paused does not.
+      if (pending !== undefined && !stopStillWanted(desired, observed, plan)) this.endStop(pass, pending, observed);
       return undefined;
     }
     const move = nextStopMove({
@@ -735,6 +736,12 @@ function gracefulStopDue(
   if (first?.op === 'setState' && first.to === 'Stopped' && ASKABLE.has(observed.state)) return 'request';
   if (underWay && plan.settling === true && observed.state === 'Stopping') return 'wait';
   return undefined;
+}
+
+/** Whether the plan still stops the running instance, after other steps due first. */
+function stopStillWanted(desired: Desired, observed: ObservedInstance | undefined, plan: Plan): boolean {
+  if (desired.deleting === true || observed === undefined || observed.state === 'Stopped') return false;
+  return plan.steps.some((step) => step.op === 'setState' && step.to === 'Stopped');
 }
 
 /** States in which an instance can be asked to shut down (a frozen or paused one is thawed first). */

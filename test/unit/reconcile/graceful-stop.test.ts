@@ -198,6 +198,22 @@ describe('Reconciler: a graceful stop holds no worker', () => {
         { atMs: 50_000, want: nextStep(), calls: ['forceStop:web'] },
       ],
     },
+    LiveChangeDuringTheStopKeepsTheDeadline: {
+      reason: 'memory changed while stopping: the live update runs first, and the stop keeps its first deadline',
+      grace: 20, ignores: true,
+      passes: [
+        { atMs: 0, want: requeueAfter(1_000), calls: ['requestStop:web'] },
+        {
+          atMs: 5_000,
+          before: (_p, store) => store.upsert(container('web', {
+            state: 'Stopped', gracefulStopSeconds: 20, resources: { memory: '256Mi' },
+          }, { generation: 2 })),
+          want: nextStep(), calls: ['update:web:resources.memory'],
+        },
+        { atMs: 5_000, want: requeueAfter(2_500), calls: ['requestStop:web'] },
+        { atMs: 20_000, want: nextStep(), calls: ['forceStop:web'] },
+      ],
+    },
     CrashedInstanceTakesTheUsualStep: {
       reason: 'a crashed instance cannot be asked to shut down: the provider\'s own stop handles it, with no wait',
       grace: 20, ignores: true, observedState: 'Crashed',
