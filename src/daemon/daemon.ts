@@ -36,6 +36,7 @@ import type { SourceBackend, SourcePolicy } from '../reconcile/backend.js';
 import type { Source } from '../sources/source.js';
 import { Redactor } from '../shared/redact.js';
 import { StateDb } from '../state/state-db.js';
+import type { StopDeadlines } from '../reconcile/stop-deadlines.js';
 import { ensureApiToken } from '../state/state-dir.js';
 import type { Desired } from '../store/desired.js';
 import { DesiredStore } from '../store/desired-store.js';
@@ -198,6 +199,7 @@ export class Daemon {
       const reconciler = new Reconciler({
         store: this.store, backends: backendsById, provider, cache, health, node: config.node, logger: log, metrics: this.metrics, clock,
         onReady: (desired) => this.enqueueDependents(desired), redactor: this.redactor, snapshotsOf: (key) => scheduler.snapshotsOf(key), policy,
+        stopDeadlines: stopDeadlinesIn(this.db),
       });
       const scheduler = new SnapshotScheduler({
         store: this.store, provider, clock: systemClock, logger: log,
@@ -396,5 +398,14 @@ function auditToEvent(a: AuditEntry): WatchEvent {
   return {
     time: a.at, type: a.type === 'Warning' ? 'Warning' : 'Normal', reason: a.action, message: a.message,
     involvedObject: { kind, namespace, name, uid: '' },
+  };
+}
+
+/** The state DB's graceful stops under way, as the reconciler's StopDeadlines: they outlive a restart. */
+function stopDeadlinesIn(db: StateDb): StopDeadlines {
+  return {
+    get: (key) => db.stopDeadline(key),
+    set: (key, deadline) => db.setStopDeadline(key, deadline),
+    delete: (key) => db.deleteStopDeadline(key),
   };
 }

@@ -108,6 +108,19 @@ export interface Provider<K extends Kind = Kind> {
   update(d: Desired<K>, changes: readonly FieldChange[], observed: ObservedInstance, signal: AbortSignal): Promise<void>;
   /** Moves the instance to `to`. Returns a short note for status when useful ("destroyed after 60 s"). */
   setState(d: Desired<K>, to: PowerState, observed: ObservedInstance, signal: AbortSignal): Promise<string | void>;
+  /**
+   * Optional, with forceStop: asks the running instance to shut down (LXC: the halt signal, as
+   * `lxc-stop --nowait`; libvirt: ACPI shutdown) and returns at once, without waiting for it. A
+   * frozen or paused instance is thawed or resumed first, so it can see the request. Idempotent:
+   * asking again, or asking a stopped or stopping instance, is success. The reconciler waits with
+   * the queue, not in this call, and calls forceStop once spec.gracefulStopSeconds are over.
+   */
+  requestStop?(d: Desired<K>, observed: ObservedInstance, signal: AbortSignal): Promise<void>;
+  /**
+   * Optional, with requestStop: stops the instance at once (LXC: kill; libvirt: destroy).
+   * Idempotent: a stopped instance is success. Returns a short note for status.
+   */
+  forceStop?(d: Desired<K>, observed: ObservedInstance, signal: AbortSignal): Promise<string | void>;
   /** Writes hyperlet's marker on an instance it did not create (adoption); changes nothing else. */
   adopt(d: Desired<K>, observed: ObservedInstance, signal: AbortSignal): Promise<void>;
   /** Stops and removes the instance and what hyperlet created for it; nothing else. */

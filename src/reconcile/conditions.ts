@@ -31,6 +31,8 @@ export interface StatusFacts {
   readonly failuresInARow?: number;
   /** The note of the last step taken in an earlier pass, when there is one. */
   readonly lastAction?: string;
+  /** When a graceful stop under way is forced (RFC 3339), shown as details.stopDeadline. */
+  readonly stopDeadline?: string;
   readonly previous: Status | undefined;
   readonly now: string;
   /** Why changes are stopped (annotation or --paused), when they are: adds condition Paused. */
@@ -111,6 +113,7 @@ export function computeStatus(f: StatusFacts): Status {
   const details: Record<string, string> = { ...(observed?.details ?? {}) };
   const note = f.acted?.note ?? f.lastAction ?? f.previous?.details?.lastAction;
   if (note !== undefined) details.lastAction = note;
+  if (f.stopDeadline !== undefined) details.stopDeadline = f.stopDeadline;
 
   return {
     phase: phaseOf(f),

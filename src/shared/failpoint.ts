@@ -18,7 +18,10 @@
  *   `libvirt.delete.volumes-deleted`.
  * - State DB: `state.remembering` (identities and status are on disk, the object about to be
  *   acted on not yet), `state.remembered` (it is), `state.forgetting` (its instance is gone, its
- *   row not yet).
+ *   row not yet), `state.stop-deadline` (a graceful stop's deadline is on disk, the instance not
+ *   yet asked to shut down).
+ * - Graceful stops: `lxc.stop.requested` / `libvirt.stop.requested` (asked to shut down, the
+ *   pass not yet over), `lxc.stop.forced` / `libvirt.stop.forced` (killed or destroyed).
  *
  * Guarantees: a disabled failpoint costs one Set lookup and does nothing else. An enabled one
  * writes `failpoint NAME: killing the process` to stderr (synchronously) before it kills, so a

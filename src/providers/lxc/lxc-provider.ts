@@ -337,7 +337,8 @@ export class LxcProvider implements Provider<'Container'> {
    * Moves the container to `to`: start, stop (graceful for gracefulStopSeconds, then killed),
    * freeze, thaw; from Stopped to Frozen it starts, then freezes. Starts from the state in
    * `observed` (LXC's own, in details.lxcState); each move is idempotent in LXC too, so a
-   * slightly stale observation does no harm. Returns what was done, for status.
+   * slightly stale observation does no harm. Returns what was done, for status. The reconciler
+   * stops with requestStop and forceStop instead when gracefulStopSeconds > 0, so no worker waits.
    */
   async setState(d: Desired<'Container'>, to: PowerState, observed: ObservedInstance, signal: AbortSignal): Promise<string | void> {
     const name = d.hostName;
@@ -376,6 +377,51 @@ export class LxcProvider implements Provider<'Container'> {
       default:
         throw new TerminalError('InvalidState', `cannot move container ${name} to ${to}: containers are Running, Stopped or Frozen`);
     }
+  }
+
+  /**
+   * Asks the container to shut down (`lxc-stop --nowait`: LXC sends init its halt signal, SIGPWR
+   * unless lxc.signal.halt says otherwise) and returns at once; a frozen one is thawed first, so
+   * its init can handle the signal. A stopped or stopping container is left as it is.
+   */
+  async requestStop(d: Desired<'Container'>, observed: ObservedInstance, signal: AbortSignal): Promise<void> {
+    const name = d.hostName;
+    await this.requireOwned(d, 'stop');
+    const state = await this.currentState(name, observed, signal);
+    if (state === 'STOPPED' || state === 'STOPPING' || state === 'ABORTING') return;
+    const args = ['-P', this.lxcpath, '-n', name];
+    if (state === 'FROZEN' || state === 'FREEZING') await this.tools.run('lxc-unfreeze', args, { signal });
+    try {
+      await this.tools.run('lxc-stop', [...args, '--nowait'], { signal });
+    } catch (err) {
+      if (isAbortError(err)) throw err;
+      // It may have stopped between the look and the request.
+      if ((await this.observer.info(name, signal)).state !== 'STOPPED') throw err;
+    }
+    failpoint('lxc.stop.requested');
+  }
+
+  /** Kills the container (`lxc-stop -k`); a stopped one is success. Says so for status. */
+  async forceStop(d: Desired<'Container'>, observed: ObservedInstance, signal: AbortSignal): Promise<string | void> {
+    const name = d.hostName;
+    await this.requireOwned(d, 'stop');
+    if ((await this.currentState(name, observed, signal)) === 'STOPPED') return undefined;
+    try {
+      await this.tools.run('lxc-stop', ['-P', this.lxcpath, '-n', name, '-k'], { signal });
+    } catch (err) {
+      if (isAbortError(err)) throw err;
+      if ((await this.observer.info(name, signal)).state === 'STOPPED') return undefined;
+      throw err;
+    }
+    failpoint('lxc.stop.forced');
+    this.log.info({ hostName: name, gracefulStopSeconds: d.object.spec.gracefulStopSeconds }, 'no clean shutdown in time; killed');
+    return `killed after ${d.object.spec.gracefulStopSeconds} s without a clean shutdown`;
+  }
+
+  /** LXC's state of `name`: from `observed` when it has it, else from lxc-info. */
+  private async currentState(name: string, observed: ObservedInstance, signal: AbortSignal): Promise<string> {
+    const observedState = observed.details?.lxcState;
+    return observedState !== undefined && observedState !== 'UNLISTED' ? observedState : (await this.observer.info(name, signal)).state;
   }
 
   /**
