@@ -1,8 +1,9 @@
 /**
- * `hyperlet reboot KIND NAME`: asks the daemon for an action through its API (POST
- * /api/v1/objects/KIND/NAMESPACE/NAME/ACTION, with the token), the same route the dashboard's
- * buttons use. The daemon lays the matching request annotation over the object; the reconcile
- * loop acts on it once.
+ * `hyperlet reboot KIND NAME`, `hyperlet restore KIND NAME SNAPSHOT` and `hyperlet snapshot KIND
+ * NAME [SNAPSHOT]`: ask the daemon for an action through its API (POST
+ * /api/v1/objects/KIND/NAMESPACE/NAME/ACTION[?snapshot=NAME], with the token), the same route the
+ * dashboard's buttons use. The daemon lays the matching request annotation over the object; the
+ * reconcile loop acts on it once, and records what it did in the audit log and as an Event.
  */
 import { parseArgs } from 'node:util';
 import { KINDS } from '../api/v1alpha1/group.js';
@@ -11,7 +12,26 @@ import { kindFromArg } from './get-command.js';
 import { callApi } from './refresh-command.js';
 import { UsageError } from './usage-error.js';
 
-/** The command for `action` ("reboot"). */
+/** Whether an action takes a SNAPSHOT word after KIND NAME, and whether it must. */
+type SnapshotWord = 'none' | 'required' | 'optional';
+
+const SNAPSHOT_WORD: Readonly<Record<string, SnapshotWord>> = { reboot: 'none', restore: 'required', snapshot: 'optional' };
+
+/** What each action says it asked for, given the annotation value the daemon set. */
+const REQUESTED: Readonly<Record<string, (value: string) => string>> = {
+  reboot: (value) => `reboot requested (${value})`,
+  restore: (value) => `restore of snapshot ${value.split('@')[0] ?? value} requested (${value}); the declared spec is kept`,
+  snapshot: (value) => `snapshot ${value} requested`,
+};
+
+/** The usage line of `action`. */
+function usage(action: string): string {
+  const word = SNAPSHOT_WORD[action] ?? 'none';
+  const snapshot = word === 'required' ? ' SNAPSHOT' : word === 'optional' ? ' [SNAPSHOT]' : '';
+  return `Usage: hyperlet ${action} KIND NAME${snapshot} [-n NS] [--server URL] [--state PATH] [--cacert FILE]`;
+}
+
+/** The command for `action` ("reboot", "restore" or "snapshot"). */
 export function actionCommand(action: string): (args: string[]) => Promise<number> {
   return async (args) => {
     const { values, positionals } = parseArgs({
@@ -22,16 +42,22 @@ export function actionCommand(action: string): (args: string[]) => Promise<numbe
       },
     });
     if (values.help === true) {
-      process.stdout.write(`Usage: hyperlet ${action} KIND NAME [-n NS] [--server URL] [--state PATH] [--cacert FILE]\n`);
+      process.stdout.write(`${usage(action)}\n`);
       return 0;
     }
+    const word = SNAPSHOT_WORD[action] ?? 'none';
     const kind = kindFromArg(positionals[0]);
     const name = positionals[1];
-    if (name === undefined || positionals.length > 2) throw new UsageError(`${action} needs KIND NAME`);
+    const snapshot = positionals[2];
+    const most = word === 'none' ? 2 : 3;
+    if (name === undefined || positionals.length > most || (word === 'required' && snapshot === undefined)) {
+      throw new UsageError(`${action} needs KIND NAME${word === 'required' ? ' SNAPSHOT' : word === 'optional' ? ' [SNAPSHOT]' : ''}`);
+    }
     const namespace = values.namespace ?? 'default';
     const connection = daemonConnection(values);
     if (connection.headers.authorization === undefined) throw new UsageError('this needs the API token: pass the daemon\'s --state (its directory holds api-token)');
-    const path = `/api/v1/objects/${encodeURIComponent(kind)}/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}/${action}`;
+    const query = snapshot === undefined ? '' : `?snapshot=${encodeURIComponent(snapshot)}`;
+    const path = `/api/v1/objects/${encodeURIComponent(kind)}/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}/${action}${query}`;
     const answer = await callApi(connection, path, 'POST').catch((err: unknown) => {
       throw new Error(`cannot reach the daemon at ${connection.server.origin}: ${(err as Error).message}`, { cause: err });
     });
@@ -41,7 +67,8 @@ export function actionCommand(action: string): (args: string[]) => Promise<numbe
       return 1;
     }
     const { value } = JSON.parse(answer.body) as { value: string };
-    process.stdout.write(`${KINDS[kind].singular} ${namespace}/${name}: ${action} requested (${value})\n`);
+    const said = REQUESTED[action]?.(value) ?? `${action} requested (${value})`;
+    process.stdout.write(`${KINDS[kind].singular} ${namespace}/${name}: ${said}\n`);
     return 0;
   };
 }

@@ -27,7 +27,7 @@ import { systemClock } from '../shared/clock.js';
 import { TerminalError, errorMessage, isAbortError, isTerminalError } from '../shared/errors.js';
 import type { ObservationCache } from './observation-cache.js';
 import { type DependencyCheck, checkDependencies, dependentsOf } from './dependencies.js';
-import { PAUSED_ANNOTATION, PRUNE_ANNOTATION } from '../shared/annotations.js';
+import { PAUSED_ANNOTATION, PRUNE_ANNOTATION, SNAPSHOT_REQUEST_ANNOTATION } from '../shared/annotations.js';
 import { type Plan, type Step, plan as computePlan, stepName } from './plan.js';
 import type { ProviderHealth } from './provider-health.js';
 import { type Result, awaitChange, nextStep, requeue, requeueAfter } from './result.js';
@@ -121,14 +121,14 @@ const EVENT_REASON: Readonly<Record<string, string>> = {
   create: 'Created', adopt: 'Adopted', update: 'Updated',
   'setState:Running': 'Started', 'setState:Stopped': 'Stopped', 'setState:Frozen': 'Frozen', 'setState:Paused': 'Paused',
   'delete:deleted': 'Deleted', 'delete:partial': 'CleanedUp', 'delete:recreate': 'Recreating', reboot: 'Rebooted',
-  restore: 'Restored',
+  restore: 'Restored', snapshot: 'SnapshotTaken',
 };
 
 const FAILURE_REASON: Readonly<Record<string, string>> = {
   create: 'CreateFailed', adopt: 'AdoptFailed', update: 'UpdateFailed',
   'setState:Running': 'StartFailed', 'setState:Stopped': 'StopFailed', 'setState:Frozen': 'FreezeFailed', 'setState:Paused': 'PauseFailed',
   'delete:deleted': 'DeleteFailed', 'delete:partial': 'CleanupFailed', 'delete:recreate': 'DeleteFailed', reboot: 'RebootFailed',
-  restore: 'RestoreFailed',
+  restore: 'RestoreFailed', snapshot: 'SnapshotFailed',
 };
 
 /** Held steps that wait on other objects are looked at again soon; the others wait for a change. */
@@ -150,6 +150,8 @@ export class Reconciler {
   private readonly lastWarnings = new Map<ObjectKey, string>();
   /** Each key's last failure (generation, step, reason) and how many passes in a row failed so: Stalled after a few. */
   private readonly failures = new Map<ObjectKey, { signature: string; count: number }>();
+  /** The snapshot-request value each key's instance is known to have a snapshot for (taken or found), so it is listed once. */
+  private readonly snapshotRequestsSeen = new Map<ObjectKey, string>();
 
   constructor(private readonly options: ReconcilerOptions) {
     this.provider = options.provider;
@@ -164,6 +166,21 @@ export class Reconciler {
     if (!list.some((s) => s.name === snapshot)) {
       throw new TerminalError('SnapshotNotFound', `cannot restore ${d.hostName}: it has no snapshot ${snapshot}`);
     }
+  }
+
+  /**
+   * The snapshot `target`'s snapshot-request annotation names when its instance (ours, complete)
+   * has none of that name; undefined otherwise. Lists the snapshots once per value and key.
+   */
+  private async snapshotRequested(key: ObjectKey, target: Desired, observed: ObservedInstance | undefined, signal: AbortSignal): Promise<string | undefined> {
+    const value = target.object.metadata.annotations?.[SNAPSHOT_REQUEST_ANNOTATION];
+    if (value === undefined || value === '' || this.snapshotRequestsSeen.get(key) === value) return undefined;
+    if (observed === undefined || observed.ownerId !== target.id || observed.partial === true || target.deleting === true) return undefined;
+    if (this.provider.listSnapshots === undefined) return value; // the snapshot step says the provider has none
+    const list = await this.provider.listSnapshots(target, signal);
+    if (!list.some((s) => s.name === value)) return value;
+    this.snapshotRequestsSeen.set(key, value);
+    return undefined;
   }
 
   /**
@@ -268,6 +285,7 @@ export class Reconciler {
       dependenciesNotReady: dependencies?.notReady,
       dependentsPresent: desired.deleting === true ? this.dependentsPresent(desired, backend) : undefined,
       rebootRequested: observed !== undefined && this.provider.rebootPending?.(target, observed) === true,
+      snapshotRequested: await this.snapshotRequested(key, target, observed, pass.signal),
     });
     progress.plan = plan;
     return { ended: false, observed, plan, target };
@@ -421,6 +439,7 @@ export class Reconciler {
     this.lastActions.delete(key);
     this.lastWarnings.delete(key);
     this.failures.delete(key);
+    this.snapshotRequestsSeen.delete(key);
     this.guard.forget(key);
   }
 
@@ -526,6 +545,16 @@ export class Reconciler {
         const outcome = await this.provider.restoreSnapshot(desired, step.snapshot, signal);
         return `${outcome.note} (request ${step.request})`;
       }
+      case 'snapshot': {
+        existing();
+        if (this.provider.snapshot === undefined) {
+          throw new TerminalError('SnapshotUnsupported', `cannot snapshot ${desired.hostName}: provider ${this.provider.name} has no snapshots`);
+        }
+        const taken = await this.provider.snapshot(desired, step.snapshot, { origin: 'request' }, signal);
+        this.snapshotRequestsSeen.set(desired.key, step.snapshot);
+        const size = taken.sizeBytes === undefined ? '' : `, ${taken.sizeBytes} bytes`;
+        return `Took snapshot ${taken.name} of ${desired.hostName} (request${size})`;
+      }
     }
   }
 }
@@ -612,6 +641,7 @@ function describeStep(step: Step, desired: Desired): string {
     case 'setState': return `Set ${what} to ${step.to}`;
     case 'reboot': return `Reboot ${what}`;
     case 'restore': return `Restore ${what} to snapshot ${step.snapshot}`;
+    case 'snapshot': return `Snapshot ${what} as ${step.snapshot}`;
     case 'delete': return step.reason === 'partial' ? `Clean up the partial ${what}` : `Delete ${what}`;
   }
 }
