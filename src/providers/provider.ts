@@ -134,6 +134,11 @@ export interface Provider<K extends Kind = Kind> {
    * short is never listed and is removed by the next call.
    */
   snapshot?(d: Desired<K>, name: string, options: SnapshotOptions, signal: AbortSignal): Promise<InstanceSnapshot>;
+  /**
+   * Optional: removes what snapshots or deletions of snapshots cut short (kill -9) left behind for
+   * the instance; complete snapshots stay. Providers whose snapshots are atomic have none.
+   */
+  sweepSnapshots?(d: Desired<K>, signal: AbortSignal): Promise<void>;
   /** Optional: the instance's complete snapshots, oldest first; empty when the instance does not exist. */
   listSnapshots?(d: Desired<K>, signal: AbortSignal): Promise<readonly InstanceSnapshot[]>;
   /**

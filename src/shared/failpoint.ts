@@ -9,6 +9,9 @@
  *   into place), `lxc.create.made` (lxc-create done), `lxc.create.configured` (config written);
  *   update: `lxc.update.configured`, `lxc.update.applied` (live cgroup set); delete:
  *   `lxc.delete.stopped`, `lxc.delete.trashed` (directory moved out of the lxcpath).
+ * - LXC snapshots (lxc-snapshots.ts): `lxc.snapshot.frozen`, `lxc.snapshot.copied`,
+ *   `lxc.snapshot.placed`, `lxc.snapshot.delete.moved`; restore: `lxc.restore.copied`,
+ *   `lxc.restore.swapped-out`, `lxc.restore.swapped`, `lxc.restore.marked` (marker records the request).
  * - Every atomic file write of the LXC provider: `write:BASENAME` (temporary file written, not
  *   yet renamed), e.g. `write:hyperlet.json`, `write:config`.
  * - libvirt: `libvirt.pool.defined`, `libvirt.create.defined` (partial definition),
