@@ -17,7 +17,8 @@
  * - libvirt: `libvirt.pool.defined`, `libvirt.create.defined` (partial definition),
  *   `libvirt.create.volume` (after each volume), `libvirt.start.started`, `libvirt.update.defined`,
  *   `libvirt.update.volume` (after each volume made for an added disk), `libvirt.update.applied`,
- *   `libvirt.adopt.marked`, `libvirt.delete.destroyed`,
+ *   `libvirt.adopt.marked`, `libvirt.delete.destroyed`, `libvirt.snapshot.taken`,
+ *   `libvirt.snapshot.deleted`, `libvirt.restore.reverted`, `libvirt.restore.marked`,
  *   `libvirt.delete.volumes-deleted`.
  * - State DB: `state.remembering` (identities and status are on disk, the object about to be
  *   acted on not yet), `state.remembered` (it is), `state.forgetting` (its instance is gone, its

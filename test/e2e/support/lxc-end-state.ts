@@ -96,6 +96,8 @@ export class LxcEndState {
       const marker = await readMarker(join(dir, 'hyperlet.json')).catch(() => undefined);
       if (marker?.complete !== true || !marker.key.endsWith(`/default/Container/${name}`)) out.push(`${name}: marker ${JSON.stringify(marker)}`);
       if (spec.adopt === true && marker?.origin !== 'adopted') out.push(`${name}: not adopted`);
+      const restoreRequest = spec.annotations?.['hyperlet.io/restore-request'];
+      if (restoreRequest !== undefined && marker?.restoreRequest !== restoreRequest) out.push(`${name}: restore request ${restoreRequest} not recorded`);
       const stray = (await readdir(dir).catch(() => [] as string[])).filter((e) => /tmp|hyperlet-base|staging|trash|^\.rootfs/.test(e));
       if (stray.length > 0) out.push(`${name}: stray files ${stray.join(' ')}`);
       if (spec.snapshots !== undefined) out.push(...await snapshotProblems(name, join(dir, 'hyperlet-snapshots'), spec.snapshots));
