@@ -65,9 +65,14 @@ export interface RestoreOutcome {
 /** A snapshot name: a DNS-1123 label (lowercase alphanumerics and '-', at most 63); it reaches paths and XML. */
 const SNAPSHOT_NAME_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
+/** Whether `name` can name a snapshot (see SNAPSHOT_NAME_RE). */
+export function isSnapshotName(name: string): boolean {
+  return SNAPSHOT_NAME_RE.test(name);
+}
+
 /** Throws unless `name` can name a snapshot (see SNAPSHOT_NAME_RE). */
 export function assertSnapshotName(name: string): void {
-  if (!SNAPSHOT_NAME_RE.test(name)) {
+  if (!isSnapshotName(name)) {
     throw new Error(`cannot use ${JSON.stringify(name)} as a snapshot name: must be a DNS-1123 label (lowercase a-z, 0-9, '-', at most 63)`);
   }
 }

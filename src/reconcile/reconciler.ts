@@ -13,7 +13,7 @@ import { environmentReferences, isEnvironmentError, withEnvironmentValues } from
 import type { Status, StatusSnapshot } from '../api/v1alpha1/types.js';
 import type { Redactor } from '../shared/redact.js';
 import type { ObservedInstance, Provider } from '../providers/provider.js';
-import { isProviderUnavailableError } from '../providers/provider.js';
+import { isProviderUnavailableError, isSnapshotName } from '../providers/provider.js';
 import type { SourceBackend } from './backend.js';
 import type { Desired } from '../store/desired.js';
 import type { StoreReader } from '../store/desired-store.js';
@@ -27,7 +27,9 @@ import { systemClock } from '../shared/clock.js';
 import { TerminalError, errorMessage, isAbortError, isTerminalError } from '../shared/errors.js';
 import type { ObservationCache } from './observation-cache.js';
 import { type DependencyCheck, checkDependencies, dependentsOf } from './dependencies.js';
-import { PAUSED_ANNOTATION, PRUNE_ANNOTATION, SNAPSHOT_REQUEST_ANNOTATION } from '../shared/annotations.js';
+import {
+  PAUSED_ANNOTATION, PRUNE_ANNOTATION, RESTORE_REQUEST_ANNOTATION, SNAPSHOT_REQUEST_ANNOTATION,
+} from '../shared/annotations.js';
 import { type Plan, type Step, plan as computePlan, stepName } from './plan.js';
 import type { ProviderHealth } from './provider-health.js';
 import { type Result, awaitChange, nextStep, requeue, requeueAfter } from './result.js';
@@ -539,6 +541,7 @@ export class Reconciler {
       case 'delete': await this.provider.delete(desired, signal); return undefined;
       case 'restore': {
         existing();
+        requireSnapshotName(step.snapshot, RESTORE_REQUEST_ANNOTATION);
         if (this.provider.restoreSnapshot === undefined) {
           throw new TerminalError('SnapshotUnsupported', `cannot restore ${desired.hostName}: provider ${this.provider.name} has no snapshots`);
         }
@@ -547,6 +550,7 @@ export class Reconciler {
       }
       case 'snapshot': {
         existing();
+        requireSnapshotName(step.snapshot, SNAPSHOT_REQUEST_ANNOTATION);
         if (this.provider.snapshot === undefined) {
           throw new TerminalError('SnapshotUnsupported', `cannot snapshot ${desired.hostName}: provider ${this.provider.name} has no snapshots`);
         }
@@ -556,6 +560,14 @@ export class Reconciler {
         return `Took snapshot ${taken.name} of ${desired.hostName} (request${size})`;
       }
     }
+  }
+}
+
+/** Throws TerminalError InvalidSnapshotName unless `name`, which `annotation` asked for, can name a snapshot (it reaches paths and XML). */
+function requireSnapshotName(name: string, annotation: string): void {
+  if (!isSnapshotName(name)) {
+    throw new TerminalError('InvalidSnapshotName',
+      `cannot act on metadata.annotations["${annotation}"]: ${JSON.stringify(name)} is not a snapshot name (a DNS-1123 label: lowercase a-z, 0-9, '-', at most 63)`);
   }
 }
 

@@ -199,6 +199,22 @@ describe('Reconciler', () => {
     expect(h.provider.snapshots.get('web')?.map((s) => s.name)).to.deep.equal(['s1']);
   });
 
+  it('a snapshot or restore request naming no valid snapshot name stalls at once, nothing done', async () => {
+    for (const [annotation, value] of [['hyperlet.io/snapshot-request', '../etc'], ['hyperlet.io/restore-request', 'Bad_Name@1']] as const) {
+      const h = harness('Container');
+      const d = container('web', { state: 'Stopped' }, { annotations: { [annotation]: value } });
+      h.provider.instances.set('web', observedAs(container('web', { state: 'Stopped' }), 'Stopped'));
+      h.store.upsert(d);
+      let thrown: unknown;
+      try { await h.reconciler.reconcile(d.key, signal); } catch (err) { thrown = err; }
+      expect(thrown, annotation).to.be.instanceOf(TerminalError);
+      const status = h.backend.statuses.get(d.key);
+      expect(condition(status, 'Stalled'), annotation).to.include({ status: 'True', reason: 'InvalidSnapshotName' });
+      expect(status?.conditions.find((c) => c.type === 'Stalled')?.message).to.contain(`metadata.annotations["${annotation}"]`);
+      expect(h.provider.count('snapshot') + h.provider.calls.filter((c) => c.startsWith('setState')).length, 'nothing done').to.equal(0);
+    }
+  });
+
   it('shows changes held back by the update policy as RestartRequired', async () => {
     const h = harness('Container');
     const d = container('web', { environment: { MODE: 'prod' } });
