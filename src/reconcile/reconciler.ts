@@ -531,7 +531,11 @@ export class Reconciler {
       return observed;
     };
     switch (step.op) {
-      case 'create': await this.provider.create(desired, signal); return undefined;
+      case 'create':
+        await this.provider.create(desired, signal);
+        // A new instance has none of the old one's snapshots: a snapshot-request is looked at again.
+        this.snapshotRequestsSeen.delete(desired.key);
+        return undefined;
       case 'adopt': await this.provider.adopt(desired, existing(), signal); return undefined;
       case 'update':
         await this.provider.update(desired, step.changes, existing(), signal);

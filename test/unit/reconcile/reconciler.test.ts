@@ -181,6 +181,12 @@ describe('Reconciler', () => {
     restarted.store.upsert(container('web', {}, { annotations: { 'hyperlet.io/snapshot-request': 'second' } }));
     expect(await restarted.reconciler.reconcile(d.key, signal)).to.deep.equal(awaitChange());
     expect(restarted.provider.count('snapshot'), 'the instance has it already').to.equal(0);
+
+    // A re-created instance (its snapshots went with the old one) gets the requested snapshot again.
+    h.provider.instances.delete('web');
+    h.provider.snapshots.delete('web');
+    while (comesBack(await h.reconciler.reconcile(d.key, signal))) { /* create, start, snapshot */ }
+    expect(h.provider.snapshots.get('web')?.map((s) => s.name)).to.deep.equal(['second']);
   });
 
   it('a requested snapshot that fails is a Warning SnapshotFailed and is retried', async () => {
