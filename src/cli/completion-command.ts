@@ -30,8 +30,8 @@ const FLAGS: Readonly<Record<string, readonly string[]>> = {
   completion: [],
   dashboard: ['--server', '--state', '--help'],
   reboot: ['--namespace', '-n', '--server', '--state', '--cacert', '--help'],
-  restore: ['--namespace', '-n', '--server', '--state', '--cacert', '--help'],
-  snapshot: ['--namespace', '-n', '--server', '--state', '--cacert', '--help'],
+  restore: ['--namespace', '-n', '--server', '--state', '--cacert', '--wait', '--timeout', '--help'],
+  snapshot: ['--namespace', '-n', '--server', '--state', '--cacert', '--wait', '--timeout', '--help'],
   refresh: ['--server', '--state', '--cacert', '--help'],
 };
 

@@ -23,9 +23,9 @@ Commands:
   wait KIND NAME...   until objects meet a condition, with progress  [--for condition=Ready|phase=P|delete] [--timeout D]
   reboot KIND NAME    reboot a VM once, through the daemon (a reboot-request the reconcile loop acts on)
   snapshot KIND NAME [SNAPSHOT]
-                      take a one-off snapshot, through the daemon (default name snap-UTCTIME)
+                      take a one-off snapshot, through the daemon (default name snap-UTCTIME)  [--wait]
   restore KIND NAME SNAPSHOT
-                      stop, restore the snapshot, bring back to the declared spec, through the daemon
+                      stop, restore the snapshot, bring back to the declared spec, through the daemon  [--wait]
   dashboard           the dashboard's address, with the API token for actions  [--server URL] [--state PATH]
   completion SHELL    the completion script for bash or zsh  (source <(${NAME} completion bash))
   refresh [SOURCE]    ask the daemon to fetch its git sources now (uses the API token in the state dir)

@@ -36,7 +36,8 @@ describe('hyperlet snapshot and hyperlet restore through the daemon with libvirt
       (err: { code?: number; stdout?: string; stderr?: string }) => ({ code: err.code ?? -1, stdout: err.stdout ?? '', stderr: err.stderr ?? '' }),
     );
   const audit = async (reason: string): Promise<string[]> =>
-    (await run(process.execPath, [cliPath, 'describe', 'vm', VM, '--state', statePath], { timeout: 30_000 })).stdout.split('\n').filter((l) => l.includes(reason));
+    (await run(process.execPath, [cliPath, 'describe', 'vm', VM, '--state', statePath], { timeout: 30_000 })).stdout.split('\n')
+      .filter((l) => new RegExp(`^\\s+\\S+\\s+(Normal|Warning)\\s+${reason}\\s`).test(l));
   /** qemu-io's verdict on the first 64 KiB of the data disk holding `byte` in every position. */
   const holds = async (byte: number): Promise<boolean> => {
     const out = await run('qemu-io', ['-f', 'qcow2', '-c', `read -P ${byte} 0 64k`, disk], { timeout: 60_000 }).then((r) => r.stdout, (e: { stdout?: string }) => e.stdout ?? '');
@@ -86,8 +87,10 @@ describe('hyperlet snapshot and hyperlet restore through the daemon with libvirt
     await until('two vCPUs declared in the definition', async () => ((await configVcpus()) === 2 ? true : undefined), 120_000);
     expect(await holds(98)).to.equal(true);
 
-    const restore = await cli(['restore', 'vm', VM, 'before-restore']);
+    const restore = await cli(['restore', 'vm', VM, 'before-restore', '--wait']);
     expect(restore, restore.stderr).to.include({ code: 0 });
+    expect(restore.stdout.trimEnd().split('\n')[1]).to.match(
+      new RegExp(`^virtualmachine default/${VM}: Restored: restored snapshot before-restore; it was taken with another spec, the declared spec is kept`));
     await until('the Restored audit entry', async () => ((await audit('Restored')).length === 1 ? true : undefined), 120_000);
     expect((await audit('Restored'))[0]).to.match(/restored snapshot before-restore; it was taken with another spec, the declared spec is kept \(request before-restore@\d{17}\)/);
     expect(await holds(97), 'the snapshot\'s bytes are back').to.equal(true);

@@ -51,7 +51,9 @@ describe('hyperlet snapshot and hyperlet restore through the daemon with LXC', f
       (err: { code?: number; stdout?: string; stderr?: string }) => ({ code: err.code ?? -1, stdout: err.stdout ?? '', stderr: err.stderr ?? '' }),
     );
   };
-  const audit = async (reason: string): Promise<string[]> => (await describeOut()).split('\n').filter((l) => l.includes(reason));
+  /** The audit entries (describe's Events rows) with this reason. */
+  const audit = async (reason: string): Promise<string[]> =>
+    (await describeOut()).split('\n').filter((l) => new RegExp(`^\\s+\\S+\\s+(Normal|Warning)\\s+${reason}\\s`).test(l));
 
   before(async () => {
     if (process.getuid?.() !== 0) throw new Error('the LXC daemon e2e test needs root; run make test as root');
@@ -71,7 +73,9 @@ describe('hyperlet snapshot and hyperlet restore through the daemon with LXC', f
   });
 
   afterEach(async function () {
-    if (this.currentTest?.state === 'failed' && daemon !== undefined) console.error(`--- daemon log ---\n${await daemon.logTail(40)}`);
+    if (this.currentTest?.state === 'failed' && daemon !== undefined) {
+      console.error(`--- daemon log ---\n${await daemon.logTail(40)}\n--- hyperlet describe ---\n${await describeOut().catch(String)}`);
+    }
   });
 
   after(async () => {
@@ -98,11 +102,14 @@ describe('hyperlet snapshot and hyperlet restore through the daemon with LXC', f
     expect((await run('lxc-info', ['-P', lxcpath, '-n', name, '-pH'])).stdout.trim(), 'never stopped for a snapshot').to.equal(pid);
     expect(await lxcState(), 'thawed after the copy').to.equal('RUNNING');
 
-    // A name of the daemon's choosing: snap- and the UTC time.
-    const unnamed = await cli(['snapshot', 'container', name]);
-    expect(unnamed.stdout).to.match(new RegExp(`^container default/${name}: snapshot snap-\\d{8}t\\d{6}z requested\\n$`));
+    // A name of the daemon's choosing (snap- and the UTC time), and --wait for the outcome.
+    const unnamed = await cli(['snapshot', 'container', name, '--wait', '--timeout', '2m']);
+    expect(unnamed, unnamed.stderr).to.include({ code: 0 });
+    const [requested, outcome] = unnamed.stdout.trimEnd().split('\n');
+    expect(requested).to.match(new RegExp(`^container default/${name}: snapshot snap-\\d{8}t\\d{6}z requested$`));
     const auto = /snapshot (snap-\S+) requested/.exec(unnamed.stdout)?.[1] ?? '';
-    await until('the second snapshot', async () => ((await readdir(snapshotsDir(lxcpath, name))).includes(auto) ? true : undefined), 120_000);
+    expect(outcome).to.match(new RegExp(`^container default/${name}: SnapshotTaken: Took snapshot ${auto} of ${name} \\(request, \\d+ bytes\\)$`));
+    expect(await readdir(snapshotsDir(lxcpath, name)), 'there when --wait returns').to.include(auto);
     await until('its audit entry', async () => ((await audit('SnapshotTaken')).length === 2 ? true : undefined), 60_000);
   });
 
@@ -130,13 +137,17 @@ describe('hyperlet snapshot and hyperlet restore through the daemon with LXC', f
     await writeFile(join(tmp, 'manifests', 'c.yaml'), manifest('192Mi', 2));
     const config = join(lxcpath, name, 'config');
     await until('the new memory limit in the config', async () => ((await readFile(config, 'utf8')).includes('201326592') ? true : undefined), 120_000);
+    await until('the update recorded (config, live limits and marker done)', async () => ((await audit('Updated')).length === 1 ? true : undefined), 60_000);
     const specHash = (await readMarker(markerPath(lxcpath, name)))?.specHash;
     const pid = (await run('lxc-info', ['-P', lxcpath, '-n', name, '-pH'])).stdout.trim();
 
-    const asked = await cli(['restore', 'ct', name, 'golden-restore']);
+    const asked = await cli(['restore', 'ct', name, 'golden-restore', '--wait']);
     expect(asked, asked.stderr).to.include({ code: 0 });
+    // The request, then (--wait) its outcome as the reconcile loop recorded it: the CLI itself says the spec differed.
     expect(asked.stdout).to.match(new RegExp(
-      `^container default/${name}: restore of snapshot golden-restore requested \\(golden-restore@\\d{17}\\); the declared spec is kept\\n$`));
+      `^container default/${name}: restore of snapshot golden-restore requested \\(golden-restore@\\d{17}\\); the declared spec is kept\\n`
+      + `container default/${name}: Restored: restored rootfs from snapshot golden-restore; it was taken with another spec, the declared spec is kept`
+      + ' \\(request golden-restore@\\d{17}\\)\\n$'));
     await until('the Restored audit entry', async () => ((await audit('Restored')).length === 1 ? true : undefined), 120_000);
     await until('the container to run again', async () => ((await lxcState()) === 'RUNNING' ? true : undefined), 60_000);
     expect(await attach('cat /etc/restore-cli-test')).to.equal('original');
@@ -156,8 +167,10 @@ describe('hyperlet snapshot and hyperlet restore through the daemon with LXC', f
 
   it('a restore of a snapshot that does not exist fails clearly and never stops the container', async () => {
     await attach('echo kept > /etc/restore-cli-test');
-    const asked = await cli(['restore', 'ct', name, 'nope-restore']);
-    expect(asked.code).to.equal(0); // accepted: the reconcile loop decides
+    const asked = await cli(['restore', 'ct', name, 'nope-restore', '--wait']);
+    // Accepted (202), then the reconcile loop refuses it: --wait reports that and exits 1.
+    expect([asked.code, asked.stderr.trim()]).to.deep.equal([1,
+      `container default/${name}: SnapshotNotFound: cannot set container ${name} to stopped: cannot restore ${name}: it has no snapshot nope-restore`]);
     await until('the failure in the audit log', async () => ((await describeOut()).includes('has no snapshot nope-restore') ? true : undefined), 120_000);
     expect(await lxcState()).to.equal('RUNNING');
     expect(await attach('cat /etc/restore-cli-test')).to.equal('kept');
