@@ -65,9 +65,14 @@ export interface RestoreOutcome {
 /** A snapshot name: a DNS-1123 label (lowercase alphanumerics and '-', at most 63); it reaches paths and XML. */
 const SNAPSHOT_NAME_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
+/** Whether `name` can name a snapshot (see SNAPSHOT_NAME_RE). */
+export function isSnapshotName(name: string): boolean {
+  return SNAPSHOT_NAME_RE.test(name);
+}
+
 /** Throws unless `name` can name a snapshot (see SNAPSHOT_NAME_RE). */
 export function assertSnapshotName(name: string): void {
-  if (!SNAPSHOT_NAME_RE.test(name)) {
+  if (!isSnapshotName(name)) {
     throw new Error(`cannot use ${JSON.stringify(name)} as a snapshot name: must be a DNS-1123 label (lowercase a-z, 0-9, '-', at most 63)`);
   }
 }
@@ -147,6 +152,11 @@ export interface Provider<K extends Kind = Kind> {
    * short is never listed and is removed by the next call.
    */
   snapshot?(d: Desired<K>, name: string, options: SnapshotOptions, signal: AbortSignal): Promise<InstanceSnapshot>;
+  /**
+   * Optional: removes what snapshots or deletions of snapshots cut short (kill -9) left behind for
+   * the instance; complete snapshots stay. Providers whose snapshots are atomic have none.
+   */
+  sweepSnapshots?(d: Desired<K>, signal: AbortSignal): Promise<void>;
   /** Optional: the instance's complete snapshots, oldest first; empty when the instance does not exist. */
   listSnapshots?(d: Desired<K>, signal: AbortSignal): Promise<readonly InstanceSnapshot[]>;
   /**

@@ -13,7 +13,7 @@ import { environmentReferences, isEnvironmentError, withEnvironmentValues } from
 import type { Status, StatusSnapshot } from '../api/v1alpha1/types.js';
 import type { Redactor } from '../shared/redact.js';
 import type { ObservedInstance, Provider } from '../providers/provider.js';
-import { isProviderUnavailableError } from '../providers/provider.js';
+import { isProviderUnavailableError, isSnapshotName } from '../providers/provider.js';
 import type { SourceBackend } from './backend.js';
 import type { Desired } from '../store/desired.js';
 import type { StoreReader } from '../store/desired-store.js';
@@ -27,7 +27,9 @@ import { systemClock } from '../shared/clock.js';
 import { TerminalError, errorMessage, isAbortError, isTerminalError } from '../shared/errors.js';
 import type { ObservationCache } from './observation-cache.js';
 import { type DependencyCheck, checkDependencies, dependentsOf } from './dependencies.js';
-import { PAUSED_ANNOTATION, PRUNE_ANNOTATION } from '../shared/annotations.js';
+import {
+  PAUSED_ANNOTATION, PRUNE_ANNOTATION, RESTORE_REQUEST_ANNOTATION, SNAPSHOT_REQUEST_ANNOTATION,
+} from '../shared/annotations.js';
 import { type Plan, type Step, plan as computePlan, stepName } from './plan.js';
 import type { ProviderHealth } from './provider-health.js';
 import { type Result, awaitChange, nextStep, requeue, requeueAfter } from './result.js';
@@ -131,14 +133,14 @@ const EVENT_REASON: Readonly<Record<string, string>> = {
   create: 'Created', adopt: 'Adopted', update: 'Updated',
   'setState:Running': 'Started', 'setState:Stopped': 'Stopped', 'setState:Frozen': 'Frozen', 'setState:Paused': 'Paused',
   'delete:deleted': 'Deleted', 'delete:partial': 'CleanedUp', 'delete:recreate': 'Recreating', reboot: 'Rebooted',
-  restore: 'Restored', 'stop:request': 'StopRequested',
+  restore: 'Restored', snapshot: 'SnapshotTaken', 'stop:request': 'StopRequested',
 };
 
 const FAILURE_REASON: Readonly<Record<string, string>> = {
   create: 'CreateFailed', adopt: 'AdoptFailed', update: 'UpdateFailed',
   'setState:Running': 'StartFailed', 'setState:Stopped': 'StopFailed', 'setState:Frozen': 'FreezeFailed', 'setState:Paused': 'PauseFailed',
   'delete:deleted': 'DeleteFailed', 'delete:partial': 'CleanupFailed', 'delete:recreate': 'DeleteFailed', reboot: 'RebootFailed',
-  restore: 'RestoreFailed', 'stop:request': 'StopFailed',
+  restore: 'RestoreFailed', snapshot: 'SnapshotFailed', 'stop:request': 'StopFailed',
 };
 
 /** The step a graceful stop runs as (its request and its force), for the guard, status and events. */
@@ -166,6 +168,8 @@ export class Reconciler {
   private readonly stopDeadlines: StopDeadlines;
   /** When this process last asked each key's instance to shut down (a restart asks again at once). */
   private readonly stopRequests = new Map<ObjectKey, number>();
+  /** The snapshot-request value each key's instance is known to have a snapshot for (taken or found), so it is listed once. */
+  private readonly snapshotRequestsSeen = new Map<ObjectKey, string>();
 
   constructor(private readonly options: ReconcilerOptions) {
     this.provider = options.provider;
@@ -255,6 +259,21 @@ export class Reconciler {
     if (!list.some((s) => s.name === snapshot)) {
       throw new TerminalError('SnapshotNotFound', `cannot restore ${d.hostName}: it has no snapshot ${snapshot}`);
     }
+  }
+
+  /**
+   * The snapshot `target`'s snapshot-request annotation names when its instance (ours, complete)
+   * has none of that name; undefined otherwise. Lists the snapshots once per value and key.
+   */
+  private async snapshotRequested(key: ObjectKey, target: Desired, observed: ObservedInstance | undefined, signal: AbortSignal): Promise<string | undefined> {
+    const value = target.object.metadata.annotations?.[SNAPSHOT_REQUEST_ANNOTATION];
+    if (value === undefined || value === '' || this.snapshotRequestsSeen.get(key) === value) return undefined;
+    if (observed === undefined || observed.ownerId !== target.id || observed.partial === true || target.deleting === true) return undefined;
+    if (this.provider.listSnapshots === undefined) return value; // the snapshot step says the provider has none
+    const list = await this.provider.listSnapshots(target, signal);
+    if (!list.some((s) => s.name === value)) return value;
+    this.snapshotRequestsSeen.set(key, value);
+    return undefined;
   }
 
   /**
@@ -361,6 +380,7 @@ export class Reconciler {
       dependenciesNotReady: dependencies?.notReady,
       dependentsPresent: desired.deleting === true ? this.dependentsPresent(desired, backend) : undefined,
       rebootRequested: observed !== undefined && this.provider.rebootPending?.(target, observed) === true,
+      snapshotRequested: await this.snapshotRequested(key, target, observed, pass.signal),
     });
     progress.plan = plan;
     return { ended: false, observed, plan, target };
@@ -523,6 +543,7 @@ export class Reconciler {
     this.lastActions.delete(key);
     this.lastWarnings.delete(key);
     this.failures.delete(key);
+    this.snapshotRequestsSeen.delete(key);
     this.guard.forget(key);
     this.stopDeadlines.delete(key);
     this.stopRequests.delete(key);
@@ -614,7 +635,11 @@ export class Reconciler {
       return observed;
     };
     switch (step.op) {
-      case 'create': await this.provider.create(desired, signal); return undefined;
+      case 'create':
+        await this.provider.create(desired, signal);
+        // A new instance has none of the old one's snapshots: a snapshot-request is looked at again.
+        this.snapshotRequestsSeen.delete(desired.key);
+        return undefined;
       case 'adopt': await this.provider.adopt(desired, existing(), signal); return undefined;
       case 'update':
         await this.provider.update(desired, step.changes, existing(), signal);
@@ -624,13 +649,33 @@ export class Reconciler {
       case 'delete': await this.provider.delete(desired, signal); return undefined;
       case 'restore': {
         existing();
+        requireSnapshotName(step.snapshot, RESTORE_REQUEST_ANNOTATION);
         if (this.provider.restoreSnapshot === undefined) {
           throw new TerminalError('SnapshotUnsupported', `cannot restore ${desired.hostName}: provider ${this.provider.name} has no snapshots`);
         }
         const outcome = await this.provider.restoreSnapshot(desired, step.snapshot, signal);
         return `${outcome.note} (request ${step.request})`;
       }
+      case 'snapshot': {
+        existing();
+        requireSnapshotName(step.snapshot, SNAPSHOT_REQUEST_ANNOTATION);
+        if (this.provider.snapshot === undefined) {
+          throw new TerminalError('SnapshotUnsupported', `cannot snapshot ${desired.hostName}: provider ${this.provider.name} has no snapshots`);
+        }
+        const taken = await this.provider.snapshot(desired, step.snapshot, { origin: 'request' }, signal);
+        this.snapshotRequestsSeen.set(desired.key, step.snapshot);
+        const size = taken.sizeBytes === undefined ? '' : `, ${taken.sizeBytes} bytes`;
+        return `Took snapshot ${taken.name} of ${desired.hostName} (request${size})`;
+      }
     }
+  }
+}
+
+/** Throws TerminalError InvalidSnapshotName unless `name`, which `annotation` asked for, can name a snapshot (it reaches paths and XML). */
+function requireSnapshotName(name: string, annotation: string): void {
+  if (!isSnapshotName(name)) {
+    throw new TerminalError('InvalidSnapshotName',
+      `cannot act on metadata.annotations["${annotation}"]: ${JSON.stringify(name)} is not a snapshot name (a DNS-1123 label: lowercase a-z, 0-9, '-', at most 63)`);
   }
 }
 
@@ -716,6 +761,7 @@ function describeStep(step: Step, desired: Desired): string {
     case 'setState': return `Set ${what} to ${step.to}`;
     case 'reboot': return `Reboot ${what}`;
     case 'restore': return `Restore ${what} to snapshot ${step.snapshot}`;
+    case 'snapshot': return `Snapshot ${what} as ${step.snapshot}`;
     case 'delete': return step.reason === 'partial' ? `Clean up the partial ${what}` : `Delete ${what}`;
   }
 }

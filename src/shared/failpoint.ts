@@ -9,12 +9,16 @@
  *   into place), `lxc.create.made` (lxc-create done), `lxc.create.configured` (config written);
  *   update: `lxc.update.configured`, `lxc.update.applied` (live cgroup set); delete:
  *   `lxc.delete.stopped`, `lxc.delete.trashed` (directory moved out of the lxcpath).
+ * - LXC snapshots (lxc-snapshots.ts): `lxc.snapshot.frozen`, `lxc.snapshot.copied`,
+ *   `lxc.snapshot.placed`, `lxc.snapshot.delete.moved`; restore: `lxc.restore.copied`,
+ *   `lxc.restore.swapped-out`, `lxc.restore.swapped`, `lxc.restore.marked` (marker records the request).
  * - Every atomic file write of the LXC provider: `write:BASENAME` (temporary file written, not
  *   yet renamed), e.g. `write:hyperlet.json`, `write:config`.
  * - libvirt: `libvirt.pool.defined`, `libvirt.create.defined` (partial definition),
  *   `libvirt.create.volume` (after each volume), `libvirt.start.started`, `libvirt.update.defined`,
  *   `libvirt.update.volume` (after each volume made for an added disk), `libvirt.update.applied`,
- *   `libvirt.adopt.marked`, `libvirt.delete.destroyed`,
+ *   `libvirt.adopt.marked`, `libvirt.delete.destroyed`, `libvirt.snapshot.taken`,
+ *   `libvirt.snapshot.deleted`, `libvirt.restore.reverted`, `libvirt.restore.marked`,
  *   `libvirt.delete.volumes-deleted`.
  * - State DB: `state.remembering` (identities and status are on disk, the object about to be
  *   acted on not yet), `state.remembered` (it is), `state.forgetting` (its instance is gone, its

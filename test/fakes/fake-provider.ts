@@ -14,8 +14,9 @@ import { TerminalError } from '../../src/shared/errors.js';
 import type { Desired } from '../../src/store/desired.js';
 import { ChangeFeed } from '../../src/providers/change-feed.js';
 
-type Method = 'probe' | 'observeAll' | 'observe' | 'create' | 'update' | 'setState' | 'requestStop' | 'forceStop' | 'adopt' | 'delete'
-  | 'snapshot' | 'deleteSnapshot';
+type Method =
+  | 'probe' | 'observeAll' | 'observe' | 'create' | 'update' | 'setState' | 'requestStop' | 'forceStop' | 'adopt' | 'delete'
+  | 'snapshot' | 'deleteSnapshot' | 'sweepSnapshots';
 
 export class FakeProvider<K extends Kind = Kind> implements Provider<K> {
   readonly name: 'lxc' | 'libvirt';
@@ -168,6 +169,10 @@ export class FakeProvider<K extends Kind = Kind> implements Provider<K> {
     const snap = (this.snapshots.get(d.hostName) ?? []).find((s) => s.name === name);
     if (snap === undefined) throw new TerminalError('SnapshotNotFound', `cannot restore ${d.hostName}: it has no snapshot ${name}`);
     return { snapshot: snap, specDiffers: snap.specHash !== d.specHash, note: `restored snapshot ${name}` };
+  }
+
+  async sweepSnapshots(d: Desired<K>): Promise<void> {
+    await this.call('sweepSnapshots', d.hostName);
   }
 
   async deleteSnapshot(d: Desired<K>, name: string): Promise<void> {

@@ -581,6 +581,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
       const running = isActive((await this.client.domainGetState(dom)).state);
       const flags = Flags.AffectConfig | (running ? Flags.AffectLive : 0);
       await this.client.domainSetMetadata(dom, buildMarkerXml(marker, true), HYPERLET_XML_PREFIX, HYPERLET_XML_NS, flags);
+      failpoint('libvirt.restore.marked');
     }
     this.cache.delete(uuidFromBytes(dom.uuid));
     const specDiffers = snapshot.specHash !== undefined && snapshot.specHash !== d.specHash;

@@ -517,12 +517,20 @@ export class LxcProvider implements Provider<'Container'> {
     if (request !== undefined && snapshotOfRestoreRequest(request) === name) {
       // Recorded so the request is acted on once: the plan compares it with the annotation.
       await writeMarker(markerPath(this.lxcpath, d.hostName), { ...marker, restoreRequest: request, updatedAt: new Date().toISOString() });
+      failpoint('lxc.restore.marked');
     }
     const specDiffers = snapshot.specHash !== undefined && marker.specHash !== undefined && snapshot.specHash !== marker.specHash;
     const note = specDiffers
       ? `restored rootfs from snapshot ${name}; it was taken with another spec, the declared spec is kept`
       : `restored rootfs from snapshot ${name}`;
     return { snapshot, specDiffers, note };
+  }
+
+  /** Removes what snapshots cut short left in the container `d` owns (lxc-snapshots.ts); complete snapshots stay. */
+  async sweepSnapshots(d: Desired<'Container'>, _signal: AbortSignal): Promise<void> {
+    const marker = await readMarker(markerPath(this.lxcpath, d.hostName)).catch(() => undefined);
+    if (marker?.id !== d.id) return;
+    await this.snapshots.sweep(d.hostName);
   }
 
   /** Deletes one snapshot; a missing one (or a missing container) is success. */
@@ -657,6 +665,8 @@ export class LxcProvider implements Provider<'Container'> {
   }
 
   private async start(name: string, signal: AbortSignal): Promise<void> {
+    // A restore cut short may have left the rootfs aside: never start without it.
+    await this.snapshots.recoverRestore(name);
     const logFile = startLogPath(this.lxcpath, name);
     await writeFile(logFile, '', { mode: 0o600 });
     try {
