@@ -24,6 +24,7 @@ import type { Desired } from '../store/desired.js';
 import type { ObjectKey } from '../store/object-key.js';
 import { type HostPolicy, type ScopeRules, matchesAny, rulesFor } from './host-policy.js';
 import { checkImageFile, checkRootfsDir } from './path-rules.js';
+import { checkImageUrl } from './image-url-rules.js';
 import type { PolicyFs } from './policy-fs.js';
 
 
@@ -210,6 +211,10 @@ export async function pathIssues(d: Desired, rules: ScopeRules, fs: PolicyFs): P
     const spec = d.object.spec as ContainerSpec;
     if (spec.rootfs !== undefined) {
       checks.push({ field: 'spec.rootfs', rule: 'paths.rootfs', check: checkRootfsDir(spec.rootfs, rules.rootfsDirs, fs) });
+    }
+    if (spec.image !== undefined) {
+      const problem = await checkImageUrl(spec.image.url, rules, fs);
+      if (problem !== undefined) return [{ reason: 'PolicyDenied', field: 'spec.image.url', rule: problem.rule, message: problem.message }];
     }
   } else {
     const spec = d.object.spec as VirtualMachineSpec;

@@ -27,6 +27,7 @@ export const FIELD_APPLY: Readonly<Record<Kind, Readonly<Record<string, ApplyMod
     'resources.disk': 'recreate', // the rootfs is made once
     template: 'recreate',
     rootfs: 'recreate',
+    image: 'recreate', // the clone is made once from the cached base
     privileged: 'recreate', // the rootfs ownership is shifted into the id range once, at create
   },
   VirtualMachine: {
@@ -51,6 +52,7 @@ export function specFields<K extends Kind>(kind: K, spec: SpecOf<K>): SpecFields
     return {
       template: s.template ?? null,
       rootfs: s.rootfs ?? null,
+      image: json(s.image === undefined ? undefined : { url: s.image.url, sha256: s.image.sha256 ?? null }),
       'resources.cpu': s.resources?.cpu ?? null,
       'resources.memory': bytes(s.resources?.memory),
       'resources.disk': bytes(s.resources?.disk),

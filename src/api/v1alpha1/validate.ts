@@ -166,8 +166,8 @@ function crossFieldIssues(kind: Kind, spec: Record<string, unknown>): Validation
   }
   if (kind === 'Container') {
     const s = spec as unknown as ContainerSpec;
-    if ((s.template === undefined) === (s.rootfs === undefined)) {
-      issues.push({ path: 'spec', rule: 'one-of', message: 'exactly one of template and rootfs must be set' });
+    if ([s.template, s.rootfs, s.image].filter((v) => v !== undefined).length !== 1) {
+      issues.push({ path: 'spec', rule: 'one-of', message: 'exactly one of template, rootfs and image must be set' });
     }
     for (const name of Object.keys(s.environmentFrom ?? {})) {
       if (Object.hasOwn(s.environment ?? {}, name)) {

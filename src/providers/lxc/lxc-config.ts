@@ -304,7 +304,7 @@ export function templateOfConfig(text: string): string | null {
 /**
  * The spec fields a config embodies, read back from it: how hyperlet sees a container it did not
  * create (to report a conflict's diff, or to adopt it), and what a stopped container will start
- * with. Fields it cannot tell (rootfs, disk) are null.
+ * with. Fields it cannot tell (rootfs, image, disk) are null.
  */
 export function fieldsFromConfig(text: string, version: CgroupVersion): Record<string, string | number | boolean | null> {
   const entries = parseConfig(text);
@@ -346,6 +346,7 @@ export function fieldsFromConfig(text: string, version: CgroupVersion): Record<s
   return {
     template: templateOfConfig(text),
     rootfs: null,
+    image: null,
     'resources.cpu': cpu,
     'resources.memory': memoryBytes,
     'resources.disk': null,
