@@ -243,6 +243,29 @@ export function renderRootfsBaseConfig(rootfsPath: string, hostName: string, com
   return entries.map((e) => formatEntry(e));
 }
 
+/**
+ * `text` with its root filesystem set to `value`: the first `lxc.rootfs.path` line rewritten,
+ * any later one dropped (lxc-create repeats the key), every other line kept. Appended when absent.
+ */
+export function withRootfsPath(text: string, value: string): string {
+  const line = formatEntry({ key: 'lxc.rootfs.path', value });
+  let seen = false;
+  const out: string[] = [];
+  for (const current of text.split('\n')) {
+    if (parseConfigLine(current)?.key !== 'lxc.rootfs.path') {
+      out.push(current);
+    } else if (!seen) {
+      out.push(line);
+      seen = true;
+    }
+  }
+  if (!seen) {
+    while (out.length > 0 && out[out.length - 1] === '') out.pop();
+    out.push(line, '');
+  }
+  return out.join('\n');
+}
+
 /** True for the keys the managed block owns; a template's copy of them is dropped when merging. */
 export function isManagedKey(key: string): boolean {
   return key.startsWith('lxc.net.') || key === 'lxc.net' || key === 'lxc.environment' || key === 'lxc.start.auto'

@@ -3,7 +3,7 @@ import { specFields } from '../../../../src/api/v1alpha1/fields.js';
 import type { ContainerSpec } from '../../../../src/api/v1alpha1/types.js';
 import {
   MANAGED_BEGIN, MANAGED_END, type RenderContext, appliedConfigOf, fieldsFromConfig, formatEntry, liveCgroupSettings, mergeConfig,
-  parseConfig, renderManagedConfig, renderRootfsBaseConfig, templateOfConfig,
+  parseConfig, renderManagedConfig, renderRootfsBaseConfig, templateOfConfig, withRootfsPath,
 } from '../../../../src/providers/lxc/lxc-config.js';
 
 const base: ContainerSpec = {
@@ -229,4 +229,30 @@ describe('liveCgroupSettings', () => {
   for (const [name, tc] of Object.entries(cases)) {
     it(name, () => expect(liveCgroupSettings(tc.change, tc.version), tc.reason).to.deep.equal(tc.want));
   }
+});
+
+describe('withRootfsPath', () => {
+  const cases = {
+    ReplacesAndDropsRepeat: {
+      reason: 'lxc-create writes the key twice: the first becomes the overlay, the second goes',
+      text: 'lxc.include = /c.conf\nlxc.rootfs.path = dir:/l/c/rootfs\nlxc.uts.name = c\nlxc.rootfs.path = dir:/l/c/rootfs\n',
+      want: 'lxc.include = /c.conf\nlxc.rootfs.path = overlay:/base:/l/c/rootfs\nlxc.uts.name = c\n',
+    },
+    AppendsWhenAbsent: {
+      reason: 'no rootfs line: one is added at the end',
+      text: 'lxc.uts.name = c\n\n',
+      want: 'lxc.uts.name = c\nlxc.rootfs.path = overlay:/base:/l/c/rootfs\n',
+    },
+    KeepsComments: {
+      reason: 'a commented-out key is no key',
+      text: '# lxc.rootfs.path = dir:/x\nlxc.rootfs.path=dir:/y\n',
+      want: '# lxc.rootfs.path = dir:/x\nlxc.rootfs.path = overlay:/base:/l/c/rootfs\n',
+    },
+  };
+  for (const [name, tc] of Object.entries(cases)) {
+    it(name, () => expect(withRootfsPath(tc.text, 'overlay:/base:/l/c/rootfs'), tc.reason).to.equal(tc.want));
+  }
+  it('refuses a value that would end the line', () => {
+    expect(() => withRootfsPath('', 'overlay:/a\nlxc.hook.pre-start = /evil')).to.throw(/line break/);
+  });
 });
