@@ -19,6 +19,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
+import { setMaxListeners } from 'node:events';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { chmod, lstat, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import http from 'node:http';
@@ -128,6 +129,8 @@ export class ImageCache {
     this.idleTimeoutMs = options.idleTimeoutMs ?? 60_000;
     this.refusalMs = options.refusalMs ?? 300_000;
     this.clock = options.clock ?? systemClock;
+    // One signal for every job: each download and unpack in flight listens (request, pipeline, tar), ~3 each.
+    setMaxListeners(256, this.abort.signal);
   }
 
   /** The cache directory. */
