@@ -15,6 +15,14 @@ export const containerSpecSchema: JsonSchema = {
       type: 'string', minLength: 1, maxLength: 63, pattern: '^[a-z0-9][a-z0-9_.-]*$',
       description: 'LXC template to create the root filesystem from (busybox works offline). Exactly one of template, rootfs and image.',
     },
+    templateArgs: {
+      type: 'array',
+      maxItems: 64,
+      items: { type: 'string', maxLength: 1024, pattern: SAFE_TEXT_PATTERN },
+      description: 'Arguments for the template, one per item, passed as they are after "--" (never through a shell), '
+        + 'such as [-d, debian, -r, bookworm, -a, amd64] for the download template. Only with template; the options lxc-create '
+        + 'gives the template itself (--rootfs, --path, --name, --mapped-uid, --mapped-gid, -p, -n) are refused.',
+    },
     rootfs: absolutePath('A prepared root filesystem directory to copy. Exactly one of template, rootfs and image.'),
     image: {
       type: 'object',

@@ -68,6 +68,8 @@ export interface ImageSource { url: string; sha256?: string }
 export interface ContainerSpec extends CommonSpec {
   state: ContainerState;
   template?: string;
+  /** Arguments passed to the template after "--" (argv, never a shell). */
+  templateArgs?: string[];
   rootfs?: string;
   /** A rootfs tarball by URL, cached and cloned copy-on-write (exactly one of template, rootfs and image). */
   image?: ImageSource;

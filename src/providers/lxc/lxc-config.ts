@@ -368,6 +368,7 @@ export function fieldsFromConfig(text: string, version: CgroupVersion): Record<s
   environment.sort(([a], [b]) => a.localeCompare(b));
   return {
     template: templateOfConfig(text),
+    templateArgs: null,
     rootfs: null,
     image: null,
     'resources.cpu': cpu,

@@ -9,6 +9,7 @@ import { basename, delimiter, dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { FIELD_APPLY, type SpecFields, specFields } from '../../api/v1alpha1/fields.js';
 import { DEFAULT_ID_RANGE, type IdRange } from '../../api/v1alpha1/host-defaults.js';
+import { templateArgProblem } from '../../api/v1alpha1/template-args.js';
 import type { ImageSource, PowerState } from '../../api/v1alpha1/types.js';
 import { StepPendingError, TerminalError, errorMessage, isAbortError } from '../../shared/errors.js';
 import type { ImageCache } from '../images/image-cache.js';
@@ -250,6 +251,11 @@ export class LxcProvider implements Provider<'Container'> {
     }
     const spec = d.object.spec;
     if (spec.template !== undefined) await this.requireTemplate(name, spec.template);
+    for (const arg of spec.templateArgs ?? []) {
+      // The schema refuses these already; the template runs as root, so check again where it is run.
+      const problem = templateArgProblem(arg);
+      if (problem !== undefined) throw new TerminalError('InvalidSpec', `cannot create container ${name}: templateArgs: ${problem}`);
+    }
     const fields = specFields('Container', spec);
     const applied = appliedConfigOf(fields);
     const managed = renderManagedConfig(applied, await this.renderContext(name));
@@ -267,7 +273,10 @@ export class LxcProvider implements Provider<'Container'> {
     try {
       if (spec.template !== undefined) {
         await writeFile(baseConf, `${managed.join('\n')}\n`, { mode: 0o600 });
-        await this.tools.run('lxc-create', ['-P', this.lxcpath, '-n', name, '-t', spec.template, '-f', baseConf], { signal, timeoutMs: this.createTimeoutMs });
+        const args = spec.templateArgs ?? [];
+        await this.tools.run('lxc-create', ['-P', this.lxcpath, '-n', name, '-t', spec.template, '-f', baseConf, ...(args.length === 0 ? [] : ['--', ...args])], {
+          signal, timeoutMs: this.createTimeoutMs,
+        });
       } else if (spec.rootfs !== undefined) {
         const source = spec.rootfs;
         if (!(await isDirectory(source))) {

@@ -196,7 +196,7 @@ describe('fieldsFromConfig', () => {
   it('ForeignConfig', () => {
     const text = 'lxc.net.0.type = veth\nlxc.net.0.link = lxcbr0\nlxc.net.0.flags = up\nlxc.environment = PATH\nlxc.start.auto = 0\n';
     expect(fieldsFromConfig(text, 1), 'an inherited variable (no "=") is not reported; no template header is null; no lxc.idmap is privileged').to.deep.equal({
-      template: null, rootfs: null, image: null, 'resources.cpu': null, 'resources.memory': null, 'resources.disk': null,
+      template: null, templateArgs: null, rootfs: null, image: null, 'resources.cpu': null, 'resources.memory': null, 'resources.disk': null,
       network: JSON.stringify([{ type: 'veth', bridge: 'lxcbr0' }]), environment: '{}', autostart: false, privileged: true,
     });
   });
