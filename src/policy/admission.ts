@@ -246,12 +246,16 @@ export function capacityIssues(d: Desired, rules: ScopeRules, hostMemoryBytes: n
   }];
 }
 
-/** Every MAC an object's instance uses, with the field that gives it; VM NICs without one get a derived MAC. */
+/** Every MAC an object's instance uses, with the field that gives it; NICs and veths without one get a derived MAC. */
 export function macsOf(d: Desired): { field: string; mac: string; declared: boolean }[] {
   if (d.object.kind === 'Container') {
-    return ((d.object.spec as ContainerSpec).network ?? []).flatMap((n, i) => (n.type === 'veth' && n.hwaddr !== undefined
-      ? [{ field: `spec.network[${i}].hwaddr`, mac: normalizeMac(n.hwaddr), declared: true }]
-      : []));
+    // Veths only, counted as the provider renders them (the index among veths); one without hwaddr gets the derived MAC.
+    const veths = ((d.object.spec as ContainerSpec).network ?? []).map((n, i) => ({ n, i })).filter(({ n }) => n.type === 'veth');
+    return veths.map(({ n, i }, vethIndex) => ({
+      field: `spec.network[${i}]${n.hwaddr === undefined ? '' : '.hwaddr'}`,
+      mac: normalizeMac(n.hwaddr ?? deriveMac(d.id, vethIndex)),
+      declared: n.hwaddr !== undefined,
+    }));
   }
   return ((d.object.spec as VirtualMachineSpec).networks ?? []).map((n, i) => ({
     field: `spec.networks[${i}].mac`, mac: normalizeMac(n.mac ?? deriveMac(d.id, i)), declared: n.mac !== undefined,

@@ -10,6 +10,7 @@
  */
 import type { SpecFields } from '../../api/v1alpha1/fields.js';
 import { DEFAULT_CONTAINER_BRIDGE, type IdRange } from '../../api/v1alpha1/host-defaults.js';
+import { deriveMac } from '../../api/v1alpha1/mac-address.js';
 import type { ContainerNetwork } from '../../api/v1alpha1/types.js';
 import type { CgroupVersion } from './cgroup-host.js';
 
@@ -56,6 +57,11 @@ export interface RenderContext {
    * console takes at most twice this on disk. Default DEFAULT_CONSOLE_LOG_BYTES.
    */
   readonly consoleLogBytes?: number;
+  /**
+   * The object's id: a veth without a declared hwaddr gets the MAC derived from it
+   * (api/v1alpha1/mac-address.ts, as VM NICs do), so its DHCP lease stays with the object.
+   */
+  readonly ownerId?: string;
 }
 
 /** 1 MiB: a busybox boot writes about 1 KiB; enough for a day of a chatty service's console. */
@@ -204,7 +210,8 @@ export function renderManagedConfig(config: AppliedConfig, ctx: RenderContext): 
       entries.push({ key: `lxc.net.${i}.link`, value: n.bridge ?? DEFAULT_BRIDGE });
       entries.push({ key: `lxc.net.${i}.flags`, value: 'up' });
       entries.push({ key: `lxc.net.${i}.name`, value: `eth${i}` });
-      if (n.hwaddr !== undefined) entries.push({ key: `lxc.net.${i}.hwaddr`, value: n.hwaddr.toLowerCase() });
+      const hwaddr = n.hwaddr ?? (ctx.ownerId === undefined ? undefined : deriveMac(ctx.ownerId, i));
+      if (hwaddr !== undefined) entries.push({ key: `lxc.net.${i}.hwaddr`, value: hwaddr.toLowerCase() });
     });
   }
   for (const [name, value] of Object.entries(config.environment).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {

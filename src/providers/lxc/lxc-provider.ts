@@ -205,13 +205,13 @@ export class LxcProvider implements Provider<'Container'> {
    * as partial containers.
    */
   async observeAll(signal: AbortSignal): Promise<ReadonlyMap<string, ObservedInstance>> {
-    const { stdout } = await this.tools.run('lxc-ls', ['-P', this.lxcpath, '--fancy', '-F', 'name,state,pid,ipv4'], { signal });
+    const { stdout } = await this.tools.run('lxc-ls', ['-P', this.lxcpath, '--fancy', '-F', 'name,state,pid,ipv4,ipv6'], { signal });
     const listed = new Map(parseLsFancy(stdout).map((e) => [e.name, e]));
     await this.observer.checkProcAgainst([...listed.values()].filter((e) => e.state !== 'STOPPED').map((e) => e.name));
     const names = await this.observer.listNames();
     const observed = await Promise.all(names.map((name) => {
       const row = listed.get(name);
-      return this.observer.describe(name, row === undefined ? undefined : { state: row.state, ipv4: row.ipv4, ...(row.pid === undefined ? {} : { pid: row.pid }) });
+      return this.observer.describe(name, row === undefined ? undefined : { state: row.state, ipv4: row.ipv4, ipv6: row.ipv6, ...(row.pid === undefined ? {} : { pid: row.pid }) });
     }));
     const out = new Map<string, ObservedInstance>();
     for (const o of observed) if (o !== undefined) out.set(o.hostName, o);
@@ -258,7 +258,7 @@ export class LxcProvider implements Provider<'Container'> {
     }
     const fields = specFields('Container', spec);
     const applied = appliedConfigOf(fields);
-    const managed = renderManagedConfig(applied, await this.renderContext(name));
+    const managed = renderManagedConfig(applied, await this.renderContext(name, d.id));
     if (!isOwnerId(d.id)) throw new TerminalError('InvalidId', `cannot create container ${name}: its object id ${JSON.stringify(d.id)} is not a UUID-like id`);
     if (!applied.privileged) await this.openLxcpathToMappedRoot();
     // Before anything is made: a download still running, or refused, leaves no trace in the lxcpath.
@@ -336,7 +336,7 @@ export class LxcProvider implements Provider<'Container'> {
     const config = appliedConfigOf(configFields);
     // The config first: observe reads cpu and memory from the live cgroup when the container runs,
     // so a live change made first and then cut short by a crash would hide that the config lacks it.
-    await this.writeConfig(name, renderManagedConfig(config, await this.renderContext(name)));
+    await this.writeConfig(name, renderManagedConfig(config, await this.renderContext(name, marker.id)));
     failpoint('lxc.update.configured');
     if (active) {
       const cgroup = await this.cgroup();
@@ -524,9 +524,9 @@ export class LxcProvider implements Provider<'Container'> {
     await assertSearchableByOthers(dirname(this.lxcpath));
   }
 
-  private async renderContext(name: string): Promise<RenderContext> {
+  private async renderContext(name: string, ownerId: string): Promise<RenderContext> {
     return {
-      lxcpath: this.lxcpath, hostName: name, cgroupVersion: (await this.cgroup()).version,
+      lxcpath: this.lxcpath, hostName: name, cgroupVersion: (await this.cgroup()).version, ownerId,
       consoleLogPath: consoleLogPath(this.lxcpath, name), idmap: this.idmap,
       ...(this.consoleLogBytes === undefined ? {} : { consoleLogBytes: this.consoleLogBytes }),
     };

@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { specFields } from '../../../../src/api/v1alpha1/fields.js';
+import { deriveMac } from '../../../../src/api/v1alpha1/mac-address.js';
 import type { ContainerSpec } from '../../../../src/api/v1alpha1/types.js';
 import {
   MANAGED_BEGIN, MANAGED_END, type RenderContext, appliedConfigOf, fieldsFromConfig, formatEntry, liveCgroupSettings, mergeConfig,
@@ -229,6 +230,16 @@ describe('liveCgroupSettings', () => {
   for (const [name, tc] of Object.entries(cases)) {
     it(name, () => expect(liveCgroupSettings(tc.change, tc.version), tc.reason).to.deep.equal(tc.want));
   }
+});
+
+describe('renderManagedConfig: derived MACs', () => {
+  it('gives a veth without hwaddr the MAC derived from the object id and its index among veths; a declared one stays', () => {
+    const fields = specFields('Container', { ...base, network: [{ type: 'veth' }, { type: 'veth', hwaddr: '52:54:00:AA:BB:CC' }] });
+    const lines = renderManagedConfig(appliedConfigOf(fields), { ...ctx(1), ownerId: 'id-1' });
+    expect(lines).to.include(`lxc.net.0.hwaddr = ${deriveMac('id-1', 0)}`);
+    expect(lines).to.include('lxc.net.1.hwaddr = 52:54:00:aa:bb:cc');
+    expect(renderManagedConfig(appliedConfigOf(fields), ctx(1)).filter((l) => l.startsWith('lxc.net.0.hwaddr')), 'no id: LXC picks one').to.deep.equal([]);
+  });
 });
 
 describe('withRootfsPath', () => {
