@@ -2,7 +2,7 @@
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { crdFiles, crdsYaml } from '../api/v1alpha1/crd.js';
+import { crdFiles, crdKustomization, crdsYaml } from '../api/v1alpha1/crd.js';
 
 /** `hyperlet crds`: writes the generated CRDs to stdout or --out; resolves to the exit code. */
 export function crdsCommand(args: string[]): Promise<number> {
@@ -13,7 +13,7 @@ export function crdsCommand(args: string[]): Promise<number> {
   }
   // Writing a directory: remove generated files of kinds that no longer exist, so it always equals the output.
   mkdirSync(values.out, { recursive: true });
-  const files = crdFiles();
+  const files = [...crdFiles(), crdKustomization()];
   for (const name of readdirSync(values.out)) {
     if (name.endsWith('.yaml') && !files.some((f) => f.fileName === name)) rmSync(join(values.out, name));
   }

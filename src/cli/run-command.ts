@@ -38,6 +38,13 @@ Keeps the LXC containers and libvirt VMs on this host as declared.
   --node NAME           this host's node name (default the hostname; kube: only objects with spec.nodeName NAME)
   --kubeconfig PATH     kube source: kubeconfig (default in-cluster or ~/.kube/config)
   --namespace NS        kube source: watch one namespace only
+  --leader-elect        kube source: campaign for a Lease in hyperlet-system. With --node (the DaemonSet),
+                        the elected agent also does the once-per-cluster work (Lease hyperlet-cluster);
+                        without --node, only the elected replica reconciles (Lease hyperlet-agent) and
+                        an agent that loses leadership exits with status 1
+  --heartbeat DURATION  kube source with --node: how often the agent renews its heartbeat Lease
+                        (hyperlet-system/hyperlet-node-NODE, valid 4 times as long; default 10s) and
+                        publishes its HypervisorNode (capacity, allocated, kinds, Ready) when it changed
   --http HOST:PORT      /healthz /readyz /metrics and the read API (default 127.0.0.1:9440; "off" disables).
                         POST routes need the token the daemon writes beside the state DB (api-token);
                         a non-loopback HOST needs --tls-cert and --tls-key, and the token on every route
@@ -186,7 +193,7 @@ export async function runCommand(args: string[]): Promise<number> {
       'notify-max-retry-delay': { type: 'string' }, 'console-log-size': { type: 'string' },
       'image-cache': { type: 'string' },
       'secrets-dir': { type: 'string' }, 'http-host-allow': { type: 'string', multiple: true }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
-      policy: { type: 'string' },
+      policy: { type: 'string' }, 'leader-elect': { type: 'boolean' }, heartbeat: { type: 'string' },
     },
   });
   if (values.help === true) {
@@ -213,6 +220,9 @@ export async function runCommand(args: string[]): Promise<number> {
     return 2;
   }
   const notify = parseNotify(values);
+  const leaderElect = values['leader-elect'] === true;
+  if (leaderElect && !sources.some((s) => s.type === 'kube')) throw new UsageError('--leader-elect needs --source kube');
+  let leadershipLost = false;
   // One Redactor for the whole process: the logger writes through it, the daemon feeds it secrets.
   const redactor = new Redactor();
   const logger = createLogger({ level: level as 'info', redact: (line) => redactor.text(line) });
@@ -244,6 +254,16 @@ export async function runCommand(args: string[]): Promise<number> {
     shutdownTimeoutMs: parseDurationMs('--shutdown-timeout', values['shutdown-timeout'] ?? '30s'),
     policy: { prune: parseBool('--prune', values.prune ?? 'true'), paused: values.paused === true },
     ...(notify === undefined ? {} : { notify }),
+    ...(values.heartbeat === undefined ? {} : {
+      heartbeatMs: atLeast('--heartbeat', parseDurationMs('--heartbeat', values.heartbeat), 250),
+    }),
+    ...(leaderElect ? {
+      leaderElect: true,
+      onLeadershipLost: () => {
+        leadershipLost = true;
+        stop('leadership lost');
+      },
+    } : {}),
     git: {
       intervalMs: atLeast('--interval', parseDurationMs('--interval', values.interval ?? '30s'), 100),
       maxPruneShare: parseShare('--max-prune', values['max-prune'] ?? '50%'),
@@ -283,5 +303,5 @@ export async function runCommand(args: string[]): Promise<number> {
     }, 100);
   });
   logger.flush();
-  return 0;
+  return leadershipLost ? 1 : 0;
 }

@@ -45,7 +45,8 @@ import { Notifier } from '../notify/notifier.js';
 import { jitteredBackoff } from '../notify/webhook-sink.js';
 import { ObjectEvents } from '../reconcile/object-events.js';
 import { type HostState, Metrics } from '../telemetry/metrics.js';
-import { type GitOptions, createBackends, type SourceSpec } from './source-factory.js';
+import { type GitOptions, type SourceInventory, createBackends, type SourceSpec } from './source-factory.js';
+import { agentVersion, nodeLabels, readHostFacts } from './host-facts.js';
 
 /** The HTTP API: where it listens and how it is secured (issue 10). */
 export interface HttpConfig {
@@ -100,6 +101,12 @@ export interface DaemonConfig {
   readonly imageCacheDir?: string;
   /** --notify: webhook sinks of CloudEvents, with the HMAC secret and delivery bounds. */
   readonly notify?: NotifyConfig;
+  /** --leader-elect (kube source): see SourceContext.leaderElect. */
+  readonly leaderElect?: boolean;
+  /** Called when a cluster-wide replica loses leadership; `hyperlet run` then exits non-zero. */
+  readonly onLeadershipLost?: () => void;
+  /** kube with --node: heartbeat Lease renewal period (--heartbeat, default 10 s). */
+  readonly heartbeatMs?: number;
 }
 
 /** Where notifications go and how hard to try. */
@@ -167,6 +174,9 @@ export class Daemon {
       clock,
       ...(config.kubeconfig === undefined ? {} : { kubeconfig: config.kubeconfig }),
       ...(config.namespace === undefined ? {} : { namespace: config.namespace }),
+      ...(config.leaderElect === true ? { leaderElect: true } : {}),
+      ...(config.onLeadershipLost === undefined ? {} : { onLeadershipLost: config.onLeadershipLost }),
+      ...(config.nodeFilter && config.sources.some((s) => s.type === 'kube') ? { inventory: await this.inventory() } : {}),
     });
     const backendsById = new Map(this.backends.map((b) => [b.source.id, b]));
     const hostPolicy = config.hostPolicy ?? DEFAULT_HOST_POLICY;
@@ -271,6 +281,27 @@ export class Daemon {
       })),
       controllers: () => [...this.controllers].map(([kind, c]) => ({ controller: kind, lastResyncAtMs: c.lastResyncAt })),
       sinks: () => this.notifier?.states() ?? [],
+    };
+  }
+
+  /** What a per-node kube agent publishes in its HypervisorNode (providers' health as it is at each publish). */
+  private async inventory(): Promise<SourceInventory> {
+    const { config } = this;
+    const hostPolicy = config.hostPolicy ?? DEFAULT_HOST_POLICY;
+    const version = await agentVersion();
+    const { kvm } = await readHostFacts(config.lxcpath);
+    return {
+      facts: async () => ({
+        ...(await readHostFacts(config.lxcpath)),
+        kinds: config.kinds.map((kind) => ({ kind, up: this.healths.get(kind)?.current?.ok })),
+        reservedMemoryBytes: hostPolicy.host.reservedMemoryBytes,
+        containerMemoryBytes: hostPolicy.defaults.containerMemoryBytes,
+        agentVersion: version,
+      }),
+      objects: (sourceId) => this.store.list().filter((d) => d.source === sourceId),
+      onChange: (listener) => this.store.onChange(() => listener()),
+      labels: nodeLabels(config.node, kvm),
+      ...(config.heartbeatMs === undefined ? {} : { heartbeatMs: config.heartbeatMs }),
     };
   }
 

@@ -3,6 +3,7 @@
  * status writer, the event recorder and the finalizer gate, sharing one client configuration
  * and one KubeObjectTracker (so writers always send the freshest resourceVersion).
  */
+import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
@@ -17,6 +18,13 @@ import { KubeStatusWriter } from '../status/kube-status-writer.js';
 import { loadKubeConfig } from '../kube/kube-client.js';
 import { KubeObjectTracker } from '../kube/kube-object-tracker.js';
 import { KubeLeaseClient, LeaderElector } from '../kube/leader-election.js';
+import { ClusterLeadership, type ClusterTask } from '../kube/cluster-leadership.js';
+import { HypervisorNodePublisher } from '../status/hypervisor-node-publisher.js';
+import type { HostFacts } from '../status/hypervisor-node-status.js';
+import { NodeLifecycle } from '../status/node-lifecycle.js';
+import type { Desired } from '../store/desired.js';
+import type { ObjectKey } from '../store/object-key.js';
+import { KubeMovedAway } from '../sources/kube-moved-away.js';
 
 /** How the kube source and its status writer, recorder and finalizers are wired. */
 export interface KubeBackendOptions {
@@ -47,6 +55,32 @@ export interface KubeBackendOptions {
     readonly leaseName?: string;
     readonly onStoppedLeading: () => void;
   };
+  /**
+   * Per-node agents (`node` set) with --leader-elect: all campaign for one Lease (default
+   * hyperlet-system/hyperlet-cluster) and the leader runs `tasks`, the once-per-cluster work.
+   */
+  readonly clusterLeadership?: {
+    readonly identity?: string;
+    readonly leaseNamespace?: string;
+    readonly leaseName?: string;
+    readonly tasks?: readonly ClusterTask[];
+    /** Lease timing (client-go's defaults 15 s / 10 s / 2 s). */
+    readonly leaseDurationMs?: number;
+    readonly renewDeadlineMs?: number;
+    readonly retryPeriodMs?: number;
+  };
+  /** Per-node agents: publish this node's HypervisorNode and renew its heartbeat Lease. */
+  readonly inventory?: InventoryOptions;
+}
+
+/** What a per-node agent publishes about its host. */
+export interface InventoryOptions {
+  readonly facts: () => Promise<HostFacts>;
+  /** The objects placed on this node. */
+  readonly objects: () => readonly Desired[];
+  readonly labels: Readonly<Record<string, string>>;
+  /** Heartbeat Lease renewal (default 10 s; the Lease lasts 4 times that). */
+  readonly heartbeatMs?: number;
 }
 
 /** The kube backend plus what the daemon may want besides the SourceBackend interface. */
@@ -56,6 +90,10 @@ export interface KubeBackend extends SourceBackend<Source> {
   readonly recorder: KubeRecorder;
   readonly finalizers: KubeFinalizerGate;
   readonly kubeConfig: KubeConfig;
+  /** The once-per-cluster election of per-node agents, when asked for (started by the source). */
+  readonly leadership?: ClusterLeadership;
+  /** This node's HypervisorNode and heartbeat (started by the source); poke it when objects change. */
+  readonly inventory?: HypervisorNodePublisher;
 }
 
 /** Builds the kube backend; throws when no kubeconfig can be loaded. Starts nothing. */
@@ -73,6 +111,33 @@ export function createKubeBackend(options: KubeBackendOptions): KubeBackend {
     }),
     onStoppedLeading: le.onStoppedLeading,
   };
+  const cl = options.clusterLeadership;
+  if (cl !== undefined && options.node === undefined) throw new TypeError('cannot elect a cluster leader among agents without a node');
+  const leadership = cl === undefined ? undefined : new ClusterLeadership({
+    elector: new LeaderElector({
+      lease: new KubeLeaseClient(kubeConfig, cl.leaseNamespace ?? 'hyperlet-system', cl.leaseName ?? 'hyperlet-cluster'),
+      identity: cl.identity ?? `${options.node ?? hostname()}_${randomUUID().slice(0, 8)}`,
+      logger,
+      ...(cl.leaseDurationMs !== undefined ? { leaseDurationMs: cl.leaseDurationMs } : {}),
+      ...(cl.renewDeadlineMs !== undefined ? { renewDeadlineMs: cl.renewDeadlineMs } : {}),
+      ...(cl.retryPeriodMs !== undefined ? { retryPeriodMs: cl.retryPeriodMs } : {}),
+    }),
+    logger,
+    ...(cl.tasks !== undefined ? { tasks: cl.tasks } : {}),
+  });
+  const inv = options.inventory;
+  if (inv !== undefined && options.node === undefined) throw new TypeError('cannot publish a HypervisorNode without a node');
+  const inventory = inv === undefined || options.node === undefined ? undefined : new HypervisorNodePublisher({
+    kubeConfig, node: options.node, facts: inv.facts, objects: inv.objects, labels: inv.labels, logger,
+    ...(inv.heartbeatMs !== undefined ? { heartbeatMs: inv.heartbeatMs } : {}),
+  });
+  // The elected agent checks every node's heartbeat as often as its own beats.
+  leadership?.add(new NodeLifecycle({ kubeConfig, logger, ...(inv?.heartbeatMs !== undefined ? { periodMs: inv.heartbeatMs } : {}) }));
+  // Per-node agents remove the instances of objects that left their node (tombstones, like a dir
+  // source's removed files) and leave those objects' status and finalizer to their new node.
+  const movedAway = options.node === undefined ? undefined : new KubeMovedAway();
+  const leaveAlone = movedAway === undefined ? undefined : { leaveAlone: (key: ObjectKey): boolean => movedAway.has(key) };
+  const background = [...(leadership !== undefined ? [leadership] : []), ...(inventory !== undefined ? [inventory] : [])];
   return {
     source: new KubeSource({
       kubeConfig, logger, tracker,
@@ -81,12 +146,17 @@ export function createKubeBackend(options: KubeBackendOptions): KubeBackend {
       ...(options.node !== undefined ? { node: options.node } : {}),
       ...(options.resyncMs !== undefined ? { resyncMs: options.resyncMs } : {}),
       ...(leaderElection !== undefined ? { leaderElection } : {}),
+      ...(background.length > 0 ? { background } : {}),
+      ...(movedAway !== undefined ? { movedAway } : {}),
     }),
-    statusWriter: new KubeStatusWriter({ kubeConfig, tracker, logger }),
+    statusWriter: new KubeStatusWriter({ kubeConfig, tracker, logger, ...leaveAlone }),
     recorder: new KubeRecorder({ sink: new KubeEventSink(kubeConfig), logger, ...(host !== undefined ? { host } : {}) }),
     // environmentFrom secretKeyRef: a Secret of the object's own namespace, read at each reconcile.
     environment: new KubeEnvironmentResolver(new KubeSecretReader(kubeConfig)),
-    finalizers: new KubeFinalizerGate({ kubeConfig, tracker, logger }),
+    finalizers: new KubeFinalizerGate({ kubeConfig, tracker, logger, ...leaveAlone }),
+    ...(movedAway !== undefined ? { records: movedAway } : {}),
     kubeConfig,
+    ...(leadership !== undefined ? { leadership } : {}),
+    ...(inventory !== undefined ? { inventory } : {}),
   };
 }

@@ -17,6 +17,8 @@ import { FileEnvironmentResolver } from '../sources/file-environment-resolver.js
 import { DEFAULT_SECRETS_DIR } from '../sources/secret-file.js';
 import { StateStatusWriter } from '../status/state-status-writer.js';
 import type { Clock } from '../shared/clock.js';
+import type { HostFacts } from '../status/hypervisor-node-status.js';
+import type { Desired } from '../store/desired.js';
 
 /** One --source flag, parsed. */
 export interface SourceSpec {
@@ -46,6 +48,25 @@ export interface SourceContext {
   readonly events?: ObjectEvents;
   /** dir and git sources: the directory environmentFrom file references read from (--secrets-dir). */
   readonly secretsDir?: string;
+  /**
+   * kube, --leader-elect: with a node, the agents elect one to do the once-per-cluster work;
+   * without, only the elected replica reconciles and `onLeadershipLost` is called if it loses.
+   */
+  readonly leaderElect?: boolean;
+  readonly onLeadershipLost?: () => void;
+  /** kube with a node: what the agent publishes in its HypervisorNode, and its heartbeat. */
+  readonly inventory?: SourceInventory;
+}
+
+/** The daemon's side of a per-node agent's HypervisorNode. */
+export interface SourceInventory {
+  readonly facts: () => Promise<HostFacts>;
+  /** The objects of source `sourceId` (placed on this node). */
+  readonly objects: (sourceId: string) => readonly Desired[];
+  /** Registers what to call when the store changes. */
+  readonly onChange: (listener: () => void) => void;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly heartbeatMs?: number;
 }
 
 /** Flags that apply to every git source. */
@@ -140,7 +161,18 @@ export const SOURCE_FACTORIES: Partial<Record<SourceSpec['type'], SourceFactory>
       ...(ctx.kubeconfig !== undefined ? { kubeconfig: ctx.kubeconfig } : {}),
       ...(ctx.namespace !== undefined ? { namespace: ctx.namespace } : {}),
       ...(ctx.nodeFilter ? { node: ctx.node } : {}),
+      ...(ctx.leaderElect !== true ? {} : ctx.nodeFilter
+        ? { clusterLeadership: {} }
+        : { leaderElection: { onStoppedLeading: ctx.onLeadershipLost ?? ((): void => undefined) } }),
+      ...(ctx.inventory === undefined || !ctx.nodeFilter ? {} : {
+        inventory: {
+          facts: ctx.inventory.facts, objects: () => ctx.inventory?.objects(id) ?? [], labels: ctx.inventory.labels,
+          ...(ctx.inventory.heartbeatMs !== undefined ? { heartbeatMs: ctx.inventory.heartbeatMs } : {}),
+        },
+      }),
     });
+    const inventory = backend.inventory;
+    if (inventory !== undefined) ctx.inventory?.onChange(() => inventory.poke());
     // --paused holds kube objects too; prune does not apply (deleting a resource is explicit).
     return ctx.policy === undefined ? backend : { ...backend, policy: ctx.policy };
   },

@@ -24,6 +24,7 @@ import { kubeError, statusCodeOf } from '../kube/kube-client.js';
 import { KubeInformer } from '../kube/kube-informer.js';
 import type { KubeObjectTracker } from '../kube/kube-object-tracker.js';
 import type { LeaderElector } from '../kube/leader-election.js';
+import type { KubeMovedAway } from './kube-moved-away.js';
 import { type Clock, systemClock } from '../shared/clock.js';
 import type { Source } from './source.js';
 import type { SourceProblem } from '../store/source-problem.js';
@@ -53,6 +54,13 @@ export interface KubeSourceOptions {
    * later lost (the daemon should exit, as client-go's controllers do). Per-node agents need none.
    */
   readonly leaderElection?: { readonly elector: LeaderElector; readonly onStoppedLeading: () => void };
+  /**
+   * Work that runs beside the informers from `start` until the signal aborts, never gating them:
+   * per-node agents' once-per-cluster election, the node's inventory and heartbeat.
+   */
+  readonly background?: readonly { run(signal: AbortSignal): Promise<void> }[];
+  /** Per-node agents: where objects that left this node are remembered, so their instances here go. */
+  readonly movedAway?: KubeMovedAway;
 }
 
 /** The `kube` source; see the file comment. */
@@ -104,6 +112,7 @@ export class KubeSource implements Source {
       this.informers.push(informer);
     }
     if (signal.aborted) return;
+    for (const work of this.options.background ?? []) void work.run(signal);
     if (this.options.leaderElection !== undefined && !(await this.lead(this.options.leaderElection, signal))) return;
     for (const inf of this.informers) inf.start();
     const aborted = new Promise<void>((r) => signal.addEventListener('abort', () => r(), { once: true }));
@@ -191,6 +200,7 @@ export class KubeSource implements Source {
   }
 
   private set(key: ObjectKey, d: Desired): void {
+    this.options.movedAway?.back(key);
     this.desired.set(key, d);
     this.store?.upsert(d);
   }
@@ -204,6 +214,10 @@ export class KubeSource implements Source {
   private dropKey(key: ObjectKey): void {
     this.options.tracker?.forget(key);
     this.invalid.delete(key);
+    const held = this.desired.get(key);
+    // Held here and not on its way out through our finalizer: it moved to another node (or was
+    // removed behind the finalizer's back); its instance here must go.
+    if (held !== undefined && held.deleting !== true) this.options.movedAway?.add(held);
     if (this.desired.delete(key)) this.store?.remove(key);
   }
 

@@ -15,6 +15,7 @@ import { CustomObjectsApi, type KubeConfig, PatchStrategy } from '@kubernetes/cl
 import type { Logger } from 'pino';
 import { FINALIZER } from '../api/v1alpha1/crd.js';
 import type { Desired } from '../store/desired.js';
+import type { ObjectKey } from '../store/object-key.js';
 import { isNotFound, kubeError, requestOptions, resourceOf } from '../kube/kube-client.js';
 import type { KubeObjectTracker } from '../kube/kube-object-tracker.js';
 import type { KubeObject } from '../kube/desired-from-kube.js';
@@ -25,6 +26,8 @@ export interface KubeFinalizerGateOptions {
   readonly kubeConfig: KubeConfig;
   readonly tracker: KubeObjectTracker;
   readonly logger: Logger;
+  /** Keys whose object belongs to another node's agent now (moved away): never patched from here. */
+  readonly leaveAlone?: (key: ObjectKey) => boolean;
 }
 
 /** FinalizerGate of the kube source; see the file comment. */
@@ -38,12 +41,14 @@ export class KubeFinalizerGate implements FinalizerGate {
   }
 
   async ensure(d: Desired, signal: AbortSignal): Promise<void> {
+    if (this.options.leaveAlone?.(d.key) === true) return;
     const { finalizers, resourceVersion, deleting } = this.freshest(d);
     if (deleting || finalizers.includes(FINALIZER)) return;
     await this.patch(d, [...finalizers, FINALIZER], resourceVersion, signal, 'add');
   }
 
   async release(d: Desired, signal: AbortSignal): Promise<void> {
+    if (this.options.leaveAlone?.(d.key) === true) return;
     const { finalizers, resourceVersion } = this.freshest(d);
     if (!finalizers.includes(FINALIZER)) return;
     await this.patch(d, finalizers.filter((f) => f !== FINALIZER), resourceVersion, signal, 'release');

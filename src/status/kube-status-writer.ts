@@ -27,6 +27,8 @@ export interface KubeStatusWriterOptions {
   /** Shared with the kube source, which feeds it the informers' objects. */
   readonly tracker: KubeObjectTracker;
   readonly logger: Logger;
+  /** Keys whose object belongs to another node's agent now (moved away): no status is written from here. */
+  readonly leaveAlone?: (key: ObjectKey) => boolean;
 }
 
 /** StatusWriter of the kube source; see the file comment. */
@@ -50,6 +52,7 @@ export class KubeStatusWriter implements StatusWriter {
   }
 
   async write(d: Desired, status: Status, signal: AbortSignal): Promise<void> {
+    if (this.options.leaveAlone?.(d.key) === true) return;
     const tracked = this.options.tracker.get(d.key);
     if (tracked?.status !== undefined && canonicalEqual(tracked.status, status)) return;
     signal.throwIfAborted();

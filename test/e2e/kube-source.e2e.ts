@@ -195,6 +195,27 @@ describe('kube source, status writer, finalizer and events against a real kube-a
     expect(await can('list', 'secrets', '-n', NS)).to.equal('no');
     expect(await can('watch', 'secrets', '-A')).to.equal('no');
     expect(await can('update', 'leases.coordination.k8s.io', '-n', 'hyperlet-system')).to.equal('yes');
+    expect(await can('list', 'leases.coordination.k8s.io', '-n', 'hyperlet-system')).to.equal('yes');
+    expect(await can('delete', 'leases.coordination.k8s.io', '-n', 'hyperlet-system')).to.equal('no');
+    expect(await can('watch', 'leases.coordination.k8s.io', '-n', 'hyperlet-system')).to.equal('no');
     expect(await can('update', 'leases.coordination.k8s.io', '-n', 'kube-system')).to.equal('no');
+    // HypervisorNodes: an agent creates, reads and labels its own and patches its status; the elected
+    // agent lists them. Never a whole update, a delete or a watch.
+    for (const verb of ['get', 'list', 'create', 'patch']) expect(await can(verb, 'hypervisornodes.hyperlet.io'), verb).to.equal('yes');
+    for (const verb of ['update', 'delete', 'watch', 'deletecollection']) expect(await can(verb, 'hypervisornodes.hyperlet.io'), verb).to.equal('no');
+    expect(await can('patch', 'hypervisornodes.hyperlet.io', '--subresource=status')).to.equal('yes');
+    expect(await can('update', 'hypervisornodes.hyperlet.io', '--subresource=status')).to.equal('no');
+    // Exactly the rules of manifests/20-rbac.yaml, nothing more (a new permission must be added here too).
+    const rules = JSON.parse(await env.kubectlOk(['get', 'clusterrole', 'hyperlet-agent', '-o', 'json'])) as {
+      rules: { apiGroups: string[]; resources: string[]; verbs: string[] }[];
+    };
+    expect(rules.rules.map((r) => `${r.apiGroups.join(',')}|${r.resources.join(',')}|${r.verbs.join(',')}`)).to.deep.equal([
+      'hyperlet.io|containers,virtualmachines|list,watch,patch',
+      'hyperlet.io|containers/status,virtualmachines/status|update',
+      'hyperlet.io|hypervisornodes|get,list,create,patch',
+      'hyperlet.io|hypervisornodes/status|patch',
+      '|events|create,patch',
+      '|secrets|get',
+    ]);
   });
 });

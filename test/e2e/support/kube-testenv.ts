@@ -294,14 +294,14 @@ export class KubeTestEnv {
   }
 
   /**
-   * Applies crds/ and manifests/ as the admin, waits until the CRDs are Established, and makes
+   * Applies manifests/ (kubectl apply -k, which includes crds/) as the admin, waits until the CRDs are Established, and makes
    * a kubeconfig for the hyperlet ServiceAccount from a TokenRequest (what a Pod would get).
    */
   async installHyperlet(): Promise<void> {
-    await this.kubectlOk(['apply', '-f', join(REPO_ROOT, 'crds')]);
+    // What a cluster admin runs (README): the CRDs, namespace, RBAC, policy and DaemonSet in one go.
+    await this.kubectlOk(['apply', '-k', join(REPO_ROOT, 'manifests')]);
     await this.kubectlOk(['wait', '--for=condition=Established', '--timeout=60s',
-      'crd/containers.hyperlet.io', 'crd/virtualmachines.hyperlet.io']);
-    await this.kubectlOk(['apply', '-f', join(REPO_ROOT, 'manifests')]);
+      'crd/containers.hyperlet.io', 'crd/virtualmachines.hyperlet.io', 'crd/hypervisornodes.hyperlet.io']);
     const core = this.admin().makeApiClient(CoreV1Api);
     const tr = await core.createNamespacedServiceAccountToken({
       name: AGENT_SERVICE_ACCOUNT, namespace: AGENT_NAMESPACE,

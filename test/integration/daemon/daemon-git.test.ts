@@ -144,7 +144,8 @@ describe('Daemon following a git repository (FakeProvider)', function () {
     await r.source.poll();
     await until('p Paused', () => cond(r.status('p'), 'Paused')?.status === 'True', 10_000, 20);
     externalStop('p');
-    await until('p Drifted', () => cond(r.status('p'), 'Drifted')?.status === 'True', 10_000, 20);
+    // Drifted is already True for the memory change: wait for the external stop to be in it too.
+    await until('p Drifted by the stop', () => cond(r.status('p'), 'Drifted')?.message?.includes('state is Stopped'), 10_000, 20);
     await twoMorePasses(r.daemon, ['p']);
     expect(provider.instances.get('p')?.state).to.equal('Stopped');
     expect(provider.count('update')).to.equal(0);

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import yaml from 'js-yaml';
-import { CRD_HEADER, crdFiles, crdsYaml, generateCrds, toRe2Pattern } from '../../../src/api/v1alpha1/crd.js';
+import { CRD_HEADER, crdFiles, crdKustomization, crdsYaml, generateCrds, toRe2Pattern } from '../../../src/api/v1alpha1/crd.js';
 import { REPO_ROOT } from '../../e2e/support/kube-testenv.js';
 
 type Node = Record<string, unknown>;
@@ -27,10 +27,18 @@ describe('generated CRDs', () => {
   it('crds/ holds exactly what `hyperlet crds` prints (regenerate: make crds)', () => {
     const dir = join(REPO_ROOT, 'crds');
     const onDisk = readdirSync(dir).filter((f) => f.endsWith('.yaml')).sort();
-    const files = crdFiles();
+    const files = [...crdFiles(), crdKustomization()];
     expect(onDisk).to.deep.equal(files.map((f) => f.fileName).sort());
     for (const f of files) expect(readFileSync(join(dir, f.fileName), 'utf8'), f.fileName).to.equal(f.content);
-    expect(crdsYaml()).to.equal(files.map((f) => f.content).join('---\n'));
+    expect(crdsYaml()).to.equal(crdFiles().map((f) => f.content).join('---\n'));
+  });
+
+  it('crds/kustomization.yaml lists exactly the generated CRD files (manifests/ installs them through it)', () => {
+    const k = yaml.load(crdKustomization().content) as { kind: string; resources: string[] };
+    expect(k.kind).to.equal('Kustomization');
+    expect([...k.resources].sort()).to.deep.equal(crdFiles().map((f) => f.fileName).sort());
+    const top = yaml.load(readFileSync(join(REPO_ROOT, 'manifests', 'kustomization.yaml'), 'utf8')) as { resources: string[] };
+    expect(top.resources).to.include('../crds');
   });
 
   it('every file starts with the DO NOT EDIT header and parses back to the generated objects', () => {

@@ -1,0 +1,27 @@
+import { expect } from 'chai';
+import { runCommand } from '../../../src/cli/run-command.js';
+import { UsageError } from '../../../src/cli/usage-error.js';
+
+describe('hyperlet run: fleet flags', () => {
+  const cases: Record<string, { reason: string; args: string[]; error: RegExp }> = {
+    LeaderElectNeedsKube: {
+      reason: 'leader election is a Lease on the API server: without the kube source there is none',
+      args: ['--leader-elect', '--source', 'dir:/nonexistent'], error: /--leader-elect needs --source kube/,
+    },
+    HeartbeatTooShort: {
+      reason: 'a heartbeat below 250 ms would hammer the API server',
+      args: ['--source', 'kube', '--node', 'n1', '--heartbeat', '100ms'], error: /--heartbeat: must be at least 250 ms/,
+    },
+    HeartbeatNotADuration: {
+      reason: 'the heartbeat is a duration such as 10s',
+      args: ['--source', 'kube', '--node', 'n1', '--heartbeat', 'often'], error: /--heartbeat/,
+    },
+  };
+  for (const [name, c] of Object.entries(cases)) {
+    it(name, async () => {
+      const err = await runCommand(c.args).then(() => undefined, (e: unknown) => e);
+      expect(err, c.reason).to.be.instanceOf(UsageError);
+      expect((err as Error).message, c.reason).to.match(c.error);
+    });
+  }
+});
