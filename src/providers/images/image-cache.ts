@@ -339,8 +339,9 @@ export class ImageCache {
         await mkdir(dir, { recursive: true, mode: 0o755 });
         for (const name of await readdir(dir)) {
           const pid = leftoverPid(name);
+          // Every job awaits this sweep before it makes anything, so a leftover named with our own
+          // pid is a previous process's (the pid was reused), never one of ours in flight.
           if (pid === undefined || (pid !== process.pid && isAlive(pid))) continue;
-          if (pid === process.pid) continue; // ours, in flight
           await rm(join(dir, name), { recursive: true, force: true });
           this.log.info({ leftover: name }, 'removed what a stopped hyperlet left in the image cache');
         }

@@ -92,6 +92,20 @@ describe('ImageCache (real files, tar and a loopback server)', function () {
     });
   }
 
+  it('keeps the leftovers of a live process and removes one named with its own pid (reused from a dead process)', async () => {
+    const dir = path.join(tmp, 'sweep');
+    mkdirSync(path.join(dir, 'downloads'), { recursive: true });
+    const live = `.partial-${'c'.repeat(64)}-1-1`; // pid 1 is alive: another hyperlet's download in flight
+    const reused = `.partial-${'d'.repeat(64)}-${process.pid}-1`;
+    const foreign = 'notes.txt';
+    for (const name of [live, reused, foreign]) writeFileSync(path.join(dir, 'downloads', name), 'x');
+    await ready(new ImageCache({ dir, logger: silentLogger() }), { url: `file://${tarball}` });
+    const left = readdirSync(path.join(dir, 'downloads'));
+    expect(left).to.include(live);
+    expect(left).to.include(foreign);
+    expect(left).to.not.include(reused);
+  });
+
   /** A child process that prepares `url` in `dir` and dies at `point`. */
   async function killedAt(point: string, dir: string, url: string): Promise<NodeJS.Signals | null> {
     const script = `const { ImageCache } = await import(${JSON.stringify(moduleUrl)});
