@@ -17,6 +17,7 @@ export const BENCHES: Record<string, () => Promise<Bench>> = {
   kube: async () => (await import('./kube-bench.js')).kubeBench,
   git: async () => { const { gitBench } = await import('./git-bench.js'); return () => gitBench(); },
   snapshot: async () => { const { snapshotBench } = await import('./snapshot-bench.js'); return () => snapshotBench(); },
+  image: async () => { const { imageBench } = await import('./image-bench.js'); return () => imageBench(); },
 };
 
 const one = process.argv[2];

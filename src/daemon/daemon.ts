@@ -98,6 +98,8 @@ export interface DaemonConfig {
   readonly secretsDir?: string;
   /** Cap of each container's console log before it is rotated (--console-log-size). */
   readonly consoleLogBytes?: number;
+  /** Where spec.image tarballs are downloaded and unpacked (--image-cache; default /var/cache/hyperlet/image-cache). */
+  readonly imageCacheDir?: string;
   /** --notify: webhook sinks of CloudEvents, with the HMAC secret and delivery bounds. */
   readonly notify?: NotifyConfig;
   /** --leader-elect (kube source): see SourceContext.leaderElect. */
@@ -188,6 +190,7 @@ export class Daemon {
         lxcpath: config.lxcpath, libvirtUri: config.libvirtUri, kinds: config.kinds, logger, idmap: hostPolicy.host.idmap, clock,
         ...(config.libvirtSocket === undefined ? {} : { libvirtSocket: config.libvirtSocket }),
         ...(config.consoleLogBytes === undefined ? {} : { consoleLogBytes: config.consoleLogBytes }),
+        ...(config.imageCacheDir === undefined ? {} : { imageCacheDir: config.imageCacheDir }),
       })
       : new Map(config.providers);
 

@@ -24,7 +24,7 @@ import { newReconcileId } from '../telemetry/reconcile-id.js';
 import type { Admission, Admitter } from '../policy/admission.js';
 import type { Clock } from '../shared/clock.js';
 import { systemClock } from '../shared/clock.js';
-import { TerminalError, errorMessage, isAbortError, isTerminalError } from '../shared/errors.js';
+import { TerminalError, errorMessage, isAbortError, isStepPendingError, isTerminalError } from '../shared/errors.js';
 import type { ObservationCache } from './observation-cache.js';
 import { type DependencyCheck, checkDependencies, dependentsOf } from './dependencies.js';
 import {
@@ -420,9 +420,20 @@ export class Reconciler {
     if (announces(step, backend.statusWriter.lastWritten(key), desired.generation)) {
       await this.report(pass, { observed, plan, acted: { step: name } });
     }
-    const note = stop === undefined
-      ? await this.runStep(step, target, observed, signal)
-      : await this.runStop(key, stop, target, observed, signal);
+    let note: string | undefined;
+    try {
+      note = stop === undefined
+        ? await this.runStep(step, target, observed, signal)
+        : await this.runStop(key, stop, target, observed, signal);
+    } catch (err) {
+      if (!isStepPendingError(err)) throw err;
+      // Begun, not finished (an image downloading in the background): no failure, no backoff.
+      // The guard gets its token back, so the next pass may ask again; status shows the progress.
+      this.guard.failed(key);
+      this.failures.delete(key);
+      await this.report(pass, { observed, plan, acted: { step: name }, pending: { reason: err.reason, message: err.message } });
+      return requeueAfter(err.retryAfterMs);
+    }
     this.failures.delete(key);
     this.options.cache.invalidate(desired.hostName);
     pass.log.info({ step: name, note, repeat: admission.repeat }, 'step done');

@@ -20,6 +20,9 @@
  *   `libvirt.adopt.marked`, `libvirt.delete.destroyed`, `libvirt.snapshot.taken`,
  *   `libvirt.snapshot.deleted`, `libvirt.restore.reverted`, `libvirt.restore.marked`,
  *   `libvirt.delete.volumes-deleted`.
+ * - Image cache: `images.download.verified` (download complete and verified in its hidden partial
+ *   file, not yet renamed), `images.unpack.extracted` (tree unpacked and shifted in its hidden
+ *   staging directory, not yet renamed).
  * - State DB: `state.remembering` (identities and status are on disk, the object about to be
  *   acted on not yet), `state.remembered` (it is), `state.forgetting` (its instance is gone, its
  *   row not yet), `state.stop-deadline` (a graceful stop's deadline is on disk, the instance not

@@ -28,6 +28,8 @@ export interface LxcFacts {
   readonly state: string;
   readonly pid?: number;
   readonly ipv4: readonly string[];
+  /** Global IPv6 addresses (link-local ones are not reported). */
+  readonly ipv6?: readonly string[];
 }
 
 /** How long a read of /proc or cgroup files about one container may take before it is given up. */
@@ -159,7 +161,7 @@ export class LxcObserver {
     try {
       const { stdout } = await this.tools.run('lxc-info', ['-P', this.lxcpath, '-n', name, '-s', '-p', '-i'], { signal });
       const info = parseInfo(stdout);
-      return { state: info.state ?? 'UNKNOWN', ipv4: info.ipv4, ...(info.pid === undefined ? {} : { pid: info.pid }) };
+      return { state: info.state ?? 'UNKNOWN', ipv4: info.ipv4, ipv6: info.ipv6, ...(info.pid === undefined ? {} : { pid: info.pid }) };
     } catch (err) {
       if (isLxcToolError(err) && /doesn't exist|not defined/.test(err.stderr)) return { state: 'STOPPED', ipv4: [] };
       throw err;
@@ -218,7 +220,7 @@ export class LxcObserver {
       ...(marker?.specHash === undefined ? {} : { specHash: marker.specHash }),
       ...(partial ? { partial: true } : {}),
       ...(pid === undefined ? {} : { pid }),
-      ...(facts !== undefined && facts.ipv4.length > 0 ? { addresses: facts.ipv4 } : {}),
+      ...(facts !== undefined && facts.ipv4.length + (facts.ipv6?.length ?? 0) > 0 ? { addresses: [...facts.ipv4, ...facts.ipv6 ?? []] } : {}),
       ...(startedAt === undefined ? {} : { startedAt }),
       details,
     };

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import sinon from 'sinon';
-import { TerminalError } from '../../../src/shared/errors.js';
+import { StepPendingError, TerminalError } from '../../../src/shared/errors.js';
 import { RateLimiter } from '../../../src/queue/rate-limiter.js';
 import { awaitChange, comesBack, nextStep, requeue, requeueAfter } from '../../../src/reconcile/result.js';
 import { RETRIES_BEFORE_STALLED } from '../../../src/reconcile/stalled-reasons.js';
@@ -612,4 +612,37 @@ describe('Controller', () => {
     await waitFor(() => h.provider.instances.get('web')?.state === 'Running');
     await h.controller.stop();
   });
+});
+
+describe('Reconciler: a step that has begun but not finished (StepPendingError)', () => {
+  const cases = {
+    DownloadShowsProgress: {
+      reason: 'an image still downloading: Reconciling and Ready say so with the bytes, phase Creating, come back after the hint',
+      retryAfterMs: 500,
+    },
+    SlowerPolls: { reason: 'the provider\'s hint is the delay, never a hot loop or the backoff', retryAfterMs: 5_000 },
+  };
+  for (const [name, tc] of Object.entries(cases)) {
+    it(name, async () => {
+      const h = harness('Container');
+      const d = container('web');
+      h.store.upsert(d);
+      const message = 'Downloading image http://127.0.0.1:1/r.tar: 1024 of 4096 bytes';
+      h.provider.failures.set('create', new StepPendingError('DownloadingImage', message, tc.retryAfterMs));
+      const result = await h.reconciler.reconcile(d.key, signal);
+      expect(result, tc.reason).to.deep.equal(requeueAfter(tc.retryAfterMs));
+      const s = h.backend.statuses.get(d.key);
+      expect(s?.phase, tc.reason).to.equal('Creating');
+      expect(condition(s, 'Reconciling'), tc.reason).to.include({ status: 'True', reason: 'DownloadingImage', message });
+      expect(condition(s, 'Ready'), tc.reason).to.include({ status: 'False', reason: 'DownloadingImage', message });
+      expect(condition(s, 'Stalled'), tc.reason).to.include({ status: 'False' });
+      // The next pass may ask again at once (the guard's token came back) and is no failure in a row.
+      for (let i = 0; i < RETRIES_BEFORE_STALLED + 1; i++) {
+        expect(await h.reconciler.reconcile(d.key, signal), tc.reason).to.deep.equal(requeueAfter(tc.retryAfterMs));
+      }
+      expect(condition(h.backend.statuses.get(d.key), 'Stalled'), tc.reason).to.include({ status: 'False' });
+      h.provider.failures.delete('create');
+      expect(await h.reconciler.reconcile(d.key, signal), 'done downloading: the create goes through').to.deep.equal(nextStep());
+    });
+  }
 });

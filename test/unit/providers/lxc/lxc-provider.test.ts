@@ -121,6 +121,22 @@ describe('LxcProvider (FakeToolRunner)', () => {
       expect((await readMarker(markerPath(lxcpath, 'web')))?.complete).to.equal(true);
     });
 
+    it('passes templateArgs after -- as argv items, never through a shell, and records them in the marker', async () => {
+      const args = ['-d', 'debian', '--server', 'a b;$(reboot)'];
+      await provider.create(web({ templateArgs: args }), signal());
+      const baseConf = join(containerDir(lxcpath, 'web'), 'hyperlet-base.conf');
+      expect(lxc.runner.callsOf('lxc-create')[0]).to.deep.equal(['-P', lxcpath, '-n', 'web', '-t', 'busybox', '-f', baseConf, '--', ...args]);
+      expect((await readMarker(markerPath(lxcpath, 'web')))?.fields.templateArgs).to.equal(JSON.stringify(args));
+    });
+
+    it('refuses a reserved template option even when the schema was bypassed, before anything is made', async () => {
+      const d = web({ templateArgs: ['-d', 'x'] });
+      const bypassed = { ...d, object: { ...d.object, spec: { ...d.object.spec, templateArgs: ['--rootfs=/'] } } };
+      const err = await provider.create(bypassed, signal()).then(() => undefined, (e: unknown) => e);
+      expect(err).to.have.property('reason', 'InvalidSpec');
+      expect(lxc.runner.calls, 'nothing spawned').to.deep.equal([]);
+    });
+
     it('runs no tool at all for a complete container of its own', async () => {
       const d = web();
       await provider.create(d, signal());
