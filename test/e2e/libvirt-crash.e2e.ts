@@ -101,6 +101,10 @@ describe('crash points: libvirt provider (kill -9 exactly there, then restart)',
     crashAt('libvirt.update.volume', () => declare(n('a'), { cpu: 2, disks: ['data', 'extra'] }),
       // Nothing but the domain's marker names that volume now; deleting the VM must still remove it.
       () => declare(n('a'), { cpu: 2, disks: ['data'], detached: ['extra'] })));
+  it('stop: killed right after asking the guest to shut down (its deadline already stored)', () =>
+    crashAt('libvirt.stop.requested', () => declare(n('b'), { cpu: 2, disks: ['data'], state: 'Stopped', gracefulStopSeconds: 5 })));
+  it('stop: killed right after forcing the stop at the deadline', () =>
+    crashAt('libvirt.stop.forced', () => declare(n('a'), { cpu: 2, disks: ['data'], detached: ['extra'], state: 'Stopped', gracefulStopSeconds: 3 })));
   it('delete: killed with the domain destroyed, before its volumes', () =>
     crashAt('libvirt.delete.destroyed', () => undeclare(n('c'))));
   it('delete: killed with the volumes deleted, before the domain is undefined', () =>

@@ -32,6 +32,8 @@ export interface DeclaredVm {
   readonly disks: readonly string[];
   /** Default Running. */
   readonly state?: 'Running' | 'Stopped';
+  /** Default 0 (a stop destroys at once); the guests here sit in the firmware, deaf to ACPI, so a grace always ends forced. */
+  readonly gracefulStopSeconds?: number;
   /** Disks dropped from the spec: their volumes stay, listed in the marker, until the VM is deleted. */
   readonly detached?: readonly string[];
   /** More annotations (hyperlet.io/adopt, snapshot-request, restore-request). */
@@ -76,7 +78,7 @@ export class LibvirtEndState {
       `  resources: {cpu: ${spec.cpu}, maxCpu: 2, memory: 64Mi}`,
       `  boot: {disk: ${spec.disks[0] ?? 'data'}}`,
       `  disks: [${spec.disks.map((d) => `{name: ${d}, size: 100Mi, pool: ${this.pool}}`).join(', ')}]`,
-      '  gracefulStopSeconds: 0',
+      `  gracefulStopSeconds: ${spec.gracefulStopSeconds ?? 0}`,
       '  updatePolicy: Restart',
       ...(spec.snapshotsSpec === undefined ? [] : [`  snapshots: ${spec.snapshotsSpec}`]),
       '',
