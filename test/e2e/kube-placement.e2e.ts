@@ -33,7 +33,7 @@ interface PlacedObject {
   spec: { nodeName?: string };
   status?: {
     phase?: string; node?: string; placement?: { nodeName?: string };
-    conditions?: { type: string; status: string; reason: string; message: string }[];
+    conditions?: { type: string; status: string; reason: string; message: string; lastTransitionTime?: string }[];
   };
 }
 
@@ -162,15 +162,28 @@ describe('placement: the elected agent\'s scheduler against a real kube-apiserve
   it('a nodeSelector that matches no node gives Unschedulable, and the object is placed once a node gets the label', async () => {
     const [, b] = agents as [Agent, Agent];
     await apply('placement-picky', { nodeSelector: { 'placement.example/zone': 'z9' } });
-    let condition: { status: string; reason: string; message: string } | undefined;
+    let condition: { status: string; reason: string; message: string; lastTransitionTime?: string } | undefined;
     await until('placement-picky Unschedulable', async () => {
       condition = (await objectOf('placement-picky'))?.status?.conditions?.find((c) => c.type === 'Scheduled');
       return condition?.reason === 'Unschedulable' || undefined;
     }, 30_000).catch((err: unknown) => { throw new Error(`${String(err)}\n${logs()}`); });
     expect(condition).to.deep.include({ status: 'False', reason: 'Unschedulable', message: '0/2 nodes: 2 did not match nodeSelector' });
+    const conditionTime = condition?.lastTransitionTime;
     const o = await objectOf('placement-picky');
     expect(o?.status?.placement, 'not placed').to.equal(undefined);
     for (const a of agents) expect(await lxcState(a, 'placement-picky')).to.equal('absent');
+
+    // No hot loop: with nothing changing, the next two passes wait out the backoff (1 s, then 2 s).
+    const [leader] = agents as [Agent, Agent];
+    const passes = (): number => readFileSync(join(leader.dir, 'agent.log'), 'utf8').split('\n').filter((l) => l.includes('"scheduler pass"')).length;
+    const before = passes();
+    const since = Date.now();
+    await until('two more scheduler passes', async () => passes() >= before + 2 || undefined, 30_000);
+    const retryMs = Date.now() - since;
+    process.stdout.write(`      passes so far ${before}; two more took ${retryMs} ms\n`);
+    expect(retryMs, 'retries of an unschedulable object back off').to.be.at.least(1_000);
+    const still = (await objectOf('placement-picky'))?.status?.conditions?.find((c) => c.type === 'Scheduled');
+    expect(still?.lastTransitionTime, 'an unchanged message is not written again').to.equal(conditionTime);
 
     // A change of the HypervisorNodes brings the scheduler back (no waiting out its backoff).
     const labelled = Date.now();
