@@ -17,6 +17,7 @@ export const BENCHES: Record<string, () => Promise<Bench>> = {
   kube: async () => (await import('./kube-bench.js')).kubeBench,
   git: async () => { const { gitBench } = await import('./git-bench.js'); return () => gitBench(); },
   placement: async () => { const { placementBench } = await import('./placement-bench.js'); return () => Promise.resolve(placementBench()); },
+  scheduler: async () => (await import('./scheduler-bench.js')).schedulerBench,
   snapshot: async () => { const { snapshotBench } = await import('./snapshot-bench.js'); return () => snapshotBench(); },
 };
 

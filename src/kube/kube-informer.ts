@@ -208,7 +208,9 @@ export class KubeInformer {
         : await this.api.listClusterCustomObject(common)) as KubernetesListObject<KubeObject>;
       items.push(...page.items);
       if (continueToken === undefined) resourceVersion = page.metadata?.resourceVersion ?? '';
-      continueToken = page.metadata?._continue !== undefined && page.metadata._continue !== '' ? page.metadata._continue : undefined;
+      // Custom objects come back as plain JSON, where the token is `continue` (typed lists say `_continue`).
+      const token = (page.metadata as { continue?: string } | undefined)?.continue ?? page.metadata?._continue;
+      continueToken = token !== undefined && token !== '' ? token : undefined;
     } while (continueToken !== undefined);
     if (live()) {
       this.succeeded();
