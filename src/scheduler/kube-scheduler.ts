@@ -20,6 +20,7 @@
  * Caveats: objects already placed stay where they are (moves are the agents' business); disk is
  * not counted.
  */
+import { setMaxListeners } from 'node:events';
 import { CustomObjectsApi, type KubeConfig, PatchStrategy } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { KINDS, type Kind } from '../api/v1alpha1/group.js';
@@ -103,6 +104,8 @@ export class KubeScheduler {
 
   /** Watches and places until `signal` aborts; a failed write ends nothing (it is retried), a failed watch restarts itself. */
   async run(signal: AbortSignal): Promise<void> {
+    // Every write in flight listens on the signal (client-node aborts its request with it).
+    setMaxListeners(Math.max(32, 2 * (this.options.writeConcurrency ?? 16) + 16), signal);
     const informers = [
       ...(Object.keys(KINDS) as Kind[]).map((kind) => this.informer(kind, {
         upsert: (o) => this.setObject(kind, o),
