@@ -21,6 +21,7 @@ PACKAGES=(
   lxc lxc-templates busybox-static rsync            # containers (rsync: lxc-copy/lxc-snapshot)
   libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils  # VMs
   etcd-server openssl git iproute2 cpio xz-utils    # tests: control plane, guest image, git source
+  dnsmasq-base wget zstd iptables                   # containers' DHCP on lxcbr0; the download template; zstd images
   build-essential python3                           # better-sqlite3 builds from source
   zsh                                               # tests: the zsh completion script
   chromium                                          # tests: the dashboard in a real browser (playwright-core drives it)
@@ -52,8 +53,8 @@ if ! command -v promtool >/dev/null; then
 fi
 
 # LXC: the busybox template must be there (the examples and tests create from it offline), and
-# the default lxcpath must exist. The examples use network "none", so no bridge is needed; set
-# HYPERLET_LXC_BRIDGE=NAME to get an isolated bridge (link up, no address, no uplink) for veth.
+# the default lxcpath must exist. The examples use network "none"; lxcbr0 (below) serves veths
+# without a bridge. HYPERLET_LXC_BRIDGE=NAME also makes an isolated bridge (link up, no address, no uplink).
 [ -x /usr/share/lxc/templates/lxc-busybox ] || { log "lxc-templates installed but lxc-busybox is missing"; exit 1; }
 command -v busybox >/dev/null || { log "busybox-static is missing: the busybox template needs it"; exit 1; }
 mkdir -p /var/lib/lxc
@@ -61,6 +62,28 @@ if [ -n "${HYPERLET_LXC_BRIDGE:-}" ] && ! ip link show "$HYPERLET_LXC_BRIDGE" >/
   log "creating isolated bridge $HYPERLET_LXC_BRIDGE (no address)"
   ip link add "$HYPERLET_LXC_BRIDGE" type bridge && ip link set "$HYPERLET_LXC_BRIDGE" up
 fi
+# Containers on the default bridge get addresses: lxcbr0 with a DHCP server. An lxcbr0 that lxc-net
+# (or the operator) runs is used as it is. Otherwise an isolated one: 10.0.3.1/24 (LXC's default
+# subnet), dnsmasq for DHCP only (no DNS), no NAT, and forwarding from it dropped, so nothing a
+# container sends leaves this host. Idempotent; HYPERLET_DHCP_BRIDGE and HYPERLET_DHCP_NET choose
+# another bridge and /24 (tests of this step use their own).
+dhcp_bridge() {
+  local br="$1" net="$2"
+  if ip link show "$br" >/dev/null 2>&1 && ip -4 addr show dev "$br" | grep -q 'inet ' && pgrep -f "dnsmasq.*$br" >/dev/null; then
+    return 0
+  fi
+  if ! ip link show "$br" >/dev/null 2>&1; then
+    log "creating bridge $br ($net.1/24, DHCP by dnsmasq, no uplink, no forwarding)"
+    ip link add "$br" type bridge
+  fi
+  ip -4 addr show dev "$br" | grep -q "inet $net.1/" || ip addr add "$net.1/24" dev "$br"
+  ip link set "$br" up
+  iptables -C FORWARD -i "$br" -j DROP 2>/dev/null || iptables -I FORWARD -i "$br" -j DROP
+  mkdir -p /var/lib/hyperlet
+  pgrep -f "dnsmasq.*$br" >/dev/null || dnsmasq --conf-file=/dev/null --port=0 --interface="$br" --bind-interfaces \
+    --dhcp-range="$net.10,$net.254,1h" --dhcp-leasefile="/var/lib/hyperlet/dnsmasq-$br.leases" --pid-file="/run/hyperlet-dnsmasq-$br.pid"
+}
+dhcp_bridge "${HYPERLET_DHCP_BRIDGE:-lxcbr0}" "${HYPERLET_DHCP_NET:-10.0.3}"
 if grep -qE '^cgroup [^ ]+ cgroup [^ ]*memory' /proc/self/mounts; then lxc_cgroup=v1; else lxc_cgroup=v2; fi
 
 # /dev/kvm is root-only on these machines; libvirt then re-probes QEMU on every define (~40 s).

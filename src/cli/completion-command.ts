@@ -30,6 +30,8 @@ const FLAGS: Readonly<Record<string, readonly string[]>> = {
   completion: [],
   dashboard: ['--server', '--state', '--help'],
   reboot: ['--namespace', '-n', '--server', '--state', '--cacert', '--help'],
+  restore: ['--namespace', '-n', '--server', '--state', '--cacert', '--wait', '--timeout', '--help'],
+  snapshot: ['--namespace', '-n', '--server', '--state', '--cacert', '--wait', '--timeout', '--help'],
   refresh: ['--server', '--state', '--cacert', '--help'],
 };
 
@@ -53,7 +55,7 @@ const TAKES_VALUE = new Set([
 const KIND_WORDS = Object.values(KINDS).flatMap((k) => [k.plural, ...k.shortNames]);
 
 /** Commands that take KIND then object names; logs and exec take container names. */
-const KIND_COMMANDS = new Set(['get', 'describe', 'wait', 'reboot']);
+const KIND_COMMANDS = new Set(['get', 'describe', 'wait', 'reboot', 'restore', 'snapshot']);
 const CONTAINER_COMMANDS = new Set(['logs', 'exec']);
 
 /**

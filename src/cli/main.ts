@@ -22,6 +22,10 @@ Commands:
   exec NAME -- CMD    run CMD in a container; its exit code is ours  [-n NS] [--lxcpath PATH]
   wait KIND NAME...   until objects meet a condition, with progress  [--for condition=Ready|phase=P|delete] [--timeout D]
   reboot KIND NAME    reboot a VM once, through the daemon (a reboot-request the reconcile loop acts on)
+  snapshot KIND NAME [SNAPSHOT]
+                      take a one-off snapshot, through the daemon (default name snap-UTCTIME)  [--wait]
+  restore KIND NAME SNAPSHOT
+                      stop, restore the snapshot, bring back to the declared spec, through the daemon  [--wait]
   dashboard           the dashboard's address, with the API token for actions  [--server URL] [--state PATH]
   completion SHELL    the completion script for bash or zsh  (source <(${NAME} completion bash))
   refresh [SOURCE]    ask the daemon to fetch its git sources now (uses the API token in the state dir)
@@ -45,6 +49,8 @@ export const COMMANDS: Record<string, () => Promise<Command>> = {
   wait: async () => (await import('./wait-command.js')).waitCommand,
   completion: async () => (await import('./completion-command.js')).completionCommand,
   reboot: async () => (await import('./action-command.js')).actionCommand('reboot'),
+  restore: async () => (await import('./action-command.js')).actionCommand('restore'),
+  snapshot: async () => (await import('./action-command.js')).actionCommand('snapshot'),
   dashboard: async () => (await import('./dashboard-command.js')).dashboardCommand,
   refresh: async () => (await import('./refresh-command.js')).refreshCommand,
   __complete: async () => (await import('./completion-command.js')).completeCommand,

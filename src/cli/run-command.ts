@@ -30,6 +30,8 @@ Keeps the LXC containers and libvirt VMs on this host as declared.
   --lxcpath PATH        LXC's container directory (default /var/lib/lxc)
   --console-log-size N  cap of each container's console log before LXC rotates it to NAME.1
                         (power of two, default 1Mi; VM serial logs are capped by virtlogd)
+  --image-cache DIR     where spec.image tarballs are downloaded and unpacked once
+                        (default /var/cache/hyperlet/image-cache)
   --libvirt-uri URI     libvirt connection (default qemu:///system)
   --libvirt-socket PATH libvirtd's socket (default /run/libvirt/libvirt-sock)
   --kinds LIST          kinds to reconcile (default Container,VirtualMachine)
@@ -193,6 +195,7 @@ export async function runCommand(args: string[]): Promise<number> {
       confirm: { type: 'string', multiple: true }, paused: { type: 'boolean' },
       notify: { type: 'string', multiple: true }, 'notify-secret-file': { type: 'string' }, 'notify-timeout': { type: 'string' },
       'notify-max-retry-delay': { type: 'string' }, 'console-log-size': { type: 'string' },
+      'image-cache': { type: 'string' },
       'secrets-dir': { type: 'string' }, 'http-host-allow': { type: 'string', multiple: true }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
       policy: { type: 'string' }, 'leader-elect': { type: 'boolean' }, heartbeat: { type: 'string' }, scheduler: { type: 'boolean' },
     },
@@ -239,6 +242,7 @@ export async function runCommand(args: string[]): Promise<number> {
     secretsDir: resolvePath(values['secrets-dir'] ?? DEFAULT_SECRETS_DIR),
     ...(values['console-log-size'] === undefined ? {} : { consoleLogBytes: parseConsoleLogSize(values['console-log-size']) }),
     lxcpath: values.lxcpath ?? '/var/lib/lxc',
+    ...(values['image-cache'] === undefined ? {} : { imageCacheDir: resolvePath(values['image-cache']) }),
     libvirtUri: values['libvirt-uri'] ?? 'qemu:///system',
     ...(values['libvirt-socket'] === undefined ? {} : { libvirtSocket: values['libvirt-socket'] }),
     kinds: kinds as Kind[],

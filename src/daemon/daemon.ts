@@ -36,6 +36,7 @@ import type { SourceBackend, SourcePolicy } from '../reconcile/backend.js';
 import type { Source } from '../sources/source.js';
 import { Redactor } from '../shared/redact.js';
 import { StateDb } from '../state/state-db.js';
+import type { StopDeadlines } from '../reconcile/stop-deadlines.js';
 import { ensureApiToken } from '../state/state-dir.js';
 import type { Desired } from '../store/desired.js';
 import { DesiredStore } from '../store/desired-store.js';
@@ -97,6 +98,8 @@ export interface DaemonConfig {
   readonly secretsDir?: string;
   /** Cap of each container's console log before it is rotated (--console-log-size). */
   readonly consoleLogBytes?: number;
+  /** Where spec.image tarballs are downloaded and unpacked (--image-cache; default /var/cache/hyperlet/image-cache). */
+  readonly imageCacheDir?: string;
   /** --notify: webhook sinks of CloudEvents, with the HMAC secret and delivery bounds. */
   readonly notify?: NotifyConfig;
   /** --leader-elect (kube source): see SourceContext.leaderElect. */
@@ -191,6 +194,7 @@ export class Daemon {
         lxcpath: config.lxcpath, libvirtUri: config.libvirtUri, kinds: config.kinds, logger, idmap: hostPolicy.host.idmap, clock,
         ...(config.libvirtSocket === undefined ? {} : { libvirtSocket: config.libvirtSocket }),
         ...(config.consoleLogBytes === undefined ? {} : { consoleLogBytes: config.consoleLogBytes }),
+        ...(config.imageCacheDir === undefined ? {} : { imageCacheDir: config.imageCacheDir }),
       })
       : new Map(config.providers);
 
@@ -202,6 +206,7 @@ export class Daemon {
       const reconciler = new Reconciler({
         store: this.store, backends: backendsById, provider, cache, health, node: config.node, logger: log, metrics: this.metrics, clock,
         onReady: (desired) => this.enqueueDependents(desired), redactor: this.redactor, snapshotsOf: (key) => scheduler.snapshotsOf(key), policy,
+        stopDeadlines: stopDeadlinesIn(this.db),
       });
       const scheduler = new SnapshotScheduler({
         store: this.store, provider, clock: systemClock, logger: log,
@@ -400,5 +405,14 @@ function auditToEvent(a: AuditEntry): WatchEvent {
   return {
     time: a.at, type: a.type === 'Warning' ? 'Warning' : 'Normal', reason: a.action, message: a.message,
     involvedObject: { kind, namespace, name, uid: '' },
+  };
+}
+
+/** The state DB's graceful stops under way, as the reconciler's StopDeadlines: they outlive a restart. */
+function stopDeadlinesIn(db: StateDb): StopDeadlines {
+  return {
+    get: (key) => db.stopDeadline(key),
+    set: (key, deadline) => db.setStopDeadline(key, deadline),
+    delete: (key) => db.deleteStopDeadline(key),
   };
 }

@@ -14,7 +14,7 @@ import type { Provider } from '../providers/provider.js';
 import type { SourceBackend } from '../reconcile/backend.js';
 import type { ProviderHealth } from '../reconcile/provider-health.js';
 import type { ActionResult, DashboardApi, EventLog, HostInfo, ObjectDetail } from '../server/dashboard-api.js';
-import { REBOOT_REQUEST_ANNOTATION, RESTORE_REQUEST_ANNOTATION } from '../shared/annotations.js';
+import { REBOOT_REQUEST_ANNOTATION, RESTORE_REQUEST_ANNOTATION, SNAPSHOT_REQUEST_ANNOTATION } from '../shared/annotations.js';
 import type { ObjectViews } from '../server/object-view.js';
 import type { WatchEvent } from '../server/watch-stream.js';
 import type { Clock } from '../shared/clock.js';
@@ -49,13 +49,21 @@ export interface DaemonDashboardOptions {
 /**
  * The actions the page and the CLI may ask for, each an annotation the reconcile loop already
  * acts on, and which kinds offer it. Start and stop are the declared state (the file, the commit,
- * the resource) and snapshots are not served yet (issue 12): none of them is offered.
+ * the resource): they are not offered.
  */
 interface ActionSpec {
   readonly annotation: string;
   readonly offered: (kind: Kind, provider: Provider | undefined) => boolean;
   /** The annotation's value for a request made at `at` with these parameters, or why they do not do. */
   readonly value: (at: string, params: URLSearchParams) => { value: string } | { error: string };
+}
+
+/** A snapshot name as the API takes it: a DNS-1123 label (it reaches paths and XML). */
+const SNAPSHOT_NAME_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+/** The name of a one-off snapshot requested at `at` without a name: "snap-" and the UTC time, a DNS label. */
+export function requestedSnapshotName(at: string): string {
+  return `snap-${at.replace(/\.\d+Z$/, 'z').replace(/[-:]/g, '').toLowerCase()}`;
 }
 
 const ACTIONS: Readonly<Record<string, ActionSpec>> = {
@@ -68,8 +76,17 @@ const ACTIONS: Readonly<Record<string, ActionSpec>> = {
     annotation: RESTORE_REQUEST_ANNOTATION, offered: (_kind, provider) => provider?.restoreSnapshot !== undefined,
     value: (at, params) => {
       const snapshot = params.get('snapshot') ?? '';
-      if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(snapshot)) return { error: 'restore needs ?snapshot=NAME (a DNS-1123 label)' };
+      if (!SNAPSHOT_NAME_RE.test(snapshot)) return { error: 'restore needs ?snapshot=NAME (a DNS-1123 label)' };
       return { value: `${snapshot}@${at.replace(/[^0-9]/g, '')}` };
+    },
+  },
+  // SNAPSHOT: taken once the instance is steady, unless it has one of that name already.
+  snapshot: {
+    annotation: SNAPSHOT_REQUEST_ANNOTATION, offered: (_kind, provider) => provider?.snapshot !== undefined,
+    value: (at, params) => {
+      const snapshot = params.get('snapshot') ?? requestedSnapshotName(at);
+      if (!SNAPSHOT_NAME_RE.test(snapshot)) return { error: 'snapshot takes ?snapshot=NAME (a DNS-1123 label), or none for snap-TIME' };
+      return { value: snapshot };
     },
   },
 };

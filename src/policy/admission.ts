@@ -24,6 +24,7 @@ import type { Desired } from '../store/desired.js';
 import type { ObjectKey } from '../store/object-key.js';
 import { type HostPolicy, type ScopeRules, matchesAny, rulesFor } from './host-policy.js';
 import { checkImageFile, checkRootfsDir } from './path-rules.js';
+import { checkImageUrl } from './image-url-rules.js';
 import type { PolicyFs } from './policy-fs.js';
 
 
@@ -211,6 +212,10 @@ export async function pathIssues(d: Desired, rules: ScopeRules, fs: PolicyFs): P
     if (spec.rootfs !== undefined) {
       checks.push({ field: 'spec.rootfs', rule: 'paths.rootfs', check: checkRootfsDir(spec.rootfs, rules.rootfsDirs, fs) });
     }
+    if (spec.image !== undefined) {
+      const problem = await checkImageUrl(spec.image.url, rules, fs);
+      if (problem !== undefined) return [{ reason: 'PolicyDenied', field: 'spec.image.url', rule: problem.rule, message: problem.message }];
+    }
   } else {
     const spec = d.object.spec as VirtualMachineSpec;
     const image = (field: string, path: string | undefined): void => {
@@ -241,12 +246,16 @@ export function capacityIssues(d: Desired, rules: ScopeRules, hostMemoryBytes: n
   }];
 }
 
-/** Every MAC an object's instance uses, with the field that gives it; VM NICs without one get a derived MAC. */
+/** Every MAC an object's instance uses, with the field that gives it; NICs and veths without one get a derived MAC. */
 export function macsOf(d: Desired): { field: string; mac: string; declared: boolean }[] {
   if (d.object.kind === 'Container') {
-    return ((d.object.spec as ContainerSpec).network ?? []).flatMap((n, i) => (n.type === 'veth' && n.hwaddr !== undefined
-      ? [{ field: `spec.network[${i}].hwaddr`, mac: normalizeMac(n.hwaddr), declared: true }]
-      : []));
+    // Veths only, counted as the provider renders them (the index among veths); one without hwaddr gets the derived MAC.
+    const veths = ((d.object.spec as ContainerSpec).network ?? []).map((n, i) => ({ n, i })).filter(({ n }) => n.type === 'veth');
+    return veths.map(({ n, i }, vethIndex) => ({
+      field: `spec.network[${i}]${n.hwaddr === undefined ? '' : '.hwaddr'}`,
+      mac: normalizeMac(n.hwaddr ?? deriveMac(d.id, vethIndex)),
+      declared: n.hwaddr !== undefined,
+    }));
   }
   return ((d.object.spec as VirtualMachineSpec).networks ?? []).map((n, i) => ({
     field: `spec.networks[${i}].mac`, mac: normalizeMac(n.mac ?? deriveMac(d.id, i)), declared: n.mac !== undefined,

@@ -33,6 +33,12 @@ export interface ObjectLimits {
 export interface ScopeRules {
   /** Directories VM disk images, kernels and initrds may come from (realpath, regular files only). */
   readonly imageDirs: readonly string[];
+  /**
+   * Hosts container images may be downloaded from over http(s): globs matched against the URL's
+   * host as written (`images.example`, `127.0.0.1:8080`, `127.0.0.1:*`). file:// images must lie
+   * in `imageDirs` instead.
+   */
+  readonly imageHosts: readonly string[];
   /** Directories a container rootfs may be copied from (never /, /proc, /sys or /dev). */
   readonly rootfsDirs: readonly string[];
   /** LXC templates allowed (names, `*` globs). */
@@ -88,6 +94,8 @@ const MiB = 1024 ** 2;
 export const DEFAULT_SCOPE_RULES: ScopeRules = {
   // hyperlet's own image directory and caches (scripts/build-test-guest.sh builds into .../guest).
   imageDirs: ['/var/lib/hyperlet/images', '/var/cache/hyperlet/images', '/var/cache/hyperlet/guest'],
+  // No host: an image server is the operator's choice, as is trusting what it serves.
+  imageHosts: [],
   rootfsDirs: ['/var/lib/hyperlet/rootfs', '/var/cache/hyperlet/rootfs'],
   // Templates that take nothing from the host but what they are given (busybox works offline).
   templates: ['busybox', 'alpine', 'debian', 'ubuntu', 'download'],

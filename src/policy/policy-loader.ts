@@ -71,10 +71,7 @@ function schemaProblems(file: string, errors: readonly ErrorObject[]): PolicyFil
       const allowed = (e.params as { allowedValue: unknown }).allowedValue;
       problems.push({ file, path, rule: 'const', message: `must be ${JSON.stringify(allowed)}` });
     } else if (e.keyword === 'pattern') {
-      const what = path.includes('paths.')
-        ? 'an absolute directory path without "." or ".." parts or a trailing slash'
-        : 'a name or a glob (letters, digits, "_.-" and "*")';
-      problems.push({ file, path, rule: 'pattern', message: `must be ${what}` });
+      problems.push({ file, path, rule: 'pattern', message: `must be ${patternWords(path)}` });
     } else {
       problems.push({ file, path, rule: e.keyword, message: e.message ?? 'is invalid' });
     }
@@ -82,9 +79,17 @@ function schemaProblems(file: string, errors: readonly ErrorObject[]): PolicyFil
   return problems;
 }
 
+/** What a field with a pattern must hold, in words, by the kind of field at `path`. */
+function patternWords(path: string): string {
+  if (path.includes('paths.')) return 'an absolute directory path without "." or ".." parts or a trailing slash';
+  if (path.includes('imageHosts')) return 'a host or host:port, or a glob of them (letters, digits, "_.-:[]" and "*")';
+  return 'a name or a glob (letters, digits, "_.-" and "*")';
+}
+
 type RawRules = {
   paths?: { images?: string[]; rootfs?: string[] };
   templates?: string[];
+  imageHosts?: string[];
   allow?: { adoption?: boolean; orphan?: boolean; privileged?: boolean };
   bridges?: string[];
   networks?: string[];
@@ -121,7 +126,7 @@ function convertRules(raw: RawRules, at: string, problem: (path: string, message
     memoryBytes: bytes(raw.limits.memory, `${at}.limits.memory`), diskBytes: bytes(raw.limits.disk, `${at}.limits.disk`),
   });
   const rules: Partial<ScopeRules> = defined({
-    imageDirs: raw.paths?.images, rootfsDirs: raw.paths?.rootfs, templates: raw.templates,
+    imageDirs: raw.paths?.images, rootfsDirs: raw.paths?.rootfs, templates: raw.templates, imageHosts: raw.imageHosts,
     adoption: raw.allow?.adoption, orphan: raw.allow?.orphan, privileged: raw.allow?.privileged,
     bridges: raw.bridges, networks: raw.networks, pools: raw.pools,
     containerMemoryBytes: bytes(raw.containerMemory, `${at}.containerMemory`),

@@ -25,6 +25,8 @@ const count = (maximum: number, description: string): JsonSchema => ({ type: 'in
 const list = (items: JsonSchema, description: string): JsonSchema => ({ type: 'array', maxItems: 256, items, description });
 const directories = (description: string): JsonSchema => list({ type: 'string', maxLength: 4096, pattern: DIRECTORY_PATTERN }, description);
 const names = (description: string): JsonSchema => list({ type: 'string', pattern: NAME_GLOB_PATTERN }, description);
+/** A host name, IPv4 or [IPv6] address, with an optional port, or a glob of them (`*` for any run of characters). */
+const HOST_GLOB_PATTERN = '^[A-Za-z0-9_.*:\\[\\]-]{1,261}$';
 
 /** The rule fields shared by `defaults` and each entry of `scopes`. */
 const ruleProperties: Record<string, JsonSchema> = {
@@ -37,6 +39,10 @@ const ruleProperties: Record<string, JsonSchema> = {
     },
   },
   templates: names('LXC templates allowed.'),
+  imageHosts: list(
+    { type: 'string', pattern: HOST_GLOB_PATTERN },
+    'Hosts container images may be downloaded from over http or https, as written in the URL (host or host:port; globs).',
+  ),
   allow: {
     type: 'object',
     additionalProperties: false,

@@ -65,9 +65,14 @@ export interface RestoreOutcome {
 /** A snapshot name: a DNS-1123 label (lowercase alphanumerics and '-', at most 63); it reaches paths and XML. */
 const SNAPSHOT_NAME_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
+/** Whether `name` can name a snapshot (see SNAPSHOT_NAME_RE). */
+export function isSnapshotName(name: string): boolean {
+  return SNAPSHOT_NAME_RE.test(name);
+}
+
 /** Throws unless `name` can name a snapshot (see SNAPSHOT_NAME_RE). */
 export function assertSnapshotName(name: string): void {
-  if (!SNAPSHOT_NAME_RE.test(name)) {
+  if (!isSnapshotName(name)) {
     throw new Error(`cannot use ${JSON.stringify(name)} as a snapshot name: must be a DNS-1123 label (lowercase a-z, 0-9, '-', at most 63)`);
   }
 }
@@ -108,6 +113,19 @@ export interface Provider<K extends Kind = Kind> {
   update(d: Desired<K>, changes: readonly FieldChange[], observed: ObservedInstance, signal: AbortSignal): Promise<void>;
   /** Moves the instance to `to`. Returns a short note for status when useful ("destroyed after 60 s"). */
   setState(d: Desired<K>, to: PowerState, observed: ObservedInstance, signal: AbortSignal): Promise<string | void>;
+  /**
+   * Optional, with forceStop: asks the running instance to shut down (LXC: the halt signal, as
+   * `lxc-stop --nowait`; libvirt: ACPI shutdown) and returns at once, without waiting for it. A
+   * frozen or paused instance is thawed or resumed first, so it can see the request. Idempotent:
+   * asking again, or asking a stopped or stopping instance, is success. The reconciler waits with
+   * the queue, not in this call, and calls forceStop once spec.gracefulStopSeconds are over.
+   */
+  requestStop?(d: Desired<K>, observed: ObservedInstance, signal: AbortSignal): Promise<void>;
+  /**
+   * Optional, with requestStop: stops the instance at once (LXC: kill; libvirt: destroy).
+   * Idempotent: a stopped instance is success. Returns a short note for status.
+   */
+  forceStop?(d: Desired<K>, observed: ObservedInstance, signal: AbortSignal): Promise<string | void>;
   /** Writes hyperlet's marker on an instance it did not create (adoption); changes nothing else. */
   adopt(d: Desired<K>, observed: ObservedInstance, signal: AbortSignal): Promise<void>;
   /** Stops and removes the instance and what hyperlet created for it; nothing else. */
@@ -134,6 +152,11 @@ export interface Provider<K extends Kind = Kind> {
    * short is never listed and is removed by the next call.
    */
   snapshot?(d: Desired<K>, name: string, options: SnapshotOptions, signal: AbortSignal): Promise<InstanceSnapshot>;
+  /**
+   * Optional: removes what snapshots or deletions of snapshots cut short (kill -9) left behind for
+   * the instance; complete snapshots stay. Providers whose snapshots are atomic have none.
+   */
+  sweepSnapshots?(d: Desired<K>, signal: AbortSignal): Promise<void>;
   /** Optional: the instance's complete snapshots, oldest first; empty when the instance does not exist. */
   listSnapshots?(d: Desired<K>, signal: AbortSignal): Promise<readonly InstanceSnapshot[]>;
   /**

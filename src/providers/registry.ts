@@ -26,6 +26,8 @@ export interface ProviderOptions {
   readonly consoleLogBytes?: number;
   /** The host ids unprivileged containers are mapped onto (the host policy's host.idmap). */
   readonly idmap?: IdRange;
+  /** Where spec.image tarballs are downloaded and unpacked (default DEFAULT_IMAGE_CACHE_DIR). */
+  readonly imageCacheDir?: string;
   /** Time for the providers' timestamps, caches and waits (default: the system clock). */
   readonly clock?: Clock;
 }
@@ -40,13 +42,17 @@ export type ProviderFactory = (options: ProviderOptions) => Provider | Promise<P
  */
 export const PROVIDER_FACTORIES: Partial<Record<Kind, ProviderFactory>> = {
   Container: async (o) => {
-    const [{ LxcProvider }, { LxcTools }] = await Promise.all([import('./lxc/lxc-provider.js'), import('./lxc/lxc-tools.js')]);
+    const [{ LxcProvider }, { LxcTools }, { DEFAULT_IMAGE_CACHE_DIR, ImageCache }] = await Promise.all([
+      import('./lxc/lxc-provider.js'), import('./lxc/lxc-tools.js'), import('./images/image-cache.js'),
+    ]);
     return new LxcProvider({
       lxcpath: o.lxcpath,
       logger: o.logger,
       clock: o.clock,
+      images: new ImageCache({ dir: o.imageCacheDir ?? DEFAULT_IMAGE_CACHE_DIR, logger: o.logger, ...(o.clock === undefined ? {} : { clock: o.clock }) }),
       tools: new LxcTools({ logger: o.logger.child({ provider: 'lxc', lxcpath: o.lxcpath }) }),
       ...(o.consoleLogBytes === undefined ? {} : { consoleLogBytes: o.consoleLogBytes }),
+      ...(o.idmap === undefined ? {} : { idmap: o.idmap }),
     });
   },
   VirtualMachine: async (o) => {

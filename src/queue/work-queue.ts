@@ -17,7 +17,8 @@
  *   flight have ended.
  * Assumptions: `process` resolves or rejects; a rejection is logged by the caller's handler, the
  * queue itself only counts it (the controller turns outcomes into queue calls).
- * Caveats: fairness shares workers, not time: a run that takes long still holds its worker.
+ * Caveats: fairness shares workers, not time: a run that takes long still holds its worker (which
+ * is why a graceful stop waits in this queue, not in a run: reconcile/stop-deadlines.ts).
  */
 import type { Clock } from '../shared/clock.js';
 import { systemClock } from '../shared/clock.js';

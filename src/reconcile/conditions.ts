@@ -27,10 +27,17 @@ export interface StatusFacts {
    * TerminalError (never retried until the object changes).
    */
   readonly failure?: { readonly reason: string; readonly message: string; readonly terminal?: boolean };
+  /**
+   * The step this pass ran has begun but not finished (StepPendingError: an image downloading):
+   * Ready and Reconciling say what it waits for, with progress.
+   */
+  readonly pending?: { readonly reason: string; readonly message: string };
   /** How many passes in a row failed like this one (same step, reason and generation), this one included. */
   readonly failuresInARow?: number;
   /** The note of the last step taken in an earlier pass, when there is one. */
   readonly lastAction?: string;
+  /** When a graceful stop under way is forced (RFC 3339), shown as details.stopDeadline. */
+  readonly stopDeadline?: string;
   readonly previous: Status | undefined;
   readonly now: string;
   /** Why changes are stopped (annotation or --paused), when they are: adds condition Paused. */
@@ -79,6 +86,7 @@ export function computeStatus(f: StatusFacts): Status {
   else if (d.deleting === true) ready = condition('Ready', false, 'Deleting', 'The instance is being removed', f);
   else if (converged) ready = condition('Ready', true, desiredState, `The instance is ${desiredState.toLowerCase()} as declared`, f);
   else if (f.failure !== undefined) ready = condition('Ready', false, f.failure.reason, f.failure.message, f);
+  else if (f.pending !== undefined) ready = condition('Ready', false, f.pending.reason, f.pending.message, f);
   else if (observed === undefined) ready = condition('Ready', false, 'Creating', 'The instance is being created', f);
   else ready = condition('Ready', false, 'Progressing', `The instance is ${observed.state.toLowerCase()}; ${desiredState.toLowerCase()} is declared`, f);
 
@@ -111,6 +119,7 @@ export function computeStatus(f: StatusFacts): Status {
   const details: Record<string, string> = { ...(observed?.details ?? {}) };
   const note = f.acted?.note ?? f.lastAction ?? f.previous?.details?.lastAction;
   if (note !== undefined) details.lastAction = note;
+  if (f.stopDeadline !== undefined) details.stopDeadline = f.stopDeadline;
 
   return {
     phase: phaseOf(f),
@@ -181,6 +190,7 @@ function progressConditions(f: StatusFacts, state: { converged: boolean; held: R
 function progressOf(f: StatusFacts, held: ReasonAndMessage | undefined): ReasonAndMessage {
   if (f.failure !== undefined) return { reason: f.failure.reason, message: `${f.failure.message} (retrying with backoff)` };
   if (held !== undefined) return held;
+  if (f.pending !== undefined) return f.pending;
   const step = f.acted?.step ?? (f.plan?.steps[0] === undefined ? undefined : stepName(f.plan.steps[0]));
   const reason = step === undefined ? undefined : PROGRESS_REASON[step];
   if (reason !== undefined) return { reason, message: `${reason} the instance` };

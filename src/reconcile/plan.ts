@@ -19,6 +19,8 @@ export type Step =
   | { readonly op: 'reboot' }
   /** Put the stopped instance back to a snapshot (the hyperlet.io/restore-request annotation took a new value). */
   | { readonly op: 'restore'; readonly snapshot: string; readonly request: string }
+  /** Take a one-off snapshot of the steady instance (the hyperlet.io/snapshot-request annotation names one it lacks). */
+  | { readonly op: 'snapshot'; readonly snapshot: string }
   | { readonly op: 'delete'; readonly reason: 'deleted' | 'partial' | 'recreate' };
 
 /** What a reconcile pass decided: the steps due and everything status reports about them. */
@@ -67,6 +69,8 @@ export interface PlanOptions {
   readonly dependentsPresent?: readonly string[];
   /** The provider says the object asks for a reboot the instance has not had (Provider.rebootPending). */
   readonly rebootRequested?: boolean;
+  /** The snapshot the object's snapshot-request annotation names and the instance does not have (the reconciler lists them). */
+  readonly snapshotRequested?: string;
 }
 
 /** How a change is applied given the instance (the provider's Provider.applyModeOf). */
@@ -101,7 +105,7 @@ function startSteps(desired: Desired): Step[] {
  * creating and starting wait for dependencies, deleting waits for dependents. Pure.
  */
 export function plan(desired: Desired, observed: ObservedInstance | undefined, options: PlanOptions = {}): Plan {
-  const base = basePlan(desired, observed, options.applyModeOf, options.rebootRequested === true);
+  const base = basePlan(desired, observed, options.applyModeOf, options.rebootRequested === true, options.snapshotRequested);
   const first = base.steps[0];
   if (first === undefined) return base;
   const hold = (heldBy: NonNullable<Plan['heldBy']>, extra: Partial<Plan> = {}): Plan =>
@@ -134,6 +138,7 @@ function differences(desired: Desired, observed: ObservedInstance | undefined, c
 
 function basePlan(
   desired: Desired, observed: ObservedInstance | undefined, applyModeOf: ApplyModeOf | undefined, rebootRequested: boolean,
+  snapshotRequested: string | undefined,
 ): Plan {
   const none = { changes: [], pending: [] };
   const owned = observed !== undefined && observed.ownerId === desired.id;
@@ -195,6 +200,8 @@ function basePlan(
   }
   if (observed.state !== desired.object.spec.state) steps.push({ op: 'setState', to: desired.object.spec.state });
   else if (rebootRequested && observed.state === 'Running') steps.push({ op: 'reboot' });
+  // A one-off snapshot waits for the instance to be as declared, so it holds what was asked for.
+  if (steps.length === 0 && snapshotRequested !== undefined) steps.push({ op: 'snapshot', snapshot: snapshotRequested });
   return { steps, changes, pending };
 }
 

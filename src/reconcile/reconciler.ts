@@ -13,7 +13,7 @@ import { environmentReferences, isEnvironmentError, withEnvironmentValues } from
 import type { Status, StatusSnapshot } from '../api/v1alpha1/types.js';
 import type { Redactor } from '../shared/redact.js';
 import type { ObservedInstance, Provider } from '../providers/provider.js';
-import { isProviderUnavailableError } from '../providers/provider.js';
+import { isProviderUnavailableError, isSnapshotName } from '../providers/provider.js';
 import type { SourceBackend } from './backend.js';
 import type { Desired } from '../store/desired.js';
 import type { StoreReader } from '../store/desired-store.js';
@@ -24,14 +24,19 @@ import { newReconcileId } from '../telemetry/reconcile-id.js';
 import type { Admission, Admitter } from '../policy/admission.js';
 import type { Clock } from '../shared/clock.js';
 import { systemClock } from '../shared/clock.js';
-import { TerminalError, errorMessage, isAbortError, isTerminalError } from '../shared/errors.js';
+import { TerminalError, errorMessage, isAbortError, isStepPendingError, isTerminalError } from '../shared/errors.js';
 import type { ObservationCache } from './observation-cache.js';
 import { type DependencyCheck, checkDependencies, dependentsOf } from './dependencies.js';
-import { PAUSED_ANNOTATION, PRUNE_ANNOTATION } from '../shared/annotations.js';
+import {
+  PAUSED_ANNOTATION, PRUNE_ANNOTATION, RESTORE_REQUEST_ANNOTATION, SNAPSHOT_REQUEST_ANNOTATION,
+} from '../shared/annotations.js';
 import { type Plan, type Step, plan as computePlan, stepName } from './plan.js';
 import type { ProviderHealth } from './provider-health.js';
 import { type Result, awaitChange, nextStep, requeue, requeueAfter } from './result.js';
 import { StepGuard, type StepGuardOptions, stepIntent } from './step-guard.js';
+import {
+  MemoryStopDeadlines, type StopDeadline, type StopDeadlines, type StopMove, type StopWaitOptions, nextStopMove,
+} from './stop-deadlines.js';
 
 /** What the reconciler works with; all but the tuning knobs are required. */
 export interface ReconcilerOptions {
@@ -69,6 +74,13 @@ export interface ReconcilerOptions {
   readonly redactor?: Redactor;
   /** How often an object whose environmentFrom cannot be read looks again (default 10 s). */
   readonly environmentRetryMs?: number;
+  /**
+   * Graceful stops under way, by key (the daemon's state DB, so a restart keeps their deadlines);
+   * default: in memory.
+   */
+  readonly stopDeadlines?: StopDeadlines;
+  /** How a graceful stop polls and asks again (see stop-deadlines.ts). */
+  readonly stopWait?: StopWaitOptions;
 }
 
 /** A reason (CamelCase) and a message for Ready/Synced when a pass cannot do its work. */
@@ -115,21 +127,24 @@ interface Progress {
 }
 
 /** Facts of a pass that `report` completes with the object, node, time, last action and pause. */
-type PassFacts = Omit<StatusFacts, 'd' | 'node' | 'previous' | 'now' | 'lastAction' | 'paused'>;
+type PassFacts = Omit<StatusFacts, 'd' | 'node' | 'previous' | 'now' | 'lastAction' | 'paused' | 'stopDeadline'>;
 
 const EVENT_REASON: Readonly<Record<string, string>> = {
   create: 'Created', adopt: 'Adopted', update: 'Updated',
   'setState:Running': 'Started', 'setState:Stopped': 'Stopped', 'setState:Frozen': 'Frozen', 'setState:Paused': 'Paused',
   'delete:deleted': 'Deleted', 'delete:partial': 'CleanedUp', 'delete:recreate': 'Recreating', reboot: 'Rebooted',
-  restore: 'Restored',
+  restore: 'Restored', snapshot: 'SnapshotTaken', 'stop:request': 'StopRequested',
 };
 
 const FAILURE_REASON: Readonly<Record<string, string>> = {
   create: 'CreateFailed', adopt: 'AdoptFailed', update: 'UpdateFailed',
   'setState:Running': 'StartFailed', 'setState:Stopped': 'StopFailed', 'setState:Frozen': 'FreezeFailed', 'setState:Paused': 'PauseFailed',
   'delete:deleted': 'DeleteFailed', 'delete:partial': 'CleanupFailed', 'delete:recreate': 'DeleteFailed', reboot: 'RebootFailed',
-  restore: 'RestoreFailed',
+  restore: 'RestoreFailed', snapshot: 'SnapshotFailed', 'stop:request': 'StopFailed',
 };
+
+/** The step a graceful stop runs as (its request and its force), for the guard, status and events. */
+const STOP_STEP: Step = { op: 'setState', to: 'Stopped' };
 
 /** Held steps that wait on other objects are looked at again soon; the others wait for a change. */
 const HELD_ON_OTHER_OBJECTS: Readonly<Record<NonNullable<Plan['heldBy']>, boolean>> = {
@@ -150,11 +165,91 @@ export class Reconciler {
   private readonly lastWarnings = new Map<ObjectKey, string>();
   /** Each key's last failure (generation, step, reason) and how many passes in a row failed so: Stalled after a few. */
   private readonly failures = new Map<ObjectKey, { signature: string; count: number }>();
+  private readonly stopDeadlines: StopDeadlines;
+  /** When this process last asked each key's instance to shut down (a restart asks again at once). */
+  private readonly stopRequests = new Map<ObjectKey, number>();
+  /** The snapshot-request value each key's instance is known to have a snapshot for (taken or found), so it is listed once. */
+  private readonly snapshotRequestsSeen = new Map<ObjectKey, string>();
 
   constructor(private readonly options: ReconcilerOptions) {
     this.provider = options.provider;
     this.clock = options.clock ?? systemClock;
+    this.stopDeadlines = options.stopDeadlines ?? new MemoryStopDeadlines();
     this.guard = new StepGuard<ObjectKey>({ ...options.stepGuard, clock: this.clock });
+  }
+
+  /**
+   * A graceful stop that is due (or under way) goes here: asked for, waited for by the queue (never
+   * by a worker) and forced at its deadline (see stop-deadlines.ts). Undefined when the pass goes on
+   * as usual: no stop is due, or the provider cannot stop without waiting, or gracefulStopSeconds is 0.
+   * A stop that ended, or is no longer wanted, is forgotten here.
+   */
+  private async gracefulStop(
+    pass: Pass, outlook: { observed: ObservedInstance | undefined; plan: Plan; target: Desired }, progress: Progress,
+  ): Promise<Result | undefined> {
+    const { key, desired } = pass;
+    const { observed, plan } = outlook;
+    const pending = this.stopDeadlines.get(key);
+    const due = gracefulStopDue(desired, observed, plan, pending !== undefined, this.provider);
+    if (due === undefined) {
+      // A step due before the stop (a live change) keeps its deadline; a stop done, dropped or paused does not.
+      if (pending !== undefined && !stopStillWanted(desired, observed, plan)) this.endStop(pass, pending, observed);
+      return undefined;
+    }
+    const move = nextStopMove({
+      nowMs: this.clock.now(), gracefulStopSeconds: desired.object.spec.gracefulStopSeconds, pending,
+      lastRequestMs: this.stopRequests.get(key), mayRequest: due === 'request',
+    }, this.options.stopWait);
+    if (move.move === 'wait') {
+      this.guard.settled(key);
+      await this.report(pass, { observed, plan });
+      // Asked already: the instance shuts down in its own time; its stop event or this poll brings us back.
+      return requeueAfter(move.afterMs);
+    }
+    return this.act(pass, outlook, STOP_STEP, progress, move);
+  }
+
+  /**
+   * The stop of the pass's object is over or no longer wanted: forget it. When the instance shut
+   * down on its own, say so (status and a Stopped event, as a forced stop does).
+   */
+  private endStop(pass: Pass, pending: StopDeadline, observed: ObservedInstance | undefined): void {
+    const { key } = pass;
+    this.stopDeadlines.delete(key);
+    this.stopRequests.delete(key);
+    if (observed !== undefined && observed.state !== 'Stopped') return;
+    const nowMs = this.clock.now();
+    // Seen stopped only after the deadline (a crash between the force and forgetting it): no claim on how.
+    const note = nowMs < pending.deadlineMs
+      ? `shut down gracefully in ${((nowMs - pending.requestedAtMs) / 1000).toFixed(1)} s`
+      : 'stopped';
+    this.lastActions.set(key, note);
+    this.record(pass, 'Normal', EVENT_REASON['setState:Stopped'] ?? 'Stopped', note);
+  }
+
+  /** Runs a graceful stop's request or force; resolves to the note for status, if any. */
+  private async runStop(
+    key: ObjectKey, stop: Exclude<StopMove, { move: 'wait' }>, desired: Desired, observed: ObservedInstance | undefined,
+    signal: AbortSignal,
+  ): Promise<string | undefined> {
+    const provider = this.provider;
+    if (observed === undefined || provider.requestStop === undefined || provider.forceStop === undefined) {
+      throw new Error(`cannot stop ${desired.hostName}: it does not exist or its provider cannot stop without waiting`);
+    }
+    const graceSeconds = desired.object.spec.gracefulStopSeconds;
+    if (stop.move === 'request') {
+      // The deadline is on disk before the instance is asked: a restart neither forces early nor starts the grace again.
+      if (stop.first) this.stopDeadlines.set(key, stop.deadline);
+      this.options.metrics?.providerCalls.inc({ provider: this.provider.name, method: 'requestStop' });
+      await provider.requestStop(desired, observed, signal);
+      this.stopRequests.set(key, this.clock.now());
+      return stop.first ? `shutdown requested; stopped by force after ${graceSeconds} s if still running` : undefined;
+    }
+    this.options.metrics?.providerCalls.inc({ provider: this.provider.name, method: 'forceStop' });
+    const note = await provider.forceStop(desired, observed, signal);
+    this.stopDeadlines.delete(key);
+    this.stopRequests.delete(key);
+    return note ?? `stopped by force after ${graceSeconds} s without a clean shutdown`;
   }
 
   /** Before stopping an instance to restore it: the snapshot must exist, or nothing is touched (TerminalError SnapshotNotFound). */
@@ -164,6 +259,21 @@ export class Reconciler {
     if (!list.some((s) => s.name === snapshot)) {
       throw new TerminalError('SnapshotNotFound', `cannot restore ${d.hostName}: it has no snapshot ${snapshot}`);
     }
+  }
+
+  /**
+   * The snapshot `target`'s snapshot-request annotation names when its instance (ours, complete)
+   * has none of that name; undefined otherwise. Lists the snapshots once per value and key.
+   */
+  private async snapshotRequested(key: ObjectKey, target: Desired, observed: ObservedInstance | undefined, signal: AbortSignal): Promise<string | undefined> {
+    const value = target.object.metadata.annotations?.[SNAPSHOT_REQUEST_ANNOTATION];
+    if (value === undefined || value === '' || this.snapshotRequestsSeen.get(key) === value) return undefined;
+    if (observed === undefined || observed.ownerId !== target.id || observed.partial === true || target.deleting === true) return undefined;
+    if (this.provider.listSnapshots === undefined) return value; // the snapshot step says the provider has none
+    const list = await this.provider.listSnapshots(target, signal);
+    if (!list.some((s) => s.name === value)) return value;
+    this.snapshotRequestsSeen.set(key, value);
+    return undefined;
   }
 
   /**
@@ -183,6 +293,8 @@ export class Reconciler {
       const outlook = await this.observeAndPlan(pass, gate.dependencies, progress);
       if (outlook.ended) return outlook.result;
       const { observed, plan, target } = outlook;
+      const stopping = await this.gracefulStop(pass, outlook, progress);
+      if (stopping !== undefined) return stopping;
       const step = plan.steps[0];
       if (step === undefined || plan.conflict !== undefined) return await this.reportWithoutStep(pass, observed, plan);
       return await this.act(pass, { observed, plan, target }, step, progress);
@@ -268,6 +380,7 @@ export class Reconciler {
       dependenciesNotReady: dependencies?.notReady,
       dependentsPresent: desired.deleting === true ? this.dependentsPresent(desired, backend) : undefined,
       rebootRequested: observed !== undefined && this.provider.rebootPending?.(target, observed) === true,
+      snapshotRequested: await this.snapshotRequested(key, target, observed, pass.signal),
     });
     progress.plan = plan;
     return { ended: false, observed, plan, target };
@@ -280,10 +393,11 @@ export class Reconciler {
    */
   private async act(
     pass: Pass, outlook: { observed: ObservedInstance | undefined; plan: Plan; target: Desired }, step: Step, progress: Progress,
+    stop?: Exclude<StopMove, { move: 'wait' }>,
   ): Promise<Result> {
     const { observed, plan, target } = outlook;
     const { key, desired, backend, signal } = pass;
-    const admission = this.guard.admit(key, stepIntent(step, desired.generation));
+    const admission = this.guard.admit(key, stopIntent(stepIntent(step, desired.generation), stop, this.clock.now()));
     if (!admission.act) {
       await this.report(pass, { observed, plan });
       // The last run of this same step has not shown its effect yet (a guest still ballooning):
@@ -300,19 +414,37 @@ export class Reconciler {
     // A restore stops the instance first: the snapshot must exist before anything is touched.
     const restore = plan.steps.find((due) => due.op === 'restore');
     if (restore?.op === 'restore' && step.op !== 'restore') await this.requireSnapshot(desired, restore.snapshot, signal);
-    const name = stepName(step);
+    const name = stop?.move === 'request' ? 'stop:request' : stepName(step);
     // Say so before acting (Reconciling=True), once per stretch of work; a converged instance changed
     // behind our back is reported as seen (Stopped) before it is repaired.
     if (announces(step, backend.statusWriter.lastWritten(key), desired.generation)) {
       await this.report(pass, { observed, plan, acted: { step: name } });
     }
-    const note = await this.runStep(step, target, observed, signal);
+    let note: string | undefined;
+    try {
+      note = stop === undefined
+        ? await this.runStep(step, target, observed, signal)
+        : await this.runStop(key, stop, target, observed, signal);
+    } catch (err) {
+      if (!isStepPendingError(err)) throw err;
+      // Begun, not finished (an image downloading in the background): no failure, no backoff.
+      // The guard gets its token back, so the next pass may ask again; status shows the progress.
+      this.guard.failed(key);
+      this.failures.delete(key);
+      await this.report(pass, { observed, plan, acted: { step: name }, pending: { reason: err.reason, message: err.message } });
+      return requeueAfter(err.retryAfterMs);
+    }
     this.failures.delete(key);
     this.options.cache.invalidate(desired.hostName);
     pass.log.info({ step: name, note, repeat: admission.repeat }, 'step done');
     if (note !== undefined) this.lastActions.set(key, note);
     this.lastWarnings.delete(key);
-    this.record(pass, 'Normal', EVENT_REASON[name] ?? 'Reconciled', note ?? describeStep(step, desired));
+    // A request asked again is a nudge, not news: one event per stop.
+    const resend = stop?.move === 'request' && !stop.first;
+    if (!resend) this.record(pass, 'Normal', EVENT_REASON[name] ?? 'Reconciled', note ?? describeStep(step, desired));
+    // Asked to shut down: the instance takes its time, and no worker waits for it. Its stop event
+    // or this bounded poll brings us back; the force comes at the deadline.
+    if (stop?.move === 'request') return requeueAfter(stop.afterMs);
     // One step per pass: come back at once to see its effect, run the next one and write status.
     // A step run again because its effect did not show: give it time, with backoff.
     return admission.repeat ? requeue() : nextStep();
@@ -370,6 +502,7 @@ export class Reconciler {
     const computed = computeStatus({
       ...facts, d: desired, node: this.options.node, previous, now: new Date(this.clock.now()).toISOString(),
       lastAction: this.lastActions.get(key), paused: pass.paused, snapshots: this.options.snapshotsOf?.(key),
+      stopDeadline: stopDeadlineText(this.stopDeadlines.get(key)),
     });
     const status = this.options.redactor === undefined ? computed : redactStatus(computed, this.options.redactor);
     if (sameStatus(previous, status)) return;
@@ -421,7 +554,10 @@ export class Reconciler {
     this.lastActions.delete(key);
     this.lastWarnings.delete(key);
     this.failures.delete(key);
+    this.snapshotRequestsSeen.delete(key);
     this.guard.forget(key);
+    this.stopDeadlines.delete(key);
+    this.stopRequests.delete(key);
   }
 
   /**
@@ -510,7 +646,11 @@ export class Reconciler {
       return observed;
     };
     switch (step.op) {
-      case 'create': await this.provider.create(desired, signal); return undefined;
+      case 'create':
+        await this.provider.create(desired, signal);
+        // A new instance has none of the old one's snapshots: a snapshot-request is looked at again.
+        this.snapshotRequestsSeen.delete(desired.key);
+        return undefined;
       case 'adopt': await this.provider.adopt(desired, existing(), signal); return undefined;
       case 'update':
         await this.provider.update(desired, step.changes, existing(), signal);
@@ -520,13 +660,33 @@ export class Reconciler {
       case 'delete': await this.provider.delete(desired, signal); return undefined;
       case 'restore': {
         existing();
+        requireSnapshotName(step.snapshot, RESTORE_REQUEST_ANNOTATION);
         if (this.provider.restoreSnapshot === undefined) {
           throw new TerminalError('SnapshotUnsupported', `cannot restore ${desired.hostName}: provider ${this.provider.name} has no snapshots`);
         }
         const outcome = await this.provider.restoreSnapshot(desired, step.snapshot, signal);
         return `${outcome.note} (request ${step.request})`;
       }
+      case 'snapshot': {
+        existing();
+        requireSnapshotName(step.snapshot, SNAPSHOT_REQUEST_ANNOTATION);
+        if (this.provider.snapshot === undefined) {
+          throw new TerminalError('SnapshotUnsupported', `cannot snapshot ${desired.hostName}: provider ${this.provider.name} has no snapshots`);
+        }
+        const taken = await this.provider.snapshot(desired, step.snapshot, { origin: 'request' }, signal);
+        this.snapshotRequestsSeen.set(desired.key, step.snapshot);
+        const size = taken.sizeBytes === undefined ? '' : `, ${taken.sizeBytes} bytes`;
+        return `Took snapshot ${taken.name} of ${desired.hostName} (request${size})`;
+      }
     }
+  }
+}
+
+/** Throws TerminalError InvalidSnapshotName unless `name`, which `annotation` asked for, can name a snapshot (it reaches paths and XML). */
+function requireSnapshotName(name: string, annotation: string): void {
+  if (!isSnapshotName(name)) {
+    throw new TerminalError('InvalidSnapshotName',
+      `cannot act on metadata.annotations["${annotation}"]: ${JSON.stringify(name)} is not a snapshot name (a DNS-1123 label: lowercase a-z, 0-9, '-', at most 63)`);
   }
 }
 
@@ -612,6 +772,48 @@ function describeStep(step: Step, desired: Desired): string {
     case 'setState': return `Set ${what} to ${step.to}`;
     case 'reboot': return `Reboot ${what}`;
     case 'restore': return `Restore ${what} to snapshot ${step.snapshot}`;
+    case 'snapshot': return `Snapshot ${what} as ${step.snapshot}`;
     case 'delete': return step.reason === 'partial' ? `Clean up the partial ${what}` : `Delete ${what}`;
   }
+}
+
+/**
+ * Whether a graceful stop applies to this pass: 'request' when the first due step stops a running
+ * instance with gracefulStopSeconds > 0 (or a stop is under way), 'wait' when the instance is
+ * already on its way down with a stop under way; undefined otherwise (the pass goes on as usual).
+ */
+function gracefulStopDue(
+  desired: Desired, observed: ObservedInstance | undefined, plan: Plan, underWay: boolean, provider: Provider,
+): 'request' | 'wait' | undefined {
+  if (provider.requestStop === undefined || provider.forceStop === undefined) return undefined;
+  if (desired.deleting === true || observed === undefined || plan.conflict !== undefined) return undefined;
+  if (desired.object.spec.gracefulStopSeconds <= 0 && !underWay) return undefined;
+  const first = plan.steps[0];
+  // Only an instance that runs can be asked; a crashed or unknown one takes the usual step.
+  if (first?.op === 'setState' && first.to === 'Stopped' && ASKABLE.has(observed.state)) return 'request';
+  if (underWay && plan.settling === true && observed.state === 'Stopping') return 'wait';
+  return undefined;
+}
+
+/** Whether the plan still stops the running instance, after other steps due first. */
+function stopStillWanted(desired: Desired, observed: ObservedInstance | undefined, plan: Plan): boolean {
+  if (desired.deleting === true || observed === undefined || observed.state === 'Stopped') return false;
+  return plan.steps.some((step) => step.op === 'setState' && step.to === 'Stopped');
+}
+
+/** States in which an instance can be asked to shut down (a frozen or paused one is thawed first). */
+const ASKABLE: ReadonlySet<ObservedInstance['state']> = new Set(['Running', 'Frozen', 'Paused']);
+
+/**
+ * The StepGuard intent of a graceful stop's move: the first request is the stop step itself; each
+ * request asked again and the force are actions of their own (the guard's rate still bounds them).
+ */
+function stopIntent(stepIntentText: string, stop: Exclude<StopMove, { move: 'wait' }> | undefined, nowMs: number): string {
+  if (stop === undefined || (stop.move === 'request' && stop.first)) return stepIntentText;
+  return stop.move === 'force' ? `${stepIntentText} force` : `${stepIntentText} request ${nowMs}`;
+}
+
+/** A graceful stop's deadline as status shows it (RFC 3339), or undefined when no stop is under way. */
+function stopDeadlineText(deadline: StopDeadline | undefined): string | undefined {
+  return deadline === undefined ? undefined : new Date(deadline.deadlineMs).toISOString();
 }

@@ -78,6 +78,8 @@ export class SnapshotScheduler {
         continue;
       }
       try {
+        // First sight since start: what a snapshot or a pruning cut short by a crash left goes now.
+        if (!this.firstSeenMs.has(d.key)) await provider.sweepSnapshots?.(d, signal);
         const scheduled = (await provider.listSnapshots(d, signal)).filter((s) => s.origin === 'schedule');
         const now = clock.now();
         const newest = scheduled.reduce((m, s) => Math.max(m, Date.parse(s.createdAt)), Number.NEGATIVE_INFINITY);

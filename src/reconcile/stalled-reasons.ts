@@ -16,10 +16,13 @@ export type StallCause = 'object' | 'host' | 'object or host';
 export const STALLED_REASONS: Readonly<Record<string, StallCause>> = {
   TemplateNotFound: 'object or host', // the LXC template named by spec.template is not installed
   RootfsNotFound: 'object or host', // spec.rootfs is not a directory on the host
-  ImageNotFound: 'object or host', // a disk's backing image cannot be read
+  ImageNotFound: 'object or host', // a disk's backing image or a container's image URL cannot be read (missing, HTTP 404, a redirect)
+  ImageChecksumMismatch: 'object or host', // the downloaded image does not have the declared sha256
+  InvalidImage: 'object or host', // spec.image is no tarball tar can unpack, or an empty one
   PoolNotFound: 'object or host', // a disk names a storage pool that does not exist
   SnapshotNotFound: 'object', // hyperlet.io/restore-request names a snapshot the instance does not have
-  SnapshotUnsupported: 'object', // a memory snapshot of an instance that cannot have one (a container, a stopped domain)
+  SnapshotUnsupported: 'object',
+  InvalidSnapshotName: 'object', // hyperlet.io/snapshot-request or restore-request names no valid snapshot name (a DNS-1123 label) // a memory snapshot of an instance that cannot have one (a container, a stopped domain)
   NotOwned: 'host', // the provider found the name taken by an instance hyperlet did not create
   Conflict: 'host', // the plan found the name taken by an instance that is not this object's
   UuidInUse: 'host', // another domain already has the object's id as its UUID

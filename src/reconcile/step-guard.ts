@@ -59,6 +59,8 @@ export function stepIntent(step: Step, generation: number): string {
     }
     case 'setState': return `${generation} setState ${step.to}`;
     case 'delete': return `${generation} delete ${step.reason}`;
+    case 'restore': return `${generation} restore ${step.request}`;
+    case 'snapshot': return `${generation} snapshot ${step.snapshot}`;
     default: return `${generation} ${step.op}`;
   }
 }

@@ -22,5 +22,10 @@ export function snapshotOfRestoreRequest(value: string): string {
   const at = value.indexOf('@');
   return at < 0 ? value : value.slice(0, at);
 }
+/**
+ * `SNAPSHOT`: take one snapshot of that name (origin 'request') once the instance is steady,
+ * unless it has one already; a new value takes another. Request snapshots are never pruned.
+ */
+export const SNAPSHOT_REQUEST_ANNOTATION = 'hyperlet.io/snapshot-request';
 /** Set on objects the HTTP API returns: where the object came from (`SOURCE:FILE`). */
 export const SOURCE_ANNOTATION = 'hyperlet.io/source';

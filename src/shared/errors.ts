@@ -24,6 +24,24 @@ export class ConflictError extends Error {
   }
 }
 
+/**
+ * A step that has begun but cannot finish yet (an image still downloading in the background):
+ * not a failure. The reconciler says so in status (Reconciling=True with this reason and message)
+ * and comes back after `retryAfterMs`, without backoff counting or a Warning event.
+ */
+export class StepPendingError extends Error {
+  readonly isStepPendingError = true;
+  /** CamelCase reason for the Reconciling condition ("DownloadingImage"). */
+  readonly reason: string;
+  readonly retryAfterMs: number;
+  constructor(reason: string, message: string, retryAfterMs: number) {
+    super(message);
+    this.name = 'StepPendingError';
+    this.reason = reason;
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
 const branded = (err: unknown, brand: string): boolean =>
   typeof err === 'object' && err !== null && (err as Record<string, unknown>)[brand] === true;
 
@@ -31,6 +49,8 @@ const branded = (err: unknown, brand: string): boolean =>
 export const isTerminalError = (err: unknown): err is TerminalError => branded(err, 'isTerminalError');
 /** Whether `err` is a ConflictError (by brand, across module copies). */
 export const isConflictError = (err: unknown): err is ConflictError => branded(err, 'isConflictError');
+/** Whether `err` is a StepPendingError (by brand, across module copies). */
+export const isStepPendingError = (err: unknown): err is StepPendingError => branded(err, 'isStepPendingError');
 /** Whether `err` is an abort (an AbortSignal fired): not a failure, nothing to report. */
 export const isAbortError = (err: unknown): boolean =>
   typeof err === 'object' && err !== null && (err as { name?: unknown }).name === 'AbortError';

@@ -9,16 +9,26 @@
  *   into place), `lxc.create.made` (lxc-create done), `lxc.create.configured` (config written);
  *   update: `lxc.update.configured`, `lxc.update.applied` (live cgroup set); delete:
  *   `lxc.delete.stopped`, `lxc.delete.trashed` (directory moved out of the lxcpath).
+ * - LXC snapshots (lxc-snapshots.ts): `lxc.snapshot.frozen`, `lxc.snapshot.copied`,
+ *   `lxc.snapshot.placed`, `lxc.snapshot.delete.moved`; restore: `lxc.restore.copied`,
+ *   `lxc.restore.swapped-out`, `lxc.restore.swapped`, `lxc.restore.marked` (marker records the request).
  * - Every atomic file write of the LXC provider: `write:BASENAME` (temporary file written, not
  *   yet renamed), e.g. `write:hyperlet.json`, `write:config`.
  * - libvirt: `libvirt.pool.defined`, `libvirt.create.defined` (partial definition),
  *   `libvirt.create.volume` (after each volume), `libvirt.start.started`, `libvirt.update.defined`,
  *   `libvirt.update.volume` (after each volume made for an added disk), `libvirt.update.applied`,
- *   `libvirt.adopt.marked`, `libvirt.delete.destroyed`,
+ *   `libvirt.adopt.marked`, `libvirt.delete.destroyed`, `libvirt.snapshot.taken`,
+ *   `libvirt.snapshot.deleted`, `libvirt.restore.reverted`, `libvirt.restore.marked`,
  *   `libvirt.delete.volumes-deleted`.
+ * - Image cache: `images.download.verified` (download complete and verified in its hidden partial
+ *   file, not yet renamed), `images.unpack.extracted` (tree unpacked and shifted in its hidden
+ *   staging directory, not yet renamed).
  * - State DB: `state.remembering` (identities and status are on disk, the object about to be
  *   acted on not yet), `state.remembered` (it is), `state.forgetting` (its instance is gone, its
- *   row not yet).
+ *   row not yet), `state.stop-deadline` (a graceful stop's deadline is on disk, the instance not
+ *   yet asked to shut down).
+ * - Graceful stops: `lxc.stop.requested` / `libvirt.stop.requested` (asked to shut down, the
+ *   pass not yet over), `lxc.stop.forced` / `libvirt.stop.forced` (killed or destroyed).
  *
  * Guarantees: a disabled failpoint costs one Set lookup and does nothing else. An enabled one
  * writes `failpoint NAME: killing the process` to stderr (synchronously) before it kills, so a

@@ -90,7 +90,19 @@ const MIGRATIONS: readonly string[] = [
      at TEXT NOT NULL,
      PRIMARY KEY (key, annotation)
    );`,
+  // 5: graceful stops under way: when each was first asked for and when it is forced
+  `CREATE TABLE stop_deadlines (
+     key TEXT PRIMARY KEY,
+     requested_at_ms INTEGER NOT NULL,
+     deadline_ms INTEGER NOT NULL
+   );`,
 ];
+
+/** A graceful stop under way (see reconcile/stop-deadlines.ts, whose StopDeadlines these methods back). */
+export interface StopDeadlineRow {
+  readonly requestedAtMs: number;
+  readonly deadlineMs: number;
+}
 
 /** A request made through the API: `annotation` set to `value` on `key`, while the source still declares `declared`. */
 export interface RequestRow {
@@ -162,6 +174,8 @@ export class StateDb {
   private rememberCommit: Promise<void> | undefined;
   /** The object stored with each key's last status write: an unchanged object is not written again. */
   private readonly storedObjects = new Map<string, Desired>();
+  /** Graceful stops under way, by key: the table, loaded on first use and written through. */
+  private stopDeadlines: Map<string, StopDeadlineRow> | undefined;
   /** Runs a function in one transaction; made once (better-sqlite3 compiles each wrapper it makes). */
   private readonly inTransaction: (fn: () => unknown) => unknown;
 
@@ -245,6 +259,10 @@ export class StateDb {
         ON CONFLICT(key, annotation) DO UPDATE SET value = @value, declared = @declared, at = @at`),
       requestAll: this.db.prepare<[], RequestRow>('SELECT * FROM requests ORDER BY key, annotation'),
       requestDelete: this.db.prepare('DELETE FROM requests WHERE key = ? AND annotation = ?'),
+      stopAll: this.db.prepare<[], { key: string; requested_at_ms: number; deadline_ms: number }>('SELECT * FROM stop_deadlines'),
+      stopSet: this.db.prepare(`INSERT INTO stop_deadlines (key, requested_at_ms, deadline_ms) VALUES (@key, @requestedAtMs, @deadlineMs)
+        ON CONFLICT(key) DO UPDATE SET requested_at_ms = @requestedAtMs, deadline_ms = @deadlineMs`),
+      stopDelete: this.db.prepare('DELETE FROM stop_deadlines WHERE key = ?'),
       allSources: this.db.prepare<[], { id: string; description: string; state: string; updated_at: string }>('SELECT * FROM sources ORDER BY id'),
     };
   }
@@ -344,6 +362,33 @@ export class StateDb {
     this.rememberedAs.delete(key);
     this.storedObjects.delete(key);
     this.scheduleCheckpoint();
+  }
+
+  /** The graceful stop under way for `key`, if any (read from a copy of the table loaded once). */
+  stopDeadline(key: string): StopDeadlineRow | undefined {
+    return this.loadStopDeadlines().get(key);
+  }
+
+  /** Records `key`'s graceful stop; on disk when it returns (it is written before the instance is asked). */
+  setStopDeadline(key: string, row: StopDeadlineRow): void {
+    const rows = this.loadStopDeadlines();
+    this.statements.stopSet.run({ key, requestedAtMs: row.requestedAtMs, deadlineMs: row.deadlineMs });
+    rows.set(key, { requestedAtMs: row.requestedAtMs, deadlineMs: row.deadlineMs });
+    failpoint('state.stop-deadline');
+  }
+
+  /** Forgets `key`'s graceful stop; a key with none costs no write. */
+  deleteStopDeadline(key: string): void {
+    const rows = this.loadStopDeadlines();
+    if (!rows.has(key)) return;
+    this.statements.stopDelete.run(key);
+    rows.delete(key);
+  }
+
+  private loadStopDeadlines(): Map<string, StopDeadlineRow> {
+    this.stopDeadlines ??= new Map(this.statements.stopAll.all()
+      .map((r) => [r.key, { requestedAtMs: r.requested_at_ms, deadlineMs: r.deadline_ms }] as const));
+    return this.stopDeadlines;
   }
 
   /** Appends one audit entry; entries are never changed or removed. */

@@ -220,6 +220,24 @@ export function describeProviderContract<K extends Kind, P extends Provider<K>>(
         }
       });
 
+      it('requestStop asks and returns, again and again; forceStop stops; both take a stopped instance as done', async () => {
+        const { requestStop, forceStop } = { requestStop: provider.requestStop?.bind(provider), forceStop: provider.forceStop?.bind(provider) };
+        expect([requestStop === undefined, forceStop === undefined], 'a provider has both or neither').to.deep.equal([
+          forceStop === undefined, requestStop === undefined,
+        ]);
+        if (requestStop === undefined || forceStop === undefined) return;
+        await provider.setState(d, 'Running', await observe(d), signal());
+        const running = await observe(d);
+        await requestStop(d, running, signal());
+        // Asked again with the observation from before the first request: nothing breaks.
+        await requestStop(d, running, signal());
+        await forceStop(d, await observe(d), signal());
+        expect((await observe(d)).state, 'forced').to.equal('Stopped');
+        await requestStop(d, running, signal());
+        await forceStop(d, running, signal());
+        expect((await observe(d)).state, 'both again on the stopped instance').to.equal('Stopped');
+      });
+
       it('an instance of another object with the same host name is never changed', async () => {
         const impostor = makeDesired('made');
         expect([impostor.hostName, impostor.id === d.id]).to.deep.equal([d.hostName, false]);
@@ -231,6 +249,8 @@ export function describeProviderContract<K extends Kind, P extends Provider<K>>(
           start: () => provider.setState(impostor, 'Running', o, signal()),
           hold: () => provider.setState(impostor, helpers.holdState, o, signal()),
           adopt: () => provider.adopt(impostor, o, signal()),
+          ...(provider.requestStop === undefined ? {} : { requestStop: () => provider.requestStop!(impostor, o, signal()) }),
+          ...(provider.forceStop === undefined ? {} : { forceStop: () => provider.forceStop!(impostor, o, signal()) }),
         };
         for (const [call, attempt] of Object.entries(attempts)) {
           const err = await failureOf(attempt());

@@ -4,7 +4,8 @@
  * weighs under 200 KB; a container stopped from outside with lxc-stop shows Stopped, then Running
  * again after the repair, each within a second, with no request but the event stream; the keyboard
  * reaches everything; the object page shows spec (secrets redacted), conditions, events and the
- * console; the token is validated before actions are offered, and a VM's Reboot button (and
+ * console; the token is validated before actions are offered, a container's Snapshot button takes
+ * a snapshot through the reconcile loop, and a VM's Reboot button (and
  * `hyperlet reboot`) reboots the real guest once. Screenshots go to test-artifacts/.
  */
 import { expect } from 'chai';
@@ -266,5 +267,20 @@ describe('dashboard in a real browser (Chromium)', function () {
       .then(() => 'accepted', (e: { stderr?: string }) => e.stderr ?? '');
     expect(refused).to.include('409').and.include('reboot is not offered for containers');
     await page.screenshot({ path: join(artifacts, 'dashboard-vm.png'), fullPage: true });
+  });
+
+  it('takes a one-off snapshot of a container from its Snapshot button, through the reconcile loop', async () => {
+    await page.goto(`${daemon!.baseUrl}/#token=${readApiToken(statePath)}`);
+    await until('signed in', async () => ((await page.textContent('#signin')) === 'Sign out' ? true : undefined), 10_000);
+    await page.goto(`${daemon!.baseUrl}/#/o/Container/default/${n('web')}`);
+    await page.waitForSelector('#detail [data-phase="Running"]', { timeout: 120_000 });
+    await page.click('[data-actions~="snapshot"] button:has-text("Snapshot")');
+    const asked = (): true | undefined => (requests.some((r) => r.url.endsWith(`/Container/default/${n('web')}/snapshot`)) ? true : undefined);
+    await until('the snapshot request', asked, 10_000);
+    await page.waitForSelector('#object-events li.Normal >> text=SnapshotTaken', { timeout: 60_000 });
+    const taken = await readdir(join(lxcpath, n('web'), 'hyperlet-snapshots'));
+    expect(taken).to.have.length(1);
+    expect(taken[0]).to.match(/^snap-\d{8}t\d{6}z$/);
+    expect(await page.textContent('body'), 'the environment value stays redacted').to.not.contain(SECRET);
   });
 });

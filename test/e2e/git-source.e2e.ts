@@ -347,9 +347,10 @@ describe('hyperlet run --source git (daemon as a child process, real LXC)', func
       await refresh();
       await waitState(n('db'), undefined);
       await waitState(n('app'), undefined);
-      const appDeleted = auditAt(statePath, n('app'), 'Deleted');
-      const dbDeleted = auditAt(statePath, n('db'), 'Deleted');
-      expect(appDeleted! <= dbDeleted!, `app deleted (${appDeleted}) before db (${dbDeleted})`).to.equal(true);
+      // The audit row follows the destroy: a container already gone may not have its row yet.
+      const appDeleted = await until('app\'s Deleted audit entry', () => auditAt(statePath, n('app'), 'Deleted'), 10_000);
+      const dbDeleted = await until('db\'s Deleted audit entry', () => auditAt(statePath, n('db'), 'Deleted'), 10_000);
+      expect(appDeleted <= dbDeleted, `app deleted (${appDeleted}) before db (${dbDeleted})`).to.equal(true);
     });
 
     it('holds a force-pushed rewrite, deleting nothing, until the new history is confirmed', async () => {

@@ -33,8 +33,21 @@ const cases: Record<string, Case> = {
     }),
   },
   FractionalMinimum: { reason: 'validate.ts rounds a fraction of a byte up, and so does the CEL rule', doc: container('ok-frac', { template: 'busybox', resources: { memory: '67108863.5' } }) },
-  TemplateAndRootfs: { reason: 'exactly one of template and rootfs', doc: container('bad-both', { template: 'busybox', rootfs: '/srv/r' }), refused: ['spec', 'exactly one of template and rootfs must be set'] },
-  NoSource: { reason: 'exactly one of template and rootfs', doc: container('bad-none', {}), refused: ['exactly one of template and rootfs must be set'] },
+  TemplateAndRootfs: { reason: 'exactly one of template and rootfs', doc: container('bad-both', { template: 'busybox', rootfs: '/srv/r' }), refused: ['spec', 'exactly one of template, rootfs and image must be set'] },
+  NoSource: { reason: 'exactly one of template and rootfs', doc: container('bad-none', {}), refused: ['exactly one of template, rootfs and image must be set'] },
+  ImageContainer: {
+    reason: 'an image by URL with its digest instead of a template',
+    doc: container('ok-image', { image: { url: 'https://images.example/rootfs.tar.xz', sha256: 'a'.repeat(64) } }),
+  },
+  ImageAndTemplate: {
+    reason: 'exactly one of template, rootfs and image',
+    doc: container('bad-image-both', { template: 'busybox', image: { url: 'file:///var/cache/hyperlet/images/r.tar' } }),
+    refused: ['exactly one of template, rootfs and image must be set'],
+  },
+  ImageUrlCredentials: {
+    reason: 'no credentials in an image URL',
+    doc: container('bad-image-cred', { image: { url: 'https://u:p@images.example/r.tar' } }), refused: ['spec.image.url', 'should match'],
+  },
   TooManyCpus: { reason: 'cpu 1–128', doc: container('bad-cpu', { template: 'busybox', resources: { cpu: 129 } }), refused: ['spec.resources.cpu', 'less than or equal to 128'] },
   MemoryTooSmall: { reason: 'memory 64Mi–1Ti as a string', doc: container('bad-mem', { template: 'busybox', resources: { memory: '1Ki' } }), refused: ['spec.resources.memory', 'must be between 64Mi and 1Ti'] },
   MemoryBytesTooLarge: { reason: 'memory 64Mi–1Ti as a byte count', doc: container('bad-mem2', { template: 'busybox', resources: { memory: 2 * 2 ** 40 } }), refused: ['spec.resources.memory', 'must be between 64Mi and 1Ti'] },

@@ -14,7 +14,9 @@ import { TerminalError } from '../../src/shared/errors.js';
 import type { Desired } from '../../src/store/desired.js';
 import { ChangeFeed } from '../../src/providers/change-feed.js';
 
-type Method = 'probe' | 'observeAll' | 'observe' | 'create' | 'update' | 'setState' | 'adopt' | 'delete' | 'snapshot' | 'deleteSnapshot';
+type Method =
+  | 'probe' | 'observeAll' | 'observe' | 'create' | 'update' | 'setState' | 'requestStop' | 'forceStop' | 'adopt' | 'delete'
+  | 'snapshot' | 'deleteSnapshot' | 'sweepSnapshots';
 
 export class FakeProvider<K extends Kind = Kind> implements Provider<K> {
   readonly name: 'lxc' | 'libvirt';
@@ -28,6 +30,11 @@ export class FakeProvider<K extends Kind = Kind> implements Provider<K> {
   latencyMs = 0;
   /** Snapshots by host name, oldest first. */
   readonly snapshots = new Map<string, InstanceSnapshot[]>();
+  /**
+   * Host names of instances whose guest ignores a shutdown request (an init that traps SIGPWR, a
+   * guest without ACPI): requestStop leaves them running. Others stop at once when asked.
+   */
+  readonly ignoresShutdown = new Set<string>();
   /** The time snapshot records get (a test's clock). */
   now: () => number = () => 0;
   private readonly feed = new ChangeFeed();
@@ -110,6 +117,22 @@ export class FakeProvider<K extends Kind = Kind> implements Provider<K> {
     this.instances.set(d.hostName, { ...current, state: to });
   }
 
+  async requestStop(d: Desired<K>): Promise<void> {
+    await this.call('requestStop', d.hostName);
+    const current = this.owned(d, 'stop');
+    if (current === undefined) throw new Error(`cannot stop ${d.hostName}: no such instance`);
+    if (!this.ignoresShutdown.has(d.hostName)) this.instances.set(d.hostName, { ...current, state: 'Stopped' });
+  }
+
+  async forceStop(d: Desired<K>): Promise<string | void> {
+    await this.call('forceStop', d.hostName);
+    const current = this.owned(d, 'stop');
+    if (current === undefined) throw new Error(`cannot stop ${d.hostName}: no such instance`);
+    if (current.state === 'Stopped') return undefined;
+    this.instances.set(d.hostName, { ...current, state: 'Stopped' });
+    return 'killed';
+  }
+
   async adopt(d: Desired<K>): Promise<void> {
     await this.call('adopt', d.hostName);
     const current = this.instances.get(d.hostName);
@@ -146,6 +169,10 @@ export class FakeProvider<K extends Kind = Kind> implements Provider<K> {
     const snap = (this.snapshots.get(d.hostName) ?? []).find((s) => s.name === name);
     if (snap === undefined) throw new TerminalError('SnapshotNotFound', `cannot restore ${d.hostName}: it has no snapshot ${name}`);
     return { snapshot: snap, specDiffers: snap.specHash !== d.specHash, note: `restored snapshot ${name}` };
+  }
+
+  async sweepSnapshots(d: Desired<K>): Promise<void> {
+    await this.call('sweepSnapshots', d.hostName);
   }
 
   async deleteSnapshot(d: Desired<K>, name: string): Promise<void> {

@@ -12,6 +12,7 @@ import { silentLogger } from '../../src/telemetry/logger.js';
 import type { Metrics } from '../../src/telemetry/metrics.js';
 import type { Admitter } from '../../src/policy/admission.js';
 import type { Redactor } from '../../src/shared/redact.js';
+import type { StopDeadlines } from '../../src/reconcile/stop-deadlines.js';
 import { FakeProvider } from './fake-provider.js';
 import { MemoryBackend } from './memory-backend.js';
 
@@ -25,6 +26,7 @@ export interface HarnessOptions {
   readonly clock?: Clock;
   readonly redactor?: Redactor;
   readonly policy?: Admitter;
+  readonly stopDeadlines?: StopDeadlines;
 }
 
 export function harness<K extends Kind>(kind: K, options: HarnessOptions = {}) {
@@ -38,7 +40,7 @@ export function harness<K extends Kind>(kind: K, options: HarnessOptions = {}) {
   const health = new ProviderHealth(provider, logger, { retryMs: 0, clock });
   const reconciler = new Reconciler({
     store, backends, provider, cache, health, node: 'node-a', logger, unavailableRetryMs: 30_000, clock,
-    metrics: options.metrics, redactor: options.redactor, policy: options.policy,
+    metrics: options.metrics, redactor: options.redactor, policy: options.policy, stopDeadlines: options.stopDeadlines,
   });
   const controller = new Controller({
     kind, provider, reconciler, store, backends, cache, health, logger, clock,

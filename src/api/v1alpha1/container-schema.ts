@@ -1,7 +1,7 @@
 /** The one JSON Schema of kind Container: ajv validates files with it and the CRD is generated from it. */
 import { API_VERSION } from './group.js';
 import {
-  type JsonSchema, IFNAME_PATTERN, MAC_PATTERN, SAFE_TEXT_PATTERN, absolutePath, commonSpecProperties, environmentSource, objectSchema, quantity,
+  type JsonSchema, IFNAME_PATTERN, IMAGE_URL_PATTERN, MAC_PATTERN, SAFE_TEXT_PATTERN, absolutePath, commonSpecProperties, environmentSource, objectSchema, quantity,
 } from './schema-parts.js';
 
 /** JSON Schema of a Container spec: the one source of truth for validation and the CRD. */
@@ -13,9 +13,36 @@ export const containerSpecSchema: JsonSchema = {
     state: { type: 'string', enum: ['Running', 'Stopped', 'Frozen'], default: 'Running', description: 'Desired power state.' },
     template: {
       type: 'string', minLength: 1, maxLength: 63, pattern: '^[a-z0-9][a-z0-9_.-]*$',
-      description: 'LXC template to create the root filesystem from (busybox works offline). Exactly one of template and rootfs.',
+      description: 'LXC template to create the root filesystem from (busybox works offline). Exactly one of template, rootfs and image.',
     },
-    rootfs: absolutePath('A prepared root filesystem directory to use. Exactly one of template and rootfs.'),
+    templateArgs: {
+      type: 'array',
+      maxItems: 64,
+      items: { type: 'string', maxLength: 1024, pattern: SAFE_TEXT_PATTERN },
+      description: 'Arguments for the template, one per item, passed as they are after "--" (never through a shell), '
+        + 'such as [-d, debian, -r, bookworm, -a, amd64] for the download template. Only with template; the options lxc-create '
+        + 'gives the template itself (--rootfs, --path, --name, --mapped-uid, --mapped-gid, -p, -n) are refused.',
+    },
+    rootfs: absolutePath('A prepared root filesystem directory to copy. Exactly one of template, rootfs and image.'),
+    image: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['url'],
+      description: 'A root filesystem tarball (tar, or tar compressed with gzip, xz or zstd) to make the container from. '
+        + 'Downloaded once into the host\'s image cache, unpacked once, and each container gets a copy-on-write clone of it. '
+        + 'The host policy decides which URLs are allowed. Exactly one of template, rootfs and image.',
+      properties: {
+        url: {
+          type: 'string', minLength: 8, maxLength: 4096, pattern: IMAGE_URL_PATTERN,
+          description: 'Where the tarball is: file:///PATH (inside one of the host policy\'s image directories), or http:// or https:// '
+            + '(a host the policy lists in imageHosts). No credentials in the URL.',
+        },
+        sha256: {
+          type: 'string', pattern: '^[0-9a-f]{64}$',
+          description: 'The tarball\'s SHA-256 (64 lowercase hex digits). When set, a download that does not match is refused and never used.',
+        },
+      },
+    },
     resources: {
       type: 'object',
       additionalProperties: false,

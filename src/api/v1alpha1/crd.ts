@@ -43,7 +43,11 @@ const celQuantity = (x: string): string => `(type(${x}) == int ? quantity(string
 const CROSS_FIELD_RULES: Readonly<Record<Kind, Readonly<Record<string, readonly CelRule[]>>>> = {
   Container: {
     '': [
-      { rule: 'has(self.template) != has(self.rootfs)', message: 'exactly one of template and rootfs must be set' },
+      {
+        rule: '(has(self.template) ? 1 : 0) + (has(self.rootfs) ? 1 : 0) + (has(self.image) ? 1 : 0) == 1',
+        message: 'exactly one of template, rootfs and image must be set',
+      },
+      { rule: '!has(self.templateArgs) || has(self.template)', message: 'templateArgs is only for a template', fieldPath: '.templateArgs' },
       {
         rule: '!has(self.environment) || !has(self.environmentFrom) || self.environmentFrom.all(k, !(k in self.environment))',
         message: 'a name in environmentFrom must not also be in environment', fieldPath: '.environmentFrom',

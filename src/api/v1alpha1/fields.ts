@@ -26,7 +26,9 @@ export const FIELD_APPLY: Readonly<Record<Kind, Readonly<Record<string, ApplyMod
     network: 'restart', // veths are built at start
     'resources.disk': 'recreate', // the rootfs is made once
     template: 'recreate',
+    templateArgs: 'recreate', // the template runs once, at create
     rootfs: 'recreate',
+    image: 'recreate', // the clone is made once from the cached base
     privileged: 'recreate', // the rootfs ownership is shifted into the id range once, at create
   },
   VirtualMachine: {
@@ -50,7 +52,9 @@ export function specFields<K extends Kind>(kind: K, spec: SpecOf<K>): SpecFields
     const s = spec as ContainerSpec;
     return {
       template: s.template ?? null,
+      templateArgs: s.templateArgs === undefined || s.templateArgs.length === 0 ? null : json(s.templateArgs),
       rootfs: s.rootfs ?? null,
+      image: json(s.image === undefined ? undefined : { url: s.image.url, sha256: s.image.sha256 ?? null }),
       'resources.cpu': s.resources?.cpu ?? null,
       'resources.memory': bytes(s.resources?.memory),
       'resources.disk': bytes(s.resources?.disk),

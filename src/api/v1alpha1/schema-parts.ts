@@ -21,6 +21,12 @@ export const IFNAME_PATTERN = '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$';
 /** A unicast-capable MAC address in colon form. */
 export const MAC_PATTERN = '^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$';
 
+/**
+ * An image URL: file:// with an absolute path, or http(s) with a host and no user information
+ * (credentials would end up in status, logs and the cache key), no white space or control characters.
+ */
+export const IMAGE_URL_PATTERN = '^(file:///|https?://[^/@?#\\s\\u0000-\\u001f\\u007f]+(/|$))[^\\s\\u0000-\\u001f\\u007f]*$';
+
 /** A Kubernetes Secret data key: alphanumerics, '-', '_' and '.'. */
 export const SECRET_KEY_PATTERN = '^[-._a-zA-Z0-9]+$';
 /** A path without control characters, absolute or relative (to the secrets directory). */

@@ -64,11 +64,17 @@ export interface EnvironmentSource {
 export type ContainerState = 'Running' | 'Stopped' | 'Frozen';
 /** One network interface of a container: a veth on a bridge, or none. */
 export interface ContainerNetwork { type: 'veth' | 'none'; bridge?: string; hwaddr?: string }
+/** A root filesystem tarball by URL, with the digest it must have when one is given. */
+export interface ImageSource { url: string; sha256?: string }
 /** The declared state of an LXC container. */
 export interface ContainerSpec extends CommonSpec {
   state: ContainerState;
   template?: string;
+  /** Arguments passed to the template after "--" (argv, never a shell). */
+  templateArgs?: string[];
   rootfs?: string;
+  /** A rootfs tarball by URL, cached and cloned copy-on-write (exactly one of template, rootfs and image). */
+  image?: ImageSource;
   resources?: { cpu?: number; memory?: Quantity; disk?: Quantity };
   network?: ContainerNetwork[];
   environment?: Record<string, string>;

@@ -3,6 +3,7 @@
  * rules a schema cannot say plainly. Defaults are applied to a copy; the input is never changed.
  * Each problem names the field path and the rule it broke.
  */
+import { templateArgProblem } from './template-args.js';
 import { parseSchedule } from './snapshot-schedule.js';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { API_VERSION, type Kind, isKind } from './group.js';
@@ -166,9 +167,16 @@ function crossFieldIssues(kind: Kind, spec: Record<string, unknown>): Validation
   }
   if (kind === 'Container') {
     const s = spec as unknown as ContainerSpec;
-    if ((s.template === undefined) === (s.rootfs === undefined)) {
-      issues.push({ path: 'spec', rule: 'one-of', message: 'exactly one of template and rootfs must be set' });
+    if ([s.template, s.rootfs, s.image].filter((v) => v !== undefined).length !== 1) {
+      issues.push({ path: 'spec', rule: 'one-of', message: 'exactly one of template, rootfs and image must be set' });
     }
+    if (s.templateArgs !== undefined && s.template === undefined) {
+      issues.push({ path: 'spec.templateArgs', rule: 'needs-template', message: 'templateArgs is only for a template' });
+    }
+    s.templateArgs?.forEach((arg, i) => {
+      const problem = templateArgProblem(arg);
+      if (problem !== undefined) issues.push({ path: `spec.templateArgs[${i}]`, rule: 'template-arg', message: problem });
+    });
     for (const name of Object.keys(s.environmentFrom ?? {})) {
       if (Object.hasOwn(s.environment ?? {}, name)) {
         issues.push({ path: `spec.environmentFrom.${name}`, rule: 'unique', message: `${name} is also set in spec.environment` });

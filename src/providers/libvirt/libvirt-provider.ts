@@ -8,8 +8,10 @@
  *   undefined) and never changed: create() refuses them with TerminalError NotOwned, delete()
  *   leaves them alone.
  * - Storage: volumes named with the object's id, pools hyperlet may create: libvirt-storage.ts.
- * - Stop: ACPI, re-sent, then destroy after gracefulStopSeconds (graceful-stop.ts); the note
- *   says which happened and is kept in details.lastStop.
+ * - Stop: the reconciler presses ACPI (requestStop), waits with its queue and destroys at the
+ *   deadline (forceStop): no worker waits. setState(…, 'Stopped') still does the whole stop in one
+ *   call (ACPI re-sent, then destroy after gracefulStopSeconds: graceful-stop.ts). The note says
+ *   which happened and is kept in details.lastStop.
  * - Reboot: a changed `hyperlet.io/reboot-request` token (reboot-request.ts) makes
  *   setState(…, 'Running') and update() reboot a running domain once; creation does not reboot.
  * - Observation: observeAll() makes one CONNECT_LIST_ALL_DOMAINS and one
@@ -478,7 +480,50 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     }
   }
 
-  /** ACPI shutdown, re-sent every 5 s, up to gracefulStopSeconds; then destroy. Returns and records what happened. */
+  /**
+   * Presses the power button (ACPI shutdown) and returns at once; a paused domain is resumed first,
+   * since a paused guest cannot see the button. An inactive domain is left as it is.
+   */
+  async requestStop(d: Desired<'VirtualMachine'>, _observed: ObservedInstance, signal: AbortSignal): Promise<void> {
+    await this.ensureConnected();
+    const dom = await this.requireOwned(d, 'stop');
+    signal.throwIfAborted();
+    try {
+      const st = await this.client.domainGetState(dom);
+      if (!isActive(st.state) || st.state === DomainState.Shutdown) return;
+      if (st.state === DomainState.Paused || st.state === DomainState.PmSuspended) await this.client.domainResume(dom);
+      await this.client.domainShutdown(dom, Flags.ShutdownAcpi);
+    } catch (err) {
+      // Not running any more: it went down between the look and the press.
+      if (!(isLibvirtError(err) && err.isOperationInvalid)) throw err;
+    } finally {
+      this.cache.delete(uuidFromBytes(dom.uuid));
+    }
+    failpoint('libvirt.stop.requested');
+  }
+
+  /** Destroys the domain (its power cord); an inactive one is success. Records and returns what happened. */
+  async forceStop(d: Desired<'VirtualMachine'>, _observed: ObservedInstance, signal: AbortSignal): Promise<string | void> {
+    await this.ensureConnected();
+    const dom = await this.requireOwned(d, 'stop');
+    signal.throwIfAborted();
+    try {
+      if (!isActive((await this.client.domainGetState(dom)).state)) return undefined;
+      await this.client.domainDestroy(dom);
+    } catch (err) {
+      // It may have stopped between the look and the destroy.
+      if (!(isLibvirtError(err) && err.isOperationInvalid)) throw err;
+      return undefined;
+    } finally {
+      this.cache.delete(uuidFromBytes(dom.uuid));
+    }
+    failpoint('libvirt.stop.forced');
+    const note = `destroyed after ${d.object.spec.gracefulStopSeconds} s: the guest did not power off on ACPI shutdown`;
+    this.lastStop.set(d.hostName, note);
+    this.log.info({ hostName: d.hostName, note }, 'domain stopped');
+    return note;
+  }
+
   async adopt(d: Desired<'VirtualMachine'>, observed: ObservedInstance, signal: AbortSignal): Promise<void> {
     await this.ensureConnected();
     signal.throwIfAborted();
@@ -536,6 +581,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
       const running = isActive((await this.client.domainGetState(dom)).state);
       const flags = Flags.AffectConfig | (running ? Flags.AffectLive : 0);
       await this.client.domainSetMetadata(dom, buildMarkerXml(marker, true), HYPERLET_XML_PREFIX, HYPERLET_XML_NS, flags);
+      failpoint('libvirt.restore.marked');
     }
     this.cache.delete(uuidFromBytes(dom.uuid));
     const specDiffers = snapshot.specHash !== undefined && snapshot.specHash !== d.specHash;

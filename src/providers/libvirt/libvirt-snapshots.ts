@@ -7,10 +7,15 @@
  * an internal disk-only snapshot of a running domain), so such a snapshot is reported with
  * `memory: true` whatever was asked. A stopped domain's snapshot is disk-only; asking it for
  * memory is a TerminalError.
+ * Crash consistency: create, revert and delete are one libvirt call each, atomic in libvirtd
+ * (SnapshotAtomic), so a kill -9 of hyperlet leaves a snapshot whole or absent. Failpoints:
+ * `libvirt.snapshot.taken` (created, not reported yet), `libvirt.snapshot.deleted`,
+ * `libvirt.restore.reverted` (reverted, the declared definition and marker not written back yet).
  */
 import { XMLParser } from 'fast-xml-parser';
 import type { Logger } from 'pino';
 import { TerminalError } from '../../shared/errors.js';
+import { failpoint } from '../../shared/failpoint.js';
 import type { InstanceSnapshot, SnapshotOptions, SnapshotOrigin } from '../provider.js';
 import { Flags, type DomainRef, type LibvirtApi, type SnapshotRef } from './libvirt-client.js';
 import { isActive } from './domain-state.js';
@@ -67,6 +72,7 @@ export class LibvirtSnapshots {
     }
     const xml = snapshotXml(name, options.origin ?? 'request', specHash, running);
     const snap = await this.client.domainSnapshotCreateXml(dom, xml, Flags.SnapshotAtomic);
+    failpoint('libvirt.snapshot.taken');
     this.log.info({ hostName: dom.name, snapshot: name, memory: running }, 'snapshot taken');
     return this.describe(snap);
   }
@@ -84,6 +90,7 @@ export class LibvirtSnapshots {
     if (ref === undefined) throw new TerminalError('SnapshotNotFound', `cannot restore domain ${dom.name}: it has no snapshot ${name}`);
     const snapshot = await this.describe(ref);
     await this.client.domainRevertToSnapshot(ref, Flags.SnapshotRevertForce);
+    failpoint('libvirt.restore.reverted');
     this.log.info({ hostName: dom.name, snapshot: name }, 'snapshot restored');
     return snapshot;
   }
@@ -92,6 +99,7 @@ export class LibvirtSnapshots {
   async delete(dom: DomainRef, name: string): Promise<void> {
     const ref = await this.client.lookupDomainSnapshot(dom, name);
     if (ref !== undefined) await this.client.domainSnapshotDelete(ref);
+    failpoint('libvirt.snapshot.deleted');
   }
 
   private async describe(ref: SnapshotRef): Promise<InstanceSnapshot> {

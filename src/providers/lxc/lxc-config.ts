@@ -10,6 +10,7 @@
  */
 import type { SpecFields } from '../../api/v1alpha1/fields.js';
 import { DEFAULT_CONTAINER_BRIDGE, type IdRange } from '../../api/v1alpha1/host-defaults.js';
+import { deriveMac } from '../../api/v1alpha1/mac-address.js';
 import type { ContainerNetwork } from '../../api/v1alpha1/types.js';
 import type { CgroupVersion } from './cgroup-host.js';
 
@@ -56,6 +57,11 @@ export interface RenderContext {
    * console takes at most twice this on disk. Default DEFAULT_CONSOLE_LOG_BYTES.
    */
   readonly consoleLogBytes?: number;
+  /**
+   * The object's id: a veth without a declared hwaddr gets the MAC derived from it
+   * (api/v1alpha1/mac-address.ts, as VM NICs do), so its DHCP lease stays with the object.
+   */
+  readonly ownerId?: string;
 }
 
 /** 1 MiB: a busybox boot writes about 1 KiB; enough for a day of a chatty service's console. */
@@ -204,7 +210,8 @@ export function renderManagedConfig(config: AppliedConfig, ctx: RenderContext): 
       entries.push({ key: `lxc.net.${i}.link`, value: n.bridge ?? DEFAULT_BRIDGE });
       entries.push({ key: `lxc.net.${i}.flags`, value: 'up' });
       entries.push({ key: `lxc.net.${i}.name`, value: `eth${i}` });
-      if (n.hwaddr !== undefined) entries.push({ key: `lxc.net.${i}.hwaddr`, value: n.hwaddr.toLowerCase() });
+      const hwaddr = n.hwaddr ?? (ctx.ownerId === undefined ? undefined : deriveMac(ctx.ownerId, i));
+      if (hwaddr !== undefined) entries.push({ key: `lxc.net.${i}.hwaddr`, value: hwaddr.toLowerCase() });
     });
   }
   for (const [name, value] of Object.entries(config.environment).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
@@ -241,6 +248,29 @@ export function renderRootfsBaseConfig(rootfsPath: string, hostName: string, com
   entries.push({ key: 'lxc.uts.name', value: hostName });
   entries.push({ key: 'lxc.autodev', value: '1' });
   return entries.map((e) => formatEntry(e));
+}
+
+/**
+ * `text` with its root filesystem set to `value`: the first `lxc.rootfs.path` line rewritten,
+ * any later one dropped (lxc-create repeats the key), every other line kept. Appended when absent.
+ */
+export function withRootfsPath(text: string, value: string): string {
+  const line = formatEntry({ key: 'lxc.rootfs.path', value });
+  let seen = false;
+  const out: string[] = [];
+  for (const current of text.split('\n')) {
+    if (parseConfigLine(current)?.key !== 'lxc.rootfs.path') {
+      out.push(current);
+    } else if (!seen) {
+      out.push(line);
+      seen = true;
+    }
+  }
+  if (!seen) {
+    while (out.length > 0 && out[out.length - 1] === '') out.pop();
+    out.push(line, '');
+  }
+  return out.join('\n');
 }
 
 /** True for the keys the managed block owns; a template's copy of them is dropped when merging. */
@@ -304,7 +334,7 @@ export function templateOfConfig(text: string): string | null {
 /**
  * The spec fields a config embodies, read back from it: how hyperlet sees a container it did not
  * create (to report a conflict's diff, or to adopt it), and what a stopped container will start
- * with. Fields it cannot tell (rootfs, disk) are null.
+ * with. Fields it cannot tell (rootfs, image, disk) are null.
  */
 export function fieldsFromConfig(text: string, version: CgroupVersion): Record<string, string | number | boolean | null> {
   const entries = parseConfig(text);
@@ -345,7 +375,9 @@ export function fieldsFromConfig(text: string, version: CgroupVersion): Record<s
   environment.sort(([a], [b]) => a.localeCompare(b));
   return {
     template: templateOfConfig(text),
+    templateArgs: null,
     rootfs: null,
+    image: null,
     'resources.cpu': cpu,
     'resources.memory': memoryBytes,
     'resources.disk': null,

@@ -5,7 +5,7 @@
  */
 import type { Dirent } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
-import { basename } from 'node:path';
+import { basename, join } from 'node:path';
 import type { Logger } from 'pino';
 import type { SpecFields } from '../../api/v1alpha1/fields.js';
 import type { InstanceState, ObservedInstance } from '../provider.js';
@@ -14,6 +14,7 @@ import {
   type Leftover, configPath, consoleLogPath, containerDir, isHostName, markerPath, monitorPidPath, parseLeftover, rotatedConsoleLogPath, startLogPath,
 } from './container-paths.js';
 import { fieldsFromConfig, parseConfig } from './lxc-config.js';
+import { RESTORE_OUTGOING } from './lxc-snapshots.js';
 import { commandSocketName, lxcStateFromFreezer, monitorTitle, parseAbstractSockets, parseChildren } from './lxc-proc-state.js';
 import { type LxcToolRunner, instanceStateOf, isLxcToolError, parseInfo } from './lxc-tools.js';
 import { type OwnershipMarker, readMarker } from './ownership-marker.js';
@@ -27,6 +28,8 @@ export interface LxcFacts {
   readonly state: string;
   readonly pid?: number;
   readonly ipv4: readonly string[];
+  /** Global IPv6 addresses (link-local ones are not reported). */
+  readonly ipv6?: readonly string[];
 }
 
 /** How long a read of /proc or cgroup files about one container may take before it is given up. */
@@ -158,7 +161,7 @@ export class LxcObserver {
     try {
       const { stdout } = await this.tools.run('lxc-info', ['-P', this.lxcpath, '-n', name, '-s', '-p', '-i'], { signal });
       const info = parseInfo(stdout);
-      return { state: info.state ?? 'UNKNOWN', ipv4: info.ipv4, ...(info.pid === undefined ? {} : { pid: info.pid }) };
+      return { state: info.state ?? 'UNKNOWN', ipv4: info.ipv4, ipv6: info.ipv6, ...(info.pid === undefined ? {} : { pid: info.pid }) };
     } catch (err) {
       if (isLxcToolError(err) && /doesn't exist|not defined/.test(err.stderr)) return { state: 'STOPPED', ipv4: [] };
       throw err;
@@ -184,7 +187,10 @@ export class LxcObserver {
     }
     // Only a missing config means "no config" (a partial container, cleaned up); any other failure to read it throws.
     const configText = await readIfExists(configPath(this.lxcpath, name));
-    const rootfsOk = configText !== undefined && (await this.rootfsExists(configText));
+    // A restore cut short between its renames left the rootfs aside: the container is whole (the
+    // next restore or start puts it back), never partial, or its cleanup would take its snapshots.
+    const rootfsOk = configText !== undefined
+      && ((await this.rootfsExists(configText)) || (await isDirectory(join(dir, RESTORE_OUTGOING))));
     const fromConfig = configText === undefined ? undefined : fieldsFromConfig(configText, cgroup.version);
     const fields: Record<string, SpecFields[string]> = marker !== undefined ? { ...marker.fields } : { ...(fromConfig ?? {}) };
     // With no config, LXC cannot know the container: it is stopped whatever lxc-ls said.
@@ -214,7 +220,7 @@ export class LxcObserver {
       ...(marker?.specHash === undefined ? {} : { specHash: marker.specHash }),
       ...(partial ? { partial: true } : {}),
       ...(pid === undefined ? {} : { pid }),
-      ...(facts !== undefined && facts.ipv4.length > 0 ? { addresses: facts.ipv4 } : {}),
+      ...(facts !== undefined && facts.ipv4.length + (facts.ipv6?.length ?? 0) > 0 ? { addresses: [...facts.ipv4, ...facts.ipv6 ?? []] } : {}),
       ...(startedAt === undefined ? {} : { startedAt }),
       details,
     };

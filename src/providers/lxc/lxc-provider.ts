@@ -4,13 +4,15 @@
  * (ownership-marker.ts), configured from the spec (lxc-config.ts), watched by lxc-monitor.
  */
 import { constants as fsConstants } from 'node:fs';
-import { access, chmod, mkdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { access, chmod, chown, mkdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { basename, delimiter, dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { FIELD_APPLY, type SpecFields, specFields } from '../../api/v1alpha1/fields.js';
 import { DEFAULT_ID_RANGE, type IdRange } from '../../api/v1alpha1/host-defaults.js';
-import type { PowerState } from '../../api/v1alpha1/types.js';
-import { TerminalError, errorMessage, isAbortError } from '../../shared/errors.js';
+import { templateArgProblem } from '../../api/v1alpha1/template-args.js';
+import type { ImageSource, PowerState } from '../../api/v1alpha1/types.js';
+import { StepPendingError, TerminalError, errorMessage, isAbortError } from '../../shared/errors.js';
+import type { ImageCache } from '../images/image-cache.js';
 import { failpoint } from '../../shared/failpoint.js';
 import type { Desired } from '../../store/desired.js';
 import {
@@ -26,9 +28,9 @@ import {
 import { writeFileAtomic } from './atomic-file.js';
 import {
   type RenderContext, appliedConfigOf, assertConsoleLogBytes, liveCgroupSettings, mergeConfig, renderManagedConfig,
-  renderRootfsBaseConfig,
+  renderRootfsBaseConfig, withRootfsPath,
 } from './lxc-config.js';
-import { assertSearchableByOthers, shiftOwnership } from './id-shift.js';
+import { assertSearchableByOthers, shiftOwnership, shiftedId } from './id-shift.js';
 import { ensureSubordinateRange } from './subordinate-ids.js';
 import { LxcMonitor } from './lxc-monitor.js';
 import {
@@ -70,6 +72,13 @@ export interface LxcProviderOptions {
   readonly templatesDir?: string;
   /** Time for marker timestamps, snapshot records, the monitor's restarts and killed creators (default: the system clock). */
   readonly clock?: Clock;
+  /** Where spec.image tarballs are downloaded and unpacked (images/image-cache.ts); absent: spec.image is refused. */
+  readonly images?: ImageCache;
+  /**
+   * Whether clones of cached images are overlayfs mounts (LXC's `overlay:` rootfs) or plain
+   * copies; default: overlay when /proc/filesystems lists it.
+   */
+  readonly overlay?: boolean;
 }
 
 /** LXC's template directory on Debian and Ubuntu (lxc-create looks nowhere else for a bare name). */
@@ -111,6 +120,8 @@ export class LxcProvider implements Provider<'Container'> {
   private readonly snapshots: LxcSnapshots;
   private readonly idmap: IdRange;
   private readonly subordinateIdFiles: { readonly uid: string; readonly gid: string } | null;
+  private readonly images: ImageCache | undefined;
+  private overlay: Promise<boolean> | undefined;
 
   constructor(options: LxcProviderOptions) {
     this.lxcpath = options.lxcpath;
@@ -126,6 +137,8 @@ export class LxcProvider implements Provider<'Container'> {
       : options.subordinateIdFiles;
     this.templatesDir = options.templatesDir ?? DEFAULT_TEMPLATES_DIR;
     this.clock = options.clock ?? systemClock;
+    this.images = options.images;
+    if (options.overlay !== undefined) this.overlay = Promise.resolve(options.overlay);
     this.observer = new LxcObserver({ lxcpath: this.lxcpath, tools: this.tools, logger: this.log, cgroup: () => this.cgroup() });
     this.monitor = new LxcMonitor({
       lxcpath: this.lxcpath, logger: this.log, listNames: () => this.observer.listNames(), clock: this.clock,
@@ -192,13 +205,13 @@ export class LxcProvider implements Provider<'Container'> {
    * as partial containers.
    */
   async observeAll(signal: AbortSignal): Promise<ReadonlyMap<string, ObservedInstance>> {
-    const { stdout } = await this.tools.run('lxc-ls', ['-P', this.lxcpath, '--fancy', '-F', 'name,state,pid,ipv4'], { signal });
+    const { stdout } = await this.tools.run('lxc-ls', ['-P', this.lxcpath, '--fancy', '-F', 'name,state,pid,ipv4,ipv6'], { signal });
     const listed = new Map(parseLsFancy(stdout).map((e) => [e.name, e]));
     await this.observer.checkProcAgainst([...listed.values()].filter((e) => e.state !== 'STOPPED').map((e) => e.name));
     const names = await this.observer.listNames();
     const observed = await Promise.all(names.map((name) => {
       const row = listed.get(name);
-      return this.observer.describe(name, row === undefined ? undefined : { state: row.state, ipv4: row.ipv4, ...(row.pid === undefined ? {} : { pid: row.pid }) });
+      return this.observer.describe(name, row === undefined ? undefined : { state: row.state, ipv4: row.ipv4, ipv6: row.ipv6, ...(row.pid === undefined ? {} : { pid: row.pid }) });
     }));
     const out = new Map<string, ObservedInstance>();
     for (const o of observed) if (o !== undefined) out.set(o.hostName, o);
@@ -238,11 +251,18 @@ export class LxcProvider implements Provider<'Container'> {
     }
     const spec = d.object.spec;
     if (spec.template !== undefined) await this.requireTemplate(name, spec.template);
+    for (const arg of spec.templateArgs ?? []) {
+      // The schema refuses these already; the template runs as root, so check again where it is run.
+      const problem = templateArgProblem(arg);
+      if (problem !== undefined) throw new TerminalError('InvalidSpec', `cannot create container ${name}: templateArgs: ${problem}`);
+    }
     const fields = specFields('Container', spec);
     const applied = appliedConfigOf(fields);
-    const managed = renderManagedConfig(applied, await this.renderContext(name));
+    const managed = renderManagedConfig(applied, await this.renderContext(name, d.id));
     if (!isOwnerId(d.id)) throw new TerminalError('InvalidId', `cannot create container ${name}: its object id ${JSON.stringify(d.id)} is not a UUID-like id`);
     if (!applied.privileged) await this.openLxcpathToMappedRoot();
+    // Before anything is made: a download still running, or refused, leaves no trace in the lxcpath.
+    const imageBase = spec.image === undefined ? undefined : await this.imageBase(name, spec.image, applied.privileged);
     const marker: OwnershipMarker = {
       version: MARKER_VERSION, id: d.id, key: d.key, specHash: d.specHash, fields, complete: false, origin: 'created',
       updatedAt: new Date(this.clock.now()).toISOString(), ...restoreRequestRecord(d),
@@ -253,7 +273,10 @@ export class LxcProvider implements Provider<'Container'> {
     try {
       if (spec.template !== undefined) {
         await writeFile(baseConf, `${managed.join('\n')}\n`, { mode: 0o600 });
-        await this.tools.run('lxc-create', ['-P', this.lxcpath, '-n', name, '-t', spec.template, '-f', baseConf], { signal, timeoutMs: this.createTimeoutMs });
+        const args = spec.templateArgs ?? [];
+        await this.tools.run('lxc-create', ['-P', this.lxcpath, '-n', name, '-t', spec.template, '-f', baseConf, ...(args.length === 0 ? [] : ['--', ...args])], {
+          signal, timeoutMs: this.createTimeoutMs,
+        });
       } else if (spec.rootfs !== undefined) {
         const source = spec.rootfs;
         if (!(await isDirectory(source))) {
@@ -268,15 +291,17 @@ export class LxcProvider implements Provider<'Container'> {
         // Root in the container is hostId on the host: its files must be owned the same way (templates do this in LXC).
         if (!applied.privileged) await shiftOwnership(rootfsPath(this.lxcpath, name), this.idmap, signal);
         await this.tools.run('lxc-create', ['-P', this.lxcpath, '-n', name, '-t', 'none', '-f', baseConf], { signal, timeoutMs: this.createTimeoutMs });
+      } else if (imageBase !== undefined) {
+        await this.cloneImage(name, imageBase, managed, applied.privileged, baseConf, signal);
       } else {
-        throw new TerminalError('InvalidSpec', `cannot create container ${name}: neither template nor rootfs is set`);
+        throw new TerminalError('InvalidSpec', `cannot create container ${name}: none of template, rootfs and image is set`);
       }
       failpoint('lxc.create.made');
       await this.writeConfig(name, managed, { durable: false });
       await unlink(baseConf);
       failpoint('lxc.create.configured');
       await writeMarker(markerPath(this.lxcpath, name), { ...marker, complete: true, updatedAt: new Date(this.clock.now()).toISOString() });
-      log.info({ template: spec.template, rootfs: spec.rootfs }, 'container created');
+      log.info({ template: spec.template, rootfs: spec.rootfs, image: spec.image?.url }, 'container created');
     } catch (err) {
       // A killed or aborted create is cleaned by the next pass (the marker says partial); a failed one now.
       if (!signal.aborted) {
@@ -311,7 +336,7 @@ export class LxcProvider implements Provider<'Container'> {
     const config = appliedConfigOf(configFields);
     // The config first: observe reads cpu and memory from the live cgroup when the container runs,
     // so a live change made first and then cut short by a crash would hide that the config lacks it.
-    await this.writeConfig(name, renderManagedConfig(config, await this.renderContext(name)));
+    await this.writeConfig(name, renderManagedConfig(config, await this.renderContext(name, marker.id)));
     failpoint('lxc.update.configured');
     if (active) {
       const cgroup = await this.cgroup();
@@ -337,7 +362,8 @@ export class LxcProvider implements Provider<'Container'> {
    * Moves the container to `to`: start, stop (graceful for gracefulStopSeconds, then killed),
    * freeze, thaw; from Stopped to Frozen it starts, then freezes. Starts from the state in
    * `observed` (LXC's own, in details.lxcState); each move is idempotent in LXC too, so a
-   * slightly stale observation does no harm. Returns what was done, for status.
+   * slightly stale observation does no harm. Returns what was done, for status. The reconciler
+   * stops with requestStop and forceStop instead when gracefulStopSeconds > 0, so no worker waits.
    */
   async setState(d: Desired<'Container'>, to: PowerState, observed: ObservedInstance, signal: AbortSignal): Promise<string | void> {
     const name = d.hostName;
@@ -376,6 +402,51 @@ export class LxcProvider implements Provider<'Container'> {
       default:
         throw new TerminalError('InvalidState', `cannot move container ${name} to ${to}: containers are Running, Stopped or Frozen`);
     }
+  }
+
+  /**
+   * Asks the container to shut down (`lxc-stop --nowait`: LXC sends init its halt signal, SIGPWR
+   * unless lxc.signal.halt says otherwise) and returns at once; a frozen one is thawed first, so
+   * its init can handle the signal. A stopped or stopping container is left as it is.
+   */
+  async requestStop(d: Desired<'Container'>, observed: ObservedInstance, signal: AbortSignal): Promise<void> {
+    const name = d.hostName;
+    await this.requireOwned(d, 'stop');
+    const state = await this.currentState(name, observed, signal);
+    if (state === 'STOPPED' || state === 'STOPPING' || state === 'ABORTING') return;
+    const args = ['-P', this.lxcpath, '-n', name];
+    if (state === 'FROZEN' || state === 'FREEZING') await this.tools.run('lxc-unfreeze', args, { signal });
+    try {
+      await this.tools.run('lxc-stop', [...args, '--nowait'], { signal });
+    } catch (err) {
+      if (isAbortError(err)) throw err;
+      // It may have stopped between the look and the request.
+      if ((await this.observer.info(name, signal)).state !== 'STOPPED') throw err;
+    }
+    failpoint('lxc.stop.requested');
+  }
+
+  /** Kills the container (`lxc-stop -k`); a stopped one is success. Says so for status. */
+  async forceStop(d: Desired<'Container'>, observed: ObservedInstance, signal: AbortSignal): Promise<string | void> {
+    const name = d.hostName;
+    await this.requireOwned(d, 'stop');
+    if ((await this.currentState(name, observed, signal)) === 'STOPPED') return undefined;
+    try {
+      await this.tools.run('lxc-stop', ['-P', this.lxcpath, '-n', name, '-k'], { signal });
+    } catch (err) {
+      if (isAbortError(err)) throw err;
+      if ((await this.observer.info(name, signal)).state === 'STOPPED') return undefined;
+      throw err;
+    }
+    failpoint('lxc.stop.forced');
+    this.log.info({ hostName: name, gracefulStopSeconds: d.object.spec.gracefulStopSeconds }, 'no clean shutdown in time; killed');
+    return `killed after ${d.object.spec.gracefulStopSeconds} s without a clean shutdown`;
+  }
+
+  /** LXC's state of `name`: from `observed` when it has it, else from lxc-info. */
+  private async currentState(name: string, observed: ObservedInstance, signal: AbortSignal): Promise<string> {
+    const observedState = observed.details?.lxcState;
+    return observedState !== undefined && observedState !== 'UNLISTED' ? observedState : (await this.observer.info(name, signal)).state;
   }
 
   /**
@@ -433,9 +504,10 @@ export class LxcProvider implements Provider<'Container'> {
     return execInContainer({ lxcpath: this.lxcpath, hostName, command: [...command] });
   }
 
-  /** Stops lxc-monitor and ends every changes() stream; the daemon calls it on shutdown. */
+  /** Stops lxc-monitor, ends every changes() stream and aborts image downloads; the daemon calls it on shutdown. */
   close(): void {
     this.monitor.close();
+    this.images?.close();
   }
 
   // ---- internals ----
@@ -471,12 +543,20 @@ export class LxcProvider implements Provider<'Container'> {
     if (request !== undefined && snapshotOfRestoreRequest(request) === name) {
       // Recorded so the request is acted on once: the plan compares it with the annotation.
       await writeMarker(markerPath(this.lxcpath, d.hostName), { ...marker, restoreRequest: request, updatedAt: new Date().toISOString() });
+      failpoint('lxc.restore.marked');
     }
     const specDiffers = snapshot.specHash !== undefined && marker.specHash !== undefined && snapshot.specHash !== marker.specHash;
     const note = specDiffers
       ? `restored rootfs from snapshot ${name}; it was taken with another spec, the declared spec is kept`
       : `restored rootfs from snapshot ${name}`;
     return { snapshot, specDiffers, note };
+  }
+
+  /** Removes what snapshots cut short left in the container `d` owns (lxc-snapshots.ts); complete snapshots stay. */
+  async sweepSnapshots(d: Desired<'Container'>, _signal: AbortSignal): Promise<void> {
+    const marker = await readMarker(markerPath(this.lxcpath, d.hostName)).catch(() => undefined);
+    if (marker?.id !== d.id) return;
+    await this.snapshots.sweep(d.hostName);
   }
 
   /** Deletes one snapshot; a missing one (or a missing container) is success. */
@@ -498,12 +578,78 @@ export class LxcProvider implements Provider<'Container'> {
     await assertSearchableByOthers(dirname(this.lxcpath));
   }
 
-  private async renderContext(name: string): Promise<RenderContext> {
+  private async renderContext(name: string, ownerId: string): Promise<RenderContext> {
     return {
-      lxcpath: this.lxcpath, hostName: name, cgroupVersion: (await this.cgroup()).version,
+      lxcpath: this.lxcpath, hostName: name, cgroupVersion: (await this.cgroup()).version, ownerId,
       consoleLogPath: consoleLogPath(this.lxcpath, name), idmap: this.idmap,
       ...(this.consoleLogBytes === undefined ? {} : { consoleLogBytes: this.consoleLogBytes }),
     };
+  }
+
+  /**
+   * The unpacked base of `image` in the cache, its files owned by the mapped ids unless
+   * `privileged`. Throws StepPendingError while it downloads or unpacks (status shows the bytes),
+   * and the cache's TerminalError when it was refused.
+   */
+  private async imageBase(name: string, image: ImageSource, privileged: boolean): Promise<string> {
+    if (this.images === undefined) {
+      throw new TerminalError('InvalidSpec', `cannot create container ${name} from an image: this daemon has no image cache`);
+    }
+    const idmap = this.idmap;
+    const fetched = privileged
+      ? await this.images.rootfs(image, 'privileged')
+      : await this.images.rootfs(image, `idmap:${idmap.hostId}:${idmap.size}`, async (dir, signal) => {
+        await shiftOwnership(dir, idmap, signal);
+      });
+    if (fetched.state === 'pending') {
+      const total = fetched.totalBytes === undefined ? '' : ` of ${fetched.totalBytes}`;
+      const [reason, message] = fetched.phase === 'downloading'
+        ? ['DownloadingImage', `Downloading image ${image.url}: ${fetched.receivedBytes}${total} bytes`]
+        : ['UnpackingImage', `Unpacking image ${image.url} (${fetched.receivedBytes} bytes) into the image cache`];
+      // 250 ms doubling to 5 s: a small local image is ready at the first look back, a big download is not polled hot.
+      throw new StepPendingError(reason, message, Math.min(5_000, 250 * 2 ** Math.min(fetched.polls, 5)));
+    }
+    if (fetched.path.includes(':') || this.lxcpath.includes(':')) {
+      throw new TerminalError('InvalidSpec', `cannot clone image for container ${name}: LXC's overlay: rootfs cannot name paths holding ':'`);
+    }
+    if (!privileged) await assertSearchableByOthers(fetched.path);
+    return fetched.path;
+  }
+
+  /**
+   * Makes container `name` a copy-on-write clone of the cached tree `base`: an overlayfs whose
+   * upper directory is the container's rootfs/ (LXC mounts it at start; workdir work/ beside it),
+   * or, where overlayfs is missing, a plain copy. The base is never written.
+   */
+  private async cloneImage(
+    name: string, base: string, managed: readonly string[], privileged: boolean, baseConf: string, signal: AbortSignal,
+  ): Promise<void> {
+    const dir = containerDir(this.lxcpath, name);
+    const rootfs = rootfsPath(this.lxcpath, name);
+    const common = (await exists(COMMON_CONF)) ? COMMON_CONF : undefined;
+    await writeFile(baseConf, `${[...renderRootfsBaseConfig(rootfs, name, common), ...managed].join('\n')}\n`, { mode: 0o600 });
+    await mkdir(rootfs, { mode: 0o755 });
+    const overlay = await this.overlaySupported();
+    if (overlay) {
+      const work = join(dir, 'work');
+      await mkdir(work, { mode: 0o755 });
+      // LXC mounts the overlay inside the user namespace: its root must own the upper and work directories.
+      if (!privileged) for (const path of [rootfs, work]) await chown(path, shiftedId(0, this.idmap), shiftedId(0, this.idmap));
+    } else {
+      await this.tools.run('cp', ['-a', '--', `${base}/.`, rootfs], { signal, timeoutMs: this.createTimeoutMs });
+    }
+    await this.tools.run('lxc-create', ['-P', this.lxcpath, '-n', name, '-t', 'none', '-f', baseConf], { signal, timeoutMs: this.createTimeoutMs });
+    if (overlay) {
+      // lxc-create takes only an existing directory: the overlay is named once the config exists.
+      const path = configPath(this.lxcpath, name);
+      await writeFileAtomic(path, withRootfsPath(await readFile(path, 'utf8'), `overlay:${base}:${rootfs}`), 0o640, { durable: false });
+    }
+  }
+
+  /** Whether this kernel has overlayfs (/proc/filesystems), asked once. */
+  private overlaySupported(): Promise<boolean> {
+    this.overlay ??= readFile('/proc/filesystems', 'utf8').then((text) => /\toverlay$/m.test(text), () => false);
+    return this.overlay;
   }
 
   /**
@@ -611,6 +757,8 @@ export class LxcProvider implements Provider<'Container'> {
   }
 
   private async start(name: string, signal: AbortSignal): Promise<void> {
+    // A restore cut short may have left the rootfs aside: never start without it.
+    await this.snapshots.recoverRestore(name);
     const logFile = startLogPath(this.lxcpath, name);
     await writeFile(logFile, '', { mode: 0o600 });
     try {

@@ -5,8 +5,16 @@
  * ext4), with the container frozen for the instant of the copy so it is consistent.
  *
  * Guarantees: a snapshot is built in a dot-directory and renamed into place once complete, so a
- * snapshot cut short (kill -9, full disk) is never listed and the next call removes it. A
- * restore swaps the rootfs by renames; one cut short is finished or undone by the next call.
+ * snapshot cut short (kill -9, full disk) is never listed and the next take, delete or sweep
+ * removes it. A deletion first renames the snapshot to a dot-directory, so one cut short is
+ * never listed either. A restore swaps the rootfs by renames; one cut short is finished or undone
+ * by the next restore or recoverRestore (the provider calls it before every start).
+ * Failpoints (shared/failpoint.ts): `lxc.snapshot.frozen` (container frozen, nothing copied),
+ * `lxc.snapshot.copied` (rootfs copied, still frozen), `lxc.snapshot.placed` (renamed into place),
+ * `lxc.snapshot.delete.moved` (renamed out of the list, not removed), `lxc.restore.copied` (the
+ * snapshot's rootfs copied beside the container's), `lxc.restore.swapped-out` (the container's
+ * rootfs moved aside: it has none), `lxc.restore.swapped` (the snapshot's rootfs in place, the
+ * old one not removed yet).
  * Assumptions: the caller checked ownership and the snapshot name (assertSnapshotName).
  */
 import { lstat, mkdir, readFile, readdir, rename, rm } from 'node:fs/promises';
@@ -14,6 +22,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Clock } from '../../shared/clock.js';
 import { TerminalError } from '../../shared/errors.js';
+import { failpoint } from '../../shared/failpoint.js';
 import type { InstanceSnapshot, SnapshotOptions, SnapshotOrigin } from '../provider.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { containerDir, rootfsPath } from './container-paths.js';
@@ -25,6 +34,10 @@ export function snapshotsDir(lxcpath: string, hostName: string): string {
 }
 
 const META_FILE = 'snapshot.json';
+/** Beside the rootfs during a restore: the snapshot's copy on its way in, and the old rootfs on its way out. */
+export const RESTORE_INCOMING = '.rootfs.restore';
+/** See RESTORE_INCOMING. */
+export const RESTORE_OUTGOING = '.rootfs.old';
 const ORIGINS: ReadonlySet<string> = new Set(['schedule', 'object', 'request']);
 
 /** What LxcSnapshots works with: the lxcpath, the tool runner, the clock, and how to read a state. */
@@ -63,9 +76,11 @@ export class LxcSnapshots {
     try {
       if (freeze) await this.o.tools.run('lxc-freeze', args, { signal });
       try {
+        failpoint('lxc.snapshot.frozen');
         await this.o.tools.run('cp', ['-a', '--reflink=auto', '--', rootfsPath(this.o.lxcpath, hostName), join(partial, 'rootfs')], {
           signal, timeoutMs: 600_000,
         });
+        failpoint('lxc.snapshot.copied');
       } finally {
         // Thawed even when the copy failed or was aborted: a snapshot never leaves a container frozen.
         if (freeze) await this.o.tools.run('lxc-unfreeze', args, { signal: AbortSignal.timeout(30_000) });
@@ -77,6 +92,7 @@ export class LxcSnapshots {
       };
       await writeFileAtomic(join(partial, META_FILE), `${JSON.stringify(snapshot, null, 2)}\n`, 0o600);
       await rename(partial, join(dir, name));
+      failpoint('lxc.snapshot.placed');
       this.o.logger.info({ hostName, snapshot: name, frozen: freeze }, 'snapshot taken');
       return snapshot;
     } catch (err) {
@@ -110,42 +126,64 @@ export class LxcSnapshots {
     if (meta === undefined) throw new TerminalError('SnapshotNotFound', `cannot restore container ${hostName}: it has no snapshot ${name}`);
     const state = await this.o.stateOf(hostName, signal);
     if (state !== 'STOPPED') throw new Error(`cannot restore container ${hostName} while it is ${state.toLowerCase()}: stop it first`);
-    const cdir = containerDir(this.o.lxcpath, hostName);
-    const rootfs = rootfsPath(this.o.lxcpath, hostName);
-    const incoming = join(cdir, '.rootfs.restore');
-    const outgoing = join(cdir, '.rootfs.old');
-    await this.finishSwap(rootfs, incoming, outgoing);
-    await rm(incoming, { recursive: true, force: true });
+    const { rootfs, incoming, outgoing } = this.swapPaths(hostName);
+    await this.recoverRestore(hostName);
     await this.o.tools.run('cp', ['-a', '--reflink=auto', '--', join(snapDir, 'rootfs'), incoming], { signal, timeoutMs: 600_000 });
+    failpoint('lxc.restore.copied');
     await rename(rootfs, outgoing);
+    failpoint('lxc.restore.swapped-out');
     await rename(incoming, rootfs);
+    failpoint('lxc.restore.swapped');
     await rm(outgoing, { recursive: true, force: true });
     this.o.logger.info({ hostName, snapshot: name }, 'snapshot restored');
     return meta;
   }
 
-  /** Removes snapshot `name`; a missing one is success. */
+  /**
+   * Removes snapshot `name`; a missing one is success. Renamed out of the list first, so a
+   * deletion cut short never leaves a snapshot listed that is half gone.
+   */
   async delete(hostName: string, name: string): Promise<void> {
-    await rm(join(snapshotsDir(this.o.lxcpath, hostName), name), { recursive: true, force: true });
+    const dir = snapshotsDir(this.o.lxcpath, hostName);
+    const going = join(dir, `.${name}.deleting`);
+    try {
+      await rename(join(dir, name), going);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    failpoint('lxc.snapshot.delete.moved');
+    await this.sweep(hostName);
+  }
+
+  /** Removes what snapshots and deletions cut short left behind (dot-directories); complete snapshots stay. */
+  async sweep(hostName: string): Promise<void> {
+    const dir = snapshotsDir(this.o.lxcpath, hostName);
+    if (!(await lstat(dir).then(() => true, () => false))) return;
+    await this.removeLeftovers(dir);
+  }
+
+  /**
+   * Finishes or undoes a restore cut short: a container left without its rootfs between the two
+   * renames gets its old one back; the copies beside it are removed. Does nothing otherwise.
+   */
+  async recoverRestore(hostName: string): Promise<void> {
+    const { rootfs, incoming, outgoing } = this.swapPaths(hostName);
+    if (!(await lstat(rootfs).then(() => true, () => false)) && (await lstat(outgoing).then(() => true, () => false))) {
+      await rename(outgoing, rootfs);
+    }
+    await rm(outgoing, { recursive: true, force: true });
+    await rm(incoming, { recursive: true, force: true });
+  }
+
+  private swapPaths(hostName: string): { rootfs: string; incoming: string; outgoing: string } {
+    const cdir = containerDir(this.o.lxcpath, hostName);
+    return { rootfs: rootfsPath(this.o.lxcpath, hostName), incoming: join(cdir, RESTORE_INCOMING), outgoing: join(cdir, RESTORE_OUTGOING) };
   }
 
   /** Snapshots cut short leave dot-directories behind: they are never listed, and removed here. */
   private async removeLeftovers(dir: string): Promise<void> {
     for (const entry of await readdir(dir)) {
       if (entry.startsWith('.')) await rm(join(dir, entry), { recursive: true, force: true });
-    }
-  }
-
-  /** A restore cut short between its two renames left no rootfs: put the old one back. */
-  private async finishSwap(rootfs: string, incoming: string, outgoing: string): Promise<void> {
-    const hasRootfs = await lstat(rootfs).then(() => true, () => false);
-    if (hasRootfs) {
-      await rm(outgoing, { recursive: true, force: true });
-      return;
-    }
-    if (await lstat(outgoing).then(() => true, () => false)) {
-      await rename(outgoing, rootfs);
-      await rm(incoming, { recursive: true, force: true });
     }
   }
 }

@@ -208,12 +208,28 @@ function abortError(signal: AbortSignal): Error {
 export type LxcState =
   | 'STOPPED' | 'STARTING' | 'RUNNING' | 'STOPPING' | 'ABORTING' | 'FREEZING' | 'FROZEN' | 'THAWED';
 
-/** One row of `lxc-ls --fancy -F name,state,pid,ipv4`. */
+/** One row of `lxc-ls --fancy -F name,state,pid,ipv4,ipv6` (or without the ipv6 column). */
 export interface LsEntry {
   readonly name: string;
   readonly state: string;
   readonly pid?: number;
   readonly ipv4: readonly string[];
+  readonly ipv6: readonly string[];
+}
+
+const IPV4_RE = /^[0-9]{1,3}(\.[0-9]{1,3}){3}$/;
+const IPV6_RE = /^[0-9a-fA-F:]*:[0-9a-fA-F:.]*$/;
+
+/** The IPv4 and global IPv6 addresses among `tokens` (lxc-ls and lxc-info spellings); link-local fe80::/10 is left out. */
+export function splitAddresses(tokens: readonly string[]): { ipv4: string[]; ipv6: string[] } {
+  const ipv4: string[] = [];
+  const ipv6: string[] = [];
+  for (const raw of tokens) {
+    const token = raw.replace(/,$/, '').trim();
+    if (IPV4_RE.test(token)) ipv4.push(token);
+    else if (IPV6_RE.test(token) && !/^fe[89ab]/i.test(token)) ipv6.push(token.toLowerCase());
+  }
+  return { ipv4, ipv6 };
 }
 
 /**
@@ -228,13 +244,14 @@ export function parseLsFancy(stdout: string): LsEntry[] {
     const [name, state, pid, ...rest] = cells;
     if (name === undefined || name === '' || state === undefined) continue;
     if (name === 'NAME' && state === 'STATE') continue;
-    const ipv4 = rest.join(' ').split(',').map((s) => s.trim()).filter((s) => s !== '' && s !== '-');
+    const { ipv4, ipv6 } = splitAddresses(rest.join(' ').split(/[\s,]+/));
     const pidNumber = pid === undefined || pid === '-' ? undefined : Number(pid);
     entries.push({
       name,
       state,
       ...(pidNumber !== undefined && Number.isSafeInteger(pidNumber) && pidNumber > 0 ? { pid: pidNumber } : {}),
       ipv4,
+      ipv6,
     });
   }
   return entries;
@@ -245,22 +262,23 @@ export interface InfoEntry {
   readonly state?: string;
   readonly pid?: number;
   readonly ipv4: readonly string[];
+  readonly ipv6: readonly string[];
 }
 
 /** Parses `lxc-info -s -p -i` ("State:  RUNNING", "PID:  123", one "IP:" line per address). */
 export function parseInfo(stdout: string): InfoEntry {
   let state: string | undefined;
   let pid: number | undefined;
-  const ipv4: string[] = [];
+  const ips: string[] = [];
   for (const line of stdout.split('\n')) {
     const m = /^([A-Za-z ]+):\s*(.*?)\s*$/.exec(line);
     if (m === null) continue;
     const [, key, value = ''] = m;
     if (key === 'State') state = value;
     else if (key === 'PID' && /^[0-9]+$/.test(value)) pid = Number(value);
-    else if (key === 'IP' && /^[0-9]{1,3}(\.[0-9]{1,3}){3}$/.test(value)) ipv4.push(value);
+    else if (key === 'IP') ips.push(value);
   }
-  return { ...(state === undefined ? {} : { state }), ...(pid === undefined ? {} : { pid }), ipv4 };
+  return { ...(state === undefined ? {} : { state }), ...(pid === undefined ? {} : { pid }), ...splitAddresses(ips) };
 }
 
 /** Maps LXC's state to the provider's; transitional states settle on their own. */

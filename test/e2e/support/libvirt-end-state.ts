@@ -34,6 +34,12 @@ export interface DeclaredVm {
   readonly state?: 'Running' | 'Stopped';
   /** Disks dropped from the spec: their volumes stay, listed in the marker, until the VM is deleted. */
   readonly detached?: readonly string[];
+  /** More annotations (hyperlet.io/adopt, snapshot-request, restore-request). */
+  readonly annotations?: Readonly<Record<string, string>>;
+  /** The domain's snapshots, exactly (virsh snapshot-list); "auto-" stands for one scheduled snapshot; undefined: not checked. */
+  readonly snapshots?: readonly string[];
+  /** spec.snapshots, as YAML flow text. */
+  readonly snapshotsSpec?: string;
 }
 
 /** The pools' parent directory hyperlet uses by default. */
@@ -61,7 +67,9 @@ export class LibvirtEndState {
     return [
       'apiVersion: hyperlet.io/v1alpha1',
       'kind: VirtualMachine',
-      `metadata: {name: ${name}}`,
+      spec.annotations === undefined
+        ? `metadata: {name: ${name}}`
+        : `metadata: {name: ${name}, annotations: {${Object.entries(spec.annotations).map(([k, v]) => `${k}: "${v}"`).join(', ')}}}`,
       'spec:',
       '  hypervisor: qemu',
       `  state: ${spec.state ?? 'Running'}`,
@@ -70,6 +78,7 @@ export class LibvirtEndState {
       `  disks: [${spec.disks.map((d) => `{name: ${d}, size: 100Mi, pool: ${this.pool}}`).join(', ')}]`,
       '  gracefulStopSeconds: 0',
       '  updatePolicy: Restart',
+      ...(spec.snapshotsSpec === undefined ? [] : [`  snapshots: ${spec.snapshotsSpec}`]),
       '',
     ].join('\n');
   }
@@ -123,6 +132,17 @@ export class LibvirtEndState {
       if (state !== wantState) out.push(`${name}: ${state}, want ${wantState}`);
       else if (state === 'running' && (await this.vcpus(name, '--live')) !== spec.cpu) out.push(`${name}: live vCPUs differ`);
       if (await this.vcpus(name, '--config') !== spec.cpu) out.push(`${name}: persistent vCPUs ${await this.vcpus(name, '--config')}`);
+      const restoreRequest = spec.annotations?.['hyperlet.io/restore-request'];
+      if (restoreRequest !== undefined && !(await virsh('dumpxml', '--inactive', name)).includes(`restoreRequest>${restoreRequest}<`)) {
+        out.push(`${name}: restore request ${restoreRequest} not recorded`);
+      }
+      if (spec.snapshots !== undefined) {
+        const snapshots = (await virsh('snapshot-list', name, '--name')).split('\n').map((l) => l.trim()).filter((l) => l !== '').sort();
+        const shown = snapshots.map((x) => (/^auto-\d{8}t\d{6}z$/.test(x) ? 'auto-' : x)).sort();
+        if (JSON.stringify(shown) !== JSON.stringify([...spec.snapshots].sort())) {
+          out.push(`${name}: snapshots ${snapshots.join(' ') || '(none)'}; want ${spec.snapshots.join(' ')}`);
+        }
+      }
     }
     if (this.foreignDefinition !== '') {
       if ((await virsh('dumpxml', '--inactive', this.foreignDomain).catch(() => '')) !== this.foreignDefinition) out.push('the domain hyperlet does not own changed');
@@ -139,7 +159,7 @@ export class LibvirtEndState {
     const domains = (await virsh('list', '--all', '--name').catch(() => '')).split('\n').map((s) => s.trim()).filter((s) => s.startsWith(this.prefix));
     for (const name of domains) {
       await virsh('destroy', name).catch(() => undefined);
-      await virsh('undefine', name).catch(() => undefined);
+      await virsh('undefine', name, '--snapshots-metadata').catch(() => undefined);
       await rm(join('/var/log/hyperlet/console', `${name}.log`), { force: true });
     }
     for (const v of (await this.volumes().catch(() => undefined)) ?? []) await virsh('vol-delete', v, '--pool', this.pool).catch(() => undefined);

@@ -23,6 +23,15 @@ export interface DeclaredContainer {
   readonly memoryMiB: number;
   readonly state: 'Running' | 'Stopped';
   readonly adopt?: boolean;
+  /** More annotations (hyperlet.io/snapshot-request, restore-request). */
+  readonly annotations?: Readonly<Record<string, string>>;
+  /** spec.snapshots, as YAML flow text ("{schedule: '@every 1m', retain: {last: 1}}"). */
+  readonly snapshotsSpec?: string;
+  /**
+   * The snapshots the container must hold, exactly, each complete (record and rootfs); "auto-"
+   * stands for one scheduled snapshot of any time. Undefined: not checked.
+   */
+  readonly snapshots?: readonly string[];
 }
 
 /** A Container manifest (busybox, no network, 1 cpu) for `spec`. */
@@ -32,13 +41,16 @@ export function containerManifest(name: string, spec: DeclaredContainer): string
     'kind: Container',
     'metadata:',
     `  name: ${name}`,
-    ...(spec.adopt === true ? ['  annotations:', '    hyperlet.io/adopt: "true"'] : []),
+    ...(spec.adopt === true || spec.annotations !== undefined ? ['  annotations:'] : []),
+    ...(spec.adopt === true ? ['    hyperlet.io/adopt: "true"'] : []),
+    ...Object.entries(spec.annotations ?? {}).map(([k, v]) => `    ${k}: "${v}"`),
     'spec:',
     '  template: busybox',
     `  state: ${spec.state}`,
     '  gracefulStopSeconds: 0',
     `  resources: {cpu: 1, memory: ${spec.memoryMiB}Mi}`,
     '  network: [{type: none}]',
+    ...(spec.snapshotsSpec === undefined ? [] : [`  snapshots: ${spec.snapshotsSpec}`]),
     '',
   ].join('\n');
 }
@@ -84,8 +96,11 @@ export class LxcEndState {
       const marker = await readMarker(join(dir, 'hyperlet.json')).catch(() => undefined);
       if (marker?.complete !== true || !marker.key.endsWith(`/default/Container/${name}`)) out.push(`${name}: marker ${JSON.stringify(marker)}`);
       if (spec.adopt === true && marker?.origin !== 'adopted') out.push(`${name}: not adopted`);
-      const stray = (await readdir(dir).catch(() => [] as string[])).filter((e) => /tmp|hyperlet-base|staging|trash/.test(e));
+      const restoreRequest = spec.annotations?.['hyperlet.io/restore-request'];
+      if (restoreRequest !== undefined && marker?.restoreRequest !== restoreRequest) out.push(`${name}: restore request ${restoreRequest} not recorded`);
+      const stray = (await readdir(dir).catch(() => [] as string[])).filter((e) => /tmp|hyperlet-base|staging|trash|^\.rootfs/.test(e));
       if (stray.length > 0) out.push(`${name}: stray files ${stray.join(' ')}`);
+      if (spec.snapshots !== undefined) out.push(...await snapshotProblems(name, join(dir, 'hyperlet-snapshots'), spec.snapshots));
       const config = await readFile(join(dir, 'config'), 'utf8').catch(() => '');
       if (configMemory(config) !== spec.memoryMiB * MiB) out.push(`${name}: config memory ${String(configMemory(config))}`);
       const facts = await this.info(name);
@@ -103,6 +118,26 @@ export class LxcEndState {
     if (JSON.stringify(rows) !== JSON.stringify(wantRows)) out.push(`state DB holds ${rows.join(' ')}; want ${wantRows.join(' ')}`);
     return out;
   }
+}
+
+/** How the snapshots in `dir` differ from `want` (exactly those, each with its record and rootfs). */
+async function snapshotProblems(name: string, dir: string, want: readonly string[]): Promise<string[]> {
+  const entries = (await readdir(dir).catch(() => [] as string[])).sort();
+  const matches = (entry: string, w: string): boolean => (w === 'auto-' ? /^auto-\d{8}t\d{6}z$/.test(entry) : entry === w);
+  const unmatched = [...entries];
+  for (const w of want) {
+    const at = unmatched.findIndex((e) => matches(e, w));
+    if (at < 0) return [`${name}: snapshots ${entries.join(' ') || '(none)'}; want ${want.join(' ')}`];
+    unmatched.splice(at, 1);
+  }
+  if (unmatched.length > 0) return [`${name}: snapshots ${entries.join(' ')}; want ${want.join(' ')}`];
+  const out: string[] = [];
+  for (const entry of entries) {
+    const record = await readFile(join(dir, entry, 'snapshot.json'), 'utf8').catch(() => undefined);
+    const rootfs = await readdir(join(dir, entry, 'rootfs')).catch(() => undefined);
+    if (record === undefined || rootfs === undefined || rootfs.length === 0) out.push(`${name}: snapshot ${entry} incomplete`);
+  }
+  return out;
 }
 
 async function liveMemory(pid: number): Promise<number> {

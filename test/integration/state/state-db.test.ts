@@ -22,6 +22,21 @@ describe('StateDb', () => {
     again.close();
   });
 
+  it('keeps a graceful stop\'s deadline on disk across a reopen, and forgets it on delete', () => {
+    const path = join(dir, 'state.db');
+    let db = new StateDb(path);
+    db.setStopDeadline('dir/default/Container/web', { requestedAtMs: 1_000, deadlineMs: 21_000 });
+    db.deleteStopDeadline('dir/default/Container/none'); // no row: no error
+    db.close();
+    db = new StateDb(path);
+    expect(db.stopDeadline('dir/default/Container/web')).to.deep.equal({ requestedAtMs: 1_000, deadlineMs: 21_000 });
+    db.deleteStopDeadline('dir/default/Container/web');
+    db.close();
+    db = new StateDb(path);
+    expect(db.stopDeadline('dir/default/Container/web')).to.equal(undefined);
+    db.close();
+  });
+
   it('keeps an id across restarts and bumps the generation only when the spec changes', () => {
     const path = join(dir, 'state.db');
     const d = container('web');

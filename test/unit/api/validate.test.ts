@@ -8,6 +8,9 @@ const ct = (spec: Record<string, unknown>, metadata: Record<string, unknown> = {
 const vm = (spec: Record<string, unknown>, metadata: Record<string, unknown> = { name: 'vm1' }) =>
   ({ apiVersion: 'hyperlet.io/v1alpha1', kind: 'VirtualMachine', metadata, spec });
 
+const img = (image: Record<string, unknown>, more: Record<string, unknown> = {}) =>
+  ({ apiVersion: 'hyperlet.io/v1alpha1', kind: 'Container', metadata: { name: 'web' }, spec: { image, ...more } });
+
 interface Case { reason: string; doc: unknown; want: { path: string; rule: string } | 'valid' }
 
 const cases: Record<string, Case> = {
@@ -39,6 +42,29 @@ const cases: Record<string, Case> = {
   UnknownMetadataField: { reason: 'metadata is closed as well', doc: ct({}, { name: 'web', uid: 'x' }), want: { path: 'metadata.uid', rule: 'unknown-field' } },
   BadState: { reason: 'Container states', doc: ct({ state: 'Paused' }), want: { path: 'spec.state', rule: 'enum' } },
   TemplateAndRootfs: { reason: 'exactly one of template and rootfs', doc: ct({ rootfs: '/srv/root' }), want: { path: 'spec', rule: 'one-of' } },
+  TemplateArgs: { reason: 'the download template\'s arguments', doc: ct({ template: 'download', templateArgs: ['-d', 'debian', '-r', 'bookworm', '--server', 'images.example', '--no-validate'] }), want: 'valid' },
+  TemplateArgsWithoutTemplate: { reason: 'arguments are for a template', doc: img({ url: 'http://a/r.tar' }, { templateArgs: ['-d', 'x'] }), want: { path: 'spec.templateArgs', rule: 'needs-template' } },
+  TemplateArgRootfs: { reason: 'lxc-create sets --rootfs itself', doc: ct({ templateArgs: ['--rootfs', '/'] }), want: { path: 'spec.templateArgs[0]', rule: 'template-arg' } },
+  TemplateArgRootfsEquals: { reason: 'in its = form too', doc: ct({ templateArgs: ['-d', 'x', '--rootfs=/'] }), want: { path: 'spec.templateArgs[2]', rule: 'template-arg' } },
+  TemplateArgPrefix: { reason: 'getopt takes a unique prefix: --root is --rootfs', doc: ct({ templateArgs: ['--root', '/'] }), want: { path: 'spec.templateArgs[0]', rule: 'template-arg' } },
+  TemplateArgMapped: { reason: 'and --mapped-u is --mapped-uid', doc: ct({ templateArgs: ['--mapped-u', '0'] }), want: { path: 'spec.templateArgs[0]', rule: 'template-arg' } },
+  TemplateArgShortPath: { reason: 'busybox reads -p as its path', doc: ct({ templateArgs: ['-p', '/'] }), want: { path: 'spec.templateArgs[0]', rule: 'template-arg' } },
+  TemplateArgCluster: { reason: 'getopt reads -xp as -x -p', doc: ct({ templateArgs: ['-xp/'] }), want: { path: 'spec.templateArgs[0]', rule: 'template-arg' } },
+  TemplateArgNewLine: { reason: 'no control characters', doc: ct({ templateArgs: ['a\nb'] }), want: { path: 'spec.templateArgs[0]', rule: 'pattern' } },
+  TemplateArgsEndOfOptions: { reason: 'a bare -- only ends the options', doc: ct({ templateArgs: ['--', 'x'] }), want: 'valid' },
+  ImageByHttps: { reason: 'a tarball by URL with its digest', doc: img({ url: 'https://images.example/rootfs.tar.xz', sha256: 'a'.repeat(64) }), want: 'valid' },
+  ImageByFile: { reason: 'a local tarball, no digest', doc: img({ url: 'file:///var/cache/hyperlet/images/r.tar' }), want: 'valid' },
+  ImageAndTemplate: { reason: 'exactly one of template, rootfs and image', doc: ct({ image: { url: 'file:///x/r.tar' } }), want: { path: 'spec', rule: 'one-of' } },
+  ImageUrlWithCredentials: {
+    reason: 'credentials in a URL would reach status and logs', doc: img({ url: 'https://user:secret@images.example/r.tar' }),
+    want: { path: 'spec.image.url', rule: 'pattern' },
+  },
+  ImageUrlOtherScheme: { reason: 'only file, http and https', doc: img({ url: 'ftp://images.example/r.tar' }), want: { path: 'spec.image.url', rule: 'pattern' } },
+  ImageUrlRelativeFile: { reason: 'file URLs name an absolute path', doc: img({ url: 'file://r.tar' }), want: { path: 'spec.image.url', rule: 'pattern' } },
+  ImageUrlWithNewLine: { reason: 'no control characters', doc: img({ url: 'http://a/r.tar\nx' }), want: { path: 'spec.image.url', rule: 'pattern' } },
+  ImageShaUppercase: { reason: 'lowercase hex, 64 digits', doc: img({ url: 'http://a/r.tar', sha256: 'A'.repeat(64) }), want: { path: 'spec.image.sha256', rule: 'pattern' } },
+  ImageWithoutUrl: { reason: 'url is required', doc: img({ sha256: 'a'.repeat(64) }), want: { path: 'spec.image.url', rule: 'required' } },
+  ImageUnknownField: { reason: 'image is closed', doc: img({ url: 'http://a/r.tar', format: 'tar' }), want: { path: 'spec.image.format', rule: 'unknown-field' } },
   NeitherTemplateNorRootfs: { reason: 'exactly one of template and rootfs', doc: { ...ct({}), spec: {} }, want: { path: 'spec', rule: 'one-of' } },
   RelativeRootfs: { reason: 'rootfs must be absolute', doc: { ...ct({}), spec: { rootfs: 'srv/root' } }, want: { path: 'spec.rootfs', rule: 'pattern' } },
   TemplateInjection: { reason: 'a template name cannot carry a new line', doc: ct({ template: 'busybox\nlxc.hook=x' }), want: { path: 'spec.template', rule: 'pattern' } },

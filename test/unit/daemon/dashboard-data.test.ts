@@ -49,15 +49,30 @@ describe('DaemonDashboard', () => {
     RebootNotOfferedForContainers: {
       reason: 'LXC does not act on reboot requests: 409, with what is offered',
       kind: 'Container', name: 'web', action: 'reboot',
-      want: { ok: false, status: 409, error: 'reboot is not offered for containers (offered: restore)' },
+      want: { ok: false, status: 409, error: 'reboot is not offered for containers (offered: restore, snapshot)' },
     },
     StartIsNotAnAction: {
       reason: 'start and stop are the declared state, not actions', kind: 'VirtualMachine', name: 'box', action: 'start',
-      want: { ok: false, status: 409, error: 'start is not offered for virtualmachines (offered: reboot, restore)' },
+      want: { ok: false, status: 409, error: 'start is not offered for virtualmachines (offered: reboot, restore, snapshot)' },
     },
     RestoreNeedsASnapshotName: {
       reason: 'a snapshot name reaches paths: only DNS labels', kind: 'Container', name: 'web', action: 'restore', params: 'snapshot=../x',
       want: { ok: false, status: 400, error: 'restore needs ?snapshot=NAME (a DNS-1123 label)' },
+    },
+    SnapshotWithAName: {
+      reason: 'a one-off snapshot under the name asked for: the annotation names it, no token (it is taken once per name)',
+      kind: 'VirtualMachine', name: 'box', action: 'snapshot', params: 'snapshot=before-upgrade',
+      want: { ok: true, annotation: 'hyperlet.io/snapshot-request', value: 'before-upgrade' },
+      request: /^dir\/default\/VirtualMachine\/box hyperlet\.io\/snapshot-request=before-upgrade$/,
+    },
+    SnapshotNamedAfterTheTime: {
+      reason: 'without a name the snapshot is named snap- and the UTC time, a DNS label',
+      kind: 'Container', name: 'web', action: 'snapshot', want: { ok: true, annotation: 'hyperlet.io/snapshot-request' },
+      request: /^dir\/default\/Container\/web hyperlet\.io\/snapshot-request=snap-\d{8}t\d{6}z$/,
+    },
+    SnapshotNameMustBeALabel: {
+      reason: 'a snapshot name reaches paths and XML: only DNS labels', kind: 'Container', name: 'web', action: 'snapshot',
+      params: 'snapshot=Bad_Name', want: { ok: false, status: 400, error: 'snapshot takes ?snapshot=NAME (a DNS-1123 label), or none for snap-TIME' },
     },
     MissingObject: {
       reason: 'an object no source declares', kind: 'Container', name: 'nope', action: 'restore', params: 'snapshot=a',
@@ -81,8 +96,8 @@ describe('DaemonDashboard', () => {
   });
 
   it('offers on the object page what the provider acts on', async () => {
-    expect((await dashboard.object('VirtualMachine', 'default', 'box'))?.actions).to.deep.equal(['reboot', 'restore']);
-    expect((await dashboard.object('Container', 'default', 'web'))?.actions).to.deep.equal(['restore']);
+    expect((await dashboard.object('VirtualMachine', 'default', 'box'))?.actions).to.deep.equal(['reboot', 'restore', 'snapshot']);
+    expect((await dashboard.object('Container', 'default', 'web'))?.actions).to.deep.equal(['restore', 'snapshot']);
     expect(await dashboard.object('Container', 'default', 'nope')).to.equal(undefined);
   });
 });

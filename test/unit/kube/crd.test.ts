@@ -86,7 +86,10 @@ describe('generated CRDs', () => {
     expect(rules.map((r) => r.message)).to.deep.equal(['must be between 64Mi and 1Ti']);
     expect(rules[0]!.rule).to.include('self >= 67108864 && self <= 1099511627776');
     expect((spec['x-kubernetes-validations'] as { message: string }[]).map((r) => r.message))
-      .to.deep.equal(['exactly one of template and rootfs must be set', 'a name in environmentFrom must not also be in environment']);
+      .to.deep.equal([
+        'exactly one of template, rootfs and image must be set', 'templateArgs is only for a template',
+        'a name in environmentFrom must not also be in environment',
+      ]);
   });
 
   const patterns = {

@@ -100,8 +100,14 @@ describe('host policy: MAC addresses are unique on the host', () => {
   const b = container('b', { network: [{ type: 'veth', hwaddr: mac.toUpperCase() }] });
   const derived = vm('d', { networks: [{ network: 'default' }] }, { id: 'id-of-d' });
   const thief = container('thief', { network: [{ type: 'veth', hwaddr: deriveMac('id-of-d', 0) }] });
+  const bridged = container('bridged', { network: [{ type: 'none' }, { type: 'veth' }] }, { id: 'id-of-bridged' });
+  const copycat = vm('copycat', { networks: [{ network: 'default', mac: deriveMac('id-of-bridged', 0) }] });
   const cases: Record<string, { reason: string; d: Desired; objects: Desired[]; admitted?: string[]; want: string[] }> = {
     Unique: { reason: 'no one else uses it', d: a, objects: [a], want: [] },
+    ContainerDerivedTaken: {
+      reason: 'a container veth without hwaddr has its derived MAC (index among veths), which a declared one may not take',
+      d: copycat, objects: [bridged, copycat], admitted: [copycat.key], want: ['spec.networks[0].mac unique-mac'],
+    },
     CollidesWithAdmitted: { reason: 'an object admitted before keeps its MAC, whatever the names', d: a, objects: [a, b], admitted: [b.key], want: ['spec.networks[0].mac unique-mac'] },
     AdmittedKeepsIt: { reason: 'the admitted one is not refused', d: b, objects: [a, b], admitted: [b.key], want: [] },
     NewOnesByKey: { reason: 'between two new objects the first key wins (dir/default/Container/b; case does not matter)', d: a, objects: [a, b], want: ['spec.networks[0].mac unique-mac'] },

@@ -29,6 +29,7 @@ const cases: Record<string, Case> = {
 defaults:
   paths: {images: [/srv/images], rootfs: [/srv/rootfs]}
   templates: [busybox]
+  imageHosts: ['127.0.0.1:*', images.example]
   allow: {adoption: true, orphan: true, privileged: false}
   bridges: [br0]
   networks: [lan]
@@ -40,7 +41,7 @@ defaults:
     want: (p) => {
       expect(p.host).to.deep.equal({ idmap: { hostId: 200000, size: 65536 }, reservedMemoryBytes: 2 ** 30 });
       expect(p.defaults).to.deep.equal({
-        imageDirs: ['/srv/images'], rootfsDirs: ['/srv/rootfs'], templates: ['busybox'], adoption: true, orphan: true, privileged: false,
+        imageDirs: ['/srv/images'], rootfsDirs: ['/srv/rootfs'], templates: ['busybox'], imageHosts: ['127.0.0.1:*', 'images.example'], adoption: true, orphan: true, privileged: false,
         bridges: ['br0'], networks: ['lan'], pools: ['fast'],
         quota: { objects: 5, cpu: 8, memoryBytes: 8 * 2 ** 30, diskBytes: 100 * 2 ** 30 },
         limits: { cpu: 4, memoryBytes: 4 * 2 ** 30, diskBytes: 50 * 2 ** 30, gracefulStopSeconds: 120 },

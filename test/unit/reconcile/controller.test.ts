@@ -7,7 +7,7 @@ import { type Result, awaitChange, nextStep, requeue, requeueAfter } from '../..
 import { RateLimiter } from '../../../src/queue/rate-limiter.js';
 import { TerminalError } from '../../../src/shared/errors.js';
 import { DesiredStore } from '../../../src/store/desired-store.js';
-import type { ObjectKey } from '../../../src/store/object-key.js';
+import { type ObjectKey, objectKey } from '../../../src/store/object-key.js';
 import { silentLogger } from '../../../src/telemetry/logger.js';
 import { container } from '../../fakes/desired-objects.js';
 import { FakeProvider } from '../../fakes/fake-provider.js';
@@ -93,4 +93,54 @@ describe('Controller: outcomes become queue calls', () => {
     expect(await run(nextStep()), 'a under way finishes first').to.deep.equal(['a', 'a', 'b', 'c']);
     expect(await run(requeueAfter(0)), 'a waits behind the others').to.deep.equal(['a', 'b', 'c', 'a']);
   });
+});
+
+describe('Controller: workers shared fairly between sources and namespaces', () => {
+  let clock: sinon.SinonFakeTimers;
+  beforeEach(() => { clock = sinon.useFakeTimers({ now: 0, toFake: ['Date', 'setTimeout', 'clearTimeout'] }); });
+  afterEach(() => clock.restore());
+
+  /** `name` in `namespace` of source `source` (the key's first two parts are the scope). */
+  const inScope = (source: string, namespace: string, name: string) => {
+    const base = container(name, {}, { namespace });
+    return { ...base, source, key: objectKey(source, namespace, 'Container', name) };
+  };
+  const cases: Record<string, { reason: string; objects: [string, string, number][] }> = {
+    BurstOfOneNamespace: {
+      reason: 'six keys of dir/busy queued first do not run ahead of one key each of dir/quiet and git-0/busy',
+      objects: [['dir', 'busy', 6], ['dir', 'quiet', 1], ['git-0', 'busy', 1]],
+    },
+    SameNamespaceTwoSources: {
+      reason: 'a namespace name shared by two sources is two scopes: neither source waits behind the other',
+      objects: [['dir', 'team', 4], ['git-0', 'team', 4]],
+    },
+    ManyScopes: {
+      reason: 'four scopes of uneven size take turns until each runs out',
+      objects: [['dir', 'a', 5], ['dir', 'b', 3], ['git-0', 'a', 2], ['git-1', 'c', 1]],
+    },
+  };
+  for (const [name, tc] of Object.entries(cases)) {
+    it(name, async () => {
+      const objects = tc.objects.flatMap(([source, namespace, count]) =>
+        Array.from({ length: count }, (_, i) => inScope(source, namespace, `${namespace}-${i}`)));
+      const { store, controller, reconciler } = controllerWith(new Map(), 1);
+      for (const object of objects) store.upsert(object);
+      await controller.start();
+      await clock.tickAsync(10);
+      await controller.stop();
+      const scopes = reconciler.passes.map((p) => p.key.split('/').slice(0, 2).join('/'));
+      expect(scopes, tc.reason).to.have.length(objects.length);
+      const total = new Map<string, number>();
+      for (const scope of scopes) total.set(scope, (total.get(scope) ?? 0) + 1);
+      const seen = new Map<string, number>();
+      for (const [i, scope] of scopes.entries()) {
+        seen.set(scope, (seen.get(scope) ?? 0) + 1);
+        // Round robin: a scope never gets its (n+1)th worker while another scope with keys left has had fewer than n.
+        for (const [other, count] of total) {
+          if ((seen.get(other) ?? 0) >= count) continue;
+          expect((seen.get(scope) ?? 0) - (seen.get(other) ?? 0), `${tc.reason}: pass ${i} (${scopes.join(' ')})`).to.be.at.most(1);
+        }
+      }
+    });
+  }
 });

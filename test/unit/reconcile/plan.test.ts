@@ -263,6 +263,39 @@ const gitOpsCases: Record<string, GitOpsCase> = {
     d: webTombstone, observed: observedAs(webTombstone), options: { dependentsPresent: ['Container/app'] },
     want: { steps: [], heldBy: 'dependents', waitingFor: ['Container/app'] },
   },
+  SnapshotRequestOnASteadyInstance: {
+    reason: 'a steady instance lacking the requested snapshot: take it (one step)',
+    d: web, observed: observedAs(web), options: { snapshotRequested: 'before-upgrade' },
+    want: { steps: [{ op: 'snapshot', snapshot: 'before-upgrade' }] },
+  },
+  SnapshotRequestWaitsForConvergence: {
+    reason: 'the snapshot holds what was declared: the start comes first, the snapshot on a later pass',
+    d: web, observed: observedAs(web, 'Stopped'), options: { snapshotRequested: 'before-upgrade' },
+    want: { steps: [{ op: 'setState', to: 'Running' }] },
+  },
+  SnapshotRequestWaitsForAChangeToApply: {
+    reason: 'a pending update is applied before the snapshot is taken',
+    d: web, observed: observedAs(old), options: { snapshotRequested: 's1' },
+    want: { steps: [{ op: 'update', changes: [
+      { path: 'resources.cpu', from: 1, to: 2, apply: 'live' },
+      { path: 'resources.memory', from: 134217728, to: 268435456, apply: 'live' },
+    ] }] },
+  },
+  SnapshotRequestAfterARestore: {
+    reason: 'a restore request goes first (its stop, restore and start), the snapshot after',
+    d: restoring('nightly'), observed: observedAs(restoring('nightly'), 'Stopped'), options: { snapshotRequested: 's1' },
+    want: { steps: [{ op: 'restore', snapshot: 'nightly', request: 'nightly' }, { op: 'setState', to: 'Running' }] },
+  },
+  SnapshotRequestHeldWhenPaused: {
+    reason: 'a paused object takes no snapshot either: the step is held',
+    d: web, observed: observedAs(web), options: { snapshotRequested: 's1', paused: true },
+    want: { steps: [], heldBy: 'paused', held: [{ op: 'snapshot', snapshot: 's1' }] },
+  },
+  SnapshotRequestNotForADeletion: {
+    reason: 'an object being deleted is deleted, never snapshotted',
+    d: webTombstone, observed: observedAs(webTombstone), options: { snapshotRequested: 's1' },
+    want: { steps: [{ op: 'delete', reason: 'deleted' }] },
+  },
   NoDependentsDeletes: {
     reason: 'with no dependents left, delete',
     d: webTombstone, observed: observedAs(webTombstone), options: { dependentsPresent: [] },

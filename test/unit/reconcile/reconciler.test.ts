@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import sinon from 'sinon';
-import { TerminalError } from '../../../src/shared/errors.js';
+import { StepPendingError, TerminalError } from '../../../src/shared/errors.js';
 import { RateLimiter } from '../../../src/queue/rate-limiter.js';
 import { awaitChange, comesBack, nextStep, requeue, requeueAfter } from '../../../src/reconcile/result.js';
 import { RETRIES_BEFORE_STALLED } from '../../../src/reconcile/stalled-reasons.js';
@@ -152,6 +152,73 @@ describe('Reconciler', () => {
     expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(requeueAfter(30_000));
     expect(condition(h.backend.statuses.get(d.key), 'Ready')).to.include({ status: 'False', reason: 'ProviderUnavailable' });
     expect(h.provider.count('create')).to.equal(0);
+  });
+
+  it('takes a requested snapshot once the instance is steady, once per name, recorded as SnapshotTaken', async () => {
+    const h = harness('Container');
+    const plain = container('web');
+    const d = container('web', {}, { annotations: { 'hyperlet.io/snapshot-request': 'before-upgrade' } });
+    h.provider.instances.set('web', observedAs(plain, 'Stopped'));
+    h.store.upsert(d);
+    expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(nextStep());
+    expect(h.provider.calls.slice(-1), 'started first: the snapshot holds the declared state').to.deep.equal(['setState:web:Running']);
+    expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(nextStep());
+    expect(h.provider.calls.slice(-1)).to.deep.equal(['snapshot:web/before-upgrade']);
+    expect(h.provider.snapshots.get('web')?.map((s) => [s.name, s.origin])).to.deep.equal([['before-upgrade', 'request']]);
+    const taken = h.backend.events.find((e) => e.reason === 'SnapshotTaken');
+    expect(taken?.message).to.equal('Took snapshot before-upgrade of web (request)');
+    expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(awaitChange());
+    expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(awaitChange());
+    expect(h.provider.count('snapshot'), 'once per name').to.equal(1);
+
+    // A new name takes another; a name the instance has already (a restart) takes none.
+    h.store.upsert(container('web', {}, { annotations: { 'hyperlet.io/snapshot-request': 'second' } }));
+    await h.reconciler.reconcile(d.key, signal);
+    expect(h.provider.snapshots.get('web')?.map((s) => s.name)).to.deep.equal(['before-upgrade', 'second']);
+    const restarted = harness('Container');
+    restarted.provider.instances.set('web', observedAs(plain));
+    restarted.provider.snapshots.set('web', [...(h.provider.snapshots.get('web') ?? [])]);
+    restarted.store.upsert(container('web', {}, { annotations: { 'hyperlet.io/snapshot-request': 'second' } }));
+    expect(await restarted.reconciler.reconcile(d.key, signal)).to.deep.equal(awaitChange());
+    expect(restarted.provider.count('snapshot'), 'the instance has it already').to.equal(0);
+
+    // A re-created instance (its snapshots went with the old one) gets the requested snapshot again.
+    h.provider.instances.delete('web');
+    h.provider.snapshots.delete('web');
+    while (comesBack(await h.reconciler.reconcile(d.key, signal))) { /* create, start, snapshot */ }
+    expect(h.provider.snapshots.get('web')?.map((s) => s.name)).to.deep.equal(['second']);
+  });
+
+  it('a requested snapshot that fails is a Warning SnapshotFailed and is retried', async () => {
+    const h = harness('Container');
+    const d = container('web', {}, { annotations: { 'hyperlet.io/snapshot-request': 's1' } });
+    h.provider.instances.set('web', observedAs(container('web')));
+    h.store.upsert(d);
+    h.provider.failures.set('snapshot', new Error('cannot freeze web: no space left on device'));
+    let thrown: unknown;
+    try { await h.reconciler.reconcile(d.key, signal); } catch (err) { thrown = err; }
+    expect((thrown as Error).message).to.contain('no space left');
+    expect(h.backend.events.map((e) => [e.type, e.reason])).to.deep.equal([['Warning', 'SnapshotFailed']]);
+    expect(h.provider.snapshots.get('web') ?? [], 'nothing listed').to.deep.equal([]);
+    h.provider.failures.delete('snapshot');
+    expect(await h.reconciler.reconcile(d.key, signal)).to.deep.equal(nextStep());
+    expect(h.provider.snapshots.get('web')?.map((s) => s.name)).to.deep.equal(['s1']);
+  });
+
+  it('a snapshot or restore request naming no valid snapshot name stalls at once, nothing done', async () => {
+    for (const [annotation, value] of [['hyperlet.io/snapshot-request', '../etc'], ['hyperlet.io/restore-request', 'Bad_Name@1']] as const) {
+      const h = harness('Container');
+      const d = container('web', { state: 'Stopped' }, { annotations: { [annotation]: value } });
+      h.provider.instances.set('web', observedAs(container('web', { state: 'Stopped' }), 'Stopped'));
+      h.store.upsert(d);
+      let thrown: unknown;
+      try { await h.reconciler.reconcile(d.key, signal); } catch (err) { thrown = err; }
+      expect(thrown, annotation).to.be.instanceOf(TerminalError);
+      const status = h.backend.statuses.get(d.key);
+      expect(condition(status, 'Stalled'), annotation).to.include({ status: 'True', reason: 'InvalidSnapshotName' });
+      expect(status?.conditions.find((c) => c.type === 'Stalled')?.message).to.contain(`metadata.annotations["${annotation}"]`);
+      expect(h.provider.count('snapshot') + h.provider.calls.filter((c) => c.startsWith('setState')).length, 'nothing done').to.equal(0);
+    }
   });
 
   it('shows changes held back by the update policy as RestartRequired', async () => {
@@ -545,4 +612,37 @@ describe('Controller', () => {
     await waitFor(() => h.provider.instances.get('web')?.state === 'Running');
     await h.controller.stop();
   });
+});
+
+describe('Reconciler: a step that has begun but not finished (StepPendingError)', () => {
+  const cases = {
+    DownloadShowsProgress: {
+      reason: 'an image still downloading: Reconciling and Ready say so with the bytes, phase Creating, come back after the hint',
+      retryAfterMs: 500,
+    },
+    SlowerPolls: { reason: 'the provider\'s hint is the delay, never a hot loop or the backoff', retryAfterMs: 5_000 },
+  };
+  for (const [name, tc] of Object.entries(cases)) {
+    it(name, async () => {
+      const h = harness('Container');
+      const d = container('web');
+      h.store.upsert(d);
+      const message = 'Downloading image http://127.0.0.1:1/r.tar: 1024 of 4096 bytes';
+      h.provider.failures.set('create', new StepPendingError('DownloadingImage', message, tc.retryAfterMs));
+      const result = await h.reconciler.reconcile(d.key, signal);
+      expect(result, tc.reason).to.deep.equal(requeueAfter(tc.retryAfterMs));
+      const s = h.backend.statuses.get(d.key);
+      expect(s?.phase, tc.reason).to.equal('Creating');
+      expect(condition(s, 'Reconciling'), tc.reason).to.include({ status: 'True', reason: 'DownloadingImage', message });
+      expect(condition(s, 'Ready'), tc.reason).to.include({ status: 'False', reason: 'DownloadingImage', message });
+      expect(condition(s, 'Stalled'), tc.reason).to.include({ status: 'False' });
+      // The next pass may ask again at once (the guard's token came back) and is no failure in a row.
+      for (let i = 0; i < RETRIES_BEFORE_STALLED + 1; i++) {
+        expect(await h.reconciler.reconcile(d.key, signal), tc.reason).to.deep.equal(requeueAfter(tc.retryAfterMs));
+      }
+      expect(condition(h.backend.statuses.get(d.key), 'Stalled'), tc.reason).to.include({ status: 'False' });
+      h.provider.failures.delete('create');
+      expect(await h.reconciler.reconcile(d.key, signal), 'done downloading: the create goes through').to.deep.equal(nextStep());
+    });
+  }
 });

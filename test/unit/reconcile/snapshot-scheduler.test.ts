@@ -78,6 +78,14 @@ describe('SnapshotScheduler (clock injected)', () => {
     expect(names(s, d.hostName)).to.deep.equal(['auto-old', scheduledSnapshotName(T0 + 10 * HOUR)]);
   });
 
+  it('sweeps what a crash left once per object after start, before listing (never again while running)', async () => {
+    const d = container('web', { snapshots: { schedule: '@every 1h' } });
+    const s = setup(d, container('plain'));
+    await s.scheduler.runOnce(signal);
+    await s.scheduler.runOnce(signal);
+    expect(s.provider.calls.filter((c) => c.startsWith('sweepSnapshots')), 'only objects with a schedule, once').to.deep.equal(['sweepSnapshots:web']);
+  });
+
   it('never prunes snapshots taken on request, and leaves objects without a schedule alone', async () => {
     const d = container('web', { snapshots: { schedule: '@every 1h', retain: { last: 1 } } });
     const other = container('other');

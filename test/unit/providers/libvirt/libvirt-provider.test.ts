@@ -186,6 +186,53 @@ describe('LibvirtProvider (FakeLibvirtClient)', () => {
       expect(fake.callsOf('domainDestroy').length).to.equal(1);
     });
 
+    describe('requestStop and forceStop (a stop no worker waits for)', () => {
+      const cases: Record<string, {
+        reason: string; start: 'running' | 'paused' | 'off'; obeysAcpi: boolean; call: 'requestStop' | 'forceStop';
+        wantCalls: string[]; wantState: number; wantNote?: string;
+      }> = {
+        RequestPressesOnceAndReturns: {
+          reason: 'one ACPI press, no destroy, no wait: a guest deaf to ACPI keeps running',
+          start: 'running', obeysAcpi: false, call: 'requestStop', wantCalls: ['domainShutdown'], wantState: DomainState.Running,
+        },
+        RequestOnObeyingGuest: {
+          reason: 'a guest that hears the button powers off',
+          start: 'running', obeysAcpi: true, call: 'requestStop', wantCalls: ['domainShutdown'], wantState: DomainState.Shutoff,
+        },
+        RequestResumesPausedFirst: {
+          reason: 'a paused guest cannot see the button: resumed, then pressed',
+          start: 'paused', obeysAcpi: false, call: 'requestStop', wantCalls: ['domainResume', 'domainShutdown'], wantState: DomainState.Running,
+        },
+        RequestOnShutOffDoesNothing: {
+          reason: 'already off: nothing pressed',
+          start: 'off', obeysAcpi: false, call: 'requestStop', wantCalls: [], wantState: DomainState.Shutoff,
+        },
+        ForceDestroys: {
+          reason: 'the grace is over: destroy, and the note says so',
+          start: 'running', obeysAcpi: false, call: 'forceStop', wantCalls: ['domainDestroy'], wantState: DomainState.Shutoff,
+          wantNote: 'destroyed after 20 s: the guest did not power off on ACPI shutdown',
+        },
+        ForceOnShutOffDoesNothing: {
+          reason: 'powered off on its own just before the deadline: nothing to destroy',
+          start: 'off', obeysAcpi: false, call: 'forceStop', wantCalls: [], wantState: DomainState.Shutoff,
+        },
+      };
+      for (const [name, tc] of Object.entries(cases)) {
+        it(name, async () => {
+          const d = vm(`stop-${name.toLowerCase()}`, { gracefulStopSeconds: 20 });
+          await provider.create(d, signal());
+          if (tc.start !== 'off') await provider.setState(d, tc.start === 'running' ? 'Running' : 'Paused', (await provider.observe(d, signal()))!, signal());
+          fake.obeysAcpi = tc.obeysAcpi;
+          fake.calls.length = 0;
+          const note = await provider[tc.call](d, (await provider.observe(d, signal()))!, signal());
+          const changing = ['domainShutdown', 'domainDestroy', 'domainResume', 'domainCreate'];
+          const calls = fake.calls.map((c) => c.method).filter((m) => changing.includes(m));
+          expect({ calls, state: fake.domains.get(d.hostName)?.state, note }, tc.reason)
+            .to.deep.equal({ calls: tc.wantCalls, state: tc.wantState, note: tc.wantNote });
+        });
+      }
+    });
+
     it('names every known domain in changes() after a reconnect, since events were lost meanwhile', async () => {
       const a = vm('known-a');
       const b = vm('known-b');

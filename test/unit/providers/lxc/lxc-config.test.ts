@@ -1,9 +1,10 @@
 import { expect } from 'chai';
 import { specFields } from '../../../../src/api/v1alpha1/fields.js';
+import { deriveMac } from '../../../../src/api/v1alpha1/mac-address.js';
 import type { ContainerSpec } from '../../../../src/api/v1alpha1/types.js';
 import {
   MANAGED_BEGIN, MANAGED_END, type RenderContext, appliedConfigOf, fieldsFromConfig, formatEntry, liveCgroupSettings, mergeConfig,
-  parseConfig, renderManagedConfig, renderRootfsBaseConfig, templateOfConfig,
+  parseConfig, renderManagedConfig, renderRootfsBaseConfig, templateOfConfig, withRootfsPath,
 } from '../../../../src/providers/lxc/lxc-config.js';
 
 const base: ContainerSpec = {
@@ -196,7 +197,7 @@ describe('fieldsFromConfig', () => {
   it('ForeignConfig', () => {
     const text = 'lxc.net.0.type = veth\nlxc.net.0.link = lxcbr0\nlxc.net.0.flags = up\nlxc.environment = PATH\nlxc.start.auto = 0\n';
     expect(fieldsFromConfig(text, 1), 'an inherited variable (no "=") is not reported; no template header is null; no lxc.idmap is privileged').to.deep.equal({
-      template: null, rootfs: null, 'resources.cpu': null, 'resources.memory': null, 'resources.disk': null,
+      template: null, templateArgs: null, rootfs: null, image: null, 'resources.cpu': null, 'resources.memory': null, 'resources.disk': null,
       network: JSON.stringify([{ type: 'veth', bridge: 'lxcbr0' }]), environment: '{}', autostart: false, privileged: true,
     });
   });
@@ -229,4 +230,40 @@ describe('liveCgroupSettings', () => {
   for (const [name, tc] of Object.entries(cases)) {
     it(name, () => expect(liveCgroupSettings(tc.change, tc.version), tc.reason).to.deep.equal(tc.want));
   }
+});
+
+describe('renderManagedConfig: derived MACs', () => {
+  it('gives a veth without hwaddr the MAC derived from the object id and its index among veths; a declared one stays', () => {
+    const fields = specFields('Container', { ...base, network: [{ type: 'veth' }, { type: 'veth', hwaddr: '52:54:00:AA:BB:CC' }] });
+    const lines = renderManagedConfig(appliedConfigOf(fields), { ...ctx(1), ownerId: 'id-1' });
+    expect(lines).to.include(`lxc.net.0.hwaddr = ${deriveMac('id-1', 0)}`);
+    expect(lines).to.include('lxc.net.1.hwaddr = 52:54:00:aa:bb:cc');
+    expect(renderManagedConfig(appliedConfigOf(fields), ctx(1)).filter((l) => l.startsWith('lxc.net.0.hwaddr')), 'no id: LXC picks one').to.deep.equal([]);
+  });
+});
+
+describe('withRootfsPath', () => {
+  const cases = {
+    ReplacesAndDropsRepeat: {
+      reason: 'lxc-create writes the key twice: the first becomes the overlay, the second goes',
+      text: 'lxc.include = /c.conf\nlxc.rootfs.path = dir:/l/c/rootfs\nlxc.uts.name = c\nlxc.rootfs.path = dir:/l/c/rootfs\n',
+      want: 'lxc.include = /c.conf\nlxc.rootfs.path = overlay:/base:/l/c/rootfs\nlxc.uts.name = c\n',
+    },
+    AppendsWhenAbsent: {
+      reason: 'no rootfs line: one is added at the end',
+      text: 'lxc.uts.name = c\n\n',
+      want: 'lxc.uts.name = c\nlxc.rootfs.path = overlay:/base:/l/c/rootfs\n',
+    },
+    KeepsComments: {
+      reason: 'a commented-out key is no key',
+      text: '# lxc.rootfs.path = dir:/x\nlxc.rootfs.path=dir:/y\n',
+      want: '# lxc.rootfs.path = dir:/x\nlxc.rootfs.path = overlay:/base:/l/c/rootfs\n',
+    },
+  };
+  for (const [name, tc] of Object.entries(cases)) {
+    it(name, () => expect(withRootfsPath(tc.text, 'overlay:/base:/l/c/rootfs'), tc.reason).to.equal(tc.want));
+  }
+  it('refuses a value that would end the line', () => {
+    expect(() => withRootfsPath('', 'overlay:/a\nlxc.hook.pre-start = /evil')).to.throw(/line break/);
+  });
 });

@@ -121,6 +121,22 @@ describe('LxcProvider (FakeToolRunner)', () => {
       expect((await readMarker(markerPath(lxcpath, 'web')))?.complete).to.equal(true);
     });
 
+    it('passes templateArgs after -- as argv items, never through a shell, and records them in the marker', async () => {
+      const args = ['-d', 'debian', '--server', 'a b;$(reboot)'];
+      await provider.create(web({ templateArgs: args }), signal());
+      const baseConf = join(containerDir(lxcpath, 'web'), 'hyperlet-base.conf');
+      expect(lxc.runner.callsOf('lxc-create')[0]).to.deep.equal(['-P', lxcpath, '-n', 'web', '-t', 'busybox', '-f', baseConf, '--', ...args]);
+      expect((await readMarker(markerPath(lxcpath, 'web')))?.fields.templateArgs).to.equal(JSON.stringify(args));
+    });
+
+    it('refuses a reserved template option even when the schema was bypassed, before anything is made', async () => {
+      const d = web({ templateArgs: ['-d', 'x'] });
+      const bypassed = { ...d, object: { ...d.object, spec: { ...d.object.spec, templateArgs: ['--rootfs=/'] } } };
+      const err = await provider.create(bypassed, signal()).then(() => undefined, (e: unknown) => e);
+      expect(err).to.have.property('reason', 'InvalidSpec');
+      expect(lxc.runner.calls, 'nothing spawned').to.deep.equal([]);
+    });
+
     it('runs no tool at all for a complete container of its own', async () => {
       const d = web();
       await provider.create(d, signal());
@@ -244,6 +260,70 @@ describe('LxcProvider (FakeToolRunner)', () => {
     });
   });
 
+  describe('requestStop and forceStop (a stop no worker waits for)', () => {
+    /** An init that traps the halt signal: lxc-stop --nowait returns at once and the container runs on. */
+    const stubborn = (): void => {
+      lxc.runner.on('lxc-stop', (args) => {
+        const name = valueOf(args, '-n');
+        if (lxc.states.get(name) === 'STOPPED') return { code: 2, stderr: `lxc-stop: ${name} is not running\n` };
+        if (!args.includes('--nowait')) lxc.states.set(name, 'STOPPED');
+        return {};
+      });
+    };
+    const cases: Record<string, {
+      reason: string; lxcState: string; call: 'requestStop' | 'forceStop'; stubborn?: boolean;
+      wantTools: string[][]; wantState: string; wantNote?: string;
+    }> = {
+      RequestAsksWithoutWaiting: {
+        reason: 'lxc-stop --nowait sends the halt signal and returns; the stubborn init keeps running',
+        lxcState: 'RUNNING', call: 'requestStop', stubborn: true,
+        wantTools: [['lxc-stop', '-n', 'web', '--nowait']], wantState: 'RUNNING',
+      },
+      RequestThawsFirst: {
+        reason: 'a frozen init cannot handle the signal: thawed, then asked',
+        lxcState: 'FROZEN', call: 'requestStop', stubborn: true,
+        wantTools: [['lxc-unfreeze', '-n', 'web'], ['lxc-stop', '-n', 'web', '--nowait']], wantState: 'RUNNING',
+      },
+      RequestOnStoppedDoesNothing: {
+        reason: 'already stopped (a stale observation would say so too): no tool runs',
+        lxcState: 'STOPPED', call: 'requestStop', wantTools: [], wantState: 'STOPPED',
+      },
+      RequestOnStoppingDoesNothing: {
+        reason: 'already on its way down: not asked again',
+        lxcState: 'STOPPING', call: 'requestStop', wantTools: [], wantState: 'STOPPING',
+      },
+      ForceKills: {
+        reason: 'lxc-stop -k, and the note says the grace ran out',
+        lxcState: 'RUNNING', call: 'forceStop', stubborn: true,
+        wantTools: [['lxc-stop', '-n', 'web', '-k']], wantState: 'STOPPED', wantNote: 'killed after 20 s without a clean shutdown',
+      },
+      ForceOnStoppedDoesNothing: {
+        reason: 'stopped on its own just before the deadline: nothing to kill',
+        lxcState: 'STOPPED', call: 'forceStop', wantTools: [], wantState: 'STOPPED',
+      },
+    };
+    for (const [name, tc] of Object.entries(cases)) {
+      it(name, async () => {
+        const d = web({ gracefulStopSeconds: 20 });
+        await provider.create(d, signal());
+        lxc.states.set('web', tc.lxcState);
+        if (tc.stubborn === true) stubborn();
+        lxc.runner.calls.length = 0;
+        const note = await provider[tc.call](d, running(d, tc.lxcState), signal());
+        const tools = lxc.runner.calls.filter((c) => c[0] !== 'lxc-info').map((c) => c.filter((a, i) => a !== lxcpath && !(a === '-P' && i === 1)));
+        expect({ tools, state: lxc.states.get('web'), note }, tc.reason).to.deep.equal({ tools: tc.wantTools, state: tc.wantState, note: tc.wantNote });
+      });
+    }
+
+    it('takes a request that races with the container stopping as done', async () => {
+      const d = web({ gracefulStopSeconds: 20 });
+      await provider.create(d, signal());
+      lxc.states.set('web', 'STOPPED');
+      // Observed RUNNING a moment ago; lxc-stop now fails because it has stopped meanwhile.
+      expect(await provider.requestStop(d, running(d), signal())).to.equal(undefined);
+    });
+  });
+
   describe('names never reach a tool unchecked', () => {
     const names = {
       Option: { reason: 'a leading dash would be read as an option', hostName: '--help' },
@@ -264,6 +344,8 @@ describe('LxcProvider (FakeToolRunner)', () => {
           update: () => provider.update(d, [{ path: 'autostart', from: false, to: true, apply: 'live' }], o, signal()),
           start: () => provider.setState(d, 'Running', o, signal()),
           stop: () => provider.setState(d, 'Stopped', o, signal()),
+          requestStop: () => provider.requestStop(d, o, signal()),
+          forceStop: () => provider.forceStop(d, o, signal()),
           adopt: () => provider.adopt(d, o, signal()),
           delete: () => provider.delete(d, signal()),
           exec: async () => provider.exec(tc.hostName, ['/bin/true']),

@@ -8,17 +8,30 @@ describe('parseLsFancy', () => {
     StoppedAndRunning: {
       reason: "'-' is an empty cell: no pid, no address",
       stdout: 'NAME STATE   PID  IPV4 \nr1   STOPPED -    -    \nt1   RUNNING 6442 -    \n',
-      want: [{ name: 'r1', state: 'STOPPED', ipv4: [] }, { name: 't1', state: 'RUNNING', pid: 6442, ipv4: [] }],
+      want: [{ name: 'r1', state: 'STOPPED', ipv4: [], ipv6: [] }, { name: 't1', state: 'RUNNING', pid: 6442, ipv4: [], ipv6: [] }],
     },
     SeveralAddresses: {
       reason: 'several addresses are joined by ", " in the last cell',
       stdout: 'NAME STATE PID IPV4\nweb RUNNING 77 10.0.3.5, 10.0.4.2\n',
-      want: [{ name: 'web', state: 'RUNNING', pid: 77, ipv4: ['10.0.3.5', '10.0.4.2'] }],
+      want: [{ name: 'web', state: 'RUNNING', pid: 77, ipv4: ['10.0.3.5', '10.0.4.2'], ipv6: [] }],
+    },
+    BothFamilies: {
+      reason: 'with the ipv6 column: each family in its list, whatever the spacing, link-local left out',
+      stdout: 'NAME STATE PID IPV4 IPV6\nweb RUNNING 77 10.0.3.5, 10.0.4.2 FD42:1::5, fe80::1\nold STOPPED - - -\n',
+      want: [
+        { name: 'web', state: 'RUNNING', pid: 77, ipv4: ['10.0.3.5', '10.0.4.2'], ipv6: ['fd42:1::5'] },
+        { name: 'old', state: 'STOPPED', ipv4: [], ipv6: [] },
+      ],
+    },
+    OnlyIpv6: {
+      reason: 'no IPv4 ("-") and one IPv6 address',
+      stdout: 'NAME STATE PID IPV4 IPV6\nv6 RUNNING 5 - 2001:db8::7\n',
+      want: [{ name: 'v6', state: 'RUNNING', pid: 5, ipv4: [], ipv6: ['2001:db8::7'] }],
     },
     FrozenNamespaced: {
       reason: 'a namespaced host name holds a dot; FROZEN keeps its pid',
       stdout: 'NAME STATE PID IPV4\nteam-a.db FROZEN 9429 -\n',
-      want: [{ name: 'team-a.db', state: 'FROZEN', pid: 9429, ipv4: [] }],
+      want: [{ name: 'team-a.db', state: 'FROZEN', pid: 9429, ipv4: [], ipv6: [] }],
     },
   };
   for (const [name, tc] of Object.entries(cases)) {
@@ -29,12 +42,12 @@ describe('parseLsFancy', () => {
 describe('parseInfo', () => {
   const cases = {
     Running: {
-      reason: 'state, pid and each IP line are read',
-      stdout: 'State:          RUNNING\nPID:            11828\nIP:             10.0.3.7\nIP:             fe80::1\n',
-      want: { state: 'RUNNING', pid: 11828, ipv4: ['10.0.3.7'] },
+      reason: 'state, pid and each IP line are read; link-local IPv6 left out',
+      stdout: 'State:          RUNNING\nPID:            11828\nIP:             10.0.3.7\nIP:             fe80::1\nIP:             fd42:7::9\n',
+      want: { state: 'RUNNING', pid: 11828, ipv4: ['10.0.3.7'], ipv6: ['fd42:7::9'] },
     },
-    Stopped: { reason: 'a stopped container prints only its state', stdout: 'State:          STOPPED\n', want: { state: 'STOPPED', ipv4: [] } },
-    Garbage: { reason: 'unknown lines are ignored', stdout: 'hello\nCPU use: 0.01 seconds\n', want: { ipv4: [] } },
+    Stopped: { reason: 'a stopped container prints only its state', stdout: 'State:          STOPPED\n', want: { state: 'STOPPED', ipv4: [], ipv6: [] } },
+    Garbage: { reason: 'unknown lines are ignored', stdout: 'hello\nCPU use: 0.01 seconds\n', want: { ipv4: [], ipv6: [] } },
   };
   for (const [name, tc] of Object.entries(cases)) {
     it(name, () => expect(parseInfo(tc.stdout), tc.reason).to.deep.equal(tc.want));
