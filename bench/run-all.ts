@@ -16,6 +16,8 @@ export const BENCHES: Record<string, () => Promise<Bench>> = {
   lxc: async () => { const { lxcBench } = await import('./lxc-bench.js'); return () => lxcBench(); },
   kube: async () => (await import('./kube-bench.js')).kubeBench,
   git: async () => { const { gitBench } = await import('./git-bench.js'); return () => gitBench(); },
+  placement: async () => { const { placementBench } = await import('./placement-bench.js'); return () => Promise.resolve(placementBench()); },
+  scheduler: async () => (await import('./scheduler-bench.js')).schedulerBench,
   snapshot: async () => { const { snapshotBench } = await import('./snapshot-bench.js'); return () => snapshotBench(); },
   image: async () => { const { imageBench } = await import('./image-bench.js'); return () => imageBench(); },
 };

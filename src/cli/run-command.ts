@@ -35,13 +35,17 @@ Keeps the LXC containers and libvirt VMs on this host as declared.
   --libvirt-uri URI     libvirt connection (default qemu:///system)
   --libvirt-socket PATH libvirtd's socket (default /run/libvirt/libvirt-sock)
   --kinds LIST          kinds to reconcile (default Container,VirtualMachine)
-  --node NAME           this host's node name (default the hostname; kube: only objects with spec.nodeName NAME)
+  --node NAME           this host's node name (default the hostname; kube: only objects with spec.nodeName NAME,
+                        or placed on NAME by the scheduler when spec.nodeName is unset)
   --kubeconfig PATH     kube source: kubeconfig (default in-cluster or ~/.kube/config)
   --namespace NS        kube source: watch one namespace only
   --leader-elect        kube source: campaign for a Lease in hyperlet-system. With --node (the DaemonSet),
                         the elected agent also does the once-per-cluster work (Lease hyperlet-cluster);
                         without --node, only the elected replica reconciles (Lease hyperlet-agent) and
                         an agent that loses leadership exits with status 1
+  --scheduler           kube source with --node and --leader-elect: the elected agent also places objects
+                        without spec.nodeName on Ready HypervisorNodes (capacity, spec.nodeSelector, kind,
+                        least allocated first) and records the node in status.placement.nodeName
   --heartbeat DURATION  kube source with --node: how often the agent renews its heartbeat Lease
                         (hyperlet-system/hyperlet-node-NODE, valid 4 times as long; default 10s) and
                         publishes its HypervisorNode (capacity, allocated, kinds, Ready) when it changed
@@ -193,7 +197,7 @@ export async function runCommand(args: string[]): Promise<number> {
       'notify-max-retry-delay': { type: 'string' }, 'console-log-size': { type: 'string' },
       'image-cache': { type: 'string' },
       'secrets-dir': { type: 'string' }, 'http-host-allow': { type: 'string', multiple: true }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
-      policy: { type: 'string' }, 'leader-elect': { type: 'boolean' }, heartbeat: { type: 'string' },
+      policy: { type: 'string' }, 'leader-elect': { type: 'boolean' }, heartbeat: { type: 'string' }, scheduler: { type: 'boolean' },
     },
   });
   if (values.help === true) {
@@ -222,6 +226,10 @@ export async function runCommand(args: string[]): Promise<number> {
   const notify = parseNotify(values);
   const leaderElect = values['leader-elect'] === true;
   if (leaderElect && !sources.some((s) => s.type === 'kube')) throw new UsageError('--leader-elect needs --source kube');
+  const scheduler = values.scheduler === true;
+  if (scheduler && (!leaderElect || values.node === undefined)) {
+    throw new UsageError('--scheduler needs --source kube, --node and --leader-elect (the elected agent runs it)');
+  }
   let leadershipLost = false;
   // One Redactor for the whole process: the logger writes through it, the daemon feeds it secrets.
   const redactor = new Redactor();
@@ -257,6 +265,7 @@ export async function runCommand(args: string[]): Promise<number> {
     ...(values.heartbeat === undefined ? {} : {
       heartbeatMs: atLeast('--heartbeat', parseDurationMs('--heartbeat', values.heartbeat), 250),
     }),
+    ...(scheduler ? { scheduler: true } : {}),
     ...(leaderElect ? {
       leaderElect: true,
       onLeadershipLost: () => {

@@ -108,6 +108,8 @@ export interface DaemonConfig {
   readonly onLeadershipLost?: () => void;
   /** kube with --node: heartbeat Lease renewal period (--heartbeat, default 10 s). */
   readonly heartbeatMs?: number;
+  /** --scheduler (kube, --node, --leader-elect): the elected agent also places objects without spec.nodeName. */
+  readonly scheduler?: boolean;
 }
 
 /** Where notifications go and how hard to try. */
@@ -176,6 +178,8 @@ export class Daemon {
       ...(config.kubeconfig === undefined ? {} : { kubeconfig: config.kubeconfig }),
       ...(config.namespace === undefined ? {} : { namespace: config.namespace }),
       ...(config.leaderElect === true ? { leaderElect: true } : {}),
+      ...(config.scheduler === true
+        ? { scheduler: { containerMemoryBytes: (config.hostPolicy ?? DEFAULT_HOST_POLICY).defaults.containerMemoryBytes } } : {}),
       ...(config.onLeadershipLost === undefined ? {} : { onLeadershipLost: config.onLeadershipLost }),
       ...(config.nodeFilter && config.sources.some((s) => s.type === 'kube') ? { inventory: await this.inventory() } : {}),
     });

@@ -22,6 +22,7 @@ import { ClusterLeadership, type ClusterTask } from '../kube/cluster-leadership.
 import { HypervisorNodePublisher } from '../status/hypervisor-node-publisher.js';
 import type { HostFacts } from '../status/hypervisor-node-status.js';
 import { NodeLifecycle } from '../status/node-lifecycle.js';
+import { KubeScheduler } from '../scheduler/kube-scheduler.js';
 import type { Desired } from '../store/desired.js';
 import type { ObjectKey } from '../store/object-key.js';
 import { KubeMovedAway } from '../sources/kube-moved-away.js';
@@ -71,6 +72,8 @@ export interface KubeBackendOptions {
   };
   /** Per-node agents: publish this node's HypervisorNode and renew its heartbeat Lease. */
   readonly inventory?: InventoryOptions;
+  /** With clusterLeadership: the leader also places objects without spec.nodeName (src/scheduler/). */
+  readonly scheduler?: { readonly containerMemoryBytes?: number; readonly batchMs?: number };
 }
 
 /** What a per-node agent publishes about its host. */
@@ -133,6 +136,13 @@ export function createKubeBackend(options: KubeBackendOptions): KubeBackend {
   });
   // The elected agent checks every node's heartbeat as often as its own beats.
   leadership?.add(new NodeLifecycle({ kubeConfig, logger, ...(inv?.heartbeatMs !== undefined ? { periodMs: inv.heartbeatMs } : {}) }));
+  const sc = options.scheduler;
+  if (sc !== undefined && leadership === undefined) throw new TypeError('cannot run the scheduler without cluster leadership');
+  if (sc !== undefined) {
+    leadership?.add(new KubeScheduler({
+      kubeConfig, logger, ...sc, ...(options.namespace !== undefined ? { namespace: options.namespace } : {}),
+    }));
+  }
   // Per-node agents remove the instances of objects that left their node (tombstones, like a dir
   // source's removed files) and leave those objects' status and finalizer to their new node.
   const movedAway = options.node === undefined ? undefined : new KubeMovedAway();

@@ -54,6 +54,8 @@ export interface SourceContext {
    */
   readonly leaderElect?: boolean;
   readonly onLeadershipLost?: () => void;
+  /** kube with a node and leaderElect: the elected agent also runs the scheduler (memory of a container declaring none). */
+  readonly scheduler?: { readonly containerMemoryBytes: number };
   /** kube with a node: what the agent publishes in its HypervisorNode, and its heartbeat. */
   readonly inventory?: SourceInventory;
 }
@@ -162,7 +164,7 @@ export const SOURCE_FACTORIES: Partial<Record<SourceSpec['type'], SourceFactory>
       ...(ctx.namespace !== undefined ? { namespace: ctx.namespace } : {}),
       ...(ctx.nodeFilter ? { node: ctx.node } : {}),
       ...(ctx.leaderElect !== true ? {} : ctx.nodeFilter
-        ? { clusterLeadership: {} }
+        ? { clusterLeadership: {}, ...(ctx.scheduler !== undefined ? { scheduler: ctx.scheduler } : {}) }
         : { leaderElection: { onStoppedLeading: ctx.onLeadershipLost ?? ((): void => undefined) } }),
       ...(ctx.inventory === undefined || !ctx.nodeFilter ? {} : {
         inventory: {

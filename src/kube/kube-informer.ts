@@ -19,7 +19,8 @@ import {
   CustomObjectsApi, type KubeConfig, type KubernetesListObject, ListWatch, Watch,
 } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import type { Kind } from '../api/v1alpha1/group.js';
+import { API_VERSION, GROUP, type Kind, VERSION } from '../api/v1alpha1/group.js';
+import { HYPERVISOR_NODE } from '../api/v1alpha1/hypervisor-node.js';
 import { type Clock, systemClock } from '../shared/clock.js';
 import type { KubeObject } from './desired-from-kube.js';
 import { resourceOf } from './kube-client.js';
@@ -39,7 +40,8 @@ export interface KubeInformerHandlers {
 /** What to list and watch, and where to report it. */
 export interface KubeInformerOptions {
   readonly kubeConfig: KubeConfig;
-  readonly kind: Kind;
+  /** A reconciled kind, or the cluster-scoped HypervisorNode (the scheduler's). */
+  readonly kind: Kind | 'HypervisorNode';
   /** Watch one namespace; all namespaces when absent. */
   readonly namespace?: string;
   /** Server-side field selector, e.g. "spec.nodeName=node-a" (the CRDs make spec.nodeName selectable). */
@@ -146,8 +148,13 @@ export class KubeInformer {
     this.current = undefined;
   }
 
+  private get resource(): { group: string; version: string; plural: string; apiVersion: string } {
+    const { kind } = this.options;
+    return kind === 'HypervisorNode' ? { group: GROUP, version: VERSION, plural: HYPERVISOR_NODE.plural, apiVersion: API_VERSION } : resourceOf(kind);
+  }
+
   private get path(): string {
-    const r = resourceOf(this.options.kind);
+    const r = this.resource;
     const ns = this.options.namespace !== undefined ? `/namespaces/${encodeURIComponent(this.options.namespace)}` : '';
     return `/apis/${r.group}/${r.version}${ns}/${r.plural}`;
   }
@@ -186,7 +193,7 @@ export class KubeInformer {
 
   /** A full, paginated list at one resourceVersion. */
   private async list(live: () => boolean): Promise<KubernetesListObject<KubeObject>> {
-    const r = resourceOf(this.options.kind);
+    const r = this.resource;
     const items: KubeObject[] = [];
     let resourceVersion = '';
     let continueToken: string | undefined;
@@ -201,7 +208,9 @@ export class KubeInformer {
         : await this.api.listClusterCustomObject(common)) as KubernetesListObject<KubeObject>;
       items.push(...page.items);
       if (continueToken === undefined) resourceVersion = page.metadata?.resourceVersion ?? '';
-      continueToken = page.metadata?._continue !== undefined && page.metadata._continue !== '' ? page.metadata._continue : undefined;
+      // Custom objects come back as plain JSON, where the token is `continue` (typed lists say `_continue`).
+      const token = (page.metadata as { continue?: string } | undefined)?.continue ?? page.metadata?._continue;
+      continueToken = token !== undefined && token !== '' ? token : undefined;
     } while (continueToken !== undefined);
     if (live()) {
       this.succeeded();

@@ -8,7 +8,7 @@
  * event that lags behind our own write cannot make us write the same status again.
  */
 import type { KubernetesObject } from '@kubernetes/client-node';
-import type { Status } from '../api/v1alpha1/types.js';
+import type { Status, StatusPlacement } from '../api/v1alpha1/types.js';
 import type { ObjectKey } from '../store/object-key.js';
 import { isNewerResourceVersion } from './kube-client.js';
 
@@ -19,6 +19,8 @@ export interface TrackedObject {
   readonly finalizers: readonly string[];
   readonly deleting: boolean;
   readonly status?: Status;
+  /** status.placement as the scheduler wrote it (kept even when no agent wrote status yet). */
+  readonly placement?: StatusPlacement;
 }
 
 /** See the file comment; one per agent, shared by the source and the writers. */
@@ -38,6 +40,7 @@ export class KubeObjectTracker {
       finalizers: obj.metadata?.finalizers ?? [],
       deleting: obj.metadata?.deletionTimestamp !== undefined,
       ...(isWrittenStatus(obj.status) ? { status: obj.status } : {}),
+      ...(placementOf(obj.status) !== undefined ? { placement: placementOf(obj.status) } : {}),
     });
   }
 
@@ -58,4 +61,11 @@ export class KubeObjectTracker {
  */
 function isWrittenStatus(status: unknown): status is Status {
   return typeof status === 'object' && status !== null && Array.isArray((status as { conditions?: unknown }).conditions);
+}
+
+/** status.placement when it names a node. */
+export function placementOf(status: unknown): StatusPlacement | undefined {
+  const p = (status as { placement?: { nodeName?: unknown; time?: unknown } } | null | undefined)?.placement;
+  if (typeof p?.nodeName !== 'string' || p.nodeName === '') return undefined;
+  return { nodeName: p.nodeName, ...(typeof p.time === 'string' ? { time: p.time } : {}) };
 }

@@ -1,8 +1,9 @@
 /**
  * Desired objects from Kubernetes: Containers and VirtualMachines listed and watched through
  * client-node informers (src/kube/kube-informer.ts), optionally in one namespace and, with a
- * node name, only those whose spec.nodeName is that node (a server-side field selector, checked
- * again here).
+ * node name, only those assigned to that node: spec.nodeName is that node, or spec.nodeName is
+ * unset and the scheduler's status.placement.nodeName is (two server-side field selectors per
+ * kind, checked again here; spec.nodeName wins when both are set).
  *
  * Guarantees:
  * - `start` resolves once both kinds are listed and the store holds exactly what the API holds
@@ -20,6 +21,7 @@ import { KINDS, type Kind } from '../api/v1alpha1/group.js';
 import type { Desired } from '../store/desired.js';
 import { type ObjectKey, objectKey } from '../store/object-key.js';
 import { type KubeObject, desiredFromKube } from '../kube/desired-from-kube.js';
+import { placementOf } from '../kube/kube-object-tracker.js';
 import { kubeError, statusCodeOf } from '../kube/kube-client.js';
 import { KubeInformer } from '../kube/kube-informer.js';
 import type { KubeObjectTracker } from '../kube/kube-object-tracker.js';
@@ -70,7 +72,9 @@ export class KubeSource implements Source {
   private readonly log: Logger;
   private readonly desired = new Map<ObjectKey, Desired>();
   private readonly invalid = new Map<ObjectKey, SourceProblem>();
-  private readonly failures = new Map<Kind, SourceProblem>();
+  private readonly failures = new Map<string, SourceProblem>();
+  /** Per-node agents: which informer (spec or placement selector) holds each key. */
+  private readonly heldBy = new Map<ObjectKey, Via>();
   private readonly informers: KubeInformer[] = [];
   private store: StoreWriter | undefined;
   private resyncTimer: unknown;
@@ -92,21 +96,25 @@ export class KubeSource implements Source {
       for (const inf of this.informers) void inf.stop();
     };
     signal.addEventListener('abort', stop, { once: true });
-    for (const kind of Object.keys(KINDS) as Kind[]) {
+    const node = this.options.node;
+    const selectors: readonly [Via, string | undefined][] = node === undefined
+      ? [['all', undefined]]
+      : [['spec', `spec.nodeName=${node}`], ['placement', `status.placement.nodeName=${node}`]];
+    for (const [kind, [via, fieldSelector]] of (Object.keys(KINDS) as Kind[]).flatMap((k) => selectors.map((sel) => [k, sel] as const))) {
       const informer = new KubeInformer({
         kubeConfig: this.options.kubeConfig,
         kind,
         ...(this.options.namespace !== undefined ? { namespace: this.options.namespace } : {}),
-        ...(this.options.node !== undefined ? { fieldSelector: `spec.nodeName=${this.options.node}` } : {}),
+        ...(fieldSelector !== undefined ? { fieldSelector } : {}),
         logger: this.log,
         ...(this.options.minBackoffMs !== undefined ? { minBackoffMs: this.options.minBackoffMs } : {}),
         ...(this.options.maxBackoffMs !== undefined ? { maxBackoffMs: this.options.maxBackoffMs } : {}),
         clock: this.clock,
         handlers: {
           upsert: (obj) => this.upsert(kind, obj),
-          remove: (obj) => this.remove(kind, obj),
-          listed: (objs) => this.listed(kind, objs),
-          health: (err, retryInMs) => this.health(kind, err, retryInMs),
+          remove: (obj) => this.remove(kind, obj, via),
+          listed: (objs) => this.listed(kind, objs, via),
+          health: (err, retryInMs) => this.health(kind, via, err, retryInMs),
         },
       });
       this.informers.push(informer);
@@ -166,7 +174,7 @@ export class KubeSource implements Source {
 
   private mine(obj: KubeObject): boolean {
     if (this.options.node === undefined) return true;
-    return (obj.spec as { nodeName?: unknown } | undefined)?.nodeName === this.options.node;
+    return assignedNode(obj) === this.options.node;
   }
 
   private upsert(kind: Kind, obj: KubeObject): void {
@@ -174,9 +182,10 @@ export class KubeSource implements Source {
     if (key === undefined) return;
     this.options.tracker?.observe(key, obj);
     if (!this.mine(obj)) {
-      this.remove(kind, obj);
+      this.dropKey(key);
       return;
     }
+    if (this.options.node !== undefined) this.heldBy.set(key, specNode(obj) !== undefined ? 'spec' : 'placement');
     const converted = desiredFromKube(this.id, kind, obj);
     if (converted.ok) {
       this.invalid.delete(key);
@@ -205,13 +214,20 @@ export class KubeSource implements Source {
     this.store?.upsert(d);
   }
 
-  private remove(kind: Kind, obj: KubeObject): void {
+  /** An informer lost `obj`; it goes only if that informer is the one holding it. */
+  private remove(kind: Kind, obj: KubeObject, via: Via): void {
     const key = this.keyOf(kind, obj);
-    if (key === undefined) return;
+    if (key === undefined || !this.heldVia(key, via)) return;
     this.dropKey(key);
   }
 
+  private heldVia(key: ObjectKey, via: Via): boolean {
+    const held = this.heldBy.get(key);
+    return via === 'all' || held === undefined || held === via;
+  }
+
   private dropKey(key: ObjectKey): void {
+    this.heldBy.delete(key);
     this.options.tracker?.forget(key);
     this.invalid.delete(key);
     const held = this.desired.get(key);
@@ -221,7 +237,7 @@ export class KubeSource implements Source {
     if (this.desired.delete(key)) this.store?.remove(key);
   }
 
-  private listed(kind: Kind, objs: readonly KubeObject[]): void {
+  private listed(kind: Kind, objs: readonly KubeObject[], via: Via): void {
     const present = new Set<ObjectKey>();
     for (const obj of objs) {
       const key = this.keyOf(kind, obj);
@@ -231,18 +247,32 @@ export class KubeSource implements Source {
     }
     const prefix = `${this.id}/`;
     for (const key of [...this.desired.keys(), ...this.invalid.keys()]) {
-      if (key.startsWith(prefix) && key.split('/')[2] === kind && !present.has(key)) this.dropKey(key);
+      if (key.startsWith(prefix) && key.split('/')[2] === kind && !present.has(key) && this.heldVia(key, via)) this.dropKey(key);
     }
   }
 
-  private health(kind: Kind, err: unknown, retryInMs: number): void {
+  private health(kind: Kind, via: Via, err: unknown, retryInMs: number): void {
+    const id = `${kind}/${via}`;
     if (err === undefined) {
-      this.failures.delete(kind);
+      this.failures.delete(id);
       return;
     }
     // 404 on the list: the API server does not serve the kind, so the CRDs are missing.
     const hint = statusCodeOf(err) === 404 ? ' (are the CRDs installed? kubectl apply -f crds/)' : '';
     const message = `${kubeError(err, `list and watch ${KINDS[kind].plural}`).message}${hint} (retrying in ${Math.round(retryInMs / 1000)} s)`;
-    this.failures.set(kind, { line: `kube ${KINDS[kind].plural}: ${message}`, message, kind });
+    this.failures.set(id, { line: `kube ${KINDS[kind].plural}: ${message}`, message, kind });
   }
+}
+
+/** Which informer an object comes through: every object, or a per-node agent's two selectors. */
+type Via = 'all' | 'spec' | 'placement';
+
+const specNode = (obj: KubeObject): string | undefined => {
+  const n = (obj.spec as { nodeName?: unknown } | undefined)?.nodeName;
+  return typeof n === 'string' && n !== '' ? n : undefined;
+};
+
+/** The node an object is assigned to: spec.nodeName when set, else the scheduler's status.placement.nodeName. */
+export function assignedNode(obj: KubeObject): string | undefined {
+  return specNode(obj) ?? placementOf(obj.status)?.nodeName;
 }

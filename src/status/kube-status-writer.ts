@@ -9,6 +9,8 @@
  *   meanwhile; that becomes a ConflictError, which the controller retries with backoff on fresh
  *   data. Nothing is ever overwritten blindly.
  * - A write for an object that no longer exists (404) is dropped: there is nothing to report to.
+ * - status.placement (the scheduler's, see src/scheduler/) is carried over as last seen; a
+ *   placement written meanwhile changes the resourceVersion, so the PUT gets 409 and retries.
  */
 import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
@@ -54,6 +56,9 @@ export class KubeStatusWriter implements StatusWriter {
   async write(d: Desired, status: Status, signal: AbortSignal): Promise<void> {
     if (this.options.leaveAlone?.(d.key) === true) return;
     const tracked = this.options.tracker.get(d.key);
+    // A PUT replaces all of status: carry the scheduler's placement over, or the agent would
+    // drop the very field that assigns the object to it.
+    if (tracked?.placement !== undefined && status.placement === undefined) status = { ...status, placement: tracked.placement };
     if (tracked?.status !== undefined && canonicalEqual(tracked.status, status)) return;
     signal.throwIfAborted();
     const { kind, metadata } = d.object;

@@ -151,13 +151,14 @@ describe('kube CRDs against a real kube-apiserver', function () {
     });
   }
 
-  it('kubectl get shows Phase, Node, CPU, Memory and Age, and the defaults the server applied', async () => {
+  it('kubectl get shows Phase, Node, Placed, CPU, Memory and Age, and the defaults the server applied', async () => {
     const doc = container('columns', { template: 'busybox', nodeName: 'node-a', resources: { cpu: 2, memory: '256Mi' } });
     await env.kubectlOk(['apply', '-f', '-'], { input: yaml.dump(doc) });
     await env.kubectlOk(['patch', 'ct', 'columns', '-n', NS, '--subresource=status', '--type=merge', '-p', '{"status":{"phase":"Running"}}']);
     const table = await env.kubectlOk(['get', 'ct', '-n', NS, 'columns']);
     const [header, row] = table.trim().split('\n');
-    expect(header!.split(/\s+/)).to.deep.equal(['NAME', 'PHASE', 'NODE', 'CPU', 'MEMORY', 'AGE']);
+    expect(header!.split(/\s+/)).to.deep.equal(['NAME', 'PHASE', 'NODE', 'PLACED', 'CPU', 'MEMORY', 'AGE']);
+    // PLACED (status.placement.nodeName) is empty for a hand-placed object, so the row's fields close up.
     expect(row!.split(/\s+/).slice(0, 5)).to.deep.equal(['columns', 'Running', 'node-a', '2', '256Mi']);
     const spec = JSON.parse(await env.kubectlOk(['get', 'hyperlet', '-n', NS, '-o', 'json'])) as { items: { spec: Record<string, unknown> }[] };
     expect(spec.items[0]!.spec).to.deep.include({ state: 'Running', updatePolicy: 'Live', deletionPolicy: 'Delete', autostart: false, gracefulStopSeconds: 30 });

@@ -200,9 +200,12 @@ describe('kube source, status writer, finalizer and events against a real kube-a
     expect(await can('watch', 'leases.coordination.k8s.io', '-n', 'hyperlet-system')).to.equal('no');
     expect(await can('update', 'leases.coordination.k8s.io', '-n', 'kube-system')).to.equal('no');
     // HypervisorNodes: an agent creates, reads and labels its own and patches its status; the elected
-    // agent lists them. Never a whole update, a delete or a watch.
-    for (const verb of ['get', 'list', 'create', 'patch']) expect(await can(verb, 'hypervisornodes.hyperlet.io'), verb).to.equal('yes');
-    for (const verb of ['update', 'delete', 'watch', 'deletecollection']) expect(await can(verb, 'hypervisornodes.hyperlet.io'), verb).to.equal('no');
+    // agent lists them and its scheduler watches them. Never a whole update or a delete.
+    for (const verb of ['get', 'list', 'watch', 'create', 'patch']) expect(await can(verb, 'hypervisornodes.hyperlet.io'), verb).to.equal('yes');
+    for (const verb of ['update', 'delete', 'deletecollection']) expect(await can(verb, 'hypervisornodes.hyperlet.io'), verb).to.equal('no');
+    // The scheduler merge-patches status.placement; status stays the only part of an object written whole.
+    expect(await can('patch', 'containers.hyperlet.io', '-n', NS, '--subresource=status')).to.equal('yes');
+    expect(await can('update', 'containers.hyperlet.io', '-n', NS, '--subresource=status')).to.equal('yes');
     expect(await can('patch', 'hypervisornodes.hyperlet.io', '--subresource=status')).to.equal('yes');
     expect(await can('update', 'hypervisornodes.hyperlet.io', '--subresource=status')).to.equal('no');
     // Exactly the rules of manifests/20-rbac.yaml, nothing more (a new permission must be added here too).
@@ -211,8 +214,8 @@ describe('kube source, status writer, finalizer and events against a real kube-a
     };
     expect(rules.rules.map((r) => `${r.apiGroups.join(',')}|${r.resources.join(',')}|${r.verbs.join(',')}`)).to.deep.equal([
       'hyperlet.io|containers,virtualmachines|list,watch,patch',
-      'hyperlet.io|containers/status,virtualmachines/status|update',
-      'hyperlet.io|hypervisornodes|get,list,create,patch',
+      'hyperlet.io|containers/status,virtualmachines/status|update,patch',
+      'hyperlet.io|hypervisornodes|get,list,watch,create,patch',
       'hyperlet.io|hypervisornodes/status|patch',
       '|events|create,patch',
       '|secrets|get',

@@ -120,6 +120,14 @@ const statusSchema: JsonSchema = {
     id: { type: 'string', description: 'Stable id of the instance.' },
     hostName: { type: 'string', description: 'Name of the instance on the host.' },
     node: { type: 'string', description: 'The node whose agent reports this status.' },
+    placement: {
+      type: 'object',
+      description: 'Where the scheduler placed an object without spec.nodeName (only the scheduler writes it; agents keep it).',
+      properties: {
+        nodeName: { type: 'string', maxLength: 253, description: 'The node whose agent runs the object.' },
+        time: { type: 'string', format: 'date-time', description: 'When the scheduler placed it.' },
+      },
+    },
     pid: { type: 'integer', description: 'Process id of the running instance\'s init (LXC) or QEMU process on the host.' },
     addresses: { type: 'array', items: { type: 'string' }, description: 'IP addresses of the instance, when they can be seen.' },
     startedAt: { type: 'string', format: 'date-time', description: 'When the instance last started.' },
@@ -261,11 +269,13 @@ export function generateCrd(kind: Kind): Record<string, unknown> {
         served: true,
         storage: true,
         subresources: { status: {} },
-        // Agents started with --node watch only their objects with a field selector.
-        selectableFields: [{ jsonPath: '.spec.nodeName' }],
+        // Agents started with --node watch only their objects with field selectors: those placed
+        // on them by hand (spec) and those the scheduler placed there (status).
+        selectableFields: [{ jsonPath: '.spec.nodeName' }, { jsonPath: '.status.placement.nodeName' }],
         additionalPrinterColumns: [
           { name: 'Phase', type: 'string', jsonPath: '.status.phase' },
           { name: 'Node', type: 'string', jsonPath: '.spec.nodeName' },
+          { name: 'Placed', type: 'string', jsonPath: '.status.placement.nodeName', description: 'Where the scheduler placed it.' },
           { name: 'CPU', type: 'integer', jsonPath: '.spec.resources.cpu' },
           { name: 'Memory', type: 'string', jsonPath: '.spec.resources.memory' },
           { name: 'Ready', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].status', priority: 1 },

@@ -120,7 +120,16 @@ export const objectMeta: JsonSchema = {
 export const commonSpecProperties: Record<string, JsonSchema> = {
   nodeName: {
     type: 'string', maxLength: 253, pattern: DNS_SUBDOMAIN_PATTERN,
-    description: 'The host that runs this instance (kube mode: the agent started with --node NAME).',
+    description: 'The host that runs this instance (kube mode: the agent started with --node NAME). Without it, the scheduler '
+      + '(hyperlet run --scheduler) places the object and records the node in status.placement.nodeName; this field, when set, wins.',
+  },
+  nodeSelector: {
+    type: 'object',
+    maxProperties: 32,
+    description: 'Kube mode: the scheduler places the object only on a HypervisorNode whose labels hold every key with this value '
+      + '(ignored when spec.nodeName is set).',
+    propertyNames: { maxLength: 317, pattern: labelKey },
+    additionalProperties: { type: 'string', maxLength: 63 },
   },
   updatePolicy: {
     type: 'string', enum: ['Live', 'Restart', 'Recreate'], default: 'Live',

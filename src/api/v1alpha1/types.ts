@@ -34,6 +34,8 @@ export interface DependencyRef { kind: Kind; name: string; namespace?: string }
 
 interface CommonSpec {
   nodeName?: string;
+  /** Kube mode: labels a HypervisorNode must have for the scheduler to place the object there. */
+  nodeSelector?: Record<string, string>;
   updatePolicy: UpdatePolicy;
   deletionPolicy: DeletionPolicy;
   /** Absent means Correct (the schema default). */
@@ -160,7 +162,12 @@ export interface Status {
   convergedGeneration?: number;
   /** Scheduled snapshots of the instance (spec.snapshots), oldest first. */
   snapshots?: StatusSnapshot[];
+  /** Kube mode: where the scheduler placed an object without spec.nodeName (written by the scheduler only). */
+  placement?: StatusPlacement;
 }
+
+/** status.placement: the scheduler's decision for an object without spec.nodeName. */
+export interface StatusPlacement { nodeName: string; time?: string }
 
 /** One snapshot as status lists it. */
 export interface StatusSnapshot { name: string; time: string; sizeBytes?: number; origin: string }

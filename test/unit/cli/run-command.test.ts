@@ -8,6 +8,14 @@ describe('hyperlet run: fleet flags', () => {
       reason: 'leader election is a Lease on the API server: without the kube source there is none',
       args: ['--leader-elect', '--source', 'dir:/nonexistent'], error: /--leader-elect needs --source kube/,
     },
+    SchedulerNeedsLeaderElect: {
+      reason: 'the scheduler is a once-per-cluster task of the elected agent: without election two could place at once',
+      args: ['--source', 'kube', '--node', 'n1', '--scheduler'], error: /--scheduler needs --source kube, --node and --leader-elect/,
+    },
+    SchedulerNeedsNode: {
+      reason: 'a cluster-wide replica has no once-per-cluster task list to run the scheduler in',
+      args: ['--source', 'kube', '--leader-elect', '--scheduler'], error: /--scheduler needs --source kube, --node and --leader-elect/,
+    },
     HeartbeatTooShort: {
       reason: 'a heartbeat below 250 ms would hammer the API server',
       args: ['--source', 'kube', '--node', 'n1', '--heartbeat', '100ms'], error: /--heartbeat: must be at least 250 ms/,

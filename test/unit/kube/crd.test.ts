@@ -62,8 +62,8 @@ describe('generated CRDs', () => {
       const v = versionOf(crd);
       expect(v).to.deep.include({ name: 'v1alpha1', served: true, storage: true, subresources: { status: {} } });
       expect((v.additionalPrinterColumns as Node[]).filter((c) => c.priority === undefined).map((c) => c.name))
-        .to.deep.equal(['Phase', 'Node', 'CPU', 'Memory', 'Age']);
-      expect(v.selectableFields).to.deep.equal([{ jsonPath: '.spec.nodeName' }]);
+        .to.deep.equal(['Phase', 'Node', 'Placed', 'CPU', 'Memory', 'Age']);
+      expect(v.selectableFields).to.deep.equal([{ jsonPath: '.spec.nodeName' }, { jsonPath: '.status.placement.nodeName' }]);
     });
 
     it(`${kind}: the schema is structural (every node typed, no JSON-Schema-only keywords)`, () => {

@@ -1,0 +1,94 @@
+/**
+ * The scheduler against the real API server (etcd + the built kube-apiserver): 50 simulated
+ * HypervisorNodes (Ready, 64 cores and 256Gi each, some already half used) and 1,000 Containers
+ * without spec.nodeName (SCHEDULER_BENCH_OBJECTS), created before the scheduler starts; then the
+ * time from its start until every object has status.placement.nodeName, as the hyperlet agent's
+ * ServiceAccount. Target (issue 13): below 5 s. Also prints the spread (objects per node) and
+ * the scheduler's status writes and conflicts as the API server counted them.
+ */
+import { CustomObjectsApi, PatchStrategy } from '@kubernetes/client-node';
+import { requestOptions } from '../src/kube/kube-client.js';
+import { KubeScheduler } from '../src/scheduler/kube-scheduler.js';
+import { createLogger } from '../src/telemetry/logger.js';
+import { KubeTestEnv } from '../test/e2e/support/kube-testenv.js';
+
+const G = { group: 'hyperlet.io', version: 'v1alpha1' };
+
+async function inParallel<T>(items: readonly T[], width: number, fn: (item: T) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: width }, async () => {
+    while (next < items.length) await fn(items[next++] as T);
+  }));
+}
+
+/** Runs the benchmark once and returns its figures. */
+export async function schedulerBench(): Promise<Record<string, number | string>> {
+  const n = Number(process.env.SCHEDULER_BENCH_OBJECTS ?? 1000);
+  const nodeCount = 50;
+  const ns = `placement-bench-${process.pid}`;
+  const env = await KubeTestEnv.start();
+  const stop = new AbortController();
+  try {
+    await env.installHyperlet();
+    await env.kubectlOk(['create', 'namespace', ns]);
+    const admin = env.admin().makeApiClient(CustomObjectsApi);
+    const nodes = Array.from({ length: nodeCount }, (_, i) => `placement-bench-node-${String(i).padStart(2, '0')}`);
+    await inParallel(nodes, 16, async (name) => {
+      await admin.createClusterCustomObject({ ...G, plural: 'hypervisornodes',
+        body: { apiVersion: 'hyperlet.io/v1alpha1', kind: 'HypervisorNode', metadata: { name, labels: { 'kubernetes.io/hostname': name } } } });
+      const i = nodes.indexOf(name);
+      await admin.patchClusterCustomObjectStatus({ ...G, plural: 'hypervisornodes', name, body: { status: {
+        capacity: { cpu: 64, memory: '262144Mi', disk: '1000Gi' }, allocatable: { cpu: 64, memory: '262144Mi', disk: '1000Gi' },
+        allocated: { cpu: i % 2 === 0 ? 32 : 0, memory: i % 2 === 0 ? '131072Mi' : '0Mi', objects: 0 },
+        kinds: ['Container'], hypervisors: ['lxc'], agentVersion: 'bench',
+        conditions: [{ type: 'Ready', status: 'True', reason: 'AgentReady', message: 'simulated', lastTransitionTime: new Date().toISOString() }],
+      } } }, requestOptions(undefined, PatchStrategy.MergePatch));
+    });
+    const names = Array.from({ length: n }, (_, i) => `placement-c${String(i).padStart(4, '0')}`);
+    await inParallel(names, 16, (name) => admin.createNamespacedCustomObject({
+      ...G, plural: 'containers', namespace: ns,
+      body: { apiVersion: 'hyperlet.io/v1alpha1', kind: 'Container', metadata: { name, namespace: ns },
+        spec: { template: 'busybox', resources: { cpu: 1, memory: '1Gi' } } },
+    }));
+    const patchesBefore = await env.requestCount({ verb: 'PATCH', resource: 'containers', subresource: 'status' });
+    const conflictsBefore = await env.requestCount({ resource: 'containers', code: '409' });
+    const placement = async (): Promise<Map<string, number>> => {
+      const list = await admin.listNamespacedCustomObject({ ...G, plural: 'containers', namespace: ns }) as {
+        items: { status?: { placement?: { nodeName?: string } } }[];
+      };
+      const per = new Map<string, number>();
+      for (const o of list.items) {
+        const node = o.status?.placement?.nodeName;
+        if (node !== undefined) per.set(node, (per.get(node) ?? 0) + 1);
+      }
+      return per;
+    };
+    const writeConcurrency = Number(process.env.SCHEDULER_BENCH_WRITES ?? 16);
+    const scheduler = new KubeScheduler({ kubeConfig: env.agent(), writeConcurrency, logger: createLogger({ level: (process.env.SCHEDULER_BENCH_LOG ?? 'silent') as 'info' }), namespace: ns });
+    const t0 = Date.now();
+    const running = scheduler.run(stop.signal);
+    let per = new Map<string, number>();
+    const deadline = t0 + 10 * 60_000;
+    while ([...(per = await placement()).values()].reduce((a, b) => a + b, 0) < n) {
+      if (Date.now() > deadline) throw new Error('cannot place every object within 10 min');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const placedMs = Date.now() - t0;
+    stop.abort();
+    await running;
+    const counts = [...per.values()];
+    const even = nodes.filter((_, i) => i % 2 === 0).map((x) => per.get(x) ?? 0);
+    const odd = nodes.filter((_, i) => i % 2 === 1).map((x) => per.get(x) ?? 0);
+    return {
+      objects: n, nodes: nodeCount, writeConcurrency, placedMs, targetMs: 5_000, shareOfTarget: +(placedMs / 5_000).toFixed(3),
+      passes: scheduler.passCount, minPerNode: Math.min(...counts), maxPerNode: Math.max(...counts),
+      halfUsedNodesMean: +(even.reduce((a, b) => a + b, 0) / even.length).toFixed(1),
+      emptyNodesMean: +(odd.reduce((a, b) => a + b, 0) / odd.length).toFixed(1),
+      statusPatches: await env.requestCount({ verb: 'PATCH', resource: 'containers', subresource: 'status' }) - patchesBefore,
+      conflicts: await env.requestCount({ resource: 'containers', code: '409' }) - conflictsBefore,
+    };
+  } finally {
+    stop.abort();
+    await env.stop();
+  }
+}

@@ -1,0 +1,359 @@
+/**
+ * The scheduler (`hyperlet run --source kube --node N --leader-elect --scheduler`): a
+ * once-per-cluster task of the elected agent that places Containers and VirtualMachines without
+ * spec.nodeName on HypervisorNodes (the rules: placement.ts) and records the node in
+ * status.placement.nodeName through the status subresource. It never writes spec, so GitOps
+ * tools see no drift; the node's agent selects the object by that status field.
+ *
+ * Guarantees:
+ * - One pass at a time, on fresh informer caches, after a short batching delay: a burst of new
+ *   objects is placed in one pass, each placement counting for the next.
+ * - Capacity: a node's used cpu and memory is the larger of what its HypervisorNode reports and
+ *   what the scheduler counts from the objects assigned to it, including its own placements that
+ *   the caches do not show yet (assumed, like kube-scheduler's assume cache).
+ * - Every write is a JSON merge patch of /status carrying the resourceVersion the decision was
+ *   made on: a stale decision is refused (409) and made again on fresh data, never applied.
+ * - An object that fits nowhere gets Scheduled=False, reason Unschedulable, with a Pod-like
+ *   message; it is written only when the message changes. It is tried again when nodes or
+ *   objects change, and otherwise after a backoff (1 s doubling to 60 s, reset by a change of the
+ *   HypervisorNodes): never a hot loop.
+ * Caveats: objects already placed stay where they are (moves are the agents' business); disk is
+ * not counted.
+ */
+import { setMaxListeners } from 'node:events';
+import { CustomObjectsApi, type KubeConfig, PatchStrategy } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import { KINDS, type Kind } from '../api/v1alpha1/group.js';
+import type { HypervisorNodeObject } from '../api/v1alpha1/hypervisor-node.js';
+import { parseQuantity } from '../api/v1alpha1/quantity.js';
+import type { KubeObject } from '../kube/desired-from-kube.js';
+import { isNotFound, kubeError, requestOptions, resourceOf } from '../kube/kube-client.js';
+import { KubeInformer } from '../kube/kube-informer.js';
+import { placementOf } from '../kube/kube-object-tracker.js';
+import { type Clock, systemClock } from '../shared/clock.js';
+import { ConflictError } from '../shared/errors.js';
+import { type PlacementNode, type PlacementRequest, placeAll } from './placement.js';
+
+/** How the scheduler connects and how it counts and waits. */
+export interface KubeSchedulerOptions {
+  readonly kubeConfig: KubeConfig;
+  readonly logger: Logger;
+  /** Only objects of this namespace; all when absent. */
+  readonly namespace?: string;
+  /** Memory a container without spec.resources.memory counts (the host policy's containerMemory; default 512Mi). */
+  readonly containerMemoryBytes?: number;
+  /** Delay that batches the events of a burst into one pass (default 100 ms). */
+  readonly batchMs?: number;
+  /** Retry bounds for objects that fit nowhere (default 1 s–60 s). */
+  readonly minRetryMs?: number;
+  readonly maxRetryMs?: number;
+  /** Placement writes in flight at once (default 16). */
+  readonly writeConcurrency?: number;
+  readonly clock?: Clock;
+}
+
+/** What one pass did (for logs, tests and benchmarks). */
+export interface SchedulerPass {
+  readonly placed: number;
+  readonly unschedulable: number;
+  /** Writes refused (409 on a stale copy) or failed; tried again later. */
+  readonly failed: number;
+}
+
+/** The condition type the scheduler writes, and its reason when nothing fits. */
+export const SCHEDULED_CONDITION = 'Scheduled';
+/** Reason of Scheduled=False: no node takes the object. */
+export const UNSCHEDULABLE_REASON = 'Unschedulable';
+
+const MiB = 2 ** 20;
+
+interface Assumed { readonly node: string; readonly cpu: number; readonly memoryBytes: number }
+
+interface PlacedSpec { nodeName?: string; nodeSelector?: Record<string, string>; resources?: { cpu?: number; memory?: string | number } }
+
+const specOf = (o: KubeObject): PlacedSpec => (o.spec ?? {});
+
+/** The Scheduled condition of an object's status, if any. */
+const scheduledCondition = (o: KubeObject): { status?: string; reason?: string; message?: string } | undefined =>
+  ((o.status as { conditions?: { type?: string; status?: string; reason?: string; message?: string }[] } | undefined)?.conditions ?? []).find((c) => c.type === SCHEDULED_CONDITION);
+
+/** The scheduler as a ClusterTask (name + run); see the file comment. */
+export class KubeScheduler {
+  readonly name = 'scheduler';
+  private readonly api: CustomObjectsApi;
+  private readonly log: Logger;
+  private readonly clock: Clock;
+  private readonly objects = new Map<string, { kind: Kind; obj: KubeObject }>();
+  private readonly nodes = new Map<string, HypervisorNodeObject>();
+  private readonly assumed = new Map<string, Assumed>();
+  private wake: (() => void) | undefined;
+  private dirty = false;
+  private nodesChanged = false;
+  private passes = 0;
+
+  constructor(private readonly options: KubeSchedulerOptions) {
+    this.api = options.kubeConfig.makeApiClient(CustomObjectsApi);
+    this.log = options.logger.child({ component: 'scheduler' });
+    this.clock = options.clock ?? systemClock;
+  }
+
+  /** Passes run so far. */
+  get passCount(): number {
+    return this.passes;
+  }
+
+  /** Watches and places until `signal` aborts; a failed write ends nothing (it is retried), a failed watch restarts itself. */
+  async run(signal: AbortSignal): Promise<void> {
+    // Every write in flight listens on the signal (client-node aborts its request with it).
+    setMaxListeners(Math.max(32, 2 * (this.options.writeConcurrency ?? 16) + 16), signal);
+    const informers = [
+      ...(Object.keys(KINDS) as Kind[]).map((kind) => this.informer(kind, {
+        upsert: (o) => this.setObject(kind, o),
+        remove: (o) => this.dropObject(kind, o),
+        listed: (objs) => this.listedObjects(kind, objs),
+      })),
+      this.informer('HypervisorNode', {
+        upsert: (o) => this.setNode(o as unknown as HypervisorNodeObject),
+        remove: (o) => this.dropNode(o.metadata?.name ?? ''),
+        listed: (objs) => {
+          const names = new Set(objs.map((o) => o.metadata?.name ?? ''));
+          for (const name of [...this.nodes.keys()]) if (!names.has(name)) this.dropNode(name);
+          for (const o of objs) this.setNode(o as unknown as HypervisorNodeObject);
+        },
+      }),
+    ];
+    const stop = (): void => {
+      for (const inf of informers) void inf.stop();
+      this.wake?.();
+    };
+    signal.addEventListener('abort', stop, { once: true });
+    try {
+      for (const inf of informers) inf.start();
+      await Promise.race([Promise.all(informers.map((i) => i.synced)), new Promise((r) => signal.addEventListener('abort', r, { once: true }))]);
+      this.log.info({ nodes: this.nodes.size, objects: this.objects.size }, 'scheduler synced');
+      let retryMs = this.options.minRetryMs ?? 1_000;
+      let waitMs: number | undefined;
+      this.dirty = true;
+      while (!signal.aborted) {
+        await this.waitForWork(waitMs, signal);
+        if (signal.aborted) break;
+        await this.sleep(this.options.batchMs ?? 100, signal);
+        if (signal.aborted) break;
+        const nodesChanged = this.nodesChanged;
+        this.dirty = false;
+        this.nodesChanged = false;
+        const pass = await this.pass(signal);
+        if (pass.unschedulable === 0 && pass.failed === 0) {
+          waitMs = undefined;
+          retryMs = this.options.minRetryMs ?? 1_000;
+        } else {
+          // Nothing fits (or a write lost a race): come back on the next change, or after a backoff.
+          if (nodesChanged || pass.placed > 0) retryMs = this.options.minRetryMs ?? 1_000;
+          waitMs = retryMs;
+          retryMs = Math.min(retryMs * 2, this.options.maxRetryMs ?? 60_000);
+        }
+      }
+    } finally {
+      signal.removeEventListener('abort', stop);
+      stop();
+    }
+  }
+
+  private informer(kind: Kind | 'HypervisorNode', h: {
+    upsert: (o: KubeObject) => void; remove: (o: KubeObject) => void; listed: (objs: readonly KubeObject[]) => void;
+  }): KubeInformer {
+    return new KubeInformer({
+      kubeConfig: this.options.kubeConfig, kind, logger: this.log, clock: this.clock,
+      ...(this.options.namespace !== undefined && kind !== 'HypervisorNode' ? { namespace: this.options.namespace } : {}),
+      handlers: { ...h, health: () => undefined },
+    });
+  }
+
+  private keyOf(kind: Kind, o: KubeObject): string {
+    return `${o.metadata?.namespace ?? ''}/${kind}/${o.metadata?.name ?? ''}`;
+  }
+
+  private setObject(kind: Kind, o: KubeObject): void {
+    const key = this.keyOf(kind, o);
+    this.objects.set(key, { kind, obj: o });
+    // The cache now shows where it went (or the object was placed by hand): no more assuming.
+    if (specOf(o).nodeName !== undefined || placementOf(o.status) !== undefined) this.assumed.delete(key);
+    this.poke(false);
+  }
+
+  private dropObject(kind: Kind, o: KubeObject): void {
+    const key = this.keyOf(kind, o);
+    this.objects.delete(key);
+    this.assumed.delete(key);
+    this.poke(false);
+  }
+
+  private listedObjects(kind: Kind, objs: readonly KubeObject[]): void {
+    const present = new Set(objs.map((o) => this.keyOf(kind, o)));
+    for (const [key, held] of [...this.objects]) {
+      if (held.kind === kind && !present.has(key)) {
+        this.objects.delete(key);
+        this.assumed.delete(key);
+      }
+    }
+    for (const o of objs) this.setObject(kind, o);
+  }
+
+  private setNode(n: HypervisorNodeObject): void {
+    if (n.metadata?.name === undefined) return;
+    this.nodes.set(n.metadata.name, n);
+    this.poke(true);
+  }
+
+  private dropNode(name: string): void {
+    this.nodes.delete(name);
+    this.poke(true);
+  }
+
+  private poke(nodes: boolean): void {
+    this.dirty = true;
+    if (nodes) this.nodesChanged = true;
+    this.wake?.();
+  }
+
+  private waitForWork(timeoutMs: number | undefined, signal: AbortSignal): Promise<void> {
+    if (this.dirty || signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = timeoutMs === undefined ? undefined : this.clock.setTimeout(() => done(), timeoutMs);
+      const done = (): void => {
+        this.clock.clearTimeout(timer);
+        this.wake = undefined;
+        resolve();
+      };
+      this.wake = done;
+    });
+  }
+
+  private sleep(ms: number, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      if (signal.aborted) {
+        resolve();
+        return;
+      }
+      const onAbort = (): void => {
+        this.clock.clearTimeout(timer);
+        resolve();
+      };
+      const timer = this.clock.setTimeout(() => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      }, ms);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  private declared(kind: Kind, o: KubeObject): { cpu: number; memoryBytes: number } {
+    const r = specOf(o).resources;
+    const fallback = kind === 'Container' ? this.options.containerMemoryBytes ?? 512 * MiB : 0;
+    return { cpu: r?.cpu ?? 0, memoryBytes: r?.memory === undefined ? fallback : parseQuantity(r.memory) ?? fallback };
+  }
+
+  /** One pass: place every object without a node, on the caches as they are now. */
+  private async pass(signal: AbortSignal): Promise<SchedulerPass> {
+    this.passes++;
+    const counted = new Map<string, { cpu: number; memoryBytes: number }>();
+    const add = (node: string, r: { cpu: number; memoryBytes: number }): void => {
+      const c = counted.get(node) ?? { cpu: 0, memoryBytes: 0 };
+      counted.set(node, { cpu: c.cpu + r.cpu, memoryBytes: c.memoryBytes + r.memoryBytes });
+    };
+    const pending: { key: string; kind: Kind; obj: KubeObject }[] = [];
+    for (const [key, { kind, obj }] of this.objects) {
+      const node = specOf(obj).nodeName ?? placementOf(obj.status)?.nodeName ?? this.assumed.get(key)?.node;
+      if (node !== undefined) add(node, this.declared(kind, obj));
+      else if (obj.metadata?.deletionTimestamp === undefined) pending.push({ key, kind, obj });
+    }
+    // First come, first placed; then by key, so a pass is deterministic.
+    pending.sort((a, b) => (a.obj.metadata?.creationTimestamp ?? '').toString().localeCompare((b.obj.metadata?.creationTimestamp ?? '').toString())
+      || a.key.localeCompare(b.key));
+    if (pending.length === 0) return { placed: 0, unschedulable: 0, failed: 0 };
+    const nodes: PlacementNode[] = [...this.nodes.values()].map((n) => {
+      const s = n.status;
+      const c = counted.get(n.metadata.name) ?? { cpu: 0, memoryBytes: 0 };
+      return {
+        name: n.metadata.name,
+        ready: s?.conditions?.some((x) => x.type === 'Ready' && x.status === 'True') === true,
+        labels: n.metadata.labels ?? {},
+        kinds: s?.kinds ?? [],
+        allocatable: { cpu: s?.allocatable?.cpu ?? 0, memoryBytes: parseQuantity(s?.allocatable?.memory ?? '0') ?? 0 },
+        used: {
+          cpu: Math.max(s?.allocated?.cpu ?? 0, c.cpu),
+          memoryBytes: Math.max(parseQuantity(s?.allocated?.memory ?? '0') ?? 0, c.memoryBytes),
+        },
+      };
+    });
+    const requests: PlacementRequest[] = pending.map(({ key, kind, obj }) => ({
+      key, kind, ...this.declared(kind, obj),
+      ...(specOf(obj).nodeSelector !== undefined ? { nodeSelector: specOf(obj).nodeSelector } : {}),
+    }));
+    const results = placeAll(nodes, requests);
+    const byKey = new Map(pending.map((p) => [p.key, p]));
+    const requestByKey = new Map(requests.map((q) => [q.key, q]));
+    let placed = 0;
+    let unschedulable = 0;
+    let failed = 0;
+    const writes = results.map((r) => async (): Promise<void> => {
+      const p = byKey.get(r.key);
+      if (p === undefined || signal.aborted) return;
+      try {
+        if (r.nodeName !== undefined) {
+          const req = requestByKey.get(r.key);
+          this.assumed.set(r.key, { node: r.nodeName, cpu: req?.cpu ?? 0, memoryBytes: req?.memoryBytes ?? 0 });
+          await this.writeStatus(p.kind, p.obj, {
+            placement: { nodeName: r.nodeName, time: new Date(this.clock.now()).toISOString() },
+            conditions: [this.condition('True', 'Scheduled', `Placed on node ${r.nodeName}`)],
+          }, signal);
+          placed++;
+          return;
+        }
+        unschedulable++;
+        const now = scheduledCondition(p.obj);
+        if (now?.status === 'False' && now.reason === UNSCHEDULABLE_REASON && now.message === r.message) return;
+        await this.writeStatus(p.kind, p.obj, { conditions: [this.condition('False', UNSCHEDULABLE_REASON, r.message)] }, signal);
+      } catch (err) {
+        // 409: decided on a stale copy; anything else: the API server failed. Either way, again later.
+        this.assumed.delete(r.key);
+        failed++;
+        if (!signal.aborted && !(err instanceof ConflictError)) this.log.warn({ err, key: r.key }, 'cannot write a placement; trying again later');
+      }
+    });
+    await runLimited(writes, this.options.writeConcurrency ?? 16);
+    this.log.info({ placed, unschedulable, failed, nodes: nodes.length }, 'scheduler pass');
+    return { placed, unschedulable, failed };
+  }
+
+  private condition(status: 'True' | 'False', reason: string, message: string): Record<string, string> {
+    return { type: SCHEDULED_CONDITION, status, reason, message, lastTransitionTime: new Date(this.clock.now()).toISOString() };
+  }
+
+  private async writeStatus(kind: Kind, o: KubeObject, status: Record<string, unknown>, signal: AbortSignal): Promise<void> {
+    const r = resourceOf(kind);
+    const name = o.metadata?.name ?? '';
+    const namespace = o.metadata?.namespace ?? '';
+    try {
+      await this.api.patchNamespacedCustomObjectStatus({
+        group: r.group, version: r.version, plural: r.plural, namespace, name,
+        body: { metadata: { resourceVersion: o.metadata?.resourceVersion }, status },
+      }, requestOptions(signal, PatchStrategy.MergePatch));
+    } catch (err) {
+      if (isNotFound(err)) return;
+      throw kubeError(err, `write the placement of ${kind} ${namespace}/${name}`);
+    }
+  }
+}
+
+/** Runs `tasks` with at most `limit` at once. */
+async function runLimited(tasks: readonly (() => Promise<void>)[], limit: number): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < tasks.length) {
+      const task = tasks[next++];
+      if (task !== undefined) await task();
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, tasks.length) }, worker));
+}
