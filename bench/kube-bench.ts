@@ -15,6 +15,7 @@
 import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { CustomObjectsApi, Watch } from '@kubernetes/client-node';
+import { DEFAULT_HOST_POLICY, type HostPolicy } from '../src/policy/host-policy.js';
 import { startKubeAgent } from '../test/e2e/support/kube-agent.js';
 import { KubeTestEnv } from '../test/e2e/support/kube-testenv.js';
 
@@ -46,7 +47,7 @@ interface Watched {
 
 interface ContainerObject {
   metadata: { name: string; resourceVersion?: string };
-  status?: { conditions?: { type: string; status: string }[] };
+  status?: { conditions?: { type: string; status: string; reason?: string; message?: string }[] };
 }
 
 export async function kubeBench(): Promise<Record<string, number | string>> {
@@ -58,7 +59,9 @@ export async function kubeBench(): Promise<Record<string, number | string>> {
     await env.installHyperlet();
     await env.kubectlOk(['create', 'namespace', ns]);
     const admin = env.admin().makeApiClient(CustomObjectsApi);
-    const agent = await startKubeAgent({ kubeConfig: env.agent(), node: 'bench-node', namespace: ns, concurrency });
+    // The default host policy admits 200 objects per namespace: this one namespace may hold n.
+    const policy: HostPolicy = { ...DEFAULT_HOST_POLICY, scopes: [{ source: 'kube', namespace: ns, rules: { quota: { objects: n } } }] };
+    const agent = await startKubeAgent({ kubeConfig: env.agent(), node: 'bench-node', namespace: ns, concurrency, policy });
     const writes = async (): Promise<Record<string, number>> => ({
       statusPuts: await env.requestCount({ verb: 'PUT', resource: 'containers', subresource: 'status' }),
       patches: await env.requestCount({ verb: 'PATCH', resource: 'containers', subresource: '' }),
@@ -80,6 +83,7 @@ export async function kubeBench(): Promise<Record<string, number | string>> {
     const objects = new Map<string, Watched>();
     let readyCount = 0;
     let deletedCount = 0;
+    let refusal: string | undefined;
     let wake: () => void = () => {};
     const changed = (): Promise<void> => new Promise((r) => { wake = r; });
     const listed = await admin.listNamespacedCustomObject({ ...GROUP, namespace: ns }) as { metadata: { resourceVersion: string } };
@@ -99,6 +103,8 @@ export async function kubeBench(): Promise<Record<string, number | string>> {
         if (obj.status?.conditions !== undefined && status !== w.status) w.statusWrites++;
         w.status = status;
         const ready = obj.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
+        const refused = obj.status?.conditions?.find((c) => c.type === 'Ready' && (c.reason === 'PolicyDenied' || c.reason === 'QuotaExceeded'));
+        if (refused !== undefined) refusal ??= `${name}: ${refused.reason ?? ''} ${refused.message ?? ''}`;
         if (ready && !w.ready) readyCount++;
         if (!ready && w.ready) readyCount--;
         w.ready = ready;
@@ -113,6 +119,7 @@ export async function kubeBench(): Promise<Record<string, number | string>> {
     const until = async (done: () => boolean, what: string): Promise<void> => {
       const deadline = Date.now() + 30 * 60_000;
       while (!done()) {
+        if (refusal !== undefined) throw new Error(`cannot see ${what}: the host policy refused ${refusal}`);
         if (Date.now() > deadline) throw new Error(`cannot see ${what} within 30 min`);
         await Promise.race([changed(), new Promise((r) => setTimeout(r, 1000))]);
       }
