@@ -15,6 +15,7 @@
 import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { CustomObjectsApi, Watch } from '@kubernetes/client-node';
+import { shareConnections } from '../src/kube/kube-client.js';
 import { DEFAULT_HOST_POLICY, type HostPolicy } from '../src/policy/host-policy.js';
 import { startKubeAgent } from '../test/e2e/support/kube-agent.js';
 import { KubeTestEnv } from '../test/e2e/support/kube-testenv.js';
@@ -58,7 +59,8 @@ export async function kubeBench(): Promise<Record<string, number | string>> {
   try {
     await env.installHyperlet();
     await env.kubectlOk(['create', 'namespace', ns]);
-    const admin = env.admin().makeApiClient(CustomObjectsApi);
+    // The bench's own client keeps its connections, as kubectl and client-go do.
+    const admin = shareConnections(env.admin()).makeApiClient(CustomObjectsApi);
     // The default host policy admits 200 objects per namespace: this one namespace may hold n.
     const policy: HostPolicy = { ...DEFAULT_HOST_POLICY, scopes: [{ source: 'kube', namespace: ns, rules: { quota: { objects: n } } }] };
     const agent = await startKubeAgent({ kubeConfig: env.agent(), node: 'bench-node', namespace: ns, concurrency, policy });
