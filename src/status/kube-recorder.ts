@@ -13,7 +13,7 @@
  * queues the event, and at most `maxInFlight` writes (default 2) are sent at once, in the order
  * recorded, so a burst of events never competes with the workers' status writes for the API
  * server. A repeat recorded while the same event still waits in the queue is folded into it (one
- * write, its count raised), and beyond `maxQueued` waiting events (client-go: 1000) new ones are
+ * write, its count raised), and beyond `maxQueued` waiting events (default 4096) new ones are
  * dropped and logged. Writes of one event are sent in order, one at a time. A write waiting to be
  * retried gives its place to others. `flush` waits for everything recorded so far (shutdown, tests).
  */
@@ -71,7 +71,10 @@ export interface KubeRecorderOptions {
   readonly retryDelayMs?: number;
   /** Event writes sent at once (default 2). */
   readonly maxInFlight?: number;
-  /** Events waiting to be sent before new ones are dropped (client-go's maxQueuedEvents: 1000). */
+  /**
+   * Events waiting to be sent before new ones are dropped (default 4096; client-go's maxQueuedEvents
+   * is 1000, which a burst of 1,000 creations, two events each, overflows at --concurrency 16).
+   */
   readonly maxQueued?: number;
 }
 
@@ -140,7 +143,7 @@ export class KubeRecorder implements Recorder {
     this.maxTries = options.maxTries ?? 12;
     this.retryDelayMs = options.retryDelayMs ?? 10_000;
     this.maxInFlight = Math.max(1, options.maxInFlight ?? 2);
-    this.maxQueued = options.maxQueued ?? 1000;
+    this.maxQueued = options.maxQueued ?? 4096;
   }
 
   record(d: Desired, type: EventType, reason: string, message: string): void {
