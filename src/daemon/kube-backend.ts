@@ -15,7 +15,7 @@ import { KubeEnvironmentResolver } from '../sources/kube-environment-resolver.js
 import { KubeSecretReader } from '../kube/kube-secret-reader.js';
 import { KubeEventSink, KubeRecorder } from '../status/kube-recorder.js';
 import { KubeStatusWriter } from '../status/kube-status-writer.js';
-import { loadKubeConfig } from '../kube/kube-client.js';
+import { loadKubeConfig, shareConnections } from '../kube/kube-client.js';
 import { KubeObjectTracker } from '../kube/kube-object-tracker.js';
 import { KubeLeaseClient, LeaderElector } from '../kube/leader-election.js';
 import { ClusterLeadership, type ClusterTask } from '../kube/cluster-leadership.js';
@@ -101,7 +101,7 @@ export interface KubeBackend extends SourceBackend<Source> {
 
 /** Builds the kube backend; throws when no kubeconfig can be loaded. Starts nothing. */
 export function createKubeBackend(options: KubeBackendOptions): KubeBackend {
-  const kubeConfig = options.kubeConfig ?? loadKubeConfig(options.kubeconfig);
+  const kubeConfig = shareConnections(options.kubeConfig ?? loadKubeConfig(options.kubeconfig));
   const logger = options.logger.child({ source: 'kube' });
   const tracker = new KubeObjectTracker();
   const host = options.host ?? options.node;

@@ -3,6 +3,9 @@
  * options (an AbortSignal, a patch content type) and one mapping of API errors to hyperlet's
  * error kinds, so every caller treats 409 and 404 the same way.
  */
+import { createHash } from 'node:crypto';
+import * as http from 'node:http';
+import * as https from 'node:https';
 import {
   type ConfigurationOptions, KubeConfig, Observable, type ObservableMiddleware, type PatchStrategy, type RequestContext, type ResponseContext,
 } from '@kubernetes/client-node';
@@ -22,7 +25,7 @@ export function loadKubeConfig(path?: string): KubeConfig {
     throw new Error(`cannot load the kubeconfig ${path ?? '(default)'}`, { cause: err });
   }
   if (kc.getCurrentCluster() === null) throw new Error(`cannot use the kubeconfig ${path ?? '(default)'}: it names no current cluster`);
-  return kc;
+  return shareConnections(kc);
 }
 
 /** Per-request options: abort with `signal`, send a body of `contentType` (patch strategies). */
@@ -93,4 +96,48 @@ export function isNewerResourceVersion(a: string | undefined, b: string | undefi
   if (b === undefined || b === '') return true;
   if (/^[0-9]+$/.test(a) && /^[0-9]+$/.test(b)) return BigInt(a) > BigInt(b);
   return a !== b;
+}
+
+/** The keep-alive agents a KubeConfig shares between its requests, by TLS identity. */
+const SHARED_AGENTS = Symbol('hyperlet.sharedAgents');
+
+/**
+ * Makes every request of `kc`'s API clients reuse connections. client-node 1.4 builds a new
+ * https.Agent for each request (KubeConfig.applySecurityAuthentication), so each one opens a new
+ * TCP connection and does a full TLS handshake, which costs more CPU than the request itself on
+ * both sides. This keeps one keep-alive agent per TLS identity (CA, client certificate and key,
+ * server name, verification) and hands it to every request instead: same certificates, same
+ * checks, no new handshake. Proxies keep client-node's own agents. Watches (Watch, informers)
+ * are long-lived and keep theirs. Idempotent; returns `kc`.
+ */
+export function shareConnections(kc: KubeConfig): KubeConfig {
+  const marked = kc as KubeConfig & { [SHARED_AGENTS]?: Map<string, http.Agent> };
+  if (marked[SHARED_AGENTS] !== undefined) return kc;
+  const agents = new Map<string, http.Agent>();
+  marked[SHARED_AGENTS] = agents;
+  const original = kc.applySecurityAuthentication.bind(kc);
+  kc.applySecurityAuthentication = async (context: RequestContext): Promise<void> => {
+    await original(context);
+    const fresh = context.getAgent();
+    // Only client-node's plain agents; a proxy agent (socks, http(s) proxy) is left as it is.
+    if (fresh === undefined || (fresh.constructor !== https.Agent && fresh.constructor !== http.Agent)) return;
+    const options = (fresh as https.Agent).options;
+    const identity = createHash('sha256');
+    for (const part of [fresh.constructor.name, options.ca, options.cert, options.key, options.pfx, options.passphrase,
+      options.servername, options.rejectUnauthorized]) {
+      identity.update(`${typeof part}:`).update(part === undefined ? '' : typeof part === 'string' || Buffer.isBuffer(part) ? part : JSON.stringify(part));
+    }
+    const key = identity.digest('hex');
+    let shared = agents.get(key);
+    if (shared === undefined) {
+      // A rotated certificate makes a new identity; the old agent's requests finish, and the API
+      // server closes its idle connections (kube-apiserver's idle timeout is 90 s).
+      agents.clear();
+      const keepAlive = { ...options, keepAlive: true };
+      shared = fresh.constructor === https.Agent ? new https.Agent(keepAlive) : new http.Agent(keepAlive);
+      agents.set(key, shared);
+    }
+    context.setAgent(shared);
+  };
+  return kc;
 }

@@ -302,8 +302,14 @@ const describe = (d: Desired): string => `${d.object.kind}/${d.object.metadata.n
 export function quotaIssues(d: Desired, rules: ScopeRules, context: AdmissionContext): PolicyIssue[] {
   if (d.deleting === true) return [];
   const namespace = d.object.metadata.namespace;
+  // rankBefore(o, d) with d's own rank read once and o's only when the keys leave it open: this
+  // runs for every object of the scope on every pass, so a scope of 1,000 costs 1,000 reads less.
+  const admitted = context.admittedBefore(d.key);
+  const ranksBefore = (o: Desired): boolean => admitted
+    ? o.key < d.key && context.admittedBefore(o.key)
+    : o.key < d.key || context.admittedBefore(o.key);
   const before = context.objects.filter((o) => o.key !== d.key && o.deleting !== true && o.source === d.source
-    && o.object.metadata.namespace === namespace && rankBefore(context, o, d));
+    && o.object.metadata.namespace === namespace && ranksBefore(o));
   const own = usageOf(d, rules);
   const used = before.map((o) => usageOf(o, rules));
   const sum = (pick: (u: Usage) => number): number => used.reduce((total, u) => total + pick(u), pick(own));

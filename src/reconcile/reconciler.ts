@@ -624,7 +624,8 @@ export class Reconciler {
 
   /** Whether `key` has a status from a pass that got past the policy (it keeps its MACs and quota place). */
   private admittedBefore(key: ObjectKey): boolean {
-    const status = this.options.backends.get(parseKey(key).source)?.statusWriter.lastWritten(key);
+    // The source is the key's first part (source ids hold no '/'): no full parse, this runs per object per pass.
+    const status = this.options.backends.get(key.slice(0, key.indexOf('/')))?.statusWriter.lastWritten(key);
     const reason = status?.conditions.find((c) => c.type === 'Ready')?.reason;
     return status !== undefined && reason !== 'PolicyDenied' && reason !== 'QuotaExceeded';
   }

@@ -9,8 +9,13 @@
  * - An Event that expired meanwhile (404 on the patch) is created again with count 1.
  * - While the API server is unreachable or failing (no answer, 429, 5xx), a write is tried again
  *   up to `maxTries` times, `retryDelayMs` apart (client-go: 12 times, 10 s).
- * Events are best effort: `record` never throws and never blocks; failures are logged. Writes of
- * one event are sent in order. `flush` waits for everything sent so far (shutdown, tests).
+ * Events are best effort: `record` never throws and never blocks (client-go's broadcaster): it
+ * queues the event, and at most `maxInFlight` writes (default 2) are sent at once, in the order
+ * recorded, so a burst of events never competes with the workers' status writes for the API
+ * server. A repeat recorded while the same event still waits in the queue is folded into it (one
+ * write, its count raised), and beyond `maxQueued` waiting events (default 4096) new ones are
+ * dropped and logged. Writes of one event are sent in order, one at a time. A write waiting to be
+ * retried gives its place to others. `flush` waits for everything recorded so far (shutdown, tests).
  */
 import { type CoreV1Event, CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
@@ -64,12 +69,32 @@ export interface KubeRecorderOptions {
   /** Attempts per event while the API server is unreachable or failing (client-go: 12, 10 s apart). */
   readonly maxTries?: number;
   readonly retryDelayMs?: number;
+  /** Event writes sent at once (default 2). */
+  readonly maxInFlight?: number;
+  /**
+   * Events waiting to be sent before new ones are dropped (default 4096; client-go's maxQueuedEvents
+   * is 1000, which a burst of 1,000 creations, two events each, overflows at --concurrency 16).
+   */
+  readonly maxQueued?: number;
 }
 
 /** Worth another attempt: no answer at all (connection refused or reset), 429 or a 5xx. */
 function retriable(err: unknown): boolean {
   const code = statusCodeOf((err as { cause?: unknown }).cause ?? err);
   return code === undefined || code === 429 || code >= 500;
+}
+
+/** An event waiting to be sent (or to be retried). */
+interface QueuedEvent {
+  readonly key: string;
+  readonly desired: Desired;
+  readonly type: EventType;
+  readonly reason: string;
+  readonly message: string;
+  /** Occurrences this write reports (repeats recorded while it waited are folded in). */
+  repeats: number;
+  /** Attempts made so far; from the second on, the occurrences are counted already. */
+  attempts: number;
 }
 
 interface SentEvent {
@@ -93,9 +118,18 @@ export class KubeRecorder implements Recorder {
   private readonly refillMs: number;
   private readonly maxTries: number;
   private readonly retryDelayMs: number;
+  private readonly maxInFlight: number;
+  private readonly maxQueued: number;
   private readonly sent = new Map<string, SentEvent>();
   private readonly buckets = new Map<string, { tokens: number; atMs: number }>();
-  private readonly chains = new Map<string, Promise<void>>();
+  /** Events waiting for a free place, in the order recorded (retries go first). */
+  private queue: QueuedEvent[] = [];
+  /** Queued events not yet tried, by event key: repeats are folded into them. */
+  private readonly waiting = new Map<string, QueuedEvent>();
+  /** Keys with a write in flight or a retry pending: their next write waits (one at a time per event). */
+  private readonly busy = new Set<string>();
+  private inFlight = 0;
+  private idleWaiters: (() => void)[] = [];
   private sequence = 0;
 
   constructor(private readonly options: KubeRecorderOptions) {
@@ -108,6 +142,8 @@ export class KubeRecorder implements Recorder {
     this.refillMs = options.refillMs ?? 5 * 60_000;
     this.maxTries = options.maxTries ?? 12;
     this.retryDelayMs = options.retryDelayMs ?? 10_000;
+    this.maxInFlight = Math.max(1, options.maxInFlight ?? 2);
+    this.maxQueued = options.maxQueued ?? 4096;
   }
 
   record(d: Desired, type: EventType, reason: string, message: string): void {
@@ -118,29 +154,79 @@ export class KubeRecorder implements Recorder {
     }
     const text = message.length > MAX_MESSAGE_LENGTH ? `${message.slice(0, MAX_MESSAGE_LENGTH - 3)}...` : message;
     const key = canonicalJson([this.component, this.options.host ?? '', apiVersion, kind, metadata.namespace, metadata.name, d.id, type, reason, text]);
-    const send = async (): Promise<void> => {
-      for (let attempt = 1; ; attempt++) {
-        try {
-          await this.send(key, d, type, reason, text, attempt > 1);
-          return;
-        } catch (err) {
-          if (attempt >= this.maxTries || !retriable(err)) {
-            this.log.warn({ err, key: d.key, reason, attempt }, 'cannot record event');
-            return;
-          }
-          // client-go: the first retry at a random point of the interval, so agents do not retry in step.
-          await this.sleep(attempt === 1 ? Math.random() * this.retryDelayMs : this.retryDelayMs);
-        }
-      }
-    };
-    const chain = (this.chains.get(key) ?? Promise.resolve()).then(send);
-    this.chains.set(key, chain);
-    void chain.then(() => { if (this.chains.get(key) === chain) this.chains.delete(key); });
+    const queued = this.waiting.get(key);
+    if (queued !== undefined) {
+      queued.repeats++;
+      return;
+    }
+    if (this.queue.length >= this.maxQueued) {
+      this.log.warn({ key: d.key, reason }, 'event dropped: too many events waiting to be sent');
+      return;
+    }
+    const event: QueuedEvent = { key, desired: d, type, reason, message: text, repeats: 1, attempts: 0 };
+    this.waiting.set(key, event);
+    this.queue.push(event);
+    this.pump();
   }
 
   /** Resolves when every event recorded so far has been sent (or failed). */
-  async flush(): Promise<void> {
-    while (this.chains.size > 0) await Promise.all([...this.chains.values()]);
+  flush(): Promise<void> {
+    if (this.idle()) return Promise.resolve();
+    return new Promise((resolve) => { this.idleWaiters.push(resolve); });
+  }
+
+  /** Events waiting to be sent (metrics, tests). */
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  private idle(): boolean {
+    return this.queue.length === 0 && this.inFlight === 0 && this.busy.size === 0;
+  }
+
+  /** Starts writes while places are free: the oldest queued event whose key has nothing in flight. */
+  private pump(): void {
+    while (this.inFlight < this.maxInFlight) {
+      const index = this.queue.findIndex((e) => !this.busy.has(e.key));
+      if (index < 0) break;
+      const [event] = this.queue.splice(index, 1) as [QueuedEvent];
+      if (this.waiting.get(event.key) === event) this.waiting.delete(event.key);
+      this.busy.add(event.key);
+      this.inFlight++;
+      void this.attempt(event);
+    }
+    if (this.idle()) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const resolve of waiters) resolve();
+    }
+  }
+
+  /** One attempt at `event`; a retriable failure puts it back at the front after the delay, holding no place meanwhile. */
+  private async attempt(event: QueuedEvent): Promise<void> {
+    event.attempts++;
+    let retryInMs: number | undefined;
+    try {
+      await this.send(event);
+    } catch (err) {
+      if (event.attempts >= this.maxTries || !retriable(err)) {
+        this.log.warn({ err, key: event.desired.key, reason: event.reason, attempt: event.attempts }, 'cannot record event');
+      } else {
+        // client-go: the first retry at a random point of the interval, so agents do not retry in step.
+        retryInMs = event.attempts === 1 ? Math.random() * this.retryDelayMs : this.retryDelayMs;
+      }
+    }
+    this.inFlight--;
+    if (retryInMs === undefined) {
+      this.busy.delete(event.key);
+    } else {
+      this.clock.setTimeout(() => {
+        this.busy.delete(event.key);
+        this.queue.unshift(event);
+        this.pump();
+      }, retryInMs);
+    }
+    this.pump();
   }
 
   private take(object: string): boolean {
@@ -160,15 +246,12 @@ export class KubeRecorder implements Recorder {
     return true;
   }
 
-  private sleep(ms: number): Promise<void> {
-    return new Promise((r) => { this.clock.setTimeout(r, ms); });
-  }
-
-  private async send(key: string, d: Desired, type: EventType, reason: string, message: string, retry: boolean): Promise<void> {
+  private async send(queued: QueuedEvent): Promise<void> {
+    const { key, desired: d, type, reason, message, repeats } = queued;
     const now = new Date(this.clock.now());
     const previous = this.sent.get(key);
     if (previous !== undefined) {
-      if (!retry) previous.count++;
+      if (queued.attempts === 1) previous.count += repeats;
       this.remember(key, previous);
       try {
         await this.sink.update(previous.namespace, previous.name, previous.count, now);
@@ -181,7 +264,7 @@ export class KubeRecorder implements Recorder {
     const { metadata, kind, apiVersion } = d.object;
     // client-go names events NAME.<unix nanoseconds in hex>; the sequence keeps names unique within a millisecond.
     const name = `${metadata.name}.${(BigInt(now.getTime()) * 1_000_000n + BigInt(this.sequence++ % 1_000_000)).toString(16)}`;
-    const event: SentEvent = { name, namespace: metadata.namespace, count: 1, firstTimestamp: now };
+    const event: SentEvent = { name, namespace: metadata.namespace, count: repeats, firstTimestamp: now };
     try {
       await this.sink.create({
           metadata: { name, namespace: metadata.namespace },
@@ -192,7 +275,7 @@ export class KubeRecorder implements Recorder {
           },
           type, reason, message,
           source: { component: this.component, ...(this.options.host !== undefined ? { host: this.options.host } : {}) },
-          firstTimestamp: now, lastTimestamp: now, count: 1,
+          firstTimestamp: now, lastTimestamp: now, count: repeats,
           reportingComponent: this.component,
           reportingInstance: this.options.host ?? '',
       });

@@ -273,6 +273,14 @@ export class KubeTestEnv {
     await this.startApiServer();
   }
 
+  /** Process ids of kube-apiserver and etcd (benchmarks read their CPU time from /proc). */
+  get pids(): { apiServer?: number; etcd?: number } {
+    return {
+      ...(this.apiServer?.child.pid !== undefined ? { apiServer: this.apiServer.child.pid } : {}),
+      ...(this.etcd?.child.pid !== undefined ? { etcd: this.etcd.child.pid } : {}),
+    };
+  }
+
   /** A client configuration for the admin. */
   admin(): KubeConfig {
     const kc = new KubeConfig();

@@ -130,4 +130,102 @@ describe('KubeRecorder', () => {
     await rec.flush();
     expect(sink.actions).to.deep.equal(['create Reconciled pass 0', 'create Reconciled pass 1', 'create Reconciled pass 2', 'create Reconciled pass 5']);
   });
+
+  describe('queue', () => {
+    /** A sink whose calls wait until released, so the test sees what is in flight. */
+    class GatedSink extends FakeEventSink {
+      readonly open: (() => void)[] = [];
+      inFlight = 0;
+      maxInFlight = 0;
+      private async gate(): Promise<void> {
+        this.inFlight++;
+        this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+        await new Promise<void>((r) => this.open.push(r));
+        this.inFlight--;
+      }
+      override async create(event: CoreV1Event): Promise<void> {
+        await this.gate();
+        await super.create(event);
+      }
+      override async update(namespace: string, name: string, count: number, lastTimestamp: Date): Promise<void> {
+        await this.gate();
+        await super.update(namespace, name, count, lastTimestamp);
+      }
+      /** Releases every waiting call until none is left and the recorder is idle. */
+      async drain(rec: KubeRecorder): Promise<void> {
+        let done = false;
+        void rec.flush().then(() => { done = true; });
+        while (!done) {
+          for (const r of this.open.splice(0)) r();
+          await new Promise((r) => setImmediate(r));
+        }
+      }
+    }
+    const settle = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+    const cases: Record<string, {
+      reason: string; maxInFlight: number; maxQueued?: number; records: readonly Rec[];
+      want: { maxInFlight: number; actions: readonly string[]; counts: readonly number[] };
+    }> = {
+      BoundedInFlight: {
+        reason: 'a burst of events for many objects is sent at most maxInFlight at a time, in the order recorded',
+        maxInFlight: 2,
+        records: [['a', 'Normal', 'Created', 'created'], ['b', 'Normal', 'Created', 'created'], ['c', 'Normal', 'Created', 'created'],
+          ['d', 'Normal', 'Created', 'created']],
+        want: { maxInFlight: 2, actions: ['create Created created', 'create Created created', 'create Created created', 'create Created created'],
+          counts: [1, 1, 1, 1] },
+      },
+      RepeatsWhileQueuedAreFolded: {
+        reason: 'repeats of an event still waiting in the queue raise its count instead of adding writes',
+        maxInFlight: 1,
+        records: [['a', 'Normal', 'Created', 'created'], ['b', 'Warning', 'Failed', 'cannot start'], ['b', 'Warning', 'Failed', 'cannot start'],
+          ['b', 'Warning', 'Failed', 'cannot start']],
+        want: { maxInFlight: 1, actions: ['create Created created', 'create Failed cannot start'], counts: [1, 3] },
+      },
+      OneWritePerEventAtATime: {
+        reason: 'a repeat recorded while its event is being created waits for that write, then patches the count',
+        maxInFlight: 4,
+        records: [['a', 'Warning', 'Failed', 'x'], ['a', 'Warning', 'Failed', 'x']],
+        want: { maxInFlight: 1, actions: ['create Failed x', 'update'], counts: [2] },
+      },
+      DropBeyondMaxQueued: {
+        reason: 'beyond maxQueued waiting events new ones are dropped (client-go maxQueuedEvents)',
+        maxInFlight: 1, maxQueued: 2,
+        records: [['a', 'Normal', 'Created', 'created'], ['b', 'Normal', 'Created', 'created'], ['c', 'Normal', 'Created', 'created'],
+          ['d', 'Normal', 'Created', 'created']],
+        want: { maxInFlight: 1, actions: ['create Created created', 'create Created created', 'create Created created'], counts: [1, 1, 1] },
+      },
+    };
+    for (const [name, tc] of Object.entries(cases)) {
+      it(name, async () => {
+        const sink = new GatedSink();
+        const rec = new KubeRecorder({
+          sink, logger: pino({ level: 'silent' }), clock: new FakeClock(), maxInFlight: tc.maxInFlight,
+          ...(tc.maxQueued !== undefined ? { maxQueued: tc.maxQueued } : {}),
+        });
+        for (const [obj, type, reason, message] of tc.records) rec.record(desired(obj), type, reason, message);
+        await settle();
+        await sink.drain(rec);
+        expect(sink.maxInFlight, tc.reason).to.equal(tc.want.maxInFlight);
+        expect(sink.actions.map((a) => a.replace(/^update .*/, 'update')), tc.reason).to.deep.equal(tc.want.actions);
+        expect([...sink.events.values()].map((e) => e.count), tc.reason).to.deep.equal(tc.want.counts);
+      });
+    }
+
+    it('a write waiting to be retried leaves its place to other events', async () => {
+      const sink = new FakeEventSink();
+      const clock = new FakeClock();
+      const rec = new KubeRecorder({ sink, logger: pino({ level: 'silent' }), clock, retryDelayMs: 10_000, maxInFlight: 1 });
+      sink.downCalls = 1;
+      rec.record(desired('a'), 'Normal', 'Created', 'created');
+      rec.record(desired('b'), 'Normal', 'Created', 'created');
+      await settle();
+      await settle();
+      expect(sink.actions, 'b is sent while a waits for its retry').to.deep.equal(['create failed', 'create Created created']);
+      await clock.advance(10_000);
+      await rec.flush();
+      expect(sink.actions).to.deep.equal(['create failed', 'create Created created', 'create Created created']);
+      expect(rec.queued).to.equal(0);
+    });
+  });
 });

@@ -131,6 +131,8 @@ describe('host policy: quotas per source and namespace', () => {
     WithinCount: { reason: 'three objects, quota three', d: c('c'), objects: three, rules: q({ objects: 3 }), want: [] },
     OverCount: { reason: 'the fourth by key is over', d: c('d'), objects: [...three, c('d')], rules: q({ objects: 3 }), want: ['metadata.name quota.objects'] },
     AdmittedKeepsPlace: { reason: 'an admitted object keeps its place: the new one with a lower key is refused', d: c('a'), objects: [...three, c('d')], admitted: [c('b').key, c('c').key, c('d').key], rules: q({ objects: 3 }), want: ['metadata.name quota.objects'] },
+    AdmittedNotDisplaced: { reason: 'an admitted object is not displaced by newcomers with lower keys', d: c('d'), objects: [...three, c('d')], admitted: [c('d').key], rules: q({ objects: 3 }), want: [] },
+    AdmittedAmongAdmittedByKey: { reason: 'among admitted objects the key decides', d: c('c'), objects: three, admitted: three.map((o) => o.key), rules: q({ objects: 2 }), want: ['metadata.name quota.objects'] },
     OtherNamespace: { reason: 'quotas are per namespace', d: c('x', {}, 'team-b'), objects: [...three, c('x', {}, 'team-b')], rules: q({ objects: 1 }), want: [] },
     OtherSource: { reason: 'quotas are per source', d: from('git', c('a')), objects: [...three, from('git', c('a'))], rules: q({ objects: 1 }), want: [] },
     DeletingNotCounted: { reason: 'objects being deleted do not count', d: c('d'), objects: [{ ...c('a'), deleting: true }, c('b'), c('c'), c('d')], rules: q({ objects: 3 }), want: [] },
