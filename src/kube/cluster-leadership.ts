@@ -9,7 +9,7 @@
  * after `restartMs` while leadership lasts. Assumes tasks honour their signal.
  */
 import type { Logger } from 'pino';
-import { type Clock, systemClock } from '../shared/clock.js';
+import { type Clock, sleep, systemClock } from '../shared/clock.js';
 import type { LeaderElector } from './leader-election.js';
 
 /** One piece of work that must run once per cluster, for as long as `signal` is not aborted. */
@@ -71,7 +71,7 @@ export class ClusterLeadership {
         },
       }, signal);
       await Promise.all(running);
-      if (!signal.aborted) await this.sleep(this.options.restartMs ?? 2_000, signal);
+      if (!signal.aborted) await sleep(this.clock, this.options.restartMs ?? 2_000, signal);
     }
   }
 
@@ -82,25 +82,8 @@ export class ClusterLeadership {
       } catch (err) {
         if (!signal.aborted) this.log.warn({ err, task: task.name }, 'cannot run a once-per-cluster task; restarting it');
       }
-      if (!signal.aborted) await this.sleep(this.options.restartMs ?? 2_000, signal);
+      if (!signal.aborted) await sleep(this.clock, this.options.restartMs ?? 2_000, signal);
     }
   }
 
-  private sleep(ms: number, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      if (signal.aborted) {
-        resolve();
-        return;
-      }
-      const onAbort = (): void => {
-        this.clock.clearTimeout(timer);
-        resolve();
-      };
-      const timer = this.clock.setTimeout(() => {
-        signal.removeEventListener('abort', onAbort);
-        resolve();
-      }, ms);
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
-  }
 }

@@ -15,7 +15,7 @@
  */
 import { CoordinationV1Api, type KubeConfig, type V1Lease, V1MicroTime } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { type Clock, systemClock } from '../shared/clock.js';
+import { type Clock, sleep, systemClock } from '../shared/clock.js';
 import { isConflictError } from '../shared/errors.js';
 import { isNotFound, kubeError, requestOptions } from './kube-client.js';
 
@@ -174,7 +174,7 @@ export class LeaderElector {
   async run(callbacks: LeaderCallbacks, signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
       if (await this.tryAcquireOrRenew(signal, callbacks)) break;
-      await this.sleep(this.retryPeriodMs * (1 + 0.2 * Math.random()), signal);
+      await sleep(this.clock, this.retryPeriodMs * (1 + 0.2 * Math.random()), signal);
     }
     if (signal.aborted) return;
     this.leading = true;
@@ -183,7 +183,7 @@ export class LeaderElector {
     callbacks.onStartedLeading(leadership.signal);
     let lastRenewMs = this.clock.now();
     while (!signal.aborted) {
-      await this.sleep(this.retryPeriodMs, signal);
+      await sleep(this.clock, this.retryPeriodMs, signal);
       if (signal.aborted) break;
       if (await this.tryAcquireOrRenew(signal, callbacks)) {
         lastRenewMs = this.clock.now();
@@ -263,21 +263,4 @@ export class LeaderElector {
     }
   }
 
-  private sleep(ms: number, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      if (signal.aborted) {
-        resolve();
-        return;
-      }
-      const onAbort = (): void => {
-        this.clock.clearTimeout(timer);
-        resolve();
-      };
-      const timer = this.clock.setTimeout(() => {
-        signal.removeEventListener('abort', onAbort);
-        resolve();
-      }, ms);
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
-  }
 }

@@ -19,7 +19,7 @@ import {
   circuitBreaker, halfJitterGenerator, handleWhen, isBrokenCircuitError,
 } from 'cockatiel';
 import type { Logger } from 'pino';
-import { type Clock, systemClock } from '../shared/clock.js';
+import { type Clock, sleep, systemClock } from '../shared/clock.js';
 import type { OutboxEntry, StateDb } from '../state/state-db.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { CLOUDEVENTS_CONTENT_TYPE, SIGNATURE_HEADER, sequenceOf, signBody } from './cloud-event.js';
@@ -205,7 +205,7 @@ export class WebhookSink {
           if (attempt === 1) this.log.warn({ id: entry.id, reason: this.lastError }, 'cannot deliver the event; retrying with backoff');
         }
         backoff = backoff === undefined ? this.backoff.next(undefined) : backoff.next(undefined);
-        await this.sleep(backoff.duration, signal);
+        await sleep(this.clock, backoff.duration, signal);
       }
     }
   }
@@ -231,17 +231,6 @@ export class WebhookSink {
     throw new DeliveryError(`the receiver answered ${status}`, retryable);
   }
 
-  private sleep(ms: number, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      const done = (): void => {
-        this.clock.clearTimeout(timer);
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = this.clock.setTimeout(done, ms);
-      signal.addEventListener('abort', done, { once: true });
-    });
-  }
 
   private waitForWake(signal: AbortSignal): Promise<void> {
     if (this.woken) return Promise.resolve();

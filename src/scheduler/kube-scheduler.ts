@@ -30,7 +30,7 @@ import type { KubeObject } from '../kube/desired-from-kube.js';
 import { isNotFound, kubeError, requestOptions, resourceOf } from '../kube/kube-client.js';
 import { KubeInformer } from '../kube/kube-informer.js';
 import { placementOf } from '../kube/kube-object-tracker.js';
-import { type Clock, systemClock } from '../shared/clock.js';
+import { type Clock, sleep, systemClock } from '../shared/clock.js';
 import { ConflictError } from '../shared/errors.js';
 import { type PlacementNode, type PlacementRequest, placeAll } from './placement.js';
 
@@ -137,7 +137,7 @@ export class KubeScheduler {
       while (!signal.aborted) {
         await this.waitForWork(waitMs, signal);
         if (signal.aborted) break;
-        await this.sleep(this.options.batchMs ?? 100, signal);
+        await sleep(this.clock, this.options.batchMs ?? 100, signal);
         if (signal.aborted) break;
         const nodesChanged = this.nodesChanged;
         this.dirty = false;
@@ -229,23 +229,6 @@ export class KubeScheduler {
     });
   }
 
-  private sleep(ms: number, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      if (signal.aborted) {
-        resolve();
-        return;
-      }
-      const onAbort = (): void => {
-        this.clock.clearTimeout(timer);
-        resolve();
-      };
-      const timer = this.clock.setTimeout(() => {
-        signal.removeEventListener('abort', onAbort);
-        resolve();
-      }, ms);
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
-  }
 
   private declared(kind: Kind, o: KubeObject): { cpu: number; memoryBytes: number } {
     const r = specOf(o).resources;

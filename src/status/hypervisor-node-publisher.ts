@@ -19,7 +19,7 @@ import { GROUP, VERSION } from '../api/v1alpha1/group.js';
 import { HYPERVISOR_NODE, type HypervisorNodeObject, type HypervisorNodeStatus, nodeLeaseName } from '../api/v1alpha1/hypervisor-node.js';
 import { isNotFound, kubeError, requestOptions } from '../kube/kube-client.js';
 import { KubeLeaseClient, type LeaseClient, type LeaseRecord } from '../kube/leader-election.js';
-import { type Clock, systemClock } from '../shared/clock.js';
+import { type Clock, sleep, systemClock } from '../shared/clock.js';
 import { canonicalEqual } from '../store/desired.js';
 import type { Desired } from '../store/desired.js';
 import { type HostFacts, hypervisorNodeStatus } from './hypervisor-node-status.js';
@@ -93,7 +93,7 @@ export class HypervisorNodePublisher {
         sinceResyncMs = 0;
         this.publishSoon();
       }
-      await this.sleep(heartbeatMs, signal);
+      await sleep(this.clock, heartbeatMs, signal);
       sinceResyncMs += heartbeatMs;
     }
     this.clock.clearTimeout(this.pokeTimer);
@@ -177,21 +177,4 @@ export class HypervisorNodePublisher {
     }
   }
 
-  private sleep(ms: number, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      if (signal.aborted) {
-        resolve();
-        return;
-      }
-      const onAbort = (): void => {
-        this.clock.clearTimeout(timer);
-        resolve();
-      };
-      const timer = this.clock.setTimeout(() => {
-        signal.removeEventListener('abort', onAbort);
-        resolve();
-      }, ms);
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
-  }
 }

@@ -15,7 +15,7 @@ import type { Logger } from 'pino';
 import { GROUP, VERSION } from '../api/v1alpha1/group.js';
 import { HYPERVISOR_NODE, type HypervisorNodeObject, type NodeCondition, nodeLeaseName } from '../api/v1alpha1/hypervisor-node.js';
 import { kubeError, requestOptions } from '../kube/kube-client.js';
-import { type Clock, systemClock } from '../shared/clock.js';
+import { type Clock, sleep, systemClock } from '../shared/clock.js';
 
 /** What the check remembers of one node's Lease. */
 export interface HeartbeatSeen {
@@ -95,17 +95,7 @@ export class NodeLifecycle {
       const pass = expiredHeartbeats(nodes, seen, this.clock.now(), this.options.defaultDurationMs ?? 40_000);
       seen = pass.seen;
       for (const node of pass.expired) await this.markUnknown(node, signal);
-      await new Promise<void>((resolve) => {
-        const timer = this.clock.setTimeout(() => {
-          signal.removeEventListener('abort', onAbort);
-          resolve();
-        }, this.options.periodMs ?? 5_000);
-        const onAbort = (): void => {
-          this.clock.clearTimeout(timer);
-          resolve();
-        };
-        signal.addEventListener('abort', onAbort, { once: true });
-      });
+      await sleep(this.clock, this.options.periodMs ?? 5_000, signal);
     }
   }
 
