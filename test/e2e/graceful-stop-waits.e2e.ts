@@ -10,14 +10,14 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { access, chmod, mkdir, mkdtemp, readFile, readdir, rm, unlink, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdir, mkdtemp, readFile, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { parseInfo } from '../../src/providers/lxc/lxc-tools.js';
 import { StateDb } from '../../src/state/state-db.js';
 import { until } from '../support/until.js';
-import { DaemonProcess, REPO_ROOT, leftoverProcesses } from './support/crash-daemon.js';
+import { DaemonProcess, REPO_ROOT, removeLxcTestDir } from './support/crash-daemon.js';
 
 const run = promisify(execFile);
 const suffix = randomBytes(2).toString('hex');
@@ -141,19 +141,7 @@ describe('graceful stops hold no worker (one worker, real LXC)', function () {
 
   after(async () => {
     await daemon?.kill();
-    if (tmp === '') return;
-    for (const pid of await leftoverProcesses(lxcpath)) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // gone meanwhile
-      }
-    }
-    for (const name of await readdir(lxcpath).catch(() => [] as string[])) {
-      await lxc('lxc-stop', ['-n', name, '-k']).catch(() => undefined);
-      await lxc('lxc-destroy', ['-n', name]).catch(() => undefined);
-    }
-    await rm(tmp, { recursive: true, force: true });
+    await removeLxcTestDir(tmp, lxcpath);
   });
 
   it('with one worker, creates and starts other namespaces\' containers during the wait, then forces the stop at the deadline', async () => {

@@ -8,11 +8,11 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { access, chmod, mkdir, mkdtemp, readdir, rm, unlink, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdir, mkdtemp, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { DaemonProcess, leftoverProcesses, randomBetween, seededRandom } from './support/crash-daemon.js';
+import { DaemonProcess, randomBetween, removeLxcTestDir, seededRandom } from './support/crash-daemon.js';
 import { type DeclaredContainer, LxcEndState, containerManifest, waitForEndState } from './support/lxc-end-state.js';
 
 const run = promisify(execFile);
@@ -98,19 +98,7 @@ describe('crash soak: LXC (100 kill -9 at random instants, then exact convergenc
 
   after(async () => {
     await daemon?.kill();
-    if (tmp === '') return;
-    for (const pid of await leftoverProcesses(lxcpath)) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // gone meanwhile
-      }
-    }
-    for (const name of await readdir(lxcpath).catch(() => [] as string[])) {
-      await lxc('lxc-stop', ['-n', name, '-k']).catch(() => undefined);
-      await lxc('lxc-destroy', ['-n', name]).catch(() => undefined);
-    }
-    await rm(tmp, { recursive: true, force: true });
+    await removeLxcTestDir(tmp, lxcpath);
   });
 
   it(`converges exactly after ${KILLS} kills at random instants`, async () => {

@@ -10,11 +10,11 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { access, chmod, mkdir, mkdtemp, readdir, rm, unlink, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdir, mkdtemp, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { DaemonProcess, REPO_ROOT, leftoverProcesses } from './support/crash-daemon.js';
+import { DaemonProcess, REPO_ROOT, removeLxcTestDir } from './support/crash-daemon.js';
 import { type DeclaredContainer, LxcEndState, containerManifest, waitForEndState } from './support/lxc-end-state.js';
 
 const run = promisify(execFile);
@@ -101,19 +101,7 @@ describe('crash points: LXC provider and state DB (kill -9 exactly there, then r
 
   after(async () => {
     await daemon?.kill();
-    if (tmp === '') return;
-    for (const pid of await leftoverProcesses(lxcpath)) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // gone meanwhile
-      }
-    }
-    for (const name of await readdir(lxcpath).catch(() => [] as string[])) {
-      await lxc('lxc-stop', ['-n', name, '-k']).catch(() => undefined);
-      await lxc('lxc-destroy', ['-n', name]).catch(() => undefined);
-    }
-    await rm(tmp, { recursive: true, force: true });
+    await removeLxcTestDir(tmp, lxcpath);
   });
 
   // LXC create: the marker's temporary file, the staging directory, the placed directory, the

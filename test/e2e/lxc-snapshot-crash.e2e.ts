@@ -10,7 +10,7 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { access, chmod, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -25,7 +25,7 @@ import { LxcTools } from '../../src/providers/lxc/lxc-tools.js';
 import { readMarker } from '../../src/providers/lxc/ownership-marker.js';
 import { type Desired, hostNameOf, specHashOf } from '../../src/store/desired.js';
 import { objectKey } from '../../src/store/object-key.js';
-import { DaemonProcess, REPO_ROOT, leftoverProcesses } from './support/crash-daemon.js';
+import { DaemonProcess, REPO_ROOT, removeLxcTestDir } from './support/crash-daemon.js';
 import { type DeclaredContainer, LxcEndState, containerManifest, waitForEndState } from './support/lxc-end-state.js';
 
 const run = promisify(execFile);
@@ -100,19 +100,7 @@ describe('crash points: LXC snapshots and restores (kill -9 exactly there, then 
 
   after(async () => {
     await daemon?.kill();
-    if (tmp === '') return;
-    for (const pid of await leftoverProcesses(lxcpath)) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // gone meanwhile
-      }
-    }
-    for (const entry of await readdir(lxcpath).catch(() => [] as string[])) {
-      await lxc('lxc-stop', ['-n', entry, '-k']).catch(() => undefined);
-      await lxc('lxc-destroy', ['-n', entry]).catch(() => undefined);
-    }
-    await rm(tmp, { recursive: true, force: true });
+    await removeLxcTestDir(tmp, lxcpath);
   });
 
   const snapshotFile = (snapshot: string): Promise<string> =>

@@ -6,11 +6,12 @@
  * Caveats: a killed daemon leaves the tools it spawned running (detached lxc-create, template
  * scripts, lxc-monitor), as a real kill -9 does; `leftoverProcesses` finds them for cleanup.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { FAILPOINTS_ENV } from '../../../src/shared/failpoint.js';
 
 /** The repository root (this file runs from dist/test/e2e/support). */
@@ -113,4 +114,25 @@ export function seededRandom(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/**
+ * The `after` of a test that ran daemons on its own lxcpath under `tmp`: kills what a killed daemon
+ * left running there, stops and destroys every container in the lxcpath, then removes `tmp`.
+ */
+export async function removeLxcTestDir(tmp: string, lxcpath: string): Promise<void> {
+  if (tmp === '') return;
+  for (const pid of await leftoverProcesses(lxcpath)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const lxc = promisify(execFile);
+  for (const name of await readdir(lxcpath).catch(() => [] as string[])) {
+    await lxc('lxc-stop', ['-P', lxcpath, '-n', name, '-k'], { timeout: 60_000 }).catch(() => undefined);
+    await lxc('lxc-destroy', ['-P', lxcpath, '-n', name], { timeout: 60_000 }).catch(() => undefined);
+  }
+  await rm(tmp, { recursive: true, force: true });
 }
