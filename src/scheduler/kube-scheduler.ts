@@ -17,8 +17,12 @@
  *   message; it is written only when the message changes. It is tried again when nodes or
  *   objects change, and otherwise after a backoff (1 s doubling to 60 s, reset by a change of the
  *   HypervisorNodes): never a hot loop.
- * Caveats: objects already placed stay where they are (moves are the agents' business); disk is
- * not counted.
+ * - Evictions: an object the scheduler placed (status.placement, no spec.nodeName) on a cordoned
+ *   node (spec.unschedulable, `hyperlet drain`) is placed again elsewhere; its agents then move
+ *   it with its data. On a lost node (Ready=Unknown: its heartbeat Lease expired) every object
+ *   gets condition NodeLost, and those with spec.evictionPolicy Recreate (and no spec.nodeName) are
+ *   placed again elsewhere; the others wait for their node. Hand-set spec.nodeName is never moved.
+ * Caveats: disk is not counted.
  */
 import { setMaxListeners } from 'node:events';
 import { CustomObjectsApi, type KubeConfig, PatchStrategy } from '@kubernetes/client-node';
@@ -64,18 +68,33 @@ export interface SchedulerPass {
 export const SCHEDULED_CONDITION = 'Scheduled';
 /** Reason of Scheduled=False: no node takes the object. */
 export const UNSCHEDULABLE_REASON = 'Unschedulable';
+/** The condition the scheduler writes on objects of a node whose heartbeat expired. */
+export const NODE_LOST_CONDITION = 'NodeLost';
 
 const MiB = 2 ** 20;
 
 interface Assumed { readonly node: string; readonly cpu: number; readonly memoryBytes: number }
 
-interface PlacedSpec { nodeName?: string; nodeSelector?: Record<string, string>; resources?: { cpu?: number; memory?: string | number } }
+interface PlacedSpec {
+  nodeName?: string; nodeSelector?: Record<string, string>; resources?: { cpu?: number; memory?: string | number }; evictionPolicy?: string;
+}
+
+interface ObjectCondition { type?: string; status?: string; reason?: string; message?: string; lastTransitionTime?: string }
+
+const conditionsOf = (o: KubeObject): ObjectCondition[] => (o.status as { conditions?: ObjectCondition[] } | undefined)?.conditions ?? [];
+
+/** `conditions` with `next` in place of the condition of its type (kept as it is when only its time would change). */
+function withCondition(conditions: readonly ObjectCondition[], next: ObjectCondition): ObjectCondition[] {
+  const before = conditions.find((c) => c.type === next.type);
+  const kept = before !== undefined && before.status === next.status && before.lastTransitionTime !== undefined
+    ? { ...next, lastTransitionTime: before.lastTransitionTime } : next;
+  return [...conditions.filter((c) => c.type !== next.type), kept];
+}
 
 const specOf = (o: KubeObject): PlacedSpec => (o.spec ?? {});
 
 /** The Scheduled condition of an object's status, if any. */
-const scheduledCondition = (o: KubeObject): { status?: string; reason?: string; message?: string } | undefined =>
-  ((o.status as { conditions?: { type?: string; status?: string; reason?: string; message?: string }[] } | undefined)?.conditions ?? []).find((c) => c.type === SCHEDULED_CONDITION);
+const scheduledCondition = (o: KubeObject): ObjectCondition | undefined => conditionsOf(o).find((c) => c.type === SCHEDULED_CONDITION);
 
 /** The scheduler as a ClusterTask (name + run); see the file comment. */
 export class KubeScheduler {
@@ -176,8 +195,10 @@ export class KubeScheduler {
   private setObject(kind: Kind, o: KubeObject): void {
     const key = this.keyOf(kind, o);
     this.objects.set(key, { kind, obj: o });
-    // The cache now shows where it went (or the object was placed by hand): no more assuming.
-    if (specOf(o).nodeName !== undefined || placementOf(o.status) !== undefined) this.assumed.delete(key);
+    // The cache now shows where it went (or the object was placed by hand): no more assuming. A
+    // placement made again (an eviction) is assumed until the cache shows the new node.
+    const assumed = this.assumed.get(key);
+    if (specOf(o).nodeName !== undefined || (assumed !== undefined && placementOf(o.status)?.nodeName === assumed.node)) this.assumed.delete(key);
     this.poke(false);
   }
 
@@ -244,12 +265,28 @@ export class KubeScheduler {
       const c = counted.get(node) ?? { cpu: 0, memoryBytes: 0 };
       counted.set(node, { cpu: c.cpu + r.cpu, memoryBytes: c.memoryBytes + r.memoryBytes });
     };
-    const pending: { key: string; kind: Kind; obj: KubeObject }[] = [];
+    const pending: { key: string; kind: Kind; obj: KubeObject; from?: { node: string; why: string } }[] = [];
+    const lost: { kind: Kind; obj: KubeObject; node: string }[] = [];
     for (const [key, { kind, obj }] of this.objects) {
-      const node = specOf(obj).nodeName ?? placementOf(obj.status)?.nodeName ?? this.assumed.get(key)?.node;
-      if (node !== undefined) add(node, this.declared(kind, obj));
-      else if (obj.metadata?.deletionTimestamp === undefined) pending.push({ key, kind, obj });
+      const node = specOf(obj).nodeName ?? this.assumed.get(key)?.node ?? placementOf(obj.status)?.nodeName;
+      const deleting = obj.metadata?.deletionTimestamp !== undefined;
+      if (node === undefined) {
+        if (!deleting) pending.push({ key, kind, obj });
+        continue;
+      }
+      const eviction = deleting ? undefined : this.evictionOf(key, obj, node);
+      if (eviction === 'lost' || (eviction === undefined && this.isLost(node) && !deleting)) lost.push({ kind, obj, node });
+      if (eviction !== undefined) pending.push({ key, kind, obj, from: { node, why: eviction } });
+      else add(node, this.declared(kind, obj));
     }
+    const lostWrites = lost.filter(({ obj, node }) => !pending.some((p) => p.obj === obj) && !hasNodeLost(obj, node))
+      .map(({ kind, obj, node }) => async (): Promise<void> => {
+        const conditions = withCondition(conditionsOf(obj), this.nodeLostCondition(node, obj));
+        await this.writeStatus(kind, obj, { conditions }, signal).catch((err: unknown) => {
+          if (!signal.aborted && !(err instanceof ConflictError)) this.log.warn({ err, node }, 'cannot write NodeLost; trying again later');
+        });
+      });
+    if (lostWrites.length > 0) await runLimited(lostWrites, this.options.writeConcurrency ?? 16);
     // First come, first placed; then by key, so a pass is deterministic.
     pending.sort((a, b) => (a.obj.metadata?.creationTimestamp ?? '').toString().localeCompare((b.obj.metadata?.creationTimestamp ?? '').toString())
       || a.key.localeCompare(b.key));
@@ -260,6 +297,7 @@ export class KubeScheduler {
       return {
         name: n.metadata.name,
         ready: s?.conditions?.some((x) => x.type === 'Ready' && x.status === 'True') === true,
+        unschedulable: n.spec?.unschedulable === true,
         labels: n.metadata.labels ?? {},
         kinds: s?.kinds ?? [],
         allocatable: { cpu: s?.allocatable?.cpu ?? 0, memoryBytes: parseQuantity(s?.allocatable?.memory ?? '0') ?? 0 },
@@ -286,17 +324,23 @@ export class KubeScheduler {
         if (r.nodeName !== undefined) {
           const req = requestByKey.get(r.key);
           this.assumed.set(r.key, { node: r.nodeName, cpu: req?.cpu ?? 0, memoryBytes: req?.memoryBytes ?? 0 });
+          const message = p.from === undefined ? `Placed on node ${r.nodeName}` : `Moved from node ${p.from.node} (${p.from.why}) to node ${r.nodeName}`;
+          let conditions = withCondition(p.from === undefined ? [] : conditionsOf(p.obj), this.condition('True', 'Scheduled', message));
+          if (p.from?.why === 'lost') conditions = withCondition(conditions, this.nodeLostCondition(p.from.node, p.obj));
           await this.writeStatus(p.kind, p.obj, {
-            placement: { nodeName: r.nodeName, time: new Date(this.clock.now()).toISOString() },
-            conditions: [this.condition('True', 'Scheduled', `Placed on node ${r.nodeName}`)],
+            placement: { nodeName: r.nodeName, time: new Date(this.clock.now()).toISOString() }, conditions,
           }, signal);
+          if (p.from !== undefined) this.log.info({ key: r.key, from: p.from.node, to: r.nodeName, why: p.from.why }, 'evicted: placed again');
           placed++;
           return;
         }
         unschedulable++;
         const now = scheduledCondition(p.obj);
         if (now?.status === 'False' && now.reason === UNSCHEDULABLE_REASON && now.message === r.message) return;
-        await this.writeStatus(p.kind, p.obj, { conditions: [this.condition('False', UNSCHEDULABLE_REASON, r.message)] }, signal);
+        // An eviction that fits nowhere stays where it is (cordoned or lost), saying why it cannot leave.
+        await this.writeStatus(p.kind, p.obj, {
+          conditions: withCondition(p.from === undefined ? [] : conditionsOf(p.obj), this.condition('False', UNSCHEDULABLE_REASON, r.message)),
+        }, signal);
       } catch (err) {
         // 409: decided on a stale copy; anything else: the API server failed. Either way, again later.
         this.assumed.delete(r.key);
@@ -307,6 +351,35 @@ export class KubeScheduler {
     await runLimited(writes, this.options.writeConcurrency ?? 16);
     this.log.info({ placed, unschedulable, failed, nodes: nodes.length }, 'scheduler pass');
     return { placed, unschedulable, failed };
+  }
+
+  /** Whether `node`'s heartbeat expired (Ready=Unknown, written by the node lifecycle check). */
+  private isLost(node: string): boolean {
+    return this.nodes.get(node)?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'Unknown') === true;
+  }
+
+  /**
+   * Why the object on `node` must be placed again, or undefined when it stays: only objects the
+   * scheduler placed (no spec.nodeName), on a cordoned node, or on a lost one when they allow it.
+   */
+  private evictionOf(key: string, obj: KubeObject, node: string): 'cordoned' | 'lost' | undefined {
+    if (specOf(obj).nodeName !== undefined) return undefined;
+    const assumed = this.assumed.get(key);
+    if (assumed !== undefined && assumed.node !== placementOf(obj.status)?.nodeName) return undefined; // placed again already
+    if (this.nodes.get(node)?.spec?.unschedulable === true) return 'cordoned';
+    if (this.isLost(node) && specOf(obj).evictionPolicy === 'Recreate') return 'lost';
+    return undefined;
+  }
+
+  private nodeLostCondition(node: string, obj: KubeObject): Record<string, string> {
+    const recreate = specOf(obj).evictionPolicy === 'Recreate' && specOf(obj).nodeName === undefined;
+    return {
+      type: NODE_LOST_CONDITION, status: 'True', reason: 'HeartbeatExpired',
+      message: recreate
+        ? `Node ${node} stopped renewing its heartbeat; spec.evictionPolicy Recreate: recreated on another node`
+        : `Node ${node} stopped renewing its heartbeat; the object waits for it (spec.evictionPolicy Recreate would recreate it elsewhere)`,
+      lastTransitionTime: new Date(this.clock.now()).toISOString(),
+    };
   }
 
   private condition(status: 'True' | 'False', reason: string, message: string): Record<string, string> {
@@ -327,6 +400,11 @@ export class KubeScheduler {
       throw kubeError(err, `write the placement of ${kind} ${namespace}/${name}`);
     }
   }
+}
+
+/** Whether `obj` already says its node `node` is lost. */
+function hasNodeLost(obj: KubeObject, node: string): boolean {
+  return conditionsOf(obj).some((c) => c.type === NODE_LOST_CONDITION && c.status === 'True' && c.message?.includes(`Node ${node} `) === true);
 }
 
 /** Runs `tasks` with at most `limit` at once. */

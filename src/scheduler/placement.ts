@@ -4,7 +4,7 @@
  * reads from the API server and writes back what it decides.
  *
  * Rules, in the order a node is checked (like kube-scheduler's filters, then one score):
- * - the node is Ready;
+ * - the node is Ready and not cordoned (spec.unschedulable, hyperlet drain);
  * - it runs the object's kind (its HypervisorNode's kinds);
  * - its labels match every key of the object's nodeSelector;
  * - the object's cpu and memory fit in allocatable less what is already used there, counting the
@@ -19,6 +19,8 @@
 export interface PlacementNode {
   readonly name: string;
   readonly ready: boolean;
+  /** Cordoned (hyperlet drain): takes nothing new. */
+  readonly unschedulable?: boolean;
   readonly labels: Readonly<Record<string, string>>;
   /** Kinds the node's agent reconciles. */
   readonly kinds: readonly string[];
@@ -42,12 +44,13 @@ export type PlacementResult =
   | { readonly key: string; readonly nodeName: string }
   | { readonly key: string; readonly nodeName?: undefined; readonly message: string };
 
-const REASONS = ['not ready', 'does not run the kind', 'did not match nodeSelector', 'insufficient cpu', 'insufficient memory'] as const;
+const REASONS = ['not ready', 'unschedulable', 'does not run the kind', 'did not match nodeSelector', 'insufficient cpu', 'insufficient memory'] as const;
 type Reason = (typeof REASONS)[number];
 
 /** Why `node` cannot take `req` given `used`; empty when it can. */
 function misfits(node: PlacementNode, used: { cpu: number; memoryBytes: number }, req: PlacementRequest): Reason[] {
   if (!node.ready) return ['not ready'];
+  if (node.unschedulable === true) return ['unschedulable'];
   const out: Reason[] = [];
   if (!node.kinds.includes(req.kind)) out.push('does not run the kind');
   for (const [k, v] of Object.entries(req.nodeSelector ?? {})) {

@@ -27,6 +27,8 @@ export interface HostFacts {
   /** The host policy's memory for a container that declares none. */
   readonly containerMemoryBytes: number;
   readonly agentVersion: string;
+  /** --peer-url: where other agents fetch the data of instances leaving this node. */
+  readonly handoverUrl?: string;
 }
 
 const mi = (bytes: number): string => `${Math.max(0, Math.floor(bytes / MiB))}Mi`;
@@ -73,6 +75,7 @@ export function hypervisorNodeStatus(
     kinds: working,
     hypervisors,
     agentVersion: facts.agentVersion,
+    ...(facts.handoverUrl !== undefined ? { handoverUrl: facts.handoverUrl } : {}),
     conditions: [{ ...ready, lastTransitionTime: before?.status === ready.status ? before.lastTransitionTime : nowIso }],
   };
 }

@@ -94,7 +94,7 @@ const statusSchema: JsonSchema = {
   properties: {
     phase: {
       type: 'string',
-      description: 'Where the instance is: Pending, Creating, Running, Stopped, Frozen, Paused, Failed or Deleting.',
+      description: 'Where the instance is: Pending, Creating, Moving (its data is on its way from another node), Running, Stopped, Frozen, Paused, Failed or Deleting.',
     },
     conditions: {
       type: 'array',

@@ -42,7 +42,15 @@ export interface HypervisorNodeStatus {
   hypervisors: string[];
   /** hyperlet's version on the node. */
   agentVersion: string;
+  /** Where other agents fetch the data of instances that leave this node (--peer-url), when this agent serves it. */
+  handoverUrl?: string;
   conditions: NodeCondition[];
+}
+
+/** What an administrator sets on a node (hyperlet drain / uncordon). */
+export interface HypervisorNodeSpec {
+  /** Like a cordoned Node: the scheduler places nothing new here, and moves what it placed here elsewhere. */
+  unschedulable?: boolean;
 }
 
 /** The whole object as written to the API server. */
@@ -50,6 +58,7 @@ export interface HypervisorNodeObject {
   apiVersion: string;
   kind: 'HypervisorNode';
   metadata: { name: string; labels?: Record<string, string>; resourceVersion?: string };
+  spec?: HypervisorNodeSpec;
   status?: HypervisorNodeStatus;
 }
 
@@ -81,6 +90,7 @@ const statusSchema: JsonSchema = {
     kinds: { type: 'array', items: { type: 'string' }, description: 'Kinds the agent reconciles with a working provider.' },
     hypervisors: { type: 'array', items: { type: 'string' }, description: 'lxc, qemu, and kvm where /dev/kvm exists.' },
     agentVersion: { type: 'string', description: 'The hyperlet version of the agent.' },
+    handoverUrl: { type: 'string', maxLength: 2048, description: 'Where other agents fetch the data of instances that leave this node.' },
     conditions: {
       type: 'array',
       'x-kubernetes-list-type': 'map',
@@ -120,6 +130,7 @@ export function hypervisorNodeCrd(): Record<string, unknown> {
         subresources: { status: {} },
         additionalPrinterColumns: [
           { name: 'Ready', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
+          { name: 'Unschedulable', type: 'boolean', jsonPath: '.spec.unschedulable' },
           { name: 'CPU', type: 'integer', jsonPath: '.status.capacity.cpu', description: 'CPU cores of the host.' },
           { name: 'CPU-Used', type: 'integer', jsonPath: '.status.allocated.cpu', description: 'CPU cores declared by the node\'s objects.' },
           { name: 'Memory', type: 'string', jsonPath: '.status.capacity.memory', description: 'Memory of the host.' },
@@ -138,6 +149,16 @@ export function hypervisorNodeCrd(): Record<string, unknown> {
               apiVersion: { type: 'string', description: API_VERSION_DESCRIPTION },
               kind: { type: 'string', description: KIND_DESCRIPTION },
               metadata: { type: 'object', properties: { name: { type: 'string', maxLength: 253, pattern: DNS_SUBDOMAIN_PATTERN } } },
+              spec: {
+                type: 'object',
+                description: 'What an administrator sets on the node.',
+                properties: {
+                  unschedulable: {
+                    type: 'boolean',
+                    description: 'Cordoned (hyperlet drain): nothing new is placed here, and what the scheduler placed here moves elsewhere.',
+                  },
+                },
+              },
               status: statusSchema,
             },
           },

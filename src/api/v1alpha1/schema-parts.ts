@@ -135,6 +135,12 @@ export const commonSpecProperties: Record<string, JsonSchema> = {
     type: 'string', enum: ['Live', 'Restart', 'Recreate'], default: 'Live',
     description: 'How far hyperlet may go to apply a change: Live changes only; also restart; also re-create.',
   },
+  evictionPolicy: {
+    type: 'string', enum: ['Move', 'Recreate'],
+    description: 'Kube mode, when the object leaves its node: Move (the default) stops the instance and carries its data to the new '
+      + 'node, and waits for a lost node to come back; Recreate (no local data worth keeping) starts afresh on the new node and '
+      + 'is placed elsewhere by the scheduler when its node is lost (NodeLost).',
+  },
   deletionPolicy: {
     type: 'string', enum: ['Delete', 'Orphan'], default: 'Delete',
     description: 'Delete removes the instance with the object; Orphan leaves it on the host.',

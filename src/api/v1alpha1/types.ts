@@ -27,6 +27,8 @@ export interface ObjectMeta {
   creationTimestamp?: string;
 }
 
+/** Kube mode, when the object leaves its node: Move carries its data; Recreate starts afresh (and leaves a lost node). */
+export type EvictionPolicy = 'Move' | 'Recreate';
 /** What to do when the instance changes behind hyperlet's back: Correct it, Report it, or Ignore it. */
 export type DriftPolicy = 'Correct' | 'Report' | 'Ignore';
 /** A reference to another object of the same source; namespace defaults to the referrer's. */
@@ -38,6 +40,8 @@ interface CommonSpec {
   nodeSelector?: Record<string, string>;
   updatePolicy: UpdatePolicy;
   deletionPolicy: DeletionPolicy;
+  /** Absent means Move. */
+  evictionPolicy?: EvictionPolicy;
   /** Absent means Correct (the schema default). */
   driftPolicy?: DriftPolicy;
   dependsOn?: DependencyRef[];
@@ -124,9 +128,9 @@ export type Container = HyperletObject<'Container'>;
 export type VirtualMachine = HyperletObject<'VirtualMachine'>;
 
 /** The one-word summary of an object's status (status.phase). */
-export type Phase = 'Pending' | 'Creating' | 'Running' | 'Stopped' | 'Frozen' | 'Paused' | 'Failed' | 'Deleting';
+export type Phase = 'Pending' | 'Creating' | 'Moving' | 'Running' | 'Stopped' | 'Frozen' | 'Paused' | 'Failed' | 'Deleting';
 /** The condition types hyperlet writes in status.conditions. */
-export type ConditionType = 'Ready' | 'Synced' | 'Reconciling' | 'Stalled' | 'RestartRequired' | 'RecreateRequired' | 'Paused' | 'Drifted';
+export type ConditionType = 'Ready' | 'Synced' | 'Reconciling' | 'Stalled' | 'RestartRequired' | 'RecreateRequired' | 'Paused' | 'Drifted' | 'Moving' | 'NodeLost';
 
 /** A Kubernetes-convention condition; `lastTransitionTime` moves only when `status` flips. */
 export interface Condition {
