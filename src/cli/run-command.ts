@@ -6,7 +6,7 @@ import type { Kind } from '../api/v1alpha1/group.js';
 import { isKind } from '../api/v1alpha1/group.js';
 import { parseQuantity } from '../api/v1alpha1/quantity.js';
 import { resolve as resolvePath } from 'node:path';
-import { Daemon, type HttpConfig, type NotifyConfig } from '../daemon/daemon.js';
+import { Daemon, type HttpConfig, type NotifyConfig, type PeerConfig } from '../daemon/daemon.js';
 import { parseNotifyUrl } from '../notify/notifier.js';
 import { parseSourceSpec } from '../daemon/source-factory.js';
 import { hostOf, isLoopback } from '../server/host-check.js';
@@ -49,6 +49,11 @@ Keeps the LXC containers and libvirt VMs on this host as declared.
   --heartbeat DURATION  kube source with --node: how often the agent renews its heartbeat Lease
                         (hyperlet-system/hyperlet-node-NODE, valid 4 times as long; default 10s) and
                         publishes its HypervisorNode (capacity, allocated, kinds, Ready) when it changed
+  --peer-listen HOST:PORT  kube source with --node: serve the data of instances that leave this node to the
+                        agent of their new node (moves with data; see README). Needs --peer-url and
+                        --peer-token-file; a non-loopback HOST serves HTTPS with --tls-cert and --tls-key
+  --peer-url URL        how other agents reach --peer-listen (published in this node's HypervisorNode)
+  --peer-token-file PATH  the bearer token every agent's handover server accepts (the same file on every node)
   --http HOST:PORT      /healthz /readyz /metrics and the read API (default 127.0.0.1:9440; "off" disables).
                         POST routes need the token the daemon writes beside the state DB (api-token);
                         a non-loopback HOST needs --tls-cert and --tls-key, and the token on every route
@@ -141,6 +146,32 @@ export function parseHttp(value: string, flags: { tlsCert?: string; tlsKey?: str
   };
 }
 
+/** --peer-listen, --peer-url and --peer-token-file (all or none; kube with --node); the token is read here, once. */
+export function parsePeer(values: {
+  'peer-listen'?: string; 'peer-url'?: string; 'peer-token-file'?: string; 'tls-cert'?: string; 'tls-key'?: string;
+}, kubeWithNode: boolean): PeerConfig | undefined {
+  const given = (['peer-listen', 'peer-url', 'peer-token-file'] as const).filter((f) => values[f] !== undefined);
+  if (given.length === 0) return undefined;
+  if (given.length < 3) throw new UsageError('--peer-listen, --peer-url and --peer-token-file go together');
+  if (!kubeWithNode) throw new UsageError('--peer-listen needs --source kube and --node (moves happen between per-node agents)');
+  const listen = parseHttp(values['peer-listen'] ?? '', {
+    ...(values['tls-cert'] === undefined ? {} : { tlsCert: values['tls-cert'] }),
+    ...(values['tls-key'] === undefined ? {} : { tlsKey: values['tls-key'] }),
+  });
+  if (listen === undefined) throw new UsageError('--peer-listen: expected HOST:PORT');
+  const url = values['peer-url'] ?? '';
+  if (!/^https?:\/\/[^\s/?#]+\/?$/.test(url)) throw new UsageError(`--peer-url: expected http(s)://HOST:PORT (is ${JSON.stringify(url)})`);
+  const file = values['peer-token-file'] ?? '';
+  let token: string;
+  try {
+    token = readFileSync(file, 'utf8').trim();
+  } catch (err) {
+    throw new UsageError(`--peer-token-file: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+  }
+  if (token.length < 16) throw new UsageError(`--peer-token-file: ${file} must hold a token of at least 16 characters`);
+  return { host: listen.host, port: listen.port, url, token, ...(listen.tls === undefined ? {} : { tls: listen.tls }) };
+}
+
 /** --notify and its companions; the secret file is read here, once, and never printed. */
 function parseNotify(values: {
   notify?: string[]; 'notify-secret-file'?: string; 'notify-timeout'?: string; 'notify-max-retry-delay'?: string;
@@ -198,6 +229,7 @@ export async function runCommand(args: string[]): Promise<number> {
       'image-cache': { type: 'string' },
       'secrets-dir': { type: 'string' }, 'http-host-allow': { type: 'string', multiple: true }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
       policy: { type: 'string' }, 'leader-elect': { type: 'boolean' }, heartbeat: { type: 'string' }, scheduler: { type: 'boolean' },
+      'peer-listen': { type: 'string' }, 'peer-url': { type: 'string' }, 'peer-token-file': { type: 'string' },
     },
   });
   if (values.help === true) {
@@ -230,6 +262,7 @@ export async function runCommand(args: string[]): Promise<number> {
   if (scheduler && (!leaderElect || values.node === undefined)) {
     throw new UsageError('--scheduler needs --source kube, --node and --leader-elect (the elected agent runs it)');
   }
+  const peer = parsePeer(values, sources.some((s) => s.type === 'kube') && values.node !== undefined);
   let leadershipLost = false;
   // One Redactor for the whole process: the logger writes through it, the daemon feeds it secrets.
   const redactor = new Redactor();
@@ -266,6 +299,7 @@ export async function runCommand(args: string[]): Promise<number> {
       heartbeatMs: atLeast('--heartbeat', parseDurationMs('--heartbeat', values.heartbeat), 250),
     }),
     ...(scheduler ? { scheduler: true } : {}),
+    ...(peer === undefined ? {} : { peer }),
     ...(leaderElect ? {
       leaderElect: true,
       onLeadershipLost: () => {

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { totalmem } from 'node:os';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { ExponentialBackoff } from 'cockatiel';
 import type { Logger } from 'pino';
 import type { Kind } from '../api/v1alpha1/group.js';
@@ -22,6 +22,9 @@ import { ProviderHealth } from '../reconcile/provider-health.js';
 import { dependencyKey } from '../reconcile/dependencies.js';
 import { Reconciler } from '../reconcile/reconciler.js';
 import { HttpServer, type ReadinessCheck } from '../server/http-server.js';
+import { HandoverServer } from '../server/handover-server.js';
+import type { KubeHandover } from '../sources/kube-handover.js';
+import type { KubeBackend } from './kube-backend.js';
 import { WatchStream } from '../server/watch-stream.js';
 import { systemClock } from '../shared/clock.js';
 import { SnapshotScheduler } from '../reconcile/snapshot-scheduler.js';
@@ -110,6 +113,21 @@ export interface DaemonConfig {
   readonly heartbeatMs?: number;
   /** --scheduler (kube, --node, --leader-elect): the elected agent also places objects without spec.nodeName. */
   readonly scheduler?: boolean;
+  /**
+   * --peer-listen, --peer-url, --peer-token-file (kube with --node): move instances with their
+   * data between agents; this agent serves the data of instances leaving it on `host:port`,
+   * advertises `url` in its HypervisorNode, and presents and accepts `token`.
+   */
+  readonly peer?: PeerConfig;
+}
+
+/** The agent-to-agent handover: where it listens, how others reach it, and the shared token. */
+export interface PeerConfig {
+  readonly host: string;
+  readonly port: number;
+  readonly url: string;
+  readonly token: string;
+  readonly tls?: { readonly cert: Buffer; readonly key: Buffer };
 }
 
 /** Where notifications go and how hard to try. */
@@ -152,6 +170,11 @@ export class Daemon {
     this.events = new ObjectEvents({ onError: (err) => logger.error({ err }, 'an object event listener failed') });
   }
 
+  private handover: KubeHandover | undefined;
+  private handoverServer: HandoverServer | undefined;
+  /** The bound handover address (--peer-listen), once started. */
+  peerAddress: { host: string; port: number } | undefined;
+
   /** The bound HTTP address, once started. */
   httpAddress: { host: string; port: number } | undefined;
 
@@ -182,6 +205,7 @@ export class Daemon {
         ? { scheduler: { containerMemoryBytes: (config.hostPolicy ?? DEFAULT_HOST_POLICY).defaults.containerMemoryBytes } } : {}),
       ...(config.onLeadershipLost === undefined ? {} : { onLeadershipLost: config.onLeadershipLost }),
       ...(config.nodeFilter && config.sources.some((s) => s.type === 'kube') ? { inventory: await this.inventory() } : {}),
+      ...(config.peer === undefined ? {} : { handover: { dir: join(dirname(config.statePath), 'handover'), token: config.peer.token } }),
     });
     const backendsById = new Map(this.backends.map((b) => [b.source.id, b]));
     const hostPolicy = config.hostPolicy ?? DEFAULT_HOST_POLICY;
@@ -197,6 +221,14 @@ export class Daemon {
         ...(config.imageCacheDir === undefined ? {} : { imageCacheDir: config.imageCacheDir }),
       })
       : new Map(config.providers);
+    // Moves with data: creating a moved object fetches its data from the old node first.
+    for (const backend of this.backends) {
+      const handover = (backend as Partial<KubeBackend>).handover;
+      if (handover === undefined) continue;
+      for (const [kind, provider] of this.providers) this.providers.set(kind, handover.provider(provider));
+      handover.enqueue = (d): void => this.controllers.get(d.object.kind)?.enqueue(d.key);
+      this.handover = handover;
+    }
 
     for (const [kind, provider] of this.providers) {
       const log = logger.child({ controller: kind, provider: provider.name });
@@ -255,6 +287,14 @@ export class Daemon {
       logger.info({ address: `${address.address}:${address.port}`, tls: tls !== undefined }, 'serving /healthz /readyz /metrics');
     }
 
+    if (config.peer !== undefined && this.handover !== undefined) {
+      const { host, port, token, tls } = config.peer;
+      this.handoverServer = new HandoverServer({ host, port, token, service: this.handover, logger, ...(tls === undefined ? {} : { tls }) });
+      const address = await this.handoverServer.listen();
+      this.peerAddress = { host: address.address, port: address.port };
+      logger.info({ address: `${address.address}:${address.port}`, url: config.peer.url }, 'serving the data of instances leaving this node');
+    }
+
     await Promise.all(this.backends.map(async (b) => {
       await b.source.start(overlay, this.sourcesAbort.signal);
       this.synced.add(b.source.id);
@@ -303,6 +343,7 @@ export class Daemon {
         reservedMemoryBytes: hostPolicy.host.reservedMemoryBytes,
         containerMemoryBytes: hostPolicy.defaults.containerMemoryBytes,
         agentVersion: version,
+        ...(config.peer === undefined ? {} : { handoverUrl: config.peer.url }),
       }),
       objects: (sourceId) => this.store.list().filter((d) => d.source === sourceId),
       onChange: (listener) => this.store.onChange(() => listener()),
@@ -394,6 +435,7 @@ export class Daemon {
     await this.notifier?.stop();
     this.stopEventLog?.();
     await this.http?.close();
+    await this.handoverServer?.close();
     this.db?.close();
     this.logger.info('stopped');
   }

@@ -26,6 +26,7 @@ import { KubeScheduler } from '../scheduler/kube-scheduler.js';
 import type { Desired } from '../store/desired.js';
 import type { ObjectKey } from '../store/object-key.js';
 import { KubeMovedAway } from '../sources/kube-moved-away.js';
+import { KubeHandover } from '../sources/kube-handover.js';
 
 /** How the kube source and its status writer, recorder and finalizers are wired. */
 export interface KubeBackendOptions {
@@ -72,6 +73,11 @@ export interface KubeBackendOptions {
   };
   /** Per-node agents: publish this node's HypervisorNode and renew its heartbeat Lease. */
   readonly inventory?: InventoryOptions;
+  /**
+   * Per-node agents: move instances with their data between nodes (sources/kube-handover.ts): a
+   * directory of this agent's own and the token all agents' handover servers accept.
+   */
+  readonly handover?: { readonly dir: string; readonly token: string };
   /** With clusterLeadership: the leader also places objects without spec.nodeName (src/scheduler/). */
   readonly scheduler?: { readonly containerMemoryBytes?: number; readonly batchMs?: number };
 }
@@ -97,6 +103,8 @@ export interface KubeBackend extends SourceBackend<Source> {
   readonly leadership?: ClusterLeadership;
   /** This node's HypervisorNode and heartbeat (started by the source); poke it when objects change. */
   readonly inventory?: HypervisorNodePublisher;
+  /** Moves with data (when asked for): wrap providers with it and serve it to other agents. */
+  readonly handover?: KubeHandover;
 }
 
 /** Builds the kube backend; throws when no kubeconfig can be loaded. Starts nothing. */
@@ -146,7 +154,13 @@ export function createKubeBackend(options: KubeBackendOptions): KubeBackend {
   // Per-node agents remove the instances of objects that left their node (tombstones, like a dir
   // source's removed files) and leave those objects' status and finalizer to their new node.
   const movedAway = options.node === undefined ? undefined : new KubeMovedAway();
-  const leaveAlone = movedAway === undefined ? undefined : { leaveAlone: (key: ObjectKey): boolean => movedAway.has(key) };
+  const handover = options.handover === undefined || options.node === undefined ? undefined : new KubeHandover({
+    kubeConfig, node: options.node, sourceId: options.id ?? 'kube', dir: options.handover.dir, token: options.handover.token, logger,
+  });
+  if (handover !== undefined) handover.onReleased = (d): void => movedAway?.add(d);
+  const leaveAlone = movedAway === undefined ? undefined : {
+    leaveAlone: (key: ObjectKey): boolean => movedAway.has(key) || handover?.isHeld(key) === true,
+  };
   const background = [...(leadership !== undefined ? [leadership] : []), ...(inventory !== undefined ? [inventory] : [])];
   return {
     source: new KubeSource({
@@ -158,8 +172,11 @@ export function createKubeBackend(options: KubeBackendOptions): KubeBackend {
       ...(leaderElection !== undefined ? { leaderElection } : {}),
       ...(background.length > 0 ? { background } : {}),
       ...(movedAway !== undefined ? { movedAway } : {}),
+      ...(handover !== undefined ? { handover } : {}),
     }),
-    statusWriter: new KubeStatusWriter({ kubeConfig, tracker, logger, ...leaveAlone }),
+    statusWriter: new KubeStatusWriter({
+      kubeConfig, tracker, logger, ...leaveAlone, ...(handover !== undefined ? { movingFrom: (key: ObjectKey) => handover.movingFrom(key) } : {}),
+    }),
     recorder: new KubeRecorder({ sink: new KubeEventSink(kubeConfig), logger, ...(host !== undefined ? { host } : {}) }),
     // environmentFrom secretKeyRef: a Secret of the object's own namespace, read at each reconcile.
     environment: new KubeEnvironmentResolver(new KubeSecretReader(kubeConfig)),
@@ -168,5 +185,6 @@ export function createKubeBackend(options: KubeBackendOptions): KubeBackend {
     kubeConfig,
     ...(leadership !== undefined ? { leadership } : {}),
     ...(inventory !== undefined ? { inventory } : {}),
+    ...(handover !== undefined ? { handover } : {}),
   };
 }

@@ -58,6 +58,8 @@ export interface SourceContext {
   readonly scheduler?: { readonly containerMemoryBytes: number };
   /** kube with a node: what the agent publishes in its HypervisorNode, and its heartbeat. */
   readonly inventory?: SourceInventory;
+  /** kube with a node: move instances with their data (--peer-token-file): this agent's directory and the shared token. */
+  readonly handover?: { readonly dir: string; readonly token: string };
 }
 
 /** The daemon's side of a per-node agent's HypervisorNode. */
@@ -163,6 +165,7 @@ export const SOURCE_FACTORIES: Partial<Record<SourceSpec['type'], SourceFactory>
       ...(ctx.kubeconfig !== undefined ? { kubeconfig: ctx.kubeconfig } : {}),
       ...(ctx.namespace !== undefined ? { namespace: ctx.namespace } : {}),
       ...(ctx.nodeFilter ? { node: ctx.node } : {}),
+      ...(ctx.nodeFilter && ctx.handover !== undefined ? { handover: { dir: join(ctx.handover.dir, id), token: ctx.handover.token } } : {}),
       ...(ctx.leaderElect !== true ? {} : ctx.nodeFilter
         ? { clusterLeadership: {}, ...(ctx.scheduler !== undefined ? { scheduler: ctx.scheduler } : {}) }
         : { leaderElection: { onStoppedLeading: ctx.onLeadershipLost ?? ((): void => undefined) } }),

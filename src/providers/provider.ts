@@ -167,6 +167,18 @@ export interface Provider<K extends Kind = Kind> {
   restoreSnapshot?(d: Desired<K>, name: string, signal: AbortSignal): Promise<RestoreOutcome>;
   /** Optional: deletes snapshot `name`; a missing one is success. */
   deleteSnapshot?(d: Desired<K>, name: string, signal: AbortSignal): Promise<void>;
+  /**
+   * Optional, with importData: the stopped instance's data as one archive stream, for a move to
+   * another node (LXC: a tar of the rootfs). The format is the provider's own; only importData
+   * reads it. Changes nothing; throws when the instance runs or does not exist.
+   */
+  exportData?(d: Desired<K>, signal: AbortSignal): Promise<NodeJS.ReadableStream>;
+  /**
+   * Optional, with exportData: replaces the data of the stopped instance (just created here) with
+   * the archive at `archivePath` that exportData made on another node. Idempotent and atomic: a
+   * crash leaves the old data or the new, and calling it again finishes the job.
+   */
+  importData?(d: Desired<K>, archivePath: string, signal: AbortSignal): Promise<void>;
   /** Ends change streams and releases connections and child processes; idempotent. */
   close(): void | Promise<void>;
 }

@@ -27,6 +27,7 @@ import { KubeInformer } from '../kube/kube-informer.js';
 import type { KubeObjectTracker } from '../kube/kube-object-tracker.js';
 import type { LeaderElector } from '../kube/leader-election.js';
 import type { KubeMovedAway } from './kube-moved-away.js';
+import type { KubeHandover } from './kube-handover.js';
 import { type Clock, systemClock } from '../shared/clock.js';
 import type { Source } from './source.js';
 import type { SourceProblem } from '../store/source-problem.js';
@@ -63,6 +64,8 @@ export interface KubeSourceOptions {
   readonly background?: readonly { run(signal: AbortSignal): Promise<void> }[];
   /** Per-node agents: where objects that left this node are remembered, so their instances here go. */
   readonly movedAway?: KubeMovedAway;
+  /** Per-node agents that move data: records arrivals from other nodes and holds instances that left (kube-handover.ts). */
+  readonly handover?: KubeHandover;
 }
 
 /** The `kube` source; see the file comment. */
@@ -187,6 +190,8 @@ export class KubeSource implements Source {
     }
     if (this.options.node !== undefined) this.heldBy.set(key, specNode(obj) !== undefined ? 'spec' : 'placement');
     const converted = desiredFromKube(this.id, kind, obj);
+    // Before the store sees it (and any status is written over status.node): where its data is.
+    if (converted.ok) this.options.handover?.arrived(key, obj);
     if (converted.ok) {
       this.invalid.delete(key);
       this.set(key, converted.desired);
@@ -233,7 +238,8 @@ export class KubeSource implements Source {
     const held = this.desired.get(key);
     // Held here and not on its way out through our finalizer: it moved to another node (or was
     // removed behind the finalizer's back); its instance here must go.
-    if (held !== undefined && held.deleting !== true) this.options.movedAway?.add(held);
+    // With a handover, an instance whose data moves is held (stopped, kept) until the new node has it.
+    if (held !== undefined && held.deleting !== true && this.options.handover?.hold(held) !== true) this.options.movedAway?.add(held);
     if (this.desired.delete(key)) this.store?.remove(key);
   }
 

@@ -22,6 +22,7 @@ import { isNotFound, kubeError, requestOptions, resourceOf } from '../kube/kube-
 import type { KubeObjectTracker } from '../kube/kube-object-tracker.js';
 import type { KubeObject } from '../kube/desired-from-kube.js';
 import type { StatusWriter } from '../reconcile/backend.js';
+import { type Clock, systemClock } from '../shared/clock.js';
 
 /** The client and the tracker the status writer works with. */
 export interface KubeStatusWriterOptions {
@@ -31,6 +32,10 @@ export interface KubeStatusWriterOptions {
   readonly logger: Logger;
   /** Keys whose object belongs to another node's agent now (moved away): no status is written from here. */
   readonly leaveAlone?: (key: ObjectKey) => boolean;
+  /** The node the object's data is coming from while it moves here: status says phase Moving and condition Moving. */
+  readonly movingFrom?: (key: ObjectKey) => string | undefined;
+  /** Time for the Moving condition (default: the system clock). */
+  readonly clock?: Clock;
 }
 
 /** StatusWriter of the kube source; see the file comment. */
@@ -49,6 +54,17 @@ export class KubeStatusWriter implements StatusWriter {
     return this.writes;
   }
 
+  /** `status` while the data comes from node `from`: phase Moving, condition Moving=True (its time kept from `previous`). */
+  private moving(status: Status, from: string, previous: Status | undefined): Status {
+    const before = previous?.conditions.find((c) => c.type === 'Moving' && c.status === 'True');
+    const condition = {
+      type: 'Moving' as const, status: 'True' as const, reason: 'DataHandover',
+      message: `Moving from node ${from}: the instance there is stopped and its data is copied here before it starts`,
+      lastTransitionTime: before?.lastTransitionTime ?? new Date((this.options.clock ?? systemClock).now()).toISOString(),
+    };
+    return { ...status, phase: 'Moving', conditions: [...status.conditions.filter((c) => c.type !== 'Moving'), condition] };
+  }
+
   lastWritten(key: ObjectKey): Status | undefined {
     return this.options.tracker.get(key)?.status;
   }
@@ -56,6 +72,8 @@ export class KubeStatusWriter implements StatusWriter {
   async write(d: Desired, status: Status, signal: AbortSignal): Promise<void> {
     if (this.options.leaveAlone?.(d.key) === true) return;
     const tracked = this.options.tracker.get(d.key);
+    const from = this.options.movingFrom?.(d.key);
+    if (from !== undefined) status = this.moving(status, from, tracked?.status);
     // A PUT replaces all of status: carry the scheduler's placement over, or the agent would
     // drop the very field that assigns the object to it.
     if (tracked?.placement !== undefined && status.placement === undefined) status = { ...status, placement: tracked.placement };

@@ -20,6 +20,7 @@ import {
   type SnapshotOptions, assertSnapshotName,
 } from '../provider.js';
 import { LxcSnapshots } from './lxc-snapshots.js';
+import { exportRootfs, importRootfs } from './lxc-data-archive.js';
 import { RESTORE_REQUEST_ANNOTATION, snapshotOfRestoreRequest } from '../../shared/annotations.js';
 import { CgroupHost } from './cgroup-host.js';
 import {
@@ -487,6 +488,23 @@ export class LxcProvider implements Provider<'Container'> {
     await this.requireOwned(d, 'delete');
     await this.destroyOwned(name, d.id, signal);
     this.log.info({ key: d.key, hostName: name }, 'container deleted');
+  }
+
+  /** The stopped container's rootfs as a tar (lxc-data-archive.ts); refuses a running or foreign container. */
+  async exportData(d: Desired<'Container'>, signal: AbortSignal): Promise<NodeJS.ReadableStream> {
+    await this.requireOwned(d, 'export the data of');
+    const observed = await this.observe(d, signal);
+    if (observed?.state !== 'Stopped') throw new Error(`cannot export the data of ${d.hostName}: it is ${observed?.state ?? 'absent'}, not Stopped`);
+    return exportRootfs(this.lxcpath, d.hostName, signal);
+  }
+
+  /** Replaces the stopped container's rootfs with an archive exportData made (lxc-data-archive.ts). */
+  async importData(d: Desired<'Container'>, archivePath: string, signal: AbortSignal): Promise<void> {
+    await this.requireOwned(d, 'import the data of');
+    const observed = await this.observe(d, signal);
+    if (observed?.state !== 'Stopped') throw new Error(`cannot import the data of ${d.hostName}: it is ${observed?.state ?? 'absent'}, not Stopped`);
+    await importRootfs(this.lxcpath, d.hostName, archivePath, signal);
+    this.log.info({ key: d.key, hostName: d.hostName }, 'container data imported');
   }
 
   /** Host names of containers whose state changed, from lxc-monitor (see lxc-monitor.ts). */
