@@ -29,6 +29,9 @@ Commands:
   dashboard           the dashboard's address, with the API token for actions  [--server URL] [--state PATH]
   completion SHELL    the completion script for bash or zsh  (source <(${NAME} completion bash))
   refresh [SOURCE]    ask the daemon to fetch its git sources now (uses the API token in the state dir)
+  scheduler           run only the leader-elected scheduler and node lifecycle check (see hyperlet scheduler --help)
+  drain NODE          mark a HypervisorNode unschedulable; what the scheduler placed there moves elsewhere  [--kubeconfig PATH]
+  uncordon NODE       make a drained HypervisorNode schedulable again  [--kubeconfig PATH]
 `;
 
 type Command = (args: string[]) => Promise<number>;
@@ -53,6 +56,9 @@ export const COMMANDS: Record<string, () => Promise<Command>> = {
   snapshot: async () => (await import('./action-command.js')).actionCommand('snapshot'),
   dashboard: async () => (await import('./dashboard-command.js')).dashboardCommand,
   refresh: async () => (await import('./refresh-command.js')).refreshCommand,
+  scheduler: async () => (await import('./scheduler-command.js')).schedulerCommand,
+  drain: async () => (await import('./drain-command.js')).cordonCommand(true),
+  uncordon: async () => (await import('./drain-command.js')).cordonCommand(false),
   __complete: async () => (await import('./completion-command.js')).completeCommand,
 };
 

@@ -136,7 +136,7 @@ export class KubeHandover {
 
   /** Wraps `inner` so creating a moved object brings its data first (see the file comment). */
   provider<K extends Kind>(inner: Provider<K>): Provider<K> {
-    this.providers.set(inner.kind, inner as unknown as Provider);
+    this.providers.set(inner.kind, inner);
     if (inner.exportData === undefined || inner.importData === undefined) return inner;
     const wrapped: Provider<K> = Object.create(inner) as Provider<K>;
     wrapped.create = async (d, signal) => this.createMoved(inner, d, signal);
@@ -286,7 +286,7 @@ export class KubeHandover {
     await mkdir(this.options.dir, { recursive: true, mode: 0o700 });
     const body = response.body;
     if (body === null) throw new Error(`cannot fetch the data of ${d.hostName} from node ${from}: empty response`);
-    await pipeline(Readable.fromWeb(body as import('node:stream/web').ReadableStream), createWriteStream(part, { mode: 0o600 }), { signal });
+    await pipeline(Readable.fromWeb(body), createWriteStream(part, { mode: 0o600 }), { signal });
     const handle = await open(part, 'r+');
     try {
       await handle.sync();
