@@ -15,7 +15,6 @@ import { KubeLeaseClient, LeaderElector } from '../kube/leader-election.js';
 import { KubeScheduler } from '../scheduler/kube-scheduler.js';
 import { NodeLifecycle } from '../status/node-lifecycle.js';
 import { createLogger } from '../telemetry/logger.js';
-import { parseHttp } from './run-command.js';
 import { UsageError, parseDurationMs } from './usage-error.js';
 
 /** The help text of `hyperlet scheduler`. */
@@ -32,6 +31,15 @@ Runs only the leader-elected scheduler and node lifecycle check (no agent, no hy
   --health-listen H:P    serve /healthz here (default 127.0.0.1:9441; "off" disables)
   --log-level LEVEL      trace|debug|info|warn|error (default info)
 `;
+
+/** --health-listen: HOST:PORT or off. /healthz tells nothing secret, so any address may serve it without TLS. */
+export function parseHealthListen(value: string): { host: string; port: number } | undefined {
+  if (value === 'off') return undefined;
+  const m = /^(.*):([0-9]{1,5})$/.exec(value);
+  const port = Number(m?.[2]);
+  if (m === null || port > 65535) throw new UsageError(`--health-listen: expected HOST:PORT or off (is ${JSON.stringify(value)})`);
+  return { host: (m[1] ?? '').replace(/^\[(.*)\]$/, '$1') || '0.0.0.0', port };
+}
 
 /** `hyperlet scheduler`: runs until SIGTERM or SIGINT and resolves to the exit code. */
 export async function schedulerCommand(args: string[]): Promise<number> {
@@ -57,7 +65,7 @@ export async function schedulerCommand(args: string[]): Promise<number> {
   const { parseQuantity } = await import('../api/v1alpha1/quantity.js');
   const containerMemoryBytes = memory === undefined ? undefined : parseQuantity(memory);
   if (memory !== undefined && containerMemoryBytes === undefined) throw new UsageError(`--container-memory: not a quantity: ${JSON.stringify(memory)}`);
-  const health = parseHttp(values['health-listen'] ?? '127.0.0.1:9441');
+  const health = parseHealthListen(values['health-listen'] ?? '127.0.0.1:9441');
   let kubeConfig;
   try {
     kubeConfig = shareConnections(loadKubeConfig(values.kubeconfig));

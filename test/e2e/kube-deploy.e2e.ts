@@ -130,6 +130,9 @@ describe('deploy: kubectl apply -k manifests/ and the DaemonSet\'s agent against
     'customresourcedefinition.apiextensions.k8s.io/virtualmachines.hyperlet.io', 'daemonset.apps/hyperlet-agent',
     'role.rbac.authorization.k8s.io/hyperlet-leader-election', 'rolebinding.rbac.authorization.k8s.io/hyperlet-leader-election',
     'serviceaccount/hyperlet',
+    'clusterrole.rbac.authorization.k8s.io/hyperlet-scheduler', 'clusterrolebinding.rbac.authorization.k8s.io/hyperlet-scheduler',
+    'deployment.apps/hyperlet-scheduler', 'rolebinding.rbac.authorization.k8s.io/hyperlet-scheduler-leader-election',
+    'serviceaccount/hyperlet-scheduler',
   ];
 
   it('kubectl apply --dry-run=server -k manifests/: the API server validates every object and persists none', async () => {

@@ -321,6 +321,20 @@ export class KubeTestEnv {
     writeFileSync(this.agentKubeconfigFile, kubeconfigYaml(this.server, readFileSync(join(this.pki, 'ca.crt')), { token }));
   }
 
+  /** Writes a kubeconfig for ServiceAccount `name` of hyperlet-system (a TokenRequest, as a Pod would get) and returns its path. */
+  async serviceAccountKubeconfig(name: string): Promise<string> {
+    const core = this.admin().makeApiClient(CoreV1Api);
+    const tr = await core.createNamespacedServiceAccountToken({
+      name, namespace: AGENT_NAMESPACE,
+      body: { spec: { audiences: [`https://127.0.0.1:${this.apiServerPort}/`], expirationSeconds: 24 * 3600 } },
+    });
+    const token = tr.status?.token;
+    if (token === undefined) throw new Error(`cannot get a token of ServiceAccount ${name}: the TokenRequest returned none`);
+    const path = join(this.dir, `${name}.kubeconfig`);
+    writeFileSync(path, kubeconfigYaml(this.server, readFileSync(join(this.pki, 'ca.crt')), { token }));
+    return path;
+  }
+
   /** The kubeconfig file of the hyperlet ServiceAccount (after installHyperlet). */
   get agentKubeconfigPath(): string {
     if (this.agentKubeconfigFile === undefined) throw new Error('cannot use the agent identity before installHyperlet()');
