@@ -9,7 +9,7 @@
  *   meanwhile; that becomes a ConflictError, which the controller retries with backoff on fresh
  *   data. Nothing is ever overwritten blindly.
  * - A write for an object that no longer exists (404) is dropped: there is nothing to report to.
- * - status.placement (the scheduler's, see src/scheduler/) is carried over as last seen; a
+ * - status.placement and the Scheduled condition (the scheduler's, see src/scheduler/) are carried over as last seen; a
  *   placement written meanwhile changes the resourceVersion, so the PUT gets 409 and retries.
  */
 import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
@@ -77,6 +77,12 @@ export class KubeStatusWriter implements StatusWriter {
     // A PUT replaces all of status: carry the scheduler's placement over, or the agent would
     // drop the very field that assigns the object to it.
     if (tracked?.placement !== undefined && status.placement === undefined) status = { ...status, placement: tracked.placement };
+    // The scheduler's Scheduled condition (why the object is where it is: placed, moved off a
+    // cordoned or lost node) is its own: carried over as last seen, like the placement.
+    const scheduled = tracked?.status?.conditions.find((c) => (c.type as string) === 'Scheduled');
+    if (scheduled !== undefined && !status.conditions.some((c) => (c.type as string) === 'Scheduled')) {
+      status = { ...status, conditions: [...status.conditions, scheduled] };
+    }
     if (tracked?.status !== undefined && canonicalEqual(tracked.status, status)) return;
     signal.throwIfAborted();
     const { kind, metadata } = d.object;
