@@ -20,6 +20,30 @@ describe('hyperlet run: fleet flags', () => {
       reason: 'a heartbeat below 250 ms would hammer the API server',
       args: ['--source', 'kube', '--node', 'n1', '--heartbeat', '100ms'], error: /--heartbeat: must be at least 250 ms/,
     },
+    PeerFlagsGoTogether: {
+      reason: 'a handover server nobody can reach, or a URL nothing serves, is a half-configured move',
+      args: ['--source', 'kube', '--node', 'n1', '--peer-listen', '127.0.0.1:9442'], error: /--peer-listen, --peer-url and --peer-token-file go together/,
+    },
+    PeerNeedsNodeAgent: {
+      reason: 'moves with data happen between per-node agents only',
+      args: ['--source', 'kube', '--peer-listen', '127.0.0.1:9442', '--peer-url', 'http://127.0.0.1:9442', '--peer-token-file', '/nonexistent'],
+      error: /--peer-listen needs --source kube and --node/,
+    },
+    PeerOffLoopbackNeedsTls: {
+      reason: 'the peer token and instance data must not cross the network in the clear',
+      args: ['--source', 'kube', '--node', 'n1', '--peer-listen', '0.0.0.0:9442', '--peer-url', 'http://10.0.0.1:9442', '--peer-token-file', '/nonexistent'],
+      error: /not a loopback address; serving it needs TLS/,
+    },
+    PeerUrlShape: {
+      reason: 'the URL other agents use is a base URL, nothing more',
+      args: ['--source', 'kube', '--node', 'n1', '--peer-listen', '127.0.0.1:9442', '--peer-url', 'ftp://x/y', '--peer-token-file', '/nonexistent'],
+      error: /--peer-url: expected http\(s\):\/\/HOST:PORT/,
+    },
+    PeerTokenFileUnreadable: {
+      reason: 'a token that cannot be read is said at start, naming the file',
+      args: ['--source', 'kube', '--node', 'n1', '--peer-listen', '127.0.0.1:9442', '--peer-url', 'http://127.0.0.1:9442', '--peer-token-file', '/nonexistent/t'],
+      error: /--peer-token-file: cannot read \/nonexistent\/t: ENOENT/,
+    },
     HeartbeatNotADuration: {
       reason: 'the heartbeat is a duration such as 10s',
       args: ['--source', 'kube', '--node', 'n1', '--heartbeat', 'often'], error: /--heartbeat/,

@@ -15,6 +15,11 @@ describe('placeAll', () => {
   const cases: Record<string, {
     reason: string; nodes: PlacementNode[]; requests: PlacementRequest[]; want: (string | { message: string })[];
   }> = {
+    CordonedTakesNothing: {
+      reason: 'a cordoned node (spec.unschedulable, hyperlet drain) takes nothing new, even when it is the least allocated',
+      nodes: [node('a', { unschedulable: true }), node('b', { used: { cpu: 3, memoryBytes: 6 * GiB } })],
+      requests: [req('x'), req('y', { memoryBytes: 4 * GiB })], want: ['b', { message: '0/2 nodes: 1 unschedulable, 1 insufficient memory' }],
+    },
     TieByName: {
       reason: 'equally allocated nodes: the first by name wins, whatever the input order',
       nodes: [node('b'), node('a')], requests: [req('x')], want: ['a'],
