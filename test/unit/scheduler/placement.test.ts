@@ -17,7 +17,7 @@ describe('placeAll', () => {
   }> = {
     CordonedTakesNothing: {
       reason: 'a cordoned node (spec.unschedulable, hyperlet drain) takes nothing new, even when it is the least allocated',
-      nodes: [node('a', { unschedulable: true }), node('b', { used: { cpu: 3, memoryBytes: 6 * GiB } })],
+      nodes: [node('a', { unschedulable: true }), node('b', { used: { cpu: 2, memoryBytes: 6 * GiB } })],
       requests: [req('x'), req('y', { memoryBytes: 4 * GiB })], want: ['b', { message: '0/2 nodes: 1 unschedulable, 1 insufficient memory' }],
     },
     TieByName: {
