@@ -19,7 +19,8 @@
  *   HypervisorNodes): never a hot loop.
  * - Evictions: an object the scheduler placed (status.placement, no spec.nodeName) on a cordoned
  *   node (spec.unschedulable, `hyperlet drain`) is placed again elsewhere; its agents then move
- *   it with its data. On a lost node (Ready=Unknown: its heartbeat Lease expired) every object
+ *   it with its data. One at a time per node: the next leaves once the new node reports the last
+ *   one (its status.node), so a drain never stops every instance of a node at once. On a lost node (Ready=Unknown: its heartbeat Lease expired) every object
  *   gets condition NodeLost, and those with spec.evictionPolicy Recreate (and no spec.nodeName) are
  *   placed again elsewhere; the others wait for their node. Hand-set spec.nodeName is never moved.
  * Caveats: disk is not counted.
@@ -105,6 +106,8 @@ export class KubeScheduler {
   private readonly objects = new Map<string, { kind: Kind; obj: KubeObject }>();
   private readonly nodes = new Map<string, HypervisorNodeObject>();
   private readonly assumed = new Map<string, Assumed>();
+  /** Objects moved off a cordoned node, by key, with that node, until their new node runs them. */
+  private readonly evicting = new Map<string, string>();
   private wake: (() => void) | undefined;
   private dirty = false;
   private nodesChanged = false;
@@ -267,6 +270,9 @@ export class KubeScheduler {
     };
     const pending: { key: string; kind: Kind; obj: KubeObject; from?: { node: string; why: string } }[] = [];
     const lost: { kind: Kind; obj: KubeObject; node: string }[] = [];
+    // A drain moves one object at a time per node: the next leaves once the last one runs on its new node.
+    for (const key of [...this.evicting.keys()]) if (this.moveDone(key)) this.evicting.delete(key);
+    const movingFrom = new Set<string>(this.evicting.values());
     for (const [key, { kind, obj }] of this.objects) {
       const node = specOf(obj).nodeName ?? this.assumed.get(key)?.node ?? placementOf(obj.status)?.nodeName;
       const deleting = obj.metadata?.deletionTimestamp !== undefined;
@@ -274,7 +280,11 @@ export class KubeScheduler {
         if (!deleting) pending.push({ key, kind, obj });
         continue;
       }
-      const eviction = deleting ? undefined : this.evictionOf(key, obj, node);
+      let eviction = deleting ? undefined : this.evictionOf(key, obj, node);
+      if (eviction === 'cordoned') {
+        if (movingFrom.has(node)) eviction = undefined;
+        else movingFrom.add(node);
+      }
       if (eviction === 'lost' || (eviction === undefined && this.isLost(node) && !deleting)) lost.push({ kind, obj, node });
       if (eviction !== undefined) pending.push({ key, kind, obj, from: { node, why: eviction } });
       else add(node, this.declared(kind, obj));
@@ -330,7 +340,10 @@ export class KubeScheduler {
           await this.writeStatus(p.kind, p.obj, {
             placement: { nodeName: r.nodeName, time: new Date(this.clock.now()).toISOString() }, conditions,
           }, signal);
-          if (p.from !== undefined) this.log.info({ key: r.key, from: p.from.node, to: r.nodeName, why: p.from.why }, 'evicted: placed again');
+          if (p.from !== undefined) {
+            if (p.from.why === 'cordoned') this.evicting.set(r.key, p.from.node);
+            this.log.info({ key: r.key, from: p.from.node, to: r.nodeName, why: p.from.why }, 'evicted: placed again');
+          }
           placed++;
           return;
         }
@@ -351,6 +364,16 @@ export class KubeScheduler {
     await runLimited(writes, this.options.writeConcurrency ?? 16);
     this.log.info({ placed, unschedulable, failed, nodes: nodes.length }, 'scheduler pass');
     return { placed, unschedulable, failed };
+  }
+
+  /** Whether the evicted object `key` is gone, or reported by the node it is assigned to and no longer Moving. */
+  private moveDone(key: string): boolean {
+    const held = this.objects.get(key);
+    if (held === undefined) return true;
+    const node = specOf(held.obj).nodeName ?? this.assumed.get(key)?.node ?? placementOf(held.obj.status)?.nodeName;
+    const status = held.obj.status as { node?: string; phase?: string } | undefined;
+    if (status === undefined) return false;
+    return status.node === node && status.phase !== undefined && status.phase !== 'Moving' && status.phase !== 'Pending';
   }
 
   /** Whether `node`'s heartbeat expired (Ready=Unknown, written by the node lifecycle check). */

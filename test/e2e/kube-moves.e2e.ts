@@ -215,17 +215,32 @@ describe('moves: data handover between agents, drain and lost nodes against a re
     await until('the old instance is removed after the release', async () => (await lxcState(a, 'moves-data')) === 'absent' || undefined, 60_000)
       .catch(explain);
     expect(readFileSync(join(a.dir, 'process.log'), 'utf8')).to.include('the new node has the data: removing the instance here');
+    // The handover server hands nothing to a caller without the token, and never what is still its own.
+    const uid = (await env.kubectlOk(['get', 'ct', 'moves-data', '-n', NS, '-o', 'jsonpath={.metadata.uid}'])).trim();
+    const path = `/v1/handover/${NS}/Container/moves-data?uid=${uid}`;
+    expect((await fetch(`http://127.0.0.1:${b.port}${path}`)).status, 'no token').to.equal(401);
+    const wrong = await fetch(`http://127.0.0.1:${b.port}${path}`, { headers: { authorization: 'Bearer not-the-token-at-all' } });
+    expect(wrong.status, 'a wrong token').to.equal(401);
+    const own = await fetch(`http://127.0.0.1:${b.port}${path}`, { headers: { authorization: `Bearer ${readFileSync(tokenFile, 'utf8')}` } });
+    expect([own.status, ((await own.json()) as { reason?: string }).reason], 'still assigned to b').to.deep.equal([409, 'StillAssigned']);
+    expect(await lxcState(b, 'moves-data'), 'asking does not stop it').to.equal('RUNNING');
   });
 
-  it('hyperlet drain moves what the scheduler placed, with its data, and lists what stays; uncordon clears the mark', async () => {
-    await apply('moves-drained', {});
-    let placed: string | undefined;
-    await until('moves-drained placed and Running', async () => {
-      const o = await objectOf('moves-drained');
-      placed = o?.status?.placement?.nodeName;
-      return (o?.status?.phase === 'Running' && o.status.node === placed) || undefined;
-    }, 120_000).catch(explain);
-    const from = agentOf(placed);
+  it('hyperlet drain moves what the scheduler placed, one at a time, with its data, and lists what stays; uncordon clears the mark', async () => {
+    const placedOn: string[] = [];
+    for (const name of ['moves-drained', 'moves-drained-2']) {
+      await apply(name, {});
+      await until(`${name} placed and Running`, async () => {
+        const o = await objectOf(name);
+        const placed = o?.status?.placement?.nodeName;
+        if (o?.status?.phase !== 'Running' || o.status.node !== placed || placed === undefined) return undefined;
+        placedOn.push(placed);
+        return true;
+      }, 120_000).catch(explain);
+    }
+    // moves-data runs on b, so both go to a (least allocated, then by name).
+    expect(placedOn[0], 'both placed on the same node').to.equal(placedOn[1]);
+    const from = agentOf(placedOn[0]);
     const to = otherThan(from);
     await apply('moves-pinned', { nodeName: from.name });
     await runningOn('moves-pinned', from.name);
@@ -237,6 +252,16 @@ describe('moves: data handover between agents, drain and lost nodes against a re
     expect(stdout).to.include(`hypervisornode/${from.name} cordoned`);
     expect(stdout).to.match(/container\/moves-drained -n \S+: moves/);
     expect(stdout).to.match(/container\/moves-pinned -n \S+: stays \(spec.nodeName/);
+    // One at a time: never both placed on the new node while neither runs there yet.
+    let mostInFlight = 0;
+    await until('both drained objects Running on the other node', async () => {
+      const list = JSON.parse(await env.kubectlOk(['get', 'ct', '-n', NS, '-o', 'json'])) as { items: (MovedObject & { metadata: { name: string } })[] };
+      const drained = list.items.filter((o) => o.metadata.name.startsWith('moves-drained'));
+      const inFlight = drained.filter((o) => o.status?.placement?.nodeName === to.name && !(o.status.phase === 'Running' && o.status.node === to.name));
+      mostInFlight = Math.max(mostInFlight, inFlight.length);
+      return drained.every((o) => o.status?.phase === 'Running' && o.status.node === to.name) || undefined;
+    }, 180_000).catch(explain);
+    expect(mostInFlight, 'a drain moves one object of a node at a time').to.equal(1);
     const moved = await runningOn('moves-drained', to.name);
     process.stdout.write(`      drain to Running on ${to.name}: ${Date.now() - t0} ms\n`);
     expect(moved.spec.nodeName, 'never writes spec').to.equal(undefined);
