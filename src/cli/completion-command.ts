@@ -14,7 +14,8 @@ const FLAGS: Readonly<Record<string, readonly string[]>> = {
   run: [
     '--source', '--state', '--lxcpath', '--libvirt-uri', '--libvirt-socket', '--kinds', '--node', '--kubeconfig', '--namespace', '--http',
     '--resync', '--concurrency', '--qps', '--burst', '--shutdown-timeout', '--log-level', '--interval', '--prune', '--max-prune',
-    '--confirm', '--paused', '--notify', '--notify-secret-file', '--notify-timeout', '--notify-max-retry-delay', '--help',
+    '--confirm', '--paused', '--notify', '--notify-secret-file', '--notify-timeout', '--notify-max-retry-delay',
+    '--peer-listen', '--peer-url', '--peer-token-file', '--help',
   ],
   get: [
     '--output', '-o', '--phase', '--selector', '-l', '--limit', '--continue', '--namespace', '-n', '--all-namespaces', '-A', '--state',
@@ -33,6 +34,12 @@ const FLAGS: Readonly<Record<string, readonly string[]>> = {
   restore: ['--namespace', '-n', '--server', '--state', '--cacert', '--wait', '--timeout', '--help'],
   snapshot: ['--namespace', '-n', '--server', '--state', '--cacert', '--wait', '--timeout', '--help'],
   refresh: ['--server', '--state', '--cacert', '--help'],
+  scheduler: [
+    '--kubeconfig', '--namespace', '--lease-namespace', '--node-check', '--lease-duration', '--container-memory', '--health-listen',
+    '--log-level', '--help',
+  ],
+  drain: ['--kubeconfig', '--help'],
+  uncordon: ['--kubeconfig', '--help'],
 };
 
 const VALUES: Readonly<Record<string, readonly string[]>> = {
@@ -49,7 +56,8 @@ const TAKES_VALUE = new Set([
   ...Object.keys(VALUES), '--state', '--lxcpath', '--libvirt-uri', '--libvirt-socket', '--node', '--kubeconfig', '--namespace', '-n',
   '--http', '--resync', '--concurrency', '--qps', '--burst', '--shutdown-timeout', '--interval', '--max-prune', '--confirm', '--notify',
   '--notify-secret-file', '--notify-timeout', '--notify-max-retry-delay', '--selector', '-l', '--limit', '--continue', '--server',
-  '--timeout', '-f', '--filename', '--out', '--cacert',
+  '--timeout', '-f', '--filename', '--out', '--cacert', '--peer-listen', '--peer-url', '--peer-token-file', '--lease-namespace',
+  '--node-check', '--lease-duration', '--container-memory', '--health-listen',
 ]);
 
 const KIND_WORDS = Object.values(KINDS).flatMap((k) => [k.plural, ...k.shortNames]);

@@ -130,7 +130,7 @@ export function hypervisorNodeCrd(): Record<string, unknown> {
         subresources: { status: {} },
         additionalPrinterColumns: [
           { name: 'Ready', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
-          { name: 'Unschedulable', type: 'boolean', jsonPath: '.spec.unschedulable' },
+          { name: 'Unschedulable', type: 'boolean', jsonPath: '.spec.unschedulable', priority: 1 },
           { name: 'CPU', type: 'integer', jsonPath: '.status.capacity.cpu', description: 'CPU cores of the host.' },
           { name: 'CPU-Used', type: 'integer', jsonPath: '.status.allocated.cpu', description: 'CPU cores declared by the node\'s objects.' },
           { name: 'Memory', type: 'string', jsonPath: '.status.capacity.memory', description: 'Memory of the host.' },

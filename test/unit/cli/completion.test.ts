@@ -16,7 +16,7 @@ describe('complete', () => {
     Commands: { reason: 'the first word is a command', words: ['w'], want: ['wait'] },
     AllCommandsOnEmpty: {
       reason: 'nothing typed: every command',
-      words: [''], want: ['run', 'get', 'describe', 'wait', 'diff', 'validate', 'logs', 'exec', 'crds', 'completion', 'dashboard', 'reboot', 'restore', 'snapshot', 'refresh', 'help'],
+      words: [''], want: ['run', 'get', 'describe', 'wait', 'diff', 'validate', 'logs', 'exec', 'crds', 'completion', 'dashboard', 'reboot', 'restore', 'snapshot', 'refresh', 'scheduler', 'drain', 'uncordon', 'help'],
     },
     Kinds: { reason: 'get takes a kind (or sources) first', words: ['get', 'v'], want: ['virtualmachines', 'vm', 'vms'] },
     NamesOfTheKind: { reason: 'then names of that kind from the state DB', words: ['get', 'ct', 'web'], want: ['web-1', 'web-2'] },
