@@ -27,6 +27,10 @@
  *   acted on not yet), `state.remembered` (it is), `state.forgetting` (its instance is gone, its
  *   row not yet), `state.stop-deadline` (a graceful stop's deadline is on disk, the instance not
  *   yet asked to shut down).
+ * - Moves with data (sources/kube-handover.ts): `handover.exporting` (old node: instance stopped for
+ *   the move, nothing sent yet), `handover.fetched` (new node: the data is complete on its disk,
+ *   nothing created), `handover.imported` (new node: data in place, old node not released yet);
+ *   `lxc.import.unpacked` (the archive unpacked beside the rootfs, not yet swapped in).
  * - Graceful stops: `lxc.stop.requested` / `libvirt.stop.requested` (asked to shut down, the
  *   pass not yet over), `lxc.stop.forced` / `libvirt.stop.forced` (killed or destroyed).
  *

@@ -160,6 +160,7 @@ export class KubeHandover {
     if (observed === undefined || observed.ownerId !== req.uid) return noInstance(req);
     if (provider.exportData === undefined) return { ok: false, code: 501, reason: 'Unsupported', message: `cannot export: provider ${provider.name} has no data export` };
     observed = await this.stopped(provider, d, observed, signal);
+    failpoint('handover.exporting');
     this.log.info({ key: d.key }, 'handing over the data of a stopped instance');
     return { ok: true, stream: await provider.exportData(d, signal) };
   }

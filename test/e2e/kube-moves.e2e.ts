@@ -226,6 +226,42 @@ describe('moves: data handover between agents, drain and lost nodes against a re
     expect(await lxcState(b, 'moves-data'), 'asking does not stop it').to.equal('RUNNING');
   });
 
+  it('the old agent killed while it hands over: nothing is lost, the move waits and finishes once that agent is back', async () => {
+    const [a, b] = agents as [Agent, Agent];
+    await apply('moves-back', { nodeName: b.name });
+    await runningOn('moves-back', b.name);
+    const payload = `back-${randomBytes(6).toString('hex')}`;
+    await inside(b, 'moves-back', `echo ${payload} > /back.txt && sync`);
+    await stop(b);
+    startAgent(b, 'handover.exporting');
+    await waitReady(b);
+    await env.kubectlOk(['patch', 'ct', 'moves-back', '-n', NS, '--type=merge', '-p', JSON.stringify({ spec: { nodeName: a.name } })]);
+    await until('moves-b killed at handover.exporting', async () => (b.child?.exitCode !== null || b.child.signalCode !== null) || undefined, 120_000)
+      .catch(explain);
+    expect(readFileSync(join(b.dir, 'process.log'), 'utf8')).to.include('failpoint handover.exporting: killing the process');
+    // a cannot fetch: it says so and keeps trying; nothing was created there, the instance on b is kept.
+    let waiting: MovedObject | undefined;
+    await until('moves-back Moving with a failed fetch', async () => {
+      waiting = await objectOf('moves-back');
+      return (waiting?.status?.phase === 'Moving' && condition(waiting, 'Synced')?.status === 'False') || undefined;
+    }, 60_000).catch(explain);
+    process.stdout.write(`      while the old agent is down: ${condition(waiting, 'Synced')?.message ?? ''}\n`);
+    expect(await lxcState(a, 'moves-back')).to.equal('absent');
+    expect(await lxcState(b, 'moves-back'), 'stopped for the move, kept').to.equal('STOPPED');
+    // b restarts without any memory of what it held: it serves and releases from the API's view.
+    const t0 = Date.now();
+    startAgent(b);
+    await runningOn('moves-back', a.name);
+    process.stdout.write(`      old agent back to Running on ${a.name}: ${Date.now() - t0} ms\n`);
+    expect((await inside(a, 'moves-back', 'cat /back.txt')).trim()).to.equal(payload);
+    await until('the instance on b removed after the release', async () => (await lxcState(b, 'moves-back')) === 'absent' || undefined, 60_000)
+      .catch(explain);
+    await waitReady(b);
+    // Deleted through its finalizer on its new node, so the next test starts with one object per node.
+    await env.kubectlOk(['delete', 'ct', 'moves-back', '-n', NS, '--timeout=60s']);
+    expect(await lxcState(a, 'moves-back')).to.equal('absent');
+  });
+
   it('hyperlet drain moves what the scheduler placed, one at a time, with its data, and lists what stays; uncordon clears the mark', async () => {
     const placedOn: string[] = [];
     for (const name of ['moves-drained', 'moves-drained-2']) {
