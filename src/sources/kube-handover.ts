@@ -315,7 +315,8 @@ export class KubeHandover {
         method: what === 'release' ? 'POST' : 'GET', headers: { authorization: `Bearer ${this.options.token}` }, signal,
       });
     } catch (err) {
-      throw new Error(`cannot ${what === 'data' ? 'fetch the data of' : 'release'} ${d.hostName} at node ${from} (${base}): ${(err as Error).message}`, { cause: err });
+      // The cause carries undici's words ("fetch failed: other side closed"); errorMessage() joins the chain.
+      throw new Error(`cannot ${what === 'data' ? 'fetch the data of' : 'release'} ${d.hostName} at node ${from} (${base})`, { cause: err });
     }
     if (response.ok) return what === 'data' ? response : undefined;
     const answer = await response.json().catch(() => ({})) as { reason?: string; message?: string };
