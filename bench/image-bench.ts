@@ -7,12 +7,9 @@
  * loop 0.1 or below, ratio to the overlay clone loop about 1.1. Then the first pull of a 256 MiB
  * tarball from a loopback HTTP server against curl of the same file (target: at least 0.9).
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { chmod, mkdir, mkdtemp, open, rm, stat, writeFile } from 'node:fs/promises';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -59,7 +56,7 @@ async function pool(count: number, concurrency: number, task: (i: number) => Pro
 }
 
 /** First pull from a loopback HTTP server: hyperlet's download (hash, write, fsync, rename) against curl of the same file. */
-async function pullBench(dir: string, logger: pino.Logger): Promise<Record<string, number>> {
+export async function pullBench(dir: string, logger: pino.Logger): Promise<Record<string, number>> {
   const payload = join(dir, 'pull');
   await mkdir(payload);
   const big = await open(join(payload, 'blob'), 'w');
@@ -67,45 +64,73 @@ async function pullBench(dir: string, logger: pino.Logger): Promise<Record<strin
   await big.close();
   await run('tar', ['-C', payload, '-cf', join(dir, 'pull.tar'), 'blob']);
   const size = (await stat(join(dir, 'pull.tar'))).size;
-  const server = http.createServer((req, res) => {
-    res.writeHead(200, { 'content-length': String(size) });
-    createReadStream(join(dir, 'pull.tar')).pipe(res);
+  // The server runs in a process of its own, so it takes nothing from the downloader's event loop (nor from curl's).
+  const server = spawn(process.execPath, ['-e', SERVER_SCRIPT, join(dir, 'pull.tar')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise<number>((resolve, reject) => {
+    server.stdout.once('data', (c: Buffer) => resolve(Number(c.toString().trim())));
+    server.once('exit', (code) => reject(new Error(`cannot serve the pull tarball: the server exited ${code}`)));
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as AddressInfo).port;
   try {
+    const sha256 = (await run('sha256sum', [join(dir, 'pull.tar')], { maxBuffer: 1 << 20 })).stdout.slice(0, 64);
     const curlMs: number[] = [];
+    const curlShaMs: number[] = [];
     const hyperletMs: number[] = [];
-    for (let round = 0; round < 3; round++) {
-      let t = performance.now();
-      await run('curl', ['-sf', '-o', join(dir, `curl-${round}.tar`), `http://127.0.0.1:${port}/pull-${round}.tar`]);
-      curlMs.push(performance.now() - t);
-      await rm(join(dir, `curl-${round}.tar`));
+    const hyperletShaMs: number[] = [];
+    const hyperletPull = async (round: string, digest: string | undefined): Promise<number> => {
       const cache = new ImageCache({ dir: join(dir, `pull-cache-${round}`), logger });
-      t = performance.now();
+      const t = performance.now();
       // The download ends when the job moves on to unpacking (or is done): poll the cache's own status.
       for (;;) {
-        const got = await cache.rootfs({ url: `http://127.0.0.1:${port}/pull-${round}.tar` }, 'privileged');
+        const got = await cache.rootfs({ url: `http://127.0.0.1:${port}/pull-${round}.tar`, ...(digest === undefined ? {} : { sha256: digest }) }, 'privileged');
         if (got.state === 'ready' || got.phase === 'unpacking') break;
-        await new Promise((resolve) => setTimeout(resolve, 1));
+        await new Promise((resolve) => setTimeout(resolve, 5));
       }
-      hyperletMs.push(performance.now() - t);
+      const ms = performance.now() - t;
       await cache.settle();
       cache.close();
       await rm(join(dir, `pull-cache-${round}`), { recursive: true, force: true });
+      return ms;
+    };
+    for (let round = 0; round < 3; round++) {
+      const out = join(dir, `curl-${round}.tar`);
+      let t = performance.now();
+      await run('curl', ['-sf', '-o', out, `http://127.0.0.1:${port}/pull-${round}.tar`]);
+      curlMs.push(performance.now() - t);
+      await rm(out);
+      t = performance.now();
+      await run('curl', ['-sf', '-o', out, `http://127.0.0.1:${port}/pull-${round}.tar`]);
+      await run('sha256sum', [out]);
+      curlShaMs.push(performance.now() - t);
+      await rm(out);
+      hyperletMs.push(await hyperletPull(`${round}`, undefined));
+      hyperletShaMs.push(await hyperletPull(`${round}-sha`, sha256));
     }
-    const curl = quantile(curlMs, 0.5);
-    const hyperlet = quantile(hyperletMs, 0.5);
+    const mbps = (ms: number): number => Math.round(size / 1e6 / (ms / 1000));
+    const [curl, curlSha, hyperlet, hyperletSha] = [curlMs, curlShaMs, hyperletMs, hyperletShaMs].map((xs) => quantile(xs, 0.5)) as [number, number, number, number];
     return {
       pullBytes: size,
-      curlPullMBps: Math.round(size / 1e6 / (curl / 1000)),
-      hyperletPullMBps: Math.round(size / 1e6 / (hyperlet / 1000)),
+      curlPullMBps: mbps(curl),
+      hyperletPullMBps: mbps(hyperlet),
       pullThroughputRatioToCurl: Number((curl / hyperlet).toFixed(2)),
+      curlThenSha256sumMBps: mbps(curlSha),
+      hyperletPullWithSha256MBps: mbps(hyperletSha),
+      pullWithSha256RatioToCurlThenSha256sum: Number((curlSha / hyperletSha).toFixed(2)),
     };
   } finally {
-    server.close();
+    server.kill();
   }
 }
+
+/** A loopback HTTP server of one file (argv[1]); prints its port. */
+const SERVER_SCRIPT = `
+const http = require('node:http'); const fs = require('node:fs');
+const file = process.argv[1]; const size = fs.statSync(file).size;
+const server = http.createServer((req, res) => {
+  res.writeHead(200, { 'content-length': String(size) });
+  fs.createReadStream(file, { highWaterMark: 1 << 20 }).pipe(res);
+});
+server.listen(0, '127.0.0.1', () => process.stdout.write(server.address().port + '\\n'));
+`;
 
 /** Size of the first-pull tarball. */
 const PULL_BYTES = 256 * 1024 * 1024;

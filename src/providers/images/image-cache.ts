@@ -306,22 +306,21 @@ export class ImageCache {
 
   private async fetchTo(image: ImageSource, path: string, job: Job): Promise<string> {
     const partial = join(this.dir, 'downloads', `.partial-${downloadKey(image)}-${process.pid}-${this.nextId()}`);
-    const hash = createHash('sha256');
+    // Hashing costs more than the transfer on loopback (about 2 s/GiB here): only a declared digest needs it.
+    const hash = image.sha256 === undefined ? undefined : createHash('sha256');
     try {
       const { body, totalBytes } = await this.open(image);
       if (totalBytes !== undefined) job.totalBytes = totalBytes;
-      const count = async function* (source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-        for await (const chunk of source) {
-          hash.update(chunk);
-          job.receivedBytes += chunk.length;
-          yield chunk;
-        }
-      };
-      await pipeline(body, count, createWriteStream(partial, { mode: 0o644, flags: 'wx' }), { signal: this.abort.signal });
+      // Counted (and hashed) beside the pipe rather than through a generator stage: one less hop per chunk.
+      body.on('data', (chunk: Buffer) => {
+        hash?.update(chunk);
+        job.receivedBytes += chunk.length;
+      });
+      await pipeline(body, createWriteStream(partial, { mode: 0o644, flags: 'wx', highWaterMark: 1 << 20 }), { signal: this.abort.signal });
       if (totalBytes !== undefined && job.receivedBytes !== totalBytes) {
         throw new Error(`cannot download ${image.url}: truncated, ${job.receivedBytes} of ${totalBytes} bytes received`);
       }
-      const digest = hash.digest('hex');
+      const digest = hash?.digest('hex');
       if (image.sha256 !== undefined && digest !== image.sha256) {
         throw new TerminalError('ImageChecksumMismatch',
           `cannot use image ${image.url}: its sha256 is ${digest}, not the declared ${image.sha256}`);
@@ -335,7 +334,7 @@ export class ImageCache {
       failpoint('images.download.verified');
       await rename(partial, path);
       await this.markUsed(path);
-      this.log.info({ url: image.url, bytes: job.receivedBytes, sha256: digest }, 'image downloaded into the cache');
+      this.log.info({ url: image.url, bytes: job.receivedBytes, ...(digest === undefined ? {} : { sha256: digest }) }, 'image downloaded into the cache');
       return path;
     } catch (err) {
       await rm(partial, { force: true }).catch(() => undefined);
