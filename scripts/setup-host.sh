@@ -24,6 +24,7 @@ PACKAGES=(
   dnsmasq-base wget zstd iptables                   # containers' DHCP on lxcbr0; the download template; zstd images
   build-essential python3                           # better-sqlite3 builds from source
   zsh                                               # tests: the zsh completion script
+  curl                                              # bench: the first-pull baseline (bench/image-bench.ts)
   chromium                                          # tests: the dashboard in a real browser (playwright-core drives it)
   buildah podman runc mmdebstrap                    # tests: the agent image from the Containerfile (scripts/build-agent-image.sh)
 )

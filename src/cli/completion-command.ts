@@ -25,8 +25,9 @@ const FLAGS: Readonly<Record<string, readonly string[]>> = {
   wait: ['--for', '--timeout', '--all', '--selector', '-l', '--namespace', '-n', '--all-namespaces', '-A', '--server', '--state', '--cacert', '--help'],
   diff: ['-f', '--filename', '--lxcpath', '--libvirt-uri', '--state'],
   validate: ['-f', '--filename'],
-  logs: ['-f', '--follow', '--namespace', '-n', '--lxcpath'],
+  logs: ['-f', '--follow', '--namespace', '-n', '--lxcpath', '--kind'],
   exec: ['--namespace', '-n', '--lxcpath'],
+  console: ['--namespace', '-n', '--lxcpath', '--kind', '--escape', '--force'],
   crds: ['--out'],
   completion: [],
   dashboard: ['--server', '--state', '--help'],
@@ -47,6 +48,7 @@ const VALUES: Readonly<Record<string, readonly string[]>> = {
   '--for': ['condition=Ready', 'condition=Ready=false', 'phase=Running', 'phase=Stopped', 'delete'],
   '--kinds': ['Container', 'VirtualMachine', 'Container,VirtualMachine'],
   '--log-level': ['trace', 'debug', 'info', 'warn', 'error'],
+  '--kind': ['ct', 'vm'],
   '--prune': ['true', 'false'], '--phase': ['Pending', 'Creating', 'Running', 'Stopped', 'Frozen', 'Paused', 'Failed', 'Deleting'],
   '--source': ['dir:', 'git:', 'kube'],
 };
@@ -56,15 +58,15 @@ const TAKES_VALUE = new Set([
   ...Object.keys(VALUES), '--state', '--lxcpath', '--libvirt-uri', '--libvirt-socket', '--node', '--kubeconfig', '--namespace', '-n',
   '--http', '--resync', '--concurrency', '--qps', '--burst', '--shutdown-timeout', '--interval', '--max-prune', '--confirm', '--notify',
   '--notify-secret-file', '--notify-timeout', '--notify-max-retry-delay', '--selector', '-l', '--limit', '--continue', '--server',
-  '--timeout', '-f', '--filename', '--out', '--cacert', '--peer-listen', '--peer-url', '--peer-token-file', '--lease-namespace',
-  '--node-check', '--lease-duration', '--container-memory', '--health-listen',
+  '--timeout', '-f', '--filename', '--out', '--cacert', '--kind', '--escape', '--peer-listen', '--peer-url', '--peer-token-file',
+  '--lease-namespace', '--node-check', '--lease-duration', '--container-memory', '--health-listen',
 ]);
 
 const KIND_WORDS = Object.values(KINDS).flatMap((k) => [k.plural, ...k.shortNames]);
 
 /** Commands that take KIND then object names; logs and exec take container names. */
 const KIND_COMMANDS = new Set(['get', 'describe', 'wait', 'reboot', 'restore', 'snapshot']);
-const CONTAINER_COMMANDS = new Set(['logs', 'exec']);
+const CONTAINER_COMMANDS = new Set(['logs', 'exec', 'console']);
 
 /**
  * What can come at the last word of `words` (the words after the program name, the last one

@@ -18,7 +18,9 @@ Commands:
   validate -f PATH    check files or directories (exit 0: valid, 1: invalid)  [--policy FILE: the policy too,
                       and the objects against it]
   crds [--out DIR]    the CustomResourceDefinitions, generated from the schemas
-  logs NAME [-f]      a container's console log  [-n NS] [--lxcpath PATH]
+  logs NAME [-f]      a container's or VM's console log (-f follows, across rotation)  [-n NS] [--kind ct|vm] [--lxcpath PATH]
+  console NAME        attach to a VM's serial console or a container's console; Ctrl-] detaches
+                      [-n NS] [--kind ct|vm] [--escape ^X] [--force] [--lxcpath PATH]
   exec NAME -- CMD    run CMD in a container; its exit code is ours  [-n NS] [--lxcpath PATH]
   wait KIND NAME...   until objects meet a condition, with progress  [--for condition=Ready|phase=P|delete] [--timeout D]
   reboot KIND NAME    reboot a VM once, through the daemon (a reboot-request the reconcile loop acts on)
@@ -48,6 +50,7 @@ export const COMMANDS: Record<string, () => Promise<Command>> = {
   validate: async () => (await import('./validate-command.js')).validateCommand,
   logs: async () => (await import('./container-commands.js')).logsCommand,
   exec: async () => (await import('./container-commands.js')).execCommand,
+  console: async () => (await import('./console-command.js')).consoleCommand,
   crds: async () => (await import('./crds-command.js')).crdsCommand,
   wait: async () => (await import('./wait-command.js')).waitCommand,
   completion: async () => (await import('./completion-command.js')).completionCommand,

@@ -32,6 +32,8 @@ Keeps the LXC containers and libvirt VMs on this host as declared.
                         (power of two, default 1Mi; VM serial logs are capped by virtlogd)
   --image-cache DIR     where spec.image tarballs are downloaded and unpacked once
                         (default /var/cache/hyperlet/image-cache)
+  --image-cache-max-size Q  cap of that cache on disk (e.g. 20Gi): least recently used images no
+                        container uses are removed beyond it (default: no cap)
   --libvirt-uri URI     libvirt connection (default qemu:///system)
   --libvirt-socket PATH libvirtd's socket (default /run/libvirt/libvirt-sock)
   --kinds LIST          kinds to reconcile (default Container,VirtualMachine)
@@ -106,6 +108,15 @@ function parseBool(flag: string, value: string): boolean {
   if (value === 'true') return true;
   if (value === 'false') return false;
   throw new UsageError(`${flag}: expected true or false (is ${JSON.stringify(value)})`);
+}
+
+/** Parses --image-cache-max-size: a quantity of bytes (0 keeps only what is in use or just used). */
+function parseImageCacheMaxSize(value: string): number {
+  const bytes = parseQuantity(value);
+  if (bytes === undefined || !Number.isSafeInteger(bytes)) {
+    throw new UsageError(`--image-cache-max-size: expected a size such as 20Gi or 500Mi (is ${JSON.stringify(value)})`);
+  }
+  return bytes;
 }
 
 /** Parses --console-log-size: a quantity that is a power of two of at least 4Ki (LXC's rule). */
@@ -226,7 +237,7 @@ export async function runCommand(args: string[]): Promise<number> {
       confirm: { type: 'string', multiple: true }, paused: { type: 'boolean' },
       notify: { type: 'string', multiple: true }, 'notify-secret-file': { type: 'string' }, 'notify-timeout': { type: 'string' },
       'notify-max-retry-delay': { type: 'string' }, 'console-log-size': { type: 'string' },
-      'image-cache': { type: 'string' },
+      'image-cache': { type: 'string' }, 'image-cache-max-size': { type: 'string' },
       'secrets-dir': { type: 'string' }, 'http-host-allow': { type: 'string', multiple: true }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' },
       policy: { type: 'string' }, 'leader-elect': { type: 'boolean' }, heartbeat: { type: 'string' }, scheduler: { type: 'boolean' },
       'peer-listen': { type: 'string' }, 'peer-url': { type: 'string' }, 'peer-token-file': { type: 'string' },
@@ -276,6 +287,7 @@ export async function runCommand(args: string[]): Promise<number> {
     ...(values['console-log-size'] === undefined ? {} : { consoleLogBytes: parseConsoleLogSize(values['console-log-size']) }),
     lxcpath: values.lxcpath ?? '/var/lib/lxc',
     ...(values['image-cache'] === undefined ? {} : { imageCacheDir: resolvePath(values['image-cache']) }),
+    ...(values['image-cache-max-size'] === undefined ? {} : { imageCacheMaxBytes: parseImageCacheMaxSize(values['image-cache-max-size']) }),
     libvirtUri: values['libvirt-uri'] ?? 'qemu:///system',
     ...(values['libvirt-socket'] === undefined ? {} : { libvirtSocket: values['libvirt-socket'] }),
     kinds: kinds as Kind[],

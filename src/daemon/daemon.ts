@@ -103,6 +103,8 @@ export interface DaemonConfig {
   readonly consoleLogBytes?: number;
   /** Where spec.image tarballs are downloaded and unpacked (--image-cache; default /var/cache/hyperlet/image-cache). */
   readonly imageCacheDir?: string;
+  /** Cap of the image cache on disk (--image-cache-max-size); absent: no eviction. */
+  readonly imageCacheMaxBytes?: number;
   /** --notify: webhook sinks of CloudEvents, with the HMAC secret and delivery bounds. */
   readonly notify?: NotifyConfig;
   /** --leader-elect (kube source): see SourceContext.leaderElect. */
@@ -219,6 +221,7 @@ export class Daemon {
         ...(config.libvirtSocket === undefined ? {} : { libvirtSocket: config.libvirtSocket }),
         ...(config.consoleLogBytes === undefined ? {} : { consoleLogBytes: config.consoleLogBytes }),
         ...(config.imageCacheDir === undefined ? {} : { imageCacheDir: config.imageCacheDir }),
+        ...(config.imageCacheMaxBytes === undefined ? {} : { imageCacheMaxBytes: config.imageCacheMaxBytes }),
       })
       : new Map(config.providers);
     // Moves with data: creating a moved object fetches its data from the old node first.

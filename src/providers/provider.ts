@@ -144,6 +144,14 @@ export interface Provider<K extends Kind = Kind> {
   applyModeOf?(change: FieldChange, observed: ObservedInstance): ApplyMode;
   /** Optional: the file the instance's console is written to (`hyperlet logs`); changes nothing. */
   consoleLogPath?(hostName: string): string;
+  /** Optional, with consoleLogPath: the older part the console log is rotated to (read before it). */
+  rotatedConsoleLogPath?(hostName: string): string;
+  /**
+   * Optional: attaches to the console of the running instance `hostName` (a VM's serial console, a
+   * container's /dev/console). Only instances with hyperlet's ownership marker: anything else is
+   * refused with a TerminalError (reason NotOwned); one that does not exist with an InstanceNotFoundError.
+   */
+  openConsole?(hostName: string, options: ConsoleOptions): Promise<ConsoleSession>;
   /** Optional: runs `command` inside the instance with this process's stdio; resolves to its exit code. */
   exec?(hostName: string, command: readonly string[]): Promise<number>;
   /**
@@ -181,6 +189,42 @@ export interface Provider<K extends Kind = Kind> {
   importData?(d: Desired<K>, archivePath: string, signal: AbortSignal): Promise<void>;
   /** Ends change streams and releases connections and child processes; idempotent. */
   close(): void | Promise<void>;
+}
+
+/** How to attach to a console. */
+export interface ConsoleOptions {
+  /** Take the console from another session holding it (libvirt's VIR_DOMAIN_CONSOLE_FORCE). */
+  readonly force?: boolean;
+}
+
+/**
+ * An attached console: raw bytes both ways. Guarantees: output that arrives before `onData` is
+ * kept and delivered to it, in order; `ended` settles once, after the last output, with undefined
+ * when either side closed it cleanly and an Error when it broke. Closing leaves the instance running.
+ */
+export interface ConsoleSession {
+  /** Sends bytes (keystrokes) to the console; dropped once it has ended. */
+  write(data: Buffer): void;
+  /** Where the console's output goes (one listener). */
+  onData(listener: (chunk: Buffer) => void): void;
+  /** Settles when the console has ended. */
+  readonly ended: Promise<Error | undefined>;
+  /** Detaches; idempotent. */
+  close(): void;
+}
+
+/** Thrown by openConsole() when no instance of that host name exists (the CLI then looks at the other kind). */
+export class InstanceNotFoundError extends Error {
+  readonly isInstanceNotFoundError = true;
+  constructor(message: string) {
+    super(message);
+    this.name = 'InstanceNotFoundError';
+  }
+}
+
+/** Whether `err` is an InstanceNotFoundError (by brand, across module copies). */
+export function isInstanceNotFoundError(err: unknown): err is InstanceNotFoundError {
+  return typeof err === 'object' && err !== null && (err as { isInstanceNotFoundError?: unknown }).isInstanceNotFoundError === true;
 }
 
 /** Thrown by probe() when the host cannot run this provider (tool missing, daemon down). */

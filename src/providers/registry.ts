@@ -28,6 +28,8 @@ export interface ProviderOptions {
   readonly idmap?: IdRange;
   /** Where spec.image tarballs are downloaded and unpacked (default DEFAULT_IMAGE_CACHE_DIR). */
   readonly imageCacheDir?: string;
+  /** Cap of the image cache on disk: least recently used images not in use go beyond it (default: no cap). */
+  readonly imageCacheMaxBytes?: number;
   /** Time for the providers' timestamps, caches and waits (default: the system clock). */
   readonly clock?: Clock;
 }
@@ -42,14 +44,18 @@ export type ProviderFactory = (options: ProviderOptions) => Provider | Promise<P
  */
 export const PROVIDER_FACTORIES: Partial<Record<Kind, ProviderFactory>> = {
   Container: async (o) => {
-    const [{ LxcProvider }, { LxcTools }, { DEFAULT_IMAGE_CACHE_DIR, ImageCache }] = await Promise.all([
-      import('./lxc/lxc-provider.js'), import('./lxc/lxc-tools.js'), import('./images/image-cache.js'),
+    const [{ LxcProvider }, { LxcTools }, { DEFAULT_IMAGE_CACHE_DIR, ImageCache }, { overlayLowerDirs }] = await Promise.all([
+      import('./lxc/lxc-provider.js'), import('./lxc/lxc-tools.js'), import('./images/image-cache.js'), import('./lxc/overlay-lower-dirs.js'),
     ]);
     return new LxcProvider({
       lxcpath: o.lxcpath,
       logger: o.logger,
       clock: o.clock,
-      images: new ImageCache({ dir: o.imageCacheDir ?? DEFAULT_IMAGE_CACHE_DIR, logger: o.logger, ...(o.clock === undefined ? {} : { clock: o.clock }) }),
+      images: new ImageCache({
+        dir: o.imageCacheDir ?? DEFAULT_IMAGE_CACHE_DIR, logger: o.logger, ...(o.clock === undefined ? {} : { clock: o.clock }),
+        // The cache is this daemon's: the trees its containers use are the lowers under its lxcpath.
+        ...(o.imageCacheMaxBytes === undefined ? {} : { maxBytes: o.imageCacheMaxBytes, inUse: () => overlayLowerDirs(o.lxcpath) }),
+      }),
       tools: new LxcTools({ logger: o.logger.child({ provider: 'lxc', lxcpath: o.lxcpath }) }),
       ...(o.consoleLogBytes === undefined ? {} : { consoleLogBytes: o.consoleLogBytes }),
       ...(o.idmap === undefined ? {} : { idmap: o.idmap }),

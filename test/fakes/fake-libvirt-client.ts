@@ -18,6 +18,7 @@ import {
 } from '../../src/providers/libvirt/libvirt-client.js';
 import { parseDomainXml } from '../../src/providers/libvirt/domain-xml.js';
 import { LibvirtError, LibvirtErrorCode } from '../../src/providers/libvirt/libvirt-error.js';
+import { RpcStream } from '../../src/providers/libvirt/rpc-stream.js';
 
 /** One defined domain. */
 export interface FakeDomain {
@@ -241,6 +242,17 @@ export class FakeLibvirtClient extends EventEmitter<LibvirtClientEvents> impleme
   async domainGetXmlDesc(dom: DomainRef, flags = 0): Promise<string> {
     this.record('domainGetXmlDesc', [dom, flags]);
     return this.domainOf(dom).xml;
+  }
+
+  /** A running domain's console: a stream that echoes what is written to it (no guest runs here). */
+  async domainOpenConsole(dom: DomainRef, devName: string | undefined, flags = 0): Promise<RpcStream> {
+    this.record('domainOpenConsole', [dom, devName, flags]);
+    const d = this.domainOf(dom);
+    if (d.state !== DomainState.Running) throw new LibvirtError('Requested operation is not valid: domain is not running', LibvirtErrorCode.OperationInvalid, 10);
+    const stream: RpcStream = new RpcStream((status, payload) => {
+      if (status === 2) queueMicrotask(() => stream.deliverData(Buffer.from(payload)));
+    });
+    return stream;
   }
 
   async domainSetVcpus(dom: DomainRef, count: number, flags: number): Promise<void> {

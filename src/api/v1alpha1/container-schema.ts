@@ -1,4 +1,5 @@
 /** The one JSON Schema of kind Container: ajv validates files with it and the CRD is generated from it. */
+import { IPV4_ADDRESS_PATTERN, IPV4_CIDR_PATTERN } from './ipv4-address.js';
 import { API_VERSION } from './group.js';
 import {
   type JsonSchema, IFNAME_PATTERN, IMAGE_URL_PATTERN, MAC_PATTERN, SAFE_TEXT_PATTERN, absolutePath, commonSpecProperties, environmentSource, objectSchema, quantity,
@@ -68,6 +69,15 @@ export const containerSpecSchema: JsonSchema = {
           },
           bridge: { type: 'string', pattern: IFNAME_PATTERN, description: 'Host bridge the veth joins.' },
           hwaddr: { type: 'string', pattern: MAC_PATTERN, description: 'MAC address of the container side.' },
+          ipv4: {
+            type: 'string', pattern: IPV4_CIDR_PATTERN,
+            description: 'Static IPv4 address with its prefix length (CIDR, e.g. 10.0.3.10/24), set by LXC before init starts. '
+              + 'The guest must not run a DHCP client on this NIC (one flushes the address when it starts). Absent: the guest\'s own configuration.',
+          },
+          gateway: {
+            type: 'string', pattern: IPV4_ADDRESS_PATTERN,
+            description: 'IPv4 default gateway through this NIC (needs ipv4, inside its subnet).',
+          },
         },
       },
     },

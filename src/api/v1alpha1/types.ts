@@ -67,7 +67,7 @@ export interface EnvironmentSource {
 /** The power states a Container may declare. */
 export type ContainerState = 'Running' | 'Stopped' | 'Frozen';
 /** One network interface of a container: a veth on a bridge, or none. */
-export interface ContainerNetwork { type: 'veth' | 'none'; bridge?: string; hwaddr?: string }
+export interface ContainerNetwork { type: 'veth' | 'none'; bridge?: string; hwaddr?: string; ipv4?: string; gateway?: string }
 /** A root filesystem tarball by URL, with the digest it must have when one is given. */
 export interface ImageSource { url: string; sha256?: string }
 /** The declared state of an LXC container. */

@@ -4,6 +4,7 @@
  * Each problem names the field path and the rule it broke.
  */
 import { templateArgProblem } from './template-args.js';
+import { addressOfCidr, gatewayProblem, ipv4CidrProblem } from './ipv4-address.js';
 import { parseSchedule } from './snapshot-schedule.js';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { API_VERSION, type Kind, isKind } from './group.js';
@@ -182,11 +183,32 @@ function crossFieldIssues(kind: Kind, spec: Record<string, unknown>): Validation
         issues.push({ path: `spec.environmentFrom.${name}`, rule: 'unique', message: `${name} is also set in spec.environment` });
       }
     }
+    const addresses = new Map<string, number>();
     s.network?.forEach((n, i) => {
-      if (n.type === 'none' && (n.bridge !== undefined || n.hwaddr !== undefined)) {
-        issues.push({ path: `spec.network[${i}]`, rule: 'none-has-no-link', message: 'type none takes no bridge or hwaddr' });
+      if (n.type === 'none' && (n.bridge !== undefined || n.hwaddr !== undefined || n.ipv4 !== undefined || n.gateway !== undefined)) {
+        issues.push({ path: `spec.network[${i}]`, rule: 'none-has-no-link', message: 'type none takes no bridge, hwaddr, ipv4 or gateway' });
+        return;
+      }
+      const ipv4Issue = n.ipv4 === undefined ? undefined : ipv4CidrProblem(n.ipv4);
+      if (n.ipv4 !== undefined && ipv4Issue !== undefined) issues.push({ path: `spec.network[${i}].ipv4`, rule: 'ipv4-cidr', message: ipv4Issue });
+      if (n.ipv4 !== undefined && ipv4Issue === undefined) {
+        const address = addressOfCidr(n.ipv4);
+        const first = addresses.get(address);
+        if (first !== undefined) issues.push({ path: `spec.network[${i}].ipv4`, rule: 'unique', message: `${address} is also the address of spec.network[${first}]` });
+        else addresses.set(address, i);
+      }
+      if (n.gateway !== undefined) {
+        if (n.ipv4 === undefined) issues.push({ path: `spec.network[${i}].gateway`, rule: 'needs-ipv4', message: 'a gateway needs a static ipv4 on the same NIC' });
+        else {
+          const problem = gatewayProblem(n.gateway, n.ipv4);
+          if (problem !== undefined) issues.push({ path: `spec.network[${i}].gateway`, rule: 'gateway', message: problem });
+        }
       }
     });
+    const gateways = (s.network ?? []).map((n, i) => (n.gateway === undefined ? -1 : i)).filter((i) => i >= 0);
+    if (gateways.length > 1) {
+      issues.push({ path: `spec.network[${gateways[1] ?? 0}].gateway`, rule: 'one-default-route', message: `only one NIC may set a gateway (spec.network[${gateways[0] ?? 0}] does)` });
+    }
     return issues;
   }
   const s = spec as unknown as VirtualMachineSpec;

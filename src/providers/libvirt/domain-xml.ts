@@ -174,7 +174,9 @@ export function buildDomainXml(input: DomainXmlInput): string {
     `<devices>`,
     ...diskXml,
     ...nicXml,
-    `<serial type="file"><source path="${xmlEscape(input.consolePath)}"/><target port="0"/></serial>`,
+    // A pty serial (interactive: `hyperlet console`) whose output virtlogd also writes to the log
+    // file (capped and rotated by virtlogd), so `hyperlet logs` and the dashboard keep working.
+    `<serial type="pty"><log file="${xmlEscape(input.consolePath)}" append="on"/><target port="0"/></serial>`,
     `<memballoon model="virtio"/>`,
     `</devices>`,
     `</domain>`,
@@ -325,7 +327,10 @@ export function parseDomainXml(xml: string): ParsedDomain {
     if (model !== undefined) r.model = model;
     return r;
   });
-  const serial = nodes(devices?.serial).find((s) => attr(s, 'type') === 'file');
+  // A pty serial logs to <log file>; domains defined before consoles had a file serial (<source path>).
+  const serials = nodes(devices?.serial);
+  const ptyLog = serials.map((s) => attr(node(s.log), 'file')).find((f) => f !== undefined);
+  const fileSource = attr(node(serials.find((s) => attr(s, 'type') === 'file')?.source), 'path');
   const marker = parseMarker(node(domain.metadata));
   const r: Record<string, unknown> = {
     name: text(domain.name) ?? '',
@@ -340,7 +345,7 @@ export function parseDomainXml(xml: string): ParsedDomain {
   };
   const optional: [string, string | undefined][] = [
     ['kernel', text(os?.kernel)], ['initrd', text(os?.initrd)], ['cmdline', text(os?.cmdline)],
-    ['consolePath', attr(node(serial?.source), 'path')], ['description', text(domain.description)],
+    ['consolePath', ptyLog ?? fileSource], ['description', text(domain.description)],
   ];
   for (const [k, v] of optional) if (v !== undefined) r[k] = v;
   if (marker !== undefined) r.marker = marker;

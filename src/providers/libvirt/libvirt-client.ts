@@ -10,6 +10,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { LibvirtError } from './libvirt-error.js';
 import { RpcConnection, type CallOptions } from './rpc-connection.js';
+import type { RpcStream } from './rpc-stream.js';
 import { XdrReader, XdrWriter } from './xdr.js';
 
 /** Remote procedure numbers (REMOTE_PROC_*). */
@@ -49,6 +50,7 @@ export const Proc = {
   DomainSnapshotDelete: 193,
   ConnectGetLibVersion: 157,
   DomainCreateWithFlags: 196,
+  DomainOpenConsole: 201,
   DomainSetVcpusFlags: 199,
   DomainSetMemoryFlags: 204,
   DomainGetState: 212,
@@ -99,6 +101,8 @@ export const Flags = {
   /** virDomainSnapshotCreateFlags: DISK_ONLY, ATOMIC */
   SnapshotDiskOnly: 16,
   SnapshotAtomic: 128,
+  /** virDomainConsoleFlags: FORCE takes the console from another session */
+  ConsoleForce: 1,
   /** virDomainSnapshotRevertFlags: FORCE (a revert that must drop a running state) */
   SnapshotRevertForce: 4,
 } as const;
@@ -231,7 +235,7 @@ export type LibvirtApi = LibvirtEvents & Pick<LibvirtClient,
   | 'socketPath' | 'uri' | 'connected' | 'connect' | 'close' | 'getLibVersion'
   | 'listAllDomains' | 'getAllDomainStats' | 'lookupDomainByName' | 'lookupDomainByUuid' | 'domainDefineXml' | 'domainCreate'
   | 'domainShutdown' | 'domainDestroy' | 'domainSuspend' | 'domainResume' | 'domainReboot' | 'domainUndefine' | 'domainGetState'
-  | 'domainGetXmlDesc' | 'domainSetVcpus' | 'domainSetMemory' | 'domainBlockResize' | 'domainSetMetadata'
+  | 'domainGetXmlDesc' | 'domainOpenConsole' | 'domainSetVcpus' | 'domainSetMemory' | 'domainBlockResize' | 'domainSetMetadata'
   | 'lookupStoragePool' | 'storagePoolDefineXml' | 'storagePoolBuild' | 'storagePoolCreate' | 'storagePoolSetAutostart'
   | 'storagePoolIsActive' | 'storageVolCreateXml' | 'lookupStorageVol' | 'storageVolDelete' | 'storageVolResize' | 'storageVolGetInfo'
   | 'domainSnapshotCreateXml' | 'domainSnapshotGetXmlDesc' | 'domainListAllSnapshots' | 'lookupDomainSnapshot'
@@ -502,6 +506,23 @@ export class LibvirtClient extends EventEmitter<LibvirtClientEvents> {
     const w = new XdrWriter();
     writeDomain(w, dom);
     return (await this.call(Proc.DomainGetXmlDesc, w.uint(flags).toBuffer())).string();
+  }
+
+  /**
+   * Opens the domain's console (`devName` absent: the first one; flags: Flags.ConsoleForce) as a
+   * stream of raw bytes both ways. Rejects when the domain is not running, its console is no pty,
+   * or another session holds it (without ConsoleForce).
+   */
+  async domainOpenConsole(dom: DomainRef, devName: string | undefined, flags = 0): Promise<RpcStream> {
+    const conn = this.conn;
+    if (conn === undefined || conn.isClosed) {
+      throw new LibvirtError(`cannot open the console of ${dom.name}: not connected to libvirtd at ${this.socketPath}`, 0, 0, Proc.DomainOpenConsole);
+    }
+    const w = new XdrWriter();
+    writeDomain(w, dom);
+    w.optional(devName, (x, s) => x.string(s)).uint(flags);
+    this.callCount++;
+    return conn.openStream(Proc.DomainOpenConsole, w.toBuffer());
   }
 
   async domainGetInfo(dom: DomainRef): Promise<DomainInfo> {

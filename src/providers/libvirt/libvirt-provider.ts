@@ -46,6 +46,9 @@ import { isLibvirtError, isNotFound } from './libvirt-error.js';
 import { disksChangeMode, observedFieldsOf } from './observed-fields.js';
 import { LibvirtStorage } from './libvirt-storage.js';
 import { ChangeFeed } from '../change-feed.js';
+import type { ConsoleOptions, ConsoleSession } from '../provider.js';
+import { InstanceNotFoundError } from '../provider.js';
+import { streamConsoleSession } from './stream-console-session.js';
 import { REBOOT_REQUEST_ANNOTATION, RESTORE_REQUEST_ANNOTATION, snapshotOfRestoreRequest } from '../../shared/annotations.js';
 import { rebootPending } from './reboot-request.js';
 import { REASON_NAMES, STATE_NAMES, instanceStateOf, isActive } from './domain-state.js';
@@ -153,6 +156,27 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
   /** The serial console log of a domain (the Provider contract's name for it: the dashboard shows its tail). */
   consoleLogPath(hostName: string): string {
     return this.consolePathOf(hostName);
+  }
+
+  /**
+   * Attaches to the serial console of running domain `hostName` through a libvirt console stream.
+   * Refuses a domain without hyperlet's marker (NotOwned) and a missing one (NotFound); libvirtd
+   * refuses a stopped domain and a console another session holds (unless `force`).
+   */
+  async openConsole(hostName: string, options: ConsoleOptions): Promise<ConsoleSession> {
+    await this.ensureConnected();
+    const dom = await this.client.lookupDomainByName(hostName);
+    if (dom === undefined) throw new InstanceNotFoundError(`cannot attach to domain ${hostName}: it does not exist`);
+    const marker = (await this.readDomain(dom)).marker;
+    if (marker === undefined) {
+      throw new TerminalError('NotOwned', `cannot attach to domain ${hostName}: hyperlet does not manage it (no ownership marker)`);
+    }
+    return streamConsoleSession(await this.client.domainOpenConsole(dom, undefined, options.force === true ? Flags.ConsoleForce : 0));
+  }
+
+  /** The part virtlogd rotated the serial console log to (NAME.log.0; older parts are not read). */
+  rotatedConsoleLogPath(hostName: string): string {
+    return `${this.consolePathOf(hostName)}.0`;
   }
 
   /** Ends every changes() stream for good and the libvirt session; later calls reconnect. Idempotent. */

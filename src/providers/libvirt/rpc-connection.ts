@@ -11,6 +11,7 @@ import {
   KEEPALIVE_PROC_PING, KEEPALIVE_PROC_PONG, KEEPALIVE_PROGRAM, MessageDecoder, MessageStatus, MessageType,
   REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, encodeMessage, type RpcMessage,
 } from './rpc-framing.js';
+import { RpcStream } from './rpc-stream.js';
 import { XdrReader } from './xdr.js';
 
 /** libvirtd's default max_client_requests: more calls in flight only queue in the daemon. */
@@ -52,6 +53,8 @@ export interface RpcConnectionEvents {
 export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
   private readonly decoder = new MessageDecoder();
   private readonly pending = new Map<number, PendingCall>();
+  /** Open streams by the serial of the call that opened them. */
+  private readonly streams = new Map<number, RpcStream>();
   private readonly waiting: (() => void)[] = [];
   private nextSerial = 1;
   private inFlight = 0;
@@ -113,6 +116,34 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
     }
   }
 
+  /**
+   * Calls a stream procedure (DOMAIN_OPEN_CONSOLE…) and resolves with its stream once the daemon
+   * has answered OK; STREAM messages that arrive before are kept for the stream. Rejects like
+   * call() when the daemon refuses.
+   */
+  async openStream(procedure: number, args: Buffer, options: CallOptions = {}): Promise<RpcStream> {
+    options.signal?.throwIfAborted();
+    await this.acquireSlot();
+    let stream: RpcStream | undefined;
+    try {
+      await this.send(procedure, args, options, (serial) => {
+        stream = new RpcStream((status, payload) => {
+          if (status !== MessageStatus.Continue) this.streams.delete(serial);
+          if (this.closed) return;
+          this.socket.write(encodeMessage({ program: REMOTE_PROGRAM, version: REMOTE_PROTOCOL_VERSION, procedure, type: MessageType.Stream, serial, status }, payload));
+        });
+        this.streams.set(serial, stream);
+      });
+    } catch (err) {
+      for (const [serial, s] of this.streams) if (s === stream) this.streams.delete(serial);
+      throw err;
+    } finally {
+      this.releaseSlot();
+    }
+    if (stream === undefined) throw new LibvirtError(`cannot open a stream with procedure ${procedure}`, 0, 0, procedure);
+    return stream;
+  }
+
   /** Closes the socket; calls still pending fail. Idempotent. */
   close(): void {
     this.socket.end();
@@ -135,7 +166,7 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
     else this.inFlight--;
   }
 
-  private send(procedure: number, args: Buffer, options: CallOptions): Promise<Buffer> {
+  private send(procedure: number, args: Buffer, options: CallOptions, beforeSend?: (serial: number) => void): Promise<Buffer> {
     if (this.closed) {
       return Promise.reject(new LibvirtError(`cannot call procedure ${procedure}: connection closed${this.closedWith ? ` (${this.closedWith.message})` : ''}`, 0, 0, procedure));
     }
@@ -156,6 +187,7 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
         resolve: (p) => { options.signal?.removeEventListener('abort', onAbort); resolve(p); },
         reject: (e) => { options.signal?.removeEventListener('abort', onAbort); reject(e); },
       });
+      beforeSend?.(serial);
       this.socket.write(encodeMessage({
         program: REMOTE_PROGRAM, version: REMOTE_PROTOCOL_VERSION, procedure, type: MessageType.Call, serial, status: MessageStatus.Ok,
       }, args));
@@ -199,6 +231,10 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
       this.emit('event', header.procedure, m.payload);
       return;
     }
+    if (header.type === MessageType.Stream) {
+      this.streamMessage(m);
+      return;
+    }
     if (header.type !== MessageType.Reply) return;
     const call = this.settle(header.serial);
     if (call === undefined) return; // timed out or aborted already
@@ -213,6 +249,27 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
     }
   }
 
+  private streamMessage(m: RpcMessage): void {
+    const stream = this.streams.get(m.header.serial);
+    if (stream === undefined) return; // ended here already (the daemon's answer to our finish or abort)
+    if (m.header.status === MessageStatus.Continue) {
+      stream.deliverData(m.payload);
+      return;
+    }
+    this.streams.delete(m.header.serial);
+    if (m.header.status === MessageStatus.Ok) {
+      stream.deliverEnd(undefined);
+      return;
+    }
+    let err: Error;
+    try {
+      err = decodeRemoteError(new XdrReader(m.payload), m.header.procedure);
+    } catch {
+      err = new LibvirtError(`stream of procedure ${m.header.procedure} aborted by libvirtd`, 0, 0, m.header.procedure);
+    }
+    stream.deliverEnd(err);
+  }
+
   private shutdown(err: Error | undefined): void {
     if (this.closed) return;
     this.closed = true;
@@ -220,6 +277,10 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
     for (const serial of [...this.pending.keys()]) {
       const call = this.settle(serial);
       call?.reject(new LibvirtError(`cannot complete procedure ${call.procedure}: connection closed${err ? ` (${err.message})` : ''}`, 0, 0, call.procedure));
+    }
+    for (const [serial, stream] of [...this.streams]) {
+      this.streams.delete(serial);
+      stream.deliverEnd(new LibvirtError(`cannot continue the stream: connection closed${err ? ` (${err.message})` : ''}`, 0, 0));
     }
     this.emit('close', err);
   }

@@ -8,6 +8,7 @@
  * Caveats: LXC trims white space around a value, so an environment value's leading or trailing
  * blanks do not reach the container.
  */
+import { broadcastOfCidr, gatewayProblem, ipv4CidrProblem } from '../../api/v1alpha1/ipv4-address.js';
 import type { SpecFields } from '../../api/v1alpha1/fields.js';
 import { DEFAULT_CONTAINER_BRIDGE, type IdRange } from '../../api/v1alpha1/host-defaults.js';
 import { deriveMac } from '../../api/v1alpha1/mac-address.js';
@@ -141,6 +142,16 @@ function decodeNetwork(value: SpecFields[string]): ContainerNetwork[] {
       if (typeof n.hwaddr !== 'string' || !MAC_RE.test(n.hwaddr)) throw new Error(`cannot render network[${i}].hwaddr: not a MAC address`);
       out.hwaddr = n.hwaddr;
     }
+    if (n.ipv4 !== undefined) {
+      const problem = typeof n.ipv4 === 'string' ? ipv4CidrProblem(n.ipv4) : 'not a string';
+      if (problem !== undefined) throw new Error(`cannot render network[${i}].ipv4: ${problem}`);
+      out.ipv4 = n.ipv4 as string;
+    }
+    if (n.gateway !== undefined) {
+      const problem = typeof n.gateway !== 'string' ? 'not a string' : out.ipv4 === undefined ? 'needs ipv4' : gatewayProblem(n.gateway, out.ipv4);
+      if (problem !== undefined) throw new Error(`cannot render network[${i}].gateway: ${problem}`);
+      out.gateway = n.gateway as string;
+    }
     return out;
   });
 }
@@ -212,6 +223,10 @@ export function renderManagedConfig(config: AppliedConfig, ctx: RenderContext): 
       entries.push({ key: `lxc.net.${i}.name`, value: `eth${i}` });
       const hwaddr = n.hwaddr ?? (ctx.ownerId === undefined ? undefined : deriveMac(ctx.ownerId, i));
       if (hwaddr !== undefined) entries.push({ key: `lxc.net.${i}.hwaddr`, value: hwaddr.toLowerCase() });
+      // LXC sets these in the container's namespace before init starts: no guest network tool needed.
+      // The broadcast address is given: LXC 5.0 computes a wrong one (0.0.0.255) when it is left out.
+      if (n.ipv4 !== undefined) entries.push({ key: `lxc.net.${i}.ipv4.address`, value: `${n.ipv4} ${broadcastOfCidr(n.ipv4) ?? ''}`.trim() });
+      if (n.gateway !== undefined) entries.push({ key: `lxc.net.${i}.ipv4.gateway`, value: n.gateway });
     });
   }
   for (const [name, value] of Object.entries(config.environment).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
@@ -355,7 +370,7 @@ export function fieldsFromConfig(text: string, version: CgroupVersion): Record<s
   }
   const nets = new Map<number, Record<string, string>>();
   for (const e of entries) {
-    const m = /^lxc\.net\.([0-9]+)\.(type|link|hwaddr)$/.exec(e.key);
+    const m = /^lxc\.net\.([0-9]+)\.(type|link|hwaddr|ipv4\.address|ipv4\.gateway)$/.exec(e.key);
     if (m === null) continue;
     const index = Number(m[1]);
     const net = nets.get(index) ?? {};
@@ -365,7 +380,10 @@ export function fieldsFromConfig(text: string, version: CgroupVersion): Record<s
   const network: ContainerNetwork[] = [...nets.entries()]
     .sort(([a], [b]) => a - b)
     .filter(([, n]) => n.type === 'veth')
-    .map(([, n]) => ({ type: 'veth', ...(n.link === undefined ? {} : { bridge: n.link }), ...(n.hwaddr === undefined ? {} : { hwaddr: n.hwaddr }) }));
+    .map(([, n]) => ({
+      type: 'veth', ...(n.link === undefined ? {} : { bridge: n.link }), ...(n.hwaddr === undefined ? {} : { hwaddr: n.hwaddr }),
+      ...(n['ipv4.address'] === undefined ? {} : { ipv4: n['ipv4.address'].split(/\s+/)[0] ?? '' }), ...(n['ipv4.gateway'] === undefined ? {} : { gateway: n['ipv4.gateway'] }),
+    }));
   const environment: [string, string][] = [];
   for (const e of entries) {
     if (e.key !== 'lxc.environment') continue;

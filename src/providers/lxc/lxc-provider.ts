@@ -24,7 +24,7 @@ import { exportRootfs, importRootfs } from './lxc-data-archive.js';
 import { RESTORE_REQUEST_ANNOTATION, snapshotOfRestoreRequest } from '../../shared/annotations.js';
 import { CgroupHost } from './cgroup-host.js';
 import {
-  configPath, consoleLogPath, containerDir, isOwnerId, leftoverDir, monitorPidPath, markerPath, rootfsPath, startLogPath,
+  assertHostName, configPath, consoleLogPath, rotatedConsoleLogPath, containerDir, isOwnerId, leftoverDir, monitorPidPath, markerPath, rootfsPath, startLogPath,
 } from './container-paths.js';
 import { writeFileAtomic } from './atomic-file.js';
 import {
@@ -40,6 +40,9 @@ import {
 import { MARKER_VERSION, type OwnershipMarker, readMarker, writeMarker } from './ownership-marker.js';
 import { killCreators } from './creator-processes.js';
 import { execInContainer } from './lxc-exec.js';
+import { openLxcConsole } from './lxc-console.js';
+import type { ConsoleSession } from '../provider.js';
+import { InstanceNotFoundError } from '../provider.js';
 import { LxcObserver, exists, isDirectory } from './lxc-observer.js';
 import type { Clock } from '../../shared/clock.js';
 import { systemClock } from '../../shared/clock.js';
@@ -515,6 +518,26 @@ export class LxcProvider implements Provider<'Container'> {
   /** The console log LXC writes for `hostName` (lxc.console.logfile). */
   consoleLogPath(hostName: string): string {
     return consoleLogPath(this.lxcpath, hostName);
+  }
+
+  /** The part the console log is rotated to (NAME.1). */
+  rotatedConsoleLogPath(hostName: string): string {
+    return rotatedConsoleLogPath(this.lxcpath, hostName);
+  }
+
+  /**
+   * Attaches to the console (tty 0) of running container `hostName` through lxc-console. Refuses a
+   * container without hyperlet's marker (NotOwned) and a missing one (InstanceNotFoundError).
+   */
+  async openConsole(hostName: string): Promise<ConsoleSession> {
+    assertHostName(hostName);
+    if (!(await exists(configPath(this.lxcpath, hostName)))) {
+      throw new InstanceNotFoundError(`cannot attach to container ${hostName}: it does not exist in ${this.lxcpath}`);
+    }
+    if ((await readMarker(markerPath(this.lxcpath, hostName))) === undefined) {
+      throw new TerminalError('NotOwned', `cannot attach to container ${hostName}: hyperlet does not manage it (no ownership marker)`);
+    }
+    return openLxcConsole(this.lxcpath, hostName);
   }
 
   /** Runs `command` in the running container through lxc-attach, with a cleared environment. */

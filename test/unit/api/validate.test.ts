@@ -95,6 +95,32 @@ const cases: Record<string, Case> = {
   NetworkBadBridge: { reason: 'a bridge is an interface name', doc: ct({ network: [{ bridge: 'br0\nlxc.x=1' }] }), want: { path: 'spec.network[0].bridge', rule: 'pattern' } },
   NetworkBadMac: { reason: 'MAC format', doc: ct({ network: [{ hwaddr: 'zz:00:00:00:00:00' }] }), want: { path: 'spec.network[0].hwaddr', rule: 'pattern' } },
   NetworkNoneWithBridge: { reason: 'none takes no link', doc: ct({ network: [{ type: 'none', bridge: 'br0' }] }), want: { path: 'spec.network[0]', rule: 'none-has-no-link' } },
+  NetworkStaticIpv4: {
+    reason: 'an address with prefix and a gateway in its subnet', doc: ct({ network: [{ bridge: 'br0', ipv4: '10.0.3.10/24', gateway: '10.0.3.1' }] }), want: 'valid',
+  },
+  NetworkIpv4NoPrefix: { reason: 'CIDR: the prefix is required', doc: ct({ network: [{ ipv4: '10.0.3.10' }] }), want: { path: 'spec.network[0].ipv4', rule: 'pattern' } },
+  NetworkIpv4Octet: { reason: 'octets are 0-255', doc: ct({ network: [{ ipv4: '10.0.300.10/24' }] }), want: { path: 'spec.network[0].ipv4', rule: 'ipv4-cidr' } },
+  NetworkIpv4Prefix33: { reason: 'prefix at most 32', doc: ct({ network: [{ ipv4: '10.0.3.10/33' }] }), want: { path: 'spec.network[0].ipv4', rule: 'ipv4-cidr' } },
+  NetworkIpv4Slash31: { reason: 'a host needs a subnet of /30 or larger', doc: ct({ network: [{ ipv4: '10.0.3.10/31' }] }), want: { path: 'spec.network[0].ipv4', rule: 'ipv4-cidr' } },
+  NetworkIpv4NetworkAddress: { reason: 'the network address is no host', doc: ct({ network: [{ ipv4: '10.0.3.0/24' }] }), want: { path: 'spec.network[0].ipv4', rule: 'ipv4-cidr' } },
+  NetworkIpv4Broadcast: { reason: 'the broadcast address is no host', doc: ct({ network: [{ ipv4: '10.0.3.255/24' }] }), want: { path: 'spec.network[0].ipv4', rule: 'ipv4-cidr' } },
+  NetworkIpv4Loopback: { reason: '127/8 is no NIC address', doc: ct({ network: [{ ipv4: '127.0.0.2/8' }] }), want: { path: 'spec.network[0].ipv4', rule: 'ipv4-cidr' } },
+  NetworkIpv4Twice: {
+    reason: 'two NICs, one address', doc: ct({ network: [{ ipv4: '10.0.3.10/24' }, { ipv4: '10.0.3.10/24' }] }), want: { path: 'spec.network[1].ipv4', rule: 'unique' },
+  },
+  NetworkGatewayNoIpv4: { reason: 'a gateway needs an address', doc: ct({ network: [{ gateway: '10.0.3.1' }] }), want: { path: 'spec.network[0].gateway', rule: 'needs-ipv4' } },
+  NetworkGatewayOutside: {
+    reason: 'the gateway is inside the subnet', doc: ct({ network: [{ ipv4: '10.0.3.10/24', gateway: '10.0.4.1' }] }), want: { path: 'spec.network[0].gateway', rule: 'gateway' },
+  },
+  NetworkGatewayIsSelf: {
+    reason: 'the gateway is another host', doc: ct({ network: [{ ipv4: '10.0.3.10/24', gateway: '10.0.3.10' }] }), want: { path: 'spec.network[0].gateway', rule: 'gateway' },
+  },
+  NetworkTwoGateways: {
+    reason: 'one default route',
+    doc: ct({ network: [{ ipv4: '10.0.3.10/24', gateway: '10.0.3.1' }, { ipv4: '10.0.4.10/24', gateway: '10.0.4.1' }] }),
+    want: { path: 'spec.network[1].gateway', rule: 'one-default-route' },
+  },
+  NetworkNoneWithIpv4: { reason: 'none has no address', doc: ct({ network: [{ type: 'none', ipv4: '10.0.3.10/24' }] }), want: { path: 'spec.network[0]', rule: 'none-has-no-link' } },
   EnvBadKey: { reason: 'environment keys are identifiers', doc: ct({ environment: { '1A': 'x' } }), want: { path: 'spec.environment.1A', rule: 'key-pattern' } },
   EnvKeyWithEquals: { reason: 'a key cannot smuggle a value', doc: ct({ environment: { 'A=B': 'x' } }), want: { path: 'spec.environment.A=B', rule: 'key-pattern' } },
   EnvValueNewline: { reason: 'values without new lines', doc: ct({ environment: { A: 'x\nlxc.hook.pre-start=/bin/sh' } }), want: { path: 'spec.environment.A', rule: 'pattern' } },

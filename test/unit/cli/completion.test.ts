@@ -16,7 +16,8 @@ describe('complete', () => {
     Commands: { reason: 'the first word is a command', words: ['w'], want: ['wait'] },
     AllCommandsOnEmpty: {
       reason: 'nothing typed: every command',
-      words: [''], want: ['run', 'get', 'describe', 'wait', 'diff', 'validate', 'logs', 'exec', 'crds', 'completion', 'dashboard', 'reboot', 'restore', 'snapshot', 'refresh', 'scheduler', 'drain', 'uncordon', 'help'],
+      words: [''], want: ['run', 'get', 'describe', 'wait', 'diff', 'validate', 'logs', 'exec', 'console', 'crds', 'completion', 'dashboard', 'reboot', 'restore',
+        'snapshot', 'refresh', 'scheduler', 'drain', 'uncordon', 'help'],
     },
     Kinds: { reason: 'get takes a kind (or sources) first', words: ['get', 'v'], want: ['virtualmachines', 'vm', 'vms'] },
     NamesOfTheKind: { reason: 'then names of that kind from the state DB', words: ['get', 'ct', 'web'], want: ['web-1', 'web-2'] },
@@ -40,6 +41,11 @@ describe('complete', () => {
       reason: 'names come from the DB --state names',
       words: ['get', 'ct', '--state', '/srv/s.db', 'd'], want: ['db'], state: '/srv/s.db',
     },
+    ConsoleTakesContainerNames: {
+      reason: 'console NAME: names after --kind and its value',
+      words: ['console', '--kind', 'ct', 'w'], want: ['web-1', 'web-2'],
+    },
+    ConsoleKindValues: { reason: '--kind takes ct or vm', words: ['console', '--kind', ''], want: ['ct', 'vm'] },
     CompletionShells: { reason: 'completion takes a shell', words: ['completion', ''], want: ['bash', 'zsh'] },
   };
   for (const [name, tc] of Object.entries(cases)) {

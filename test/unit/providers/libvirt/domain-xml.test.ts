@@ -48,6 +48,29 @@ describe('domain XML', () => {
     });
   }
 
+  const serials: Record<string, { reason: string; devices: string; want: string | undefined }> = {
+    PtyWithLog: {
+      reason: 'hyperlet\'s serial: a pty (consoles attach) logged to a file by virtlogd',
+      devices: '<serial type="pty"><source path="/dev/pts/7"/><log file="/c/vm1.log" append="on"/><target port="0"/></serial>', want: '/c/vm1.log',
+    },
+    FileBeforeConsoles: {
+      reason: 'a domain defined before consoles existed has a file serial',
+      devices: '<serial type="file"><source path="/c/old.log"/><target port="0"/></serial>', want: '/c/old.log',
+    },
+    PtyWithoutLog: { reason: 'a pty alone is no log (its source is a /dev/pts path)', devices: '<serial type="pty"><source path="/dev/pts/7"/></serial>', want: undefined },
+  };
+  for (const [name, tc] of Object.entries(serials)) {
+    it(`reads the console log path: ${name}`, () => {
+      const p = parseDomainXml(`<domain type="qemu"><name>vm1</name><uuid>${ID}</uuid><memory>1024</memory><vcpu>1</vcpu><devices>${tc.devices}</devices></domain>`);
+      expect(p.consolePath, tc.reason).to.equal(tc.want);
+    });
+  }
+
+  it('gives the serial console a pty that virtlogd logs to the console path', () => {
+    const xml = build(baseSpec({}), undefined, 'vm1', '/c/vm1.log');
+    expect(xml).to.include('<serial type="pty"><log file="/c/vm1.log" append="on"/><target port="0"/></serial>');
+  });
+
   it('refuses a control character XML cannot carry', () => {
     expect(() => xmlEscape('a\u0001b')).to.throw(RangeError);
     expect(() => build(baseSpec({ boot: { kernel: '/k', cmdline: 'a\u0007' } }))).to.throw(RangeError);

@@ -1,7 +1,8 @@
 import { expect } from 'chai';
 import { isLibvirtError, isNotFound } from '../../../../src/providers/libvirt/libvirt-error.js';
 import { RpcConnection } from '../../../../src/providers/libvirt/rpc-connection.js';
-import { KEEPALIVE_PROGRAM, MessageType, type RpcMessage } from '../../../../src/providers/libvirt/rpc-framing.js';
+import { KEEPALIVE_PROGRAM, MessageStatus, MessageType, type RpcMessage } from '../../../../src/providers/libvirt/rpc-framing.js';
+import { type RpcStream, STREAM_PAYLOAD_MAX_BYTES } from '../../../../src/providers/libvirt/rpc-stream.js';
 import { XdrWriter } from '../../../../src/providers/libvirt/xdr.js';
 import { FakeLibvirtd } from './fake-libvirtd.js';
 
@@ -55,6 +56,84 @@ describe('RpcConnection', () => {
     expect(fake.received[0]?.header.serial).to.equal(1);
     expect(reply.toString(), 'the event did not settle the call').to.equal('done');
     expect(events).to.deep.equal([[318, 'evnt']]);
+  });
+
+  describe('streams (DOMAIN_OPEN_CONSOLE)', () => {
+    /** Opens a stream on procedure 201; the fake answers the call, sending `early` as stream data first. */
+    async function open(early: string[] = []): Promise<{ stream: RpcStream; serial: number }> {
+      let serial = 0;
+      fake.onMessage = (m, f) => {
+        if (m.header.type !== MessageType.Call) return;
+        serial = m.header.serial;
+        for (const e of early) f.reply(serial, 201, Buffer.from(e), MessageStatus.Continue, MessageType.Stream);
+        f.reply(serial, 201, Buffer.alloc(0));
+      };
+      const stream = await conn.openStream(201, Buffer.alloc(0));
+      return { stream, serial };
+    }
+
+    const cases: Record<string, { reason: string; early: string[]; then: [status: number, payload: Buffer][]; data: string; err?: RegExp }> = {
+      DataThenEnd: {
+        reason: 'CONTINUE packets are data in order; OK with no payload is a clean end',
+        early: [], then: [[MessageStatus.Continue, Buffer.from('ab')], [MessageStatus.Continue, Buffer.from('c')], [MessageStatus.Ok, Buffer.alloc(0)]],
+        data: 'abc',
+      },
+      DataBeforeTheReply: {
+        reason: 'data sent before the call was answered is kept for the stream, before later data',
+        early: ['x', 'y'], then: [[MessageStatus.Continue, Buffer.from('z')], [MessageStatus.Ok, Buffer.alloc(0)]], data: 'xyz',
+      },
+      DaemonError: {
+        reason: 'ERROR carries a remote_error: the end says why',
+        early: [], then: [[MessageStatus.Continue, Buffer.from('q')], [MessageStatus.Error, remoteError(1, 10, 'internal error: character device console0 is not using a PTY')]],
+        data: 'q', err: /not using a PTY/,
+      },
+    };
+    for (const [name, tc] of Object.entries(cases)) {
+      it(name, async () => {
+        const { stream, serial } = await open(tc.early);
+        let data = '';
+        stream.on('data', (c) => { data += c.toString(); });
+        const ended = new Promise<Error | undefined>((resolve) => stream.once('end', resolve));
+        stream.resume();
+        for (const [status, payload] of tc.then) fake.reply(serial, 201, payload, status, MessageType.Stream);
+        const err = await ended;
+        expect(data, tc.reason).to.equal(tc.data);
+        if (tc.err === undefined) expect(err, tc.reason).to.equal(undefined);
+        else expect(err?.message, tc.reason).to.match(tc.err);
+      });
+    }
+
+    it('sends writes as STREAM CONTINUE packets of the opening serial and procedure, split at the payload limit, and finish as OK', async () => {
+      const { stream, serial } = await open();
+      const got: RpcMessage[] = [];
+      const done = new Promise<void>((resolve) => {
+        fake.onMessage = (m) => { got.push(m); if (m.header.status === MessageStatus.Ok) resolve(); };
+      });
+      stream.resume();
+      stream.write(Buffer.alloc(STREAM_PAYLOAD_MAX_BYTES + 10, 7));
+      stream.finish();
+      stream.write(Buffer.from('after the end'));
+      await done;
+      expect(got.map((m) => [m.header.type, m.header.procedure, m.header.serial, m.header.status, m.payload.length])).to.deep.equal([
+        [MessageType.Stream, 201, serial, MessageStatus.Continue, STREAM_PAYLOAD_MAX_BYTES],
+        [MessageType.Stream, 201, serial, MessageStatus.Continue, 10],
+        [MessageType.Stream, 201, serial, MessageStatus.Ok, 0],
+      ]);
+    });
+
+    it('ends open streams with an error when the connection drops', async () => {
+      const { stream } = await open();
+      const ended = new Promise<Error | undefined>((resolve) => stream.once('end', resolve));
+      stream.resume();
+      await fake.stop();
+      expect((await ended)?.message).to.match(/connection closed/);
+    });
+
+    it('rejects when the daemon refuses to open the stream, and keeps no stream for it', async () => {
+      fake.onMessage = (m, f) => f.reply(m.header.serial, 201, remoteError(55, 10, 'Requested operation is not valid: domain is not running'), 1);
+      const err: unknown = await conn.openStream(201, Buffer.alloc(0)).then(() => undefined, (e: unknown) => e);
+      expect(isLibvirtError(err) && err.message).to.match(/not running/);
+    });
   });
 
   it('answers a keepalive PING with a PONG', async () => {

@@ -57,6 +57,15 @@ describe('renderManagedConfig', () => {
         'lxc.start.auto = 0', 'lxc.console.logfile = /var/lib/lxc/web/console.log', 'lxc.console.size = 1048576', 'lxc.console.rotate = 1', ...IDMAP,
       ],
     },
+    StaticIpv4: {
+      reason: 'a static address and gateway are LXC settings of that veth, set before init starts',
+      spec: { network: [{ type: 'veth', bridge: 'br-test', hwaddr: '52:54:00:aa:bb:01', ipv4: '10.0.3.10/24', gateway: '10.0.3.1' }] }, version: 1 as const,
+      want: [
+        'lxc.net.0.type = veth', 'lxc.net.0.link = br-test', 'lxc.net.0.flags = up', 'lxc.net.0.name = eth0', 'lxc.net.0.hwaddr = 52:54:00:aa:bb:01',
+        'lxc.net.0.ipv4.address = 10.0.3.10/24 10.0.3.255', 'lxc.net.0.ipv4.gateway = 10.0.3.1',
+        'lxc.start.auto = 0', 'lxc.console.logfile = /var/lib/lxc/web/console.log', 'lxc.console.size = 1048576', 'lxc.console.rotate = 1', ...IDMAP,
+      ],
+    },
     Privileged: {
       reason: 'a privileged container (the policy allowed it) has no user namespace',
       spec: { privileged: true }, version: 1 as const,
@@ -90,6 +99,11 @@ describe('config values cannot inject lines', () => {
     NewlineInBridge: { reason: 'bridges are interface names', fields: { ...fields, network: JSON.stringify([{ type: 'veth', bridge: 'br0\nlxc.x' }]) } },
     SpaceInBridge: { reason: 'bridges are interface names', fields: { ...fields, network: JSON.stringify([{ type: 'veth', bridge: 'br0 x' }]) } },
     BadMac: { reason: 'hwaddr is a MAC address', fields: { ...fields, network: JSON.stringify([{ type: 'veth', hwaddr: '52:54:00:12:34:56\n' }]) } },
+    Ipv4Injection: { reason: 'ipv4 is an address, never more config', fields: { ...fields, network: JSON.stringify([{ type: 'veth', ipv4: '10.0.3.10/24\nlxc.x = y' }]) } },
+    GatewayWithoutIpv4: { reason: 'a gateway needs the address', fields: { ...fields, network: JSON.stringify([{ type: 'veth', gateway: '10.0.3.1' }]) } },
+    GatewayOutsideSubnet: {
+      reason: 'the gateway is on the NIC\'s subnet', fields: { ...fields, network: JSON.stringify([{ type: 'veth', ipv4: '10.0.3.10/24', gateway: '10.0.4.1' }]) },
+    },
     UnknownNetworkType: { reason: 'only veth and none exist', fields: { ...fields, network: JSON.stringify([{ type: 'phys' }]) } },
     FractionalCpu: { reason: 'cpu is a whole number', fields: { ...fields, 'resources.cpu': 1.5 } },
     TextMemory: { reason: 'memory is a byte count', fields: { ...fields, 'resources.memory': '1\nlxc.x = y' } },
@@ -184,6 +198,10 @@ describe('fieldsFromConfig', () => {
       version: 2 as const,
     },
     RoundTripNothing: { reason: 'no limits, no network, no environment', spec: {}, version: 1 as const },
+    RoundTripStaticIpv4: {
+      reason: 'a static address and gateway read back',
+      spec: { network: [{ type: 'veth' as const, bridge: 'br1', hwaddr: '52:54:00:aa:bb:01', ipv4: '10.0.3.10/20', gateway: '10.0.0.1' }] }, version: 2 as const,
+    },
     RoundTripPrivileged: { reason: 'no lxc.idmap reads back as privileged', spec: { privileged: true }, version: 1 as const },
   };
   for (const [name, tc] of Object.entries(cases)) {
