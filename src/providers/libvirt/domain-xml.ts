@@ -194,10 +194,11 @@ export function buildDomainXml(input: DomainXmlInput): string {
       `<disk type="file" device="cdrom">`,
       `<driver name="qemu" type="raw"/>`,
       `<source file="${xmlEscape(input.seedPath)}"/>`,
-      `<target dev="${seedTarget(disks)}" bus="sata"/>`,
+      `<target dev="${seedTarget(disks)}" bus="scsi"/>`,
       `<readonly/>`,
       `</disk>`,
-    ].join('')]),
+      // virtio-scsi: cloud kernels (linux-image-cloud-amd64) have no AHCI driver for a SATA cdrom.
+    ].join(''), '<controller type="scsi" index="0" model="virtio-scsi"/>']),
     `<channel type="unix"><target type="virtio" name="${GUEST_AGENT_CHANNEL}"/></channel>`,
     `<serial type="file"><source path="${xmlEscape(input.consolePath)}"/><target port="0"/></serial>`,
     `<memballoon model="virtio"/>`,
