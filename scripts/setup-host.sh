@@ -25,6 +25,8 @@ PACKAGES=(
   build-essential python3                           # better-sqlite3 builds from source
   zsh                                               # tests: the zsh completion script
   chromium                                          # tests: the dashboard in a real browser (playwright-core drives it)
+  genisoimage ovmf                                  # VMs: cloud-init NoCloud seeds (cidata ISO); UEFI firmware (boot.firmware: uefi)
+  mmdebstrap extlinux                               # tests: the Debian 12 cloud-init VM image (scripts/build-test-vm-image.sh)
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -1,4 +1,6 @@
 import { expect } from 'chai';
+import { readFileSync, readdirSync } from 'node:fs';
+import yaml from 'js-yaml';
 import { cloudInitDigest, cloudInitPayloadBytes, cloudInitSeedFiles } from '../../../../src/api/v1alpha1/cloud-init.js';
 import { specFields } from '../../../../src/api/v1alpha1/fields.js';
 import { redactSpec } from '../../../../src/api/v1alpha1/redact-object.js';
@@ -180,4 +182,15 @@ describe('guest addresses (DHCP leases and the agent)', () => {
     expect(await addresses.of(dom, parsed), 'IPv4 first, no duplicates').to.deep.equal(['192.168.210.17', 'fd00::5']);
     expect(['10.0.0.1', '169.254.1.1', 'fe80::2', '127.0.0.2'].filter(isShownAddress)).to.deep.equal(['10.0.0.1']);
   });
+});
+
+describe('examples/', () => {
+  for (const file of readdirSync('examples').filter((f) => f.endsWith('.yaml'))) {
+    it(`${file} is a valid object (make run watches the directory)`, () => {
+      for (const doc of yaml.loadAll(readFileSync(`examples/${file}`, 'utf8'))) {
+        const r = validateObject(doc);
+        expect(r.ok ? [] : r.issues, file).to.deep.equal([]);
+      }
+    });
+  }
 });
