@@ -16,7 +16,7 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -98,6 +98,7 @@ describe('VMs from image URLs with cloud-init (real libvirtd, QEMU, cloud-init)'
     imageSha = createHash('sha256').update(readFileSync(image)).digest('hex');
 
     tmp = mkdtempSync(path.join(os.tmpdir(), 'hyperlet-vmimage-'));
+    chmodSync(tmp, 0o711); // QEMU runs as libvirt-qemu: it must pass through to the cached base image
     for (const d of ['manifests', 'state', 'cache']) mkdirSync(path.join(tmp, d));
     manifests = path.join(tmp, 'manifests');
     statePath = path.join(tmp, 'state', 'state.db');
