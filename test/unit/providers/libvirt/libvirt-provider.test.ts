@@ -229,6 +229,8 @@ describe('LibvirtProvider (FakeLibvirtClient)', () => {
           const calls = fake.calls.map((c) => c.method).filter((m) => changing.includes(m));
           expect({ calls, state: fake.domains.get(d.hostName)?.state, note }, tc.reason)
             .to.deep.equal({ calls: tc.wantCalls, state: tc.wantState, note: tc.wantNote });
+          // Both flags: libvirt asks the guest agent first and presses ACPI when no agent answers.
+          for (const args of fake.callsOf('domainShutdown')) expect(args[1], 'agent first, ACPI otherwise').to.equal(Flags.ShutdownAcpi | Flags.ShutdownGuestAgent);
         });
       }
     });
