@@ -2,7 +2,8 @@
 # Builds the Debian 12 VM disk image the cloud-init e2e tests serve over HTTP and boot under
 # type='qemu', from Debian packages only (mmdebstrap against this host's apt sources):
 #   - linux-image-cloud-amd64, systemd, the real cloud-init (NoCloud datasource), qemu-guest-agent,
-#     ifupdown + isc-dhcp-client (cloud-init's Debian network renderer), on one ext4 filesystem
+#     ifupdown + isc-dhcp-client (cloud-init's Debian network renderer), dbus (logind: the ACPI power
+#     button and qemu-ga's `shutdown -P +0` need it), on one ext4 filesystem
 #     that fills the whole disk (no partition table: root=/dev/vda, cloud-init's resize_rootfs
 #     grows it when the disk is larger);
 #   - extlinux installed in that filesystem's boot sector, so SeaBIOS boots the disk (BIOS boot,
@@ -16,7 +17,7 @@ set -euo pipefail
 CACHE="${1:-/var/cache/hyperlet/vm-image}"
 log() { printf 'build-test-vm-image: %s\n' "$*" >&2; }
 
-PACKAGES="linux-image-cloud-amd64,systemd,systemd-sysv,udev,cloud-init,qemu-guest-agent,ifupdown,isc-dhcp-client,iproute2,netbase"
+PACKAGES="linux-image-cloud-amd64,systemd,systemd-sysv,udev,dbus,cloud-init,qemu-guest-agent,ifupdown,isc-dhcp-client,iproute2,netbase"
 SIZE_MB=1536
 KEY="$(sha256sum "$0" | cut -c1-16)"
 OUT="$CACHE/debian12-$KEY.qcow2"

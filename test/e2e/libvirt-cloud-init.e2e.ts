@@ -155,6 +155,8 @@ describe('VMs from image URLs with cloud-init (real libvirtd, QEMU, cloud-init)'
       `    sshAuthorizedKeys: ["${SSH_KEY}"]`,
       '    userDataFrom: {file: user-data}',
     ]).replace('gracefulStopSeconds: 30', 'gracefulStopSeconds: 240'));
+    put(n('uefi'), vm(n('uefi'), `{name: root, size: 1Gi, pool: ${POOL}}`).replace('boot: {disk: root}', 'boot: {disk: root, firmware: uefi}')
+      .replace('memory: 768Mi', 'memory: 256Mi'));
     put(n('missing'), vm(n('missing'), disk(`${base}/img/nosuch.qcow2`, '2Gi')));
     put(n('badsum'), vm(n('badsum'), disk(`${base}/img/small.raw`, '2Gi', '0'.repeat(64))));
     put(n('cut'), vm(n('cut'), disk(`${base}/img/truncated.qcow2`, '2Gi')));
@@ -252,6 +254,18 @@ describe('VMs from image URLs with cloud-init (real libvirtd, QEMU, cloud-init)'
     await until('the domain shut off', async () => ((await virsh('domstate', n('deb')).catch(() => '')).trim() === 'shut off' ? true : undefined), 300_000, 500);
     console.log(`      guest shut down in ${((Date.now() - t0) / 1000).toFixed(1)} s under TCG`);
     expect((await virsh('domstate', '--reason', n('deb'))).trim(), 'powered off from inside, not destroyed').to.equal('shut off (shutdown)');
+  });
+
+  it('starts a VM with boot.firmware uefi on OVMF, and deletes it with its NVRAM', async () => {
+    await until('the UEFI domain running', async () => ((await virsh('domstate', n('uefi')).catch(() => '')).trim() === 'running' ? true : undefined), 120_000);
+    const xml = await virsh('dumpxml', n('uefi'));
+    expect(xml).to.match(/<loader [^>]*type='pflash'[^>]*>\/usr\/share\/OVMF\/OVMF_CODE[^<]*\.fd<\/loader>/);
+    const nvram = /<nvram[^>]*>([^<]+)<\/nvram>/.exec(xml)?.[1] ?? '';
+    expect(existsSync(nvram), `the NVRAM ${nvram}`).to.equal(true);
+    rmSync(path.join(manifests, `${n('uefi')}.yaml`));
+    await until('the UEFI domain gone', async () => ((await domainExists(n('uefi'))) ? undefined : true), 120_000);
+    expect(existsSync(nvram), 'the NVRAM goes with the domain').to.equal(false);
+    await nothingMade(n('uefi'));
   });
 
   it('refuses an HTTP 404 with ImageNotFound and makes nothing', async () => {

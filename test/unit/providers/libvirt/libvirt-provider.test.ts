@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 import pino from 'pino';
 import type { VirtualMachine } from '../../../../src/api/v1alpha1/types.js';
 import { validateObject } from '../../../../src/api/v1alpha1/validate.js';
@@ -124,6 +125,19 @@ describe('LibvirtProvider (FakeLibvirtClient)', () => {
 
     afterEach(async () => {
       await provider.close();
+    });
+
+    it('boot.firmware uefi on a host without OVMF is TerminalError FirmwareNotInstalled, and nothing is defined or written', async () => {
+      const noOvmf = new LibvirtProvider({
+        logger, client: fake, consoleDir: join(dir, 'console'), poolRoot: join(dir, 'pools'), ovmfDir: join(dir, 'no-ovmf'), seedDir: join(dir, 'seeds-uefi'),
+      });
+      const d = vm('uefi', { boot: { disk: 'data', firmware: 'uefi' }, cloudInit: { hostname: 'u' } });
+      const err = await noOvmf.create(d, signal()).then(() => undefined, (e: unknown) => e);
+      expect(isTerminalError(err) && err.reason).to.equal('FirmwareNotInstalled');
+      expect((err as Error).message).to.include('install the Debian package ovmf');
+      expect(fake.callsOf('domainDefineXml')).to.deep.equal([]);
+      expect(fake.callsOf('storageVolCreateXml')).to.deep.equal([]);
+      expect(existsSync(join(dir, 'seeds-uefi'))).to.equal(false);
     });
 
     it('a disk in a missing pool it may not create is TerminalError PoolNotFound, and nothing is defined', async () => {
