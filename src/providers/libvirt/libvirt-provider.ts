@@ -126,6 +126,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
   private readonly addresses: GuestAddresses;
   private readonly seedDir: string;
   private readonly ovmfDir: string;
+  private readonly images: ImageCache | undefined;
   private connecting: Promise<void> | undefined;
   private readonly cache = new Map<string, CacheEntry>();
   private readonly knownNames = new Set<string>();
@@ -144,6 +145,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     this.clock = options.clock ?? systemClock;
     this.seedDir = options.seedDir ?? '/var/lib/hyperlet/cloud-init';
     this.ovmfDir = options.ovmfDir ?? '/usr/share/OVMF';
+    this.images = options.images;
     this.diskImages = new DiskImages(options.images);
     this.addresses = new GuestAddresses(this.client, this.clock);
     this.storage = new LibvirtStorage({
@@ -175,10 +177,11 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     return this.consolePathOf(hostName);
   }
 
-  /** Ends every changes() stream for good and the libvirt session; later calls reconnect. Idempotent. */
+  /** Ends every changes() stream for good, downloads in flight and the libvirt session; later calls reconnect. Idempotent. */
   async close(): Promise<void> {
     this.closing.abort();
     this.feed.close();
+    this.images?.close();
     const c = this.connecting;
     this.connecting = undefined;
     if (c !== undefined) await c.catch(() => undefined);
