@@ -9,9 +9,11 @@
  * Proven from outside: the VM boots from its overlay on the cached base, cloud-init sets the host
  * name, writes a file and installs the SSH key (the runcmd prints them on the serial console, read
  * from the console log), the DHCP lease shows in status.addresses, the guest agent answers on the
- * channel hyperlet adds. Bad input (404, wrong sha256, a truncated download, a file that is no
- * image, an image larger than the declared disk, a cloud-init payload over the limit): each a
- * clear condition or validation problem, and no domain, volume or seed left.
+ * channel hyperlet adds, a graceful stop powers the guest off from inside, a UEFI VM runs on OVMF.
+ * The user-data comes from the secrets directory (userDataFrom) and never shows in status. Bad
+ * input (404, wrong sha256, a truncated download, a file that is no image, a qcow2 naming a
+ * backing file, an image larger than the declared disk, a cloud-init payload over the limit):
+ * each a clear condition or validation problem, and no domain, volume or seed left.
  */
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
@@ -104,6 +106,8 @@ describe('VMs from image URLs with cloud-init (real libvirtd, QEMU, cloud-init)'
     statePath = path.join(tmp, 'state', 'state.db');
     writeFileSync(path.join(tmp, 'not-an-image.qcow2'), '<html><body>404 page that says 200</body></html>\n');
     writeFileSync(path.join(tmp, 'small.raw'), Buffer.alloc(1024 * 1024));
+    // A qcow2 naming a backing file on the host: QEMU would open /etc/hostname through it.
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', '/etc/hostname', '-F', 'raw', path.join(tmp, 'chained.qcow2'), '1G']);
 
     server = http.createServer((req, res) => {
       const url = req.url ?? '/';
@@ -118,7 +122,7 @@ describe('VMs from image URLs with cloud-init (real libvirtd, QEMU, cloud-init)'
         const half = createReadStream(image, { end: Math.floor(imageBytes / 2) });
         half.on('end', () => res.socket?.destroy());
         half.pipe(res, { end: false });
-      } else if (pathname === '/img/not-an-image.qcow2' || pathname === '/img/small.raw') {
+      } else if (['/img/not-an-image.qcow2', '/img/small.raw', '/img/chained.qcow2'].includes(pathname)) {
         const body = readFileSync(path.join(tmp, path.basename(pathname)));
         res.writeHead(200, { 'content-length': String(body.length) }).end(body);
       } else {
@@ -161,6 +165,7 @@ describe('VMs from image URLs with cloud-init (real libvirtd, QEMU, cloud-init)'
     put(n('badsum'), vm(n('badsum'), disk(`${base}/img/small.raw`, '2Gi', '0'.repeat(64))));
     put(n('cut'), vm(n('cut'), disk(`${base}/img/truncated.qcow2`, '2Gi')));
     put(n('notimg'), vm(n('notimg'), disk(`${base}/img/not-an-image.qcow2`, '2Gi')));
+    put(n('chained'), vm(n('chained'), disk(`${base}/img/chained.qcow2`, '2Gi')));
     put(n('toobig'), vm(n('toobig'), disk(`${base}/img/debian.qcow2`, '1Gi', imageSha)));
     put(n('huge'), vm(n('huge'), disk(`${base}/img/debian.qcow2`, '3Gi', imageSha), [
       '  cloudInit:', `    userData: "${'x'.repeat(70_000)}"`,
@@ -292,6 +297,12 @@ describe('VMs from image URLs with cloud-init (real libvirtd, QEMU, cloud-init)'
     const ready = await until('not an image refused', () => (cond(n('notimg'), 'Ready')?.reason === 'InvalidImage' ? cond(n('notimg'), 'Ready') : undefined), 120_000);
     expect(ready?.message).to.include('it is no disk image');
     await nothingMade(n('notimg'));
+  });
+
+  it('refuses a downloaded qcow2 that names a backing file with InvalidImage, and makes nothing', async () => {
+    const ready = await until('chained refused', () => (cond(n('chained'), 'Ready')?.reason === 'InvalidImage' ? cond(n('chained'), 'Ready') : undefined), 120_000);
+    expect(ready?.message).to.include('names a backing file (/etc/hostname)');
+    await nothingMade(n('chained'));
   });
 
   it('refuses an image larger than the declared disk size with ImageTooLarge and makes nothing', async () => {
