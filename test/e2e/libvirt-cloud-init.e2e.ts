@@ -285,7 +285,12 @@ describe('VMs from image URLs with cloud-init (real libvirtd, QEMU, cloud-init)'
     await nothingMade(n('badsum'));
   });
 
-  it('never keeps a truncated download, retries it, and makes nothing', async () => {
+  it('shows a download in status (Reconciling DownloadingImage with the bytes), never keeps a truncated one, retries it, and makes nothing', async () => {
+    const progress = await until('the download in status', () => {
+      const c = cond(n('cut'), 'Reconciling');
+      return c?.status === 'True' && c.reason === 'DownloadingImage' ? c : undefined;
+    }, 180_000, 20);
+    expect(progress.message).to.match(new RegExp(`^Downloading image ${base}/img/truncated\\.qcow2: [0-9]+( of ${imageBytes})? bytes$`));
     await until('the truncated download retried', () => ((requests.get('/img/truncated.qcow2') ?? 0) >= 2 ? true : undefined), 180_000);
     const ready = cond(n('cut'), 'Ready');
     expect(ready?.status).to.equal('False');
