@@ -20,6 +20,7 @@ export const BENCHES: Record<string, () => Promise<Bench>> = {
   scheduler: async () => (await import('./scheduler-bench.js')).schedulerBench,
   snapshot: async () => { const { snapshotBench } = await import('./snapshot-bench.js'); return () => snapshotBench(); },
   image: async () => { const { imageBench } = await import('./image-bench.js'); return () => imageBench(); },
+  vmimage: async () => { const { vmImageBench } = await import('./vm-image-bench.js'); return () => vmImageBench(); },
 };
 
 const one = process.argv[2];

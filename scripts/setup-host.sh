@@ -26,6 +26,8 @@ PACKAGES=(
   zsh                                               # tests: the zsh completion script
   curl                                              # bench: the first-pull baseline (bench/image-bench.ts)
   chromium                                          # tests: the dashboard in a real browser (playwright-core drives it)
+  genisoimage ovmf                                  # VMs: cloud-init NoCloud seeds (cidata ISO); UEFI firmware (boot.firmware: uefi)
+  extlinux                                          # tests: the Debian 12 cloud-init VM image (scripts/build-test-vm-image.sh, with mmdebstrap)
   buildah podman runc mmdebstrap                    # tests: the agent image from the Containerfile (scripts/build-agent-image.sh)
 )
 missing=()

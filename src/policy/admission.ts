@@ -223,7 +223,15 @@ export async function pathIssues(d: Desired, rules: ScopeRules, fs: PolicyFs): P
     };
     image('spec.boot.kernel', spec.boot?.kernel);
     image('spec.boot.initrd', spec.boot?.initrd);
-    (spec.disks ?? []).forEach((disk, i) => image(`spec.disks[${i}].image`, disk.image));
+    for (const [i, disk] of (spec.disks ?? []).entries()) {
+      if (disk.image === undefined || disk.image.startsWith('/')) {
+        image(`spec.disks[${i}].image`, disk.image);
+        continue;
+      }
+      // A URL: judged like a container's image URL (file:// inside the image directories, http(s) on imageHosts).
+      const problem = await checkImageUrl(disk.image, rules, fs);
+      if (problem !== undefined) checks.push({ field: `spec.disks[${i}].image`, rule: problem.rule, check: Promise.resolve(problem.message) });
+    }
   }
   const issues: PolicyIssue[] = [];
   for (const { field, rule, check } of checks) {

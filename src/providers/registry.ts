@@ -26,7 +26,7 @@ export interface ProviderOptions {
   readonly consoleLogBytes?: number;
   /** The host ids unprivileged containers are mapped onto (the host policy's host.idmap). */
   readonly idmap?: IdRange;
-  /** Where spec.image tarballs are downloaded and unpacked (default DEFAULT_IMAGE_CACHE_DIR). */
+  /** Where spec.image tarballs and VM disk images by URL are downloaded (and tarballs unpacked; default DEFAULT_IMAGE_CACHE_DIR). */
   readonly imageCacheDir?: string;
   /** Cap of the image cache on disk: least recently used images not in use go beyond it (default: no cap). */
   readonly imageCacheMaxBytes?: number;
@@ -62,12 +62,13 @@ export const PROVIDER_FACTORIES: Partial<Record<Kind, ProviderFactory>> = {
     });
   },
   VirtualMachine: async (o) => {
-    const [{ LibvirtProvider }, { LibvirtClient }] = await Promise.all([
-      import('./libvirt/libvirt-provider.js'), import('./libvirt/libvirt-client.js'),
+    const [{ LibvirtProvider }, { LibvirtClient }, { DEFAULT_IMAGE_CACHE_DIR, ImageCache }] = await Promise.all([
+      import('./libvirt/libvirt-provider.js'), import('./libvirt/libvirt-client.js'), import('./images/image-cache.js'),
     ]);
     return new LibvirtProvider({
       logger: o.logger,
       clock: o.clock,
+      images: new ImageCache({ dir: o.imageCacheDir ?? DEFAULT_IMAGE_CACHE_DIR, logger: o.logger, ...(o.clock === undefined ? {} : { clock: o.clock }) }),
       client: new LibvirtClient({
         uri: o.libvirtUri,
         logger: o.logger.child({ provider: 'libvirt' }),

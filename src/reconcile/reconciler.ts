@@ -9,7 +9,7 @@
  * Every step is idempotent, so a crash anywhere is repaired by the next pass.
  */
 import type { Logger } from 'pino';
-import { environmentReferences, isEnvironmentError, withEnvironmentValues } from '../api/v1alpha1/environment.js';
+import { environmentReferences, isEnvironmentError, referenceField, withEnvironmentValues } from '../api/v1alpha1/environment.js';
 import type { Status, StatusSnapshot } from '../api/v1alpha1/types.js';
 import type { Redactor } from '../shared/redact.js';
 import type { ObservedInstance, Provider } from '../providers/provider.js';
@@ -535,7 +535,7 @@ export class Reconciler {
     const refs = desired.deleting === true ? [] : environmentReferences(desired.object);
     if (refs.length === 0) return { target: desired };
     if (backend.environment === undefined) {
-      const message = `spec.environmentFrom.${refs[0]?.name ?? ''}: source ${backend.source.id} cannot read environment references`;
+      const message = `${refs[0] === undefined ? 'spec.environmentFrom' : referenceField(refs[0])}: source ${backend.source.id} cannot read environment references`;
       return { failure: { reason: 'PolicyDenied', message } };
     }
     try {

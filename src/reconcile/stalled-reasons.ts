@@ -18,7 +18,9 @@ export const STALLED_REASONS: Readonly<Record<string, StallCause>> = {
   RootfsNotFound: 'object or host', // spec.rootfs is not a directory on the host
   ImageNotFound: 'object or host', // a disk's backing image or a container's image URL cannot be read (missing, HTTP 404, a redirect)
   ImageChecksumMismatch: 'object or host', // the downloaded image does not have the declared sha256
-  InvalidImage: 'object or host', // spec.image is no tarball tar can unpack, or an empty one
+  InvalidImage: 'object or host', // spec.image is no tarball tar can unpack, or an empty one; a disk image is no qcow2/raw or has a backing chain
+  ImageTooLarge: 'object', // a VM disk image's virtual size is larger than the disk's declared size
+  FirmwareNotInstalled: 'host', // boot.firmware uefi on a host without OVMF
   PoolNotFound: 'object or host', // a disk names a storage pool that does not exist
   SnapshotNotFound: 'object', // hyperlet.io/restore-request names a snapshot the instance does not have
   SnapshotUnsupported: 'object',

@@ -4,7 +4,7 @@
  * in the directory or repository the objects come from.
  */
 import type { EnvironmentReference } from '../api/v1alpha1/environment.js';
-import { EnvironmentError } from '../api/v1alpha1/environment.js';
+import { EnvironmentError, referenceField } from '../api/v1alpha1/environment.js';
 import type { Desired } from '../store/desired.js';
 import { readSecretFile } from './secret-file.js';
 import type { EnvironmentResolver } from '../reconcile/backend.js';
@@ -18,11 +18,11 @@ export class FileEnvironmentResolver implements EnvironmentResolver {
     const values: Record<string, string> = {};
     for (const ref of refs) {
       signal.throwIfAborted();
-      const field = `spec.environmentFrom.${ref.name}`;
+      const field = referenceField(ref);
       if (ref.source.file === undefined) {
         throw new EnvironmentError('PolicyDenied', `${field}: secretKeyRef needs the kube source; dir and git sources read {file: PATH} from ${this.secretsDir}`);
       }
-      values[ref.name] = await readSecretFile(this.secretsDir, ref.source.file, field);
+      values[ref.name] = await readSecretFile(this.secretsDir, ref.source.file, field, ref.document === true);
     }
     return values;
   }

@@ -4,7 +4,7 @@
  * restart, as the update policy allows). `file` is refused: the host's files are the
  * host operator's, not a namespace's.
  */
-import { EnvironmentError, type EnvironmentReference, checkedEnvironmentValue } from '../api/v1alpha1/environment.js';
+import { EnvironmentError, type EnvironmentReference, checkedEnvironmentValue, referenceField } from '../api/v1alpha1/environment.js';
 import type { Desired } from '../store/desired.js';
 import { apiMessage, statusCodeOf } from '../kube/kube-client.js';
 import type { SecretReader } from '../kube/kube-secret-reader.js';
@@ -18,7 +18,7 @@ export class KubeEnvironmentResolver implements EnvironmentResolver {
     const namespace = d.object.metadata.namespace;
     const values: Record<string, string> = {};
     for (const ref of refs) {
-      const field = `spec.environmentFrom.${ref.name}`;
+      const field = referenceField(ref);
       const selector = ref.source.secretKeyRef;
       if (selector === undefined) {
         throw new EnvironmentError('PolicyDenied', `${field}: {file: PATH} is read for dir and git sources only; in Kubernetes use secretKeyRef`);
@@ -42,7 +42,7 @@ export class KubeEnvironmentResolver implements EnvironmentResolver {
       } catch {
         throw new EnvironmentError('PolicyDenied', `${field}: ${what} key ${JSON.stringify(selector.key)} is not UTF-8 text`);
       }
-      values[ref.name] = checkedEnvironmentValue(field, text, `${what} key ${JSON.stringify(selector.key)}`);
+      values[ref.name] = checkedEnvironmentValue(field, text, `${what} key ${JSON.stringify(selector.key)}`, ref.document === true);
     }
     return values;
   }

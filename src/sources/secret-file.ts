@@ -13,6 +13,7 @@ import { constants } from 'node:fs';
 import { open, readlink, realpath } from 'node:fs/promises';
 import { isAbsolute, join, relative, sep } from 'node:path';
 import { EnvironmentError, MAX_ENVIRONMENT_VALUE_BYTES, checkedEnvironmentValue } from '../api/v1alpha1/environment.js';
+import { MAX_CLOUD_INIT_BYTES } from '../api/v1alpha1/virtual-machine-schema.js';
 
 /** The default --secrets-dir. */
 export const DEFAULT_SECRETS_DIR = '/etc/hyperlet/secrets';
@@ -32,7 +33,8 @@ function inside(parent: string, child: string): boolean {
  * directory is missing, PolicyDenied for a path outside the directory (`..`, a symlink leading
  * out), anything but a regular file, or contents too big or not one line of UTF-8 text.
  */
-export async function readSecretFile(secretsDir: string, requested: string, field: string): Promise<string> {
+export async function readSecretFile(secretsDir: string, requested: string, field: string, document = false): Promise<string> {
+  const maxBytes = document ? MAX_CLOUD_INIT_BYTES : MAX_SECRET_FILE_BYTES;
   const where = `file ${JSON.stringify(requested)}`;
   const deny = (rule: string): never => { throw new EnvironmentError('PolicyDenied', `${field}: ${where} ${rule}`); };
   if (requested.split('/').includes('..')) deny(`must not contain ".." (secret files are read from ${secretsDir} only)`);
@@ -66,17 +68,17 @@ export async function readSecretFile(secretsDir: string, requested: string, fiel
     if (!inside(root, opened)) deny(`leads out of the secrets directory ${secretsDir}`);
     const st = await handle.stat();
     if (!st.isFile()) deny('is not a regular file');
-    if (st.size > MAX_SECRET_FILE_BYTES) deny(`is larger than ${MAX_SECRET_FILE_BYTES} bytes`);
-    const buf = Buffer.alloc(MAX_SECRET_FILE_BYTES + 1);
+    if (st.size > maxBytes) deny(`is larger than ${maxBytes} bytes`);
+    const buf = Buffer.alloc(maxBytes + 1);
     const { bytesRead } = await handle.read(buf, 0, buf.length, 0);
-    if (bytesRead > MAX_SECRET_FILE_BYTES) deny(`is larger than ${MAX_SECRET_FILE_BYTES} bytes`);
+    if (bytesRead > maxBytes) deny(`is larger than ${maxBytes} bytes`);
     let text: string;
     try {
       text = new TextDecoder('utf-8', { fatal: true }).decode(buf.subarray(0, bytesRead));
     } catch {
       return deny('is not UTF-8 text');
     }
-    return checkedEnvironmentValue(field, text, where);
+    return checkedEnvironmentValue(field, text, where, document);
   } finally {
     await handle.close();
   }

@@ -13,6 +13,7 @@
 import { EventEmitter } from 'node:events';
 import {
   DomainState, Flags, LifecycleEventType, uuidFromBytes, uuidToBytes,
+  type DhcpLease, type DomainInterface, type NetworkRef,
   type DomainRef, type DomainStateInfo, type LibvirtApi, type LibvirtClientEvents, type PoolRef, type SnapshotRef,
   type TypedParamValue, type VolumeInfo, type VolumeRef,
 } from '../../src/providers/libvirt/libvirt-client.js';
@@ -406,5 +407,29 @@ export class FakeLibvirtClient extends EventEmitter<LibvirtClientEvents> impleme
     this.snapshotOf(snap);
     const list = this.snapshotsOf(snap.domain);
     list.splice(list.findIndex((s) => s.name === snap.name), 1);
+  }
+
+  // ---- networks and guest addresses ----
+
+  /** DHCP leases per libvirt network name (tests put them here). */
+  readonly leases = new Map<string, DhcpLease[]>();
+  /** What the guest agent reports per domain name; a domain not listed has no agent answering. */
+  readonly agentInterfaces = new Map<string, DomainInterface[]>();
+
+  async lookupNetwork(name: string): Promise<NetworkRef | undefined> {
+    this.record('lookupNetwork', [name]);
+    return this.leases.has(name) ? { name, uuid: Buffer.alloc(16) } : undefined;
+  }
+
+  async networkGetDhcpLeases(net: NetworkRef, mac?: string): Promise<DhcpLease[]> {
+    this.record('networkGetDhcpLeases', [net, mac]);
+    return (this.leases.get(net.name) ?? []).filter((l) => mac === undefined || l.mac === mac);
+  }
+
+  async domainInterfaceAddresses(dom: DomainRef, source: number): Promise<DomainInterface[]> {
+    this.record('domainInterfaceAddresses', [dom, source]);
+    const found = this.agentInterfaces.get(this.domainOf(dom).ref.name);
+    if (found === undefined) throw new LibvirtError('Guest agent is not responding: QEMU guest agent is not connected', 86, 10);
+    return found;
   }
 }

@@ -3,17 +3,34 @@
  * spec are read at reconcile time, and the object with them turned into plain environment. Reading the values is the sources' job (a Secret in kube mode, a
  * file under the secrets directory for dir and git); this file only knows the shapes.
  */
-import type { ContainerSpec, EnvironmentSource, HyperletObject } from './types.js';
+import type { ContainerSpec, EnvironmentSource, HyperletObject, VirtualMachineSpec } from './types.js';
+import { MAX_CLOUD_INIT_BYTES } from './virtual-machine-schema.js';
 
-/** One entry of spec.environmentFrom. */
+/** One entry of spec.environmentFrom, or another value read the same way (a VM's cloudInit.userDataFrom). */
 export interface EnvironmentReference {
-  /** The variable name (the key in spec.environmentFrom). */
+  /** The variable name (the key in spec.environmentFrom), or USER_DATA_REFERENCE. */
   readonly name: string;
   readonly source: EnvironmentSource;
+  /** The field errors name (default spec.environmentFrom.NAME). */
+  readonly field?: string;
+  /** A whole text document (new lines kept, up to MAX_CLOUD_INIT_BYTES) rather than one line. */
+  readonly document?: boolean;
 }
 
-/** The entries of `object`'s spec.environmentFrom, in name order; none for kinds without one. */
+/** The name of the reference a VirtualMachine's spec.cloudInit.userDataFrom becomes. */
+export const USER_DATA_REFERENCE = 'cloudInit.userData';
+
+/** The field a reference's errors name. */
+export function referenceField(ref: EnvironmentReference): string {
+  return ref.field ?? `spec.environmentFrom.${ref.name}`;
+}
+
+/** The entries of `object`'s spec.environmentFrom, in name order (a VM: its cloudInit.userDataFrom); none for others. */
 export function environmentReferences(object: HyperletObject): EnvironmentReference[] {
+  if (object.kind === 'VirtualMachine') {
+    const from = (object.spec as VirtualMachineSpec).cloudInit?.userDataFrom;
+    return from === undefined ? [] : [{ name: USER_DATA_REFERENCE, source: from, field: 'spec.cloudInit.userDataFrom', document: true }];
+  }
   if (object.kind !== 'Container') return [];
   const from = (object.spec as ContainerSpec).environmentFrom ?? {};
   return Object.keys(from).sort().flatMap((name) => {
@@ -27,6 +44,14 @@ export function environmentReferences(object: HyperletObject): EnvironmentRefere
  * environmentFrom gone: what the instance gets. The input is not changed.
  */
 export function withEnvironmentValues(object: HyperletObject, values: Readonly<Record<string, string>>): HyperletObject {
+  if (object.kind === 'VirtualMachine') {
+    const vmSpec = object.spec as VirtualMachineSpec;
+    const userData = values[USER_DATA_REFERENCE];
+    if (vmSpec.cloudInit?.userDataFrom === undefined || userData === undefined) return object;
+    const { userDataFrom: _ref, ...cloudInit } = vmSpec.cloudInit;
+    const filledVm: HyperletObject<'VirtualMachine'> = { ...(object as HyperletObject<'VirtualMachine'>), spec: { ...vmSpec, cloudInit: { ...cloudInit, userData } } };
+    return filledVm;
+  }
   if (object.kind !== 'Container') return object;
   const { environmentFrom: _references, ...spec } = object.spec as ContainerSpec;
   if (_references === undefined) return object;
@@ -58,11 +83,18 @@ export function isEnvironmentError(err: unknown): err is EnvironmentError {
 export const MAX_ENVIRONMENT_VALUE_BYTES = 4096;
 
 /**
- * Checks a value read for `field` and returns it ready for the container: one trailing new line
+ * Checks a value read for `field` and returns it ready for the container (a `document`, such as
+ * cloud-init user-data, is only held to MAX_CLOUD_INIT_BYTES and kept as it is): one trailing new line
  * (as `echo` writes, or a Secret made from a file) is dropped; any other control character but
  * tab is refused, since the value must fit on one line of the LXC config.
  */
-export function checkedEnvironmentValue(field: string, raw: string, from: string): string {
+export function checkedEnvironmentValue(field: string, raw: string, from: string, document = false): string {
+  if (document) {
+    if (Buffer.byteLength(raw, 'utf8') > MAX_CLOUD_INIT_BYTES) {
+      throw new EnvironmentError('PolicyDenied', `${field}: ${from} holds more than ${MAX_CLOUD_INIT_BYTES} bytes`);
+    }
+    return raw;
+  }
   const value = raw.endsWith('\r\n') ? raw.slice(0, -2) : raw.endsWith('\n') ? raw.slice(0, -1) : raw;
   if (Buffer.byteLength(value, 'utf8') > MAX_ENVIRONMENT_VALUE_BYTES) {
     throw new EnvironmentError('PolicyDenied', `${field}: ${from} holds more than ${MAX_ENVIRONMENT_VALUE_BYTES} bytes`);

@@ -4,6 +4,7 @@
  * they observe, so plan() can diff the two without knowing about LXC or libvirt.
  */
 import type { Kind } from './group.js';
+import { cloudInitDigest } from './cloud-init.js';
 import { parseQuantity } from './quantity.js';
 import type { ContainerSpec, SpecOf, VirtualMachineSpec } from './types.js';
 
@@ -40,6 +41,7 @@ export const FIELD_APPLY: Readonly<Record<Kind, Readonly<Record<string, ApplyMod
     boot: 'restart',
     networks: 'restart',
     disks: 'restart', // growing a size is live: the provider says so per field
+    cloudInit: 'restart', // the seed is read by the guest at boot
   },
 };
 
@@ -74,6 +76,7 @@ export function specFields<K extends Kind>(kind: K, spec: SpecOf<K>): SpecFields
     boot: json(s.boot ?? null),
     disks: json((s.disks ?? []).map((d) => ({ ...d, size: bytes(d.size) }))),
     networks: json(s.networks ?? []),
+    cloudInit: cloudInitDigest(s.cloudInit),
   };
 }
 

@@ -4,18 +4,23 @@
  * object or a flattened field (HTTP read API, `hyperlet get/describe/diff`) goes through here.
  */
 import { REDACTED } from '../../shared/redact.js';
-import type { ContainerSpec, HyperletObject } from './types.js';
+import type { ContainerSpec, HyperletObject, VirtualMachineSpec } from './types.js';
 
 /** `env` with every value replaced by REDACTED. */
 export function redactEnvironment(env: Readonly<Record<string, unknown>>): Record<string, string> {
   return Object.fromEntries(Object.keys(env).map((k) => [k, REDACTED]));
 }
 
-/** A copy of `spec` (of any kind) that is safe to show. */
+/** A copy of `spec` (of any kind) that is safe to show: environment values and cloud-init user-data become REDACTED. */
 export function redactSpec(spec: unknown): unknown {
   if (spec === null || typeof spec !== 'object') return spec;
   const env = (spec as ContainerSpec).environment;
-  return env === undefined ? spec : { ...spec, environment: redactEnvironment(env) };
+  const cloudInit = (spec as VirtualMachineSpec).cloudInit;
+  return {
+    ...spec,
+    ...(env === undefined ? {} : { environment: redactEnvironment(env) }),
+    ...(cloudInit?.userData === undefined ? {} : { cloudInit: { ...cloudInit, userData: REDACTED } }),
+  };
 }
 
 /** A copy of `object` that is safe to show. */

@@ -92,8 +92,24 @@ export interface ContainerSpec extends CommonSpec {
 
 /** The power states a VirtualMachine may declare. */
 export type VirtualMachineState = 'Running' | 'Stopped' | 'Paused';
-/** One disk of a VM: a volume in a storage pool, optionally copied from an image. */
-export interface VirtualMachineDisk { name: string; size?: Quantity; pool: string; bus: 'virtio' | 'sata' | 'scsi' | 'ide'; image?: string }
+/**
+ * One disk of a VM: a volume in a storage pool, optionally a copy-on-write layer over an image
+ * (a host path, or a URL cached by the image cache with its `sha256`).
+ */
+export interface VirtualMachineDisk { name: string; size?: Quantity; pool: string; bus: 'virtio' | 'sata' | 'scsi' | 'ide'; image?: string; sha256?: string }
+/** First-boot configuration handed to the guest's cloud-init as a NoCloud seed. */
+export interface CloudInitSpec {
+  /** The user-data document (#cloud-config, a script…); may hold secrets: never shown. */
+  userData?: string;
+  /** dir/git: a file of the secrets directory; kube: a Secret key (read at reconcile time). */
+  userDataFrom?: EnvironmentSource;
+  sshAuthorizedKeys?: string[];
+  hostname?: string;
+  /** A network-config document (version 1 or 2), written as is. */
+  networkConfig?: string;
+  /** Extra meta-data keys (instance-id and local-hostname are hyperlet's). */
+  metaData?: Record<string, string>;
+}
 /** One NIC of a VM: on a libvirt network or a host bridge. */
 export interface VirtualMachineNetwork { network?: string; bridge?: string; mac?: string; model: 'virtio' | 'e1000' | 'rtl8139' }
 /** The declared state of a libvirt virtual machine. */
@@ -101,9 +117,10 @@ export interface VirtualMachineSpec extends CommonSpec {
   state: VirtualMachineState;
   hypervisor: 'kvm' | 'qemu';
   resources: { cpu: number; memory: Quantity; maxCpu?: number; maxMemory?: Quantity };
-  boot?: { kernel?: string; initrd?: string; cmdline?: string; disk?: string };
+  boot?: { kernel?: string; initrd?: string; cmdline?: string; disk?: string; firmware?: 'bios' | 'uefi' };
   disks?: VirtualMachineDisk[];
   networks?: VirtualMachineNetwork[];
+  cloudInit?: CloudInitSpec;
   gracefulStopSeconds: number;
 }
 

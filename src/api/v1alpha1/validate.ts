@@ -9,7 +9,8 @@ import { parseSchedule } from './snapshot-schedule.js';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { API_VERSION, type Kind, isKind } from './group.js';
 import { containerSchema } from './container-schema.js';
-import { virtualMachineSchema } from './virtual-machine-schema.js';
+import { MAX_CLOUD_INIT_BYTES, virtualMachineSchema } from './virtual-machine-schema.js';
+import { cloudInitPayloadBytes } from './cloud-init.js';
 import { QUANTITY_PATTERN, parseQuantity, formatQuantity } from './quantity.js';
 import type { ContainerSpec, DependencyRef, HyperletObject, VirtualMachineSpec } from './types.js';
 
@@ -219,7 +220,26 @@ function crossFieldIssues(kind: Kind, spec: Record<string, unknown>): Validation
     if (d.size === undefined && d.image === undefined) {
       issues.push({ path: `spec.disks[${i}]`, rule: 'size-or-image', message: 'needs a size, an image, or both' });
     }
+    if (d.sha256 !== undefined && (d.image === undefined || d.image.startsWith('/'))) {
+      issues.push({ path: `spec.disks[${i}].sha256`, rule: 'url-only', message: 'sha256 is checked on a downloaded image: it needs an image URL' });
+    }
   });
+  const ci = s.cloudInit;
+  if (ci !== undefined) {
+    if (ci.userData !== undefined && ci.userDataFrom !== undefined) {
+      issues.push({ path: 'spec.cloudInit', rule: 'one-of', message: 'at most one of userData and userDataFrom may be set' });
+    }
+    const payloadBytes = cloudInitPayloadBytes(ci);
+    if (payloadBytes > MAX_CLOUD_INIT_BYTES) {
+      issues.push({
+        path: 'spec.cloudInit', rule: 'max-size',
+        message: `the cloud-init payload is ${payloadBytes} bytes; at most ${MAX_CLOUD_INIT_BYTES} are allowed (user-data, network-config, meta-data and keys together)`,
+      });
+    }
+  }
+  if (s.boot?.firmware !== undefined && s.boot.kernel !== undefined) {
+    issues.push({ path: 'spec.boot.firmware', rule: 'disk-only', message: 'firmware applies to booting from a disk, not to direct kernel boot' });
+  }
   if (s.boot !== undefined) {
     const direct = s.boot.kernel !== undefined;
     if (direct === (s.boot.disk !== undefined)) {

@@ -1,8 +1,12 @@
 /** The one JSON Schema of kind VirtualMachine: ajv validates files with it and the CRD is generated from it. */
 import { API_VERSION } from './group.js';
 import {
-  type JsonSchema, IFNAME_PATTERN, MAC_PATTERN, SAFE_TEXT_PATTERN, absolutePath, commonSpecProperties, dnsLabel, objectSchema, quantity,
+  type JsonSchema, ABSOLUTE_PATH_PATTERN, IFNAME_PATTERN, IMAGE_URL_PATTERN, MAC_PATTERN, SAFE_TEXT_PATTERN, commonSpecProperties, dnsLabel,
+  environmentSource, absolutePath, objectSchema, quantity,
 } from './schema-parts.js';
+
+/** Largest cloud-init seed payload (user-data, network-config and meta-data together), in bytes. */
+export const MAX_CLOUD_INIT_BYTES = 64 * 1024;
 
 /** JSON Schema of a VirtualMachine spec: the one source of truth for validation and the CRD. */
 export const virtualMachineSpecSchema: JsonSchema = {
@@ -33,6 +37,10 @@ export const virtualMachineSpecSchema: JsonSchema = {
         initrd: absolutePath('Initial ramdisk for direct boot.'),
         cmdline: { type: 'string', maxLength: 4096, pattern: SAFE_TEXT_PATTERN, description: 'Kernel command line.' },
         disk: dnsLabel('Name of the disk (in disks) to boot from.'),
+        firmware: {
+          type: 'string', enum: ['bios', 'uefi'],
+          description: 'Firmware when booting from a disk: bios (SeaBIOS, the default) or uefi (OVMF, where the host has it installed).',
+        },
       },
     },
     disks: {
@@ -49,7 +57,16 @@ export const virtualMachineSpecSchema: JsonSchema = {
           size: quantity('100Mi', '10Ti', 'Volume capacity; may grow, never shrink.'),
           pool: { ...dnsLabel('Storage pool holding the volume.'), default: 'default' },
           bus: { type: 'string', enum: ['virtio', 'sata', 'scsi', 'ide'], default: 'virtio', description: 'Bus the disk is attached to.' },
-          image: absolutePath('Backing image (qcow2 or raw) the volume starts from.'),
+          image: {
+            type: 'string', minLength: 1, maxLength: 4096,
+            pattern: `^(${ABSOLUTE_PATH_PATTERN.slice(1, -1)}|${IMAGE_URL_PATTERN.slice(1, -1)})$`,
+            description: 'Backing image (qcow2 or raw, detected from its content) the volume starts from, as a copy-on-write layer: '
+              + 'a host path, or a URL (file:///, http://, https://) downloaded once into the image cache.',
+          },
+          sha256: {
+            type: 'string', pattern: '^[0-9a-f]{64}$',
+            description: 'The SHA-256 of the image a URL names (64 lowercase hex digits): a download that does not match is refused.',
+          },
         },
       },
     },
@@ -66,6 +83,26 @@ export const virtualMachineSpecSchema: JsonSchema = {
           bridge: { type: 'string', pattern: IFNAME_PATTERN, description: 'Host bridge to attach to.' },
           mac: { type: 'string', pattern: MAC_PATTERN, description: 'MAC address; derived from the object id when absent.' },
           model: { type: 'string', enum: ['virtio', 'e1000', 'rtl8139'], default: 'virtio', description: 'Emulated NIC model.' },
+        },
+      },
+    },
+    cloudInit: {
+      type: 'object',
+      additionalProperties: false,
+      description: 'First-boot configuration for cloud-init, attached read-only as a NoCloud seed (an ISO labelled cidata). '
+        + `user-data, network-config and meta-data together may hold at most ${MAX_CLOUD_INIT_BYTES} bytes. A changed seed takes effect at the next start.`,
+      properties: {
+        userData: { type: 'string', maxLength: MAX_CLOUD_INIT_BYTES, description: 'The user-data document (#cloud-config or a script). Never shown by hyperlet.' },
+        userDataFrom: { ...environmentSource, description: 'user-data read at reconcile time: a Secret key (kube) or a secrets-directory file (dir, git).' },
+        sshAuthorizedKeys: {
+          type: 'array', maxItems: 64, description: 'SSH public keys for the default user (meta-data public-keys).',
+          items: { type: 'string', minLength: 1, maxLength: 8192, pattern: SAFE_TEXT_PATTERN },
+        },
+        hostname: dnsLabel('Host name cloud-init gives the guest (meta-data local-hostname); default: the instance name.'),
+        networkConfig: { type: 'string', maxLength: MAX_CLOUD_INIT_BYTES, description: 'A network-config document (version 1 or 2).' },
+        metaData: {
+          type: 'object', maxProperties: 64, additionalProperties: { type: 'string', maxLength: 4096, pattern: SAFE_TEXT_PATTERN },
+          description: 'Extra meta-data keys; instance-id and local-hostname are set by hyperlet.',
         },
       },
     },

@@ -49,7 +49,7 @@ export type ImageFetch =
   | { readonly state: 'ready'; readonly path: string }
   | {
     readonly state: 'pending';
-    readonly phase: 'downloading' | 'unpacking';
+    readonly phase: 'downloading' | 'unpacking' | 'checking';
     readonly receivedBytes: number;
     readonly totalBytes?: number;
     /** Passes that found it pending so far (callers space their polls by it). */
@@ -111,7 +111,7 @@ export interface ImageCacheOptions {
 
 /** What one in-flight job knows, for status. */
 interface Job {
-  phase: 'downloading' | 'unpacking';
+  phase: 'downloading' | 'unpacking' | 'checking';
   receivedBytes: number;
   totalBytes?: number;
   polls: number;
@@ -194,6 +194,60 @@ export class ImageCache {
         started.done = true;
         void this.evict().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'cannot evict from the image cache'));
       },
+      (err: unknown) => {
+        started.done = true;
+        started.error = err instanceof Error ? err : new Error(errorMessage(err));
+        if (isTerminalError(err)) this.refusals.set(downloadKey(image), { error: err, atMs: this.clock.now() });
+        this.log.warn({ url: image.url, err: errorMessage(err) }, 'cannot prepare image');
+      },
+    );
+    this.jobs.set(key, started);
+    return { state: 'pending', phase: 'downloading', receivedBytes: 0, polls: 0 };
+  }
+
+  /**
+   * The downloaded, verified file of `image` (a VM disk image, used as it is): ready with its
+   * path, or pending while a background job downloads it and runs `check` on it (phase
+   * 'checking'). Errors and refusals as rootfs(). `check` (throwing TerminalError InvalidImage for
+   * a file that is no usable image) runs on each newly started job, also when the file was cached
+   * by an earlier process, so a refused file is never handed out.
+   */
+  async file(image: ImageSource, check: (path: string, signal: AbortSignal) => Promise<void>): Promise<ImageFetch> {
+    const key = createHash('sha256').update(JSON.stringify(['file', downloadKey(image)])).digest('hex');
+    const refused = this.refusals.get(downloadKey(image));
+    if (refused !== undefined) {
+      if (this.clock.now() - refused.atMs < this.refusalMs) throw refused.error;
+      this.refusals.delete(downloadKey(image));
+    }
+    const job = this.jobs.get(key);
+    if (job !== undefined) {
+      if (!job.done) {
+        job.polls++;
+        return { state: 'pending', phase: job.phase, receivedBytes: job.receivedBytes, polls: job.polls,
+          ...(job.totalBytes === undefined ? {} : { totalBytes: job.totalBytes }) };
+      }
+      if (job.error !== undefined) {
+        this.jobs.delete(key);
+        throw job.error;
+      }
+      const path = join(this.dir, 'downloads', downloadKey(image));
+      if ((await stat(path).catch(() => undefined))?.isFile() === true) return { state: 'ready', path };
+      this.jobs.delete(key);
+    }
+    const started: Job = { phase: 'downloading', receivedBytes: 0, polls: 0, done: false, promise: Promise.resolve() };
+    started.promise = (async () => {
+      await this.sweep();
+      const path = await this.download(image, started);
+      started.phase = 'checking';
+      try {
+        await check(path, this.abort.signal);
+      } catch (err) {
+        // A download that is no usable image is not kept: the next try fetches it again.
+        if (isTerminalError(err)) await rm(path, { force: true }).catch(() => undefined);
+        throw err;
+      }
+    })().then(
+      () => { started.done = true; },
       (err: unknown) => {
         started.done = true;
         started.error = err instanceof Error ? err : new Error(errorMessage(err));

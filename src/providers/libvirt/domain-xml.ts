@@ -56,7 +56,12 @@ export interface DomainXmlInput {
   readonly spec: VirtualMachineSpec;
   readonly consolePath: string;
   readonly marker: OwnershipMarker;
+  /** The NoCloud seed ISO, attached read-only as a cdrom (spec.cloudInit). */
+  readonly seedPath?: string;
 }
+
+/** The virtio-serial channel qemu-guest-agent listens on (added to every domain). */
+export const GUEST_AGENT_CHANNEL = 'org.qemu.guest_agent.0';
 
 const KiB = 1024;
 
@@ -92,6 +97,16 @@ export function planDisks(hostName: string, spec: VirtualMachineSpec, id: string
 }
 
 const kib = (bytes: number): number => Math.ceil(bytes / KiB);
+
+/** The target of the seed cdrom: the first sdX the disks leave free. */
+function seedTarget(disks: readonly PlannedDisk[]): string {
+  const used = new Set(disks.map((d) => d.target));
+  for (let i = 0; i < 26; i++) {
+    const t = `sd${String.fromCharCode(97 + i)}`;
+    if (!used.has(t)) return t;
+  }
+  throw new RangeError('cannot attach the cloud-init seed: every sd target is taken');
+}
 
 /**
  * The `<hyperlet:instance>` element. Its children carry no prefix: DOMAIN_SET_METADATA puts only
@@ -138,6 +153,7 @@ export function buildDomainXml(input: DomainXmlInput): string {
     throw new RangeError(`cannot boot from disk ${JSON.stringify(boot.disk)}: no such disk in spec.disks`);
   }
   const bootFromKernel = boot.kernel !== undefined;
+  const uefi = !bootFromKernel && boot.firmware === 'uefi';
   const os = [
     `<type arch="x86_64">hvm</type>`,
     ...(boot.kernel === undefined ? [] : [`<kernel>${xmlEscape(boot.kernel)}</kernel>`]),
@@ -168,12 +184,22 @@ export function buildDomainXml(input: DomainXmlInput): string {
     `<memory unit="KiB">${kib(maxMemoryBytes)}</memory>`,
     `<currentMemory unit="KiB">${kib(memoryBytes)}</currentMemory>`,
     `<vcpu placement="static"${cpu === maxCpu ? '' : ` current="${cpu}"`}>${maxCpu}</vcpu>`,
-    `<os>${os.join('')}</os>`,
+    `<os${uefi ? ' firmware="efi"' : ''}>${os.join('')}</os>`,
     `<features><acpi/><apic/></features>`,
     `<on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot><on_crash>destroy</on_crash>`,
     `<devices>`,
     ...diskXml,
     ...nicXml,
+    ...(input.seedPath === undefined ? [] : [[
+      `<disk type="file" device="cdrom">`,
+      `<driver name="qemu" type="raw"/>`,
+      `<source file="${xmlEscape(input.seedPath)}"/>`,
+      `<target dev="${seedTarget(disks)}" bus="scsi"/>`,
+      `<readonly/>`,
+      `</disk>`,
+      // virtio-scsi: cloud kernels (linux-image-cloud-amd64) have no AHCI driver for a SATA cdrom.
+    ].join(''), '<controller type="scsi" index="0" model="virtio-scsi"/>']),
+    `<channel type="unix"><target type="virtio" name="${GUEST_AGENT_CHANNEL}"/></channel>`,
     // A pty serial (interactive: `hyperlet console`) whose output virtlogd also writes to the log
     // file (capped and rotated by virtlogd), so `hyperlet logs` and the dashboard keep working.
     `<serial type="pty"><log file="${xmlEscape(input.consolePath)}" append="on"/><target port="0"/></serial>`,
@@ -218,6 +244,12 @@ export interface ParsedDomain {
   readonly interfaces: readonly ParsedInterface[];
   readonly consolePath?: string;
   readonly description?: string;
+  /** 'uefi' when the domain boots with OVMF (`<os firmware="efi">` or a pflash loader). */
+  readonly firmware?: 'uefi';
+  /** The file of a read-only cdrom (the cloud-init seed), when there is one. */
+  readonly seedPath?: string;
+  /** Whether the domain has the qemu-guest-agent channel. */
+  readonly guestAgent: boolean;
   /** hyperlet's marker, when the domain carries one in hyperlet's namespace. */
   readonly marker?: OwnershipMarker;
 }
@@ -233,7 +265,7 @@ const parser = new XMLParser({
   parseAttributeValue: false,
   trimValues: false,
   htmlEntities: true,
-  isArray: (name, jpath) => ['disk', 'interface', 'serial'].includes(name) || (typeof jpath === 'string' && /:instance\.(hyperlet:)?(volume|annotation)$/.test(jpath)),
+  isArray: (name, jpath) => ['disk', 'interface', 'serial', 'channel'].includes(name) || (typeof jpath === 'string' && /:instance\.(hyperlet:)?(volume|annotation)$/.test(jpath)),
 });
 
 const node = (v: unknown): XmlNode | undefined => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as XmlNode) : undefined);
@@ -331,6 +363,9 @@ export function parseDomainXml(xml: string): ParsedDomain {
   const serials = nodes(devices?.serial);
   const ptyLog = serials.map((s) => attr(node(s.log), 'file')).find((f) => f !== undefined);
   const fileSource = attr(node(serials.find((s) => attr(s, 'type') === 'file')?.source), 'path');
+  const cdrom = nodes(devices?.disk).find((d) => attr(d, 'device') === 'cdrom');
+  const uefi = attr(os, 'firmware') === 'efi' || attr(node(os?.loader), 'type') === 'pflash';
+  const guestAgent = nodes(devices?.channel).some((c) => attr(node(c.target), 'name') === GUEST_AGENT_CHANNEL);
   const marker = parseMarker(node(domain.metadata));
   const r: Record<string, unknown> = {
     name: text(domain.name) ?? '',
@@ -342,10 +377,13 @@ export function parseDomainXml(xml: string): ParsedDomain {
     cpu: current === undefined ? maxCpu : Number(current),
     disks,
     interfaces,
+    guestAgent,
+    ...(uefi ? { firmware: 'uefi' } : {}),
   };
   const optional: [string, string | undefined][] = [
     ['kernel', text(os?.kernel)], ['initrd', text(os?.initrd)], ['cmdline', text(os?.cmdline)],
     ['consolePath', ptyLog ?? fileSource], ['description', text(domain.description)],
+    ['seedPath', attr(node(cdrom?.source), 'file')],
   ];
   for (const [k, v] of optional) if (v !== undefined) r[k] = v;
   if (marker !== undefined) r.marker = marker;

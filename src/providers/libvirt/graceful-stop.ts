@@ -57,7 +57,7 @@ async function waitForAcpiStop(client: LibvirtApi, dom: DomainRef, timeoutMs: nu
     const deadline = clock.now() + timeoutMs;
     while (clock.now() < deadline) {
       try {
-        await client.domainShutdown(dom, Flags.ShutdownAcpi);
+        await client.domainShutdown(dom, Flags.ShutdownAcpi | Flags.ShutdownGuestAgent); // the agent when it answers, ACPI otherwise
       } catch (err) {
         if (isLibvirtError(err) && err.isOperationInvalid) return true; // not running any more
         throw err;

@@ -67,6 +67,8 @@ export const Proc = {
   DomainEventCallbackLifecycle: 318,
   ConnectGetAllDomainStats: 344,
   DomainDefineXmlFlags: 350,
+  NetworkGetDhcpLeases: 341,
+  DomainInterfaceAddresses: 353,
 } as const;
 
 /** virDomainState. */
@@ -82,6 +84,10 @@ export const Flags = {
   AffectConfig: 2,
   /** virDomainShutdownFlagValues */
   ShutdownAcpi: 1,
+  ShutdownGuestAgent: 2,
+  /** virDomainInterfaceAddressesSource */
+  AddressesFromLease: 0,
+  AddressesFromAgent: 1,
   /** virDomainCreateFlags */
   StartPaused: 1,
   /** virDomainDefineFlags */
@@ -109,6 +115,8 @@ export const Flags = {
 
 const DOMAIN_LIST_MAX = 16_384;
 const AUTH_TYPE_MAX = 20;
+const DHCP_LEASES_MAX = 65_536;
+const INTERFACE_ADDRESSES_MAX = 2_048;
 const TYPED_PARAMS_MAX = 262_144;
 const AUTH_NONE = 0;
 const AUTH_POLKIT = 2;
@@ -239,8 +247,27 @@ export type LibvirtApi = LibvirtEvents & Pick<LibvirtClient,
   | 'lookupStoragePool' | 'storagePoolDefineXml' | 'storagePoolBuild' | 'storagePoolCreate' | 'storagePoolSetAutostart'
   | 'storagePoolIsActive' | 'storageVolCreateXml' | 'lookupStorageVol' | 'storageVolDelete' | 'storageVolResize' | 'storageVolGetInfo'
   | 'domainSnapshotCreateXml' | 'domainSnapshotGetXmlDesc' | 'domainListAllSnapshots' | 'lookupDomainSnapshot'
-  | 'domainRevertToSnapshot' | 'domainSnapshotDelete'
+  | 'domainRevertToSnapshot' | 'domainSnapshotDelete' | 'lookupNetwork' | 'networkGetDhcpLeases' | 'domainInterfaceAddresses'
 >;
+
+/** One DHCP lease of a libvirt network (NETWORK_GET_DHCP_LEASES). */
+export interface DhcpLease {
+  readonly iface: string;
+  readonly expiryTime: number;
+  /** 0 IPv4, 1 IPv6 (virIPAddrType). */
+  readonly type: number;
+  readonly mac?: string;
+  readonly ipAddress: string;
+  readonly prefix: number;
+  readonly hostname?: string;
+}
+
+/** One interface of a domain with its addresses (DOMAIN_INTERFACE_ADDRESSES). */
+export interface DomainInterface {
+  readonly name: string;
+  readonly hwaddr?: string;
+  readonly addresses: readonly { readonly type: number; readonly address: string; readonly prefix: number }[];
+}
 
 /**
  * A libvirt connection that survives libvirtd restarts. Guarantees: after `connect()` resolves,
@@ -430,7 +457,7 @@ export class LibvirtClient extends EventEmitter<LibvirtClientEvents> {
   }
 
   /** Asks the guest to power off (ACPI by default); returns at once, the STOPPED event tells when it did. */
-  domainShutdown(dom: DomainRef, flags = Flags.ShutdownAcpi): Promise<void> {
+  domainShutdown(dom: DomainRef, flags: number = Flags.ShutdownAcpi): Promise<void> {
     return this.domainVoid(Proc.DomainShutdownFlags, dom, flags);
   }
   domainDestroy(dom: DomainRef, flags = 0): Promise<void> {
@@ -649,6 +676,44 @@ export class LibvirtClient extends EventEmitter<LibvirtClientEvents> {
     writeNamed(w, net);
     await this.call(Proc.NetworkDestroy, w.toBuffer());
   }
+  /** The network's DHCP leases (of one MAC when given). */
+  async networkGetDhcpLeases(net: NetworkRef, mac?: string): Promise<DhcpLease[]> {
+    const w = new XdrWriter();
+    writeNamed(w, net);
+    w.optional(mac, (x, v) => x.string(v)).int(1).uint(0);
+    const r = await this.call(Proc.NetworkGetDhcpLeases, w.toBuffer());
+    const leases = r.array((x): DhcpLease => {
+      const iface = x.string();
+      const expiryTime = Number(x.hyper());
+      const type = x.int();
+      const leaseMac = x.optional((y) => y.string());
+      x.optional((y) => y.string()); // iaid
+      const ipAddress = x.string();
+      const prefix = x.uint();
+      const hostname = x.optional((y) => y.string());
+      x.optional((y) => y.string()); // clientid
+      return { iface, expiryTime, type, ipAddress, prefix, ...(leaseMac === undefined ? {} : { mac: leaseMac }), ...(hostname === undefined ? {} : { hostname }) };
+    }, DHCP_LEASES_MAX);
+    r.uint();
+    return leases;
+  }
+
+  /**
+   * The domain's interfaces and addresses, from the network's DHCP leases (AddressesFromLease) or
+   * the guest agent (AddressesFromAgent: fails when no agent answers).
+   */
+  async domainInterfaceAddresses(dom: DomainRef, source: number, timeoutMs = 5_000): Promise<DomainInterface[]> {
+    const w = new XdrWriter();
+    writeDomain(w, dom);
+    const r = await this.call(Proc.DomainInterfaceAddresses, w.uint(source).uint(0).toBuffer(), { timeoutMs });
+    return r.array((x): DomainInterface => {
+      const name = x.string();
+      const hwaddr = x.optional((y) => y.string());
+      const addresses = x.array((y) => ({ type: y.int(), address: y.string(), prefix: y.uint() }), INTERFACE_ADDRESSES_MAX);
+      return { name, addresses, ...(hwaddr === undefined ? {} : { hwaddr }) };
+    }, INTERFACE_ADDRESSES_MAX);
+  }
+
   async networkUndefine(net: NetworkRef): Promise<void> {
     const w = new XdrWriter();
     writeNamed(w, net);

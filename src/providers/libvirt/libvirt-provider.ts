@@ -45,6 +45,11 @@ import {
 import { isLibvirtError, isNotFound } from './libvirt-error.js';
 import { disksChangeMode, observedFieldsOf } from './observed-fields.js';
 import { LibvirtStorage } from './libvirt-storage.js';
+import { DiskImages } from './disk-images.js';
+import type { ImageCache } from '../images/image-cache.js';
+import { cloudInitSeedFiles } from '../../api/v1alpha1/cloud-init.js';
+import { seedPathFor, writeSeedIso } from './cloud-init-seed.js';
+import { GuestAddresses } from './guest-addresses.js';
 import { ChangeFeed } from '../change-feed.js';
 import type { ConsoleOptions, ConsoleSession } from '../provider.js';
 import { InstanceNotFoundError } from '../provider.js';
@@ -84,6 +89,12 @@ export interface LibvirtProviderOptions {
   readonly defaultDiskBytes?: number;
   /** Time for the XML cache, the balloon settle window and graceful stops (default: the system clock). */
   readonly clock?: Clock;
+  /** The image cache disks' image URLs are downloaded into (without it, only host paths are images). */
+  readonly images?: ImageCache;
+  /** Where cloud-init seed ISOs are written, one per VM. Default /var/lib/hyperlet/cloud-init. */
+  readonly seedDir?: string;
+  /** Where OVMF (UEFI firmware, Debian package ovmf) is looked for. Default /usr/share/OVMF. */
+  readonly ovmfDir?: string;
 }
 
 interface CacheEntry {
@@ -114,6 +125,11 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
   private readonly clock: Clock;
   private readonly storage: LibvirtStorage;
   private readonly snapshots: LibvirtSnapshots;
+  private readonly diskImages: DiskImages;
+  private readonly addresses: GuestAddresses;
+  private readonly seedDir: string;
+  private readonly ovmfDir: string;
+  private readonly images: ImageCache | undefined;
   private connecting: Promise<void> | undefined;
   private readonly cache = new Map<string, CacheEntry>();
   private readonly knownNames = new Set<string>();
@@ -130,7 +146,13 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     this.consoleDir = options.consoleDir ?? '/var/log/hyperlet/console';
     this.xmlCacheTtlMs = options.xmlCacheTtlMs ?? 300_000;
     this.clock = options.clock ?? systemClock;
+    this.seedDir = options.seedDir ?? '/var/lib/hyperlet/cloud-init';
+    this.ovmfDir = options.ovmfDir ?? '/usr/share/OVMF';
+    this.images = options.images;
+    this.diskImages = new DiskImages(options.images);
+    this.addresses = new GuestAddresses(this.client, this.clock);
     this.storage = new LibvirtStorage({
+      images: this.diskImages,
       client: this.client, logger: this.log,
       poolRoot: options.poolRoot ?? '/var/lib/hyperlet/pools',
       creatablePool: options.creatablePool ?? ((name) => name === 'default' || name.startsWith('hyperlet-')),
@@ -179,10 +201,11 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     return `${this.consolePathOf(hostName)}.0`;
   }
 
-  /** Ends every changes() stream for good and the libvirt session; later calls reconnect. Idempotent. */
+    /** Ends every changes() stream for good, downloads in flight and the libvirt session; later calls reconnect. Idempotent. */
   async close(): Promise<void> {
     this.closing.abort();
     this.feed.close();
+    this.images?.close();
     const c = this.connecting;
     this.connecting = undefined;
     if (c !== undefined) await c.catch(() => undefined);
@@ -278,10 +301,12 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     const stop = this.lastStop.get(dom.name);
     if (stop !== undefined) details.lastStop = stop;
     if (parsed.consolePath !== undefined) details.console = parsed.consolePath;
+    const addresses = state === DomainState.Running ? await this.addresses.of(dom, parsed) : [];
     return {
       hostName: dom.name,
       state: instanceStateOf(state),
       fields: entry.fields,
+      ...(addresses.length === 0 ? {} : { addresses }),
       ...(parsed.marker === undefined ? {} : { ownerId: parsed.marker.id, specHash: parsed.marker.specHash }),
       ...(parsed.marker?.partial === true ? { partial: true } : {}),
       details,
@@ -328,7 +353,10 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
 
   private domainXmlFor(d: Desired<'VirtualMachine'>, marker: OwnershipMarker): string {
     try {
-      return buildDomainXml({ name: d.hostName, uuid: d.id, spec: d.object.spec, consolePath: this.consolePathOf(d.hostName), marker });
+      return buildDomainXml({
+        name: d.hostName, uuid: d.id, spec: d.object.spec, consolePath: this.consolePathOf(d.hostName), marker,
+        ...(d.object.spec.cloudInit === undefined ? {} : { seedPath: seedPathFor(this.seedDir, d.hostName, d.id) }),
+      });
     } catch (err) {
       throw new TerminalError('InvalidSpec', `cannot build domain XML for ${d.hostName}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
@@ -340,6 +368,34 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
 
   private notOwned(d: Desired<'VirtualMachine'>, verb: string): TerminalError {
     return new TerminalError('NotOwned', `cannot ${verb} domain ${d.hostName}: a domain of that name exists and hyperlet does not own it (no marker with id ${d.id})`);
+  }
+
+  /**
+   * Writes the NoCloud seed of `d` (spec.cloudInit) and returns its path; undefined without cloudInit.
+   * The user-data never reaches a log: only the path and sizes are logged.
+   */
+  private async writeSeed(d: Desired<'VirtualMachine'>, signal: AbortSignal): Promise<string | undefined> {
+    const ci = d.object.spec.cloudInit;
+    if (ci === undefined) return undefined;
+    if (ci.userDataFrom !== undefined && ci.userData === undefined) {
+      throw new TerminalError('InvalidSpec', `cannot write the cloud-init seed of ${d.hostName}: spec.cloudInit.userDataFrom was not read (the source resolves it)`);
+    }
+    const target = seedPathFor(this.seedDir, d.hostName, d.id);
+    const files = cloudInitSeedFiles(ci, { instanceId: d.id, hostName: d.hostName });
+    await writeSeedIso(target, files, signal);
+    this.log.info({ hostName: d.hostName, seed: target, userDataBytes: Buffer.byteLength(files['user-data']) }, 'cloud-init seed written');
+    return target;
+  }
+
+  /** TerminalError FirmwareNotInstalled when `d` boots with UEFI and this host has no OVMF. */
+  private async requireFirmware(d: Desired<'VirtualMachine'>): Promise<void> {
+    const boot = d.object.spec.boot;
+    if (boot?.firmware !== 'uefi' || boot.kernel !== undefined) return;
+    const names = await readdir(this.ovmfDir).catch(() => [] as string[]);
+    if (!names.some((n) => /^OVMF_CODE.*\.fd$/.test(n))) {
+      throw new TerminalError('FirmwareNotInstalled',
+        `cannot boot ${d.hostName} with boot.firmware uefi: no OVMF firmware in ${this.ovmfDir} (install the Debian package ovmf, or use bios)`);
+    }
   }
 
   async create(d: Desired<'VirtualMachine'>, signal: AbortSignal): Promise<void> {
@@ -363,7 +419,12 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
       }
     }
     signal.throwIfAborted();
+    // Everything that can refuse the spec before anything is made: images downloaded, checked and
+    // fitting their disks (pending while a download runs), firmware present.
+    for (const disk of planDisks(d.hostName, d.object.spec, d.id)) await this.diskImages.resolve(d.hostName, disk.disk, disk.sizeBytes);
+    await this.requireFirmware(d);
     await mkdir(this.consoleDir, { recursive: true, mode: 0o755 });
+    const seed = await this.writeSeed(d, signal);
     // A volume named with this object's id is this object's, whoever made it last (a domain undefined behind our back leaves it).
     const ours = new Map((previous?.volumes ?? []).map((v) => [`${v.pool}/${v.name}`, v]));
     const toCreate: { pool: PoolRef; disk: ReturnType<typeof planDisks>[number] }[] = [];
@@ -376,11 +437,17 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     const volumes = [...ours.values()];
     // Define first, marked partial, so a crash while making volumes leaves a domain that says which volumes are ours.
     const partial = toCreate.length > 0;
-    let dom = await this.client.domainDefineXml(this.domainXmlFor(d, this.markerFor(d, volumes, { partial })));
+    let dom: DomainRef;
+    try {
+      dom = await this.client.domainDefineXml(this.domainXmlFor(d, this.markerFor(d, volumes, { partial })));
+    } catch (err) {
+      if (existing === undefined && seed !== undefined) await rm(seed, { force: true });
+      throw err;
+    }
     failpoint('libvirt.create.defined');
     for (const { pool, disk } of toCreate) {
       signal.throwIfAborted();
-      await this.storage.createVolume(pool, disk);
+      await this.storage.createVolume(pool, disk, d.hostName);
       failpoint('libvirt.create.volume');
     }
     if (partial || previous?.partial === true) dom = await this.client.domainDefineXml(this.domainXmlFor(d, this.markerFor(d, volumes)));
@@ -397,6 +464,10 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     signal.throwIfAborted();
     await this.recordVolumes(d, dom, parsed, active);
     const volumes = await this.storage.reconcileDisks(d, parsed, dom, active);
+    await this.requireFirmware(d);
+    if (changes.some((c) => c.path === 'cloudInit') || (d.object.spec.cloudInit !== undefined && parsed.seedPath === undefined)) {
+      await this.writeSeed(d, signal);
+    }
     const marker = this.markerFor(d, volumes, {
       ...(parsed.marker?.rebootRequest === undefined ? {} : { rebootRequest: parsed.marker.rebootRequest }),
       ...(parsed.marker?.restoreRequest === undefined ? {} : { restoreRequest: parsed.marker.restoreRequest }),
@@ -516,7 +587,8 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
       const st = await this.client.domainGetState(dom);
       if (!isActive(st.state) || st.state === DomainState.Shutdown) return;
       if (st.state === DomainState.Paused || st.state === DomainState.PmSuspended) await this.client.domainResume(dom);
-      await this.client.domainShutdown(dom, Flags.ShutdownAcpi);
+      // The agent when it answers (a clean shutdown from inside), ACPI otherwise: libvirt picks with both flags.
+      await this.client.domainShutdown(dom, Flags.ShutdownAcpi | Flags.ShutdownGuestAgent);
     } catch (err) {
       // Not running any more: it went down between the look and the press.
       if (!(isLibvirtError(err) && err.isOperationInvalid)) throw err;
@@ -630,6 +702,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     if (dom === undefined) {
       // The domain went behind our back: its volumes, named with our id, are still ours to remove.
       await this.storage.deleteVolumes(planDisks(d.hostName, d.object.spec, d.id).map((x) => ({ pool: x.disk.pool, name: x.volume })));
+      await rm(seedPathFor(this.seedDir, d.hostName, d.id), { force: true });
       await this.removeConsoleLogs(d.hostName);
       return;
     }
@@ -658,6 +731,8 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     }
     this.cache.delete(uuidFromBytes(dom.uuid));
     this.lastStop.delete(d.hostName);
+    this.addresses.forget(dom);
+    await rm(seedPathFor(this.seedDir, d.hostName, d.id), { force: true });
     await this.removeConsoleLogs(d.hostName);
     this.log.info({ hostName: d.hostName, volumes: marker.volumes.length }, 'domain deleted');
   }

@@ -9,8 +9,7 @@
  * (live with block resize when running) and never shrink (TerminalError DiskShrinkRefused).
  * A disk without size gets `defaultDiskBytes` (10 GiB, sparse).
  */
-import { constants as fsConstants } from 'node:fs';
-import { mkdir, open } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { TerminalError } from '../../shared/errors.js';
@@ -19,7 +18,8 @@ import type { Desired } from '../../store/desired.js';
 import { planDisks, type ParsedDomain, type VolumeName } from './domain-xml.js';
 import type { DomainRef, LibvirtApi, PoolRef } from './libvirt-client.js';
 import { isLibvirtError } from './libvirt-error.js';
-import { buildDirPoolXml, buildVolumeXml, imageFormatOf } from './storage-xml.js';
+import type { DiskImages } from './disk-images.js';
+import { buildDirPoolXml, buildVolumeXml } from './storage-xml.js';
 
 /** What the storage helper works with and which pools it may create. */
 export interface LibvirtStorageOptions {
@@ -31,6 +31,8 @@ export interface LibvirtStorageOptions {
   readonly creatablePool: (name: string) => boolean;
   /** Size of a disk declared with an image but no size. */
   readonly defaultDiskBytes: number;
+  /** Where disks' images come from (paths, or URLs through the image cache). */
+  readonly images: DiskImages;
 }
 
 /** Pools and volumes of hyperlet's domains: made, grown and removed idempotently, never another's. */
@@ -40,6 +42,7 @@ export class LibvirtStorage {
   private readonly poolRoot: string;
   private readonly creatablePool: (name: string) => boolean;
   private readonly defaultDiskBytes: number;
+  private readonly images: DiskImages;
   private readonly poolLocks = new Map<string, Promise<PoolRef>>();
 
   constructor(options: LibvirtStorageOptions) {
@@ -48,11 +51,18 @@ export class LibvirtStorage {
     this.poolRoot = options.poolRoot;
     this.creatablePool = options.creatablePool;
     this.defaultDiskBytes = options.defaultDiskBytes;
+    this.images = options.images;
   }
 
-  /** Creates the volume of one planned disk (backed by its image when it has one). */
-  async createVolume(pool: PoolRef, disk: ReturnType<typeof planDisks>[number]): Promise<void> {
-    await this.client.storageVolCreateXml(pool, buildVolumeXml(disk.volume, disk.sizeBytes ?? this.defaultDiskBytes, await this.backingOf(disk.disk.image)));
+  /**
+   * Creates the volume of one planned disk: a qcow2 overlay on its image when it has one (format
+   * and size from qemu-img: disk-images.ts), grown to the declared size (default: the larger of
+   * the image and `defaultDiskBytes`).
+   */
+  async createVolume(pool: PoolRef, disk: ReturnType<typeof planDisks>[number], hostName: string): Promise<void> {
+    const image = await this.images.resolve(hostName, disk.disk, disk.sizeBytes);
+    const capacity = disk.sizeBytes ?? Math.max(this.defaultDiskBytes, image?.virtualSizeBytes ?? 0);
+    await this.client.storageVolCreateXml(pool, buildVolumeXml(disk.volume, capacity, image === undefined ? undefined : { path: image.path, format: image.format }));
   }
 
   /** A volume's capacity in bytes, or undefined when the pool or the volume does not exist. */
@@ -62,24 +72,6 @@ export class LibvirtStorage {
     const vol = await this.client.lookupStorageVol(pool, volume);
     if (vol === undefined) return undefined;
     return Number((await this.client.storageVolGetInfo(vol)).capacityBytes);
-  }
-
-  private async backingOf(image: string | undefined): Promise<{ path: string; format: 'qcow2' | 'raw' } | undefined> {
-    if (image === undefined) return undefined;
-    try {
-      // Never a device, FIFO or link (the host policy checked the path; this holds even if it changed since).
-      const fh = await open(image, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOFOLLOW);
-      try {
-        if (!(await fh.stat()).isFile()) throw new Error('not a regular file');
-        const head = Buffer.alloc(4);
-        await fh.read(head, 0, 4, 0);
-        return { path: image, format: imageFormatOf(head) };
-      } finally {
-        await fh.close();
-      }
-    } catch (err) {
-      throw new TerminalError('ImageNotFound', `cannot read backing image ${image}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-    }
   }
 
   /** The pool named `name`, active; created as a dir pool when missing and hyperlet may create it. */
@@ -128,7 +120,7 @@ export class LibvirtStorage {
       const key = `${disk.disk.pool}/${disk.volume}`;
       ours.set(key, { pool: disk.disk.pool, name: disk.volume });
       if (vol === undefined) {
-        await this.createVolume(pool, disk);
+        await this.createVolume(pool, disk, hostName);
         failpoint('libvirt.update.volume');
         continue;
       }

@@ -17,7 +17,7 @@ const MiB = 1024 * 1024;
 
 interface CanonicalDisk { name: string; pool: string; bus: string; size: number | null }
 interface CanonicalNic { network: string | null; bridge: string | null; mac: string; model: string }
-interface CanonicalBoot { kernel: string | null; initrd: string | null; cmdline: string | null; disk: string | null }
+interface CanonicalBoot { kernel: string | null; initrd: string | null; cmdline: string | null; disk: string | null; firmware: string | null }
 
 const str = (v: unknown): string | null => (typeof v === 'string' ? v : null);
 const num = (v: unknown): number | null => (typeof v === 'number' ? v : null);
@@ -44,12 +44,16 @@ function observedBoot(p: ParsedDomain, hostName: string): CanonicalBoot {
     initrd: p.initrd ?? null,
     cmdline: p.cmdline ?? null,
     disk: p.kernel === undefined && bootDisk?.volume !== undefined ? diskNameOf(hostName, bootDisk.volume) : null,
+    firmware: p.firmware ?? null,
   };
 }
 
 function declaredBoot(v: unknown): CanonicalBoot {
   const b = record(v);
-  return { kernel: str(b.kernel), initrd: str(b.initrd), cmdline: str(b.cmdline), disk: b.kernel === undefined ? str(b.disk) : null };
+  return {
+    kernel: str(b.kernel), initrd: str(b.initrd), cmdline: str(b.cmdline), disk: b.kernel === undefined ? str(b.disk) : null,
+    firmware: b.kernel === undefined && b.firmware === 'uefi' ? 'uefi' : null,
+  };
 }
 
 function observedDisks(p: ParsedDomain, hostName: string, capacities: VolumeCapacities): CanonicalDisk[] {
@@ -102,7 +106,7 @@ export function observedFieldsOf(p: ParsedDomain, hostName: string, capacities: 
 
   const boot = observedBoot(p, hostName);
   const bootDeclared = parseJson(declared.boot);
-  const bootEmpty = boot.kernel === null && boot.initrd === null && boot.cmdline === null && boot.disk === null;
+  const bootEmpty = boot.kernel === null && boot.initrd === null && boot.cmdline === null && boot.disk === null && boot.firmware === null;
   const bootField = bootDeclared !== undefined && declared.boot !== undefined && same(declaredBoot(bootDeclared), boot)
     ? declared.boot
     : bootEmpty ? 'null' : JSON.stringify(Object.fromEntries(Object.entries(boot).filter(([, v]) => v !== null)));
@@ -128,6 +132,8 @@ export function observedFieldsOf(p: ParsedDomain, hostName: string, capacities: 
     boot: bootField ?? null,
     disks: disksField ?? null,
     networks: nicsField ?? null,
+    // The seed's content is not read back: a domain with a seed reports the digest last applied.
+    cloudInit: p.seedPath === undefined ? null : typeof declared.cloudInit === 'string' ? declared.cloudInit : 'unknown',
   };
 }
 

@@ -183,6 +183,26 @@ describe('PolicyGate', () => {
     expect(got.message).to.include('spec.resources.memory: 64Gi is more than this host\'s memory (8Gi); it could never start (policy: host.capacity)');
   });
 
+  const diskUrls: { name: string; reason: string; url: string; hosts: string[]; want?: string }[] = [
+    { name: 'unlisted host', reason: 'a VM disk URL obeys imageHosts like a container image', url: 'https://images.example/d.qcow2', hosts: [],
+      want: 'spec.disks[0].image: images.example is not an allowed image host (none allowed) (policy: imageHosts)' },
+    { name: 'listed host', reason: 'a listed host passes', url: 'https://images.example/d.qcow2', hosts: ['images.example'] },
+    { name: 'file outside', reason: 'a file:// URL must name a file in the image directories', url: 'file:///dev/sda', hosts: ['*'],
+      want: 'spec.disks[0].image: /dev/sda is not a regular file' },
+  ];
+  for (const tc of diskUrls) {
+    it(`VM disk image URL, ${tc.name}: ${tc.reason}`, async () => {
+      const policy: HostPolicy = { ...DEFAULT_HOST_POLICY, defaults: { ...DEFAULT_HOST_POLICY.defaults, imageHosts: tc.hosts } };
+      const d = vm('url', { disks: [{ name: 'a', image: tc.url, pool: 'default' }] });
+      const got = await gate(policy).admit(d, context([d]));
+      if (tc.want === undefined) {
+        expect(got.allowed, tc.reason).to.equal(true);
+        return;
+      }
+      expect(got.allowed === false && got.message, tc.reason).to.include(tc.want);
+    });
+  }
+
   it('refuses with QuotaExceeded when only quotas or capacity refuse', async () => {
     const d = vm('big', { resources: { memory: '64Gi' } });
     const got = await gate().admit(d, context([d]));

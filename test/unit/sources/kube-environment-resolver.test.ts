@@ -1,8 +1,9 @@
 import { expect } from 'chai';
-import { isEnvironmentError } from '../../../src/api/v1alpha1/environment.js';
+import { environmentReferences, isEnvironmentError, referenceField, withEnvironmentValues } from '../../../src/api/v1alpha1/environment.js';
+import type { VirtualMachineSpec } from '../../../src/api/v1alpha1/types.js';
 import type { SecretKeyValue, SecretReader } from '../../../src/kube/kube-secret-reader.js';
 import { KubeEnvironmentResolver } from '../../../src/sources/kube-environment-resolver.js';
-import { container } from '../../fakes/desired-objects.js';
+import { container, vm } from '../../fakes/desired-objects.js';
 
 /** Secrets by "namespace/name", each a map of key to bytes; `error` is thrown from every read. */
 class FakeSecretReader implements SecretReader {
@@ -55,6 +56,32 @@ describe('KubeEnvironmentResolver', () => {
       try { await resolver.resolve(d, refs, signal); } catch (err) { caught = err; }
       expect(isEnvironmentError(caught) && caught.reason, `${tc.reason}: ${String(caught)}`).to.equal(tc.want);
       expect((caught as Error).message).to.contain('spec.environmentFrom.DB').and.not.contain('lxc.hook');
+    });
+  }
+});
+
+describe('cloud-init userDataFrom read like environmentFrom (kube: secretKeyRef)', () => {
+  const userData = '#cloud-config\nruncmd:\n  - echo hi\n';
+  const cases: { name: string; reason: string; data: Buffer; want: string }[] = [
+    { name: 'document', reason: 'user-data keeps its new lines and trailing new line', data: Buffer.from(userData), want: userData },
+    { name: 'too big', reason: 'the seed limit holds for a Secret too', data: Buffer.alloc(70_000, 0x61), want: 'PolicyDenied' },
+  ];
+  for (const tc of cases) {
+    it(`${tc.name}: ${tc.reason}`, async () => {
+      const d = vm('vm', { cloudInit: { userDataFrom: { secretKeyRef: { name: 'ud', key: 'user-data' } } } });
+      const refs = environmentReferences(d.object);
+      expect(refs.map((r) => referenceField(r))).to.deep.equal(['spec.cloudInit.userDataFrom']);
+      const resolver = new KubeEnvironmentResolver(new FakeSecretReader({ 'default/ud': { 'user-data': tc.data } }));
+      if (tc.want !== 'PolicyDenied') {
+        const values = await resolver.resolve(d, refs, signal);
+        const filled = withEnvironmentValues(d.object, values).spec as VirtualMachineSpec;
+        expect(filled.cloudInit, tc.reason).to.deep.equal({ userData: tc.want });
+        return;
+      }
+      let caught: unknown;
+      try { await resolver.resolve(d, refs, signal); } catch (err) { caught = err; }
+      expect(isEnvironmentError(caught) && caught.reason, tc.reason).to.equal('PolicyDenied');
+      expect((caught as Error).message).to.contain('spec.cloudInit.userDataFrom').and.not.contain('aaaa');
     });
   }
 });

@@ -41,7 +41,7 @@ describe('ImageCache (real files, tar and a loopback server)', function () {
       hits++;
       const body = readFileSync(tarball);
       if (req.url === '/redirect') res.writeHead(302, { location: 'http://127.0.0.1:1/elsewhere' }).end();
-      else if (req.url === '/t.tar.gz') res.writeHead(200, { 'content-length': String(body.length) }).end(body);
+      else if (req.url === '/t.tar.gz' || req.url === '/t.tar.gz?refused') res.writeHead(200, { 'content-length': String(body.length) }).end(body);
       else res.writeHead(500).end();
     });
     await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve));
@@ -91,6 +91,38 @@ describe('ImageCache (real files, tar and a loopback server)', function () {
       expect(readdirSync(path.join(tmp, `refuse-${name}`, 'downloads')), 'nothing kept').to.deep.equal([]);
     });
   }
+
+  it('file(): downloads once, runs the check once, and hands out the verified file; a refused file is removed and refused again', async () => {
+    const cache = new ImageCache({ dir: path.join(tmp, 'file-cache'), logger: silentLogger() });
+    let checks = 0;
+    const image = { url: `${base}/t.tar.gz`, sha256: sha };
+    const phases = new Set<string>();
+    const file = await until('the file ready', async () => {
+      const got = await cache.file(image, async () => { checks++; });
+      if (got.state === 'pending') phases.add(got.phase);
+      return got.state === 'ready' ? got.path : undefined;
+    }, 30_000, 5);
+    expect(phases.has('downloading'), 'pending while it downloads').to.equal(true);
+    expect(file).to.equal(path.join(tmp, 'file-cache', 'downloads', downloadKey(image)));
+    expect(readFileSync(file).equals(readFileSync(tarball))).to.equal(true);
+    expect((await cache.file(image, async () => { checks++; })).state, 'ready at once the second time').to.equal('ready');
+    expect(checks, 'the check runs once per process for a file').to.equal(1);
+    const refused = { url: `${base}/t.tar.gz?refused` };
+    const { TerminalError } = await import('../../../../src/shared/errors.js');
+    const err = await until('the refusal', async () => {
+      try {
+        await cache.file(refused, () => Promise.reject(new TerminalError('InvalidImage', 'cannot use image: not a disk')));
+        return undefined;
+      } catch (e) {
+        return e as Error;
+      }
+    }, 30_000, 5);
+    expect(err.message).to.equal('cannot use image: not a disk');
+    expect(existsSync(path.join(tmp, 'file-cache', 'downloads', downloadKey(refused))), 'a refused file is not kept').to.equal(false);
+    const again = await cache.file(refused, async () => undefined).then(() => undefined, (e: unknown) => e as Error);
+    expect(again?.message, 'refused again without a new download').to.equal('cannot use image: not a disk');
+    cache.close();
+  });
 
   it('keeps the leftovers of a live process and removes one named with its own pid (reused from a dead process)', async () => {
     const dir = path.join(tmp, 'sweep');

@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 import pino from 'pino';
 import type { VirtualMachine } from '../../../../src/api/v1alpha1/types.js';
 import { validateObject } from '../../../../src/api/v1alpha1/validate.js';
@@ -126,6 +127,19 @@ describe('LibvirtProvider (FakeLibvirtClient)', () => {
       await provider.close();
     });
 
+    it('boot.firmware uefi on a host without OVMF is TerminalError FirmwareNotInstalled, and nothing is defined or written', async () => {
+      const noOvmf = new LibvirtProvider({
+        logger, client: fake, consoleDir: join(dir, 'console'), poolRoot: join(dir, 'pools'), ovmfDir: join(dir, 'no-ovmf'), seedDir: join(dir, 'seeds-uefi'),
+      });
+      const d = vm('uefi', { boot: { disk: 'data', firmware: 'uefi' }, cloudInit: { hostname: 'u' } });
+      const err = await noOvmf.create(d, signal()).then(() => undefined, (e: unknown) => e);
+      expect(isTerminalError(err) && err.reason).to.equal('FirmwareNotInstalled');
+      expect((err as Error).message).to.include('install the Debian package ovmf');
+      expect(fake.callsOf('domainDefineXml')).to.deep.equal([]);
+      expect(fake.callsOf('storageVolCreateXml')).to.deep.equal([]);
+      expect(existsSync(join(dir, 'seeds-uefi'))).to.equal(false);
+    });
+
     it('a disk in a missing pool it may not create is TerminalError PoolNotFound, and nothing is defined', async () => {
       const d = vm('nopool', {}, 'operators-pool');
       const err = await provider.create(d, signal()).then(() => undefined, (e: unknown) => e);
@@ -229,6 +243,8 @@ describe('LibvirtProvider (FakeLibvirtClient)', () => {
           const calls = fake.calls.map((c) => c.method).filter((m) => changing.includes(m));
           expect({ calls, state: fake.domains.get(d.hostName)?.state, note }, tc.reason)
             .to.deep.equal({ calls: tc.wantCalls, state: tc.wantState, note: tc.wantNote });
+          // Both flags: libvirt asks the guest agent first and presses ACPI when no agent answers.
+          for (const args of fake.callsOf('domainShutdown')) expect(args[1], 'agent first, ACPI otherwise').to.equal(Flags.ShutdownAcpi | Flags.ShutdownGuestAgent);
         });
       }
     });
