@@ -2,6 +2,7 @@
  * Every provider hyperlet knows, one per kind, and how the daemon makes them from its options.
  * A provider that cannot be made here becomes an UnavailableProvider saying why.
  */
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Kind } from '../api/v1alpha1/group.js';
 import type { IdRange } from '../api/v1alpha1/host-defaults.js';
@@ -68,7 +69,11 @@ export const PROVIDER_FACTORIES: Partial<Record<Kind, ProviderFactory>> = {
     return new LibvirtProvider({
       logger: o.logger,
       clock: o.clock,
-      images: new ImageCache({ dir: o.imageCacheDir ?? DEFAULT_IMAGE_CACHE_DIR, logger: o.logger, ...(o.clock === undefined ? {} : { clock: o.clock }) }),
+      // VM bases live apart from the containers' cache and are never evicted: every overlay made
+      // on one reads it for as long as the VM exists, which the containers' eviction cannot see.
+      images: new ImageCache({
+        dir: join(o.imageCacheDir ?? DEFAULT_IMAGE_CACHE_DIR, 'disks'), logger: o.logger, ...(o.clock === undefined ? {} : { clock: o.clock }),
+      }),
       client: new LibvirtClient({
         uri: o.libvirtUri,
         logger: o.logger.child({ provider: 'libvirt' }),

@@ -210,7 +210,7 @@ describe('VMs from image URLs with cloud-init (real libvirtd, QEMU, cloud-init)'
     const info = JSON.parse((await run('qemu-img', ['info', '-U', '--output=json', (await virsh('vol-path', vol, '--pool', POOL)).trim()])).stdout) as Record<string, unknown>;
     expect(info.format).to.equal('qcow2');
     expect(info['virtual-size'], 'grown to the declared size').to.equal(3 * 1024 ** 3);
-    expect(String(info['backing-filename']), 'an overlay on the cached download').to.include(path.join(tmp, 'cache', 'downloads'));
+    expect(String(info['backing-filename']), 'an overlay on the cached download').to.include(path.join(tmp, 'cache', 'disks', 'downloads'));
     expect(info['backing-filename-format']).to.equal('qcow2');
     const iso = seeds(n('deb'));
     expect(iso).to.have.length(1);
@@ -294,7 +294,7 @@ describe('VMs from image URLs with cloud-init (real libvirtd, QEMU, cloud-init)'
     await until('the truncated download retried', () => ((requests.get('/img/truncated.qcow2') ?? 0) >= 2 ? true : undefined), 180_000);
     const ready = cond(n('cut'), 'Ready');
     expect(ready?.status).to.equal('False');
-    expect(readdirSync(path.join(tmp, 'cache', 'downloads')).filter((f) => !f.startsWith('.')).length, 'only the good image is cached').to.equal(1);
+    expect(readdirSync(path.join(tmp, 'cache', 'disks', 'downloads')).filter((f) => !f.startsWith('.')).length, 'only the good image is cached').to.equal(1);
     await nothingMade(n('cut'));
   });
 
@@ -335,6 +335,6 @@ describe('VMs from image URLs with cloud-init (real libvirtd, QEMU, cloud-init)'
     await until('the domain gone', async () => ((await domainExists(n('deb'))) ? undefined : true), 120_000);
     await until('the volume gone', async () => ((await volumes()).some((v) => v.startsWith(`${n('deb')}-`)) ? undefined : true), 60_000);
     expect(seeds(n('deb'))).to.deep.equal([]);
-    expect(readdirSync(path.join(tmp, 'cache', 'downloads')).filter((f) => !f.startsWith('.'))).to.have.length(1);
+    expect(readdirSync(path.join(tmp, 'cache', 'disks', 'downloads')).filter((f) => !f.startsWith('.'))).to.have.length(1);
   });
 });

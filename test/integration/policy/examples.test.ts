@@ -1,7 +1,7 @@
 /**
  * examples/ as `make run` loads it (dir source): every file is valid, and under the default host
- * policy only the Debian container's placeholder URL is refused, on its own field, so the other
- * examples run.
+ * policy only the Debian container's and Debian VM's placeholder URLs are refused, each on its
+ * own field, so the other examples run.
  */
 import { expect } from 'chai';
 import path from 'node:path';
@@ -15,7 +15,7 @@ import { objectKey } from '../../../src/store/object-key.js';
 const repoRoot = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../../..');
 
 describe('examples/ under the default host policy', () => {
-  it('loads every example; only the placeholder image URL is refused, on spec.image.url', async () => {
+  it('loads every example; only the placeholder image URLs are refused, on spec.image.url and spec.disks[0].image', async () => {
     const { objects, problems } = await loadPaths([path.join(repoRoot, 'examples')]);
     expect(problems).to.deep.equal([]);
     const refused: Record<string, string[]> = {};
@@ -30,6 +30,6 @@ describe('examples/ under the default host policy', () => {
       if (own.length > 0) refused[object.metadata.name] = own.map((i) => i.field);
     }
     expect(objects.map((o) => o.object.metadata.name)).to.include('debian');
-    expect(refused).to.deep.equal({ debian: ['spec.image.url'] });
+    expect(refused).to.deep.equal({ 'debian': ['spec.image.url'], 'debian-vm': ['spec.disks[0].image'] });
   });
 });
