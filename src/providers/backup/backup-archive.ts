@@ -96,7 +96,7 @@ function compressor(compression: BackupCompression, level: number, signal?: Abor
     return { input: gzip, output: gzip, done: Promise.resolve(), kill: () => gzip.destroy() };
   }
   const tool = startTool('zstd', ['-q', '-c', `-${level}`, '-T0'], signal);
-  return { input: tool.stdin, output: tool.stdout, done: tool.exited, kill: tool.kill };
+  return { input: tool.stdin, output: tool.stdout, done: tool.exited, kill: () => tool.kill() };
 }
 
 function decompressor(compression: BackupCompression, signal?: AbortSignal): Codec {
@@ -105,7 +105,7 @@ function decompressor(compression: BackupCompression, signal?: AbortSignal): Cod
     return { input: gunzip, output: gunzip, done: Promise.resolve(), kill: () => gunzip.destroy() };
   }
   const tool = startTool('zstd', ['-q', '-d', '-c'], signal);
-  return { input: tool.stdin, output: tool.stdout, done: tool.exited, kill: tool.kill };
+  return { input: tool.stdin, output: tool.stdout, done: tool.exited, kill: () => tool.kill() };
 }
 
 /** The compression the first bytes of a file say (zstd or gzip magic), or undefined. */
