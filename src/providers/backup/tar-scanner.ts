@@ -4,7 +4,9 @@
  * can be passed through, cut at its end marker, or split before a given member.
  *
  * Assumptions: the stream has no old-style GNU sparse members (typeflag 'S' with extension
- * blocks); hyperlet's writers never ask tar for --sparse. Sizes in base-256 (GNU, over 8 GiB) are read.
+ * blocks); hyperlet's writers never ask tar for --sparse. Sizes in base-256 (GNU, over 8 GiB) are
+ * read, and so is a pax extended header's `size=` record (POSIX, and GNU tar with --xattrs, put a
+ * file's size there when it exceeds 8 GiB, with 0 in the ustar field).
  */
 
 /** One member header as it passes by. */
@@ -69,6 +71,10 @@ export class TarScanner {
   private padLeft = 0;
   private dataLeft = 0;
   private ended = false;
+  /** The current member's data when it is a pax extended header ('x'), to read its size record. */
+  private paxParts: Buffer[] | undefined;
+  /** The size a pax header gave the next member. */
+  private paxSize: number | undefined;
 
   /** Whether the end-of-archive block has been seen. */
   get done(): boolean {
@@ -89,6 +95,7 @@ export class TarScanner {
         const take = Math.min(chunk.length - at, this.dataLeft + this.padLeft);
         out.push({ type: 'data', bytes: chunk.subarray(at, at + take) });
         const fromData = Math.min(take, this.dataLeft);
+        this.paxParts?.push(chunk.subarray(at, at + fromData));
         this.dataLeft -= fromData;
         this.padLeft -= take - fromData;
         at += take;
@@ -107,13 +114,30 @@ export class TarScanner {
         out.push({ type: 'end' });
         break;
       }
-      const header = parseTarHeader(block);
+      if (this.paxParts !== undefined) {
+        this.paxSize = paxSizeOf(Buffer.concat(this.paxParts));
+        this.paxParts = undefined;
+      } else {
+        this.paxSize = undefined;
+      }
+      let header = parseTarHeader(block);
+      if (this.paxSize !== undefined && header.typeflag !== 'x' && header.typeflag !== 'g') header = { ...header, sizeBytes: this.paxSize };
+      if (header.typeflag === 'x') {
+        if (header.sizeBytes > 1024 * 1024) throw new Error(`cannot read tar stream: a pax header of ${header.sizeBytes} bytes`);
+        this.paxParts = [];
+      }
       this.dataLeft = header.sizeBytes;
       this.padLeft = (TAR_BLOCK - (header.sizeBytes % TAR_BLOCK)) % TAR_BLOCK;
       out.push({ type: 'header', header, bytes: block });
     }
     return out;
   }
+}
+
+/** The `size` record of pax extended header data ("LEN key=value\n" records), or undefined. */
+export function paxSizeOf(data: Buffer): number | undefined {
+  const m = /(?:^|\n)\d+ size=(\d+)\n/.exec(data.toString('utf8'));
+  return m === null ? undefined : Number(m[1]);
 }
 
 /** One ustar header block for a regular file `name` (at most 100 bytes) of `sizeBytes`, mode 0600. */

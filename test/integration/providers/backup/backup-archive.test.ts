@@ -41,7 +41,7 @@ describe('backup archive (real tar and zstd)', function () {
   async function write(file: string, compression: BackupCompression, h = head()): Promise<void> {
     await writeBackup({
       head: h, compression, out: createWriteStream(file),
-      payload: toolOutput('tar', ['--format=gnu', '-c', '-f', '-', '-C', src, '--numeric-owner', 'config', 'rootfs']),
+      payload: toolOutput('tar', ['--format=gnu', '-c', '-f', '-', '-C', src, '--numeric-owner', '--xattrs', '--xattrs-include=*', 'config', 'rootfs']),
     });
   }
 
