@@ -27,6 +27,7 @@ import { systemClock } from '../shared/clock.js';
 import { SnapshotScheduler } from '../reconcile/snapshot-scheduler.js';
 import { DaemonObjectViews } from './object-views.js';
 import { DaemonDashboard } from './dashboard-data.js';
+import { DaemonBackups } from './daemon-backups.js';
 import { RequestOverlay } from './request-overlay.js';
 import { EventLog } from '../server/dashboard-api.js';
 import { DashboardAssets } from '../server/dashboard-assets.js';
@@ -247,6 +248,10 @@ export class Daemon {
       this.http = new HttpServer({
         host, port, registry: this.metrics.registry, checks: () => this.checks(), db: this.db, logger, watch,
         refresh: (id) => this.refreshSources(id), token: this.apiToken, redact,
+        backups: new DaemonBackups({
+          store: this.store, providers: this.providers, policy: hostPolicy, fs: nodePolicyFs, clock, logger,
+          record: (d, type, reason, message) => backendsById.get(d.source)?.recorder.record(d, type, reason, message),
+        }),
         ...(this.dashboardAssets === undefined ? {} : { dashboard: { assets: this.dashboardAssets, api: dashboardApi } }),
         ...(tls === undefined ? {} : { tls }), ...(hostAllow === undefined ? {} : { hostAllow }),
       });

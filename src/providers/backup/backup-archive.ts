@@ -364,3 +364,57 @@ async function finishHead(parts: readonly Buffer[], sizeBytes: number, label: st
   await options.check?.(head);
   return head;
 }
+
+/**
+ * Only the head of an archive (format version checked), read from the start of `input`, which is
+ * then destroyed: how a caller picks the provider for an archive before restoring it. Throws the
+ * reader's TerminalErrors (BackupNotAnArchive, BackupNewerFormat, BackupInvalid, BackupTruncated).
+ */
+export async function readBackupHead(input: Readable, label: string): Promise<BackupHead> {
+  const source = input[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  const first = await source.next();
+  const firstChunk = first.done === true ? Buffer.alloc(0) : first.value;
+  const compression = compressionOf(firstChunk);
+  if (compression === undefined) {
+    input.destroy();
+    throw new TerminalError('BackupNotAnArchive', `cannot read backup ${label}: ${firstChunk.length === 0 ? 'it is empty' : 'it is neither zstd nor gzip'}`);
+  }
+  const codec = decompressor(compression);
+  async function* raw(): AsyncGenerator<Buffer> {
+    yield firstChunk;
+    for (;;) {
+      const next = await source.next();
+      if (next.done === true) return;
+      yield next.value;
+    }
+  }
+  pipeline(raw, codec.input).catch(() => undefined);
+  const scanner = new TarScanner();
+  const parts: Buffer[] = [];
+  let sizeBytes: number | undefined;
+  let have = 0;
+  try {
+    for await (const chunk of codec.output) {
+      for (const piece of scanner.push(chunk as Buffer)) {
+        if (piece.type === 'header') {
+          if (sizeBytes !== undefined) break;
+          if (piece.header.name !== HEAD_MEMBER || piece.header.sizeBytes > HEAD_MAX_BYTES) {
+            throw new TerminalError('BackupNotAnArchive', `cannot read backup ${label}: it is a tar archive, but not a hyperlet backup (no ${HEAD_MEMBER} first)`);
+          }
+          sizeBytes = piece.header.sizeBytes;
+        } else if (piece.type === 'data') {
+          parts.push(piece.bytes);
+          have += piece.bytes.length;
+        }
+      }
+      if (sizeBytes !== undefined && have >= sizeBytes) return parseBackupHead(Buffer.concat(parts).subarray(0, sizeBytes).toString('utf8'), label);
+    }
+    throw new TerminalError('BackupTruncated', `cannot read backup ${label}: it ends before its head is complete`);
+  } catch (err) {
+    if ((err as { isTerminalError?: boolean }).isTerminalError === true) throw err;
+    throw new TerminalError('BackupNotAnArchive', `cannot read backup ${label}: ${(err as Error).message}`, { cause: err });
+  } finally {
+    codec.kill();
+    input.destroy();
+  }
+}
