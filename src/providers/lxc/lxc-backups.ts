@@ -12,7 +12,7 @@
  * an object adopts it (restoredObject carries the annotation). A staging directory left by a
  * kill -9 is removed by the next restore into that lxcpath.
  */
-import { lstat, mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { hostNameFor } from '../../api/v1alpha1/host-name.js';
@@ -52,11 +52,16 @@ export class LxcBackups {
     const snapshot = state === 'STOPPED' ? undefined : `hyperlet-backup-${nowMs}`;
     if (snapshot !== undefined) await this.o.snapshots.take(hostName, snapshot, specHash, { origin: 'request' }, signal);
     try {
+      // The container directory's owner and mode: an unprivileged container's mapped root must pass through it.
+      const dirStat = await stat(containerDir(this.o.lxcpath, hostName));
       const rootfsParent = snapshot === undefined ? containerDir(this.o.lxcpath, hostName) : join(snapshotsDir(this.o.lxcpath, hostName), snapshot);
       const head: BackupHead = {
         formatVersion: BACKUP_FORMAT_VERSION, kind: 'Container', hostName, createdAt: new Date(nowMs).toISOString(),
         object: archivedObject(object), layout: LXC_BACKUP_LAYOUT,
-        details: { lxcpath: this.o.lxcpath, state, ...(snapshot === undefined ? {} : { fromSnapshot: snapshot }) },
+        details: {
+          lxcpath: this.o.lxcpath, state, dirUid: dirStat.uid, dirGid: dirStat.gid, dirMode: dirStat.mode & 0o7777,
+          ...(snapshot === undefined ? {} : { fromSnapshot: snapshot }),
+        },
       };
       const payload = toolOutput('tar', [
         '--format=gnu', '-c', '-f', '-', '--numeric-owner', '--xattrs', '--xattrs-include=*',
@@ -94,6 +99,9 @@ export class LxcBackups {
       if (target === undefined) throw new Error('cannot restore backup: its head was never checked');
       const { hostName, namespace, name } = target;
       await this.rewriteConfig(join(staging, 'config'), summary.head, hostName);
+      const { dirUid, dirGid, dirMode } = summary.head.details ?? {};
+      if (typeof dirUid === 'number' && typeof dirGid === 'number') await chown(staging, dirUid, dirGid);
+      await chmod(staging, typeof dirMode === 'number' ? dirMode : 0o770);
       if (await present(containerDir(this.o.lxcpath, hostName))) {
         throw new TerminalError('NameInUse', `cannot restore backup as ${hostName}: a container of that name appeared in ${this.o.lxcpath} meanwhile`);
       }
