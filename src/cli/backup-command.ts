@@ -18,7 +18,7 @@ import { Progress } from './progress.js';
 import { UsageError } from './usage-error.js';
 
 const BACKUP_USAGE = 'Usage: hyperlet backup KIND NAME --to FILE [--compression zstd|gzip] [-n NS] [--server URL] [--state PATH] [--cacert FILE]';
-const RESTORE_USAGE = 'Usage: hyperlet restore --from FILE [--as NAME] [-n NS] [--server URL] [--state PATH] [--cacert FILE]';
+const RESTORE_USAGE = 'Usage: hyperlet restore --from FILE [--as NAME] [--pool POOL] [-n NS] [--server URL] [--state PATH] [--cacert FILE]';
 
 const MiB = 1024 * 1024;
 
@@ -139,7 +139,7 @@ export function isRestoreFromFile(args: readonly string[]): boolean {
 export async function restoreFromCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args, allowPositionals: true, strict: true,
-    options: { ...CONNECTION_OPTIONS, from: { type: 'string' }, as: { type: 'string' } },
+    options: { ...CONNECTION_OPTIONS, from: { type: 'string' }, as: { type: 'string' }, pool: { type: 'string' } },
   });
   if (values.help === true) {
     process.stdout.write(`${RESTORE_USAGE}\n`);
@@ -150,6 +150,7 @@ export async function restoreFromCommand(args: string[]): Promise<number> {
   const query = new URLSearchParams({ from: resolve(values.from) });
   if (values.as !== undefined) query.set('as', values.as);
   if (values.namespace !== undefined) query.set('namespace', values.namespace);
+  if (values.pool !== undefined) query.set('pool', values.pool);
   const { code, done } = await runWithProgress(connect(values), `/api/v1/restore?${query.toString()}`, `restore ${values.from}`);
   if (done !== undefined) {
     process.stderr.write(`restored ${String(done.kind)} ${String(done.hostName)} (stopped, not yet managed); declare this object to manage it:\n`);

@@ -17,7 +17,7 @@ import type { Logger } from 'pino';
 import { type Kind, isKind, KINDS } from '../api/v1alpha1/group.js';
 import { checkBackupFile } from '../policy/path-rules.js';
 import type { PolicyFs } from '../policy/policy-fs.js';
-import { type HostPolicy, rulesFor } from '../policy/host-policy.js';
+import { type HostPolicy, matchesAny, rulesFor } from '../policy/host-policy.js';
 import { readBackupHead } from '../providers/backup/backup-archive.js';
 import type { Provider } from '../providers/provider.js';
 import { type BackupApi, BackupRequestError, type BackupRun } from '../server/backup-api.js';
@@ -58,7 +58,9 @@ export class DaemonBackups implements BackupApi {
       run: async (onProgress, signal) => {
         const partial = join(dirname(to), `.${basename(to)}.partial-${this.o.clock.now()}`);
         try {
-          const summary = await backup(desired, { out: createWriteStream(partial, { flags: 'wx', mode: 0o600 }), compression, onProgress }, signal);
+          const summary = await backup(desired, {
+            out: createWriteStream(partial, { flags: 'wx', mode: 0o600 }), compression, onProgress, scratchDir: dirname(to),
+          }, signal);
           await rename(partial, to);
           const message = `Backed up to ${to}: ${summary.trailer.bytes} bytes, ${summary.compressedBytes} compressed, sha256 ${summary.trailer.digest}`;
           this.o.record?.(desired, 'Normal', 'BackedUp', message);
@@ -76,14 +78,21 @@ export class DaemonBackups implements BackupApi {
     const from = params.get('from') ?? '';
     const as = params.get('as') ?? undefined;
     const namespace = params.get('namespace') ?? undefined;
+    const pool = params.get('pool') ?? undefined;
     // The policy of the namespace the instance is restored into; a restore has no source yet.
-    const problem = await checkBackupFile(from, 'read', rulesFor(this.o.policy, '', namespace ?? 'default').backupDirs, this.o.fs);
+    const rules = rulesFor(this.o.policy, '', namespace ?? 'default');
+    const problem = await checkBackupFile(from, 'read', rules.backupDirs, this.o.fs);
     if (problem !== undefined) throw new BackupRequestError(403, `cannot read the backup: the host policy refuses it (paths.backups): ${problem}`);
     let head;
     try {
       head = await readBackupHead(createReadStream(from), from);
     } catch (err) {
       throw new BackupRequestError(400, (err as Error).message);
+    }
+    const pools = pool === undefined ? ((head.details?.disks ?? []) as { pool?: string }[]).map((d) => d.pool ?? '') : [pool];
+    const refused = pools.find((p) => !matchesAny(rules.pools, p));
+    if (head.kind === 'VirtualMachine' && refused !== undefined) {
+      throw new BackupRequestError(403, `cannot restore ${from} into storage pool ${refused}: the host policy refuses it (pools: ${rules.pools.join(', ')})`);
     }
     if (!isKind(head.kind)) throw new BackupRequestError(400, `cannot restore ${from}: it holds an unknown kind ${head.kind}`);
     const provider = this.o.providers.get(head.kind);
@@ -92,7 +101,7 @@ export class DaemonBackups implements BackupApi {
     return {
       run: async (onProgress, signal) => {
         const restored = await restoreBackup({
-          input: createReadStream(from), label: from, onProgress,
+          input: createReadStream(from), label: from, onProgress, scratchDir: dirname(from), ...(pool === undefined ? {} : { pool }),
           ...(as === undefined ? {} : { name: as }), ...(namespace === undefined ? {} : { namespace }),
         }, signal);
         this.o.logger.info({ from, hostName: restored.hostName, bytes: restored.summary.trailer.bytes }, 'restored from backup');

@@ -86,6 +86,8 @@ export interface BackupOptions {
   readonly compression?: BackupCompression;
   /** Uncompressed bytes written so far. */
   readonly onProgress?: (bytes: number) => void;
+  /** Where a provider may stage copies before archiving them (VM disks); default the system's temp dir. */
+  readonly scratchDir?: string;
 }
 
 /** How restoreBackup() reads an archive and what it names the instance. */
@@ -99,6 +101,10 @@ export interface RestoreBackupOptions {
   readonly label?: string;
   /** Uncompressed bytes read so far. */
   readonly onProgress?: (bytes: number) => void;
+  /** Where a provider may extract before placing (VM disks); default the system's temp dir. */
+  readonly scratchDir?: string;
+  /** VMs: the storage pool every disk is restored into; default each disk's pool in the archive. */
+  readonly pool?: string;
 }
 
 /** What restoreBackup() made. */

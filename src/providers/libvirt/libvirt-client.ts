@@ -233,7 +233,7 @@ export type LibvirtApi = LibvirtEvents & Pick<LibvirtClient,
   | 'domainShutdown' | 'domainDestroy' | 'domainSuspend' | 'domainResume' | 'domainReboot' | 'domainUndefine' | 'domainGetState'
   | 'domainGetXmlDesc' | 'domainSetVcpus' | 'domainSetMemory' | 'domainBlockResize' | 'domainSetMetadata'
   | 'lookupStoragePool' | 'storagePoolDefineXml' | 'storagePoolBuild' | 'storagePoolCreate' | 'storagePoolSetAutostart'
-  | 'storagePoolIsActive' | 'storageVolCreateXml' | 'lookupStorageVol' | 'storageVolDelete' | 'storageVolResize' | 'storageVolGetInfo'
+  | 'storagePoolIsActive' | 'storageVolCreateXml' | 'lookupStorageVol' | 'storageVolDelete' | 'storageVolResize' | 'storageVolGetInfo' | 'storageVolGetPath' | 'storagePoolRefresh'
   | 'domainSnapshotCreateXml' | 'domainSnapshotGetXmlDesc' | 'domainListAllSnapshots' | 'lookupDomainSnapshot'
   | 'domainRevertToSnapshot' | 'domainSnapshotDelete'
 >;
