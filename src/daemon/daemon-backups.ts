@@ -10,15 +10,15 @@
  * Caveats: a backup runs beside the reconcile loop, not in it (a long copy must not hold a
  * worker); it only reads the instance, and a running instance is read from a snapshot taken for it.
  */
-import { createReadStream, createWriteStream } from 'node:fs';
-import { rename, rm } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { createReadStream } from 'node:fs';
+import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { type Kind, isKind, KINDS } from '../api/v1alpha1/group.js';
 import { checkBackupFile } from '../policy/path-rules.js';
 import type { PolicyFs } from '../policy/policy-fs.js';
 import { type HostPolicy, matchesAny, rulesFor } from '../policy/host-policy.js';
 import { readBackupHead } from '../providers/backup/backup-archive.js';
+import { writeBackupFile } from '../providers/backup/backup-file.js';
 import type { Provider } from '../providers/provider.js';
 import { type BackupApi, BackupRequestError, type BackupRun } from '../server/backup-api.js';
 import type { Clock } from '../shared/clock.js';
@@ -56,17 +56,12 @@ export class DaemonBackups implements BackupApi {
     const backup = provider.backup.bind(provider);
     return {
       run: async (onProgress, signal) => {
-        const partial = join(dirname(to), `.${basename(to)}.partial-${this.o.clock.now()}`);
         try {
-          const summary = await backup(desired, {
-            out: createWriteStream(partial, { flags: 'wx', mode: 0o600 }), compression, onProgress, scratchDir: dirname(to),
-          }, signal);
-          await rename(partial, to);
+          const summary = await writeBackupFile(to, this.o.clock, (out) => backup(desired, { out, compression, onProgress, scratchDir: dirname(to) }, signal));
           const message = `Backed up to ${to}: ${summary.trailer.bytes} bytes, ${summary.compressedBytes} compressed, sha256 ${summary.trailer.digest}`;
           this.o.record?.(desired, 'Normal', 'BackedUp', message);
           return { file: to, bytes: summary.trailer.bytes, compressedBytes: summary.compressedBytes, sha256: summary.trailer.digest };
         } catch (err) {
-          await rm(partial, { force: true });
           this.o.record?.(desired, 'Warning', 'BackupFailed', `Backup to ${to} failed: ${(err as Error).message}`);
           throw err;
         }

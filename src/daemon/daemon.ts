@@ -24,7 +24,7 @@ import { Reconciler } from '../reconcile/reconciler.js';
 import { HttpServer, type ReadinessCheck } from '../server/http-server.js';
 import { WatchStream } from '../server/watch-stream.js';
 import { systemClock } from '../shared/clock.js';
-import { SnapshotScheduler } from '../reconcile/snapshot-scheduler.js';
+import { SnapshotScheduler, backupCopies } from '../reconcile/snapshot-scheduler.js';
 import { DaemonObjectViews } from './object-views.js';
 import { DaemonDashboard } from './dashboard-data.js';
 import { DaemonBackups } from './daemon-backups.js';
@@ -215,6 +215,11 @@ export class Daemon {
         onChange: (d) => this.controllers.get(kind)?.enqueue(d.key),
       });
       this.snapshotSchedulers.push(scheduler);
+      // spec.backups: the same schedule and retention code, writing archive files instead of snapshots.
+      this.snapshotSchedulers.push(new SnapshotScheduler({
+        store: this.store, provider, clock: systemClock, logger: log, copies: backupCopies(provider, systemClock),
+        record: (d, type, reason, message) => backendsById.get(d.source)?.recorder.record(d, type, reason, message),
+      }));
       const controller = new Controller({
         kind, provider, reconciler, store: this.store, backends: backendsById, cache, health, logger: log, metrics: this.metrics,
         concurrency: config.concurrency, resyncMs: config.resyncMs, clock,

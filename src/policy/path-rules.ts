@@ -93,6 +93,18 @@ export async function checkBackupFile(path: string, mode: 'read' | 'write', allo
   return undefined;
 }
 
+/** Checks a directory scheduled backups go to: an existing directory that is, or resolves inside, one of `allowedDirs`. */
+export async function checkBackupDir(path: string, allowedDirs: readonly string[], fs: PolicyFs): Promise<string | undefined> {
+  const prefix = `${path} is not a directory under an allowed backup directory (${allowedDirs.join(', ') || 'none allowed'})`;
+  const real = await fs.realpath(path);
+  if (real === undefined) return `${prefix}: it does not exist`;
+  const via = real === path ? '' : ` (it resolves to ${real})`;
+  const dirs = await realDirs(allowedDirs, fs);
+  if (!dirs.some((dir) => real === dir || isInside(real, dir))) return `${prefix}: it is outside them${via}`;
+  if ((await fs.kindOf(real)) !== 'directory') return `${prefix}: it is not a directory${via}`;
+  return undefined;
+}
+
 /** Checks a container rootfs: a directory inside one of `allowedDirs`, never /, /proc, /sys or /dev. */
 export async function checkRootfsDir(path: string, allowedDirs: readonly string[], fs: PolicyFs): Promise<string | undefined> {
   const real = await fs.realpath(path);
