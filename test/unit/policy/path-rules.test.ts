@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { checkBackupFile, checkImageFile, checkRootfsDir, isInside } from '../../../src/policy/path-rules.js';
+import { checkBackupDir, checkBackupFile, checkImageFile, checkRootfsDir, isInside } from '../../../src/policy/path-rules.js';
 import { parseQcow2Header } from '../../../src/policy/qcow2-header.js';
 import { FakePolicyFs, qcow2Bytes } from '../../fakes/fake-policy-fs.js';
 
@@ -163,6 +163,31 @@ describe('checkBackupFile', () => {
   for (const [name, tc] of Object.entries(cases)) {
     it(name, async () => {
       const got = await checkBackupFile(tc.path, tc.mode, [BACKUPS], fs());
+      if (tc.want === undefined) expect(got, tc.reason).to.equal(undefined);
+      else expect(got, tc.reason).to.match(tc.want);
+    });
+  }
+});
+
+describe('checkBackupDir', () => {
+  const BACKUPS = '/var/lib/hyperlet/backups';
+  const fs = (): FakePolicyFs => new FakePolicyFs({
+    [`${BACKUPS}/web/x`]: { kind: 'file' },
+    [`${BACKUPS}/file`]: { kind: 'file' },
+    [`${BACKUPS}/etc-link`]: { kind: 'symlink', target: '/etc' },
+    '/etc/passwd': { kind: 'file' },
+  });
+  const cases: Record<string, { reason: string; path: string; want?: RegExp }> = {
+    TheDirItself: { reason: 'the allowed directory itself', path: BACKUPS },
+    Inside: { reason: 'a directory inside it', path: `${BACKUPS}/web` },
+    Outside: { reason: 'a directory elsewhere', path: '/etc', want: /outside them/ },
+    LinkOut: { reason: 'judged by where a link leads', path: `${BACKUPS}/etc-link`, want: /resolves to \/etc/ },
+    AFile: { reason: 'a file is no directory', path: `${BACKUPS}/file`, want: /not a directory/ },
+    Missing: { reason: 'it must exist', path: `${BACKUPS}/none`, want: /does not exist/ },
+  };
+  for (const [name, tc] of Object.entries(cases)) {
+    it(name, async () => {
+      const got = await checkBackupDir(tc.path, [BACKUPS], fs());
       if (tc.want === undefined) expect(got, tc.reason).to.equal(undefined);
       else expect(got, tc.reason).to.match(tc.want);
     });
