@@ -215,4 +215,24 @@ describe('hyperlet backup and restore --from with LXC, from one lxcpath to anoth
     }, 120_000);
     expect(await lxc('lxc-attach', 'b', `${copy}-2`, '--', '/bin/cat', '/etc/backup-test')).to.equal('backed-up-by-hyperlet');
   });
+
+  it('spec.backups writes scheduled archives into its directory and keeps what the retain rules say', async () => {
+    const scheduled = join(backups, 'scheduled');
+    await mkdir(scheduled);
+    await writeFile(join(hosts.a.manifests, 'c.yaml'), manifest.replace('  gracefulStopSeconds: 0\n',
+      `  gracefulStopSeconds: 0\n  backups: {schedule: "@every 1m", retain: {last: 1}, directory: ${scheduled}}\n`));
+    const started = Date.now();
+    // The schedule is looked at every 30 s; the first run is due a minute after it was first seen.
+    const first = await until('a scheduled archive', async () =>
+      (await readdir(scheduled)).find((f) => /^backups-ct-[0-9a-f]{4}\.auto-\d{8}t\d{6}z\.tar\.zst$/.test(f)), 180_000);
+    console.log(`      first scheduled backup after ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    const members = (await run('tar', ['--zstd', '-tf', join(scheduled, first)])).stdout.split('\n');
+    expect(members).to.include('rootfs/etc/backup-test');
+    expect(await lxc('lxc-info', 'a', name, '-sH'), 'kept running').to.equal('RUNNING');
+    // retain last 1: the second run prunes the first.
+    await until('the second run, pruning the first', async () => {
+      const files = await readdir(scheduled);
+      return files.length === 1 && files[0] !== first ? true : undefined;
+    }, 180_000);
+  });
 });
