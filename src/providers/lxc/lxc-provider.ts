@@ -149,6 +149,10 @@ export class LxcProvider implements Provider<'Container'> {
     this.snapshots = new LxcSnapshots({
       lxcpath: this.lxcpath, tools: this.tools, clock: this.clock, logger: this.log,
       stateOf: async (name, signal) => (await this.observer.info(name, signal)).state,
+      setFrozen: async (name, frozen, signal) => {
+        const { pid } = await this.observer.info(name, signal);
+        return pid !== undefined && (await this.cgroup()).setFrozen(pid, frozen, this.clock, signal);
+      },
     });
     this.backups = new LxcBackups({
       lxcpath: this.lxcpath, snapshots: this.snapshots, clock: this.clock, logger: this.log,
