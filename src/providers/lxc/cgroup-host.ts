@@ -133,15 +133,19 @@ export class CgroupHost {
    * cgroup frozen, looking again after 1 ms, doubling to 50 ms, on `clock`. lxc-freeze does the
    * same on v1 but looks again only after a whole second (about 1 s per snapshot when the first
    * look finds FREEZING). Returns false, having changed nothing, when the freezer or the cgroup
-   * is not there (the caller then uses lxc-freeze); throws when the cgroup does not settle in
-   * `timeoutMs`.
+   * is not there, or is not container `hostName`'s own (`lxc.payload.NAME[-N]`: never another
+   * process's cgroup, whatever pid it is given); throws when the cgroup does not settle in `timeoutMs`.
    */
-  async setFrozen(pid: number, frozen: boolean, clock: Clock, signal: AbortSignal, timeoutMs = 30_000): Promise<boolean> {
+  async setFrozen(pid: number, hostName: string, frozen: boolean, clock: Clock, signal: AbortSignal, timeoutMs = 30_000): Promise<boolean> {
     if (this.layout.freezerRoot === undefined) return false;
     let dir: string;
     try {
       const path = parseProcCgroup(await readFile(`/proc/${pid}/cgroup`, 'utf8'), this.version).freezer;
+      // LXC adds -N when the name is taken (a container of that name in another lxcpath).
       if (path === undefined) return false;
+      const leaf = path.split('/').pop() ?? '';
+      const own = `lxc.payload.${hostName}`;
+      if (leaf !== own && !(leaf.startsWith(`${own}-`) && /^\d+$/.test(leaf.slice(own.length + 1)))) return false;
       dir = join(this.layout.freezerRoot, path);
     } catch {
       return false;

@@ -151,7 +151,7 @@ export class LxcProvider implements Provider<'Container'> {
       stateOf: async (name, signal) => (await this.observer.info(name, signal)).state,
       setFrozen: async (name, frozen, signal) => {
         const { pid } = await this.observer.info(name, signal);
-        return pid !== undefined && (await this.cgroup()).setFrozen(pid, frozen, this.clock, signal);
+        return pid !== undefined && (await this.cgroup()).setFrozen(pid, name, frozen, this.clock, signal);
       },
     });
     this.backups = new LxcBackups({
