@@ -28,6 +28,10 @@ Commands:
                       take a one-off snapshot, through the daemon (default name snap-UTCTIME)  [--wait]
   restore KIND NAME SNAPSHOT
                       stop, restore the snapshot, bring back to the declared spec, through the daemon  [--wait]
+  backup KIND NAME --to FILE
+                      a portable archive (tar + zstd, checksummed) of the instance, through the daemon  [--compression gzip]
+  restore --from FILE [--as NAME]
+                      a stopped instance from an archive, through the daemon; prints the object to declare for it
   dashboard           the dashboard's address, with the API token for actions  [--server URL] [--state PATH]
   completion SHELL    the completion script for bash or zsh  (source <(${NAME} completion bash))
   refresh [SOURCE]    ask the daemon to fetch its git sources now (uses the API token in the state dir)
@@ -55,7 +59,12 @@ export const COMMANDS: Record<string, () => Promise<Command>> = {
   wait: async () => (await import('./wait-command.js')).waitCommand,
   completion: async () => (await import('./completion-command.js')).completionCommand,
   reboot: async () => (await import('./action-command.js')).actionCommand('reboot'),
-  restore: async () => (await import('./action-command.js')).actionCommand('restore'),
+  restore: async () => {
+    const { isRestoreFromFile, restoreFromCommand } = await import('./backup-command.js');
+    const fromSnapshot = (await import('./action-command.js')).actionCommand('restore');
+    return (args) => (isRestoreFromFile(args) ? restoreFromCommand(args) : fromSnapshot(args));
+  },
+  backup: async () => (await import('./backup-command.js')).backupCommand,
   snapshot: async () => (await import('./action-command.js')).actionCommand('snapshot'),
   dashboard: async () => (await import('./dashboard-command.js')).dashboardCommand,
   refresh: async () => (await import('./refresh-command.js')).refreshCommand,

@@ -27,9 +27,10 @@ import type { KubeHandover } from '../sources/kube-handover.js';
 import type { KubeBackend } from './kube-backend.js';
 import { WatchStream } from '../server/watch-stream.js';
 import { systemClock } from '../shared/clock.js';
-import { SnapshotScheduler } from '../reconcile/snapshot-scheduler.js';
+import { SnapshotScheduler, backupCopies } from '../reconcile/snapshot-scheduler.js';
 import { DaemonObjectViews } from './object-views.js';
 import { DaemonDashboard } from './dashboard-data.js';
+import { DaemonBackups } from './daemon-backups.js';
 import { RequestOverlay } from './request-overlay.js';
 import { EventLog } from '../server/dashboard-api.js';
 import { DashboardAssets } from '../server/dashboard-assets.js';
@@ -249,6 +250,11 @@ export class Daemon {
         onChange: (d) => this.controllers.get(kind)?.enqueue(d.key),
       });
       this.snapshotSchedulers.push(scheduler);
+      // spec.backups: the same schedule and retention code, writing archive files instead of snapshots.
+      this.snapshotSchedulers.push(new SnapshotScheduler({
+        store: this.store, provider, clock: systemClock, logger: log, copies: backupCopies(provider, systemClock),
+        record: (d, type, reason, message) => backendsById.get(d.source)?.recorder.record(d, type, reason, message),
+      }));
       const controller = new Controller({
         kind, provider, reconciler, store: this.store, backends: backendsById, cache, health, logger: log, metrics: this.metrics,
         concurrency: config.concurrency, resyncMs: config.resyncMs, clock,
@@ -282,6 +288,10 @@ export class Daemon {
       this.http = new HttpServer({
         host, port, registry: this.metrics.registry, checks: () => this.checks(), db: this.db, logger, watch,
         refresh: (id) => this.refreshSources(id), token: this.apiToken, redact,
+        backups: new DaemonBackups({
+          store: this.store, providers: this.providers, policy: hostPolicy, fs: nodePolicyFs, clock, logger,
+          record: (d, type, reason, message) => backendsById.get(d.source)?.recorder.record(d, type, reason, message),
+        }),
         ...(this.dashboardAssets === undefined ? {} : { dashboard: { assets: this.dashboardAssets, api: dashboardApi } }),
         ...(tls === undefined ? {} : { tls }), ...(hostAllow === undefined ? {} : { hostAllow }),
       });

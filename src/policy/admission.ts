@@ -23,7 +23,7 @@ import { ADOPT_ANNOTATION, PRUNE_ANNOTATION } from '../shared/annotations.js';
 import type { Desired } from '../store/desired.js';
 import type { ObjectKey } from '../store/object-key.js';
 import { type HostPolicy, type ScopeRules, matchesAny, rulesFor } from './host-policy.js';
-import { checkImageFile, checkRootfsDir } from './path-rules.js';
+import { checkBackupDir, checkImageFile, checkRootfsDir } from './path-rules.js';
 import { checkImageUrl } from './image-url-rules.js';
 import type { PolicyFs } from './policy-fs.js';
 
@@ -207,6 +207,10 @@ function limitIssues(d: Desired, rules: ScopeRules): PolicyIssue[] {
 export async function pathIssues(d: Desired, rules: ScopeRules, fs: PolicyFs): Promise<PolicyIssue[]> {
   if (d.deleting === true) return [];
   const checks: { field: string; rule: string; check: Promise<string | undefined> }[] = [];
+  const backups = d.object.spec.backups;
+  if (backups !== undefined) {
+    checks.push({ field: 'spec.backups.directory', rule: 'paths.backups', check: checkBackupDir(backups.directory, rules.backupDirs, fs) });
+  }
   if (d.object.kind === 'Container') {
     const spec = d.object.spec as ContainerSpec;
     if (spec.rootfs !== undefined) {

@@ -41,6 +41,8 @@ export interface ScopeRules {
   readonly imageHosts: readonly string[];
   /** Directories a container rootfs may be copied from (never /, /proc, /sys or /dev). */
   readonly rootfsDirs: readonly string[];
+  /** Directories backup archives may be written to and read from (realpath; never through a link outside). */
+  readonly backupDirs: readonly string[];
   /** LXC templates allowed (names, `*` globs). */
   readonly templates: readonly string[];
   /** The annotation hyperlet.io/adopt may take over an instance hyperlet did not create. */
@@ -97,6 +99,8 @@ export const DEFAULT_SCOPE_RULES: ScopeRules = {
   // No host: an image server is the operator's choice, as is trusting what it serves.
   imageHosts: [],
   rootfsDirs: ['/var/lib/hyperlet/rootfs', '/var/cache/hyperlet/rootfs'],
+  // hyperlet's own backup directory: an archive holds a whole guest, so where it may go is the operator's choice.
+  backupDirs: ['/var/lib/hyperlet/backups'],
   // Templates that take nothing from the host but what they are given (busybox works offline).
   templates: ['busybox', 'alpine', 'debian', 'ubuntu', 'download'],
   adoption: false,

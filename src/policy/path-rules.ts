@@ -68,6 +68,43 @@ async function imageProblem(path: string, dirs: readonly string[], fs: PolicyFs,
   return undefined;
 }
 
+/**
+ * Checks a backup archive path: for `write`, a path that does not exist yet (backups are never
+ * overwritten) whose directory resolves inside one of `allowedDirs`; for `read`, a regular file
+ * that resolves inside one of them.
+ */
+export async function checkBackupFile(path: string, mode: 'read' | 'write', allowedDirs: readonly string[], fs: PolicyFs): Promise<string | undefined> {
+  const prefix = `${path} is not ${mode === 'read' ? 'a regular file' : 'a new file'} under an allowed backup directory (${allowedDirs.join(', ') || 'none allowed'})`;
+  if (!path.startsWith('/')) return `${path} is not an absolute path`;
+  const dirs = await realDirs(allowedDirs, fs);
+  if (mode === 'write') {
+    if ((await fs.kindOf(path)) !== undefined) return `${prefix}: it exists already (backups are never overwritten)`;
+    const parent = await fs.realpath(dirname(path));
+    if (parent === undefined) return `${prefix}: its directory does not exist`;
+    if (!dirs.some((dir) => parent === dir || isInside(parent, dir))) return `${prefix}: it is outside them (its directory resolves to ${parent})`;
+    return undefined;
+  }
+  const real = await fs.realpath(path);
+  if (real === undefined) return `${prefix}: it does not exist`;
+  const via = real === path ? '' : ` (it resolves to ${real})`;
+  if (!dirs.some((dir) => isInside(real, dir))) return `${prefix}: it is outside them${via}`;
+  const kind = await fs.kindOf(real);
+  if (kind !== 'file') return `${prefix}: it is ${KIND_WORDS[kind ?? 'unknown']}${via}`;
+  return undefined;
+}
+
+/** Checks a directory scheduled backups go to: an existing directory that is, or resolves inside, one of `allowedDirs`. */
+export async function checkBackupDir(path: string, allowedDirs: readonly string[], fs: PolicyFs): Promise<string | undefined> {
+  const prefix = `${path} is not a directory under an allowed backup directory (${allowedDirs.join(', ') || 'none allowed'})`;
+  const real = await fs.realpath(path);
+  if (real === undefined) return `${prefix}: it does not exist`;
+  const via = real === path ? '' : ` (it resolves to ${real})`;
+  const dirs = await realDirs(allowedDirs, fs);
+  if (!dirs.some((dir) => real === dir || isInside(real, dir))) return `${prefix}: it is outside them${via}`;
+  if ((await fs.kindOf(real)) !== 'directory') return `${prefix}: it is not a directory${via}`;
+  return undefined;
+}
+
 /** Checks a container rootfs: a directory inside one of `allowedDirs`, never /, /proc, /sys or /dev. */
 export async function checkRootfsDir(path: string, allowedDirs: readonly string[], fs: PolicyFs): Promise<string | undefined> {
   const real = await fs.realpath(path);

@@ -87,7 +87,7 @@ function patternWords(path: string): string {
 }
 
 type RawRules = {
-  paths?: { images?: string[]; rootfs?: string[] };
+  paths?: { images?: string[]; rootfs?: string[]; backups?: string[] };
   templates?: string[];
   imageHosts?: string[];
   allow?: { adoption?: boolean; orphan?: boolean; privileged?: boolean };
@@ -126,7 +126,7 @@ function convertRules(raw: RawRules, at: string, problem: (path: string, message
     memoryBytes: bytes(raw.limits.memory, `${at}.limits.memory`), diskBytes: bytes(raw.limits.disk, `${at}.limits.disk`),
   });
   const rules: Partial<ScopeRules> = defined({
-    imageDirs: raw.paths?.images, rootfsDirs: raw.paths?.rootfs, templates: raw.templates, imageHosts: raw.imageHosts,
+    imageDirs: raw.paths?.images, rootfsDirs: raw.paths?.rootfs, backupDirs: raw.paths?.backups, templates: raw.templates, imageHosts: raw.imageHosts,
     adoption: raw.allow?.adoption, orphan: raw.allow?.orphan, privileged: raw.allow?.privileged,
     bridges: raw.bridges, networks: raw.networks, pools: raw.pools,
     containerMemoryBytes: bytes(raw.containerMemory, `${at}.containerMemory`),

@@ -36,6 +36,7 @@ const ruleProperties: Record<string, JsonSchema> = {
     properties: {
       images: directories('Directories VM disk images, kernels and initrds may come from.'),
       rootfs: directories('Directories a container rootfs may be copied from.'),
+      backups: directories('Directories backup archives may be written to and restored from (hyperlet backup, restore --from, spec.backups).'),
     },
   },
   templates: names('LXC templates allowed.'),

@@ -6,6 +6,8 @@ import type { Kind } from '../api/v1alpha1/group.js';
 import type { ApplyMode, SpecFields } from '../api/v1alpha1/fields.js';
 import type { PowerState } from '../api/v1alpha1/types.js';
 import type { Desired } from '../store/desired.js';
+import type { Readable, Writable } from 'node:stream';
+import type { BackupCompression, BackupSummary } from './backup/backup-archive.js';
 
 /** What an instance is doing, as the provider sees it. Transitional states settle on their own. */
 export type InstanceState = 'Running' | 'Stopped' | 'Frozen' | 'Paused' | 'Starting' | 'Stopping' | 'Crashed' | 'Unknown';
@@ -75,6 +77,42 @@ export function assertSnapshotName(name: string): void {
   if (!isSnapshotName(name)) {
     throw new Error(`cannot use ${JSON.stringify(name)} as a snapshot name: must be a DNS-1123 label (lowercase a-z, 0-9, '-', at most 63)`);
   }
+}
+
+/** How backup() writes its archive. */
+export interface BackupOptions {
+  readonly out: Writable;
+  /** Default zstd. */
+  readonly compression?: BackupCompression;
+  /** Uncompressed bytes written so far. */
+  readonly onProgress?: (bytes: number) => void;
+  /** Where a provider may stage copies before archiving them (VM disks); default the system's temp dir. */
+  readonly scratchDir?: string;
+}
+
+/** How restoreBackup() reads an archive and what it names the instance. */
+export interface RestoreBackupOptions {
+  readonly input: Readable;
+  /** The object name the instance is restored for (`--as`); default the archive's. */
+  readonly name?: string;
+  /** Default the archive's. */
+  readonly namespace?: string;
+  /** Where the archive came from, for messages. */
+  readonly label?: string;
+  /** Uncompressed bytes read so far. */
+  readonly onProgress?: (bytes: number) => void;
+  /** Where a provider may extract before placing (VM disks); default the system's temp dir. */
+  readonly scratchDir?: string;
+  /** VMs: the storage pool every disk is restored into; default each disk's pool in the archive. */
+  readonly pool?: string;
+}
+
+/** What restoreBackup() made. */
+export interface RestoredBackup {
+  readonly hostName: string;
+  /** The object to declare for it: the archive's, renamed, with the adopt annotation. */
+  readonly object: Record<string, unknown>;
+  readonly summary: BackupSummary;
 }
 
 /** One field whose desired value differs from the observed one. */
@@ -175,6 +213,21 @@ export interface Provider<K extends Kind = Kind> {
   restoreSnapshot?(d: Desired<K>, name: string, signal: AbortSignal): Promise<RestoreOutcome>;
   /** Optional: deletes snapshot `name`; a missing one is success. */
   deleteSnapshot?(d: Desired<K>, name: string, signal: AbortSignal): Promise<void>;
+  /**
+   * Optional: writes a portable archive of the instance (providers/backup/backup-archive.ts) to
+   * `options.out`: container rootfs and config, VM disks as qcow2 and its definition, with the
+   * declared object. A running instance is copied from a snapshot taken for the backup and
+   * removed after it, so the copy is consistent and the instance keeps running. Backups are the
+   * caller's files: delete() never removes them.
+   */
+  backup?(d: Desired<K>, options: BackupOptions, signal: AbortSignal): Promise<BackupSummary>;
+  /**
+   * Optional: creates an instance from an archive, stopped and without hyperlet's marker (declare
+   * the returned object, which carries the adopt annotation, to manage it). Refuses, with nothing
+   * created, an archive of another kind, a name already in use, and a truncated, altered or newer
+   * archive (TerminalError).
+   */
+  restoreBackup?(options: RestoreBackupOptions, signal: AbortSignal): Promise<RestoredBackup>;
   /**
    * Optional, with importData: the stopped instance's data as one archive stream, for a move to
    * another node (LXC: a tar of the rootfs). The format is the provider's own; only importData

@@ -25,6 +25,13 @@ export const STALLED_REASONS: Readonly<Record<string, StallCause>> = {
   SnapshotNotFound: 'object', // hyperlet.io/restore-request names a snapshot the instance does not have
   SnapshotUnsupported: 'object',
   InvalidSnapshotName: 'object', // hyperlet.io/snapshot-request or restore-request names no valid snapshot name (a DNS-1123 label) // a memory snapshot of an instance that cannot have one (a container, a stopped domain)
+  BackupNotAnArchive: 'object or host', // the file given to restore --from is no hyperlet backup (not zstd or gzip, no head member)
+  BackupTruncated: 'object or host', // the backup archive ends before its checksum trailer
+  BackupChecksumMismatch: 'object or host', // the backup archive's bytes do not match its SHA-256 trailer
+  BackupNewerFormat: 'host', // the backup archive has a newer format version than this hyperlet reads
+  BackupInvalid: 'object or host', // the backup archive's manifest lacks a field or is not JSON
+  BackupWrongKind: 'object', // the backup archive holds another kind than the provider restoring it
+  NameInUse: 'object or host', // a restore from a backup names an instance that exists already
   NotOwned: 'host', // the provider found the name taken by an instance hyperlet did not create
   Conflict: 'host', // the plan found the name taken by an instance that is not this object's
   UuidInUse: 'host', // another domain already has the object's id as its UUID

@@ -29,6 +29,7 @@ import { queryObjects, rowToObject } from './object-query.js';
 import { parseRequestTarget } from './request-target.js';
 import type { WatchStream } from './watch-stream.js';
 import type { DashboardApi } from './dashboard-api.js';
+import { type BackupApi, serveBackupRun } from './backup-api.js';
 import type { DashboardAssets } from './dashboard-assets.js';
 
 /** One /readyz check: its name, whether it gates readiness, and how to run it. */
@@ -53,6 +54,8 @@ export interface HttpServerOptions {
   readonly watch?: WatchStream;
   /** The dashboard: its files (/, /ui/...) and what it reads (/api/v1/host, events, objects). */
   readonly dashboard?: { readonly assets: DashboardAssets; readonly api: DashboardApi };
+  /** Backups and restores from archives (server/backup-api.ts). */
+  readonly backups?: BackupApi;
   /** The bearer token mutating routes (and every route on a non-loopback bind) require. */
   readonly token: string;
   /** Certificate and key (PEM): serve HTTPS. Required when `host` is not loopback. */
@@ -174,6 +177,14 @@ export class HttpServer {
     }
     // The dashboard asks whether its token is good before it offers actions: this route needs it, like every POST.
     if (target.path === '/api/v1/session' && req.method === 'POST') return this.send(res, 200, { token: 'valid' });
+    const backups = this.options.backups;
+    if (req.method === 'POST' && backups !== undefined && segments[0] === 'api' && segments[1] === 'v1') {
+      const [, , objects, kind = '', namespace = '', name = '', action = ''] = segments;
+      if (segments.length === 7 && objects === 'objects' && action === 'backup') {
+        return serveBackupRun(req, res, () => backups.backup(kind, namespace, name, query), this.redact);
+      }
+      if (segments.length === 3 && objects === 'restore') return serveBackupRun(req, res, () => backups.restore(query), this.redact);
+    }
     const actionApi = this.options.dashboard?.api;
     // POST /api/v1/objects/KIND/NAMESPACE/NAME/ACTION: an action, as a request annotation the reconcile loop acts on.
     const isAction = segments.length === 7 && segments[0] === 'api' && segments[1] === 'v1' && segments[2] === 'objects';

@@ -153,7 +153,8 @@ describe('crash points: LXC snapshots and restores (kill -9 exactly there, then 
     };
     const logger = pino({ level: 'silent' });
     for (const [snapshot, at] of [['auto-20251101t000000z', '2025-11-01T00:00:00Z'], ['auto-20251102t000000z', '2025-11-02T00:00:00Z']] as const) {
-      const clock = { now: (): number => Date.parse(at), setTimeout: (): unknown => undefined, clearTimeout: (): void => undefined };
+      // Time stands at `at` (the snapshot's name and record); waits (the freezer's) still pass.
+      const clock = { now: (): number => Date.parse(at), setTimeout: (fn: () => void, ms: number): unknown => setTimeout(fn, ms), clearTimeout: (h: unknown): void => clearTimeout(h as NodeJS.Timeout) };
       const provider = new LxcProvider({ lxcpath, logger, tools: new LxcTools({ logger }), clock });
       await provider.snapshot(d, snapshot, { origin: 'schedule' }, AbortSignal.timeout(60_000));
     }

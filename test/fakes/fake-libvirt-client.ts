@@ -356,6 +356,17 @@ export class FakeLibvirtClient extends EventEmitter<LibvirtClientEvents> impleme
     return { type: 0, capacityBytes: BigInt(this.volumeOf(vol).capacityBytes), allocationBytes: 0n };
   }
 
+  async storageVolGetPath(vol: VolumeRef): Promise<string> {
+    this.record('storageVolGetPath', [vol]);
+    this.volumeOf(vol);
+    return `/fake-pools/${vol.pool}/${vol.name}`;
+  }
+
+  async storagePoolRefresh(pool: PoolRef): Promise<void> {
+    this.record('storagePoolRefresh', [pool]);
+    this.poolOf(pool.name);
+  }
+
   private snapshotsOf(dom: DomainRef): { name: string; xml: string; flags: number }[] {
     const name = this.domainOf(dom).ref.name;
     const list = this.snapshots.get(name) ?? [];

@@ -176,6 +176,37 @@ export const commonSpecProperties: Record<string, JsonSchema> = {
       },
     },
   },
+  backups: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['schedule', 'directory'],
+    description: 'Scheduled backups of the instance (portable archives, hyperlet backup), written by the daemon into a directory the host policy allows (paths.backups) and pruned by the retain rules.',
+    properties: {
+      directory: {
+        type: 'string', minLength: 2, maxLength: 1024, pattern: ABSOLUTE_PATH_PATTERN,
+        description: 'Absolute directory the archives are written to (HOSTNAME.auto-UTCTIME.tar.zst); it must lie under paths.backups of the host policy.',
+      },
+      schedule: {
+        type: 'string', minLength: 1, maxLength: 128, pattern: SAFE_TEXT_PATTERN,
+        description: 'When to back up: a 5-field cron expression in UTC (minute hour day-of-month month day-of-week; *, N, A-B, */S, lists), '
+          + 'a macro (@hourly, @daily, @weekly, @monthly, @yearly) or "@every DURATION" (such as 30m, 6h, 1h30m; at least 1m). '
+          + 'A run missed while the daemon was down runs once when it starts, never as a burst.',
+      },
+      retain: {
+        type: 'object',
+        additionalProperties: false,
+        description: 'Which scheduled backups to keep (Proxmox prune rules, UTC periods): a snapshot is kept if any rule keeps it; '
+          + 'with no rule, all are kept. Backups made with hyperlet backup are never pruned.',
+        properties: {
+          last: { type: 'integer', minimum: 0, maximum: 1000, description: 'Keep the newest N snapshots.' },
+          hourly: { type: 'integer', minimum: 0, maximum: 1000, description: 'Keep the newest snapshot of each of the last N hours that have one.' },
+          daily: { type: 'integer', minimum: 0, maximum: 1000, description: 'Keep the newest snapshot of each of the last N days that have one.' },
+          weekly: { type: 'integer', minimum: 0, maximum: 1000, description: 'Keep the newest snapshot of each of the last N ISO weeks that have one.' },
+          monthly: { type: 'integer', minimum: 0, maximum: 1000, description: 'Keep the newest snapshot of each of the last N months that have one.' },
+        },
+      },
+    },
+  },
   dependsOn: {
     type: 'array',
     maxItems: 64,

@@ -46,6 +46,12 @@ interface CommonSpec {
   driftPolicy?: DriftPolicy;
   dependsOn?: DependencyRef[];
   snapshots?: SnapshotPolicy;
+  backups?: BackupPolicy;
+}
+
+/** spec.backups: the same schedule and retain rules as spec.snapshots, and where the archives go. */
+export interface BackupPolicy extends SnapshotPolicy {
+  directory: string;
 }
 
 /** spec.snapshots: a schedule (cron or @every) and Proxmox-style retain rules. */

@@ -159,12 +159,13 @@ function dependencyIssues(kind: Kind, metadata: { name?: unknown; namespace?: un
 
 function crossFieldIssues(kind: Kind, spec: Record<string, unknown>): ValidationIssue[] {
   const issues: ValidationIssue[] = [];
-  const snapshots = spec.snapshots as { schedule?: unknown } | undefined;
-  if (typeof snapshots?.schedule === 'string') {
+  for (const field of ['snapshots', 'backups'] as const) {
+    const policy = spec[field] as { schedule?: unknown } | undefined;
+    if (typeof policy?.schedule !== 'string') continue;
     try {
-      parseSchedule(snapshots.schedule);
+      parseSchedule(policy.schedule);
     } catch (err) {
-      issues.push({ path: 'spec.snapshots.schedule', rule: 'schedule', message: (err as Error).message });
+      issues.push({ path: `spec.${field}.schedule`, rule: 'schedule', message: (err as Error).message });
     }
   }
   if (kind === 'Container') {

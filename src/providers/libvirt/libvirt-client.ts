@@ -245,7 +245,7 @@ export type LibvirtApi = LibvirtEvents & Pick<LibvirtClient,
   | 'domainShutdown' | 'domainDestroy' | 'domainSuspend' | 'domainResume' | 'domainReboot' | 'domainUndefine' | 'domainGetState'
   | 'domainGetXmlDesc' | 'domainOpenConsole' | 'domainSetVcpus' | 'domainSetMemory' | 'domainBlockResize' | 'domainSetMetadata'
   | 'lookupStoragePool' | 'storagePoolDefineXml' | 'storagePoolBuild' | 'storagePoolCreate' | 'storagePoolSetAutostart'
-  | 'storagePoolIsActive' | 'storageVolCreateXml' | 'lookupStorageVol' | 'storageVolDelete' | 'storageVolResize' | 'storageVolGetInfo'
+  | 'storagePoolIsActive' | 'storageVolCreateXml' | 'lookupStorageVol' | 'storageVolDelete' | 'storageVolResize' | 'storageVolGetInfo' | 'storageVolGetPath' | 'storagePoolRefresh'
   | 'domainSnapshotCreateXml' | 'domainSnapshotGetXmlDesc' | 'domainListAllSnapshots' | 'lookupDomainSnapshot'
   | 'domainRevertToSnapshot' | 'domainSnapshotDelete' | 'lookupNetwork' | 'networkGetDhcpLeases' | 'domainInterfaceAddresses'
 >;

@@ -31,9 +31,11 @@ import { failpoint } from '../../shared/failpoint.js';
 import type { Desired } from '../../store/desired.js';
 import {
   ProviderUnavailableError, assertSnapshotName, type FieldChange, type InstanceSnapshot, type ObservedInstance, type Provider,
-  type RestoreOutcome, type SnapshotOptions,
+  type RestoreOutcome, type SnapshotOptions, type BackupOptions, type RestoreBackupOptions, type RestoredBackup,
 } from '../provider.js';
 import { LibvirtSnapshots } from './libvirt-snapshots.js';
+import { LibvirtBackups } from './libvirt-backups.js';
+import type { BackupSummary } from '../backup/backup-archive.js';
 import type { ApplyMode } from '../../api/v1alpha1/fields.js';
 import {
   HYPERLET_XML_NS, HYPERLET_XML_PREFIX, buildDomainXml, buildMarkerXml, parseDomainXml, planDisks,
@@ -130,6 +132,7 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
   private readonly seedDir: string;
   private readonly ovmfDir: string;
   private readonly images: ImageCache | undefined;
+  private readonly backups: LibvirtBackups;
   private connecting: Promise<void> | undefined;
   private readonly cache = new Map<string, CacheEntry>();
   private readonly knownNames = new Set<string>();
@@ -159,6 +162,10 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
       defaultDiskBytes: options.defaultDiskBytes ?? DEFAULT_VM_DISK_BYTES,
     });
     this.snapshots = new LibvirtSnapshots(this.client, this.log);
+    this.backups = new LibvirtBackups({
+      client: this.client, storage: this.storage, snapshots: this.snapshots, clock: this.clock, logger: this.log,
+      consolePathOf: (hostName) => this.consolePathOf(hostName),
+    });
     this.client.on('lifecycle', (e) => {
       this.cache.delete(uuidFromBytes(e.domain.uuid));
       this.notify(e.domain.name);
@@ -646,6 +653,20 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
     const dom = await this.requireOwned(d, 'snapshot');
     const marker = (await this.readDomain(dom)).marker;
     return this.snapshots.take(dom, name, marker?.specHash, options);
+  }
+
+  /** A portable archive of the domain's disks as qcow2 and its object (libvirt-backups.ts); running ones from a snapshot. */
+  async backup(d: Desired<'VirtualMachine'>, options: BackupOptions, signal: AbortSignal): Promise<BackupSummary> {
+    await this.ensureConnected();
+    const dom = await this.requireOwned(d, 'back up');
+    const marker = (await this.readDomain(dom)).marker;
+    return this.backups.backup(d, dom, marker?.specHash, options, signal);
+  }
+
+  /** A stopped, unmarked domain and its volumes from an archive (libvirt-backups.ts). */
+  async restoreBackup(options: RestoreBackupOptions, signal: AbortSignal): Promise<RestoredBackup> {
+    await this.ensureConnected();
+    return this.backups.restore(options, signal);
   }
 
   /** The domain's snapshots, oldest first; none when it does not exist or is not `d`'s. */

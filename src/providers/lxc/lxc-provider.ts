@@ -17,9 +17,11 @@ import { failpoint } from '../../shared/failpoint.js';
 import type { Desired } from '../../store/desired.js';
 import {
   type FieldChange, type InstanceSnapshot, type ObservedInstance, type Provider, ProviderUnavailableError, type RestoreOutcome,
-  type SnapshotOptions, assertSnapshotName,
+  type SnapshotOptions, assertSnapshotName, type BackupOptions, type RestoreBackupOptions, type RestoredBackup,
 } from '../provider.js';
 import { LxcSnapshots } from './lxc-snapshots.js';
+import { LxcBackups } from './lxc-backups.js';
+import type { BackupSummary } from '../backup/backup-archive.js';
 import { exportRootfs, importRootfs } from './lxc-data-archive.js';
 import { RESTORE_REQUEST_ANNOTATION, snapshotOfRestoreRequest } from '../../shared/annotations.js';
 import { CgroupHost } from './cgroup-host.js';
@@ -122,6 +124,7 @@ export class LxcProvider implements Provider<'Container'> {
   private cgroupHost: Promise<CgroupHost> | undefined;
   private readonly observer: LxcObserver;
   private readonly snapshots: LxcSnapshots;
+  private readonly backups: LxcBackups;
   private readonly idmap: IdRange;
   private readonly subordinateIdFiles: { readonly uid: string; readonly gid: string } | null;
   private readonly images: ImageCache | undefined;
@@ -149,6 +152,14 @@ export class LxcProvider implements Provider<'Container'> {
     });
     this.snapshots = new LxcSnapshots({
       lxcpath: this.lxcpath, tools: this.tools, clock: this.clock, logger: this.log,
+      stateOf: async (name, signal) => (await this.observer.info(name, signal)).state,
+      setFrozen: async (name, frozen, signal) => {
+        const { pid } = await this.observer.info(name, signal);
+        return pid !== undefined && (await this.cgroup()).setFrozen(pid, name, frozen, this.clock, signal);
+      },
+    });
+    this.backups = new LxcBackups({
+      lxcpath: this.lxcpath, snapshots: this.snapshots, clock: this.clock, logger: this.log,
       stateOf: async (name, signal) => (await this.observer.info(name, signal)).state,
     });
   }
@@ -566,6 +577,17 @@ export class LxcProvider implements Provider<'Container'> {
     assertSnapshotName(name);
     const marker = await this.requireOwned(d, 'snapshot');
     return this.snapshots.take(d.hostName, name, marker.specHash, options, signal);
+  }
+
+  /** A portable archive of the container's config and rootfs (lxc-backups.ts); running ones from a snapshot. */
+  async backup(d: Desired<'Container'>, options: BackupOptions, signal: AbortSignal): Promise<BackupSummary> {
+    const marker = await this.requireOwned(d, 'back up');
+    return this.backups.backup(d.hostName, d.object as unknown as Record<string, unknown>, marker.specHash, options, signal);
+  }
+
+  /** A stopped, unmarked container from an archive, in this provider's lxcpath (lxc-backups.ts). */
+  async restoreBackup(options: RestoreBackupOptions, signal: AbortSignal): Promise<RestoredBackup> {
+    return this.backups.restore(options, signal);
   }
 
   /** The container's complete snapshots, oldest first; none when it does not exist or is not `d`'s. */

@@ -48,6 +48,11 @@ export interface LxcSnapshotsOptions {
   readonly logger: Logger;
   /** The container's LXC state ('RUNNING', 'FROZEN', 'STOPPED'…), as lxc-info says it. */
   readonly stateOf: (hostName: string, signal: AbortSignal) => Promise<string>;
+  /**
+   * Freezes or thaws the running container through its cgroup at once (cgroup-host.ts setFrozen);
+   * false when it cannot, and lxc-freeze / lxc-unfreeze are used instead.
+   */
+  readonly setFrozen?: (hostName: string, frozen: boolean, signal: AbortSignal) => Promise<boolean>;
 }
 
 /** Takes, lists, restores and deletes snapshots of LXC containers; see the file comment for guarantees. */
@@ -74,7 +79,8 @@ export class LxcSnapshots {
     const state = await this.o.stateOf(hostName, signal);
     const freeze = state === 'RUNNING';
     try {
-      if (freeze) await this.o.tools.run('lxc-freeze', args, { signal });
+      const direct = freeze && (await this.o.setFrozen?.(hostName, true, signal)) === true;
+      if (freeze && !direct) await this.o.tools.run('lxc-freeze', args, { signal });
       try {
         failpoint('lxc.snapshot.frozen');
         await this.o.tools.run('cp', ['-a', '--reflink=auto', '--', rootfsPath(this.o.lxcpath, hostName), join(partial, 'rootfs')], {
@@ -83,7 +89,10 @@ export class LxcSnapshots {
         failpoint('lxc.snapshot.copied');
       } finally {
         // Thawed even when the copy failed or was aborted: a snapshot never leaves a container frozen.
-        if (freeze) await this.o.tools.run('lxc-unfreeze', args, { signal: AbortSignal.timeout(30_000) });
+        const thawSignal = AbortSignal.timeout(30_000);
+        if (freeze && !(direct && (await this.o.setFrozen?.(hostName, false, thawSignal)) === true)) {
+          await this.o.tools.run('lxc-unfreeze', args, { signal: thawSignal });
+        }
       }
       const snapshot: InstanceSnapshot = {
         name, createdAt, origin: options.origin ?? 'request', memory: false,

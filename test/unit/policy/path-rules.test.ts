@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { checkImageFile, checkRootfsDir, isInside } from '../../../src/policy/path-rules.js';
+import { checkBackupDir, checkBackupFile, checkImageFile, checkRootfsDir, isInside } from '../../../src/policy/path-rules.js';
 import { parseQcow2Header } from '../../../src/policy/qcow2-header.js';
 import { FakePolicyFs, qcow2Bytes } from '../../fakes/fake-policy-fs.js';
 
@@ -135,4 +135,61 @@ describe('parseQcow2Header', () => {
     Short: { reason: 'magic but no header', bytes: qcow2Bytes().subarray(0, 10), want: { qcow2: true, unreadable: 'the header is cut short' } },
   };
   for (const [name, tc] of Object.entries(cases)) it(name, () => expect(parseQcow2Header(tc.bytes), tc.reason).to.deep.include(tc.want));
+});
+
+describe('checkBackupFile', () => {
+  const BACKUPS = '/var/lib/hyperlet/backups';
+  const fs = (): FakePolicyFs => new FakePolicyFs({
+    [`${BACKUPS}/old.tar.zst`]: { kind: 'file' },
+    [`${BACKUPS}/fifo`]: { kind: 'fifo' },
+    [`${BACKUPS}/out`]: { kind: 'symlink', target: '/etc' },
+    [`${BACKUPS}/shadow`]: { kind: 'symlink', target: '/etc/shadow' },
+    '/etc/shadow': { kind: 'file' },
+    '/tmp/x.tar.zst': { kind: 'file' },
+  });
+  const cases: Record<string, { reason: string; path: string; mode: 'read' | 'write'; want?: RegExp }> = {
+    WriteNew: { reason: 'a new file in the backup directory', path: `${BACKUPS}/web.tar.zst`, mode: 'write' },
+    WriteExisting: { reason: 'backups are never overwritten', path: `${BACKUPS}/old.tar.zst`, mode: 'write', want: /exists already/ },
+    WriteOutside: { reason: 'a directory the policy does not name', path: '/tmp/web.tar.zst', mode: 'write', want: /outside them/ },
+    WriteThroughLink: { reason: 'a link inside leading outside is judged by where it leads', path: `${BACKUPS}/out/passwd`, mode: 'write', want: /resolves to \/etc/ },
+    WriteNoDir: { reason: 'the directory must exist', path: `${BACKUPS}/nope/web.tar.zst`, mode: 'write', want: /does not exist/ },
+    Relative: { reason: 'a relative path depends on the daemon\'s working directory', path: 'web.tar.zst', mode: 'write', want: /not an absolute path/ },
+    ReadFile: { reason: 'an archive in the backup directory', path: `${BACKUPS}/old.tar.zst`, mode: 'read' },
+    ReadFifo: { reason: 'never a FIFO', path: `${BACKUPS}/fifo`, mode: 'read', want: /a FIFO/ },
+    ReadLinkOut: { reason: 'a link to /etc/shadow is outside', path: `${BACKUPS}/shadow`, mode: 'read', want: /outside them/ },
+    ReadOutside: { reason: 'a file outside', path: '/tmp/x.tar.zst', mode: 'read', want: /outside them/ },
+    ReadMissing: { reason: 'a missing file', path: `${BACKUPS}/none`, mode: 'read', want: /does not exist/ },
+  };
+  for (const [name, tc] of Object.entries(cases)) {
+    it(name, async () => {
+      const got = await checkBackupFile(tc.path, tc.mode, [BACKUPS], fs());
+      if (tc.want === undefined) expect(got, tc.reason).to.equal(undefined);
+      else expect(got, tc.reason).to.match(tc.want);
+    });
+  }
+});
+
+describe('checkBackupDir', () => {
+  const BACKUPS = '/var/lib/hyperlet/backups';
+  const fs = (): FakePolicyFs => new FakePolicyFs({
+    [`${BACKUPS}/web/x`]: { kind: 'file' },
+    [`${BACKUPS}/file`]: { kind: 'file' },
+    [`${BACKUPS}/etc-link`]: { kind: 'symlink', target: '/etc' },
+    '/etc/passwd': { kind: 'file' },
+  });
+  const cases: Record<string, { reason: string; path: string; want?: RegExp }> = {
+    TheDirItself: { reason: 'the allowed directory itself', path: BACKUPS },
+    Inside: { reason: 'a directory inside it', path: `${BACKUPS}/web` },
+    Outside: { reason: 'a directory elsewhere', path: '/etc', want: /outside them/ },
+    LinkOut: { reason: 'judged by where a link leads', path: `${BACKUPS}/etc-link`, want: /resolves to \/etc/ },
+    AFile: { reason: 'a file is no directory', path: `${BACKUPS}/file`, want: /not a directory/ },
+    Missing: { reason: 'it must exist', path: `${BACKUPS}/none`, want: /does not exist/ },
+  };
+  for (const [name, tc] of Object.entries(cases)) {
+    it(name, async () => {
+      const got = await checkBackupDir(tc.path, [BACKUPS], fs());
+      if (tc.want === undefined) expect(got, tc.reason).to.equal(undefined);
+      else expect(got, tc.reason).to.match(tc.want);
+    });
+  }
 });

@@ -27,7 +27,7 @@ const cases: Record<string, Case> = {
     reason: 'every field, with quantities turned into bytes',
     text: `${HEAD}host: {idmap: {hostId: 200000, size: 65536}, reservedMemory: 1Gi}
 defaults:
-  paths: {images: [/srv/images], rootfs: [/srv/rootfs]}
+  paths: {images: [/srv/images], rootfs: [/srv/rootfs], backups: [/srv/backups]}
   templates: [busybox]
   imageHosts: ['127.0.0.1:*', images.example]
   allow: {adoption: true, orphan: true, privileged: false}
@@ -41,7 +41,7 @@ defaults:
     want: (p) => {
       expect(p.host).to.deep.equal({ idmap: { hostId: 200000, size: 65536 }, reservedMemoryBytes: 2 ** 30 });
       expect(p.defaults).to.deep.equal({
-        imageDirs: ['/srv/images'], rootfsDirs: ['/srv/rootfs'], templates: ['busybox'], imageHosts: ['127.0.0.1:*', 'images.example'], adoption: true, orphan: true, privileged: false,
+        imageDirs: ['/srv/images'], rootfsDirs: ['/srv/rootfs'], backupDirs: ['/srv/backups'], templates: ['busybox'], imageHosts: ['127.0.0.1:*', 'images.example'], adoption: true, orphan: true, privileged: false,
         bridges: ['br0'], networks: ['lan'], pools: ['fast'],
         quota: { objects: 5, cpu: 8, memoryBytes: 8 * 2 ** 30, diskBytes: 100 * 2 ** 30 },
         limits: { cpu: 4, memoryBytes: 4 * 2 ** 30, diskBytes: 50 * 2 ** 30, gracefulStopSeconds: 120 },
