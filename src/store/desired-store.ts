@@ -29,6 +29,8 @@ export type ChangeListener = (key: ObjectKey) => void;
 export class DesiredStore implements StoreWriter, StoreReader {
   private readonly objects = new Map<ObjectKey, { d: Desired; fingerprint: string }>();
   private readonly listeners: ChangeListener[] = [];
+  /** The list `list()` hands out until an object is set or removed (callers may keep derived figures by it). */
+  private listed: readonly Desired[] | undefined;
 
   /** Calls `listener` with each key whose object was added, changed or removed. */
   onChange(listener: ChangeListener): void {
@@ -40,11 +42,14 @@ export class DesiredStore implements StoreWriter, StoreReader {
     const fingerprint = canonicalJson([d.object.metadata.annotations ?? null, d.object.metadata.labels ?? null, d.specHash, d.generation, d.deleting ?? false, d.id, d.object.metadata.finalizers ?? null]);
     const current = this.objects.get(d.key);
     this.objects.set(d.key, { d, fingerprint });
+    this.listed = undefined;
     if (current?.fingerprint !== fingerprint) this.emit(d.key);
   }
 
   remove(key: ObjectKey): void {
-    if (this.objects.delete(key)) this.emit(key);
+    if (!this.objects.delete(key)) return;
+    this.listed = undefined;
+    this.emit(key);
   }
 
   replaceAll(source: string, objects: readonly Desired[]): void {
@@ -57,8 +62,10 @@ export class DesiredStore implements StoreWriter, StoreReader {
     return this.objects.get(key)?.d;
   }
 
+  /** Every object; the same array until one is set or removed (frozen: nobody may change it). */
   list(): readonly Readonly<Desired>[] {
-    return [...this.objects.values()].map((e) => e.d);
+    this.listed ??= Object.freeze([...this.objects.values()].map((e) => e.d));
+    return this.listed;
   }
 
   keys(): readonly ObjectKey[] {

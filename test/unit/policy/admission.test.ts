@@ -145,6 +145,45 @@ describe('host policy: quotas per source and namespace', () => {
   for (const [name, tc] of Object.entries(cases)) {
     it(name, () => expect(fields(quotaIssues(tc.d, tc.rules, context(tc.objects, tc.admitted))), tc.reason).to.deep.equal(tc.want));
   }
+
+  // Totals are kept per list handed in (the store hands out one list until an object changes): a
+  // judgement on one list must never leak into another list, other rules or another object.
+  const sequences: Record<string, { reason: string; steps: { d: Desired; objects: Desired[]; rules: ScopeRules; want: string[] }[] }> = {
+    NewListJudgedAnew: {
+      reason: 'a list with one more object is a new list: the fourth is over',
+      steps: [
+        { d: c('c'), objects: three, rules: q({ objects: 3 }), want: [] },
+        { d: c('d'), objects: [...three, c('d')], rules: q({ objects: 3 }), want: ['metadata.name quota.objects'] },
+      ],
+    },
+    SameListOtherRules: {
+      reason: 'the same list under other rules (a policy reload) is added up again',
+      steps: [
+        // Three containers without memory: 3 x 256Mi fits 1Gi, 3 x 512Mi does not.
+        { d: container('c'), objects: [container('a'), container('b'), container('c')], rules: rules({ containerMemoryBytes: 256 * MiB, quota: { memoryBytes: GiB } }), want: [] },
+        { d: container('c'), objects: [container('a'), container('b'), container('c')], rules: rules({ containerMemoryBytes: 512 * MiB, quota: { memoryBytes: GiB } }), want: ['spec.resources.memory quota.memory'] },
+      ],
+    },
+    SameListOtherObject: {
+      reason: 'one list, two objects: the one ranked last is over, the first is not',
+      steps: [
+        { d: c('a'), objects: three, rules: q({ objects: 2 }), want: [] },
+        { d: c('c'), objects: three, rules: q({ objects: 2 }), want: ['metadata.name quota.objects'] },
+      ],
+    },
+  };
+  for (const [name, tc] of Object.entries(sequences)) {
+    it(name, () => {
+      const lists = new Map<string, Desired[]>();
+      for (const step of tc.steps) {
+        // Equal lists are handed in as the very same array, as the store does.
+        const id = step.objects.map((o) => o.key).join();
+        const objects = lists.get(id) ?? step.objects;
+        lists.set(id, objects);
+        expect(fields(quotaIssues(step.d, step.rules, context(objects))), tc.reason).to.deep.equal(step.want);
+      }
+    });
+  }
 });
 
 describe('host policy: capacity', () => {
