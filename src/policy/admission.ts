@@ -371,7 +371,7 @@ function scopeTotals(objects: readonly Desired[], source: string, namespace: str
     totals = { count: 0, cpu: 0, memoryBytes: 0, diskBytes: 0, byKey: new Map() };
     for (const o of objects) {
       if (o.deleting === true || o.source !== source || o.object.metadata.namespace !== namespace) continue;
-      const u = usageOf(o, rules);
+      const u = usageUnder(o, rules);
       totals.count++;
       totals.cpu += u.cpu ?? 0;
       totals.memoryBytes += u.memoryBytes;
@@ -383,6 +383,17 @@ function scopeTotals(objects: readonly Desired[], source: string, namespace: str
   return totals;
 }
 
+/** Each object's usage under the rules it was last judged with: a list differs from the last one by an object or two. */
+const usageByObject = new WeakMap<Desired, { rules: ScopeRules; usage: Usage }>();
+
+function usageUnder(d: Desired, rules: ScopeRules): Usage {
+  const known = usageByObject.get(d);
+  if (known?.rules === rules) return known.usage;
+  const usage = usageOf(d, rules);
+  usageByObject.set(d, { rules, usage });
+  return usage;
+}
+
 /**
  * Whether `d` fits its scope's quota even if every other object of the scope ranked before it:
  * then the ranking cannot matter (usage is never negative) and `quotaIssues` has nothing to say,
@@ -390,7 +401,8 @@ function scopeTotals(objects: readonly Desired[], source: string, namespace: str
  */
 function withinQuotaWhateverTheRanks(d: Desired, rules: ScopeRules, context: AdmissionContext): boolean {
   const quota = rules.quota;
-  const own = usageOf(d, rules);
+  if (quota.objects === undefined && quota.cpu === undefined && quota.memoryBytes === undefined && quota.diskBytes === undefined) return true;
+  const own = usageUnder(d, rules);
   if (quota.cpu !== undefined && own.cpu === undefined) return false;
   const totals = scopeTotals(context.objects, d.source, d.object.metadata.namespace, rules);
   const listed = totals.byKey.get(d.key);

@@ -20,6 +20,14 @@ describe('hyperlet run: fleet flags', () => {
       reason: 'a heartbeat below 250 ms would hammer the API server',
       args: ['--source', 'kube', '--node', 'n1', '--heartbeat', '100ms'], error: /--heartbeat: must be at least 250 ms/,
     },
+    MaxPerScopeOverConcurrency: {
+      reason: 'one namespace cannot have more workers than there are',
+      args: ['--source', 'dir:/nonexistent', '--concurrency', '2', '--max-per-scope', '3'], error: /--max-per-scope: must be at most --concurrency \(2\)/,
+    },
+    MaxPerScopeNotPositive: {
+      reason: 'a namespace needs at least one worker',
+      args: ['--source', 'dir:/nonexistent', '--max-per-scope', '0'], error: /--max-per-scope: must be a positive integer/,
+    },
     HeartbeatNotADuration: {
       reason: 'the heartbeat is a duration such as 10s',
       args: ['--source', 'kube', '--node', 'n1', '--heartbeat', 'often'], error: /--heartbeat/,
