@@ -9,7 +9,7 @@
  * KUBE_LXC_BENCH_TRIES sets the tries (default 20). Needs root and the LXC packages (`make host`).
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, createWriteStream, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -61,7 +61,10 @@ export async function kubeLxcBench(): Promise<Record<string, number | string>> {
       '--lxcpath', lxcpath, '--state', join(dir, 'state', 'state.db'), '--kinds', 'Container', '--http', 'off',
       '--resync', '1h', '--log-level', 'debug'], { stdio: ['ignore', 'pipe', 'pipe'] });
     const tail: string[] = [];
+    // KUBE_LXC_BENCH_LOG=FILE keeps the daemon's whole debug log, to see where a slow try's time went.
+    const keep = process.env.KUBE_LXC_BENCH_LOG === undefined ? undefined : createWriteStream(process.env.KUBE_LXC_BENCH_LOG);
     const onText = (text: string): void => {
+      keep?.write(`${text}\n`);
       tail.push(text);
       if (tail.length > 30) tail.shift();
       let line: Record<string, unknown>;
