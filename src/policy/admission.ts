@@ -347,51 +347,68 @@ interface ScopeTotals {
   cpu: number;
   memoryBytes: number;
   diskBytes: number;
-  readonly byKey: Map<string, Usage>;
+  /** The object each key was counted as, its usage, and the pass over a list that last saw it. */
+  readonly byKey: Map<string, { d: Desired; usage: Usage; seen: number }>;
+  /** The list these totals are of; undefined when a list held a key twice (then nothing is trusted). */
+  list: readonly Desired[] | undefined;
+  readonly rules: ScopeRules;
+  seen: number;
 }
 
 /**
- * Scope totals per `context.objects` list (the store hands out the same list until an object
- * changes), so a pass of each object does not add up its whole scope again: quota judgement
- * was the costliest part of a pass in a namespace of 1,000 objects.
+ * Totals per scope, brought up to date with each new `context.objects` list by what changed in it
+ * (the store hands out one list until an object changes, and a list differs from the previous one
+ * by an object or two): a pass of each object does not add up its whole scope again. Quota
+ * judgement was the costliest part of a pass in a namespace of 1,000 objects.
  */
-const scopeTotalsByList = new WeakMap<readonly Desired[], Map<string, { rules: ScopeRules; totals: ScopeTotals }>>();
+const scopeTotalsByScope = new Map<string, ScopeTotals>(); // one entry per scope ever judged, with its objects as last listed
 
-function scopeTotals(objects: readonly Desired[], source: string, namespace: string, rules: ScopeRules): ScopeTotals {
-  let byScope = scopeTotalsByList.get(objects);
-  if (byScope === undefined) {
-    byScope = new Map();
-    scopeTotalsByList.set(objects, byScope);
-  }
-  const scope = `${source}/${namespace}`;
-  const known = byScope.get(scope);
-  // Usage depends on the rules (a container's default memory): other rules (a policy reload), other totals.
-  let totals = known?.rules === rules ? known.totals : undefined;
-  if (totals === undefined) {
-    totals = { count: 0, cpu: 0, memoryBytes: 0, diskBytes: 0, byKey: new Map() };
-    for (const o of objects) {
-      if (o.deleting === true || o.source !== source || o.object.metadata.namespace !== namespace) continue;
-      const u = usageUnder(o, rules);
-      totals.count++;
-      totals.cpu += u.cpu ?? 0;
-      totals.memoryBytes += u.memoryBytes;
-      totals.diskBytes += u.diskBytes;
-      totals.byKey.set(o.key, u);
-    }
-    byScope.set(scope, { rules, totals });
-  }
-  return totals;
+function add(t: ScopeTotals, u: Usage, sign: 1 | -1): void {
+  t.count += sign;
+  t.cpu += sign * (u.cpu ?? 0);
+  t.memoryBytes += sign * u.memoryBytes;
+  t.diskBytes += sign * u.diskBytes;
 }
 
-/** Each object's usage under the rules it was last judged with: a list differs from the last one by an object or two. */
-const usageByObject = new WeakMap<Desired, { rules: ScopeRules; usage: Usage }>();
-
-function usageUnder(d: Desired, rules: ScopeRules): Usage {
-  const known = usageByObject.get(d);
-  if (known?.rules === rules) return known.usage;
-  const usage = usageOf(d, rules);
-  usageByObject.set(d, { rules, usage });
-  return usage;
+/** The totals of scope (source, namespace) in `objects` under `rules`; undefined when they cannot be trusted. */
+function scopeTotals(objects: readonly Desired[], source: string, namespace: string, rules: ScopeRules): ScopeTotals | undefined {
+  const scope = `${source}/${namespace}`;
+  let t = scopeTotalsByScope.get(scope);
+  // Usage depends on the rules (a container's default memory): other rules (a policy reload), counted afresh.
+  if (t === undefined || t.rules !== rules) {
+    t = { count: 0, cpu: 0, memoryBytes: 0, diskBytes: 0, byKey: new Map(), list: undefined, rules, seen: 0 };
+    scopeTotalsByScope.set(scope, t);
+  }
+  if (t.list === objects) return t;
+  const seen = ++t.seen;
+  let inScope = 0;
+  for (const o of objects) {
+    if (o.deleting === true || o.source !== source || o.object.metadata.namespace !== namespace) continue;
+    inScope++;
+    const known = t.byKey.get(o.key);
+    if (known?.seen === seen) {
+      // The same key twice in one list: not the store's, and not worth counting right; judge it the long way.
+      scopeTotalsByScope.delete(scope);
+      return undefined;
+    }
+    if (known?.d === o) {
+      known.seen = seen;
+      continue;
+    }
+    if (known !== undefined) add(t, known.usage, -1);
+    const usage = usageOf(o, rules);
+    add(t, usage, 1);
+    t.byKey.set(o.key, { d: o, usage, seen });
+  }
+  if (inScope !== t.byKey.size) {
+    for (const [key, e] of t.byKey) {
+      if (e.seen === seen) continue;
+      add(t, e.usage, -1);
+      t.byKey.delete(key);
+    }
+  }
+  t.list = objects;
+  return t;
 }
 
 /**
@@ -402,10 +419,11 @@ function usageUnder(d: Desired, rules: ScopeRules): Usage {
 function withinQuotaWhateverTheRanks(d: Desired, rules: ScopeRules, context: AdmissionContext): boolean {
   const quota = rules.quota;
   if (quota.objects === undefined && quota.cpu === undefined && quota.memoryBytes === undefined && quota.diskBytes === undefined) return true;
-  const own = usageUnder(d, rules);
+  const own = usageOf(d, rules);
   if (quota.cpu !== undefined && own.cpu === undefined) return false;
   const totals = scopeTotals(context.objects, d.source, d.object.metadata.namespace, rules);
-  const listed = totals.byKey.get(d.key);
+  if (totals === undefined) return false;
+  const listed = totals.byKey.get(d.key)?.usage;
   const others = {
     count: totals.count - (listed === undefined ? 0 : 1),
     cpu: totals.cpu - (listed?.cpu ?? 0),
@@ -413,7 +431,8 @@ function withinQuotaWhateverTheRanks(d: Desired, rules: ScopeRules, context: Adm
     diskBytes: totals.diskBytes - (listed?.diskBytes ?? 0),
   };
   return (quota.objects === undefined || others.count + 1 <= quota.objects)
-    && (quota.cpu === undefined || others.cpu + (own.cpu ?? 0) <= quota.cpu)
+    // CPUs may be fractions, added and taken away in another order than quotaIssues adds them: near the quota, it decides.
+    && (quota.cpu === undefined || others.cpu + (own.cpu ?? 0) <= quota.cpu - 1e-9)
     && (quota.memoryBytes === undefined || others.memoryBytes + own.memoryBytes <= quota.memoryBytes)
     && (quota.diskBytes === undefined || others.diskBytes + own.diskBytes <= quota.diskBytes);
 }

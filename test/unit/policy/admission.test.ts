@@ -172,6 +172,48 @@ describe('host policy: quotas per source and namespace', () => {
       ],
     },
   };
+  // One rules object for every step, as one policy judges list after list: the totals follow each
+  // list by what changed in it, and must come out as if added up afresh.
+  const m = (name: string, memory: string): Desired => c(name, { resources: { cpu: 1, memory } });
+  const following: Record<string, { reason: string; rules: ScopeRules; steps: { d: Desired; objects: Desired[]; want: string[] }[] }> = {
+    ObjectGrows: {
+      reason: 'an object that grew counts with its new size',
+      rules: q({ memoryBytes: 3 * GiB }),
+      steps: [
+        { d: m('c', '1Gi'), objects: [m('a', '1Gi'), m('b', '1Gi'), m('c', '1Gi')], want: [] },
+        { d: m('c', '1Gi'), objects: [m('a', '2Gi'), m('b', '1Gi'), m('c', '1Gi')], want: ['spec.resources.memory quota.memory'] },
+      ],
+    },
+    AddedThenRemoved: {
+      reason: 'an object added counts; once removed it no longer does',
+      rules: q({ objects: 3 }),
+      steps: [
+        { d: c('c'), objects: three, want: [] },
+        { d: c('d'), objects: [...three, c('d')], want: ['metadata.name quota.objects'] },
+        { d: c('d'), objects: [c('b'), c('c'), c('d')], want: [] },
+        { d: c('e'), objects: [c('b'), c('c'), c('d'), c('e')], want: ['metadata.name quota.objects'] },
+      ],
+    },
+    DeletingLeaves: {
+      reason: 'an object being deleted stops counting, and counts again if it is declared anew',
+      rules: q({ objects: 2 }),
+      steps: [
+        { d: c('c'), objects: [{ ...c('a'), deleting: true }, c('b'), c('c')], want: [] },
+        { d: c('c'), objects: [c('a'), c('b'), c('c')], want: ['metadata.name quota.objects'] },
+      ],
+    },
+    KeyTwice: {
+      reason: 'a list holding one key twice (never the store\'s) is judged as quotaIssues always did: both count',
+      rules: q({ objects: 2 }),
+      steps: [{ d: c('b'), objects: [c('a'), c('a'), c('b')], want: ['metadata.name quota.objects'] }],
+    },
+  };
+  for (const [name, tc] of Object.entries(following)) {
+    it(name, () => {
+      for (const step of tc.steps) expect(fields(quotaIssues(step.d, tc.rules, context(step.objects))), tc.reason).to.deep.equal(step.want);
+    });
+  }
+
   for (const [name, tc] of Object.entries(sequences)) {
     it(name, () => {
       const lists = new Map<string, Desired[]>();
