@@ -25,6 +25,7 @@ PACKAGES=(
   build-essential python3                           # better-sqlite3 builds from source
   zsh                                               # tests: the zsh completion script
   chromium                                          # tests: the dashboard in a real browser (playwright-core drives it)
+  buildah podman runc mmdebstrap                    # tests: the agent image from the Containerfile (scripts/build-agent-image.sh)
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -1,17 +1,20 @@
 /**
  * Deployable: `kubectl apply -k manifests/` against a real kube-apiserver (server-side dry run
- * first, then for real), and the agent run exactly as the DaemonSet runs it. No image can be
- * built here (the base image's registry is unreachable; see the Containerfile and README), so
- * the test takes the DaemonSet's container from the kustomized manifests — args, env, probes,
- * volume mounts — and runs `hyperlet` with those args, the ServiceAccount's token, $(NODE_NAME)
- * expanded as the kubelet does and each per-host directory mount pointed at a temp directory
- * (the policy file from the ConfigMap the API server holds). Then a Container CR placed on that
- * node reaches real LXC and is deleted through the finalizer; the probes answer on the port the
- * DaemonSet probes. Needs root and lxc with the busybox template (`make host`).
+ * first, then for real), and the agent run exactly as the DaemonSet runs it, twice:
+ * - from this checkout: the DaemonSet's container from the kustomized manifests (args, env, probes,
+ *   volume mounts) becomes `hyperlet` run with those args, the ServiceAccount's token, $(NODE_NAME)
+ *   expanded as the kubelet does and each per-host directory mount pointed at a temp directory
+ *   (the policy file from the ConfigMap the API server holds);
+ * - from the image the Containerfile builds (scripts/build-agent-image.sh: no registry is reachable
+ *   here, so on a stand-in base), run by podman privileged in the host's network and PID
+ *   namespaces with the DaemonSet's args and volumes (its three per-host directories isolated).
+ * Each time a Container CR placed on that node reaches real LXC and is deleted through the
+ * finalizer; the probes answer on the port the DaemonSet probes. Needs root, lxc with the busybox
+ * template, buildah, podman, runc and mmdebstrap (`make host`).
  */
 import { expect } from 'chai';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { chmodSync, createWriteStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -76,6 +79,10 @@ describe('deploy: kubectl apply -k manifests/ and the DaemonSet\'s agent against
   let agent: ChildProcess | undefined;
   let exited: Promise<number | null> | undefined;
   let port = 0;
+  let imageAgent: ChildProcess | undefined;
+  let imageContainer: string | undefined;
+  /** Runs a command in a one-off container of the agent image with the agent's mounts (clean-up). */
+  let inImage: ((command: string[]) => Promise<unknown>) | undefined;
   /** Per-host mount paths of the DaemonSet, pointed at this test's directories. */
   const mounts = new Map<string, string>();
 
@@ -105,6 +112,15 @@ describe('deploy: kubectl apply -k manifests/ and the DaemonSet\'s agent against
       agent.kill('SIGTERM');
       await Promise.race([exited, new Promise((r) => setTimeout(r, 40_000))]);
       if (agent.exitCode === null) agent.kill('SIGKILL');
+    }
+    if (imageContainer !== undefined && imageAgent?.exitCode === null) {
+      await exec('podman', ['stop', '-t', '60', imageContainer], { timeout: 90_000 }).catch(() => undefined);
+    }
+    const imageLxcpath = join(dir ?? '/nonexistent', 'image_var_lib_lxc');
+    if (inImage !== undefined && existsSync(imageLxcpath)) {
+      for (const name of readdirSync(imageLxcpath, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name)) {
+        await inImage(['sh', '-c', 'lxc-stop -P /var/lib/lxc -n "$1" -k; lxc-destroy -P /var/lib/lxc -n "$1"', 'sh', name]).catch(() => undefined);
+      }
     }
     const lxcpath = mounts.get('/var/lib/lxc');
     if (lxcpath !== undefined) {
@@ -234,5 +250,85 @@ describe('deploy: kubectl apply -k manifests/ and the DaemonSet\'s agent against
 
     agent.kill('SIGTERM');
     expect(await exited, 'SIGTERM: a clean exit').to.equal(0);
+  });
+
+  it('the image built from the Containerfile runs as the DaemonSet\'s container (podman: privileged, host network and PID) and runs a Container CR on real LXC', async () => {
+    // scripts/build-agent-image.sh: the Containerfile on a stand-in base (no registry here), cached by its inputs.
+    const built = await exec('bash', [join(REPO_ROOT, 'scripts/build-agent-image.sh')], { timeout: 40 * 60_000, maxBuffer: 64 << 20 });
+    const image = built.stdout.trim().split('\n').at(-1)!;
+    const c = daemonSet.spec.template.spec.containers[0]!;
+    const node = `${NODE}-image`;
+    const args = expandArgs(c, node);
+    const http = args[args.indexOf('--http') + 1] ?? '';
+    const imagePort = await freePort();
+    const imageArgs = args.map((a) => (a === http ? `127.0.0.1:${imagePort}` : a));
+    // The DaemonSet's volumes as the kubelet would mount them, except the three per-host
+    // directories this test isolates (its own lxcpath, state and the policy from the ConfigMap).
+    const isolated = new Map<string, string>();
+    for (const m of ['/var/lib/lxc', '/var/lib/hyperlet', '/etc/hyperlet']) {
+      const local = join(dir, `image${m.replaceAll('/', '_')}`);
+      mkdirSync(local, { mode: 0o711 });
+      chmodSync(local, 0o711);
+      isolated.set(m, local);
+    }
+    const policyCm = JSON.parse(await env.kubectlOk(['get', 'configmap', 'hyperlet-policy', '-n', AGENT_NAMESPACE, '-o', 'json'])) as {
+      data: Record<string, string>;
+    };
+    for (const [file, content] of Object.entries(policyCm.data)) writeFileSync(join(isolated.get('/etc/hyperlet')!, file), content);
+    const hostPaths = new Map(daemonSet.spec.template.spec.volumes.map((v) => [v.name, v.hostPath?.path]));
+    const volumes = c.volumeMounts.flatMap((m) => {
+      const source = isolated.get(m.mountPath) ?? hostPaths.get(m.name);
+      if (source === undefined) throw new Error(`the test does not know how to provide volume ${m.name} of the DaemonSet`);
+      if (!existsSync(source)) mkdirSync(source, { recursive: true });
+      return ['-v', `${source}:${m.mountPath}${m.readOnly === true ? ':ro' : ''}`];
+    });
+    const hardNofile = (await exec('sh', ['-c', 'ulimit -Hn'])).stdout.trim();
+    imageContainer = `hyperlet-agent-image-${process.pid}`;
+    // runc, not podman's default crun: crun refuses these hosts' hybrid cgroup layout. The rlimits
+    // stay within the host's hard limits (podman's defaults are above them and would be refused).
+    const podmanRun = ['--runtime', 'runc', 'run', '--rm', '--privileged', '--network', 'host', '--pid', 'host',
+      '--ulimit', `nofile=${hardNofile}:${hardNofile}`, '--ulimit', 'nproc=32768:32768', ...volumes,
+      '-v', `${env.agentKubeconfigPath}:/etc/hyperlet-kubeconfig:ro`, '-e', 'KUBECONFIG=/etc/hyperlet-kubeconfig', '-e', `NODE_NAME=${node}`];
+    inImage = (command: string[]) => exec('podman', [...podmanRun, '--entrypoint', command[0]!, image, ...command.slice(1)], { timeout: 120_000 });
+    const log = createWriteStream(join(dir, 'agent-image.log'));
+    const child = spawn('podman', [...podmanRun, '--name', imageContainer, image, ...imageArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
+    imageAgent = child;
+    child.stdout?.pipe(log);
+    child.stderr?.pipe(log);
+    const imageExited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    const imageLog = (): string => {
+      try {
+        return readFileSync(join(dir, 'agent-image.log'), 'utf8').split('\n').slice(-25).join('\n');
+      } catch {
+        return '(no log)';
+      }
+    };
+    const ready = async (): Promise<true | undefined> => {
+      if (child.exitCode !== null) throw new Error(`the agent's container exited with ${child.exitCode}: ${imageLog()}`);
+      return (await getLocal(imagePort, c.readinessProbe?.httpGet.path ?? '?'))?.status === 200 || undefined;
+    };
+    await until('/readyz of the agent in the image answers 200', ready, 180_000)
+      .catch((err: unknown) => { throw new Error(`${String(err)}\n${imageLog()}`); });
+    await until('the image agent\'s HypervisorNode Ready', async () => (await env.kubectl(['get', 'hypervisornode', node, '-o',
+      'jsonpath={.status.conditions[?(@.type=="Ready")].status}'])).stdout.trim() === 'True' || undefined, 60_000);
+
+    const name = 'fleet-image';
+    await env.kubectl(['create', 'namespace', NS]);
+    await env.kubectlOk(['apply', '-f', '-'], { input: yaml.dump({
+      apiVersion: 'hyperlet.io/v1alpha1', kind: 'Container', metadata: { name, namespace: NS }, spec: { template: 'busybox', nodeName: node },
+    }) });
+    await until('fleet-image Running', async () => (await phaseOf(name)) === 'Running' || undefined, 120_000)
+      .catch((err: unknown) => { throw new Error(`${String(err)}\n${imageLog()}`); });
+    // LXC's command socket is named after the lxcpath as the agent sees it: ask from inside the image.
+    const info = await exec('podman', ['exec', imageContainer, 'lxc-info', '-P', '/var/lib/lxc', '-n', `${NS}.${name}`, '-sH'], { timeout: 30_000 });
+    expect(info.stdout.trim()).to.equal('RUNNING');
+    expect(readdirSync(isolated.get('/var/lib/lxc')!), 'the container lives in the mounted host directory').to.include(`${NS}.${name}`);
+    await env.kubectlOk(['delete', 'ct', name, '-n', NS, '--wait=true', '--timeout=120s'], { timeoutMs: 130_000 });
+    expect(readdirSync(isolated.get('/var/lib/lxc')!), 'the finalizer held the object until the container was destroyed')
+      .to.not.include(`${NS}.${name}`);
+
+    // The kubelet stops a container with SIGTERM to its first process: the agent itself.
+    await exec('podman', ['stop', '-t', '60', imageContainer], { timeout: 90_000 });
+    expect(await imageExited, 'SIGTERM: a clean exit').to.equal(0);
   });
 });
