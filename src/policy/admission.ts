@@ -95,7 +95,7 @@ export interface Usage {
   readonly diskField: string;
 }
 
-/** The usage of `d` (defaults already filled in): VMs count their live ceilings (maxCpu, maxMemory). */
+/** The usage of `d` (defaults already filled in): VMs count their live ceilings (maxCpu, maxMemory). Of the rules it reads containerMemoryBytes only (scopeTotals keeps usage by it). */
 export function usageOf(d: Desired, rules: ScopeRules): Usage {
   if (d.object.kind === 'Container') {
     const spec = d.object.spec as ContainerSpec;
@@ -351,7 +351,8 @@ interface ScopeTotals {
   readonly byKey: Map<string, { d: Desired; usage: Usage; seen: number }>;
   /** The list these totals are of; undefined when a list held a key twice (then nothing is trusted). */
   list: readonly Desired[] | undefined;
-  readonly rules: ScopeRules;
+  /** The one rule usageOf reads (rulesFor makes a new rules object per call for a scope with rules of its own). */
+  readonly containerMemoryBytes: number;
   seen: number;
 }
 
@@ -374,9 +375,9 @@ function add(t: ScopeTotals, u: Usage, sign: 1 | -1): void {
 function scopeTotals(objects: readonly Desired[], source: string, namespace: string, rules: ScopeRules): ScopeTotals | undefined {
   const scope = `${source}/${namespace}`;
   let t = scopeTotalsByScope.get(scope);
-  // Usage depends on the rules (a container's default memory): other rules (a policy reload), counted afresh.
-  if (t === undefined || t.rules !== rules) {
-    t = { count: 0, cpu: 0, memoryBytes: 0, diskBytes: 0, byKey: new Map(), list: undefined, rules, seen: 0 };
+  // Usage depends on the rules (a container's default memory): another default (a policy reload), counted afresh.
+  if (t === undefined || t.containerMemoryBytes !== rules.containerMemoryBytes) {
+    t = { count: 0, cpu: 0, memoryBytes: 0, diskBytes: 0, byKey: new Map(), list: undefined, containerMemoryBytes: rules.containerMemoryBytes, seen: 0 };
     scopeTotalsByScope.set(scope, t);
   }
   if (t.list === objects) return t;
