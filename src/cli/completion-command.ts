@@ -13,7 +13,8 @@ import { UsageError } from './usage-error.js';
 const FLAGS: Readonly<Record<string, readonly string[]>> = {
   run: [
     '--source', '--state', '--lxcpath', '--libvirt-uri', '--libvirt-socket', '--kinds', '--node', '--kubeconfig', '--namespace', '--http',
-    '--resync', '--concurrency', '--max-per-scope', '--qps', '--burst', '--shutdown-timeout', '--log-level', '--interval', '--prune', '--max-prune',
+    '--resync', '--concurrency', '--max-per-scope',
+    '--qps', '--burst', '--shutdown-timeout', '--log-level', '--interval', '--prune', '--max-prune',
     '--confirm', '--paused', '--notify', '--notify-secret-file', '--notify-timeout', '--notify-max-retry-delay', '--help',
   ],
   get: [
@@ -47,7 +48,8 @@ const VALUES: Readonly<Record<string, readonly string[]>> = {
 /** Flags that take a value (the next word is that value, not a name). */
 const TAKES_VALUE = new Set([
   ...Object.keys(VALUES), '--state', '--lxcpath', '--libvirt-uri', '--libvirt-socket', '--node', '--kubeconfig', '--namespace', '-n',
-  '--http', '--resync', '--concurrency', '--max-per-scope', '--qps', '--burst', '--shutdown-timeout', '--interval', '--max-prune', '--confirm', '--notify',
+  '--http', '--resync', '--concurrency', '--max-per-scope',
+  '--qps', '--burst', '--shutdown-timeout', '--interval', '--max-prune', '--confirm', '--notify',
   '--notify-secret-file', '--notify-timeout', '--notify-max-retry-delay', '--selector', '-l', '--limit', '--continue', '--server',
   '--timeout', '-f', '--filename', '--out', '--cacert',
 ]);

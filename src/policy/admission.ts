@@ -95,7 +95,10 @@ export interface Usage {
   readonly diskField: string;
 }
 
-/** The usage of `d` (defaults already filled in): VMs count their live ceilings (maxCpu, maxMemory). Of the rules it reads containerMemoryBytes only (scopeTotals keeps usage by it). */
+/**
+ * The usage of `d` (defaults already filled in): VMs count their live ceilings (maxCpu, maxMemory).
+ * Of the rules it reads containerMemoryBytes only (scopeTotals keeps usage by it).
+ */
 export function usageOf(d: Desired, rules: ScopeRules): Usage {
   if (d.object.kind === 'Container') {
     const spec = d.object.spec as ContainerSpec;
@@ -377,7 +380,8 @@ function scopeTotals(objects: readonly Desired[], source: string, namespace: str
   let t = scopeTotalsByScope.get(scope);
   // Usage depends on the rules (a container's default memory): another default (a policy reload), counted afresh.
   if (t === undefined || t.containerMemoryBytes !== rules.containerMemoryBytes) {
-    t = { count: 0, cpu: 0, memoryBytes: 0, diskBytes: 0, byKey: new Map(), list: undefined, containerMemoryBytes: rules.containerMemoryBytes, seen: 0 };
+    const { containerMemoryBytes } = rules;
+    t = { count: 0, cpu: 0, memoryBytes: 0, diskBytes: 0, byKey: new Map(), list: undefined, containerMemoryBytes, seen: 0 };
     scopeTotalsByScope.set(scope, t);
   }
   if (t.list === objects) return t;
@@ -419,7 +423,8 @@ function scopeTotals(objects: readonly Desired[], source: string, namespace: str
  */
 function withinQuotaWhateverTheRanks(d: Desired, rules: ScopeRules, context: AdmissionContext): boolean {
   const quota = rules.quota;
-  if (quota.objects === undefined && quota.cpu === undefined && quota.memoryBytes === undefined && quota.diskBytes === undefined) return true;
+  const { objects, cpu, memoryBytes, diskBytes } = quota;
+  if (objects === undefined && cpu === undefined && memoryBytes === undefined && diskBytes === undefined) return true;
   const own = usageOf(d, rules);
   if (quota.cpu !== undefined && own.cpu === undefined) return false;
   const totals = scopeTotals(context.objects, d.source, d.object.metadata.namespace, rules);

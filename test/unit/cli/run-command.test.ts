@@ -22,7 +22,8 @@ describe('hyperlet run: fleet flags', () => {
     },
     MaxPerScopeOverConcurrency: {
       reason: 'one namespace cannot have more workers than there are',
-      args: ['--source', 'dir:/nonexistent', '--concurrency', '2', '--max-per-scope', '3'], error: /--max-per-scope: must be at most --concurrency \(2\)/,
+      args: ['--source', 'dir:/nonexistent', '--concurrency', '2', '--max-per-scope', '3'],
+      error: /--max-per-scope: must be at most --concurrency \(2\)/,
     },
     MaxPerScopeNotPositive: {
       reason: 'a namespace needs at least one worker',

@@ -146,6 +146,7 @@ describe('host policy: quotas per source and namespace', () => {
     it(name, () => expect(fields(quotaIssues(tc.d, tc.rules, context(tc.objects, tc.admitted))), tc.reason).to.deep.equal(tc.want));
   }
 
+  const bare = [container('a'), container('b'), container('c')];
   // Totals are kept per list handed in (the store hands out one list until an object changes): a
   // judgement on one list must never leak into another list, other rules or another object.
   const sequences: Record<string, { reason: string; steps: { d: Desired; objects: Desired[]; rules: ScopeRules; want: string[] }[] }> = {
@@ -160,8 +161,11 @@ describe('host policy: quotas per source and namespace', () => {
       reason: 'the same list under other rules (a policy reload) is added up again',
       steps: [
         // Three containers without memory: 3 x 256Mi fits 1Gi, 3 x 512Mi does not.
-        { d: container('c'), objects: [container('a'), container('b'), container('c')], rules: rules({ containerMemoryBytes: 256 * MiB, quota: { memoryBytes: GiB } }), want: [] },
-        { d: container('c'), objects: [container('a'), container('b'), container('c')], rules: rules({ containerMemoryBytes: 512 * MiB, quota: { memoryBytes: GiB } }), want: ['spec.resources.memory quota.memory'] },
+        { d: container('c'), objects: bare, rules: rules({ containerMemoryBytes: 256 * MiB, quota: { memoryBytes: GiB } }), want: [] },
+        {
+          d: container('c'), objects: bare, rules: rules({ containerMemoryBytes: 512 * MiB, quota: { memoryBytes: GiB } }),
+          want: ['spec.resources.memory quota.memory'],
+        },
       ],
     },
     SameListOtherObject: {

@@ -7,8 +7,12 @@ describe('DesiredStore.list', () => {
   const cases: Record<string, { reason: string; change: (s: DesiredStore) => void; sameList: boolean; names: string[] }> = {
     NothingChanged: { reason: 'no write: the same array', change: () => {}, sameList: true, names: ['a', 'b'] },
     Added: { reason: 'a new object: a new array with it', change: (s) => s.upsert(container('c')), sameList: false, names: ['a', 'b', 'c'] },
-    Removed: { reason: 'a removed object: a new array without it', change: (s) => s.remove(container('a').key), sameList: false, names: ['b'] },
-    RemovedUnknown: { reason: 'removing a key it does not hold changes nothing', change: (s) => s.remove(container('x').key), sameList: true, names: ['a', 'b'] },
+    Removed: {
+      reason: 'a removed object: a new array without it', change: (s) => s.remove(container('a').key), sameList: false, names: ['b'],
+    },
+    RemovedUnknown: {
+      reason: 'removing a key it does not hold changes nothing', change: (s) => s.remove(container('x').key), sameList: true, names: ['a', 'b'],
+    },
     ReplacedSilently: {
       reason: 'an upsert that notifies nobody (same fingerprint) still replaces the object in the list',
       change: (s) => s.upsert({ ...container('a'), origin: { file: 'moved.yaml', document: 0 } }), sameList: false, names: ['a', 'b'],
