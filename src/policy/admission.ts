@@ -53,6 +53,11 @@ export interface AdmissionContext {
   readonly objects: readonly Desired[];
   /** Whether `key` was admitted before: such objects keep their place in a full quota and their MACs. */
   readonly admittedBefore: (key: ObjectKey) => boolean;
+  /**
+   * The store's revision of `objects` (StoreReader.revision): two lists of the same revision hold
+   * equal objects (the same specs and deletion states), so quota totals need no second look.
+   */
+  readonly objectsRevision?: number;
 }
 
 /** What the reconciler calls; PolicyGate is the implementation. */
@@ -354,6 +359,8 @@ interface ScopeTotals {
   readonly byKey: Map<string, { d: Desired; usage: Usage; seen: number }>;
   /** The list these totals are of; undefined when a list held a key twice (then nothing is trusted). */
   list: readonly Desired[] | undefined;
+  /** The store revision of `list`, when the caller said it. */
+  revision: number | undefined;
   /** The one rule usageOf reads (rulesFor makes a new rules object per call for a scope with rules of its own). */
   readonly containerMemoryBytes: number;
   seen: number;
@@ -375,16 +382,18 @@ function add(t: ScopeTotals, u: Usage, sign: 1 | -1): void {
 }
 
 /** The totals of scope (source, namespace) in `objects` under `rules`; undefined when they cannot be trusted. */
-function scopeTotals(objects: readonly Desired[], source: string, namespace: string, rules: ScopeRules): ScopeTotals | undefined {
+function scopeTotals(
+  objects: readonly Desired[], revision: number | undefined, source: string, namespace: string, rules: ScopeRules,
+): ScopeTotals | undefined {
   const scope = `${source}/${namespace}`;
   let t = scopeTotalsByScope.get(scope);
   // Usage depends on the rules (a container's default memory): another default (a policy reload), counted afresh.
   if (t === undefined || t.containerMemoryBytes !== rules.containerMemoryBytes) {
     const { containerMemoryBytes } = rules;
-    t = { count: 0, cpu: 0, memoryBytes: 0, diskBytes: 0, byKey: new Map(), list: undefined, containerMemoryBytes, seen: 0 };
+    t = { count: 0, cpu: 0, memoryBytes: 0, diskBytes: 0, byKey: new Map(), list: undefined, revision: undefined, containerMemoryBytes, seen: 0 };
     scopeTotalsByScope.set(scope, t);
   }
-  if (t.list === objects) return t;
+  if (t.list === objects || (revision !== undefined && t.revision === revision)) return t;
   const seen = ++t.seen;
   let inScope = 0;
   for (const o of objects) {
@@ -413,6 +422,7 @@ function scopeTotals(objects: readonly Desired[], source: string, namespace: str
     }
   }
   t.list = objects;
+  t.revision = revision;
   return t;
 }
 
@@ -427,7 +437,7 @@ function withinQuotaWhateverTheRanks(d: Desired, rules: ScopeRules, context: Adm
   if (objects === undefined && cpu === undefined && memoryBytes === undefined && diskBytes === undefined) return true;
   const own = usageOf(d, rules);
   if (quota.cpu !== undefined && own.cpu === undefined) return false;
-  const totals = scopeTotals(context.objects, d.source, d.object.metadata.namespace, rules);
+  const totals = scopeTotals(context.objects, context.objectsRevision, d.source, d.object.metadata.namespace, rules);
   if (totals === undefined) return false;
   const listed = totals.byKey.get(d.key)?.usage;
   const others = {

@@ -619,7 +619,11 @@ export class Reconciler {
   private async admit(d: Desired): Promise<Admission> {
     const policy = this.options.policy;
     if (policy === undefined) return { allowed: true, desired: d };
-    return policy.admit(d, { objects: this.options.store.list(), admittedBefore: (key) => this.admittedBefore(key) });
+    const store = this.options.store;
+    return policy.admit(d, {
+      objects: store.list(), admittedBefore: (key) => this.admittedBefore(key),
+      ...(store.revision === undefined ? {} : { objectsRevision: store.revision }),
+    });
   }
 
   /** Whether `key` has a status from a pass that got past the policy (it keeps its MACs and quota place). */

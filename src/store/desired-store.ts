@@ -20,10 +20,18 @@ export interface StoreReader {
   get(key: ObjectKey): Readonly<Desired> | undefined;
   list(): readonly Readonly<Desired>[];
   keys(): readonly ObjectKey[];
+  /**
+   * A new number (one no other store of this process has had) with every change listeners hear of
+   * (an object added, removed, or changed in what a reconcile reads); an object replaced by an
+   * equal one (a new resourceVersion) leaves it.
+   */
+  readonly revision?: number;
 }
 
 /** Called with the key of each object that was added, changed or removed. */
 export type ChangeListener = (key: ObjectKey) => void;
+
+let lastRevision = 0;
 
 /** The desired objects of every source, by key; notifies listeners only when an object really changed. */
 export class DesiredStore implements StoreWriter, StoreReader {
@@ -31,6 +39,8 @@ export class DesiredStore implements StoreWriter, StoreReader {
   private readonly listeners: ChangeListener[] = [];
   /** The list `list()` hands out until an object is set or removed (callers may keep derived figures by it). */
   private listed: readonly Desired[] | undefined;
+  /** Unique across stores in this process: a revision names one state of one store. */
+  private changes = ++lastRevision;
 
   /** Calls `listener` with each key whose object was added, changed or removed. */
   onChange(listener: ChangeListener): void {
@@ -72,11 +82,16 @@ export class DesiredStore implements StoreWriter, StoreReader {
     return [...this.objects.keys()];
   }
 
+  get revision(): number {
+    return this.changes;
+  }
+
   get size(): number {
     return this.objects.size;
   }
 
   private emit(key: ObjectKey): void {
+    this.changes = ++lastRevision;
     for (const l of this.listeners) l(key);
   }
 }

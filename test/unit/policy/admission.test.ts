@@ -179,7 +179,8 @@ describe('host policy: quotas per source and namespace', () => {
   // One rules object for every step, as one policy judges list after list: the totals follow each
   // list by what changed in it, and must come out as if added up afresh.
   const m = (name: string, memory: string): Desired => c(name, { resources: { cpu: 1, memory } });
-  const following: Record<string, { reason: string; rules: ScopeRules; steps: { d: Desired; objects: Desired[]; want: string[] }[] }> = {
+  type Step = { d: Desired; objects: Desired[]; revision?: number; want: string[] };
+  const following: Record<string, { reason: string; rules: ScopeRules; steps: Step[] }> = {
     ObjectGrows: {
       reason: 'an object that grew counts with its new size',
       rules: q({ memoryBytes: 3 * GiB }),
@@ -206,6 +207,23 @@ describe('host policy: quotas per source and namespace', () => {
         { d: c('c'), objects: [c('a'), c('b'), c('c')], want: ['metadata.name quota.objects'] },
       ],
     },
+    SameRevisionEqualObjects: {
+      reason: 'a new list of the same store revision (objects replaced by equal ones) is judged the same',
+      rules: q({ objects: 3 }),
+      steps: [
+        { d: c('c'), objects: three, revision: 1e9 + 7, want: [] },
+        { d: c('d'), objects: [c('a'), c('b'), c('c'), c('d')], revision: 1e9 + 8, want: ['metadata.name quota.objects'] },
+        { d: c('d'), objects: [c('a'), c('b'), c('c'), c('d')], revision: 1e9 + 8, want: ['metadata.name quota.objects'] },
+      ],
+    },
+    NewRevisionGrown: {
+      reason: 'a new store revision is looked at again: an object that grew counts with its new size',
+      rules: q({ memoryBytes: 3 * GiB }),
+      steps: [
+        { d: m('c', '1Gi'), objects: [m('a', '1Gi'), m('b', '1Gi'), m('c', '1Gi')], revision: 1e9 + 11, want: [] },
+        { d: m('c', '1Gi'), objects: [m('a', '2Gi'), m('b', '1Gi'), m('c', '1Gi')], revision: 1e9 + 12, want: ['spec.resources.memory quota.memory'] },
+      ],
+    },
     KeyTwice: {
       reason: 'a list holding one key twice (never the store\'s) is judged as quotaIssues always did: both count',
       rules: q({ objects: 2 }),
@@ -214,7 +232,10 @@ describe('host policy: quotas per source and namespace', () => {
   };
   for (const [name, tc] of Object.entries(following)) {
     it(name, () => {
-      for (const step of tc.steps) expect(fields(quotaIssues(step.d, tc.rules, context(step.objects))), tc.reason).to.deep.equal(step.want);
+      for (const step of tc.steps) {
+        const ctx = { ...context(step.objects), ...(step.revision === undefined ? {} : { objectsRevision: step.revision }) };
+        expect(fields(quotaIssues(step.d, tc.rules, ctx)), tc.reason).to.deep.equal(step.want);
+      }
     });
   }
 

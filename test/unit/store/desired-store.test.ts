@@ -34,3 +34,35 @@ describe('DesiredStore.list', () => {
     });
   }
 });
+
+describe('DesiredStore.revision', () => {
+  // A revision names one state of one store: what a reconcile reads changes, the revision does.
+  // (Tests that hand revisions to admission themselves use numbers from 1e9 up, which no store reaches.)
+  const cases: Record<string, { reason: string; change: (s: DesiredStore) => void; changes: boolean }> = {
+    Added: { reason: 'a new object', change: (s) => s.upsert(container('c')), changes: true },
+    Removed: { reason: 'a removed object', change: (s) => s.remove(container('a').key), changes: true },
+    SpecChanged: { reason: 'a changed spec', change: (s) => s.upsert(container('a', { state: 'Stopped' })), changes: true },
+    EqualReplacement: {
+      reason: 'an equal object (only where it was declared differs)', change: (s) => s.upsert({ ...container('a'), origin: { file: 'x.yaml', document: 0 } }),
+      changes: false,
+    },
+    RemovedUnknown: { reason: 'removing a key it does not hold', change: (s) => s.remove(container('x').key), changes: false },
+  };
+  for (const [name, tc] of Object.entries(cases)) {
+    it(name, () => {
+      const store = new DesiredStore();
+      store.upsert(container('a'));
+      const before = store.revision;
+      tc.change(store);
+      expect(store.revision !== before, tc.reason).to.equal(tc.changes);
+    });
+  }
+  it('two stores never share a revision, so a figure kept by revision cannot leak between them', () => {
+    const one = new DesiredStore();
+    const two = new DesiredStore();
+    expect(one.revision).to.not.equal(two.revision);
+    one.upsert(container('a'));
+    two.upsert(container('a'));
+    expect(one.revision).to.not.equal(two.revision);
+  });
+});
