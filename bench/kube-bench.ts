@@ -10,7 +10,7 @@
  * Per-object status writes are counted from that watch (every change of .status is one write that
  * reached etcd); their mean is checked against the API server's request counter. CPU seconds are
  * given for this process (bench client and agent), kube-apiserver and etcd, with the load average,
- * since the machine is shared.
+ * since the machine is shared. Then the floor (kube-floor.ts): the same requests from a tiny client, and the ratios to it.
  */
 import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -19,15 +19,10 @@ import { shareConnections } from '../src/kube/kube-client.js';
 import { DEFAULT_HOST_POLICY, type HostPolicy } from '../src/policy/host-policy.js';
 import { startKubeAgent } from '../test/e2e/support/kube-agent.js';
 import { KubeTestEnv } from '../test/e2e/support/kube-testenv.js';
+import { inParallel, kubeFloor } from './kube-floor.js';
 
 const GROUP = { group: 'hyperlet.io', version: 'v1alpha1', plural: 'containers' };
 
-async function inParallel<T>(items: readonly T[], width: number, fn: (item: T) => Promise<unknown>): Promise<void> {
-  let next = 0;
-  await Promise.all(Array.from({ length: width }, async () => {
-    while (next < items.length) await fn(items[next++] as T);
-  }));
-}
 
 /** CPU seconds (user + system) of process `pid` so far, from /proc; 0 when it cannot be read. */
 function cpuSecondsOf(pid: number | undefined): number {
@@ -172,6 +167,11 @@ export async function kubeBench(): Promise<Record<string, number | string>> {
     watching = false;
     watchAbort?.abort();
     await agent.stop();
+    // The floor in the same run: the agent's request mix straight from a tiny client, in a namespace of its own.
+    const floorNs = `${ns}-floor`;
+    await env.kubectlOk(['create', 'namespace', floorNs]);
+    const floorWidth = Number(process.env.KUBE_BENCH_FLOOR_WIDTH ?? 16);
+    const floor = await kubeFloor(env.admin(), floorNs, n, floorWidth);
     return {
       objects: n,
       concurrency,
@@ -196,6 +196,11 @@ export async function kubeBench(): Promise<Record<string, number | string>> {
       deleteEventsWritten: end.events! - afterResync.events!,
       providerCreates: agent.provider.count('create'),
       providerDeletes: agent.provider.count('delete'),
+      floorWidth,
+      floorReadyMs: floor.readyMs,
+      floorDeleteMs: floor.deleteMs,
+      readyOverFloor: Number((readyMs / floor.readyMs).toFixed(2)),
+      deleteOverFloor: Number((deletedMs / floor.deleteMs).toFixed(2)),
       targets: `allReadyMs < 8000, deleteAllMs < 8000, statusWritesPerObjectMax <= 2, resyncWrites = 0 (for 1,000 objects)`,
     };
   } finally {

@@ -7,7 +7,9 @@
  *    Target ratio hyperlet/raw at most 1.05. A breakdown says where hyperlet's time went: start-up,
  *    the tools, its own work inside passes, idle worker lanes (RoundBreakdown); and the ratio
  *    with hyperlet's own cost alone on top of the raw loop's time (the tools themselves run
- *    faster or slower from round to round on a host shared with other work).
+ *    faster or slower from round to round on a host shared with other work). The daemon gives one
+ *    namespace concurrency - 1 workers by default (one stays free for others): the idle lane;
+ *    LXC_BENCH_MAX_PER_SCOPE=4 runs it with `--max-per-scope 4`, as many lanes as the raw loop.
  * 2. Drift: a managed container stopped with `lxc-stop -k` from outside, time from its STOPPED
  *    event to its RUNNING event (our own lxc-monitor), 20 tries. Target p99 under 500 ms.
  * 3. Steady state, 50 running: the daemon's CPU per minute (itself, and with the tools it ran),
@@ -46,13 +48,14 @@ interface Daemon {
   stop(): Promise<void>;
 }
 
-interface DaemonArgs { manifests: string; lxcpath: string; statePath: string; resync: string; logLevel: string; http?: boolean }
+interface DaemonArgs { manifests: string; lxcpath: string; statePath: string; resync: string; logLevel: string; http?: boolean; maxPerScope?: number }
 
 function startDaemon(args: DaemonArgs): Daemon {
   const child = spawn(process.execPath, [
     cli, 'run', '--source', `dir:${args.manifests}`, '--lxcpath', args.lxcpath, '--state', args.statePath,
     '--http', args.http === true ? '127.0.0.1:0' : 'off',
     '--kinds', 'Container', '--resync', args.resync, '--log-level', args.logLevel,
+    ...(args.maxPerScope === undefined ? [] : ['--max-per-scope', String(args.maxPerScope)]),
   ], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: Record<string, unknown>[] = [];
   const waiters: (() => void)[] = [];
@@ -172,7 +175,12 @@ export async function lxcBench(
   const { hostId, size } = DEFAULT_ID_RANGE;
   await writeFile(base, `lxc.net.0.type = empty\n${v1 ? 'lxc.cgroup.memory.limit_in_bytes' : 'lxc.cgroup2.memory.max'} = 67108864\n`
     + `lxc.idmap = u 0 ${hostId} ${size}\nlxc.idmap = g 0 ${hostId} ${size}\n`);
-  const figures: Record<string, number | string> = { containers: count, concurrency };
+  // All the containers are in one namespace, which the daemon gives concurrency - 1 workers unless
+  // --max-per-scope says more (LXC_BENCH_MAX_PER_SCOPE): the raw loop runs `concurrency` at once.
+  const maxPerScope = process.env.LXC_BENCH_MAX_PER_SCOPE === undefined ? undefined : Number(process.env.LXC_BENCH_MAX_PER_SCOPE);
+  const figures: Record<string, number | string> = {
+    containers: count, concurrency, hyperletLanesForTheNamespace: maxPerScope ?? Math.max(1, concurrency - 1),
+  };
   let daemon: Daemon | undefined;
   let monitor: ChildProcess | undefined;
   try {
@@ -232,7 +240,7 @@ export async function lxcBench(
       await settle();
       const started = performance.now();
       // Debug level: one line per tool call, for the breakdown (a few hundred lines, no measurable cost).
-      const d = startDaemon({ manifests, lxcpath, statePath, resync: '60s', logLevel: 'debug', http: true });
+      const d = startDaemon({ manifests, lxcpath, statePath, resync: '60s', logLevel: 'debug', http: true, ...(maxPerScope === undefined ? {} : { maxPerScope }) });
       daemon = d;
       await d.waitLines(isStepDone('setState:Running'), count, 600_000);
       hyperletSeconds.push((performance.now() - started) / 1000);

@@ -15,6 +15,7 @@ export const BENCHES: Record<string, () => Promise<Bench>> = {
   libvirt: async () => (await import('./libvirt-bench.js')).libvirtBench,
   lxc: async () => { const { lxcBench } = await import('./lxc-bench.js'); return () => lxcBench(); },
   kube: async () => (await import('./kube-bench.js')).kubeBench,
+  'kube-lxc': async () => (await import('./kube-lxc-bench.js')).kubeLxcBench,
   git: async () => { const { gitBench } = await import('./git-bench.js'); return () => gitBench(); },
   placement: async () => { const { placementBench } = await import('./placement-bench.js'); return () => Promise.resolve(placementBench()); },
   scheduler: async () => (await import('./scheduler-bench.js')).schedulerBench,

@@ -13,9 +13,10 @@ import { UsageError } from './usage-error.js';
 const FLAGS: Readonly<Record<string, readonly string[]>> = {
   run: [
     '--source', '--state', '--lxcpath', '--libvirt-uri', '--libvirt-socket', '--kinds', '--node', '--kubeconfig', '--namespace', '--http',
-    '--resync', '--concurrency', '--qps', '--burst', '--shutdown-timeout', '--log-level', '--interval', '--prune', '--max-prune',
-    '--confirm', '--paused', '--notify', '--notify-secret-file', '--notify-timeout', '--notify-max-retry-delay',
-    '--peer-listen', '--peer-url', '--peer-token-file', '--help',
+    '--resync', '--concurrency', '--max-per-scope', '--qps', '--burst', '--shutdown-timeout', '--log-level', '--interval', '--prune',
+    '--max-prune', '--confirm', '--paused', '--notify', '--notify-secret-file', '--notify-timeout', '--notify-max-retry-delay',
+    '--peer-listen', '--peer-url', '--peer-token-file', '--secrets-dir', '--console-log-size', '--image-cache', '--image-cache-max-size',
+    '--leader-elect', '--scheduler', '--heartbeat', '--http-host-allow', '--tls-cert', '--tls-key', '--policy', '--help',
   ],
   get: [
     '--output', '-o', '--phase', '--selector', '-l', '--limit', '--continue', '--namespace', '-n', '--all-namespaces', '-A', '--state',
@@ -32,7 +33,8 @@ const FLAGS: Readonly<Record<string, readonly string[]>> = {
   completion: [],
   dashboard: ['--server', '--state', '--help'],
   reboot: ['--namespace', '-n', '--server', '--state', '--cacert', '--help'],
-  restore: ['--namespace', '-n', '--server', '--state', '--cacert', '--wait', '--timeout', '--help'],
+  restore: ['--namespace', '-n', '--server', '--state', '--cacert', '--wait', '--timeout', '--from', '--as', '--pool', '--help'],
+  backup: ['--to', '--compression', '--namespace', '-n', '--server', '--state', '--cacert', '--help'],
   snapshot: ['--namespace', '-n', '--server', '--state', '--cacert', '--wait', '--timeout', '--help'],
   refresh: ['--server', '--state', '--cacert', '--help'],
   scheduler: [
@@ -51,21 +53,25 @@ const VALUES: Readonly<Record<string, readonly string[]>> = {
   '--kind': ['ct', 'vm'],
   '--prune': ['true', 'false'], '--phase': ['Pending', 'Creating', 'Running', 'Stopped', 'Frozen', 'Paused', 'Failed', 'Deleting'],
   '--source': ['dir:', 'git:', 'kube'],
+  '--compression': ['zstd', 'gzip'],
 };
 
 /** Flags that take a value (the next word is that value, not a name). */
 const TAKES_VALUE = new Set([
   ...Object.keys(VALUES), '--state', '--lxcpath', '--libvirt-uri', '--libvirt-socket', '--node', '--kubeconfig', '--namespace', '-n',
-  '--http', '--resync', '--concurrency', '--qps', '--burst', '--shutdown-timeout', '--interval', '--max-prune', '--confirm', '--notify',
+  '--http', '--resync', '--concurrency', '--max-per-scope',
+  '--qps', '--burst', '--shutdown-timeout', '--interval', '--max-prune', '--confirm', '--notify',
   '--notify-secret-file', '--notify-timeout', '--notify-max-retry-delay', '--selector', '-l', '--limit', '--continue', '--server',
   '--timeout', '-f', '--filename', '--out', '--cacert', '--kind', '--escape', '--peer-listen', '--peer-url', '--peer-token-file',
-  '--lease-namespace', '--node-check', '--lease-duration', '--container-memory', '--health-listen',
+  '--lease-namespace', '--node-check', '--lease-duration', '--container-memory', '--health-listen', '--secrets-dir',
+  '--console-log-size', '--image-cache', '--image-cache-max-size', '--heartbeat', '--http-host-allow', '--tls-cert', '--tls-key', '--policy',
+  '--from', '--as', '--pool', '--to', '--compression',
 ]);
 
 const KIND_WORDS = Object.values(KINDS).flatMap((k) => [k.plural, ...k.shortNames]);
 
 /** Commands that take KIND then object names; logs and exec take container names. */
-const KIND_COMMANDS = new Set(['get', 'describe', 'wait', 'reboot', 'restore', 'snapshot']);
+const KIND_COMMANDS = new Set(['get', 'describe', 'wait', 'reboot', 'restore', 'snapshot', 'backup']);
 const CONTAINER_COMMANDS = new Set(['logs', 'exec', 'console']);
 
 /**

@@ -64,6 +64,8 @@ Keeps the LXC containers and libvirt VMs on this host as declared.
   --tls-cert FILE --tls-key FILE  serve HTTPS with this PEM certificate and key
   --resync DURATION     full resync period (default 60s)
   --concurrency N       reconciles at once per kind (default 4)
+  --max-per-scope N     of those, at most N for one source and namespace (default concurrency - 1: one
+                        worker is always free for others; N = concurrency lets one namespace use all)
   --qps N --burst N     retry rate limit across keys (default 10, 100)
   --shutdown-timeout D  how long SIGTERM waits for steps in flight (default 30s)
   --log-level LEVEL     trace|debug|info|warn|error (default info)
@@ -231,7 +233,8 @@ export async function runCommand(args: string[]): Promise<number> {
       source: { type: 'string', multiple: true }, state: { type: 'string' }, lxcpath: { type: 'string' },
       'libvirt-uri': { type: 'string' }, 'libvirt-socket': { type: 'string' }, kinds: { type: 'string' },
       node: { type: 'string' }, kubeconfig: { type: 'string' }, namespace: { type: 'string' }, http: { type: 'string' },
-      resync: { type: 'string' }, concurrency: { type: 'string' }, qps: { type: 'string' }, burst: { type: 'string' },
+      resync: { type: 'string' }, concurrency: { type: 'string' }, 'max-per-scope': { type: 'string' }, qps: { type: 'string' },
+      burst: { type: 'string' },
       'shutdown-timeout': { type: 'string' }, 'log-level': { type: 'string' }, help: { type: 'boolean', short: 'h' },
       interval: { type: 'string' }, prune: { type: 'string' }, 'max-prune': { type: 'string' },
       confirm: { type: 'string', multiple: true }, paused: { type: 'boolean' },
@@ -278,6 +281,11 @@ export async function runCommand(args: string[]): Promise<number> {
   // One Redactor for the whole process: the logger writes through it, the daemon feeds it secrets.
   const redactor = new Redactor();
   const logger = createLogger({ level: level as 'info', redact: (line) => redactor.text(line) });
+  const concurrency = parsePositiveInt('--concurrency', values.concurrency ?? '4');
+  const maxPerScope = values['max-per-scope'] === undefined ? undefined : parsePositiveInt('--max-per-scope', values['max-per-scope']);
+  if (maxPerScope !== undefined && maxPerScope > concurrency) {
+    throw new UsageError(`--max-per-scope: must be at most --concurrency (${concurrency}) (is ${maxPerScope})`);
+  }
   const daemon = new Daemon({
     hostPolicy,
     sources,
@@ -301,7 +309,8 @@ export async function runCommand(args: string[]): Promise<number> {
       ...(values['http-host-allow'] === undefined ? {} : { hostAllow: values['http-host-allow'] }),
     }),
     resyncMs: parseDurationMs('--resync', values.resync ?? '60s'),
-    concurrency: parsePositiveInt('--concurrency', values.concurrency ?? '4'),
+    concurrency,
+    ...(maxPerScope === undefined ? {} : { maxPerScope }),
     qps: parsePositiveInt('--qps', values.qps ?? '10'),
     burst: parsePositiveInt('--burst', values.burst ?? '100'),
     shutdownTimeoutMs: parseDurationMs('--shutdown-timeout', values['shutdown-timeout'] ?? '30s'),

@@ -80,6 +80,8 @@ export interface DaemonConfig {
   readonly http?: HttpConfig;
   readonly resyncMs: number;
   readonly concurrency: number;
+  /** Of `concurrency`, the reconciles one source and namespace may run at once (default concurrency - 1). */
+  readonly maxPerScope?: number;
   readonly qps: number;
   readonly burst: number;
   readonly shutdownTimeoutMs: number;
@@ -258,6 +260,7 @@ export class Daemon {
       const controller = new Controller({
         kind, provider, reconciler, store: this.store, backends: backendsById, cache, health, logger: log, metrics: this.metrics,
         concurrency: config.concurrency, resyncMs: config.resyncMs, clock,
+        ...(config.maxPerScope === undefined ? {} : { maxPerScope: config.maxPerScope }),
         rateLimiter: new RateLimiter({ qps: config.qps, burst: config.burst, clock }),
       });
       // One debug line per finished pass: tests of a daemon in another process count a key's passes with it.

@@ -225,6 +225,9 @@ export class WorkQueue<K extends string = string> {
 
   /** A key already waiting moves ahead of its scope's keys queued normally. */
   private moveToFront(key: K): void {
+    // Only a key that waits is in a line: one running (a step asking for its next one) or new is not
+    // searched for, which kept this linear in the queue's length on every step of every object.
+    if (!this.dirty.has(key) || this.processing.has(key)) return;
     const line = this.lines.get(this.scopeOf(key));
     const at = line?.normal.indexOf(key) ?? -1;
     if (line === undefined || at < 0) return;

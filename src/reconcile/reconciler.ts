@@ -23,7 +23,7 @@ import type { Metrics } from '../telemetry/metrics.js';
 import { newReconcileId } from '../telemetry/reconcile-id.js';
 import type { Admission, Admitter } from '../policy/admission.js';
 import type { Clock } from '../shared/clock.js';
-import { systemClock } from '../shared/clock.js';
+import { isoTime, systemClock } from '../shared/clock.js';
 import { TerminalError, errorMessage, isAbortError, isStepPendingError, isTerminalError } from '../shared/errors.js';
 import type { ObservationCache } from './observation-cache.js';
 import { type DependencyCheck, checkDependencies, dependentsOf } from './dependencies.js';
@@ -500,7 +500,7 @@ export class Reconciler {
     const { key, desired, backend } = pass;
     const previous: Status | undefined = backend.statusWriter.lastWritten(key);
     const computed = computeStatus({
-      ...facts, d: desired, node: this.options.node, previous, now: new Date(this.clock.now()).toISOString(),
+      ...facts, d: desired, node: this.options.node, previous, now: isoTime(this.clock.now()),
       lastAction: this.lastActions.get(key), paused: pass.paused, snapshots: this.options.snapshotsOf?.(key),
       stopDeadline: stopDeadlineText(this.stopDeadlines.get(key)),
     });
@@ -619,7 +619,11 @@ export class Reconciler {
   private async admit(d: Desired): Promise<Admission> {
     const policy = this.options.policy;
     if (policy === undefined) return { allowed: true, desired: d };
-    return policy.admit(d, { objects: this.options.store.list(), admittedBefore: (key) => this.admittedBefore(key) });
+    const store = this.options.store;
+    return policy.admit(d, {
+      objects: store.list(), admittedBefore: (key) => this.admittedBefore(key),
+      ...(store.revision === undefined ? {} : { objectsRevision: store.revision }),
+    });
   }
 
   /** Whether `key` has a status from a pass that got past the policy (it keeps its MACs and quota place). */

@@ -22,7 +22,7 @@ import type { Desired } from '../store/desired.js';
 import type { ObjectKey } from '../store/object-key.js';
 import type { SourceProblem } from '../store/source-problem.js';
 import type { Clock } from '../shared/clock.js';
-import { systemClock } from '../shared/clock.js';
+import { isoTime, systemClock } from '../shared/clock.js';
 import { type StateDirResult, secureStateDir, secureStateFile, tightenIfPresent } from './state-dir.js';
 
 const MIGRATIONS: readonly string[] = [
@@ -432,7 +432,7 @@ export class StateDb {
   }
 
   private isoNow(): string {
-    return new Date(this.clock.now()).toISOString();
+    return isoTime(this.clock.now());
   }
 
   private defer(write: () => void): void {

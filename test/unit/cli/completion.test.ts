@@ -17,7 +17,7 @@ describe('complete', () => {
     AllCommandsOnEmpty: {
       reason: 'nothing typed: every command',
       words: [''], want: ['run', 'get', 'describe', 'wait', 'diff', 'validate', 'logs', 'exec', 'console', 'crds', 'completion', 'dashboard', 'reboot', 'restore',
-        'snapshot', 'refresh', 'scheduler', 'drain', 'uncordon', 'help'],
+        'backup', 'snapshot', 'refresh', 'scheduler', 'drain', 'uncordon', 'help'],
     },
     Kinds: { reason: 'get takes a kind (or sources) first', words: ['get', 'v'], want: ['virtualmachines', 'vm', 'vms'] },
     NamesOfTheKind: { reason: 'then names of that kind from the state DB', words: ['get', 'ct', 'web'], want: ['web-1', 'web-2'] },

@@ -44,6 +44,15 @@ describe('hyperlet run: fleet flags', () => {
       args: ['--source', 'kube', '--node', 'n1', '--peer-listen', '127.0.0.1:9442', '--peer-url', 'http://127.0.0.1:9442', '--peer-token-file', '/nonexistent/t'],
       error: /--peer-token-file: cannot read \/nonexistent\/t: ENOENT/,
     },
+    MaxPerScopeOverConcurrency: {
+      reason: 'one namespace cannot have more workers than there are',
+      args: ['--source', 'dir:/nonexistent', '--concurrency', '2', '--max-per-scope', '3'],
+      error: /--max-per-scope: must be at most --concurrency \(2\)/,
+    },
+    MaxPerScopeNotPositive: {
+      reason: 'a namespace needs at least one worker',
+      args: ['--source', 'dir:/nonexistent', '--max-per-scope', '0'], error: /--max-per-scope: must be a positive integer/,
+    },
     HeartbeatNotADuration: {
       reason: 'the heartbeat is a duration such as 10s',
       args: ['--source', 'kube', '--node', 'n1', '--heartbeat', 'often'], error: /--heartbeat/,

@@ -145,6 +145,112 @@ describe('host policy: quotas per source and namespace', () => {
   for (const [name, tc] of Object.entries(cases)) {
     it(name, () => expect(fields(quotaIssues(tc.d, tc.rules, context(tc.objects, tc.admitted))), tc.reason).to.deep.equal(tc.want));
   }
+
+  const bare = [container('a'), container('b'), container('c')];
+  // Totals are kept per list handed in (the store hands out one list until an object changes): a
+  // judgement on one list must never leak into another list, other rules or another object.
+  const sequences: Record<string, { reason: string; steps: { d: Desired; objects: Desired[]; rules: ScopeRules; want: string[] }[] }> = {
+    NewListJudgedAnew: {
+      reason: 'a list with one more object is a new list: the fourth is over',
+      steps: [
+        { d: c('c'), objects: three, rules: q({ objects: 3 }), want: [] },
+        { d: c('d'), objects: [...three, c('d')], rules: q({ objects: 3 }), want: ['metadata.name quota.objects'] },
+      ],
+    },
+    SameListOtherRules: {
+      reason: 'the same list under other rules (a policy reload) is added up again',
+      steps: [
+        // Three containers without memory: 3 x 256Mi fits 1Gi, 3 x 512Mi does not.
+        { d: container('c'), objects: bare, rules: rules({ containerMemoryBytes: 256 * MiB, quota: { memoryBytes: GiB } }), want: [] },
+        {
+          d: container('c'), objects: bare, rules: rules({ containerMemoryBytes: 512 * MiB, quota: { memoryBytes: GiB } }),
+          want: ['spec.resources.memory quota.memory'],
+        },
+      ],
+    },
+    SameListOtherObject: {
+      reason: 'one list, two objects: the one ranked last is over, the first is not',
+      steps: [
+        { d: c('a'), objects: three, rules: q({ objects: 2 }), want: [] },
+        { d: c('c'), objects: three, rules: q({ objects: 2 }), want: ['metadata.name quota.objects'] },
+      ],
+    },
+  };
+  // One rules object for every step, as one policy judges list after list: the totals follow each
+  // list by what changed in it, and must come out as if added up afresh.
+  const m = (name: string, memory: string): Desired => c(name, { resources: { cpu: 1, memory } });
+  type Step = { d: Desired; objects: Desired[]; revision?: number; want: string[] };
+  const following: Record<string, { reason: string; rules: ScopeRules; steps: Step[] }> = {
+    ObjectGrows: {
+      reason: 'an object that grew counts with its new size',
+      rules: q({ memoryBytes: 3 * GiB }),
+      steps: [
+        { d: m('c', '1Gi'), objects: [m('a', '1Gi'), m('b', '1Gi'), m('c', '1Gi')], want: [] },
+        { d: m('c', '1Gi'), objects: [m('a', '2Gi'), m('b', '1Gi'), m('c', '1Gi')], want: ['spec.resources.memory quota.memory'] },
+      ],
+    },
+    AddedThenRemoved: {
+      reason: 'an object added counts; once removed it no longer does',
+      rules: q({ objects: 3 }),
+      steps: [
+        { d: c('c'), objects: three, want: [] },
+        { d: c('d'), objects: [...three, c('d')], want: ['metadata.name quota.objects'] },
+        { d: c('d'), objects: [c('b'), c('c'), c('d')], want: [] },
+        { d: c('e'), objects: [c('b'), c('c'), c('d'), c('e')], want: ['metadata.name quota.objects'] },
+      ],
+    },
+    DeletingLeaves: {
+      reason: 'an object being deleted stops counting, and counts again if it is declared anew',
+      rules: q({ objects: 2 }),
+      steps: [
+        { d: c('c'), objects: [{ ...c('a'), deleting: true }, c('b'), c('c')], want: [] },
+        { d: c('c'), objects: [c('a'), c('b'), c('c')], want: ['metadata.name quota.objects'] },
+      ],
+    },
+    SameRevisionEqualObjects: {
+      reason: 'a new list of the same store revision (objects replaced by equal ones) is judged the same',
+      rules: q({ objects: 3 }),
+      steps: [
+        { d: c('c'), objects: three, revision: 1e9 + 7, want: [] },
+        { d: c('d'), objects: [c('a'), c('b'), c('c'), c('d')], revision: 1e9 + 8, want: ['metadata.name quota.objects'] },
+        { d: c('d'), objects: [c('a'), c('b'), c('c'), c('d')], revision: 1e9 + 8, want: ['metadata.name quota.objects'] },
+      ],
+    },
+    NewRevisionGrown: {
+      reason: 'a new store revision is looked at again: an object that grew counts with its new size',
+      rules: q({ memoryBytes: 3 * GiB }),
+      steps: [
+        { d: m('c', '1Gi'), objects: [m('a', '1Gi'), m('b', '1Gi'), m('c', '1Gi')], revision: 1e9 + 11, want: [] },
+        { d: m('c', '1Gi'), objects: [m('a', '2Gi'), m('b', '1Gi'), m('c', '1Gi')], revision: 1e9 + 12, want: ['spec.resources.memory quota.memory'] },
+      ],
+    },
+    KeyTwice: {
+      reason: 'a list holding one key twice (never the store\'s) is judged as quotaIssues always did: both count',
+      rules: q({ objects: 2 }),
+      steps: [{ d: c('b'), objects: [c('a'), c('a'), c('b')], want: ['metadata.name quota.objects'] }],
+    },
+  };
+  for (const [name, tc] of Object.entries(following)) {
+    it(name, () => {
+      for (const step of tc.steps) {
+        const ctx = { ...context(step.objects), ...(step.revision === undefined ? {} : { objectsRevision: step.revision }) };
+        expect(fields(quotaIssues(step.d, tc.rules, ctx)), tc.reason).to.deep.equal(step.want);
+      }
+    });
+  }
+
+  for (const [name, tc] of Object.entries(sequences)) {
+    it(name, () => {
+      const lists = new Map<string, Desired[]>();
+      for (const step of tc.steps) {
+        // Equal lists are handed in as the very same array, as the store does.
+        const id = step.objects.map((o) => o.key).join();
+        const objects = lists.get(id) ?? step.objects;
+        lists.set(id, objects);
+        expect(fields(quotaIssues(step.d, step.rules, context(objects))), tc.reason).to.deep.equal(step.want);
+      }
+    });
+  }
 });
 
 describe('host policy: capacity', () => {
