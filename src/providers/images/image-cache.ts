@@ -168,18 +168,10 @@ export class ImageCache {
   async rootfs(image: ImageSource, variant: string, prepare?: (dir: string, signal: AbortSignal) => Promise<void>): Promise<ImageFetch> {
     const key = unpackKey(image, variant);
     const path = join(this.dir, 'rootfs', key);
-    const refused = this.refusals.get(downloadKey(image));
-    if (refused !== undefined) {
-      if (this.clock.now() - refused.atMs < this.refusalMs) throw refused.error;
-      this.refusals.delete(downloadKey(image));
-    }
+    this.throwIfRefused(image);
     const job = this.jobs.get(key);
     if (job !== undefined) {
-      if (!job.done) {
-        job.polls++;
-        return { state: 'pending', phase: job.phase, receivedBytes: job.receivedBytes, polls: job.polls,
-          ...(job.totalBytes === undefined ? {} : { totalBytes: job.totalBytes }) };
-      }
+      if (!job.done) return this.pendingOf(job);
       this.jobs.delete(key);
       if (job.error !== undefined) throw job.error;
     }
@@ -188,21 +180,9 @@ export class ImageCache {
       await this.markUsed(path);
       return { state: 'ready', path };
     }
-    const started: Job = { phase: 'downloading', receivedBytes: 0, polls: 0, done: false, promise: Promise.resolve() };
-    started.promise = this.prepareTree(image, key, started, prepare).then(
-      () => {
-        started.done = true;
-        void this.evict().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'cannot evict from the image cache'));
-      },
-      (err: unknown) => {
-        started.done = true;
-        started.error = err instanceof Error ? err : new Error(errorMessage(err));
-        if (isTerminalError(err)) this.refusals.set(downloadKey(image), { error: err, atMs: this.clock.now() });
-        this.log.warn({ url: image.url, err: errorMessage(err) }, 'cannot prepare image');
-      },
-    );
-    this.jobs.set(key, started);
-    return { state: 'pending', phase: 'downloading', receivedBytes: 0, polls: 0 };
+    return this.startJob(key, image, (job) => this.prepareTree(image, key, job, prepare), () => {
+      void this.evict().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'cannot evict from the image cache'));
+    });
   }
 
   /**
@@ -214,18 +194,10 @@ export class ImageCache {
    */
   async file(image: ImageSource, check: (path: string, signal: AbortSignal) => Promise<void>): Promise<ImageFetch> {
     const key = createHash('sha256').update(JSON.stringify(['file', downloadKey(image)])).digest('hex');
-    const refused = this.refusals.get(downloadKey(image));
-    if (refused !== undefined) {
-      if (this.clock.now() - refused.atMs < this.refusalMs) throw refused.error;
-      this.refusals.delete(downloadKey(image));
-    }
+    this.throwIfRefused(image);
     const job = this.jobs.get(key);
     if (job !== undefined) {
-      if (!job.done) {
-        job.polls++;
-        return { state: 'pending', phase: job.phase, receivedBytes: job.receivedBytes, polls: job.polls,
-          ...(job.totalBytes === undefined ? {} : { totalBytes: job.totalBytes }) };
-      }
+      if (!job.done) return this.pendingOf(job);
       if (job.error !== undefined) {
         this.jobs.delete(key);
         throw job.error;
@@ -234,11 +206,10 @@ export class ImageCache {
       if ((await stat(path).catch(() => undefined))?.isFile() === true) return { state: 'ready', path };
       this.jobs.delete(key);
     }
-    const started: Job = { phase: 'downloading', receivedBytes: 0, polls: 0, done: false, promise: Promise.resolve() };
-    started.promise = (async () => {
+    return this.startJob(key, image, async (job) => {
       await this.sweep();
-      const path = await this.download(image, started);
-      started.phase = 'checking';
+      const path = await this.download(image, job);
+      job.phase = 'checking';
       try {
         await check(path, this.abort.signal);
       } catch (err) {
@@ -246,8 +217,35 @@ export class ImageCache {
         if (isTerminalError(err)) await rm(path, { force: true }).catch(() => undefined);
         throw err;
       }
-    })().then(
-      () => { started.done = true; },
+    });
+  }
+
+  /** Throws the refusal of `image` while it holds (refusalMs); forgets an older one. */
+  private throwIfRefused(image: ImageSource): void {
+    const refused = this.refusals.get(downloadKey(image));
+    if (refused === undefined) return;
+    if (this.clock.now() - refused.atMs < this.refusalMs) throw refused.error;
+    this.refusals.delete(downloadKey(image));
+  }
+
+  /** What a caller polling a running job gets (the poll counted). */
+  private pendingOf(job: Job): ImageFetch {
+    job.polls++;
+    return { state: 'pending', phase: job.phase, receivedBytes: job.receivedBytes, polls: job.polls,
+      ...(job.totalBytes === undefined ? {} : { totalBytes: job.totalBytes }) };
+  }
+
+  /**
+   * Starts background job `key` running `work`, shared by the next calls until it ends; a failure
+   * is kept for the next call, and a refusal (TerminalError) for refusalMs.
+   */
+  private startJob(key: string, image: ImageSource, work: (job: Job) => Promise<void>, onDone?: () => void): ImageFetch {
+    const started: Job = { phase: 'downloading', receivedBytes: 0, polls: 0, done: false, promise: Promise.resolve() };
+    started.promise = work(started).then(
+      () => {
+        started.done = true;
+        onDone?.();
+      },
       (err: unknown) => {
         started.done = true;
         started.error = err instanceof Error ? err : new Error(errorMessage(err));
