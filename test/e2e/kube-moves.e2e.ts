@@ -13,7 +13,7 @@
 import { expect } from 'chai';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +21,7 @@ import { promisify } from 'node:util';
 import yaml from 'js-yaml';
 import { KubeTestEnv, REPO_ROOT } from './support/kube-testenv.js';
 import { until } from '../support/until.js';
+import { destroyContainersIn } from './support/crash-daemon.js';
 
 const exec = promisify(execFile);
 const NS = `moves-e2e-${process.pid}`;
@@ -169,18 +170,8 @@ describe('moves: data handover between agents, drain and lost nodes against a re
 
   after(async () => {
     for (const p of [scheduler, ...agents]) if (p !== undefined) await stop(p);
-    for (const a of agents) {
-      if (!existsSync(a.lxcpath)) continue;
-      for (const name of readdirSync(a.lxcpath, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name)) {
-        await exec('lxc-stop', ['-P', a.lxcpath, '-n', name, '-k'], { timeout: 30_000 }).catch(() => undefined);
-        await exec('lxc-destroy', ['-P', a.lxcpath, '-n', name], { timeout: 60_000 }).catch(() => undefined);
-      }
-    }
-    if (env !== undefined) {
-      const names = (await env.kubectl(['get', 'ct', '-n', NS, '-o', 'name'])).stdout.trim().split('\n').filter((n) => n !== '');
-      for (const n of names) await env.kubectl(['patch', n, '-n', NS, '--type=merge', '-p', '{"metadata":{"finalizers":null}}']);
-      await env.stop();
-    }
+    for (const a of agents) await destroyContainersIn(a.lxcpath);
+    if (env !== undefined) await env.stopReleasing(NS);
     if (root !== undefined) rmSync(root, { recursive: true, force: true });
   });
 

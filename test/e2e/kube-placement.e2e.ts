@@ -9,13 +9,14 @@
  */
 import { expect } from 'chai';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { chmodSync, createWriteStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import yaml from 'js-yaml';
 import { AGENT_NAMESPACE, KubeTestEnv, REPO_ROOT } from './support/kube-testenv.js';
 import { until } from '../support/until.js';
+import { destroyContainersIn } from './support/crash-daemon.js';
 
 const exec = promisify(execFile);
 const NS = `placement-e2e-${process.pid}`;
@@ -105,17 +106,8 @@ describe('placement: the elected agent\'s scheduler against a real kube-apiserve
 
   after(async () => {
     for (const a of agents) await stop(a);
-    for (const a of agents) {
-      for (const name of readdirSync(a.lxcpath, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name)) {
-        await exec('lxc-stop', ['-P', a.lxcpath, '-n', name, '-k'], { timeout: 30_000 }).catch(() => undefined);
-        await exec('lxc-destroy', ['-P', a.lxcpath, '-n', name], { timeout: 60_000 }).catch(() => undefined);
-      }
-    }
-    if (env !== undefined) {
-      const names = (await env.kubectl(['get', 'ct', '-n', NS, '-o', 'name'])).stdout.trim().split('\n').filter((n) => n !== '');
-      for (const n of names) await env.kubectl(['patch', n, '-n', NS, '--type=merge', '-p', '{"metadata":{"finalizers":null}}']);
-      await env.stop();
-    }
+    for (const a of agents) await destroyContainersIn(a.lxcpath);
+    if (env !== undefined) await env.stopReleasing(NS);
     if (root !== undefined) rmSync(root, { recursive: true, force: true });
   });
 

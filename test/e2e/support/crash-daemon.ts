@@ -129,10 +129,15 @@ export async function removeLxcTestDir(tmp: string, lxcpath: string): Promise<vo
       // gone meanwhile
     }
   }
+  await destroyContainersIn(lxcpath);
+  await rm(tmp, { recursive: true, force: true });
+}
+
+/** Stops (killing) and destroys every container in `lxcpath`; a missing lxcpath is nothing to do. */
+export async function destroyContainersIn(lxcpath: string): Promise<void> {
   const lxc = promisify(execFile);
   for (const name of await readdir(lxcpath).catch(() => [] as string[])) {
     await lxc('lxc-stop', ['-P', lxcpath, '-n', name, '-k'], { timeout: 60_000 }).catch(() => undefined);
     await lxc('lxc-destroy', ['-P', lxcpath, '-n', name], { timeout: 60_000 }).catch(() => undefined);
   }
-  await rm(tmp, { recursive: true, force: true });
 }

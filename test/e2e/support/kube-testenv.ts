@@ -370,6 +370,16 @@ export class KubeTestEnv {
     return sum;
   }
 
+  /**
+   * Clears the finalizers of the Containers left in `namespace` (their agents are gone, so nothing
+   * would release them), then stops like stop(). For after hooks.
+   */
+  async stopReleasing(namespace: string): Promise<void> {
+    const names = (await this.kubectl(['get', 'ct', '-n', namespace, '-o', 'name'])).stdout.trim().split('\n').filter((n) => n !== '');
+    for (const n of names) await this.kubectl(['patch', n, '-n', namespace, '--type=merge', '-p', '{"metadata":{"finalizers":null}}']);
+    await this.stop();
+  }
+
   /** Stops both processes and removes every file. Idempotent. */
   async stop(): Promise<void> {
     await stopProcess(this.apiServer);
