@@ -20,6 +20,7 @@ export const BENCHES: Record<string, () => Promise<Bench>> = {
   placement: async () => { const { placementBench } = await import('./placement-bench.js'); return () => Promise.resolve(placementBench()); },
   scheduler: async () => (await import('./scheduler-bench.js')).schedulerBench,
   snapshot: async () => { const { snapshotBench } = await import('./snapshot-bench.js'); return () => snapshotBench(); },
+  vmsnapshot: async () => { const { vmSnapshotBench } = await import('./vm-snapshot-bench.js'); return () => vmSnapshotBench(); },
   backup: async () => { const { backupBench } = await import('./backup-bench.js'); return () => backupBench(); },
   image: async () => { const { imageBench } = await import('./image-bench.js'); return () => imageBench(); },
   vmimage: async () => { const { vmImageBench } = await import('./vm-image-bench.js'); return () => vmImageBench(); },

@@ -521,11 +521,16 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
   }
 
   private async requireOwned(d: Desired<'VirtualMachine'>, verb: string): Promise<DomainRef> {
+    return (await this.requireOwnedMarker(d, verb)).dom;
+  }
+
+  /** The domain of `d` with its ownership marker, read once (a snapshot needs the marker's spec hash too). */
+  private async requireOwnedMarker(d: Desired<'VirtualMachine'>, verb: string): Promise<{ dom: DomainRef; marker: OwnershipMarker }> {
     const dom = await this.client.lookupDomainByName(d.hostName);
     if (dom === undefined) throw new Error(`cannot ${verb} domain ${d.hostName}: it does not exist`);
     const marker = (await this.readDomain(dom)).marker;
     if (marker?.id !== d.id) throw this.notOwned(d, verb);
-    return dom;
+    return { dom, marker };
   }
 
   private async rebootIfRequested(d: Desired<'VirtualMachine'>, dom: DomainRef, marker: OwnershipMarker, observed: ObservedInstance): Promise<string | undefined> {
@@ -650,9 +655,8 @@ export class LibvirtProvider implements Provider<'VirtualMachine'> {
   async snapshot(d: Desired<'VirtualMachine'>, name: string, options: SnapshotOptions, _signal: AbortSignal): Promise<InstanceSnapshot> {
     assertSnapshotName(name);
     await this.ensureConnected();
-    const dom = await this.requireOwned(d, 'snapshot');
-    const marker = (await this.readDomain(dom)).marker;
-    return this.snapshots.take(dom, name, marker?.specHash, options);
+    const { dom, marker } = await this.requireOwnedMarker(d, 'snapshot');
+    return this.snapshots.take(dom, name, marker.specHash, options);
   }
 
   /** A portable archive of the domain's disks as qcow2 and its object (libvirt-backups.ts); running ones from a snapshot. */

@@ -64,9 +64,10 @@ export class LibvirtSnapshots {
 
   /** Snapshot `name` of `dom` (see the file comment for memory); an existing one of that name is returned as it is. */
   async take(dom: DomainRef, name: string, specHash: string | undefined, options: SnapshotOptions): Promise<InstanceSnapshot> {
-    const existing = await this.client.lookupDomainSnapshot(dom, name);
+    // Both asked at once: the client pipelines them on its one connection.
+    const [existing, state] = await Promise.all([this.client.lookupDomainSnapshot(dom, name), this.client.domainGetState(dom)]);
     if (existing !== undefined) return this.describe(existing);
-    const running = isActive((await this.client.domainGetState(dom)).state);
+    const running = isActive(state.state);
     if (options.memory === true && !running) {
       throw new TerminalError('SnapshotUnsupported', `cannot snapshot the memory of domain ${dom.name}: it is not running`);
     }
