@@ -197,3 +197,89 @@ describe('hyperlet snapshot and hyperlet restore through the daemon with LXC', f
     expect((await readdir(snapshotsDir(lxcpath, name))).filter((n) => !n.startsWith('.')).sort()).to.have.length(2);
   });
 });
+
+/**
+ * Deleting an object with snapshots (issue 12, item 6), through `hyperlet run` on a directory with
+ * real LXC: `deletionPolicy: Orphan` (allowed by a policy file: the default refuses orphans) leaves
+ * the container and its snapshots; the default policy removes the container with its snapshots.
+ * A deletion is finished when its object's row leaves the state DB (the pass that finishes it
+ * forgets the key): only then is what is left on the host looked at.
+ */
+describe('deleting a Container object with snapshots through the daemon with LXC', function () {
+  this.timeout(300_000);
+  const base = `del-snap-${randomBytes(2).toString('hex')}`;
+  const kept = `${base}-orphan`;
+  const gone = `${base}-delete`;
+  let tmp = '';
+  let lxcpath = '';
+  let statePath = '';
+  let daemon: DaemonProcess | undefined;
+
+  const lxcState = async (n: string): Promise<string> =>
+    (await run('lxc-info', ['-P', lxcpath, '-n', n, '-sH'], { timeout: 30_000 }).then((r) => r.stdout.trim(), () => 'MISSING'));
+  const inStateDb = async (n: string): Promise<boolean> =>
+    run(process.execPath, [cliPath, 'describe', 'container', n, '--state', statePath], { timeout: 30_000 }).then(() => true, () => false);
+  const snapshotOf = async (n: string, snapshot: string): Promise<void> => {
+    const r = await run(process.execPath, [cliPath, 'snapshot', 'ct', n, snapshot, '--wait', '--timeout', '2m', '--server', daemon!.baseUrl,
+      '--state', statePath], { cwd: repoRoot, timeout: 150_000 });
+    expect(r.stdout).to.contain(`SnapshotTaken: Took snapshot ${snapshot} of ${n}`);
+  };
+  const manifest = (n: string, policy: string | undefined): string => [
+    'apiVersion: hyperlet.io/v1alpha1', 'kind: Container', 'metadata:', `  name: ${n}`, 'spec:', '  template: busybox',
+    '  state: Running', '  gracefulStopSeconds: 0', '  network:', '    - type: none',
+    ...(policy === undefined ? [] : [`  deletionPolicy: ${policy}`]), '',
+  ].join('\n');
+
+  before(async () => {
+    if (process.getuid?.() !== 0) throw new Error('the LXC daemon e2e test needs root; run make test as root');
+    tmp = await mkdtemp(join(tmpdir(), 'hyperlet-delete-snapshots-e2e-'));
+    await chmod(tmp, 0o711);
+    lxcpath = join(tmp, 'lxc');
+    statePath = join(tmp, 'state', 'state.db');
+    for (const d of ['manifests', 'lxc', 'state']) await mkdir(join(tmp, d));
+    await writeFile(join(tmp, 'policy.yaml'), 'apiVersion: hyperlet.io/v1alpha1\nkind: HostPolicy\ndefaults:\n  allow: {orphan: true}\n');
+    await writeFile(join(tmp, 'manifests', `${kept}.yaml`), manifest(kept, 'Orphan'));
+    await writeFile(join(tmp, 'manifests', `${gone}.yaml`), manifest(gone, undefined));
+    daemon = await DaemonProcess.start([
+      '--source', `dir:${join(tmp, 'manifests')}`, '--lxcpath', lxcpath, '--state', statePath, '--http', '127.0.0.1:0',
+      '--kinds', 'Container', '--resync', '10s', '--log-level', 'info', '--policy', join(tmp, 'policy.yaml'),
+    ], join(tmp, 'daemon.log'));
+    await until('both containers to run', async () =>
+      ((await lxcState(kept)) === 'RUNNING' && (await lxcState(gone)) === 'RUNNING' ? true : undefined), 120_000);
+    await snapshotOf(kept, 'kept-one');
+    await snapshotOf(gone, 'gone-one');
+  });
+
+  afterEach(async function () {
+    if (this.currentTest?.state === 'failed' && daemon !== undefined) console.error(`--- daemon log ---\n${await daemon.logTail(40)}`);
+  });
+
+  after(async () => {
+    await daemon?.stop('SIGKILL');
+    if (tmp === '') return;
+    for (const entry of await readdir(lxcpath).catch(() => [] as string[])) {
+      await run('lxc-stop', ['-P', lxcpath, '-n', entry, '-k'], { timeout: 30_000 }).catch(() => undefined);
+      await run('lxc-destroy', ['-P', lxcpath, '-n', entry], { timeout: 60_000 }).catch(() => undefined);
+    }
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  it('deletionPolicy Orphan: the object goes, the container and its snapshots stay', async () => {
+    expect(await readdir(snapshotsDir(lxcpath, kept))).to.include('kept-one');
+    await rm(join(tmp, 'manifests', `${kept}.yaml`));
+    await until('the orphaning pass to finish (the object forgotten)', async () => ((await inStateDb(kept)) ? undefined : true), 60_000);
+    expect(await lxcState(kept), 'the container is left running').to.equal('RUNNING');
+    expect((await readdir(snapshotsDir(lxcpath, kept))).filter((n) => !n.startsWith('.'))).to.deep.equal(['kept-one']);
+    expect((await readMarker(markerPath(lxcpath, kept)))?.id, 'still marked (an adopt can take it back)').to.be.a('string');
+  });
+
+  it('the default deletion removes the container with its snapshots', async () => {
+    expect(await readdir(snapshotsDir(lxcpath, gone))).to.include('gone-one');
+    await rm(join(tmp, 'manifests', `${gone}.yaml`));
+    await until('the deletion to finish (the object forgotten)', async () => ((await inStateDb(gone)) ? undefined : true), 60_000);
+    expect(await lxcState(gone)).to.equal('MISSING');
+    expect(await readdir(lxcpath), 'nothing of it left in the lxcpath').to.not.include(gone);
+    expect(await readdir(snapshotsDir(lxcpath, gone)).then(() => 'present', () => 'absent'), 'its snapshots').to.equal('absent');
+    expect(await lxcState(kept), 'the orphan is untouched').to.equal('RUNNING');
+  });
+});
