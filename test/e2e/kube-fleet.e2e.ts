@@ -7,8 +7,8 @@
  * one marks a node whose agent was killed Ready=Unknown. Needs root and lxc with the busybox template (`make host`).
  */
 import { expect } from 'chai';
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { chmodSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -16,6 +16,7 @@ import yaml from 'js-yaml';
 import { AGENT_NAMESPACE, KubeTestEnv, REPO_ROOT } from './support/kube-testenv.js';
 import { until } from '../support/until.js';
 import { destroyContainersIn } from './support/crash-daemon.js';
+import { type KubeAgent, makeKubeAgents, startKubeAgent, stopKubeAgent } from './support/kube-agents.js';
 
 const exec = promisify(execFile);
 const NS = `fleet-e2e-${process.pid}`;
@@ -28,13 +29,7 @@ async function virsh(...args: string[]): Promise<string> {
   return (await exec('virsh', ['-c', 'qemu:///system', ...args], { timeout: 60_000 })).stdout;
 }
 
-interface Agent {
-  readonly node: string;
-  readonly dir: string;
-  readonly lxcpath: string;
-  child?: ChildProcess;
-  exited?: Promise<number | null>;
-}
+type Agent = KubeAgent;
 
 describe('fleet: per-node agents with --leader-elect against a real kube-apiserver and real LXC', function () {
   this.timeout(70 * 60_000);
@@ -57,27 +52,12 @@ describe('fleet: per-node agents with --leader-elect against a real kube-apiserv
     (await env.kubectl(['get', 'ct', name, '-n', NS, '-o', 'jsonpath={.status.phase}'])).stdout.trim();
 
   function start(a: Agent): void {
-    const log = createWriteStream(join(a.dir, 'agent.log'), { flags: 'a' });
-    a.child = spawn(process.execPath, [join(REPO_ROOT, 'bin/hyperlet.js'), 'run', '--source', 'kube', '--leader-elect',
-      '--kubeconfig', env.agentKubeconfigPath, '--namespace', NS, '--node', a.node, '--kinds', 'Container,VirtualMachine',
-      '--lxcpath', a.lxcpath, '--state', join(a.dir, 'state', 'state.db'), '--http', 'off', '--log-level', 'debug', '--heartbeat', '1s'],
-    { stdio: ['ignore', 'pipe', 'pipe'] });
-    a.child.stdout?.pipe(log);
-    a.child.stderr?.pipe(log);
-    const child = a.child;
-    a.exited = new Promise((r) => child.once('exit', (code) => r(code)));
+    startKubeAgent(a, ['--leader-elect',
+      '--kubeconfig', env.agentKubeconfigPath, '--namespace', NS, '--kinds', 'Container,VirtualMachine',
+      '--http', 'off', '--log-level', 'debug', '--heartbeat', '1s']);
   }
 
-  async function stop(a: Agent): Promise<number | null | undefined> {
-    if (a.child === undefined) return undefined;
-    if (a.child.exitCode === null) a.child.kill('SIGTERM');
-    const code = await Promise.race([a.exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 40_000))]);
-    if (code === 'hung') {
-      a.child.kill('SIGKILL');
-      return undefined;
-    }
-    return code;
-  }
+  const stop = stopKubeAgent;
 
   before(async () => {
     if (process.getuid?.() !== 0) throw new Error('the fleet e2e needs root for LXC; run make test as root');
@@ -86,12 +66,7 @@ describe('fleet: per-node agents with --leader-elect against a real kube-apiserv
     env = await KubeTestEnv.start();
     await env.installHyperlet();
     await env.kubectlOk(['create', 'namespace', NS]);
-    for (const node of ['fleet-a', 'fleet-b']) {
-      const dir = join(root, node);
-      mkdirSync(join(dir, 'lxc'), { recursive: true, mode: 0o711 });
-      chmodSync(dir, 0o711);
-      agents.push({ node, dir, lxcpath: join(dir, 'lxc') });
-    }
+    agents.push(...makeKubeAgents(root, ['fleet-a', 'fleet-b']));
   });
 
   after(async () => {

@@ -8,27 +8,22 @@
  * scheduler places new objects. Needs root and lxc with the busybox template (`make host`).
  */
 import { expect } from 'chai';
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { chmodSync, createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import yaml from 'js-yaml';
-import { AGENT_NAMESPACE, KubeTestEnv, REPO_ROOT } from './support/kube-testenv.js';
+import { AGENT_NAMESPACE, KubeTestEnv } from './support/kube-testenv.js';
 import { until } from '../support/until.js';
 import { destroyContainersIn } from './support/crash-daemon.js';
+import { type KubeAgent, makeKubeAgents, startKubeAgent, stopKubeAgent } from './support/kube-agents.js';
 
 const exec = promisify(execFile);
 const NS = `placement-e2e-${process.pid}`;
 const CLUSTER_LEASE = 'hyperlet-cluster';
 
-interface Agent {
-  readonly node: string;
-  readonly dir: string;
-  readonly lxcpath: string;
-  child?: ChildProcess;
-  exited?: Promise<number | null>;
-}
+type Agent = KubeAgent;
 
 interface PlacedObject {
   spec: { nodeName?: string };
@@ -67,27 +62,12 @@ describe('placement: the elected agent\'s scheduler against a real kube-apiserve
     (await exec('lxc-info', ['-P', a.lxcpath, '-n', `${NS}.${name}`, '-sH'], { timeout: 20_000 }).catch(() => ({ stdout: 'absent' }))).stdout.trim();
 
   function start(a: Agent): void {
-    const log = createWriteStream(join(a.dir, 'agent.log'), { flags: 'a' });
-    a.child = spawn(process.execPath, [join(REPO_ROOT, 'bin/hyperlet.js'), 'run', '--source', 'kube', '--leader-elect', '--scheduler',
-      '--kubeconfig', env.agentKubeconfigPath, '--namespace', NS, '--node', a.node, '--kinds', 'Container',
-      '--lxcpath', a.lxcpath, '--state', join(a.dir, 'state', 'state.db'), '--http', 'off', '--log-level', 'debug', '--heartbeat', '1s'],
-    { stdio: ['ignore', 'pipe', 'pipe'] });
-    a.child.stdout?.pipe(log);
-    a.child.stderr?.pipe(log);
-    const child = a.child;
-    a.exited = new Promise((r) => child.once('exit', (code) => r(code)));
+    startKubeAgent(a, ['--leader-elect', '--scheduler',
+      '--kubeconfig', env.agentKubeconfigPath, '--namespace', NS, '--kinds', 'Container',
+      '--http', 'off', '--log-level', 'debug', '--heartbeat', '1s']);
   }
 
-  async function stop(a: Agent): Promise<number | null | undefined> {
-    if (a.child === undefined || a.child.exitCode !== null) return a.child?.exitCode;
-    a.child.kill('SIGTERM');
-    const code = await Promise.race([a.exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 40_000))]);
-    if (code === 'hung') {
-      a.child.kill('SIGKILL');
-      return undefined;
-    }
-    return code;
-  }
+  const stop = stopKubeAgent;
 
   before(async () => {
     if (process.getuid?.() !== 0) throw new Error('the placement e2e needs root for LXC; run make test as root');
@@ -96,12 +76,7 @@ describe('placement: the elected agent\'s scheduler against a real kube-apiserve
     env = await KubeTestEnv.start();
     await env.installHyperlet();
     await env.kubectlOk(['create', 'namespace', NS]);
-    for (const node of ['placement-a', 'placement-b']) {
-      const dir = join(root, node);
-      mkdirSync(join(dir, 'lxc'), { recursive: true, mode: 0o711 });
-      chmodSync(dir, 0o711);
-      agents.push({ node, dir, lxcpath: join(dir, 'lxc') });
-    }
+    agents.push(...makeKubeAgents(root, ['placement-a', 'placement-b']));
   });
 
   after(async () => {
